@@ -1,0 +1,143 @@
+"""Strict bencode (BEP 3), as every KRPC packet and BEP 44 signature depends on it.
+
+Decoding accepts only the canonical form, because BEP 44 signs the *encoded* value: if
+two encodings of one value were both accepted, a signature check over a re-encoding could
+pass on bytes the signer never saw. So we reject unsorted or duplicate dict keys, integers
+with leading zeros or ``-0``, and trailing bytes, and bound nesting depth and input size.
+
+Decoded values are ``bytes``, ``int``, ``list`` and ``dict[bytes, ...]``. Anything wrong
+with remote input raises :class:`DecodeError` and nothing else; encoding a value of an
+unsupported type is a programming error and raises ``TypeError``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["MAX_DEPTH", "MAX_INPUT", "DecodeError", "Bencodable", "decode", "encode"]
+
+Bencodable = bytes | int | list[Any] | dict[bytes, Any]
+
+#: Deepest nesting we decode. KRPC needs 3 levels; BEP 44 values are user data, so allow
+#: more, but a bound keeps hostile input from exhausting the Python stack.
+MAX_DEPTH = 32
+#: Largest input we decode. A UDP datagram is at most 64 KiB; KRPC packets are ~1.5 KiB.
+MAX_INPUT = 65536
+#: Longest integer literal (digits). 2**64 has 20 digits; anything much longer is abuse.
+MAX_INT_DIGITS = 32
+
+
+class DecodeError(ValueError):
+    """The input is not canonical bencode within our limits."""
+
+
+_DIGITS = frozenset(b"0123456789")
+
+
+def decode(data: bytes, *, max_depth: int = MAX_DEPTH, max_size: int = MAX_INPUT) -> Any:
+    """Decode exactly one canonical bencoded value occupying all of ``data``."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise DecodeError("input is not bytes")
+    data = bytes(data)
+    if len(data) > max_size:
+        raise DecodeError(f"input of {len(data)} bytes exceeds limit of {max_size}")
+    if not data:
+        raise DecodeError("empty input")
+    try:
+        value, end = _decode(data, 0, max_depth)
+    except IndexError:
+        raise DecodeError("truncated input") from None
+    except RecursionError:  # pragma: no cover - max_depth keeps us far below the limit
+        raise DecodeError("nesting too deep") from None
+    if end != len(data):
+        raise DecodeError(f"{len(data) - end} trailing bytes")
+    return value
+
+
+def _decode_int(data: bytes, start: int, end: int) -> int:
+    """Parse data[start:end] as a canonical decimal integer (no +, no leading 0, no -0)."""
+    digits = data[start:end]
+    negative = digits[:1] == b"-"
+    body = digits[1:] if negative else digits
+    if not body or len(body) > MAX_INT_DIGITS or not _DIGITS.issuperset(body):
+        raise DecodeError(f"malformed integer at offset {start}")
+    if body[0] == 0x30 and (len(body) > 1 or negative):
+        raise DecodeError(f"non-canonical integer at offset {start}")
+    return int(digits)
+
+
+def _decode(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
+    c = data[pos]
+    if 0x30 <= c <= 0x39:  # byte string: <len>:<bytes>
+        colon = data.find(b":", pos, pos + MAX_INT_DIGITS + 1)
+        if colon < 0:
+            raise DecodeError(f"malformed string length at offset {pos}")
+        length = _decode_int(data, pos, colon)
+        start = colon + 1
+        end = start + length
+        if end > len(data):
+            raise DecodeError(f"string at offset {pos} runs past end of input")
+        return data[start:end], end
+    if c == 0x69:  # i<int>e
+        end = data.find(b"e", pos + 1, pos + MAX_INT_DIGITS + 3)
+        if end < 0:
+            raise DecodeError(f"unterminated integer at offset {pos}")
+        return _decode_int(data, pos + 1, end), end + 1
+    if depth <= 0:
+        raise DecodeError("nesting too deep")
+    if c == 0x6C:  # l<items>e
+        items: list[Any] = []
+        pos += 1
+        while data[pos] != 0x65:
+            item, pos = _decode(data, pos, depth - 1)
+            items.append(item)
+        return items, pos + 1
+    if c == 0x64:  # d<key><value>...e, keys sorted as raw byte strings, no duplicates
+        result: dict[bytes, Any] = {}
+        pos += 1
+        previous: bytes | None = None
+        while data[pos] != 0x65:
+            if not 0x30 <= data[pos] <= 0x39:
+                raise DecodeError(f"dictionary key at offset {pos} is not a string")
+            key, pos = _decode(data, pos, depth - 1)
+            if previous is not None and key <= previous:
+                raise DecodeError(f"dictionary keys unsorted or duplicated at offset {pos}")
+            previous = key
+            result[key], pos = _decode(data, pos, depth - 1)
+        return result, pos + 1
+    raise DecodeError(f"unexpected byte {c:#04x} at offset {pos}")
+
+
+def encode(value: Any) -> bytes:
+    """Encode ``value`` canonically (dict keys sorted). Raises TypeError on other types."""
+    out: list[bytes] = []
+    _encode(value, out)
+    return b"".join(out)
+
+
+def _encode(value: Any, out: list[bytes]) -> None:
+    if isinstance(value, bytes):
+        out.append(b"%d:" % len(value))
+        out.append(value)
+    elif isinstance(value, bool):
+        raise TypeError("bencode has no booleans; use 0 or 1")
+    elif isinstance(value, int):
+        out.append(b"i%de" % value)
+    elif isinstance(value, list | tuple):
+        out.append(b"l")
+        for item in value:
+            _encode(item, out)
+        out.append(b"e")
+    elif isinstance(value, dict):
+        out.append(b"d")
+        for key in sorted(value):
+            if not isinstance(key, bytes):
+                raise TypeError(f"dictionary key {key!r} is not bytes")
+            out.append(b"%d:" % len(key))
+            out.append(key)
+            _encode(value[key], out)
+        out.append(b"e")
+    elif isinstance(value, bytearray | memoryview):
+        _encode(bytes(value), out)
+    else:
+        raise TypeError(f"cannot bencode {type(value).__name__}")
