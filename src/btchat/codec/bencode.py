@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["MAX_DEPTH", "MAX_INPUT", "DecodeError", "Bencodable", "decode", "encode"]
+__all__ = ["MAX_DEPTH", "MAX_INPUT", "Bencodable", "DecodeError", "Raw", "decode", "encode"]
 
 Bencodable = bytes | int | list[Any] | dict[bytes, Any]
 
@@ -29,6 +29,14 @@ MAX_INT_DIGITS = 32
 
 class DecodeError(ValueError):
     """The input is not canonical bencode within our limits."""
+
+
+class Raw(bytes):
+    """Bytes that are already bencoded, spliced into the output unchanged.
+
+    Lets a node serve a stored BEP 44 value byte for byte as it was signed, without
+    decoding and re-encoding it.
+    """
 
 
 _DIGITS = frozenset(b"0123456789")
@@ -116,7 +124,9 @@ def encode(value: Any) -> bytes:
 
 
 def _encode(value: Any, out: list[bytes]) -> None:
-    if isinstance(value, bytes):
+    if type(value) is Raw:
+        out.append(value)
+    elif isinstance(value, bytes):
         out.append(b"%d:" % len(value))
         out.append(value)
     elif isinstance(value, bool):

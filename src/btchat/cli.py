@@ -1,0 +1,449 @@
+"""The ``btchat`` command line.
+
+Every command prints a human-readable line by default and one JSON object with
+``--json``; it exits 0 on success and 1 with a one-line error on stderr otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import tomllib
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from btchat import __version__
+from btchat.codec.bencode import encode
+from btchat.dht import bep44
+from btchat.net.dht_service import DEFAULT_BOOTSTRAP, DhtError, DhtService, resolve_addrs
+
+__all__ = ["main"]
+
+ENV_BOOTSTRAP = "BTCHAT_BOOTSTRAP"  # comma-separated HOST:PORT list
+ENV_CONFIG = "BTCHAT_CONFIG"
+
+
+class UserError(Exception):
+    """Something the user can fix; printed as one line."""
+
+
+# ------------------------------------------------------------------ arguments
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def parse_id(text: str, size: int = 20) -> bytes:
+    try:
+        value = bytes.fromhex(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not hex") from None
+    if len(value) != size:
+        raise argparse.ArgumentTypeError(f"expected {size * 2} hex digits, got {len(text)}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--bootstrap",
+        action="append",
+        type=parse_hostport,
+        metavar="HOST:PORT",
+        help="DHT node to join through (repeatable); default: the public routers",
+    )
+    common.add_argument("--json", action="store_true", help="print one JSON object")
+    common.add_argument("--config", type=Path, help="config file (TOML)")
+    common.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
+
+    parser = argparse.ArgumentParser(prog="btchat", description="btchat: serverless P2P chat")
+    parser.add_argument("--version", action="version", version=f"btchat {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    dht = sub.add_parser("dht", help="talk to the Mainline DHT").add_subparsers(
+        dest="dht_command", required=True
+    )
+    p = dht.add_parser("node", parents=[common], help="run a DHT node until interrupted")
+    p.add_argument("--port", type=int, default=None, help="UDP port (default 6881)")
+    p.add_argument("--host", default="0.0.0.0", help="address to bind")
+    p.add_argument("--state-dir", type=Path, help="where the node id and routing table live")
+    p.set_defaults(func=cmd_node)
+
+    p = dht.add_parser("ping", parents=[common], help="ping a DHT node, print its id")
+    p.add_argument("addr", type=parse_hostport, metavar="HOST:PORT")
+    p.set_defaults(func=cmd_ping)
+
+    p = dht.add_parser("announce", parents=[common], help="announce a peer for an infohash")
+    p.add_argument("infohash", type=parse_id, metavar="INFOHASH_HEX")
+    p.add_argument("--port", type=int, required=True)
+    p.set_defaults(func=cmd_announce)
+
+    p = dht.add_parser("get-peers", parents=[common], help="find peers for an infohash")
+    p.add_argument("infohash", type=parse_id, metavar="INFOHASH_HEX")
+    p.set_defaults(func=cmd_get_peers)
+
+    p = dht.add_parser("put", parents=[common], help="store a BEP 44 item")
+    p.add_argument("value", help="the value (stored as a byte string)")
+    p.add_argument("--mutable", action="store_true", help="signed, updatable item")
+    p.add_argument("--key-file", type=Path, help="ed25519 key (from `btchat dht keygen`)")
+    p.add_argument("--salt", default="", help="mutable item salt (up to 64 bytes)")
+    p.add_argument("--seq", type=int, help="sequence number (default: current + 1)")
+    p.set_defaults(func=cmd_put)
+
+    p = dht.add_parser("get", parents=[common], help="fetch a BEP 44 item")
+    p.add_argument(
+        "key",
+        metavar="TARGET_HEX|PUBKEY_HEX",
+        help="40 hex digits: immutable target; 64 hex digits: mutable item's public key",
+    )
+    p.add_argument("--salt", default="", help="mutable item salt")
+    p.set_defaults(func=cmd_get)
+
+    p = dht.add_parser("keygen", parents=[common], help="write an ed25519 key for mutable puts")
+    p.add_argument("--key-file", type=Path, required=True)
+    p.set_defaults(func=cmd_keygen)
+
+    p = sub.add_parser("sandbox", parents=[common], help="run a private loopback swarm")
+    p.add_argument("--nodes", type=int, default=100, help="how many nodes (default 100)")
+    p.set_defaults(func=cmd_sandbox)
+    return parser
+
+
+# ------------------------------------------------------------------- config
+
+
+def load_config(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        env = os.environ.get(ENV_CONFIG)
+        if env:
+            path = Path(env)
+        else:
+            from platformdirs import user_config_dir
+
+            path = Path(user_config_dir("btchat")) / "config.toml"
+            if not path.exists():
+                return {}
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"config file {path} does not exist") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise UserError(f"cannot read config file {path}: {exc}") from None
+
+
+def bootstrap_list(args: argparse.Namespace) -> list[tuple[str, int]]:
+    """Option beats environment beats config file beats the public defaults."""
+    if args.bootstrap:
+        return list(args.bootstrap)
+    env = os.environ.get(ENV_BOOTSTRAP)
+    if env:
+        try:
+            return [parse_hostport(x.strip()) for x in env.split(",") if x.strip()]
+        except argparse.ArgumentTypeError as exc:
+            raise UserError(f"{ENV_BOOTSTRAP}: {exc}") from None
+    conf = load_config(args.config).get("dht", {})
+    if "bootstrap" in conf:
+        try:
+            return [parse_hostport(str(x)) for x in conf["bootstrap"]]
+        except argparse.ArgumentTypeError as exc:
+            raise UserError(f"config dht.bootstrap: {exc}") from None
+    return list(DEFAULT_BOOTSTRAP)
+
+
+async def joined_service(args: argparse.Namespace, **kw: Any) -> DhtService:
+    """A temporary node that has joined the DHT, for one-shot commands."""
+    service = await DhtService.start(**kw)
+    addrs = await resolve_addrs(bootstrap_list(args))
+    if not addrs:
+        service.close()
+        raise UserError("no bootstrap node could be resolved (offline? try --bootstrap)")
+    try:
+        await service.bootstrap(addrs)
+    except DhtError:
+        service.close()
+        raise UserError(
+            "no DHT node answered (offline, or the bootstrap nodes are unreachable)"
+        ) from None
+    return service
+
+
+def emit(args: argparse.Namespace, obj: dict[str, Any], text: str) -> None:
+    print(json.dumps(obj) if args.json else text, flush=True)
+
+
+def _show(value: Any) -> Any:
+    """A JSON- and terminal-friendly view of a decoded bencode value."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            return {"hex": value.hex()}
+    if isinstance(value, list):
+        return [_show(v) for v in value]
+    if isinstance(value, dict):
+        return {_show(k) if isinstance(k, bytes) else k: _show(v) for k, v in value.items()}
+    return value
+
+
+# ------------------------------------------------------------------ commands
+
+
+async def cmd_ping(args: argparse.Namespace) -> None:
+    service = await DhtService.start()
+    try:
+        (host, port) = (await resolve_addrs([args.addr])) or [args.addr]
+        node_id = await service.ping((host, port))
+    except DhtError as exc:
+        raise UserError(f"{args.addr[0]}:{args.addr[1]} did not answer ({exc})") from None
+    finally:
+        service.close()
+    emit(args, {"node_id": node_id.hex(), "addr": f"{host}:{port}"}, node_id.hex())
+
+
+async def cmd_announce(args: argparse.Namespace) -> None:
+    if not 0 < args.port < 65536:
+        raise UserError("--port must be 1-65535")
+    service = await joined_service(args)
+    try:
+        result = await service.announce(args.infohash, args.port)
+    finally:
+        service.close()
+    emit(
+        args,
+        {"infohash": args.infohash.hex(), "stored_at": result.stored_at, "queries": result.queries},
+        f"announced on {result.stored_at} nodes",
+    )
+
+
+async def cmd_get_peers(args: argparse.Namespace) -> None:
+    service = await joined_service(args)
+    try:
+        result = await service.get_peers(args.infohash)
+    finally:
+        service.close()
+    peers = [f"{h}:{p}" for h, p in result.peers]
+    emit(
+        args,
+        {"infohash": args.infohash.hex(), "peers": peers, "queries": result.queries},
+        "\n".join(peers) if peers else "no peers found",
+    )
+
+
+def load_key(path: Path) -> Ed25519PrivateKey:
+    try:
+        seed = bytes.fromhex(path.read_text().strip())
+    except FileNotFoundError:
+        raise UserError(
+            f"key file {path} does not exist (create it with `btchat dht keygen`)"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read key file {path}: {exc}") from None
+    if len(seed) != 32:
+        raise UserError(f"key file {path} does not hold a 32-byte ed25519 seed")
+    return Ed25519PrivateKey.from_private_bytes(seed)
+
+
+async def cmd_keygen(args: argparse.Namespace) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    if args.key_file.exists():
+        raise UserError(f"{args.key_file} already exists; refusing to overwrite a key")
+    key = Ed25519PrivateKey.generate()
+    seed = key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    fd = os.open(args.key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(seed.hex() + "\n")
+    public = key.public_key().public_bytes_raw()
+    emit(args, {"public_key": public.hex(), "key_file": str(args.key_file)}, public.hex())
+
+
+async def cmd_put(args: argparse.Namespace) -> None:
+    v_bencoded = encode(args.value.encode())
+    if len(v_bencoded) > bep44.MAX_VALUE_SIZE:
+        raise UserError(f"value is {len(v_bencoded)} bytes bencoded; BEP 44 allows 1000")
+    if not args.mutable:
+        service = await joined_service(args)
+        try:
+            result = await service.put_immutable(v_bencoded)
+        except DhtError as exc:
+            raise UserError(str(exc)) from None
+        finally:
+            service.close()
+        emit(
+            args,
+            {"target": result.target.hex(), "stored_at": result.stored_at},
+            result.target.hex(),
+        )
+        return
+    if args.key_file is None:
+        raise UserError("--mutable needs --key-file (create one with `btchat dht keygen`)")
+    key = load_key(args.key_file)
+    salt = args.salt.encode()
+    if len(salt) > bep44.MAX_SALT_SIZE:
+        raise UserError("--salt is longer than 64 bytes")
+    public = key.public_key().public_bytes_raw()
+    service = await joined_service(args)
+    try:
+        seq = args.seq
+        if seq is None:
+            current = await service.get_mutable(public, salt)
+            seq = 1 if current.seq is None else current.seq + 1
+        item = bep44.sign_mutable(key, v_bencoded, seq, salt)
+        result = await service.put_mutable(item)
+    except DhtError as exc:
+        raise UserError(str(exc)) from None
+    finally:
+        service.close()
+    emit(
+        args,
+        {
+            "public_key": public.hex(),
+            "seq": seq,
+            "target": result.target.hex(),
+            "stored_at": result.stored_at,
+        },
+        f"{public.hex()} seq {seq}",
+    )
+
+
+async def cmd_get(args: argparse.Namespace) -> None:
+    try:
+        key = bytes.fromhex(args.key)
+    except ValueError:
+        raise UserError(f"{args.key!r} is not hex") from None
+    if len(key) not in (20, 32):
+        raise UserError("expected a 40-hex-digit target or a 64-hex-digit public key")
+    service = await joined_service(args)
+    try:
+        if len(key) == 20:
+            result = await service.get_immutable(key)
+        else:
+            result = await service.get_mutable(key, args.salt.encode())
+    finally:
+        service.close()
+    if result.value is None:
+        raise UserError("item not found in the DHT")
+    shown = _show(result.value)
+    emit(
+        args,
+        {"value": shown, "seq": result.seq},
+        f"{shown}" if result.seq is None else f"{shown}\nseq {result.seq}",
+    )
+
+
+async def wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def cmd_node(args: argparse.Namespace) -> None:
+    conf = load_config(args.config).get("dht", {})
+    port = args.port if args.port is not None else int(conf.get("port", 6881))
+    state_dir = args.state_dir
+    if state_dir is None:
+        from platformdirs import user_state_dir
+
+        state_dir = Path(user_state_dir("btchat")) / "dht"
+    try:
+        service = await DhtService.start(host=args.host, port=port, state_dir=state_dir)
+    except OSError as exc:
+        raise UserError(f"cannot bind UDP {args.host}:{port}: {exc.strerror}") from None
+    host, bound = service.addr
+    emit(
+        args,
+        {"node_id": service.node_id.hex(), "addr": f"{host}:{bound}", "state_dir": str(state_dir)},
+        f"DHT node {service.node_id.hex()} listening on {host}:{bound}",
+    )
+    joiner = asyncio.create_task(keep_joining(service, args))
+    try:
+        await wait_for_signal()
+    finally:
+        joiner.cancel()
+        service.close()
+
+
+async def keep_joining(service: DhtService, args: argparse.Namespace) -> None:
+    """Join now; when offline, say so plainly and keep trying."""
+    delay = 5.0
+    while len(service.node.routing) == 0:
+        addrs = await resolve_addrs(bootstrap_list(args))
+        try:
+            if addrs:
+                nodes = await service.bootstrap(addrs)
+                print(
+                    f"joined the DHT: {len(nodes)} close nodes, "
+                    f"{len(service.node.routing)} in the routing table",
+                    file=sys.stderr,
+                )
+                return
+        except DhtError:
+            pass
+        print(f"no DHT node answered; retrying in {delay:.0f} s", file=sys.stderr)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 300.0)
+
+
+async def cmd_sandbox(args: argparse.Namespace) -> None:
+    from btchat.sandbox import start_swarm
+
+    if args.nodes < 1:
+        raise UserError("--nodes must be at least 1")
+    swarm = await start_swarm(args.nodes)
+    host, port = swarm.bootstrap_addr
+    emit(
+        args,
+        {"bootstrap": f"{host}:{port}", "nodes": args.nodes},
+        f"sandbox of {args.nodes} nodes; bootstrap: {host}:{port}",
+    )
+    try:
+        await wait_for_signal()
+    finally:
+        swarm.close()
+
+
+# ---------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    func: Callable[[argparse.Namespace], Awaitable[None]] = args.func
+    try:
+        asyncio.run(func(args))
+    except UserError as exc:
+        print(f"btchat: {exc}", file=sys.stderr)
+        return 1
+    except DhtError as exc:
+        print(f"btchat: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

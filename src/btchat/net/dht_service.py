@@ -1,0 +1,257 @@
+"""Asyncio glue for the sans-I/O DHT node: one UDP socket, one timer, futures for ops.
+
+All protocol decisions live in :class:`btchat.dht.node.DhtNode`; this shell feeds it
+datagrams and the loop's monotonic clock, sends what it queues, re-arms a single timer,
+and turns finished operations into awaited results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import socket
+from pathlib import Path
+from typing import Any, cast
+
+from btchat.dht import bep44
+from btchat.dht.ids import Addr, NodeInfo
+from btchat.dht.node import (
+    AnnounceResult,
+    DhtNode,
+    GetItemResult,
+    GetPeersResult,
+    NodeConfig,
+    NodeIdChanged,
+    OperationDone,
+    OperationFailed,
+    PutResult,
+)
+
+__all__ = ["DEFAULT_BOOTSTRAP", "DhtError", "DhtService", "resolve_addrs"]
+
+log = logging.getLogger(__name__)
+
+#: The public routers of the Mainline DHT (defaults only; no test depends on them).
+DEFAULT_BOOTSTRAP: list[tuple[str, int]] = [
+    ("router.bittorrent.com", 6881),
+    ("router.utorrent.com", 6881),
+    ("dht.transmissionbt.com", 6881),
+    ("dht.libtorrent.org", 25401),
+]
+STATE_FILE = "dht_state.json"
+#: How often the routing table is written to disk while running.
+SAVE_INTERVAL = 300.0
+
+
+class DhtError(Exception):
+    """A DHT operation did not succeed; the message is meant for a user."""
+
+
+async def resolve_addrs(addrs: list[tuple[str, int]], timeout: float = 5.0) -> list[Addr]:
+    """Resolve host names to IPv4 addresses; names that do not resolve are skipped."""
+    loop = asyncio.get_running_loop()
+    out: list[Addr] = []
+    for host, port in addrs:
+        try:
+            infos = await asyncio.wait_for(
+                loop.getaddrinfo(host, port, family=socket.AF_INET, type=socket.SOCK_DGRAM),
+                timeout,
+            )
+        except (OSError, TimeoutError) as exc:
+            log.warning("cannot resolve bootstrap node %s:%d: %s", host, port, exc)
+            continue
+        for info in infos[:1]:
+            out.append((str(info[4][0]), int(info[4][1])))
+    return out
+
+
+class DhtService(asyncio.DatagramProtocol):
+    def __init__(self, node: DhtNode, state_dir: Path | None = None) -> None:
+        self.node = node
+        self.state_dir = state_dir
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.DatagramTransport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._waiters: dict[int, asyncio.Future[Any]] = {}
+        self._save_task: asyncio.Task[None] | None = None
+        self.closed = False
+
+    # ----------------------------------------------------------------- lifecycle
+
+    @classmethod
+    async def start(
+        cls,
+        *,
+        host: str = "0.0.0.0",
+        port: int = 0,
+        config: NodeConfig | None = None,
+        state_dir: str | Path | None = None,
+        node_id: bytes | None = None,
+        rng: random.Random | None = None,
+    ) -> DhtService:
+        loop = asyncio.get_running_loop()
+        state: dict[str, Any] = {}
+        sdir = Path(state_dir) if state_dir is not None else None
+        if sdir is not None:
+            state = _load_state(sdir / STATE_FILE)
+            if node_id is None and isinstance(state.get("node_id"), str):
+                try:
+                    node_id = bytes.fromhex(state["node_id"])
+                except ValueError:
+                    node_id = None
+                if node_id is not None and len(node_id) != 20:
+                    node_id = None
+        node = DhtNode(
+            config,
+            node_id=node_id,
+            rng=rng,
+            now=loop.time(),
+            routing_state=state.get("routing") if isinstance(state.get("routing"), dict) else None,
+        )
+        service = cls(node, sdir)
+        await loop.create_datagram_endpoint(lambda: service, local_addr=(host, port))
+        if sdir is not None:
+            service._save_task = loop.create_task(service._save_loop())
+        return service
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # The selector loop's UDP transport does not subclass DatagramTransport.
+        self.transport = cast(asyncio.DatagramTransport, transport)
+        self._pump()
+
+    @property
+    def addr(self) -> Addr:
+        assert self.transport is not None
+        host, port = self.transport.get_extra_info("sockname")[:2]
+        return str(host), int(port)
+
+    @property
+    def node_id(self) -> bytes:
+        return self.node.node_id
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.save_state()
+        if self._save_task is not None:
+            self._save_task.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.transport is not None:
+            self.transport.close()
+        for fut in self._waiters.values():
+            if not fut.done():
+                fut.set_exception(DhtError("the DHT node was shut down"))
+        self._waiters.clear()
+
+    def save_state(self) -> None:
+        if self.state_dir is None:
+            return
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        path = self.state_dir / STATE_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.node.save_state()))
+        os.replace(tmp, path)  # atomic: a crash leaves the old or the new file, never half
+
+    async def _save_loop(self) -> None:
+        while True:
+            await asyncio.sleep(SAVE_INTERVAL)
+            self.save_state()
+
+    # --------------------------------------------------------------------- I/O
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        self.node.receive_datagram(data, (addr[0], addr[1]), self.loop.time())
+        self._pump()
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors (port unreachable) surface here; the query simply times out.
+        self.node.stats["icmp_errors"] += 1
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.node.handle_timer(self.loop.time())
+        self._pump()
+
+    def _pump(self) -> None:
+        if self.closed or self.transport is None:
+            return
+        node = self.node
+        for data, addr in node.datagrams_to_send():
+            try:
+                self.transport.sendto(data, addr)
+            except OSError:
+                node.stats["tx_errors_os"] += 1
+        while (event := node.next_event()) is not None:
+            if isinstance(event, NodeIdChanged):
+                log.info("node id is now %s (BEP 42, ip %s)", event.new_id.hex(), event.external_ip)
+                continue
+            fut = self._waiters.pop(event.op_id, None)
+            if fut is None or fut.done():
+                continue
+            if isinstance(event, OperationDone):
+                fut.set_result(event.result)
+            elif isinstance(event, OperationFailed):
+                fut.set_exception(DhtError(event.reason))
+        when = node.get_timer()
+        if when != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = None if when is None else self.loop.call_at(when, self._on_timer)
+            self._timer_at = when
+
+    async def _run(self, op_id: int) -> Any:
+        fut: asyncio.Future[Any] = self.loop.create_future()
+        self._waiters[op_id] = fut
+        self._pump()
+        return await fut
+
+    # ------------------------------------------------------------- operations
+
+    async def ping(self, addr: Addr) -> bytes:
+        return await self._run(self.node.ping(addr, self.loop.time()))
+
+    async def bootstrap(self, addrs: list[Addr]) -> list[NodeInfo]:
+        return await self._run(self.node.bootstrap(addrs, self.loop.time()))
+
+    async def find_node(self, target: bytes) -> list[NodeInfo]:
+        return await self._run(self.node.find_node(target, self.loop.time()))
+
+    async def get_peers(self, infohash: bytes) -> GetPeersResult:
+        return await self._run(self.node.get_peers(infohash, self.loop.time()))
+
+    async def announce(
+        self, infohash: bytes, port: int, *, implied_port: bool = False
+    ) -> AnnounceResult:
+        now = self.loop.time()
+        return await self._run(self.node.announce(infohash, port, now, implied_port=implied_port))
+
+    async def get_immutable(self, target: bytes) -> GetItemResult:
+        return await self._run(self.node.get_immutable(target, self.loop.time()))
+
+    async def get_mutable(self, public_key: bytes, salt: bytes = b"") -> GetItemResult:
+        return await self._run(self.node.get_mutable(public_key, self.loop.time(), salt=salt))
+
+    async def put_immutable(self, v_bencoded: bytes) -> PutResult:
+        return await self._run(self.node.put_immutable(v_bencoded, self.loop.time()))
+
+    async def put_mutable(self, item: bep44.MutableItem, *, cas: int | None = None) -> PutResult:
+        return await self._run(self.node.put_mutable(item, self.loop.time(), cas=cas))
+
+
+def _load_state(path: Path) -> dict[str, Any]:
+    """Read saved state; a missing or corrupt file means starting fresh, never a crash."""
+    try:
+        state = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring unreadable DHT state %s: %s", path, exc)
+        return {}
+    return state if isinstance(state, dict) else {}
