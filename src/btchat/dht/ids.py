@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 import struct
 from dataclasses import dataclass
@@ -16,7 +15,6 @@ __all__ = [
     "distance",
     "encode_nodes",
     "encode_peer",
-    "is_private_or_loopback",
 ]
 
 #: BEP 5: node IDs and infohashes are 160-bit numbers.
@@ -72,12 +70,3 @@ def decode_nodes(blob: bytes) -> list[NodeInfo]:
             continue
         out.append(NodeInfo(blob[i : i + 20], (socket.inet_ntoa(blob[i + 20 : i + 24]), port)))
     return out
-
-
-def is_private_or_loopback(host: str) -> bool:
-    """BEP 42 exempts local-network addresses from the ID restriction."""
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return ip.is_private or ip.is_loopback or ip.is_link_local

@@ -34,7 +34,6 @@ from btchat.dht.ids import (
     decode_peers,
     encode_nodes,
     encode_peer,
-    is_private_or_loopback,
 )
 from btchat.dht.krpc import (
     ERROR_METHOD_UNKNOWN,
@@ -373,7 +372,7 @@ class DhtNode:
     def _rate_key(self, addr: Addr) -> Any:
         # Many nodes may share one loopback or LAN address (tests, a household behind
         # one router): there, each port is its own source. Public IPs are limited as one.
-        return addr if is_private_or_loopback(addr[0]) else addr[0]
+        return addr if bep42.is_exempt(addr[0]) else addr[0]
 
     def _on_query(self, q: Query, addr: Addr, now: float) -> None:
         if self.config.read_only:
@@ -776,7 +775,7 @@ class DhtNode:
             return
         if (
             self.config.enforce_node_id
-            and not is_private_or_loopback(node.addr[0])
+            and not bep42.is_exempt(node.addr[0])
             and not bep42.is_compliant(node.node_id, node.addr[0])
         ):
             self.stats["rx_noncompliant_id"] += 1
@@ -824,7 +823,7 @@ class DhtNode:
         log.info("external address is %s (by %d of %d votes)", best, votes, len(self._ip_votes))
         if (
             self.config.secure_id
-            and not is_private_or_loopback(best)
+            and not bep42.is_exempt(best)
             and not bep42.is_compliant(self.node_id, best)
         ):
             old = self.node_id
