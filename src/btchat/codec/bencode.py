@@ -39,14 +39,12 @@ class Raw(bytes):
     """
 
 
-_DIGITS = frozenset(b"0123456789")
-
-
 def decode(data: bytes, *, max_depth: int = MAX_DEPTH, max_size: int = MAX_INPUT) -> Any:
     """Decode exactly one canonical bencoded value occupying all of ``data``."""
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise DecodeError("input is not bytes")
-    data = bytes(data)
+    if not isinstance(data, bytes):
+        if not isinstance(data, bytearray | memoryview):
+            raise DecodeError("input is not bytes")
+        data = bytes(data)
     if len(data) > max_size:
         raise DecodeError(f"input of {len(data)} bytes exceeds limit of {max_size}")
     if not data:
@@ -62,44 +60,45 @@ def decode(data: bytes, *, max_depth: int = MAX_DEPTH, max_size: int = MAX_INPUT
     return value
 
 
-def _decode_int(data: bytes, start: int, end: int) -> int:
-    """Parse data[start:end] as a canonical decimal integer (no +, no leading 0, no -0)."""
-    digits = data[start:end]
-    negative = digits[:1] == b"-"
-    body = digits[1:] if negative else digits
-    if not body or len(body) > MAX_INT_DIGITS or not _DIGITS.issuperset(body):
-        raise DecodeError(f"malformed integer at offset {start}")
-    if body[0] == 0x30 and (len(body) > 1 or negative):
-        raise DecodeError(f"non-canonical integer at offset {start}")
-    return int(digits)
+def _canonical_int(digits: bytes, pos: int) -> int:
+    """Parse a decimal integer, accepting only its one canonical spelling.
+
+    ``int()`` also takes ``+1``, `` 1``, ``1_0``, ``01`` and ``-0``; formatting the
+    result back and comparing rejects every such variant in one step.
+    """
+    if len(digits) > MAX_INT_DIGITS:
+        raise DecodeError(f"integer too long at offset {pos}")
+    try:
+        value = int(digits)
+    except ValueError:
+        raise DecodeError(f"malformed integer at offset {pos}") from None
+    if b"%d" % value != digits:
+        raise DecodeError(f"non-canonical integer at offset {pos}")
+    return value
+
+
+def _decode_str(data: bytes, pos: int) -> tuple[bytes, int]:
+    colon = data.find(b":", pos, pos + MAX_INT_DIGITS + 1)
+    if colon < 0:
+        raise DecodeError(f"malformed string length at offset {pos}")
+    start = colon + 1
+    end = start + _canonical_int(data[pos:colon], pos)
+    if end > len(data):
+        raise DecodeError(f"string at offset {pos} runs past end of input")
+    return data[start:end], end
 
 
 def _decode(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
     c = data[pos]
     if 0x30 <= c <= 0x39:  # byte string: <len>:<bytes>
-        colon = data.find(b":", pos, pos + MAX_INT_DIGITS + 1)
-        if colon < 0:
-            raise DecodeError(f"malformed string length at offset {pos}")
-        length = _decode_int(data, pos, colon)
-        start = colon + 1
-        end = start + length
-        if end > len(data):
-            raise DecodeError(f"string at offset {pos} runs past end of input")
-        return data[start:end], end
+        return _decode_str(data, pos)
     if c == 0x69:  # i<int>e
         end = data.find(b"e", pos + 1, pos + MAX_INT_DIGITS + 3)
         if end < 0:
             raise DecodeError(f"unterminated integer at offset {pos}")
-        return _decode_int(data, pos + 1, end), end + 1
+        return _canonical_int(data[pos + 1 : end], pos + 1), end + 1
     if depth <= 0:
         raise DecodeError("nesting too deep")
-    if c == 0x6C:  # l<items>e
-        items: list[Any] = []
-        pos += 1
-        while data[pos] != 0x65:
-            item, pos = _decode(data, pos, depth - 1)
-            items.append(item)
-        return items, pos + 1
     if c == 0x64:  # d<key><value>...e, keys sorted as raw byte strings, no duplicates
         result: dict[bytes, Any] = {}
         pos += 1
@@ -107,12 +106,19 @@ def _decode(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
         while data[pos] != 0x65:
             if not 0x30 <= data[pos] <= 0x39:
                 raise DecodeError(f"dictionary key at offset {pos} is not a string")
-            key, pos = _decode(data, pos, depth - 1)
+            key, pos = _decode_str(data, pos)
             if previous is not None and key <= previous:
                 raise DecodeError(f"dictionary keys unsorted or duplicated at offset {pos}")
             previous = key
             result[key], pos = _decode(data, pos, depth - 1)
         return result, pos + 1
+    if c == 0x6C:  # l<items>e
+        items: list[Any] = []
+        pos += 1
+        while data[pos] != 0x65:
+            item, pos = _decode(data, pos, depth - 1)
+            items.append(item)
+        return items, pos + 1
     raise DecodeError(f"unexpected byte {c:#04x} at offset {pos}")
 
 
@@ -124,30 +130,40 @@ def encode(value: Any) -> bytes:
 
 
 def _encode(value: Any, out: list[bytes]) -> None:
-    if type(value) is Raw:
-        out.append(value)
-    elif isinstance(value, bytes):
-        out.append(b"%d:" % len(value))
-        out.append(value)
-    elif isinstance(value, bool):
-        raise TypeError("bencode has no booleans; use 0 or 1")
-    elif isinstance(value, int):
+    # Exact-type checks first: this runs for every packet a node sends.
+    t = type(value)
+    if t is bytes:
+        out.append(b"%d:%s" % (len(value), value))
+    elif t is dict:
+        out.append(b"d")
+        for key in sorted(value):
+            if type(key) is not bytes:
+                raise TypeError(f"dictionary key {key!r} is not bytes")
+            item = value[key]
+            if type(item) is bytes:
+                out.append(b"%d:%s%d:%s" % (len(key), key, len(item), item))
+            else:
+                out.append(b"%d:%s" % (len(key), key))
+                _encode(item, out)
+        out.append(b"e")
+    elif t is int:
         out.append(b"i%de" % value)
-    elif isinstance(value, list | tuple):
+    elif t is Raw:
+        out.append(value)
+    elif t is list or t is tuple:
         out.append(b"l")
         for item in value:
             _encode(item, out)
         out.append(b"e")
-    elif isinstance(value, dict):
-        out.append(b"d")
-        for key in sorted(value):
-            if not isinstance(key, bytes):
-                raise TypeError(f"dictionary key {key!r} is not bytes")
-            out.append(b"%d:" % len(key))
-            out.append(key)
-            _encode(value[key], out)
-        out.append(b"e")
-    elif isinstance(value, bytearray | memoryview):
+    elif isinstance(value, bool):
+        raise TypeError("bencode has no booleans; use 0 or 1")
+    elif isinstance(value, bytes | bytearray | memoryview):
         _encode(bytes(value), out)
+    elif isinstance(value, int):
+        _encode(int(value), out)
+    elif isinstance(value, dict):
+        _encode(dict(value), out)
+    elif isinstance(value, list | tuple):
+        _encode(list(value), out)
     else:
         raise TypeError(f"cannot bencode {type(value).__name__}")

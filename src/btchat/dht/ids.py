@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import socket
 import struct
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ def distance(a: bytes, b: bytes) -> int:
     return int.from_bytes(a, "big") ^ int.from_bytes(b, "big")
 
 
+@functools.lru_cache(maxsize=4096)  # the same contacts are encoded into many answers
 def encode_peer(addr: Addr) -> bytes:
     """BEP 5 "Compact IP-address/port info": 4 (or 16, BEP 32) bytes IP + 2 bytes port."""
     host, port = addr
