@@ -66,7 +66,7 @@ def _canonical_int(digits: bytes, pos: int) -> int:
     ``int()`` also takes ``+1``, `` 1``, ``1_0``, ``01`` and ``-0``; formatting the
     result back and comparing rejects every such variant in one step.
     """
-    if len(digits) > MAX_INT_DIGITS:
+    if len(digits) - digits.startswith(b"-") > MAX_INT_DIGITS:  # the sign is not a digit
         raise DecodeError(f"integer too long at offset {pos}")
     try:
         value = int(digits)
