@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from btchat import __version__
 from btchat.codec.bencode import encode
 from btchat.dht import bep44
+from btchat.dht.node import NodeConfig
 from btchat.net.dht_service import DEFAULT_BOOTSTRAP, DhtError, DhtService, resolve_addrs
 
 __all__ = ["main"]
@@ -163,9 +164,16 @@ def bootstrap_list(args: argparse.Namespace) -> list[tuple[str, int]]:
     return list(DEFAULT_BOOTSTRAP)
 
 
-async def joined_service(args: argparse.Namespace, **kw: Any) -> DhtService:
-    """A temporary node that has joined the DHT, for one-shot commands."""
-    service = await DhtService.start(**kw)
+ONE_SHOT_CONFIG = NodeConfig(read_only=True)
+
+
+async def joined_service(args: argparse.Namespace) -> DhtService:
+    """A temporary node that has joined the DHT, for one-shot commands.
+
+    It is read-only (BEP 43): it will be gone in a moment, so it must not take a place
+    in other nodes' routing tables, where it would only cost them timeouts later.
+    """
+    service = await DhtService.start(config=ONE_SHOT_CONFIG)
     addrs = await resolve_addrs(bootstrap_list(args))
     if not addrs:
         service.close()
@@ -202,9 +210,9 @@ def _show(value: Any) -> Any:
 
 
 async def cmd_ping(args: argparse.Namespace) -> None:
-    service = await DhtService.start()
+    service = await DhtService.start(config=ONE_SHOT_CONFIG)
     try:
-        (host, port) = (await resolve_addrs([args.addr])) or [args.addr]
+        host, port = ((await resolve_addrs([args.addr])) or [args.addr])[0]
         node_id = await service.ping((host, port))
     except DhtError as exc:
         raise UserError(f"{args.addr[0]}:{args.addr[1]} did not answer ({exc})") from None
@@ -346,13 +354,15 @@ async def cmd_get(args: argparse.Namespace) -> None:
     )
 
 
-async def wait_for_signal() -> None:
+def stop_on_signal() -> asyncio.Event:
+    """An event set by SIGINT/SIGTERM; install it before announcing readiness, so that a
+    supervisor that signals as soon as it reads our first line gets a clean shutdown."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    return stop
 
 
 async def cmd_node(args: argparse.Namespace) -> None:
@@ -363,6 +373,7 @@ async def cmd_node(args: argparse.Namespace) -> None:
         from platformdirs import user_state_dir
 
         state_dir = Path(user_state_dir("btchat")) / "dht"
+    stop = stop_on_signal()
     try:
         service = await DhtService.start(host=args.host, port=port, state_dir=state_dir)
     except OSError as exc:
@@ -375,7 +386,7 @@ async def cmd_node(args: argparse.Namespace) -> None:
     )
     joiner = asyncio.create_task(keep_joining(service, args))
     try:
-        await wait_for_signal()
+        await stop.wait()
     finally:
         joiner.cancel()
         service.close()
@@ -407,6 +418,7 @@ async def cmd_sandbox(args: argparse.Namespace) -> None:
 
     if args.nodes < 1:
         raise UserError("--nodes must be at least 1")
+    stop = stop_on_signal()
     swarm = await start_swarm(args.nodes)
     host, port = swarm.bootstrap_addr
     emit(
@@ -415,7 +427,7 @@ async def cmd_sandbox(args: argparse.Namespace) -> None:
         f"sandbox of {args.nodes} nodes; bootstrap: {host}:{port}",
     )
     try:
-        await wait_for_signal()
+        await stop.wait()
     finally:
         swarm.close()
 
