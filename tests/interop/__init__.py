@@ -1,0 +1,1 @@
+"""Interoperability tests against real libtorrent DHT nodes on loopback."""
