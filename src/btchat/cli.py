@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import tomllib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +167,16 @@ def bootstrap_list(args: argparse.Namespace) -> list[tuple[str, int]]:
 ONE_SHOT_CONFIG = NodeConfig(read_only=True)
 
 
+@contextlib.asynccontextmanager
+async def joined(args: argparse.Namespace) -> AsyncIterator[DhtService]:
+    """A joined one-shot node for the length of a command, closed afterwards."""
+    service = await joined_service(args)
+    try:
+        yield service
+    finally:
+        service.close()
+
+
 async def joined_service(args: argparse.Namespace) -> DhtService:
     """A temporary node that has joined the DHT, for one-shot commands.
 
@@ -224,11 +234,8 @@ async def cmd_ping(args: argparse.Namespace) -> None:
 async def cmd_announce(args: argparse.Namespace) -> None:
     if not 0 < args.port < 65536:
         raise UserError("--port must be 1-65535")
-    service = await joined_service(args)
-    try:
+    async with joined(args) as service:
         result = await service.announce(args.infohash, args.port)
-    finally:
-        service.close()
     emit(
         args,
         {"infohash": args.infohash.hex(), "stored_at": result.stored_at, "queries": result.queries},
@@ -237,11 +244,8 @@ async def cmd_announce(args: argparse.Namespace) -> None:
 
 
 async def cmd_get_peers(args: argparse.Namespace) -> None:
-    service = await joined_service(args)
-    try:
+    async with joined(args) as service:
         result = await service.get_peers(args.infohash)
-    finally:
-        service.close()
     peers = [f"{h}:{p}" for h, p in result.peers]
     emit(
         args,
@@ -285,13 +289,8 @@ async def cmd_put(args: argparse.Namespace) -> None:
     if len(v_bencoded) > bep44.MAX_VALUE_SIZE:
         raise UserError(f"value is {len(v_bencoded)} bytes bencoded; BEP 44 allows 1000")
     if not args.mutable:
-        service = await joined_service(args)
-        try:
+        async with joined(args) as service:
             result = await service.put_immutable(v_bencoded)
-        except DhtError as exc:
-            raise UserError(str(exc)) from None
-        finally:
-            service.close()
         emit(
             args,
             {"target": result.target.hex(), "stored_at": result.stored_at},
@@ -305,18 +304,13 @@ async def cmd_put(args: argparse.Namespace) -> None:
     if len(salt) > bep44.MAX_SALT_SIZE:
         raise UserError("--salt is longer than 64 bytes")
     public = key.public_key().public_bytes_raw()
-    service = await joined_service(args)
-    try:
+    async with joined(args) as service:
         seq = args.seq
         if seq is None:
             current = await service.get_mutable(public, salt)
             seq = 1 if current.seq is None else current.seq + 1
         item = bep44.sign_mutable(key, v_bencoded, seq, salt)
         result = await service.put_mutable(item)
-    except DhtError as exc:
-        raise UserError(str(exc)) from None
-    finally:
-        service.close()
     emit(
         args,
         {
@@ -336,14 +330,11 @@ async def cmd_get(args: argparse.Namespace) -> None:
         raise UserError(f"{args.key!r} is not hex") from None
     if len(key) not in (20, 32):
         raise UserError("expected a 40-hex-digit target or a 64-hex-digit public key")
-    service = await joined_service(args)
-    try:
+    async with joined(args) as service:
         if len(key) == 20:
             result = await service.get_immutable(key)
         else:
             result = await service.get_mutable(key, args.salt.encode())
-    finally:
-        service.close()
     if result.value is None:
         raise UserError("item not found in the DHT")
     shown = _show(result.value)
@@ -446,10 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], Awaitable[None]] = args.func
     try:
         asyncio.run(func(args))
-    except UserError as exc:
-        print(f"btchat: {exc}", file=sys.stderr)
-        return 1
-    except DhtError as exc:
+    except (UserError, DhtError) as exc:
         print(f"btchat: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
