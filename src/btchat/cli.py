@@ -384,22 +384,25 @@ async def cmd_node(args: argparse.Namespace) -> None:
 
 
 async def keep_joining(service: DhtService, args: argparse.Namespace) -> None:
-    """Join now; when offline, say so plainly and keep trying."""
+    """Join now; when offline, say so plainly (one line per attempt) and keep trying."""
     delay = 5.0
     while len(service.node.routing) == 0:
         addrs = await resolve_addrs(bootstrap_list(args))
-        try:
-            if addrs:
+        if not addrs:
+            why = "cannot resolve any bootstrap node (no network or DNS?)"
+        else:
+            try:
                 nodes = await service.bootstrap(addrs)
+            except DhtError:
+                why = "no DHT node answered"
+            else:
                 print(
                     f"joined the DHT: {len(nodes)} close nodes, "
                     f"{len(service.node.routing)} in the routing table",
                     file=sys.stderr,
                 )
                 return
-        except DhtError:
-            pass
-        print(f"no DHT node answered; retrying in {delay:.0f} s", file=sys.stderr)
+        print(f"{why}; retrying in {delay:.0f} s", file=sys.stderr)
         await asyncio.sleep(delay)
         delay = min(delay * 2, 300.0)
 

@@ -61,7 +61,7 @@ async def resolve_addrs(addrs: list[tuple[str, int]], timeout: float = 5.0) -> l
                 timeout,
             )
         except (OSError, TimeoutError) as exc:
-            log.warning("cannot resolve bootstrap node %s:%d: %s", host, port, exc)
+            log.info("cannot resolve bootstrap node %s:%d: %s", host, port, exc)
             continue
         for info in infos[:1]:
             out.append((str(info[4][0]), int(info[4][1])))
