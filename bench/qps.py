@@ -51,7 +51,12 @@ async def _serve() -> None:
 def serve() -> None:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {0})
-    asyncio.run(_serve())
+    if os.environ.get("BENCH_PROFILE"):
+        import cProfile
+
+        cProfile.runctx("asyncio.run(_serve())", globals(), locals(), os.environ["BENCH_PROFILE"])
+    else:
+        asyncio.run(_serve())
 
 
 def _queries(rng: random.Random, node_id: bytes) -> list[bytes]:

@@ -81,8 +81,13 @@ def _decode_str(data: bytes, pos: int) -> tuple[bytes, int]:
     colon = data.find(b":", pos, pos + MAX_INT_DIGITS + 1)
     if colon < 0:
         raise DecodeError(f"malformed string length at offset {pos}")
+    digits = data[pos:colon]
+    # Canonical length: ASCII digits only, no leading zero (a sign cannot occur: the
+    # caller saw a digit first).
+    if not digits.isdigit() or (digits[0] == 0x30 and len(digits) > 1):
+        raise DecodeError(f"malformed string length at offset {pos}")
     start = colon + 1
-    end = start + _canonical_int(data[pos:colon], pos)
+    end = start + int(digits)
     if end > len(data):
         raise DecodeError(f"string at offset {pos} runs past end of input")
     return data[start:end], end

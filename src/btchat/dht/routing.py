@@ -67,7 +67,7 @@ class _Entry:
     the table walks them on every ``closest()`` call.
     """
 
-    __slots__ = ("fails", "id_int", "info", "last_response", "last_seen", "ping_asked")
+    __slots__ = ("cached_at", "fails", "id_int", "info", "last_response", "last_seen", "ping_asked")
 
     def __init__(self, info: NodeInfo, now: float) -> None:
         self.info = info
@@ -80,6 +80,8 @@ class _Entry:
         self.fails = 0
         #: When we last asked the caller to ping it (see PING_BACKOFF).
         self.ping_asked: float | None = None
+        #: When it last went into a replacement cache.
+        self.cached_at: float | None = None
 
     def copy(self) -> _Entry:
         e = _Entry(self.info, self.last_seen)
@@ -300,6 +302,20 @@ class RoutingTable:
                 self._buckets[self._index(e.id_int)].last_changed = now
             return []
 
+        e = self._repl.get(node_id)
+        if (
+            e is not None
+            and not responded
+            and e.info.addr == addr
+            and e.cached_at is not None
+            and now - e.cached_at < PING_BACKOFF
+        ):
+            # A waiting replacement that queries us again soon after it was placed: a new
+            # attempt cannot succeed (a freed or bad slot takes from the cache by itself)
+            # and its pings are still in back-off, so only note that it is alive. This
+            # keeps the query hot path cheap when the table is full.
+            e.last_seen = now
+            return []
         e = self._repl.pop(node_id, None)
         if e is None:
             e = _Entry(node, now)
@@ -518,6 +534,7 @@ class RoutingTable:
             # bucket's questionable nodes to be pinged, least recently seen first.  A
             # bucket full of good nodes yields no pings ("the new node is simply
             # discarded"; we still cache it in case one of them goes bad).
+            e.cached_at = now
             self._cache(e, b)
             pings = [
                 x
