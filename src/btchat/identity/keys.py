@@ -1,0 +1,183 @@
+"""Identity and device keys, and the certificate that chains a device to an identity.
+
+A person *is* their Ed25519 identity key: no usernames, no accounts. Each installation
+(device) has its own X25519 key, used as the Noise static key of its sessions, and an
+identity-signed :class:`DeviceCertificate` binding that key to the identity. A peer that
+authenticates a session learns the device key from Noise and checks the certificate, so
+a second device needs no new identity and a lost device can be replaced.
+
+Everything here is pure: keys in, bytes out. Storage lives in ``keystore.py``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+from btchat.codec.bencode import DecodeError, decode, encode
+
+__all__ = [
+    "DEVICE_CERT_CONTEXT",
+    "CertificateError",
+    "DeviceCertificate",
+    "DeviceKey",
+    "Identity",
+    "verify_signature",
+]
+
+#: Domain separation: an identity signature over a certificate can never be replayed as
+#: a signature over anything else btchat signs (envelopes, profiles), and vice versa.
+DEVICE_CERT_CONTEXT = b"btchat device certificate v1\x00"
+#: Longest encoded certificate we accept from a peer.
+MAX_CERT_SIZE = 512
+
+
+class CertificateError(ValueError):
+    """A device certificate is malformed or its signature does not verify."""
+
+
+def _raw_private(key: Ed25519PrivateKey | X25519PrivateKey) -> bytes:
+    return key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+
+
+def verify_signature(public_key: bytes, signature: bytes, message: bytes) -> bool:
+    """Ed25519 verification that returns False (never raises) on any bad input."""
+    if len(public_key) != 32 or len(signature) != 64:
+        return False
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A person's long-term Ed25519 key pair."""
+
+    private_key: Ed25519PrivateKey
+
+    @classmethod
+    def generate(cls) -> Identity:
+        return cls(Ed25519PrivateKey.generate())
+
+    @classmethod
+    def from_seed(cls, seed: bytes) -> Identity:
+        if len(seed) != 32:
+            raise ValueError("an Ed25519 seed is 32 bytes")
+        return cls(Ed25519PrivateKey.from_private_bytes(seed))
+
+    @property
+    def seed(self) -> bytes:
+        return _raw_private(self.private_key)
+
+    @property
+    def public_key(self) -> bytes:
+        return self.private_key.public_key().public_bytes_raw()
+
+    def sign(self, message: bytes) -> bytes:
+        return self.private_key.sign(message)
+
+    def certify(self, device: DeviceKey, created: int) -> DeviceCertificate:
+        """Sign a certificate saying ``device`` speaks for this identity."""
+        cert = DeviceCertificate(self.public_key, device.public_key, device.device_id, created, b"")
+        return cert.with_signature(self.sign(cert.signed_bytes()))
+
+
+@dataclass(frozen=True)
+class DeviceKey:
+    """One installation's X25519 key (its Noise static key) and a random device id."""
+
+    private_key: X25519PrivateKey
+    device_id: bytes
+
+    @classmethod
+    def generate(cls) -> DeviceKey:
+        return cls(X25519PrivateKey.generate(), os.urandom(16))
+
+    @classmethod
+    def from_bytes(cls, private: bytes, device_id: bytes) -> DeviceKey:
+        if len(private) != 32 or len(device_id) != 16:
+            raise ValueError("a device key is 32 bytes and a device id 16")
+        return cls(X25519PrivateKey.from_private_bytes(private), device_id)
+
+    @property
+    def private_bytes(self) -> bytes:
+        return _raw_private(self.private_key)
+
+    @property
+    def public_key(self) -> bytes:
+        return self.private_key.public_key().public_bytes_raw()
+
+
+@dataclass(frozen=True)
+class DeviceCertificate:
+    """``identity`` says: the X25519 key ``device_key`` (device ``device_id``) is mine.
+
+    Wire form: a bencoded dictionary ``{i: identity, k: device_key, d: device_id,
+    c: created (unix seconds), s: signature}``; the signature is Ed25519 by ``i`` over
+    ``DEVICE_CERT_CONTEXT`` followed by the bencoded dictionary without ``s``.
+    """
+
+    identity: bytes
+    device_key: bytes
+    device_id: bytes
+    created: int
+    signature: bytes
+
+    def _fields(self) -> dict[bytes, bytes | int]:
+        return {
+            b"i": self.identity,
+            b"k": self.device_key,
+            b"d": self.device_id,
+            b"c": self.created,
+        }
+
+    def signed_bytes(self) -> bytes:
+        return DEVICE_CERT_CONTEXT + encode(self._fields())
+
+    def with_signature(self, signature: bytes) -> DeviceCertificate:
+        return DeviceCertificate(
+            self.identity, self.device_key, self.device_id, self.created, signature
+        )
+
+    def encode(self) -> bytes:
+        return encode({**self._fields(), b"s": self.signature})
+
+    @classmethod
+    def decode(cls, data: bytes) -> DeviceCertificate:
+        """Parse and verify; raises CertificateError on anything wrong."""
+        if len(data) > MAX_CERT_SIZE:
+            raise CertificateError("device certificate too large")
+        try:
+            d = decode(data)
+        except DecodeError as exc:
+            raise CertificateError(f"device certificate is not bencode: {exc}") from None
+        if not isinstance(d, dict) or set(d) != {b"i", b"k", b"d", b"c", b"s"}:
+            raise CertificateError("device certificate has the wrong fields")
+        i, k, dev, c, s = d[b"i"], d[b"k"], d[b"d"], d[b"c"], d[b"s"]
+        if not (
+            isinstance(i, bytes)
+            and len(i) == 32
+            and isinstance(k, bytes)
+            and len(k) == 32
+            and isinstance(dev, bytes)
+            and len(dev) == 16
+            and isinstance(c, int)
+            and c >= 0
+            and isinstance(s, bytes)
+            and len(s) == 64
+        ):
+            raise CertificateError("device certificate field has the wrong type or size")
+        cert = cls(i, k, dev, c, s)
+        if not cert.verify():
+            raise CertificateError("device certificate signature does not verify")
+        return cert
+
+    def verify(self) -> bool:
+        return verify_signature(self.identity, self.signature, self.signed_bytes())
