@@ -197,3 +197,24 @@ def test_known_answer() -> None:
     assert format_uri(pk, "Ann Lee") == (
         "btchat:bthnvcppgow2sc2yvdvdicu3ynonsteflxdxrehjr2ybekdc2z3iu7xpoh?name=Ann%20Lee"
     )
+
+
+def test_pasted_typography_is_tolerated() -> None:
+    """Rich-text pastes: typographic dashes, zero-width spaces, BOM, full-width letters."""
+    grouped = format_id(PK, grouped=True)
+    for dash in ("\u2010", "\u2013", "\u2014", "\u2212", "\ufe63"):
+        assert parse_id(grouped.replace("-", dash)) == PK
+    assert parse_id("\ufeff" + format_id(PK).replace("a", "a\u200b") + "\u2060") == PK
+    fullwidth = "".join(chr(ord(c) + 0xFEE0) for c in format_id(PK))
+    assert parse_id(fullwidth) == PK
+    # Normalisation never rescues a real typo.
+    text = format_id(PK)
+    typo = text[:10] + ("a" if text[10] != "a" else "b") + text[11:]
+    with pytest.raises(IdError, match="checksum mismatch"):
+        parse_id(typo.replace("a", "\uff41"))
+
+
+def test_other_unicode_is_refused() -> None:
+    text = format_id(PK)
+    with pytest.raises(IdError, match="invalid character"):
+        parse_id(text[:10] + "\u00e9" + text[11:])  # é is not in the alphabet

@@ -145,6 +145,48 @@ def test_tampered_header(tmp_path: Path, field: str) -> None:
     assert not isinstance(info.value, WrongPassphrase)
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        ("format",),
+        ("version",),
+        ("encrypted",),
+        ("public_key",),
+        ("cipher",),
+        ("nonce",),
+        ("check",),
+        ("kdf", "algorithm"),
+        ("kdf", "salt"),
+        ("kdf", "opslimit"),
+        ("kdf", "memlimit"),
+    ],
+)
+def test_every_header_field_is_protected(tmp_path: Path, path: tuple[str, ...]) -> None:
+    """Changing any one header field makes the file refuse to load, whatever the field."""
+    ks = store(tmp_path)
+    ks.create("pw", now=NOW)
+    doc = doc_of(ks)
+    parent: dict[str, object] = doc
+    for key in path[:-1]:
+        parent = parent[key]  # type: ignore[assignment]
+    name = path[-1]
+    value = parent[name]
+    if isinstance(value, bool):
+        parent[name] = not value
+    elif isinstance(value, int):
+        parent[name] = value + 1
+    elif name == "public_key":
+        parent[name] = ("01" if str(value)[:2] == "00" else "00") + str(value)[2:]
+    elif name in ("nonce", "check", "salt"):
+        raw = base64.b64decode(str(value))
+        parent[name] = base64.b64encode(bytes([raw[0] ^ 1]) + raw[1:]).decode()
+    else:
+        parent[name] = str(value) + "x"
+    write_doc(ks, doc)
+    with pytest.raises(KeyStoreError):
+        ks.load("pw")
+
+
 def test_tampered_kdf_params_rejected(tmp_path: Path) -> None:
     ks = store(tmp_path)
     ks.create("pw", now=NOW)

@@ -64,3 +64,15 @@ def test_known_answer() -> None:
         b"btchat-pow-v1" + b"btchat" + (13967).to_bytes(8, "big"), digest_size=32
     ).digest()
     assert digest[:2] == b"\x00\x00"
+
+
+def test_time_at_difficulty_16(capsys: pytest.CaptureFixture[str]) -> None:
+    """Reported, not asserted: machines differ. Expected work is 2**16 hashes."""
+    import time
+
+    start = time.perf_counter()
+    nonce = solve(b"timing", 16)
+    elapsed = time.perf_counter() - start
+    assert verify(b"timing", nonce, 16)
+    with capsys.disabled():
+        print(f"\npow d=16: nonce {nonce} ({nonce + 1} hashes, 2**16 expected) in {elapsed:.3f} s")

@@ -8,11 +8,15 @@ stops a mistyped ID from silently naming a stranger: every single-character subs
 is caught (a substitution in the checksum part always is; one in the key part is missed
 with probability 2**-24), and so are almost all adjacent transpositions.
 
-Parsing is forgiving where that cannot change the meaning: case does not matter, and
-separators (``-``, ``_``, ``.``) and whitespace are dropped. The RFC 4648 alphabet has no
+Parsing is forgiving where that cannot change the meaning: the text is NFKC-normalised
+(full-width letters from some input methods become ASCII), case does not matter, and
+separators are dropped: whitespace, ``_``, ``.``, any Unicode dash (``-``, en dash, minus
+sign: some chat apps "prettify" hyphens) and invisible format characters (zero-width
+spaces, byte-order marks) that copy and paste brings along. The RFC 4648 alphabet has no
 ``0``, ``1``, ``8`` or ``9``; ``0`` is read as ``o`` and ``8`` as ``b`` (each looks like only
 one letter of the alphabet), but ``1`` is refused, because it could be ``l`` or ``i``, and
-guessing would weaken the checksum.
+guessing would weaken the checksum. None of this can make a wrong ID parse: the checksum
+is still checked on the result.
 
 A link is ``btchat:<id>`` with an optional ``?name=<percent-encoded petname>``, the name
 the sender suggests for themselves. Suggested names come from strangers: they are cleaned
@@ -23,7 +27,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import re
 import unicodedata
 import urllib.parse
 
@@ -64,7 +67,7 @@ _MAX_INPUT = 1024
 _ALPHABET = frozenset("abcdefghijklmnopqrstuvwxyz234567")
 # Only where the look-alike is unambiguous in the RFC 4648 alphabet (no 0, 1, 8, 9).
 _LOOKALIKES = str.maketrans({"0": "o", "8": "b"})
-_SEPARATORS = re.compile(r"[\s\-_.]+")
+_SEPARATOR_CHARS = frozenset("_.\u2212")  # plus whitespace, dashes, format characters
 
 
 class IdError(ValueError):
@@ -103,12 +106,17 @@ def format_id(pk: bytes, grouped: bool = False) -> str:
     return "-".join([ID_PREFIX, *groups])
 
 
+def _is_separator(c: str) -> bool:
+    return c.isspace() or c in _SEPARATOR_CHARS or unicodedata.category(c) in ("Pd", "Cf")
+
+
 def _normalise(text: str) -> str:
     if not isinstance(text, str):
         raise IdError("an ID is text")
     if len(text) > _MAX_INPUT:
         raise IdError("too long to be an ID")
-    return _SEPARATORS.sub("", text).lower().translate(_LOOKALIKES)
+    kept = "".join(c for c in unicodedata.normalize("NFKC", text) if not _is_separator(c))
+    return kept.lower().translate(_LOOKALIKES)
 
 
 def parse_id(text: str) -> bytes:

@@ -4,6 +4,12 @@ A contact request arrives from someone the recipient has never heard of, so noth
 cost stands between an inbox and a flood. The requester searches for a nonce such that
 ``BLAKE2b-256(b"btchat-pow-v1" || challenge || nonce)`` (nonce as 8 bytes big-endian)
 starts with ``difficulty_bits`` zero bits; checking one takes a single hash.
+
+Each try succeeds with probability ``2**-d``, so finding a nonce takes ``2**d`` hashes on
+average (geometric: sometimes a few times more), about a second of one CPU core at
+d = 20 in CPython; verifying always takes one. The challenge must bind the request
+(recipient, sender, time), or one solution could be replayed to many inboxes: that is
+the caller's protocol, not this module's.
 """
 
 from __future__ import annotations
@@ -41,7 +47,11 @@ def pow_hash(challenge: bytes, nonce: int) -> bytes:
 
 
 def solve(challenge: bytes, difficulty_bits: int, max_iterations: int | None = None) -> int:
-    """The smallest nonce meeting the difficulty; raises PowExhausted past the budget."""
+    """The smallest nonce meeting the difficulty: ``2**difficulty_bits`` tries expected.
+
+    Raises PowExhausted after ``max_iterations`` tries, so a caller can bound the time
+    spent on a difficulty demanded by someone else.
+    """
     _check(challenge, difficulty_bits)
     if max_iterations is not None and max_iterations < 0:
         raise ValueError("max_iterations cannot be negative")
