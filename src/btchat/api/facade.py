@@ -1,0 +1,120 @@
+"""What the API layer needs from the messenger, and the one error type it understands.
+
+The server is written against this protocol rather than the daemon so it can be tested
+with an in-memory fake and so the daemon can change without touching HTTP code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = [
+    "DEFAULT_LIMIT",
+    "EVENT_TYPES",
+    "MAX_LIMIT",
+    "MAX_NAME_CHARS",
+    "MAX_NOTE_BYTES",
+    "MAX_QUERY_CHARS",
+    "MAX_REF_CHARS",
+    "MAX_TEXT_BYTES",
+    "PRESENCE_STATES",
+    "ApiError",
+    "Messenger",
+]
+
+#: Presence states a user may announce.
+PRESENCE_STATES = ("online", "away", "busy", "offline")
+#: Largest message text, in UTF-8 bytes (the wire format's limit).
+MAX_TEXT_BYTES = 16 * 1024
+#: Largest status note, in UTF-8 bytes.
+MAX_NOTE_BYTES = 140
+#: Most rows one history or search call returns; keeps responses bounded.
+MAX_LIMIT = 500
+#: Rows returned when the caller does not say how many.
+DEFAULT_LIMIT = 50
+#: Longest petname, in characters (the same cap as names suggested in links).
+MAX_NAME_CHARS = 64
+#: Longest contact reference (ID text, URI or hex key) worth parsing at all.
+MAX_REF_CHARS = 1024
+#: Longest full-text search query, in characters.
+MAX_QUERY_CHARS = 256
+#: The ``type`` of events :meth:`Messenger.subscribe` yields; clients must ignore others.
+EVENT_TYPES = ("message", "receipt", "presence", "typing", "contact", "request", "session", "dht")
+
+
+class ApiError(Exception):
+    """A failure the caller should see as-is: an HTTP status, a stable code and a sentence.
+
+    Raised by the messenger so the API can map domain errors (unknown contact, name taken)
+    to 404/409/... without the messenger knowing about HTTP.
+    """
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"ApiError({self.status!r}, {self.code!r}, {self.message!r})"
+
+
+@runtime_checkable
+class Messenger(Protocol):
+    """Everything the local API can ask of the running messenger.
+
+    Contacts are ``{id, public_key, name, verified, blocked, presence, last_seen, online}``;
+    messages are ``{id, peer, sender, direction, text, state, ts, lamport, type}``.
+    Contact arguments (``c``) are petnames, IDs, URIs or hex keys. Failures the user should
+    see are raised as :class:`ApiError`: 400 bad input, 404 unknown contact or request,
+    409 conflict (name taken, already a contact), 503 not ready (e.g. DHT not joined yet).
+    The API validates shapes and sizes before calling; the messenger validates meaning.
+    """
+
+    async def status(self) -> dict[str, Any]: ...
+
+    async def identity(self) -> dict[str, Any]: ...
+
+    async def list_contacts(self) -> list[dict[str, Any]]: ...
+
+    async def add_contact(self, ref: str, name: str | None) -> dict[str, Any]: ...
+
+    async def get_contact(self, c: str) -> dict[str, Any]: ...
+
+    async def update_contact(
+        self,
+        c: str,
+        name: str | None = None,
+        verified: bool | None = None,
+        blocked: bool | None = None,
+    ) -> dict[str, Any]: ...
+
+    async def remove_contact(self, c: str) -> None: ...
+
+    async def safety_number(self, c: str) -> dict[str, Any]: ...
+
+    async def send_message(self, c: str, text: str) -> dict[str, Any]: ...
+
+    async def history(self, c: str, limit: int, before: int | None) -> list[dict[str, Any]]: ...
+
+    async def search(self, q: str, contact: str | None, limit: int) -> list[dict[str, Any]]: ...
+
+    async def mark_read(self, c: str, up_to: str | None) -> dict[str, Any]: ...
+
+    async def set_presence(self, status: str, note: str | None) -> dict[str, Any]: ...
+
+    async def send_typing(self, c: str, on: bool) -> None: ...
+
+    async def list_requests(self) -> list[dict[str, Any]]: ...
+
+    async def send_request(self, ref: str, note: str | None) -> dict[str, Any]: ...
+
+    async def answer_request(self, id: str, accept: bool, name: str | None) -> dict[str, Any]: ...
+
+    def subscribe(self) -> AsyncIterator[dict[str, Any]]:
+        """Live events, from now on; closing the iterator unsubscribes.
+
+        Implemented as an async generator, so it is a plain ``def`` here.
+        """
+        ...

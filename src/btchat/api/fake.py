@@ -1,0 +1,270 @@
+"""An in-memory :class:`~btchat.api.facade.Messenger` with no network and no disk.
+
+For tests of the API layer and for GUI work without a daemon: it behaves like the real
+messenger where callers can see it (errors, event shapes, ordering), nothing more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from btchat.api.facade import PRESENCE_STATES, ApiError
+
+__all__ = ["FakeMessenger"]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _is_key(text: str) -> bool:
+    return len(text) == 64 and all(ch in "0123456789abcdef" for ch in text)
+
+
+class FakeMessenger:
+    """Contacts are 64-hex public keys; a ``ref`` is a key or ``btchat:<key>?name=<n>``."""
+
+    def __init__(self, public_key: str | None = None) -> None:
+        self.public_key = public_key or secrets.token_hex(32)
+        self.contacts: dict[str, dict[str, Any]] = {}
+        self.messages: list[dict[str, Any]] = []
+        self.requests: dict[str, dict[str, Any]] = {}
+        self.presence: dict[str, Any] = {"status": "online", "note": None}
+        self.typing: list[tuple[str, bool]] = []
+        self._lamport = itertools.count(1)
+        self._queues: set[asyncio.Queue[dict[str, Any]]] = set()
+
+    # ------------------------------------------------------------ helpers
+
+    @property
+    def subscribers(self) -> int:
+        """How many event streams are open (tests check that closing unsubscribes)."""
+        return len(self._queues)
+
+    def emit(self, event: dict[str, Any]) -> None:
+        for queue in list(self._queues):
+            queue.put_nowait(event)
+
+    async def subscribe(self) -> AsyncIterator[dict[str, Any]]:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._queues.add(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._queues.discard(queue)
+
+    def _parse_ref(self, ref: str) -> tuple[str, str | None]:
+        text, name = ref.strip(), None
+        if text.startswith("btchat:"):
+            text, _, query = text[len("btchat:") :].partition("?")
+            if query.startswith("name="):
+                name = query[len("name=") :] or None
+        text = text.lower()
+        if not _is_key(text):
+            raise ApiError(400, "bad_id", f"{ref!r} is not a btchat ID")
+        return text, name
+
+    def _resolve(self, ref: str) -> str:
+        for pk, row in self.contacts.items():
+            if ref in (row["name"], row["id"], pk):
+                return pk
+        raise ApiError(404, "unknown_contact", f"no contact named {ref!r}")
+
+    def _check_name(self, name: str, pk: str) -> None:
+        if any(r["name"] == name and k != pk for k, r in self.contacts.items()):
+            raise ApiError(409, "name_taken", f"another contact is already called {name!r}")
+
+    def receive(self, c: str, text: str) -> dict[str, Any]:
+        """Simulate a message arriving from contact ``c``."""
+        pk = self._resolve(c)
+        message = self._message(pk, pk, "in", text, "received")
+        self.emit({"type": "message", "message": message})
+        return message
+
+    def _message(
+        self, peer: str, sender: str, direction: str, text: str, state: str
+    ) -> dict[str, Any]:
+        message = {
+            "id": secrets.token_hex(16),
+            "peer": peer,
+            "sender": sender,
+            "direction": direction,
+            "text": text,
+            "state": state,
+            "ts": _now_ms(),
+            "lamport": next(self._lamport),
+            "type": "text",
+        }
+        self.messages.append(message)
+        return message
+
+    # ------------------------------------------------------------ facade
+
+    async def status(self) -> dict[str, Any]:
+        return {
+            **(await self.identity()),
+            "version": "0.0.0-fake",
+            "pid": 0,
+            "dht": {"joined": True, "nodes": 0, "addr": None},
+            "listen_port": None,
+            "contacts": len(self.contacts),
+            "contacts_online": sum(1 for c in self.contacts.values() if c["online"]),
+            "uptime": 0.0,
+        }
+
+    async def identity(self) -> dict[str, Any]:
+        return {
+            "id": f"bt{self.public_key[:20]}",
+            "uri": f"btchat:{self.public_key}",
+            "public_key": self.public_key,
+            "device_id": self.public_key[:32],
+        }
+
+    async def list_contacts(self) -> list[dict[str, Any]]:
+        return [dict(row) for row in self.contacts.values()]
+
+    async def add_contact(self, ref: str, name: str | None) -> dict[str, Any]:
+        pk, suggested = self._parse_ref(ref)
+        if pk == self.public_key:
+            raise ApiError(400, "self", "that is your own ID")
+        name = name or suggested or pk[:12]
+        self._check_name(name, pk)
+        if pk in self.contacts:
+            raise ApiError(409, "exists", "already a contact")
+        self.contacts[pk] = {
+            "id": f"bt{pk[:20]}",
+            "public_key": pk,
+            "name": name,
+            "verified": False,
+            "blocked": False,
+            "presence": "offline",
+            "last_seen": None,
+            "online": False,
+        }
+        self.emit({"type": "contact", "action": "added", "contact": dict(self.contacts[pk])})
+        return dict(self.contacts[pk])
+
+    async def get_contact(self, c: str) -> dict[str, Any]:
+        return dict(self.contacts[self._resolve(c)])
+
+    async def update_contact(
+        self,
+        c: str,
+        name: str | None = None,
+        verified: bool | None = None,
+        blocked: bool | None = None,
+    ) -> dict[str, Any]:
+        pk = self._resolve(c)
+        row = self.contacts[pk]
+        if name is not None:
+            self._check_name(name, pk)
+            row["name"] = name
+        if verified is not None:
+            row["verified"] = verified
+        if blocked is not None:
+            row["blocked"] = blocked
+        return dict(row)
+
+    async def remove_contact(self, c: str) -> None:
+        pk = self._resolve(c)
+        del self.contacts[pk]
+        self.emit({"type": "contact", "action": "removed", "public_key": pk})
+
+    async def safety_number(self, c: str) -> dict[str, Any]:
+        pk = self._resolve(c)
+        digest = hashlib.sha256("".join(sorted((pk, self.public_key))).encode()).digest()
+        digits = "".join(f"{b % 100:02d}" for b in digest[:30])
+        groups = " ".join(digits[i : i + 5] for i in range(0, 60, 5))
+        return {"contact": dict(self.contacts[pk]), "safety_number": groups}
+
+    async def send_message(self, c: str, text: str) -> dict[str, Any]:
+        pk = self._resolve(c)
+        message = self._message(pk, self.public_key, "out", text, "pending")
+        self.emit({"type": "message", "message": message})
+        return dict(message)
+
+    async def history(self, c: str, limit: int, before: int | None) -> list[dict[str, Any]]:
+        pk = self._resolve(c)
+        rows = [
+            m
+            for m in self.messages
+            if m["peer"] == pk and (before is None or m["lamport"] < before)
+        ]
+        return [dict(m) for m in rows[-limit:]]
+
+    async def search(self, q: str, contact: str | None, limit: int) -> list[dict[str, Any]]:
+        peer = self._resolve(contact) if contact else None
+        rows = [
+            m
+            for m in self.messages
+            if q.lower() in m["text"].lower() and (peer is None or m["peer"] == peer)
+        ]
+        return [dict(m) for m in rows[:limit]]
+
+    async def mark_read(self, c: str, up_to: str | None) -> dict[str, Any]:
+        pk = self._resolve(c)
+        marked = 0
+        for m in self.messages:
+            if m["peer"] == pk and m["direction"] == "in" and m["state"] != "read":
+                m["state"] = "read"
+                marked += 1
+                if m["id"] == up_to:
+                    break
+        return {"contact": dict(self.contacts[pk]), "marked": marked}
+
+    async def set_presence(self, status: str, note: str | None) -> dict[str, Any]:
+        if status not in PRESENCE_STATES:
+            raise ApiError(400, "bad_presence", "unknown presence")
+        self.presence = {"status": status, "note": note}
+        return dict(self.presence)
+
+    async def send_typing(self, c: str, on: bool) -> None:
+        self.typing.append((self._resolve(c), on))
+
+    async def list_requests(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.requests.values()]
+
+    async def send_request(self, ref: str, note: str | None) -> dict[str, Any]:
+        pk, _ = self._parse_ref(ref)
+        if pk in self.contacts:
+            raise ApiError(409, "exists", "already a contact")
+        request = {
+            "id": secrets.token_hex(8),
+            "public_key": pk,
+            "note": note,
+            "direction": "out",
+            "state": "sent",
+            "ts": _now_ms(),
+        }
+        self.requests[request["id"]] = request
+        return dict(request)
+
+    async def answer_request(self, id: str, accept: bool, name: str | None) -> dict[str, Any]:
+        request = self.requests.get(id)
+        if request is None:
+            raise ApiError(404, "unknown_request", "no such contact request")
+        del self.requests[id]
+        if not accept:
+            return {**request, "state": "declined"}
+        return await self.add_contact(request["public_key"], name)
+
+    def incoming_request(self, pk: str, note: str | None = None) -> dict[str, Any]:
+        """Simulate a stranger asking to become a contact."""
+        request = {
+            "id": secrets.token_hex(8),
+            "public_key": pk,
+            "note": note,
+            "direction": "in",
+            "state": "pending",
+            "ts": _now_ms(),
+        }
+        self.requests[request["id"]] = request
+        self.emit({"type": "request", "request": dict(request)})
+        return dict(request)
