@@ -117,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key-file", type=Path, required=True)
     p.set_defaults(func=cmd_keygen)
 
+    from btchat.chat_cli import add_commands
+
+    add_commands(sub, common)
+
     p = sub.add_parser("sandbox", parents=[common], help="run a private loopback swarm")
     p.add_argument("--nodes", type=int, default=100, help="how many nodes (default 100)")
     p.set_defaults(func=cmd_sandbox)
@@ -437,10 +441,12 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
+    from btchat.chat_cli import ChatError
+
     func: Callable[[argparse.Namespace], Awaitable[None]] = args.func
     try:
         asyncio.run(func(args))
-    except (UserError, DhtError) as exc:
+    except (UserError, DhtError, ChatError) as exc:
         print(f"btchat: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -1,0 +1,394 @@
+"""The messenger half of the command line: ``init``, ``id``, ``up`` and the commands that
+talk to a running daemon through its local API (``contacts``, ``send``, ``history``...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from btchat.api.client import (
+    ApiClient,
+    ApiClientError,
+    DaemonNotRunning,
+    new_token,
+    read_api_files,
+    remove_api_files,
+    watch_events,
+    write_api_files,
+)
+
+__all__ = ["add_commands"]
+
+log = logging.getLogger(__name__)
+ENV_DATA_DIR = "BTCHAT_DATA_DIR"
+
+
+class ChatError(Exception):
+    """A user-facing failure; printed as one line."""
+
+
+def data_dir(args: argparse.Namespace) -> Path:
+    if getattr(args, "data_dir", None):
+        return Path(args.data_dir)
+    if os.environ.get(ENV_DATA_DIR):
+        return Path(os.environ[ENV_DATA_DIR])
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("btchat"))
+
+
+def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    chat = argparse.ArgumentParser(add_help=False, parents=[common])
+    chat.add_argument("--data-dir", help=f"where btchat keeps its data (env {ENV_DATA_DIR})")
+    secret = argparse.ArgumentParser(add_help=False)
+    secret.add_argument("--passphrase-file", type=Path, help="read the passphrase from a file")
+
+    p = sub.add_parser("init", parents=[chat, secret], help="create your identity")
+    p.add_argument(
+        "--no-passphrase",
+        action="store_true",
+        help="store the private key unencrypted (bots, tests)",
+    )
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("id", parents=[chat], help="show your ID, URI and QR code")
+    p.add_argument("--png", type=Path, help="also write the QR code as PNG")
+    p.add_argument("--svg", type=Path, help="also write the QR code as SVG")
+    p.add_argument("--no-qr", action="store_true", help="do not draw the QR code")
+    p.set_defaults(func=cmd_id)
+
+    p = sub.add_parser("up", parents=[chat, secret], help="run the messenger daemon")
+    p.add_argument("--port", type=int, default=0, help="TCP port for sessions (default: any)")
+    p.add_argument("--dht-port", type=int, default=6881, help="UDP port of the DHT node")
+    p.add_argument("--api-port", type=int, default=0, help="local API port (default: any)")
+    p.add_argument("--host", default="0.0.0.0", help="address for sessions and DHT")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("status", parents=[chat], help="what the daemon is doing")
+    p.set_defaults(func=cmd_status)
+    p = sub.add_parser("contacts", parents=[chat], help="list contacts")
+    p.set_defaults(func=cmd_contacts)
+
+    contact = sub.add_parser("contact", help="manage one contact").add_subparsers(
+        dest="contact_command", required=True
+    )
+    p = contact.add_parser("add", parents=[chat], help="add a contact by ID or btchat: URI")
+    p.add_argument("ref", metavar="ID|URI")
+    p.add_argument("name", nargs="?", help="petname")
+    p.set_defaults(func=cmd_contact_add)
+    p = contact.add_parser("rename", parents=[chat])
+    p.add_argument("contact")
+    p.add_argument("name")
+    p.set_defaults(func=lambda a: patch(a, name=a.name))
+    for verb, field, value in (
+        ("block", "blocked", True),
+        ("unblock", "blocked", False),
+        ("verify", "verified", True),
+        ("unverify", "verified", False),
+    ):
+        p = contact.add_parser(verb, parents=[chat])
+        p.add_argument("contact")
+        p.set_defaults(func=lambda a, f=field, v=value: patch(a, **{f: v}))
+    p = contact.add_parser("remove", parents=[chat])
+    p.add_argument("contact")
+    p.set_defaults(func=cmd_contact_remove)
+    p = contact.add_parser("safety", parents=[chat], help="the safety number to compare")
+    p.add_argument("contact")
+    p.set_defaults(func=cmd_contact_safety)
+
+    p = sub.add_parser("send", parents=[chat], help="send a message")
+    p.add_argument("contact")
+    p.add_argument("text")
+    p.set_defaults(func=cmd_send)
+    p = sub.add_parser("history", parents=[chat], help="show a conversation")
+    p.add_argument("contact")
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(func=cmd_history)
+    p = sub.add_parser("search", parents=[chat], help="search your history")
+    p.add_argument("query")
+    p.add_argument("--contact")
+    p.set_defaults(func=cmd_search)
+    p = sub.add_parser("read", parents=[chat], help="mark a conversation read")
+    p.add_argument("contact")
+    p.set_defaults(func=cmd_read)
+    p = sub.add_parser("presence", parents=[chat], help="set online/away/busy/offline")
+    p.add_argument("state", choices=["online", "away", "busy", "offline"])
+    p.add_argument("--note")
+    p.set_defaults(func=cmd_presence)
+    p = sub.add_parser("watch", parents=[chat], help="print live events")
+    p.set_defaults(func=cmd_watch)
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def emit(args: argparse.Namespace, obj: Any, text: str) -> None:
+    print(json.dumps(obj) if args.json else text, flush=True)
+
+
+def client(args: argparse.Namespace) -> ApiClient:
+    url, token = read_api_files(data_dir(args))
+    return ApiClient(url, token)
+
+
+def call(args: argparse.Namespace, method: str, *a: Any, **kw: Any) -> Any:
+    try:
+        return getattr(client(args), method)(*a, **kw)
+    except DaemonNotRunning as exc:
+        raise ChatError(str(exc)) from None
+    except ApiClientError as exc:
+        raise ChatError(exc.message) from None
+
+
+def passphrase(args: argparse.Namespace, *, new: bool) -> str | None:
+    from btchat.identity.keystore import read_passphrase
+
+    value = read_passphrase(file=args.passphrase_file, prompt=False)
+    if value is None and sys.stdin.isatty():
+        import getpass
+
+        value = getpass.getpass("Passphrase: ")
+        if new and getpass.getpass("Again: ") != value:
+            raise ChatError("the passphrases differ")
+    return value
+
+
+def _when(ms: int | None) -> str:
+    if not ms:
+        return ""
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M")
+
+
+def show_message(m: dict[str, Any], names: dict[str, str]) -> str:
+    who = "me" if m["direction"] == "out" else names.get(m["peer"], m["peer"][:12])
+    marks = {"pending": "…", "sent": "✓", "delivered": "✓✓", "read": "✓✓ read", "failed": "!"}
+    state = f"  [{marks.get(m['state'], m['state'])}]" if m["direction"] == "out" else ""
+    return f"{_when(m.get('ts'))} {who}: {m['text']}{state}"
+
+
+# ------------------------------------------------------------------ commands
+
+
+async def cmd_init(args: argparse.Namespace) -> None:
+    import time
+
+    from btchat.identity.idtext import format_id
+    from btchat.identity.keystore import KeyStore, KeyStoreError
+
+    store = KeyStore(data_dir(args))
+    if store.exists():
+        raise ChatError(f"an identity already exists in {data_dir(args)}")
+    secret = None if args.no_passphrase else passphrase(args, new=True)
+    if secret is None and not args.no_passphrase:
+        raise ChatError(
+            "no passphrase given: use --passphrase-file, BTCHAT_PASSPHRASE, "
+            "a terminal, or --no-passphrase to store the key unencrypted"
+        )
+    try:
+        keys = store.create(secret, now=int(time.time()))
+    except KeyStoreError as exc:
+        raise ChatError(str(exc)) from None
+    pk = keys.identity.public_key
+    emit(
+        args,
+        {
+            "id": format_id(pk),
+            "public_key": pk.hex(),
+            "data_dir": str(data_dir(args)),
+            "encrypted": secret is not None,
+        },
+        f"created your identity: {format_id(pk, grouped=True)}",
+    )
+
+
+async def cmd_id(args: argparse.Namespace) -> None:
+    from btchat.identity.idtext import format_id, format_uri
+    from btchat.identity.keystore import KeyStore, NoIdentity
+    from btchat.identity.qr import qr_terminal, save_qr
+
+    try:
+        pk = KeyStore(data_dir(args)).public_key()
+    except NoIdentity as exc:
+        raise ChatError(str(exc)) from None
+    uri = format_uri(pk)
+    for path in (args.png, args.svg):
+        if path is not None:
+            save_qr(uri, path)
+    text = f"{format_id(pk, grouped=True)}\n{uri}"
+    if not args.no_qr and not args.json:
+        text += "\n" + qr_terminal(uri, ansi=sys.stdout.isatty() and not os.environ.get("NO_COLOR"))
+    emit(args, {"id": format_id(pk), "uri": uri, "public_key": pk.hex()}, text)
+
+
+async def cmd_up(args: argparse.Namespace) -> None:
+    from btchat.api.server import start_api
+    from btchat.cli import bootstrap_list, stop_on_signal
+    from btchat.identity.keystore import KeyStore, KeyStoreError
+    from btchat.messaging.store import Store, StoreError
+    from btchat.net.dht_service import resolve_addrs
+    from btchat.node.daemon import Daemon, DaemonConfig
+    from btchat.node.peering import PeeringConfig
+
+    ddir = data_dir(args)
+    keystore = KeyStore(ddir)
+    try:
+        secret = passphrase(args, new=False) if keystore.is_encrypted() else None
+        keys = keystore.load(secret)
+    except KeyStoreError as exc:  # no identity, wrong or missing passphrase, damaged file
+        raise ChatError(str(exc)) from None
+    try:
+        store = Store.open(ddir / "messages.db", keys.db_key)
+    except StoreError as exc:
+        raise ChatError(str(exc)) from None
+    stop = stop_on_signal()
+    bootstrap = await resolve_addrs(bootstrap_list(args))
+    config = DaemonConfig(
+        data_dir=ddir,
+        bootstrap=bootstrap,
+        dht_host=args.host,
+        dht_port=args.dht_port,
+        peering=PeeringConfig(host=args.host, port=args.port),
+    )
+    daemon = Daemon(config, keys, store)
+    try:
+        await daemon.start()
+    except OSError as exc:
+        store.close()
+        raise ChatError(f"cannot listen: {exc.strerror}") from None
+    token = new_token()
+    runner, api_port = await start_api(daemon, token, port=args.api_port)
+    url = f"http://127.0.0.1:{api_port}"
+    write_api_files(ddir, url, token)
+    status = await daemon.status()
+    emit(
+        args,
+        {
+            "api": url,
+            "id": status["id"],
+            "listen_port": status["listen_port"],
+            "dht": status["dht"]["addr"],
+            "pid": os.getpid(),
+        },
+        f"btchat is up: {status['id']}\nAPI {url}, sessions on port {status['listen_port']}",
+    )
+    try:
+        await stop.wait()
+    finally:
+        remove_api_files(ddir)
+        await runner.cleanup()
+        await daemon.stop()
+
+
+async def cmd_status(args: argparse.Namespace) -> None:
+    s = call(args, "status")
+    dht = s["dht"]
+    emit(
+        args,
+        s,
+        f"{s['id']}\nDHT: {'joined' if dht['joined'] else 'NOT joined'}, "
+        f"{dht['nodes']} nodes; contacts online: {s['contacts_online']}/{s['contacts']}",
+    )
+
+
+async def cmd_contacts(args: argparse.Namespace) -> None:
+    rows = call(args, "list_contacts")
+    lines = [
+        f"{'*' if c['online'] else ' '} {c['name']:<20} {c['presence']:<8} "
+        f"{'verified ' if c['verified'] else ''}{'BLOCKED ' if c['blocked'] else ''}{c['id']}"
+        for c in rows
+    ]
+    emit(args, {"contacts": rows}, "\n".join(lines) if lines else "no contacts yet")
+
+
+async def cmd_contact_add(args: argparse.Namespace) -> None:
+    c = call(args, "add_contact", args.ref, args.name)
+    emit(args, c, f"added {c['name']} ({c['id']})")
+
+
+async def patch(args: argparse.Namespace, **changes: Any) -> None:
+    c = call(args, "update_contact", args.contact, **changes)
+    emit(args, c, f"{c['name']}: " + ", ".join(f"{k} = {v}" for k, v in changes.items()))
+
+
+async def cmd_contact_remove(args: argparse.Namespace) -> None:
+    call(args, "remove_contact", args.contact)
+    emit(args, {"removed": args.contact}, f"removed {args.contact}")
+
+
+async def cmd_contact_safety(args: argparse.Namespace) -> None:
+    r = call(args, "safety_number", args.contact)
+    emit(
+        args,
+        r,
+        f"safety number with {r['contact']['name']}:\n{r['safety_number']}\n"
+        "Compare it with theirs (in person or by voice); if it matches, run "
+        f"`btchat contact verify {r['contact']['name']}`.",
+    )
+
+
+async def cmd_send(args: argparse.Namespace) -> None:
+    m = call(args, "send_message", args.contact, args.text)
+    emit(args, m, f"{m['state']}: {m['text']}")
+
+
+async def cmd_history(args: argparse.Namespace) -> None:
+    rows = call(args, "history", args.contact, limit=args.limit)
+    names = {c["public_key"]: c["name"] for c in call(args, "list_contacts")}
+    emit(
+        args,
+        {"messages": rows},
+        "\n".join(show_message(m, names) for m in rows) or "no messages yet",
+    )
+
+
+async def cmd_search(args: argparse.Namespace) -> None:
+    rows = call(args, "search", args.query, contact=args.contact)
+    names = {c["public_key"]: c["name"] for c in call(args, "list_contacts")}
+    emit(
+        args, {"messages": rows}, "\n".join(show_message(m, names) for m in rows) or "nothing found"
+    )
+
+
+async def cmd_read(args: argparse.Namespace) -> None:
+    r = call(args, "mark_read", args.contact)
+    emit(args, r, f"marked {r['marked']} messages read")
+
+
+async def cmd_presence(args: argparse.Namespace) -> None:
+    r = call(args, "set_presence", args.state, args.note)
+    emit(args, r, f"you are {r['status']}")
+
+
+async def cmd_watch(args: argparse.Namespace) -> None:
+    try:
+        url, token = read_api_files(data_dir(args))
+    except DaemonNotRunning as exc:
+        raise ChatError(str(exc)) from None
+    try:
+        async for event in watch_events(url, token):
+            print(json.dumps(event) if args.json else _describe(event), flush=True)
+    except DaemonNotRunning as exc:
+        raise ChatError(str(exc)) from None
+    except ApiClientError as exc:
+        raise ChatError(exc.message) from None
+
+
+def _describe(e: dict[str, Any]) -> str:
+    kind = e.get("type")
+    if kind == "message":
+        return show_message(e["message"], {})
+    if kind == "receipt":
+        return f"{len(e['ids'])} message(s) {e['state']} by {e['contact'][:12]}"
+    if kind == "presence":
+        return f"{e['contact'][:12]} is {e['status']}"
+    if kind == "session":
+        return f"{e['contact']['name']} {'connected' if e['state'] == 'up' else 'disconnected'}"
+    return json.dumps(e)

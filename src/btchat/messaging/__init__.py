@@ -1,0 +1,1 @@
+"""Messages between people: signed envelopes (``envelope``) and their local store (``store``)."""

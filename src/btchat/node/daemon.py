@@ -1,0 +1,489 @@
+"""``btchat up``: the messenger daemon that composes DHT, rendezvous, sessions, storage, API.
+
+Message flow (persist, then act):
+
+* sending: the envelope is signed and committed to the store with an outbox row
+  *before* it is transmitted; the outbox is replayed in Lamport order on every new
+  session until the recipient's "delivered" receipt arrives.
+* receiving: an envelope is verified (version, signature, sender = the session's
+  authenticated identity, recipient = us, time window), then saved together with its id
+  in the replay table in one transaction, and only then acknowledged with a signed
+  "delivered" receipt. A duplicate (replay, or a resend after a lost receipt) is not
+  stored again, but is acknowledged again so the sender can stop resending.
+
+Ordering is by Lamport clock with the sender key as tie-break, so both sides show one
+order whatever the arrival order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from btchat import __version__
+from btchat.api.facade import ApiError
+from btchat.dht.ids import Addr
+from btchat.identity.idtext import IdError, format_id, format_uri, parse_contact_ref
+from btchat.identity.keys import DeviceCertificate
+from btchat.identity.keystore import LoadedKeys
+from btchat.identity.safety import safety_number
+from btchat.messaging import envelope as env_mod
+from btchat.messaging.envelope import Envelope, EnvelopeError
+from btchat.messaging.store import Store
+from btchat.net.dht_service import DhtError, DhtService
+from btchat.node.peering import Peering, PeeringConfig
+
+__all__ = ["Daemon", "DaemonConfig"]
+
+log = logging.getLogger(__name__)
+
+PRESENCE_STATES = ("online", "away", "busy", "offline")
+MAX_TEXT = 16 * 1024
+#: Events a slow subscriber may fall behind before the oldest are dropped.
+SUBSCRIBER_QUEUE = 1000
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    data_dir: Path
+    bootstrap: list[Addr] = field(default_factory=list)
+    dht_host: str = "0.0.0.0"
+    dht_port: int = 6881
+    peering: PeeringConfig = field(default_factory=PeeringConfig)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Daemon:
+    """Implements :class:`btchat.api.facade.Messenger` on top of the real components."""
+
+    def __init__(self, config: DaemonConfig, keys: LoadedKeys, store: Store) -> None:
+        self.config = config
+        self.keys = keys
+        self.me = keys.identity.public_key
+        self.store = store
+        self.dht: DhtService | None = None
+        self.peering: Peering | None = None
+        self.started = time.monotonic()
+        self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.joined = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        self.dht = await DhtService.start(
+            host=self.config.dht_host,
+            port=self.config.dht_port,
+            state_dir=self.config.data_dir / "dht",
+        )
+        self.peering = Peering(
+            self.keys.identity,
+            self.keys.device,
+            self.keys.certificate,
+            self.dht,
+            self.config.peering,
+            contacts=self._reachable_contacts,
+            certs_of=self._certs_of,
+            save_certs=self._save_certs,
+            on_established=self._on_established,
+            on_closed=self._on_closed,
+            on_data=self._on_data,
+        )
+        await self.peering.start()
+        self._spawn(self._join_loop())
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.peering is not None:
+            await self.peering.stop()
+        if self.dht is not None:
+            self.dht.close()
+        self.store.close()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _join_loop(self) -> None:
+        """Join the DHT; offline, say so plainly and keep trying."""
+        assert self.dht is not None
+        delay = 2.0
+        while True:
+            if len(self.dht.node.routing) > 0:
+                if not self.joined:
+                    self.joined = True
+                    self._emit({"type": "dht", "joined": True, "nodes": len(self.dht.node.routing)})
+                    log.warning("joined the DHT (%d nodes known)", len(self.dht.node.routing))
+                    if self.peering is not None:
+                        self.peering.poke()
+                await asyncio.sleep(30)
+                continue
+            self.joined = False
+            try:
+                if self.config.bootstrap:
+                    await self.dht.bootstrap(self.config.bootstrap)
+                    continue
+            except DhtError:
+                pass
+            log.warning("no DHT node answers (offline?); retrying in %.0f s", delay)
+            self._emit({"type": "dht", "joined": False})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 120.0)
+
+    # ---------------------------------------------------------------- events
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        for queue in list(self._subscribers):
+            if queue.full():
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    queue.get_nowait()
+            queue.put_nowait(event)
+
+    async def subscribe(self) -> AsyncIterator[dict[str, Any]]:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(SUBSCRIBER_QUEUE)
+        self._subscribers.add(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._subscribers.discard(queue)
+
+    # ---------------------------------------------------------------- contacts
+
+    def _reachable_contacts(self) -> list[bytes]:
+        return [c.pk for c in self.store.list_contacts() if not c.blocked]
+
+    def _certs_of(self, contact: bytes) -> list[DeviceCertificate]:
+        row = self.store.get_contact(contact)
+        return list(row.certs) if row is not None else []
+
+    def _save_certs(self, contact: bytes, certs: list[DeviceCertificate]) -> None:
+        if self.store.get_contact(contact) is not None:
+            self.store.set_certs(contact, certs)
+
+    def _resolve(self, ref: str) -> bytes:
+        """A contact by petname, ID text, URI or hex key; 404 when unknown."""
+        for row in self.store.list_contacts():
+            if row.name == ref:
+                return row.pk
+        try:
+            pk, _ = parse_contact_ref(ref)
+        except IdError:
+            raise ApiError(404, "unknown_contact", f"no contact named {ref!r}") from None
+        if self.store.get_contact(pk) is None:
+            raise ApiError(404, "unknown_contact", f"{ref!r} is not one of your contacts")
+        return pk
+
+    def _contact_json(self, pk: bytes) -> dict[str, Any]:
+        row = self.store.get_contact(pk)
+        assert row is not None
+        online = self.peering is not None and self.peering.is_online(pk)
+        return {
+            "id": format_id(pk),
+            "public_key": pk.hex(),
+            "name": row.name,
+            "verified": bool(row.verified),
+            "blocked": bool(row.blocked),
+            "presence": row.presence if online else "offline",
+            "last_seen": row.last_seen_ms,
+            "online": online,
+        }
+
+    async def list_contacts(self) -> list[dict[str, Any]]:
+        return [self._contact_json(c.pk) for c in self.store.list_contacts()]
+
+    async def add_contact(self, ref: str, name: str | None) -> dict[str, Any]:
+        try:
+            pk, suggested = parse_contact_ref(ref)
+        except IdError as exc:
+            raise ApiError(400, "bad_id", str(exc)) from None
+        if pk == self.me:
+            raise ApiError(400, "self", "that is your own ID")
+        name = name or suggested or format_id(pk)[:12]
+        if any(c.name == name and c.pk != pk for c in self.store.list_contacts()):
+            raise ApiError(409, "name_taken", f"another contact is already called {name!r}")
+        if self.store.get_contact(pk) is not None:
+            raise ApiError(409, "exists", "already a contact")
+        self.store.add_contact(pk, name, _now_ms())
+        self._emit({"type": "contact", "action": "added", "contact": self._contact_json(pk)})
+        if self.peering is not None:
+            self.peering.poke(pk)
+        return self._contact_json(pk)
+
+    async def get_contact(self, c: str) -> dict[str, Any]:
+        return self._contact_json(self._resolve(c))
+
+    async def update_contact(
+        self,
+        c: str,
+        name: str | None = None,
+        verified: bool | None = None,
+        blocked: bool | None = None,
+    ) -> dict[str, Any]:
+        pk = self._resolve(c)
+        if name is not None:
+            if any(r.name == name and r.pk != pk for r in self.store.list_contacts()):
+                raise ApiError(409, "name_taken", f"another contact is already called {name!r}")
+            self.store.rename_contact(pk, name)
+        if verified is not None:
+            self.store.set_verified(pk, verified)
+        if blocked is not None:
+            self.store.set_blocked(pk, blocked)
+            if blocked and self.peering is not None:
+                self.peering.drop(pk, "blocked")
+        return self._contact_json(pk)
+
+    async def remove_contact(self, c: str) -> None:
+        pk = self._resolve(c)
+        if self.peering is not None:
+            self.peering.drop(pk, "removed")
+        self.store.remove_contact(pk)
+        self._emit({"type": "contact", "action": "removed", "public_key": pk.hex()})
+
+    async def safety_number(self, c: str) -> dict[str, Any]:
+        pk = self._resolve(c)
+        return {"contact": self._contact_json(pk), "safety_number": safety_number(self.me, pk)}
+
+    # ---------------------------------------------------------------- messages
+
+    def _envelope(self, to: bytes, kind: bytes, body: dict[bytes, Any]) -> Envelope:
+        return env_mod.create(
+            self.keys.identity,
+            self.keys.device.device_id,
+            to,
+            kind,
+            body,
+            lamport=self.store.next_lamport(to, None),
+            now=time.time(),
+        )
+
+    def _transmit(self, to: bytes, envelope: Envelope) -> bool:
+        return self.peering is not None and self.peering.send(to, env_mod.encode_envelope(envelope))
+
+    async def send_message(self, c: str, text: str) -> dict[str, Any]:
+        pk = self._resolve(c)
+        if not text or len(text.encode()) > MAX_TEXT:
+            raise ApiError(400, "bad_text", f"text must be 1 to {MAX_TEXT} bytes")
+        envelope = self._envelope(pk, b"text", env_mod.text_body(text))
+        self.store.save_outgoing(envelope, time.time())  # persist, then act
+        if self._transmit(pk, envelope):
+            self.store.mark_state([envelope.id], "sent")
+        row = self.store.get_message(envelope.id)
+        message = row.to_json()
+        self._emit({"type": "message", "message": message})
+        return message
+
+    async def history(self, c: str, limit: int, before: int | None) -> list[dict[str, Any]]:
+        pk = self._resolve(c)
+        return [r.to_json() for r in self.store.history(pk, limit=limit, before_lamport=before)]
+
+    async def search(self, q: str, contact: str | None, limit: int) -> list[dict[str, Any]]:
+        peer = self._resolve(contact) if contact else None
+        return [r.to_json() for r in self.store.search(q, peer=peer, limit=limit)]
+
+    async def mark_read(self, c: str, up_to: str | None) -> dict[str, Any]:
+        pk = self._resolve(c)
+        unread = [
+            r
+            for r in self.store.history(pk, limit=500)
+            if r.direction == "in" and r.state != "read"
+        ]
+        if up_to is not None:
+            ids = [r.id.hex() for r in unread]
+            if up_to in ids:
+                unread = unread[: ids.index(up_to) + 1]
+        ids_b = [r.id for r in unread]
+        if ids_b:
+            self.store.mark_state(ids_b, "read")
+            self._queue_read_receipt(pk, ids_b)
+        return {"contact": self._contact_json(pk), "marked": len(ids_b)}
+
+    def _queue_read_receipt(self, pk: bytes, ids: list[bytes]) -> None:
+        pending = self.store.kv_get(f"read_receipts:{pk.hex()}") or b""
+        self.store.kv_set(f"read_receipts:{pk.hex()}", pending + b"".join(ids))
+        self._flush_read_receipts(pk)
+
+    def _flush_read_receipts(self, pk: bytes) -> None:
+        pending = self.store.kv_get(f"read_receipts:{pk.hex()}") or b""
+        if not pending or self.peering is None or not self.peering.is_online(pk):
+            return
+        ids = [pending[i : i + 16] for i in range(0, len(pending), 16)]
+        for start in range(0, len(ids), 200):
+            receipt = self._envelope(
+                pk, b"receipt", env_mod.receipt_body(ids[start : start + 200], b"read")
+            )
+            if not self._transmit(pk, receipt):
+                return
+        self.store.kv_set(f"read_receipts:{pk.hex()}", b"")
+
+    async def set_presence(self, status: str, note: str | None) -> dict[str, Any]:
+        if status not in PRESENCE_STATES:
+            raise ApiError(400, "bad_presence", f"presence is one of {', '.join(PRESENCE_STATES)}")
+        if note is not None and len(note.encode()) > 140:
+            raise ApiError(400, "bad_note", "the status note is at most 140 bytes")
+        self.store.kv_set("presence", status.encode())
+        self.store.kv_set("presence_note", (note or "").encode())
+        for pk in self._reachable_contacts():
+            self._send_presence(pk)
+        return {"status": status, "note": note}
+
+    def _send_presence(self, pk: bytes) -> None:
+        if self.peering is None or not self.peering.is_online(pk):
+            return
+        status = (self.store.kv_get("presence") or b"online").decode()
+        note = (self.store.kv_get("presence_note") or b"").decode()
+        self._transmit(
+            pk,
+            self._envelope(pk, b"presence", env_mod.presence_body(status, _now_ms(), note or None)),
+        )
+
+    async def send_typing(self, c: str, on: bool) -> None:
+        pk = self._resolve(c)
+        if self.peering is not None and self.peering.is_online(pk):
+            self._transmit(pk, self._envelope(pk, b"typing", env_mod.typing_body(on)))
+
+    # ------------------------------------------------------------- requests
+
+    async def list_requests(self) -> list[dict[str, Any]]:
+        return [r.to_json() for r in self.store.list_requests()]
+
+    async def send_request(self, ref: str, note: str | None) -> dict[str, Any]:
+        raise ApiError(
+            501,
+            "not_implemented",
+            "contact requests to strangers are not implemented yet; add each other by ID instead",
+        )
+
+    async def answer_request(self, id: str, accept: bool, name: str | None) -> dict[str, Any]:
+        raise ApiError(404, "unknown_request", "no such contact request")
+
+    # ------------------------------------------------------------ status
+
+    async def identity(self) -> dict[str, Any]:
+        return {
+            "id": format_id(self.me),
+            "uri": format_uri(self.me),
+            "public_key": self.me.hex(),
+            "device_id": self.keys.device.device_id.hex(),
+        }
+
+    async def status(self) -> dict[str, Any]:
+        dht = self.dht
+        return {
+            **(await self.identity()),
+            "version": __version__,
+            "pid": os.getpid(),
+            "dht": {
+                "joined": self.joined,
+                "nodes": len(dht.node.routing) if dht else 0,
+                "addr": f"{dht.addr[0]}:{dht.addr[1]}" if dht else None,
+            },
+            "listen_port": self.peering.port if self.peering else None,
+            "contacts": len(self.store.list_contacts()),
+            "contacts_online": len(self.peering.sessions) if self.peering else 0,
+            "uptime": time.monotonic() - self.started,
+        }
+
+    # ------------------------------------------------------------ sessions
+
+    def _on_established(self, pk: bytes) -> None:
+        log.info("session with %s established", format_id(pk)[:16])
+        self.store.set_presence(pk, "online", _now_ms())
+        self._emit({"type": "session", "state": "up", "contact": self._contact_json(pk)})
+        self._send_presence(pk)
+        # Replay everything not yet acknowledged, in causal order.
+        sent = []
+        for blob in self.store.pending_outbox(pk):
+            if not self.peering or not self.peering.send(pk, blob):
+                break
+            with contextlib.suppress(EnvelopeError):
+                sent.append(env_mod.parse_envelope(blob).id)
+        if sent:
+            self.store.mark_state(sent, "sent")
+        self._flush_read_receipts(pk)
+
+    def _on_closed(self, pk: bytes, reason: str) -> None:
+        if self.store.get_contact(pk) is None:
+            return
+        self.store.set_presence(pk, "offline", _now_ms())
+        self._emit(
+            {
+                "type": "session",
+                "state": "down",
+                "reason": reason,
+                "contact": self._contact_json(pk),
+            }
+        )
+
+    def _on_data(self, pk: bytes, payload: bytes) -> None:
+        try:
+            envelope = env_mod.parse_envelope(payload)
+            env_mod.verify_envelope(
+                envelope, expected_sender=pk, expected_recipient=self.me, now=time.time()
+            )
+        except EnvelopeError as exc:
+            log.warning("refused an envelope from %s: %s", format_id(pk)[:16], exc)
+            self._emit({"type": "refused", "contact": pk.hex(), "reason": str(exc)})
+            return
+        self.store.next_lamport(pk, envelope.lamport)  # advance our clock past theirs
+        kind = envelope.type
+        if kind == b"text":
+            fresh = self.store.save_incoming(envelope, time.time())  # persist, then ack
+            self._transmit(
+                pk,
+                self._envelope(pk, b"receipt", env_mod.receipt_body([envelope.id], b"delivered")),
+            )
+            if fresh:
+                row = self.store.get_message(envelope.id)
+                self._emit({"type": "message", "message": row.to_json()})
+        elif kind == b"receipt":
+            ids, state = env_mod.decode_receipt(envelope)
+            mine = [i for i in ids if self._is_outgoing_to(i, pk)]
+            if mine:
+                self.store.mark_state(mine, state.decode())
+                self.store.ack_outbox(mine)
+                self._emit(
+                    {
+                        "type": "receipt",
+                        "contact": pk.hex(),
+                        "state": state.decode(),
+                        "ids": [i.hex() for i in mine],
+                    }
+                )
+        elif kind == b"presence":
+            status, last_seen, note = env_mod.decode_presence(envelope)
+            self.store.set_presence(pk, status, last_seen)
+            self._emit(
+                {
+                    "type": "presence",
+                    "contact": pk.hex(),
+                    "status": status,
+                    "note": note,
+                    "last_seen": last_seen,
+                }
+            )
+        elif kind == b"typing":
+            self._emit(
+                {"type": "typing", "contact": pk.hex(), "on": env_mod.decode_typing(envelope)}
+            )
+        else:
+            log.info("ignoring envelope of unknown type %r", kind)
+
+    def _is_outgoing_to(self, msg_id: bytes, pk: bytes) -> bool:
+        row = self.store.get_message(msg_id)
+        return row is not None and row.direction == "out" and row.peer == pk

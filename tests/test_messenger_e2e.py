@@ -1,0 +1,209 @@
+"""Daemons in separate processes find each other through the DHT rendezvous and chat.
+
+Everything runs on 127.0.0.1: a private sandbox swarm (``btchat sandbox``), and one
+``btchat up`` process per person, each knowing the others only by their IDs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+BTCHAT = [sys.executable, "-m", "btchat.cli"]
+
+
+def base_env(tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BTCHAT_")}
+    env["HOME"] = str(tmp / "home")
+    env["XDG_CONFIG_HOME"] = str(tmp / "home" / "config")
+    env["XDG_DATA_HOME"] = str(tmp / "home" / "data")
+    env["BTCHAT_CONFIG"] = str(tmp / "config.toml")
+    (tmp / "config.toml").write_text('[dht]\nbootstrap = ["127.0.0.1:9"]\n')
+    return env
+
+
+def wait_for(pred: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+class Person:
+    """One data directory and (while running) one ``btchat up`` process."""
+
+    def __init__(self, name: str, root: Path, env: dict[str, str], bootstrap: str) -> None:
+        self.name = name
+        self.dir = root / name
+        self.env = env
+        self.bootstrap = bootstrap
+        self.proc: subprocess.Popen[str] | None = None
+        self.cli("init", "--no-passphrase")
+        self.id = self.cli("id")["id"]
+
+    def cli(self, *args: str, check: bool = True) -> Any:
+        out = subprocess.run(
+            [*BTCHAT, *args, "--data-dir", str(self.dir), "--json"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if check:
+            assert out.returncode == 0, f"{self.name}: btchat {' '.join(args)}: {out.stderr}"
+            return json.loads(out.stdout.splitlines()[-1]) if out.stdout.strip() else None
+        return out
+
+    def up(self) -> dict[str, Any]:
+        self.proc = subprocess.Popen(
+            [
+                *BTCHAT,
+                "up",
+                "--data-dir",
+                str(self.dir),
+                "--bootstrap",
+                self.bootstrap,
+                "--host",
+                "127.0.0.1",
+                "--dht-port",
+                "0",
+                "--json",
+            ],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            raise AssertionError(f"{self.name}: daemon died: {err}")
+        return json.loads(line)
+
+    def down(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=20)
+            self.proc = None
+
+    def history(self, other: str) -> list[dict[str, Any]]:
+        return self.cli("history", other)["messages"]
+
+    def texts(self, other: str) -> list[str]:
+        return [m["text"] for m in self.history(other)]
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
+    tmp = tmp_path_factory.mktemp("e2e")
+    env = base_env(tmp)
+    proc = subprocess.Popen(
+        [*BTCHAT, "sandbox", "--nodes", "40", "--json"], env=env, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    bootstrap = json.loads(proc.stdout.readline())["bootstrap"]
+    try:
+        yield bootstrap, env
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+
+
+@pytest.fixture
+def people(sandbox: tuple[str, dict[str, str]], tmp_path: Path) -> Iterator[dict[str, Person]]:
+    bootstrap, env = sandbox
+    folks = {n: Person(n, tmp_path, env, bootstrap) for n in ("alice", "bob", "carol")}
+    try:
+        yield folks
+    finally:
+        for p in folks.values():
+            if p.proc is not None:
+                p.proc.kill()
+                p.proc.wait(timeout=10)
+
+
+def befriend(a: Person, b: Person) -> None:
+    a.cli("contact", "add", b.id, b.name)
+    b.cli("contact", "add", a.id, a.name)
+
+
+def test_two_strangers_by_id_then_a_third(people: dict[str, Person]) -> None:
+    alice, bob, carol = people["alice"], people["bob"], people["carol"]
+    for p in (alice, bob, carol):
+        p.up()
+    befriend(alice, bob)
+    sent = alice.cli("send", "bob", "hello bob")
+    assert sent["text"] == "hello bob"
+    wait_for(lambda: bob.texts("alice") == ["hello bob"], 60, "bob to receive")
+    wait_for(
+        lambda: alice.history("bob")[0]["state"] in ("delivered", "read"),
+        30,
+        "the delivered receipt",
+    )
+    bob.cli("send", "alice", "hi alice")
+    wait_for(lambda: alice.texts("bob") == ["hello bob", "hi alice"], 30, "alice to receive")
+    bob.cli("read", "alice")
+    wait_for(lambda: alice.history("bob")[0]["state"] == "read", 30, "the read receipt")
+
+    befriend(carol, alice)
+    befriend(carol, bob)
+    carol.cli("send", "alice", "carol to alice")
+    carol.cli("send", "bob", "carol to bob")
+    wait_for(lambda: alice.texts("carol") == ["carol to alice"], 60, "alice <- carol")
+    wait_for(lambda: bob.texts("carol") == ["carol to bob"], 60, "bob <- carol")
+    contacts = {c["name"]: c for c in carol.cli("contacts")["contacts"]}
+    assert contacts["alice"]["online"] and contacts["bob"]["online"]
+    status = alice.cli("status")
+    assert status["dht"]["joined"] and status["contacts_online"] == 2
+
+
+def test_restart_mid_conversation_loses_and_duplicates_nothing(people: dict[str, Person]) -> None:
+    alice, bob = people["alice"], people["bob"]
+    alice.up()
+    bob.up()
+    befriend(alice, bob)
+    alice.cli("send", "bob", "one")
+    wait_for(lambda: bob.texts("alice") == ["one"], 60, "first message")
+    bob.down()  # clean stop
+    alice.cli("send", "bob", "two")
+    alice.cli("send", "bob", "three")
+    bob.up()
+    wait_for(lambda: bob.texts("alice") == ["one", "two", "three"], 60, "queued messages")
+    bob.cli("send", "alice", "four")
+    wait_for(lambda: alice.texts("bob") == ["one", "two", "three", "four"], 30, "reply")
+    alice.down(signal.SIGKILL)  # a crash
+    bob.cli("send", "alice", "five")
+    alice.up()
+    wait_for(lambda: alice.texts("bob")[-1:] == ["five"], 60, "message after a crash")
+    expected = ["one", "two", "three", "four", "five"]
+    assert alice.texts("bob") == expected
+    assert bob.texts("alice") == expected  # same order on both sides, no duplicates
+    ids_a = [m["id"] for m in alice.history("bob")]
+    ids_b = [m["id"] for m in bob.history("alice")]
+    assert ids_a == ids_b and len(set(ids_a)) == 5
+
+
+def test_clear_errors(people: dict[str, Person]) -> None:
+    alice = people["alice"]
+    out = alice.cli("status", check=False)
+    assert out.returncode == 1 and "no btchat daemon is running" in out.stderr
+    alice.up()
+    out = alice.cli("send", "nobody", "hi", check=False)
+    assert out.returncode == 1 and "nobody" in out.stderr
+    out = alice.cli("contact", "add", "btnotanid", check=False)
+    assert out.returncode == 1
