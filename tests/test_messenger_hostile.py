@@ -193,6 +193,16 @@ async def _scenario(alice: Alice, bob_id: Identity, bob_dev: DeviceKey) -> None:
         now=time.time() - 40 * 86400,
     )
     bob.send(E.encode_envelope(old))  # outside the time window
+    other_device = E.create(
+        bob.identity,
+        b"\x07" * 16,
+        me,
+        b"text",
+        E.text_body("elsewhere"),
+        lamport=5,
+        now=time.time(),
+    )
+    bob.send(E.encode_envelope(other_device))  # names a device this session is not
     for _ in range(15):
         await bob.pump(0.2)
     receipts = [r for r in bob.received if r.type == b"receipt"]
@@ -226,6 +236,6 @@ def test_refuses_hostile_input_and_keeps_running(alice: Alice, tmp_path: Path) -
     assert alice.cli("status")["contacts"] == 1  # still serving its API
     log = alice.stop()
     assert "refused a session from a key that is not a contact" in log
-    for code in ("malformed", "wrong_sender", "bad_signature", "too_old"):
+    for code in ("malformed", "wrong_sender", "bad_signature", "too_old", "wrong_device"):
         assert code in log, f"no log line for {code}"
     assert "Traceback" not in log

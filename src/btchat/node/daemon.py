@@ -48,6 +48,11 @@ PRESENCE_STATES = ("online", "away", "busy", "offline")
 MAX_TEXT = 16 * 1024
 #: Events a slow subscriber may fall behind before the oldest are dropped.
 SUBSCRIBER_QUEUE = 1000
+#: Queued envelopes older than this are re-signed before a resend, well inside the
+#: receivers' 15-day window.
+RESIGN_AFTER = 7 * 86400.0
+#: Replay ids are kept for the envelope window (15 days) plus skew, then pruned.
+SEEN_RETENTION = 15 * 86400.0 + 600.0
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,7 @@ class Daemon:
         )
         await self.peering.start()
         self._spawn(self._join_loop())
+        self._spawn(self._housekeeping())
 
     async def stop(self) -> None:
         for task in list(self._tasks):
@@ -144,6 +150,11 @@ class Daemon:
             self._emit({"type": "dht", "joined": False})
             await asyncio.sleep(delay)
             delay = min(delay * 2, 120.0)
+
+    async def _housekeeping(self) -> None:
+        while True:
+            self.store.prune_seen(int((time.time() - SEEN_RETENTION) * 1000))
+            await asyncio.sleep(3600)
 
     # ---------------------------------------------------------------- events
 
@@ -408,11 +419,21 @@ class Daemon:
         self._send_presence(pk)
         # Replay everything not yet acknowledged, in causal order.
         sent = []
+        horizon_ms = (time.time() - RESIGN_AFTER) * 1000
         for blob in self.store.pending_outbox(pk):
+            try:
+                queued = env_mod.parse_envelope(blob)
+            except EnvelopeError:
+                continue
+            if queued.ts_ms < horizon_ms:
+                # Queued longer than the receiver's window: same id and order, fresh
+                # timestamp and signature (a receiver that has it still drops the copy).
+                queued = env_mod.resign(self.keys.identity, queued, now=time.time())
+                self.store.replace_outbox(queued)
+                blob = env_mod.encode_envelope(queued)
             if not self.peering or not self.peering.send(pk, blob):
                 break
-            with contextlib.suppress(EnvelopeError):
-                sent.append(env_mod.parse_envelope(blob).id)
+            sent.append(queued.id)
         if sent:
             self.store.mark_state(sent, "sent")
         self._flush_read_receipts(pk)
@@ -430,12 +451,16 @@ class Daemon:
             }
         )
 
-    def _on_data(self, pk: bytes, payload: bytes) -> None:
+    def _on_data(self, pk: bytes, device: bytes, payload: bytes) -> None:
         try:
             envelope = env_mod.parse_envelope(payload)
             env_mod.verify_envelope(
                 envelope, expected_sender=pk, expected_recipient=self.me, now=time.time()
             )
+            if envelope.device != device:
+                # Signed by the identity, but naming another device than the one whose
+                # certified key this session authenticated.
+                raise EnvelopeError("wrong_device", "envelope names another device")
         except EnvelopeError as exc:
             log.warning("refused an envelope from %s: %s", format_id(pk)[:16], exc)
             self._emit({"type": "refused", "contact": pk.hex(), "reason": str(exc)})

@@ -45,6 +45,10 @@ log = logging.getLogger(__name__)
 DEVICES_SALT = b"btchat/devices"
 #: Devices listed per identity (the item must stay under BEP 44's 1000 bytes).
 MAX_DEVICES = 5
+#: Inbound connections still in their handshake at once. A refused handshake holds its
+#: socket until the handshake deadline (so every refusal looks alike); this bounds what
+#: a prober can make us hold.
+MAX_PENDING_HANDSHAKES = 64
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,7 @@ class Peering:
         save_certs: Callable[[bytes, list[DeviceCertificate]], None],
         on_established: Callable[[bytes], None],
         on_closed: Callable[[bytes, str], None],
-        on_data: Callable[[bytes, bytes], None],
+        on_data: Callable[[bytes, bytes, bytes], None],
     ) -> None:
         self.identity = identity
         self.me = identity.public_key
@@ -130,6 +134,7 @@ class Peering:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._server: asyncio.Server | None = None
         self._wake = asyncio.Event()
+        self._handshaking = 0
         self.port = 0
         self.stats: dict[str, int] = {"dials": 0, "accepted": 0, "refused": 0, "lookups": 0}
 
@@ -308,15 +313,21 @@ class Peering:
         def authorize(identity: bytes, remote: DeviceCertificate) -> bool:
             return identity == contact and remote.device_key == cert.device_key
 
-        session = Session(
-            "initiator",
-            self.device,
-            self.certificate,
-            authorize,
-            remote_static=cert.device_key,
-            now=asyncio.get_running_loop().time(),
-            config=self.config.session,
-        )
+        try:
+            session = Session(
+                "initiator",
+                self.device,
+                self.certificate,
+                authorize,
+                remote_static=cert.device_key,
+                now=asyncio.get_running_loop().time(),
+                config=self.config.session,
+            )
+        except ValueError as exc:  # e.g. a low-order key in a published certificate
+            log.warning("cannot dial %s: %s", contact.hex()[:16], exc)
+            writer.close()
+            self._dialing.discard(contact)
+            return False
         ready: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._spawn(self._run(session, reader, writer, initiator=self.me, ready=ready))
         try:
@@ -327,6 +338,10 @@ class Peering:
             self._dialing.discard(contact)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._handshaking >= MAX_PENDING_HANDSHAKES:
+            self.stats["refused"] += 1
+            writer.close()
+            return
         contacts = set(self._contacts())
 
         def authorize(identity: bytes, remote: DeviceCertificate) -> bool:
@@ -346,7 +361,22 @@ class Peering:
             now=asyncio.get_running_loop().time(),
             config=self.config.session,
         )
-        await self._run(session, reader, writer, initiator=None, ready=None)
+        self._handshaking += 1
+        try:
+            await self._run(
+                session,
+                reader,
+                writer,
+                initiator=None,
+                ready=None,
+                on_handshake=self._handshake_over,
+            )
+        finally:
+            if session is not None and not session.established:
+                self._handshake_over()
+
+    def _handshake_over(self) -> None:
+        self._handshaking = max(0, self._handshaking - 1)
 
     async def _run(
         self,
@@ -356,14 +386,18 @@ class Peering:
         *,
         initiator: bytes | None,
         ready: asyncio.Future[bool] | None,
+        on_handshake: Callable[[], None] | None = None,
     ) -> None:
-        state: dict[str, Any] = {"contact": None}
+        state: dict[str, Any] = {"contact": None, "device": b""}
         conn_box: list[SessionConnection] = []
 
         def on_event(event: object) -> None:
             if isinstance(event, HandshakeComplete):
+                if on_handshake is not None:
+                    on_handshake()
                 contact = event.remote_identity
                 state["contact"] = contact
+                state["device"] = event.remote_certificate.device_id
                 dialler = initiator if initiator is not None else contact
                 live = _Live(contact, conn_box[0], dialler)
                 if self._adopt(live):
@@ -377,7 +411,7 @@ class Peering:
                 contact = state["contact"]
                 live = self.sessions.get(contact) if contact else None
                 if live is not None and live.conn is conn_box[0]:
-                    self._on_data(contact, event.payload)
+                    self._on_data(contact, state["device"], event.payload)
             elif isinstance(event, SessionClosed | SessionFailed):
                 if isinstance(event, SessionFailed):
                     log.info("session failed: %s", event.reason)

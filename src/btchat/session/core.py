@@ -43,6 +43,7 @@ import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from btchat.identity.keys import MAX_CERT_SIZE, CertificateError, DeviceCertificate, DeviceKey
 from btchat.session.noise_ik import (
@@ -60,9 +61,11 @@ __all__ = [
     "MAX_HANDSHAKE_MESSAGE",
     "MAX_PAYLOAD",
     "PROLOGUE",
+    "Authorize",
     "DataReceived",
     "FrameType",
     "HandshakeComplete",
+    "Role",
     "Session",
     "SessionClosed",
     "SessionConfig",
@@ -147,6 +150,8 @@ class HandshakeComplete:
 
 @dataclass(frozen=True)
 class DataReceived:
+    """One DATA frame's payload, delivered in order, exactly once, authenticated."""
+
     payload: bytes
 
 
@@ -175,7 +180,11 @@ class _State(enum.Enum):
     ENDED = "ended"  # closed or failed; input is ignored from now on
 
 
-ROLES = ("initiator", "responder")
+#: Which end of the handshake we are: the dialer knows the peer's device key in advance.
+Role = Literal["initiator", "responder"]
+ROLES: tuple[Role, ...] = ("initiator", "responder")
+#: ``authorize(identity_public_key, certificate) -> bool``: may this peer have a session?
+Authorize = Callable[[bytes, DeviceCertificate], bool]
 
 
 class Session:
@@ -184,15 +193,18 @@ class Session:
     ``authorize(identity, certificate)`` decides whether the authenticated peer is
     welcome: a responder passes "is a contact and not blocked", an initiator "is the
     identity I meant to dial". It is called once, after the certificate verified and
-    matched the Noise static key.
+    matched the Noise static key. Only a return value of exactly ``True`` admits the
+    peer (fail closed). If it raises, the session fails as a refusal (sending nothing)
+    and the exception propagates out of :meth:`receive_data`: a bug in the caller's
+    code, not the peer's doing.
     """
 
     def __init__(
         self,
-        role: str,
+        role: Role,
         device: DeviceKey,
         certificate: DeviceCertificate,
-        authorize: Callable[[bytes, DeviceCertificate], bool],
+        authorize: Authorize,
         *,
         remote_static: bytes | None = None,
         now: float,
@@ -207,7 +219,7 @@ class Session:
             raise ValueError("an initiator needs the responder's 32-byte device key")
         if not initiator and remote_static is not None:
             raise ValueError("a responder learns the initiator's key from the handshake")
-        self.role = role
+        self.role: Role = role
         self.config = config
         self._authorize = authorize
         self._cert_bytes = certificate.encode()
@@ -444,7 +456,12 @@ class Session:
             # anyone could present someone else's (public) certificate.
             self._fail(f"handshake failed: {side}'s certificate is for another device key")
             return None
-        if not self._authorize(cert.identity, cert):
+        try:
+            allowed = self._authorize(cert.identity, cert)
+        except BaseException:
+            self._fail(f"handshake failed: authorizing the {side} raised an exception")
+            raise
+        if allowed is not True:  # fail closed: only an explicit True admits the peer
             self._fail(f"handshake failed: {side}'s identity is not authorized")
             return None
         return cert
@@ -510,7 +527,8 @@ class Session:
         if more:
             self._fail("peer sent data after CLOSE")
             return
-        reason = plaintext[1:].decode("utf-8", "replace")
+        # The reason is shown to users and logged: keep no more than we would send.
+        reason = plaintext[1 : 1 + MAX_CLOSE_REASON].decode("utf-8", "replace")
         self._end(SessionClosed(reason, by_peer=True))
 
     # ------------------------------------------------------------------ output

@@ -1,0 +1,1 @@
+"""The messenger daemon: composes DHT, rendezvous, sessions, storage and the API."""
