@@ -68,7 +68,7 @@ class Person:
             return json.loads(out.stdout.splitlines()[-1]) if out.stdout.strip() else None
         return out
 
-    def up(self) -> dict[str, Any]:
+    def up(self, *extra: str) -> dict[str, Any]:
         self.proc = subprocess.Popen(
             [
                 *BTCHAT,
@@ -82,6 +82,7 @@ class Person:
                 "--dht-port",
                 "0",
                 "--json",
+                *extra,
             ],
             env=self.env,
             stdout=subprocess.PIPE,
@@ -207,3 +208,23 @@ def test_clear_errors(people: dict[str, Person]) -> None:
     assert out.returncode == 1 and "nobody" in out.stderr
     out = alice.cli("contact", "add", "btnotanid", check=False)
     assert out.returncode == 1
+
+
+def test_contact_request_from_a_stranger(people: dict[str, Person]) -> None:
+    """Alice knows Bob's ID; Bob knows nothing of Alice. Her request reaches him through
+    the DHT (sealed, with proof-of-work); once he accepts, they talk."""
+    alice, bob = people["alice"], people["bob"]
+    alice.up()
+    bob.up("--request-poll", "1")
+    wait_for(lambda: alice.cli("status")["dht"]["joined"], 30, "alice to join the DHT")
+    sent = alice.cli("request", "send", bob.id, "--note", "we met at the conference")
+    assert sent["direction"] == "out" and sent["state"] == "pending"
+    incoming = wait_for(lambda: bob.cli("requests")["requests"], 60, "the request to arrive")
+    [req] = incoming
+    assert req["direction"] == "in" and req["note"] == "we met at the conference"
+    assert req["contact_id"] == alice.id
+    assert bob.cli("contacts")["contacts"] == []  # nothing happens until Bob decides
+    bob.cli("request", "accept", req["id"], "--name", "alice")
+    name_for_bob = alice.cli("contacts")["contacts"][0]["name"]
+    alice.cli("send", name_for_bob, "thanks for accepting")
+    wait_for(lambda: bob.texts("alice") == ["thanks for accepting"], 60, "the first message")

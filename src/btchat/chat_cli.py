@@ -68,6 +68,13 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--dht-port", type=int, default=6881, help="UDP port of the DHT node")
     p.add_argument("--api-port", type=int, default=0, help="local API port (default: any)")
     p.add_argument("--host", default="0.0.0.0", help="address for sessions and DHT")
+    p.add_argument(
+        "--request-poll",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="how often to look for contact requests (default 300)",
+    )
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("status", parents=[chat], help="what the daemon is doing")
@@ -121,6 +128,24 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("state", choices=["online", "away", "busy", "offline"])
     p.add_argument("--note")
     p.set_defaults(func=cmd_presence)
+    p = sub.add_parser("requests", parents=[chat], help="list contact requests")
+    p.set_defaults(func=cmd_requests)
+    request = sub.add_parser("request", help="contact requests").add_subparsers(
+        dest="request_command", required=True
+    )
+    p = request.add_parser(
+        "send", parents=[chat], help="ask someone who does not know you yet to add you"
+    )
+    p.add_argument("ref", metavar="ID|URI")
+    p.add_argument("--note", help="a short message shown with the request")
+    p.set_defaults(func=cmd_request_send)
+    for verb, accept in (("accept", True), ("reject", False)):
+        p = request.add_parser(verb, parents=[chat])
+        p.add_argument("id", help="request id (from `btchat requests`)")
+        if accept:
+            p.add_argument("--name", help="petname for the new contact")
+        p.set_defaults(func=lambda a, ok=accept: cmd_request_answer(a, ok))
+
     p = sub.add_parser("watch", parents=[chat], help="print live events")
     p.set_defaults(func=cmd_watch)
 
@@ -251,6 +276,7 @@ async def cmd_up(args: argparse.Namespace) -> None:
     stop = stop_on_signal()
     bootstrap = await resolve_addrs(bootstrap_list(args))
     config = DaemonConfig(
+        request_poll=args.request_poll,
         data_dir=ddir,
         bootstrap=bootstrap,
         dht_host=args.host,
@@ -365,6 +391,26 @@ async def cmd_read(args: argparse.Namespace) -> None:
 async def cmd_presence(args: argparse.Namespace) -> None:
     r = call(args, "set_presence", args.state, args.note)
     emit(args, r, f"you are {r['status']}")
+
+
+async def cmd_requests(args: argparse.Namespace) -> None:
+    rows = call(args, "list_requests")
+    lines = [
+        f"{r['id']}  {r['direction']:<3} {r['state']:<9} {r['name'] or ''}  "
+        f"{r['contact_id']}  {r['note'] or ''}"
+        for r in rows
+    ]
+    emit(args, {"requests": rows}, "\n".join(lines) if lines else "no contact requests")
+
+
+async def cmd_request_send(args: argparse.Namespace) -> None:
+    r = call(args, "send_request", args.ref, args.note)
+    emit(args, r, "request sent (it may take a few minutes to be seen)")
+
+
+async def cmd_request_answer(args: argparse.Namespace, accept: bool) -> None:
+    r = call(args, "answer_request", args.id, accept, getattr(args, "name", None))
+    emit(args, r, f"request {r['state']}")
 
 
 async def cmd_watch(args: argparse.Namespace) -> None:

@@ -29,6 +29,8 @@ from typing import Any
 
 from btchat import __version__
 from btchat.api.facade import ApiError
+from btchat.codec.bencode import encode
+from btchat.dht import bep44
 from btchat.dht.ids import Addr
 from btchat.identity.idtext import IdError, format_id, format_uri, parse_contact_ref
 from btchat.identity.keys import DeviceCertificate
@@ -38,7 +40,9 @@ from btchat.messaging import envelope as env_mod
 from btchat.messaging.envelope import Envelope, EnvelopeError
 from btchat.messaging.store import Store
 from btchat.net.dht_service import DhtError, DhtService
+from btchat.node import requests as creq
 from btchat.node.peering import Peering, PeeringConfig
+from btchat.node.requests import REQUEST_POW_BITS
 
 __all__ = ["Daemon", "DaemonConfig"]
 
@@ -62,6 +66,8 @@ class DaemonConfig:
     dht_host: str = "0.0.0.0"
     dht_port: int = 6881
     peering: PeeringConfig = field(default_factory=PeeringConfig)
+    request_poll: float = 300.0  # how often our DHT request slots are read
+    request_pow_bits: int = REQUEST_POW_BITS
 
 
 def _now_ms() -> int:
@@ -107,6 +113,7 @@ class Daemon:
         await self.peering.start()
         self._spawn(self._join_loop())
         self._spawn(self._housekeeping())
+        self._spawn(self._request_loop())
 
     async def stop(self) -> None:
         for task in list(self._tasks):
@@ -371,17 +378,132 @@ class Daemon:
     # ------------------------------------------------------------- requests
 
     async def list_requests(self) -> list[dict[str, Any]]:
-        return [r.to_json() for r in self.store.list_requests()]
+        return [self._request_json(r.id) for r in self.store.list_requests()]
+
+    def _request_json(self, req_id: bytes) -> dict[str, Any]:
+        row = self.store.get_request(req_id)
+        assert row is not None
+        return {
+            "id": row.id.hex(),
+            "public_key": row.pk.hex(),
+            "contact_id": format_id(row.pk),
+            "direction": row.direction,
+            "name": row.name,
+            "note": row.note,
+            "state": row.state,
+            "created": row.created_ms,
+        }
 
     async def send_request(self, ref: str, note: str | None) -> dict[str, Any]:
-        raise ApiError(
-            501,
-            "not_implemented",
-            "contact requests to strangers are not implemented yet; add each other by ID instead",
+        """Ask a stranger to become a contact: seal a proof-of-work request into one of
+        their DHT request slots, and add them on our side so rendezvous can start."""
+        assert self.dht is not None
+        try:
+            pk, suggested = parse_contact_ref(ref)
+        except IdError as exc:
+            raise ApiError(400, "bad_id", str(exc)) from None
+        if pk == self.me:
+            raise ApiError(400, "self", "that is your own ID")
+        if self.store.get_contact(pk) is not None:
+            raise ApiError(409, "exists", "already a contact")
+        now = time.time()
+        my_name = (self.store.kv_get("profile_name") or b"").decode()
+        try:
+            sealed = await asyncio.to_thread(
+                creq.seal_request,
+                self.keys.identity,
+                self.keys.certificate,
+                pk,
+                name=my_name,
+                note=note or "",
+                now=now,
+                pow_bits=self.config.request_pow_bits,
+            )
+        except ValueError as exc:
+            raise ApiError(400, "bad_request", str(exc)) from None
+        day = creq.day_of(now)
+        slots = [creq.slot_key(pk, day, i) for i in range(creq.SLOTS)]
+        publics = [k.public_key().public_bytes_raw() for k in slots]
+        found = await asyncio.gather(
+            *(self.dht.get_mutable(p) for p in publics), return_exceptions=True
         )
+        empty = [
+            i for i, r in enumerate(found) if not isinstance(r, BaseException) and r.value is None
+        ]
+        index = empty[0] if empty else int.from_bytes(os.urandom(1), "big") % creq.SLOTS
+        item = bep44.sign_mutable(slots[index], encode(sealed), int(now * 1000))
+        try:
+            await self.dht.put_mutable(item)
+        except DhtError as exc:
+            raise ApiError(503, "dht_unavailable", f"could not store the request: {exc}") from None
+        ts_ms = int(now * 1000)
+        req_id = creq.request_id(self.me, ts_ms)
+        self.store.add_request(req_id, pk, "out", note, ts_ms, name=suggested)
+        await self.add_contact(ref, suggested)
+        return self._request_json(req_id)
 
     async def answer_request(self, id: str, accept: bool, name: str | None) -> dict[str, Any]:
-        raise ApiError(404, "unknown_request", "no such contact request")
+        try:
+            req_id = bytes.fromhex(id)
+        except ValueError:
+            raise ApiError(404, "unknown_request", "no such contact request") from None
+        row = self.store.get_request(req_id)
+        if row is None or row.direction != "in":
+            raise ApiError(404, "unknown_request", "no such contact request")
+        if row.state != "pending":
+            raise ApiError(409, "answered", f"this request was already {row.state}")
+        self.store.set_request_state(req_id, "accepted" if accept else "declined")
+        if accept and self.store.get_contact(row.pk) is None:
+            await self.add_contact(row.pk.hex(), name or row.name or None)
+            if row.payload:
+                with contextlib.suppress(Exception):
+                    self.store.set_certs(row.pk, [DeviceCertificate.decode(row.payload)])
+        return self._request_json(req_id)
+
+    async def _request_loop(self) -> None:
+        """Read our DHT request slots (today's and yesterday's) for requests."""
+        assert self.dht is not None
+        while True:
+            if not self.joined:
+                await asyncio.sleep(1.0)
+                continue
+            now = time.time()
+            for day in (creq.day_of(now), creq.day_of(now) - 1):
+                keys = [
+                    creq.slot_key(self.me, day, i).public_key().public_bytes_raw()
+                    for i in range(creq.SLOTS)
+                ]
+                found = await asyncio.gather(
+                    *(self.dht.get_mutable(k) for k in keys), return_exceptions=True
+                )
+                for result in found:
+                    if isinstance(result, BaseException) or not isinstance(result.value, bytes):
+                        continue
+                    self._consider_request(result.value, now)
+            await asyncio.sleep(self.config.request_poll)
+
+    def _consider_request(self, sealed: bytes, now: float) -> None:
+        try:
+            req = creq.open_request(
+                self.keys.identity, sealed, now=now, pow_bits=self.config.request_pow_bits
+            )
+        except creq.RequestError as exc:
+            log.info("ignored a request slot: %s", exc)
+            return
+        known = self.store.get_contact(req.sender)
+        if known is not None:
+            return  # already a contact (or blocked): nothing to ask the user
+        if self.store.add_request(
+            req.request_id,
+            req.sender,
+            "in",
+            req.note or None,
+            req.ts_ms,
+            name=req.name or None,
+            payload=req.certificate.encode(),
+        ):
+            log.warning("contact request from %s", format_id(req.sender)[:16])
+            self._emit({"type": "request", "request": self._request_json(req.request_id)})
 
     # ------------------------------------------------------------ status
 
