@@ -172,6 +172,26 @@ def test_two_strangers_by_id_then_a_third(people: dict[str, Person]) -> None:
     status = alice.cli("status")
     assert status["dht"]["joined"] and status["contacts_online"] == 2
 
+    # Alice's profile, published in the DHT under her identity key, reaches her contacts.
+    alice.cli("profile", "--name", "Alice Liddell", "--status", "down the rabbit hole")
+    assert alice.cli("profile")["name"] == "Alice Liddell"
+
+    alice.down()
+    alice.up()  # she republishes at start; carol fetches it when the session comes back
+    seen = wait_for(
+        lambda: next(
+            (
+                c["profile"]
+                for c in carol.cli("contacts")["contacts"]
+                if c["name"] == "alice" and c["profile"]["name"] == "Alice Liddell"
+            ),
+            None,
+        ),
+        60,
+        "carol to see alice's profile",
+    )
+    assert seen["status"] == "down the rabbit hole"
+
 
 def test_restart_mid_conversation_loses_and_duplicates_nothing(people: dict[str, Person]) -> None:
     alice, bob = people["alice"], people["bob"]

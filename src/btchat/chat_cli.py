@@ -128,6 +128,12 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("state", choices=["online", "away", "busy", "offline"])
     p.add_argument("--note")
     p.set_defaults(func=cmd_presence)
+    p = sub.add_parser("profile", parents=[chat], help="show or change your public profile")
+    p.add_argument("--name", help="display name")
+    p.add_argument("--status", help="status line")
+    p.add_argument("--avatar", type=Path, help="avatar image (its SHA-256 is published)")
+    p.set_defaults(func=cmd_profile)
+
     p = sub.add_parser("requests", parents=[chat], help="list contact requests")
     p.set_defaults(func=cmd_requests)
     request = sub.add_parser("request", help="contact requests").add_subparsers(
@@ -391,6 +397,22 @@ async def cmd_read(args: argparse.Namespace) -> None:
 async def cmd_presence(args: argparse.Namespace) -> None:
     r = call(args, "set_presence", args.state, args.note)
     emit(args, r, f"you are {r['status']}")
+
+
+async def cmd_profile(args: argparse.Namespace) -> None:
+    import hashlib
+
+    avatar = None
+    if args.avatar is not None:
+        try:
+            avatar = hashlib.sha256(args.avatar.read_bytes()).hexdigest()
+        except OSError as exc:
+            raise ChatError(f"cannot read {args.avatar}: {exc.strerror}") from None
+    if args.name is None and args.status is None and avatar is None:
+        profile = call(args, "get_profile")
+    else:
+        profile = call(args, "set_profile", args.name, args.status, avatar)
+    emit(args, profile, "\n".join(f"{k}: {v or ''}" for k, v in profile.items()))
 
 
 async def cmd_requests(args: argparse.Namespace) -> None:

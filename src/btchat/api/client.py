@@ -305,6 +305,16 @@ class ApiClient:
     def set_presence(self, status: str, note: str | None = None) -> dict[str, Any]:
         return self._request("PUT", "/v1/presence", {"status": status, "note": note})
 
+    def get_profile(self) -> dict[str, Any]:
+        return self._request("GET", "/v1/profile")
+
+    def set_profile(
+        self, name: str | None = None, status: str | None = None, avatar: str | None = None
+    ) -> dict[str, Any]:
+        return self._request(
+            "PUT", "/v1/profile", {"name": name, "status": status, "avatar": avatar}
+        )
+
     def send_typing(self, c: str, on: bool) -> None:
         self._request("POST", f"/v1/contacts/{_q(c)}/typing", {"on": on})
 

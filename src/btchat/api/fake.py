@@ -36,6 +36,7 @@ class FakeMessenger:
         self.messages: list[dict[str, Any]] = []
         self.requests: dict[str, dict[str, Any]] = {}
         self.presence: dict[str, Any] = {"status": "online", "note": None}
+        self.profile: dict[str, Any] = {"name": None, "status": None, "avatar": None}
         self.typing: list[tuple[str, bool]] = []
         self._lamport = itertools.count(1)
         self._queues: set[asyncio.Queue[dict[str, Any]]] = set()
@@ -224,6 +225,17 @@ class FakeMessenger:
             raise ApiError(400, "bad_presence", "unknown presence")
         self.presence = {"status": status, "note": note}
         return dict(self.presence)
+
+    async def get_profile(self) -> dict[str, Any]:
+        return dict(self.profile)
+
+    async def set_profile(
+        self, name: str | None, status: str | None, avatar: str | None
+    ) -> dict[str, Any]:
+        for key, value in (("name", name), ("status", status), ("avatar", avatar)):
+            if value is not None:
+                self.profile[key] = value or None
+        return dict(self.profile)
 
     async def send_typing(self, c: str, on: bool) -> None:
         self.typing.append((self._resolve(c), on))

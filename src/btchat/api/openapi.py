@@ -159,6 +159,7 @@ _SCHEMAS: dict[str, Schema] = {
             "presence": {"type": "string", "description": f"One of {', '.join(PRESENCE_STATES)}."},
             "last_seen": _MS,
             "online": {"type": "boolean", "description": "A session is up right now."},
+            "profile": _ref("Profile"),
         },
         ["id", "public_key", "name", "verified", "blocked", "presence", "last_seen", "online"],
     ),
@@ -230,6 +231,25 @@ _SCHEMAS: dict[str, Schema] = {
         {"status": {"enum": list(PRESENCE_STATES)}, "note": _NOTE}, ["status"], closed=True
     ),
     "PresenceResult": _obj({"status": {"enum": list(PRESENCE_STATES)}, "note": _NOTE}, ["status"]),
+    "Profile": _obj(
+        {
+            "name": {"type": ["string", "null"], "description": "Display name."},
+            "status": {"type": ["string", "null"], "description": "Status line."},
+            "avatar": {
+                "type": ["string", "null"],
+                "description": "SHA-256 of the avatar image, hex (the image travels as a file).",
+            },
+        },
+        description="Published to the DHT as a BEP 44 item signed by the identity key.",
+    ),
+    "ProfileRequest": _obj(
+        {
+            "name": {**_NAME, "type": ["string", "null"]},
+            "status": {**_NOTE, "type": ["string", "null"]},
+            "avatar": {"type": ["string", "null"], "pattern": "^([0-9a-f]{64})?$"},
+        },
+        closed=True,
+    ),
     "ContactRequest": _obj(
         {
             "id": {"type": "string"},
@@ -623,6 +643,24 @@ _PATHS: dict[str, Any] = {
             "Set your presence and status note",
             {"200": _json(_ref("PresenceResult"), "What contacts now see.")},
             body="PresenceRequest",
+        ),
+    },
+    "/v1/profile": {
+        "get": _op(
+            "getProfile",
+            "profile",
+            "Your published profile",
+            {"200": _json(_ref("Profile"), "The profile contacts can fetch.")},
+        ),
+        "put": _op(
+            "setProfile",
+            "profile",
+            "Change and republish your profile",
+            {
+                "200": _json(_ref("Profile"), "The new profile."),
+                "400": _r("BadRequest"),
+            },
+            body="ProfileRequest",
         ),
     },
     "/v1/requests": {

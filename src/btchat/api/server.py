@@ -14,6 +14,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import re
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
@@ -427,6 +428,23 @@ async def set_presence(request: web.Request) -> web.Response:
     return ok(await _messenger(request).set_presence(status, note_field(data)))
 
 
+async def get_profile(request: web.Request) -> web.Response:
+    return ok(await _messenger(request).get_profile())
+
+
+async def set_profile(request: web.Request) -> web.Response:
+    data = await read_json(request, ("name", "status", "avatar"))
+    avatar = data.get("avatar")
+    if avatar is not None and (
+        not isinstance(avatar, str) or (avatar and not re.fullmatch(r"[0-9a-f]{64}", avatar))
+    ):
+        raise ApiError(400, "bad_avatar", "avatar is the SHA-256 of the image, as 64 hex digits")
+    result = await _messenger(request).set_profile(
+        name_field(data), note_field(data, "status"), avatar
+    )
+    return ok(result)
+
+
 async def list_requests(request: web.Request) -> web.Response:
     return ok({"requests": await _messenger(request).list_requests()})
 
@@ -625,6 +643,8 @@ def make_app(
     r.add_post("/v1/contacts/{contact}/typing", send_typing)
     r.add_get("/v1/search", search, allow_head=False)
     r.add_put("/v1/presence", set_presence)
+    r.add_get("/v1/profile", get_profile, allow_head=False)
+    r.add_put("/v1/profile", set_profile)
     r.add_get("/v1/requests", list_requests, allow_head=False)
     r.add_post("/v1/requests", send_request)
     r.add_post("/v1/requests/{id}", answer_request)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import time
@@ -55,6 +56,10 @@ SUBSCRIBER_QUEUE = 1000
 #: Queued envelopes older than this are re-signed before a resend, well inside the
 #: receivers' 15-day window.
 RESIGN_AFTER = 7 * 86400.0
+#: BEP 44 salt of the public profile published under the identity key.
+PROFILE_SALT = b"btchat/profile"
+#: Profiles are republished this often (public DHT nodes keep items about two hours).
+PROFILE_REPUBLISH = 1800.0
 #: Replay ids are kept for the envelope window (15 days) plus skew, then pruned.
 SEEN_RETENTION = 15 * 86400.0 + 600.0
 
@@ -88,6 +93,7 @@ class Daemon:
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.joined = False
+        self._profile_changed = asyncio.Event()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -114,6 +120,7 @@ class Daemon:
         self._spawn(self._join_loop())
         self._spawn(self._housekeeping())
         self._spawn(self._request_loop())
+        self._spawn(self._profile_loop())
 
     async def stop(self) -> None:
         for task in list(self._tasks):
@@ -220,7 +227,18 @@ class Daemon:
             "presence": row.presence if online else "offline",
             "last_seen": row.last_seen_ms,
             "online": online,
+            "profile": self._profile_of(pk),
         }
+
+    def _profile_of(self, pk: bytes) -> dict[str, Any]:
+        raw = self.store.kv_get(f"profile:{pk.hex()}")
+        empty = {"name": None, "status": None, "avatar": None}
+        if not raw:
+            return empty
+        try:
+            return {**empty, **json.loads(raw)}
+        except ValueError:
+            return empty
 
     async def list_contacts(self) -> list[dict[str, Any]]:
         return [self._contact_json(c.pk) for c in self.store.list_contacts()]
@@ -241,6 +259,7 @@ class Daemon:
         self._emit({"type": "contact", "action": "added", "contact": self._contact_json(pk)})
         if self.peering is not None:
             self.peering.poke(pk)
+        self._spawn(self._fetch_profile(pk))
         return self._contact_json(pk)
 
     async def get_contact(self, c: str) -> dict[str, Any]:
@@ -369,6 +388,87 @@ class Daemon:
             pk,
             self._envelope(pk, b"presence", env_mod.presence_body(status, _now_ms(), note or None)),
         )
+
+    # ------------------------------------------------------------ profile
+
+    async def get_profile(self) -> dict[str, Any]:
+        return self._profile_of(self.me)
+
+    async def set_profile(
+        self, name: str | None, status: str | None, avatar: str | None
+    ) -> dict[str, Any]:
+        profile = self._profile_of(self.me)
+        for key, value in (("name", name), ("status", status), ("avatar", avatar)):
+            if value is not None:
+                profile[key] = value or None
+        self.store.kv_set(f"profile:{self.me.hex()}", json.dumps(profile).encode())
+        if profile["name"]:
+            self.store.kv_set("profile_name", profile["name"].encode())
+        self._profile_changed.set()
+        return profile
+
+    def _profile_value(self) -> bytes:
+        profile = self._profile_of(self.me)
+        value: dict[bytes, Any] = {}
+        if profile["name"]:
+            value[b"n"] = profile["name"].encode()
+        if profile["status"]:
+            value[b"s"] = profile["status"].encode()
+        if profile["avatar"]:
+            value[b"a"] = bytes.fromhex(profile["avatar"])
+        return encode(value)
+
+    async def _profile_loop(self) -> None:
+        """Publish our profile as a BEP 44 item under the identity key, and keep it alive."""
+        assert self.dht is not None
+        while True:
+            if not self.joined:
+                await asyncio.sleep(1.0)
+                continue
+            self._profile_changed.clear()
+            item = bep44.sign_mutable(
+                self.keys.identity.private_key,
+                self._profile_value(),
+                int(time.time() * 1000),
+                PROFILE_SALT,
+            )
+            try:
+                await self.dht.put_mutable(item)
+                wait = PROFILE_REPUBLISH
+            except DhtError as exc:
+                log.info("could not publish the profile yet: %s", exc)
+                wait = 10.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._profile_changed.wait(), wait)
+
+    async def _fetch_profile(self, pk: bytes) -> None:
+        """A contact's profile from the DHT (signature checked by the DHT layer)."""
+        if self.dht is None:
+            return
+        try:
+            result = await self.dht.get_mutable(pk, PROFILE_SALT)
+        except DhtError:
+            return
+        value = result.value
+        if not isinstance(value, dict):
+            return
+
+        def text(key: bytes, limit: int) -> str | None:
+            raw = value.get(key)
+            if not isinstance(raw, bytes) or len(raw) > limit:
+                return None
+            return raw.decode("utf-8", "replace")
+
+        avatar = value.get(b"a")
+        profile = {
+            "name": text(b"n", 256),
+            "status": text(b"s", 560),
+            "avatar": avatar.hex() if isinstance(avatar, bytes) and len(avatar) == 32 else None,
+        }
+        if self.store.get_contact(pk) is None or profile == self._profile_of(pk):
+            return
+        self.store.kv_set(f"profile:{pk.hex()}", json.dumps(profile).encode())
+        self._emit({"type": "contact", "action": "profile", "contact": self._contact_json(pk)})
 
     async def send_typing(self, c: str, on: bool) -> None:
         pk = self._resolve(c)
@@ -538,6 +638,7 @@ class Daemon:
         log.info("session with %s established", format_id(pk)[:16])
         self.store.set_presence(pk, "online", _now_ms())
         self._emit({"type": "session", "state": "up", "contact": self._contact_json(pk)})
+        self._spawn(self._fetch_profile(pk))
         self._send_presence(pk)
         # Replay everything not yet acknowledged, in causal order.
         sent = []
