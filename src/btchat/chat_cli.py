@@ -63,7 +63,16 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--no-qr", action="store_true", help="do not draw the QR code")
     p.set_defaults(func=cmd_id)
 
-    p = sub.add_parser("up", parents=[chat, secret], help="run the messenger daemon")
+    p = sub.add_parser(
+        "up",
+        parents=[chat, secret],
+        help="run the messenger daemon (creates your identity on first use)",
+    )
+    p.add_argument(
+        "--no-passphrase",
+        action="store_true",
+        help="if no identity exists yet, create one stored unencrypted",
+    )
     p.add_argument("--port", type=int, default=0, help="TCP port for sessions (default: any)")
     p.add_argument("--dht-port", type=int, default=6881, help="UDP port of the DHT node")
     p.add_argument("--api-port", type=int, default=0, help="local API port (default: any)")
@@ -208,10 +217,10 @@ def show_message(m: dict[str, Any], names: dict[str, str]) -> str:
 # ------------------------------------------------------------------ commands
 
 
-async def cmd_init(args: argparse.Namespace) -> None:
+def create_identity(args: argparse.Namespace) -> tuple[Any, bool]:
+    """Create the identity in the data directory: (loaded keys, encrypted?)."""
     import time
 
-    from btchat.identity.idtext import format_id
     from btchat.identity.keystore import KeyStore, KeyStoreError
 
     store = KeyStore(data_dir(args))
@@ -224,9 +233,15 @@ async def cmd_init(args: argparse.Namespace) -> None:
             "a terminal, or --no-passphrase to store the key unencrypted"
         )
     try:
-        keys = store.create(secret, now=int(time.time()))
+        return store.create(secret, now=int(time.time())), secret is not None
     except KeyStoreError as exc:
         raise ChatError(str(exc)) from None
+
+
+async def cmd_init(args: argparse.Namespace) -> None:
+    from btchat.identity.idtext import format_id
+
+    keys, encrypted = create_identity(args)
     pk = keys.identity.public_key
     emit(
         args,
@@ -234,7 +249,7 @@ async def cmd_init(args: argparse.Namespace) -> None:
             "id": format_id(pk),
             "public_key": pk.hex(),
             "data_dir": str(data_dir(args)),
-            "encrypted": secret is not None,
+            "encrypted": encrypted,
         },
         f"created your identity: {format_id(pk, grouped=True)}",
     )
@@ -271,8 +286,12 @@ async def cmd_up(args: argparse.Namespace) -> None:
     ddir = data_dir(args)
     keystore = KeyStore(ddir)
     try:
-        secret = passphrase(args, new=False) if keystore.is_encrypted() else None
-        keys = keystore.load(secret)
+        if not keystore.exists():
+            print(f"no identity in {ddir} yet: creating one", file=sys.stderr)
+            keys, _ = create_identity(args)
+        else:
+            secret = passphrase(args, new=False) if keystore.is_encrypted() else None
+            keys = keystore.load(secret)
     except KeyStoreError as exc:  # no identity, wrong or missing passphrase, damaged file
         raise ChatError(str(exc)) from None
     try:
