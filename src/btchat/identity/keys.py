@@ -11,13 +11,15 @@ Everything here is pure: keys in, bytes out. Storage lives in ``keystore.py``.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+import nacl.exceptions
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+from nacl.signing import VerifyKey
 
 from btchat.codec.bencode import DecodeError, decode, encode
 
@@ -45,13 +47,27 @@ def _raw_private(key: Ed25519PrivateKey | X25519PrivateKey) -> bytes:
     return key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
 
 
+@functools.lru_cache(maxsize=1024)
+def _verify_key(public_key: bytes) -> VerifyKey | None:
+    """A parsed key, kept: contacts sign every message, and parsing costs a quarter of
+    a verification."""
+    try:
+        return VerifyKey(public_key)
+    except (ValueError, TypeError, nacl.exceptions.CryptoError):
+        return None
+
+
 def verify_signature(public_key: bytes, signature: bytes, message: bytes) -> bool:
-    """Ed25519 verification that returns False (never raises) on any bad input."""
+    """Ed25519 verification (libsodium: also refuses small-order keys and non-canonical
+    signatures) that returns False, never raises, on any bad input."""
     if len(public_key) != 32 or len(signature) != 64:
         return False
+    key = _verify_key(bytes(public_key))
+    if key is None:
+        return False
     try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
-    except (InvalidSignature, ValueError):
+        key.verify(message, signature)
+    except (nacl.exceptions.BadSignatureError, ValueError, TypeError):
         return False
     return True
 

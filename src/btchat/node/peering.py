@@ -209,8 +209,9 @@ class Peering:
                 await self.dht.put_mutable(item)
                 delay = self.config.republish
             except DhtError as exc:
+                # Usually: not joined yet. Retry soon; contacts need this list to dial us.
                 log.info("could not publish the device list yet: %s", exc)
-                delay = 5.0
+                delay = 0.5
             await asyncio.sleep(delay)
 
     async def fetch_certs(self, contact: bytes) -> list[DeviceCertificate]:
@@ -263,8 +264,11 @@ class Peering:
             self._backoff.pop(contact, None)
             self._next_try.pop(contact, None)
         else:
-            backoff = min(
-                self._backoff.get(contact, self.config.first_retry) * 2, self.config.max_retry
+            previous = self._backoff.get(contact)
+            backoff = (
+                self.config.first_retry
+                if previous is None
+                else min(previous * 2, self.config.max_retry)
             )
             self._backoff[contact] = backoff
             self._next_try[contact] = time.monotonic() + backoff

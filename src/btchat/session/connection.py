@@ -42,8 +42,8 @@ __all__ = [
     "run_session",
 ]
 
-#: Bytes asked of the socket per read: one maximal frame (2 + 65535) fits in two reads.
-READ_SIZE = 1 << 16
+#: Bytes asked of the socket per read: a few maximal frames (2 + 65535 each) at once.
+READ_SIZE = 1 << 18
 #: Seconds we wait for the kernel to take our last bytes (a CLOSE frame) before aborting.
 CLOSE_LINGER = 5.0
 #: Bytes queued for the socket beyond which the pump stops reading until they drain.
