@@ -55,6 +55,13 @@ def run_all(quick: bool, only: list[str] | None) -> dict[str, Any]:
         "sim_5000": lambda: lookups.simulated(5000, 100 if quick else 200),
         "loopback_1000": lambda: lookups.loopback(1000, 50 if quick else 100),
     }
+    from bench import messenger
+
+    plan["first_message"] = guarded(lambda: messenger.first_message(quick=quick))
+    plan["session_throughput"] = guarded(lambda: messenger.session_throughput(quick=quick))
+    plan["bulk_ratio"] = guarded(lambda: messenger.bulk_ratio(quick=quick))
+    # Last: libtorrent sessions keep threads busy after they are closed, which would
+    # slow every benchmark measured after them in this process.
     try:
         from bench import vs_libtorrent
 
@@ -62,11 +69,6 @@ def run_all(quick: bool, only: list[str] | None) -> dict[str, Any]:
     except ImportError as exc:  # libtorrent missing: said so in the report, not hidden
         reason = f"not run: {exc}"
         plan["vs_libtorrent"] = lambda: {"error": reason}
-    from bench import messenger
-
-    plan["first_message"] = guarded(lambda: messenger.first_message(quick=quick))
-    plan["session_throughput"] = guarded(lambda: messenger.session_throughput(quick=quick))
-    plan["bulk_ratio"] = guarded(lambda: messenger.bulk_ratio(quick=quick))
     results: dict[str, Any] = {}
     for name, fn in plan.items():
         if only and name not in only:
