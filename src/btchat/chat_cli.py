@@ -390,22 +390,18 @@ async def cmd_send(args: argparse.Namespace) -> None:
     emit(args, m, f"{m['state']}: {m['text']}")
 
 
+def emit_messages(args: argparse.Namespace, rows: list[dict[str, Any]], empty: str) -> None:
+    """Print messages with contacts' petnames (one JSON object with --json)."""
+    names = {} if args.json else {c["public_key"]: c["name"] for c in call(args, "list_contacts")}
+    emit(args, {"messages": rows}, "\n".join(show_message(m, names) for m in rows) or empty)
+
+
 async def cmd_history(args: argparse.Namespace) -> None:
-    rows = call(args, "history", args.contact, limit=args.limit)
-    names = {c["public_key"]: c["name"] for c in call(args, "list_contacts")}
-    emit(
-        args,
-        {"messages": rows},
-        "\n".join(show_message(m, names) for m in rows) or "no messages yet",
-    )
+    emit_messages(args, call(args, "history", args.contact, limit=args.limit), "no messages yet")
 
 
 async def cmd_search(args: argparse.Namespace) -> None:
-    rows = call(args, "search", args.query, contact=args.contact)
-    names = {c["public_key"]: c["name"] for c in call(args, "list_contacts")}
-    emit(
-        args, {"messages": rows}, "\n".join(show_message(m, names) for m in rows) or "nothing found"
-    )
+    emit_messages(args, call(args, "search", args.query, contact=args.contact), "nothing found")
 
 
 async def cmd_read(args: argparse.Namespace) -> None:
