@@ -279,7 +279,6 @@ async def cmd_up(args: argparse.Namespace) -> None:
     from btchat.cli import bootstrap_list, stop_on_signal
     from btchat.identity.keystore import KeyStore, KeyStoreError
     from btchat.messaging.store import Store, StoreError
-    from btchat.net.dht_service import resolve_addrs
     from btchat.node.daemon import Daemon, DaemonConfig
     from btchat.node.peering import PeeringConfig
 
@@ -299,7 +298,7 @@ async def cmd_up(args: argparse.Namespace) -> None:
     except StoreError as exc:
         raise ChatError(str(exc)) from None
     stop = stop_on_signal()
-    bootstrap = await resolve_addrs(bootstrap_list(args))
+    bootstrap = bootstrap_list(args)
     config = DaemonConfig(
         request_poll=args.request_poll,
         data_dir=ddir,

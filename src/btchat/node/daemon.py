@@ -32,7 +32,6 @@ from btchat import __version__
 from btchat.api.facade import ApiError
 from btchat.codec.bencode import encode
 from btchat.dht import bep44
-from btchat.dht.ids import Addr
 from btchat.identity.idtext import IdError, format_id, format_uri, parse_contact_ref
 from btchat.identity.keys import DeviceCertificate
 from btchat.identity.keystore import LoadedKeys
@@ -40,7 +39,7 @@ from btchat.identity.safety import safety_number
 from btchat.messaging import envelope as env_mod
 from btchat.messaging.envelope import Envelope, EnvelopeError
 from btchat.messaging.store import Store
-from btchat.net.dht_service import DhtError, DhtService
+from btchat.net.dht_service import DhtError, DhtService, resolve_addrs
 from btchat.node import requests as creq
 from btchat.node.peering import Peering, PeeringConfig
 from btchat.node.requests import REQUEST_POW_BITS
@@ -67,7 +66,8 @@ SEEN_RETENTION = 15 * 86400.0 + 600.0
 @dataclass(frozen=True)
 class DaemonConfig:
     data_dir: Path
-    bootstrap: list[Addr] = field(default_factory=list)
+    # Host names are resolved again at every join attempt: DNS may come back later.
+    bootstrap: list[tuple[str, int]] = field(default_factory=list)
     dht_host: str = "0.0.0.0"
     dht_port: int = 6881
     peering: PeeringConfig = field(default_factory=PeeringConfig)
@@ -155,8 +155,9 @@ class Daemon:
                 continue
             self.joined = False
             try:
-                if self.config.bootstrap:
-                    await self.dht.bootstrap(self.config.bootstrap)
+                addrs = await resolve_addrs(self.config.bootstrap)
+                if addrs:
+                    await self.dht.bootstrap(addrs)
                     continue
             except DhtError:
                 pass
