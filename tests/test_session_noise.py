@@ -1,10 +1,13 @@
-"""The Noise wrapper against the cacophony vectors, REKEY, and hostile handshake input."""
+"""The Noise wrapper against the cacophony vectors, REKEY, and hostile handshake input.
+
+The vectors themselves (embedded so CI needs no outside file, checked against the
+cacophony file when present) live in ``test_session_vectors.py``; here our own
+``IKHandshake`` wrapper must reproduce the ones for our protocol.
+"""
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,87 +15,17 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_session_vectors import all_vectors
 
 from btchat.session.noise_ik import PROTOCOL_NAME, IKHandshake, NoiseError, Transport
-
-# The cacophony vectors for our protocol (github.com/haskell-cryptography/cacophony,
-# vectors/cacophony.txt), embedded so CI needs no external file. When the full file
-# is available (BTCHAT_NOISE_VECTORS, or the shared specs folder) every vector for our
-# protocol in it is run too, and must match these.
-VECTORS = Path(
-    os.environ.get("BTCHAT_NOISE_VECTORS", "/work/shared/specs/noise-vectors-cacophony.txt")
-)
 
 # The library warns (rightly) when an ephemeral key is fixed; the vectors need that.
 pytestmark = pytest.mark.filterwarnings("ignore:One of ephemeral keypairs is already set")
 
-EMBEDDED_VECTORS: list[dict[str, Any]] = [
-    {
-        "protocol_name": "Noise_IK_25519_ChaChaPoly_BLAKE2b",
-        "init_prologue": "4a6f686e2047616c74",
-        "init_static": "e61ef9919cde45dd5f82166404bd08e38bceb5dfdfded0a34c8df7ed542214d1",
-        "init_ephemeral": "893e28b9dc6ca8d611ab664754b8ceb7bac5117349a4439a6b0569da977c464a",
-        "init_remote_static": "31e0303fd6418d2f8c0e78b91f22e8caed0fbe48656dcf4767e4834f701b8f62",
-        "resp_prologue": "4a6f686e2047616c74",
-        "resp_static": "4a3acbfdb163dec651dfa3194dece676d437029c62a408b4c5ea9114246e4893",
-        "resp_ephemeral": "bbdb4cdbd309f1a1f2e1456967fe288cadd6f712d65dc7b7793d5e63da6b375b",
-        "handshake_hash": (
-            "1c8fa891cb414fedba6daa7c6f4ae0a6d98e5f9768cc9cecd27e805614943ee9"
-            "c8a1b27fbfb76dc197255c8aa69f6b4285c423840b8bedf45e652ca64f797d81"
-        ),
-        "messages": [
-            {
-                "payload": "4c756477696720766f6e204d69736573",
-                "ciphertext": (
-                    "ca35def5ae56cec33dc2036731ab14896bc4c75dbb07a61f879f8e3afa4c7944"
-                    "ba83a447b38c83e327ad936929812f624884847b7831e95e197b2f797088efdd"
-                    "2f88f1db7e1fb0e99c64419097af91cee64e470f4b6fcd9298ce0b56fe20f86e"
-                    "13bf70439c538e3602a7127af71a29cc"
-                ),
-            },
-            {
-                "payload": "4d757272617920526f746862617264",
-                "ciphertext": (
-                    "95ebc60d2b1fa672c1f46a8aa265ef51bfe38e7ccb39ec5be34069f144808843"
-                    "9f069b267a06b3de3ecb1043bcb098e9af91d9c64748d998c7b47890871571"
-                ),
-            },
-            {
-                "payload": "462e20412e20486179656b",
-                "ciphertext": "cd54383060e7a28434cca27fb1cc524cfbabeb18181589df219d07",
-            },
-            {
-                "payload": "4361726c204d656e676572",
-                "ciphertext": "a856d3bf0246bfc476c655009cd1ed677b8dcc5b349ae8ef2a05f2",
-            },
-            {
-                "payload": "4a65616e2d426170746973746520536179",
-                "ciphertext": (
-                    "49063084b2c51f098337cb8a13739ac848f907e67cfb2cc8a8b60586467aa02fc7"
-                ),
-            },
-            {
-                "payload": "457567656e2042f6686d20766f6e2042617765726b",
-                "ciphertext": (
-                    "8b9709d23b47e4639df7678d7a21741eba4ef1e9c60383001c7435549c20f9d56f30e935d3"
-                ),
-            },
-        ],
-    },
-]
-
-
-def _file_vectors() -> list[dict[str, Any]]:
-    if not VECTORS.exists():
-        return []
-    data = json.loads(VECTORS.read_text())
-    return [v for v in data["vectors"] if v["protocol_name"] == PROTOCOL_NAME.decode()]
-
 
 def _ik_vectors() -> list[dict[str, Any]]:
-    vectors = list(EMBEDDED_VECTORS)
-    vectors += [v for v in _file_vectors() if v not in vectors]
-    return vectors
+    """Every cacophony vector for our exact protocol (embedded, plus the file's if any)."""
+    return [v for v in all_vectors() if v["protocol_name"] == PROTOCOL_NAME.decode()]
 
 
 def _public(private_hex: str) -> bytes:
@@ -115,12 +48,6 @@ def _pair_from_vector(v: dict[str, Any]) -> tuple[IKHandshake, IKHandshake]:
         ephemeral_private=bytes.fromhex(v["resp_ephemeral"]),
     )
     return initiator, responder
-
-
-def test_embedded_vectors_match_the_file() -> None:
-    if not VECTORS.exists():
-        pytest.skip(f"no cacophony file at {VECTORS}; the embedded vectors still run")
-    assert _file_vectors() == EMBEDDED_VECTORS
 
 
 @pytest.mark.parametrize(

@@ -462,7 +462,8 @@ def _file_vectors() -> list[dict[str, Any]]:
     return [v for v in data["vectors"] if WANTED.fullmatch(v["protocol_name"])]
 
 
-def _all_vectors() -> list[dict[str, Any]]:
+def all_vectors() -> list[dict[str, Any]]:
+    """The embedded vectors plus any extra ones in the cacophony file, if present."""
     vectors = list(VECTORS)
     vectors += [v for v in _file_vectors() if v not in vectors]
     return vectors
@@ -488,7 +489,7 @@ def _party(v: dict[str, Any], side: str, initiator: bool) -> NoiseConnection:
     return conn
 
 
-@pytest.mark.parametrize("vector", _all_vectors(), ids=lambda v: v["protocol_name"])
+@pytest.mark.parametrize("vector", all_vectors(), ids=lambda v: v["protocol_name"])
 def test_library_reproduces_vector(vector: dict[str, Any]) -> None:
     initiator = _party(vector, "init", initiator=True)
     responder = _party(vector, "resp", initiator=False)
