@@ -366,6 +366,15 @@ class Peering:
             config=self.config.session,
         )
         self._handshaking += 1
+        released = False
+
+        def handshake_over() -> None:
+            # Once per connection: when the handshake completes, or when it never does.
+            nonlocal released
+            if not released:
+                released = True
+                self._handshaking -= 1
+
         try:
             await self._run(
                 session,
@@ -373,14 +382,10 @@ class Peering:
                 writer,
                 initiator=None,
                 ready=None,
-                on_handshake=self._handshake_over,
+                on_handshake=handshake_over,
             )
         finally:
-            if session is not None and not session.established:
-                self._handshake_over()
-
-    def _handshake_over(self) -> None:
-        self._handshaking = max(0, self._handshaking - 1)
+            handshake_over()
 
     async def _run(
         self,
