@@ -43,6 +43,7 @@ from btchat.net.dht_service import DhtError, DhtService, resolve_addrs
 from btchat.node import requests as creq
 from btchat.node.peering import Peering, PeeringConfig
 from btchat.node.requests import REQUEST_POW_BITS
+from btchat.node.tasks import TaskOwner
 
 __all__ = ["Daemon", "DaemonConfig"]
 
@@ -91,8 +92,8 @@ class Daemon:
         self.peering: Peering | None = None
         self.started = time.monotonic()
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self.joined = False
+        self._tasks = TaskOwner()
+        self._joined = asyncio.Event()
         self._profile_changed = asyncio.Event()
 
     # ------------------------------------------------------------------ lifecycle
@@ -123,11 +124,7 @@ class Daemon:
         self._spawn(self._profile_loop())
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self._tasks.cancel_all()
         if self.peering is not None:
             await self.peering.stop()
         if self.dht is not None:
@@ -135,9 +132,12 @@ class Daemon:
         self.store.close()
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(coro)
+
+    @property
+    def joined(self) -> bool:
+        """Our routing table is not empty: DHT operations can work."""
+        return self._joined.is_set()
 
     async def _join_loop(self) -> None:
         """Join the DHT; offline, say so plainly and keep trying."""
@@ -146,14 +146,14 @@ class Daemon:
         while True:
             if len(self.dht.node.routing) > 0:
                 if not self.joined:
-                    self.joined = True
+                    self._joined.set()
                     self._emit({"type": "dht", "joined": True, "nodes": len(self.dht.node.routing)})
                     log.warning("joined the DHT (%d nodes known)", len(self.dht.node.routing))
                     if self.peering is not None:
                         self.peering.poke()
                 await asyncio.sleep(30)
                 continue
-            self.joined = False
+            self._joined.clear()
             try:
                 addrs = await resolve_addrs(self.config.bootstrap)
                 if addrs:
@@ -423,9 +423,7 @@ class Daemon:
         """Publish our profile as a BEP 44 item under the identity key, and keep it alive."""
         assert self.dht is not None
         while True:
-            if not self.joined:
-                await asyncio.sleep(1.0)
-                continue
+            await self._joined.wait()
             self._profile_changed.clear()
             item = bep44.sign_mutable(
                 self.keys.identity.private_key,
@@ -565,9 +563,7 @@ class Daemon:
         """Read our DHT request slots (today's and yesterday's) for requests."""
         assert self.dht is not None
         while True:
-            if not self.joined:
-                await asyncio.sleep(1.0)
-                continue
+            await self._joined.wait()
             now = time.time()
             for day in (creq.day_of(now), creq.day_of(now) - 1):
                 keys = [

@@ -27,6 +27,7 @@ from btchat.dht import bep44
 from btchat.identity.keys import CertificateError, DeviceCertificate, DeviceKey, Identity
 from btchat.identity.rendezvous import announce_targets, lookup_targets, pairwise_secret
 from btchat.net.dht_service import DhtError, DhtService
+from btchat.node.tasks import TaskOwner
 from btchat.session.connection import SessionConnection, run_session
 from btchat.session.core import (
     DataReceived,
@@ -131,7 +132,7 @@ class Peering:
         self._next_try: dict[bytes, float] = {}
         self._backoff: dict[bytes, float] = {}
         self._dialing: set[bytes] = set()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskOwner()
         self._server: asyncio.Server | None = None
         self._wake = asyncio.Event()
         self._handshaking = 0
@@ -153,20 +154,13 @@ class Peering:
             self._server.close()
         for live in list(self.sessions.values()):
             live.conn.close("shutting down")
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self._tasks.cancel_all()
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2)
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return self._tasks.spawn(coro)
 
     def poke(self, contact: bytes | None = None) -> None:
         """Look for contacts now (a contact was added, the network came back...)."""

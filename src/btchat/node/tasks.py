@@ -1,0 +1,32 @@
+"""An owner for background tasks, so that every task the daemon starts is cancelled on stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Coroutine
+from typing import Any
+
+__all__ = ["TaskOwner"]
+
+
+class TaskOwner:
+    """Starts tasks, forgets them when they end, and cancels and awaits the rest on close."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def cancel_all(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            # A task's own failure was already logged where it happened; shutdown goes on.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
