@@ -215,6 +215,11 @@ class Daemon:
             raise ApiError(404, "unknown_contact", f"{ref!r} is not one of your contacts")
         return pk
 
+    def _check_name_free(self, name: str, pk: bytes) -> None:
+        """Petnames address contacts in the CLI and API, so two may not share one."""
+        if any(c.name == name and c.pk != pk for c in self.store.list_contacts()):
+            raise ApiError(409, "name_taken", f"another contact is already called {name!r}")
+
     def _contact_json(self, pk: bytes) -> dict[str, Any]:
         row = self.store.get_contact(pk)
         assert row is not None
@@ -252,8 +257,7 @@ class Daemon:
         if pk == self.me:
             raise ApiError(400, "self", "that is your own ID")
         name = name or suggested or format_id(pk)[:12]
-        if any(c.name == name and c.pk != pk for c in self.store.list_contacts()):
-            raise ApiError(409, "name_taken", f"another contact is already called {name!r}")
+        self._check_name_free(name, pk)
         if self.store.get_contact(pk) is not None:
             raise ApiError(409, "exists", "already a contact")
         self.store.add_contact(pk, name, _now_ms())
@@ -275,8 +279,7 @@ class Daemon:
     ) -> dict[str, Any]:
         pk = self._resolve(c)
         if name is not None:
-            if any(r.name == name and r.pk != pk for r in self.store.list_contacts()):
-                raise ApiError(409, "name_taken", f"another contact is already called {name!r}")
+            self._check_name_free(name, pk)
             self.store.rename_contact(pk, name)
         if verified is not None:
             self.store.set_verified(pk, verified)
