@@ -94,6 +94,8 @@ class NodeConfig:
     max_maintenance_pings: int = 8  # questionable nodes pinged per maintenance tick
     peer_ttl: float = 30 * 60  # BEP 5: announced peers expire
     item_ttl: float = 2 * 3600  # BEP 44: items expire after about two hours
+    # BEP 5's 15 minutes; long simulations of idle days may stretch it to stay fast.
+    refresh_interval: float = 15 * 60
 
 
 # ---------------------------------------------------------------- events and results
@@ -804,7 +806,7 @@ class DhtNode:
                     "find_node", self.node_id, now, bootstrap=self.bootstrap_addrs, silent=True
                 )
             return
-        for target in self.routing.refresh_targets(now):
+        for target in self.routing.refresh_targets(now, self.config.refresh_interval):
             self._start_lookup("find_node", target, now, silent=True)
 
     def _vote_ip(self, voter: bytes, ip: str, now: float) -> None:

@@ -385,7 +385,7 @@ class RoutingTable:
             return
         self._buckets[self._index(int.from_bytes(target, "big"))].last_changed = now
 
-    def refresh_targets(self, now: float) -> list[bytes]:
+    def refresh_targets(self, now: float, interval: float = REFRESH_INTERVAL) -> list[bytes]:
         """Random IDs to run find_node lookups on, one per stale bucket.
 
         BEP 5: "Buckets that have not been changed in 15 minutes should be
@@ -395,7 +395,7 @@ class RoutingTable:
         """
         out: list[bytes] = []
         for i, b in enumerate(self._buckets):
-            if now - b.last_changed >= REFRESH_INTERVAL:
+            if now - b.last_changed >= interval:
                 low, high = self.bucket_range(i)
                 rnd = low + self._rng.getrandbits((high - low).bit_length() - 1)
                 out.append(rnd.to_bytes(ID_BYTES, "big"))

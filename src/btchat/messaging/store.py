@@ -243,7 +243,64 @@ def _migrate_1(conn: Connection) -> None:
 
 #: Ordered schema migrations: ``MIGRATIONS[i]`` takes ``user_version`` from i to i + 1.
 #: Append only; never edit a released migration.
-MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_migrate_1,)
+_SCHEMA_V2 = (
+    # Double Ratchet (Olm) sessions per contact, pickled under a key from the identity.
+    """CREATE TABLE olm_sessions (
+        peer BLOB NOT NULL,
+        session_id TEXT NOT NULL,
+        pickle TEXT NOT NULL,
+        used_ms INTEGER NOT NULL,
+        PRIMARY KEY (peer, session_id)
+    ) WITHOUT ROWID""",
+    # Offline mailbox bookkeeping per contact (see btchat.offline.state).
+    """CREATE TABLE mailbox_peers (
+        peer BLOB PRIMARY KEY CHECK (length(peer) = 32),
+        next_out INTEGER NOT NULL DEFAULT 0,
+        received INTEGER NOT NULL DEFAULT -1,
+        received_above BLOB NOT NULL DEFAULT x'',
+        ack_changed_ms INTEGER NOT NULL DEFAULT 0,
+        their_ack INTEGER NOT NULL DEFAULT -1,
+        retention_s INTEGER,
+        olm_key BLOB,
+        prekey BLOB,
+        given_prekey BLOB
+    ) WITHOUT ROWID""",
+    # Packets for a contact that has not acknowledged them: republished until then.
+    """CREATE TABLE mailbox_out (
+        peer BLOB NOT NULL,
+        n INTEGER NOT NULL,
+        msg_id BLOB NOT NULL,
+        packet BLOB NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        PRIMARY KEY (peer, n)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX mailbox_out_msg ON mailbox_out (msg_id)",
+    # Decrypted packets not yet handled: saved with the ratchet state in one transaction.
+    """CREATE TABLE mailbox_in (
+        peer BLOB NOT NULL,
+        n INTEGER NOT NULL,
+        plaintext BLOB NOT NULL,
+        PRIMARY KEY (peer, n)
+    ) WITHOUT ROWID""",
+    # Friend-held backup: other contacts' packets we hold for their recipients.
+    """CREATE TABLE held (
+        recipient BLOB NOT NULL,
+        sender BLOB NOT NULL,
+        n INTEGER NOT NULL,
+        packet BLOB NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        PRIMARY KEY (recipient, sender, n)
+    ) WITHOUT ROWID""",
+)
+
+
+def _migrate_2(conn: Connection) -> None:
+    """Offline delivery: ratchet sessions, DHT mailbox, friend-held backup."""
+    for statement in _SCHEMA_V2:
+        conn.execute(statement)
+
+
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_migrate_1, _migrate_2)
 
 _MESSAGE_COLUMNS = "id, peer, sender, direction, ts_ms, lamport, type, text, state, received_ms"
 _CONTACT_COLUMNS = "pk, name, added_ms, verified, blocked, certs, presence, last_seen_ms"
@@ -428,6 +485,13 @@ class Store:
                 raise
         except self._errors as exc:
             raise StoreError(f"message database error: {exc}") from exc
+
+    def transaction(self) -> contextlib.AbstractContextManager[Connection]:
+        """One write transaction for modules that keep their own tables here."""
+        return self._tx()
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return self._read(sql, params)
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         try:

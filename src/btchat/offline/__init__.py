@@ -1,0 +1,1 @@
+"""Messages to contacts who are offline: DHT mailboxes, friend backup, Double Ratchet."""

@@ -1,0 +1,529 @@
+"""The offline mailbox, sans I/O: what to put in and get from the DHT, and when.
+
+The daemon and the simulator drive the same :class:`Mailbox`: they call its methods
+with the current time, carry out the :class:`Get`/:class:`Put` requests it returns
+(against a real DHT or a simulated swarm), feed the answers back, and act on its
+events. Nothing here sleeps, opens a socket or reads a clock.
+
+Per direction A->B the sender keeps a counter ``n``; packet ``n`` lives in chunk slots
+derived from the pair's secret (see :mod:`btchat.offline.packet`), and a daily *head*
+says which counters may be pending and what the sender has received the other way. The
+sender republishes head and chunks every ``republish_interval`` (public DHT nodes keep
+items about two hours) until the recipient's head acknowledges them or the retention
+period ends (then the user is told: not delivered, expired). The recipient polls each
+contact's head, fetches what it has not received, decrypts, and its own head carries the
+acknowledgement back. Online contacts also hold each other's pending packets (friend
+backup) and hand them over when the recipient shows up.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from btchat.dht import bep44
+from btchat.identity.keys import Identity
+from btchat.identity.rendezvous import pairwise_secret
+from btchat.offline import packet as pk
+from btchat.offline.packet import Head, OfflinePacket, PacketError
+from btchat.offline.ratchet import (
+    PREKEY_SALT,
+    Bundle,
+    Ratchet,
+    RatchetError,
+)
+from btchat.offline.state import HeldPacket, MailboxState
+
+__all__ = [
+    "DEFAULT_RETENTION",
+    "MAX_RETENTION",
+    "MIN_RETENTION",
+    "Acked",
+    "Expired",
+    "Get",
+    "Mailbox",
+    "MailboxConfig",
+    "Put",
+    "Received",
+    "Undecryptable",
+]
+
+log = logging.getLogger(__name__)
+
+MIN_RETENTION = 86400
+DEFAULT_RETENTION = 2 * 86400
+MAX_RETENTION = 14 * 86400
+#: A packet past its expiry is still accepted this long (clock skew between contacts).
+EXPIRY_GRACE_MS = 10 * 60 * 1000
+#: Yesterday's head is looked for this long into a day (items live about two hours).
+YESTERDAY_WINDOW = 3 * 3600
+#: Most packets handed over in one backup message.
+MAX_BACKUP_BATCH = 50
+
+
+@dataclass(frozen=True)
+class MailboxConfig:
+    republish_interval: float = 3600.0
+    poll_interval: float = 900.0
+    retention: int = DEFAULT_RETENTION
+    #: A head is kept alive this long after our acknowledgement last changed, so the
+    #: sender learns of it even if it was offline for the longest retention.
+    ack_lifetime: float = MAX_RETENTION
+    backup_per_sender: int = 200
+    backup_total: int = 2000
+
+
+@dataclass(frozen=True)
+class Get:
+    token: int
+    public_key: bytes
+    salt: bytes = b""
+
+
+@dataclass(frozen=True)
+class Put:
+    token: int
+    item: bep44.MutableItem
+
+
+@dataclass(frozen=True)
+class Received:
+    """Packet ``n`` from ``peer`` was decrypted and committed to the inbox."""
+
+    peer: bytes
+    n: int
+    plaintext: bytes
+
+
+@dataclass(frozen=True)
+class Acked:
+    peer: bytes
+    msg_ids: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class Expired:
+    peer: bytes
+    msg_ids: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class Undecryptable:
+    peer: bytes
+    n: int
+    reason: str
+
+
+Event = Received | Acked | Expired | Undecryptable
+
+
+@dataclass
+class _Fetch:
+    """One packet being assembled from its chunks."""
+
+    peer: bytes
+    n: int
+    count: int | None = None
+    parts: dict[int, dict[bytes, Any]] = field(default_factory=dict)
+
+
+def day_of(now: float) -> int:
+    return int(now // pk.DAY_SECONDS)
+
+
+class Mailbox:
+    def __init__(
+        self,
+        identity: Identity,
+        state: MailboxState,
+        ratchet: Ratchet,
+        config: MailboxConfig | None = None,
+    ) -> None:
+        self.identity = identity
+        self.me = identity.public_key
+        self.state = state
+        self.ratchet = ratchet
+        self.config = config or MailboxConfig()
+        self.stats: Counter[str] = Counter()
+        self._tokens = itertools.count(1)
+        self._requests: list[Get | Put] = []
+        self._events: list[Event] = []
+        self._pending_gets: dict[int, tuple[str, Any]] = {}
+        self._secrets: dict[bytes, bytes] = {}
+        self._bundles: dict[bytes, Bundle] = {}
+        self._waiting: dict[bytes, dict[bytes, bytes]] = {}  # peer -> msg id -> envelope
+        self._fetching: dict[tuple[bytes, int], _Fetch] = {}
+        self._polling: set[bytes] = set()
+        self._next_republish = 0.0
+        self._next_poll = 0.0
+        self._published_day: int | None = None
+        self._ack_dirty: set[bytes] = set()
+        self._handed: set[tuple[bytes, bytes, int]] = set()  # (friend, recipient, n)
+
+    # --------------------------------------------------------------- plumbing
+
+    def take_requests(self, now: float) -> list[Get | Put]:
+        for peer in self._ack_dirty:  # one head per peer however many packets arrived
+            self._publish_head(peer, now)
+        self._ack_dirty.clear()
+        out, self._requests = self._requests, []
+        return out
+
+    def take_events(self) -> list[Event]:
+        out, self._events = self._events, []
+        return out
+
+    def _secret(self, peer: bytes) -> bytes:
+        secret = self._secrets.get(peer)
+        if secret is None:
+            secret = self._secrets[peer] = pairwise_secret(self.identity, peer)
+        return secret
+
+    def _get(self, public_key: bytes, salt: bytes, kind: str, context: Any) -> None:
+        token = next(self._tokens)
+        self._pending_gets[token] = (kind, context)
+        self._requests.append(Get(token, public_key, salt))
+
+    def _put(self, item: bep44.MutableItem) -> None:
+        self.stats["puts"] += 1
+        self._requests.append(Put(next(self._tokens), item))
+
+    def _put_sealed(self, slot: pk.Slot, payload: dict[bytes, Any], seq: int) -> None:
+        v = pk.seal_item(slot, payload)
+        self._put(bep44.sign_mutable(slot.private_key, v, seq))
+
+    def next_deadline(self) -> float:
+        """When :meth:`tick` next has work: a republish, a poll, or the next UTC day."""
+        next_day = ((self._published_day or 0) + 1) * pk.DAY_SECONDS
+        return min(self._next_republish, self._next_poll, next_day)
+
+    # ---------------------------------------------------------------- sending
+
+    def retention_of(self, peer: bytes) -> int:
+        return self.state.peer(peer).retention_s or self.config.retention
+
+    def deposit(self, peer: bytes, msg_id: bytes, envelope: bytes, now: float) -> bool:
+        """Queue a signed envelope for ``peer`` through the mailbox.
+
+        True if it was encrypted and queued now; False if it waits for the contact's
+        prekeys (fetched from the DHT; the caller keeps it in its outbox meanwhile).
+        """
+        if any(p.msg_id == msg_id for p in self.state.pending(peer)):
+            return True
+        peer_state = self.state.peer(peer)
+        olm_key, prekey = peer_state.olm_key, peer_state.prekey
+        if not self.ratchet.has_session(peer) and prekey is None:
+            bundle = self._bundles.get(peer)
+            if bundle is None:
+                self._waiting.setdefault(peer, {})[msg_id] = envelope
+                self._get(peer, PREKEY_SALT, "bundle", peer)
+                return False
+            olm_key, prekey = bundle.olm_key, bundle.pick()
+        expires_ms = int((now + self.retention_of(peer)) * 1000)
+        try:
+            message_type, body, pickles = self.ratchet.encrypt(
+                peer, envelope, olm_key=olm_key, prekey=prekey
+            )
+        except RatchetError as exc:
+            log.warning("cannot encrypt for the mailbox: %s", exc)
+            self._waiting.setdefault(peer, {})[msg_id] = envelope
+            return False
+        n = peer_state.next_out
+        packet = OfflinePacket.create(
+            self.identity, peer, n, expires_ms, self.ratchet.olm_key, message_type, body
+        )
+        queued = self.state.queue_packet(
+            peer, n, msg_id, packet.encode(), expires_ms, pickles, int(now * 1000)
+        )
+        self.stats["deposited"] += 1
+        self._publish_packet(peer, queued.n, queued.packet)
+        self._publish_head(peer, now)
+        return True
+
+    def _publish_packet(self, peer: bytes, n: int, data: bytes) -> None:
+        secret = self._secret(peer)
+        for i, chunk in enumerate(pk.split_chunks(data)):
+            self._put_sealed(pk.chunk_slot(secret, self.me, peer, n, i), chunk, 1)
+
+    def _head(self, peer: bytes) -> Head:
+        peer_state = self.state.peer(peer)
+        pending = self.state.pending(peer)
+        lo = pending[0].n if pending else peer_state.next_out
+        return Head(lo, peer_state.next_out, peer_state.received)
+
+    def _publish_head(self, peer: bytes, now: float) -> None:
+        slot = pk.head_slot(self._secret(peer), self.me, peer, day_of(now))
+        self._put_sealed(slot, self._head(peer).payload(), int(now * 1000))
+
+    def acknowledged(self, msg_ids: list[bytes]) -> None:
+        """The recipient confirmed these over a live session: stop republishing them."""
+        removed = self.state.remove_out_by_ids(msg_ids)
+        for p in removed:
+            self._waiting.get(p.peer, {}).pop(p.msg_id, None)
+        for msg_id in msg_ids:
+            for waiting in self._waiting.values():
+                waiting.pop(msg_id, None)
+
+    def is_queued(self, msg_id: bytes) -> bool:
+        return any(p.msg_id == msg_id for p in self.state.pending()) or any(
+            msg_id in w for w in self._waiting.values()
+        )
+
+    # ------------------------------------------------------------------ timers
+
+    def tick(self, now: float, contacts: list[bytes]) -> None:
+        """Expire, republish, poll: call at ``next_deadline()`` and whenever convenient."""
+        now_ms = int(now * 1000)
+        self._expire(now_ms)
+        self.state.prune_held(now_ms)
+        day = day_of(now)
+        if now >= self._next_republish or day != self._published_day:
+            self._published_day = day
+            self._next_republish = now + self.config.republish_interval
+            self._republish(now, contacts)
+        if now >= self._next_poll:
+            self._next_poll = now + self.config.poll_interval
+            self.poll(contacts, now)
+
+    def _expire(self, now_ms: int) -> None:
+        expired: dict[bytes, list[int]] = {}
+        for p in self.state.pending():
+            if p.expires_ms < now_ms:
+                expired.setdefault(p.peer, []).append(p.n)
+        for peer, ns in expired.items():
+            gone = self.state.remove_out(peer, ns)
+            if gone:
+                self.stats["expired"] += len(gone)
+                self._events.append(Expired(peer, tuple(p.msg_id for p in gone)))
+
+    def _republish(self, now: float, contacts: list[bytes]) -> None:
+        pending_peers = set(self.state.pending_peers())
+        horizon_ms = (now - self.config.ack_lifetime) * 1000
+        for peer in contacts:
+            changed = self.state.peer(peer).ack_changed_ms
+            if peer in pending_peers or (changed and changed > horizon_ms):
+                self._publish_head(peer, now)
+        for p in self.state.pending():
+            self._publish_packet(p.peer, p.n, p.packet)
+        for peer in list(self._waiting):
+            self._get(peer, PREKEY_SALT, "bundle", peer)
+
+    # ----------------------------------------------------------------- polling
+
+    def poll(self, contacts: list[bytes], now: float) -> None:
+        """Look for what each contact left for us (today's head, else yesterday's)."""
+        for peer in contacts:
+            if peer in self._polling:
+                continue
+            self._polling.add(peer)
+            day = day_of(now)
+            slot = pk.head_slot(self._secret(peer), peer, self.me, day)
+            self._get(slot.public_key, b"", "head", (peer, day, slot, True))
+
+    def on_get(self, token: int, value: object | None, now: float) -> None:
+        """The answer to a :class:`Get`: the item's decoded ``v``, or None if not found."""
+        entry = self._pending_gets.pop(token, None)
+        if entry is None:
+            return
+        kind, context = entry
+        if kind == "head":
+            self._on_head(context, value, now)
+        elif kind == "chunk":
+            self._on_chunk(context, value, now)
+        elif kind == "bundle":
+            self._on_bundle(context, value, now)
+
+    def on_put(self, token: int, ok: bool) -> None:
+        self.stats["puts_ok" if ok else "puts_failed"] += 1
+
+    def _on_head(self, context: Any, value: object | None, now: float) -> None:
+        peer, day, slot, first = context
+        if value is None:
+            if first and now - day * pk.DAY_SECONDS < YESTERDAY_WINDOW:
+                # Early in a day the sender may not have written today's head yet.
+                prev = pk.head_slot(self._secret(peer), peer, self.me, day - 1)
+                self._get(prev.public_key, b"", "head", (peer, day - 1, prev, False))
+            else:
+                self._polling.discard(peer)
+            return
+        self._polling.discard(peer)
+        try:
+            head = Head.from_payload(pk.open_item(slot, value))
+        except PacketError as exc:
+            self.stats["bad_items"] += 1
+            log.warning("mailbox head from %s refused: %s", peer.hex()[:16], exc)
+            return
+        self.stats["heads"] += 1
+        self._take_ack(peer, head.ack)
+        self.state.skip_below(peer, head.lo, int(now * 1000))
+        peer_state = self.state.peer(peer)
+        for n in range(max(head.lo, peer_state.received + 1), min(head.hi, head.lo + 1000)):
+            if not peer_state.has_received(n) and (peer, n) not in self._fetching:
+                self._fetching[(peer, n)] = _Fetch(peer, n)
+                slot0 = pk.chunk_slot(self._secret(peer), peer, self.me, n, 0)
+                self._get(slot0.public_key, b"", "chunk", (peer, n, 0, slot0))
+
+    def _take_ack(self, peer: bytes, ack: int) -> None:
+        if ack < 0:
+            return
+        self.state.set_their_ack(peer, ack)
+        done = [p.n for p in self.state.pending(peer) if p.n <= ack]
+        removed = self.state.remove_out(peer, done)
+        if removed:
+            self.stats["acked"] += len(removed)
+            self._events.append(Acked(peer, tuple(p.msg_id for p in removed)))
+
+    def _on_chunk(self, context: Any, value: object | None, now: float) -> None:
+        peer, n, part, slot = context
+        fetch = self._fetching.get((peer, n))
+        if fetch is None:
+            return
+        if value is None:
+            self.stats["chunks_missing"] += 1
+            del self._fetching[(peer, n)]  # tried again at the next poll
+            return
+        try:
+            payload = pk.open_item(slot, value)
+            count = pk.chunk_count(payload, part)
+            if fetch.count is not None and count != fetch.count:
+                raise PacketError("chunk count differs between chunks")
+        except PacketError as exc:
+            self.stats["bad_items"] += 1
+            log.warning("mailbox chunk from %s refused: %s", peer.hex()[:16], exc)
+            del self._fetching[(peer, n)]
+            return
+        fetch.parts[part] = payload
+        if fetch.count is None:
+            fetch.count = count
+            secret = self._secret(peer)
+            for i in range(1, count):
+                s = pk.chunk_slot(secret, peer, self.me, n, i)
+                self._get(s.public_key, b"", "chunk", (peer, n, i, s))
+        if len(fetch.parts) == fetch.count:
+            del self._fetching[(peer, n)]
+            data = pk.join_chunks([fetch.parts[i] for i in range(count)])
+            self.offer_packet(peer, data, now)
+
+    def _on_bundle(self, peer: bytes, value: object | None, now: float) -> None:
+        if value is None:
+            return  # asked again at the next republish
+        try:
+            bundle = Bundle.decode(value)
+        except RatchetError as exc:
+            self.stats["bad_items"] += 1
+            log.warning("prekey bundle of %s refused: %s", peer.hex()[:16], exc)
+            return
+        self._bundles[peer] = bundle
+        for msg_id, envelope in list(self._waiting.pop(peer, {}).items()):
+            self.deposit(peer, msg_id, envelope, now)
+
+    # ----------------------------------------------------------------- receiving
+
+    def offer_packet(self, peer: bytes, data: bytes, now: float) -> bool:
+        """A packet from the DHT or a friend's backup; True if it was new and decrypted."""
+        try:
+            packet = OfflinePacket.parse(data)
+            packet.verify(peer, self.me)
+        except PacketError as exc:
+            self.stats["bad_packets"] += 1
+            log.warning("offline packet from %s refused: %s", peer.hex()[:16], exc)
+            return False
+        now_ms = int(now * 1000)
+        if packet.expires_ms + EXPIRY_GRACE_MS < now_ms:
+            self.stats["expired_refused"] += 1
+            return False
+        if self.state.peer(peer).has_received(packet.n):
+            self.stats["duplicates"] += 1
+            return False
+        try:
+            plaintext, pickles = self.ratchet.decrypt(
+                peer, packet.olm_key, packet.olm_type, packet.olm_body
+            )
+        except RatchetError as exc:
+            self.stats["undecryptable"] += 1
+            log.warning("offline packet %d from %s: %s", packet.n, peer.hex()[:16], exc)
+            self._events.append(Undecryptable(peer, packet.n, str(exc)))
+            return False
+        if not self.state.receive(peer, packet.n, plaintext, pickles, now_ms):
+            self.stats["duplicates"] += 1
+            return False
+        self.stats["received"] += 1
+        self._ack_dirty.add(peer)
+        self._events.append(Received(peer, packet.n, plaintext))
+        return True
+
+    # -------------------------------------------------------------- friend backup
+
+    def backup_for(self, friend: bytes, now: float) -> list[bytes]:
+        """Pending packets for others that ``friend`` (online now) has not been given."""
+        out = []
+        now_ms = int(now * 1000)
+        for p in self.state.pending():
+            key = (friend, p.peer, p.n)
+            if p.peer == friend or key in self._handed or p.expires_ms < now_ms:
+                continue
+            self._handed.add(key)
+            out.append(p.packet)
+            if len(out) >= MAX_BACKUP_BATCH:
+                break
+        return out
+
+    def accept_hold(
+        self, friend: bytes, packets: list[bytes], contacts: set[bytes], now: float
+    ) -> int:
+        """Hold a friend's packets for recipients that are our contacts too."""
+        held = 0
+        now_ms = int(now * 1000)
+        for data in packets[:MAX_BACKUP_BATCH]:
+            try:
+                packet = OfflinePacket.parse(data)
+                packet.verify(friend, packet.recipient)
+            except PacketError as exc:
+                self.stats["bad_packets"] += 1
+                log.warning("backup packet from %s refused: %s", friend.hex()[:16], exc)
+                continue
+            if packet.recipient not in contacts or packet.recipient == self.me:
+                continue
+            expires = min(packet.expires_ms, now_ms + MAX_RETENTION * 1000)
+            if expires < now_ms:
+                continue
+            if self.state.hold(
+                HeldPacket(packet.recipient, friend, packet.n, data, expires),
+                per_sender=self.config.backup_per_sender,
+                total=self.config.backup_total,
+            ):
+                held += 1
+            else:
+                self.stats["backup_quota"] += 1
+        self.stats["held"] += held
+        return held
+
+    def held_for(self, recipient: bytes) -> list[bytes]:
+        return [h.packet for h in self.state.held_for(recipient)][:MAX_BACKUP_BATCH]
+
+    def take_held(self, friend: bytes, packets: list[bytes], now: float) -> list[tuple[bytes, int]]:
+        """Packets a friend held for us: offer each; returns (sender, n) to release."""
+        release = []
+        for data in packets[:MAX_BACKUP_BATCH]:
+            try:
+                packet = OfflinePacket.parse(data)
+            except PacketError:
+                self.stats["bad_packets"] += 1
+                continue
+            self.offer_packet(packet.sender, data, now)
+            if self.state.peer(packet.sender).has_received(packet.n):
+                release.append((packet.sender, packet.n))
+        return release
+
+    def release_held(self, recipient: bytes, items: list[tuple[bytes, int]]) -> int:
+        return self.state.release_held(recipient, items)
+
+    # ---------------------------------------------------------------- prekeys
+
+    def bundle_item(self, now: float) -> bep44.MutableItem:
+        """Our prekey bundle as a BEP 44 item under the identity key."""
+        value = self.ratchet.bundle().encode()
+        return bep44.sign_mutable(self.identity.private_key, value, int(now * 1000), PREKEY_SALT)
