@@ -88,6 +88,7 @@ class Messenger(Protocol):
         name: str | None = None,
         verified: bool | None = None,
         blocked: bool | None = None,
+        retention_days: float | None = None,
     ) -> dict[str, Any]: ...
 
     async def remove_contact(self, c: str) -> None: ...

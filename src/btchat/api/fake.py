@@ -145,6 +145,7 @@ class FakeMessenger:
             "name": name,
             "verified": False,
             "blocked": False,
+            "retention_days": 2,
             "presence": "offline",
             "last_seen": None,
             "online": False,
@@ -161,9 +162,14 @@ class FakeMessenger:
         name: str | None = None,
         verified: bool | None = None,
         blocked: bool | None = None,
+        retention_days: float | None = None,
     ) -> dict[str, Any]:
         pk = self._resolve(c)
         row = self.contacts[pk]
+        if retention_days is not None:
+            if not 1 <= retention_days <= 14:
+                raise ApiError(400, "bad_retention", "retention must be 1 to 14 days")
+            row["retention_days"] = retention_days
         if name is not None:
             self._check_name(name, pk)
             row["name"] = name

@@ -128,6 +128,11 @@ _SCHEMAS: dict[str, Schema] = {
             "contacts": {"type": "integer", "minimum": 0},
             "contacts_online": {"type": "integer", "minimum": 0},
             "uptime": {"type": "number", "minimum": 0, "description": "Seconds."},
+            "mailbox": {
+                "type": ["object", "null"],
+                "description": "Offline delivery: packets waiting in the DHT for contacts"
+                " (pending), packets held for friends (held_for_others), counters (stats).",
+            },
         },
         [
             "id",
@@ -160,6 +165,11 @@ _SCHEMAS: dict[str, Schema] = {
             "last_seen": _MS,
             "online": {"type": "boolean", "description": "A session is up right now."},
             "profile": _ref("Profile"),
+            "retention_days": {
+                "type": "number",
+                "description": "How long a message to this contact is retried through the"
+                " DHT mailbox while they are offline (1 to 14 days, default 2).",
+            },
         },
         ["id", "public_key", "name", "verified", "blocked", "presence", "last_seen", "online"],
     ),
@@ -172,6 +182,7 @@ _SCHEMAS: dict[str, Schema] = {
             "name": {**_NAME, "type": ["string", "null"]},
             "verified": {"type": ["boolean", "null"]},
             "blocked": {"type": ["boolean", "null"]},
+            "retention_days": {"type": ["number", "null"], "minimum": 1, "maximum": 14},
         },
         closed=True,
         description="Only the fields given (and not null) change.",

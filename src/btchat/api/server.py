@@ -362,12 +362,18 @@ async def get_contact(request: web.Request) -> web.Response:
 
 
 async def update_contact(request: web.Request) -> web.Response:
-    data = await read_json(request, ("name", "verified", "blocked"))
+    data = await read_json(request, ("name", "verified", "blocked", "retention_days"))
+    retention = data.get("retention_days")
+    if retention is not None and (
+        isinstance(retention, bool) or not isinstance(retention, int | float)
+    ):
+        raise _bad("retention_days must be a number of days (1 to 14)")
     contact = await _messenger(request).update_contact(
         contact_param(request),
         name=name_field(data),
         verified=opt_bool(data, "verified"),
         blocked=opt_bool(data, "blocked"),
+        retention_days=retention,
     )
     return ok(contact)
 

@@ -41,9 +41,11 @@ from btchat.messaging.envelope import Envelope, EnvelopeError
 from btchat.messaging.store import Store
 from btchat.net.dht_service import DhtError, DhtService, resolve_addrs
 from btchat.node import requests as creq
+from btchat.node.offline import BACKUP_TYPES, OfflineDelivery
 from btchat.node.peering import Peering, PeeringConfig
 from btchat.node.requests import REQUEST_POW_BITS
 from btchat.node.tasks import TaskOwner
+from btchat.offline.mailbox import MAX_RETENTION, MIN_RETENTION, MailboxConfig
 
 __all__ = ["Daemon", "DaemonConfig"]
 
@@ -74,6 +76,7 @@ class DaemonConfig:
     peering: PeeringConfig = field(default_factory=PeeringConfig)
     request_poll: float = 300.0  # how often our DHT request slots are read
     request_pow_bits: int = REQUEST_POW_BITS
+    mailbox: MailboxConfig = field(default_factory=MailboxConfig)
 
 
 def _now_ms() -> int:
@@ -90,6 +93,7 @@ class Daemon:
         self.store = store
         self.dht: DhtService | None = None
         self.peering: Peering | None = None
+        self.offline: OfflineDelivery | None = None
         self.started = time.monotonic()
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
         self._tasks = TaskOwner()
@@ -118,6 +122,18 @@ class Daemon:
             on_data=self._on_data,
         )
         await self.peering.start()
+        self.offline = OfflineDelivery(
+            self.keys.identity,
+            self.store,
+            self.dht,
+            contacts=self._reachable_contacts,
+            is_online=self.peering.is_online,
+            send=self._send_body,
+            emit=self._emit,
+            on_message=self._emit_new_message,
+            config=self.config.mailbox,
+        )
+        await self.offline.start(self._joined)
         self._spawn(self._join_loop())
         self._spawn(self._housekeeping())
         self._spawn(self._request_loop())
@@ -125,6 +141,8 @@ class Daemon:
 
     async def stop(self) -> None:
         await self._tasks.cancel_all()
+        if self.offline is not None:
+            await self.offline.stop()
         if self.peering is not None:
             await self.peering.stop()
         if self.dht is not None:
@@ -234,7 +252,14 @@ class Daemon:
             "last_seen": row.last_seen_ms,
             "online": online,
             "profile": self._profile_of(pk),
+            "retention_days": self._retention_days(pk),
         }
+
+    def _retention_days(self, pk: bytes) -> float:
+        """How long a message to this contact is retried while they are offline."""
+        if self.offline is None:
+            return self.config.mailbox.retention / 86400
+        return self.offline.mailbox.retention_of(pk) / 86400
 
     def _profile_of(self, pk: bytes) -> dict[str, Any]:
         raw = self.store.kv_get(f"profile:{pk.hex()}")
@@ -276,8 +301,15 @@ class Daemon:
         name: str | None = None,
         verified: bool | None = None,
         blocked: bool | None = None,
+        retention_days: float | None = None,
     ) -> dict[str, Any]:
         pk = self._resolve(c)
+        if retention_days is not None:
+            seconds = int(retention_days * 86400)
+            if not MIN_RETENTION <= seconds <= MAX_RETENTION:
+                raise ApiError(400, "bad_retention", "retention must be 1 to 14 days")
+            if self.offline is not None:
+                self.offline.state.set_retention(pk, seconds)
         if name is not None:
             self._check_name_free(name, pk)
             self.store.rename_contact(pk, name)
@@ -313,6 +345,14 @@ class Daemon:
             now=time.time(),
         )
 
+    def _send_body(self, to: bytes, kind: bytes, body: dict[bytes, Any]) -> bool:
+        return self._transmit(to, self._envelope(to, kind, body))
+
+    def _emit_new_message(self, envelope: Envelope) -> None:
+        row = self.store.get_message(envelope.id)
+        if row is not None:
+            self._emit({"type": "message", "message": row.to_json()})
+
     def _transmit(self, to: bytes, envelope: Envelope) -> bool:
         return self.peering is not None and self.peering.send(to, env_mod.encode_envelope(envelope))
 
@@ -324,6 +364,8 @@ class Daemon:
         self.store.save_outgoing(envelope, time.time())  # persist, then act
         if self._transmit(pk, envelope):
             self.store.mark_state([envelope.id], "sent")
+        elif self.offline is not None:  # not reachable now: leave it in the DHT mailbox
+            self.offline.deposit(pk, envelope, env_mod.encode_envelope(envelope))
         row = self.store.get_message(envelope.id)
         message = row.to_json()
         self._emit({"type": "message", "message": message})
@@ -630,6 +672,7 @@ class Daemon:
             "contacts": len(self.store.list_contacts()),
             "contacts_online": len(self.peering.sessions) if self.peering else 0,
             "uptime": time.monotonic() - self.started,
+            "mailbox": self.offline.summary() if self.offline else None,
         }
 
     # ------------------------------------------------------------ sessions
@@ -660,6 +703,8 @@ class Daemon:
         if sent:
             self.store.mark_state(sent, "sent")
         self._flush_read_receipts(pk)
+        if self.offline is not None:
+            self.offline.session_up(pk)
 
     def _on_closed(self, pk: bytes, reason: str) -> None:
         if self.store.get_contact(pk) is None:
@@ -697,14 +742,15 @@ class Daemon:
                 self._envelope(pk, b"receipt", env_mod.receipt_body([envelope.id], b"delivered")),
             )
             if fresh:
-                row = self.store.get_message(envelope.id)
-                self._emit({"type": "message", "message": row.to_json()})
+                self._emit_new_message(envelope)
         elif kind == b"receipt":
             ids, state = env_mod.decode_receipt(envelope)
             mine = [i for i in ids if self._is_outgoing_to(i, pk)]
             if mine:
                 self.store.mark_state(mine, state.decode())
                 self.store.ack_outbox(mine)
+                if self.offline is not None:
+                    self.offline.acknowledged(mine)
                 self._emit(
                     {
                         "type": "receipt",
@@ -729,6 +775,9 @@ class Daemon:
             self._emit(
                 {"type": "typing", "contact": pk.hex(), "on": env_mod.decode_typing(envelope)}
             )
+        elif kind in BACKUP_TYPES:
+            if self.offline is not None:
+                self.offline.on_envelope(pk, envelope)
         else:
             log.info("ignoring envelope of unknown type %r", kind)
 

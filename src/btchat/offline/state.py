@@ -346,6 +346,9 @@ class MailboxState:
                 ).rowcount
         return count
 
+    def held_count(self) -> int:
+        return int(self.store.query("SELECT count(*) FROM held")[0][0])
+
     def prune_held(self, now_ms: int) -> int:
         with self.store.transaction() as conn:
             return int(conn.execute("DELETE FROM held WHERE expires_ms < ?", (now_ms,)).rowcount)

@@ -1,0 +1,72 @@
+"""Offline delivery between daemons in separate processes, through a loopback DHT.
+
+Alice writes while Bob is down, then Alice goes down too (killed): Bob, coming back,
+finds the messages in the private DHT mailbox. When Alice returns, both show the same
+messages in the same order, each once, and Alice sees them delivered.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_messenger_e2e import Person, befriend, sandbox, wait_for  # noqa: F401
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def pair(sandbox: tuple[str, dict[str, str]], tmp_path: Path) -> Iterator[tuple[Person, Person]]:  # noqa: F811
+    bootstrap, env = sandbox
+    alice, bob = Person("alice", tmp_path, env, bootstrap), Person("bob", tmp_path, env, bootstrap)
+    try:
+        yield alice, bob
+    finally:
+        for p in (alice, bob):
+            if p.proc is not None:
+                p.proc.kill()
+                p.proc.wait(timeout=10)
+
+
+def test_messages_sent_while_down_arrive_through_the_dht(pair: tuple[Person, Person]) -> None:
+    alice, bob = pair
+    alice.up()
+    bob.up()
+    befriend(alice, bob)
+    alice.cli("send", "bob", "one")
+    wait_for(lambda: bob.texts("alice") == ["one"], 60, "first message by session")
+    bob.down()
+    for text in ("two", "three", "four"):
+        alice.cli("send", "bob", text)
+    # Queued in the mailbox and written to the DHT before Alice is killed.
+    wait_for(
+        lambda: (
+            (m := alice.cli("status")["mailbox"])["pending"] == 3
+            and m["stats"].get("puts_ok", 0) >= 6
+        ),
+        60,
+        "alice's mailbox items to be stored",
+    )
+    alice.down(signal.SIGKILL)
+    bob.up()
+    wait_for(
+        lambda: bob.texts("alice") == ["one", "two", "three", "four"],
+        60,
+        "bob to fetch the messages from the DHT mailbox with alice offline",
+    )
+    assert bob.cli("status")["mailbox"]["stats"]["received"] == 3
+    alice.up()
+    wait_for(
+        lambda: all(m["state"] in ("delivered", "read") for m in alice.history("bob")),
+        60,
+        "alice to see them delivered",
+    )
+    bob.cli("send", "alice", "five")
+    expected = ["one", "two", "three", "four", "five"]
+    wait_for(lambda: alice.texts("bob") == expected, 60, "the reply")
+    assert bob.texts("alice") == expected
+    ids_a = [m["id"] for m in alice.history("bob")]
+    ids_b = [m["id"] for m in bob.history("alice")]
+    assert ids_a == ids_b and len(set(ids_a)) == 5
