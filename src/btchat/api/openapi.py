@@ -133,6 +133,11 @@ _SCHEMAS: dict[str, Schema] = {
                 "description": "Offline delivery: packets waiting in the DHT for contacts"
                 " (pending), packets held for friends (held_for_others), counters (stats).",
             },
+            "sync": {
+                "type": "object",
+                "description": "Reconnect reconciliation counters: ids offered, messages"
+                " resent, copies received that were already stored.",
+            },
         },
         [
             "id",

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +80,19 @@ class DaemonConfig:
     mailbox: MailboxConfig = field(default_factory=MailboxConfig)
 
 
+#: Reconciliation on reconnect: the ids offered, and those the peer does not have.
+SYNC, SYNC_WANT = b"sync", b"sync_want"
+#: An offer not answered in this time is followed by a full resend.
+SYNC_TIMEOUT = 10.0
+
+
+def _id_list(body: dict[bytes, Any]) -> list[bytes]:
+    ids = body.get(b"ids")
+    if type(ids) is not list:
+        return []
+    return [i for i in ids[: env_mod.MAX_RECEIPT_IDS] if type(i) is bytes and len(i) == 16]
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -99,6 +113,9 @@ class Daemon:
         self._tasks = TaskOwner()
         self._joined = asyncio.Event()
         self._profile_changed = asyncio.Event()
+        self._sync_waiting: set[bytes] = set()
+        #: Reconnect reconciliation: ids offered, resent, and copies received twice.
+        self.sync_stats: Counter[str] = Counter()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -673,6 +690,7 @@ class Daemon:
             "contacts_online": len(self.peering.sessions) if self.peering else 0,
             "uptime": time.monotonic() - self.started,
             "mailbox": self.offline.summary() if self.offline else None,
+            "sync": dict(self.sync_stats),
         }
 
     # ------------------------------------------------------------ sessions
@@ -683,13 +701,38 @@ class Daemon:
         self._emit({"type": "session", "state": "up", "contact": self._contact_json(pk)})
         self._spawn(self._fetch_profile(pk))
         self._send_presence(pk)
-        # Replay everything not yet acknowledged, in causal order.
-        sent = []
-        horizon_ms = (time.time() - RESIGN_AFTER) * 1000
+        # Reconcile before resending: offer the ids still unacknowledged (they may have
+        # arrived through the DHT mailbox or a friend meanwhile); the peer acknowledges
+        # what it has and asks for the rest, which is then replayed in causal order.
+        ids = [env_mod.parse_envelope(b).id for b in self._outbox(pk)]
+        for start in range(0, len(ids), env_mod.MAX_RECEIPT_IDS):
+            self._send_body(pk, SYNC, {b"ids": ids[start : start + env_mod.MAX_RECEIPT_IDS]})
+        self.sync_stats["offered"] += len(ids)
+        if ids:
+            self._sync_waiting.add(pk)
+            self._spawn(self._sync_fallback(pk))
+        self._flush_read_receipts(pk)
+        if self.offline is not None:
+            self.offline.session_up(pk)
+
+    def _outbox(self, pk: bytes) -> list[bytes]:
+        """The outbox to ``pk``: parseable envelopes only, in Lamport order."""
+        out = []
         for blob in self.store.pending_outbox(pk):
             try:
-                queued = env_mod.parse_envelope(blob)
+                env_mod.parse_envelope(blob)
             except EnvelopeError:
+                continue
+            out.append(blob)
+        return out
+
+    def _replay_outbox(self, pk: bytes, only: set[bytes] | None) -> None:
+        """Resend unacknowledged messages (all, or those the peer asked for)."""
+        sent = []
+        horizon_ms = (time.time() - RESIGN_AFTER) * 1000
+        for blob in self._outbox(pk):
+            queued = env_mod.parse_envelope(blob)
+            if only is not None and queued.id not in only:
                 continue
             if queued.ts_ms < horizon_ms:
                 # Queued longer than the receiver's window: same id and order, fresh
@@ -702,9 +745,30 @@ class Daemon:
             sent.append(queued.id)
         if sent:
             self.store.mark_state(sent, "sent")
-        self._flush_read_receipts(pk)
-        if self.offline is not None:
-            self.offline.session_up(pk)
+        self.sync_stats["resent"] += len(sent)
+
+    async def _sync_fallback(self, pk: bytes) -> None:
+        """A peer that never answers the offer (an older client) gets everything."""
+        await asyncio.sleep(SYNC_TIMEOUT)
+        if pk in self._sync_waiting:
+            self._sync_waiting.discard(pk)
+            self._replay_outbox(pk, None)
+
+    def _on_sync(self, pk: bytes, envelope: Envelope) -> None:
+        ids = _id_list(envelope.body)
+        if envelope.type == SYNC:
+            have = [i for i in ids if self._is_incoming_from(i, pk)]
+            for start in range(0, len(have), env_mod.MAX_RECEIPT_IDS):
+                chunk = have[start : start + env_mod.MAX_RECEIPT_IDS]
+                self._send_body(pk, b"receipt", env_mod.receipt_body(chunk, b"delivered"))
+            self._send_body(pk, SYNC_WANT, {b"ids": [i for i in ids if i not in set(have)]})
+        else:
+            self._sync_waiting.discard(pk)
+            self._replay_outbox(pk, set(ids))
+
+    def _is_incoming_from(self, msg_id: bytes, pk: bytes) -> bool:
+        row = self.store.get_message(msg_id)
+        return row is not None and row.direction == "in" and row.peer == pk
 
     def _on_closed(self, pk: bytes, reason: str) -> None:
         if self.store.get_contact(pk) is None:
@@ -743,6 +807,8 @@ class Daemon:
             )
             if fresh:
                 self._emit_new_message(envelope)
+            else:
+                self.sync_stats["duplicates_received"] += 1
         elif kind == b"receipt":
             ids, state = env_mod.decode_receipt(envelope)
             mine = [i for i in ids if self._is_outgoing_to(i, pk)]
@@ -775,6 +841,8 @@ class Daemon:
             self._emit(
                 {"type": "typing", "contact": pk.hex(), "on": env_mod.decode_typing(envelope)}
             )
+        elif kind in (SYNC, SYNC_WANT):
+            self._on_sync(pk, envelope)
         elif kind in BACKUP_TYPES:
             if self.offline is not None:
                 self.offline.on_envelope(pk, envelope)
