@@ -111,6 +111,14 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         p = contact.add_parser(verb, parents=[chat])
         p.add_argument("contact")
         p.set_defaults(func=lambda a, f=field, v=value: patch(a, **{f: v}))
+    p = contact.add_parser(
+        "retention",
+        parents=[chat],
+        help="how long a message to this contact is retried while they are offline",
+    )
+    p.add_argument("contact")
+    p.add_argument("days", type=float, help="1 to 14 (default 2)")
+    p.set_defaults(func=lambda a: patch(a, retention_days=a.days))
     p = contact.add_parser("remove", parents=[chat])
     p.add_argument("contact")
     p.set_defaults(func=cmd_contact_remove)
@@ -209,7 +217,13 @@ def _when(ms: int | None) -> str:
 
 def show_message(m: dict[str, Any], names: dict[str, str]) -> str:
     who = "me" if m["direction"] == "out" else names.get(m["peer"], m["peer"][:12])
-    marks = {"pending": "…", "sent": "✓", "delivered": "✓✓", "read": "✓✓ read", "failed": "!"}
+    marks = {
+        "pending": "…",
+        "sent": "✓",
+        "delivered": "✓✓",
+        "read": "✓✓ read",
+        "failed": "! not delivered",
+    }
     state = f"  [{marks.get(m['state'], m['state'])}]" if m["direction"] == "out" else ""
     return f"{_when(m.get('ts'))} {who}: {m['text']}{state}"
 
@@ -473,4 +487,8 @@ def _describe(e: dict[str, Any]) -> str:
         return f"{e['contact'][:12]} is {e['status']}"
     if kind == "session":
         return f"{e['contact']['name']} {'connected' if e['state'] == 'up' else 'disconnected'}"
+    if kind == "expired":
+        return f"{len(e['ids'])} message(s) to {e['contact'][:12]} not delivered, expired"
+    if kind == "undecryptable":
+        return f"{e['contact'][:12]}: {e['notice']}"
     return json.dumps(e)
