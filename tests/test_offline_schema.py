@@ -1,0 +1,64 @@
+"""docs/schemas/offline.schema.json describes what the offline code writes and reads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_messaging_schema import as_json
+
+from btchat.codec.bencode import decode
+from btchat.identity.keys import Identity
+from btchat.identity.rendezvous import pairwise_secret
+from btchat.messaging.store import Store
+from btchat.offline import packet as pk
+from btchat.offline.ratchet import Ratchet
+from btchat.offline.state import MailboxState
+
+jsonschema = pytest.importorskip("jsonschema")
+SCHEMA = json.loads(
+    (Path(__file__).parent.parent / "docs" / "schemas" / "offline.schema.json").read_text()
+)
+ALICE = Identity.from_seed(b"\x01" * 32)
+BOB = Identity.from_seed(b"\x02" * 32)
+
+
+def check(name: str, value: Any) -> None:
+    schema = {**SCHEMA, "$ref": f"#/$defs/{name}"}
+    jsonschema.Draft202012Validator(schema).validate(as_json(value))
+
+
+def refuses(name: str, value: Any) -> bool:
+    schema = {**SCHEMA, "$ref": f"#/$defs/{name}"}
+    return not jsonschema.Draft202012Validator(schema).is_valid(as_json(value))
+
+
+def test_schema_is_valid() -> None:
+    jsonschema.Draft202012Validator.check_schema(SCHEMA)
+
+
+def test_packet_chunks_head_and_sealed_items(tmp_path: Path) -> None:
+    packet = pk.OfflinePacket.create(ALICE, BOB.public_key, 7, 10**12, b"k" * 32, 0, b"x" * 2000)
+    wire = decode(packet.encode())
+    check("packet", wire)
+    assert refuses("packet", {**wire, b"m": 2})
+    assert refuses("packet", {**wire, b"extra": 1})
+    chunks = pk.split_chunks(packet.encode())
+    assert len(chunks) == 3
+    for chunk in chunks:
+        check("chunk", chunk)
+    head = pk.Head(3, 9, 4).payload()
+    check("head", head)
+    secret = pairwise_secret(ALICE, BOB.public_key)
+    slot = pk.head_slot(secret, ALICE.public_key, BOB.public_key, 20000)
+    check("sealed_item", decode(pk.seal_item(slot, head)))
+
+
+def test_prekey_bundle(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "a.db", None) as store:
+        bundle = Ratchet(ALICE, MailboxState(store)).bundle()
+        check("prekey_bundle", decode(bundle.encode()))
+        olm_key, one_time = Ratchet(ALICE, MailboxState(store)).one_time_key()
+        check("prekey_body", {b"k": olm_key, b"o": one_time})
