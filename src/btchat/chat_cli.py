@@ -84,6 +84,19 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="how often to look for contact requests (default 300)",
     )
+    p.add_argument(
+        "--channel-discovery",
+        default="dht,trackers,lsd",
+        metavar="WAYS",
+        help="how channel members are found: any of dht,trackers,lsd (default all; LAN "
+        "discovery is off when --host is a loopback address)",
+    )
+    p.add_argument(
+        "--lsd-interface",
+        default=None,
+        metavar="IP",
+        help="interface address for LAN discovery (default: the --host address)",
+    )
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("status", parents=[chat], help="what the daemon is doing")
@@ -169,6 +182,48 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
             p.add_argument("--name", help="petname for the new contact")
         p.set_defaults(func=lambda a, ok=accept: cmd_request_answer(a, ok))
 
+    p = sub.add_parser("channels", parents=[chat], help="list joined channels")
+    p.set_defaults(func=cmd_channels)
+    channel = sub.add_parser("channel", help="group channels").add_subparsers(
+        dest="channel_command", required=True
+    )
+    p = channel.add_parser("create", parents=[chat], help="create a channel and its .chat file")
+    p.add_argument("name")
+    p.add_argument("--invite-only", action="store_true", help="only members you invite")
+    p.add_argument("--tracker", action="append", default=[], metavar="URL")
+    p.add_argument("--out", default=".", help="directory for NAME.chat (default: here)")
+    p.set_defaults(func=cmd_channel_create)
+    p = channel.add_parser("join", parents=[chat], help="join from a .chat file or link")
+    p.add_argument("ref", metavar="FILE|URI")
+    p.set_defaults(func=cmd_channel_join)
+    p = channel.add_parser(
+        "invite",
+        parents=[chat],
+        help="print the channel's link to share (and, invite-only, add members by ID)",
+    )
+    p.add_argument("channel")
+    p.add_argument("members", nargs="*", metavar="ID")
+    p.set_defaults(func=cmd_channel_invite)
+    p = channel.add_parser("remove", parents=[chat], help="remove members (invite-only owner)")
+    p.add_argument("channel")
+    p.add_argument("members", nargs="+", metavar="ID")
+    p.set_defaults(func=cmd_channel_remove)
+    p = channel.add_parser("leave", parents=[chat])
+    p.add_argument("channel")
+    p.set_defaults(func=cmd_channel_leave)
+    p = channel.add_parser("members", parents=[chat], help="members with presence")
+    p.add_argument("channel")
+    p.set_defaults(func=cmd_channel_members)
+    p = channel.add_parser("send", parents=[chat], help="post to the channel")
+    p.add_argument("channel")
+    p.add_argument("text")
+    p.add_argument("--to", action="append", default=[], metavar="ID", help="private to members")
+    p.set_defaults(func=cmd_channel_send)
+    p = channel.add_parser("history", parents=[chat])
+    p.add_argument("channel")
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(func=cmd_channel_history)
+
     p = sub.add_parser("watch", parents=[chat], help="print live events")
     p.set_defaults(func=cmd_watch)
 
@@ -229,6 +284,30 @@ def show_message(m: dict[str, Any], names: dict[str, str]) -> str:
 
 
 # ------------------------------------------------------------------ commands
+
+
+def channel_config(args: argparse.Namespace) -> Any:
+    """Channel discovery from the ``up`` flags; never multicast from a loopback host
+    unless an interface is given explicitly."""
+    import ipaddress
+
+    from btchat.channels.service import ChannelConfig
+
+    ways = {w.strip() for w in args.channel_discovery.split(",") if w.strip()}
+    unknown = ways - {"dht", "trackers", "lsd"}
+    if unknown:
+        raise ChatError(f"unknown discovery way(s): {', '.join(sorted(unknown))}")
+    interface = args.lsd_interface or args.host
+    loopback = ipaddress.ip_address(args.host).is_loopback if args.host else False
+    lsd = "lsd" in ways and (args.lsd_interface is not None or not loopback)
+    options = {"interface": interface} if interface != "0.0.0.0" else {}
+    return ChannelConfig(
+        host=args.host,
+        dht="dht" in ways,
+        trackers="trackers" in ways,
+        lsd=lsd,
+        lsd_options=options,
+    )
 
 
 def create_identity(args: argparse.Namespace) -> tuple[Any, bool]:
@@ -320,6 +399,7 @@ async def cmd_up(args: argparse.Namespace) -> None:
         dht_host=args.host,
         dht_port=args.dht_port,
         peering=PeeringConfig(host=args.host, port=args.port),
+        channels=channel_config(args),
     )
     daemon = Daemon(config, keys, store)
     try:
@@ -463,6 +543,88 @@ async def cmd_request_answer(args: argparse.Namespace, accept: bool) -> None:
     emit(args, r, f"request {r['state']}")
 
 
+async def cmd_channels(args: argparse.Namespace) -> None:
+    rows = call(args, "list_channels")
+    lines = [
+        f"{c['name']}  {c['id'][:12]}  {'invite-only' if c['invite_only'] else 'open'}  "
+        f"{c['members_online']}/{c['members']} online"
+        for c in rows
+    ]
+    emit(args, {"channels": rows}, "\n".join(lines) or "no channels")
+
+
+async def cmd_channel_create(args: argparse.Namespace) -> None:
+    import base64
+    from pathlib import Path
+
+    c = call(args, "create_channel", args.name, args.invite_only, args.tracker)
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in c["name"]) or "channel"
+    path = Path(args.out) / f"{safe}.chat"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise ChatError(f"{path} exists; choose another --out") from None
+    with os.fdopen(fd, "wb") as f:
+        f.write(base64.b64decode(c["chatfile"]))
+    emit(args, {**c, "file": str(path)}, f"created {c['name']} -> {path}\n{c['uri']}")
+
+
+async def cmd_channel_join(args: argparse.Namespace) -> None:
+    import base64
+    from pathlib import Path
+
+    ref = args.ref
+    if not ref.lower().startswith("btchat:"):
+        try:
+            ref = base64.b64encode(Path(ref).read_bytes()[:8192]).decode()
+        except OSError as exc:
+            raise ChatError(f"cannot read {args.ref}: {exc.strerror}") from None
+    c = call(args, "join_channel", ref)
+    emit(args, c, f"joined {c['name']} ({c['id'][:12]}); looking for members")
+
+
+async def cmd_channel_invite(args: argparse.Namespace) -> None:
+    if args.members:
+        call(args, "change_channel_members", args.channel, add=args.members)
+    c = call(args, "get_channel", args.channel)
+    emit(args, c, f"share this link (or the .chat file) with them:\n{c['uri']}")
+
+
+async def cmd_channel_remove(args: argparse.Namespace) -> None:
+    c = call(args, "change_channel_members", args.channel, remove=args.members)
+    emit(args, c, f"removed {len(args.members)} member(s); channel keys moved on")
+
+
+async def cmd_channel_leave(args: argparse.Namespace) -> None:
+    call(args, "leave_channel", args.channel)
+    emit(args, {"left": args.channel}, f"left {args.channel}")
+
+
+async def cmd_channel_members(args: argparse.Namespace) -> None:
+    rows = call(args, "channel_members", args.channel)
+    lines = [
+        f"{'*' if m['online'] else ' '} {m['id']}"
+        + (f"  ({m['role']})" if m.get("role") else "")
+        + ("  (you)" if m["me"] else "")
+        for m in rows
+    ]
+    emit(args, {"members": rows}, "\n".join(lines))
+
+
+async def cmd_channel_send(args: argparse.Namespace) -> None:
+    m = call(args, "post_channel", args.channel, args.text, args.to)
+    emit(args, m, f"sent: {m['text']}")
+
+
+async def cmd_channel_history(args: argparse.Namespace) -> None:
+    rows = call(args, "channel_history", args.channel, limit=args.limit)
+    lines = [
+        f"{_when(m['ts'])} {m['author'][:12]}{' (private)' if m['private'] else ''}: {m['text']}"
+        for m in rows
+    ]
+    emit(args, {"messages": rows}, "\n".join(lines) or "no messages yet")
+
+
 async def cmd_watch(args: argparse.Namespace) -> None:
     try:
         url, token = read_api_files(data_dir(args))
@@ -487,6 +649,9 @@ def _describe(e: dict[str, Any]) -> str:
         return f"{e['contact'][:12]} is {e['status']}"
     if kind == "session":
         return f"{e['contact']['name']} {'connected' if e['state'] == 'up' else 'disconnected'}"
+    if kind == "channel_message":
+        m = e["message"]
+        return f"#{e['channel'][:8]} {m['author'][:12]}: {m['text']}"
     if kind == "expired":
         return f"{len(e['ids'])} message(s) to {e['contact'][:12]} not delivered, expired"
     if kind == "undecryptable":

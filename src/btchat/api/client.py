@@ -274,8 +274,14 @@ class ApiClient:
         name: str | None = None,
         verified: bool | None = None,
         blocked: bool | None = None,
+        retention_days: float | None = None,
     ) -> dict[str, Any]:
-        changes = {"name": name, "verified": verified, "blocked": blocked}
+        changes = {
+            "name": name,
+            "verified": verified,
+            "blocked": blocked,
+            "retention_days": retention_days,
+        }
         body = {k: v for k, v in changes.items() if v is not None}
         return self._request("PATCH", f"/v1/contacts/{_q(c)}", body)
 
@@ -314,6 +320,43 @@ class ApiClient:
         return self._request(
             "PUT", "/v1/profile", {"name": name, "status": status, "avatar": avatar}
         )
+
+    # -------------------------------------------------------------- channels
+
+    def list_channels(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/v1/channels")["channels"]
+
+    def create_channel(
+        self, name: str, invite_only: bool = False, trackers: list[str] | None = None
+    ) -> dict[str, Any]:
+        body = {"name": name, "invite_only": invite_only, "trackers": trackers or []}
+        return self._request("POST", "/v1/channels", body)
+
+    def join_channel(self, chatfile: str) -> dict[str, Any]:
+        return self._request("POST", "/v1/channels/join", {"chatfile": chatfile})
+
+    def get_channel(self, ch: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/channels/{_q(ch)}")
+
+    def leave_channel(self, ch: str) -> None:
+        self._request("DELETE", f"/v1/channels/{_q(ch)}")
+
+    def channel_members(self, ch: str) -> list[dict[str, Any]]:
+        return self._request("GET", f"/v1/channels/{_q(ch)}/members")["members"]
+
+    def change_channel_members(
+        self, ch: str, add: list[str] | None = None, remove: list[str] | None = None
+    ) -> dict[str, Any]:
+        body = {"add": add or [], "remove": remove or []}
+        return self._request("POST", f"/v1/channels/{_q(ch)}/members", body)
+
+    def channel_history(self, ch: str, limit: int = 50) -> list[dict[str, Any]]:
+        path = f"/v1/channels/{_q(ch)}/messages"
+        return self._request("GET", path, query={"limit": limit})["messages"]
+
+    def post_channel(self, ch: str, text: str, to: list[str] | None = None) -> dict[str, Any]:
+        body = {"text": text, "to": to or []}
+        return self._request("POST", f"/v1/channels/{_q(ch)}/messages", body)
 
     def send_typing(self, c: str, on: bool) -> None:
         self._request("POST", f"/v1/contacts/{_q(c)}/typing", {"on": on})

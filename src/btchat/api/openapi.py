@@ -796,7 +796,9 @@ _PATHS: dict[str, Any] = {
 
 def openapi_document() -> dict[str, Any]:
     """A fresh copy of the document, so a caller may change it without affecting others."""
-    schemas = copy.deepcopy(_SCHEMAS)
+    from btchat.api import channel_routes
+
+    schemas = {**copy.deepcopy(_SCHEMAS), **copy.deepcopy(channel_routes.SCHEMAS)}
     return {
         "openapi": "3.1.0",
         "jsonSchemaDialect": "https://spec.openapis.org/oas/3.1/dialect/base",
@@ -834,12 +836,16 @@ def openapi_document() -> dict[str, Any]:
                 "events",
                 "aliases",
                 "files",
+                "channels",
             )
         ],
-        "paths": copy.deepcopy(_PATHS),
+        "paths": {**copy.deepcopy(_PATHS), **channel_routes.paths(_op, _json, _ref, _r)},
         "components": {
             "schemas": schemas,
-            "parameters": copy.deepcopy(_PARAMETERS),
+            "parameters": {
+                **copy.deepcopy(_PARAMETERS),
+                **copy.deepcopy(channel_routes.PARAMETERS),
+            },
             "responses": copy.deepcopy(_RESPONSES),
             "securitySchemes": {
                 "bearer": {

@@ -21,6 +21,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from btchat.api import channel_routes
 from btchat.api.facade import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -635,6 +636,7 @@ def make_app(
 
     r = app.router
     r.add_get("/openapi.json", get_openapi, allow_head=False)
+    channel_routes.add_routes(r)
     r.add_get("/v1/status", get_status, allow_head=False)
     r.add_get("/v1/identity", get_identity, allow_head=False)
     r.add_get("/v1/contacts", list_contacts, allow_head=False)

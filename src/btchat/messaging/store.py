@@ -300,7 +300,56 @@ def _migrate_2(conn: Connection) -> None:
         conn.execute(statement)
 
 
-MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_migrate_1, _migrate_2)
+_SCHEMA_V3 = (
+    # Joined channels: the .chat file, the newest verified member list, our clock.
+    """CREATE TABLE channels (
+        id BLOB PRIMARY KEY CHECK (length(id) = 32),
+        chatfile BLOB NOT NULL,
+        joined_ms INTEGER NOT NULL,
+        member_list BLOB,
+        lamport INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID""",
+    # Generation secrets of invite-only channels, opened from grants sealed to us.
+    """CREATE TABLE channel_keys (
+        channel BLOB NOT NULL,
+        generation INTEGER NOT NULL,
+        key BLOB NOT NULL,
+        PRIMARY KEY (channel, generation)
+    ) WITHOUT ROWID""",
+    # Grants (sealed to one member each) kept to hand to members who missed them.
+    """CREATE TABLE channel_grants (
+        channel BLOB NOT NULL,
+        recipient BLOB NOT NULL,
+        generation INTEGER NOT NULL,
+        sealed BLOB NOT NULL,
+        PRIMARY KEY (channel, recipient, generation)
+    ) WITHOUT ROWID""",
+    # Every message seen (for relaying and history sync); text only where we can read.
+    """CREATE TABLE channel_messages (
+        seq INTEGER PRIMARY KEY,
+        channel BLOB NOT NULL,
+        id BLOB NOT NULL,
+        author BLOB NOT NULL,
+        lamport INTEGER NOT NULL,
+        ts_ms INTEGER NOT NULL,
+        private INTEGER NOT NULL,
+        text TEXT,
+        recipients BLOB,
+        wire BLOB NOT NULL,
+        received_ms INTEGER NOT NULL,
+        UNIQUE (channel, id)
+    )""",
+    "CREATE INDEX channel_messages_order ON channel_messages (channel, lamport, author, id)",
+)
+
+
+def _migrate_3(conn: Connection) -> None:
+    """Channels: joined channels, their keys, grants and messages."""
+    for statement in _SCHEMA_V3:
+        conn.execute(statement)
+
+
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_migrate_1, _migrate_2, _migrate_3)
 
 _MESSAGE_COLUMNS = "id, peer, sender, direction, ts_ms, lamport, type, text, state, received_ms"
 _CONTACT_COLUMNS = "pk, name, added_ms, verified, blocked, certs, presence, last_seen_ms"

@@ -31,6 +31,7 @@ from typing import Any
 
 from btchat import __version__
 from btchat.api.facade import ApiError
+from btchat.channels.service import ChannelConfig
 from btchat.codec.bencode import encode
 from btchat.dht import bep44
 from btchat.identity.idtext import IdError, format_id, format_uri, parse_contact_ref
@@ -42,6 +43,7 @@ from btchat.messaging.envelope import Envelope, EnvelopeError
 from btchat.messaging.store import Store
 from btchat.net.dht_service import DhtError, DhtService, resolve_addrs
 from btchat.node import requests as creq
+from btchat.node.channels import ChannelManager
 from btchat.node.offline import BACKUP_TYPES, OfflineDelivery
 from btchat.node.peering import Peering, PeeringConfig
 from btchat.node.requests import REQUEST_POW_BITS
@@ -78,6 +80,7 @@ class DaemonConfig:
     request_poll: float = 300.0  # how often our DHT request slots are read
     request_pow_bits: int = REQUEST_POW_BITS
     mailbox: MailboxConfig = field(default_factory=MailboxConfig)
+    channels: ChannelConfig = field(default_factory=ChannelConfig)
 
 
 #: Reconciliation on reconnect: the ids offered, and those the peer does not have.
@@ -108,6 +111,7 @@ class Daemon:
         self.dht: DhtService | None = None
         self.peering: Peering | None = None
         self.offline: OfflineDelivery | None = None
+        self.channels: ChannelManager | None = None
         self.started = time.monotonic()
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
         self._tasks = TaskOwner()
@@ -151,6 +155,10 @@ class Daemon:
             config=self.config.mailbox,
         )
         await self.offline.start(self._joined)
+        self.channels = ChannelManager(
+            self.keys.identity, self.store, self.dht, self.config.channels, self._emit
+        )
+        await self.channels.start()
         self._spawn(self._join_loop())
         self._spawn(self._housekeeping())
         self._spawn(self._request_loop())
@@ -160,6 +168,8 @@ class Daemon:
         await self._tasks.cancel_all()
         if self.offline is not None:
             await self.offline.stop()
+        if self.channels is not None:
+            await self.channels.stop()
         if self.peering is not None:
             await self.peering.stop()
         if self.dht is not None:

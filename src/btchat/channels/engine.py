@@ -1,0 +1,606 @@
+"""One joined channel, sans I/O: what to say on each member link, what to show.
+
+The runtime (:mod:`btchat.channels.service`) opens links, passes what arrives on them
+to :meth:`ChannelEngine.on_payload` with the current time, and sends what
+:meth:`ChannelEngine.take_outgoing` returns. Everything a channel does happens here:
+
+* **Messages** are signed by their author and encrypted for the channel (or for chosen
+  members); stored once by id whatever path delivered them; shown in Lamport order.
+* **Relaying**: each member forwards a new message to the linked members that, as far
+  as the link sets they advertise show, neither the author nor the member it came from
+  reaches directly. So a full mesh costs one copy per member, and a member that
+  reaches a single other member still gets everything. A periodic exchange of recent
+  ids repairs whatever stale link sets made anyone miss.
+* **History**: a new link starts with each side's recent ids; each sends the other what
+  it lacks (up to the channel's ``history`` option), so a late joiner catches up.
+* **Peer exchange**: links carry the addresses of the members each side is linked to;
+  the runtime dials those it is not linked with, so the channel converges to a mesh.
+* **Invite-only**: only keys on the owner-signed member list may link or author; the
+  owner's changes are gossiped; removing a member moves the channel to a new key
+  generation whose secret is granted (sealed) to the remaining members only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from btchat.channels.chatfile import ChatFile
+from btchat.channels.keys import (
+    ChannelKeyError,
+    new_generation_key,
+    open_generation_key,
+    seal_generation_key,
+)
+from btchat.channels.members import MemberList, MemberListError
+from btchat.channels.messages import (
+    PRESENCE,
+    TEXT,
+    ChannelMessage,
+    MessageError,
+    open_content,
+    seal_message,
+    text_of,
+)
+from btchat.channels.store import ChannelStore, StoredMessage
+from btchat.codec.bencode import DecodeError, decode, encode
+from btchat.identity.keys import Identity
+
+__all__ = [
+    "ANTI_ENTROPY_INTERVAL",
+    "PRESENCE_INTERVAL",
+    "ChannelEngine",
+    "Dial",
+    "Drop",
+    "Removed",
+    "Shown",
+]
+
+log = logging.getLogger(__name__)
+
+PRESENCE_INTERVAL = 60.0
+#: A member heard from (directly or relayed) within this is shown online.
+PRESENCE_WINDOW = 2.5 * PRESENCE_INTERVAL
+ANTI_ENTROPY_INTERVAL = 30.0
+#: Recent ids exchanged by anti-entropy (history sync uses the channel's option).
+ANTI_ENTROPY_IDS = 64
+MAX_PAYLOAD = 65000
+MAX_PEX = 200
+
+
+@dataclass(frozen=True)
+class Shown:
+    """A message this member can read arrived (or was sent) and was stored."""
+
+    message: StoredMessage
+
+
+@dataclass(frozen=True)
+class Dial:
+    """A member's address learned by peer exchange."""
+
+    addr: tuple[str, int]
+    member: bytes
+
+
+@dataclass(frozen=True)
+class Drop:
+    """Close the link to ``member``: no longer on the member list."""
+
+    member: bytes
+    reason: str
+
+
+@dataclass(frozen=True)
+class Removed:
+    """We were removed from this invite-only channel."""
+
+
+Event = Shown | Dial | Drop | Removed
+
+
+@dataclass
+class _Link:
+    addr: tuple[str, int] | None  # the member's listening address, once known
+    links: frozenset[bytes] = frozenset()  # whom it says it is linked to
+
+
+@dataclass
+class _Presence:
+    last_heard: dict[bytes, float] = field(default_factory=dict)
+    status: dict[bytes, str] = field(default_factory=dict)
+
+
+class ChannelEngine:
+    def __init__(
+        self,
+        chat: ChatFile,
+        identity: Identity,
+        store: ChannelStore,
+        *,
+        listen_port: int,
+        now: float,
+    ) -> None:
+        self.chat = chat
+        self.identity = identity
+        self.me = identity.public_key
+        self.id = chat.channel_id
+        self.store = store
+        self.listen_port = listen_port
+        self.stats: Counter[str] = Counter()
+        self.links: dict[bytes, _Link] = {}
+        self.presence = _Presence()
+        self._out: list[tuple[bytes, bytes]] = []
+        self._events: list[Event] = []
+        self._next_presence = now
+        self._next_entropy = now + ANTI_ENTROPY_INTERVAL
+        self._known_addrs: dict[bytes, tuple[str, int]] = {}
+        self._seen_presence: set[bytes] = set()
+        row = store.channel(self.id)
+        self.members: MemberList | None = None
+        if row is not None and row.member_list:
+            try:
+                self.members = MemberList.from_bytes(row.member_list)
+            except MemberListError:
+                self.members = None
+
+    # -------------------------------------------------------------- plumbing
+
+    def take_outgoing(self) -> list[tuple[bytes, bytes]]:
+        out, self._out = self._out, []
+        return out
+
+    def take_events(self) -> list[Event]:
+        out, self._events = self._events, []
+        return out
+
+    def _send(self, peer: bytes, payload: dict[bytes, Any]) -> None:
+        data = encode(payload)
+        if len(data) > MAX_PAYLOAD:
+            log.warning("channel payload of %d bytes not sent", len(data))
+            return
+        self._out.append((peer, data))
+
+    def _broadcast(self, payload: dict[bytes, Any], *, exclude: set[bytes] | None = None) -> None:
+        for peer in self.links:
+            if not exclude or peer not in exclude:
+                self._send(peer, payload)
+
+    @property
+    def invite_only(self) -> bool:
+        return self.chat.invite_only
+
+    # -------------------------------------------------------------- keys
+
+    def _generation(self) -> int:
+        if not self.invite_only:
+            return 0
+        keys = self.store.keys(self.id)
+        return max(keys) if keys else -1
+
+    def _traffic_key(self, generation: int) -> bytes | None:
+        if not self.invite_only:
+            return self.chat.keys.traffic_key(generation)
+        secret = self.store.keys(self.id).get(generation)
+        return self.chat.keys.traffic_key(generation, secret) if secret is not None else None
+
+    # -------------------------------------------------------------- admission
+
+    def authorize(self, member: bytes) -> bool:
+        """May this identity (which proved the channel secret) link with us?"""
+        if member == self.me:
+            return False  # ourselves, dialled through a stale address
+        if not self.invite_only:
+            return True
+        if self.members is None:
+            # A new invitee has no list yet: it learns it from the first member.
+            return True
+        return member in self.members
+
+    def may_author(self, member: bytes) -> bool:
+        return not self.invite_only or self.members is None or member in self.members
+
+    # -------------------------------------------------------------- links
+
+    def link_up(self, peer: bytes, remote_ip: str, now: float) -> None:
+        self.links[peer] = _Link(addr=(remote_ip, 0))
+        self.presence.last_heard[peer] = now
+        hello: dict[bytes, Any] = {
+            b"t": b"hello",
+            b"port": self.listen_port,
+            b"have": [m.id for m in self.store.recent(self.id, self.chat.history)],
+            b"links": sorted(self.links),
+            b"pex": self._pex(exclude=peer),
+        }
+        if self.members is not None and self.members.signature is not None:
+            hello[b"ml"] = self.members.to_bytes()
+        self._send(peer, hello)
+        for recipient, generation, sealed in self.store.grants(self.id):
+            if recipient == peer:
+                self._send(peer, {b"t": b"grant", b"to": recipient, b"g": generation, b"x": sealed})
+        self._links_changed(exclude=peer)
+
+    def link_down(self, peer: bytes) -> None:
+        if self.links.pop(peer, None) is not None:
+            self._links_changed()
+
+    def _pex(self, exclude: bytes) -> list[list[Any]]:
+        out = []
+        for pk, link in self.links.items():
+            if pk != exclude and link.addr is not None and link.addr[1]:
+                out.append([link.addr[0].encode(), link.addr[1], pk])
+        return out[:MAX_PEX]
+
+    def _links_changed(self, exclude: bytes | None = None) -> None:
+        for peer in self.links:
+            if peer != exclude:
+                self._send(
+                    peer,
+                    {b"t": b"links", b"links": sorted(self.links), b"pex": self._pex(exclude=peer)},
+                )
+
+    def known_addresses(self) -> dict[bytes, tuple[str, int]]:
+        return dict(self._known_addrs)
+
+    # -------------------------------------------------------------- input
+
+    def on_payload(self, peer: bytes, data: bytes, now: float) -> None:
+        if peer not in self.links:
+            return
+        try:
+            payload = decode(data, max_depth=4, max_size=MAX_PAYLOAD)
+            if type(payload) is not dict or type(payload.get(b"t")) is not bytes:
+                raise DecodeError("not a typed dictionary")
+        except DecodeError as exc:
+            self.stats["malformed"] += 1
+            log.warning("malformed channel payload from %s: %s", peer.hex()[:16], exc)
+            return
+        self.presence.last_heard[peer] = now
+        kind = payload[b"t"]
+        handler = {
+            b"hello": self._on_hello,
+            b"links": self._on_links,
+            b"msg": self._on_msg,
+            b"have": self._on_have,
+            b"ml": self._on_member_list,
+            b"grant": self._on_grant,
+        }.get(kind)
+        if handler is None:
+            self.stats["unknown"] += 1
+            return
+        try:
+            handler(peer, payload, now)
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            self.stats["malformed"] += 1
+            log.warning("bad %r from %s: %s", kind, peer.hex()[:16], exc)
+
+    def _on_hello(self, peer: bytes, p: dict[bytes, Any], now: float) -> None:
+        port = p.get(b"port")
+        link = self.links[peer]
+        if type(port) is int and 0 < port < 65536 and link.addr is not None:
+            link.addr = (link.addr[0], port)
+            self._known_addrs[peer] = link.addr
+        if b"ml" in p:
+            self._on_member_list(peer, {b"ml": p[b"ml"]}, now)
+        self._on_links(peer, p, now)
+        self._on_have(peer, {b"ids": p.get(b"have", [])}, now, limit=self.chat.history)
+        self._links_changed(exclude=peer)  # others learn this member's address
+
+    def _on_links(self, peer: bytes, p: dict[bytes, Any], now: float) -> None:
+        links = p.get(b"links", [])
+        if type(links) is list:
+            self.links[peer].links = frozenset(
+                k for k in links[:1000] if type(k) is bytes and len(k) == 32
+            )
+        for entry in p.get(b"pex", [])[:MAX_PEX]:
+            if type(entry) is not list or len(entry) != 3:
+                continue
+            ip, port, member = entry
+            if not (
+                type(ip) is bytes
+                and type(port) is int
+                and 0 < port < 65536
+                and type(member) is bytes
+                and len(member) == 32
+            ):
+                continue
+            if member == self.me or not self.authorize(member):
+                continue
+            addr = (ip.decode("ascii", "replace"), port)
+            self._known_addrs[member] = addr
+            if member not in self.links:
+                self._events.append(Dial(addr, member))
+
+    def _on_have(
+        self, peer: bytes, p: dict[bytes, Any], now: float, *, limit: int = ANTI_ENTROPY_IDS
+    ) -> None:
+        ids = p.get(b"ids", [])
+        if type(ids) is not list:
+            return
+        theirs = {i for i in ids[:10_000] if type(i) is bytes}
+        for msg in self.store.recent(self.id, limit):
+            if msg.id not in theirs and self._for_peer(msg, peer):
+                self.stats["history_sent"] += 1
+                self._send(peer, {b"t": b"msg", b"m": msg.wire})
+
+    def _for_peer(self, msg: StoredMessage, peer: bytes) -> bool:
+        return not self.invite_only or self.members is None or peer in self.members
+
+    def _on_msg(self, peer: bytes, p: dict[bytes, Any], now: float) -> None:
+        wire = p.get(b"m")
+        if type(wire) is not bytes:
+            raise ValueError("msg without bytes")
+        self.receive_wire(wire, now, via=peer)
+
+    def receive_wire(self, wire: bytes, now: float, *, via: bytes | None) -> bool:
+        """Verify, store once, show, relay. True if it was new."""
+        try:
+            msg = ChannelMessage.parse(wire, self.id)
+        except MessageError as exc:
+            self.stats["refused"] += 1
+            log.warning("channel message refused: %s", exc)
+            return False
+        if not self.may_author(msg.author):
+            self.stats["refused_author"] += 1
+            log.warning("channel message from a non-member %s refused", msg.author.hex()[:16])
+            return False
+        self.presence.last_heard[msg.author] = now
+        if msg.kind == PRESENCE:
+            return self._on_presence(msg, now, via)
+        if self.store.has_message(self.id, msg.id):
+            self.stats["duplicates"] += 1
+            return False
+        text = self._read(msg)
+        stored = StoredMessage(
+            self.id,
+            msg.id,
+            msg.author,
+            msg.lamport,
+            msg.ts_ms,
+            msg.private,
+            text,
+            tuple(k for k, _ in msg.recipients),
+            wire,
+        )
+        if not self.store.save_message(stored, int(now * 1000)):
+            self.stats["duplicates"] += 1
+            return False
+        self.store.next_lamport(self.id, msg.lamport)
+        self.stats["received"] += 1
+        if text is not None:
+            self._events.append(Shown(stored))
+        self._relay(msg, wire, via)
+        return True
+
+    def _read(self, msg: ChannelMessage) -> str | None:
+        try:
+            body = open_content(msg, self.identity, self._traffic_key(msg.generation))
+            return text_of(body) if body is not None and msg.kind == TEXT else None
+        except MessageError as exc:
+            self.stats["undecryptable"] += 1
+            log.warning("channel message %s unreadable: %s", msg.id.hex()[:8], exc)
+            return None
+
+    def _relay(self, msg: ChannelMessage, wire: bytes, via: bytes | None) -> None:
+        for peer, link in self.links.items():
+            if peer in (via, msg.author):
+                continue
+            if msg.author in link.links or (via is not None and via in link.links):
+                continue  # the author or the member we got it from reaches it directly
+            self.stats["relayed"] += 1
+            self._send(peer, {b"t": b"msg", b"m": wire})
+
+    def _on_presence(self, msg: ChannelMessage, now: float, via: bytes | None) -> bool:
+        if msg.id in self._seen_presence:
+            return False
+        if len(self._seen_presence) > 10_000:
+            self._seen_presence.clear()
+        self._seen_presence.add(msg.id)
+        body = None
+        with contextlib.suppress(MessageError):
+            body = open_content(msg, self.identity, self._traffic_key(msg.generation))
+        status = body.get(b"s") if body else None
+        if type(status) is bytes and len(status) <= 16:
+            self.presence.status[msg.author] = status.decode("ascii", "replace")
+        self._relay(msg, msg.encode(), via)
+        return True
+
+    # -------------------------------------------------------------- invite-only
+
+    def _on_member_list(self, peer: bytes, p: dict[bytes, Any], now: float) -> None:
+        if not self.invite_only or self.chat.owner is None:
+            return
+        data = p.get(b"ml")
+        if type(data) is not bytes:
+            raise ValueError("member list without bytes")
+        try:
+            new = MemberList.from_bytes(data)
+            if self.members is not None and new.version <= self.members.version:
+                return  # old news
+            previous = self.members if self.members is not None else None
+            if previous is not None and new.version != previous.version + 1:
+                # We missed lists in between: only an owner-signed list may skip ahead.
+                previous = None
+            new.verify(previous, channel_id=self.id, owner=self.chat.owner)
+        except MemberListError as exc:
+            self.stats["member_list_refused"] += 1
+            log.warning("member list from %s refused: %s", peer.hex()[:16], exc)
+            return
+        self._adopt(new, exclude=peer)
+
+    def _adopt(self, new: MemberList, *, exclude: bytes | None = None) -> None:
+        self.members = new
+        self.store.set_member_list(self.id, new.to_bytes())
+        self._broadcast(
+            {b"t": b"ml", b"ml": new.to_bytes()}, exclude={exclude} if exclude else set()
+        )
+        if self.me not in new:
+            self._events.append(Removed())
+            return
+        for peer in list(self.links):
+            if peer not in new:
+                self._events.append(Drop(peer, "removed from the channel"))
+
+    def _on_grant(self, peer: bytes, p: dict[bytes, Any], now: float) -> None:
+        to, generation, sealed = p.get(b"to"), p.get(b"g"), p.get(b"x")
+        if not (type(to) is bytes and type(generation) is int and type(sealed) is bytes):
+            raise ValueError("grant malformed")
+        if not self.store.save_grant(self.id, to, generation, sealed):
+            return  # known: already handled and forwarded
+        if to == self.me:
+            self._open_grant(sealed)
+        elif to in self.links:
+            self._send(to, {b"t": b"grant", b"to": to, b"g": generation, b"x": sealed})
+        else:
+            self._broadcast(p, exclude={peer})
+
+    def _open_grant(self, sealed: bytes) -> None:
+        if self.members is None:
+            return
+        try:
+            grant = open_generation_key(
+                self.identity, sealed, channel_id=self.id, issuers=self.members.key_issuers
+            )
+        except ChannelKeyError as exc:
+            self.stats["grant_refused"] += 1
+            log.warning("generation key grant refused: %s", exc)
+            return
+        self.store.save_key(self.id, grant.generation, grant.key)
+        # Messages of that generation that arrived before the key can be read now.
+        for msg in self.store.unreadable(self.id):
+            parsed = ChannelMessage.parse(msg.wire, self.id)
+            if parsed.generation == grant.generation:
+                text = self._read(parsed)
+                if text is not None:
+                    self.store.set_text(self.id, msg.id, text)
+                    self._events.append(Shown(StoredMessage(**{**msg.__dict__, "text": text})))
+
+    def start_invite_only(self, now: float) -> None:
+        """The owner's first list and generation 0, when the channel is created."""
+        members = MemberList.create(self.id, self.me, now=now).sign(self.identity)
+        self.members = members
+        self.store.set_member_list(self.id, members.to_bytes())
+        key = new_generation_key()
+        self.store.save_key(self.id, 0, key)
+
+    def change_members(
+        self, *, add: list[bytes] | None = None, remove: list[bytes] | None = None, now: float
+    ) -> MemberList:
+        """Owner/admin: sign the next member list; on removal, a new generation granted
+        to the remaining members only."""
+        if self.members is None:
+            raise MemberListError("unsigned", "no member list yet")
+        add, remove = add or [], remove or []
+        new = self.members.apply(add=add, remove=remove, now=now).sign(self.identity)
+        new.verify(self.members, channel_id=self.id, owner=self.chat.owner or self.me)
+        keys = self.store.keys(self.id)
+        if new.generation not in keys:
+            keys[new.generation] = new_generation_key()
+            self.store.save_key(self.id, new.generation, keys[new.generation])
+        self._adopt(new)
+        recipients = new.keys - {self.me} if remove else set(add)
+        for member in sorted(recipients):
+            sealed = seal_generation_key(
+                self.identity,
+                member,
+                channel_id=self.id,
+                generation=new.generation,
+                key=keys[new.generation],
+                member_list_version=new.version,
+            )
+            self.store.save_grant(self.id, member, new.generation, sealed)
+            grant = {b"t": b"grant", b"to": member, b"g": new.generation, b"x": sealed}
+            self._broadcast(grant)
+        return new
+
+    # -------------------------------------------------------------- output
+
+    def post(self, text: str, now: float, *, to: list[bytes] | None = None) -> StoredMessage:
+        """Author a message: to everyone, or privately to ``to`` (members)."""
+        generation = self._generation()
+        key = self._traffic_key(generation) if generation >= 0 else None
+        if not to and key is None:
+            raise ValueError("no key for this channel yet (waiting for the owner's grant)")
+        msg = seal_message(
+            self.identity,
+            self.id,
+            kind=TEXT,
+            body={b"t": text.encode()},
+            lamport=self.store.next_lamport(self.id, None),
+            now=now,
+            generation=max(generation, 0),
+            traffic_key=key,
+            recipients=to,
+        )
+        wire = msg.encode()
+        stored = StoredMessage(
+            self.id,
+            msg.id,
+            self.me,
+            msg.lamport,
+            msg.ts_ms,
+            msg.private,
+            text,
+            tuple(k for k, _ in msg.recipients),
+            wire,
+        )
+        self.store.save_message(stored, int(now * 1000))  # persist, then send
+        for peer in self.links:
+            self._send(peer, {b"t": b"msg", b"m": wire})
+        self.stats["posted"] += 1
+        return stored
+
+    def tick(self, now: float) -> None:
+        if now >= self._next_presence:
+            self._next_presence = now + PRESENCE_INTERVAL
+            generation = self._generation()
+            key = self._traffic_key(generation) if generation >= 0 else None
+            if key is not None and self.links:
+                msg = seal_message(
+                    self.identity,
+                    self.id,
+                    kind=PRESENCE,
+                    body={b"s": b"online"},
+                    lamport=0,
+                    now=now,
+                    generation=generation,
+                    traffic_key=key,
+                )
+                self._broadcast({b"t": b"msg", b"m": msg.encode()})
+        if now >= self._next_entropy:
+            self._next_entropy = now + ANTI_ENTROPY_INTERVAL
+            ids = [m.id for m in self.store.recent(self.id, ANTI_ENTROPY_IDS)]
+            self._broadcast({b"t": b"have", b"ids": ids})
+
+    def next_deadline(self) -> float:
+        return min(self._next_presence, self._next_entropy)
+
+    def member_view(self, now: float) -> list[dict[str, Any]]:
+        """Members with presence: everyone on the list (invite-only) or heard from."""
+        keys: set[bytes] = set(self.presence.last_heard) | set(self.links) | {self.me}
+        roles: dict[bytes, str] = {}
+        if self.members is not None:
+            keys = set(self.members.keys) | {self.me}
+            roles = {m.key: m.role for m in self.members.members}
+        out = []
+        for key in sorted(keys):
+            heard = self.presence.last_heard.get(key)
+            online = (
+                key == self.me
+                or key in self.links
+                or (heard is not None and now - heard < PRESENCE_WINDOW)
+            )
+            out.append(
+                {
+                    "public_key": key.hex(),
+                    "role": roles.get(key),
+                    "online": online,
+                    "linked": key in self.links,
+                    "me": key == self.me,
+                    "last_heard": int(heard * 1000) if heard else None,
+                }
+            )
+        return out

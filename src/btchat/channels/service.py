@@ -1,0 +1,341 @@
+"""One joined channel, running: a TCP listener, member links, and discovery.
+
+Members are found by the channel's rotating infohash on three independent paths, any
+of which is enough: the DHT (announce + get_peers), the BitTorrent trackers listed in
+the ``.chat`` file (HTTP or UDP announce), and BEP 14 multicast on the LAN; then by
+peer exchange over the links themselves. Every address found is dialled; a link is a
+Noise XXpsk3 session keyed by the channel secret (:mod:`btchat.channels.link`) and
+authenticated by both identities, and the :class:`ChannelEngine` decides what flows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from btchat.channels.chatfile import ChatFile
+from btchat.channels.engine import ChannelEngine, Dial, Drop, Event, Removed
+from btchat.channels.link import Link, LinkClosed, LinkData, LinkEstablished, LinkEvent, LinkFailed
+from btchat.channels.link_connection import LinkConnection, run_link
+from btchat.channels.store import ChannelStore, StoredMessage
+from btchat.identity.keys import Identity
+from btchat.net.dht_service import DhtError, DhtService
+from btchat.node.tasks import TaskOwner
+
+__all__ = ["ChannelConfig", "ChannelService"]
+
+log = logging.getLogger(__name__)
+
+MAX_LINKS = 128
+#: An address that failed (or was ourselves) is not dialled again for this long.
+DIAL_BACKOFF = 30.0
+
+
+@dataclass(frozen=True)
+class ChannelConfig:
+    host: str = "0.0.0.0"
+    port: int = 0
+    dht: bool = True
+    trackers: bool = True
+    lsd: bool = True
+    lsd_options: dict[str, Any] = field(default_factory=dict)  # LsdService.start keywords
+    discovery_interval: float = 300.0
+    #: Only for tests of partial meshes: refuse to dial or accept these members.
+    blocked: frozenset[bytes] = frozenset()
+
+
+class ChannelService:
+    def __init__(
+        self,
+        chat: ChatFile,
+        identity: Identity,
+        store: ChannelStore,
+        dht: DhtService | None,
+        config: ChannelConfig,
+        *,
+        on_event: Callable[[ChatFile, Event | dict[str, Any]], None],
+    ) -> None:
+        self.chat = chat
+        self.identity = identity
+        self.store = store
+        self.dht = dht
+        self.config = config
+        self.on_event = on_event
+        self.engine: ChannelEngine | None = None
+        self.links: dict[bytes, tuple[LinkConnection, bool]] = {}  # member -> (conn, we dialled)
+        self._server: asyncio.base_events.Server | None = None
+        self._tasks = TaskOwner()
+        self._dialling: set[tuple[str, int]] = set()
+        self._failed: dict[tuple[str, int], float] = {}
+        self._lsd: Any = None
+        self._wake = asyncio.Event()
+        self.port = 0
+        self.peer_id = b"-BC0001-" + os.urandom(12)
+        self.stats: dict[str, int] = {"dht_found": 0, "tracker_found": 0, "lsd_found": 0}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, self.config.host, self.config.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        self.engine = ChannelEngine(
+            self.chat, self.identity, self.store, listen_port=self.port, now=time.time()
+        )
+        self._tasks.spawn(self._tick_loop())
+        if self.config.dht and self.dht is not None:
+            self._tasks.spawn(self._dht_loop())
+        if self.config.trackers and self.chat.trackers:
+            self._tasks.spawn(self._tracker_loop())
+        if self.config.lsd:
+            await self._start_lsd()
+
+    async def stop(self) -> None:
+        await self._tasks.cancel_all()
+        for conn, _ in list(self.links.values()):
+            conn.close("leaving")
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+        if self._lsd is not None:
+            self._lsd.close()
+
+    # ------------------------------------------------------------------ links
+
+    def _new_link(self, role: str) -> Link:
+        assert self.engine is not None
+        return Link(
+            role,  # type: ignore[arg-type]
+            identity=self.identity,
+            channel_id=self.chat.channel_id,
+            psk=self.chat.keys.proof_key,
+            authorize=self._authorize,
+            now=asyncio.get_running_loop().time(),  # the clock run_link drives it with
+        )
+
+    def _authorize(self, member: bytes) -> bool:
+        return (
+            member not in self.config.blocked
+            and self.engine is not None
+            and self.engine.authorize(member)
+        )
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self.links) >= MAX_LINKS:
+            writer.close()
+            return
+        peer = writer.get_extra_info("peername")
+        await self._run(self._new_link("responder"), reader, writer, peer[0] if peer else "", False)
+
+    def dial(self, addr: tuple[str, int]) -> None:
+        now = time.monotonic()
+        if addr in self._dialling or self._failed.get(addr, 0) > now:
+            return
+        if len(self.links) >= MAX_LINKS or addr[1] == 0:
+            return
+        if any(
+            self.engine and self.engine.links.get(m) and self.engine.links[m].addr == addr
+            for m in self.links
+        ):
+            return
+        self._dialling.add(addr)
+        self._tasks.spawn(self._dial(addr))
+
+    async def _dial(self, addr: tuple[str, int]) -> None:
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(*addr), 10)
+        except (OSError, TimeoutError):
+            self._failed[addr] = time.monotonic() + DIAL_BACKOFF
+            self._dialling.discard(addr)
+            return
+        try:
+            ok = await self._run(self._new_link("initiator"), reader, writer, addr[0], True)
+        finally:
+            self._dialling.discard(addr)
+        if not ok:
+            self._failed[addr] = time.monotonic() + DIAL_BACKOFF
+
+    async def _run(
+        self,
+        link: Link,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        remote_ip: str,
+        dialled: bool,
+    ) -> bool:
+        """Run one link to its end; True if it was established."""
+        state: dict[str, Any] = {"member": None}
+        conn_box: list[LinkConnection] = []
+
+        def on_event(event: LinkEvent) -> None:
+            assert self.engine is not None
+            if isinstance(event, LinkEstablished):
+                member = event.identity
+                if not self._keep(member, dialled):
+                    conn_box[0].close("duplicate link")
+                    return
+                state["member"] = member
+                self.links[member] = (conn_box[0], dialled)
+                self.engine.link_up(member, remote_ip, time.time())
+                self._flush()
+            elif isinstance(event, LinkData):
+                member = state["member"]
+                if member is not None and self.links.get(member, (None,))[0] is conn_box[0]:
+                    self.engine.on_payload(member, event.payload, time.time())
+                    self._flush()
+            elif isinstance(event, LinkClosed | LinkFailed):
+                self._gone(state["member"], conn_box[0] if conn_box else None)
+
+        conn = LinkConnection(link, writer)
+        conn_box.append(conn)
+        try:
+            await run_link(link, reader, writer, on_event=on_event, connection=conn)
+        finally:
+            self._gone(state["member"], conn)
+        return state["member"] is not None
+
+    def _keep(self, member: bytes, dialled: bool) -> bool:
+        """One link per pair: if both dialled, both keep the one the smaller key dialled."""
+        existing = self.links.get(member)
+        if existing is None:
+            return True
+        initiator_new = self.identity.public_key if dialled else member
+        if initiator_new == min(self.identity.public_key, member):
+            existing[0].close("duplicate link")
+            self.links.pop(member, None)
+            if self.engine is not None:
+                self.engine.link_down(member)
+            return True
+        return False
+
+    def _gone(self, member: bytes | None, conn: LinkConnection | None) -> None:
+        if member is None or conn is None:
+            return
+        current = self.links.get(member)
+        if current is not None and current[0] is conn:
+            del self.links[member]
+            if self.engine is not None:
+                self.engine.link_down(member)
+                self._flush()
+
+    def _flush(self) -> None:
+        assert self.engine is not None
+        for member, payload in self.engine.take_outgoing():
+            link = self.links.get(member)
+            if link is not None:
+                link[0].send(payload)
+        for event in self.engine.take_events():
+            if isinstance(event, Dial):
+                if event.member not in self.config.blocked:
+                    self.dial(event.addr)
+            elif isinstance(event, Drop):
+                link = self.links.get(event.member)
+                if link is not None:
+                    link[0].close(event.reason)
+            elif isinstance(event, Removed):
+                for conn, _ in list(self.links.values()):
+                    conn.close("removed from the channel")
+            self.on_event(self.chat, event)
+
+    # ------------------------------------------------------------------ API
+
+    def post(self, text: str, to: list[bytes] | None = None) -> StoredMessage:
+        assert self.engine is not None
+        stored = self.engine.post(text, time.time(), to=to)
+        self._flush()
+        return stored
+
+    def change_members(
+        self, *, add: list[bytes] | None = None, remove: list[bytes] | None = None
+    ) -> None:
+        assert self.engine is not None
+        self.engine.change_members(add=add, remove=remove, now=time.time())
+        self._flush()
+
+    # ------------------------------------------------------------------ loops
+
+    async def _tick_loop(self) -> None:
+        assert self.engine is not None
+        while True:
+            self.engine.tick(time.time())
+            self._flush()
+            await asyncio.sleep(max(0.5, self.engine.next_deadline() - time.time()))
+
+    async def _dht_loop(self) -> None:
+        assert self.dht is not None
+        while True:
+            now = time.time()
+            keys = self.chat.keys
+            try:
+                for infohash in keys.announce_targets(now):
+                    with contextlib.suppress(DhtError):
+                        await self.dht.announce(infohash, self.port)
+                for infohash in keys.lookup_targets(now):
+                    with contextlib.suppress(DhtError):
+                        result = await self.dht.get_peers(infohash)
+                        for addr in result.peers:
+                            self.stats["dht_found"] += 1
+                            self.dial((str(addr[0]), int(addr[1])))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep discovering whatever one round hit
+                log.warning("channel DHT discovery round failed: %s", exc)
+            await asyncio.sleep(self._interval())
+
+    def _interval(self) -> float:
+        # Early on, look more often: a channel of one finds the second member faster.
+        return self.config.discovery_interval if len(self.links) > 0 else 15.0
+
+    async def _tracker_loop(self) -> None:
+        from btchat.trackers import TrackerError, announce
+
+        while True:
+            now = time.time()
+            wait = self._interval()
+            for url in self.chat.trackers:
+                for infohash in self.chat.keys.announce_targets(now):
+                    try:
+                        result = await announce(
+                            url, infohash, self.peer_id, self.port, timeout=15.0
+                        )
+                    except TrackerError as exc:
+                        log.info("tracker %s: %s", url, exc)
+                        continue
+                    for addr in result.peers:
+                        self.stats["tracker_found"] += 1
+                        self.dial(addr)
+            await asyncio.sleep(wait)
+
+    async def _start_lsd(self) -> None:
+        from btchat.lsd import LsdService
+
+        def found(infohash: bytes, addr: tuple[str, int]) -> None:
+            self.stats["lsd_found"] += 1
+            self.dial(addr)
+
+        try:
+            self._lsd = await LsdService.start(self.port, found, **self.config.lsd_options)
+        except OSError as exc:
+            log.warning("LAN discovery unavailable: %s", exc)
+            return
+        self._tasks.spawn(self._lsd_loop())
+
+    async def _lsd_loop(self) -> None:
+        current: set[bytes] = set()
+        while True:
+            now = time.time()
+            wanted = set(self.chat.keys.announce_targets(now)) | set(
+                self.chat.keys.lookup_targets(now)
+            )
+            for infohash in wanted - current:
+                self._lsd.add(infohash)
+            for infohash in current - wanted:
+                self._lsd.remove(infohash)
+            current = wanted
+            await asyncio.sleep(60.0)

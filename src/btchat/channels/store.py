@@ -1,0 +1,219 @@
+"""The channel tables of the message database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from btchat.messaging.store import Store
+
+__all__ = ["ChannelRow", "ChannelStore", "StoredMessage"]
+
+
+@dataclass(frozen=True)
+class ChannelRow:
+    id: bytes
+    chatfile: bytes
+    joined_ms: int
+    member_list: bytes | None
+    lamport: int
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    channel: bytes
+    id: bytes
+    author: bytes
+    lamport: int
+    ts_ms: int
+    private: bool
+    text: str | None
+    recipients: tuple[bytes, ...]
+    wire: bytes
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "channel": self.channel.hex(),
+            "id": self.id.hex(),
+            "author": self.author.hex(),
+            "lamport": self.lamport,
+            "ts": self.ts_ms,
+            "private": self.private,
+            "recipients": [r.hex() for r in self.recipients],
+            "text": self.text,
+        }
+
+
+_MSG = "channel, id, author, lamport, ts_ms, private, text, recipients, wire"
+
+
+def _msg(row: Any) -> StoredMessage:
+    recipients = bytes(row[7] or b"")
+    return StoredMessage(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        bool(row[5]),
+        row[6],
+        tuple(recipients[i : i + 32] for i in range(0, len(recipients), 32)),
+        bytes(row[8]),
+    )
+
+
+class ChannelStore:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # ----------------------------------------------------------------- channels
+
+    def add_channel(self, channel: bytes, chatfile: bytes, now_ms: int) -> bool:
+        with self.store.transaction() as conn:
+            return bool(
+                conn.execute(
+                    "INSERT OR IGNORE INTO channels (id, chatfile, joined_ms) VALUES (?, ?, ?)",
+                    (channel, chatfile, now_ms),
+                ).rowcount
+            )
+
+    def remove_channel(self, channel: bytes) -> bool:
+        with self.store.transaction() as conn:
+            for table, column in (
+                ("channel_messages", "channel"),
+                ("channel_keys", "channel"),
+                ("channel_grants", "channel"),
+                ("channels", "id"),
+            ):
+                changed = conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (channel,))
+            return bool(changed.rowcount)
+
+    def channels(self) -> list[ChannelRow]:
+        return [
+            ChannelRow(*r)
+            for r in self.store.query(
+                "SELECT id, chatfile, joined_ms, member_list, lamport FROM channels"
+                " ORDER BY joined_ms"
+            )
+        ]
+
+    def channel(self, channel: bytes) -> ChannelRow | None:
+        rows = self.store.query(
+            "SELECT id, chatfile, joined_ms, member_list, lamport FROM channels WHERE id = ?",
+            (channel,),
+        )
+        return ChannelRow(*rows[0]) if rows else None
+
+    def set_member_list(self, channel: bytes, data: bytes) -> None:
+        with self.store.transaction() as conn:
+            conn.execute("UPDATE channels SET member_list = ? WHERE id = ?", (data, channel))
+
+    def next_lamport(self, channel: bytes, seen: int | None) -> int:
+        """Advance past ``seen`` (a received message), or tick for one we send."""
+        with self.store.transaction() as conn:
+            (current,) = conn.execute(
+                "SELECT lamport FROM channels WHERE id = ?", (channel,)
+            ).fetchone()
+            value = max(current, seen) if seen is not None else current + 1
+            conn.execute("UPDATE channels SET lamport = ? WHERE id = ?", (value, channel))
+            return int(value)
+
+    # --------------------------------------------------------------------- keys
+
+    def save_key(self, channel: bytes, generation: int, key: bytes) -> None:
+        with self.store.transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO channel_keys (channel, generation, key) VALUES (?, ?, ?)",
+                (channel, generation, key),
+            )
+
+    def keys(self, channel: bytes) -> dict[int, bytes]:
+        return {
+            r[0]: bytes(r[1])
+            for r in self.store.query(
+                "SELECT generation, key FROM channel_keys WHERE channel = ?", (channel,)
+            )
+        }
+
+    def save_grant(self, channel: bytes, recipient: bytes, generation: int, sealed: bytes) -> bool:
+        with self.store.transaction() as conn:
+            return bool(
+                conn.execute(
+                    "INSERT OR IGNORE INTO channel_grants (channel, recipient, generation, sealed)"
+                    " VALUES (?, ?, ?, ?)",
+                    (channel, recipient, generation, sealed),
+                ).rowcount
+            )
+
+    def grants(self, channel: bytes) -> list[tuple[bytes, int, bytes]]:
+        return [
+            (r[0], r[1], bytes(r[2]))
+            for r in self.store.query(
+                "SELECT recipient, generation, sealed FROM channel_grants WHERE channel = ?",
+                (channel,),
+            )
+        ]
+
+    # ----------------------------------------------------------------- messages
+
+    def has_message(self, channel: bytes, msg_id: bytes) -> bool:
+        return bool(
+            self.store.query(
+                "SELECT 1 FROM channel_messages WHERE channel = ? AND id = ?", (channel, msg_id)
+            )
+        )
+
+    def save_message(self, msg: StoredMessage, now_ms: int) -> bool:
+        """Store once; False if this id was stored before (another path got it first)."""
+        with self.store.transaction() as conn:
+            return bool(
+                conn.execute(
+                    f"INSERT OR IGNORE INTO channel_messages ({_MSG}, received_ms)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        msg.channel,
+                        msg.id,
+                        msg.author,
+                        msg.lamport,
+                        msg.ts_ms,
+                        int(msg.private),
+                        msg.text,
+                        b"".join(msg.recipients) or None,
+                        msg.wire,
+                        now_ms,
+                    ),
+                ).rowcount
+            )
+
+    def recent(self, channel: bytes, limit: int) -> list[StoredMessage]:
+        """The newest ``limit`` messages, oldest first (history a late joiner is sent)."""
+        rows = self.store.query(
+            f"SELECT {_MSG} FROM channel_messages WHERE channel = ?"
+            " ORDER BY lamport DESC, author DESC, id DESC LIMIT ?",
+            (channel, limit),
+        )
+        return [_msg(r) for r in reversed(rows)]
+
+    def history(self, channel: bytes, limit: int) -> list[StoredMessage]:
+        """What this member can read, newest ``limit``, oldest first."""
+        rows = self.store.query(
+            f"SELECT {_MSG} FROM channel_messages WHERE channel = ? AND text IS NOT NULL"
+            " ORDER BY lamport DESC, author DESC, id DESC LIMIT ?",
+            (channel, limit),
+        )
+        return [_msg(r) for r in reversed(rows)]
+
+    def unreadable(self, channel: bytes) -> list[StoredMessage]:
+        rows = self.store.query(
+            f"SELECT {_MSG} FROM channel_messages WHERE channel = ? AND text IS NULL"
+            " AND private = 0",
+            (channel,),
+        )
+        return [_msg(r) for r in rows]
+
+    def set_text(self, channel: bytes, msg_id: bytes, text: str) -> None:
+        with self.store.transaction() as conn:
+            conn.execute(
+                "UPDATE channel_messages SET text = ? WHERE channel = ? AND id = ?",
+                (text, channel, msg_id),
+            )

@@ -1,0 +1,201 @@
+"""The daemon's channels: create, join, leave, post, members; one service per channel."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from btchat.api.facade import ApiError
+from btchat.channels.chatfile import ChatFile, ChatFileError
+from btchat.channels.engine import Event, Removed, Shown
+from btchat.channels.members import MemberListError
+from btchat.channels.service import ChannelConfig, ChannelService
+from btchat.channels.store import ChannelStore
+from btchat.identity.idtext import IdError, format_id, parse_contact_ref
+from btchat.identity.keys import Identity
+from btchat.messaging.store import Store
+from btchat.net.dht_service import DhtService
+
+__all__ = ["ChannelManager"]
+
+log = logging.getLogger(__name__)
+
+MAX_TEXT = 16 * 1024
+
+
+class ChannelManager:
+    def __init__(
+        self,
+        identity: Identity,
+        store: Store,
+        dht: DhtService | None,
+        config: ChannelConfig,
+        emit: Callable[[dict[str, Any]], None],
+    ) -> None:
+        self.identity = identity
+        self.store = ChannelStore(store)
+        self.dht = dht
+        self.config = config
+        self.emit = emit
+        self.services: dict[bytes, ChannelService] = {}
+
+    async def start(self) -> None:
+        for row in self.store.channels():
+            try:
+                chat = ChatFile.from_bytes(row.chatfile)
+            except ChatFileError as exc:
+                log.warning("stored channel %s unreadable: %s", row.id.hex()[:16], exc)
+                continue
+            await self._run(chat)
+
+    async def stop(self) -> None:
+        for service in list(self.services.values()):
+            await service.stop()
+        self.services.clear()
+
+    async def _run(self, chat: ChatFile) -> ChannelService:
+        service = ChannelService(
+            chat, self.identity, self.store, self.dht, self.config, on_event=self._on_event
+        )
+        await service.start()
+        self.services[chat.channel_id] = service
+        return service
+
+    def _on_event(self, chat: ChatFile, event: Event | dict[str, Any]) -> None:
+        if isinstance(event, Shown):
+            self.emit(
+                {
+                    "type": "channel_message",
+                    "channel": chat.channel_id.hex(),
+                    "message": event.message.to_json(),
+                }
+            )
+        elif isinstance(event, Removed):
+            self.emit({"type": "channel_removed", "channel": chat.channel_id.hex()})
+
+    # ------------------------------------------------------------------ lookup
+
+    def _service(self, ref: str) -> ChannelService:
+        ref = ref.strip()
+        matches = [
+            s
+            for cid, s in self.services.items()
+            if s.chat.name == ref or (len(ref) >= 8 and cid.hex().startswith(ref.lower()))
+        ]
+        if not matches:
+            raise ApiError(404, "no_channel", f"no channel {ref!r}")
+        if len(matches) > 1:
+            raise ApiError(409, "ambiguous", f"several channels match {ref!r}; use its id")
+        return matches[0]
+
+    def _member(self, ref: str) -> bytes:
+        try:
+            pk, _ = parse_contact_ref(ref)
+        except IdError as exc:
+            raise ApiError(400, "bad_id", str(exc)) from None
+        return pk
+
+    def _json(self, service: ChannelService) -> dict[str, Any]:
+        chat = service.chat
+        engine = service.engine
+        now = time.time()
+        members = engine.member_view(now) if engine else []
+        return {
+            "id": chat.channel_id.hex(),
+            "name": chat.name,
+            "invite_only": chat.invite_only,
+            "owner": chat.owner.hex() if chat.owner else None,
+            "trackers": list(chat.trackers),
+            "uri": chat.to_uri(),
+            "port": service.port,
+            "members": len(members),
+            "members_online": sum(1 for m in members if m["online"]),
+            "links": len(service.links),
+            "discovery": dict(service.stats),
+        }
+
+    # ------------------------------------------------------------------ API
+
+    async def list(self) -> list[dict[str, Any]]:
+        return [self._json(s) for s in self.services.values()]
+
+    async def create(self, name: str, invite_only: bool, trackers: list[str]) -> dict[str, Any]:
+        try:
+            chat = ChatFile.create(
+                name,
+                invite_only=invite_only,
+                trackers=tuple(trackers),
+                owner=self.identity if invite_only else None,
+                now=time.time(),
+            )
+        except ChatFileError as exc:
+            raise ApiError(400, exc.code, str(exc)) from None
+        self.store.add_channel(chat.channel_id, chat.to_bytes(), int(time.time() * 1000))
+        service = await self._run(chat)
+        if invite_only:
+            assert service.engine is not None
+            service.engine.start_invite_only(time.time())
+        return {**self._json(service), "chatfile": base64.b64encode(chat.to_bytes()).decode()}
+
+    async def join(self, ref: str) -> dict[str, Any]:
+        try:
+            if ref.strip().lower().startswith("btchat:"):
+                chat = ChatFile.from_uri(ref)
+            else:
+                chat = ChatFile.from_bytes(base64.b64decode(ref, validate=True))
+        except (ChatFileError, ValueError) as exc:
+            raise ApiError(400, getattr(exc, "code", "bad_chatfile"), str(exc)) from None
+        if chat.channel_id in self.services:
+            raise ApiError(409, "exists", f"already in channel {chat.name!r}")
+        self.store.add_channel(chat.channel_id, chat.to_bytes(), int(time.time() * 1000))
+        return self._json(await self._run(chat))
+
+    async def leave(self, ref: str) -> None:
+        service = self._service(ref)
+        await service.stop()
+        del self.services[service.chat.channel_id]
+        self.store.remove_channel(service.chat.channel_id)
+
+    async def get(self, ref: str) -> dict[str, Any]:
+        service = self._service(ref)
+        return {
+            **self._json(service),
+            "chatfile": base64.b64encode(service.chat.to_bytes()).decode(),
+        }
+
+    async def members(self, ref: str) -> list[dict[str, Any]]:
+        service = self._service(ref)
+        assert service.engine is not None
+        out = service.engine.member_view(time.time())
+        for m in out:
+            m["id"] = format_id(bytes.fromhex(m["public_key"]))
+        return out
+
+    async def change_members(self, ref: str, add: list[str], remove: list[str]) -> dict[str, Any]:
+        service = self._service(ref)
+        if not service.chat.invite_only:
+            raise ApiError(400, "open_channel", "an open channel has no member list")
+        try:
+            service.change_members(
+                add=[self._member(a) for a in add], remove=[self._member(r) for r in remove]
+            )
+        except MemberListError as exc:
+            raise ApiError(403 if exc.code == "unauthorized" else 400, exc.code, str(exc)) from None
+        return self._json(service)
+
+    async def post(self, ref: str, text: str, to: list[str]) -> dict[str, Any]:
+        service = self._service(ref)
+        if not text or len(text.encode()) > MAX_TEXT:
+            raise ApiError(400, "bad_text", f"text must be 1 to {MAX_TEXT} bytes")
+        try:
+            stored = service.post(text, [self._member(t) for t in to] or None)
+        except ValueError as exc:
+            raise ApiError(409, "no_key", str(exc)) from None
+        return stored.to_json()
+
+    async def history(self, ref: str, limit: int) -> list[dict[str, Any]]:
+        service = self._service(ref)
+        return [m.to_json() for m in self.store.history(service.chat.channel_id, limit)]
