@@ -67,6 +67,8 @@ PRESENCE_WINDOW = 2.5 * PRESENCE_INTERVAL
 ANTI_ENTROPY_INTERVAL = 30.0
 #: Recent ids exchanged by anti-entropy (history sync uses the channel's option).
 ANTI_ENTROPY_IDS = 64
+#: Anti-entropy leaves out messages younger than this (normal delivery is under way).
+ENTROPY_GRACE = 5.0
 MAX_PAYLOAD = 65000
 MAX_PEX = 200
 
@@ -321,7 +323,11 @@ class ChannelEngine:
         if type(ids) is not list:
             return
         theirs = {i for i in ids[:10_000] if type(i) is bytes}
+        # Repair, not race: a message younger than this may still be on its way to them.
+        fresh_ms = (now - ENTROPY_GRACE) * 1000 if limit == ANTI_ENTROPY_IDS else None
         for msg in self.store.recent(self.id, limit):
+            if fresh_ms is not None and msg.ts_ms > fresh_ms:
+                continue
             if msg.id not in theirs and self._for_peer(msg, peer):
                 self.stats["history_sent"] += 1
                 self._send(peer, {b"t": b"msg", b"m": msg.wire})
