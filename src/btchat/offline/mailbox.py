@@ -162,6 +162,7 @@ class Mailbox:
         self._published_day: int | None = None
         self._ack_dirty: set[bytes] = set()
         self._handed: set[tuple[bytes, bytes, int]] = set()  # (friend, recipient, n)
+        self._head_seq: dict[bytes, int] = {}  # peer -> seq of our last head put
 
     # --------------------------------------------------------------- plumbing
 
@@ -256,7 +257,11 @@ class Mailbox:
 
     def _publish_head(self, peer: bytes, now: float) -> None:
         slot = pk.head_slot(self._secret(peer), self.me, peer, day_of(now))
-        self._put_sealed(slot, self._head(peer).payload(), int(now * 1000))
+        # Storing nodes keep the stored item on an equal seq (BEP 44), so a second head
+        # in the same millisecond (two deposits, two packets received) needs a higher one.
+        seq = max(int(now * 1000), self._head_seq.get(peer, 0) + 1)
+        self._head_seq[peer] = seq
+        self._put_sealed(slot, self._head(peer).payload(), seq)
 
     def acknowledged(self, msg_ids: list[bytes]) -> None:
         """The recipient confirmed these over a live session: stop republishing them."""

@@ -124,8 +124,13 @@ class Ratchet:
         """A fresh bundle for the DHT: new one-time keys each time it is republished (old
         ones stay valid in the account until used or pushed out by newer ones)."""
         account = self._account()
-        keys = self._fresh_one_time_keys(account, BUNDLE_ONE_TIME_KEYS)
+        # vodozemac lists the fallback key only until it is marked published (by any
+        # earlier bundle or one_time_key()): rotate it then, so every bundle has one. The
+        # account keeps the previous fallback key valid too.
+        if not account.fallback_key:
+            account.generate_fallback_key()
         fallback = [bytes(k.to_bytes()) for k in account.fallback_key.values()]
+        keys = self._fresh_one_time_keys(account, BUNDLE_ONE_TIME_KEYS)
         self.state.save_account(account.pickle(self._key))
         return Bundle(
             bytes(account.curve25519_key.to_bytes()),

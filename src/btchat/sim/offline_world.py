@@ -113,6 +113,19 @@ class OfflineWorld:
         self._sessions_changed(a)
         return envelope.id
 
+    def churn(self, fraction: float) -> None:
+        """Replace ``fraction`` of the swarm's other nodes: they vanish, newcomers join.
+
+        Unlike :meth:`SimSwarm.churn` this never takes a user's own node away (a user
+        goes offline only through :meth:`go_offline`, which the world keeps track of).
+        """
+        users = {u.addr for u in self.users}
+        others = [a for a in self.swarm.online() if a not in users]
+        gone = self.swarm.rng.sample(others, int(len(others) * fraction))
+        for addr in gone:
+            self.net.detach(addr)
+        self.swarm.add_nodes(len(gone))
+
     def go_offline(self, user: SimUser) -> None:
         user.online = False
         user.ops.clear()
@@ -202,7 +215,12 @@ class OfflineWorld:
             user.traffic["rpcs"] += getattr(result, "queries", 0) or 0
             if kind == "get":
                 value = getattr(result, "value", None)
+                deposited = user.mailbox.stats["deposited"]
                 user.mailbox.on_get(token, value, self.now)
+                if user.mailbox.stats["deposited"] != deposited:
+                    # A deposit that waited for the contact's prekeys is queued only now:
+                    # hand it to online friends as send() does for an immediate one.
+                    self._sessions_changed(user)
             elif kind == "put":
                 user.mailbox.on_put(token, result is not None)
             self._drive(user)
