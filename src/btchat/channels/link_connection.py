@@ -67,9 +67,9 @@ class LinkConnection:
         """Queue ``payload`` as one DATA frame; False if it was not queued.
 
         Not queued: the link is not established (yet, or any more), the stream is
-        closing, or the peer is not reading (:data:`MAX_WRITE_BACKLOG`). Frames sent in one turn of the event loop go
-        out in one write. Raises ``ValueError`` above ``MAX_PAYLOAD`` bytes (a bug, not
-        a condition of the network).
+        closing, or the peer is not reading (:data:`MAX_WRITE_BACKLOG`). Frames sent in
+        one turn of the event loop go out in one write. Raises ``ValueError`` above
+        ``MAX_PAYLOAD`` bytes (a bug, not a condition of the network).
         """
         if not self.link.established or self.writer.is_closing():
             return False
