@@ -63,9 +63,10 @@ def test_messages_sent_while_down_arrive_through_the_dht(pair: tuple[Person, Per
         60,
         "alice to see them delivered",
     )
-    # Reconciliation: Alice offered the three ids, Bob had them all: nothing was resent.
+    # Nothing is sent twice: either Bob's DHT head acknowledged them before the session
+    # came up (nothing left to offer), or Alice offered the three ids and Bob had them.
     sync = alice.cli("status")["sync"]
-    assert sync.get("offered") == 3 and sync.get("resent", 0) == 0, sync
+    assert sync.get("offered", 0) in (0, 3) and sync.get("resent", 0) == 0, sync
     assert bob.cli("status")["sync"].get("duplicates_received", 0) == 0
     bob.cli("send", "alice", "five")
     expected = ["one", "two", "three", "four", "five"]

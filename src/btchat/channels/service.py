@@ -170,7 +170,7 @@ class ChannelService:
         dialled: bool,
     ) -> bool:
         """Run one link to its end; True if it was established."""
-        state: dict[str, Any] = {"member": None}
+        state: dict[str, Any] = {"member": None, "duplicate": False}
         conn_box: list[LinkConnection] = []
 
         def on_event(event: LinkEvent) -> None:
@@ -178,6 +178,7 @@ class ChannelService:
             if isinstance(event, LinkEstablished):
                 member = event.identity
                 if not self._keep(member, dialled):
+                    state["duplicate"] = True  # not a failure: the address is good
                     conn_box[0].close("duplicate link")
                     return
                 state["member"] = member
@@ -198,7 +199,7 @@ class ChannelService:
             await run_link(link, reader, writer, on_event=on_event, connection=conn)
         finally:
             self._gone(state["member"], conn)
-        return state["member"] is not None
+        return state["member"] is not None or state["duplicate"]
 
     def _keep(self, member: bytes, dialled: bool) -> bool:
         """One link per pair: if both dialled, both keep the one the smaller key dialled."""
@@ -256,6 +257,8 @@ class ChannelService:
     ) -> None:
         assert self.engine is not None
         self.engine.change_members(add=add, remove=remove, now=time.time())
+        if add:
+            self._failed.clear()  # someone refused before the invitation may now link
         self._flush()
 
     # ------------------------------------------------------------------ loops
@@ -290,7 +293,9 @@ class ChannelService:
 
     def _interval(self) -> float:
         # Early on, look more often: a channel of one finds the second member faster.
-        return self.config.discovery_interval if len(self.links) > 0 else 15.0
+        if self.links:
+            return self.config.discovery_interval
+        return min(15.0, self.config.discovery_interval)
 
     async def _tracker_loop(self) -> None:
         from btchat.trackers import TrackerError, announce

@@ -129,6 +129,7 @@ class OfflineDelivery:
             self.requeue_outbox(now)
             self.mailbox.tick(now, self._offline_contacts())
             self.pump()
+            self.hand_backups()  # also deposits that waited for the contact's prekeys
             self._wake.clear()
             delay = max(0.05, self.mailbox.next_deadline() - time.time())
             with contextlib.suppress(TimeoutError):
@@ -189,6 +190,15 @@ class OfflineDelivery:
         """Queue a message for a contact with no session (persisted already)."""
         self.mailbox.deposit(peer, envelope.id, blob, time.time())
         self.pump()
+        self.hand_backups()
+
+    def hand_backups(self) -> None:
+        """Give contacts online now the pending packets for others they have not got."""
+        now = time.time()
+        for friend in self._contacts():
+            if self._is_online(friend):
+                for batch in _batches(self.mailbox.backup_for(friend, now)):
+                    self._send(friend, HOLD, {b"p": batch})
 
     def requeue_outbox(self, now: float) -> None:
         """Outbox messages to offline contacts that are not in the mailbox yet: a crash
