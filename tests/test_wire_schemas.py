@@ -1,4 +1,4 @@
-"""docs/schemas/offline.schema.json describes what the offline code writes and reads."""
+"""docs/schemas/offline.schema.json and channel.schema.json describe what the code writes."""
 
 from __future__ import annotations
 
@@ -62,3 +62,45 @@ def test_prekey_bundle(tmp_path: Path) -> None:
         check("prekey_bundle", decode(bundle.encode()))
         olm_key, one_time = Ratchet(ALICE, MailboxState(store)).one_time_key()
         check("prekey_body", {b"k": olm_key, b"o": one_time})
+
+
+CHANNEL_SCHEMA = json.loads(
+    (Path(__file__).parent.parent / "docs" / "schemas" / "channel.schema.json").read_text()
+)
+
+
+def check_channel(name: str, value: Any) -> None:
+    schema = {**CHANNEL_SCHEMA, "$ref": f"#/$defs/{name}"}
+    jsonschema.Draft202012Validator(schema).validate(as_json(value))
+
+
+def test_channel_messages_and_link_payloads_match_their_schema(tmp_path: Path) -> None:
+    import time
+
+    from btchat.channels.chatfile import ChatFile
+    from btchat.channels.engine import ChannelEngine
+    from btchat.channels.messages import ChannelMessage
+    from btchat.channels.store import ChannelStore
+
+    jsonschema.Draft202012Validator.check_schema(CHANNEL_SCHEMA)
+    chat = ChatFile.create("schema", now=time.time())
+    engines = []
+    for name, ident in (("a", ALICE), ("b", BOB)):
+        store = ChannelStore(Store.open(tmp_path / f"{name}.db", None))
+        store.add_channel(chat.channel_id, chat.to_bytes(), 0)
+        engines.append(ChannelEngine(chat, ident, store, listen_port=4000, now=0.0))
+    a, b = engines
+    a.link_up(BOB.public_key, "127.0.0.1", 0.0)
+    b.link_up(ALICE.public_key, "127.0.0.1", 0.0)
+    a.post("hello", 1.0)
+    a.post("private", 2.0, to=[BOB.public_key])
+    a.tick(100.0)
+    kinds = set()
+    for _, data in a.take_outgoing():
+        payload = decode(data)
+        check_channel("payload", payload)
+        kinds.add(payload[b"t"])
+        if payload[b"t"] == b"msg":
+            check_channel("message", decode(payload[b"m"]))
+            ChannelMessage.parse(payload[b"m"], chat.channel_id)
+    assert {b"hello", b"msg", b"have"} <= kinds
