@@ -10,6 +10,7 @@ import os
 import platform
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,10 @@ def run_all(quick: bool, only: list[str] | None) -> dict[str, Any]:
     plan["first_message"] = guarded(lambda: messenger.first_message(quick=quick))
     plan["session_throughput"] = guarded(lambda: messenger.session_throughput(quick=quick))
     plan["bulk_ratio"] = guarded(lambda: messenger.bulk_ratio(quick=quick))
+    from bench import offline
+
+    plan["pending_delivery"] = guarded(lambda: offline.pending_delivery(quick=quick))
+    plan["offline_traffic"] = guarded(lambda: offline.offline_traffic(quick=quick))
     # Last: libtorrent sessions keep threads busy after they are closed, which would
     # slow every benchmark measured after them in this process.
     try:
@@ -85,17 +90,58 @@ def fmt(x: Any, unit: str = "", digits: int = 2) -> str:
     return f"{x}{unit}"
 
 
-def render(results: dict[str, Any], meta: dict[str, str]) -> str:
+def merge_previous(results: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """A partial run (``--only``) keeps the other sections' figures from the previous
+    ``bench/results/latest.json``; ``meta["measured"]`` says when each section was run."""
+    stamp = f"{meta['date']} (`{meta['commit']}`)"
+    try:
+        previous = json.loads((RESULTS / "latest.json").read_text())
+    except (OSError, ValueError):
+        previous = {}
+    if not isinstance(previous, dict):
+        previous = {}
+    old_meta = previous.pop("meta", {})
+    old_stamp = f"{old_meta.get('date', 'an earlier run')} (`{old_meta.get('commit', '?')}`)"
+    old_measured = old_meta.get("measured", {})
+    merged: dict[str, Any] = {}
+    measured: dict[str, str] = {}
+    for name, value in previous.items():
+        if name not in results:
+            merged[name] = value
+            measured[name] = old_measured.get(name, old_stamp)
+    for name, value in results.items():
+        merged[name] = value
+        measured[name] = stamp
+    meta["measured"] = measured
+    return merged
+
+
+def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
+    measured: dict[str, str] = meta.get("measured", {})
+    stamps = sorted(set(measured.values()))
+    if len(stamps) > 1:  # a partial run merged with earlier figures
+        when = [
+            f"Measured on {meta['machine']}, sections from separate runs "
+            "(`python -m bench --only NAME ...` re-measures some and keeps the others):",
+            "",
+        ]
+        when += [
+            f"- {stamp}: " + ", ".join(f"`{n}`" for n, s in measured.items() if s == stamp)
+            for stamp in stamps
+        ]
+    else:
+        when = [f"Measured {meta['date']} on {meta['machine']} (`{meta['commit']}`)."]
     out = [
         "# Benchmarks",
         "",
-        f"Measured {meta['date']} on {meta['machine']} (`{meta['commit']}`).",
+        *when,
         "",
         f"Command: `{meta['command']}` (writes this file; raw figures in "
         "`bench/results/latest.json`, not committed).",
         "",
-        "Targets come from issue 2 (DHT) and issue 3 (messenger). Every figure is a "
-        "measurement from the run above; misses are reported as misses.",
+        "Targets come from issue 2 (DHT), issue 3 (messenger) and issue 4 (offline "
+        "delivery). Every figure is a measurement from the run stated; misses are reported "
+        "as misses.",
         "",
     ]
     q = results.get("qps")
@@ -175,6 +221,7 @@ def render(results: dict[str, Any], meta: dict[str, str]) -> str:
         else:
             out += [*vs["markdown"].splitlines(), ""]
     out += render_messenger(results)
+    out += render_offline(results)
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -320,6 +367,166 @@ def render_messenger(results: dict[str, Any]) -> list[str]:
     return out
 
 
+def _ms_or_dash(x: float) -> str:
+    return "-" if x != x else _ms(x)  # NaN: no complete run
+
+
+def _kb(x: float) -> str:
+    return f"{x / 1000:,.1f} kB" if x < 1e6 else f"{x / 1e6:,.2f} MB"
+
+
+def render_offline(results: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    pd = results.get("pending_delivery")
+    if pd:
+        if "error" in pd:
+            out += ["## Pending messages when the recipient comes back", "", pd["error"], ""]
+        else:
+            one, many = pd["cases"]["1"], pd["cases"]["100"]
+            out += [
+                "## Pending messages shown when the recipient comes back, 1,000-node sandbox "
+                f"(target median <= 2 s for one message: {_verdict(pd['target_met'])})",
+                "",
+                f"A `btchat sandbox` swarm of {pd['nodes']} real nodes on 127.0.0.1 and one "
+                "`btchat up` process per person. Each run takes a fresh pair A and B (contacts "
+                "both ways): both come up, A sends one message by session (so each hands the "
+                "other its prekeys), B stops, A sends *k* messages, which go into the DHT "
+                "mailbox, we wait until A's `status` shows every mailbox put finished, and A "
+                "is killed (SIGKILL), so nothing can come by session. Times are from the start "
+                "of B's `btchat up` process (Python start-up included): its API answering "
+                "(the line it prints), its DHT join (its log), the first and the last of the "
+                "*k* messages *shown* (in B's history: its event stream or a "
+                "30 ms poll of its API, whichever saw it first), and *stored* (the time B's "
+                "database recorded for each). Medians, except where p95 is said.",
+                "",
+                "| pending | runs | all shown | all shown p95 | API up | joined the DHT "
+                "| first stored | first shown | all stored |",
+                "|---|---|---|---|---|---|---|---|---|",
+            ]
+            for k, c in (("1", one), ("100", many)):
+                cols = (
+                    c["all_shown_s"]["median"],
+                    c["all_shown_s"]["p95"],
+                    c["api_up_s"]["median"],
+                    c["joined_s"]["median"],
+                    c["first_stored_s"]["median"],
+                    c["first_shown_s"]["median"],
+                    c["all_stored_s"]["median"],
+                )
+                out.append(
+                    f"| {k} | {c['complete_runs']}/{c['runs']} | "
+                    + " | ".join(_ms_or_dash(x) for x in cols)
+                    + " |"
+                )
+            out += [
+                "",
+                "Before each measurement, A's mailbox puts (a chunk and a head per message) "
+                f"finished in {_ms_or_dash(one['a_stored_s']['median'])} for one message and "
+                f"{many['a_stored_s']['median']:.1f} s for 100 (medians; "
+                f"{one['a_puts_failed'] + many['a_puts_failed']} of the puts failed, "
+                f"all runs together). Missing chunks seen by B: "
+                f"{one['chunks_missing'] + many['chunks_missing']}. B's process had used "
+                f"{one['b_cpu_s']['median']:.2f} s of CPU when the one message was shown and "
+                f"{many['b_cpu_s']['median']:.2f} s when the 100 were (since its start, "
+                "Python start-up included), and had written "
+                f"{many['b_puts']['median']:.0f} acknowledging head puts for the 100 "
+                "messages.",
+                "",
+            ]
+            failures = Counter(" ".join(e.split())[:300] for c in (one, many) for e in c["errors"])
+            if failures:
+                out += [f"- {n} run(s) failed: {e}" for e, n in failures.items()] + [""]
+    tr = results.get("offline_traffic")
+    if tr:
+        if "error" in tr:
+            out += ["## DHT traffic per offline message", "", tr["error"], ""]
+        else:
+            sd = tr["senders"]
+            h = tr["retention_h"]
+            expired = all(sd[k]["outcomes"].get("failed") for k in ("one", "ten"))
+            out += [
+                f"## DHT traffic per offline message over {h} simulated hours",
+                "",
+                f"`btchat.sim.offline_world` on a simulated swarm of {tr['nodes']} real node "
+                "cores (latency 10-100 ms per hop, no loss, the long-run node configuration: "
+                "items expire after two hours as on the real network). Pairs of users side "
+                f"by side; the recipient stays offline for the whole retention period ({h} h), "
+                "so the sender republishes its head for that contact and each message's "
+                f"chunks every hour until the messages expire (the run covers "
+                f"{tr['window_h']:.1f} h; both senders were told their messages expired: "
+                f"{'yes' if expired else 'NO'}). *Idle* has one offline contact and sends "
+                "nothing. Every datagram to and from these users is counted on the simulated "
+                "wire and sorted by the item it is for: *publishing* is the sender's own "
+                "heads and chunks (each put is a lookup with BEP 44 `get` queries, then `put` "
+                "queries to the closest nodes), *polling* its reads of the contact's head "
+                "every 15 minutes (paid for every offline contact, whether or not anything "
+                "is sent), *prekeys* its one fetch of the contact's prekey bundle before the "
+                "first message (contacts that met before already have them). RPCs are "
+                "queries sent; bytes are UDP payload sent plus received (the answers).",
+                "",
+                "| sender, over the run | DHT puts | publishing RPCs | publishing bytes "
+                "| DHT gets | polling RPCs | polling bytes | prekeys RPCs |",
+                "|---|---|---|---|---|---|---|---|",
+            ]
+            for label, key in (("idle", "idle"), ("1 message", "one"), ("10 messages", "ten")):
+                r = sd[key]
+                out.append(
+                    f"| {label} | {r['puts']} | {r['publish']['rpcs']:,} | "
+                    f"{_kb(r['publish']['bytes'])} | {r['gets']} | {r['poll']['rpcs']:,} | "
+                    f"{_kb(r['poll']['bytes'])} | {r['prekeys']['rpcs']} |"
+                )
+            out += [
+                "",
+                f"| publishing cost per message, over {h} h | RPCs | bytes | RPCs per hour "
+                "| bytes per hour |",
+                "|---|---|---|---|---|",
+            ]
+            for label, key in (
+                ("sent alone", "per_message_1"),
+                ("one of 10 sent together", "per_message_10"),
+                ("each message beyond the first (10 minus 1, over 9)", "marginal_message"),
+            ):
+                r = tr[key]
+                out.append(
+                    f"| {label} | {r['rpcs']:,.0f} | {_kb(r['bytes'])} | {r['rpcs'] / h:.1f} "
+                    f"| {_kb(r['bytes'] / h)} |"
+                )
+            idle = sd["idle"]
+            node = idle["node_bytes_per_h"]
+            poll = tr["polling_per_contact"]
+            out += [
+                "",
+                "One head per contact is shared by all the messages waiting for that contact, "
+                "hence the lower cost per message in a batch. Polling one offline contact "
+                f"costs {poll['rpcs'] / h:.0f} RPCs and {_kb(poll['bytes'] / h)} per hour. "
+                "For scale, the idle user's DHT node spends "
+                f"{_kb(node['maintenance'])}/h on its own routing-table upkeep and "
+                f"{_kb(node['serving'])}/h answering other nodes.",
+                "",
+            ]
+            fetch = tr.get("fetch", {})
+            if fetch:
+                out += [
+                    "The recipient's cost to fetch: two more pairs, whose recipient comes back "
+                    "24.5 h after the send while the sender is gone. Counted from its return "
+                    "until the messages are stored and its acknowledging head is written "
+                    "(joining the DHT and republishing its own prekey bundle not included).",
+                    "",
+                    "| messages waiting | DHT gets | DHT puts | RPCs to read head and chunks "
+                    "| RPCs to acknowledge | bytes | shown after (virtual time) |",
+                    "|---|---|---|---|---|---|---|",
+                ]
+                for r in fetch.values():
+                    read = r["poll"]["rpcs"] + r["fetch"]["rpcs"]
+                    out.append(
+                        f"| {r['messages']} | {r['gets']} | {r['puts']} | {read} | "
+                        f"{r['publish']['rpcs']} | {_kb(r['mailbox']['bytes'])} | "
+                        f"{r['shown_s']:.0f} s |"
+                    )
+                out.append("")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="fewer lookups")
@@ -331,13 +538,15 @@ def main() -> None:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
     ).stdout.strip()
-    meta = {
+    meta: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),
         "commit": commit or "uncommitted",
         "command": "scripts/bench" + (" --quick" if args.quick else ""),
     }
     results = run_all(args.quick, args.only)
+    if args.only:
+        results = merge_previous(results, meta)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps({"meta": meta, **results}, indent=2))
     if not args.no_doc:

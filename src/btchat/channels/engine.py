@@ -65,6 +65,8 @@ PRESENCE_INTERVAL = 60.0
 #: A member heard from (directly or relayed) within this is shown online.
 PRESENCE_WINDOW = 2.5 * PRESENCE_INTERVAL
 ANTI_ENTROPY_INTERVAL = 30.0
+#: Link-set changes are announced at most this often.
+LINKS_DEBOUNCE = 1.0
 #: Recent ids exchanged by anti-entropy (history sync uses the channel's option).
 ANTI_ENTROPY_IDS = 64
 #: Anti-entropy leaves out messages younger than this (normal delivery is under way).
@@ -141,6 +143,8 @@ class ChannelEngine:
         self._next_entropy = now + ANTI_ENTROPY_INTERVAL
         self._known_addrs: dict[bytes, tuple[str, int]] = {}
         self._seen_presence: set[bytes] = set()
+        self._links_dirty = False
+        self._next_links = now
         row = store.channel(self.id)
         self.members: MemberList | None = None
         if row is not None and row.member_list:
@@ -237,12 +241,19 @@ class ChannelEngine:
         return out[:MAX_PEX]
 
     def _links_changed(self, exclude: bytes | None = None) -> None:
+        """Tell linked members our link set changed, at most once per LINKS_DEBOUNCE:
+        while a mesh forms, every member gains a link per member, and telling everyone
+        each time would cost the cube of the channel's size."""
+        self._links_dirty = True
+
+    def _announce_links(self, now: float) -> None:
+        self._links_dirty = False
+        self._next_links = now + LINKS_DEBOUNCE
         for peer in self.links:
-            if peer != exclude:
-                self._send(
-                    peer,
-                    {b"t": b"links", b"links": sorted(self.links), b"pex": self._pex(exclude=peer)},
-                )
+            self._send(
+                peer,
+                {b"t": b"links", b"links": sorted(self.links), b"pex": self._pex(exclude=peer)},
+            )
 
     def known_addresses(self) -> dict[bytes, tuple[str, int]]:
         return dict(self._known_addrs)
@@ -560,6 +571,8 @@ class ChannelEngine:
         return stored
 
     def tick(self, now: float) -> None:
+        if self._links_dirty and now >= self._next_links:
+            self._announce_links(now)
         if now >= self._next_presence:
             self._next_presence = now + PRESENCE_INTERVAL
             generation = self._generation()
@@ -582,7 +595,8 @@ class ChannelEngine:
             self._broadcast({b"t": b"have", b"ids": ids})
 
     def next_deadline(self) -> float:
-        return min(self._next_presence, self._next_entropy)
+        deadline = min(self._next_presence, self._next_entropy)
+        return min(deadline, self._next_links) if self._links_dirty else deadline
 
     def member_view(self, now: float) -> list[dict[str, Any]]:
         """Members with presence: everyone on the list (invite-only) or heard from."""

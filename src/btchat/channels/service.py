@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 MAX_LINKS = 128
 #: An address that failed (or was ourselves) is not dialled again for this long.
 DIAL_BACKOFF = 30.0
+#: Known members without a link are dialled again this often.
+REDIAL_INTERVAL = 20.0
+MAX_SEEDS = 256
 
 
 @dataclass(frozen=True)
@@ -72,9 +75,11 @@ class ChannelService:
         self._server: asyncio.base_events.Server | None = None
         self._tasks = TaskOwner()
         self._dialling: set[tuple[str, int]] = set()
+        self._seeds: set[tuple[str, int]] = set()  # every address ever dialled
         self._failed: dict[tuple[str, int], float] = {}
         self._lsd: Any = None
         self._wake = asyncio.Event()
+        self._tick_at = 0.0
         self.port = 0
         self.peer_id = b"-BC0001-" + os.urandom(12)
         self.stats: dict[str, int] = {"dht_found": 0, "tracker_found": 0, "lsd_found": 0}
@@ -134,6 +139,8 @@ class ChannelService:
         await self._run(self._new_link("responder"), reader, writer, peer[0] if peer else "", False)
 
     def dial(self, addr: tuple[str, int]) -> None:
+        if len(self._seeds) < MAX_SEEDS:
+            self._seeds.add(addr)
         now = time.monotonic()
         if addr in self._dialling or self._failed.get(addr, 0) > now:
             return
@@ -231,6 +238,8 @@ class ChannelService:
             link = self.links.get(member)
             if link is not None:
                 link[0].send(payload)
+        if self.engine.next_deadline() < self._tick_at:
+            self._wake.set()  # the engine wants its tick sooner than the loop planned
         for event in self.engine.take_events():
             if isinstance(event, Dial):
                 if event.member not in self.config.blocked:
@@ -265,10 +274,33 @@ class ChannelService:
 
     async def _tick_loop(self) -> None:
         assert self.engine is not None
+        next_redial = time.time() + REDIAL_INTERVAL
         while True:
-            self.engine.tick(time.time())
+            now = time.time()
+            self.engine.tick(now)
+            if now >= next_redial:
+                next_redial = now + REDIAL_INTERVAL
+                self._redial()
             self._flush()
-            await asyncio.sleep(max(0.5, self.engine.next_deadline() - time.time()))
+            self._wake.clear()
+            self._tick_at = min(self.engine.next_deadline(), next_redial)
+            delay = max(0.05, self._tick_at - time.time())
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that arrives as the wake-up fires, and then stop() would wait forever.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+
+    def _redial(self) -> None:
+        """Members we know an address of but have no link with, and the addresses that
+        discovery or the user gave: try again (each address has its own back-off)."""
+        assert self.engine is not None
+        for member, addr in self.engine.known_addresses().items():
+            if member not in self.links and member not in self.config.blocked:
+                self.dial(addr)
+        if not self.links:
+            for addr in list(self._seeds):
+                self.dial(addr)
 
     async def _dht_loop(self) -> None:
         assert self.dht is not None

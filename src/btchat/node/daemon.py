@@ -509,8 +509,9 @@ class Daemon:
             except DhtError as exc:
                 log.info("could not publish the profile yet: %s", exc)
                 wait = 10.0
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._profile_changed.wait(), wait)
+            with contextlib.suppress(TimeoutError):  # not wait_for: see ChannelService
+                async with asyncio.timeout(wait):
+                    await self._profile_changed.wait()
 
     async def _fetch_profile(self, pk: bytes) -> None:
         """A contact's profile from the DHT (signature checked by the DHT layer)."""

@@ -132,8 +132,11 @@ class OfflineDelivery:
             self.hand_backups()  # also deposits that waited for the contact's prekeys
             self._wake.clear()
             delay = max(0.05, self.mailbox.next_deadline() - time.time())
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that arrives as the wake-up fires, and then stop() would wait forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=min(delay, 60.0))
+                async with asyncio.timeout(min(delay, 60.0)):
+                    await self._wake.wait()
 
     async def _bundle_loop(self, joined: asyncio.Event) -> None:
         while True:

@@ -236,8 +236,9 @@ class Peering:
             now = time.monotonic()
             waits = [t - now for c, t in self._next_try.items() if c not in self.sessions]
             delay = min([self.config.round_interval, *waits])
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.05, delay))
+            with contextlib.suppress(TimeoutError):  # not wait_for: see ChannelService
+                async with asyncio.timeout(max(0.05, delay)):
+                    await self._wake.wait()
 
     async def _tend(self, contact: bytes) -> None:
         secret = self._secret(contact)

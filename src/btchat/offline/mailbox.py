@@ -167,9 +167,12 @@ class Mailbox:
     # --------------------------------------------------------------- plumbing
 
     def take_requests(self, now: float) -> list[Get | Put]:
-        for peer in self._ack_dirty:  # one head per peer however many packets arrived
+        # One head per peer however many packets were deposited or received; an
+        # acknowledgement waits until the packets being fetched from that peer are in.
+        fetching = {peer for peer, _ in self._fetching}
+        for peer in [p for p in self._ack_dirty if p not in fetching]:
             self._publish_head(peer, now)
-        self._ack_dirty.clear()
+            self._ack_dirty.discard(peer)
         out, self._requests = self._requests, []
         return out
 
@@ -219,8 +222,10 @@ class Mailbox:
         if not self.ratchet.has_session(peer) and prekey is None:
             bundle = self._bundles.get(peer)
             if bundle is None:
-                self._waiting.setdefault(peer, {})[msg_id] = envelope
-                self._get(peer, PREKEY_SALT, "bundle", peer)
+                waiting = self._waiting.setdefault(peer, {})
+                if not waiting:  # one fetch of the prekeys for all that wait on them
+                    self._get(peer, PREKEY_SALT, "bundle", peer)
+                waiting[msg_id] = envelope
                 return False
             olm_key, prekey = bundle.olm_key, bundle.pick()
         expires_ms = int((now + self.retention_of(peer)) * 1000)
@@ -241,7 +246,7 @@ class Mailbox:
         )
         self.stats["deposited"] += 1
         self._publish_packet(peer, queued.n, queued.packet)
-        self._publish_head(peer, now)
+        self._ack_dirty.add(peer)  # the head, written once for a burst of deposits
         return True
 
     def _publish_packet(self, peer: bytes, n: int, data: bytes) -> None:
