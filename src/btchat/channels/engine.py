@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -139,8 +140,11 @@ class ChannelEngine:
         self.presence = _Presence()
         self._out: list[tuple[bytes, bytes]] = []
         self._events: list[Event] = []
-        self._next_presence = now
-        self._next_entropy = now + ANTI_ENTROPY_INTERVAL
+        # Timers are jittered so members that started together do not all fire at once.
+        self._rng = random.Random()
+        self._next_presence = now + self._rng.uniform(0, 5)
+        self._next_entropy = now + ANTI_ENTROPY_INTERVAL * self._rng.uniform(0.5, 1.5)
+        self._recent: dict[int, list[StoredMessage]] = {}  # limit -> newest messages
         self._known_addrs: dict[bytes, tuple[str, int]] = {}
         self._seen_presence: set[bytes] = set()
         self._links_dirty = False
@@ -217,7 +221,7 @@ class ChannelEngine:
         hello: dict[bytes, Any] = {
             b"t": b"hello",
             b"port": self.listen_port,
-            b"have": [m.id for m in self.store.recent(self.id, self.chat.history)],
+            b"have": [m.id for m in self._recent_messages(self.chat.history)],
             b"links": sorted(self.links),
             b"pex": self._pex(exclude=peer),
         }
@@ -336,12 +340,19 @@ class ChannelEngine:
         theirs = {i for i in ids[:10_000] if type(i) is bytes}
         # Repair, not race: a message younger than this may still be on its way to them.
         fresh_ms = (now - ENTROPY_GRACE) * 1000 if limit == ANTI_ENTROPY_IDS else None
-        for msg in self.store.recent(self.id, limit):
+        for msg in self._recent_messages(limit):
             if fresh_ms is not None and msg.ts_ms > fresh_ms:
                 continue
             if msg.id not in theirs and self._for_peer(msg, peer):
                 self.stats["history_sent"] += 1
                 self._send(peer, {b"t": b"msg", b"m": msg.wire})
+
+    def _recent_messages(self, limit: int) -> list[StoredMessage]:
+        """The newest messages, read once per change rather than once per link."""
+        cached = self._recent.get(limit)
+        if cached is None:
+            cached = self._recent[limit] = self.store.recent(self.id, limit)
+        return cached
 
     def _for_peer(self, msg: StoredMessage, peer: bytes) -> bool:
         return not self.invite_only or self.members is None or peer in self.members
@@ -385,6 +396,7 @@ class ChannelEngine:
         if not self.store.save_message(stored, int(now * 1000)):
             self.stats["duplicates"] += 1
             return False
+        self._recent.clear()
         self.store.next_lamport(self.id, msg.lamport)
         self.stats["received"] += 1
         if text is not None:
@@ -493,6 +505,7 @@ class ChannelEngine:
                 text = self._read(parsed)
                 if text is not None:
                     self.store.set_text(self.id, msg.id, text)
+                    self._recent.clear()
                     self._events.append(Shown(StoredMessage(**{**msg.__dict__, "text": text})))
 
     def start_invite_only(self, now: float) -> None:
@@ -565,6 +578,7 @@ class ChannelEngine:
             wire,
         )
         self.store.save_message(stored, int(now * 1000))  # persist, then send
+        self._recent.clear()
         for peer in self.links:
             self._send(peer, {b"t": b"msg", b"m": wire})
         self.stats["posted"] += 1
@@ -574,7 +588,7 @@ class ChannelEngine:
         if self._links_dirty and now >= self._next_links:
             self._announce_links(now)
         if now >= self._next_presence:
-            self._next_presence = now + PRESENCE_INTERVAL
+            self._next_presence = now + PRESENCE_INTERVAL * self._rng.uniform(0.8, 1.2)
             generation = self._generation()
             key = self._traffic_key(generation) if generation >= 0 else None
             if key is not None and self.links:
@@ -590,8 +604,8 @@ class ChannelEngine:
                 )
                 self._broadcast({b"t": b"msg", b"m": msg.encode()})
         if now >= self._next_entropy:
-            self._next_entropy = now + ANTI_ENTROPY_INTERVAL
-            ids = [m.id for m in self.store.recent(self.id, ANTI_ENTROPY_IDS)]
+            self._next_entropy = now + ANTI_ENTROPY_INTERVAL * self._rng.uniform(0.8, 1.2)
+            ids = [m.id for m in self._recent_messages(ANTI_ENTROPY_IDS)]
             self._broadcast({b"t": b"have", b"ids": ids})
 
     def next_deadline(self) -> float:

@@ -80,6 +80,8 @@ class ChannelService:
         self._lsd: Any = None
         self._wake = asyncio.Event()
         self._tick_at = 0.0
+        self._accepted: set[asyncio.Task[Any]] = set()
+        self._stopping = False
         self.port = 0
         self.peer_id = b"-BC0001-" + os.urandom(12)
         self.stats: dict[str, int] = {"dht_found": 0, "tracker_found": 0, "lsd_found": 0}
@@ -101,7 +103,13 @@ class ChannelService:
             await self._start_lsd()
 
     async def stop(self) -> None:
+        self._stopping = True
         await self._tasks.cancel_all()
+        accepted = list(self._accepted)
+        for task in accepted:
+            task.cancel()
+        if accepted:
+            await asyncio.wait(accepted, timeout=5)
         for conn, _ in list(self.links.values()):
             conn.close("leaving")
         if self._server is not None:
@@ -136,7 +144,19 @@ class ChannelService:
             writer.close()
             return
         peer = writer.get_extra_info("peername")
-        await self._run(self._new_link("responder"), reader, writer, peer[0] if peer else "", False)
+        task = asyncio.current_task()
+        if task is not None:
+            self._accepted.add(task)
+        try:
+            await self._run(
+                self._new_link("responder"), reader, writer, peer[0] if peer else "", False
+            )
+        except asyncio.CancelledError:
+            if not self._stopping:
+                raise  # only our own stop() ends an accepted link quietly
+        finally:
+            if task is not None:
+                self._accepted.discard(task)
 
     def dial(self, addr: tuple[str, int]) -> None:
         if len(self._seeds) < MAX_SEEDS:
