@@ -176,7 +176,8 @@ class ChannelService:
 
     async def _dial(self, addr: tuple[str, int]) -> None:
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(*addr), 10)
+            async with asyncio.timeout(10):  # not wait_for: it can lose a cancellation
+                reader, writer = await asyncio.open_connection(*addr)
         except (OSError, TimeoutError):
             self._failed[addr] = time.monotonic() + DIAL_BACKOFF
             self._dialling.discard(addr)

@@ -23,10 +23,16 @@ class TaskOwner:
         return task
 
     async def cancel_all(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            # A task's own failure was already logged where it happened; shutdown goes on.
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        # Cancel again while any survive: on Python 3.11 a cancellation that arrives as an
+        # asyncio.wait_for inside a task completes can be lost, and the task runs on.
+        while self._tasks:
+            tasks = list(self._tasks)
+            for task in tasks:
+                task.cancel()
+            _, pending = await asyncio.wait(tasks, timeout=1.0)
+            for task in tasks:
+                if task.done() and not task.cancelled():
+                    # Its own failure was already logged where it happened; go on.
+                    with contextlib.suppress(Exception):
+                        task.exception()
+            del pending  # survivors (and tasks spawned while stopping) go round again
