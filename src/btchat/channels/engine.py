@@ -377,22 +377,12 @@ class ChannelEngine:
             return False
         self.presence.last_heard[msg.author] = now
         if msg.kind == PRESENCE:
-            return self._on_presence(msg, now, via)
+            return self._on_presence(msg, wire, now, via)
         if self.store.has_message(self.id, msg.id):
             self.stats["duplicates"] += 1
             return False
         text = self._read(msg)
-        stored = StoredMessage(
-            self.id,
-            msg.id,
-            msg.author,
-            msg.lamport,
-            msg.ts_ms,
-            msg.private,
-            text,
-            tuple(k for k, _ in msg.recipients),
-            wire,
-        )
+        stored = self._stored(msg, wire, text)
         if not self.store.save_message(stored, int(now * 1000)):
             self.stats["duplicates"] += 1
             return False
@@ -403,6 +393,19 @@ class ChannelEngine:
             self._events.append(Shown(stored))
         self._relay(msg, wire, via)
         return True
+
+    def _stored(self, msg: ChannelMessage, wire: bytes, text: str | None) -> StoredMessage:
+        return StoredMessage(
+            self.id,
+            msg.id,
+            msg.author,
+            msg.lamport,
+            msg.ts_ms,
+            msg.private,
+            text,
+            tuple(k for k, _ in msg.recipients),
+            wire,
+        )
 
     def _read(self, msg: ChannelMessage) -> str | None:
         try:
@@ -422,7 +425,7 @@ class ChannelEngine:
             self.stats["relayed"] += 1
             self._send(peer, {b"t": b"msg", b"m": wire})
 
-    def _on_presence(self, msg: ChannelMessage, now: float, via: bytes | None) -> bool:
+    def _on_presence(self, msg: ChannelMessage, wire: bytes, now: float, via: bytes | None) -> bool:
         if msg.id in self._seen_presence:
             return False
         if len(self._seen_presence) > 10_000:
@@ -434,7 +437,7 @@ class ChannelEngine:
         status = body.get(b"s") if body else None
         if type(status) is bytes and len(status) <= 16:
             self.presence.status[msg.author] = status.decode("ascii", "replace")
-        self._relay(msg, msg.encode(), via)
+        self._relay(msg, wire, via)
         return True
 
     # -------------------------------------------------------------- invite-only
@@ -566,17 +569,7 @@ class ChannelEngine:
             recipients=to,
         )
         wire = msg.encode()
-        stored = StoredMessage(
-            self.id,
-            msg.id,
-            self.me,
-            msg.lamport,
-            msg.ts_ms,
-            msg.private,
-            text,
-            tuple(k for k, _ in msg.recipients),
-            wire,
-        )
+        stored = self._stored(msg, wire, text)
         self.store.save_message(stored, int(now * 1000))  # persist, then send
         self._recent.clear()
         for peer in self.links:

@@ -715,7 +715,7 @@ class Daemon:
         # Reconcile before resending: offer the ids still unacknowledged (they may have
         # arrived through the DHT mailbox or a friend meanwhile); the peer acknowledges
         # what it has and asks for the rest, which is then replayed in causal order.
-        ids = [env_mod.parse_envelope(b).id for b in self._outbox(pk)]
+        ids = [queued.id for queued, _ in self._outbox(pk)]
         for start in range(0, len(ids), env_mod.MAX_RECEIPT_IDS):
             self._send_body(pk, SYNC, {b"ids": ids[start : start + env_mod.MAX_RECEIPT_IDS]})
         self.sync_stats["offered"] += len(ids)
@@ -726,23 +726,21 @@ class Daemon:
         if self.offline is not None:
             self.offline.session_up(pk)
 
-    def _outbox(self, pk: bytes) -> list[bytes]:
+    def _outbox(self, pk: bytes) -> list[tuple[Envelope, bytes]]:
         """The outbox to ``pk``: parseable envelopes only, in Lamport order."""
         out = []
         for blob in self.store.pending_outbox(pk):
             try:
-                env_mod.parse_envelope(blob)
+                out.append((env_mod.parse_envelope(blob), blob))
             except EnvelopeError:
                 continue
-            out.append(blob)
         return out
 
     def _replay_outbox(self, pk: bytes, only: set[bytes] | None) -> None:
         """Resend unacknowledged messages (all, or those the peer asked for)."""
         sent = []
         horizon_ms = (time.time() - RESIGN_AFTER) * 1000
-        for blob in self._outbox(pk):
-            queued = env_mod.parse_envelope(blob)
+        for queued, blob in self._outbox(pk):
             if only is not None and queued.id not in only:
                 continue
             if queued.ts_ms < horizon_ms:

@@ -200,8 +200,11 @@ class OfflineDelivery:
         now = time.time()
         for friend in self._contacts():
             if self._is_online(friend):
-                for batch in _batches(self.mailbox.backup_for(friend, now)):
-                    self._send(friend, HOLD, {b"p": batch})
+                self._hand_backup(friend, now)
+
+    def _hand_backup(self, friend: bytes, now: float) -> None:
+        for batch in _batches(self.mailbox.backup_for(friend, now)):
+            self._send(friend, HOLD, {b"p": batch})
 
     def requeue_outbox(self, now: float) -> None:
         """Outbox messages to offline contacts that are not in the mailbox yet: a crash
@@ -259,16 +262,15 @@ class OfflineDelivery:
 
     def session_up(self, peer: bytes) -> None:
         """Hand a contact that just came online what it needs from us offline."""
-        now = time.time()
         if not self.ratchet.has_session(peer):
-            peer_state = self.state.peer(peer)
-            olm_key, one_time = self.ratchet.one_time_key()
-            if peer_state.given_prekey is not None:
-                one_time = peer_state.given_prekey  # still unused: do not burn another
-            self.state.set_given_prekey(peer, one_time)
+            given = self.state.peer(peer).given_prekey
+            if given is not None:  # still unused: hand the same key, do not burn another
+                olm_key, one_time = self.ratchet.olm_key, given
+            else:
+                olm_key, one_time = self.ratchet.one_time_key()
+                self.state.set_given_prekey(peer, one_time)
             self._send(peer, PREKEY, {b"k": olm_key, b"o": one_time})
-        for batch in _batches(self.mailbox.backup_for(peer, now)):
-            self._send(peer, HOLD, {b"p": batch})
+        self._hand_backup(peer, time.time())
         for batch in _batches(self.mailbox.held_for(peer)):
             self._send(peer, HELD, {b"p": batch})
 

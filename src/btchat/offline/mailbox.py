@@ -215,7 +215,7 @@ class Mailbox:
         True if it was encrypted and queued now; False if it waits for the contact's
         prekeys (fetched from the DHT; the caller keeps it in its outbox meanwhile).
         """
-        if any(p.msg_id == msg_id for p in self.state.pending(peer)):
+        if self.state.is_pending(msg_id):
             return True
         peer_state = self.state.peer(peer)
         olm_key, prekey = peer_state.olm_key, peer_state.prekey
@@ -278,9 +278,7 @@ class Mailbox:
                 waiting.pop(msg_id, None)
 
     def is_queued(self, msg_id: bytes) -> bool:
-        return any(p.msg_id == msg_id for p in self.state.pending()) or any(
-            msg_id in w for w in self._waiting.values()
-        )
+        return self.state.is_pending(msg_id) or any(msg_id in w for w in self._waiting.values())
 
     # ------------------------------------------------------------------ timers
 

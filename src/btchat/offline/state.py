@@ -231,6 +231,10 @@ class MailboxState:
         )
         return [OutPacket(*r) for r in rows]
 
+    def is_pending(self, msg_id: bytes) -> bool:
+        """Whether a packet for this message is queued (uses the msg_id index)."""
+        return bool(self.store.query("SELECT 1 FROM mailbox_out WHERE msg_id = ?", (msg_id,)))
+
     def pending_peers(self) -> list[bytes]:
         return [r[0] for r in self.store.query("SELECT DISTINCT peer FROM mailbox_out")]
 
