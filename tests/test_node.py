@@ -21,6 +21,7 @@ from btchat.dht.node import (
     OperationFailed,
     PutResult,
 )
+from btchat.dht.storage import MAX_PEERS_PER_IP, PeerStore
 
 A = ("127.0.0.1", 1001)
 B = ("127.0.0.1", 1002)
@@ -383,9 +384,9 @@ def _put_args(item: bep44.MutableItem, token: bytes, **extra: Any) -> dict[bytes
 
 def test_bep44_put_errors(pair: tuple[Net, DhtNode, DhtNode]) -> None:
     _, _, b = pair
-    token = b.tokens.token_for(A[0], 0.0)
     key = Ed25519PrivateKey.generate()
     item = bep44.sign_mutable(key, encode(b"x"), 5)
+    token = b.tokens.token_for(A[0], 0.0, item.target)
 
     def code(args: dict[bytes, Any]) -> int | None:
         reply = raw_query(b, A, b"put", args)
@@ -393,10 +394,13 @@ def test_bep44_put_errors(pair: tuple[Net, DhtNode, DhtNode]) -> None:
         return reply[b"e"][0] if reply[b"y"] == b"e" else None
 
     assert code({b"v": b"x" * 1000, b"token": token}) == 205
+    # A token is bound to the target it was handed out for (BEP 44 allows it).
+    assert code(_put_args(item, b.tokens.token_for(A[0], 0.0, b"other"))) == 203
     tampered = _put_args(item, token, v=b"y")
     assert code(tampered) == 206
     big_salt = bep44.MutableItem(item.public_key, b"s" * 65, 5, item.v_bencoded, item.signature)
-    assert code(_put_args(big_salt, token)) == 207
+    salted = b.tokens.token_for(A[0], 0.0, bep44.mutable_target(item.public_key, b"s" * 65))
+    assert code(_put_args(big_salt, salted)) == 207
     assert code(_put_args(item, token)) is None
     lower = bep44.sign_mutable(key, encode(b"x"), 4)
     assert code(_put_args(lower, token)) == 302
@@ -491,3 +495,80 @@ def test_maintenance_pings_questionable_nodes_and_evicts_dead_ones() -> None:
 
 def test_nodeinfo_dataclass_is_hashable() -> None:
     assert len({NodeInfo(b"a" * 20, A), NodeInfo(b"a" * 20, A)}) == 1
+
+
+# -------------------------------------------------------------- floods (issue 14)
+
+
+LAN = "192.168.1.50"
+
+
+def _ping(node: DhtNode, src: tuple[str, int]) -> int:
+    node.receive_datagram(
+        encode({b"t": b"aa", b"y": b"q", b"q": b"ping", b"a": {b"id": b"E" * 20}}), src, 0.0
+    )
+    return len(node.datagrams_to_send())
+
+
+def test_lan_host_cannot_escape_the_rate_limit_by_changing_ports() -> None:
+    node = make(1, rate_limit=10.0, rate_burst=20.0, lan_ip_share=4.0)
+    answered = sum(_ping(node, (LAN, 2000 + i)) for i in range(400))
+    # Each port alone would get its burst of 20; the IP as a whole gets 4 x 20.
+    assert answered == 80
+    # Another device behind the same router is limited on its own address.
+    assert _ping(node, ("192.168.1.51", 2000)) == 1
+
+
+def test_loopback_ports_stay_separate_sources() -> None:
+    node = make(1, rate_limit=10.0, rate_burst=20.0, lan_ip_share=1.0)
+    assert sum(_ping(node, ("127.0.0.1", 2000 + i)) for i in range(400)) == 400
+
+
+def _announce(node: DhtNode, src: tuple[str, int], ih: bytes, port: int) -> dict[bytes, Any]:
+    reply = raw_query(node, src, b"get_peers", {b"info_hash": ih})
+    assert reply is not None
+    token = reply[b"r"][b"token"]
+    ok = raw_query(node, src, b"announce_peer", {b"info_hash": ih, b"port": port, b"token": token})
+    assert ok is not None
+    return ok
+
+
+def test_announce_token_is_bound_to_its_infohash(pair: tuple[Net, DhtNode, DhtNode]) -> None:
+    _, _, b = pair
+    reply = raw_query(b, EVIL, b"get_peers", {b"info_hash": b"I" * 20})
+    assert reply is not None
+    token = reply[b"r"][b"token"]
+    other = raw_query(
+        b, EVIL, b"announce_peer", {b"info_hash": b"J" * 20, b"port": 7, b"token": token}
+    )
+    assert other is not None and other[b"e"][0] == 203
+    assert b.peers.peer_count() == 0
+
+
+def test_one_entry_per_public_ip_per_infohash() -> None:
+    node = make(1)
+    ih = b"I" * 20
+    for port in range(1000, 1200):
+        assert _announce(node, (EVIL[0], port), ih, port)[b"y"] == b"r"
+    assert node.peers.peer_count() == 1
+    reply = raw_query(node, B, b"get_peers", {b"info_hash": ih})
+    assert reply is not None and reply[b"r"][b"values"] == [encode_peer((EVIL[0], 1199))]
+
+
+def test_announce_flood_from_one_ip_is_held_to_its_quota() -> None:
+    node = make(1, rate_limit=1e9, rate_burst=1e9)
+    for n in range(MAX_PEERS_PER_IP + 100):
+        assert _announce(node, EVIL, n.to_bytes(20, "big"), 7)[b"y"] == b"r"
+    assert node.peers.entries_of(EVIL[0]) == MAX_PEERS_PER_IP
+    assert node.stats["rx_announce_over_quota"] == 100
+    # An honest announcer is still stored.
+    _announce(node, ("198.51.100.3", 6881), b"H" * 20, 6881)
+    assert node.peers.get(b"H" * 20, 1.0, random.Random(0)) == [("198.51.100.3", 6881)]
+
+
+def test_peer_store_total_is_bounded() -> None:
+    store = PeerStore(max_total=50, max_per_ip=10_000)
+    for n in range(400):
+        assert store.add((n % 40).to_bytes(20, "big"), (f"198.51.{n // 250}.{n % 250}", 1), n)
+        assert store.peer_count() <= 50
+    assert sum(store.entries_of(f"198.51.{n // 250}.{n % 250}") for n in range(400)) == 50

@@ -49,12 +49,18 @@ SEEDS: list[dict[bytes, Any]] = [
         b"a": {
             b"info_hash": b"I" * 20,
             b"port": 1,
-            b"token": TOKEN_NODE.tokens.token_for(SRC[0], 0.0),
+            b"token": TOKEN_NODE.tokens.token_for(SRC[0], 0.0, b"I" * 20),
             b"implied_port": 1,
         },
     },
     {b"q": b"get", b"a": {b"target": ITEM.target, b"seq": 0}},
-    {b"q": b"put", b"a": {b"v": b"x", b"token": TOKEN_NODE.tokens.token_for(SRC[0], 0.0)}},
+    {
+        b"q": b"put",
+        b"a": {
+            b"v": b"x",
+            b"token": TOKEN_NODE.tokens.token_for(SRC[0], 0.0, bep44.immutable_target(b"1:x")),
+        },
+    },
     {
         b"q": b"put",
         b"a": {
@@ -64,7 +70,9 @@ SEEDS: list[dict[bytes, Any]] = [
             b"salt": b"s",
             b"v": b"v",
             b"cas": 1,
-            b"token": TOKEN_NODE.tokens.token_for(SRC[0], 0.0),
+            b"token": TOKEN_NODE.tokens.token_for(
+                SRC[0], 0.0, bep44.mutable_target(ITEM.public_key, b"s")
+            ),
         },
     },
 ]

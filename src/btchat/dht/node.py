@@ -88,6 +88,10 @@ class NodeConfig:
     version: bytes = CLIENT_VERSION
     rate_limit: float = 250.0  # queries per second per source IP
     rate_burst: float = 500.0
+    # On a private network each port is its own source (many devices share one router
+    # address), but one LAN IP together gets at most this many times the rate, so a
+    # host cannot escape the limit by changing ports.
+    lan_ip_share: float = 8.0
     enforce_node_id: bool = False  # BEP 42: refuse non-compliant IDs in the routing table
     secure_id: bool = True  # BEP 42: move to a compliant ID once our external IP is known
     max_pending: int = 4096  # outstanding queries we keep state for
@@ -232,6 +236,10 @@ class DhtNode:
         self.peers = PeerStore(ttl=self.config.peer_ttl)
         self.items = ItemStore(ttl=self.config.item_ttl)
         self.limiter = RateLimiter(self.config.rate_limit, self.config.rate_burst)
+        self.lan_limiter = RateLimiter(
+            self.config.rate_limit * self.config.lan_ip_share,
+            self.config.rate_burst * self.config.lan_ip_share,
+        )
         self.stats: Counter[str] = Counter()
         self.external_ip: str | None = None
         self.bootstrap_addrs: list[Addr] = []
@@ -371,16 +379,23 @@ class DhtNode:
 
     # --------------------------------------------------------------- query serving
 
-    def _rate_key(self, addr: Addr) -> Any:
+    def _rate_allows(self, addr: Addr, now: float) -> bool:
         # Many nodes may share one loopback or LAN address (tests, a household behind
         # one router): there, each port is its own source. Public IPs are limited as one.
-        return addr if bep42.is_exempt(addr[0]) else addr[0]
+        # A LAN IP as a whole is capped too (loopback is not: only this machine sends
+        # from it, and test swarms of a thousand nodes share it).
+        ip = addr[0]
+        if not bep42.is_exempt(ip):
+            return self.limiter.allow(ip, now)
+        if not (ip.startswith("127.") or ip == "::1") and not self.lan_limiter.allow(ip, now):
+            return False
+        return self.limiter.allow(addr, now)
 
     def _on_query(self, q: Query, addr: Addr, now: float) -> None:
         if self.config.read_only:
             self.stats["rx_query_ignored_read_only"] += 1  # BEP 43: read-only nodes are mute
             return
-        if not self.limiter.allow(self._rate_key(addr), now):
+        if not self._rate_allows(addr, now):
             self.stats["rx_rate_limited"] += 1
             return
         self.stats["rx_queries"] += 1
@@ -415,7 +430,7 @@ class DhtNode:
     def _on_get_peers(self, q: Query, addr: Addr, now: float) -> dict[bytes, Any]:
         infohash = _arg_id(q, b"info_hash")
         values: dict[bytes, Any] = {
-            b"token": self.tokens.token_for(addr[0], now),
+            b"token": self.tokens.token_for(addr[0], now, infohash),
             b"nodes": self._nodes_for(infohash),
         }
         peers = self.peers.get(infohash, now, self.rng, MAX_PEERS_PER_RESPONSE)
@@ -423,15 +438,17 @@ class DhtNode:
             values[b"values"] = [encode_peer(p) for p in peers]
         return values
 
-    def _check_token(self, q: Query, addr: Addr, now: float) -> None:
+    def _check_token(self, q: Query, addr: Addr, now: float, key: bytes) -> None:
+        # A token is bound to the infohash or target it was handed out for, so one
+        # get_peers reply does not license announces for every infohash.
         token = q.args.get(b"token")
-        if not isinstance(token, bytes) or not self.tokens.is_valid(token, addr[0], now):
+        if not isinstance(token, bytes) or not self.tokens.is_valid(token, addr[0], now, key):
             self.stats["rx_bad_token"] += 1
             raise _QueryError(ERROR_PROTOCOL, "bad token")
 
     def _on_announce_peer(self, q: Query, addr: Addr, now: float) -> dict[bytes, Any]:
         infohash = _arg_id(q, b"info_hash")
-        self._check_token(q, addr, now)
+        self._check_token(q, addr, now, infohash)
         # BEP 5: implied_port=1 means "use the UDP source port" (peers behind NAT).
         if q.args.get(b"implied_port") == 1:
             port = addr[1]
@@ -439,13 +456,15 @@ class DhtNode:
             port = q.args.get(b"port")
             if not isinstance(port, int) or not 0 < port < 65536:
                 raise _QueryError(ERROR_PROTOCOL, "invalid port")
-        self.peers.add(infohash, (addr[0], port), now)
+        if not self.peers.add(infohash, (addr[0], port), now):
+            # Over its quota: answered like any announce, so a flooder cannot tell.
+            self.stats["rx_announce_over_quota"] += 1
         return {}
 
     def _on_get(self, q: Query, addr: Addr, now: float) -> dict[bytes, Any]:
         target = _arg_id(q, b"target")
         values: dict[bytes, Any] = {
-            b"token": self.tokens.token_for(addr[0], now),
+            b"token": self.tokens.token_for(addr[0], now, target),
             b"nodes": self._nodes_for(target),
         }
         item = self.items.get(target, now)
@@ -462,22 +481,26 @@ class DhtNode:
         return values
 
     def _on_put(self, q: Query, addr: Addr, now: float) -> dict[bytes, Any]:
-        self._check_token(q, addr, now)
         if b"v" not in q.args:
             raise _QueryError(ERROR_PROTOCOL, "missing v")
         v_bencoded = encode(q.args[b"v"])
         if len(v_bencoded) > bep44.MAX_VALUE_SIZE:
             raise _QueryError(205, "message (v field) too big")
         key = q.args.get(b"k")
-        if key is None:
-            self.items.put_immutable(v_bencoded, now)
-            return {}
         salt = q.args.get(b"salt", b"")
-        seq, sig, cas = q.args.get(b"seq"), q.args.get(b"sig"), q.args.get(b"cas")
-        if not isinstance(key, bytes) or len(key) != 32:
+        if key is not None and (not isinstance(key, bytes) or len(key) != 32):
             raise _QueryError(ERROR_PROTOCOL, "invalid k")
         if not isinstance(salt, bytes):
             raise _QueryError(ERROR_PROTOCOL, "invalid salt")
+        if key is None:
+            target = bep44.immutable_target(v_bencoded)
+        else:
+            target = bep44.mutable_target(key, salt)
+        self._check_token(q, addr, now, target)
+        if key is None:
+            self.items.put_immutable(v_bencoded, now)
+            return {}
+        seq, sig, cas = q.args.get(b"seq"), q.args.get(b"sig"), q.args.get(b"cas")
         if not isinstance(seq, int) or not isinstance(sig, bytes) or len(sig) != 64:
             raise _QueryError(ERROR_PROTOCOL, "invalid seq or sig")
         if cas is not None and not isinstance(cas, int):

@@ -12,6 +12,7 @@ import random
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from btchat.dht import bep42
 from btchat.dht.bep44 import (
     ERR_CAS_MISMATCH,
     ERR_SEQ_TOO_LOW,
@@ -28,7 +29,9 @@ __all__ = [
     "MAX_INFOHASHES",
     "MAX_ITEMS",
     "MAX_PEERS_PER_INFOHASH",
+    "MAX_PEERS_PER_IP",
     "MAX_PEERS_RETURNED",
+    "MAX_PEERS_TOTAL",
     "PEER_TTL",
     "ItemStore",
     "PeerStore",
@@ -39,6 +42,13 @@ __all__ = [
 MAX_INFOHASHES = 5000
 #: Peers kept per infohash; bounds the store at MAX_INFOHASHES * this many entries.
 MAX_PEERS_PER_INFOHASH = 200
+#: Peers stored in all, whatever the spread over infohashes: about 200 bytes each, so
+#: the peer store stays under ~20 MB however many hosts announce.
+MAX_PEERS_TOTAL = 100_000
+#: Entries one IP may hold over all infohashes. An honest client announces each torrent
+#: to the 8 nodes closest to its infohash, so one node holds a few of its torrents at most;
+#: 256 leaves room for a large seedbox and keeps a flooding host to 256 entries.
+MAX_PEERS_PER_IP = 256
 #: BEP 5 leaves peer lifetime open; 30 minutes matches libtorrent's announce interval.
 PEER_TTL = 30 * 60.0
 #: Peers in one get_peers reply, so it fits one UDP packet without fragmentation: 50
@@ -56,10 +66,20 @@ class PeerStore:
     """``announce_peer`` results: infohash -> peers, each expiring ``ttl`` after its
     last announce.
 
-    When an infohash is full the peer announced longest ago is replaced. When the store
-    already tracks ``max_infohashes`` a new infohash evicts the one with the oldest
-    activity (last announce) rather than being refused: a full store then keeps serving
-    swarms that are still announcing, and a stale one goes first.
+    Everything here is chosen by whoever announces, so four limits bound it:
+
+    - one entry per IP per infohash (a re-announce from another port replaces it), so
+      one host cannot fill a swarm by varying the port; on local-network addresses,
+      where one address may stand for many devices (a test swarm, a household), each
+      port is its own entry;
+    - ``max_per_ip`` entries per IP over all infohashes (not on loopback, which only
+      this machine can send from): past it, announces from that IP for new infohashes
+      are refused, so a flood from one host keeps its own oldest entries and no more;
+    - ``max_peers_per_infohash``: when a swarm is full the peer announced longest ago is
+      replaced;
+    - ``max_infohashes`` and ``max_total``: a new infohash or peer beyond them evicts the
+      swarm with the oldest activity, so a full store keeps serving swarms that are
+      still announcing and a stale one goes first.
     """
 
     def __init__(
@@ -67,34 +87,53 @@ class PeerStore:
         max_infohashes: int = MAX_INFOHASHES,
         max_peers_per_infohash: int = MAX_PEERS_PER_INFOHASH,
         ttl: float = PEER_TTL,
+        *,
+        max_total: int = MAX_PEERS_TOTAL,
+        max_per_ip: int = MAX_PEERS_PER_IP,
     ) -> None:
-        if max_infohashes < 1 or max_peers_per_infohash < 1:
+        if min(max_infohashes, max_peers_per_infohash, max_total, max_per_ip) < 1:
             raise ValueError("limits must be positive")
         self._max_infohashes = max_infohashes
         self._max_peers = max_peers_per_infohash
+        self._max_total = max_total
+        self._max_per_ip = max_per_ip
         self._ttl = ttl
-        # infohash -> (addr -> expiry); both levels ordered oldest activity first.
-        self._swarms: OrderedDict[bytes, OrderedDict[Addr, float]] = OrderedDict()
+        # infohash -> (slot -> (addr, expiry)); both levels ordered oldest activity first.
+        # The slot is the IP, or the whole address on local networks (see the class doc).
+        self._swarms: OrderedDict[bytes, OrderedDict[object, tuple[Addr, float]]] = OrderedDict()
         self._peer_count = 0
+        self._per_ip: dict[str, int] = {}
 
-    def add(self, infohash: bytes, addr: Addr, now: float) -> None:
-        """Record an announce; a re-announce refreshes the peer's expiry."""
+    def add(self, infohash: bytes, addr: Addr, now: float) -> bool:
+        """Record an announce; a re-announce refreshes the peer's expiry.
+
+        False when the announcing IP is over its quota and nothing was stored.
+        """
+        ip = addr[0]
+        slot: object = addr if bep42.is_exempt(ip) else ip
         peers = self._swarms.get(infohash)
+        if peers is not None and slot in peers:
+            del peers[slot]
+            peers[slot] = (addr, now + self._ttl)
+            self._swarms.move_to_end(infohash)
+            return True
+        if not _is_loopback(ip) and self._per_ip.get(ip, 0) >= self._max_per_ip:
+            return False
         if peers is None:
             if len(self._swarms) >= self._max_infohashes:
-                _, evicted = self._swarms.popitem(last=False)
-                self._peer_count -= len(evicted)
+                self._evict_swarm()
             peers = self._swarms[infohash] = OrderedDict()
         else:
             self._swarms.move_to_end(infohash)
-        if addr in peers:
-            peers.move_to_end(addr)
-        else:
             if len(peers) >= self._max_peers:
-                peers.popitem(last=False)
-                self._peer_count -= 1
-            self._peer_count += 1
-        peers[addr] = now + self._ttl
+                _, (old, _) = peers.popitem(last=False)
+                self._forget(old)
+        while self._peer_count >= self._max_total:
+            self._evict_oldest_peer(keep=infohash)
+        peers[slot] = (addr, now + self._ttl)
+        self._peer_count += 1
+        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+        return True
 
     def get(
         self,
@@ -109,7 +148,7 @@ class PeerStore:
         if peers is None:
             return []
         self._prune(infohash, peers, now)
-        live = [addr for addr, expiry in peers.items() if expiry > now]
+        live = [addr for addr, expiry in peers.values() if expiry > now]
         if len(live) > max_count:
             return rng.sample(live, max_count)
         return live
@@ -119,13 +158,38 @@ class PeerStore:
         for infohash in list(self._swarms):
             self._prune(infohash, self._swarms[infohash], now)
 
-    def _prune(self, infohash: bytes, peers: OrderedDict[Addr, float], now: float) -> None:
+    def _forget(self, addr: Addr) -> None:
+        self._peer_count -= 1
+        left = self._per_ip[addr[0]] - 1
+        if left:
+            self._per_ip[addr[0]] = left
+        else:
+            del self._per_ip[addr[0]]
+
+    def _evict_swarm(self) -> None:
+        _, evicted = self._swarms.popitem(last=False)
+        for addr, _ in evicted.values():
+            self._forget(addr)
+
+    def _evict_oldest_peer(self, keep: bytes) -> None:
+        """Drop the oldest peer of the least recently active swarm (not ``keep``'s)."""
+        for infohash, peers in self._swarms.items():
+            if infohash != keep or len(self._swarms) == 1:
+                _, (addr, _) = peers.popitem(last=False)
+                self._forget(addr)
+                if not peers:
+                    del self._swarms[infohash]
+                return
+
+    def _prune(
+        self, infohash: bytes, peers: OrderedDict[object, tuple[Addr, float]], now: float
+    ) -> None:
         while peers:
-            addr, expiry = next(iter(peers.items()))
+            slot, (addr, expiry) = next(iter(peers.items()))
             if expiry > now:
                 break
-            del peers[addr]
-            self._peer_count -= 1
+            del peers[slot]
+            self._forget(addr)
         if not peers:
             del self._swarms[infohash]
 
@@ -136,6 +200,14 @@ class PeerStore:
     def peer_count(self) -> int:
         """Number of stored (infohash, peer) entries."""
         return self._peer_count
+
+    def entries_of(self, ip: str) -> int:
+        """Entries stored for announces from ``ip``, over all infohashes."""
+        return self._per_ip.get(ip, 0)
+
+
+def _is_loopback(ip: str) -> bool:
+    return ip.startswith("127.") or ip == "::1"
 
 
 @dataclass(frozen=True, slots=True)
