@@ -541,3 +541,28 @@ def test_encode_rejects_unsupported_types(value: Any) -> None:
 def test_encode_rejects_non_bytes_keys(value: Any) -> None:
     with pytest.raises(TypeError):
         encode(value)
+
+
+# ------------------------------------------------------------------ lenient decoding
+
+
+def test_lenient_accepts_unsorted_keys_and_trailing_bytes() -> None:
+    assert decode(b"d1:bi2e1:ai1ee\n", strict=False) == {b"a": 1, b"b": 2}
+    with pytest.raises(DecodeError):
+        decode(b"d1:bi2e1:ai1ee")
+    with pytest.raises(DecodeError):
+        decode(b"i1e\n")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"d1:ai1e1:bi2e1:ai3ee", b"d1:bi1e1:ai2e1:bi3ee", b"i01e", b"i-0e", b"01:a", b"d1:a", b""],
+)
+def test_lenient_still_refuses_duplicates_bad_integers_and_truncation(data: bytes) -> None:
+    with pytest.raises(DecodeError):
+        decode(data, strict=False)
+
+
+def test_lenient_keeps_the_depth_bound() -> None:
+    with pytest.raises(DecodeError):
+        decode(b"l" * (MAX_DEPTH + 1) + b"e" * (MAX_DEPTH + 1), strict=False)

@@ -201,10 +201,20 @@ def test_spec_examples_every_proper_prefix_rejected(data: bytes) -> None:
 
 
 @pytest.mark.parametrize("data", SPEC_EXAMPLES)
-def test_spec_examples_with_trailing_data_rejected(data: bytes) -> None:
-    for tail in (b"e", b"\x00", b"de", data):
-        with pytest.raises(DecodeError):
-            parse_message(data + tail)
+def test_spec_examples_with_trailing_data_accepted_as_libtorrent_does(data: bytes) -> None:
+    for tail in (b"\n", b"e", b"\x00", b"de", data):
+        assert parse_message(data + tail) == parse_message(data)
+
+
+def test_unsorted_keys_accepted_duplicates_refused() -> None:
+    unsorted = b"d1:t2:aa1:y1:q1:q4:ping1:ad2:id20:abcdefghij0123456789ee"
+    assert parse_message(unsorted) == parse_message(SPEC_PING_Q)
+    with pytest.raises(DecodeError):
+        parse_message(b"d1:t2:aa1:y1:q1:q4:ping1:t2:bb1:ad2:id20:abcdefghij0123456789ee")
+    with pytest.raises(DecodeError):
+        parse_message(
+            b"d1:ad2:id20:abcdefghij01234567892:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe"
+        )
 
 
 def test_accepts_bytearray_and_memoryview() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from btchat.codec.bencode import decode, encode
+from btchat.codec.bencode import Raw, decode, encode
 from btchat.dht import bep42, bep44
 from btchat.dht.ids import NodeInfo, encode_peer
 from btchat.dht.node import (
@@ -572,3 +572,26 @@ def test_peer_store_total_is_bounded() -> None:
         assert store.add((n % 40).to_bytes(20, "big"), (f"198.51.{n // 250}.{n % 250}", 1), n)
         assert store.peer_count() <= 50
     assert sum(store.entries_of(f"198.51.{n // 250}.{n % 250}") for n in range(400)) == 50
+
+
+def test_bep44_signature_is_checked_over_canonical_bytes_even_from_lenient_packets(
+    pair: tuple[Net, DhtNode, DhtNode],
+) -> None:
+    """Unsorted keys inside ``v`` are decoded, but the signature must cover the
+    canonical encoding: a signer's non-canonical bytes are refused, never stored."""
+    _, _, b = pair
+    key = Ed25519PrivateKey.generate()
+    unsorted = b"d1:bi2e1:ai1ee"
+    pk = key.public_key().public_bytes_raw()
+    token = b.tokens.token_for(A[0], 0.0, bep44.mutable_target(pk))
+    over_wire = bep44.MutableItem(pk, b"", 1, unsorted, key.sign(bep44.signing_buffer(1, unsorted)))
+    args = _put_args(bep44.sign_mutable(key, encode(b"x"), 1), token)
+    args.update({b"v": Raw(unsorted), b"sig": over_wire.signature})
+    reply = raw_query(b, A, b"put", args)
+    assert reply is not None and reply[b"y"] == b"e" and reply[b"e"][0] == 206
+    canonical = encode({b"a": 1, b"b": 2})
+    args[b"sig"] = key.sign(bep44.signing_buffer(1, canonical))
+    reply = raw_query(b, A, b"put", args)
+    assert reply is not None and reply[b"y"] == b"r"
+    stored = b.items.get(bep44.mutable_target(pk), 1.0)
+    assert stored is not None and stored.v_bencoded == canonical

@@ -5,6 +5,12 @@ two encodings of one value were both accepted, a signature check over a re-encod
 pass on bytes the signer never saw. So we reject unsorted or duplicate dict keys, integers
 with leading zeros or ``-0``, and trailing bytes, and bound nesting depth and input size.
 
+Remote nodes are not all so careful: libtorrent accepts a KRPC packet with unsorted keys
+or trailing bytes, and so does ``decode(..., strict=False)``, which KRPC envelopes use.
+It still refuses duplicate keys (two readings of one packet), non-canonical integers and
+everything past the bounds; and a value a signature covers (BEP 44 ``v``) is checked over
+its canonical re-encoding, so leniency never lets a signature pass over other bytes.
+
 Decoded values are ``bytes``, ``int``, ``list`` and ``dict[bytes, ...]``. Anything wrong
 with remote input raises :class:`DecodeError` and nothing else; encoding a value of an
 unsupported type is a programming error and raises ``TypeError``.
@@ -39,8 +45,14 @@ class Raw(bytes):
     """
 
 
-def decode(data: bytes, *, max_depth: int = MAX_DEPTH, max_size: int = MAX_INPUT) -> Any:
-    """Decode exactly one canonical bencoded value occupying all of ``data``."""
+def decode(
+    data: bytes, *, max_depth: int = MAX_DEPTH, max_size: int = MAX_INPUT, strict: bool = True
+) -> Any:
+    """Decode exactly one canonical bencoded value occupying all of ``data``.
+
+    With ``strict=False``, dictionary keys may come in any order (never twice) and bytes
+    after the value are ignored.
+    """
     if not isinstance(data, bytes):
         if not isinstance(data, bytearray | memoryview):
             raise DecodeError("input is not bytes")
@@ -50,12 +62,12 @@ def decode(data: bytes, *, max_depth: int = MAX_DEPTH, max_size: int = MAX_INPUT
     if not data:
         raise DecodeError("empty input")
     try:
-        value, end = _decode(data, 0, max_depth)
+        value, end = _decode(data, 0, max_depth, strict)
     except IndexError:
         raise DecodeError("truncated input") from None
     except RecursionError:  # pragma: no cover - max_depth keeps us far below the limit
         raise DecodeError("nesting too deep") from None
-    if end != len(data):
+    if end != len(data) and strict:
         raise DecodeError(f"{len(data) - end} trailing bytes")
     return value
 
@@ -93,7 +105,7 @@ def _decode_str(data: bytes, pos: int) -> tuple[bytes, int]:
     return data[start:end], end
 
 
-def _decode(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
+def _decode(data: bytes, pos: int, depth: int, strict: bool) -> tuple[Any, int]:
     c = data[pos]
     if 0x30 <= c <= 0x39:  # byte string: <len>:<bytes>
         return _decode_str(data, pos)
@@ -112,16 +124,18 @@ def _decode(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
             if not 0x30 <= data[pos] <= 0x39:
                 raise DecodeError(f"dictionary key at offset {pos} is not a string")
             key, pos = _decode_str(data, pos)
-            if previous is not None and key <= previous:
+            if (previous is not None and key <= previous and (strict or key in result)) or (
+                not strict and key in result
+            ):
                 raise DecodeError(f"dictionary keys unsorted or duplicated at offset {pos}")
             previous = key
-            result[key], pos = _decode(data, pos, depth - 1)
+            result[key], pos = _decode(data, pos, depth - 1, strict)
         return result, pos + 1
     if c == 0x6C:  # l<items>e
         items: list[Any] = []
         pos += 1
         while data[pos] != 0x65:
-            item, pos = _decode(data, pos, depth - 1)
+            item, pos = _decode(data, pos, depth - 1, strict)
             items.append(item)
         return items, pos + 1
     raise DecodeError(f"unexpected byte {c:#04x} at offset {pos}")

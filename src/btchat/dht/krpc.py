@@ -108,7 +108,9 @@ def parse_message(data: bytes) -> Message:
     """Parse one KRPC datagram. Raises KrpcError (a DecodeError) on anything malformed."""
     if len(data) > MAX_PACKET:
         raise KrpcError(f"datagram of {len(data)} bytes exceeds {MAX_PACKET}")
-    msg = decode(data, max_size=MAX_PACKET)
+    # Lenient like libtorrent: unsorted keys and trailing bytes are accepted here; BEP 44
+    # values are re-encoded canonically before any signature check (bencode module doc).
+    msg = decode(data, max_size=MAX_PACKET, strict=False)
     if not isinstance(msg, dict):
         raise KrpcError("top level is not a dictionary")
     tid = msg.get(b"t")
