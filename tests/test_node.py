@@ -595,3 +595,22 @@ def test_bep44_signature_is_checked_over_canonical_bytes_even_from_lenient_packe
     assert reply is not None and reply[b"y"] == b"r"
     stored = b.items.get(bep44.mutable_target(pk), 1.0)
     assert stored is not None and stored.v_bencoded == canonical
+
+
+def test_republishing_a_mutable_item_does_not_fetch_it_back() -> None:
+    """BEP 44: the put's get phase carries ``seq``, so holders answer without ``v``."""
+    net, nodes = build_net(30)
+    key = Ed25519PrivateKey.generate()
+    item = bep44.sign_mutable(key, encode(b"x" * 900), 3, b"salt")
+    op = nodes[4].put_mutable(item, net.now)
+    net.flush()
+    assert result(nodes[4], op).stored_at >= 4
+    net.sent.clear()
+    op = nodes[4].put_mutable(item, net.now)
+    net.flush()
+    assert result(nodes[4], op).stored_at >= 4
+    msgs = [decode(data) for _, _, data in net.sent]
+    gets = [m for m in msgs if m.get(b"q") == b"get"]
+    assert gets and all(m[b"a"][b"seq"] == 3 for m in gets)
+    replies = [m[b"r"] for m in msgs if m.get(b"y") == b"r" and b"seq" in m[b"r"]]
+    assert replies and all(b"v" not in r for r in replies)

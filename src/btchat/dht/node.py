@@ -659,6 +659,11 @@ class DhtNode:
         if op.kind in ("get_peers", "announce"):
             return b"get_peers", {b"info_hash": op.target}
         args: dict[bytes, Any] = {b"target": op.target}
+        seq = op.put_args.get(b"seq") if op.kind == "put" and op.put_args else None
+        if seq is not None:
+            # BEP 44: a node holding this seq or newer answers without the value, so a
+            # republish costs a token round trip instead of fetching the item back.
+            args[b"seq"] = seq
         return b"get", args
 
     def _advance(self, op: _Operation, now: float) -> None:
