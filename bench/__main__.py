@@ -68,6 +68,9 @@ def run_all(quick: bool, only: list[str] | None) -> dict[str, Any]:
     from bench import channels
 
     plan["channel_50"] = guarded(lambda: channels.run(quick=quick))
+    from bench import floods
+
+    plan["announce_flood"] = guarded(lambda: floods.run(quick=quick))
     # Last: libtorrent sessions keep threads busy after they are closed, which would
     # slow every benchmark measured after them in this process.
     try:
@@ -226,6 +229,9 @@ def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
     out += render_messenger(results)
     out += render_offline(results)
     out += render_channels(results)
+    from bench import floods
+
+    out += floods.render(results)
     return "\n".join(out).rstrip() + "\n"
 
 
