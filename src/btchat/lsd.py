@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from btchat.dht.ratelimit import RateLimiter
+from btchat.errors import PeerError
 
 __all__ = [
     "ANNOUNCE_INTERVAL",
@@ -100,7 +101,7 @@ _COOKIE_RE = re.compile(rb"[\x21-\x7e]{1,%d}" % MAX_COOKIE)
 _INFOHASH_LINE = len(b"Infohash: ") + 40 + 2
 
 
-class LsdError(ValueError):
+class LsdError(PeerError):
     """A received datagram is not a valid BEP 14 announce (the sender misbehaved)."""
 
 

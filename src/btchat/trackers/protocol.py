@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import SplitResult, quote_from_bytes, urlsplit
 
 from btchat.codec.bencode import MAX_DEPTH, DecodeError, decode
+from btchat.errors import NetworkError
 
 __all__ = [
     "ACTION_ANNOUNCE",
@@ -94,7 +95,7 @@ _ANNOUNCE_REQUEST = struct.Struct(">QII20s20sQQQIIIiH")
 _ANNOUNCE_RESPONSE = struct.Struct(">IIIII")  # action, tid, interval, leechers, seeders
 
 
-class TrackerError(Exception):
+class TrackerError(NetworkError):
     """A tracker announce failed; the message says why, in words meant for a user."""
 
 
