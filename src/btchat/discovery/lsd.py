@@ -6,7 +6,9 @@ Three layers, as elsewhere in btchat:
   ``BT-SEARCH`` request in one UDP datagram), strict, sans-I/O. ``LsdError`` is the only
   error remote input can cause; a caller passing bad values gets a ``ValueError``.
 - :class:`LsdAnnouncer`: which infohashes go out when (BEP 14 rate limits) and what a
-  received datagram means. It takes ``now`` and never reads a clock or touches a socket.
+  received datagram means. A datagram core (:mod:`btchat.sansio`): ``handle_timer`` /
+  ``get_timer``, ``receive_datagram`` in, ``datagrams_to_send`` and ``next_event``
+  (a :class:`~btchat.discovery.found.Found` per peer) out; it never reads a clock.
 - :class:`LsdService`: one multicast UDP socket and one timer around an ``LsdAnnouncer``.
 
 IPv4 only (``239.192.152.143:6771``); the IPv6 group of BEP 14 is not joined.
@@ -22,12 +24,13 @@ import re
 import secrets
 import socket
 import sys
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
 from btchat.dht.ratelimit import RateLimiter
+from btchat.discovery.found import Found
 from btchat.errors import PeerError
 
 __all__ = [
@@ -237,8 +240,11 @@ class LsdAnnouncer:
     datagram (per ~25 infohashes) per interval.
 
     Every announce heard is remembered for one ``interval`` (at most MAX_REMEMBERED
-    entries), so :meth:`add` can return the peers already known for a new infohash:
+    entries), so :meth:`add` can report the peers already known for a new infohash:
     whoever joins a channel second still learns the first member at once.
+
+    Announces go to ``dest`` (the group and port); every peer heard for an infohash we
+    hold comes out of :meth:`next_event` as a ``Found(infohash, (source ip, port), "lsd")``.
     """
 
     def __init__(
@@ -249,6 +255,7 @@ class LsdAnnouncer:
         host: str = DEFAULT_HOST,
         interval: float = ANNOUNCE_INTERVAL,
         min_interval: float = MIN_ANNOUNCE_INTERVAL,
+        dest: tuple[str, int] = (LSD_GROUP_V4, LSD_PORT),
     ) -> None:
         self.cookie = cookie if cookie is not None else secrets.token_hex(8)
         _check_fields(port, self.cookie, host)
@@ -256,6 +263,9 @@ class LsdAnnouncer:
             raise ValueError("interval must be positive and min_interval not negative")
         self.port = port
         self.host = host
+        self.dest = dest
+        self._datagrams: list[tuple[bytes, tuple[str, int]]] = []
+        self._found: deque[Found] = deque()
         self.interval = max(interval, min_interval)
         self.min_interval = min_interval
         self.stats: Counter[str] = Counter()
@@ -269,17 +279,20 @@ class LsdAnnouncer:
     def infohashes(self) -> frozenset[bytes]:
         return frozenset(self._due)
 
-    def add(self, infohash: bytes, now: float) -> list[tuple[bytes, tuple[str, int]]]:
+    def add(self, infohash: bytes, now: float) -> None:
         """Start announcing (at once unless it went out lately) and reporting peers.
 
-        Returns the peers heard announcing ``infohash`` within the last interval.
+        The peers heard announcing ``infohash`` within the last interval are reported
+        at once (as events).
         """
         _check_infohashes([infohash])
         if infohash in self._due:
-            return []
+            return
         self._due[infohash] = self._earliest(infohash, now)
         fresh = now - self.interval
-        return [key for key, t in self._heard.items() if key[0] == infohash and t > fresh]
+        for (ih, addr), t in self._heard.items():
+            if ih == infohash and t > fresh:
+                self._found.append(Found(ih, addr, "lsd"))
 
     def remove(self, infohash: bytes) -> None:
         """Stop announcing and stop reporting peers for this infohash."""
@@ -294,10 +307,10 @@ class LsdAnnouncer:
         """When :meth:`handle_timer` next has something to send, or None."""
         return min(self._due.values(), default=None)
 
-    def handle_timer(self, now: float) -> list[bytes]:
-        """The datagrams to multicast now (empty if nothing is due yet)."""
+    def handle_timer(self, now: float) -> None:
+        """Queue the announces due now (nothing if none is due yet)."""
         if not any(due <= now + _EPSILON for due in self._due.values()):
-            return []
+            return
         batch = [
             ih for ih, due in self._due.items() if due <= now + _EPSILON or self._may_send(ih, now)
         ]
@@ -308,25 +321,37 @@ class LsdAnnouncer:
         stale = now - self.min_interval
         self._last = {ih: t for ih, t in self._last.items() if ih in self._due or t > stale}
         self.stats["tx_infohashes"] += len(batch)
-        return build_announces(batch, self.port, self.cookie, self.host)
+        for data in build_announces(batch, self.port, self.cookie, self.host):
+            self._datagrams.append((data, self.dest))
 
-    def receive(self, data: bytes, src_ip: str, now: float) -> list[tuple[bytes, tuple[str, int]]]:
-        """Peers announced in one datagram for infohashes we hold; never raises."""
+    def datagrams_to_send(self) -> list[tuple[bytes, tuple[str, int]]]:
+        """The announces queued by :meth:`handle_timer`, with where they go."""
+        out, self._datagrams = self._datagrams, []
+        return out
+
+    def next_event(self) -> Found | None:
+        """The oldest peer found and not yet taken, or None."""
+        return self._found.popleft() if self._found else None
+
+    def receive_datagram(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+        """One datagram heard from ``addr``: its peers for infohashes we hold become
+        events; never raises. Only the source IP counts (BEP 14), never a header."""
+        src_ip = str(addr[0])
         if not self._rx_limit.allow(src_ip, now):
             self.stats["rx_rate_limited"] += 1
-            return []
+            return
         try:
             announce = parse_announce(data)
         except LsdError:
             self.stats["rx_malformed"] += 1
-            return []
+            return
         if announce.cookie == self.cookie:
             self.stats["rx_own"] += 1
-            return []
+            return
         if not _usable_source(src_ip):
             # 0.0.0.0 (a sender with no address on the link) or a group: nothing to dial.
             self.stats["rx_bad_source"] += 1
-            return []
+            return
         self.stats["rx_announces"] += 1
         for ih in announce.infohashes:
             key = (ih, (src_ip, announce.port))
@@ -334,10 +359,14 @@ class LsdAnnouncer:
             self._heard[key] = now
         while len(self._heard) > MAX_REMEMBERED:
             del self._heard[next(iter(self._heard))]
-        peers = [(ih, (src_ip, announce.port)) for ih in announce.infohashes if ih in self._due]
+        peers = [
+            Found(ih, (src_ip, announce.port), "lsd")
+            for ih in announce.infohashes
+            if ih in self._due
+        ]
         self.stats["rx_peers"] += len(peers)
         self.stats["rx_uninterested"] += len(announce.infohashes) - len(peers)
-        return peers
+        self._found.extend(peers)
 
     def _earliest(self, infohash: bytes, now: float) -> float:
         last = self._last.get(infohash)
@@ -418,6 +447,7 @@ class LsdService(asyncio.DatagramProtocol):
             host=f"{group}:{lsd_port}",
             interval=interval,
             min_interval=min_interval,
+            dest=(group, lsd_port),
         )
         sock = _multicast_socket(group, lsd_port, interface, ttl, loopback)
         service = cls(core, on_peer, group, lsd_port)
@@ -445,9 +475,8 @@ class LsdService(asyncio.DatagramProtocol):
 
         Peers heard lately are reported too, from the loop, not from inside this call.
         """
-        for ih, peer in self.core.add(infohash, self.loop.time()):
-            self.loop.call_soon(self._report, ih, peer)
-        self._arm()
+        self.core.add(infohash, self.loop.time())
+        self.loop.call_soon(self._pump)
 
     def remove(self, infohash: bytes) -> None:
         self.core.remove(infohash)
@@ -476,14 +505,26 @@ class LsdService(asyncio.DatagramProtocol):
         self._arm()
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        for infohash, peer in self.core.receive(data, str(addr[0]), self.loop.time()):
-            self._report(infohash, peer)
+        self.core.receive_datagram(data, (str(addr[0]), int(addr[1])), self.loop.time())
+        self._pump()
 
-    def _report(self, infohash: bytes, peer: tuple[str, int]) -> None:
-        if self.closed or infohash not in self.core.infohashes:
+    def _pump(self) -> None:
+        """Send what the core queued, report what it found, re-arm the one timer."""
+        if self.closed:
             return
+        if self.transport is not None:
+            for data, dest in self.core.datagrams_to_send():
+                self.transport.sendto(data, dest)
+                self.stats["tx"] += 1
+        while (found := self.core.next_event()) is not None:
+            self._report(found)
+        self._arm()
+
+    def _report(self, found: Found) -> None:
+        if found.infohash not in self.core.infohashes:
+            return  # removed since the core queued it
         try:
-            self.on_peer(infohash, peer)
+            self.on_peer(found.infohash, found.addr)
         except Exception:
             # A bug in the caller must not stop discovery for everyone else.
             self.stats["on_peer_errors"] += 1
@@ -499,10 +540,8 @@ class LsdService(asyncio.DatagramProtocol):
         self._timer_at = None
         if self.closed or self.transport is None:
             return
-        for data in self.core.handle_timer(self.loop.time()):
-            self.transport.sendto(data, (self.group, self.lsd_port))
-            self.stats["tx"] += 1
-        self._arm()
+        self.core.handle_timer(self.loop.time())
+        self._pump()
 
     def _arm(self) -> None:
         if self.closed or self.transport is None:

@@ -11,10 +11,10 @@ infohash):
   echoes our 32-bit transaction id, and action 3 carries an error message.
 
 Everything here is a pure function of its arguments, so the asyncio clients in
-:mod:`btchat.trackers.http` and :mod:`btchat.trackers.udp` stay thin and the parsers can
-be fuzzed. Anything wrong with what a tracker sends raises :class:`TrackerError` and
-nothing else; a caller passing a bad infohash or port gets a ``ValueError`` at once, as
-everywhere in btchat (API misuse, not a remote's fault).
+:mod:`btchat.discovery.trackers.http` and :mod:`btchat.discovery.trackers.udp` stay thin
+and the parsers can be fuzzed. Anything wrong with what a tracker sends raises
+:class:`TrackerError` and nothing else; a caller passing a bad infohash or port gets a
+``ValueError`` at once, as everywhere in btchat (API misuse, not a remote's fault).
 """
 
 from __future__ import annotations
