@@ -36,11 +36,11 @@ from btchat.discovery.lsd import (
     LsdAnnounce,
     LsdAnnouncer,
     LsdError,
-    LsdService,
     build_announce,
     build_announces,
     parse_announce,
 )
+from btchat.discovery.lsd_service import LsdService
 from btchat.sansio import drain_events
 
 IH1 = bytes.fromhex("0123456789abcdef0123456789abcdef01234567")

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from btchat.discovery.found import Found, OnFound
-from btchat.discovery.lsd import LsdService
+from btchat.discovery.lsd_service import LsdService
 from btchat.discovery.trackers import TrackerError, announce
 from btchat.net.dht_service import DhtError, DhtService
 
