@@ -206,19 +206,22 @@ def test_failed_migration_rolls_back(tmp_path: Path, monkeypatch: pytest.MonkeyP
         )
 
 
-def test_newer_schema_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        ("PRAGMA user_version = 99", "schema version 99, newer"),
+        (
+            "UPDATE schema_versions SET version = 99 WHERE package = 'messaging'",
+            "messaging schema version 99, newer",
+        ),
+    ],
+    ids=["layout", "package"],
+)
+def test_newer_schema_refused(tmp_path: Path, sql: str, message: str) -> None:
     path = tmp_path / "m.db"
     with Store.open(path, None) as s:
-        conn(s).execute("PRAGMA user_version = 99")
-    with pytest.raises(StoreError, match="newer"):
-        Store.open(path, None)
-
-
-def test_newer_package_schema_refused(tmp_path: Path) -> None:
-    path = tmp_path / "m.db"
-    with Store.open(path, None) as s:
-        conn(s).execute("UPDATE schema_versions SET version = 99 WHERE package = 'messaging'")
-    with pytest.raises(StoreError, match="messaging schema version 99, newer"):
+        conn(s).execute(sql)
+    with pytest.raises(StoreError, match=message):
         Store.open(path, None)
 
 

@@ -97,16 +97,21 @@ class ChannelService:
             self.chat, self.identity, self.store, listen_port=self.port, now=time.time()
         )
         self._tasks.spawn(self._tick_loop())
-        keys, port = self.chat.keys, self.port
+        common: dict[str, Any] = {
+            "targets": self.chat.keys,
+            "port": self.port,
+            "on_found": self._found,
+        }
         if self.config.dht and self.dht is not None:
-            self._tasks.spawn(DhtSource(self.dht, keys, port, self._found, self._interval).run())
+            dht = DhtSource(dht=self.dht, interval=self._interval, **common)
+            self._tasks.spawn(dht.run())
         if self.config.trackers and self.chat.trackers:
             trackers = TrackerSource(
-                self.chat.trackers, self.peer_id, keys, port, self._found, self._interval
+                urls=self.chat.trackers, peer_id=self.peer_id, interval=self._interval, **common
             )
             self._tasks.spawn(trackers.run())
         if self.config.lsd:
-            lsd = LsdSource(keys, port, self._found, options=self.config.lsd_options)
+            lsd = LsdSource(options=self.config.lsd_options, **common)
             if await lsd.start():
                 self._lsd = lsd
                 self._tasks.spawn(lsd.run())

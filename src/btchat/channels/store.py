@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from btchat.messaging.store import Store
-from btchat.storage import Connection, register_migrations
+from btchat.storage import register_migrations, sql_step
 
 __all__ = ["ChannelRow", "ChannelStore", "StoredMessage"]
 
@@ -106,14 +106,10 @@ _SCHEMA = (
 )
 
 
-def _migrate_1(conn: Connection) -> None:
-    """Channels: joined channels, their keys, grants and messages."""
-    for statement in _SCHEMA:
-        conn.execute(statement)
-
-
 #: Ordered steps of the channel tables; append only, never edit a released one.
-MIGRATIONS = (_migrate_1,)
+MIGRATIONS = (
+    sql_step(_SCHEMA),  # 1: joined channels, their keys, grants and messages
+)
 register_migrations("channels", MIGRATIONS)
 
 

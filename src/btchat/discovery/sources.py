@@ -18,6 +18,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from btchat.discovery.found import Found, OnFound
@@ -43,30 +44,22 @@ class Targets(Protocol):
     def lookup_targets(self, now: float) -> Iterable[bytes]: ...
 
 
+@dataclass(kw_only=True)
 class _Source:
-    def __init__(
-        self, targets: Targets, port: int, on_found: OnFound, interval: Callable[[], float]
-    ) -> None:
-        self.targets = targets
-        self.port = port
-        self.on_found = on_found
-        self.interval = interval
-        self.found = 0  # addresses reported, for stats
+    """What every source is given: what to find, our port, whom to tell, how often."""
+
+    targets: Targets
+    port: int
+    on_found: OnFound
+    interval: Callable[[], float]
+    found: int = field(default=0, init=False)  # addresses reported, for stats
 
 
+@dataclass(kw_only=True)
 class DhtSource(_Source):
     """Announce our port on the DHT and look up who else did (BEP 5 ``get_peers``)."""
 
-    def __init__(
-        self,
-        dht: DhtService,
-        targets: Targets,
-        port: int,
-        on_found: OnFound,
-        interval: Callable[[], float],
-    ) -> None:
-        super().__init__(targets, port, on_found, interval)
-        self.dht = dht
+    dht: DhtService
 
     async def run(self) -> None:
         while True:
@@ -90,21 +83,12 @@ class DhtSource(_Source):
                     self.on_found(Found(infohash, (str(addr[0]), int(addr[1])), "dht"))
 
 
+@dataclass(kw_only=True)
 class TrackerSource(_Source):
     """Announce on each tracker (HTTP or UDP); its answer lists the other peers."""
 
-    def __init__(
-        self,
-        urls: Sequence[str],
-        peer_id: bytes,
-        targets: Targets,
-        port: int,
-        on_found: OnFound,
-        interval: Callable[[], float],
-    ) -> None:
-        super().__init__(targets, port, on_found, interval)
-        self.urls = list(urls)
-        self.peer_id = peer_id
+    urls: Sequence[str]
+    peer_id: bytes
 
     async def run(self) -> None:
         while True:
@@ -125,21 +109,14 @@ class TrackerSource(_Source):
             await asyncio.sleep(wait)
 
 
+@dataclass(kw_only=True)
 class LsdSource(_Source):
     """BEP 14 multicast on the LAN: the socket is opened by :meth:`start` (which may
     fail, e.g. with no multicast route) and kept in step with the targets by :meth:`run`."""
 
-    def __init__(
-        self,
-        targets: Targets,
-        port: int,
-        on_found: OnFound,
-        *,
-        options: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(targets, port, on_found, lambda: LSD_RESYNC)
-        self.options = dict(options or {})
-        self.service: LsdService | None = None
+    interval: Callable[[], float] = lambda: LSD_RESYNC
+    options: dict[str, Any] = field(default_factory=dict)  # LsdService.start keywords
+    service: LsdService | None = field(default=None, init=False)
 
     async def start(self) -> bool:
         """Open the multicast socket; False (logged) if this host cannot."""

@@ -14,7 +14,7 @@ from typing import Any
 from btchat.messaging.envelope import MAX_INT, TEXT, Envelope, EnvelopeError, decode_text
 from btchat.messaging.outbox import Outbox
 from btchat.messaging.replay import ReplayIds
-from btchat.storage import StoreError, Table, id_chunks, placeholders
+from btchat.storage import Connection, StoreError, Table, id_chunks, placeholders
 
 __all__ = ["MAX_LIMIT", "MAX_SEARCH_TERMS", "MESSAGE_STATES", "MessageRow", "Messages"]
 
@@ -78,6 +78,31 @@ def _clamp_limit(limit: int) -> int:
     return max(0, min(int(limit), MAX_LIMIT))
 
 
+def _insert(
+    conn: Connection, env: Envelope, direction: str, state: str, text: str | None, now_ms: int
+) -> int:
+    """One message row (an existing id is left as it is); returns the rows added."""
+    peer = env.recipient if direction == "out" else env.sender
+    return int(
+        conn.execute(
+            f"INSERT OR IGNORE INTO messages ({_MESSAGE_COLUMNS})"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                env.id,
+                peer,
+                env.sender,
+                direction,
+                env.ts_ms,
+                env.lamport,
+                env.type.decode("ascii"),
+                text,
+                state,
+                now_ms,
+            ),
+        ).rowcount
+    )
+
+
 def _message(row: Sequence[Any]) -> MessageRow:
     return MessageRow(*row)
 
@@ -99,20 +124,7 @@ class Messages(Table):
         with self.db.transaction() as conn:
             if conn.execute("SELECT 1 FROM messages WHERE id = ?", (env.id,)).fetchone():
                 raise StoreError("a message with this id is already stored")
-            conn.execute(
-                f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, ?, 'out', ?, ?, ?, ?,"
-                " 'pending', ?)",
-                (
-                    env.id,
-                    env.recipient,
-                    env.sender,
-                    env.ts_ms,
-                    env.lamport,
-                    env.type.decode("ascii"),
-                    text,
-                    now_ms,
-                ),
-            )
+            _insert(conn, env, "out", "pending", text, now_ms)
             Outbox.queue(conn, env, now_ms)
 
     def save_incoming(self, env: Envelope, now: float) -> bool:
@@ -127,23 +139,7 @@ class Messages(Table):
             if not ReplayIds.record_seen(conn, env.id, now_ms):
                 return False
             # The id may also be one of ours (a peer echoing it back): never overwrite.
-            return (
-                conn.execute(
-                    f"INSERT OR IGNORE INTO messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, ?, 'in', ?,"
-                    " ?, ?, ?, 'delivered', ?)",
-                    (
-                        env.id,
-                        env.sender,
-                        env.sender,
-                        env.ts_ms,
-                        env.lamport,
-                        env.type.decode("ascii"),
-                        text,
-                        now_ms,
-                    ),
-                ).rowcount
-                > 0
-            )
+            return _insert(conn, env, "in", "delivered", text, now_ms) > 0
 
     def get_message(self, msg_id: bytes) -> MessageRow | None:
         rows = self.db.query(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?", (msg_id,))

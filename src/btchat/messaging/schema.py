@@ -6,7 +6,7 @@ Append a step to ``MIGRATIONS`` to change the schema; never edit a released one.
 
 from __future__ import annotations
 
-from btchat.storage import Connection, register_migrations
+from btchat.storage import register_migrations, sql_step
 
 __all__ = ["MIGRATIONS"]
 
@@ -99,12 +99,8 @@ _SCHEMA_V1 = (
 )
 
 
-def _migrate_1(conn: Connection) -> None:
-    """The initial schema."""
-    for statement in _SCHEMA_V1:
-        conn.execute(statement)
-
-
 #: Ordered steps: ``MIGRATIONS[i]`` takes the messaging tables from version i to i + 1.
-MIGRATIONS = (_migrate_1,)
+MIGRATIONS = (
+    sql_step(_SCHEMA_V1),  # 1: the initial schema
+)
 register_migrations("messaging", MIGRATIONS)

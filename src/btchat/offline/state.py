@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from btchat.codec.bencode import DecodeError, decode, encode
 from btchat.messaging.store import Store
-from btchat.storage import Connection, register_migrations
+from btchat.storage import Connection, register_migrations, sql_step
 
 __all__ = ["HeldPacket", "MailboxState", "OutPacket", "PeerState", "RatchetPickles"]
 
@@ -142,14 +142,10 @@ _SCHEMA = (
 )
 
 
-def _migrate_1(conn: Connection) -> None:
-    """Offline delivery: ratchet sessions, DHT mailbox, friend-held backup."""
-    for statement in _SCHEMA:
-        conn.execute(statement)
-
-
 #: Ordered steps of the offline tables; append only, never edit a released one.
-MIGRATIONS = (_migrate_1,)
+MIGRATIONS = (
+    sql_step(_SCHEMA),  # 1: ratchet sessions, DHT mailbox, friend-held backup
+)
 register_migrations("offline", MIGRATIONS)
 
 

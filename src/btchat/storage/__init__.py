@@ -10,6 +10,7 @@ from btchat.storage.database import (
     id_chunks,
     placeholders,
     register_migrations,
+    sql_step,
 )
 
 __all__ = [
@@ -21,4 +22,5 @@ __all__ = [
     "id_chunks",
     "placeholders",
     "register_migrations",
+    "sql_step",
 ]

@@ -55,6 +55,7 @@ __all__ = [
     "placeholders",
     "register_migrations",
     "registered_migrations",
+    "sql_step",
 ]
 
 #: How long a writer waits for another connection's lock before failing.
@@ -112,6 +113,16 @@ def register_migrations(package: str, steps: Sequence[Step]) -> None:
     if not steps:
         raise ValueError("a package registers at least one migration")
     _REGISTRY[package] = tuple(steps)
+
+
+def sql_step(statements: Sequence[str]) -> Step:
+    """A migration step that runs these statements, in order (the usual kind)."""
+
+    def step(conn: Connection) -> None:
+        for statement in statements:
+            conn.execute(statement)
+
+    return step
 
 
 def registered_migrations() -> dict[str, tuple[Step, ...]]:
