@@ -27,7 +27,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from btchat.lsd import (
+from btchat.discovery.lsd import (
     LSD_GROUP_V4,
     LSD_PORT,
     MAX_ANNOUNCE_SIZE,
@@ -36,11 +36,12 @@ from btchat.lsd import (
     LsdAnnounce,
     LsdAnnouncer,
     LsdError,
-    LsdService,
     build_announce,
     build_announces,
     parse_announce,
 )
+from btchat.discovery.lsd_service import LsdService
+from btchat.sansio import drain_events
 
 IH1 = bytes.fromhex("0123456789abcdef0123456789abcdef01234567")
 IH2 = b"\x22" * 20
@@ -237,7 +238,7 @@ def test_fuzz_only_lsd_error_escapes(data: bytes) -> None:
         assert len(set(result.infohashes)) == len(result.infohashes)
     core = LsdAnnouncer(1, cookie="me")
     core.add(IH1, 0.0)
-    for ih, (ip, port) in core.receive(data, "192.0.2.7", 0.0):  # never raises
+    for ih, (ip, port) in receive(core, data, "192.0.2.7", 0.0):  # never raises
         assert ih == IH1 and ip == "192.0.2.7" and 1 <= port <= 65535
 
 
@@ -259,25 +260,51 @@ def sent(datagrams: list[bytes]) -> list[bytes]:
     return [ih for d in datagrams for ih in parse_announce(d).infohashes]
 
 
+def fire(core: LsdAnnouncer, now: float) -> list[bytes]:
+    """Run the core's timer; the announces it queued, all to the BEP 14 group."""
+    core.handle_timer(now)
+    out = core.datagrams_to_send()
+    assert all(dest == (LSD_GROUP_V4, LSD_PORT) for _, dest in out)
+    return [data for data, _ in out]
+
+
+def found(core: LsdAnnouncer) -> list[tuple[bytes, tuple[str, int]]]:
+    events = list(drain_events(core))
+    assert all(e.source == "lsd" for e in events)
+    return [(e.infohash, e.addr) for e in events]
+
+
+def receive(
+    core: LsdAnnouncer, data: bytes, ip: str, now: float
+) -> list[tuple[bytes, tuple[str, int]]]:
+    core.receive_datagram(data, (ip, LSD_PORT), now)
+    return found(core)
+
+
+def add(core: LsdAnnouncer, ih: bytes, now: float) -> list[tuple[bytes, tuple[str, int]]]:
+    core.add(ih, now)
+    return found(core)
+
+
 def test_first_announce_is_immediate_then_every_interval() -> None:
     core = LsdAnnouncer(6881, cookie="k")
-    assert core.get_timer() is None and core.handle_timer(0.0) == []
+    assert core.get_timer() is None and fire(core, 0.0) == []
     core.add(IH1, 5.0)
     assert core.get_timer() == 5.0
-    assert sent(core.handle_timer(5.0)) == [IH1]
+    assert sent(fire(core, 5.0)) == [IH1]
     assert core.get_timer() == 305.0
-    assert core.handle_timer(304.0) == []
-    assert sent(core.handle_timer(305.0)) == [IH1]
+    assert fire(core, 304.0) == []
+    assert sent(fire(core, 305.0)) == [IH1]
 
 
 def test_new_infohash_goes_at_once_and_others_ride_along_when_allowed() -> None:
     core = LsdAnnouncer(6881, cookie="k")
     core.add(IH1, 0.0)
-    core.handle_timer(0.0)
+    fire(core, 0.0)
     core.add(IH2, 10.0)
-    assert sent(core.handle_timer(10.0)) == [IH2]  # IH1 went out 10 s ago: not yet
+    assert sent(fire(core, 10.0)) == [IH2]  # IH1 went out 10 s ago: not yet
     core.add(IH3, 70.0)
-    assert sorted(sent(core.handle_timer(70.0))) == [IH1, IH2, IH3]  # schedules merge
+    assert sorted(sent(fire(core, 70.0))) == [IH1, IH2, IH3]  # schedules merge
     assert core.get_timer() == 370.0
     assert core.stats["tx_infohashes"] == 5
 
@@ -285,14 +312,14 @@ def test_new_infohash_goes_at_once_and_others_ride_along_when_allowed() -> None:
 def test_rate_limit_survives_remove_add_and_announce_now() -> None:
     core = LsdAnnouncer(6881, cookie="k")
     core.add(IH1, 0.0)
-    core.handle_timer(0.0)
+    fire(core, 0.0)
     core.remove(IH1)
     assert core.get_timer() is None
     core.add(IH1, 2.0)
-    assert core.get_timer() == 60.0 and core.handle_timer(2.0) == []
+    assert core.get_timer() == 60.0 and fire(core, 2.0) == []
     core.announce_now(30.0)
     assert core.get_timer() == 60.0
-    assert sent(core.handle_timer(60.0)) == [IH1]
+    assert sent(fire(core, 60.0)) == [IH1]
     core.announce_now(200.0)  # asks early: goes out at once, since 140 s have passed
     assert core.get_timer() == 200.0
 
@@ -302,7 +329,7 @@ def test_forgotten_infohashes_do_not_accumulate() -> None:
     for i in range(100):
         ih = i.to_bytes(20, "big")
         core.add(ih, float(i * 100))
-        core.handle_timer(float(i * 100))
+        fire(core, float(i * 100))
         core.remove(ih)
     assert len(core._last) <= 1
 
@@ -327,7 +354,7 @@ def test_never_more_than_once_per_min_interval_and_never_silent(
         end = now + step
         while (t := core.get_timer()) is not None and t <= end:
             now = max(now, t)
-            for got in sent(core.handle_timer(now)):
+            for got in sent(fire(core, now)):
                 assert now - last_sent.get(got, -1e9) >= 60.0 - 1e-3
                 last_sent[got] = now
         now = end
@@ -347,12 +374,12 @@ def test_receive_reports_only_held_infohashes_with_the_source_ip() -> None:
     core = LsdAnnouncer(7000, cookie="me")
     core.add(IH1, 0.0)
     data = build_announce([IH1, IH2], 6881, "you")
-    assert core.receive(data, "10.0.0.5", 1.0) == [(IH1, ("10.0.0.5", 6881))]
-    assert core.receive(build_announce([IH1], 6881, "me"), "10.0.0.5", 1.0) == []
-    assert core.receive(b"junk", "10.0.0.5", 1.0) == []
-    assert core.receive(data, "0.0.0.0", 1.0) == []
+    assert receive(core, data, "10.0.0.5", 1.0) == [(IH1, ("10.0.0.5", 6881))]
+    assert receive(core, build_announce([IH1], 6881, "me"), "10.0.0.5", 1.0) == []
+    assert receive(core, b"junk", "10.0.0.5", 1.0) == []
+    assert receive(core, data, "0.0.0.0", 1.0) == []
     core.remove(IH1)
-    assert core.receive(data, "10.0.0.5", 1.0) == []
+    assert receive(core, data, "10.0.0.5", 1.0) == []
     assert core.stats["rx_announces"] == 2
     assert core.stats["rx_own"] == 1
     assert core.stats["rx_malformed"] == 1
@@ -362,33 +389,33 @@ def test_receive_reports_only_held_infohashes_with_the_source_ip() -> None:
 
 def test_add_reports_peers_heard_within_the_interval() -> None:
     core = LsdAnnouncer(7000, cookie="me")
-    core.receive(build_announce([IH1, IH2], 6881, "you"), "10.0.0.5", 10.0)
-    core.receive(build_announce([IH1], 6882, "me"), "10.0.0.6", 10.0)  # our own: not kept
-    core.receive(build_announce([IH1], 6883, "other"), "10.0.0.7", 200.0)
-    assert core.add(IH1, 250.0) == [(IH1, ("10.0.0.5", 6881)), (IH1, ("10.0.0.7", 6883))]
-    assert core.add(IH1, 250.0) == []  # already held: nothing new to report
-    assert core.add(IH2, 320.0) == []  # heard 310 s ago: it may be gone
+    receive(core, build_announce([IH1, IH2], 6881, "you"), "10.0.0.5", 10.0)
+    receive(core, build_announce([IH1], 6882, "me"), "10.0.0.6", 10.0)  # our own: not kept
+    receive(core, build_announce([IH1], 6883, "other"), "10.0.0.7", 200.0)
+    assert add(core, IH1, 250.0) == [(IH1, ("10.0.0.5", 6881)), (IH1, ("10.0.0.7", 6883))]
+    assert add(core, IH1, 250.0) == []  # already held: nothing new to report
+    assert add(core, IH2, 320.0) == []  # heard 310 s ago: it may be gone
 
 
 def test_heard_peers_are_bounded() -> None:
     core = LsdAnnouncer(7000, cookie="me")
     ihs = [i.to_bytes(20, "big") for i in range(MAX_REMEMBERED + 50)]
     for n, start in enumerate(range(0, len(ihs), 25)):
-        core.receive(build_announce(ihs[start : start + 25], 6881, "x"), f"10.0.0.{n}", 0.0)
+        receive(core, build_announce(ihs[start : start + 25], 6881, "x"), f"10.0.0.{n}", 0.0)
     assert len(core._heard) == MAX_REMEMBERED
-    assert core.add(ihs[0], 1.0) == []  # the oldest went first
-    assert core.add(ihs[-1], 1.0) == [(ihs[-1], ("10.0.0.42", 6881))]
+    assert add(core, ihs[0], 1.0) == []  # the oldest went first
+    assert add(core, ihs[-1], 1.0) == [(ihs[-1], ("10.0.0.42", 6881))]
 
 
 def test_receive_rate_limits_per_source() -> None:
     core = LsdAnnouncer(7000, cookie="me")
     core.add(IH1, 0.0)
     data = build_announce([IH1], 6881, "you")
-    results = [core.receive(data, "10.0.0.5", 1.0) for _ in range(30)]
+    results = [receive(core, data, "10.0.0.5", 1.0) for _ in range(30)]
     assert sum(1 for r in results if r) == 20
     assert core.stats["rx_rate_limited"] == 10
-    assert core.receive(data, "10.0.0.6", 1.0)  # another host is unaffected
-    assert core.receive(data, "10.0.0.5", 2.0)  # and the bucket refills
+    assert receive(core, data, "10.0.0.6", 1.0)  # another host is unaffected
+    assert receive(core, data, "10.0.0.5", 2.0)  # and the bucket refills
 
 
 def test_misuse_raises_value_error() -> None:

@@ -12,11 +12,15 @@ from typing import Any
 
 import pytest
 
+# Importing a package's store registers its migrations; the tests below expect its tables.
+import btchat.channels.store
+import btchat.offline.state  # noqa: F401
 from btchat.identity.keys import DeviceKey, Identity
 from btchat.messaging import envelope as E
 from btchat.messaging import store as store_mod
 from btchat.messaging.envelope import Envelope
 from btchat.messaging.store import WRONG_KEY, Store, StoreError
+from btchat.storage import database as db_mod
 
 ALICE = Identity.from_seed(b"\x01" * 32)
 BOB = Identity.from_seed(b"\x02" * 32)
@@ -66,7 +70,11 @@ def ids(rows: list[store_mod.MessageRow]) -> list[bytes]:
 
 
 def conn(s: Store) -> Any:
-    return s._live()
+    return s.db._live()
+
+
+def versions(s: Store) -> dict[str, int]:
+    return dict(s.query("SELECT package, version FROM schema_versions"))
 
 
 # --------------------------------------------------------------------------- opening
@@ -147,7 +155,8 @@ def test_closed_store(tmp_path: Path) -> None:
 def test_migrations_from_empty_and_reopen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "m.db"
     with Store.open(path, KEY) as s:
-        assert s.schema_version == len(store_mod.MIGRATIONS) >= 1
+        assert s.schema_version == db_mod.LAYOUT
+        assert versions(s) == {p: len(steps) for p, steps in db_mod.registered_migrations().items()}
         tables = {r[0] for r in conn(s).execute("SELECT name FROM sqlite_master")}
         assert {
             "contacts",
@@ -169,10 +178,10 @@ def test_migrations_from_empty_and_reopen(tmp_path: Path, monkeypatch: pytest.Mo
         calls.append(1)
         c.execute("ALTER TABLE kv ADD COLUMN note TEXT")
 
-    monkeypatch.setattr(store_mod, "MIGRATIONS", (*store_mod.MIGRATIONS, second))
+    monkeypatch.setitem(db_mod._REGISTRY, "messaging", (*store_mod.MIGRATIONS, second))
     for _ in range(2):  # applied once, then never again
         with Store.open(path, KEY) as s:
-            assert s.schema_version == len(store_mod.MIGRATIONS)
+            assert versions(s)["messaging"] == len(store_mod.MIGRATIONS) + 1
             assert s.kv_get("kept") == b"1"
             conn(s).execute("SELECT note FROM kv").fetchall()
     assert calls == [1]
@@ -186,22 +195,33 @@ def test_failed_migration_rolls_back(tmp_path: Path, monkeypatch: pytest.MonkeyP
         c.execute("CREATE TABLE half_done (x)")
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(store_mod, "MIGRATIONS", (*store_mod.MIGRATIONS, broken))
+    monkeypatch.setitem(db_mod._REGISTRY, "messaging", (*store_mod.MIGRATIONS, broken))
     with pytest.raises(RuntimeError):
         Store.open(path, None)
     monkeypatch.undo()
     with Store.open(path, None) as s:
-        assert s.schema_version == len(store_mod.MIGRATIONS)
+        assert versions(s)["messaging"] == len(store_mod.MIGRATIONS)
         assert (
             not conn(s).execute("SELECT 1 FROM sqlite_master WHERE name = 'half_done'").fetchall()
         )
 
 
-def test_newer_schema_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        ("PRAGMA user_version = 99", "schema version 99, newer"),
+        (
+            "UPDATE schema_versions SET version = 99 WHERE package = 'messaging'",
+            "messaging schema version 99, newer",
+        ),
+    ],
+    ids=["layout", "package"],
+)
+def test_newer_schema_refused(tmp_path: Path, sql: str, message: str) -> None:
     path = tmp_path / "m.db"
     with Store.open(path, None) as s:
-        conn(s).execute("PRAGMA user_version = 99")
-    with pytest.raises(StoreError, match="newer"):
+        conn(s).execute(sql)
+    with pytest.raises(StoreError, match=message):
         Store.open(path, None)
 
 

@@ -104,7 +104,7 @@ def test_sigkill_loses_nothing_that_was_acknowledged(tmp_path: Path, key: bytes 
         print(f"seed {seed}: {len(lines)} saves acknowledged before the kill")
         with Store.open(path, key) as store:  # opens: WAL recovery worked
             assert store.integrity_check() == ["ok"]
-            conn = store._live()
+            conn = store.db._live()
             conn.execute("INSERT INTO messages_fts (messages_fts) VALUES ('integrity-check')")
             assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
             queued = {E.parse_envelope(b).id for b in store.pending_outbox(PEER)}

@@ -25,9 +25,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from btchat.codec.bencode import encode
-from btchat.trackers import DEFAULT_TIMEOUT, announce
-from btchat.trackers.http import http_announce
-from btchat.trackers.protocol import (
+from btchat.discovery.trackers import DEFAULT_TIMEOUT, announce
+from btchat.discovery.trackers.http import http_announce
+from btchat.discovery.trackers.protocol import (
     ACTION_ANNOUNCE,
     ACTION_CONNECT,
     ACTION_ERROR,
@@ -50,7 +50,7 @@ from btchat.trackers.protocol import (
     parse_udp_announce_response,
     parse_udp_connect_response,
 )
-from btchat.trackers.udp import UdpTrackerClient
+from btchat.discovery.trackers.udp import UdpTrackerClient
 
 FUZZ = settings(
     max_examples=600,

@@ -16,6 +16,7 @@ from btchat.messaging.store import Store
 from btchat.offline import packet as pk
 from btchat.offline.ratchet import Ratchet
 from btchat.offline.state import MailboxState
+from btchat.sansio import drain_events
 
 jsonschema = pytest.importorskip("jsonschema")
 SCHEMA = json.loads(
@@ -78,7 +79,7 @@ def test_channel_messages_and_link_payloads_match_their_schema(tmp_path: Path) -
     import time
 
     from btchat.channels.chatfile import ChatFile
-    from btchat.channels.engine import ChannelEngine
+    from btchat.channels.engine import ChannelEngine, Send
     from btchat.channels.messages import ChannelMessage
     from btchat.channels.store import ChannelStore
 
@@ -94,10 +95,12 @@ def test_channel_messages_and_link_payloads_match_their_schema(tmp_path: Path) -
     b.link_up(ALICE.public_key, "127.0.0.1", 0.0)
     a.post("hello", 1.0)
     a.post("private", 2.0, to=[BOB.public_key])
-    a.tick(100.0)
+    a.handle_timer(100.0)
     kinds = set()
-    for _, data in a.take_outgoing():
-        payload = decode(data)
+    for event in drain_events(a):
+        if not isinstance(event, Send):
+            continue
+        payload = decode(event.payload)
         check_channel("payload", payload)
         kinds.add(payload[b"t"])
         if payload[b"t"] == b"msg":

@@ -28,8 +28,8 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from btchat.trackers import AnnounceResult, TrackerError, UdpTrackerClient, announce
-from btchat.trackers.protocol import (
+from btchat.discovery.trackers import AnnounceResult, TrackerError, UdpTrackerClient, announce
+from btchat.discovery.trackers.protocol import (
     AnnounceRequest,
     build_http_announce_url,
     parse_http_announce_response,

@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives.constant_time import bytes_eq
 
 from btchat.channels.keys import ChannelKeys, hmac_sha256
 from btchat.codec.bencode import DecodeError, decode, encode
+from btchat.errors import PeerError
 from btchat.identity.idtext import URI_SCHEME
 from btchat.identity.keys import Identity, verify_signature
 
@@ -113,7 +114,7 @@ REASON_CODES = frozenset(
 )
 
 
-class ChatFileError(ValueError):
+class ChatFileError(PeerError):
     """A ``.chat`` file or link is refused; ``code`` is one of :data:`REASON_CODES`."""
 
     def __init__(self, code: str, message: str) -> None:

@@ -1,8 +1,10 @@
 """One joined channel, sans I/O: what to say on each member link, what to show.
 
 The runtime (:mod:`btchat.channels.service`) opens links, passes what arrives on them
-to :meth:`ChannelEngine.on_payload` with the current time, and sends what
-:meth:`ChannelEngine.take_outgoing` returns. Everything a channel does happens here:
+to :meth:`ChannelEngine.on_payload` with the current time, and drives the engine the
+way every core is driven (:mod:`btchat.sansio`): ``handle_timer(now)`` at ``get_timer()``,
+then ``next_event()`` until ``None``; a payload for a member comes out as a :class:`Send`
+event. Everything a channel does happens here:
 
 * **Messages** are signed by their author and encrypted for the channel (or for chosen
   members); stored once by id whatever path delivered them; shown in Lamport order.
@@ -25,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +59,7 @@ __all__ = [
     "Dial",
     "Drop",
     "Removed",
+    "Send",
     "Shown",
 ]
 
@@ -104,6 +107,15 @@ class Removed:
     """We were removed from this invite-only channel."""
 
 
+@dataclass(frozen=True)
+class Send:
+    """Send ``payload`` on the link to ``member`` (dropped if that link is gone)."""
+
+    member: bytes
+    payload: bytes
+
+
+#: What the runtime shows or acts on; :class:`Send` is the engine's other output.
 Event = Shown | Dial | Drop | Removed
 
 
@@ -138,8 +150,8 @@ class ChannelEngine:
         self.stats: Counter[str] = Counter()
         self.links: dict[bytes, _Link] = {}
         self.presence = _Presence()
-        self._out: list[tuple[bytes, bytes]] = []
-        self._events: list[Event] = []
+        self._out: deque[Send] = deque()
+        self._events: deque[Event] = deque()
         # Timers are jittered so members that started together do not all fire at once.
         self._rng = random.Random()
         self._next_presence = now + self._rng.uniform(0, 5)
@@ -159,20 +171,21 @@ class ChannelEngine:
 
     # -------------------------------------------------------------- plumbing
 
-    def take_outgoing(self) -> list[tuple[bytes, bytes]]:
-        out, self._out = self._out, []
-        return out
-
-    def take_events(self) -> list[Event]:
-        out, self._events = self._events, []
-        return out
+    def next_event(self) -> Send | Event | None:
+        """The oldest output not yet taken: every queued payload before the other events
+        (so a member being dropped still gets what was queued for it first)."""
+        if self._out:
+            return self._out.popleft()
+        if self._events:
+            return self._events.popleft()
+        return None
 
     def _send(self, peer: bytes, payload: dict[bytes, Any]) -> None:
         data = encode(payload)
         if len(data) > MAX_PAYLOAD:
             log.warning("channel payload of %d bytes not sent", len(data))
             return
-        self._out.append((peer, data))
+        self._out.append(Send(peer, data))
 
     def _broadcast(self, payload: dict[bytes, Any], *, exclude: set[bytes] | None = None) -> None:
         for peer in self.links:
@@ -577,7 +590,8 @@ class ChannelEngine:
         self.stats["posted"] += 1
         return stored
 
-    def tick(self, now: float) -> None:
+    def handle_timer(self, now: float) -> None:
+        """Link-set announcements, presence and anti-entropy that are due at ``now``."""
         if self._links_dirty and now >= self._next_links:
             self._announce_links(now)
         if now >= self._next_presence:
@@ -601,7 +615,8 @@ class ChannelEngine:
             ids = [m.id for m in self._recent_messages(ANTI_ENTROPY_IDS)]
             self._broadcast({b"t": b"have", b"ids": ids})
 
-    def next_deadline(self) -> float:
+    def get_timer(self) -> float:
+        """The next deadline (always one: presence and anti-entropy recur)."""
         deadline = min(self._next_presence, self._next_entropy)
         return min(deadline, self._next_links) if self._links_dirty else deadline
 

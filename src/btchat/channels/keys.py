@@ -41,6 +41,7 @@ from nacl.exceptions import RuntimeError as NaclRuntimeError
 from nacl.public import PrivateKey, PublicKey, SealedBox
 
 from btchat.codec.bencode import DecodeError, decode, encode
+from btchat.errors import PeerError
 from btchat.identity.keys import Identity, verify_signature
 from btchat.identity.rendezvous import EPOCH_SECONDS, OVERLAP_SECONDS, epoch_of
 
@@ -99,7 +100,7 @@ _GRANT_KEYS = frozenset({b"v", b"chan", b"gen", b"key", b"to", b"by", b"mlv", b"
 _MAX_INT = 2**53 - 1
 
 
-class ChannelKeyError(ValueError):
+class ChannelKeyError(PeerError):
     """A sealed generation key cannot be opened or is not acceptable."""
 
 

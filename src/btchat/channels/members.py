@@ -40,6 +40,7 @@ from nacl.exceptions import CryptoError
 from nacl.exceptions import RuntimeError as NaclRuntimeError
 
 from btchat.codec.bencode import DecodeError, decode, encode
+from btchat.errors import PeerError
 from btchat.identity.keys import Identity, verify_signature
 
 __all__ = [
@@ -89,7 +90,7 @@ REASON_CODES = frozenset(
 )
 
 
-class MemberListError(ValueError):
+class MemberListError(PeerError):
     """A member list is malformed or refused; ``code`` is one of :data:`REASON_CODES`."""
 
     def __init__(self, code: str, message: str) -> None:

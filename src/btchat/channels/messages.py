@@ -23,6 +23,7 @@ from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, PublicKey, SealedBox
 
 from btchat.codec.bencode import DecodeError, decode, encode
+from btchat.errors import PeerError
 from btchat.identity.keys import Identity, verify_signature
 
 __all__ = [
@@ -45,7 +46,7 @@ MAX_INT = 2**53 - 1
 _KEYS = frozenset({b"v", b"c", b"id", b"f", b"lc", b"ts", b"k", b"g", b"r", b"n", b"e", b"s"})
 
 
-class MessageError(ValueError):
+class MessageError(PeerError):
     """A channel message that is malformed, forged, or not for this channel."""
 
 

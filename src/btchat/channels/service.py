@@ -2,8 +2,9 @@
 
 Members are found by the channel's rotating infohash on three independent paths, any
 of which is enough: the DHT (announce + get_peers), the BitTorrent trackers listed in
-the ``.chat`` file (HTTP or UDP announce), and BEP 14 multicast on the LAN; then by
-peer exchange over the links themselves. Every address found is dialled; a link is a
+the ``.chat`` file (HTTP or UDP announce), and BEP 14 multicast on the LAN (the sources
+of :mod:`btchat.discovery.sources`, each reporting what it found to :meth:`_found`);
+then by peer exchange over the links themselves. Every address found is dialled; a link is a
 Noise XXpsk3 session keyed by the channel secret (:mod:`btchat.channels.link`) and
 authenticated by both identities, and the :class:`ChannelEngine` decides what flows.
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import time
 from collections.abc import Callable
@@ -20,17 +20,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from btchat.channels.chatfile import ChatFile
-from btchat.channels.engine import ChannelEngine, Dial, Drop, Event, Removed
+from btchat.channels.engine import ChannelEngine, Dial, Drop, Event, Removed, Send
 from btchat.channels.link import Link, LinkClosed, LinkData, LinkEstablished, LinkEvent, LinkFailed
 from btchat.channels.link_connection import LinkConnection, run_link
 from btchat.channels.store import ChannelStore, StoredMessage
+from btchat.discovery.found import Found
+from btchat.discovery.sources import DhtSource, LsdSource, TrackerSource
 from btchat.identity.keys import Identity
-from btchat.net.dht_service import DhtError, DhtService
-from btchat.node.tasks import TaskOwner
+from btchat.net.dht_service import DhtService
+from btchat.sansio import drain_events
+from btchat.tasks import TaskOwner
 
 __all__ = ["ChannelConfig", "ChannelService"]
 
-log = logging.getLogger(__name__)
 
 MAX_LINKS = 128
 #: An address that failed (or was ourselves) is not dialled again for this long.
@@ -77,7 +79,7 @@ class ChannelService:
         self._dialling: set[tuple[str, int]] = set()
         self._seeds: set[tuple[str, int]] = set()  # every address ever dialled
         self._failed: dict[tuple[str, int], float] = {}
-        self._lsd: Any = None
+        self._lsd: LsdSource | None = None
         self._wake = asyncio.Event()
         self._tick_at = 0.0
         self._accepted: set[asyncio.Task[Any]] = set()
@@ -95,12 +97,24 @@ class ChannelService:
             self.chat, self.identity, self.store, listen_port=self.port, now=time.time()
         )
         self._tasks.spawn(self._tick_loop())
+        common: dict[str, Any] = {
+            "targets": self.chat.keys,
+            "port": self.port,
+            "on_found": self._found,
+        }
         if self.config.dht and self.dht is not None:
-            self._tasks.spawn(self._dht_loop())
+            dht = DhtSource(dht=self.dht, interval=self._interval, **common)
+            self._tasks.spawn(dht.run())
         if self.config.trackers and self.chat.trackers:
-            self._tasks.spawn(self._tracker_loop())
+            trackers = TrackerSource(
+                urls=self.chat.trackers, peer_id=self.peer_id, interval=self._interval, **common
+            )
+            self._tasks.spawn(trackers.run())
         if self.config.lsd:
-            await self._start_lsd()
+            lsd = LsdSource(options=self.config.lsd_options, **common)
+            if await lsd.start():
+                self._lsd = lsd
+                self._tasks.spawn(lsd.run())
 
     async def stop(self) -> None:
         self._stopping = True
@@ -255,13 +269,12 @@ class ChannelService:
 
     def _flush(self) -> None:
         assert self.engine is not None
-        for member, payload in self.engine.take_outgoing():
-            link = self.links.get(member)
-            if link is not None:
-                link[0].send(payload)
-        if self.engine.next_deadline() < self._tick_at:
-            self._wake.set()  # the engine wants its tick sooner than the loop planned
-        for event in self.engine.take_events():
+        for event in drain_events(self.engine):
+            if isinstance(event, Send):
+                link = self.links.get(event.member)
+                if link is not None:
+                    link[0].send(event.payload)
+                continue
             if isinstance(event, Dial):
                 if event.member not in self.config.blocked:
                     self.dial(event.addr)
@@ -273,6 +286,8 @@ class ChannelService:
                 for conn, _ in list(self.links.values()):
                     conn.close("removed from the channel")
             self.on_event(self.chat, event)
+        if self.engine.get_timer() < self._tick_at:
+            self._wake.set()  # the engine wants its timer sooner than the loop planned
 
     # ------------------------------------------------------------------ API
 
@@ -298,13 +313,13 @@ class ChannelService:
         next_redial = time.time() + REDIAL_INTERVAL
         while True:
             now = time.time()
-            self.engine.tick(now)
+            self.engine.handle_timer(now)
             if now >= next_redial:
                 next_redial = now + REDIAL_INTERVAL
                 self._redial()
             self._flush()
             self._wake.clear()
-            self._tick_at = min(self.engine.next_deadline(), next_redial)
+            self._tick_at = min(self.engine.get_timer(), next_redial)
             delay = max(0.05, self._tick_at - time.time())
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
             # that arrives as the wake-up fires, and then stop() would wait forever.
@@ -323,77 +338,13 @@ class ChannelService:
             for addr in list(self._seeds):
                 self.dial(addr)
 
-    async def _dht_loop(self) -> None:
-        assert self.dht is not None
-        while True:
-            now = time.time()
-            keys = self.chat.keys
-            try:
-                for infohash in keys.announce_targets(now):
-                    with contextlib.suppress(DhtError):
-                        await self.dht.announce(infohash, self.port)
-                for infohash in keys.lookup_targets(now):
-                    with contextlib.suppress(DhtError):
-                        result = await self.dht.get_peers(infohash)
-                        for addr in result.peers:
-                            self.stats["dht_found"] += 1
-                            self.dial((str(addr[0]), int(addr[1])))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # keep discovering whatever one round hit
-                log.warning("channel DHT discovery round failed: %s", exc)
-            await asyncio.sleep(self._interval())
+    def _found(self, found: Found) -> None:
+        """What every discovery source reports: count it and dial it."""
+        self.stats[f"{found.source}_found"] += 1
+        self.dial(found.addr)
 
     def _interval(self) -> float:
         # Early on, look more often: a channel of one finds the second member faster.
         if self.links:
             return self.config.discovery_interval
         return min(15.0, self.config.discovery_interval)
-
-    async def _tracker_loop(self) -> None:
-        from btchat.trackers import TrackerError, announce
-
-        while True:
-            now = time.time()
-            wait = self._interval()
-            for url in self.chat.trackers:
-                for infohash in self.chat.keys.announce_targets(now):
-                    try:
-                        result = await announce(
-                            url, infohash, self.peer_id, self.port, timeout=15.0
-                        )
-                    except TrackerError as exc:
-                        log.info("tracker %s: %s", url, exc)
-                        continue
-                    for addr in result.peers:
-                        self.stats["tracker_found"] += 1
-                        self.dial(addr)
-            await asyncio.sleep(wait)
-
-    async def _start_lsd(self) -> None:
-        from btchat.lsd import LsdService
-
-        def found(infohash: bytes, addr: tuple[str, int]) -> None:
-            self.stats["lsd_found"] += 1
-            self.dial(addr)
-
-        try:
-            self._lsd = await LsdService.start(self.port, found, **self.config.lsd_options)
-        except OSError as exc:
-            log.warning("LAN discovery unavailable: %s", exc)
-            return
-        self._tasks.spawn(self._lsd_loop())
-
-    async def _lsd_loop(self) -> None:
-        current: set[bytes] = set()
-        while True:
-            now = time.time()
-            wanted = set(self.chat.keys.announce_targets(now)) | set(
-                self.chat.keys.lookup_targets(now)
-            )
-            for infohash in wanted - current:
-                self._lsd.add(infohash)
-            for infohash in current - wanted:
-                self._lsd.remove(infohash)
-            current = wanted
-            await asyncio.sleep(60.0)

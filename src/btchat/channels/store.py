@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from btchat.messaging.store import Store
+from btchat.storage import register_migrations, sql_step
 
 __all__ = ["ChannelRow", "ChannelStore", "StoredMessage"]
 
@@ -62,9 +63,60 @@ def _msg(row: Any) -> StoredMessage:
     )
 
 
+_SCHEMA = (
+    # Joined channels: the .chat file, the newest verified member list, our clock.
+    """CREATE TABLE channels (
+        id BLOB PRIMARY KEY CHECK (length(id) = 32),
+        chatfile BLOB NOT NULL,
+        joined_ms INTEGER NOT NULL,
+        member_list BLOB,
+        lamport INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID""",
+    # Generation secrets of invite-only channels, opened from grants sealed to us.
+    """CREATE TABLE channel_keys (
+        channel BLOB NOT NULL,
+        generation INTEGER NOT NULL,
+        key BLOB NOT NULL,
+        PRIMARY KEY (channel, generation)
+    ) WITHOUT ROWID""",
+    # Grants (sealed to one member each) kept to hand to members who missed them.
+    """CREATE TABLE channel_grants (
+        channel BLOB NOT NULL,
+        recipient BLOB NOT NULL,
+        generation INTEGER NOT NULL,
+        sealed BLOB NOT NULL,
+        PRIMARY KEY (channel, recipient, generation)
+    ) WITHOUT ROWID""",
+    # Every message seen (for relaying and history sync); text only where we can read.
+    """CREATE TABLE channel_messages (
+        seq INTEGER PRIMARY KEY,
+        channel BLOB NOT NULL,
+        id BLOB NOT NULL,
+        author BLOB NOT NULL,
+        lamport INTEGER NOT NULL,
+        ts_ms INTEGER NOT NULL,
+        private INTEGER NOT NULL,
+        text TEXT,
+        recipients BLOB,
+        wire BLOB NOT NULL,
+        received_ms INTEGER NOT NULL,
+        UNIQUE (channel, id)
+    )""",
+    "CREATE INDEX channel_messages_order ON channel_messages (channel, lamport, author, id)",
+)
+
+
+#: Ordered steps of the channel tables; append only, never edit a released one.
+MIGRATIONS = (
+    sql_step(_SCHEMA),  # 1: joined channels, their keys, grants and messages
+)
+register_migrations("channels", MIGRATIONS)
+
+
 class ChannelStore:
     def __init__(self, store: Store) -> None:
         self.store = store
+        store.migrate()  # the channel tables, if this file predates them
 
     # ----------------------------------------------------------------- channels
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from btchat.errors import PeerError
+
 __all__ = ["MAX_DEPTH", "MAX_INPUT", "Bencodable", "DecodeError", "Raw", "decode", "encode"]
 
 Bencodable = bytes | int | list[Any] | dict[bytes, Any]
@@ -33,7 +35,7 @@ MAX_INPUT = 65536
 MAX_INT_DIGITS = 32
 
 
-class DecodeError(ValueError):
+class DecodeError(PeerError):
     """The input is not canonical bencode within our limits."""
 
 

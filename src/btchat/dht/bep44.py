@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from btchat.codec import bencode
+from btchat.errors import PeerError
 
 __all__ = [
     "ERR_CAS_MISMATCH",
@@ -70,7 +71,7 @@ _MESSAGES = {
 }
 
 
-class ItemError(Exception):
+class ItemError(PeerError):
     """A put that must be refused; ``code`` and ``message`` go into the KRPC error reply."""
 
     def __init__(self, code: int, message: str | None = None) -> None:

@@ -34,6 +34,8 @@ from nacl.bindings import crypto_sign_ed25519_pk_to_curve25519
 from nacl.exceptions import CryptoError
 from nacl.exceptions import RuntimeError as NaclRuntimeError
 
+from btchat.errors import UsageError
+
 __all__ = [
     "ID_LENGTH",
     "ID_PREFIX",
@@ -70,7 +72,7 @@ _LOOKALIKES = str.maketrans({"0": "o", "8": "b"})
 _SEPARATOR_CHARS = frozenset("_.\u2212")  # plus whitespace, dashes, format characters
 
 
-class IdError(ValueError):
+class IdError(UsageError):
     """Text is not a valid btchat ID, link, or public key."""
 
 

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from nacl.signing import VerifyKey
 
 from btchat.codec.bencode import DecodeError, decode, encode
+from btchat.errors import PeerError
 
 __all__ = [
     "DEVICE_CERT_CONTEXT",
@@ -39,7 +40,7 @@ DEVICE_CERT_CONTEXT = b"btchat device certificate v1\x00"
 MAX_CERT_SIZE = 512
 
 
-class CertificateError(ValueError):
+class CertificateError(PeerError):
     """A device certificate is malformed or its signature does not verify."""
 
 

@@ -40,6 +40,7 @@ from nacl.bindings import (
 )
 from nacl.exceptions import CryptoError
 
+from btchat.errors import StorageError
 from btchat.identity.keys import CertificateError, DeviceCertificate, DeviceKey, Identity
 
 __all__ = [
@@ -89,7 +90,7 @@ _SEED, _DEVICE_PRIVATE, _DEVICE_ID, _DB_KEY = 32, 32, 16, 32
 _MAX_FILE_SIZE = 64 * 1024
 
 
-class KeyStoreError(Exception):
+class KeyStoreError(StorageError):
     """The key file cannot be created, read, or trusted."""
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 
+from btchat.errors import BtchatError
+
 __all__ = ["MAX_DIFFICULTY", "POW_CONTEXT", "PowExhausted", "pow_hash", "solve", "verify"]
 
 POW_CONTEXT = b"btchat-pow-v1"
@@ -24,7 +26,7 @@ MAX_DIFFICULTY = 40
 _MAX_NONCE = (1 << 64) - 1
 
 
-class PowExhausted(RuntimeError):
+class PowExhausted(BtchatError, RuntimeError):
     """``solve`` gave up after ``max_iterations`` nonces without a solution."""
 
 

@@ -23,6 +23,7 @@ from nacl.exceptions import CryptoError
 from nacl.exceptions import RuntimeError as NaclRuntimeError
 from nacl.hash import blake2b
 
+from btchat.errors import PeerError
 from btchat.identity.keys import Identity
 
 __all__ = [
@@ -47,7 +48,7 @@ INFOHASH_CONTEXT = b"btchat rendezvous v1"
 _MAX_EPOCH = (1 << 64) - 1
 
 
-class InvalidPeerKey(ValueError):
+class InvalidPeerKey(PeerError):
     """A public key that is not a usable curve point (invalid, or of small order).
 
     Such a key would give a predictable "shared" secret, so it is refused outright.

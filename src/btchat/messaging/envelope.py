@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from btchat.codec.bencode import DecodeError, decode, encode
+from btchat.errors import PeerError
 from btchat.identity.keys import verify_signature
 
 __all__ = [
@@ -110,7 +111,7 @@ REASON_CODES = frozenset(
 )
 
 
-class EnvelopeError(Exception):
+class EnvelopeError(PeerError):
     """An envelope is malformed or refused; ``code`` is one of :data:`REASON_CODES`."""
 
     def __init__(self, code: str, message: str) -> None:

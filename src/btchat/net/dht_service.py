@@ -29,6 +29,7 @@ from btchat.dht.node import (
     OperationFailed,
     PutResult,
 )
+from btchat.errors import NetworkError
 
 __all__ = ["DEFAULT_BOOTSTRAP", "DhtError", "DhtService", "resolve_addrs"]
 
@@ -46,7 +47,7 @@ STATE_FILE = "dht_state.json"
 SAVE_INTERVAL = 300.0
 
 
-class DhtError(Exception):
+class DhtError(NetworkError):
     """A DHT operation did not succeed; the message is meant for a user."""
 
 

@@ -26,6 +26,7 @@ from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, PublicKey, SealedBox
 
 from btchat.codec.bencode import DecodeError, decode, encode
+from btchat.errors import PeerError
 from btchat.identity import pow as hashcash
 from btchat.identity.keys import CertificateError, DeviceCertificate, Identity, verify_signature
 
@@ -51,7 +52,7 @@ MAX_NAME = 64
 MAX_AGE = 2 * DAY_SECONDS
 
 
-class RequestError(ValueError):
+class RequestError(PeerError):
     """A request slot held something that is not a valid request for us."""
 
 

@@ -28,6 +28,7 @@ from nacl.exceptions import CryptoError
 
 from btchat.codec.bencode import DecodeError, decode, encode
 from btchat.dht import bep44
+from btchat.errors import PeerError
 from btchat.identity.keys import Identity, verify_signature
 
 __all__ = [
@@ -63,7 +64,7 @@ MAX_INT = 2**53 - 1
 _PACKET_KEYS = frozenset({b"v", b"f", b"t", b"n", b"x", b"k", b"m", b"b", b"s"})
 
 
-class PacketError(ValueError):
+class PacketError(PeerError):
     """Remote bytes that are not a valid packet, chunk or head for us; the text says why."""
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import vodozemac
 
 from btchat.codec.bencode import encode
+from btchat.errors import PeerError
 from btchat.identity.keys import Identity
 from btchat.offline.state import MailboxState, RatchetPickles
 
@@ -45,7 +46,7 @@ PREKEY_SALT = b"btchat/prekeys"
 BUNDLE_ONE_TIME_KEYS = 8
 
 
-class RatchetError(Exception):
+class RatchetError(PeerError):
     """A packet cannot be encrypted or decrypted; ``code`` says which case."""
 
     def __init__(self, code: str, message: str) -> None:

@@ -13,7 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from btchat.codec.bencode import DecodeError, decode, encode
-from btchat.messaging.store import Connection, Store
+from btchat.messaging.store import Store
+from btchat.storage import Connection, register_migrations, sql_step
 
 __all__ = ["HeldPacket", "MailboxState", "OutPacket", "PeerState", "RatchetPickles"]
 
@@ -88,11 +89,72 @@ def _advance(received: int, above: set[int]) -> tuple[int, bytes]:
     return received, encode(kept) if kept else b""
 
 
+# --------------------------------------------------------------------------- schema
+
+_SCHEMA = (
+    # Double Ratchet (Olm) sessions per contact, pickled under a key from the identity.
+    """CREATE TABLE olm_sessions (
+        peer BLOB NOT NULL,
+        session_id TEXT NOT NULL,
+        pickle TEXT NOT NULL,
+        used_ms INTEGER NOT NULL,
+        PRIMARY KEY (peer, session_id)
+    ) WITHOUT ROWID""",
+    # Offline mailbox bookkeeping per contact (see MailboxState).
+    """CREATE TABLE mailbox_peers (
+        peer BLOB PRIMARY KEY CHECK (length(peer) = 32),
+        next_out INTEGER NOT NULL DEFAULT 0,
+        received INTEGER NOT NULL DEFAULT -1,
+        received_above BLOB NOT NULL DEFAULT x'',
+        ack_changed_ms INTEGER NOT NULL DEFAULT 0,
+        their_ack INTEGER NOT NULL DEFAULT -1,
+        retention_s INTEGER,
+        olm_key BLOB,
+        prekey BLOB,
+        given_prekey BLOB
+    ) WITHOUT ROWID""",
+    # Packets for a contact that has not acknowledged them: republished until then.
+    """CREATE TABLE mailbox_out (
+        peer BLOB NOT NULL,
+        n INTEGER NOT NULL,
+        msg_id BLOB NOT NULL,
+        packet BLOB NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        PRIMARY KEY (peer, n)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX mailbox_out_msg ON mailbox_out (msg_id)",
+    # Decrypted packets not yet handled: saved with the ratchet state in one transaction.
+    """CREATE TABLE mailbox_in (
+        peer BLOB NOT NULL,
+        n INTEGER NOT NULL,
+        plaintext BLOB NOT NULL,
+        PRIMARY KEY (peer, n)
+    ) WITHOUT ROWID""",
+    # Friend-held backup: other contacts' packets we hold for their recipients.
+    """CREATE TABLE held (
+        recipient BLOB NOT NULL,
+        sender BLOB NOT NULL,
+        n INTEGER NOT NULL,
+        packet BLOB NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        PRIMARY KEY (recipient, sender, n)
+    ) WITHOUT ROWID""",
+)
+
+
+#: Ordered steps of the offline tables; append only, never edit a released one.
+MIGRATIONS = (
+    sql_step(_SCHEMA),  # 1: ratchet sessions, DHT mailbox, friend-held backup
+)
+register_migrations("offline", MIGRATIONS)
+
+
 class MailboxState:
     ACCOUNT_KEY = "olm.account"
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        store.migrate()  # the offline tables, if this file predates them
 
     # ------------------------------------------------------------------ peers
 

@@ -1,6 +1,6 @@
 """HTTP(S) tracker announces over aiohttp: one GET, a capped body, a parsed answer.
 
-All protocol work is in :mod:`btchat.trackers.protocol`; this module only moves bytes
+All protocol work is in :mod:`btchat.discovery.trackers.protocol`; this module only moves bytes
 and turns every way the exchange can go wrong (DNS, refused connection, TLS, timeout,
 non-200 status, oversized or malformed body) into a :class:`TrackerError`.
 """
@@ -12,7 +12,7 @@ import asyncio
 import aiohttp
 from yarl import URL
 
-from btchat.trackers.protocol import (
+from btchat.discovery.trackers.protocol import (
     MAX_HTTP_RESPONSE,
     AnnounceRequest,
     AnnounceResult,

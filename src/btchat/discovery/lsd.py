@@ -6,28 +6,27 @@ Three layers, as elsewhere in btchat:
   ``BT-SEARCH`` request in one UDP datagram), strict, sans-I/O. ``LsdError`` is the only
   error remote input can cause; a caller passing bad values gets a ``ValueError``.
 - :class:`LsdAnnouncer`: which infohashes go out when (BEP 14 rate limits) and what a
-  received datagram means. It takes ``now`` and never reads a clock or touches a socket.
-- :class:`LsdService`: one multicast UDP socket and one timer around an ``LsdAnnouncer``.
+  received datagram means. A datagram core (:mod:`btchat.sansio`): ``handle_timer`` /
+  ``get_timer``, ``receive_datagram`` in, ``datagrams_to_send`` and ``next_event``
+  (a :class:`~btchat.discovery.found.Found` per peer) out; it never reads a clock.
+- :class:`~btchat.discovery.lsd_service.LsdService` (its own module, the only one with
+  I/O): one multicast UDP socket and one timer around an ``LsdAnnouncer``.
 
 IPv4 only (``239.192.152.143:6771``); the IPv6 group of BEP 14 is not joined.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import ipaddress
-import logging
 import re
 import secrets
-import socket
-import sys
-from collections import Counter
-from collections.abc import Callable, Iterable
+from collections import Counter, deque
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, cast
 
 from btchat.dht.ratelimit import RateLimiter
+from btchat.discovery.found import Found
+from btchat.errors import PeerError
 
 __all__ = [
     "ANNOUNCE_INTERVAL",
@@ -42,13 +41,10 @@ __all__ = [
     "LsdAnnounce",
     "LsdAnnouncer",
     "LsdError",
-    "LsdService",
     "build_announce",
     "build_announces",
     "parse_announce",
 ]
-
-log = logging.getLogger(__name__)
 
 #: BEP 14 group A (organisation-local scope) and the port every implementation uses.
 LSD_GROUP_V4 = "239.192.152.143"
@@ -82,9 +78,6 @@ MAX_REMEMBERED = 1024
 #: Timers may fire a hair early; a deadline this close counts as reached.
 _EPSILON = 1e-3
 
-#: Linux: deliver only groups this socket joined, on the interface it joined them on.
-_IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
-
 _REQUEST_LINE = b"BT-SEARCH * HTTP/1.1"
 # RFC 7230 header field: token ":" OWS field-value OWS. Field values are visible ASCII
 # (plus obs-text, which only unknown headers may carry), with inner spaces or tabs.
@@ -100,7 +93,7 @@ _COOKIE_RE = re.compile(rb"[\x21-\x7e]{1,%d}" % MAX_COOKIE)
 _INFOHASH_LINE = len(b"Infohash: ") + 40 + 2
 
 
-class LsdError(ValueError):
+class LsdError(PeerError):
     """A received datagram is not a valid BEP 14 announce (the sender misbehaved)."""
 
 
@@ -236,8 +229,11 @@ class LsdAnnouncer:
     datagram (per ~25 infohashes) per interval.
 
     Every announce heard is remembered for one ``interval`` (at most MAX_REMEMBERED
-    entries), so :meth:`add` can return the peers already known for a new infohash:
+    entries), so :meth:`add` can report the peers already known for a new infohash:
     whoever joins a channel second still learns the first member at once.
+
+    Announces go to ``dest`` (the group and port); every peer heard for an infohash we
+    hold comes out of :meth:`next_event` as a ``Found(infohash, (source ip, port), "lsd")``.
     """
 
     def __init__(
@@ -248,6 +244,7 @@ class LsdAnnouncer:
         host: str = DEFAULT_HOST,
         interval: float = ANNOUNCE_INTERVAL,
         min_interval: float = MIN_ANNOUNCE_INTERVAL,
+        dest: tuple[str, int] = (LSD_GROUP_V4, LSD_PORT),
     ) -> None:
         self.cookie = cookie if cookie is not None else secrets.token_hex(8)
         _check_fields(port, self.cookie, host)
@@ -255,6 +252,9 @@ class LsdAnnouncer:
             raise ValueError("interval must be positive and min_interval not negative")
         self.port = port
         self.host = host
+        self.dest = dest
+        self._datagrams: list[tuple[bytes, tuple[str, int]]] = []
+        self._found: deque[Found] = deque()
         self.interval = max(interval, min_interval)
         self.min_interval = min_interval
         self.stats: Counter[str] = Counter()
@@ -268,17 +268,20 @@ class LsdAnnouncer:
     def infohashes(self) -> frozenset[bytes]:
         return frozenset(self._due)
 
-    def add(self, infohash: bytes, now: float) -> list[tuple[bytes, tuple[str, int]]]:
+    def add(self, infohash: bytes, now: float) -> None:
         """Start announcing (at once unless it went out lately) and reporting peers.
 
-        Returns the peers heard announcing ``infohash`` within the last interval.
+        The peers heard announcing ``infohash`` within the last interval are reported
+        at once (as events).
         """
         _check_infohashes([infohash])
         if infohash in self._due:
-            return []
+            return
         self._due[infohash] = self._earliest(infohash, now)
         fresh = now - self.interval
-        return [key for key, t in self._heard.items() if key[0] == infohash and t > fresh]
+        for (ih, addr), t in self._heard.items():
+            if ih == infohash and t > fresh:
+                self._found.append(Found(ih, addr, "lsd"))
 
     def remove(self, infohash: bytes) -> None:
         """Stop announcing and stop reporting peers for this infohash."""
@@ -293,10 +296,10 @@ class LsdAnnouncer:
         """When :meth:`handle_timer` next has something to send, or None."""
         return min(self._due.values(), default=None)
 
-    def handle_timer(self, now: float) -> list[bytes]:
-        """The datagrams to multicast now (empty if nothing is due yet)."""
+    def handle_timer(self, now: float) -> None:
+        """Queue the announces due now (nothing if none is due yet)."""
         if not any(due <= now + _EPSILON for due in self._due.values()):
-            return []
+            return
         batch = [
             ih for ih, due in self._due.items() if due <= now + _EPSILON or self._may_send(ih, now)
         ]
@@ -307,25 +310,37 @@ class LsdAnnouncer:
         stale = now - self.min_interval
         self._last = {ih: t for ih, t in self._last.items() if ih in self._due or t > stale}
         self.stats["tx_infohashes"] += len(batch)
-        return build_announces(batch, self.port, self.cookie, self.host)
+        for data in build_announces(batch, self.port, self.cookie, self.host):
+            self._datagrams.append((data, self.dest))
 
-    def receive(self, data: bytes, src_ip: str, now: float) -> list[tuple[bytes, tuple[str, int]]]:
-        """Peers announced in one datagram for infohashes we hold; never raises."""
+    def datagrams_to_send(self) -> list[tuple[bytes, tuple[str, int]]]:
+        """The announces queued by :meth:`handle_timer`, with where they go."""
+        out, self._datagrams = self._datagrams, []
+        return out
+
+    def next_event(self) -> Found | None:
+        """The oldest peer found and not yet taken, or None."""
+        return self._found.popleft() if self._found else None
+
+    def receive_datagram(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+        """One datagram heard from ``addr``: its peers for infohashes we hold become
+        events; never raises. Only the source IP counts (BEP 14), never a header."""
+        src_ip = str(addr[0])
         if not self._rx_limit.allow(src_ip, now):
             self.stats["rx_rate_limited"] += 1
-            return []
+            return
         try:
             announce = parse_announce(data)
         except LsdError:
             self.stats["rx_malformed"] += 1
-            return []
+            return
         if announce.cookie == self.cookie:
             self.stats["rx_own"] += 1
-            return []
+            return
         if not _usable_source(src_ip):
             # 0.0.0.0 (a sender with no address on the link) or a group: nothing to dial.
             self.stats["rx_bad_source"] += 1
-            return []
+            return
         self.stats["rx_announces"] += 1
         for ih in announce.infohashes:
             key = (ih, (src_ip, announce.port))
@@ -333,10 +348,14 @@ class LsdAnnouncer:
             self._heard[key] = now
         while len(self._heard) > MAX_REMEMBERED:
             del self._heard[next(iter(self._heard))]
-        peers = [(ih, (src_ip, announce.port)) for ih in announce.infohashes if ih in self._due]
+        peers = [
+            Found(ih, (src_ip, announce.port), "lsd")
+            for ih in announce.infohashes
+            if ih in self._due
+        ]
         self.stats["rx_peers"] += len(peers)
         self.stats["rx_uninterested"] += len(announce.infohashes) - len(peers)
-        return peers
+        self._found.extend(peers)
 
     def _earliest(self, infohash: bytes, now: float) -> float:
         last = self._last.get(infohash)
@@ -355,196 +374,3 @@ def _usable_source(ip: str) -> bool:
     if isinstance(addr, ipaddress.IPv4Address) and addr == ipaddress.IPv4Address(0xFFFFFFFF):
         return False
     return not (addr.is_unspecified or addr.is_multicast)
-
-
-# --------------------------------------------------------------------------- asyncio
-
-
-class LsdService(asyncio.DatagramProtocol):
-    """One multicast socket on one interface plus one timer around an :class:`LsdAnnouncer`.
-
-    Run one per LAN interface (BEP 14 announces on each interface we listen on).
-    ``on_peer(infohash, (source_ip, advertised_port))`` is called for every announced
-    infohash we hold; the address is the UDP source, as BEP 14 says, never a header.
-    """
-
-    def __init__(
-        self,
-        core: LsdAnnouncer,
-        on_peer: Callable[[bytes, tuple[str, int]], None],
-        group: str,
-        lsd_port: int,
-    ) -> None:
-        self.core = core
-        self.on_peer = on_peer
-        self.group = group
-        self.lsd_port = lsd_port
-        self.loop = asyncio.get_running_loop()
-        self.transport: asyncio.DatagramTransport | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
-        self.closed = False
-
-    @classmethod
-    async def start(
-        cls,
-        port: int,
-        on_peer: Callable[[bytes, tuple[str, int]], None],
-        *,
-        group: str = LSD_GROUP_V4,
-        lsd_port: int = LSD_PORT,
-        interface: str = "0.0.0.0",
-        interval: float = ANNOUNCE_INTERVAL,
-        loopback: bool = False,
-        min_interval: float = MIN_ANNOUNCE_INTERVAL,
-        ttl: int = DEFAULT_TTL,
-        cookie: str | None = None,
-    ) -> LsdService:
-        """Join ``group`` on the interface whose IPv4 address is ``interface``.
-
-        ``port`` is the port we accept chat connections on (what we announce);
-        ``loopback`` lets other processes on this host hear us; ``0.0.0.0`` leaves the
-        choice of interface to the routing table.
-        """
-        if not ipaddress.IPv4Address(group).is_multicast:
-            raise ValueError(f"{group} is not an IPv4 multicast group")
-        ipaddress.IPv4Address(interface)
-        if not 1 <= lsd_port <= 65535 or not 0 <= ttl <= 255:
-            raise ValueError("lsd_port must be 1..65535 and ttl 0..255")
-        core = LsdAnnouncer(
-            port,
-            cookie=cookie,
-            host=f"{group}:{lsd_port}",
-            interval=interval,
-            min_interval=min_interval,
-        )
-        sock = _multicast_socket(group, lsd_port, interface, ttl, loopback)
-        service = cls(core, on_peer, group, lsd_port)
-        try:
-            await service.loop.create_datagram_endpoint(lambda: service, sock=sock)
-        except BaseException:
-            sock.close()
-            raise
-        return service
-
-    @property
-    def stats(self) -> Counter[str]:
-        return self.core.stats
-
-    @property
-    def cookie(self) -> str:
-        return self.core.cookie
-
-    @property
-    def infohashes(self) -> frozenset[bytes]:
-        return self.core.infohashes
-
-    def add(self, infohash: bytes) -> None:
-        """Announce ``infohash`` (at once the first time) and report its peers.
-
-        Peers heard lately are reported too, from the loop, not from inside this call.
-        """
-        for ih, peer in self.core.add(infohash, self.loop.time()):
-            self.loop.call_soon(self._report, ih, peer)
-        self._arm()
-
-    def remove(self, infohash: bytes) -> None:
-        self.core.remove(infohash)
-        self._arm()
-
-    def announce_now(self) -> None:
-        """Announce everything as soon as the rate limit allows (e.g. a new network)."""
-        self.core.announce_now(self.loop.time())
-        self._arm()
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self.transport is not None:
-            self.transport.close()
-
-    # --------------------------------------------------------------------- I/O
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # The selector loop's UDP transport does not subclass DatagramTransport.
-        self.transport = cast(asyncio.DatagramTransport, transport)
-        self._arm()
-
-    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        for infohash, peer in self.core.receive(data, str(addr[0]), self.loop.time()):
-            self._report(infohash, peer)
-
-    def _report(self, infohash: bytes, peer: tuple[str, int]) -> None:
-        if self.closed or infohash not in self.core.infohashes:
-            return
-        try:
-            self.on_peer(infohash, peer)
-        except Exception:
-            # A bug in the caller must not stop discovery for everyone else.
-            self.stats["on_peer_errors"] += 1
-            log.exception("LSD on_peer callback failed")
-
-    def error_received(self, exc: Exception) -> None:
-        # A failed send (no route, interface down) surfaces here; the next one retries.
-        self.stats["os_errors"] += 1
-        log.debug("LSD socket error: %s", exc)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = None
-        if self.closed or self.transport is None:
-            return
-        for data in self.core.handle_timer(self.loop.time()):
-            self.transport.sendto(data, (self.group, self.lsd_port))
-            self.stats["tx"] += 1
-        self._arm()
-
-    def _arm(self) -> None:
-        if self.closed or self.transport is None:
-            return
-        when = self.core.get_timer()
-        if when == self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = None if when is None else self.loop.call_at(when, self._on_timer)
-        self._timer_at = when
-
-
-def _multicast_socket(
-    group: str, lsd_port: int, interface: str, ttl: int, loopback: bool
-) -> socket.socket:
-    """A UDP socket bound to group:lsd_port, joined on one interface, sending through it."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
-    try:
-        # Several processes on one host (another btchat, a BitTorrent client) share 6771.
-        # On Linux SO_REUSEADDR is enough for UDP, and SO_REUSEPORT is harmful: a group
-        # datagram that matches one socket of a reuseport group is handed to a member
-        # picked by hash, which may be the socket joined on another interface (seen on
-        # 6.x kernels; tests/test_lsd.py's veth test catches it). BSD and macOS need it.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        linux = sys.platform.startswith("linux")
-        if hasattr(socket, "SO_REUSEPORT") and not linux:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if linux:
-            sock.setsockopt(socket.IPPROTO_IP, _IP_MULTICAST_ALL, 0)
-        # Binding to the group (not INADDR_ANY) keeps unicast to port 6771 out; Windows
-        # does not allow it.
-        sock.bind(("" if sys.platform == "win32" else group, lsd_port))
-        iface = socket.inet_aton(interface)
-        sock.setsockopt(
-            socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton(group) + iface
-        )
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, iface)
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1 if loopback else 0)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock

@@ -11,10 +11,10 @@ infohash):
   echoes our 32-bit transaction id, and action 3 carries an error message.
 
 Everything here is a pure function of its arguments, so the asyncio clients in
-:mod:`btchat.trackers.http` and :mod:`btchat.trackers.udp` stay thin and the parsers can
-be fuzzed. Anything wrong with what a tracker sends raises :class:`TrackerError` and
-nothing else; a caller passing a bad infohash or port gets a ``ValueError`` at once, as
-everywhere in btchat (API misuse, not a remote's fault).
+:mod:`btchat.discovery.trackers.http` and :mod:`btchat.discovery.trackers.udp` stay thin
+and the parsers can be fuzzed. Anything wrong with what a tracker sends raises
+:class:`TrackerError` and nothing else; a caller passing a bad infohash or port gets a
+``ValueError`` at once, as everywhere in btchat (API misuse, not a remote's fault).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import SplitResult, quote_from_bytes, urlsplit
 
 from btchat.codec.bencode import MAX_DEPTH, DecodeError, decode
+from btchat.errors import NetworkError
 
 __all__ = [
     "ACTION_ANNOUNCE",
@@ -94,7 +95,7 @@ _ANNOUNCE_REQUEST = struct.Struct(">QII20s20sQQQIIIiH")
 _ANNOUNCE_RESPONSE = struct.Struct(">IIIII")  # action, tid, interval, leechers, seeders
 
 
-class TrackerError(Exception):
+class TrackerError(NetworkError):
     """A tracker announce failed; the message says why, in words meant for a user."""
 
 

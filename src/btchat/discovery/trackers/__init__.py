@@ -4,22 +4,22 @@ Used to find the members of a chat channel by its infohash, alongside the DHT. O
 point, :func:`announce`, picks the client from the URL's scheme (``http://``,
 ``https://``, ``udp://``) and returns an :class:`AnnounceResult`; every failure a
 tracker or the network can cause raises :class:`TrackerError` with a message for a user.
-Wire formats live in :mod:`btchat.trackers.protocol` (sans-I/O), the transports in
-:mod:`btchat.trackers.http` and :mod:`btchat.trackers.udp`.
+Wire formats live in :mod:`btchat.discovery.trackers.protocol` (sans-I/O), the transports in
+:mod:`btchat.discovery.trackers.http` and :mod:`btchat.discovery.trackers.udp`.
 """
 
 from __future__ import annotations
 
 import aiohttp
 
-from btchat.trackers.http import http_announce
-from btchat.trackers.protocol import (
+from btchat.discovery.trackers.http import http_announce
+from btchat.discovery.trackers.protocol import (
     AnnounceRequest,
     AnnounceResult,
     TrackerError,
     parse_tracker_url,
 )
-from btchat.trackers.udp import UdpTrackerClient
+from btchat.discovery.trackers.udp import UdpTrackerClient
 
 __all__ = [
     "DEFAULT_TIMEOUT",

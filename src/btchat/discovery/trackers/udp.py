@@ -19,7 +19,7 @@ import socket
 import time
 from collections.abc import Callable
 
-from btchat.trackers.protocol import (
+from btchat.discovery.trackers.protocol import (
     CONNECTION_ID_LIFETIME,
     AnnounceRequest,
     AnnounceResult,

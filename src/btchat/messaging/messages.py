@@ -1,0 +1,226 @@
+"""Message history: our and their messages per conversation, delivery states, full-text
+search, and each conversation's Lamport clock.
+
+Message order within a conversation is ``(lamport, sender, id)``: both participants hold
+the same envelopes, so both show the same order whatever the arrival order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from btchat.messaging.envelope import MAX_INT, TEXT, Envelope, EnvelopeError, decode_text
+from btchat.messaging.outbox import Outbox
+from btchat.messaging.replay import ReplayIds
+from btchat.storage import Connection, StoreError, Table, id_chunks, placeholders
+
+__all__ = ["MAX_LIMIT", "MAX_SEARCH_TERMS", "MESSAGE_STATES", "MessageRow", "Messages"]
+
+#: Delivery states of a message, in the order they may advance; ``failed`` is a side
+#: state reachable only from ``pending``/``sent``.
+MESSAGE_STATES = ("pending", "sent", "delivered", "read", "failed")
+_RANK = {"pending": 0, "sent": 1, "delivered": 2, "read": 3}
+#: Most rows one history/search call returns.
+MAX_LIMIT = 1000
+#: Most words of a search query used; the rest are ignored.
+MAX_SEARCH_TERMS = 16
+
+_MESSAGE_COLUMNS = "id, peer, sender, direction, ts_ms, lamport, type, text, state, received_ms"
+
+
+@dataclass(frozen=True)
+class MessageRow:
+    id: bytes
+    peer: bytes
+    sender: bytes
+    direction: str
+    ts_ms: int
+    lamport: int
+    type: str
+    text: str | None
+    state: str
+    received_ms: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id.hex(),
+            "peer": self.peer.hex(),
+            "sender": self.sender.hex(),
+            "direction": self.direction,
+            "text": self.text,
+            "state": self.state,
+            "ts": self.ts_ms,
+            "lamport": self.lamport,
+            "type": self.type,
+        }
+
+
+def _fts_query(query: str) -> str | None:
+    """Turn user text into a safe FTS5 query: every word must match, the last as a prefix.
+
+    Each word becomes a quoted phrase with ``"`` doubled, so FTS5 operators typed by the
+    user (``OR``, ``NEAR``, ``*``, ``^``, ``:``, parentheses) are plain text; words with
+    no letter or digit would tokenize to nothing and are dropped. The SQL itself only
+    ever receives the result as a bound parameter.
+    """
+    query = query.encode("utf-8", "replace").decode("utf-8").replace("\x00", " ")
+    words = [w for w in query.split() if any(ch.isalnum() for ch in w)]
+    if not words:
+        return None
+    phrases = ['"' + w.replace('"', '""') + '"' for w in words[:MAX_SEARCH_TERMS]]
+    phrases[-1] += "*"
+    return " ".join(phrases)
+
+
+def _clamp_limit(limit: int) -> int:
+    return max(0, min(int(limit), MAX_LIMIT))
+
+
+def _insert(
+    conn: Connection, env: Envelope, direction: str, state: str, text: str | None, now_ms: int
+) -> int:
+    """One message row (an existing id is left as it is); returns the rows added."""
+    peer = env.recipient if direction == "out" else env.sender
+    return int(
+        conn.execute(
+            f"INSERT OR IGNORE INTO messages ({_MESSAGE_COLUMNS})"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                env.id,
+                peer,
+                env.sender,
+                direction,
+                env.ts_ms,
+                env.lamport,
+                env.type.decode("ascii"),
+                text,
+                state,
+                now_ms,
+            ),
+        ).rowcount
+    )
+
+
+def _message(row: Sequence[Any]) -> MessageRow:
+    return MessageRow(*row)
+
+
+class Messages(Table):
+    @staticmethod
+    def _text_of(env: Envelope) -> str | None:
+        if env.type != TEXT:
+            return None
+        try:
+            return decode_text(env)
+        except EnvelopeError as exc:
+            raise StoreError(f"cannot store a malformed text message: {exc}") from None
+
+    def save_outgoing(self, env: Envelope, now: float) -> None:
+        """Record our own message as ``pending`` and queue it, atomically."""
+        text = self._text_of(env)
+        now_ms = int(now * 1000)
+        with self.db.transaction() as conn:
+            if conn.execute("SELECT 1 FROM messages WHERE id = ?", (env.id,)).fetchone():
+                raise StoreError("a message with this id is already stored")
+            _insert(conn, env, "out", "pending", text, now_ms)
+            Outbox.queue(conn, env, now_ms)
+
+    def save_incoming(self, env: Envelope, now: float) -> bool:
+        """Record a verified incoming message and its replay id, atomically.
+
+        Returns False, changing nothing, if the id was seen before (a replay, or a resend
+        after our receipt was lost), so the caller can acknowledge without duplicating.
+        """
+        text = self._text_of(env)
+        now_ms = int(now * 1000)
+        with self.db.transaction() as conn:
+            if not ReplayIds.record_seen(conn, env.id, now_ms):
+                return False
+            # The id may also be one of ours (a peer echoing it back): never overwrite.
+            return _insert(conn, env, "in", "delivered", text, now_ms) > 0
+
+    def get_message(self, msg_id: bytes) -> MessageRow | None:
+        rows = self.db.query(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?", (msg_id,))
+        return _message(rows[0]) if rows else None
+
+    def mark_state(self, ids: list[bytes], state: str) -> int:
+        """Advance delivery state; never moves backwards. Returns the rows changed.
+
+        ``pending < sent < delivered < read``; ``failed`` only from pending or sent, and a
+        failed message may still advance to sent, delivered or read (it did arrive).
+        """
+        if state not in MESSAGE_STATES:
+            raise StoreError(f"unknown message state {state!r}")
+        if state == "failed":
+            before = ["pending", "sent"]
+        else:
+            before = [s for s, r in _RANK.items() if r < _RANK[state]]
+            if state != "pending":
+                before.append("failed")
+        if not before:
+            return 0
+        changed = 0
+        with self.db.transaction() as conn:
+            for chunk in id_chunks(ids):
+                changed += conn.execute(
+                    f"UPDATE messages SET state = ? WHERE id IN ({placeholders(len(chunk))})"
+                    f" AND state IN ({placeholders(len(before))})",
+                    (state, *chunk, *before),
+                ).rowcount
+        return changed
+
+    def history(
+        self, peer: bytes, limit: int = 50, before_lamport: int | None = None
+    ) -> list[MessageRow]:
+        """The latest ``limit`` messages (before ``before_lamport`` if given), oldest first."""
+        limit = _clamp_limit(limit)
+        if limit == 0:
+            return []
+        where, params = "peer = ?", [peer]
+        if before_lamport is not None:
+            where += " AND lamport < ?"
+            params.append(max(-1, min(int(before_lamport), MAX_INT + 1)))
+        rows = self.db.query(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE {where}"
+            " ORDER BY lamport DESC, sender DESC, id DESC LIMIT ?",
+            (*params, limit),
+        )
+        return [_message(r) for r in reversed(rows)]
+
+    def search(self, query: str, peer: bytes | None = None, limit: int = 50) -> list[MessageRow]:
+        """Messages containing every word of ``query`` (the last as a prefix), newest first."""
+        match = _fts_query(query)
+        limit = _clamp_limit(limit)
+        if match is None or limit == 0:
+            return []
+        columns = ", ".join(f"m.{c.strip()}" for c in _MESSAGE_COLUMNS.split(","))
+        sql = (
+            f"SELECT {columns} FROM messages_fts JOIN messages AS m ON m.seq = messages_fts.rowid"
+            " WHERE messages_fts MATCH ?"
+        )
+        params: list[Any] = [match]
+        if peer is not None:
+            sql += " AND m.peer = ?"
+            params.append(peer)
+        sql += " ORDER BY m.ts_ms DESC, m.lamport DESC, m.id DESC LIMIT ?"
+        params.append(limit)
+        return [_message(r) for r in self.db.query(sql, params)]
+
+    def next_lamport(self, peer: bytes, seen: int | None) -> int:
+        """Tick the conversation's clock past ``seen`` (a received ``lc``) and return it.
+
+        Clamped at 2**53 - 1: a peer inflating its clock can make ties, never overflow.
+        """
+        with self.db.transaction() as conn:
+            row = conn.execute("SELECT lamport FROM clocks WHERE peer = ?", (peer,)).fetchone()
+            local = row[0] if row else 0
+            observed = min(max(int(seen or 0), 0), MAX_INT)
+            value = min(max(local, observed) + 1, MAX_INT)
+            conn.execute(
+                "INSERT INTO clocks (peer, lamport) VALUES (?, ?)"
+                " ON CONFLICT (peer) DO UPDATE SET lamport = excluded.lamport",
+                (peer, value),
+            )
+        return value

@@ -1,0 +1,357 @@
+"""The one local database: open it (with or without a key), configure it, run transactions.
+
+With a key the database is SQLCipher (encrypted and authenticated at rest, including the
+WAL and the full-text index); without one it is plain SQLite, for users who chose not to
+protect their identity with a passphrase. Either way:
+
+* ``synchronous=FULL`` in WAL mode: a method that returned has its data on disk, so the
+  daemon may acknowledge a message (or report it queued) right after saving it;
+* every multi-row change is one ``BEGIN IMMEDIATE`` transaction (:meth:`Database.transaction`),
+  so a crash leaves either all of it or none;
+* the schema is migrated forward at open, where each package registers its own
+  numbered steps (see "Migrations" below).
+
+The tables themselves belong to the packages (``messaging``, ``offline``, ``channels``);
+this module knows none of them.
+
+Migrations. A package that keeps tables in the database calls :func:`register_migrations` at
+import with its name and its ordered steps (``steps[i]`` takes the package from version i
+to i + 1; append only, never edit a released step). The versions reached are kept per
+package in the table ``schema_versions``; ``PRAGMA user_version`` only says which layout
+of that bookkeeping the file uses (:data:`LAYOUT`), so an older btchat refuses the file
+("newer than this btchat") instead of misreading it.
+
+Files written before the registry (``user_version`` 1 to 3) numbered the same steps in
+one global sequence: :data:`LEGACY` maps those numbers to (package, version), so such a
+file is adopted as is, its data untouched, and only the steps it lacks run.
+
+Every step runs in its own ``BEGIN IMMEDIATE`` transaction that re-reads the version
+under the write lock, so two processes opening one file at once never apply a step twice,
+and a step that fails leaves nothing half-done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from btchat.errors import StorageError
+
+__all__ = [
+    "BUSY_TIMEOUT_MS",
+    "LAYOUT",
+    "LEGACY",
+    "WRONG_KEY",
+    "Connection",
+    "Database",
+    "Step",
+    "StoreError",
+    "Table",
+    "id_chunks",
+    "placeholders",
+    "register_migrations",
+    "registered_migrations",
+    "sql_step",
+]
+
+#: How long a writer waits for another connection's lock before failing.
+BUSY_TIMEOUT_MS = 5000
+
+WRONG_KEY = "cannot open the message database: wrong key or corrupt file"
+
+#: A sqlite3 or sqlcipher3 connection; the two modules share the DB-API but no classes.
+Connection = Any
+
+
+class StoreError(StorageError):
+    """The database cannot be opened or a change was refused; the message says why."""
+
+
+def _create_private(path: Path) -> None:
+    """Create the file owner-only before SQLite does (the WAL inherits its mode)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+def _driver(
+    key: bytes | None,
+) -> tuple[Any, tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """The DB-API module, its errors, and the errors that mean "cannot open the file"."""
+    if key is None:
+        return sqlite3, (sqlite3.Error,), (sqlite3.OperationalError,)
+    try:
+        from sqlcipher3 import dbapi2 as sqlcipher
+    except ImportError:  # pragma: no cover - a declared dependency
+        raise StoreError("an encrypted database needs the sqlcipher3 package") from None
+    return (
+        sqlcipher,
+        (sqlcipher.Error, sqlite3.Error),
+        (sqlcipher.OperationalError, sqlite3.OperationalError),
+    )
+
+
+# --------------------------------------------------------------------------- migrations
+
+#: One migration step: runs inside the transaction it is given.
+Step = Callable[[Connection], None]
+
+#: ``user_version`` of a file whose versions live in ``schema_versions``.
+LAYOUT = 4
+#: The pre-registry global sequence: ``user_version`` n meant LEGACY[:n] were applied.
+LEGACY: tuple[tuple[str, int], ...] = (("messaging", 1), ("offline", 1), ("channels", 1))
+
+_REGISTRY: dict[str, tuple[Step, ...]] = {}
+
+
+def register_migrations(package: str, steps: Sequence[Step]) -> None:
+    """Declare ``package``'s migrations (all of them, in order); called once at import."""
+    if not steps:
+        raise ValueError("a package registers at least one migration")
+    _REGISTRY[package] = tuple(steps)
+
+
+def sql_step(statements: Sequence[str]) -> Step:
+    """A migration step that runs these statements, in order (the usual kind)."""
+
+    def step(conn: Connection) -> None:
+        for statement in statements:
+            conn.execute(statement)
+
+    return step
+
+
+def registered_migrations() -> dict[str, tuple[Step, ...]]:
+    """A copy of the registry (for tests and for tools that list the schema)."""
+    return dict(_REGISTRY)
+
+
+def _versions(conn: Connection) -> dict[str, int]:
+    return {str(p): int(v) for p, v in conn.execute("SELECT package, version FROM schema_versions")}
+
+
+def _adopt_layout(conn: Connection) -> None:
+    """Bring the bookkeeping to :data:`LAYOUT`; refuse a file from a newer btchat."""
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version == LAYOUT:
+        return
+    if version > LAYOUT or version > len(LEGACY):
+        raise StoreError(
+            f"the message database has schema version {version}, newer than "
+            f"this btchat ({LAYOUT}); upgrade btchat"
+        )
+    conn.execute(
+        "CREATE TABLE schema_versions (package TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+        " WITHOUT ROWID"
+    )
+    for package, reached in LEGACY[:version]:
+        conn.execute(
+            "INSERT INTO schema_versions (package, version) VALUES (?, ?)"
+            " ON CONFLICT (package) DO UPDATE SET version = max(version, excluded.version)",
+            (package, reached),
+        )
+    conn.execute(f"PRAGMA user_version = {LAYOUT}")
+
+
+def _pending(versions: dict[str, int]) -> list[str]:
+    """Packages with steps not yet applied; refuses one that is ahead of this code."""
+    pending = []
+    for package, steps in _REGISTRY.items():
+        have = versions.get(package, 0)
+        if have > len(steps):
+            raise StoreError(
+                f"the message database has {package} schema version {have}, newer than "
+                f"this btchat ({len(steps)}); upgrade btchat"
+            )
+        if have < len(steps):
+            pending.append(package)
+    return pending
+
+
+def _up_to_date(db: Database) -> bool:
+    """A lock-free first look: the common case (nothing to do) takes no write lock."""
+    if db.schema_version != LAYOUT:
+        return False
+    rows = db.query("SELECT package, version FROM schema_versions")
+    return not _pending({str(p): int(v) for p, v in rows})
+
+
+def _run_migrations(db: Database) -> None:
+    """Apply every registered step the file lacks, one transaction each."""
+    if _up_to_date(db):
+        return
+    with db.transaction() as conn:
+        _adopt_layout(conn)
+    while True:
+        with db.transaction() as conn:
+            pending = _pending(_versions(conn))
+            if not pending:
+                return
+            package = pending[0]
+            have = _versions(conn).get(package, 0)
+            _REGISTRY[package][have](conn)
+            conn.execute(
+                "INSERT INTO schema_versions (package, version) VALUES (?, ?)"
+                " ON CONFLICT (package) DO UPDATE SET version = excluded.version",
+                (package, have + 1),
+            )
+
+
+# --------------------------------------------------------------------------- database
+
+
+class Database:
+    """One open connection. Not thread-safe: use it from the thread that opened it."""
+
+    def __init__(self, conn: Connection, errors: tuple[type[BaseException], ...]) -> None:
+        self._conn: Connection | None = conn
+        self._errors = errors
+
+    @classmethod
+    def open(cls, path: Path, key: bytes | None, *, migrate: bool = True) -> Database:
+        """Open (creating and migrating as needed); ``key`` is 32 bytes or None."""
+        path = Path(path)
+        if key is not None and (type(key) is not bytes or len(key) != 32):
+            raise StoreError("the message database key must be 32 bytes")
+        try:
+            _create_private(path)
+        except OSError as exc:
+            raise StoreError(f"cannot create the message database: {exc}") from None
+        module, errors, cant_open = _driver(key)
+        try:
+            conn = module.connect(str(path), isolation_level=None)
+        except errors as exc:
+            raise StoreError(f"cannot open the message database: {exc}") from None
+        try:
+            if key is not None:
+                # A wrong key is an expected user error, reported below: keep SQLCipher's
+                # own logging from writing decryption failures over the terminal.
+                conn.execute("PRAGMA cipher_log_level = NONE")
+                # A raw key (no KDF): the 32 bytes already come from the key file.
+                conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
+            # The first read decrypts page 1 and checks its HMAC: a wrong key fails here.
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except cant_open as exc:  # permissions, a directory, a missing volume...
+            conn.close()
+            raise StoreError(f"cannot open the message database: {exc}") from None
+        except errors:  # SQLITE_NOTADB: undecryptable page 1 (wrong key) or not SQLite
+            conn.close()
+            raise StoreError(WRONG_KEY) from None
+        db = cls(conn, errors)
+        try:
+            db._configure()
+            if migrate:
+                db.migrate()
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _configure(self) -> None:
+        conn = self._live()
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"cannot use write-ahead logging (journal mode {mode})")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA secure_delete = ON")  # deleted messages are overwritten
+            conn.execute("PRAGMA temp_store = MEMORY")  # no plaintext temp files
+        except self._errors as exc:
+            raise StoreError(f"cannot configure the message database: {exc}") from None
+
+    def migrate(self) -> None:
+        """Apply every registered package's pending migrations (cheap when up to date).
+
+        Called at open, and again by a package's store when it attaches, so a package
+        imported after the database was opened still gets its tables.
+        """
+        _run_migrations(self)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            with contextlib.suppress(*self._errors):
+                conn.close()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _live(self) -> Connection:
+        if self._conn is None:
+            raise StoreError("the message database is closed")
+        return self._conn
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One write transaction: committed if the block returns, rolled back otherwise."""
+        conn = self._live()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    with contextlib.suppress(*self._errors):
+                        conn.execute("ROLLBACK")
+                raise
+        except self._errors as exc:
+            raise StoreError(f"message database error: {exc}") from exc
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """All rows of one read."""
+        try:
+            return list(self._live().execute(sql, tuple(params)).fetchall())
+        except self._errors as exc:
+            raise StoreError(f"message database error: {exc}") from exc
+
+    def write(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """One statement in its own transaction; returns the number of rows changed."""
+        with self.transaction() as conn:
+            return int(conn.execute(sql, tuple(params)).rowcount)
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.query("PRAGMA user_version")[0][0])
+
+    def integrity_check(self) -> list[str]:
+        """``PRAGMA integrity_check`` rows: ``["ok"]`` for a sound database."""
+        return [str(r[0]) for r in self.query("PRAGMA integrity_check")]
+
+
+class Table:
+    """Base of a per-domain store: the tables of one concern, over a shared :class:`Database`.
+
+    A domain store holds no state of its own besides the database, so several can be
+    combined into one object (``messaging.store.Store``) or used alone.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+
+# --------------------------------------------------------------------------- SQL helpers
+
+#: Ids per ``IN (...)`` list, far below SQLite's bound-parameter limit.
+CHUNK = 500
+
+
+def id_chunks(ids: Sequence[bytes]) -> Iterator[list[bytes]]:
+    """``ids`` without repeats, in lists short enough for one ``IN (...)`` each."""
+    items = list(dict.fromkeys(ids))
+    for start in range(0, len(items), CHUNK):
+        yield items[start : start + CHUNK]
+
+
+def placeholders(n: int) -> str:
+    """``?, ?, ...`` for ``n`` bound parameters."""
+    return ", ".join("?" * n)

@@ -1,0 +1,116 @@
+"""The one database module: a file written by older btchat opens with its data, and the
+per-package migration registry applies each package's steps once, in order."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from btchat.channels.store import ChannelStore
+from btchat.identity.keys import Identity
+from btchat.messaging.store import Store, StoreError
+from btchat.offline.state import MailboxState
+from btchat.storage import Database, register_migrations
+from btchat.storage import database as db_mod
+
+FIXTURE = Path(__file__).parent / "fixtures" / "store_42b1104.db.gz"
+ALICE = Identity.from_seed(b"\x01" * 32)
+BOB = Identity.from_seed(b"\x02" * 32)
+
+
+def old_db(tmp_path: Path) -> Path:
+    """The database ``tests/fixtures/make_store_42b1104.py`` wrote with the code of 42b1104."""
+    path = tmp_path / "messages.db"
+    path.write_bytes(gzip.decompress(FIXTURE.read_bytes()))
+    return path
+
+
+def test_database_from_42b1104_opens_with_its_data(tmp_path: Path) -> None:
+    path = old_db(tmp_path)
+    raw = Database.open(path, None, migrate=False)
+    assert raw.schema_version == 3  # the pre-registry global sequence
+    raw.close()
+    with Store.open(path, None) as s:
+        assert s.schema_version == db_mod.LAYOUT
+        assert dict(s.query("SELECT package, version FROM schema_versions")) == {
+            "messaging": 1,
+            "offline": 1,
+            "channels": 1,
+        }
+        bob = s.get_contact(BOB.public_key)
+        assert bob is not None and bob.name == "bob"
+        texts = [m.text for m in s.history(BOB.public_key)]
+        texts += [m.text for m in s.history(ALICE.public_key)]
+        assert sorted(t or "" for t in texts) == ["hello bob", "hi alice"]
+        assert [m.text for m in s.search("hello")] == ["hello bob"]
+        assert len(s.pending_outbox(BOB.public_key)) == 1
+        assert s.kv_get("profile.name") == b"alice"
+        assert [r.note for r in s.list_requests()] == ["hello?"]
+        assert MailboxState(s).peer(BOB.public_key).next_out == 7
+        assert [c.id for c in ChannelStore(s).channels()] == [b"\xcc" * 32]
+        assert s.integrity_check() == ["ok"]
+    with Store.open(path, None) as s:  # adopted once; a second open changes nothing
+        assert s.get_contact(BOB.public_key) is not None
+
+
+@pytest.mark.parametrize("legacy", [1, 2])
+def test_partly_migrated_legacy_file_gets_the_rest(tmp_path: Path, legacy: int) -> None:
+    """A file at ``user_version`` 1 or 2 had only the first steps; the rest run now."""
+    path = tmp_path / "m.db"
+    with Store.open(path, None) as s:
+        conn = s.db._live()
+        if legacy < 3:
+            conn.execute("DROP TABLE channel_messages")
+            conn.execute("DROP TABLE channel_grants")
+            conn.execute("DROP TABLE channel_keys")
+            conn.execute("DROP TABLE channels")
+        if legacy < 2:
+            for table in ("olm_sessions", "mailbox_out", "mailbox_in", "held", "mailbox_peers"):
+                conn.execute(f"DROP TABLE {table}")
+        conn.execute("DROP TABLE schema_versions")
+        conn.execute(f"PRAGMA user_version = {legacy}")
+        s.kv_set("kept", b"yes")
+    with Store.open(path, None) as s:
+        ChannelStore(s)
+        MailboxState(s)
+        assert s.kv_get("kept") == b"yes"
+        tables = {r[0] for r in s.query("SELECT name FROM sqlite_master")}
+        assert {"channels", "channel_messages", "mailbox_peers", "held"} <= tables
+
+
+def test_package_registered_after_open_migrates_on_attach(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(db_mod, "_REGISTRY", dict(db_mod._REGISTRY))
+    path = tmp_path / "m.db"
+    calls: list[str] = []
+
+    def step(conn: Any) -> None:
+        calls.append("late")
+        conn.execute("CREATE TABLE late_table (x)")
+
+    with Store.open(path, None) as s:
+        register_migrations("late", [step])
+        s.migrate()
+        s.migrate()
+        assert s.query("SELECT count(*) FROM late_table") == [(0,)]
+    with Store.open(path, None):
+        pass
+    assert calls == ["late"]
+
+
+def test_registry_refuses_an_empty_package() -> None:
+    with pytest.raises(ValueError):
+        register_migrations("nothing", [])
+
+
+def test_damaged_file_still_reports_as_before(tmp_path: Path) -> None:
+    path = old_db(tmp_path)
+    data = bytearray(path.read_bytes())
+    data[:16] = b"not a database!!"
+    path.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match="wrong key or corrupt file"):
+        Store.open(path, None)
