@@ -28,6 +28,8 @@ from noise.exceptions import (
     NoiseValueError,
 )
 
+from btchat.stream.core import CipherError
+
 __all__ = [
     "DHLEN",
     "HASHLEN",
@@ -63,7 +65,7 @@ _REMOTE_ERRORS = (
 )
 
 
-class NoiseError(Exception):
+class NoiseError(CipherError):
     """A Noise message was rejected: it does not authenticate, or is malformed."""
 
 
