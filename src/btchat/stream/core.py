@@ -230,6 +230,12 @@ class SecureStream:
         return self._state is Phase.ENDED
 
     @property
+    def linger_until(self) -> float | None:
+        """Keep the byte stream open, discarding input, until then after the end (a
+        refusing session responder sets it; see :mod:`btchat.session.core`)."""
+        return None
+
+    @property
     def pending_output(self) -> int:
         """Bytes ready for :meth:`data_to_send` (control and DATA frames)."""
         return len(self._outbuf)
