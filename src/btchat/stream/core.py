@@ -190,7 +190,9 @@ class SecureStream:
         self.role: Role = role
         self.config = config
         self._wire = wire
-        self._handlers = _handlers(wire)
+        self._handlers: dict[int, Callable[[bytes, float, bool], None]] = {
+            ftype: getattr(self, name) for ftype, name in _handler_names(wire).items()
+        }
         self._transport: Cipher | None = None
         self._state = Phase.HANDSHAKE
         self._inbuf = bytearray()
@@ -539,7 +541,7 @@ class SecureStream:
         if handler is None or (ftype in _SUB_TYPES and not self.config.substreams):
             self._fail(f"unknown frame type {ftype}")
             return
-        handler(self, plaintext, now, more)
+        handler(plaintext, now, more)
 
     def _on_data(self, plaintext: bytes, now: float, more: bool) -> None:
         if plaintext.startswith(CAPS_MAGIC, 1):
@@ -779,24 +781,23 @@ class SecureStream:
         self._events.append(event)
 
 
-_Handler = Callable[[SecureStream, bytes, float, bool], None]
 _PREFIX = {t: bytes([t]) for t in range(256)}
 _SUB_TYPES = frozenset(Sub)
 
 
-def _handlers(wire: Wire) -> dict[int, _Handler]:
-    """Frame type -> handler for one dialect; a type missing here is a protocol error."""
-    table: dict[int, _Handler] = {
-        wire.data: SecureStream._on_data,
-        wire.ping: SecureStream._on_ping,
-        wire.pong: SecureStream._on_pong,
-        wire.close: SecureStream._on_close,
-        Sub.OPEN: SecureStream._on_open,
-        Sub.DATA: SecureStream._on_stream_data,
-        Sub.CREDIT: SecureStream._on_credit,
-        Sub.FIN: SecureStream._on_fin,
-        Sub.RESET: SecureStream._on_reset,
+def _handler_names(wire: Wire) -> dict[int, str]:
+    """Frame type -> handler method for one dialect; a type missing is a protocol error."""
+    table = {
+        wire.data: "_on_data",
+        wire.ping: "_on_ping",
+        wire.pong: "_on_pong",
+        wire.close: "_on_close",
+        Sub.OPEN: "_on_open",
+        Sub.DATA: "_on_stream_data",
+        Sub.CREDIT: "_on_credit",
+        Sub.FIN: "_on_fin",
+        Sub.RESET: "_on_reset",
     }
     if wire.rekey is not None:
-        table[wire.rekey] = SecureStream._on_rekey
+        table[wire.rekey] = "_on_rekey"
     return table
