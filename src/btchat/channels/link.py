@@ -60,29 +60,15 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from noise.connection import Keypair, NoiseConnection
-from noise.exceptions import (
-    NoiseHandshakeError,
-    NoiseInvalidMessage,
-    NoiseMaxNonceError,
-    NoisePSKError,
-    NoiseValidationError,
-    NoiseValueError,
-)
+from noise.exceptions import NoisePSKError, NoiseValidationError
 
 from btchat.identity.keys import Identity, verify_signature
-from btchat.session.noise_ik import (
-    DHLEN,
-    MAX_MESSAGE_LEN,
-    TAGLEN,
-    NoiseError,
-    Transport,
-)
 from btchat.stream.core import ROLES, Phase, Role, SecureStream, StreamConfig
 from btchat.stream.events import ConnectionClosed, ConnectionFailed, DataReceived, StreamEvent
 from btchat.stream.frames import FRAME_HEADER, MAX_CLOSE_REASON, MAX_FRAME_BODY, Wire
+from btchat.stream.noise import DHLEN, TAGLEN, NoiseError, NoiseHandshake
 
 __all__ = [
     "FRAME_HEADER",
@@ -132,19 +118,6 @@ PROOF_MESSAGE_LEN = PROOF_SIZE + TAGLEN
 MAX_PAYLOAD = MAX_FRAME_BODY
 _ROLE_BYTE = {"initiator": b"i", "responder": b"r"}
 
-# What the library raises when a peer's bytes are bad (as in ``session/noise_ik.py``):
-# a failed AEAD tag, an all-zero X25519 output from a low-order key (``cryptography``
-# raises ValueError, Noise §4.1 allows it), a message out of turn, nonce exhaustion.
-_REMOTE_ERRORS = (
-    InvalidTag,
-    ValueError,
-    NoiseValueError,
-    NoiseInvalidMessage,
-    NoiseHandshakeError,
-    NoiseMaxNonceError,
-)
-
-
 # ----------------------------------------------------------------------------- Noise
 
 
@@ -153,14 +126,14 @@ def link_prologue(channel_id: bytes) -> bytes:
     return PROLOGUE_PREFIX + channel_id
 
 
-class XXpsk3Handshake:
+class XXpsk3Handshake(NoiseHandshake):
     """One party's state during an XXpsk3 handshake (Noise §7.5, §9)::
 
         -> e
         <- e, ee, s, es
         -> s, se, psk
 
-    Wraps ``noiseprotocol`` like :class:`btchat.session.noise_ik.IKHandshake`: every
+    Driven by :class:`~btchat.stream.noise.NoiseHandshake`, as the session's IK is: every
     library exception on hostile input becomes :class:`NoiseError`. ``static_private``
     and ``ephemeral_private`` exist only so tests can replay the cacophony vector; a link
     passes neither and gets fresh keys.
@@ -195,56 +168,7 @@ class XXpsk3Handshake:
             conn.start_handshake()
         except (NoisePSKError, NoiseValidationError) as exc:  # our arguments, not the peer's
             raise ValueError(f"cannot start the handshake: {exc}") from None
-        self._conn = conn
-        self._initiator = initiator
-
-    @property
-    def initiator(self) -> bool:
-        return self._initiator
-
-    @property
-    def complete(self) -> bool:
-        """True once ``Split()`` has run (after message 3)."""
-        return bool(self._conn.handshake_finished)
-
-    @property
-    def handshake_hash(self) -> bytes:
-        """``h`` after ``Split()``, for channel binding (Noise §11.2)."""
-        if not self.complete:
-            raise RuntimeError("the handshake hash is final only after the handshake")
-        return bytes(self._conn.get_handshake_hash())
-
-    def write_message(self, payload: bytes) -> bytes:
-        """``WriteMessage`` (Noise §5.3); raises :class:`NoiseError` on a bad peer key.
-
-        Writing can fail because of the peer: the responder computes ``ee`` while
-        writing message 2, and a low-order ``e`` from message 1 makes that DH all zeros.
-        """
-        try:
-            return bytes(self._conn.write_message(bytes(payload)))
-        except _REMOTE_ERRORS as exc:
-            raise NoiseError(f"handshake message not written ({type(exc).__name__})") from None
-
-    def read_message(self, message: bytes) -> bytes:
-        """``ReadMessage`` (Noise §5.3); raises :class:`NoiseError` on any bad input.
-
-        After an error this object is unusable (Noise §5: abandon the handshake).
-        """
-        if len(message) > MAX_MESSAGE_LEN:
-            raise NoiseError("handshake message longer than 65535 bytes")
-        try:
-            return bytes(self._conn.read_message(bytes(message)))
-        except _REMOTE_ERRORS as exc:
-            raise NoiseError(f"handshake message rejected ({type(exc).__name__})") from None
-
-    def transport(self) -> Transport:
-        """The transport cipher states from ``Split()`` (Noise §5.2)."""
-        if not self.complete:
-            raise RuntimeError("the handshake is not complete")
-        # The library keeps the key pairs (our ephemeral private key included) after
-        # Split(); nothing needs them any more, so drop them for forward secrecy.
-        self._conn.noise_protocol.keypairs = dict.fromkeys(("s", "e", "rs", "re"))
-        return Transport(self._conn)
+        super().__init__(conn, initiator=initiator)
 
 
 # ----------------------------------------------------------------------------- config
