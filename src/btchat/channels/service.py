@@ -22,12 +22,13 @@ from typing import Any
 from btchat.channels.chatfile import ChatFile
 from btchat.channels.engine import ChannelEngine, Dial, Drop, Event, Removed, Send
 from btchat.channels.link import Link, LinkClosed, LinkData, LinkEstablished, LinkEvent, LinkFailed
-from btchat.channels.link_connection import LinkConnection, run_link
+from btchat.channels.link_connection import LinkConnection, run_link_over
 from btchat.channels.store import ChannelStore, StoredMessage
 from btchat.discovery.found import Found
 from btchat.discovery.sources import DhtSource, LsdSource, TrackerSource
 from btchat.identity.keys import Identity
 from btchat.net.dht_service import DhtService
+from btchat.net.transport import ByteStream, Dialer, TcpDialer, TcpListener
 from btchat.sansio import drain_events
 from btchat.tasks import TaskOwner
 
@@ -65,8 +66,11 @@ class ChannelService:
         config: ChannelConfig,
         *,
         on_event: Callable[[ChatFile, Event | dict[str, Any]], None],
+        dialer: Dialer | None = None,
     ) -> None:
         self.chat = chat
+        #: How links are carried: any "connect me to this address" -> byte stream.
+        self.dialer: Dialer = dialer if dialer is not None else TcpDialer(timeout=10.0)
         self.identity = identity
         self.store = store
         self.dht = dht
@@ -74,7 +78,7 @@ class ChannelService:
         self.on_event = on_event
         self.engine: ChannelEngine | None = None
         self.links: dict[bytes, tuple[LinkConnection, bool]] = {}  # member -> (conn, we dialled)
-        self._server: asyncio.base_events.Server | None = None
+        self._server: TcpListener | None = None
         self._tasks = TaskOwner()
         self._dialling: set[tuple[str, int]] = set()
         self._seeds: set[tuple[str, int]] = set()  # every address ever dialled
@@ -91,8 +95,8 @@ class ChannelService:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, self.config.host, self.config.port)
-        self.port = self._server.sockets[0].getsockname()[1]
+        self._server = await TcpListener.start(self.config.host, self.config.port, self._accept)
+        self.port = self._server.port
         self.engine = ChannelEngine(
             self.chat, self.identity, self.store, listen_port=self.port, now=time.time()
         )
@@ -127,9 +131,7 @@ class ChannelService:
         for conn, _ in list(self.links.values()):
             conn.close("leaving")
         if self._server is not None:
-            self._server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
+            await self._server.aclose()
         if self._lsd is not None:
             self._lsd.close()
 
@@ -143,7 +145,7 @@ class ChannelService:
             channel_id=self.chat.channel_id,
             psk=self.chat.keys.proof_key,
             authorize=self._authorize,
-            now=asyncio.get_running_loop().time(),  # the clock run_link drives it with
+            now=asyncio.get_running_loop().time(),  # the clock the pump drives it with
         )
 
     def _authorize(self, member: bytes) -> bool:
@@ -153,18 +155,16 @@ class ChannelService:
             and self.engine.authorize(member)
         )
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _accept(self, stream: ByteStream) -> None:
         if len(self.links) >= MAX_LINKS:
-            writer.close()
+            stream.abort()
             return
-        peer = writer.get_extra_info("peername")
+        peer = stream.remote_address
         task = asyncio.current_task()
         if task is not None:
             self._accepted.add(task)
         try:
-            await self._run(
-                self._new_link("responder"), reader, writer, peer[0] if peer else "", False
-            )
+            await self._run(self._new_link("responder"), stream, peer[0] if peer else "", False)
         except asyncio.CancelledError:
             if not self._stopping:
                 raise  # only our own stop() ends an accepted link quietly
@@ -190,14 +190,13 @@ class ChannelService:
 
     async def _dial(self, addr: tuple[str, int]) -> None:
         try:
-            async with asyncio.timeout(10):  # not wait_for: it can lose a cancellation
-                reader, writer = await asyncio.open_connection(*addr)
+            stream = await self.dialer.dial(addr)
         except (OSError, TimeoutError):
             self._failed[addr] = time.monotonic() + DIAL_BACKOFF
             self._dialling.discard(addr)
             return
         try:
-            ok = await self._run(self._new_link("initiator"), reader, writer, addr[0], True)
+            ok = await self._run(self._new_link("initiator"), stream, addr[0], True)
         finally:
             self._dialling.discard(addr)
         if not ok:
@@ -206,8 +205,7 @@ class ChannelService:
     async def _run(
         self,
         link: Link,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        stream: ByteStream,
         remote_ip: str,
         dialled: bool,
     ) -> bool:
@@ -235,10 +233,10 @@ class ChannelService:
             elif isinstance(event, LinkClosed | LinkFailed):
                 self._gone(state["member"], conn_box[0] if conn_box else None)
 
-        conn = LinkConnection(link, writer)
+        conn = LinkConnection.over(stream, link)
         conn_box.append(conn)
         try:
-            await run_link(link, reader, writer, on_event=on_event, connection=conn)
+            await run_link_over(conn, on_event)
         finally:
             self._gone(state["member"], conn)
         return state["member"] is not None or state["duplicate"]

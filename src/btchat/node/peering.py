@@ -27,8 +27,9 @@ from btchat.dht import bep44
 from btchat.identity.keys import CertificateError, DeviceCertificate, DeviceKey, Identity
 from btchat.identity.rendezvous import announce_targets, lookup_targets, pairwise_secret
 from btchat.net.dht_service import DhtError, DhtService
+from btchat.net.transport import ByteStream, Dialer, TcpDialer, TcpListener
 from btchat.node.tasks import TaskOwner
-from btchat.session.connection import SessionConnection, run_session
+from btchat.session.connection import SessionConnection, run_session_over
 from btchat.session.core import (
     DataReceived,
     HandshakeComplete,
@@ -113,8 +114,11 @@ class Peering:
         on_established: Callable[[bytes], None],
         on_closed: Callable[[bytes, str], None],
         on_data: Callable[[bytes, bytes, bytes], None],
+        dialer: Dialer | None = None,
     ) -> None:
         self.identity = identity
+        #: How sessions are carried: any "connect me to this address" -> byte stream.
+        self.dialer: Dialer = dialer if dialer is not None else TcpDialer()
         self.me = identity.public_key
         self.device = device
         self.certificate = certificate
@@ -133,7 +137,7 @@ class Peering:
         self._backoff: dict[bytes, float] = {}
         self._dialing: set[bytes] = set()
         self._tasks = TaskOwner()
-        self._server: asyncio.Server | None = None
+        self._server: TcpListener | None = None
         self._wake = asyncio.Event()
         self._handshaking = 0
         self.port = 0
@@ -142,10 +146,8 @@ class Peering:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._accept, self.config.host, self.config.port, limit=1 << 17
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
+        self._server = await TcpListener.start(self.config.host, self.config.port, self._accept)
+        self.port = self._server.port
         self._spawn(self._publish_loop())
         self._spawn(self._rendezvous_loop())
 
@@ -156,8 +158,7 @@ class Peering:
             live.conn.close("shutting down")
         await self._tasks.cancel_all()
         if self._server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
+            await self._server.aclose()
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         return self._tasks.spawn(coro)
@@ -301,10 +302,8 @@ class Peering:
         self._dialing.add(contact)
         self.stats["dials"] += 1
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(addr[0], addr[1], limit=1 << 17),
-                self.config.dial_timeout,
-            )
+            async with asyncio.timeout(self.config.dial_timeout):
+                stream = await self.dialer.dial(addr)
         except (OSError, TimeoutError):
             self._dialing.discard(contact)
             return False
@@ -324,11 +323,11 @@ class Peering:
             )
         except ValueError as exc:  # e.g. a low-order key in a published certificate
             log.warning("cannot dial %s: %s", contact.hex()[:16], exc)
-            writer.close()
+            stream.abort()
             self._dialing.discard(contact)
             return False
         ready: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._spawn(self._run(session, reader, writer, initiator=self.me, ready=ready))
+        self._spawn(self._run(session, stream, initiator=self.me, ready=ready))
         try:
             return await asyncio.wait_for(ready, self.config.session.handshake_timeout + 1)
         except TimeoutError:
@@ -336,10 +335,10 @@ class Peering:
         finally:
             self._dialing.discard(contact)
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _accept(self, stream: ByteStream) -> None:
         if self._handshaking >= MAX_PENDING_HANDSHAKES:
             self.stats["refused"] += 1
-            writer.close()
+            stream.abort()
             return
         contacts = set(self._contacts())
 
@@ -373,8 +372,7 @@ class Peering:
         try:
             await self._run(
                 session,
-                reader,
-                writer,
+                stream,
                 initiator=None,
                 ready=None,
                 on_handshake=handshake_over,
@@ -385,8 +383,7 @@ class Peering:
     async def _run(
         self,
         session: Session,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        stream: ByteStream,
         *,
         initiator: bytes | None,
         ready: asyncio.Future[bool] | None,
@@ -422,10 +419,10 @@ class Peering:
                 if ready is not None and not ready.done():
                     ready.set_result(False)
 
-        conn = SessionConnection(reader, writer, session)
+        conn = SessionConnection.over(stream, session)
         conn_box.append(conn)
         try:
-            await run_session(reader, writer, session, on_event, connection=conn)
+            await run_session_over(conn, on_event)
         except Exception as exc:
             log.info("session ended with %s", exc)
         finally:
@@ -437,8 +434,8 @@ class Peering:
                 del self.sessions[contact]
                 self._on_closed(contact, "disconnected")
                 self.poke(contact)
-            with contextlib.suppress(Exception):
-                writer.close()
+            if not stream.is_closing():
+                stream.abort()  # the pump closes it; this is for a pump that never ran
 
     def _adopt(self, live: _Live) -> bool:
         """Register a new session; if one exists, keep the one both sides would keep."""

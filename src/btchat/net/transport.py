@@ -1,0 +1,176 @@
+"""The transport seam: "a reliable byte stream", and who makes one.
+
+Why a seam: sessions and channel links need only an ordered, reliable byte stream;
+whether TCP, a UDP path with its own reliability, a relayed stream or a SOCKS-proxied
+one carries it is not their business. Peering and the channel service therefore ask a
+:class:`Dialer` for a :class:`ByteStream` ("connect me to this address") and accept
+them from a :class:`Listener`; :mod:`btchat.net.pump` runs a stream core over any
+:class:`ByteStream`. Only this module opens TCP connections; a new carrier is a new
+``ByteStream`` + ``Dialer`` (and, if it can accept, a listener) here, nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Protocol, runtime_checkable
+
+__all__ = [
+    "CLOSE_LINGER",
+    "STREAM_LIMIT",
+    "Address",
+    "ByteStream",
+    "Dialer",
+    "Listener",
+    "TcpDialer",
+    "TcpListener",
+    "TcpStream",
+]
+
+#: ``(host, port)``; for carriers without ports (relays) the dialer defines its meaning.
+Address = tuple[str, int]
+#: asyncio's StreamReader buffer limit for our streams: two maximal frames (2 + 65535).
+STREAM_LIMIT = 1 << 17
+#: Seconds we wait for the kernel to take our last bytes (a CLOSE frame) before aborting.
+CLOSE_LINGER = 5.0
+
+
+@runtime_checkable
+class ByteStream(Protocol):
+    """One reliable, ordered, bidirectional byte stream."""
+
+    @property
+    def remote_address(self) -> Address | None:
+        """Who is at the other end, as the carrier sees it (None if unknown)."""
+        ...
+
+    async def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes; ``b""`` at EOF. May raise OSError on a reset."""
+        ...
+
+    def write(self, data: bytes) -> None:
+        """Queue ``data``; never blocks (see :meth:`drain`)."""
+        ...
+
+    def write_buffer_size(self) -> int:
+        """Bytes queued and not yet taken by the carrier."""
+        ...
+
+    async def drain(self) -> None:
+        """Wait until the write buffer is below the carrier's high-water mark."""
+        ...
+
+    def is_closing(self) -> bool: ...
+
+    async def aclose(self) -> None:
+        """Close gracefully (flushing what is queued), never hanging on a dead peer."""
+        ...
+
+    def abort(self) -> None:
+        """Close at once, dropping what is queued."""
+        ...
+
+
+class Dialer(Protocol):
+    """Makes outgoing streams: "connect me to this address"."""
+
+    async def dial(self, address: Address) -> ByteStream:
+        """A connected stream, or OSError/TimeoutError."""
+        ...
+
+
+class Listener(Protocol):
+    """Accepts incoming streams until closed."""
+
+    @property
+    def port(self) -> int: ...
+
+    async def aclose(self) -> None: ...
+
+
+OnStream = Callable[[ByteStream], Awaitable[None]]
+
+
+class TcpStream:
+    """A :class:`ByteStream` over an asyncio TCP connection."""
+
+    def __init__(self, reader: asyncio.StreamReader | None, writer: asyncio.StreamWriter) -> None:
+        # ``reader`` may be None for a handle that only writes (see net/pump.py).
+        self.reader = reader
+        self.writer = writer
+
+    @property
+    def remote_address(self) -> Address | None:
+        peer = self.writer.get_extra_info("peername")
+        return (str(peer[0]), int(peer[1])) if peer else None
+
+    async def read(self, n: int) -> bytes:
+        if self.reader is None:
+            raise RuntimeError("this TcpStream has no reader")
+        return await self.reader.read(n)
+
+    def write(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    def write_buffer_size(self) -> int:
+        return self.writer.transport.get_write_buffer_size()
+
+    async def drain(self) -> None:
+        await self.writer.drain()
+
+    def is_closing(self) -> bool:
+        return self.writer.is_closing()
+
+    async def aclose(self) -> None:
+        if not self.writer.is_closing():
+            self.writer.close()
+        try:
+            await asyncio.wait_for(self.writer.wait_closed(), CLOSE_LINGER)
+        except (TimeoutError, OSError):
+            self.writer.transport.abort()
+
+    def abort(self) -> None:
+        self.writer.transport.abort()
+
+
+class TcpDialer:
+    """A :class:`Dialer` that opens plain TCP connections."""
+
+    def __init__(self, *, timeout: float = 10.0, limit: int = STREAM_LIMIT) -> None:
+        self.timeout = timeout
+        self.limit = limit
+
+    async def dial(self, address: Address) -> ByteStream:
+        async with asyncio.timeout(self.timeout):  # not wait_for: it can lose a cancellation
+            reader, writer = await asyncio.open_connection(address[0], address[1], limit=self.limit)
+        return TcpStream(reader, writer)
+
+
+class TcpListener:
+    """A :class:`Listener` on a TCP port; each accepted connection runs ``on_stream``."""
+
+    def __init__(self, server: asyncio.Server) -> None:
+        self._server = server
+
+    @classmethod
+    async def start(
+        cls, host: str, port: int, on_stream: OnStream, *, limit: int = STREAM_LIMIT
+    ) -> TcpListener:
+        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await on_stream(TcpStream(reader, writer))
+
+        return cls(await asyncio.start_server(accept, host, port, limit=limit))
+
+    @property
+    def port(self) -> int:
+        return int(self._server.sockets[0].getsockname()[1])
+
+    def close(self) -> None:
+        """Stop accepting (connections already accepted go on)."""
+        self._server.close()
+
+    async def aclose(self) -> None:
+        self._server.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._server.wait_closed(), 2)
