@@ -30,6 +30,9 @@ def _is_key(text: str) -> bool:
 class FakeMessenger:
     """Contacts are 64-hex public keys; a ``ref`` is a key or ``btchat:<key>?name=<n>``."""
 
+    #: The fake runs no channels: the channel routes answer 501.
+    channels = None
+
     def __init__(self, public_key: str | None = None) -> None:
         self.public_key = public_key or secrets.token_hex(32)
         self.contacts: dict[str, dict[str, Any]] = {}
