@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, RootModel, ValidationError, field_validator
 
 from btchat.api.models import (
+    ChannelMessage,
     Contact,
     ContactRequest,
     ErrorDetail,
@@ -119,7 +120,7 @@ class ChannelMessageEvent(_Event):
 
     type: Literal["channel_message"]
     channel: str = Field(description="Channel id (hex).")
-    message: dict[str, Any] = Field(description="A ChannelMessage.")
+    message: ChannelMessage
 
 
 class ChannelRemovedEvent(_Event):

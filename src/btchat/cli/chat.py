@@ -5,42 +5,54 @@ talk to a running daemon through its local API (``contacts``, ``send``, ``histor
 from __future__ import annotations
 
 import argparse
+import base64
+import contextlib
+import hashlib
 import json
-import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from btchat.api.client import (
-    ApiClient,
-    ApiClientError,
-    DaemonNotRunning,
-    new_token,
-    read_api_files,
-    remove_api_files,
-    watch_events,
-    write_api_files,
-)
+from btchat.api.client import ApiClient, ApiClientError, DaemonNotRunning, read_api_files
+from btchat.cli.base import UserError, emit, stop_on_signal
+from btchat.cli.render import describe_event, emit_rows, show_message, when
+from btchat.node.config import ENV_DATA_DIR, ConfigError, Settings, resolve, setting
 
 __all__ = ["add_commands"]
 
-log = logging.getLogger(__name__)
-ENV_DATA_DIR = "BTCHAT_DATA_DIR"
 
-
-class ChatError(Exception):
-    """A user-facing failure; printed as one line."""
+def settings(args: argparse.Namespace) -> Settings:
+    """This command's settings: its flags, then the environment, then the config file."""
+    flags = {
+        name: getattr(args, name, None)
+        for name in (
+            "data_dir",
+            "bootstrap",
+            "host",
+            "port",
+            "dht_port",
+            "api_port",
+            "request_poll",
+            "channel_discovery",
+            "lsd_interface",
+            "passphrase_file",
+            "no_passphrase",
+        )
+    }
+    if flags["data_dir"] is not None:
+        flags["data_dir"] = Path(flags["data_dir"])
+    try:
+        return resolve(flags, config_file=args.config)
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
 
 
 def data_dir(args: argparse.Namespace) -> Path:
-    if getattr(args, "data_dir", None):
-        return Path(args.data_dir)
-    if os.environ.get(ENV_DATA_DIR):
-        return Path(os.environ[ENV_DATA_DIR])
-    from platformdirs import user_data_dir
-
-    return Path(user_data_dir("btchat"))
+    """``--data-dir``, else ``$BTCHAT_DATA_DIR``, else the platform's data directory."""
+    flag = getattr(args, "data_dir", None)
+    return setting("data_dir", Path(flag) if flag else None)
 
 
 def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -231,104 +243,53 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 # ------------------------------------------------------------------ helpers
 
 
-def emit(args: argparse.Namespace, obj: Any, text: str) -> None:
-    print(json.dumps(obj) if args.json else text, flush=True)
-
-
-def client(args: argparse.Namespace) -> ApiClient:
-    url, token = read_api_files(data_dir(args))
-    return ApiClient(url, token)
+@contextlib.contextmanager
+def api_errors() -> Iterator[None]:
+    """A daemon that is not running, or an API error, as one line for the user."""
+    try:
+        yield
+    except DaemonNotRunning as exc:
+        raise UserError(str(exc)) from None
+    except ApiClientError as exc:
+        raise UserError(exc.message) from None
 
 
 def call(args: argparse.Namespace, method: str, *a: Any, **kw: Any) -> Any:
-    try:
-        return getattr(client(args), method)(*a, **kw)
-    except DaemonNotRunning as exc:
-        raise ChatError(str(exc)) from None
-    except ApiClientError as exc:
-        raise ChatError(exc.message) from None
+    """``method`` of the running daemon's API client."""
+    with api_errors():
+        url, token = read_api_files(data_dir(args))
+        return getattr(ApiClient(url, token), method)(*a, **kw)
 
 
-def passphrase(args: argparse.Namespace, *, new: bool) -> str | None:
-    from btchat.identity.keystore import read_passphrase
+def ask_passphrase(new: bool) -> str | None:
+    """Prompt on a terminal (twice for a new one); ``None`` when there is no terminal."""
+    if not sys.stdin.isatty():
+        return None
+    import getpass
 
-    value = read_passphrase(file=args.passphrase_file, prompt=False)
-    if value is None and sys.stdin.isatty():
-        import getpass
-
-        value = getpass.getpass("Passphrase: ")
-        if new and getpass.getpass("Again: ") != value:
-            raise ChatError("the passphrases differ")
+    value = getpass.getpass("Passphrase: ")
+    if new and getpass.getpass("Again: ") != value:
+        raise UserError("the passphrases differ")
     return value
-
-
-def _when(ms: int | None) -> str:
-    if not ms:
-        return ""
-    import datetime as dt
-
-    return dt.datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M")
-
-
-def show_message(m: dict[str, Any], names: dict[str, str]) -> str:
-    who = "me" if m["direction"] == "out" else names.get(m["peer"], m["peer"][:12])
-    marks = {
-        "pending": "…",
-        "sent": "✓",
-        "delivered": "✓✓",
-        "read": "✓✓ read",
-        "failed": "! not delivered",
-    }
-    state = f"  [{marks.get(m['state'], m['state'])}]" if m["direction"] == "out" else ""
-    return f"{_when(m.get('ts'))} {who}: {m['text']}{state}"
 
 
 # ------------------------------------------------------------------ commands
 
 
-def channel_config(args: argparse.Namespace) -> Any:
-    """Channel discovery from the ``up`` flags; never multicast from a loopback host
-    unless an interface is given explicitly."""
-    import ipaddress
-
-    from btchat.channels.service import ChannelConfig
-
-    ways = {w.strip() for w in args.channel_discovery.split(",") if w.strip()}
-    unknown = ways - {"dht", "trackers", "lsd"}
-    if unknown:
-        raise ChatError(f"unknown discovery way(s): {', '.join(sorted(unknown))}")
-    interface = args.lsd_interface or args.host
-    loopback = ipaddress.ip_address(args.host).is_loopback if args.host else False
-    lsd = "lsd" in ways and (args.lsd_interface is not None or not loopback)
-    options = {"interface": interface} if interface != "0.0.0.0" else {}
-    return ChannelConfig(
-        host=args.host,
-        dht="dht" in ways,
-        trackers="trackers" in ways,
-        lsd=lsd,
-        lsd_options=options,
-    )
-
-
 def create_identity(args: argparse.Namespace) -> tuple[Any, bool]:
     """Create the identity in the data directory: (loaded keys, encrypted?)."""
-    import time
+    from btchat.node.boot import BootError, create_identity
 
-    from btchat.identity.keystore import KeyStore, KeyStoreError
-
-    store = KeyStore(data_dir(args))
-    if store.exists():
-        raise ChatError(f"an identity already exists in {data_dir(args)}")
-    secret = None if args.no_passphrase else passphrase(args, new=True)
-    if secret is None and not args.no_passphrase:
-        raise ChatError(
-            "no passphrase given: use --passphrase-file, BTCHAT_PASSPHRASE, "
-            "a terminal, or --no-passphrase to store the key unencrypted"
-        )
+    conf = Settings(
+        data_dir=data_dir(args),
+        bootstrap=[],
+        passphrase_file=args.passphrase_file,
+        no_passphrase=args.no_passphrase,
+    )
     try:
-        return store.create(secret, now=int(time.time())), secret is not None
-    except KeyStoreError as exc:
-        raise ChatError(str(exc)) from None
+        return create_identity(conf, ask_passphrase)
+    except BootError as exc:
+        raise UserError(str(exc)) from None
 
 
 async def cmd_init(args: argparse.Namespace) -> None:
@@ -356,7 +317,7 @@ async def cmd_id(args: argparse.Namespace) -> None:
     try:
         pk = KeyStore(data_dir(args)).public_key()
     except NoIdentity as exc:
-        raise ChatError(str(exc)) from None
+        raise UserError(str(exc)) from None
     uri = format_uri(pk)
     for path in (args.png, args.svg):
         if path is not None:
@@ -368,67 +329,33 @@ async def cmd_id(args: argparse.Namespace) -> None:
 
 
 async def cmd_up(args: argparse.Namespace) -> None:
-    from btchat.api.server import start_api
-    from btchat.cli import bootstrap_list, stop_on_signal
-    from btchat.identity.keystore import KeyStore, KeyStoreError
-    from btchat.messaging.store import Store, StoreError
-    from btchat.node.daemon import Daemon, DaemonConfig
-    from btchat.node.peering import PeeringConfig
+    from btchat.node.boot import BootError, start_node
 
-    ddir = data_dir(args)
-    keystore = KeyStore(ddir)
-    try:
-        if not keystore.exists():
-            print(f"no identity in {ddir} yet: creating one", file=sys.stderr)
-            keys, _ = create_identity(args)
-        else:
-            secret = passphrase(args, new=False) if keystore.is_encrypted() else None
-            keys = keystore.load(secret)
-    except KeyStoreError as exc:  # no identity, wrong or missing passphrase, damaged file
-        raise ChatError(str(exc)) from None
-    try:
-        store = Store.open(ddir / "messages.db", keys.db_key)
-    except StoreError as exc:
-        raise ChatError(str(exc)) from None
+    conf = settings(args)
     stop = stop_on_signal()
-    bootstrap = bootstrap_list(args)
-    config = DaemonConfig(
-        request_poll=args.request_poll,
-        data_dir=ddir,
-        bootstrap=bootstrap,
-        dht_host=args.host,
-        dht_port=args.dht_port,
-        peering=PeeringConfig(host=args.host, port=args.port),
-        channels=channel_config(args),
-    )
-    daemon = Daemon(config, keys, store)
     try:
-        await daemon.start()
-    except OSError as exc:
-        store.close()
-        raise ChatError(f"cannot listen: {exc.strerror}") from None
-    token = new_token()
-    runner, api_port = await start_api(daemon, token, port=args.api_port)
-    url = f"http://127.0.0.1:{api_port}"
-    write_api_files(ddir, url, token)
-    status = await daemon.status()
-    emit(
-        args,
-        {
-            "api": url,
-            "id": status["id"],
-            "listen_port": status["listen_port"],
-            "dht": status["dht"]["addr"],
-            "pid": os.getpid(),
-        },
-        f"btchat is up: {status['id']}\nAPI {url}, sessions on port {status['listen_port']}",
-    )
+        node = await start_node(
+            conf, ask=ask_passphrase, notice=lambda text: print(text, file=sys.stderr)
+        )
+    except (BootError, ConfigError) as exc:
+        raise UserError(str(exc)) from None
     try:
+        status = await node.daemon.status()
+        emit(
+            args,
+            {
+                "api": node.api_url,
+                "id": status["id"],
+                "listen_port": status["listen_port"],
+                "dht": status["dht"]["addr"],
+                "pid": os.getpid(),
+            },
+            f"btchat is up: {status['id']}\nAPI {node.api_url}, "
+            f"sessions on port {status['listen_port']}",
+        )
         await stop.wait()
     finally:
-        remove_api_files(ddir)
-        await runner.cleanup()
-        await daemon.stop()
+        await node.stop()
 
 
 async def cmd_status(args: argparse.Namespace) -> None:
@@ -442,14 +369,15 @@ async def cmd_status(args: argparse.Namespace) -> None:
     )
 
 
-async def cmd_contacts(args: argparse.Namespace) -> None:
-    rows = call(args, "list_contacts")
-    lines = [
+def _contact_line(c: dict[str, Any]) -> str:
+    return (
         f"{'*' if c['online'] else ' '} {c['name']:<20} {c['presence']:<8} "
         f"{'verified ' if c['verified'] else ''}{'BLOCKED ' if c['blocked'] else ''}{c['id']}"
-        for c in rows
-    ]
-    emit(args, {"contacts": rows}, "\n".join(lines) if lines else "no contacts yet")
+    )
+
+
+async def cmd_contacts(args: argparse.Namespace) -> None:
+    emit_rows(args, "contacts", call(args, "list_contacts"), _contact_line, "no contacts yet")
 
 
 async def cmd_contact_add(args: argparse.Namespace) -> None:
@@ -486,7 +414,7 @@ async def cmd_send(args: argparse.Namespace) -> None:
 def emit_messages(args: argparse.Namespace, rows: list[dict[str, Any]], empty: str) -> None:
     """Print messages with contacts' petnames (one JSON object with --json)."""
     names = {} if args.json else {c["public_key"]: c["name"] for c in call(args, "list_contacts")}
-    emit(args, {"messages": rows}, "\n".join(show_message(m, names) for m in rows) or empty)
+    emit_rows(args, "messages", rows, lambda m: show_message(m, names), empty)
 
 
 async def cmd_history(args: argparse.Namespace) -> None:
@@ -508,14 +436,12 @@ async def cmd_presence(args: argparse.Namespace) -> None:
 
 
 async def cmd_profile(args: argparse.Namespace) -> None:
-    import hashlib
-
     avatar = None
     if args.avatar is not None:
         try:
             avatar = hashlib.sha256(args.avatar.read_bytes()).hexdigest()
         except OSError as exc:
-            raise ChatError(f"cannot read {args.avatar}: {exc.strerror}") from None
+            raise UserError(f"cannot read {args.avatar}: {exc.strerror}") from None
     if args.name is None and args.status is None and avatar is None:
         profile = call(args, "get_profile")
     else:
@@ -523,14 +449,15 @@ async def cmd_profile(args: argparse.Namespace) -> None:
     emit(args, profile, "\n".join(f"{k}: {v or ''}" for k, v in profile.items()))
 
 
-async def cmd_requests(args: argparse.Namespace) -> None:
-    rows = call(args, "list_requests")
-    lines = [
+def _request_line(r: dict[str, Any]) -> str:
+    return (
         f"{r['id']}  {r['direction']:<3} {r['state']:<9} {r['name'] or ''}  "
         f"{r['contact_id']}  {r['note'] or ''}"
-        for r in rows
-    ]
-    emit(args, {"requests": rows}, "\n".join(lines) if lines else "no contact requests")
+    )
+
+
+async def cmd_requests(args: argparse.Namespace) -> None:
+    emit_rows(args, "requests", call(args, "list_requests"), _request_line, "no contact requests")
 
 
 async def cmd_request_send(args: argparse.Namespace) -> None:
@@ -543,42 +470,37 @@ async def cmd_request_answer(args: argparse.Namespace, accept: bool) -> None:
     emit(args, r, f"request {r['state']}")
 
 
-async def cmd_channels(args: argparse.Namespace) -> None:
-    rows = call(args, "list_channels")
-    lines = [
+def _channel_line(c: dict[str, Any]) -> str:
+    return (
         f"{c['name']}  {c['id'][:12]}  {'invite-only' if c['invite_only'] else 'open'}  "
         f"{c['members_online']}/{c['members']} online"
-        for c in rows
-    ]
-    emit(args, {"channels": rows}, "\n".join(lines) or "no channels")
+    )
+
+
+async def cmd_channels(args: argparse.Namespace) -> None:
+    emit_rows(args, "channels", call(args, "list_channels"), _channel_line, "no channels")
 
 
 async def cmd_channel_create(args: argparse.Namespace) -> None:
-    import base64
-    from pathlib import Path
-
     c = call(args, "create_channel", args.name, args.invite_only, args.tracker)
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in c["name"]) or "channel"
     path = Path(args.out) / f"{safe}.chat"
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        raise ChatError(f"{path} exists; choose another --out") from None
+        raise UserError(f"{path} exists; choose another --out") from None
     with os.fdopen(fd, "wb") as f:
         f.write(base64.b64decode(c["chatfile"]))
     emit(args, {**c, "file": str(path)}, f"created {c['name']} -> {path}\n{c['uri']}")
 
 
 async def cmd_channel_join(args: argparse.Namespace) -> None:
-    import base64
-    from pathlib import Path
-
     ref = args.ref
     if not ref.lower().startswith("btchat:"):
         try:
             ref = base64.b64encode(Path(ref).read_bytes()[:8192]).decode()
         except OSError as exc:
-            raise ChatError(f"cannot read {args.ref}: {exc.strerror}") from None
+            raise UserError(f"cannot read {args.ref}: {exc.strerror}") from None
     c = call(args, "join_channel", ref)
     emit(args, c, f"joined {c['name']} ({c['id'][:12]}); looking for members")
 
@@ -600,15 +522,13 @@ async def cmd_channel_leave(args: argparse.Namespace) -> None:
     emit(args, {"left": args.channel}, f"left {args.channel}")
 
 
+def _member_line(m: dict[str, Any]) -> str:
+    role = f"  ({m['role']})" if m.get("role") else ""
+    return f"{'*' if m['online'] else ' '} {m['id']}{role}{'  (you)' if m['me'] else ''}"
+
+
 async def cmd_channel_members(args: argparse.Namespace) -> None:
-    rows = call(args, "channel_members", args.channel)
-    lines = [
-        f"{'*' if m['online'] else ' '} {m['id']}"
-        + (f"  ({m['role']})" if m.get("role") else "")
-        + ("  (you)" if m["me"] else "")
-        for m in rows
-    ]
-    emit(args, {"members": rows}, "\n".join(lines))
+    emit_rows(args, "members", call(args, "channel_members", args.channel), _member_line, "")
 
 
 async def cmd_channel_send(args: argparse.Namespace) -> None:
@@ -616,44 +536,19 @@ async def cmd_channel_send(args: argparse.Namespace) -> None:
     emit(args, m, f"sent: {m['text']}")
 
 
+def _channel_message_line(m: dict[str, Any]) -> str:
+    return f"{when(m['ts'])} {m['author'][:12]}{' (private)' if m['private'] else ''}: {m['text']}"
+
+
 async def cmd_channel_history(args: argparse.Namespace) -> None:
     rows = call(args, "channel_history", args.channel, limit=args.limit)
-    lines = [
-        f"{_when(m['ts'])} {m['author'][:12]}{' (private)' if m['private'] else ''}: {m['text']}"
-        for m in rows
-    ]
-    emit(args, {"messages": rows}, "\n".join(lines) or "no messages yet")
+    emit_rows(args, "messages", rows, _channel_message_line, "no messages yet")
 
 
 async def cmd_watch(args: argparse.Namespace) -> None:
-    try:
+    from btchat.api.client import watch_events
+
+    with api_errors():
         url, token = read_api_files(data_dir(args))
-    except DaemonNotRunning as exc:
-        raise ChatError(str(exc)) from None
-    try:
         async for event in watch_events(url, token):
-            print(json.dumps(event) if args.json else _describe(event), flush=True)
-    except DaemonNotRunning as exc:
-        raise ChatError(str(exc)) from None
-    except ApiClientError as exc:
-        raise ChatError(exc.message) from None
-
-
-def _describe(e: dict[str, Any]) -> str:
-    kind = e.get("type")
-    if kind == "message":
-        return show_message(e["message"], {})
-    if kind == "receipt":
-        return f"{len(e['ids'])} message(s) {e['state']} by {e['contact'][:12]}"
-    if kind == "presence":
-        return f"{e['contact'][:12]} is {e['status']}"
-    if kind == "session":
-        return f"{e['contact']['name']} {'connected' if e['state'] == 'up' else 'disconnected'}"
-    if kind == "channel_message":
-        m = e["message"]
-        return f"#{e['channel'][:8]} {m['author'][:12]}: {m['text']}"
-    if kind == "expired":
-        return f"{len(e['ids'])} message(s) to {e['contact'][:12]} not delivered, expired"
-    if kind == "undecryptable":
-        return f"{e['contact'][:12]}: {e['notice']}"
-    return json.dumps(e)
+            print(json.dumps(event) if args.json else describe_event(event), flush=True)
