@@ -12,7 +12,6 @@ import json
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 from test_messenger_e2e import BTCHAT, Person, sandbox, wait_for  # noqa: F401
+from test_offline_e2e import pair  # noqa: F401
 
 from btchat.api.client import ApiClient, read_api_files
 from btchat.api.events import EVENT_MODELS, event_problem
@@ -147,24 +147,11 @@ class Watcher:
         self._reader.join(timeout=10)
 
 
-@pytest.fixture
-def pair(
-    sandbox: tuple[str, dict[str, str]],  # noqa: F811
-    tmp_path: Path,
-) -> Iterator[tuple[Person, Person]]:
-    bootstrap, env = sandbox
-    alice, bob = (Person(n, tmp_path, env, bootstrap) for n in ("alice", "bob"))
-    try:
-        yield alice, bob
-    finally:
-        for p in (alice, bob):
-            if p.proc is not None:
-                p.proc.kill()
-                p.proc.wait(timeout=10)
-
-
 @pytest.mark.slow
-def test_events_of_real_daemons_validate(pair: tuple[Person, Person], tmp_path: Path) -> None:
+def test_events_of_real_daemons_validate(
+    pair: tuple[Person, Person],  # noqa: F811
+    tmp_path: Path,
+) -> None:
     alice, bob = pair
     for p in (alice, bob):
         p.up("--channel-discovery", "dht")

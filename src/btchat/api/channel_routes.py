@@ -15,7 +15,7 @@ from btchat.api.routes import RouteTable, messenger, no_content, ok, path_param,
 __all__ = ["ROUTES"]
 
 ROUTES = RouteTable()
-route = ROUTES.route
+channels = ROUTES.section("channels")
 
 _CH = ("channel",)
 
@@ -31,23 +31,16 @@ def _channel(request: web.Request) -> str:
     return path_param(request, "channel", m.MAX_CHANNEL_REF)
 
 
-@route(
-    "get",
-    "/v1/channels",
-    "listChannels",
-    "channels",
-    "Joined channels",
-    {"200": (m.ChannelList, "Channels.")},
+@channels(
+    "GET /v1/channels", "listChannels", "Joined channels", {"200": (m.ChannelList, "Channels.")}
 )
 async def list_channels(request: web.Request) -> web.Response:
     return ok({"channels": await _channels(request).list()})
 
 
-@route(
-    "post",
-    "/v1/channels",
+@channels(
+    "POST /v1/channels",
     "createChannel",
-    "channels",
     "Create a channel (you own it)",
     {"201": (m.Channel, "The channel, with its .chat file.")},
     body=m.NewChannel,
@@ -57,11 +50,9 @@ async def create_channel(request: web.Request, body: m.NewChannel) -> web.Respon
     return ok(channel, 201)
 
 
-@route(
-    "post",
-    "/v1/channels/join",
+@channels(
+    "POST /v1/channels/join",
     "joinChannel",
-    "channels",
     "Join a channel from its link or .chat file",
     {"201": (m.Channel, "The channel."), "409": "Error"},
     body=m.JoinChannel,
@@ -70,11 +61,9 @@ async def join_channel(request: web.Request, body: m.JoinChannel) -> web.Respons
     return ok(await _channels(request).join(body.chatfile), 201)
 
 
-@route(
-    "get",
-    "/v1/channels/{channel}",
+@channels(
+    "GET /v1/channels/{channel}",
     "getChannel",
-    "channels",
     "One channel, with its .chat file to share",
     {"200": (m.Channel, "The channel."), "404": "NotFound"},
     params=_CH,
@@ -83,11 +72,9 @@ async def get_channel(request: web.Request) -> web.Response:
     return ok(await _channels(request).get(_channel(request)))
 
 
-@route(
-    "delete",
-    "/v1/channels/{channel}",
+@channels(
+    "DELETE /v1/channels/{channel}",
     "leaveChannel",
-    "channels",
     "Leave a channel",
     {"204": {"description": "Left."}, "404": "NotFound"},
     params=_CH,
@@ -97,11 +84,9 @@ async def leave_channel(request: web.Request) -> web.Response:
     return no_content()
 
 
-@route(
-    "get",
-    "/v1/channels/{channel}/members",
+@channels(
+    "GET /v1/channels/{channel}/members",
     "listChannelMembers",
-    "channels",
     "Members with presence",
     {"200": (m.ChannelMembers, "Members.")},
     params=_CH,
@@ -110,11 +95,9 @@ async def list_members(request: web.Request) -> web.Response:
     return ok({"members": await _channels(request).members(_channel(request))})
 
 
-@route(
-    "post",
-    "/v1/channels/{channel}/members",
+@channels(
+    "POST /v1/channels/{channel}/members",
     "changeChannelMembers",
-    "channels",
     "Invite or remove members (owner/admin of an invite-only channel)",
     {"200": (m.Channel, "The channel.")},
     body=m.MemberChange,
@@ -125,11 +108,9 @@ async def change_members(request: web.Request, body: m.MemberChange) -> web.Resp
     return ok(result)
 
 
-@route(
-    "get",
-    "/v1/channels/{channel}/messages",
+@channels(
+    "GET /v1/channels/{channel}/messages",
     "channelHistory",
-    "channels",
     "Messages you can read, oldest first",
     {"200": (m.ChannelMessages, "Messages.")},
     params=(*_CH, "limit"),
@@ -139,11 +120,9 @@ async def channel_history(request: web.Request) -> web.Response:
     return ok({"messages": messages})
 
 
-@route(
-    "post",
-    "/v1/channels/{channel}/messages",
+@channels(
+    "POST /v1/channels/{channel}/messages",
     "postChannelMessage",
-    "channels",
     "Post to everyone, or privately to chosen members",
     {"201": (m.ChannelMessage, "The message.")},
     body=m.NewChannelMessage,

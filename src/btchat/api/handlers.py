@@ -47,7 +47,15 @@ MAX_RECEIVE_TIMEOUT = 300.0
 MAX_REQUEST_ID_CHARS = 128
 
 ROUTES = RouteTable()
-route = ROUTES.route
+daemon = ROUTES.section("daemon")
+contacts = ROUTES.section("contacts")
+messages = ROUTES.section("messages")
+presence = ROUTES.section("presence")
+profile = ROUTES.section("profile")
+requests = ROUTES.section("requests")
+events = ROUTES.section("events")
+aliases = ROUTES.section("aliases")
+files = ROUTES.section("files")
 
 _NO_CONTENT = {"description": "Done; no body."}
 _C = ("contact",)
@@ -56,23 +64,14 @@ _C = ("contact",)
 # ------------------------------------------------------------------ daemon
 
 
-@route(
-    "get",
-    "/v1/status",
-    "getStatus",
-    "daemon",
-    "What the daemon is doing",
-    {"200": (m.Status, "Status.")},
-)
+@daemon("GET /v1/status", "getStatus", "What the daemon is doing", {"200": (m.Status, "Status.")})
 async def get_status(request: web.Request) -> web.Response:
     return ok(await messenger(request).status())
 
 
-@route(
-    "get",
-    "/v1/identity",
+@daemon(
+    "GET /v1/identity",
     "getIdentity",
-    "daemon",
     "Your ID, link and public key",
     {"200": (m.Identity, "Your identity.")},
 )
@@ -83,11 +82,9 @@ async def get_identity(request: web.Request) -> web.Response:
 # ------------------------------------------------------------------ contacts
 
 
-@route(
-    "get",
-    "/v1/contacts",
+@contacts(
+    "GET /v1/contacts",
     "listContacts",
-    "contacts",
     "All contacts",
     {"200": (m.ContactList, "Contacts, in petname order.")},
 )
@@ -95,11 +92,9 @@ async def list_contacts(request: web.Request) -> web.Response:
     return ok({"contacts": await messenger(request).list_contacts()})
 
 
-@route(
-    "post",
-    "/v1/contacts",
+@contacts(
+    "POST /v1/contacts",
     "addContact",
-    "contacts",
     "Add a contact by ID, URI or key",
     {"201": (m.Contact, "The new contact."), "409": "Conflict"},
     body=m.NewContact,
@@ -108,11 +103,9 @@ async def add_contact(request: web.Request, body: m.NewContact) -> web.Response:
     return ok(await messenger(request).add_contact(body.ref, body.name), 201)
 
 
-@route(
-    "get",
-    "/v1/contacts/{contact}",
+@contacts(
+    "GET /v1/contacts/{contact}",
     "getContact",
-    "contacts",
     "One contact",
     {"200": (m.Contact, "The contact."), "404": "NotFound"},
     params=_C,
@@ -121,11 +114,9 @@ async def get_contact(request: web.Request) -> web.Response:
     return ok(await messenger(request).get_contact(contact_param(request)))
 
 
-@route(
-    "patch",
-    "/v1/contacts/{contact}",
+@contacts(
+    "PATCH /v1/contacts/{contact}",
     "updateContact",
-    "contacts",
     "Rename, verify, block or unblock",
     {"200": (m.Contact, "The contact after the change."), "404": "NotFound", "409": "Conflict"},
     body=m.ContactPatch,
@@ -142,11 +133,9 @@ async def update_contact(request: web.Request, body: m.ContactPatch) -> web.Resp
     return ok(contact)
 
 
-@route(
-    "delete",
-    "/v1/contacts/{contact}",
+@contacts(
+    "DELETE /v1/contacts/{contact}",
     "removeContact",
-    "contacts",
     "Forget a contact",
     {"204": _NO_CONTENT, "404": "NotFound"},
     params=_C,
@@ -156,11 +145,9 @@ async def remove_contact(request: web.Request) -> web.Response:
     return no_content()
 
 
-@route(
-    "get",
-    "/v1/contacts/{contact}/safety-number",
+@contacts(
+    "GET /v1/contacts/{contact}/safety-number",
     "getSafetyNumber",
-    "contacts",
     "The number to compare to verify a contact",
     {"200": (m.SafetyNumber, "Safety number."), "404": "NotFound"},
     params=_C,
@@ -172,11 +159,9 @@ async def safety_number(request: web.Request) -> web.Response:
 # ------------------------------------------------------------------ messages
 
 
-@route(
-    "get",
-    "/v1/contacts/{contact}/messages",
+@messages(
+    "GET /v1/contacts/{contact}/messages",
     "getHistory",
-    "messages",
     "A conversation, newest last",
     {
         "200": (m.MessageList, "Messages in conversation order."),
@@ -192,11 +177,9 @@ async def history(request: web.Request) -> web.Response:
     return ok({"messages": await messenger(request).history(contact, limit, before)})
 
 
-@route(
-    "post",
-    "/v1/contacts/{contact}/messages",
+@messages(
+    "POST /v1/contacts/{contact}/messages",
     "sendMessage",
-    "messages",
     "Send a message",
     {
         "201": (m.Message, "The message as stored; `state` tells whether it went out yet."),
@@ -209,11 +192,9 @@ async def send_message(request: web.Request, body: m.NewMessage) -> web.Response
     return ok(await messenger(request).send_message(contact_param(request), body.text), 201)
 
 
-@route(
-    "post",
-    "/v1/contacts/{contact}/read",
+@messages(
+    "POST /v1/contacts/{contact}/read",
     "markRead",
-    "messages",
     "Mark received messages read (sends receipts)",
     {"200": (m.ReadResult, "How many were marked."), "404": "NotFound"},
     body=m.ReadRequest,
@@ -224,11 +205,9 @@ async def mark_read(request: web.Request, body: m.ReadRequest) -> web.Response:
     return ok(await messenger(request).mark_read(contact_param(request), body.up_to))
 
 
-@route(
-    "post",
-    "/v1/contacts/{contact}/typing",
+@messages(
+    "POST /v1/contacts/{contact}/typing",
     "sendTyping",
-    "messages",
     "Tell the contact you are (not) typing",
     {"204": _NO_CONTENT, "404": "NotFound"},
     body=m.TypingRequest,
@@ -239,11 +218,9 @@ async def send_typing(request: web.Request, body: m.TypingRequest) -> web.Respon
     return no_content()
 
 
-@route(
-    "get",
-    "/v1/search",
+@messages(
+    "GET /v1/search",
     "search",
-    "messages",
     "Full-text search of your history",
     {"200": (m.MessageList, "Matches, best first."), "400": "BadRequest", "404": "NotFound"},
     params=("q", "searchContact", "limit"),
@@ -264,11 +241,9 @@ async def search(request: web.Request) -> web.Response:
 # ------------------------------------------------------------------ presence, profile
 
 
-@route(
-    "put",
-    "/v1/presence",
+@presence(
+    "PUT /v1/presence",
     "setPresence",
-    "presence",
     "Set your presence and status note",
     {"200": (m.PresenceResult, "What contacts now see.")},
     body=m.PresenceRequest,
@@ -277,11 +252,9 @@ async def set_presence(request: web.Request, body: m.PresenceRequest) -> web.Res
     return ok(await messenger(request).set_presence(body.status, body.note))
 
 
-@route(
-    "get",
-    "/v1/profile",
+@profile(
+    "GET /v1/profile",
     "getProfile",
-    "profile",
     "Your published profile",
     {"200": (m.Profile, "The profile contacts can fetch.")},
 )
@@ -289,11 +262,9 @@ async def get_profile(request: web.Request) -> web.Response:
     return ok(await messenger(request).get_profile())
 
 
-@route(
-    "put",
-    "/v1/profile",
+@profile(
+    "PUT /v1/profile",
     "setProfile",
-    "profile",
     "Change and republish your profile",
     {"200": (m.Profile, "The new profile."), "400": "BadRequest"},
     body=m.ProfileRequest,
@@ -305,11 +276,9 @@ async def set_profile(request: web.Request, body: m.ProfileRequest) -> web.Respo
 # ------------------------------------------------------------------ requests
 
 
-@route(
-    "get",
-    "/v1/requests",
+@requests(
+    "GET /v1/requests",
     "listRequests",
-    "requests",
     "Contact requests sent and received",
     {"200": (m.RequestList, "Requests.")},
 )
@@ -317,11 +286,9 @@ async def list_requests(request: web.Request) -> web.Response:
     return ok({"requests": await messenger(request).list_requests()})
 
 
-@route(
-    "post",
-    "/v1/requests",
+@requests(
+    "POST /v1/requests",
     "sendRequest",
-    "requests",
     "Ask someone to become a contact",
     {"201": (m.ContactRequest, "The request sent."), "409": "Conflict", "501": "NotImplemented"},
     body=m.NewRequest,
@@ -330,11 +297,9 @@ async def send_request(request: web.Request, body: m.NewRequest) -> web.Response
     return ok(await messenger(request).send_request(body.ref, body.note or None), 201)
 
 
-@route(
-    "post",
-    "/v1/requests/{id}",
+@requests(
+    "POST /v1/requests/{id}",
     "answerRequest",
-    "requests",
     "Accept or decline a contact request",
     {"200": (m.ContactRequest, "The request, answered."), "404": "NotFound", "409": "Conflict"},
     body=m.RequestAnswer,
@@ -376,10 +341,8 @@ _EVENTS_101 = (
 _ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
 
 
-@route(
-    "get",
-    "/v1/events",
-    "events",
+@events(
+    "GET /v1/events",
     "events",
     "Live events over a WebSocket",
     {
@@ -453,11 +416,9 @@ def _answer(data: str) -> dict[str, Any]:
 # ------------------------------------------------------------------ aliases
 
 
-@route(
-    "post",
-    "/send",
+@aliases(
+    "POST /send",
     "sendAlias",
-    "aliases",
     "Alias of POST /v1/contacts/{to}/messages",
     {"201": (m.Message, "The message as stored."), "404": "NotFound"},
     body=m.SendAlias,
@@ -491,11 +452,9 @@ _RECEIVE_DESCRIPTION = (
 )
 
 
-@route(
-    "get",
-    "/receive",
+@aliases(
+    "GET /receive",
     "receiveAlias",
-    "aliases",
     "Long-poll for the next received message",
     {
         "200": ({"$ref": "#/components/schemas/MessageEvent"}, "The next incoming message event."),
@@ -537,20 +496,16 @@ async def receive_alias(request: web.Request) -> web.Response:
 _LATER = "File transfer comes in a later release; always 501."
 
 
-@route(
-    "post",
-    "/upload",
+@files(
+    "POST /upload",
     "upload",
-    "files",
     "Send a file (not implemented yet)",
     {"501": "NotImplemented"},
     description=_LATER,
 )
-@route(
-    "get",
-    "/download",
+@files(
+    "GET /download",
     "download",
-    "files",
     "Fetch a received file (not implemented yet)",
     {"501": "NotImplemented"},
     description=_LATER,

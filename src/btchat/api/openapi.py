@@ -133,13 +133,12 @@ ROUTES = RouteTable()
 
 
 @ROUTES.route(
-    "get",
-    "/openapi.json",
+    "GET /openapi.json",
     "openapi",
-    "daemon",
     "This document",
     {"200": ({"type": "object"}, "OpenAPI 3.1 document.")},
     public=True,
+    tag="daemon",
 )
 async def get_openapi(request: web.Request) -> web.Response:
     doc = openapi_document()

@@ -14,6 +14,7 @@ handler modules need nothing from ``server.py`` (no import circle).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
@@ -136,15 +137,17 @@ class RouteTable:
 
     def route(
         self,
-        method: str,
-        path: str,
+        spec: str,
         op_id: str,
-        tag: str,
         summary: str,
         responses: dict[str, ResponseSpec],
+        *,
+        tag: str,
         **extra: Any,
     ) -> Callable[[Handler], Handler]:
-        """Declare the decorated handler as ``method path``; ``extra`` is :class:`Route`'s."""
+        """Declare the decorated handler as ``spec`` ("GET /v1/status"); ``extra`` is
+        :class:`Route`'s optional fields."""
+        method, _, path = spec.partition(" ")
 
         def register(handler: Handler) -> Handler:
             self.routes.append(
@@ -153,6 +156,10 @@ class RouteTable:
             return handler
 
         return register
+
+    def section(self, tag: str) -> Callable[..., Callable[[Handler], Handler]]:
+        """:meth:`route` with the OpenAPI tag filled in, for a group of endpoints."""
+        return functools.partial(self.route, tag=tag)
 
     def add_to(self, router: web.UrlDispatcher) -> None:
         for r in self.routes:

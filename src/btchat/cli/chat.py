@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +114,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("status", parents=[chat], help="what the daemon is doing")
     p.set_defaults(func=cmd_status)
     p = sub.add_parser("contacts", parents=[chat], help="list contacts")
-    p.set_defaults(func=cmd_contacts)
+    p.set_defaults(func=lister("list_contacts", "contacts", _contact_line, "no contacts yet"))
 
     contact = sub.add_parser("contact", help="manage one contact").add_subparsers(
         dest="contact_command", required=True
@@ -177,7 +177,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_profile)
 
     p = sub.add_parser("requests", parents=[chat], help="list contact requests")
-    p.set_defaults(func=cmd_requests)
+    p.set_defaults(func=lister("list_requests", "requests", _request_line, "no contact requests"))
     request = sub.add_parser("request", help="contact requests").add_subparsers(
         dest="request_command", required=True
     )
@@ -195,7 +195,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         p.set_defaults(func=lambda a, ok=accept: cmd_request_answer(a, ok))
 
     p = sub.add_parser("channels", parents=[chat], help="list joined channels")
-    p.set_defaults(func=cmd_channels)
+    p.set_defaults(func=lister("list_channels", "channels", _channel_line, "no channels"))
     channel = sub.add_parser("channel", help="group channels").add_subparsers(
         dest="channel_command", required=True
     )
@@ -259,6 +259,17 @@ def call(args: argparse.Namespace, method: str, *a: Any, **kw: Any) -> Any:
     with api_errors():
         url, token = read_api_files(data_dir(args))
         return getattr(ApiClient(url, token), method)(*a, **kw)
+
+
+def lister(
+    method: str, key: str, line: Callable[[dict[str, Any]], str], empty: str
+) -> Callable[[argparse.Namespace], Awaitable[None]]:
+    """A command that prints the rows ``method`` returns, one ``line`` each."""
+
+    async def run(args: argparse.Namespace) -> None:
+        emit_rows(args, key, call(args, method), line, empty)
+
+    return run
 
 
 def ask_passphrase(new: bool) -> str | None:
@@ -376,10 +387,6 @@ def _contact_line(c: dict[str, Any]) -> str:
     )
 
 
-async def cmd_contacts(args: argparse.Namespace) -> None:
-    emit_rows(args, "contacts", call(args, "list_contacts"), _contact_line, "no contacts yet")
-
-
 async def cmd_contact_add(args: argparse.Namespace) -> None:
     c = call(args, "add_contact", args.ref, args.name)
     emit(args, c, f"added {c['name']} ({c['id']})")
@@ -456,10 +463,6 @@ def _request_line(r: dict[str, Any]) -> str:
     )
 
 
-async def cmd_requests(args: argparse.Namespace) -> None:
-    emit_rows(args, "requests", call(args, "list_requests"), _request_line, "no contact requests")
-
-
 async def cmd_request_send(args: argparse.Namespace) -> None:
     r = call(args, "send_request", args.ref, args.note)
     emit(args, r, "request sent (it may take a few minutes to be seen)")
@@ -475,10 +478,6 @@ def _channel_line(c: dict[str, Any]) -> str:
         f"{c['name']}  {c['id'][:12]}  {'invite-only' if c['invite_only'] else 'open'}  "
         f"{c['members_online']}/{c['members']} online"
     )
-
-
-async def cmd_channels(args: argparse.Namespace) -> None:
-    emit_rows(args, "channels", call(args, "list_channels"), _channel_line, "no channels")
 
 
 async def cmd_channel_create(args: argparse.Namespace) -> None:
