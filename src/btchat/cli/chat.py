@@ -111,133 +111,112 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.set_defaults(func=cmd_up)
 
-    p = sub.add_parser("status", parents=[chat], help="what the daemon is doing")
-    p.set_defaults(func=cmd_status)
-    p = sub.add_parser("contacts", parents=[chat], help="list contacts")
-    p.set_defaults(func=lister("list_contacts", "contacts", _contact_line, "no contacts yet"))
+    def command(
+        group: Any, name: str, func: Any, *positional: str, help: str | None = None
+    ) -> argparse.ArgumentParser:
+        """A subcommand of ``group`` taking the daemon flags and ``positional`` arguments."""
+        # No help= at all keeps a command out of its group's list, as before.
+        p = group.add_parser(name, parents=[chat], **({"help": help} if help else {}))
+        for arg in positional:
+            p.add_argument(arg)
+        p.set_defaults(func=func)
+        return p
+
+    command(sub, "status", cmd_status, help="what the daemon is doing")
+    contacts = lister("list_contacts", "contacts", _contact_line, "no contacts yet")
+    command(sub, "contacts", contacts, help="list contacts")
 
     contact = sub.add_parser("contact", help="manage one contact").add_subparsers(
         dest="contact_command", required=True
     )
-    p = contact.add_parser("add", parents=[chat], help="add a contact by ID or btchat: URI")
+    p = command(contact, "add", cmd_contact_add, help="add a contact by ID or btchat: URI")
     p.add_argument("ref", metavar="ID|URI")
     p.add_argument("name", nargs="?", help="petname")
-    p.set_defaults(func=cmd_contact_add)
-    p = contact.add_parser("rename", parents=[chat])
-    p.add_argument("contact")
-    p.add_argument("name")
-    p.set_defaults(func=lambda a: patch(a, name=a.name))
+    command(contact, "rename", lambda a: patch(a, name=a.name), "contact", "name")
     for verb, field, value in (
         ("block", "blocked", True),
         ("unblock", "blocked", False),
         ("verify", "verified", True),
         ("unverify", "verified", False),
     ):
-        p = contact.add_parser(verb, parents=[chat])
-        p.add_argument("contact")
-        p.set_defaults(func=lambda a, f=field, v=value: patch(a, **{f: v}))
-    p = contact.add_parser(
+        command(contact, verb, lambda a, f=field, v=value: patch(a, **{f: v}), "contact")
+    p = command(
+        contact,
         "retention",
-        parents=[chat],
+        lambda a: patch(a, retention_days=a.days),
+        "contact",
         help="how long a message to this contact is retried while they are offline",
     )
-    p.add_argument("contact")
     p.add_argument("days", type=float, help="1 to 14 (default 2)")
-    p.set_defaults(func=lambda a: patch(a, retention_days=a.days))
-    p = contact.add_parser("remove", parents=[chat])
-    p.add_argument("contact")
-    p.set_defaults(func=cmd_contact_remove)
-    p = contact.add_parser("safety", parents=[chat], help="the safety number to compare")
-    p.add_argument("contact")
-    p.set_defaults(func=cmd_contact_safety)
+    command(contact, "remove", cmd_contact_remove, "contact")
+    command(contact, "safety", cmd_contact_safety, "contact", help="the safety number to compare")
 
-    p = sub.add_parser("send", parents=[chat], help="send a message")
-    p.add_argument("contact")
-    p.add_argument("text")
-    p.set_defaults(func=cmd_send)
-    p = sub.add_parser("history", parents=[chat], help="show a conversation")
-    p.add_argument("contact")
+    command(sub, "send", cmd_send, "contact", "text", help="send a message")
+    p = command(sub, "history", cmd_history, "contact", help="show a conversation")
     p.add_argument("--limit", type=int, default=50)
-    p.set_defaults(func=cmd_history)
-    p = sub.add_parser("search", parents=[chat], help="search your history")
-    p.add_argument("query")
+    p = command(sub, "search", cmd_search, "query", help="search your history")
     p.add_argument("--contact")
-    p.set_defaults(func=cmd_search)
-    p = sub.add_parser("read", parents=[chat], help="mark a conversation read")
-    p.add_argument("contact")
-    p.set_defaults(func=cmd_read)
-    p = sub.add_parser("presence", parents=[chat], help="set online/away/busy/offline")
+    command(sub, "read", cmd_read, "contact", help="mark a conversation read")
+    p = command(sub, "presence", cmd_presence, help="set online/away/busy/offline")
     p.add_argument("state", choices=["online", "away", "busy", "offline"])
     p.add_argument("--note")
-    p.set_defaults(func=cmd_presence)
-    p = sub.add_parser("profile", parents=[chat], help="show or change your public profile")
+    p = command(sub, "profile", cmd_profile, help="show or change your public profile")
     p.add_argument("--name", help="display name")
     p.add_argument("--status", help="status line")
     p.add_argument("--avatar", type=Path, help="avatar image (its SHA-256 is published)")
-    p.set_defaults(func=cmd_profile)
 
-    p = sub.add_parser("requests", parents=[chat], help="list contact requests")
-    p.set_defaults(func=lister("list_requests", "requests", _request_line, "no contact requests"))
+    requests = lister("list_requests", "requests", _request_line, "no contact requests")
+    command(sub, "requests", requests, help="list contact requests")
     request = sub.add_parser("request", help="contact requests").add_subparsers(
         dest="request_command", required=True
     )
-    p = request.add_parser(
-        "send", parents=[chat], help="ask someone who does not know you yet to add you"
+    p = command(
+        request,
+        "send",
+        cmd_request_send,
+        help="ask someone who does not know you yet to add you",
     )
     p.add_argument("ref", metavar="ID|URI")
     p.add_argument("--note", help="a short message shown with the request")
-    p.set_defaults(func=cmd_request_send)
     for verb, accept in (("accept", True), ("reject", False)):
-        p = request.add_parser(verb, parents=[chat])
+        p = command(request, verb, lambda a, ok=accept: cmd_request_answer(a, ok))
         p.add_argument("id", help="request id (from `btchat requests`)")
         if accept:
             p.add_argument("--name", help="petname for the new contact")
-        p.set_defaults(func=lambda a, ok=accept: cmd_request_answer(a, ok))
 
-    p = sub.add_parser("channels", parents=[chat], help="list joined channels")
-    p.set_defaults(func=lister("list_channels", "channels", _channel_line, "no channels"))
+    channels = lister("list_channels", "channels", _channel_line, "no channels")
+    command(sub, "channels", channels, help="list joined channels")
     channel = sub.add_parser("channel", help="group channels").add_subparsers(
         dest="channel_command", required=True
     )
-    p = channel.add_parser("create", parents=[chat], help="create a channel and its .chat file")
-    p.add_argument("name")
+    p = command(
+        channel, "create", cmd_channel_create, "name", help="create a channel and its .chat file"
+    )
     p.add_argument("--invite-only", action="store_true", help="only members you invite")
     p.add_argument("--tracker", action="append", default=[], metavar="URL")
     p.add_argument("--out", default=".", help="directory for NAME.chat (default: here)")
-    p.set_defaults(func=cmd_channel_create)
-    p = channel.add_parser("join", parents=[chat], help="join from a .chat file or link")
+    p = command(channel, "join", cmd_channel_join, help="join from a .chat file or link")
     p.add_argument("ref", metavar="FILE|URI")
-    p.set_defaults(func=cmd_channel_join)
-    p = channel.add_parser(
+    p = command(
+        channel,
         "invite",
-        parents=[chat],
+        cmd_channel_invite,
+        "channel",
         help="print the channel's link to share (and, invite-only, add members by ID)",
     )
-    p.add_argument("channel")
     p.add_argument("members", nargs="*", metavar="ID")
-    p.set_defaults(func=cmd_channel_invite)
-    p = channel.add_parser("remove", parents=[chat], help="remove members (invite-only owner)")
-    p.add_argument("channel")
+    p = command(
+        channel, "remove", cmd_channel_remove, "channel", help="remove members (invite-only owner)"
+    )
     p.add_argument("members", nargs="+", metavar="ID")
-    p.set_defaults(func=cmd_channel_remove)
-    p = channel.add_parser("leave", parents=[chat])
-    p.add_argument("channel")
-    p.set_defaults(func=cmd_channel_leave)
-    p = channel.add_parser("members", parents=[chat], help="members with presence")
-    p.add_argument("channel")
-    p.set_defaults(func=cmd_channel_members)
-    p = channel.add_parser("send", parents=[chat], help="post to the channel")
-    p.add_argument("channel")
-    p.add_argument("text")
+    command(channel, "leave", cmd_channel_leave, "channel")
+    command(channel, "members", cmd_channel_members, "channel", help="members with presence")
+    p = command(channel, "send", cmd_channel_send, "channel", "text", help="post to the channel")
     p.add_argument("--to", action="append", default=[], metavar="ID", help="private to members")
-    p.set_defaults(func=cmd_channel_send)
-    p = channel.add_parser("history", parents=[chat])
-    p.add_argument("channel")
+    p = command(channel, "history", cmd_channel_history, "channel")
     p.add_argument("--limit", type=int, default=50)
-    p.set_defaults(func=cmd_channel_history)
 
-    p = sub.add_parser("watch", parents=[chat], help="print live events")
-    p.set_defaults(func=cmd_watch)
+    command(sub, "watch", cmd_watch, help="print live events")
 
 
 # ------------------------------------------------------------------ helpers
