@@ -17,7 +17,16 @@ from typing import Any
 
 from btchat.api.client import ApiClient, ApiClientError, DaemonNotRunning, read_api_files
 from btchat.cli.base import UserError, emit, stop_on_signal
-from btchat.cli.render import describe_event, emit_rows, show_message, when
+from btchat.cli.render import (
+    channel_line,
+    channel_message_line,
+    contact_line,
+    describe_event,
+    emit_rows,
+    member_line,
+    request_line,
+    show_message,
+)
 from btchat.node.config import ENV_DATA_DIR, ConfigError, Settings, resolve, setting
 
 __all__ = ["add_commands"]
@@ -123,7 +132,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         return p
 
     command(sub, "status", cmd_status, help="what the daemon is doing")
-    contacts = lister("list_contacts", "contacts", _contact_line, "no contacts yet")
+    contacts = lister("list_contacts", "contacts", contact_line, "no contacts yet")
     command(sub, "contacts", contacts, help="list contacts")
 
     contact = sub.add_parser("contact", help="manage one contact").add_subparsers(
@@ -165,7 +174,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--status", help="status line")
     p.add_argument("--avatar", type=Path, help="avatar image (its SHA-256 is published)")
 
-    requests = lister("list_requests", "requests", _request_line, "no contact requests")
+    requests = lister("list_requests", "requests", request_line, "no contact requests")
     command(sub, "requests", requests, help="list contact requests")
     request = sub.add_parser("request", help="contact requests").add_subparsers(
         dest="request_command", required=True
@@ -184,7 +193,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         if accept:
             p.add_argument("--name", help="petname for the new contact")
 
-    channels = lister("list_channels", "channels", _channel_line, "no channels")
+    channels = lister("list_channels", "channels", channel_line, "no channels")
     command(sub, "channels", channels, help="list joined channels")
     channel = sub.add_parser("channel", help="group channels").add_subparsers(
         dest="channel_command", required=True
@@ -359,13 +368,6 @@ async def cmd_status(args: argparse.Namespace) -> None:
     )
 
 
-def _contact_line(c: dict[str, Any]) -> str:
-    return (
-        f"{'*' if c['online'] else ' '} {c['name']:<20} {c['presence']:<8} "
-        f"{'verified ' if c['verified'] else ''}{'BLOCKED ' if c['blocked'] else ''}{c['id']}"
-    )
-
-
 async def cmd_contact_add(args: argparse.Namespace) -> None:
     c = call(args, "add_contact", args.ref, args.name)
     emit(args, c, f"added {c['name']} ({c['id']})")
@@ -435,13 +437,6 @@ async def cmd_profile(args: argparse.Namespace) -> None:
     emit(args, profile, "\n".join(f"{k}: {v or ''}" for k, v in profile.items()))
 
 
-def _request_line(r: dict[str, Any]) -> str:
-    return (
-        f"{r['id']}  {r['direction']:<3} {r['state']:<9} {r['name'] or ''}  "
-        f"{r['contact_id']}  {r['note'] or ''}"
-    )
-
-
 async def cmd_request_send(args: argparse.Namespace) -> None:
     r = call(args, "send_request", args.ref, args.note)
     emit(args, r, "request sent (it may take a few minutes to be seen)")
@@ -450,13 +445,6 @@ async def cmd_request_send(args: argparse.Namespace) -> None:
 async def cmd_request_answer(args: argparse.Namespace, accept: bool) -> None:
     r = call(args, "answer_request", args.id, accept, getattr(args, "name", None))
     emit(args, r, f"request {r['state']}")
-
-
-def _channel_line(c: dict[str, Any]) -> str:
-    return (
-        f"{c['name']}  {c['id'][:12]}  {'invite-only' if c['invite_only'] else 'open'}  "
-        f"{c['members_online']}/{c['members']} online"
-    )
 
 
 async def cmd_channel_create(args: argparse.Namespace) -> None:
@@ -500,13 +488,8 @@ async def cmd_channel_leave(args: argparse.Namespace) -> None:
     emit(args, {"left": args.channel}, f"left {args.channel}")
 
 
-def _member_line(m: dict[str, Any]) -> str:
-    role = f"  ({m['role']})" if m.get("role") else ""
-    return f"{'*' if m['online'] else ' '} {m['id']}{role}{'  (you)' if m['me'] else ''}"
-
-
 async def cmd_channel_members(args: argparse.Namespace) -> None:
-    emit_rows(args, "members", call(args, "channel_members", args.channel), _member_line, "")
+    emit_rows(args, "members", call(args, "channel_members", args.channel), member_line, "")
 
 
 async def cmd_channel_send(args: argparse.Namespace) -> None:
@@ -514,13 +497,9 @@ async def cmd_channel_send(args: argparse.Namespace) -> None:
     emit(args, m, f"sent: {m['text']}")
 
 
-def _channel_message_line(m: dict[str, Any]) -> str:
-    return f"{when(m['ts'])} {m['author'][:12]}{' (private)' if m['private'] else ''}: {m['text']}"
-
-
 async def cmd_channel_history(args: argparse.Namespace) -> None:
     rows = call(args, "channel_history", args.channel, limit=args.limit)
-    emit_rows(args, "messages", rows, _channel_message_line, "no messages yet")
+    emit_rows(args, "messages", rows, channel_message_line, "no messages yet")
 
 
 async def cmd_watch(args: argparse.Namespace) -> None:

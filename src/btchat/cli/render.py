@@ -9,7 +9,18 @@ from typing import Any
 
 from btchat.cli.base import emit
 
-__all__ = ["describe_event", "emit_rows", "show_message", "show_value", "when"]
+__all__ = [
+    "channel_line",
+    "channel_message_line",
+    "contact_line",
+    "describe_event",
+    "emit_rows",
+    "member_line",
+    "request_line",
+    "show_message",
+    "show_value",
+    "when",
+]
 
 #: How an outgoing message's state reads in a terminal.
 STATE_MARKS = {
@@ -32,6 +43,39 @@ def show_message(m: dict[str, Any], names: dict[str, str]) -> str:
     who = "me" if m["direction"] == "out" else names.get(m["peer"], m["peer"][:12])
     state = f"  [{STATE_MARKS.get(m['state'], m['state'])}]" if m["direction"] == "out" else ""
     return f"{when(m.get('ts'))} {who}: {m['text']}{state}"
+
+
+# ------------------------------------------------------------------ one line per row
+
+
+def contact_line(c: dict[str, Any]) -> str:
+    return (
+        f"{'*' if c['online'] else ' '} {c['name']:<20} {c['presence']:<8} "
+        f"{'verified ' if c['verified'] else ''}{'BLOCKED ' if c['blocked'] else ''}{c['id']}"
+    )
+
+
+def request_line(r: dict[str, Any]) -> str:
+    return (
+        f"{r['id']}  {r['direction']:<3} {r['state']:<9} {r['name'] or ''}  "
+        f"{r['contact_id']}  {r['note'] or ''}"
+    )
+
+
+def channel_line(c: dict[str, Any]) -> str:
+    return (
+        f"{c['name']}  {c['id'][:12]}  {'invite-only' if c['invite_only'] else 'open'}  "
+        f"{c['members_online']}/{c['members']} online"
+    )
+
+
+def member_line(m: dict[str, Any]) -> str:
+    role = f"  ({m['role']})" if m.get("role") else ""
+    return f"{'*' if m['online'] else ' '} {m['id']}{role}{'  (you)' if m['me'] else ''}"
+
+
+def channel_message_line(m: dict[str, Any]) -> str:
+    return f"{when(m['ts'])} {m['author'][:12]}{' (private)' if m['private'] else ''}: {m['text']}"
 
 
 def emit_rows(
