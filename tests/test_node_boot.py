@@ -8,8 +8,8 @@ import pytest
 
 from btchat.api.client import ApiClient, read_api_files
 from btchat.net.dht_service import DEFAULT_BOOTSTRAP
-from btchat.node.boot import BootError, create_identity, start_node
-from btchat.node.config import ConfigError, Settings, channel_config, resolve, setting
+from btchat.node.boot import BootError, channel_config, create_identity, start_node
+from btchat.node.config import ConfigError, Settings, resolve, setting
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -55,7 +55,7 @@ class ApiError(Exception):
         self.message = message
 
     def __repr__(self) -> str:
-        return f"ApiError({self.status!r}, {self.code!r}, {self.message!r})"
+        return f"{type(self).__name__}({self.status!r}, {self.code!r}, {self.message!r})"
 
 
 class Channels(Protocol):

@@ -11,6 +11,7 @@ Failures the user can fix raise :class:`BootError` with a sentence to show.
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,12 +21,21 @@ from aiohttp import web
 
 from btchat.api.client import new_token, remove_api_files, write_api_files
 from btchat.api.server import start_api
+from btchat.channels.service import ChannelConfig
 from btchat.identity.keystore import KeyStore, KeyStoreError, LoadedKeys, read_passphrase
 from btchat.messaging.store import Store, StoreError
-from btchat.node.config import Settings, daemon_config
-from btchat.node.daemon import Daemon
+from btchat.node.config import DISCOVERY_WAYS, ConfigError, Settings
+from btchat.node.daemon import Daemon, DaemonConfig
+from btchat.node.peering import PeeringConfig
 
-__all__ = ["BootError", "RunningNode", "create_identity", "start_node"]
+__all__ = [
+    "BootError",
+    "RunningNode",
+    "channel_config",
+    "create_identity",
+    "daemon_config",
+    "start_node",
+]
 
 #: Asks the user for a passphrase (``new``: ask twice); ``None`` when nobody can answer.
 AskPassphrase = Callable[[bool], str | None]
@@ -78,6 +88,43 @@ def unlock_identity(
         return keystore.load(secret)
     except KeyStoreError as exc:  # no identity, wrong or missing passphrase, damaged file
         raise BootError(str(exc)) from None
+
+
+# ------------------------------------------------------------------ derived configs
+
+
+def channel_config(settings: Settings) -> ChannelConfig:
+    """Channel discovery from the settings; never multicast from a loopback host
+    unless an interface is given explicitly."""
+    ways = {w.strip() for w in settings.channel_discovery.split(",") if w.strip()}
+    unknown = ways - set(DISCOVERY_WAYS)
+    if unknown:
+        raise ConfigError(f"unknown discovery way(s): {', '.join(sorted(unknown))}")
+    host = settings.host
+    interface = settings.lsd_interface or host
+    loopback = ipaddress.ip_address(host).is_loopback if host else False
+    lsd = "lsd" in ways and (settings.lsd_interface is not None or not loopback)
+    options = {"interface": interface} if interface != "0.0.0.0" else {}
+    return ChannelConfig(
+        host=host,
+        dht="dht" in ways,
+        trackers="trackers" in ways,
+        lsd=lsd,
+        lsd_options=options,
+    )
+
+
+def daemon_config(settings: Settings) -> DaemonConfig:
+    """What the daemon is started with."""
+    return DaemonConfig(
+        request_poll=settings.request_poll,
+        data_dir=settings.data_dir,
+        bootstrap=list(settings.bootstrap),
+        dht_host=settings.host,
+        dht_port=settings.dht_port,
+        peering=PeeringConfig(host=settings.host, port=settings.port),
+        channels=channel_config(settings),
+    )
 
 
 @dataclass

@@ -5,12 +5,12 @@ variable and the ``[section] key`` of the TOML config file that may also give it
 its default. :func:`resolve` takes the values given as flags (``None`` = not given),
 reads the environment and the file only for what is still missing, and returns a
 frozen :class:`Settings`. The CLI, a TUI and tests all build a node from one of these
-(``node/boot.py``), so the precedence rule lives here and nowhere else.
+(``node/boot.py`` derives the daemon's configs), so the precedence rule lives here and
+nowhere else. Kept free of the daemon's imports: every CLI command reads settings.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -18,10 +18,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from btchat.channels.service import ChannelConfig
 from btchat.net.dht_service import DEFAULT_BOOTSTRAP
-from btchat.node.daemon import DaemonConfig
-from btchat.node.peering import PeeringConfig
 
 __all__ = [
     "ENV_BOOTSTRAP",
@@ -29,7 +26,6 @@ __all__ = [
     "ENV_DATA_DIR",
     "ConfigError",
     "Settings",
-    "daemon_config",
     "load_config_file",
     "parse_hostport",
     "resolve",
@@ -196,40 +192,3 @@ def _read(parse: Callable[[Any], Any], raw: Any, where: str) -> Any:
         return parse(raw)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{where}: {exc}") from None
-
-
-# ------------------------------------------------------------------ derived configs
-
-
-def channel_config(settings: Settings) -> ChannelConfig:
-    """Channel discovery from the settings; never multicast from a loopback host
-    unless an interface is given explicitly."""
-    ways = {w.strip() for w in settings.channel_discovery.split(",") if w.strip()}
-    unknown = ways - set(DISCOVERY_WAYS)
-    if unknown:
-        raise ConfigError(f"unknown discovery way(s): {', '.join(sorted(unknown))}")
-    host = settings.host
-    interface = settings.lsd_interface or host
-    loopback = ipaddress.ip_address(host).is_loopback if host else False
-    lsd = "lsd" in ways and (settings.lsd_interface is not None or not loopback)
-    options = {"interface": interface} if interface != "0.0.0.0" else {}
-    return ChannelConfig(
-        host=host,
-        dht="dht" in ways,
-        trackers="trackers" in ways,
-        lsd=lsd,
-        lsd_options=options,
-    )
-
-
-def daemon_config(settings: Settings) -> DaemonConfig:
-    """What the daemon is started with."""
-    return DaemonConfig(
-        request_poll=settings.request_poll,
-        data_dir=settings.data_dir,
-        bootstrap=list(settings.bootstrap),
-        dht_host=settings.host,
-        dht_port=settings.dht_port,
-        peering=PeeringConfig(host=settings.host, port=settings.port),
-        channels=channel_config(settings),
-    )
