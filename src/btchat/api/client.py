@@ -21,6 +21,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from btchat.api.facade import ApiError
+
 __all__ = [
     "API_FILE",
     "TOKEN_FILE",
@@ -46,17 +48,11 @@ class DaemonNotRunning(Exception):
         super().__init__(message)
 
 
-class ApiClientError(Exception):
-    """The daemon answered with an error (``status`` 0: no usable answer at all)."""
+class ApiClientError(ApiError):
+    """The daemon answered with an error (``status`` 0: no usable answer at all).
 
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-    def __repr__(self) -> str:
-        return f"ApiClientError({self.status!r}, {self.code!r}, {self.message!r})"
+    The same three parts as the server's :class:`ApiError`, as the client received them.
+    """
 
 
 def new_token() -> str:

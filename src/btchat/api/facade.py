@@ -11,7 +11,6 @@ from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
     "DEFAULT_LIMIT",
-    "EVENT_TYPES",
     "MAX_LIMIT",
     "MAX_NAME_CHARS",
     "MAX_NOTE_BYTES",
@@ -20,6 +19,7 @@ __all__ = [
     "MAX_TEXT_BYTES",
     "PRESENCE_STATES",
     "ApiError",
+    "Channels",
     "Messenger",
 ]
 
@@ -39,8 +39,6 @@ MAX_NAME_CHARS = 64
 MAX_REF_CHARS = 1024
 #: Longest full-text search query, in characters.
 MAX_QUERY_CHARS = 256
-#: The ``type`` of events :meth:`Messenger.subscribe` yields; clients must ignore others.
-EVENT_TYPES = ("message", "receipt", "presence", "typing", "contact", "request", "session", "dht")
 
 
 class ApiError(Exception):
@@ -57,7 +55,35 @@ class ApiError(Exception):
         self.message = message
 
     def __repr__(self) -> str:
-        return f"ApiError({self.status!r}, {self.code!r}, {self.message!r})"
+        return f"{type(self).__name__}({self.status!r}, {self.code!r}, {self.message!r})"
+
+
+class Channels(Protocol):
+    """The channels part of the messenger (``node/channels.py``'s ``ChannelManager``).
+
+    Channel arguments (``ch``) are a channel's name or at least 8 hex digits of its id;
+    member lists hold IDs as text. Failures are :class:`ApiError` as for the messenger.
+    """
+
+    async def list(self) -> list[dict[str, Any]]: ...
+
+    async def create(self, name: str, invite_only: bool, trackers: list[str]) -> dict[str, Any]: ...
+
+    async def join(self, ref: str) -> dict[str, Any]: ...
+
+    async def get(self, ref: str) -> dict[str, Any]: ...
+
+    async def leave(self, ref: str) -> None: ...
+
+    async def members(self, ref: str) -> list[dict[str, Any]]: ...
+
+    async def change_members(
+        self, ref: str, add: list[str], remove: list[str]
+    ) -> dict[str, Any]: ...
+
+    async def post(self, ref: str, text: str, to: list[str]) -> dict[str, Any]: ...
+
+    async def history(self, ref: str, limit: int) -> list[dict[str, Any]]: ...
 
 
 @runtime_checkable
@@ -70,7 +96,10 @@ class Messenger(Protocol):
     see are raised as :class:`ApiError`: 400 bad input, 404 unknown contact or request,
     409 conflict (name taken, already a contact), 503 not ready (e.g. DHT not joined yet).
     The API validates shapes and sizes before calling; the messenger validates meaning.
+    ``channels`` is ``None`` where the messenger runs no channels (the API answers 501).
     """
+
+    channels: Channels | None
 
     async def status(self) -> dict[str, Any]: ...
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from btchat.api.facade import PRESENCE_STATES, ApiError
 
-__all__ = ["FakeMessenger"]
+__all__ = ["FakeChannels", "FakeMessenger"]
 
 
 def _now_ms() -> int:
@@ -30,8 +30,10 @@ def _is_key(text: str) -> bool:
 class FakeMessenger:
     """Contacts are 64-hex public keys; a ``ref`` is a key or ``btchat:<key>?name=<n>``."""
 
-    def __init__(self, public_key: str | None = None) -> None:
+    def __init__(self, public_key: str | None = None, *, channels: bool = True) -> None:
         self.public_key = public_key or secrets.token_hex(32)
+        #: ``channels=False``: a messenger without channels (the routes answer 501).
+        self.channels: FakeChannels | None = FakeChannels(self) if channels else None
         self.contacts: dict[str, dict[str, Any]] = {}
         self.messages: list[dict[str, Any]] = []
         self.requests: dict[str, dict[str, Any]] = {}
@@ -286,3 +288,115 @@ class FakeMessenger:
         self.requests[request["id"]] = request
         self.emit({"type": "request", "request": dict(request)})
         return dict(request)
+
+
+class FakeChannels:
+    """In-memory channels with the real manager's errors; ``join`` knows only channels
+    this fake created (their link is ``btchat:channel:<id>``)."""
+
+    def __init__(self, owner: FakeMessenger) -> None:
+        self._owner = owner
+        self.known: dict[str, dict[str, Any]] = {}  # every channel created, by id
+        self.joined: dict[str, dict[str, Any]] = {}
+        self.messages: dict[str, list[dict[str, Any]]] = {}
+        self.members_of: dict[str, set[str]] = {}
+        self._lamport = itertools.count(1)
+
+    def _find(self, ref: str) -> dict[str, Any]:
+        ref = ref.strip()
+        matches = [
+            c
+            for cid, c in self.joined.items()
+            if c["name"] == ref or (len(ref) >= 8 and cid.startswith(ref.lower()))
+        ]
+        if not matches:
+            raise ApiError(404, "no_channel", f"no channel {ref!r}")
+        if len(matches) > 1:
+            raise ApiError(409, "ambiguous", f"several channels match {ref!r}; use its id")
+        return matches[0]
+
+    def _view(self, c: dict[str, Any]) -> dict[str, Any]:
+        members = self.members_of[c["id"]]
+        return {**c, "members": len(members), "members_online": 1, "links": 0}
+
+    async def list(self) -> list[dict[str, Any]]:
+        return [self._view(c) for c in self.joined.values()]
+
+    async def create(self, name: str, invite_only: bool, trackers: list[str]) -> dict[str, Any]:
+        cid = secrets.token_hex(32)
+        channel = {
+            "id": cid,
+            "name": name,
+            "invite_only": invite_only,
+            "owner": self._owner.public_key if invite_only else None,
+            "trackers": list(trackers),
+            "uri": f"btchat:channel:{cid}",
+            "chatfile": "ZmFrZQ==",
+            "port": 0,
+            "discovery": {},
+        }
+        self.known[cid] = channel
+        self.joined[cid] = channel
+        self.messages[cid] = []
+        self.members_of[cid] = {self._owner.public_key}
+        return self._view(channel)
+
+    async def join(self, ref: str) -> dict[str, Any]:
+        cid = ref[len("btchat:channel:") :] if ref.startswith("btchat:channel:") else ""
+        if cid not in self.known:
+            raise ApiError(400, "bad_chatfile", "not a channel link or .chat file")
+        if cid in self.joined:
+            raise ApiError(409, "joined", "already in this channel")
+        self.joined[cid] = self.known[cid]
+        return self._view(self.joined[cid])
+
+    async def get(self, ref: str) -> dict[str, Any]:
+        return self._view(self._find(ref))
+
+    async def leave(self, ref: str) -> None:
+        del self.joined[self._find(ref)["id"]]
+
+    async def members(self, ref: str) -> list[dict[str, Any]]:
+        me = self._owner.public_key
+        return [
+            {
+                "public_key": pk,
+                "id": pk,
+                "role": None,
+                "online": pk == me,
+                "linked": False,
+                "me": pk == me,
+                "last_heard": None,
+            }
+            for pk in sorted(self.members_of[self._find(ref)["id"]])
+        ]
+
+    async def change_members(self, ref: str, add: list[str], remove: list[str]) -> dict[str, Any]:
+        channel = self._find(ref)
+        if not channel["invite_only"]:
+            raise ApiError(409, "open_channel", "an open channel has no member list")
+        for key in add + remove:
+            self._owner._parse_ref(key)
+        members = self.members_of[channel["id"]]
+        members |= set(add)
+        members -= set(remove)
+        return self._view(channel)
+
+    async def post(self, ref: str, text: str, to: list[str]) -> dict[str, Any]:
+        channel = self._find(ref)
+        message = {
+            "channel": channel["id"],
+            "id": secrets.token_hex(16),
+            "author": self._owner.public_key,
+            "lamport": next(self._lamport),
+            "ts": _now_ms(),
+            "private": bool(to),
+            "recipients": list(to),
+            "text": text,
+        }
+        self.messages[channel["id"]].append(message)
+        self._owner.emit({"type": "channel_message", "channel": channel["id"], "message": message})
+        return message
+
+    async def history(self, ref: str, limit: int) -> list[dict[str, Any]]:
+        return self.messages[self._find(ref)["id"]][-limit:]

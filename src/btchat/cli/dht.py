@@ -1,7 +1,7 @@
-"""The ``btchat`` command line.
+"""The DHT tools of the command line: ``btchat dht ...`` and ``btchat sandbox``.
 
-Every command prints a human-readable line by default and one JSON object with
-``--json``; it exits 0 on success and 1 with a one-line error on stderr otherwise.
+One-shot commands run a temporary read-only node (BEP 43) that joins, does one
+operation and leaves; ``dht node`` and ``sandbox`` run until interrupted.
 """
 
 from __future__ import annotations
@@ -9,42 +9,34 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
-import logging
 import os
-import signal
 import sys
-import tomllib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from btchat import __version__
+from btchat.cli.base import UserError, emit, stop_on_signal
+from btchat.cli.render import show_value
 from btchat.codec.bencode import encode
 from btchat.dht import bep44
 from btchat.dht.node import NodeConfig
-from btchat.net.dht_service import DEFAULT_BOOTSTRAP, DhtError, DhtService, resolve_addrs
+from btchat.net.dht_service import DhtError, DhtService, resolve_addrs
+from btchat.node import config
 
-__all__ = ["main"]
-
-ENV_BOOTSTRAP = "BTCHAT_BOOTSTRAP"  # comma-separated HOST:PORT list
-ENV_CONFIG = "BTCHAT_CONFIG"
-
-
-class UserError(Exception):
-    """Something the user can fix; printed as one line."""
+__all__ = ["add_commands", "add_sandbox", "hostport"]
 
 
 # ------------------------------------------------------------------ arguments
 
 
-def parse_hostport(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
-    return host.strip("[]"), int(port)
+def hostport(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` as an argparse type (its message is shown as the usage error)."""
+    try:
+        return config.parse_hostport(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_id(text: str, size: int = 20) -> bytes:
@@ -57,23 +49,8 @@ def parse_id(text: str, size: int = 20) -> bytes:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--bootstrap",
-        action="append",
-        type=parse_hostport,
-        metavar="HOST:PORT",
-        help="DHT node to join through (repeatable); default: the public routers",
-    )
-    common.add_argument("--json", action="store_true", help="print one JSON object")
-    common.add_argument("--config", type=Path, help="config file (TOML)")
-    common.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
-
-    parser = argparse.ArgumentParser(prog="btchat", description="btchat: serverless P2P chat")
-    parser.add_argument("--version", action="version", version=f"btchat {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``btchat dht node|ping|announce|get-peers|put|get|keygen``."""
     dht = sub.add_parser("dht", help="talk to the Mainline DHT").add_subparsers(
         dest="dht_command", required=True
     )
@@ -84,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_node)
 
     p = dht.add_parser("ping", parents=[common], help="ping a DHT node, print its id")
-    p.add_argument("addr", type=parse_hostport, metavar="HOST:PORT")
+    p.add_argument("addr", type=hostport, metavar="HOST:PORT")
     p.set_defaults(func=cmd_ping)
 
     p = dht.add_parser("announce", parents=[common], help="announce a peer for an infohash")
@@ -117,55 +94,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key-file", type=Path, required=True)
     p.set_defaults(func=cmd_keygen)
 
-    from btchat.chat_cli import add_commands
 
-    add_commands(sub, common)
-
+def add_sandbox(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("sandbox", parents=[common], help="run a private loopback swarm")
     p.add_argument("--nodes", type=int, default=100, help="how many nodes (default 100)")
     p.set_defaults(func=cmd_sandbox)
-    return parser
 
 
 # ------------------------------------------------------------------- config
 
 
-def load_config(path: Path | None) -> dict[str, Any]:
-    if path is None:
-        env = os.environ.get(ENV_CONFIG)
-        if env:
-            path = Path(env)
-        else:
-            from platformdirs import user_config_dir
-
-            path = Path(user_config_dir("btchat")) / "config.toml"
-            if not path.exists():
-                return {}
-    try:
-        return tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"config file {path} does not exist") from None
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise UserError(f"cannot read config file {path}: {exc}") from None
-
-
 def bootstrap_list(args: argparse.Namespace) -> list[tuple[str, int]]:
     """Option beats environment beats config file beats the public defaults."""
-    if args.bootstrap:
-        return list(args.bootstrap)
-    env = os.environ.get(ENV_BOOTSTRAP)
-    if env:
-        try:
-            return [parse_hostport(x.strip()) for x in env.split(",") if x.strip()]
-        except argparse.ArgumentTypeError as exc:
-            raise UserError(f"{ENV_BOOTSTRAP}: {exc}") from None
-    conf = load_config(args.config).get("dht", {})
-    if "bootstrap" in conf:
-        try:
-            return [parse_hostport(str(x)) for x in conf["bootstrap"]]
-        except argparse.ArgumentTypeError as exc:
-            raise UserError(f"config dht.bootstrap: {exc}") from None
-    return list(DEFAULT_BOOTSTRAP)
+    return settings(args, {}).bootstrap
+
+
+def settings(args: argparse.Namespace, flags: dict[str, Any]) -> config.Settings:
+    """The merged settings for this command (``flags`` as ``None`` = not given)."""
+    try:
+        return config.resolve(
+            {"bootstrap": args.bootstrap, "data_dir": getattr(args, "data_dir", None), **flags},
+            config_file=args.config,
+        )
+    except config.ConfigError as exc:
+        raise UserError(str(exc)) from None
 
 
 ONE_SHOT_CONFIG = NodeConfig(read_only=True)
@@ -200,24 +152,6 @@ async def joined_service(args: argparse.Namespace) -> DhtService:
             "no DHT node answered (offline, or the bootstrap nodes are unreachable)"
         ) from None
     return service
-
-
-def emit(args: argparse.Namespace, obj: dict[str, Any], text: str) -> None:
-    print(json.dumps(obj) if args.json else text, flush=True)
-
-
-def _show(value: Any) -> Any:
-    """A JSON- and terminal-friendly view of a decoded bencode value."""
-    if isinstance(value, bytes):
-        try:
-            return value.decode()
-        except UnicodeDecodeError:
-            return {"hex": value.hex()}
-    if isinstance(value, list):
-        return [_show(v) for v in value]
-    if isinstance(value, dict):
-        return {_show(k) if isinstance(k, bytes) else k: _show(v) for k, v in value.items()}
-    return value
 
 
 # ------------------------------------------------------------------ commands
@@ -341,7 +275,7 @@ async def cmd_get(args: argparse.Namespace) -> None:
             result = await service.get_mutable(key, args.salt.encode())
     if result.value is None:
         raise UserError("item not found in the DHT")
-    shown = _show(result.value)
+    shown = show_value(result.value)
     emit(
         args,
         {"value": shown, "seq": result.seq},
@@ -349,20 +283,8 @@ async def cmd_get(args: argparse.Namespace) -> None:
     )
 
 
-def stop_on_signal() -> asyncio.Event:
-    """An event set by SIGINT/SIGTERM; install it before announcing readiness, so that a
-    supervisor that signals as soon as it reads our first line gets a clean shutdown."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    return stop
-
-
 async def cmd_node(args: argparse.Namespace) -> None:
-    conf = load_config(args.config).get("dht", {})
-    port = args.port if args.port is not None else int(conf.get("port", 6881))
+    port = settings(args, {"dht_port": args.port}).dht_port
     state_dir = args.state_dir
     if state_dir is None:
         from platformdirs import user_state_dir
@@ -428,31 +350,3 @@ async def cmd_sandbox(args: argparse.Namespace) -> None:
         await stop.wait()
     finally:
         swarm.close()
-
-
-# ---------------------------------------------------------------------- main
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
-    from btchat.chat_cli import ChatError
-
-    func: Callable[[argparse.Namespace], Awaitable[None]] = args.func
-    try:
-        asyncio.run(func(args))
-    except (UserError, DhtError, ChatError) as exc:
-        print(f"btchat: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,461 @@
+"""The shapes of the local API, declared once as pydantic models.
+
+How this works: a request body is a :class:`Body` subclass; the route that takes it
+validates with it (strict: no ``"1"`` for ``true``, unknown fields refused) and the
+OpenAPI document publishes its JSON Schema, so the validator and the contract cannot
+drift apart. Each field may carry a :class:`Rule`, the error code and sentence the
+caller sees when that field is wrong (``bad_text``, ``bad_note``, ...), because those
+codes are part of the API. Response models (:class:`Contact`, :class:`Message`, ...)
+only document what the messenger returns; handlers send the messenger's dicts as they
+are, so nothing is renamed or dropped on the way out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from btchat.api.facade import (
+    MAX_NAME_CHARS,
+    MAX_NOTE_BYTES,
+    MAX_REF_CHARS,
+    MAX_TEXT_BYTES,
+    PRESENCE_STATES,
+    ApiError,
+)
+
+__all__ = ["Body", "Rule", "body_error"]
+
+#: Longest channel reference (name or id prefix) in a path.
+MAX_CHANNEL_REF = 200
+#: Most members one channel call may name.
+MAX_RECIPIENTS = 64
+#: Longest channel name.
+MAX_CHANNEL_NAME = 100
+#: Longest ``btchat:channel`` link or base64 ``.chat`` file accepted.
+MAX_CHATFILE_CHARS = 8192
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What the caller is told when this field is wrong: a stable code and a sentence."""
+
+    code: str
+    message: str
+
+
+def _utf8_len(value: str) -> int:
+    return len(value.encode("utf-8", "surrogatepass"))
+
+
+def _max_bytes(limit: int) -> AfterValidator:
+    """UTF-8 length, the unit the wire format counts in (JSON Schema counts characters)."""
+
+    def check(value: str | None) -> str | None:
+        if value is not None and _utf8_len(value) > limit:
+            raise ValueError(f"over {limit} bytes")
+        return value
+
+    return AfterValidator(check)
+
+
+# ------------------------------------------------------------------ field types
+
+_HEX_KEY_DOC = "Ed25519 public key, 64 lowercase hex digits."
+HexKey = Annotated[str, Field(pattern="^[0-9a-f]{64}$", description=_HEX_KEY_DOC)]
+HexId = Annotated[str, Field(pattern="^[0-9a-fA-F]{2,128}$", description="Message id in hex.")]
+Ms = Annotated[int | None, Field(description="Milliseconds since the Unix epoch.")]
+
+Ref = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_REF_CHARS,
+        description="An ID (`bt...`), a `btchat:` URI, or a 64-hex-digit public key.",
+    ),
+]
+Name = Annotated[
+    str | None,
+    Field(
+        min_length=1,
+        max_length=MAX_NAME_CHARS,
+        pattern="^[^\\x00-\\x1f\\x7f]*$",
+        description="A petname: 1 to 64 characters, no control characters.",
+    ),
+    Rule("bad_request", f"name must be 1 to {MAX_NAME_CHARS} characters, no control characters"),
+]
+Note = Annotated[
+    str | None,
+    Field(max_length=MAX_NOTE_BYTES, description=f"At most {MAX_NOTE_BYTES} UTF-8 bytes."),
+    _max_bytes(MAX_NOTE_BYTES),
+]
+Text = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_TEXT_BYTES,
+        description=f"1 to {MAX_TEXT_BYTES} UTF-8 bytes.",
+    ),
+    _max_bytes(MAX_TEXT_BYTES),
+    Rule("bad_text", f"text must be a string of 1 to {MAX_TEXT_BYTES} bytes"),
+]
+IdList = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=300)]],
+    Field(max_length=MAX_RECIPIENTS),
+]
+Presence = Literal["online", "away", "busy", "offline"]
+assert set(Presence.__args__) == set(PRESENCE_STATES)  # type: ignore[attr-defined]
+
+
+# ------------------------------------------------------------------ request bodies
+
+
+class Body(BaseModel):
+    """A request body: strict types, no unknown fields (a typo must not do nothing)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    @classmethod
+    def parse(cls, data: dict[str, Any]) -> Any:
+        """The validated body, or the :class:`ApiError` its field's rule names."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise body_error(cls, exc) from None
+
+
+def body_error(model: type[BaseModel], exc: ValidationError) -> ApiError:
+    """One error for the caller: unknown fields first, then the first bad field."""
+    errors = exc.errors()
+    unknown = sorted(str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden")
+    if unknown:
+        return ApiError(400, "bad_request", f"unknown field(s): {', '.join(unknown)}")
+    first = errors[0]
+    key = str(first["loc"][0]) if first["loc"] else "body"
+    field = model.model_fields.get(key)
+    rule = next((m for m in field.metadata if isinstance(m, Rule)), None) if field else None
+    if first["type"] == "missing":
+        return ApiError(400, rule.code if rule else "bad_request", f"{key} is required")
+    if rule is not None:
+        return ApiError(400, rule.code, rule.message.replace("{key}", key))
+    return ApiError(400, "bad_request", f"{key}: {first['msg']}")
+
+
+_BOOL = Rule("bad_request", "{key} must be true or false")
+_REF = Rule("bad_request", f"{{key}} must be 1 to {MAX_REF_CHARS} characters")
+_NOTE = Rule("bad_note", f"{{key}} must be a string of at most {MAX_NOTE_BYTES} bytes")
+_IDS = Rule("bad_request", f"{{key}} must be a list of at most {MAX_RECIPIENTS} IDs as strings")
+
+
+class NewContact(Body):
+    ref: Annotated[Ref, _REF]
+    name: Name = None
+
+
+class ContactPatch(Body):
+    """Only the fields given (and not null) change."""
+
+    name: Name = None
+    verified: Annotated[bool | None, _BOOL] = None
+    blocked: Annotated[bool | None, _BOOL] = None
+    retention_days: Annotated[
+        int | float | None,
+        Field(json_schema_extra={"minimum": 1, "maximum": 14}),
+        Rule("bad_request", "retention_days must be a number of days (1 to 14)"),
+    ] = None
+
+
+class NewMessage(Body):
+    text: Text
+
+
+class SendAlias(Body):
+    to: Annotated[Ref, _REF]
+    text: Text
+
+
+class ReadRequest(Body):
+    up_to: Annotated[
+        HexId | None,
+        Field(description="Mark read up to this message; all unread if absent."),
+        Rule("bad_request", "up_to must be a message id (hex)"),
+    ] = None
+
+
+class TypingRequest(Body):
+    on: Annotated[bool, _BOOL]
+
+
+class PresenceRequest(Body):
+    status: Annotated[
+        Presence, Rule("bad_presence", f"status is one of {', '.join(PRESENCE_STATES)}")
+    ]
+    note: Annotated[Note, _NOTE] = None
+
+
+class ProfileRequest(Body):
+    name: Name = None
+    status: Annotated[Note, _NOTE] = None
+    avatar: Annotated[
+        str | None,
+        Field(pattern="^([0-9a-f]{64})?$"),
+        Rule("bad_avatar", "avatar is the SHA-256 of the image, as 64 hex digits"),
+    ] = None
+
+
+class NewRequest(Body):
+    ref: Annotated[Ref, _REF]
+    note: Annotated[Note, _NOTE] = None
+
+
+class RequestAnswer(Body):
+    accept: Annotated[bool, _BOOL]
+    name: Name = None
+
+
+class NewChannel(Body):
+    name: Annotated[
+        str,
+        Field(min_length=1, max_length=MAX_CHANNEL_NAME),
+        Rule("bad_request", f"name must be 1 to {MAX_CHANNEL_NAME} characters"),
+    ]
+    invite_only: Annotated[bool | None, _BOOL] = None
+    trackers: Annotated[IdList, _IDS] = []
+
+
+class JoinChannel(Body):
+    chatfile: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=MAX_CHATFILE_CHARS,
+            description="A btchat:channel link or the .chat file in base64.",
+        ),
+        Rule("bad_request", f"chatfile must be 1 to {MAX_CHATFILE_CHARS} characters"),
+    ]
+
+
+class MemberChange(Body):
+    add: Annotated[IdList, _IDS] = []
+    remove: Annotated[IdList, _IDS] = []
+
+
+class NewChannelMessage(Body):
+    text: Text
+    to: Annotated[
+        IdList,
+        Field(description="Members for a private or group message; empty = everyone."),
+        _IDS,
+    ] = []
+
+
+# ------------------------------------------------------------------ responses
+
+
+class Shape(BaseModel):
+    """A response shape, for the document only; the messenger may add fields."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class ErrorDetail(Shape):
+    code: str = Field(
+        description="Stable, machine-readable.",
+        examples=["unknown_contact", "bad_request", "unauthorized"],
+    )
+    message: str = Field(description="One sentence for a person.")
+
+
+class Error(Shape):
+    error: ErrorDetail
+
+
+class DhtStatus(Shape):
+    nodes: int = Field(ge=0)
+    addr: str | None = Field(description="host:port of the DHT node.")
+    joined: bool
+
+
+class Status(Shape):
+    id: str = Field(description="Your ID as text.")
+    public_key: HexKey
+    device_id: str = Field(description="This device's id, hex.")
+    uri: str | None = None
+    version: str
+    pid: int | None = None
+    dht: DhtStatus
+    listen_port: int | None = Field(description="TCP port for sessions.")
+    contacts: int | None = Field(None, ge=0)
+    contacts_online: int = Field(ge=0)
+    uptime: float = Field(ge=0, description="Seconds.")
+    mailbox: dict[str, Any] | None = Field(
+        None,
+        description="Offline delivery: packets waiting in the DHT for contacts (pending),"
+        " packets held for friends (held_for_others), counters (stats).",
+    )
+    sync: dict[str, Any] | None = Field(
+        None,
+        description="Reconnect reconciliation counters: ids offered, messages resent,"
+        " copies received that were already stored.",
+    )
+
+
+class Identity(Shape):
+    id: str
+    uri: str
+    public_key: HexKey
+    device_id: str | None = None
+
+
+class Profile(Shape):
+    """Published to the DHT as a BEP 44 item signed by the identity key."""
+
+    name: str | None = Field(None, description="Display name.")
+    status: str | None = Field(None, description="Status line.")
+    avatar: str | None = Field(
+        None, description="SHA-256 of the avatar image, hex (the image travels as a file)."
+    )
+
+
+class Contact(Shape):
+    id: str = Field(description="The contact's ID as text.")
+    public_key: HexKey
+    name: str
+    verified: bool = Field(description="Safety number compared.")
+    blocked: bool
+    presence: str = Field(description=f"One of {', '.join(PRESENCE_STATES)}.")
+    last_seen: Ms
+    online: bool = Field(description="A session is up right now.")
+    profile: Profile | None = None
+    retention_days: float | None = Field(
+        None,
+        description="How long a message to this contact is retried through the DHT mailbox"
+        " while they are offline (1 to 14 days, default 2).",
+    )
+
+
+class ContactList(Shape):
+    contacts: list[Contact]
+
+
+class SafetyNumber(Shape):
+    contact: Contact
+    safety_number: str
+
+
+class Message(Shape):
+    id: HexId
+    peer: HexKey
+    sender: str | None = Field(None, description="Public key of the author, hex.")
+    direction: Literal["in", "out"]
+    text: str
+    state: str = Field(
+        description="pending, sent, delivered, read or failed (outgoing); "
+        "received or read (incoming)."
+    )
+    ts: float = Field(description="When it was written.")
+    lamport: int = Field(description="Conversation order.")
+    type: str | None = None
+
+
+class MessageList(Shape):
+    messages: list[Message]
+
+
+class ReadResult(Shape):
+    contact: Contact | None = None
+    marked: int = Field(ge=0)
+
+
+class PresenceResult(Shape):
+    status: Presence
+    note: Note = None
+
+
+class ContactRequest(Shape):
+    """A request to become contacts, sent or received."""
+
+    id: str
+    direction: Literal["in", "out"] | None = None
+    public_key: HexKey | None = None
+    note: Note = None
+    state: str | None = None
+    ts: float | None = None
+
+
+class RequestList(Shape):
+    requests: list[ContactRequest]
+
+
+class Channel(Shape):
+    id: str = Field(description="Channel id (hex).")
+    name: str
+    invite_only: bool
+    owner: str | None = None
+    trackers: list[str] | None = None
+    uri: str = Field(description="The btchat:channel link to share.")
+    chatfile: str | None = Field(None, description="The .chat file, base64.")
+    port: int | None = None
+    members: int | None = None
+    members_online: int | None = None
+    links: int | None = None
+    discovery: dict[str, Any] | None = None
+
+
+class ChannelList(Shape):
+    channels: list[Channel]
+
+
+class ChannelMember(Shape):
+    public_key: str | None = None
+    id: str | None = None
+    role: str | None = None
+    online: bool | None = None
+    linked: bool | None = None
+    me: bool | None = None
+    last_heard: int | None = None
+
+
+class ChannelMembers(Shape):
+    members: list[ChannelMember]
+
+
+class ChannelMessage(Shape):
+    channel: str | None = None
+    id: str | None = None
+    author: str | None = None
+    lamport: int | None = None
+    ts: int | None = None
+    private: bool | None = None
+    recipients: list[str] | None = None
+    text: str | None = None
+
+
+class ChannelMessages(Shape):
+    messages: list[ChannelMessage]
+
+
+#: Response shapes published even where no route names them directly.
+RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
+    Error,
+    Status,
+    Identity,
+    Contact,
+    ContactList,
+    SafetyNumber,
+    Message,
+    MessageList,
+    ReadResult,
+    PresenceResult,
+    Profile,
+    ContactRequest,
+    RequestList,
+    Channel,
+    ChannelList,
+    ChannelMember,
+    ChannelMembers,
+    ChannelMessage,
+    ChannelMessages,
+)

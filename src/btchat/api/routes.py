@@ -1,0 +1,258 @@
+"""One description per route: it registers the handler, validates input, documents itself.
+
+How this works: a handler module keeps a :class:`RouteTable` and declares each
+endpoint with ``@table.route(...)``: method, path, the OpenAPI words (operation id,
+tag, summary, responses) and the :class:`~btchat.api.models.Body` model of its JSON
+body, if any. :meth:`RouteTable.add_to` puts the routes on an aiohttp router; a route
+with a body has it read (at most ``MAX_BODY``, JSON objects only) and validated by the
+model before the handler runs, which gets it typed. :meth:`RouteTable.paths` emits the
+OpenAPI ``paths`` part from the same declarations. The module also holds the small
+input helpers (query integers, path segments) and the app keys handlers share, so
+handler modules need nothing from ``server.py`` (no import circle).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from btchat.api.facade import DEFAULT_LIMIT, MAX_LIMIT, MAX_REF_CHARS, ApiError, Messenger
+from btchat.api.models import Body
+
+__all__ = [
+    "MAX_BODY",
+    "MESSENGER",
+    "Route",
+    "RouteTable",
+    "contact_param",
+    "messenger",
+    "no_content",
+    "ok",
+    "query_int",
+    "query_limit",
+]
+
+#: Largest request body (and WebSocket frame) accepted.
+MAX_BODY = 64 * 1024
+
+MESSENGER = web.AppKey("messenger", Messenger)
+STOPPING = web.AppKey("stopping", asyncio.Event)
+SOCKETS = web.AppKey("sockets", weakref.WeakSet)
+
+Schema = dict[str, Any]
+#: A response: a components/responses name, ``(model or schema, description)``, or as is.
+ResponseSpec = str | tuple[type[BaseModel] | Schema, str] | Schema
+Handler = Callable[..., Awaitable[web.StreamResponse]]
+
+
+def schema_ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def response_ref(name: str) -> Schema:
+    return {"$ref": f"#/components/responses/{name}"}
+
+
+def _json_content(schema: Schema, description: str) -> Schema:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+@dataclass(frozen=True)
+class Route:
+    """One endpoint, as served and as documented."""
+
+    method: str
+    path: str
+    handler: Handler
+    op_id: str
+    tag: str
+    summary: str
+    responses: dict[str, ResponseSpec]
+    body: type[Body] | None = None
+    body_required: bool = True
+    params: tuple[str, ...] = ()
+    description: str | None = None
+    public: bool = False
+
+    def endpoint(self) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        """The aiohttp handler: the body read and validated first, when there is one."""
+        handler, body = self.handler, self.body
+        if body is None:
+            return handler
+
+        async def validated(request: web.Request) -> web.StreamResponse:
+            return await handler(request, body.parse(await read_json(request)))
+
+        return validated
+
+    def operation(self) -> Schema:
+        """The OpenAPI operation; every one can fail with the shared error responses."""
+        op: Schema = {"operationId": self.op_id, "tags": [self.tag], "summary": self.summary}
+        if self.description:
+            op["description"] = self.description
+        if self.params:
+            op["parameters"] = [{"$ref": f"#/components/parameters/{p}"} for p in self.params]
+        responses = {status: _response(spec) for status, spec in self.responses.items()}
+        if self.body is not None:
+            op["requestBody"] = {
+                "required": self.body_required,
+                "content": {"application/json": {"schema": schema_ref(self.body.__name__)}},
+            }
+            responses["400"] = response_ref("BadRequest")
+        if self.public:
+            op["security"] = []
+        else:
+            responses["401"] = response_ref("Unauthorized")
+        op["responses"] = {
+            **responses,
+            "403": response_ref("Forbidden"),
+            "default": response_ref("Error"),
+        }
+        return op
+
+
+def _response(spec: ResponseSpec) -> Schema:
+    if isinstance(spec, str):
+        return response_ref(spec)
+    if isinstance(spec, tuple):
+        shape, description = spec
+        schema = shape if isinstance(shape, dict) else schema_ref(shape.__name__)
+        return _json_content(schema, description)
+    return spec
+
+
+class RouteTable:
+    """The routes of one handler module, in registration order (aiohttp matches in order)."""
+
+    def __init__(self) -> None:
+        self.routes: list[Route] = []
+
+    def route(
+        self,
+        spec: str,
+        op_id: str,
+        summary: str,
+        responses: dict[str, ResponseSpec],
+        *,
+        tag: str,
+        **extra: Any,
+    ) -> Callable[[Handler], Handler]:
+        """Declare the decorated handler as ``spec`` ("GET /v1/status"); ``extra`` is
+        :class:`Route`'s optional fields."""
+        method, _, path = spec.partition(" ")
+
+        def register(handler: Handler) -> Handler:
+            self.routes.append(
+                Route(method.upper(), path, handler, op_id, tag, summary, responses, **extra)
+            )
+            return handler
+
+        return register
+
+    def section(self, tag: str) -> Callable[..., Callable[[Handler], Handler]]:
+        """:meth:`route` with the OpenAPI tag filled in, for a group of endpoints."""
+        return functools.partial(self.route, tag=tag)
+
+    def add_to(self, router: web.UrlDispatcher) -> None:
+        for r in self.routes:
+            router.add_route(r.method, r.path, r.endpoint())
+
+    def paths(self) -> dict[str, Any]:
+        paths: dict[str, Any] = {}
+        for r in self.routes:
+            paths.setdefault(r.path, {})[r.method.lower()] = r.operation()
+        return paths
+
+    def bodies(self) -> list[type[Body]]:
+        return [r.body for r in self.routes if r.body is not None]
+
+
+def join_tables(tables: Sequence[RouteTable]) -> RouteTable:
+    joined = RouteTable()
+    for table in tables:
+        joined.routes.extend(table.routes)
+    return joined
+
+
+# ------------------------------------------------------------------ input
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, "bad_request", message)
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object; an empty body is ``{}`` (fields are the model's job)."""
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise ApiError(413, "too_large", f"request body is over {MAX_BODY // 1024} KiB")
+    raw = await request.read()  # client_max_size enforces the limit for chunked bodies
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "bad_json", f"the body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "bad_json", "the body must be a JSON object")
+    return data
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def query_int(
+    request: web.Request, key: str, default: int | None, lo: int, hi: int | None = None
+) -> int | None:
+    raw = request.query.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise bad_request(f"{key} must be an integer") from None
+    if value < lo or (hi is not None and value > hi):
+        bound = f"{lo} to {hi}" if hi is not None else f"at least {lo}"
+        raise bad_request(f"{key} must be {bound}")
+    return value
+
+
+def query_limit(request: web.Request) -> int:
+    value = query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    assert value is not None
+    return value
+
+
+def path_param(request: web.Request, key: str, max_chars: int) -> str:
+    """A path segment (already URL-decoded by the router), bounded before use."""
+    value = request.match_info[key]
+    if not value or len(value) > max_chars:
+        raise bad_request(f"{key} must be 1 to {max_chars} characters")
+    return value
+
+
+def contact_param(request: web.Request) -> str:
+    return path_param(request, "contact", MAX_REF_CHARS)
+
+
+# ------------------------------------------------------------------ output
+
+
+def messenger(request: web.Request) -> Messenger:
+    return request.app[MESSENGER]
+
+
+def ok(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status)
+
+
+def no_content() -> web.Response:
+    return web.Response(status=204)

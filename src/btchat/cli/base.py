@@ -1,0 +1,31 @@
+"""What every command shares: the one user-facing error, the output line, the stop signal."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+from typing import Any
+
+__all__ = ["UserError", "emit", "stop_on_signal"]
+
+
+class UserError(Exception):
+    """Something the user can fix; printed as one line."""
+
+
+def emit(args: Any, obj: Any, text: str) -> None:
+    """One JSON object with ``--json``, else the human-readable text."""
+    print(json.dumps(obj) if args.json else text, flush=True)
+
+
+def stop_on_signal() -> asyncio.Event:
+    """An event set by SIGINT/SIGTERM; install it before announcing readiness, so that a
+    supervisor that signals as soon as it reads our first line gets a clean shutdown."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    return stop

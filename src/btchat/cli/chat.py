@@ -1,0 +1,511 @@
+"""The messenger half of the command line: ``init``, ``id``, ``up`` and the commands that
+talk to a running daemon through its local API (``contacts``, ``send``, ``history``...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from btchat.api.client import ApiClient, ApiClientError, DaemonNotRunning, read_api_files
+from btchat.cli.base import UserError, emit, stop_on_signal
+from btchat.cli.render import (
+    channel_line,
+    channel_message_line,
+    contact_line,
+    describe_event,
+    emit_rows,
+    member_line,
+    request_line,
+    show_message,
+)
+from btchat.node.config import ENV_DATA_DIR, ConfigError, Settings, resolve, setting
+
+__all__ = ["add_commands"]
+
+
+def settings(args: argparse.Namespace) -> Settings:
+    """This command's settings: its flags, then the environment, then the config file."""
+    flags = {
+        name: getattr(args, name, None)
+        for name in (
+            "data_dir",
+            "bootstrap",
+            "host",
+            "port",
+            "dht_port",
+            "api_port",
+            "request_poll",
+            "channel_discovery",
+            "lsd_interface",
+            "passphrase_file",
+            "no_passphrase",
+        )
+    }
+    if flags["data_dir"] is not None:
+        flags["data_dir"] = Path(flags["data_dir"])
+    try:
+        return resolve(flags, config_file=args.config)
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+
+
+def data_dir(args: argparse.Namespace) -> Path:
+    """``--data-dir``, else ``$BTCHAT_DATA_DIR``, else the platform's data directory."""
+    flag = getattr(args, "data_dir", None)
+    return setting("data_dir", Path(flag) if flag else None)
+
+
+def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    chat = argparse.ArgumentParser(add_help=False, parents=[common])
+    chat.add_argument("--data-dir", help=f"where btchat keeps its data (env {ENV_DATA_DIR})")
+    secret = argparse.ArgumentParser(add_help=False)
+    secret.add_argument("--passphrase-file", type=Path, help="read the passphrase from a file")
+
+    p = sub.add_parser("init", parents=[chat, secret], help="create your identity")
+    p.add_argument(
+        "--no-passphrase",
+        action="store_true",
+        help="store the private key unencrypted (bots, tests)",
+    )
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("id", parents=[chat], help="show your ID, URI and QR code")
+    p.add_argument("--png", type=Path, help="also write the QR code as PNG")
+    p.add_argument("--svg", type=Path, help="also write the QR code as SVG")
+    p.add_argument("--no-qr", action="store_true", help="do not draw the QR code")
+    p.set_defaults(func=cmd_id)
+
+    p = sub.add_parser(
+        "up",
+        parents=[chat, secret],
+        help="run the messenger daemon (creates your identity on first use)",
+    )
+    p.add_argument(
+        "--no-passphrase",
+        action="store_true",
+        help="if no identity exists yet, create one stored unencrypted",
+    )
+    p.add_argument("--port", type=int, default=0, help="TCP port for sessions (default: any)")
+    p.add_argument("--dht-port", type=int, default=6881, help="UDP port of the DHT node")
+    p.add_argument("--api-port", type=int, default=0, help="local API port (default: any)")
+    p.add_argument("--host", default="0.0.0.0", help="address for sessions and DHT")
+    p.add_argument(
+        "--request-poll",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="how often to look for contact requests (default 300)",
+    )
+    p.add_argument(
+        "--channel-discovery",
+        default="dht,trackers,lsd",
+        metavar="WAYS",
+        help="how channel members are found: any of dht,trackers,lsd (default all; LAN "
+        "discovery is off when --host is a loopback address)",
+    )
+    p.add_argument(
+        "--lsd-interface",
+        default=None,
+        metavar="IP",
+        help="interface address for LAN discovery (default: the --host address)",
+    )
+    p.set_defaults(func=cmd_up)
+
+    def command(
+        group: Any, name: str, func: Any, *positional: str, help: str | None = None
+    ) -> argparse.ArgumentParser:
+        """A subcommand of ``group`` taking the daemon flags and ``positional`` arguments."""
+        # No help= at all keeps a command out of its group's list, as before.
+        p = group.add_parser(name, parents=[chat], **({"help": help} if help else {}))
+        for arg in positional:
+            p.add_argument(arg)
+        p.set_defaults(func=func)
+        return p
+
+    command(sub, "status", cmd_status, help="what the daemon is doing")
+    contacts = lister("list_contacts", "contacts", contact_line, "no contacts yet")
+    command(sub, "contacts", contacts, help="list contacts")
+
+    contact = sub.add_parser("contact", help="manage one contact").add_subparsers(
+        dest="contact_command", required=True
+    )
+    p = command(contact, "add", cmd_contact_add, help="add a contact by ID or btchat: URI")
+    p.add_argument("ref", metavar="ID|URI")
+    p.add_argument("name", nargs="?", help="petname")
+    command(contact, "rename", lambda a: patch(a, name=a.name), "contact", "name")
+    for verb, field, value in (
+        ("block", "blocked", True),
+        ("unblock", "blocked", False),
+        ("verify", "verified", True),
+        ("unverify", "verified", False),
+    ):
+        command(contact, verb, lambda a, f=field, v=value: patch(a, **{f: v}), "contact")
+    p = command(
+        contact,
+        "retention",
+        lambda a: patch(a, retention_days=a.days),
+        "contact",
+        help="how long a message to this contact is retried while they are offline",
+    )
+    p.add_argument("days", type=float, help="1 to 14 (default 2)")
+    command(contact, "remove", cmd_contact_remove, "contact")
+    command(contact, "safety", cmd_contact_safety, "contact", help="the safety number to compare")
+
+    command(sub, "send", cmd_send, "contact", "text", help="send a message")
+    p = command(sub, "history", cmd_history, "contact", help="show a conversation")
+    p.add_argument("--limit", type=int, default=50)
+    p = command(sub, "search", cmd_search, "query", help="search your history")
+    p.add_argument("--contact")
+    command(sub, "read", cmd_read, "contact", help="mark a conversation read")
+    p = command(sub, "presence", cmd_presence, help="set online/away/busy/offline")
+    p.add_argument("state", choices=["online", "away", "busy", "offline"])
+    p.add_argument("--note")
+    p = command(sub, "profile", cmd_profile, help="show or change your public profile")
+    p.add_argument("--name", help="display name")
+    p.add_argument("--status", help="status line")
+    p.add_argument("--avatar", type=Path, help="avatar image (its SHA-256 is published)")
+
+    requests = lister("list_requests", "requests", request_line, "no contact requests")
+    command(sub, "requests", requests, help="list contact requests")
+    request = sub.add_parser("request", help="contact requests").add_subparsers(
+        dest="request_command", required=True
+    )
+    p = command(
+        request,
+        "send",
+        cmd_request_send,
+        help="ask someone who does not know you yet to add you",
+    )
+    p.add_argument("ref", metavar="ID|URI")
+    p.add_argument("--note", help="a short message shown with the request")
+    for verb, accept in (("accept", True), ("reject", False)):
+        p = command(request, verb, lambda a, ok=accept: cmd_request_answer(a, ok))
+        p.add_argument("id", help="request id (from `btchat requests`)")
+        if accept:
+            p.add_argument("--name", help="petname for the new contact")
+
+    channels = lister("list_channels", "channels", channel_line, "no channels")
+    command(sub, "channels", channels, help="list joined channels")
+    channel = sub.add_parser("channel", help="group channels").add_subparsers(
+        dest="channel_command", required=True
+    )
+    p = command(
+        channel, "create", cmd_channel_create, "name", help="create a channel and its .chat file"
+    )
+    p.add_argument("--invite-only", action="store_true", help="only members you invite")
+    p.add_argument("--tracker", action="append", default=[], metavar="URL")
+    p.add_argument("--out", default=".", help="directory for NAME.chat (default: here)")
+    p = command(channel, "join", cmd_channel_join, help="join from a .chat file or link")
+    p.add_argument("ref", metavar="FILE|URI")
+    p = command(
+        channel,
+        "invite",
+        cmd_channel_invite,
+        "channel",
+        help="print the channel's link to share (and, invite-only, add members by ID)",
+    )
+    p.add_argument("members", nargs="*", metavar="ID")
+    p = command(
+        channel, "remove", cmd_channel_remove, "channel", help="remove members (invite-only owner)"
+    )
+    p.add_argument("members", nargs="+", metavar="ID")
+    command(channel, "leave", cmd_channel_leave, "channel")
+    command(channel, "members", cmd_channel_members, "channel", help="members with presence")
+    p = command(channel, "send", cmd_channel_send, "channel", "text", help="post to the channel")
+    p.add_argument("--to", action="append", default=[], metavar="ID", help="private to members")
+    p = command(channel, "history", cmd_channel_history, "channel")
+    p.add_argument("--limit", type=int, default=50)
+
+    command(sub, "watch", cmd_watch, help="print live events")
+
+
+# ------------------------------------------------------------------ helpers
+
+
+@contextlib.contextmanager
+def api_errors() -> Iterator[None]:
+    """A daemon that is not running, or an API error, as one line for the user."""
+    try:
+        yield
+    except DaemonNotRunning as exc:
+        raise UserError(str(exc)) from None
+    except ApiClientError as exc:
+        raise UserError(exc.message) from None
+
+
+def call(args: argparse.Namespace, method: str, *a: Any, **kw: Any) -> Any:
+    """``method`` of the running daemon's API client."""
+    with api_errors():
+        url, token = read_api_files(data_dir(args))
+        return getattr(ApiClient(url, token), method)(*a, **kw)
+
+
+def lister(
+    method: str, key: str, line: Callable[[dict[str, Any]], str], empty: str
+) -> Callable[[argparse.Namespace], Awaitable[None]]:
+    """A command that prints the rows ``method`` returns, one ``line`` each."""
+
+    async def run(args: argparse.Namespace) -> None:
+        emit_rows(args, key, call(args, method), line, empty)
+
+    return run
+
+
+def ask_passphrase(new: bool) -> str | None:
+    """Prompt on a terminal (twice for a new one); ``None`` when there is no terminal."""
+    if not sys.stdin.isatty():
+        return None
+    import getpass
+
+    value = getpass.getpass("Passphrase: ")
+    if new and getpass.getpass("Again: ") != value:
+        raise UserError("the passphrases differ")
+    return value
+
+
+# ------------------------------------------------------------------ commands
+
+
+def create_identity(args: argparse.Namespace) -> tuple[Any, bool]:
+    """Create the identity in the data directory: (loaded keys, encrypted?)."""
+    from btchat.node.boot import BootError, create_identity
+
+    conf = Settings(
+        data_dir=data_dir(args),
+        bootstrap=[],
+        passphrase_file=args.passphrase_file,
+        no_passphrase=args.no_passphrase,
+    )
+    try:
+        return create_identity(conf, ask_passphrase)
+    except BootError as exc:
+        raise UserError(str(exc)) from None
+
+
+async def cmd_init(args: argparse.Namespace) -> None:
+    from btchat.identity.idtext import format_id
+
+    keys, encrypted = create_identity(args)
+    pk = keys.identity.public_key
+    emit(
+        args,
+        {
+            "id": format_id(pk),
+            "public_key": pk.hex(),
+            "data_dir": str(data_dir(args)),
+            "encrypted": encrypted,
+        },
+        f"created your identity: {format_id(pk, grouped=True)}",
+    )
+
+
+async def cmd_id(args: argparse.Namespace) -> None:
+    from btchat.identity.idtext import format_id, format_uri
+    from btchat.identity.keystore import KeyStore, NoIdentity
+    from btchat.identity.qr import qr_terminal, save_qr
+
+    try:
+        pk = KeyStore(data_dir(args)).public_key()
+    except NoIdentity as exc:
+        raise UserError(str(exc)) from None
+    uri = format_uri(pk)
+    for path in (args.png, args.svg):
+        if path is not None:
+            save_qr(uri, path)
+    text = f"{format_id(pk, grouped=True)}\n{uri}"
+    if not args.no_qr and not args.json:
+        text += "\n" + qr_terminal(uri, ansi=sys.stdout.isatty() and not os.environ.get("NO_COLOR"))
+    emit(args, {"id": format_id(pk), "uri": uri, "public_key": pk.hex()}, text)
+
+
+async def cmd_up(args: argparse.Namespace) -> None:
+    from btchat.node.boot import BootError, start_node
+
+    conf = settings(args)
+    stop = stop_on_signal()
+    try:
+        node = await start_node(
+            conf, ask=ask_passphrase, notice=lambda text: print(text, file=sys.stderr)
+        )
+    except (BootError, ConfigError) as exc:
+        raise UserError(str(exc)) from None
+    try:
+        status = await node.daemon.status()
+        emit(
+            args,
+            {
+                "api": node.api_url,
+                "id": status["id"],
+                "listen_port": status["listen_port"],
+                "dht": status["dht"]["addr"],
+                "pid": os.getpid(),
+            },
+            f"btchat is up: {status['id']}\nAPI {node.api_url}, "
+            f"sessions on port {status['listen_port']}",
+        )
+        await stop.wait()
+    finally:
+        await node.stop()
+
+
+async def cmd_status(args: argparse.Namespace) -> None:
+    s = call(args, "status")
+    dht = s["dht"]
+    emit(
+        args,
+        s,
+        f"{s['id']}\nDHT: {'joined' if dht['joined'] else 'NOT joined'}, "
+        f"{dht['nodes']} nodes; contacts online: {s['contacts_online']}/{s['contacts']}",
+    )
+
+
+async def cmd_contact_add(args: argparse.Namespace) -> None:
+    c = call(args, "add_contact", args.ref, args.name)
+    emit(args, c, f"added {c['name']} ({c['id']})")
+
+
+async def patch(args: argparse.Namespace, **changes: Any) -> None:
+    c = call(args, "update_contact", args.contact, **changes)
+    emit(args, c, f"{c['name']}: " + ", ".join(f"{k} = {v}" for k, v in changes.items()))
+
+
+async def cmd_contact_remove(args: argparse.Namespace) -> None:
+    call(args, "remove_contact", args.contact)
+    emit(args, {"removed": args.contact}, f"removed {args.contact}")
+
+
+async def cmd_contact_safety(args: argparse.Namespace) -> None:
+    r = call(args, "safety_number", args.contact)
+    emit(
+        args,
+        r,
+        f"safety number with {r['contact']['name']}:\n{r['safety_number']}\n"
+        "Compare it with theirs (in person or by voice); if it matches, run "
+        f"`btchat contact verify {r['contact']['name']}`.",
+    )
+
+
+async def cmd_send(args: argparse.Namespace) -> None:
+    m = call(args, "send_message", args.contact, args.text)
+    emit(args, m, f"{m['state']}: {m['text']}")
+
+
+def emit_messages(args: argparse.Namespace, rows: list[dict[str, Any]], empty: str) -> None:
+    """Print messages with contacts' petnames (one JSON object with --json)."""
+    names = {} if args.json else {c["public_key"]: c["name"] for c in call(args, "list_contacts")}
+    emit_rows(args, "messages", rows, lambda m: show_message(m, names), empty)
+
+
+async def cmd_history(args: argparse.Namespace) -> None:
+    emit_messages(args, call(args, "history", args.contact, limit=args.limit), "no messages yet")
+
+
+async def cmd_search(args: argparse.Namespace) -> None:
+    emit_messages(args, call(args, "search", args.query, contact=args.contact), "nothing found")
+
+
+async def cmd_read(args: argparse.Namespace) -> None:
+    r = call(args, "mark_read", args.contact)
+    emit(args, r, f"marked {r['marked']} messages read")
+
+
+async def cmd_presence(args: argparse.Namespace) -> None:
+    r = call(args, "set_presence", args.state, args.note)
+    emit(args, r, f"you are {r['status']}")
+
+
+async def cmd_profile(args: argparse.Namespace) -> None:
+    avatar = None
+    if args.avatar is not None:
+        try:
+            avatar = hashlib.sha256(args.avatar.read_bytes()).hexdigest()
+        except OSError as exc:
+            raise UserError(f"cannot read {args.avatar}: {exc.strerror}") from None
+    if args.name is None and args.status is None and avatar is None:
+        profile = call(args, "get_profile")
+    else:
+        profile = call(args, "set_profile", args.name, args.status, avatar)
+    emit(args, profile, "\n".join(f"{k}: {v or ''}" for k, v in profile.items()))
+
+
+async def cmd_request_send(args: argparse.Namespace) -> None:
+    r = call(args, "send_request", args.ref, args.note)
+    emit(args, r, "request sent (it may take a few minutes to be seen)")
+
+
+async def cmd_request_answer(args: argparse.Namespace, accept: bool) -> None:
+    r = call(args, "answer_request", args.id, accept, getattr(args, "name", None))
+    emit(args, r, f"request {r['state']}")
+
+
+async def cmd_channel_create(args: argparse.Namespace) -> None:
+    c = call(args, "create_channel", args.name, args.invite_only, args.tracker)
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in c["name"]) or "channel"
+    path = Path(args.out) / f"{safe}.chat"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise UserError(f"{path} exists; choose another --out") from None
+    with os.fdopen(fd, "wb") as f:
+        f.write(base64.b64decode(c["chatfile"]))
+    emit(args, {**c, "file": str(path)}, f"created {c['name']} -> {path}\n{c['uri']}")
+
+
+async def cmd_channel_join(args: argparse.Namespace) -> None:
+    ref = args.ref
+    if not ref.lower().startswith("btchat:"):
+        try:
+            ref = base64.b64encode(Path(ref).read_bytes()[:8192]).decode()
+        except OSError as exc:
+            raise UserError(f"cannot read {args.ref}: {exc.strerror}") from None
+    c = call(args, "join_channel", ref)
+    emit(args, c, f"joined {c['name']} ({c['id'][:12]}); looking for members")
+
+
+async def cmd_channel_invite(args: argparse.Namespace) -> None:
+    if args.members:
+        call(args, "change_channel_members", args.channel, add=args.members)
+    c = call(args, "get_channel", args.channel)
+    emit(args, c, f"share this link (or the .chat file) with them:\n{c['uri']}")
+
+
+async def cmd_channel_remove(args: argparse.Namespace) -> None:
+    c = call(args, "change_channel_members", args.channel, remove=args.members)
+    emit(args, c, f"removed {len(args.members)} member(s); channel keys moved on")
+
+
+async def cmd_channel_leave(args: argparse.Namespace) -> None:
+    call(args, "leave_channel", args.channel)
+    emit(args, {"left": args.channel}, f"left {args.channel}")
+
+
+async def cmd_channel_members(args: argparse.Namespace) -> None:
+    emit_rows(args, "members", call(args, "channel_members", args.channel), member_line, "")
+
+
+async def cmd_channel_send(args: argparse.Namespace) -> None:
+    m = call(args, "post_channel", args.channel, args.text, args.to)
+    emit(args, m, f"sent: {m['text']}")
+
+
+async def cmd_channel_history(args: argparse.Namespace) -> None:
+    rows = call(args, "channel_history", args.channel, limit=args.limit)
+    emit_rows(args, "messages", rows, channel_message_line, "no messages yet")
+
+
+async def cmd_watch(args: argparse.Namespace) -> None:
+    from btchat.api.client import watch_events
+
+    with api_errors():
+        url, token = read_api_files(data_dir(args))
+        async for event in watch_events(url, token):
+            print(json.dumps(event) if args.json else describe_event(event), flush=True)

@@ -1,0 +1,58 @@
+"""``btchat``: the parser, the dispatch and the exit codes (0 done, 1 error, 130 ^C)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from btchat import __version__
+from btchat.cli import chat, dht
+from btchat.cli.base import UserError
+from btchat.net.dht_service import DhtError
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--bootstrap",
+        action="append",
+        type=dht.hostport,
+        metavar="HOST:PORT",
+        help="DHT node to join through (repeatable); default: the public routers",
+    )
+    common.add_argument("--json", action="store_true", help="print one JSON object")
+    common.add_argument("--config", type=Path, help="config file (TOML)")
+    common.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
+
+    parser = argparse.ArgumentParser(prog="btchat", description="btchat: serverless P2P chat")
+    parser.add_argument("--version", action="version", version=f"btchat {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    dht.add_commands(sub, common)
+    chat.add_commands(sub, common)
+    dht.add_sandbox(sub, common)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    func: Callable[[argparse.Namespace], Awaitable[None]] = args.func
+    try:
+        asyncio.run(func(args))
+    except (UserError, DhtError) as exc:
+        print(f"btchat: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
