@@ -1,18 +1,10 @@
 """``btchat up``: the messenger daemon that composes DHT, rendezvous, sessions, storage, API.
 
-Message flow (persist, then act):
-
-* sending: the envelope is signed and committed to the store with an outbox row
-  *before* it is transmitted; the outbox is replayed in Lamport order on every new
-  session until the recipient's "delivered" receipt arrives.
-* receiving: an envelope is verified (version, signature, sender = the session's
-  authenticated identity, recipient = us, time window), then saved together with its id
-  in the replay table in one transaction, and only then acknowledged with a signed
-  "delivered" receipt. A duplicate (replay, or a resend after a lost receipt) is not
-  stored again, but is acknowledged again so the sender can stop resending.
-
-Ordering is by Lamport clock with the sender key as tie-break, so both sides show one
-order whatever the arrival order.
+The daemon is the composition root and the asyncio shell of the 1:1 conversation core
+(:mod:`btchat.messaging.conversation`): it feeds the core what peering receives and when
+sessions come and go, and carries out what the core asks (send over a session, deposit
+in the offline mailbox, tell API subscribers). The message flow itself (persist, then
+act; receipts; outbox replay and reconciliation) lives in the core.
 """
 
 from __future__ import annotations
@@ -23,7 +15,6 @@ import json
 import logging
 import os
 import time
-from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,8 +29,9 @@ from btchat.identity.idtext import IdError, format_id, format_uri, parse_contact
 from btchat.identity.keys import DeviceCertificate
 from btchat.identity.keystore import LoadedKeys
 from btchat.identity.safety import safety_number
-from btchat.messaging import envelope as env_mod
-from btchat.messaging.envelope import Envelope, EnvelopeError
+from btchat.messaging import conversation as conv
+from btchat.messaging.conversation import Conversations
+from btchat.messaging.envelope import Envelope
 from btchat.messaging.store import Store
 from btchat.net.dht_service import DhtError, DhtService, resolve_addrs
 from btchat.node import requests as creq
@@ -54,13 +46,9 @@ __all__ = ["Daemon", "DaemonConfig"]
 
 log = logging.getLogger(__name__)
 
-PRESENCE_STATES = ("online", "away", "busy", "offline")
 MAX_TEXT = 16 * 1024
 #: Events a slow subscriber may fall behind before the oldest are dropped.
 SUBSCRIBER_QUEUE = 1000
-#: Queued envelopes older than this are re-signed before a resend, well inside the
-#: receivers' 15-day window.
-RESIGN_AFTER = 7 * 86400.0
 #: BEP 44 salt of the public profile published under the identity key.
 PROFILE_SALT = b"btchat/profile"
 #: Profiles are republished this often (public DHT nodes keep items about two hours).
@@ -81,19 +69,6 @@ class DaemonConfig:
     request_pow_bits: int = REQUEST_POW_BITS
     mailbox: MailboxConfig = field(default_factory=MailboxConfig)
     channels: ChannelConfig = field(default_factory=ChannelConfig)
-
-
-#: Reconciliation on reconnect: the ids offered, and those the peer does not have.
-SYNC, SYNC_WANT = b"sync", b"sync_want"
-#: An offer not answered in this time is followed by a full resend.
-SYNC_TIMEOUT = 10.0
-
-
-def _id_list(body: dict[bytes, Any]) -> list[bytes]:
-    ids = body.get(b"ids")
-    if type(ids) is not list:
-        return []
-    return [i for i in ids[: env_mod.MAX_RECEIPT_IDS] if type(i) is bytes and len(i) == 16]
 
 
 def _now_ms() -> int:
@@ -117,9 +92,30 @@ class Daemon:
         self._tasks = TaskOwner()
         self._joined = asyncio.Event()
         self._profile_changed = asyncio.Event()
-        self._sync_waiting: set[bytes] = set()
-        #: Reconnect reconciliation: ids offered, resent, and copies received twice.
-        self.sync_stats: Counter[str] = Counter()
+        self.conversations = Conversations(keys.identity, keys.device.device_id, store)
+        self._conv_timer: asyncio.TimerHandle | None = None
+        self._conv_handlers: dict[type, Any] = {
+            conv.Transmit: self._on_transmit,
+            conv.Deposit: self._on_deposit,
+            conv.MessageStored: lambda e: self._emit_new_message(e.envelope),
+            conv.ReceiptReceived: self._on_receipt,
+            conv.PresenceChanged: lambda e: self._emit(
+                {
+                    "type": "presence",
+                    "contact": e.peer.hex(),
+                    "status": e.status,
+                    "note": e.note,
+                    "last_seen": e.last_seen_ms,
+                }
+            ),
+            conv.Typing: lambda e: self._emit(
+                {"type": "typing", "contact": e.peer.hex(), "on": e.on}
+            ),
+            conv.Refused: lambda e: self._emit(
+                {"type": "refused", "contact": e.peer.hex(), "reason": e.reason}
+            ),
+            conv.Unhandled: self._on_unhandled,
+        }
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -361,42 +357,69 @@ class Daemon:
 
     # ---------------------------------------------------------------- messages
 
-    def _envelope(self, to: bytes, kind: bytes, body: dict[bytes, Any]) -> Envelope:
-        return env_mod.create(
-            self.keys.identity,
-            self.keys.device.device_id,
-            to,
-            kind,
-            body,
-            lamport=self.store.next_lamport(to, None),
-            now=time.time(),
+    # --------------------------------------------------- the conversation core
+
+    def _drive(self) -> None:
+        """Carry out what the conversation core asks, and re-arm its one timer."""
+        while (event := self.conversations.next_event()) is not None:
+            self._conv_handlers[type(event)](event)
+        if self._conv_timer is not None:
+            self._conv_timer.cancel()
+            self._conv_timer = None
+        deadline = self.conversations.get_timer()
+        if deadline is not None:
+            loop = asyncio.get_running_loop()
+            self._conv_timer = loop.call_later(max(0.0, deadline - time.time()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._conv_timer = None
+        self.conversations.handle_timer(time.time())
+        self._drive()
+
+    def _on_transmit(self, event: conv.Transmit) -> None:
+        if self.peering is not None:
+            self.peering.send(event.peer, event.data)
+
+    def _on_deposit(self, event: conv.Deposit) -> None:
+        if self.offline is not None:  # not reachable now: leave it in the DHT mailbox
+            self.offline.deposit(event.peer, event.envelope, event.data)
+
+    def _on_receipt(self, event: conv.ReceiptReceived) -> None:
+        if self.offline is not None:
+            self.offline.acknowledged(list(event.ids))
+        self._emit(
+            {
+                "type": "receipt",
+                "contact": event.peer.hex(),
+                "state": event.state,
+                "ids": [i.hex() for i in event.ids],
+            }
         )
 
+    def _on_unhandled(self, event: conv.Unhandled) -> None:
+        if event.envelope.type in BACKUP_TYPES and self.offline is not None:
+            self.offline.on_envelope(event.peer, event.envelope)
+        else:
+            log.info("ignoring envelope of unknown type %r", event.envelope.type)
+
     def _send_body(self, to: bytes, kind: bytes, body: dict[bytes, Any]) -> bool:
-        return self._transmit(to, self._envelope(to, kind, body))
+        sent = self.conversations.send_body(to, kind, body, time.time())
+        self._drive()
+        return sent
 
     def _emit_new_message(self, envelope: Envelope) -> None:
         row = self.store.get_message(envelope.id)
         if row is not None:
             self._emit({"type": "message", "message": row.to_json()})
 
-    def _transmit(self, to: bytes, envelope: Envelope) -> bool:
-        return self.peering is not None and self.peering.send(to, env_mod.encode_envelope(envelope))
-
     async def send_message(self, c: str, text: str) -> dict[str, Any]:
         pk = self._resolve(c)
         if not text or len(text.encode()) > MAX_TEXT:
             raise ApiError(400, "bad_text", f"text must be 1 to {MAX_TEXT} bytes")
-        envelope = self._envelope(pk, b"text", env_mod.text_body(text))
-        self.store.save_outgoing(envelope, time.time())  # persist, then act
-        if self._transmit(pk, envelope):
-            self.store.mark_state([envelope.id], "sent")
-        elif self.offline is not None:  # not reachable now: leave it in the DHT mailbox
-            self.offline.deposit(pk, envelope, env_mod.encode_envelope(envelope))
+        envelope = self.conversations.send_text(pk, text, time.time())
+        self._drive()
         row = self.store.get_message(envelope.id)
-        message = row.to_json()
-        self._emit({"type": "message", "message": message})
-        return message
+        return row.to_json()
 
     async def history(self, c: str, limit: int, before: int | None) -> list[dict[str, Any]]:
         pk = self._resolve(c)
@@ -408,59 +431,19 @@ class Daemon:
 
     async def mark_read(self, c: str, up_to: str | None) -> dict[str, Any]:
         pk = self._resolve(c)
-        unread = [
-            r
-            for r in self.store.history(pk, limit=500)
-            if r.direction == "in" and r.state != "read"
-        ]
-        if up_to is not None:
-            ids = [r.id.hex() for r in unread]
-            if up_to in ids:
-                unread = unread[: ids.index(up_to) + 1]
-        ids_b = [r.id for r in unread]
-        if ids_b:
-            self.store.mark_state(ids_b, "read")
-            self._queue_read_receipt(pk, ids_b)
-        return {"contact": self._contact_json(pk), "marked": len(ids_b)}
-
-    def _queue_read_receipt(self, pk: bytes, ids: list[bytes]) -> None:
-        pending = self.store.kv_get(f"read_receipts:{pk.hex()}") or b""
-        self.store.kv_set(f"read_receipts:{pk.hex()}", pending + b"".join(ids))
-        self._flush_read_receipts(pk)
-
-    def _flush_read_receipts(self, pk: bytes) -> None:
-        pending = self.store.kv_get(f"read_receipts:{pk.hex()}") or b""
-        if not pending or self.peering is None or not self.peering.is_online(pk):
-            return
-        ids = [pending[i : i + 16] for i in range(0, len(pending), 16)]
-        for start in range(0, len(ids), 200):
-            receipt = self._envelope(
-                pk, b"receipt", env_mod.receipt_body(ids[start : start + 200], b"read")
-            )
-            if not self._transmit(pk, receipt):
-                return
-        self.store.kv_set(f"read_receipts:{pk.hex()}", b"")
+        marked = self.conversations.mark_read(pk, up_to, time.time())
+        self._drive()
+        return {"contact": self._contact_json(pk), "marked": marked}
 
     async def set_presence(self, status: str, note: str | None) -> dict[str, Any]:
-        if status not in PRESENCE_STATES:
-            raise ApiError(400, "bad_presence", f"presence is one of {', '.join(PRESENCE_STATES)}")
+        if status not in conv.PRESENCE_STATES:
+            states = ", ".join(conv.PRESENCE_STATES)
+            raise ApiError(400, "bad_presence", f"presence is one of {states}")
         if note is not None and len(note.encode()) > 140:
             raise ApiError(400, "bad_note", "the status note is at most 140 bytes")
-        self.store.kv_set("presence", status.encode())
-        self.store.kv_set("presence_note", (note or "").encode())
-        for pk in self._reachable_contacts():
-            self._send_presence(pk)
+        self.conversations.set_presence(status, note, time.time())
+        self._drive()
         return {"status": status, "note": note}
-
-    def _send_presence(self, pk: bytes) -> None:
-        if self.peering is None or not self.peering.is_online(pk):
-            return
-        status = (self.store.kv_get("presence") or b"online").decode()
-        note = (self.store.kv_get("presence_note") or b"").decode()
-        self._transmit(
-            pk,
-            self._envelope(pk, b"presence", env_mod.presence_body(status, _now_ms(), note or None)),
-        )
 
     # ------------------------------------------------------------ profile
 
@@ -544,8 +527,8 @@ class Daemon:
 
     async def send_typing(self, c: str, on: bool) -> None:
         pk = self._resolve(c)
-        if self.peering is not None and self.peering.is_online(pk):
-            self._transmit(pk, self._envelope(pk, b"typing", env_mod.typing_body(on)))
+        self.conversations.send_typing(pk, on, time.time())
+        self._drive()
 
     # ------------------------------------------------------------- requests
 
@@ -701,88 +684,25 @@ class Daemon:
             "contacts_online": len(self.peering.sessions) if self.peering else 0,
             "uptime": time.monotonic() - self.started,
             "mailbox": self.offline.summary() if self.offline else None,
-            "sync": dict(self.sync_stats),
+            "sync": dict(self.conversations.stats),
         }
 
     # ------------------------------------------------------------ sessions
 
     def _on_established(self, pk: bytes) -> None:
         log.info("session with %s established", format_id(pk)[:16])
-        self.store.set_presence(pk, "online", _now_ms())
+        self.conversations.session_up(pk, time.time())
         self._emit({"type": "session", "state": "up", "contact": self._contact_json(pk)})
         self._spawn(self._fetch_profile(pk))
-        self._send_presence(pk)
-        # Reconcile before resending: offer the ids still unacknowledged (they may have
-        # arrived through the DHT mailbox or a friend meanwhile); the peer acknowledges
-        # what it has and asks for the rest, which is then replayed in causal order.
-        ids = [queued.id for queued, _ in self._outbox(pk)]
-        for start in range(0, len(ids), env_mod.MAX_RECEIPT_IDS):
-            self._send_body(pk, SYNC, {b"ids": ids[start : start + env_mod.MAX_RECEIPT_IDS]})
-        self.sync_stats["offered"] += len(ids)
-        if ids:
-            self._sync_waiting.add(pk)
-            self._spawn(self._sync_fallback(pk))
-        self._flush_read_receipts(pk)
+        self._drive()
         if self.offline is not None:
             self.offline.session_up(pk)
 
-    def _outbox(self, pk: bytes) -> list[tuple[Envelope, bytes]]:
-        """The outbox to ``pk``: parseable envelopes only, in Lamport order."""
-        out = []
-        for blob in self.store.pending_outbox(pk):
-            try:
-                out.append((env_mod.parse_envelope(blob), blob))
-            except EnvelopeError:
-                continue
-        return out
-
-    def _replay_outbox(self, pk: bytes, only: set[bytes] | None) -> None:
-        """Resend unacknowledged messages (all, or those the peer asked for)."""
-        sent = []
-        horizon_ms = (time.time() - RESIGN_AFTER) * 1000
-        for queued, blob in self._outbox(pk):
-            if only is not None and queued.id not in only:
-                continue
-            if queued.ts_ms < horizon_ms:
-                # Queued longer than the receiver's window: same id and order, fresh
-                # timestamp and signature (a receiver that has it still drops the copy).
-                queued = env_mod.resign(self.keys.identity, queued, now=time.time())
-                self.store.replace_outbox(queued)
-                blob = env_mod.encode_envelope(queued)
-            if not self.peering or not self.peering.send(pk, blob):
-                break
-            sent.append(queued.id)
-        if sent:
-            self.store.mark_state(sent, "sent")
-        self.sync_stats["resent"] += len(sent)
-
-    async def _sync_fallback(self, pk: bytes) -> None:
-        """A peer that never answers the offer (an older client) gets everything."""
-        await asyncio.sleep(SYNC_TIMEOUT)
-        if pk in self._sync_waiting:
-            self._sync_waiting.discard(pk)
-            self._replay_outbox(pk, None)
-
-    def _on_sync(self, pk: bytes, envelope: Envelope) -> None:
-        ids = _id_list(envelope.body)
-        if envelope.type == SYNC:
-            have = [i for i in ids if self._is_incoming_from(i, pk)]
-            for start in range(0, len(have), env_mod.MAX_RECEIPT_IDS):
-                chunk = have[start : start + env_mod.MAX_RECEIPT_IDS]
-                self._send_body(pk, b"receipt", env_mod.receipt_body(chunk, b"delivered"))
-            self._send_body(pk, SYNC_WANT, {b"ids": [i for i in ids if i not in set(have)]})
-        else:
-            self._sync_waiting.discard(pk)
-            self._replay_outbox(pk, set(ids))
-
-    def _is_incoming_from(self, msg_id: bytes, pk: bytes) -> bool:
-        row = self.store.get_message(msg_id)
-        return row is not None and row.direction == "in" and row.peer == pk
-
     def _on_closed(self, pk: bytes, reason: str) -> None:
+        self.conversations.session_down(pk, time.time())
+        self._drive()
         if self.store.get_contact(pk) is None:
             return
-        self.store.set_presence(pk, "offline", _now_ms())
         self._emit(
             {
                 "type": "session",
@@ -793,71 +713,5 @@ class Daemon:
         )
 
     def _on_data(self, pk: bytes, device: bytes, payload: bytes) -> None:
-        try:
-            envelope = env_mod.parse_envelope(payload)
-            env_mod.verify_envelope(
-                envelope, expected_sender=pk, expected_recipient=self.me, now=time.time()
-            )
-            if envelope.device != device:
-                # Signed by the identity, but naming another device than the one whose
-                # certified key this session authenticated.
-                raise EnvelopeError("wrong_device", "envelope names another device")
-        except EnvelopeError as exc:
-            log.warning("refused an envelope from %s: %s", format_id(pk)[:16], exc)
-            self._emit({"type": "refused", "contact": pk.hex(), "reason": str(exc)})
-            return
-        self.store.next_lamport(pk, envelope.lamport)  # advance our clock past theirs
-        kind = envelope.type
-        if kind == b"text":
-            fresh = self.store.save_incoming(envelope, time.time())  # persist, then ack
-            self._transmit(
-                pk,
-                self._envelope(pk, b"receipt", env_mod.receipt_body([envelope.id], b"delivered")),
-            )
-            if fresh:
-                self._emit_new_message(envelope)
-            else:
-                self.sync_stats["duplicates_received"] += 1
-        elif kind == b"receipt":
-            ids, state = env_mod.decode_receipt(envelope)
-            mine = [i for i in ids if self._is_outgoing_to(i, pk)]
-            if mine:
-                self.store.mark_state(mine, state.decode())
-                self.store.ack_outbox(mine)
-                if self.offline is not None:
-                    self.offline.acknowledged(mine)
-                self._emit(
-                    {
-                        "type": "receipt",
-                        "contact": pk.hex(),
-                        "state": state.decode(),
-                        "ids": [i.hex() for i in mine],
-                    }
-                )
-        elif kind == b"presence":
-            status, last_seen, note = env_mod.decode_presence(envelope)
-            self.store.set_presence(pk, status, last_seen)
-            self._emit(
-                {
-                    "type": "presence",
-                    "contact": pk.hex(),
-                    "status": status,
-                    "note": note,
-                    "last_seen": last_seen,
-                }
-            )
-        elif kind == b"typing":
-            self._emit(
-                {"type": "typing", "contact": pk.hex(), "on": env_mod.decode_typing(envelope)}
-            )
-        elif kind in (SYNC, SYNC_WANT):
-            self._on_sync(pk, envelope)
-        elif kind in BACKUP_TYPES:
-            if self.offline is not None:
-                self.offline.on_envelope(pk, envelope)
-        else:
-            log.info("ignoring envelope of unknown type %r", kind)
-
-    def _is_outgoing_to(self, msg_id: bytes, pk: bytes) -> bool:
-        row = self.store.get_message(msg_id)
-        return row is not None and row.direction == "out" and row.peer == pk
+        self.conversations.receive(pk, device, payload, time.time())
+        self._drive()
