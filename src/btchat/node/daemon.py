@@ -681,7 +681,7 @@ class Daemon:
             },
             "listen_port": self.peering.port if self.peering else None,
             "contacts": len(self.store.list_contacts()),
-            "contacts_online": len(self.peering.sessions) if self.peering else 0,
+            "contacts_online": len(self.peering.online_contacts()) if self.peering else 0,
             "uptime": time.monotonic() - self.started,
             "mailbox": self.offline.summary() if self.offline else None,
             "sync": dict(self.conversations.stats),

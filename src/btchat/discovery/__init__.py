@@ -1,0 +1,1 @@
+"""Finding peers: contact rendezvous through the DHT (and LAN/tracker discovery)."""
