@@ -1,17 +1,17 @@
-"""``btchat up``: the messenger daemon that composes DHT, rendezvous, sessions, storage, API.
+"""``btchat up``: the messenger daemon, the composition root of a running node.
 
-The daemon is the composition root and the asyncio shell of the 1:1 conversation core
-(:mod:`btchat.messaging.conversation`): it feeds the core what peering receives and when
-sessions come and go, and carries out what the core asks (send over a session, deposit
-in the offline mailbox, tell API subscribers). The message flow itself (persist, then
-act; receipts; outbox replay and reconciliation) lives in the core.
+It builds and wires the parts and implements the API facade
+(:class:`btchat.api.facade.Messenger`) by delegating to them: the DHT service and the
+join loop, peering (sessions per device, with the rendezvous), the conversation core
+and its shell (:mod:`btchat.node.chat`: messages, receipts, outbox replay, presence),
+offline delivery, channels, profiles, contact requests and the event stream. The
+protocol logic lives in those parts; what is left here is who talks to whom.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import time
@@ -23,21 +23,23 @@ from typing import Any
 from btchat import __version__
 from btchat.api.facade import ApiError
 from btchat.channels.service import ChannelConfig
-from btchat.codec.bencode import encode
-from btchat.dht import bep44
-from btchat.identity.idtext import IdError, format_id, format_uri, parse_contact_ref
+from btchat.identity.idtext import format_id, format_uri
 from btchat.identity.keys import DeviceCertificate
 from btchat.identity.keystore import LoadedKeys
 from btchat.identity.safety import safety_number
 from btchat.messaging import conversation as conv
 from btchat.messaging.conversation import Conversations
-from btchat.messaging.envelope import Envelope
 from btchat.messaging.store import Store
-from btchat.net.dht_service import DhtError, DhtService, resolve_addrs
-from btchat.node import requests as creq
+from btchat.net.dht_service import DhtError, DhtService
 from btchat.node.channels import ChannelManager
-from btchat.node.offline import BACKUP_TYPES, OfflineDelivery
+from btchat.node.chat import Chat
+from btchat.node.contact_requests import ContactRequests
+from btchat.node.contacts import ContactBook
+from btchat.node.events import EventHub
+from btchat.node.join import join_loop
+from btchat.node.offline import OfflineDelivery
 from btchat.node.peering import Peering, PeeringConfig
+from btchat.node.profile import Profiles
 from btchat.node.requests import REQUEST_POW_BITS
 from btchat.node.tasks import TaskOwner
 from btchat.offline.mailbox import MAX_RETENTION, MIN_RETENTION, MailboxConfig
@@ -47,12 +49,6 @@ __all__ = ["Daemon", "DaemonConfig"]
 log = logging.getLogger(__name__)
 
 MAX_TEXT = 16 * 1024
-#: Events a slow subscriber may fall behind before the oldest are dropped.
-SUBSCRIBER_QUEUE = 1000
-#: BEP 44 salt of the public profile published under the identity key.
-PROFILE_SALT = b"btchat/profile"
-#: Profiles are republished this often (public DHT nodes keep items about two hours).
-PROFILE_REPUBLISH = 1800.0
 #: Replay ids are kept for the envelope window (15 days) plus skew, then pruned.
 SEEN_RETENTION = 15 * 86400.0 + 600.0
 
@@ -88,34 +84,21 @@ class Daemon:
         self.offline: OfflineDelivery | None = None
         self.channels: ChannelManager | None = None
         self.started = time.monotonic()
-        self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
+        self.events = EventHub()
+        self._emit = self.events.emit
         self._tasks = TaskOwner()
         self._joined = asyncio.Event()
-        self._profile_changed = asyncio.Event()
+        self.profiles = Profiles(keys.identity, store)
+        self.contacts = ContactBook(self.me, store, self.profiles)
+        self.requests = ContactRequests(
+            keys.identity,
+            keys.certificate,
+            store,
+            pow_bits=config.request_pow_bits,
+            emit=self._emit,
+        )
         self.conversations = Conversations(keys.identity, keys.device.device_id, store)
-        self._conv_timer: asyncio.TimerHandle | None = None
-        self._conv_handlers: dict[type, Any] = {
-            conv.Transmit: self._on_transmit,
-            conv.Deposit: self._on_deposit,
-            conv.MessageStored: lambda e: self._emit_new_message(e.envelope),
-            conv.ReceiptReceived: self._on_receipt,
-            conv.PresenceChanged: lambda e: self._emit(
-                {
-                    "type": "presence",
-                    "contact": e.peer.hex(),
-                    "status": e.status,
-                    "note": e.note,
-                    "last_seen": e.last_seen_ms,
-                }
-            ),
-            conv.Typing: lambda e: self._emit(
-                {"type": "typing", "contact": e.peer.hex(), "on": e.on}
-            ),
-            conv.Refused: lambda e: self._emit(
-                {"type": "refused", "contact": e.peer.hex(), "reason": e.reason}
-            ),
-            conv.Unhandled: self._on_unhandled,
-        }
+        self.chat = Chat(self.conversations, store, send=self._transmit, emit=self._emit)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -131,9 +114,9 @@ class Daemon:
             self.keys.certificate,
             self.dht,
             self.config.peering,
-            contacts=self._reachable_contacts,
-            certs_of=self._certs_of,
-            save_certs=self._save_certs,
+            contacts=self.contacts.reachable,
+            certs_of=self.contacts.certs_of,
+            save_certs=self.contacts.save_certs,
             on_established=self._on_established,
             on_closed=self._on_closed,
             on_data=self._on_data,
@@ -143,24 +126,28 @@ class Daemon:
             self.keys.identity,
             self.store,
             self.dht,
-            contacts=self._reachable_contacts,
+            contacts=self.contacts.reachable,
             is_online=self.peering.is_online,
-            send=self._send_body,
+            send=self.chat.send_body,
             emit=self._emit,
-            on_message=self._emit_new_message,
+            on_message=self.chat.emit_message,
             config=self.config.mailbox,
         )
+        self.chat.offline = self.offline
         await self.offline.start(self._joined)
         self.channels = ChannelManager(
             self.keys.identity, self.store, self.dht, self.config.channels, self._emit
         )
         await self.channels.start()
-        self._spawn(self._join_loop())
+        self._spawn(
+            join_loop(self.dht, self.config.bootstrap, self._joined, self._emit, self.peering.poke)
+        )
         self._spawn(self._housekeeping())
-        self._spawn(self._request_loop())
-        self._spawn(self._profile_loop())
+        self._spawn(self.requests.poll_loop(self.dht, self._joined, self.config.request_poll))
+        self._spawn(self.profiles.publish_loop(self.dht, self._joined))
 
     async def stop(self) -> None:
+        self.chat.close()
         await self._tasks.cancel_all()
         if self.offline is not None:
             await self.offline.stop()
@@ -172,6 +159,9 @@ class Daemon:
             self.dht.close()
         self.store.close()
 
+    def _transmit(self, peer: bytes, data: bytes) -> bool:
+        return self.peering is not None and self.peering.send(peer, data)
+
     def _spawn(self, coro: Any) -> None:
         self._tasks.spawn(coro)
 
@@ -180,103 +170,19 @@ class Daemon:
         """Our routing table is not empty: DHT operations can work."""
         return self._joined.is_set()
 
-    async def _join_loop(self) -> None:
-        """Join the DHT; offline, say so plainly and keep trying."""
-        assert self.dht is not None
-        delay = 2.0
-        while True:
-            if len(self.dht.node.routing) > 0:
-                if not self.joined:
-                    self._joined.set()
-                    self._emit({"type": "dht", "joined": True, "nodes": len(self.dht.node.routing)})
-                    log.warning("joined the DHT (%d nodes known)", len(self.dht.node.routing))
-                    if self.peering is not None:
-                        self.peering.poke()
-                await asyncio.sleep(30)
-                continue
-            self._joined.clear()
-            try:
-                addrs = await resolve_addrs(self.config.bootstrap)
-                if addrs:
-                    await self.dht.bootstrap(addrs)
-                    continue
-            except DhtError:
-                pass
-            log.warning("no DHT node answers (offline?); retrying in %.0f s", delay)
-            self._emit({"type": "dht", "joined": False})
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 120.0)
-
     async def _housekeeping(self) -> None:
         while True:
             self.store.prune_seen(int((time.time() - SEEN_RETENTION) * 1000))
             await asyncio.sleep(3600)
 
-    # ---------------------------------------------------------------- events
-
-    def _emit(self, event: dict[str, Any]) -> None:
-        for queue in list(self._subscribers):
-            if queue.full():
-                with contextlib.suppress(asyncio.QueueEmpty):
-                    queue.get_nowait()
-            queue.put_nowait(event)
-
-    async def subscribe(self) -> AsyncIterator[dict[str, Any]]:
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(SUBSCRIBER_QUEUE)
-        self._subscribers.add(queue)
-        try:
-            while True:
-                yield await queue.get()
-        finally:
-            self._subscribers.discard(queue)
+    def subscribe(self) -> AsyncIterator[dict[str, Any]]:
+        return self.events.subscribe()  # closing the iterator unsubscribes
 
     # ---------------------------------------------------------------- contacts
 
-    def _reachable_contacts(self) -> list[bytes]:
-        return [c.pk for c in self.store.list_contacts() if not c.blocked]
-
-    def _certs_of(self, contact: bytes) -> list[DeviceCertificate]:
-        row = self.store.get_contact(contact)
-        return list(row.certs) if row is not None else []
-
-    def _save_certs(self, contact: bytes, certs: list[DeviceCertificate]) -> None:
-        if self.store.get_contact(contact) is not None:
-            self.store.set_certs(contact, certs)
-
-    def _resolve(self, ref: str) -> bytes:
-        """A contact by petname, ID text, URI or hex key; 404 when unknown."""
-        for row in self.store.list_contacts():
-            if row.name == ref:
-                return row.pk
-        try:
-            pk, _ = parse_contact_ref(ref)
-        except IdError:
-            raise ApiError(404, "unknown_contact", f"no contact named {ref!r}") from None
-        if self.store.get_contact(pk) is None:
-            raise ApiError(404, "unknown_contact", f"{ref!r} is not one of your contacts")
-        return pk
-
-    def _check_name_free(self, name: str, pk: bytes) -> None:
-        """Petnames address contacts in the CLI and API, so two may not share one."""
-        if any(c.name == name and c.pk != pk for c in self.store.list_contacts()):
-            raise ApiError(409, "name_taken", f"another contact is already called {name!r}")
-
     def _contact_json(self, pk: bytes) -> dict[str, Any]:
-        row = self.store.get_contact(pk)
-        assert row is not None
         online = self.peering is not None and self.peering.is_online(pk)
-        return {
-            "id": format_id(pk),
-            "public_key": pk.hex(),
-            "name": row.name,
-            "verified": bool(row.verified),
-            "blocked": bool(row.blocked),
-            "presence": row.presence if online else "offline",
-            "last_seen": row.last_seen_ms,
-            "online": online,
-            "profile": self._profile_of(pk),
-            "retention_days": self._retention_days(pk),
-        }
+        return self.contacts.json(pk, online=online, retention_days=self._retention_days(pk))
 
     def _retention_days(self, pk: bytes) -> float:
         """How long a message to this contact is retried while they are offline."""
@@ -284,30 +190,14 @@ class Daemon:
             return self.config.mailbox.retention / 86400
         return self.offline.mailbox.retention_of(pk) / 86400
 
-    def _profile_of(self, pk: bytes) -> dict[str, Any]:
-        raw = self.store.kv_get(f"profile:{pk.hex()}")
-        empty = {"name": None, "status": None, "avatar": None}
-        if not raw:
-            return empty
-        try:
-            return {**empty, **json.loads(raw)}
-        except ValueError:
-            return empty
-
     async def list_contacts(self) -> list[dict[str, Any]]:
         return [self._contact_json(c.pk) for c in self.store.list_contacts()]
 
     async def add_contact(self, ref: str, name: str | None) -> dict[str, Any]:
-        try:
-            pk, suggested = parse_contact_ref(ref)
-        except IdError as exc:
-            raise ApiError(400, "bad_id", str(exc)) from None
-        if pk == self.me:
-            raise ApiError(400, "self", "that is your own ID")
+        pk, suggested = self.contacts.parse_new(ref)
         name = name or suggested or format_id(pk)[:12]
-        self._check_name_free(name, pk)
-        if self.store.get_contact(pk) is not None:
-            raise ApiError(409, "exists", "already a contact")
+        self.contacts.check_name_free(name, pk)
+        self.contacts.check_not_known(pk)
         self.store.add_contact(pk, name, _now_ms())
         self._emit({"type": "contact", "action": "added", "contact": self._contact_json(pk)})
         if self.peering is not None:
@@ -316,7 +206,7 @@ class Daemon:
         return self._contact_json(pk)
 
     async def get_contact(self, c: str) -> dict[str, Any]:
-        return self._contact_json(self._resolve(c))
+        return self._contact_json(self.contacts.resolve(c))
 
     async def update_contact(
         self,
@@ -326,7 +216,7 @@ class Daemon:
         blocked: bool | None = None,
         retention_days: float | None = None,
     ) -> dict[str, Any]:
-        pk = self._resolve(c)
+        pk = self.contacts.resolve(c)
         if retention_days is not None:
             seconds = int(retention_days * 86400)
             if not MIN_RETENTION <= seconds <= MAX_RETENTION:
@@ -334,7 +224,7 @@ class Daemon:
             if self.offline is not None:
                 self.offline.state.set_retention(pk, seconds)
         if name is not None:
-            self._check_name_free(name, pk)
+            self.contacts.check_name_free(name, pk)
             self.store.rename_contact(pk, name)
         if verified is not None:
             self.store.set_verified(pk, verified)
@@ -345,94 +235,39 @@ class Daemon:
         return self._contact_json(pk)
 
     async def remove_contact(self, c: str) -> None:
-        pk = self._resolve(c)
+        pk = self.contacts.resolve(c)
         if self.peering is not None:
             self.peering.drop(pk, "removed")
         self.store.remove_contact(pk)
         self._emit({"type": "contact", "action": "removed", "public_key": pk.hex()})
 
     async def safety_number(self, c: str) -> dict[str, Any]:
-        pk = self._resolve(c)
+        pk = self.contacts.resolve(c)
         return {"contact": self._contact_json(pk), "safety_number": safety_number(self.me, pk)}
 
     # ---------------------------------------------------------------- messages
 
-    # --------------------------------------------------- the conversation core
-
-    def _drive(self) -> None:
-        """Carry out what the conversation core asks, and re-arm its one timer."""
-        while (event := self.conversations.next_event()) is not None:
-            self._conv_handlers[type(event)](event)
-        if self._conv_timer is not None:
-            self._conv_timer.cancel()
-            self._conv_timer = None
-        deadline = self.conversations.get_timer()
-        if deadline is not None:
-            loop = asyncio.get_running_loop()
-            self._conv_timer = loop.call_later(max(0.0, deadline - time.time()), self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._conv_timer = None
-        self.conversations.handle_timer(time.time())
-        self._drive()
-
-    def _on_transmit(self, event: conv.Transmit) -> None:
-        if self.peering is not None:
-            self.peering.send(event.peer, event.data)
-
-    def _on_deposit(self, event: conv.Deposit) -> None:
-        if self.offline is not None:  # not reachable now: leave it in the DHT mailbox
-            self.offline.deposit(event.peer, event.envelope, event.data)
-
-    def _on_receipt(self, event: conv.ReceiptReceived) -> None:
-        if self.offline is not None:
-            self.offline.acknowledged(list(event.ids))
-        self._emit(
-            {
-                "type": "receipt",
-                "contact": event.peer.hex(),
-                "state": event.state,
-                "ids": [i.hex() for i in event.ids],
-            }
-        )
-
-    def _on_unhandled(self, event: conv.Unhandled) -> None:
-        if event.envelope.type in BACKUP_TYPES and self.offline is not None:
-            self.offline.on_envelope(event.peer, event.envelope)
-        else:
-            log.info("ignoring envelope of unknown type %r", event.envelope.type)
-
-    def _send_body(self, to: bytes, kind: bytes, body: dict[bytes, Any]) -> bool:
-        sent = self.conversations.send_body(to, kind, body, time.time())
-        self._drive()
-        return sent
-
-    def _emit_new_message(self, envelope: Envelope) -> None:
-        row = self.store.get_message(envelope.id)
-        if row is not None:
-            self._emit({"type": "message", "message": row.to_json()})
-
     async def send_message(self, c: str, text: str) -> dict[str, Any]:
-        pk = self._resolve(c)
+        pk = self.contacts.resolve(c)
         if not text or len(text.encode()) > MAX_TEXT:
             raise ApiError(400, "bad_text", f"text must be 1 to {MAX_TEXT} bytes")
         envelope = self.conversations.send_text(pk, text, time.time())
-        self._drive()
+        self.chat.drive()
         row = self.store.get_message(envelope.id)
         return row.to_json()
 
     async def history(self, c: str, limit: int, before: int | None) -> list[dict[str, Any]]:
-        pk = self._resolve(c)
+        pk = self.contacts.resolve(c)
         return [r.to_json() for r in self.store.history(pk, limit=limit, before_lamport=before)]
 
     async def search(self, q: str, contact: str | None, limit: int) -> list[dict[str, Any]]:
-        peer = self._resolve(contact) if contact else None
+        peer = self.contacts.resolve(contact) if contact else None
         return [r.to_json() for r in self.store.search(q, peer=peer, limit=limit)]
 
     async def mark_read(self, c: str, up_to: str | None) -> dict[str, Any]:
-        pk = self._resolve(c)
+        pk = self.contacts.resolve(c)
         marked = self.conversations.mark_read(pk, up_to, time.time())
-        self._drive()
+        self.chat.drive()
         return {"contact": self._contact_json(pk), "marked": marked}
 
     async def set_presence(self, status: str, note: str | None) -> dict[str, Any]:
@@ -442,160 +277,47 @@ class Daemon:
         if note is not None and len(note.encode()) > 140:
             raise ApiError(400, "bad_note", "the status note is at most 140 bytes")
         self.conversations.set_presence(status, note, time.time())
-        self._drive()
+        self.chat.drive()
         return {"status": status, "note": note}
 
     # ------------------------------------------------------------ profile
 
     async def get_profile(self) -> dict[str, Any]:
-        return self._profile_of(self.me)
+        return self.profiles.of(self.me)
 
     async def set_profile(
         self, name: str | None, status: str | None, avatar: str | None
     ) -> dict[str, Any]:
-        profile = self._profile_of(self.me)
-        for key, value in (("name", name), ("status", status), ("avatar", avatar)):
-            if value is not None:
-                profile[key] = value or None
-        self.store.kv_set(f"profile:{self.me.hex()}", json.dumps(profile).encode())
-        if profile["name"]:
-            self.store.kv_set("profile_name", profile["name"].encode())
-        self._profile_changed.set()
-        return profile
-
-    def _profile_value(self) -> bytes:
-        profile = self._profile_of(self.me)
-        value: dict[bytes, Any] = {}
-        if profile["name"]:
-            value[b"n"] = profile["name"].encode()
-        if profile["status"]:
-            value[b"s"] = profile["status"].encode()
-        if profile["avatar"]:
-            value[b"a"] = bytes.fromhex(profile["avatar"])
-        return encode(value)
-
-    async def _profile_loop(self) -> None:
-        """Publish our profile as a BEP 44 item under the identity key, and keep it alive."""
-        assert self.dht is not None
-        while True:
-            await self._joined.wait()
-            self._profile_changed.clear()
-            item = bep44.sign_mutable(
-                self.keys.identity.private_key,
-                self._profile_value(),
-                int(time.time() * 1000),
-                PROFILE_SALT,
-            )
-            try:
-                await self.dht.put_mutable(item)
-                wait = PROFILE_REPUBLISH
-            except DhtError as exc:
-                log.info("could not publish the profile yet: %s", exc)
-                wait = 10.0
-            with contextlib.suppress(TimeoutError):  # not wait_for: see ChannelService
-                async with asyncio.timeout(wait):
-                    await self._profile_changed.wait()
+        return self.profiles.set_mine(name, status, avatar)
 
     async def _fetch_profile(self, pk: bytes) -> None:
-        """A contact's profile from the DHT (signature checked by the DHT layer)."""
-        if self.dht is None:
-            return
-        try:
-            result = await self.dht.get_mutable(pk, PROFILE_SALT)
-        except DhtError:
-            return
-        value = result.value
-        if not isinstance(value, dict):
-            return
-
-        def text(key: bytes, limit: int) -> str | None:
-            raw = value.get(key)
-            if not isinstance(raw, bytes) or len(raw) > limit:
-                return None
-            return raw.decode("utf-8", "replace")
-
-        avatar = value.get(b"a")
-        profile = {
-            "name": text(b"n", 256),
-            "status": text(b"s", 560),
-            "avatar": avatar.hex() if isinstance(avatar, bytes) and len(avatar) == 32 else None,
-        }
-        if self.store.get_contact(pk) is None or profile == self._profile_of(pk):
-            return
-        self.store.kv_set(f"profile:{pk.hex()}", json.dumps(profile).encode())
-        self._emit({"type": "contact", "action": "profile", "contact": self._contact_json(pk)})
+        if self.dht is not None and await self.profiles.fetch(self.dht, pk):
+            self._emit({"type": "contact", "action": "profile", "contact": self._contact_json(pk)})
 
     async def send_typing(self, c: str, on: bool) -> None:
-        pk = self._resolve(c)
+        pk = self.contacts.resolve(c)
         self.conversations.send_typing(pk, on, time.time())
-        self._drive()
+        self.chat.drive()
 
     # ------------------------------------------------------------- requests
 
     async def list_requests(self) -> list[dict[str, Any]]:
-        return [self._request_json(r.id) for r in self.store.list_requests()]
-
-    def _request_json(self, req_id: bytes) -> dict[str, Any]:
-        row = self.store.get_request(req_id)
-        assert row is not None
-        return {
-            "id": row.id.hex(),
-            "public_key": row.pk.hex(),
-            "contact_id": format_id(row.pk),
-            "direction": row.direction,
-            "name": row.name,
-            "note": row.note,
-            "state": row.state,
-            "created": row.created_ms,
-        }
+        return [self.requests.json(r.id) for r in self.store.list_requests()]
 
     async def send_request(self, ref: str, note: str | None) -> dict[str, Any]:
         """Ask a stranger to become a contact: seal a proof-of-work request into one of
         their DHT request slots, and add them on our side so rendezvous can start."""
         assert self.dht is not None
+        pk, suggested = self.contacts.parse_new(ref)
+        self.contacts.check_not_known(pk)
         try:
-            pk, suggested = parse_contact_ref(ref)
-        except IdError as exc:
-            raise ApiError(400, "bad_id", str(exc)) from None
-        if pk == self.me:
-            raise ApiError(400, "self", "that is your own ID")
-        if self.store.get_contact(pk) is not None:
-            raise ApiError(409, "exists", "already a contact")
-        now = time.time()
-        my_name = (self.store.kv_get("profile_name") or b"").decode()
-        try:
-            sealed = await asyncio.to_thread(
-                creq.seal_request,
-                self.keys.identity,
-                self.keys.certificate,
-                pk,
-                name=my_name,
-                note=note or "",
-                now=now,
-                pow_bits=self.config.request_pow_bits,
-            )
+            req_id = await self.requests.send(self.dht, pk, note, suggested)
         except ValueError as exc:
             raise ApiError(400, "bad_request", str(exc)) from None
-        day = creq.day_of(now)
-        slots = [creq.slot_key(pk, day, i) for i in range(creq.SLOTS)]
-        publics = [k.public_key().public_bytes_raw() for k in slots]
-        found = await asyncio.gather(
-            *(self.dht.get_mutable(p) for p in publics), return_exceptions=True
-        )
-        empty = [
-            i for i, r in enumerate(found) if not isinstance(r, BaseException) and r.value is None
-        ]
-        index = empty[0] if empty else int.from_bytes(os.urandom(1), "big") % creq.SLOTS
-        item = bep44.sign_mutable(slots[index], encode(sealed), int(now * 1000))
-        try:
-            await self.dht.put_mutable(item)
         except DhtError as exc:
             raise ApiError(503, "dht_unavailable", f"could not store the request: {exc}") from None
-        ts_ms = int(now * 1000)
-        req_id = creq.request_id(self.me, ts_ms)
-        self.store.add_request(req_id, pk, "out", note, ts_ms, name=suggested)
         await self.add_contact(ref, suggested)
-        return self._request_json(req_id)
+        return self.requests.json(req_id)
 
     async def answer_request(self, id: str, accept: bool, name: str | None) -> dict[str, Any]:
         try:
@@ -613,50 +335,7 @@ class Daemon:
             if row.payload:
                 with contextlib.suppress(Exception):
                     self.store.set_certs(row.pk, [DeviceCertificate.decode(row.payload)])
-        return self._request_json(req_id)
-
-    async def _request_loop(self) -> None:
-        """Read our DHT request slots (today's and yesterday's) for requests."""
-        assert self.dht is not None
-        while True:
-            await self._joined.wait()
-            now = time.time()
-            for day in (creq.day_of(now), creq.day_of(now) - 1):
-                keys = [
-                    creq.slot_key(self.me, day, i).public_key().public_bytes_raw()
-                    for i in range(creq.SLOTS)
-                ]
-                found = await asyncio.gather(
-                    *(self.dht.get_mutable(k) for k in keys), return_exceptions=True
-                )
-                for result in found:
-                    if isinstance(result, BaseException) or not isinstance(result.value, bytes):
-                        continue
-                    self._consider_request(result.value, now)
-            await asyncio.sleep(self.config.request_poll)
-
-    def _consider_request(self, sealed: bytes, now: float) -> None:
-        try:
-            req = creq.open_request(
-                self.keys.identity, sealed, now=now, pow_bits=self.config.request_pow_bits
-            )
-        except creq.RequestError as exc:
-            log.info("ignored a request slot: %s", exc)
-            return
-        known = self.store.get_contact(req.sender)
-        if known is not None:
-            return  # already a contact (or blocked): nothing to ask the user
-        if self.store.add_request(
-            req.request_id,
-            req.sender,
-            "in",
-            req.note or None,
-            req.ts_ms,
-            name=req.name or None,
-            payload=req.certificate.encode(),
-        ):
-            log.warning("contact request from %s", format_id(req.sender)[:16])
-            self._emit({"type": "request", "request": self._request_json(req.request_id)})
+        return self.requests.json(req_id)
 
     # ------------------------------------------------------------ status
 
@@ -694,13 +373,13 @@ class Daemon:
         self.conversations.session_up(pk, time.time())
         self._emit({"type": "session", "state": "up", "contact": self._contact_json(pk)})
         self._spawn(self._fetch_profile(pk))
-        self._drive()
+        self.chat.drive()
         if self.offline is not None:
             self.offline.session_up(pk)
 
     def _on_closed(self, pk: bytes, reason: str) -> None:
         self.conversations.session_down(pk, time.time())
-        self._drive()
+        self.chat.drive()
         if self.store.get_contact(pk) is None:
             return
         self._emit(
@@ -714,4 +393,4 @@ class Daemon:
 
     def _on_data(self, pk: bytes, device: bytes, payload: bytes) -> None:
         self.conversations.receive(pk, device, payload, time.time())
-        self._drive()
+        self.chat.drive()
