@@ -269,3 +269,16 @@ def test_unknown_types_go_to_the_shell(pair: Pair) -> None:
     assert unhandled.envelope.type == b"hold" and unhandled.peer == pair.a.pk
     pair.disconnect()
     assert not pair.a.core.send_body(pair.b.pk, b"hold", {b"p": []}, pair.now)
+
+
+def test_a_message_queued_past_the_receivers_window_is_resigned(pair: Pair) -> None:
+    sent = pair.a.core.send_text(pair.b.pk, "sent before a long trip", pair.now)
+    pair.pump()
+    pair.now += 16 * 86400  # older than the 15-day window a receiver accepts
+    pair.connect()
+    stored = pair.b.store.get_message(sent.id)
+    assert stored is not None and pair.b.of(conv.Refused) == []
+    assert state_of(pair.a, sent.id) == "delivered"
+    (envelope,) = [e.envelope for e in pair.b.of(conv.MessageStored)]
+    assert envelope.id == sent.id and envelope.lamport == sent.lamport
+    assert envelope.ts_ms > sent.ts_ms  # same id and order, fresh timestamp and signature
