@@ -32,6 +32,7 @@ from btchat.offline.mailbox import (
 from btchat.offline.packet import OfflinePacket
 from btchat.offline.ratchet import PREKEY_SALT, Ratchet
 from btchat.offline.state import MailboxState
+from btchat.sansio import drain_events
 
 DAY = 86400
 #: 06:00 UTC on day 20000: far from a day boundary, so only today's heads are read.
@@ -137,15 +138,15 @@ class World:
 
     def pump(self, user: User, *, handle: bool = True) -> list[Any]:
         """Carry out the mailbox's requests (and those they cause) against the DHT."""
-        while requests := user.mailbox.take_requests(self.now):
-            for request in requests:
-                if isinstance(request, Get):
-                    value = self.dht.get(request.public_key, request.salt)
-                    user.mailbox.on_get(request.token, value, self.now)
-                else:
-                    assert isinstance(request, Put)
-                    user.mailbox.on_put(request.token, self.dht.put(request.item))
-        events = user.mailbox.take_events()
+        events = []
+        for event in drain_events(user.mailbox):
+            if isinstance(event, Get):
+                value = self.dht.get(event.public_key, event.salt)
+                user.mailbox.on_get(event.token, value, self.now)
+            elif isinstance(event, Put):
+                user.mailbox.on_put(event.token, self.dht.put(event.item))
+            else:
+                events.append(event)
         user.events.extend(events)
         if handle:
             self.handle(user, events)
@@ -165,11 +166,13 @@ class World:
                 user.delivered.append(envelope)
 
     def tick(self, user: User, *, handle: bool = True) -> list[Any]:
-        user.mailbox.tick(self.now, user.contacts)
+        user.mailbox.set_contacts(user.contacts)
+        user.mailbox.handle_timer(self.now)
         return self.pump(user, handle=handle)
 
     def poll(self, user: User, *, handle: bool = True) -> list[Any]:
-        user.mailbox.poll(user.contacts, self.now)
+        user.mailbox.set_contacts(user.contacts)
+        user.mailbox.poll(self.now)
         return self.pump(user, handle=handle)
 
 
@@ -598,7 +601,7 @@ def test_a_replayed_packet_is_not_decrypted_twice(world: World) -> None:
         alice.identity, bob.pk, 0, parsed.expires_ms, parsed.olm_key, 1, b"other body"
     )
     assert not bob.mailbox.offer_packet(alice.pk, other.encode(), world.now)
-    events = bob.mailbox.take_events()
+    events = [e for e in drain_events(bob.mailbox) if not isinstance(e, Get | Put)]
     assert [type(e) for e in events] == [Received]
     assert bob.mailbox.stats["duplicates"] == 2 and bob.mailbox.stats["received"] == 1
     world.deliver(bob)

@@ -3,8 +3,9 @@
 Carries out the mailbox's DHT requests on the daemon's :class:`DhtService` (bounded
 concurrency), feeds the answers back, wakes it at its deadlines, and turns its events
 into stored messages and API events through callbacks of the daemon. Session-borne
-parts of offline delivery (prekeys handed to a contact, friend backup) are envelopes:
-their bodies are built and read here, the daemon only routes them.
+parts of offline delivery (prekeys handed to a contact, friend backup) are envelopes
+whose bodies :class:`~btchat.offline.courier.Courier` builds and reads; the daemon
+only routes them.
 """
 
 from __future__ import annotations
@@ -18,66 +19,37 @@ from typing import Any
 
 from btchat.dht.node import GetItemResult
 from btchat.identity.keys import Identity
-from btchat.messaging.envelope import MAX_ENVELOPE, Envelope, EnvelopeError, parse_envelope
+from btchat.messaging.envelope import Envelope, EnvelopeError, parse_envelope
 from btchat.messaging.store import Store
 from btchat.net.dht_service import DhtError, DhtService
 from btchat.node.tasks import TaskOwner
+from btchat.offline.courier import BACKUP_TYPES, HELD, HELD_ACK, HOLD, PREKEY, Courier, Message
 from btchat.offline.inbox import apply_outcome, drain_inbox
 from btchat.offline.mailbox import (
     Acked,
-    Event,
     Expired,
     Get,
     Mailbox,
     MailboxConfig,
+    Outcome,
     Put,
     Received,
     Undecryptable,
 )
-from btchat.offline.packet import OfflinePacket, PacketError
-from btchat.offline.ratchet import Ratchet, RatchetError, decode_prekey_body
+from btchat.offline.ratchet import Ratchet
 from btchat.offline.state import MailboxState
+from btchat.sansio import drain_events
 
 __all__ = ["BACKUP_TYPES", "HELD", "HELD_ACK", "HOLD", "PREKEY", "OfflineDelivery"]
 
 log = logging.getLogger(__name__)
 
-PREKEY, HOLD, HELD, HELD_ACK = b"prekey", b"hold", b"held", b"held_ack"
-BACKUP_TYPES = (PREKEY, HOLD, HELD, HELD_ACK)
 #: DHT operations in flight at once for the mailbox.
 MAX_IN_FLIGHT = 16
 #: Our prekey bundle is republished this often (DHT items live about two hours).
 BUNDLE_REPUBLISH = 1800.0
-#: Packet bytes per backup envelope, well inside MAX_ENVELOPE.
-BACKUP_BYTES = MAX_ENVELOPE - 8 * 1024
 
 Send = Callable[[bytes, bytes, dict[bytes, Any]], bool]  # (peer, type, body) -> sent
-
-
-def _packets(body: dict[bytes, Any]) -> list[bytes]:
-    packets = body.get(b"p")
-    if type(packets) is not list:
-        return []
-    return [p for p in packets if type(p) is bytes]
-
-
-def _sender(packet: bytes) -> bytes | None:
-    try:
-        return OfflinePacket.parse(packet).sender
-    except PacketError:
-        return None
-
-
-def _batches(packets: list[bytes]) -> list[list[bytes]]:
-    batches: list[list[bytes]] = [[]]
-    size = 0
-    for packet in packets:
-        if batches[-1] and size + len(packet) > BACKUP_BYTES:
-            batches.append([])
-            size = 0
-        batches[-1].append(packet)
-        size += len(packet) + 8
-    return [b for b in batches if b]
 
 
 class OfflineDelivery:
@@ -100,6 +72,7 @@ class OfflineDelivery:
         self.state = MailboxState(store)
         self.ratchet = Ratchet(identity, self.state)
         self.mailbox = Mailbox(identity, self.state, self.ratchet, config)
+        self.courier = Courier(self.mailbox)
         self._contacts = contacts
         self._is_online = is_online
         self._send = send
@@ -127,11 +100,13 @@ class OfflineDelivery:
             await joined.wait()
             now = time.time()
             self.requeue_outbox(now)
-            self.mailbox.tick(now, self._offline_contacts())
+            self.mailbox.set_contacts(self._offline_contacts())
+            self.mailbox.handle_timer(now)
             self.pump()
             self.hand_backups()  # also deposits that waited for the contact's prekeys
             self._wake.clear()
-            delay = max(0.05, self.mailbox.next_deadline() - time.time())
+            deadline = self.mailbox.get_timer()
+            delay = 60.0 if deadline is None else max(0.05, deadline - time.time())
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
             # that arrives as the wake-up fires, and then stop() would wait forever.
             with contextlib.suppress(TimeoutError):
@@ -163,9 +138,11 @@ class OfflineDelivery:
 
     def pump(self) -> None:
         """Start the mailbox's new DHT requests and handle its new events."""
-        for request in self.mailbox.take_requests(time.time()):
-            self._tasks.spawn(self._run(request))
-        self._handle(self.mailbox.take_events())
+        for event in drain_events(self.mailbox):
+            if isinstance(event, Get | Put):
+                self._tasks.spawn(self._run(event))
+            else:
+                self._handle(event)
 
     async def _run(self, request: Get | Put) -> None:
         async with self._slots:
@@ -203,8 +180,11 @@ class OfflineDelivery:
                 self._hand_backup(friend, now)
 
     def _hand_backup(self, friend: bytes, now: float) -> None:
-        for batch in _batches(self.mailbox.backup_for(friend, now)):
-            self._send(friend, HOLD, {b"p": batch})
+        self._send_all(friend, self.courier.backups_for(friend, now))
+
+    def _send_all(self, peer: bytes, messages: list[Message]) -> None:
+        for kind, body in messages:
+            self._send(peer, kind, body)
 
     def requeue_outbox(self, now: float) -> None:
         """Outbox messages to offline contacts that are not in the mailbox yet: a crash
@@ -223,33 +203,30 @@ class OfflineDelivery:
 
     # ---------------------------------------------------------------- events
 
-    def _handle(self, events: list[Event]) -> None:
-        for event in events:
-            if isinstance(event, Received):
-                self._deliver_inbox()
-            elif isinstance(event, Acked | Expired):
-                state = apply_outcome(self.store, event)
-                ids = [i.hex() for i in event.msg_ids]
-                if isinstance(event, Expired):
-                    log.warning(
-                        "%d message(s) to %s not delivered, expired",
-                        len(ids),
-                        event.peer.hex()[:16],
-                    )
-                    self._emit({"type": "expired", "contact": event.peer.hex(), "ids": ids})
-                self._emit(
-                    {"type": "receipt", "contact": event.peer.hex(), "state": state, "ids": ids}
+    def _handle(self, event: Outcome) -> None:
+        if isinstance(event, Received):
+            self._deliver_inbox()
+        elif isinstance(event, Acked | Expired):
+            state = apply_outcome(self.store, event)
+            ids = [i.hex() for i in event.msg_ids]
+            if isinstance(event, Expired):
+                log.warning(
+                    "%d message(s) to %s not delivered, expired",
+                    len(ids),
+                    event.peer.hex()[:16],
                 )
-            elif isinstance(event, Undecryptable):
-                self._emit(
-                    {
-                        "type": "undecryptable",
-                        "contact": event.peer.hex(),
-                        "reason": event.reason,
-                        "notice": "a message from this contact could not be decrypted "
-                        "(their or our ratchet state was lost); ask them to send it again",
-                    }
-                )
+                self._emit({"type": "expired", "contact": event.peer.hex(), "ids": ids})
+            self._emit({"type": "receipt", "contact": event.peer.hex(), "state": state, "ids": ids})
+        elif isinstance(event, Undecryptable):
+            self._emit(
+                {
+                    "type": "undecryptable",
+                    "contact": event.peer.hex(),
+                    "reason": event.reason,
+                    "notice": "a message from this contact could not be decrypted "
+                    "(their or our ratchet state was lost); ask them to send it again",
+                }
+            )
 
     def _deliver_inbox(self) -> None:
         for envelope, fresh in drain_inbox(
@@ -262,46 +239,12 @@ class OfflineDelivery:
 
     def session_up(self, peer: bytes) -> None:
         """Hand a contact that just came online what it needs from us offline."""
-        if not self.ratchet.has_session(peer):
-            given = self.state.peer(peer).given_prekey
-            if given is not None:  # still unused: hand the same key, do not burn another
-                olm_key, one_time = self.ratchet.olm_key, given
-            else:
-                olm_key, one_time = self.ratchet.one_time_key()
-                self.state.set_given_prekey(peer, one_time)
-            self._send(peer, PREKEY, {b"k": olm_key, b"o": one_time})
-        self._hand_backup(peer, time.time())
-        for batch in _batches(self.mailbox.held_for(peer)):
-            self._send(peer, HELD, {b"p": batch})
+        self._send_all(peer, self.courier.session_up(peer, time.time()))
 
     def on_envelope(self, peer: bytes, envelope: Envelope) -> None:
         """A verified session envelope of one of BACKUP_TYPES from ``peer``."""
-        now = time.time()
-        body = envelope.body
-        if envelope.type == PREKEY:
-            try:
-                olm_key, one_time = decode_prekey_body(body)
-            except RatchetError as exc:
-                log.warning("prekey from %s refused: %s", peer.hex()[:16], exc)
-                return
-            self.state.set_prekey(peer, olm_key, one_time)
-        elif envelope.type == HOLD:
-            held = self.mailbox.accept_hold(peer, _packets(body), set(self._contacts()), now)
-            log.info("holding %d packet(s) from %s for offline contacts", held, peer.hex()[:16])
-        elif envelope.type == HELD:
-            contacts = set(self._contacts())
-            release = self.mailbox.take_held(
-                peer, [p for p in _packets(body) if _sender(p) in contacts], now
-            )
-            self.pump()
-            if release:
-                self._send(peer, HELD_ACK, {b"a": [[s, n] for s, n in release]})
-        elif envelope.type == HELD_ACK:
-            items = body.get(b"a")
-            if type(items) is list:
-                pairs = [
-                    (i[0], i[1])
-                    for i in items
-                    if type(i) is list and len(i) == 2 and type(i[0]) is bytes and type(i[1]) is int
-                ]
-                self.mailbox.release_held(peer, pairs)
+        replies = self.courier.on_envelope(
+            peer, envelope.type, envelope.body, set(self._contacts()), time.time()
+        )
+        self.pump()  # what a friend held for us is stored before we release it
+        self._send_all(peer, replies)

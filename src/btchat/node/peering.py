@@ -1,32 +1,36 @@
-"""Finding contacts through the DHT rendezvous and keeping one session per contact.
+"""Sessions to our contacts' devices: the listener, dialling, and one session per device.
 
-How this works: for every contact we derive a pairwise secret and from it rotating
-rendezvous infohashes (``identity/rendezvous.py``). We announce our session port on
-"where I am for them" and look up "where they are for me"; a DHT observer sees random
-infohashes that change every hour. To authenticate a session we need the contact's
-device key, which their identity publishes as a signed device list (a BEP 44 mutable
-item); we fetch and verify it. Sessions are Noise IK over TCP (``session/``): a
-responder answers only contacts, so a prober learns nothing about who is behind a port.
+How this works: :class:`~btchat.discovery.rendezvous.Rendezvous` finds where a
+contact's devices may listen and asks us to reach them; we dial, or accept a dial, and
+run a Noise IK session over TCP (``session/``). A responder answers only contacts, so a
+prober learns nothing about who is behind a port. Sessions are keyed by (identity,
+device): a contact with several devices has several sessions, and a payload for the
+contact goes to each. The daemon hears of a contact coming online when its first
+device session is up, and going offline when its last one ends.
 
-If both sides dial at once, two sessions may complete. Both sides keep the one dialled
-by the smaller identity key and close the other, so they converge on the same one.
+If both sides dial at once, two sessions to one device may complete; both keep the
+same one by the rule in :mod:`btchat.net.tiebreak`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from btchat.codec.bencode import DecodeError, decode, encode
-from btchat.dht import bep44
-from btchat.identity.keys import CertificateError, DeviceCertificate, DeviceKey, Identity
-from btchat.identity.rendezvous import announce_targets, lookup_targets, pairwise_secret
-from btchat.net.dht_service import DhtError, DhtService
+from btchat.discovery.rendezvous import (
+    DEVICES_SALT,
+    Candidate,
+    Rendezvous,
+    RendezvousConfig,
+    decode_device_list,
+    encode_device_list,
+)
+from btchat.identity.keys import DeviceCertificate, DeviceKey, Identity
+from btchat.net import tiebreak
+from btchat.net.dht_service import DhtService
 from btchat.net.transport import ByteStream, Dialer, TcpDialer, TcpListener
 from btchat.node.tasks import TaskOwner
 from btchat.session.connection import SessionConnection, run_session_over
@@ -39,18 +43,24 @@ from btchat.session.core import (
     SessionFailed,
 )
 
-__all__ = ["DEVICES_SALT", "Peering", "PeeringConfig", "decode_device_list", "encode_device_list"]
+__all__ = [
+    "DEVICES_SALT",
+    "PeerKey",
+    "Peering",
+    "PeeringConfig",
+    "decode_device_list",
+    "encode_device_list",
+]
 
 log = logging.getLogger(__name__)
 
-#: BEP 44 salt of the signed device list published under an identity key.
-DEVICES_SALT = b"btchat/devices"
-#: Devices listed per identity (the item must stay under BEP 44's 1000 bytes).
-MAX_DEVICES = 5
 #: Inbound connections still in their handshake at once. A refused handshake holds its
 #: socket until the handshake deadline (so every refusal looks alike); this bounds what
 #: a prober can make us hold.
 MAX_PENDING_HANDSHAKES = 64
+
+#: A peer is one device of one identity: (identity key, device id).
+PeerKey = tuple[bytes, bytes]
 
 
 @dataclass(frozen=True)
@@ -63,42 +73,33 @@ class PeeringConfig:
     reannounce: float = 600.0  # BEP 5 peers expire after 30 min; refresh well before
     republish: float = 1800.0  # BEP 44 items expire after ~2 h
     dial_timeout: float = 5.0
+    max_lookups: int = 8  # contacts looked for at once (one slow one delays no other)
     session: SessionConfig = field(default_factory=SessionConfig)
 
-
-def encode_device_list(certs: list[DeviceCertificate]) -> bytes:
-    return encode({b"certs": [c.encode() for c in certs[:MAX_DEVICES]]})
-
-
-def decode_device_list(v_bencoded: bytes, identity: bytes) -> list[DeviceCertificate]:
-    """Certificates in a fetched device list that verify and belong to ``identity``."""
-    try:
-        value = decode(v_bencoded)
-    except DecodeError:
-        return []
-    raw = value.get(b"certs") if isinstance(value, dict) else None
-    out: list[DeviceCertificate] = []
-    for blob in raw if isinstance(raw, list) else []:
-        if not isinstance(blob, bytes):
-            continue
-        try:
-            cert = DeviceCertificate.decode(blob)
-        except CertificateError:
-            continue
-        if cert.identity == identity:
-            out.append(cert)
-    return out[:MAX_DEVICES]
+    def rendezvous(self) -> RendezvousConfig:
+        return RendezvousConfig(
+            round_interval=self.round_interval,
+            first_retry=self.first_retry,
+            max_retry=self.max_retry,
+            reannounce=self.reannounce,
+            republish=self.republish,
+            max_lookups=self.max_lookups,
+        )
 
 
 @dataclass(eq=False)
 class _Live:
-    contact: bytes
+    peer: PeerKey
     conn: SessionConnection
     initiator: bytes  # identity key of the side that dialled
 
+    @property
+    def contact(self) -> bytes:
+        return self.peer[0]
+
 
 class Peering:
-    """Owns the session listener, the rendezvous loop and the live sessions."""
+    """Owns the session listener, the rendezvous and the live sessions (one per device)."""
 
     def __init__(
         self,
@@ -125,31 +126,32 @@ class Peering:
         self.dht = dht
         self.config = config
         self._contacts = contacts
-        self._certs_of = certs_of
-        self._save_certs = save_certs
         self._on_established = on_established
         self._on_closed = on_closed
         self._on_data = on_data
-        self.sessions: dict[bytes, _Live] = {}
-        self._secrets: dict[bytes, bytes] = {}
-        self._announced: dict[bytes, float] = {}
-        self._next_try: dict[bytes, float] = {}
-        self._backoff: dict[bytes, float] = {}
-        self._dialing: set[bytes] = set()
+        self.sessions: dict[PeerKey, _Live] = {}
+        self.rendezvous = Rendezvous(
+            identity,
+            certificate,
+            dht,
+            config.rendezvous(),
+            self,
+            contacts=contacts,
+            certs_of=certs_of,
+            save_certs=save_certs,
+        )
         self._tasks = TaskOwner()
         self._server: TcpListener | None = None
-        self._wake = asyncio.Event()
         self._handshaking = 0
         self.port = 0
-        self.stats: dict[str, int] = {"dials": 0, "accepted": 0, "refused": 0, "lookups": 0}
+        self.stats: dict[str, int] = {"dials": 0, "accepted": 0, "refused": 0}
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         self._server = await TcpListener.start(self.config.host, self.config.port, self._accept)
         self.port = self._server.port
-        self._spawn(self._publish_loop())
-        self._spawn(self._rendezvous_loop())
+        self._spawn(self.rendezvous.run(self.port, self._spawn))
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -165,147 +167,59 @@ class Peering:
 
     def poke(self, contact: bytes | None = None) -> None:
         """Look for contacts now (a contact was added, the network came back...)."""
-        if contact is not None:
-            self._next_try.pop(contact, None)
-            self._backoff.pop(contact, None)
-        else:
-            self._next_try.clear()
-        self._wake.set()
-
-    def is_online(self, contact: bytes) -> bool:
-        return contact in self.sessions
-
-    def send(self, contact: bytes, payload: bytes) -> bool:
-        live = self.sessions.get(contact)
-        if live is None:
-            return False
-        try:
-            live.conn.send(payload)
-        except Exception:
-            return False
-        return True
-
-    def drop(self, contact: bytes, reason: str) -> None:
-        live = self.sessions.get(contact)
-        if live is not None:
-            live.conn.close(reason)
-
-    # ------------------------------------------------------------------ publishing
-
-    async def _publish_loop(self) -> None:
-        while True:
-            try:
-                item = bep44.sign_mutable(
-                    self.identity.private_key,
-                    encode_device_list([self.certificate]),
-                    int(time.time()),
-                    DEVICES_SALT,
-                )
-                await self.dht.put_mutable(item)
-                delay = self.config.republish
-            except DhtError as exc:
-                # Usually: not joined yet. Retry soon; contacts need this list to dial us.
-                log.info("could not publish the device list yet: %s", exc)
-                delay = 0.5
-            await asyncio.sleep(delay)
-
-    async def fetch_certs(self, contact: bytes) -> list[DeviceCertificate]:
-        certs = self._certs_of(contact)
-        if certs:
-            return certs
-        result = await self.dht.get_mutable(contact, DEVICES_SALT)
-        if result.v_bencoded is None:
-            return []
-        certs = decode_device_list(result.v_bencoded, contact)
-        if certs:
-            self._save_certs(contact, certs)
-        return certs
-
-    # ------------------------------------------------------------------ rendezvous
-
-    def _secret(self, contact: bytes) -> bytes:
-        secret = self._secrets.get(contact)
-        if secret is None:
-            secret = self._secrets[contact] = pairwise_secret(self.identity, contact)
-        return secret
-
-    async def _rendezvous_loop(self) -> None:
-        while True:
-            self._wake.clear()
-            contacts = self._contacts()
-            await asyncio.gather(*(self._tend(c) for c in contacts), return_exceptions=True)
-            now = time.monotonic()
-            waits = [t - now for c, t in self._next_try.items() if c not in self.sessions]
-            delay = min([self.config.round_interval, *waits])
-            with contextlib.suppress(TimeoutError):  # not wait_for: see ChannelService
-                async with asyncio.timeout(max(0.05, delay)):
-                    await self._wake.wait()
-
-    async def _tend(self, contact: bytes) -> None:
-        secret = self._secret(contact)
-        wall, now = time.time(), time.monotonic()
-        for ih in announce_targets(secret, self.me, contact, wall):
-            if now - self._announced.get(ih, -1e18) >= self.config.reannounce:
-                try:
-                    await self.dht.announce(ih, self.port)
-                    self._announced[ih] = now
-                except DhtError as exc:
-                    log.debug("rendezvous announce failed: %s", exc)
-        if contact in self.sessions or contact in self._dialing:
-            return
-        if now < self._next_try.get(contact, 0.0):
-            return
-        found = await self._look_and_dial(contact, secret, wall)
-        if found:
-            self._backoff.pop(contact, None)
-            self._next_try.pop(contact, None)
-        else:
-            previous = self._backoff.get(contact)
-            backoff = (
-                self.config.first_retry
-                if previous is None
-                else min(previous * 2, self.config.max_retry)
-            )
-            self._backoff[contact] = backoff
-            self._next_try[contact] = time.monotonic() + backoff
-
-    async def _look_and_dial(self, contact: bytes, secret: bytes, wall: float) -> bool:
-        addrs: list[tuple[str, int]] = []
-        for ih in lookup_targets(secret, self.me, contact, wall):
-            self.stats["lookups"] += 1
-            try:
-                result = await self.dht.get_peers(ih)
-            except DhtError:
-                continue
-            addrs += [a for a in result.peers if a not in addrs]
-        if not addrs:
-            return False
-        try:
-            certs = await self.fetch_certs(contact)
-        except DhtError:
-            certs = []
-        if not certs:
-            log.info("found %s but not its device list yet", contact.hex()[:16])
-            return False
-        for addr in addrs:
-            for cert in certs:
-                if contact in self.sessions:
-                    return True
-                if await self.dial(contact, cert, addr):
-                    return True
-        return False
+        self.rendezvous.poke(contact)
 
     # ------------------------------------------------------------------ sessions
 
+    def _of(self, contact: bytes) -> list[_Live]:
+        return [live for key, live in self.sessions.items() if key[0] == contact]
+
+    def is_online(self, contact: bytes) -> bool:
+        return bool(self._of(contact))
+
+    def connected(self, contact: bytes) -> bool:
+        return self.is_online(contact)
+
+    def online_contacts(self) -> set[bytes]:
+        return {identity for identity, _ in self.sessions}
+
+    def send(self, contact: bytes, payload: bytes) -> bool:
+        """Send ``payload`` to every live device of ``contact``; True if any took it."""
+        sent = False
+        for live in self._of(contact):
+            try:
+                live.conn.send(payload)
+            except Exception:
+                continue
+            sent = True
+        return sent
+
+    def drop(self, contact: bytes, reason: str) -> None:
+        for live in self._of(contact):
+            live.conn.close(reason)
+
+    async def reach(self, candidates: list[Candidate]) -> bool:
+        """Dial what the rendezvous found: each device not yet connected, at the
+        addresses not yet known to be another of its devices."""
+        taken: set[tuple[str, int]] = set()
+        contact = b""
+        for c in candidates:
+            contact = c.identity
+            if (c.identity, c.cert.device_id) in self.sessions or c.addr in taken:
+                continue
+            if await self.dial(c.identity, c.cert, c.addr):
+                taken.add(c.addr)
+        return bool(contact) and self.is_online(contact)
+
+    # ------------------------------------------------------------ dial and accept
+
     async def dial(self, contact: bytes, cert: DeviceCertificate, addr: tuple[str, int]) -> bool:
         """Open a session to ``addr``, expecting ``contact``'s device ``cert``."""
-        self._dialing.add(contact)
         self.stats["dials"] += 1
         try:
             async with asyncio.timeout(self.config.dial_timeout):
                 stream = await self.dialer.dial(addr)
         except (OSError, TimeoutError):
-            self._dialing.discard(contact)
             return False
 
         def authorize(identity: bytes, remote: DeviceCertificate) -> bool:
@@ -324,7 +238,6 @@ class Peering:
         except ValueError as exc:  # e.g. a low-order key in a published certificate
             log.warning("cannot dial %s: %s", contact.hex()[:16], exc)
             stream.abort()
-            self._dialing.discard(contact)
             return False
         ready: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._spawn(self._run(session, stream, initiator=self.me, ready=ready))
@@ -332,8 +245,6 @@ class Peering:
             return await asyncio.wait_for(ready, self.config.session.handshake_timeout + 1)
         except TimeoutError:
             return False
-        finally:
-            self._dialing.discard(contact)
 
     async def _accept(self, stream: ByteStream) -> None:
         if self._handshaking >= MAX_PENDING_HANDSHAKES:
@@ -389,7 +300,7 @@ class Peering:
         ready: asyncio.Future[bool] | None,
         on_handshake: Callable[[], None] | None = None,
     ) -> None:
-        state: dict[str, Any] = {"contact": None, "device": b""}
+        peer: list[PeerKey] = []  # set once the handshake has authenticated it
         conn_box: list[SessionConnection] = []
 
         def on_event(event: object) -> None:
@@ -397,22 +308,16 @@ class Peering:
                 if on_handshake is not None:
                     on_handshake()
                 contact = event.remote_identity
-                state["contact"] = contact
-                state["device"] = event.remote_certificate.device_id
+                peer.append((contact, event.remote_certificate.device_id))
                 dialler = initiator if initiator is not None else contact
-                live = _Live(contact, conn_box[0], dialler)
-                if self._adopt(live):
-                    if ready is not None and not ready.done():
-                        ready.set_result(True)
-                else:
+                if not self._adopt(_Live(peer[0], conn_box[0], dialler)):
                     conn_box[0].close("duplicate session")
-                    if ready is not None and not ready.done():
-                        ready.set_result(True)  # a session to them exists: good enough
+                if ready is not None and not ready.done():
+                    ready.set_result(True)  # ours or the one kept: a session exists
             elif isinstance(event, DataReceived):
-                contact = state["contact"]
-                live = self.sessions.get(contact) if contact else None
+                live = self.sessions.get(peer[0]) if peer else None
                 if live is not None and live.conn is conn_box[0]:
-                    self._on_data(contact, state["device"], event.payload)
+                    self._on_data(peer[0][0], peer[0][1], event.payload)
             elif isinstance(event, SessionClosed | SessionFailed):
                 if isinstance(event, SessionFailed):
                     log.info("session failed: %s", event.reason)
@@ -428,25 +333,25 @@ class Peering:
         finally:
             if ready is not None and not ready.done():
                 ready.set_result(False)
-            contact = state["contact"]
-            live = self.sessions.get(contact) if contact else None
+            live = self.sessions.get(peer[0]) if peer else None
             if live is not None and live.conn is conn:
-                del self.sessions[contact]
-                self._on_closed(contact, "disconnected")
-                self.poke(contact)
+                del self.sessions[live.peer]
+                if not self.is_online(live.contact):
+                    self._on_closed(live.contact, "disconnected")
+                self.poke(live.contact)
             if not stream.is_closing():
                 stream.abort()  # the pump closes it; this is for a pump that never ran
 
     def _adopt(self, live: _Live) -> bool:
-        """Register a new session; if one exists, keep the one both sides would keep."""
-        current = self.sessions.get(live.contact)
+        """Register a new session; if one to that device exists, keep the one both
+        sides keep (:func:`btchat.net.tiebreak.replaces`)."""
+        current = self.sessions.get(live.peer)
         if current is not None:
-            keeper = min(self.me, live.contact)
-            # Both sides keep the session dialled by the smaller identity key; between two
-            # sessions dialled by the same side, the older one stays.
-            if current.initiator == keeper or live.initiator != keeper:
+            if not tiebreak.replaces(self.me, live.contact, current.initiator, live.initiator):
                 return False
             current.conn.close("duplicate session")
-        self.sessions[live.contact] = live
-        self._on_established(live.contact)
+        first = not self.is_online(live.contact)
+        self.sessions[live.peer] = live
+        if first:
+            self._on_established(live.contact)
         return True

@@ -1,9 +1,11 @@
 """The offline mailbox, sans I/O: what to put in and get from the DHT, and when.
 
-The daemon and the simulator drive the same :class:`Mailbox`: they call its methods
-with the current time, carry out the :class:`Get`/:class:`Put` requests it returns
-(against a real DHT or a simulated swarm), feed the answers back, and act on its
-events. Nothing here sleeps, opens a socket or reads a clock.
+The daemon and the simulator drive the same :class:`Mailbox` through the one sans-I/O
+shape (:mod:`btchat.sansio`): they call its methods with the current time, call
+``handle_timer(now)`` at ``get_timer()``, and take ``next_event()`` until it returns
+None: :class:`Get`/:class:`Put` requests to carry out (against a real DHT or a
+simulated swarm, feeding the answers back through ``on_get``/``on_put``) and outcomes
+to act on. Nothing here sleeps, opens a socket or reads a clock.
 
 Per direction A->B the sender keeps a counter ``n``; packet ``n`` lives in chunk slots
 derived from the pair's secret (see :mod:`btchat.offline.packet`), and a daily *head*
@@ -20,7 +22,8 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +49,7 @@ __all__ = [
     "Get",
     "Mailbox",
     "MailboxConfig",
+    "Outcome",
     "Put",
     "Received",
     "Undecryptable",
@@ -117,7 +121,9 @@ class Undecryptable:
     reason: str
 
 
-Event = Received | Acked | Expired | Undecryptable
+Outcome = Received | Acked | Expired | Undecryptable
+#: What :meth:`Mailbox.next_event` returns: DHT requests to carry out, and outcomes.
+Event = Get | Put | Outcome
 
 
 @dataclass
@@ -149,8 +155,11 @@ class Mailbox:
         self.config = config or MailboxConfig()
         self.stats: Counter[str] = Counter()
         self._tokens = itertools.count(1)
-        self._requests: list[Get | Put] = []
-        self._events: list[Event] = []
+        self._events: deque[Event] = deque()
+        self._now = 0.0  # the latest time a caller gave us (for the deferred heads)
+        #: The contacts whose heads we keep alive and poll: set by the shell, usually
+        #: those without a live session.
+        self.contacts: list[bytes] = []
         self._pending_gets: dict[int, tuple[str, Any]] = {}
         self._secrets: dict[bytes, bytes] = {}
         self._bundles: dict[bytes, Bundle] = {}
@@ -166,19 +175,29 @@ class Mailbox:
 
     # --------------------------------------------------------------- plumbing
 
-    def take_requests(self, now: float) -> list[Get | Put]:
-        # One head per peer however many packets were deposited or received; an
-        # acknowledgement waits until the packets being fetched from that peer are in.
-        fetching = {peer for peer, _ in self._fetching}
-        for peer in [p for p in self._ack_dirty if p not in fetching]:
-            self._publish_head(peer, now)
-            self._ack_dirty.discard(peer)
-        out, self._requests = self._requests, []
-        return out
+    # --------------------------------------------------------- driving interface
 
-    def take_events(self) -> list[Event]:
-        out, self._events = self._events, []
-        return out
+    def set_contacts(self, contacts: Iterable[bytes]) -> None:
+        self.contacts = list(contacts)
+
+    def get_timer(self) -> float | None:
+        """When :meth:`handle_timer` next has work: a republish, a poll, or a new UTC day."""
+        next_day = ((self._published_day or 0) + 1) * pk.DAY_SECONDS
+        return min(self._next_republish, self._next_poll, next_day)
+
+    def next_event(self) -> Event | None:
+        # One head per peer however many packets were deposited or received since the
+        # shell last drained us; an acknowledgement waits until the packets being
+        # fetched from that peer are in.
+        if self._ack_dirty:
+            fetching = {peer for peer, _ in self._fetching}
+            for peer in [p for p in self._ack_dirty if p not in fetching]:
+                self._publish_head(peer, self._now)
+                self._ack_dirty.discard(peer)
+        return self._events.popleft() if self._events else None
+
+    def _clock(self, now: float) -> None:
+        self._now = max(self._now, now)
 
     def _secret(self, peer: bytes) -> bytes:
         secret = self._secrets.get(peer)
@@ -189,20 +208,15 @@ class Mailbox:
     def _get(self, public_key: bytes, salt: bytes, kind: str, context: Any) -> None:
         token = next(self._tokens)
         self._pending_gets[token] = (kind, context)
-        self._requests.append(Get(token, public_key, salt))
+        self._events.append(Get(token, public_key, salt))
 
     def _put(self, item: bep44.MutableItem) -> None:
         self.stats["puts"] += 1
-        self._requests.append(Put(next(self._tokens), item))
+        self._events.append(Put(next(self._tokens), item))
 
     def _put_sealed(self, slot: pk.Slot, payload: dict[bytes, Any], seq: int) -> None:
         v = pk.seal_item(slot, payload)
         self._put(bep44.sign_mutable(slot.private_key, v, seq))
-
-    def next_deadline(self) -> float:
-        """When :meth:`tick` next has work: a republish, a poll, or the next UTC day."""
-        next_day = ((self._published_day or 0) + 1) * pk.DAY_SECONDS
-        return min(self._next_republish, self._next_poll, next_day)
 
     # ---------------------------------------------------------------- sending
 
@@ -215,6 +229,7 @@ class Mailbox:
         True if it was encrypted and queued now; False if it waits for the contact's
         prekeys (fetched from the DHT; the caller keeps it in its outbox meanwhile).
         """
+        self._clock(now)
         if self.state.is_pending(msg_id):
             return True
         peer_state = self.state.peer(peer)
@@ -282,8 +297,9 @@ class Mailbox:
 
     # ------------------------------------------------------------------ timers
 
-    def tick(self, now: float, contacts: list[bytes]) -> None:
-        """Expire, republish, poll: call at ``next_deadline()`` and whenever convenient."""
+    def handle_timer(self, now: float) -> None:
+        """Expire, republish, poll: call at ``get_timer()`` and whenever convenient."""
+        self._clock(now)
         now_ms = int(now * 1000)
         self._expire(now_ms)
         self.state.prune_held(now_ms)
@@ -291,10 +307,10 @@ class Mailbox:
         if now >= self._next_republish or day != self._published_day:
             self._published_day = day
             self._next_republish = now + self.config.republish_interval
-            self._republish(now, contacts)
+            self._republish(now, self.contacts)
         if now >= self._next_poll:
             self._next_poll = now + self.config.poll_interval
-            self.poll(contacts, now)
+            self.poll(now)
 
     def _expire(self, now_ms: int) -> None:
         expired: dict[bytes, list[int]] = {}
@@ -321,9 +337,10 @@ class Mailbox:
 
     # ----------------------------------------------------------------- polling
 
-    def poll(self, contacts: list[bytes], now: float) -> None:
+    def poll(self, now: float) -> None:
         """Look for what each contact left for us (today's head, else yesterday's)."""
-        for peer in contacts:
+        self._clock(now)
+        for peer in self.contacts:
             if peer in self._polling:
                 continue
             self._polling.add(peer)
@@ -333,6 +350,7 @@ class Mailbox:
 
     def on_get(self, token: int, value: object | None, now: float) -> None:
         """The answer to a :class:`Get`: the item's decoded ``v``, or None if not found."""
+        self._clock(now)
         entry = self._pending_gets.pop(token, None)
         if entry is None:
             return
@@ -432,6 +450,7 @@ class Mailbox:
 
     def offer_packet(self, peer: bytes, data: bytes, now: float) -> bool:
         """A packet from the DHT or a friend's backup; True if it was new and decrypted."""
+        self._clock(now)
         try:
             packet = OfflinePacket.parse(data)
             packet.verify(peer, self.me)

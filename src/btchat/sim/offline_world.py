@@ -1,11 +1,14 @@
 """Messenger users with offline mailboxes on a simulated DHT swarm, in virtual time.
 
-Each :class:`SimUser` has the real pieces of a daemon's offline path (message store,
-ratchet, :class:`~btchat.offline.mailbox.Mailbox`, inbox handling) and its own DHT node
-in a :class:`~btchat.sim.dht_swarm.SimSwarm`; the world carries out the mailbox's DHT
-requests on that node and advances the clock. A live session between two users is
-modelled by handing the backup bodies directly to the other user's mailbox, as the
-daemon does when such an envelope arrives. Days of virtual time run in about a minute.
+Each :class:`SimUser` has the real pieces of a daemon's message path (message store,
+the :class:`~btchat.messaging.conversation.Conversations` core, ratchet,
+:class:`~btchat.offline.mailbox.Mailbox`, :class:`~btchat.offline.courier.Courier`,
+inbox handling) and its own DHT node in a :class:`~btchat.sim.dht_swarm.SimSwarm`; the
+world carries out the mailbox's DHT requests on that node and advances the clock. A
+live session between two linked users that are both online is modelled by handing one
+core's :class:`~btchat.messaging.conversation.Transmit` bytes to the other's
+``receive``, so friend backup takes the daemon's own path. Days of virtual time run in
+about a minute.
 """
 
 from __future__ import annotations
@@ -19,12 +22,16 @@ from typing import Any
 
 from btchat.dht.node import DhtNode, NodeConfig, OperationDone
 from btchat.identity.keys import Identity
+from btchat.messaging import conversation as conv
 from btchat.messaging import envelope as env_mod
+from btchat.messaging.conversation import Conversations
 from btchat.messaging.store import Store
+from btchat.offline.courier import BACKUP_TYPES, Courier
 from btchat.offline.inbox import apply_outcome, drain_inbox
-from btchat.offline.mailbox import Event, Get, Mailbox, MailboxConfig, Put, Received
+from btchat.offline.mailbox import Get, Mailbox, MailboxConfig, Outcome, Put, Received
 from btchat.offline.ratchet import Ratchet
 from btchat.offline.state import MailboxState
+from btchat.sansio import drain_events
 from btchat.sim.dht_swarm import SimDht, SimSwarm
 
 __all__ = ["LONG_RUN_CONFIG", "OfflineWorld", "SimUser"]
@@ -42,19 +49,31 @@ class SimUser:
     name: str
     identity: Identity
     store: Store
-    state: MailboxState
-    mailbox: Mailbox
     addr: Any
+    state: MailboxState = field(init=False)
+    mailbox: Mailbox = field(init=False)
+    courier: Courier = field(init=False)
+    conversations: Conversations = field(init=False)
     online: bool = True
     contacts: list[bytes] = field(default_factory=list)
     delivered: list[env_mod.Envelope] = field(default_factory=list)
     outcomes: list[tuple[str, tuple[bytes, ...]]] = field(default_factory=list)
     ops: dict[int, tuple[str, int]] = field(default_factory=dict)
     traffic: Counter[str] = field(default_factory=Counter)
+    device: bytes = field(default_factory=lambda: os.urandom(16))
 
     @property
     def pk(self) -> bytes:
         return self.identity.public_key
+
+    def restart(self, config: MailboxConfig) -> None:
+        """Fresh cores over the same store, as a restarted daemon builds them."""
+        self.state = MailboxState(self.store)
+        self.mailbox = Mailbox(
+            self.identity, self.state, Ratchet(self.identity, self.state), config
+        )
+        self.courier = Courier(self.mailbox)
+        self.conversations = Conversations(self.identity, self.device, self.store)
 
 
 class OfflineWorld:
@@ -67,6 +86,7 @@ class OfflineWorld:
         self.config = config or MailboxConfig()
         self.users: list[SimUser] = []
         self.links: set[frozenset[bytes]] = set()
+        self.sessions: set[frozenset[bytes]] = set()  # live sessions (linked, both online)
         self.rng = random.Random(7)
 
     @property
@@ -76,10 +96,9 @@ class OfflineWorld:
     def add_user(self, name: str) -> SimUser:
         identity = Identity.generate()
         store = Store.open(self.data_dir / f"{name}.db", None)
-        state = MailboxState(store)
-        mailbox = Mailbox(identity, state, Ratchet(identity, state), self.config)
         (addr,) = self.swarm.add_nodes(1)
-        user = SimUser(name, identity, store, state, mailbox, addr)
+        user = SimUser(name, identity, store, addr)
+        user.restart(self.config)
         self.users.append(user)
         self._publish_bundle(user)
         return user
@@ -96,20 +115,10 @@ class OfflineWorld:
     # ----------------------------------------------------------------- actions
 
     def send(self, a: SimUser, b: SimUser, text: str) -> bytes:
-        """What the daemon does for a message to a contact with no session: persist the
-        signed envelope, then deposit it in the mailbox."""
-        envelope = env_mod.create(
-            a.identity,
-            os.urandom(16),
-            b.pk,
-            env_mod.TEXT,
-            env_mod.text_body(text),
-            lamport=a.store.next_lamport(b.pk, None),
-            now=self.now,
-        )
-        a.store.save_outgoing(envelope, self.now)
-        a.mailbox.deposit(b.pk, envelope.id, env_mod.encode_envelope(envelope), self.now)
-        self._drive(a)
+        """What the daemon does for a message: the conversation core persists the signed
+        envelope, then sends it over a live session or has it deposited in the mailbox."""
+        envelope = a.conversations.send_text(b.pk, text, self.now)
+        self._converse()
         self._sessions_changed(a)
         return envelope.id
 
@@ -130,6 +139,11 @@ class OfflineWorld:
         user.online = False
         user.ops.clear()
         self.net.detach(user.addr)
+        for other in self.users:
+            pair = frozenset((user.pk, other.pk))
+            if pair in self.sessions:
+                self.sessions.discard(pair)
+                other.conversations.session_down(user.pk, self.now)
 
     def go_online(self, user: SimUser) -> None:
         """A restart: a fresh DHT node core at the same address, state from the store."""
@@ -141,8 +155,7 @@ class OfflineWorld:
         self.net.poke(user.addr)
         self.net.run_for(5.0)
         user.online = True
-        state = MailboxState(user.store)
-        user.mailbox = Mailbox(user.identity, state, Ratchet(user.identity, state), self.config)
+        user.restart(self.config)
         self._publish_bundle(user)
         self._deliver(user)  # anything decrypted before a crash
         self._sessions_changed(user)
@@ -156,8 +169,10 @@ class OfflineWorld:
             for user in self.users:
                 if not user.online:
                     continue
-                if self.now >= user.mailbox.next_deadline():
-                    user.mailbox.tick(self.now, user.contacts)
+                timer = user.mailbox.get_timer()
+                if timer is not None and self.now >= timer:
+                    user.mailbox.set_contacts(user.contacts)
+                    user.mailbox.handle_timer(self.now)
                 self._drive(user)
                 busy = busy or bool(user.ops)
             if busy:
@@ -165,7 +180,7 @@ class OfflineWorld:
                 for user in self.users:
                     self._collect(user)
             else:
-                deadlines = [u.mailbox.next_deadline() for u in self.users if u.online]
+                deadlines = [u.mailbox.get_timer() or end for u in self.users if u.online]
                 self.net.run_until(min([end, *deadlines]) if deadlines else end)
 
     def settle(self, timeout: float = 300.0) -> None:
@@ -185,24 +200,26 @@ class OfflineWorld:
         self.net.poke(user.addr)
 
     def _drive(self, user: SimUser) -> None:
-        for request in user.mailbox.take_requests(self.now):
-            if isinstance(request, Get):
+        """Start the mailbox's DHT requests on the user's node; handle its outcomes."""
+        for event in drain_events(user.mailbox):
+            if isinstance(event, Get):
                 user.traffic["gets"] += 1
                 self._start(
                     user,
                     "get",
-                    request.token,
-                    lambda node, now, r=request: node.get_mutable(r.public_key, now, salt=r.salt),
+                    event.token,
+                    lambda node, now, r=event: node.get_mutable(r.public_key, now, salt=r.salt),
                 )
-            elif isinstance(request, Put):
+            elif isinstance(event, Put):
                 user.traffic["puts"] += 1
                 self._start(
                     user,
                     "put",
-                    request.token,
-                    lambda node, now, r=request: node.put_mutable(r.item, now),
+                    event.token,
+                    lambda node, now, r=event: node.put_mutable(r.item, now),
                 )
-        self._handle(user, user.mailbox.take_events())
+            else:
+                self._handle(user, event)
 
     def _collect(self, user: SimUser) -> None:
         if not user.online:
@@ -225,34 +242,71 @@ class OfflineWorld:
                 user.mailbox.on_put(token, result is not None)
             self._drive(user)
 
-    def _handle(self, user: SimUser, events: list[Event]) -> None:
-        for event in events:
-            state = apply_outcome(user.store, event)
-            if state is not None:
-                user.outcomes.append((state, event.msg_ids))  # type: ignore[union-attr]
-            elif isinstance(event, Received):
-                self._deliver(user)
-            else:
-                user.outcomes.append((type(event).__name__, ()))
+    def _handle(self, user: SimUser, event: Outcome) -> None:
+        state = apply_outcome(user.store, event)
+        if state is not None:
+            user.outcomes.append((state, event.msg_ids))  # type: ignore[union-attr]
+        elif isinstance(event, Received):
+            self._deliver(user)
+        else:
+            user.outcomes.append((type(event).__name__, ()))
 
     def _deliver(self, user: SimUser) -> None:
         for envelope, fresh in drain_inbox(user.state, user.store, user.pk, self.now):
             if fresh:
                 user.delivered.append(envelope)
 
+    # ----------------------------------------------------------- live sessions
+
     def _sessions_changed(self, user: SimUser) -> None:
-        """Exchange backups over every live session of ``user``, as the daemon does."""
+        """Open the sessions ``user`` can hold now, and hand backups over the live ones,
+        as the daemon does when a session comes up or a deposit is queued."""
         for other in self.users:
             if other is user or not (user.online and other.online):
                 continue
-            if frozenset((user.pk, other.pk)) not in self.links:
+            pair = frozenset((user.pk, other.pk))
+            if pair not in self.links:
                 continue
+            fresh = pair not in self.sessions
+            if fresh:
+                self.sessions.add(pair)
+                user.conversations.session_up(other.pk, self.now)
+                other.conversations.session_up(user.pk, self.now)
             for giver, holder in ((user, other), (other, user)):
-                packets = giver.mailbox.backup_for(holder.pk, self.now)
-                if packets:
-                    holder.mailbox.accept_hold(giver.pk, packets, set(holder.contacts), self.now)
-                held = giver.mailbox.held_for(holder.pk)
-                if held:
-                    release = holder.mailbox.take_held(giver.pk, held, self.now)
-                    giver.mailbox.release_held(holder.pk, release)
-                    self._handle(holder, holder.mailbox.take_events())
+                if fresh:
+                    bodies = giver.courier.session_up(holder.pk, self.now)
+                else:
+                    bodies = giver.courier.backups_for(holder.pk, self.now)
+                for kind, body in bodies:
+                    giver.conversations.send_body(holder.pk, kind, body, self.now)
+            self._converse()
+
+    def _by_pk(self, pk: bytes) -> SimUser:
+        return next(u for u in self.users if u.pk == pk)
+
+    def _converse(self) -> None:
+        """Carry out what every user's conversation core asks until all are quiet."""
+        busy = True
+        while busy:
+            busy = False
+            for user in self.users:
+                for event in drain_events(user.conversations):
+                    busy = True
+                    self._on_conversation(user, event)
+
+    def _on_conversation(self, user: SimUser, event: conv.Event) -> None:
+        if isinstance(event, conv.Transmit):
+            other = self._by_pk(event.peer)
+            if frozenset((user.pk, other.pk)) in self.sessions:
+                other.conversations.receive(user.pk, user.device, event.data, self.now)
+        elif isinstance(event, conv.Deposit):
+            user.mailbox.deposit(event.peer, event.envelope.id, event.data, self.now)
+            self._drive(user)
+        elif isinstance(event, conv.Unhandled) and event.envelope.type in BACKUP_TYPES:
+            envelope = event.envelope
+            replies = user.courier.on_envelope(
+                event.peer, envelope.type, envelope.body, set(user.contacts), self.now
+            )
+            self._drive(user)  # what a friend held for us is stored before we release it
+            for kind, body in replies:
+                user.conversations.send_body(event.peer, kind, body, self.now)

@@ -1,0 +1,277 @@
+"""Contact rendezvous through the DHT: where I am for them, where they are for me.
+
+How this works: for every contact we derive a pairwise secret and from it rotating
+rendezvous infohashes (``identity/rendezvous.py``). We announce our session port on
+"where I am for them" and look up "where they are for me"; a DHT observer sees random
+infohashes that change every hour. To authenticate a session one needs the contact's
+device keys, which their identity publishes as a signed device list (a BEP 44 mutable
+item under the identity key); we publish ours and fetch and verify theirs. What a
+lookup finds is reported to a :class:`Reacher` (peering) as candidates: an address
+where one of the contact's devices may listen.
+
+Each contact is tended on its own schedule (announce refresh, lookup, exponential
+backoff after a miss) in its own task, at most ``max_lookups`` at once: one unreachable
+contact (a lookup that times out, a dial that hangs) never delays the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from btchat.codec.bencode import DecodeError, decode, encode
+from btchat.dht import bep44
+from btchat.identity.keys import CertificateError, DeviceCertificate, Identity
+from btchat.identity.rendezvous import announce_targets, lookup_targets, pairwise_secret
+from btchat.net.dht_service import DhtError, DhtService
+
+__all__ = [
+    "DEVICES_SALT",
+    "MAX_DEVICES",
+    "Candidate",
+    "Reacher",
+    "Rendezvous",
+    "RendezvousConfig",
+    "decode_device_list",
+    "encode_device_list",
+]
+
+log = logging.getLogger(__name__)
+
+#: BEP 44 salt of the signed device list published under an identity key.
+DEVICES_SALT = b"btchat/devices"
+#: Devices listed per identity (the item must stay under BEP 44's 1000 bytes).
+MAX_DEVICES = 5
+
+Addr = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class RendezvousConfig:
+    round_interval: float = 20.0  # how often each missing contact is looked for
+    first_retry: float = 0.5  # after a failed lookup, retry soon, then back off
+    max_retry: float = 60.0
+    reannounce: float = 600.0  # BEP 5 peers expire after 30 min; refresh well before
+    republish: float = 1800.0  # BEP 44 items expire after ~2 h
+    max_lookups: int = 8  # contacts tended at once
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """Device ``cert`` of ``identity`` may listen at ``addr``."""
+
+    identity: bytes
+    cert: DeviceCertificate
+    addr: Addr
+
+
+class Reacher(Protocol):
+    """Whoever opens sessions to what the rendezvous finds (peering)."""
+
+    def connected(self, contact: bytes) -> bool:
+        """A session to (some device of) ``contact`` is live: no lookup needed."""
+        ...
+
+    async def reach(self, candidates: list[Candidate]) -> bool:
+        """Try the candidates; True once a session to the contact is live."""
+        ...
+
+
+def encode_device_list(certs: list[DeviceCertificate]) -> bytes:
+    return encode({b"certs": [c.encode() for c in certs[:MAX_DEVICES]]})
+
+
+def decode_device_list(v_bencoded: bytes, identity: bytes) -> list[DeviceCertificate]:
+    """Certificates in a fetched device list that verify and belong to ``identity``."""
+    try:
+        value = decode(v_bencoded)
+    except DecodeError:
+        return []
+    raw = value.get(b"certs") if isinstance(value, dict) else None
+    out: list[DeviceCertificate] = []
+    for blob in raw if isinstance(raw, list) else []:
+        if not isinstance(blob, bytes):
+            continue
+        try:
+            cert = DeviceCertificate.decode(blob)
+        except CertificateError:
+            continue
+        if cert.identity == identity:
+            out.append(cert)
+    return out[:MAX_DEVICES]
+
+
+class Rendezvous:
+    """The announce/lookup loop for every contact and the device-list publisher."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        certificate: DeviceCertificate,
+        dht: DhtService,
+        config: RendezvousConfig,
+        reacher: Reacher,
+        *,
+        contacts: Callable[[], list[bytes]],
+        certs_of: Callable[[bytes], list[DeviceCertificate]],
+        save_certs: Callable[[bytes, list[DeviceCertificate]], None],
+    ) -> None:
+        self.identity = identity
+        self.me = identity.public_key
+        self.certificate = certificate
+        self.dht = dht
+        self.config = config
+        self.reacher = reacher
+        self._contacts = contacts
+        self._certs_of = certs_of
+        self._save_certs = save_certs
+        self.port = 0
+        self.stats: dict[str, int] = {"lookups": 0, "found": 0}
+        self._secrets: dict[bytes, bytes] = {}
+        self._announced: dict[bytes, float] = {}
+        self._due: dict[bytes, float] = {}  # contact -> next tend (monotonic)
+        self._next_try: dict[bytes, float] = {}  # contact -> next lookup after a miss
+        self._backoff: dict[bytes, float] = {}
+        self._tending: set[bytes] = set()
+        self._slots = asyncio.Semaphore(config.max_lookups)
+        self._wake = asyncio.Event()
+
+    # ------------------------------------------------------------------ loops
+
+    async def run(self, port: int, spawn: Callable[[Any], asyncio.Task[Any]]) -> None:
+        """Publish our device list and tend every contact; ``spawn`` owns the tasks."""
+        self.port = port
+        spawn(self._publish_loop())
+        while True:
+            self._wake.clear()
+            now = time.monotonic()
+            for contact in self._contacts():
+                if contact not in self._tending and now >= self._due.get(contact, 0.0):
+                    self._tending.add(contact)
+                    spawn(self._tend(contact))
+            waits = [t - now for c, t in self._due.items() if c not in self._tending]
+            delay = min([self.config.round_interval, *waits])
+            with contextlib.suppress(TimeoutError):  # not wait_for: see ChannelService
+                async with asyncio.timeout(max(0.05, delay)):
+                    await self._wake.wait()
+
+    def poke(self, contact: bytes | None = None) -> None:
+        """Look for contacts now (a contact was added, the network came back...)."""
+        if contact is not None:
+            self._due.pop(contact, None)
+            self._next_try.pop(contact, None)
+            self._backoff.pop(contact, None)
+        else:
+            self._due.clear()
+            self._next_try.clear()
+        self._wake.set()
+
+    async def _publish_loop(self) -> None:
+        while True:
+            try:
+                item = bep44.sign_mutable(
+                    self.identity.private_key,
+                    encode_device_list([self.certificate]),
+                    int(time.time()),
+                    DEVICES_SALT,
+                )
+                await self.dht.put_mutable(item)
+                delay = self.config.republish
+            except DhtError as exc:
+                # Usually: not joined yet. Retry soon; contacts need this list to dial us.
+                log.info("could not publish the device list yet: %s", exc)
+                delay = 0.5
+            await asyncio.sleep(delay)
+
+    async def fetch_certs(self, contact: bytes) -> list[DeviceCertificate]:
+        certs = self._certs_of(contact)
+        if certs:
+            return certs
+        result = await self.dht.get_mutable(contact, DEVICES_SALT)
+        if result.v_bencoded is None:
+            return []
+        certs = decode_device_list(result.v_bencoded, contact)
+        if certs:
+            self._save_certs(contact, certs)
+        return certs
+
+    # ------------------------------------------------------------ one contact
+
+    def _secret(self, contact: bytes) -> bytes:
+        secret = self._secrets.get(contact)
+        if secret is None:
+            secret = self._secrets[contact] = pairwise_secret(self.identity, contact)
+        return secret
+
+    async def _tend(self, contact: bytes) -> None:
+        """Refresh our announcements for ``contact``; look for it unless connected."""
+        try:
+            async with self._slots:
+                secret = self._secret(contact)
+                await self._announce(contact, secret)
+                now = time.monotonic()
+                if self.reacher.connected(contact):
+                    found: bool | None = True
+                elif now < self._next_try.get(contact, 0.0):
+                    found = None  # backing off: only the announcements were due
+                else:
+                    found = await self._look(contact, secret, time.time())
+            self._schedule(contact, found)
+        finally:
+            self._tending.discard(contact)
+            self._wake.set()  # the loop picks up this contact's new schedule
+
+    def _schedule(self, contact: bytes, found: bool | None) -> None:
+        now = time.monotonic()
+        if found:
+            self._backoff.pop(contact, None)
+            self._next_try.pop(contact, None)
+        elif found is False:
+            previous = self._backoff.get(contact)
+            backoff = (
+                self.config.first_retry
+                if previous is None
+                else min(previous * 2, self.config.max_retry)
+            )
+            self._backoff[contact] = backoff
+            self._next_try[contact] = now + backoff
+        next_round = now + self.config.round_interval
+        self._due[contact] = min(next_round, self._next_try.get(contact, next_round))
+
+    async def _announce(self, contact: bytes, secret: bytes) -> None:
+        now = time.monotonic()
+        for ih in announce_targets(secret, self.me, contact, time.time()):
+            if now - self._announced.get(ih, -1e18) >= self.config.reannounce:
+                try:
+                    await self.dht.announce(ih, self.port)
+                    self._announced[ih] = now
+                except DhtError as exc:
+                    log.debug("rendezvous announce failed: %s", exc)
+
+    async def _look(self, contact: bytes, secret: bytes, wall: float) -> bool:
+        addrs: list[Addr] = []
+        for ih in lookup_targets(secret, self.me, contact, wall):
+            self.stats["lookups"] += 1
+            try:
+                result = await self.dht.get_peers(ih)
+            except DhtError:
+                continue
+            addrs += [a for a in result.peers if a not in addrs]
+        if not addrs:
+            return False
+        try:
+            certs = await self.fetch_certs(contact)
+        except DhtError:
+            certs = []
+        if not certs:
+            log.info("found %s but not its device list yet", contact.hex()[:16])
+            return False
+        self.stats["found"] += 1
+        return await self.reacher.reach(
+            [Candidate(contact, cert, addr) for addr in addrs for cert in certs]
+        )

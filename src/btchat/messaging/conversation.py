@@ -1,0 +1,417 @@
+"""The 1:1 conversation core, sans I/O: envelopes in, store calls, sends and events out.
+
+How this works: a shell (the daemon, the simulator, a unit test) tells the core when a
+session to a contact comes up or goes down and hands it every payload that arrives,
+always with ``now`` (wall-clock seconds: envelopes carry wall time). The core writes to
+an injected store synchronously and queues what the shell must do as events, taken
+with :meth:`Conversations.next_event`: :class:`Transmit` (bytes for the live session),
+:class:`Deposit` (no session: leave it in the offline mailbox), and notices for the
+user (:class:`MessageStored`, :class:`ReceiptReceived`, :class:`PresenceChanged`, ...).
+
+Persist, then act: a received message is committed (with its replay id) *before* the
+"delivered" receipt is queued, and an outgoing message is committed with an outbox row
+*before* it is queued for sending. The outbox is replayed in Lamport order on every new
+session until a receipt arrives. A reconnect starts with reconciliation: the sender
+offers the ids still unacknowledged (``sync``); the receiver acknowledges those it has
+(they may have come through the mailbox) and asks for the rest (``sync_want``), which
+are then resent. A peer that never answers the offer (an older client) gets the whole
+outbox after :data:`SYNC_TIMEOUT`, the core's one timer.
+
+A received envelope is verified (version, signature, sender = the session's
+authenticated identity and device, recipient = us, time window), then dispatched
+through a type -> handler table. Types the core does not own (the offline backup
+bodies) come out as :class:`Unhandled` for the shell to route. Nothing a peer sends
+raises: it is refused (:class:`Refused`) and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from btchat.identity.keys import Identity
+from btchat.messaging import envelope as env_mod
+from btchat.messaging.envelope import Envelope, EnvelopeError
+
+__all__ = [
+    "PRESENCE_STATES",
+    "RESIGN_AFTER",
+    "SYNC",
+    "SYNC_TIMEOUT",
+    "SYNC_WANT",
+    "ConversationStore",
+    "Conversations",
+    "Deposit",
+    "Event",
+    "MessageStored",
+    "PresenceChanged",
+    "ReceiptReceived",
+    "Refused",
+    "Transmit",
+    "Typing",
+    "Unhandled",
+]
+
+log = logging.getLogger(__name__)
+
+PRESENCE_STATES = env_mod.PRESENCE_STATES
+#: Reconciliation on reconnect: the ids offered, and those the peer does not have.
+SYNC, SYNC_WANT = b"sync", b"sync_want"
+#: An offer not answered in this time is followed by a full resend.
+SYNC_TIMEOUT = 10.0
+#: Queued envelopes older than this are re-signed before a resend, well inside the
+#: receivers' 15-day window.
+RESIGN_AFTER = 7 * 86400.0
+#: Read receipts batched per envelope.
+READ_BATCH = 200
+
+
+class ConversationStore(Protocol):
+    """The part of :class:`btchat.messaging.store.Store` the core uses."""
+
+    def next_lamport(self, peer: bytes, seen: int | None) -> int: ...
+    def save_outgoing(self, env: Envelope, now: float) -> None: ...
+    def save_incoming(self, env: Envelope, now: float) -> bool: ...
+    def get_message(self, msg_id: bytes) -> Any: ...
+    def mark_state(self, ids: list[bytes], state: str) -> int: ...
+    def pending_outbox(self, peer: bytes) -> list[bytes]: ...
+    def replace_outbox(self, env: Envelope) -> bool: ...
+    def ack_outbox(self, ids: list[bytes]) -> int: ...
+    def history(self, peer: bytes, limit: int = ..., before_lamport: int | None = ...) -> Any: ...
+    def set_presence(self, pk: bytes, status: str, last_seen_ms: int) -> bool: ...
+    def kv_get(self, key: str) -> bytes | None: ...
+    def kv_set(self, key: str, value: bytes) -> None: ...
+
+
+@dataclass(frozen=True)
+class Transmit:
+    """Send ``data`` over the live session to ``peer``."""
+
+    peer: bytes
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Deposit:
+    """No session to ``peer``: the (committed) message goes to the offline mailbox."""
+
+    peer: bytes
+    envelope: Envelope
+    data: bytes
+
+
+@dataclass(frozen=True)
+class MessageStored:
+    """A message was committed: a new incoming one, or one we sent."""
+
+    peer: bytes
+    envelope: Envelope
+
+
+@dataclass(frozen=True)
+class ReceiptReceived:
+    peer: bytes
+    state: str
+    ids: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class PresenceChanged:
+    peer: bytes
+    status: str
+    last_seen_ms: int
+    note: str | None
+
+
+@dataclass(frozen=True)
+class Typing:
+    peer: bytes
+    on: bool
+
+
+@dataclass(frozen=True)
+class Refused:
+    peer: bytes
+    reason: str
+
+
+@dataclass(frozen=True)
+class Unhandled:
+    """A verified envelope of a type this core does not own (e.g. offline backup)."""
+
+    peer: bytes
+    envelope: Envelope
+
+
+Event = (
+    Transmit
+    | Deposit
+    | MessageStored
+    | ReceiptReceived
+    | PresenceChanged
+    | Typing
+    | Refused
+    | Unhandled
+)
+
+
+def _id_list(body: dict[bytes, Any]) -> list[bytes]:
+    ids = body.get(b"ids")
+    if type(ids) is not list:
+        return []
+    return [i for i in ids[: env_mod.MAX_RECEIPT_IDS] if type(i) is bytes and len(i) == 16]
+
+
+def _chunks(ids: Sequence[bytes], size: int) -> list[list[bytes]]:
+    return [list(ids[i : i + size]) for i in range(0, len(ids), size)]
+
+
+class Conversations:
+    """Every 1:1 conversation of one identity (one device), driven as a sans-I/O core."""
+
+    def __init__(self, identity: Identity, device_id: bytes, store: ConversationStore) -> None:
+        self.identity = identity
+        self.me = identity.public_key
+        self.device_id = device_id
+        self.store = store
+        #: Reconnect reconciliation: ids offered, resent, and copies received twice.
+        self.stats: Counter[str] = Counter()
+        self._online: set[bytes] = set()
+        self._sync_deadline: dict[bytes, float] = {}  # peer -> full resend at
+        self._events: deque[Event] = deque()
+        self._handlers: dict[bytes, Callable[[bytes, Envelope, float], None]] = {
+            env_mod.TEXT: self._on_text,
+            env_mod.RECEIPT: self._on_receipt,
+            env_mod.PRESENCE: self._on_presence,
+            env_mod.TYPING: self._on_typing,
+            SYNC: self._on_sync,
+            SYNC_WANT: self._on_sync_want,
+        }
+
+    # --------------------------------------------------------- driving interface
+
+    def get_timer(self) -> float | None:
+        return min(self._sync_deadline.values(), default=None)
+
+    def handle_timer(self, now: float) -> None:
+        """A peer that never answered our offer (an older client) gets everything."""
+        for peer in [p for p, t in self._sync_deadline.items() if t <= now]:
+            del self._sync_deadline[peer]
+            self._replay_outbox(peer, None, now)
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def is_online(self, peer: bytes) -> bool:
+        return peer in self._online
+
+    # ---------------------------------------------------------------- sessions
+
+    def session_up(self, peer: bytes, now: float) -> None:
+        """A session to ``peer`` is live: presence, reconciliation, read receipts."""
+        self._online.add(peer)
+        self.store.set_presence(peer, "online", int(now * 1000))
+        self._send_presence(peer, now)
+        # Reconcile before resending: offer the ids still unacknowledged (they may have
+        # arrived through the DHT mailbox or a friend meanwhile); the peer acknowledges
+        # what it has and asks for the rest, which is then replayed in causal order.
+        ids = [queued.id for queued, _ in self._outbox(peer)]
+        for chunk in _chunks(ids, env_mod.MAX_RECEIPT_IDS):
+            self.send_body(peer, SYNC, {b"ids": chunk}, now)
+        self.stats["offered"] += len(ids)
+        if ids:
+            self._sync_deadline[peer] = now + SYNC_TIMEOUT
+        self._flush_read_receipts(peer, now)
+
+    def session_down(self, peer: bytes, now: float) -> None:
+        self._online.discard(peer)
+        self._sync_deadline.pop(peer, None)
+        self.store.set_presence(peer, "offline", int(now * 1000))
+
+    # ---------------------------------------------------------------- sending
+
+    def envelope(self, to: bytes, kind: bytes, body: dict[bytes, Any], now: float) -> Envelope:
+        """A signed envelope to ``to`` with our next Lamport time."""
+        return env_mod.create(
+            self.identity,
+            self.device_id,
+            to,
+            kind,
+            body,
+            lamport=self.store.next_lamport(to, None),
+            now=now,
+        )
+
+    def send_body(self, to: bytes, kind: bytes, body: dict[bytes, Any], now: float) -> bool:
+        """Sign and queue a transient envelope; False (nothing queued) with no session."""
+        if to not in self._online:
+            return False
+        self._transmit(to, self.envelope(to, kind, body, now))
+        return True
+
+    def _transmit(self, to: bytes, envelope: Envelope) -> None:
+        self._events.append(Transmit(to, env_mod.encode_envelope(envelope)))
+
+    def send_text(self, to: bytes, text: str, now: float) -> Envelope:
+        """Commit a text message with its outbox row, then send it or deposit it."""
+        envelope = self.envelope(to, env_mod.TEXT, env_mod.text_body(text), now)
+        self.store.save_outgoing(envelope, now)  # persist, then act
+        if to in self._online:
+            self._transmit(to, envelope)
+            self.store.mark_state([envelope.id], "sent")
+        else:
+            self._events.append(Deposit(to, envelope, env_mod.encode_envelope(envelope)))
+        self._events.append(MessageStored(to, envelope))
+        return envelope
+
+    def send_typing(self, to: bytes, on: bool, now: float) -> None:
+        self.send_body(to, env_mod.TYPING, env_mod.typing_body(on), now)
+
+    def set_presence(self, status: str, note: str | None, now: float) -> None:
+        """Our presence, kept across restarts and told to every contact online."""
+        if status not in PRESENCE_STATES:
+            raise ValueError(f"presence is one of {', '.join(PRESENCE_STATES)}")
+        self.store.kv_set("presence", status.encode())
+        self.store.kv_set("presence_note", (note or "").encode())
+        for peer in sorted(self._online):
+            self._send_presence(peer, now)
+
+    def _send_presence(self, peer: bytes, now: float) -> None:
+        status = (self.store.kv_get("presence") or b"online").decode()
+        note = (self.store.kv_get("presence_note") or b"").decode()
+        body = env_mod.presence_body(status, int(now * 1000), note or None)
+        self.send_body(peer, env_mod.PRESENCE, body, now)
+
+    def mark_read(self, peer: bytes, up_to: str | None, now: float) -> int:
+        """Mark incoming messages read (up to the hex id ``up_to``); returns how many.
+
+        The read receipts are committed first and sent when a session is up."""
+        unread = [
+            r
+            for r in self.store.history(peer, limit=500)
+            if r.direction == "in" and r.state != "read"
+        ]
+        if up_to is not None:
+            hexes = [r.id.hex() for r in unread]
+            if up_to in hexes:
+                unread = unread[: hexes.index(up_to) + 1]
+        ids = [r.id for r in unread]
+        if ids:
+            self.store.mark_state(ids, "read")
+            key = f"read_receipts:{peer.hex()}"
+            self.store.kv_set(key, (self.store.kv_get(key) or b"") + b"".join(ids))
+            self._flush_read_receipts(peer, now)
+        return len(ids)
+
+    def _flush_read_receipts(self, peer: bytes, now: float) -> None:
+        key = f"read_receipts:{peer.hex()}"
+        pending = self.store.kv_get(key) or b""
+        if not pending or peer not in self._online:
+            return
+        ids = [pending[i : i + 16] for i in range(0, len(pending), 16)]
+        for chunk in _chunks(ids, READ_BATCH):
+            self.send_body(peer, env_mod.RECEIPT, env_mod.receipt_body(chunk, b"read"), now)
+        self.store.kv_set(key, b"")
+
+    # ------------------------------------------------------------ outbox replay
+
+    def _outbox(self, peer: bytes) -> list[tuple[Envelope, bytes]]:
+        """The outbox to ``peer``: parseable envelopes only, in Lamport order."""
+        out = []
+        for blob in self.store.pending_outbox(peer):
+            try:
+                out.append((env_mod.parse_envelope(blob), blob))
+            except EnvelopeError:
+                continue
+        return out
+
+    def _replay_outbox(self, peer: bytes, only: set[bytes] | None, now: float) -> None:
+        """Resend unacknowledged messages (all, or those the peer asked for)."""
+        if peer not in self._online:
+            return
+        sent = []
+        horizon_ms = (now - RESIGN_AFTER) * 1000
+        for queued, blob in self._outbox(peer):
+            if only is not None and queued.id not in only:
+                continue
+            if queued.ts_ms < horizon_ms:
+                # Queued longer than the receiver's window: same id and order, fresh
+                # timestamp and signature (a receiver that has it still drops the copy).
+                queued = env_mod.resign(self.identity, queued, now=now)
+                self.store.replace_outbox(queued)
+                blob = env_mod.encode_envelope(queued)
+            self._events.append(Transmit(peer, blob))
+            sent.append(queued.id)
+        if sent:
+            self.store.mark_state(sent, "sent")
+        self.stats["resent"] += len(sent)
+
+    # ---------------------------------------------------------------- receiving
+
+    def receive(self, peer: bytes, device: bytes, payload: bytes, now: float) -> None:
+        """A payload from ``peer``'s authenticated ``device`` over a live session."""
+        try:
+            envelope = env_mod.parse_envelope(payload)
+            env_mod.verify_envelope(
+                envelope, expected_sender=peer, expected_recipient=self.me, now=now
+            )
+            if envelope.device != device:
+                # Signed by the identity, but naming another device than the one whose
+                # certified key this session authenticated.
+                raise EnvelopeError("wrong_device", "envelope names another device")
+        except EnvelopeError as exc:
+            log.warning("refused an envelope from %s: %s", peer.hex()[:16], exc)
+            self.stats["refused"] += 1
+            self._events.append(Refused(peer, str(exc)))
+            return
+        self.store.next_lamport(peer, envelope.lamport)  # advance our clock past theirs
+        handler = self._handlers.get(envelope.type)
+        if handler is None:
+            self._events.append(Unhandled(peer, envelope))
+        else:
+            handler(peer, envelope, now)
+
+    def _on_text(self, peer: bytes, envelope: Envelope, now: float) -> None:
+        fresh = self.store.save_incoming(envelope, now)  # persist, then acknowledge
+        receipt = env_mod.receipt_body([envelope.id], b"delivered")
+        self._transmit(peer, self.envelope(peer, env_mod.RECEIPT, receipt, now))
+        if fresh:
+            self._events.append(MessageStored(peer, envelope))
+        else:
+            # A replay, or a resend after a lost receipt: acknowledged again, not stored.
+            self.stats["duplicates_received"] += 1
+
+    def _on_receipt(self, peer: bytes, envelope: Envelope, now: float) -> None:
+        ids, state = env_mod.decode_receipt(envelope)
+        mine = [i for i in ids if self._is_message(i, peer, "out")]
+        if mine:
+            self.store.mark_state(mine, state.decode())
+            self.store.ack_outbox(mine)
+            self._events.append(ReceiptReceived(peer, state.decode(), tuple(mine)))
+
+    def _on_presence(self, peer: bytes, envelope: Envelope, now: float) -> None:
+        status, last_seen, note = env_mod.decode_presence(envelope)
+        self.store.set_presence(peer, status, last_seen)
+        self._events.append(PresenceChanged(peer, status, last_seen, note))
+
+    def _on_typing(self, peer: bytes, envelope: Envelope, now: float) -> None:
+        self._events.append(Typing(peer, env_mod.decode_typing(envelope)))
+
+    def _on_sync(self, peer: bytes, envelope: Envelope, now: float) -> None:
+        ids = _id_list(envelope.body)
+        have = [i for i in ids if self._is_message(i, peer, "in")]
+        for chunk in _chunks(have, env_mod.MAX_RECEIPT_IDS):
+            self.send_body(peer, env_mod.RECEIPT, env_mod.receipt_body(chunk, b"delivered"), now)
+        known = set(have)
+        self.send_body(peer, SYNC_WANT, {b"ids": [i for i in ids if i not in known]}, now)
+
+    def _on_sync_want(self, peer: bytes, envelope: Envelope, now: float) -> None:
+        self._sync_deadline.pop(peer, None)
+        self._replay_outbox(peer, set(_id_list(envelope.body)), now)
+
+    def _is_message(self, msg_id: bytes, peer: bytes, direction: str) -> bool:
+        row = self.store.get_message(msg_id)
+        return row is not None and row.direction == direction and row.peer == peer

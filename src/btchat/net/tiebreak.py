@@ -1,0 +1,27 @@
+"""Which of two connections between the same two endpoints both ends keep.
+
+If both sides dial at once, two connections may complete. Each side decides alone,
+without a message, so the rule must give both the same answer from what both know: the
+two endpoint keys and who dialled each connection. Both keep the connection dialled by
+the smaller key; between two dialled by the same side, the older one stays (so a
+redial cannot knock out a working connection). Used for 1:1 sessions (keys: identity
+keys) and meant for channel links.
+"""
+
+from __future__ import annotations
+
+__all__ = ["keeper", "replaces"]
+
+
+def keeper(a: bytes, b: bytes) -> bytes:
+    """The key whose dialled connection both ends keep."""
+    return min(a, b)
+
+
+def replaces(local: bytes, remote: bytes, current_dialler: bytes, new_dialler: bytes) -> bool:
+    """True if a new connection (dialled by ``new_dialler``) replaces the current one.
+
+    ``local`` and ``remote`` are the two endpoint keys; a dialler is one of them.
+    """
+    keep = keeper(local, remote)
+    return current_dialler != keep and new_dialler == keep

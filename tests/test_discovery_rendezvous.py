@@ -1,0 +1,115 @@
+"""Rendezvous scheduling: each contact on its own, a bounded number at once (issue 10)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from btchat.dht.node import GetPeersResult
+from btchat.discovery.rendezvous import Candidate, Rendezvous, RendezvousConfig
+from btchat.identity.keys import DeviceCertificate, DeviceKey, Identity
+from btchat.identity.rendezvous import lookup_targets, pairwise_secret
+from btchat.net.dht_service import DhtError
+from btchat.node.tasks import TaskOwner
+
+
+class FakeDht:
+    """Lookups for the contacts in ``hang`` never answer; the others find nothing at
+    their first lookup (not announced yet), then one address."""
+
+    def __init__(self, targets: dict[bytes, bytes], hang: set[bytes]) -> None:
+        self.targets = targets  # infohash -> contact
+        self.hang = hang
+        self.calls: dict[bytes, int] = {}
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    async def announce(self, infohash: bytes, port: int) -> None:
+        return None
+
+    async def get_peers(self, infohash: bytes) -> GetPeersResult:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            contact = self.targets.get(infohash, b"")
+            if contact in self.hang:
+                await asyncio.Event().wait()
+            self.calls[contact] = self.calls.get(contact, 0) + 1
+            if self.calls[contact] <= self.per_look(contact):  # the whole first lookup
+                return GetPeersResult([], 1, 1)
+            return GetPeersResult([("127.0.0.1", 9)], 1, 1)
+        finally:
+            self.in_flight -= 1
+
+    def per_look(self, contact: bytes) -> int:
+        return sum(1 for c in self.targets.values() if c == contact)
+
+    async def put_mutable(self, item: object) -> None:
+        raise DhtError("not joined")
+
+    async def get_mutable(self, public_key: bytes, salt: bytes = b"") -> None:
+        raise DhtError("not joined")
+
+
+class Reacher:
+    def __init__(self) -> None:
+        self.reached: dict[bytes, float] = {}
+
+    def connected(self, contact: bytes) -> bool:
+        return contact in self.reached
+
+    async def reach(self, candidates: list[Candidate]) -> bool:
+        self.reached[candidates[0].identity] = time.monotonic()
+        return True
+
+
+def _cert(identity: Identity) -> DeviceCertificate:
+    return identity.certify(DeviceKey.generate(), int(time.time()))
+
+
+async def _run(hang_count: int, fast_count: int, max_lookups: int) -> tuple[FakeDht, Reacher]:
+    me = Identity.generate()
+    slow = [Identity.generate() for _ in range(hang_count)]
+    fast = [Identity.generate() for _ in range(fast_count)]
+    certs = {c.public_key: _cert(c) for c in slow + fast}
+    targets = {
+        ih: c.public_key
+        for c in slow + fast
+        for ih in lookup_targets(
+            pairwise_secret(me, c.public_key), me.public_key, c.public_key, time.time()
+        )
+    }
+    dht = FakeDht(targets, {c.public_key for c in slow})
+    reacher = Reacher()
+    rendezvous = Rendezvous(
+        me,
+        _cert(me),
+        dht,  # type: ignore[arg-type]
+        RendezvousConfig(max_lookups=max_lookups),
+        reacher,
+        contacts=lambda: [c.public_key for c in slow + fast],
+        certs_of=lambda pk: [certs[pk]],
+        save_certs=lambda pk, c: None,
+    )
+    tasks = TaskOwner()
+    tasks.spawn(rendezvous.run(4000, tasks.spawn))
+    deadline = time.monotonic() + 5
+    while len(reacher.reached) < fast_count and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)
+    await tasks.cancel_all()
+    return dht, reacher
+
+
+async def test_an_unreachable_contact_does_not_delay_the_others() -> None:
+    # A round that waited for every contact would never retry the reachable ones.
+    start = time.monotonic()
+    dht, reacher = await _run(hang_count=3, fast_count=2, max_lookups=8)
+    assert len(reacher.reached) == 2
+    assert all(dht.calls[c] > dht.per_look(c) for c in reacher.reached)  # found at a retry
+    assert max(reacher.reached.values()) - start < 2.0
+
+
+async def test_lookups_at_once_are_bounded() -> None:
+    dht, reacher = await _run(hang_count=6, fast_count=0, max_lookups=2)
+    assert dht.most_in_flight == 2 and reacher.reached == {}
