@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from natlab import PUBLIC_ADDRS, PUBLIC_HOST, Lab, NatType, build_lab, unavailable
+from natlab.lab import PUBLIC_ADDRS, PUBLIC_HOST, Lab, NatType, build_lab, unavailable
 from natlab.probe import input_dropped, measure_router
 
 from btchat.dht.node import NodeConfig
@@ -35,7 +35,7 @@ def lab() -> Iterator[Lab]:
                 raise RuntimeError(why)
             built = stack.enter_context(build_lab())
         except Exception as exc:
-            if os.environ.get("CI"):
+            if os.environ.get("CI", "").lower() not in ("", "0", "false"):
                 pytest.fail(f"CI must run the NAT lab, but it cannot be built: {exc}")
             pytest.skip(f"NAT lab unavailable: {exc}")
         yield built

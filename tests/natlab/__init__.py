@@ -1,27 +1,4 @@
-"""The NAT lab: network namespaces with home routers of each RFC 4787 type (see ``lab``)."""
+"""The NAT lab: network namespaces with home routers of each RFC 4787 type.
 
-from natlab.lab import (
-    HOME_IP,
-    PUBLIC_ADDRS,
-    PUBLIC_HOST,
-    WAN_ADDRS,
-    Home,
-    Lab,
-    NatType,
-    build_lab,
-    nat_ruleset,
-    unavailable,
-)
-
-__all__ = [
-    "HOME_IP",
-    "PUBLIC_ADDRS",
-    "PUBLIC_HOST",
-    "WAN_ADDRS",
-    "Home",
-    "Lab",
-    "NatType",
-    "build_lab",
-    "nat_ruleset",
-    "unavailable",
-]
+``natlab.lab`` builds and tears down the topology; ``natlab.probe`` measures a router.
+"""

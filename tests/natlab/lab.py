@@ -33,6 +33,9 @@ from pathlib import Path
 __all__ = [
     "HOME_IP",
     "LAN_GW",
+    "PUBLIC_ADDRS",
+    "PUBLIC_HOST",
+    "WAN_ADDRS",
     "Home",
     "Lab",
     "NatType",
