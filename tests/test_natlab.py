@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 from natlab.lab import PUBLIC_ADDRS, PUBLIC_HOST, Lab, NatType, build_lab, unavailable
-from natlab.probe import input_dropped, measure_router
+from natlab.probe import input_dropped, measure_router, tcp_through
 
 from btchat.dht.node import NodeConfig
 from btchat.dht.reachability import Filtering, Mapping, ReachabilitySummary
@@ -61,6 +61,8 @@ def test_each_router_behaves_as_rfc_4787_describes(lab: Lab) -> None:
         assert b.input_dropped, f"{nat}: the router answers unsolicited WAN traffic itself"
         if nat is not NatType.SYMMETRIC:
             assert b.port_preserved, nat  # the lab's cone NATs keep the internal port
+        seen, inbound = tcp_through(lab, home)
+        assert seen[0] == home.wan_ip and not inbound, nat  # TCP: out yes, in unasked no
     assert measured == EXPECTED_ROUTERS
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from natlab.lab import HOME_IP, PUBLIC_ADDRS, Home, Lab
 
-__all__ = ["RouterBehaviour", "input_dropped", "measure_router"]
+__all__ = ["RouterBehaviour", "input_dropped", "measure_router", "tcp_through"]
 
 WAIT = 0.3  # seconds to wait for a datagram that a filter may drop
 REFLECTOR_PORT = 3478  # STUN's port, for the look of it
@@ -85,6 +85,37 @@ def input_dropped(lab: Lab, target_ip: str, port: int = 9) -> bool:
         except TimeoutError:
             return True
     return False  # something answered: certainly not dropped
+
+
+def _tcp(lab: Lab, ns: str, addr: tuple[str, int]) -> socket.socket:
+    with lab.inside(ns):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(WAIT)
+    sock.bind(addr)
+    return sock
+
+
+def tcp_through(lab: Lab, home: Home) -> tuple[tuple[str, int], bool]:
+    """TCP through ``home``'s router: the source a public server sees for an outbound
+    connection, and whether an unsolicited inbound connection to the same port gets in."""
+    server = _tcp(lab, lab.ns("pub"), (PUBLIC_ADDRS[0], 0))
+    listener = _tcp(lab, home.ns, (HOME_IP, 0))
+    client = _tcp(lab, home.ns, (HOME_IP, 0))
+    dialer = _tcp(lab, lab.ns("pub"), (PUBLIC_ADDRS[2], 0))
+    try:
+        server.listen()
+        listener.listen()
+        client.connect(server.getsockname())
+        accepted, seen = server.accept()
+        accepted.close()
+        try:
+            dialer.connect((home.wan_ip, listener.getsockname()[1]))
+        except (TimeoutError, ConnectionRefusedError):
+            return (seen[0], seen[1]), False
+        return (seen[0], seen[1]), True
+    finally:
+        for sock in (server, listener, client, dialer):
+            sock.close()
 
 
 def measure_router(lab: Lab, home: Home) -> RouterBehaviour:
