@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import random
 import resource
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from btchat.dht.ids import Addr
@@ -49,8 +50,12 @@ async def start_swarm(
     config: NodeConfig | None = None,
     seed: int | None = None,
     batch: int = 64,
+    hosts: Sequence[str] = ("127.0.0.1",),
 ) -> Swarm:
-    """Start ``n`` nodes on 127.0.0.1 and join each to the swarm through earlier nodes."""
+    """Start ``n`` nodes and join each to the swarm through earlier nodes.
+
+    Nodes bind to ``hosts`` in turn (the NAT lab spreads a swarm over several addresses).
+    """
     if n < 1:
         raise ValueError("a swarm needs at least one node")
     _raise_fd_limit(n + 256)
@@ -58,10 +63,12 @@ async def start_swarm(
     config = config or SANDBOX_CONFIG
     swarm = Swarm()
     try:
-        for _ in range(n):
+        for i in range(n):
             swarm.services.append(
                 await DhtService.start(
-                    host="127.0.0.1", config=config, rng=random.Random(rng.getrandbits(64))
+                    host=hosts[i % len(hosts)],
+                    config=config,
+                    rng=random.Random(rng.getrandbits(64)),
                 )
             )
         first = swarm.services[0]

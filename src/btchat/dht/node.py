@@ -48,6 +48,7 @@ from btchat.dht.krpc import (
 )
 from btchat.dht.lookup import Candidate, Lookup
 from btchat.dht.ratelimit import RateLimiter
+from btchat.dht.reachability import MAX_REPORTS, Reachability
 from btchat.dht.routing import RoutingTable
 from btchat.dht.storage import ItemStore, PeerStore, StoredImmutable
 from btchat.dht.tokens import TokenManager
@@ -70,8 +71,9 @@ log = logging.getLogger(__name__)
 CLIENT_VERSION = b"BC\x00\x01"
 #: Peers returned in one get_peers answer: 50 x 6 bytes keeps the packet under ~1 KiB.
 MAX_PEERS_PER_RESPONSE = 50
-#: BEP 42: distinct voters remembered when learning our external IP from ``ip`` keys.
-MAX_IP_VOTERS = 50
+#: BEP 42: distinct voters remembered when learning our external IP from ``ip`` keys
+#: (the reports live in :class:`~btchat.dht.reachability.Reachability`).
+MAX_IP_VOTERS = MAX_REPORTS
 #: Votes needed before we trust an external address enough to change our ID for it.
 MIN_IP_VOTES = 10
 
@@ -243,7 +245,8 @@ class DhtNode:
         self.stats: Counter[str] = Counter()
         self.external_ip: str | None = None
         self.bootstrap_addrs: list[Addr] = []
-        self._ip_votes: dict[bytes, str] = {}
+        #: Our external address, mapping and filtering as the DHT shows them (BEP 42 votes).
+        self.reachability = Reachability(max_reports=MAX_IP_VOTERS)
         self._outbox: list[tuple[bytes, Addr]] = []
         self._events: deque[Event] = deque()
         self._pending: dict[bytes, _Pending] = {}
@@ -399,6 +402,7 @@ class DhtNode:
             self.stats["rx_rate_limited"] += 1
             return
         self.stats["rx_queries"] += 1
+        self.reachability.query_from(addr)
         handler = self._handlers.get(q.method)
         try:
             if handler is None:
@@ -524,7 +528,8 @@ class DhtNode:
         del self._pending[r.tid]
         self.stats["rx_responses"] += 1
         if r.ip is not None:
-            self._vote_ip(r.sender_id, r.ip[0], now)
+            self.reachability.report(addr, r.ip)
+            self._vote_ip(now)
         self._pinging.discard(r.sender_id)
         if pending.node_id is None or pending.node_id == r.sender_id:
             self._learn(NodeInfo(r.sender_id, addr), now, responded=True)
@@ -793,6 +798,7 @@ class DhtNode:
         self._push_timer(now + self.config.short_timeout, "slow", tid)
         self._push_timer(now + self.config.query_timeout, "timeout", tid)
         self._outbox.append((data, addr))
+        self.reachability.sent_to(addr)
         self.stats["tx_queries"] += 1
         if op is not None:
             op.queries += 1
@@ -837,20 +843,13 @@ class DhtNode:
         for target in self.routing.refresh_targets(now, self.config.refresh_interval):
             self._start_lookup("find_node", target, now, silent=True)
 
-    def _vote_ip(self, voter: bytes, ip: str, now: float) -> None:
+    def _vote_ip(self, now: float) -> None:
         """BEP 42: learn our external IP from the ``ip`` key, by majority of distinct voters."""
-        if voter in self._ip_votes:
-            del self._ip_votes[voter]
-        elif len(self._ip_votes) >= MAX_IP_VOTERS:
-            del self._ip_votes[next(iter(self._ip_votes))]
-        self._ip_votes[voter] = ip
-        if len(self._ip_votes) < MIN_IP_VOTES:
-            return
-        best, votes = Counter(self._ip_votes.values()).most_common(1)[0]
-        if votes * 2 <= len(self._ip_votes) or best == self.external_ip:
+        best = self.reachability.external_ip(MIN_IP_VOTES)
+        if best is None or best == self.external_ip:
             return
         self.external_ip = best
-        log.info("external address is %s (by %d of %d votes)", best, votes, len(self._ip_votes))
+        log.info("external address is %s (by majority of BEP 42 votes)", best)
         if (
             self.config.secure_id
             and not bep42.is_exempt(best)

@@ -29,6 +29,7 @@ from btchat.dht.node import (
     OperationFailed,
     PutResult,
 )
+from btchat.dht.reachability import ReachabilitySummary
 from btchat.errors import NetworkError
 
 __all__ = ["DEFAULT_BOOTSTRAP", "DhtError", "DhtService", "resolve_addrs"]
@@ -133,6 +134,15 @@ class DhtService(asyncio.DatagramProtocol):
     @property
     def node_id(self) -> bytes:
         return self.node.node_id
+
+    @property
+    def reachability(self) -> ReachabilitySummary:
+        """What kind of network we are on (external address, NAT mapping and filtering)."""
+        host = self.addr[0]
+        if host not in ("0.0.0.0", "::"):
+            return self.node.reachability.summary(local_ips={host})
+        ip = self.node.reachability.external_ip()
+        return self.node.reachability.summary(local_ips={ip} if ip and _is_local_ip(ip) else ())
 
     def close(self) -> None:
         if self.closed:
@@ -244,6 +254,17 @@ class DhtService(asyncio.DatagramProtocol):
 
     async def put_mutable(self, item: bep44.MutableItem, *, cas: int | None = None) -> PutResult:
         return await self._run(self.node.put_mutable(item, self.loop.time(), cas=cas))
+
+
+def _is_local_ip(ip: str) -> bool:
+    """True if ``ip`` is an address of this host (in this network namespace): it binds."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.bind((ip, 0))
+    except OSError:
+        return False
+    return True
 
 
 def _load_state(path: Path) -> dict[str, Any]:

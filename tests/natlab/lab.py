@@ -1,0 +1,291 @@
+"""A NAT lab in Linux network namespaces: a "public internet", home routers of each NAT type.
+
+How this works. One namespace holds a bridge that plays the internet (203.0.113.0/24,
+TEST-NET-3, which exists only inside the namespaces built here). Public hosts are
+namespaces with a veth on that bridge. Each home is two namespaces: a router (WAN veth
+on the bridge, LAN veth to the home, IPv4 forwarding on, one nftables table that makes it
+a NAT of the chosen RFC 4787 type, including the input drop of unsolicited WAN traffic
+every real router has) and the home itself (192.168.1.10, default route via the router).
+Every home uses the same LAN range, as real homes do.
+
+Code runs "inside" a namespace two ways: a command or a Python process through
+``ip netns exec`` (:meth:`Lab.run`, :meth:`Lab.popen`), or, for tests that want every
+node in one asyncio loop, :meth:`Lab.inside`, which moves the calling thread into the
+namespace while sockets are created: a socket stays in the namespace it was made in.
+Teardown deletes every namespace the lab made (which removes their veths and rules),
+whatever happened; namespaces left by a killed earlier run are removed on the next build.
+
+Needs root, ``ip`` (iproute2) and ``nft`` (nftables); :func:`unavailable` says why not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+__all__ = [
+    "HOME_IP",
+    "LAN_GW",
+    "PUBLIC_ADDRS",
+    "PUBLIC_HOST",
+    "WAN_ADDRS",
+    "Home",
+    "Lab",
+    "NatType",
+    "build_lab",
+    "nat_ruleset",
+    "unavailable",
+]
+
+PREFIX = "btnl"  # namespace names: btnl<pid>-<role>
+NETNS_DIR = Path("/run/netns")
+INTERNET = "203.0.113"  # RFC 5737 TEST-NET-3: only inside namespaces built here
+LAN_GW = "192.168.1.1"
+HOME_IP = "192.168.1.10"
+_CLONE_NEWNET = 0x40000000
+
+
+class NatType(StrEnum):
+    """RFC 4787 behaviour of a home router: (mapping, filtering)."""
+
+    FULL_CONE = "full-cone"  # endpoint-independent mapping and filtering
+    ADDRESS_RESTRICTED = "address-restricted"  # EIM, address-dependent filtering
+    PORT_RESTRICTED = "port-restricted"  # EIM, address-and-port-dependent filtering
+    SYMMETRIC = "symmetric"  # endpoint-dependent mapping, address-and-port filtering
+
+
+# A real router drops unsolicited WAN traffic to itself too. Without this, the early
+# packet of a hole punch is confirmed by conntrack at the router's own INPUT hook and
+# takes the tuple, so the later outbound mapping gets a new port (shared natlab notes).
+_INPUT_DROP = """
+  chain input { type filter hook input priority filter; policy accept;
+    iif "wan" ct state established,related accept
+    iif "wan" drop
+  }"""
+
+_ESTABLISHED_ONLY = """
+  chain forward { type filter hook forward priority filter; policy accept;
+    iif "wan" ct state established,related accept
+    iif "wan" drop
+  }"""
+
+
+def nat_ruleset(nat: NatType, wan_ip: str) -> str:
+    """The nftables table that makes a router of type ``nat`` (WAN interface "wan")."""
+    if nat in (NatType.FULL_CONE, NatType.ADDRESS_RESTRICTED):
+        # EIM/EIF: a dynamic map from WAN port to the LAN endpoint that last went out
+        # through it; inbound UDP to a mapped port is sent there, whoever sends it.
+        contacted = nat is NatType.ADDRESS_RESTRICTED
+        sets = """
+  map fullcone { type inet_service : ipv4_addr . inet_service; flags dynamic,timeout;
+    timeout 300s; }"""
+        forward = ""
+        if contacted:
+            # ADF: only hosts we sent to may come in, from any of their ports.
+            sets += """
+  set contacted { type ipv4_addr . inet_service; flags dynamic,timeout; timeout 300s; }"""
+            forward = """
+  chain forward { type filter hook forward priority filter; policy accept;
+    oif "wan" meta l4proto udp update @contacted { ip daddr . udp sport timeout 300s }
+    iif "wan" ct state established,related accept
+    iif "wan" ip saddr . udp dport @contacted accept
+    iif "wan" drop
+  }"""
+        return f"""table ip t {{{sets}
+  chain pre {{ type nat hook prerouting priority dstnat; policy accept;
+    iif "wan" meta l4proto udp dnat ip to udp dport map @fullcone
+  }}
+  chain post {{ type nat hook postrouting priority srcnat; policy accept;
+    oif "wan" meta l4proto udp update @fullcone {{ udp sport timeout 300s : ip saddr . udp sport }}
+    oif "wan" snat ip to {wan_ip}
+  }}{forward}{_INPUT_DROP}
+}}
+"""
+    if nat is NatType.PORT_RESTRICTED:
+        post = f'oif "wan" snat ip to {wan_ip}'  # port-preserving: one mapping per port
+    else:
+        post = 'oif "wan" masquerade random'  # a fresh random port per destination
+    return f"""table ip t {{
+  chain post {{ type nat hook postrouting priority srcnat; policy accept;
+    {post}
+  }}{_ESTABLISHED_ONLY}{_INPUT_DROP}
+}}
+"""
+
+
+def _tool(name: str) -> str | None:
+    return shutil.which(name) or next(
+        (p for d in ("/usr/sbin", "/sbin") if os.access(p := f"{d}/{name}", os.X_OK)), None
+    )
+
+
+def unavailable() -> str | None:
+    """Why the lab cannot be built here, or None when it can."""
+    if os.geteuid() != 0:
+        return "the NAT lab needs root (network namespaces, nftables)"
+    for tool, package in (("ip", "iproute2"), ("nft", "nftables")):
+        if _tool(tool) is None:
+            return f"the NAT lab needs `{tool}`: apt-get install {package} (scripts/setup does)"
+    return None
+
+
+def _sh(argv: Sequence[str], *, stdin: str | None = None) -> str:
+    done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=30)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed: {done.stderr.strip() or done.stdout}")
+    return done.stdout
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, _CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+@dataclass
+class Home:
+    """One home behind a router: the router's WAN address and both namespaces."""
+
+    nat: NatType
+    router: str  # namespace
+    ns: str  # the home's namespace
+    wan_ip: str
+    ip: str = HOME_IP
+
+
+@dataclass
+class Lab:
+    """A built topology; see the module docstring. Use :func:`build_lab` to make one."""
+
+    tag: str
+    namespaces: list[str] = field(default_factory=list)
+    public: dict[str, list[str]] = field(default_factory=dict)  # namespace -> its addresses
+    homes: dict[NatType, Home] = field(default_factory=dict)
+
+    def ns(self, role: str) -> str:
+        """The namespace of ``role`` ("pub", "host", "inet", ...)."""
+        return f"{self.tag}-{role}"
+
+    @property
+    def internet(self) -> str:
+        return self.ns("inet")
+
+    # ------------------------------------------------------------------ running
+
+    def run(self, ns: str, *argv: str, stdin: str | None = None) -> str:
+        """Run a command inside namespace ``ns``; raises with its stderr if it fails."""
+        return _sh(["ip", "netns", "exec", ns, *argv], stdin=stdin)
+
+    def popen(self, ns: str, argv: Sequence[str], **kw: object) -> subprocess.Popen[str]:
+        """Start a process (e.g. ``[sys.executable, "-c", ...]``) inside ``ns``."""
+        return subprocess.Popen(["ip", "netns", "exec", ns, *argv], text=True, **kw)  # type: ignore[call-overload, no-any-return]
+
+    @contextlib.contextmanager
+    def inside(self, ns: str) -> Iterator[None]:
+        """Move this thread into ``ns``; sockets made meanwhile stay there for good."""
+        with open("/proc/thread-self/ns/net") as home, open(NETNS_DIR / ns) as target:
+            _setns(target.fileno())
+            try:
+                yield
+            finally:
+                _setns(home.fileno())
+
+    # ----------------------------------------------------------------- building
+
+    def _netns(self, role: str) -> str:
+        name = self.ns(role)
+        _sh(["ip", "netns", "add", name])
+        self.namespaces.append(name)
+        _sh(["ip", "-n", name, "link", "set", "lo", "up"])
+        return name
+
+    def _plug(self, ns: str, ifname: str, port: str) -> None:
+        """A veth from ``ns`` (named ``ifname``) to the internet bridge (port ``port``)."""
+        _sh(["ip", "link", "add", ifname, "netns", ns, "type", "veth",
+             "peer", "name", port, "netns", self.internet])  # fmt: skip
+        _sh(["ip", "-n", self.internet, "link", "set", port, "master", "br0", "up"])
+        _sh(["ip", "-n", ns, "link", "set", ifname, "up"])
+
+    def add_internet(self) -> None:
+        ns = self._netns("inet")
+        _sh(["ip", "-n", ns, "link", "add", "br0", "type", "bridge"])
+        _sh(["ip", "-n", ns, "link", "set", "br0", "up"])
+
+    def add_public(self, role: str, addrs: Sequence[str]) -> str:
+        """A public host with one or more internet addresses; returns its namespace."""
+        ns = self._netns(role)
+        self._plug(ns, "eth0", f"p{len(self.namespaces)}")
+        for addr in addrs:
+            _sh(["ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", "eth0"])
+        self.public[ns] = list(addrs)
+        return ns
+
+    def add_home(self, nat: NatType, wan_ip: str) -> Home:
+        """A router of type ``nat`` on ``wan_ip`` and a home behind it."""
+        short = "".join(w[0] for w in nat.value.split("-"))  # fc, ar, pr, s
+        router, home = self._netns(f"r{short}"), self._netns(f"h{short}")
+        self._plug(router, "wan", f"r{short}")
+        _sh(["ip", "-n", router, "addr", "add", f"{wan_ip}/24", "dev", "wan"])
+        _sh(["ip", "link", "add", "lan", "netns", router, "type", "veth",
+             "peer", "name", "eth0", "netns", home])  # fmt: skip
+        _sh(["ip", "-n", router, "addr", "add", f"{LAN_GW}/24", "dev", "lan"])
+        _sh(["ip", "-n", router, "link", "set", "lan", "up"])
+        _sh(["ip", "-n", home, "addr", "add", f"{HOME_IP}/24", "dev", "eth0"])
+        _sh(["ip", "-n", home, "link", "set", "eth0", "up"])
+        _sh(["ip", "-n", home, "route", "add", "default", "via", LAN_GW])
+        self.run(router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        self.run(router, "nft", "-f", "-", stdin=nat_ruleset(nat, wan_ip))
+        self.homes[nat] = Home(nat, router, home, wan_ip)
+        return self.homes[nat]
+
+    def close(self) -> None:
+        """Delete every namespace made here (their veths, routes and rules go with them)."""
+        for ns in reversed(self.namespaces):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+        self.namespaces.clear()
+
+
+def _remove_stale() -> None:
+    """Namespaces of an earlier lab whose process is gone (killed before its teardown)."""
+    if not NETNS_DIR.is_dir():
+        return
+    for path in NETNS_DIR.iterdir():
+        name = path.name
+        if not name.startswith(PREFIX) or "-" not in name:
+            continue
+        pid = name[len(PREFIX) : name.index("-")]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)
+
+
+#: Where the standard topology puts things.
+PUBLIC_ADDRS = [f"{INTERNET}.10", f"{INTERNET}.11", f"{INTERNET}.12"]  # the swarm, reflectors
+PUBLIC_HOST = f"{INTERNET}.20"  # one public node of our own
+WAN_ADDRS = {nat: f"{INTERNET}.{101 + i}" for i, nat in enumerate(NatType)}
+
+
+@contextlib.contextmanager
+def build_lab(nats: Sequence[NatType] = tuple(NatType)) -> Iterator[Lab]:
+    """The standard topology: namespace ``pub`` on :data:`PUBLIC_ADDRS`, ``host`` on
+    :data:`PUBLIC_HOST`, and one home per NAT type in ``nats``. Always torn down."""
+    _remove_stale()
+    lab = Lab(tag=f"{PREFIX}{os.getpid()}")
+    try:
+        lab.add_internet()
+        lab.add_public("pub", PUBLIC_ADDRS)
+        lab.add_public("host", [PUBLIC_HOST])
+        for nat in nats:
+            lab.add_home(nat, WAN_ADDRS[nat])
+        yield lab
+    finally:
+        lab.close()
