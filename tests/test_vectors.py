@@ -323,7 +323,12 @@ def test_olm_prekey_message_decrypts() -> None:
         vodozemac.Curve25519PublicKey.from_bytes(b(v["alice_olm_key"])), message
     )
     assert bytes(plaintext).hex() == v["plaintext"]
+    # The packet's k must be the identity key inside the pre-key message.
     account = vodozemac.Account.from_pickle(v["bob_account_pickle"], b(v["bob_pickle_key"]))
+    with pytest.raises(vodozemac.SessionCreationException):
+        account.create_inbound_session(
+            vodozemac.Curve25519PublicKey.from_bytes(b(v["bob_one_time_key"])), message
+        )
     tampered = vodozemac.AnyOlmMessage.from_parts(0, flipped(body, len(body) - 1)).to_pre_key()
     with pytest.raises(vodozemac.SessionCreationException):
         account.create_inbound_session(
@@ -356,10 +361,9 @@ def test_mailbox_slots_and_sealed_items() -> None:
     secret, sender, recipient = b(m["secret"]), b(m["sender"]), b(m["recipient"])
     items = [*m["chunks"], m["head"]]
     for v in items:
-        label = b(v["label"])
-        root = hashlib.blake2b(
-            b"btchat/mailbox/v1\x00" + sender + recipient + label, key=secret, digest_size=32
-        ).digest()
+        assert b(v["root_input"]) == b"btchat/mailbox/v1\x00" + sender + recipient + b(v["label"])
+        root = hashlib.blake2b(b(v["root_input"]), key=secret, digest_size=32).digest()
+        assert root.hex() == v["root"]
         seed = hashlib.blake2b(root, digest_size=32, person=b"btchat-mbox-sig").digest()
         aead = hashlib.blake2b(root, digest_size=32, person=b"btchat-mbox-enc").digest()
         assert (seed.hex(), aead.hex()) == (v["seed"], v["aead_key"])

@@ -696,10 +696,11 @@ def family_offline() -> dict[str, Any]:
     )
     wire = pkt.encode()
     secret = rendezvous.pairwise_secret(ALICE, BOB.public_key)
+    direction = ALICE.public_key + BOB.public_key
     chunks = []
     for part, payload in enumerate(packet.split_chunks(wire)):
         slot = packet.chunk_slot(secret, ALICE.public_key, BOB.public_key, 0, part)
-        chunks.append(_item_vector(slot, b"chunk" + encode([0, part]), payload))
+        chunks.append(_item_vector(slot, secret, direction, b"chunk" + encode([0, part]), payload))
     day = int(NOW // packet.DAY_SECONDS)
     head_slot = packet.head_slot(secret, ALICE.public_key, BOB.public_key, day)
     head = packet.Head(0, 1, -1)
@@ -751,7 +752,9 @@ def family_offline() -> dict[str, Any]:
                     "lo": head.lo,
                     "hi": head.hi,
                     "a": head.ack + 1,
-                    **_item_vector(head_slot, b"head" + encode(day), head.payload()),
+                    **_item_vector(
+                        head_slot, secret, direction, b"head" + encode(day), head.payload()
+                    ),
                 },
             },
         },
@@ -765,13 +768,17 @@ def family_offline() -> dict[str, Any]:
     )
 
 
-def _item_vector(slot: packet.Slot, label: bytes, payload: dict[bytes, Any]) -> dict[str, Any]:
-    root_input = b"btchat/mailbox/v1\x00" + label
+def _item_vector(
+    slot: packet.Slot, secret: bytes, direction: bytes, label: bytes, payload: dict[bytes, Any]
+) -> dict[str, Any]:
+    """One sealed mailbox item; ``direction`` is sender || recipient."""
+    root_input = b"btchat/mailbox/v1\x00" + direction + label
     plain = encode(payload)
     padded = plain + bytes(packet.ITEM_PLAINTEXT - len(plain))
     return {
         "label": hx(label),
-        "root_input_after_label_prefix": hx(root_input),
+        "root_input": hx(root_input),
+        "root": hx(hashlib.blake2b(root_input, key=secret, digest_size=32).digest()),
         "seed": hx(slot.private_key.private_bytes_raw()),
         "public_key": hx(slot.public_key),
         "aead_key": hx(slot.aead_key),
