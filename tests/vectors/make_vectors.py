@@ -23,11 +23,13 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import vodozemac
 from nacl.bindings import (
+    crypto_aead_xchacha20poly1305_ietf_encrypt,
     crypto_box,
     crypto_scalarmult,
     crypto_scalarmult_base,
@@ -39,7 +41,7 @@ from btchat.channels import keys as channel_keys
 from btchat.channels.chatfile import ChatFile
 from btchat.channels.members import MemberList
 from btchat.channels.messages import CONTEXT as CHANNEL_MESSAGE_CONTEXT
-from btchat.channels.messages import seal_message
+from btchat.channels.messages import ChannelMessage, seal_message
 from btchat.codec.bencode import encode
 from btchat.dht import bep44
 from btchat.identity import idtext, pow, rendezvous, safety
@@ -48,7 +50,7 @@ from btchat.messaging import envelope as env
 from btchat.node import requests
 from btchat.node.peering import DEVICES_SALT, encode_device_list
 from btchat.offline import packet
-from btchat.offline.ratchet import pickle_key
+from btchat.offline.ratchet import PREKEY_SALT, Bundle, pickle_key
 
 VECTOR_DIR = Path(__file__).resolve().parents[2] / "docs" / "vectors"
 FILE_VERSION = 1
@@ -67,6 +69,8 @@ BOB_DEVICE = DeviceKey.from_bytes(bytes([0x21]) * 32, bytes([0xB1]) * 16)
 #: 2023-11-14 22:13:20.25 UTC: exact in binary, so ``int(now * 1000)`` is exact.
 NOW = 1700000000.25
 CREATED = 1700000000
+#: Long enough that its offline packet takes two mailbox chunks.
+LONG_TEXT = "The quick brown fox jumps over the lazy dog. " * 30
 
 
 def hx(data: bytes) -> str:
@@ -430,6 +434,17 @@ def family_envelopes() -> dict[str, Any]:
             now=NOW + 8,
             seq=6,
         ),
+        _envelope_vector(
+            "alice's long text (9): the plaintext of the offline packet, two mailbox chunks",
+            ALICE,
+            ALICE_DEVICE,
+            BOB,
+            env.TEXT,
+            env.text_body(LONG_TEXT),
+            lamport=9,
+            now=NOW + 9,
+            seq=7,
+        ),
     ]
     return _file(
         "Signed 1:1 envelopes: text, receipts (delivered, read), typing, presence. Every "
@@ -608,10 +623,12 @@ def _olm_fixture(plaintext: bytes) -> dict[str, Any]:
     """Bob's Olm account and Alice's pre-key message to it: made once, then kept."""
     old = _existing("offline")
     kept = old["vectors"].get("olm_prekey") if old else None
-    if kept and kept["plaintext"] == hx(plaintext):
+    if kept and kept["plaintext"] == hx(plaintext) and "bob_fallback_key" in kept:
         return dict(kept)
     key = pickle_key(BOB)
     bob = vodozemac.Account()
+    bob.generate_fallback_key()
+    fallback = next(iter(bob.fallback_key.values()))
     bob.generate_one_time_keys(1)
     one_time = next(iter(bob.one_time_keys.values()))
     bob.mark_keys_as_published()
@@ -623,6 +640,7 @@ def _olm_fixture(plaintext: bytes) -> dict[str, Any]:
         "bob_pickle_key": hx(key),
         "bob_olm_key": hx(bytes(bob.curve25519_key.to_bytes())),
         "bob_one_time_key": hx(bytes(one_time.to_bytes())),
+        "bob_fallback_key": hx(bytes(fallback.to_bytes())),
         "alice_olm_key": hx(bytes(alice.curve25519_key.to_bytes())),
         "message_type": int(message_type),
         "body": hx(bytes(body)),
@@ -677,10 +695,26 @@ def _inner_olm(message: bytes) -> dict[str, Any]:
 
 
 def family_offline() -> dict[str, Any]:
-    # The plaintext of the packet is alice's text envelope (file envelopes.json).
-    text = family_envelopes()["vectors"][0]
+    # The plaintext of the packet is alice's long text envelope (file envelopes.json).
+    text = family_envelopes()["vectors"][-1]
     plaintext = bytes.fromhex(text["envelope"])
     olm = _olm_fixture(plaintext)
+    bob_olm, bob_one_time = (
+        bytes.fromhex(olm["bob_olm_key"]),
+        bytes.fromhex(olm["bob_one_time_key"]),
+    )
+    bundle = Bundle(bob_olm, bytes.fromhex(olm["bob_fallback_key"]), (bob_one_time,))
+    prekey = _envelope_vector(
+        "bob hands alice a one-time key when a session comes up (bob's clock: 9; sends 10)",
+        BOB,
+        BOB_DEVICE,
+        ALICE,
+        b"prekey",
+        {b"k": bob_olm, b"o": bob_one_time},
+        lamport=10,
+        now=NOW + 10,
+        seq=8,
+    )
     body = bytes.fromhex(olm["body"])
     olm["parsed"] = _olm_fields(body)
     olm["parsed"]["message_fields"] = _inner_olm(bytes.fromhex(olm["parsed"]["message"]))
@@ -715,6 +749,11 @@ def family_offline() -> dict[str, Any]:
             "plaintext. parsed: the message's fields (Olm v1: version byte 0x03, "
             "protobuf-style tags, an 8-byte truncated HMAC-SHA256 at the end of the inner "
             "message)",
+            "bundle": "the prekey bundle's BEP 44 v under bob's identity key, salt "
+            "'btchat/prekeys': bencode({f: fallback key, k: Olm identity key, o: [one-time "
+            "keys]}), raw 32-byte Curve25519 keys",
+            "prekey_envelope": "an envelope of type 'prekey' (fields as in envelopes.json), "
+            "body {k: Olm identity key, o: one one-time key}",
             "packet.signed_bytes": "'btchat offline packet v1' 0x00 || bencode(every key except s)",
             "packet.wire": "bencode({b, f, k, m, n, s, t, v, x})",
             "packet.k": "the sender's Olm Curve25519 identity key: the key Olm's pre-key "
@@ -733,6 +772,12 @@ def family_offline() -> dict[str, Any]:
         },
         {
             "olm_prekey": olm,
+            "bundle": {
+                "identity": hx(BOB.public_key),
+                "salt": hx(PREKEY_SALT),
+                "value": hx(bundle.encode()),
+            },
+            "prekey_envelope": prekey,
             "packet": {
                 "sender": hx(ALICE.public_key),
                 "recipient": hx(BOB.public_key),
@@ -876,6 +921,7 @@ def family_channels() -> dict[str, Any]:
                 "wire": hx(msg.encode()),
             }
         )
+    messages.append(_private_message(invite.keys.channel_id))
     return _file(
         "Channels: .chat files and links, the HKDF key schedule and rotating infohashes, "
         "membership proofs, member lists, sealed generation grants, channel messages. "
@@ -894,8 +940,11 @@ def family_channels() -> dict[str, Any]:
             "prover || transcript_hash)",
             "member_lists": "owner-signed lists: wire bytes, their SHA-256 (the next prev)",
             "grant": "generation grant plaintext (signed by 'by') and its sealed box",
-            "messages": "channel-wide text messages: e = XChaCha20-Poly1305(traffic_key, n, "
-            "body_bencoded, ad); s = Ed25519 by f over signed_bytes",
+            "messages": "text messages: e = XChaCha20-Poly1305(key, n, body_bencoded, ad) "
+            "with key = traffic_key (channel-wide, r empty) or, for a private message, a "
+            "random content_key sealed (crypto_box_seal) to the X25519 form of each "
+            "recipient's key, r = [[key, sealed_content_key], ...] sorted by key, the "
+            "author included; s = Ed25519 by f over signed_bytes",
         },
         {
             "chatfiles": {
@@ -941,6 +990,54 @@ def family_channels() -> dict[str, Any]:
         },
         people=_people(),
     )
+
+
+def _private_message(channel: bytes) -> dict[str, Any]:
+    """A message for chosen members (bob; the author is always included): the content
+    key sealed to each. Sealed boxes cannot be fixed through btchat's API, so the
+    message is built from its definition here; the test opens it with btchat's code."""
+    content_key = bytes([0x77]) * 32
+    body = {b"t": b"Just for you, Bob."}
+    msg_id, nonce = bytes([0xC3]) * 16, bytes([0xD3]) * 24
+    recipients = []
+    for i, key in enumerate(sorted({ALICE.public_key, BOB.public_key})):
+        ephemeral = bytes([0xE3 + i]) * 32
+        recipients.append((key, ephemeral))
+    sealed = tuple(
+        (k, sealed_box(crypto_sign_ed25519_pk_to_curve25519(k), content_key, eph))
+        for k, eph in recipients
+    )
+    ad = CHANNEL_MESSAGE_CONTEXT + channel + msg_id + ALICE.public_key
+    unsigned = ChannelMessage(
+        channel,
+        msg_id,
+        ALICE.public_key,
+        3,
+        int(NOW * 1000),
+        b"text",
+        0,
+        sealed,
+        nonce,
+        crypto_aead_xchacha20poly1305_ietf_encrypt(encode(body), ad, nonce, content_key),
+    )
+    signed = CHANNEL_MESSAGE_CONTEXT + encode(unsigned._fields())
+    msg = replace(unsigned, signature=ALICE.sign(signed))
+    return {
+        "file": "invite",
+        "channel_id": hx(channel),
+        "traffic_key": None,
+        "content_key": hx(content_key),
+        "recipients": [
+            {"key": hx(k), "ephemeral_secret": hx(eph), "sealed_content_key": hx(x)}
+            for (k, eph), (_, x) in zip(recipients, sealed, strict=True)
+        ],
+        "body_bencoded": hx(encode(body)),
+        "ad": hx(ad),
+        "e": hx(msg.ciphertext),
+        "signed_bytes": hx(signed),
+        "s": hx(msg.signature),
+        "wire": hx(msg.encode()),
+    }
 
 
 FAMILIES = {
