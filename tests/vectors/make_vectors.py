@@ -323,11 +323,13 @@ def family_rendezvous() -> dict[str, Any]:
 # -------------------------------------------------------------------- 4. envelopes
 
 
+#: Who sends: identity, device, and the other side.
+_PARTIES = {"alice": (ALICE, ALICE_DEVICE, BOB), "bob": (BOB, BOB_DEVICE, ALICE)}
+
+
 def _envelope_vector(
     label: str,
-    sender: Identity,
-    device: DeviceKey,
-    to: Identity,
+    who: str,
     kind: bytes,
     body: dict[bytes, Any],
     *,
@@ -335,6 +337,8 @@ def _envelope_vector(
     now: float,
     seq: int,
 ) -> dict[str, Any]:
+    """One envelope, its id and nonce fixed from ``seq`` (so its receipts can name it)."""
+    sender, device, to = _PARTIES[who]
     e = env.create(
         sender,
         device.device_id,
@@ -365,86 +369,26 @@ def _envelope_vector(
 
 
 def family_envelopes() -> dict[str, Any]:
-    text = _envelope_vector(
-        "alice's first text (alice's clock 0 -> 1)",
-        ALICE,
-        ALICE_DEVICE,
-        BOB,
-        env.TEXT,
-        env.text_body("Hello, Bob! Grüße 👋"),
-        lamport=1,
-        now=NOW,
-        seq=1,
-    )
-    text_id = bytes.fromhex(text["id"])
+    text_id = bytes([1]) * 16  # the first envelope's id (seq 1)
+    # (label, sender, type, body, Lamport value, seconds after NOW), in the order sent.
+    conversation: list[tuple[str, str, bytes, dict[bytes, Any], int, float]] = [
+        ("alice's first text (alice's clock 0 -> 1)", "alice", env.TEXT,
+         env.text_body("Hello, Bob! Grüße 👋"), 1, 0),
+        ("bob's delivered receipt (bob received lc 1: clock max(0, 1) + 1 = 2; sends 3)",
+         "bob", env.RECEIPT, env.receipt_body([text_id], b"delivered"), 3, 0.25),
+        ("bob's read receipt (next value: 4)", "bob", env.RECEIPT,
+         env.receipt_body([text_id], b"read"), 4, 5),
+        ("bob types (5)", "bob", env.TYPING, env.typing_body(True), 5, 6),
+        ("alice's presence with a note (alice received 3, 4, 5: clock 6; sends 7)", "alice",
+         env.PRESENCE, env.presence_body("away", 1700000000000, "lunch ☕"), 7, 7),
+        ("alice's presence without a note (8)", "alice", env.PRESENCE,
+         env.presence_body("online", 1700000008250), 8, 8),
+        ("alice's long text (9): the plaintext of the offline packet, three mailbox chunks",
+         "alice", env.TEXT, env.text_body(LONG_TEXT), 9, 9),
+    ]  # fmt: skip
     vectors = [
-        text,
-        _envelope_vector(
-            "bob's delivered receipt (bob received lc 1: clock max(0, 1) + 1 = 2; sends 3)",
-            BOB,
-            BOB_DEVICE,
-            ALICE,
-            env.RECEIPT,
-            env.receipt_body([text_id], b"delivered"),
-            lamport=3,
-            now=NOW + 0.25,
-            seq=2,
-        ),
-        _envelope_vector(
-            "bob's read receipt (next value: 4)",
-            BOB,
-            BOB_DEVICE,
-            ALICE,
-            env.RECEIPT,
-            env.receipt_body([text_id], b"read"),
-            lamport=4,
-            now=NOW + 5,
-            seq=3,
-        ),
-        _envelope_vector(
-            "bob types (5)",
-            BOB,
-            BOB_DEVICE,
-            ALICE,
-            env.TYPING,
-            env.typing_body(True),
-            lamport=5,
-            now=NOW + 6,
-            seq=4,
-        ),
-        _envelope_vector(
-            "alice's presence with a note (alice received 3, 4, 5: clock 6; sends 7)",
-            ALICE,
-            ALICE_DEVICE,
-            BOB,
-            env.PRESENCE,
-            env.presence_body("away", 1700000000000, "lunch ☕"),
-            lamport=7,
-            now=NOW + 7,
-            seq=5,
-        ),
-        _envelope_vector(
-            "alice's presence without a note (8)",
-            ALICE,
-            ALICE_DEVICE,
-            BOB,
-            env.PRESENCE,
-            env.presence_body("online", 1700000008250),
-            lamport=8,
-            now=NOW + 8,
-            seq=6,
-        ),
-        _envelope_vector(
-            "alice's long text (9): the plaintext of the offline packet, two mailbox chunks",
-            ALICE,
-            ALICE_DEVICE,
-            BOB,
-            env.TEXT,
-            env.text_body(LONG_TEXT),
-            lamport=9,
-            now=NOW + 9,
-            seq=7,
-        ),
+        _envelope_vector(label, who, kind, body, lamport=lc, now=NOW + dt, seq=i + 1)
+        for i, (label, who, kind, body, lc, dt) in enumerate(conversation)
     ]
     return _file(
         "Signed 1:1 envelopes: text, receipts (delivered, read), typing, presence. Every "
@@ -706,9 +650,7 @@ def family_offline() -> dict[str, Any]:
     bundle = Bundle(bob_olm, bytes.fromhex(olm["bob_fallback_key"]), (bob_one_time,))
     prekey = _envelope_vector(
         "bob hands alice a one-time key when a session comes up (bob's clock: 9; sends 10)",
-        BOB,
-        BOB_DEVICE,
-        ALICE,
+        "bob",
         b"prekey",
         {b"k": bob_olm, b"o": bob_one_time},
         lamport=10,
