@@ -231,12 +231,14 @@ class ChatFile:
         history: int = DEFAULT_HISTORY,
         owner: Identity | None = None,
         now: float,
+        secret: bytes | None = None,
     ) -> ChatFile:
         """A new channel with a fresh random secret.
 
         An invite-only channel needs ``owner`` (who signs the file and the member
         lists); an open one must not have one. User-supplied values that break the
         rules raise :class:`ChatFileError` (``bad_name``, ``bad_tracker``, ...).
+        ``secret`` is fixed only by test vectors; a real channel always gets a fresh one.
         """
         if invite_only != (owner is not None):
             raise ChatFileError("bad_owner", "an invite-only channel, and only one, has an owner")
@@ -248,7 +250,11 @@ class ChatFile:
         if not 0 <= now <= MAX_TIME:
             raise ChatFileError("malformed", "creation time out of range")
         owner_pk = owner.public_key if owner is not None else None
-        draft = cls(name, os.urandom(32), urls, invite_only, history, int(now), owner_pk, None, b"")
+        if secret is None:
+            secret = os.urandom(32)
+        elif type(secret) is not bytes or len(secret) != 32:
+            raise ValueError("a channel secret is 32 bytes")
+        draft = cls(name, secret, urls, invite_only, history, int(now), owner_pk, None, b"")
         if owner is not None:
             signature = owner.sign(CHATFILE_CONTEXT + encode(draft._fields(signed=False)))
             draft = replace(draft, signature=signature)

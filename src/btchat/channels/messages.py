@@ -156,11 +156,14 @@ def seal_message(
     generation: int,
     traffic_key: bytes | None,
     recipients: list[bytes] | None = None,
+    msg_id: bytes | None = None,
+    nonce: bytes | None = None,
 ) -> ChannelMessage:
     """Encrypt ``body`` for the channel (``traffic_key``) or for ``recipients`` (each
     gets the content key sealed to its X25519 key; the author is always included so it
-    can read its own message), then sign."""
-    msg_id = os.urandom(16)
+    can read its own message), then sign. ``msg_id`` and ``nonce`` are fixed only by
+    test vectors; a real author always draws fresh ones."""
+    msg_id = os.urandom(16) if msg_id is None else msg_id
     sealed: tuple[tuple[bytes, bytes], ...] = ()
     if recipients:
         key = os.urandom(32)
@@ -175,7 +178,7 @@ def seal_message(
         if traffic_key is None:
             raise ValueError("a channel-wide message needs the traffic key")
         key = traffic_key
-    nonce = os.urandom(24)
+    nonce = os.urandom(24) if nonce is None else nonce
     ciphertext = crypto_aead_xchacha20poly1305_ietf_encrypt(
         encode(body), _ad(channel, msg_id, author.public_key), nonce, key
     )

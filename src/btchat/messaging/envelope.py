@@ -329,10 +329,12 @@ def create(
     lamport: int,
     now: float,
     msg_id: bytes | None = None,
+    nonce: bytes | None = None,
 ) -> Envelope:
     """Build and sign an envelope; refuses (EnvelopeError) what a receiver would refuse.
 
     ``msg_id`` reuses an id (see :func:`resign`); by default a fresh random one is drawn.
+    ``nonce`` is fixed only by test vectors: a real sender always draws a fresh one.
     """
     try:  # a deep copy in wire form, so the envelope equals what a receiver parses
         raw = encode(body)
@@ -349,7 +351,7 @@ def create(
         lamport=lamport,
         type=type,
         body=body,
-        nonce=os.urandom(NONCE_LEN),
+        nonce=os.urandom(NONCE_LEN) if nonce is None else nonce,
         signature=bytes(SIG_LEN),
     )
     _check_structure(unsigned)

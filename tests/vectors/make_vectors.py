@@ -1,0 +1,1015 @@
+"""Write the protocol's test vectors, docs/vectors/*.json, from btchat's own code.
+
+Run ``python tests/vectors/make_vectors.py`` (with btchat importable) after a change that
+is meant to alter a format; ``tests/test_vectors.py`` fails whenever the committed files
+and this generator disagree, so a format cannot drift silently.
+
+How this works: every input is fixed (key seeds, device ids, times, nonces, ephemeral
+keys), so the output is the same on every run. Where btchat's code draws randomness it
+takes it through a keyword parameter (``nonce=``, ``secret=``, ``msg_id=``). A libsodium
+sealed box draws an ephemeral key that no API lets us fix, so sealed boxes are built here
+from their definition (``crypto_box_seal``: ephemeral public key, then ``crypto_box``
+with nonce ``BLAKE2b-192(epk || pk)``) with a fixed ephemeral key, and the test opens
+them with btchat's code. vodozemac's Olm draws its keys inside Rust and cannot be
+seeded: the Olm pre-key message is therefore made once and then kept (read back from
+the existing file) as a decrypt-only vector.
+
+Every file has ``version`` (of the vector file), ``description``, ``fields`` (what each
+vector key means) and ``vectors``. Bytes are lowercase hex; text is JSON text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import vodozemac
+from nacl.bindings import (
+    crypto_aead_xchacha20poly1305_ietf_encrypt,
+    crypto_box,
+    crypto_scalarmult,
+    crypto_scalarmult_base,
+    crypto_sign_ed25519_pk_to_curve25519,
+    crypto_sign_ed25519_sk_to_curve25519,
+)
+
+from btchat.channels import keys as channel_keys
+from btchat.channels.chatfile import ChatFile
+from btchat.channels.members import MemberList
+from btchat.channels.messages import CONTEXT as CHANNEL_MESSAGE_CONTEXT
+from btchat.channels.messages import ChannelMessage, seal_message
+from btchat.codec.bencode import encode
+from btchat.dht import bep44
+from btchat.identity import idtext, pow, rendezvous, safety
+from btchat.identity.keys import DEVICE_CERT_CONTEXT, DeviceKey, Identity
+from btchat.messaging import envelope as env
+from btchat.node import requests
+from btchat.node.peering import DEVICES_SALT, encode_device_list
+from btchat.offline import packet
+from btchat.offline.ratchet import PREKEY_SALT, Bundle, pickle_key
+
+VECTOR_DIR = Path(__file__).resolve().parents[2] / "docs" / "vectors"
+FILE_VERSION = 1
+
+# ----------------------------------------------------------------------------- inputs
+
+ALICE_SEED = bytes([0x01]) * 32
+BOB_SEED = bytes([0x02]) * 32
+CAROL_SEED = bytes([0x03]) * 32
+ALICE = Identity.from_seed(ALICE_SEED)
+BOB = Identity.from_seed(BOB_SEED)
+CAROL = Identity.from_seed(CAROL_SEED)
+ALICE_DEVICE = DeviceKey.from_bytes(bytes([0x11]) * 32, bytes([0xA1]) * 16)
+ALICE_DEVICE_2 = DeviceKey.from_bytes(bytes([0x12]) * 32, bytes([0xA2]) * 16)
+BOB_DEVICE = DeviceKey.from_bytes(bytes([0x21]) * 32, bytes([0xB1]) * 16)
+#: 2023-11-14 22:13:20.25 UTC: exact in binary, so ``int(now * 1000)`` is exact.
+NOW = 1700000000.25
+CREATED = 1700000000
+#: Long enough that its offline packet takes two mailbox chunks.
+LONG_TEXT = "The quick brown fox jumps over the lazy dog. " * 30
+
+
+def hx(data: bytes) -> str:
+    return bytes(data).hex()
+
+
+def _people() -> dict[str, Any]:
+    return {
+        name: {"seed": hx(who.seed), "public_key": hx(who.public_key)}
+        for name, who in (("alice", ALICE), ("bob", BOB), ("carol", CAROL))
+    }
+
+
+def _file(description: str, fields: dict[str, str], vectors: Any, **extra: Any) -> dict[str, Any]:
+    return {
+        "version": FILE_VERSION,
+        "description": description,
+        "fields": fields,
+        **extra,
+        "vectors": vectors,
+    }
+
+
+def sealed_box(recipient_x25519: bytes, message: bytes, ephemeral_secret: bytes) -> bytes:
+    """libsodium ``crypto_box_seal`` with a chosen ephemeral key (see the module text)."""
+    epk = crypto_scalarmult_base(ephemeral_secret)
+    nonce = hashlib.blake2b(epk + recipient_x25519, digest_size=24).digest()
+    return epk + crypto_box(message, nonce, recipient_x25519, ephemeral_secret)
+
+
+def _sealed_vector(recipient: Identity, message: bytes, ephemeral_secret: bytes) -> dict[str, str]:
+    rx = crypto_sign_ed25519_pk_to_curve25519(recipient.public_key)
+    epk = crypto_scalarmult_base(ephemeral_secret)
+    return {
+        "recipient_x25519": hx(rx),
+        "ephemeral_secret": hx(ephemeral_secret),
+        "ephemeral_public": hx(epk),
+        "box_nonce": hx(hashlib.blake2b(epk + rx, digest_size=24).digest()),
+        "sealed": hx(sealed_box(rx, message, ephemeral_secret)),
+    }
+
+
+# --------------------------------------------------------------------------- 1. IDs
+
+
+def family_ids() -> dict[str, Any]:
+    vectors = []
+    for name, who in (("alice", ALICE), ("bob", BOB)):
+        pk = who.public_key
+        vectors.append(
+            {
+                "name": name,
+                "public_key": hx(pk),
+                "checksum_input": hx(idtext.CHECKSUM_CONTEXT + pk),
+                "checksum": hx(idtext.id_checksum(pk)),
+                "base32_input": hx(pk + idtext.id_checksum(pk)),
+                "id": idtext.format_id(pk),
+                "id_grouped": idtext.format_id(pk, grouped=True),
+                "link": idtext.format_uri(pk),
+                "link_named": idtext.format_uri(pk, "Alice Café & Co"),
+                "link_named_name": "Alice Café & Co",
+            }
+        )
+    pk = ALICE.public_key
+    ident = idtext.format_id(pk)
+    accepted = [
+        ident.upper(),
+        idtext.format_id(pk, grouped=True),
+        "  " + ident[:10] + "\u2013" + ident[10:] + "\u200b ",
+        "bt" + ident[2:].replace("o", "0").replace("b", "8"),
+    ]
+    wrong = ident[:20] + ("a" if ident[20] != "a" else "b") + ident[21:]
+    refused = [wrong, ident[:-1], ident + "a", ident[:5] + "1" + ident[6:], "xx" + ident[2:]]
+    return _file(
+        "User IDs as text (checksummed base32 of the Ed25519 key) and btchat: contact links.",
+        {
+            "public_key": "32-byte Ed25519 identity key",
+            "checksum_input": "exact BLAKE2b-512 input: ASCII 'btchat-id-v1' || public_key",
+            "checksum": "BLAKE2b-512(checksum_input)[0:3], unkeyed, no personalisation",
+            "base32_input": "public_key || checksum: 35 bytes, base32 without padding -> 56 chars",
+            "id": "'bt' || lowercase RFC 4648 base32 of base32_input",
+            "id_grouped": "the display form: 'bt' then groups of 4 characters, joined by '-'",
+            "link": "'btchat:' || id",
+            "link_named": "link with ?name= (UTF-8, percent-encoded, RFC 3986 unreserved kept)",
+            "accepted": "texts that MUST parse to alice's key (case, separators, look-alikes)",
+            "refused": "texts that MUST be refused (typo caught by checksum, length, '1', prefix)",
+        },
+        vectors,
+        people=_people(),
+        parsing={"public_key": hx(pk), "accepted": accepted, "refused": refused},
+    )
+
+
+# ------------------------------------------------------------------ 2. device lists
+
+
+def _cert_vector(identity: Identity, device: DeviceKey, created: int) -> dict[str, Any]:
+    cert = identity.certify(device, created)
+    unsigned = {b"c": created, b"d": device.device_id, b"i": identity.public_key}
+    unsigned[b"k"] = device.public_key
+    return {
+        "identity_seed": hx(identity.seed),
+        "identity": hx(identity.public_key),
+        "device_private": hx(device.private_bytes),
+        "device_key": hx(device.public_key),
+        "device_id": hx(device.device_id),
+        "created": created,
+        "unsigned_bencoded": hx(encode(unsigned)),
+        "signed_bytes": hx(cert.signed_bytes()),
+        "signature": hx(cert.signature),
+        "certificate": hx(cert.encode()),
+    }
+
+
+def family_devices() -> dict[str, Any]:
+    certs = [ALICE.certify(ALICE_DEVICE, CREATED), ALICE.certify(ALICE_DEVICE_2, CREATED + 60)]
+    value = encode_device_list(certs)
+    seq = CREATED + 120
+    item = bep44.sign_mutable(ALICE.private_key, value, seq, DEVICES_SALT)
+    return _file(
+        "Device certificates (identity signs a device's X25519 key) and the device list "
+        "published as a BEP 44 mutable item.",
+        {
+            "identity": "Ed25519 identity public key (i)",
+            "device_private": "X25519 private key of the device (input only)",
+            "device_key": "X25519 public key of the device (k), its Noise static key",
+            "device_id": "16-byte device id (d)",
+            "created": "unix seconds (c)",
+            "unsigned_bencoded": "bencode({c, d, i, k}), canonical (keys sorted)",
+            "signed_bytes": "'btchat device certificate v1' 0x00 || unsigned_bencoded",
+            "signature": "Ed25519 by identity over signed_bytes (s)",
+            "certificate": "bencode({c, d, i, k, s}): the certificate's wire form",
+            "device_list.value": "BEP 44 v: bencode({certs: [certificate, ...]}); each "
+            "entry is a BYTE STRING holding a bencoded certificate, not a dictionary",
+            "device_list.signing_buffer": "BEP 44 signing buffer (salt, seq, v)",
+        },
+        {
+            "certificates": [
+                _cert_vector(ALICE, ALICE_DEVICE, CREATED),
+                _cert_vector(ALICE, ALICE_DEVICE_2, CREATED + 60),
+                _cert_vector(BOB, BOB_DEVICE, CREATED),
+            ],
+            "device_list": {
+                "identity": hx(ALICE.public_key),
+                "salt": hx(DEVICES_SALT),
+                "seq": seq,
+                "value": hx(value),
+                "target": hx(bep44.mutable_target(ALICE.public_key, DEVICES_SALT)),
+                "signing_buffer": hx(bep44.signing_buffer(seq, value, DEVICES_SALT)),
+                "signature": hx(item.signature),
+            },
+        },
+        context=hx(DEVICE_CERT_CONTEXT),
+    )
+
+
+# ------------------------------------------------------------------- 3. rendezvous
+
+
+def _pair_vector(me: Identity, them: Identity) -> dict[str, Any]:
+    my_x = crypto_sign_ed25519_sk_to_curve25519(me.seed + me.public_key)
+    their_x = crypto_sign_ed25519_pk_to_curve25519(them.public_key)
+    shared = crypto_scalarmult(my_x, their_x)
+    first, second = sorted((me.public_key, them.public_key))
+    return {
+        "my_seed": hx(me.seed),
+        "my_public": hx(me.public_key),
+        "their_public": hx(them.public_key),
+        "my_x25519_private": hx(my_x),
+        "their_x25519_public": hx(their_x),
+        "x25519_shared": hx(shared),
+        "blake2b_input": hx(shared + first + second),
+        "secret": hx(rendezvous.pairwise_secret(me, them.public_key)),
+    }
+
+
+def family_rendezvous() -> dict[str, Any]:
+    secret = rendezvous.pairwise_secret(ALICE, BOB.public_key)
+    a, b = ALICE.public_key, BOB.public_key
+    base = 472222 * rendezvous.EPOCH_SECONDS  # 2023-11-14 22:00:00 UTC
+    infohashes = []
+    for epoch in (0, 472221, 472222, 472223):
+        for announcer, seeker, label in ((a, b, "alice_for_bob"), (b, a, "bob_for_alice")):
+            data = rendezvous.INFOHASH_CONTEXT + announcer + seeker + epoch.to_bytes(8, "big")
+            infohashes.append(
+                {
+                    "direction": label,
+                    "epoch": epoch,
+                    "announcer": hx(announcer),
+                    "seeker": hx(seeker),
+                    "blake2b_message": hx(data),
+                    "infohash": hx(
+                        rendezvous.rendezvous_infohash(secret, announcer, seeker, epoch)
+                    ),
+                }
+            )
+    offsets = (0, 1, 599, 600, 1800, 2999, 3000, 3599)
+    targets = []
+    for off in offsets:
+        t = base + off
+        targets.append(
+            {
+                "now": t,
+                "epoch": rendezvous.epoch_of(t),
+                "seconds_into_epoch": off,
+                "alice_announces": [hx(x) for x in rendezvous.announce_targets(secret, a, b, t)],
+                "bob_looks_up": [hx(x) for x in rendezvous.lookup_targets(secret, b, a, t)],
+            }
+        )
+    person = rendezvous.PAIRWISE_PERSON
+    return _file(
+        "The pairwise secret of two contacts and their directional, hourly rendezvous "
+        "infohashes, with announce and lookup target sets at and near epoch boundaries.",
+        {
+            "my_x25519_private": "crypto_sign_ed25519_sk_to_curve25519(seed || public): "
+            "SHA-512(seed)[0:32], clamped",
+            "their_x25519_public": "crypto_sign_ed25519_pk_to_curve25519(their_public) "
+            "(Edwards y -> Montgomery u = (1+y)/(1-y))",
+            "x25519_shared": "X25519(my_x25519_private, their_x25519_public); all-zero is refused",
+            "blake2b_input": "x25519_shared || min(pk_a, pk_b) || max(pk_a, pk_b) (byte order)",
+            "secret": "BLAKE2b, 32-byte digest, UNKEYED, personalisation = person_padded, "
+            "of blake2b_input; same on both sides",
+            "blake2b_message": "'btchat rendezvous v1' (no terminating byte) || announcer || "
+            "seeker || u64be(epoch)",
+            "infohash": "BLAKE2b, 20-byte digest, KEYED with the 32-byte secret, of "
+            "blake2b_message (no personalisation)",
+            "epoch": "floor(unix seconds / 3600)",
+            "alice_announces": "announce_peer targets, in this order: current epoch, then "
+            "next epoch when seconds_into_epoch >= 3000",
+            "bob_looks_up": "get_peers targets for alice's announces, in this order: current "
+            "epoch, previous epoch when seconds_into_epoch < 600 (and epoch > 0), next epoch "
+            "when seconds_into_epoch >= 3000",
+        },
+        {
+            "pairwise": [_pair_vector(ALICE, BOB), _pair_vector(BOB, ALICE)],
+            "infohashes": infohashes,
+            "targets": targets,
+        },
+        people=_people(),
+        constants={
+            "epoch_seconds": rendezvous.EPOCH_SECONDS,
+            "overlap_seconds": rendezvous.OVERLAP_SECONDS,
+            "person": hx(person),
+            "person_padded": hx(person.ljust(16, b"\x00")),
+            "infohash_context": hx(rendezvous.INFOHASH_CONTEXT),
+        },
+    )
+
+
+# -------------------------------------------------------------------- 4. envelopes
+
+
+#: Who sends: identity, device, and the other side.
+_PARTIES = {"alice": (ALICE, ALICE_DEVICE, BOB), "bob": (BOB, BOB_DEVICE, ALICE)}
+
+
+def _envelope_vector(
+    label: str,
+    who: str,
+    kind: bytes,
+    body: dict[bytes, Any],
+    *,
+    lamport: int,
+    now: float,
+    seq: int,
+) -> dict[str, Any]:
+    """One envelope, its id and nonce fixed from ``seq`` (so its receipts can name it)."""
+    sender, device, to = _PARTIES[who]
+    e = env.create(
+        sender,
+        device.device_id,
+        to.public_key,
+        kind,
+        body,
+        lamport=lamport,
+        now=now,
+        msg_id=bytes([seq]) * 16,
+        nonce=bytes([0xF0 + seq]) * 16,
+    )
+    return {
+        "label": label,
+        "from": hx(e.sender),
+        "dev": hx(e.device),
+        "to": hx(e.recipient),
+        "id": hx(e.id),
+        "n": hx(e.nonce),
+        "ts": e.ts_ms,
+        "lc": e.lamport,
+        "type": e.type.decode("ascii"),
+        "body_bencoded": hx(encode(e.body)),
+        "signed_bytes": hx(e.signed_bytes()),
+        "sig": hx(e.signature),
+        "envelope": hx(env.encode_envelope(e)),
+        "verify_now": now,
+    }
+
+
+def family_envelopes() -> dict[str, Any]:
+    text_id = bytes([1]) * 16  # the first envelope's id (seq 1)
+    # (label, sender, type, body, Lamport value, seconds after NOW), in the order sent.
+    conversation: list[tuple[str, str, bytes, dict[bytes, Any], int, float]] = [
+        ("alice's first text (alice's clock 0 -> 1)", "alice", env.TEXT,
+         env.text_body("Hello, Bob! Grüße 👋"), 1, 0),
+        ("bob's delivered receipt (bob received lc 1: clock max(0, 1) + 1 = 2; sends 3)",
+         "bob", env.RECEIPT, env.receipt_body([text_id], b"delivered"), 3, 0.25),
+        ("bob's read receipt (next value: 4)", "bob", env.RECEIPT,
+         env.receipt_body([text_id], b"read"), 4, 5),
+        ("bob types (5)", "bob", env.TYPING, env.typing_body(True), 5, 6),
+        ("alice's presence with a note (alice received 3, 4, 5: clock 6; sends 7)", "alice",
+         env.PRESENCE, env.presence_body("away", 1700000000000, "lunch ☕"), 7, 7),
+        ("alice's presence without a note (8)", "alice", env.PRESENCE,
+         env.presence_body("online", 1700000008250), 8, 8),
+        ("alice's long text (9): the plaintext of the offline packet, three mailbox chunks",
+         "alice", env.TEXT, env.text_body(LONG_TEXT), 9, 9),
+    ]  # fmt: skip
+    vectors = [
+        _envelope_vector(label, who, kind, body, lamport=lc, now=NOW + dt, seq=i + 1)
+        for i, (label, who, kind, body, lc, dt) in enumerate(conversation)
+    ]
+    return _file(
+        "Signed 1:1 envelopes: text, receipts (delivered, read), typing, presence. Every "
+        "envelope a sender creates, of any type, takes the next value of its Lamport clock "
+        "for the conversation; every verified envelope received sets the receiver's clock "
+        "to max(clock, lc) + 1.",
+        {
+            "from": "sender identity key (32)",
+            "dev": "sender device id (16)",
+            "to": "recipient identity key (32)",
+            "id": "message id (16, random in real use; fixed here)",
+            "n": "nonce (16, random in real use; fixed here)",
+            "ts": "sender's clock, unix milliseconds (floor(now * 1000))",
+            "lc": "Lamport value",
+            "type": "envelope type",
+            "body_bencoded": "bencode(body)",
+            "signed_bytes": "'btchat envelope v1' 0x00 || bencode(every key except sig)",
+            "sig": "Ed25519 by from over signed_bytes",
+            "envelope": "the wire form: bencode(every key including sig)",
+            "verify_now": "a receiver time (unix s) at which the envelope verifies",
+        },
+        vectors,
+        people=_people(),
+        devices={
+            "alice": hx(ALICE_DEVICE.device_id),
+            "bob": hx(BOB_DEVICE.device_id),
+        },
+        constants={"context": hx(env.ENVELOPE_CONTEXT), "version": env.VERSION},
+    )
+
+
+# ---------------------------------------------------------------- 5. safety numbers
+
+
+def _fingerprint_steps(pk: bytes) -> dict[str, Any]:
+    prefix = safety.FINGERPRINT_VERSION.to_bytes(2, "big") + pk
+    digest = b""
+    first = b""
+    for i in range(safety.FINGERPRINT_ITERATIONS):
+        digest = hashlib.sha512(prefix + digest).digest()
+        if i == 0:
+            first = digest
+    return {
+        "public_key": hx(pk),
+        "iteration_1_input": hx(prefix),
+        "iteration_1_digest": hx(first),
+        "iteration_2_input": hx(prefix + first),
+        "final_digest": hx(digest),
+        "digits": safety.fingerprint_digits(pk),
+    }
+
+
+def family_safety() -> dict[str, Any]:
+    a, b = ALICE.public_key, BOB.public_key
+    return _file(
+        "Safety numbers: 30 digits per key from 5200 iterations of SHA-512; the lower "
+        "key's digits first.",
+        {
+            "iteration_1_input": "u16be(version = 0) || public_key: the digest starts EMPTY "
+            "(initial value: zero bytes, not 64 zero bytes)",
+            "iteration_2_input": "u16be(0) || public_key || previous digest; iterate 5200 times",
+            "final_digest": "digest after 5200 iterations",
+            "digits": "for i in 0..5: u40be(final_digest[5i:5i+5]) mod 100000, 5 digits, "
+            "zero-padded",
+            "safety_number": "digits(min key) || digits(max key), 12 groups of 5 joined by ' '",
+        },
+        {
+            "fingerprints": [_fingerprint_steps(a), _fingerprint_steps(b)],
+            "pair": {"a": hx(a), "b": hx(b), "safety_number": safety.safety_number(a, b)},
+        },
+        constants={
+            "version": safety.FINGERPRINT_VERSION,
+            "iterations": safety.FINGERPRINT_ITERATIONS,
+        },
+    )
+
+
+# --------------------------------------------------------------- 6. contact requests
+
+
+def family_requests() -> dict[str, Any]:
+    recipient, sender = BOB, ALICE
+    day = requests.day_of(NOW)
+    slots = []
+    for index in range(requests.SLOTS):
+        seed_input = recipient.public_key + day.to_bytes(8, "big") + bytes([index])
+        key = requests.slot_key(recipient.public_key, day, index)
+        slots.append(
+            {
+                "index": index,
+                "seed_input": hx(seed_input),
+                "seed": hx(key.private_bytes_raw()),
+                "public_key": hx(key.public_key().public_bytes_raw()),
+            }
+        )
+    challenge = requests.pow_challenge(recipient.public_key, sender.public_key, day)
+    nonce = pow.solve(challenge, requests.REQUEST_POW_BITS)
+    cert = sender.certify(ALICE_DEVICE, CREATED)
+    fields: dict[bytes, Any] = {
+        b"from": sender.public_key,
+        b"to": recipient.public_key,
+        b"cert": cert.encode(),
+        b"name": b"Alice",
+        b"note": b"We met at the conference, remember?",
+        b"ts": int(NOW * 1000),
+        b"pow": nonce,
+    }
+    signed = requests.REQUEST_CONTEXT + encode(fields)
+    fields[b"sig"] = sender.sign(signed)
+    plaintext = encode(fields)
+    return _file(
+        "Contact requests: public daily slots, hashcash proof of work, the signed request "
+        "and its sealed box.",
+        {
+            "day": "floor(unix seconds / 86400)",
+            "seed_input": "recipient || u64be(day) || u8(index)",
+            "seed": "BLAKE2b, 32-byte digest, unkeyed, personalisation 'btchat-reqslot' "
+            "(zero-padded to 16 bytes), of seed_input: the slot's Ed25519 seed",
+            "public_key": "the slot's BEP 44 key (no salt)",
+            "pow_challenge": "'btchat-request' || recipient || sender || u64be(day)",
+            "pow_input": "'btchat-pow-v1' || pow_challenge || u64be(pow)",
+            "pow_hash": "BLAKE2b-256 (unkeyed, no personalisation) of pow_input; its first "
+            "pow_bits bits are zero",
+            "pow": "an INTEGER in the bencoded request (i...e), 0 <= pow < 2^64; hashed as "
+            "8 bytes big-endian. Senders use the smallest that works (this one).",
+            "signed_bytes": "'btchat contact request v1' 0x00 || bencode(every key except sig)",
+            "plaintext": "bencode(request with sig): what is sealed",
+            "sealed": "crypto_box_seal(plaintext, recipient_x25519): ephemeral public key "
+            "(32) || crypto_box(plaintext, box_nonce, recipient_x25519, ephemeral_secret)",
+            "open_now": "a recipient time (unix s) at which the request is accepted",
+        },
+        {
+            "slots": {"recipient": hx(recipient.public_key), "day": day, "slots": slots},
+            "request": {
+                "recipient": hx(recipient.public_key),
+                "sender": hx(sender.public_key),
+                "day": day,
+                "pow_bits": requests.REQUEST_POW_BITS,
+                "pow_challenge": hx(challenge),
+                "pow_input": hx(pow.POW_CONTEXT + challenge + nonce.to_bytes(8, "big")),
+                "pow": nonce,
+                "pow_hash": hx(pow.pow_hash(challenge, nonce)),
+                "fields": {
+                    "from": hx(sender.public_key),
+                    "to": hx(recipient.public_key),
+                    "cert": hx(cert.encode()),
+                    "name": "Alice",
+                    "note": "We met at the conference, remember?",
+                    "ts": int(NOW * 1000),
+                    "pow": nonce,
+                },
+                "signed_bytes": hx(signed),
+                "sig": hx(fields[b"sig"]),
+                "plaintext": hx(plaintext),
+                "request_id": hx(requests.request_id(sender.public_key, int(NOW * 1000))),
+                **_sealed_vector(recipient, plaintext, bytes([0xE1]) * 32),
+                "open_now": NOW + 60,
+            },
+        },
+        people=_people(),
+    )
+
+
+# ------------------------------------------------------------------------ 7. offline
+
+
+def _existing(name: str) -> dict[str, Any] | None:
+    path = VECTOR_DIR / f"{name}.json"
+    if not path.exists():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+def _olm_fixture(plaintext: bytes) -> dict[str, Any]:
+    """Bob's Olm account and Alice's pre-key message to it: made once, then kept."""
+    old = _existing("offline")
+    kept = old["vectors"].get("olm_prekey") if old else None
+    if kept and kept["plaintext"] == hx(plaintext) and "bob_fallback_key" in kept:
+        return dict(kept)
+    key = pickle_key(BOB)
+    bob = vodozemac.Account()
+    bob.generate_fallback_key()
+    fallback = next(iter(bob.fallback_key.values()))
+    bob.generate_one_time_keys(1)
+    one_time = next(iter(bob.one_time_keys.values()))
+    bob.mark_keys_as_published()
+    alice = vodozemac.Account()
+    session = alice.create_outbound_session(bob.curve25519_key, one_time)
+    message_type, body = session.encrypt(plaintext).to_parts()
+    return {
+        "bob_account_pickle": bob.pickle(key),
+        "bob_pickle_key": hx(key),
+        "bob_olm_key": hx(bytes(bob.curve25519_key.to_bytes())),
+        "bob_one_time_key": hx(bytes(one_time.to_bytes())),
+        "bob_fallback_key": hx(bytes(fallback.to_bytes())),
+        "alice_olm_key": hx(bytes(alice.curve25519_key.to_bytes())),
+        "message_type": int(message_type),
+        "body": hx(bytes(body)),
+        "plaintext": hx(plaintext),
+    }
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
+
+
+def _olm_fields(data: bytes) -> dict[str, Any]:
+    """The protobuf-style fields after the version byte of an Olm message (Olm v1)."""
+    names = {0x0A: "one_time_key", 0x12: "base_key", 0x1A: "identity_key", 0x22: "message"}
+    out: dict[str, Any] = {"version": data[0]}
+    pos = 1
+    while pos < len(data):
+        tag = data[pos]
+        if tag & 7 == 0:
+            out[f"tag_{tag:02x}"], pos = _varint(data, pos + 1)
+            continue
+        length, start = _varint(data, pos + 1)
+        out[names.get(tag, f"tag_{tag:02x}")] = hx(data[start : start + length])
+        pos = start + length
+    return out
+
+
+def _inner_olm(message: bytes) -> dict[str, Any]:
+    """An Olm normal message: version, ratchet key (0x0a), chain index (0x10), ciphertext
+    (0x22), then an 8-byte truncated HMAC-SHA256."""
+    body, mac = message[:-8], message[-8:]
+    names = {0x0A: "ratchet_key", 0x22: "ciphertext"}
+    out: dict[str, Any] = {"version": body[0]}
+    pos = 1
+    while pos < len(body):
+        tag = body[pos]
+        if tag == 0x10:
+            out["chain_index"], pos = _varint(body, pos + 1)
+            continue
+        length, start = _varint(body, pos + 1)
+        out[names.get(tag, f"tag_{tag:02x}")] = hx(body[start : start + length])
+        pos = start + length
+    out["mac"] = hx(mac)
+    return out
+
+
+def family_offline() -> dict[str, Any]:
+    # The plaintext of the packet is alice's long text envelope (file envelopes.json).
+    text = family_envelopes()["vectors"][-1]
+    plaintext = bytes.fromhex(text["envelope"])
+    olm = _olm_fixture(plaintext)
+    bob_olm, bob_one_time = (
+        bytes.fromhex(olm["bob_olm_key"]),
+        bytes.fromhex(olm["bob_one_time_key"]),
+    )
+    bundle = Bundle(bob_olm, bytes.fromhex(olm["bob_fallback_key"]), (bob_one_time,))
+    prekey = _envelope_vector(
+        "bob hands alice a one-time key when a session comes up (bob's clock: 9; sends 10)",
+        "bob",
+        b"prekey",
+        {b"k": bob_olm, b"o": bob_one_time},
+        lamport=10,
+        now=NOW + 10,
+        seq=8,
+    )
+    body = bytes.fromhex(olm["body"])
+    olm["parsed"] = _olm_fields(body)
+    olm["parsed"]["message_fields"] = _inner_olm(bytes.fromhex(olm["parsed"]["message"]))
+    expires = int(NOW * 1000) + 2 * 86400 * 1000
+    pkt = packet.OfflinePacket.create(
+        ALICE,
+        BOB.public_key,
+        0,
+        expires,
+        bytes.fromhex(olm["alice_olm_key"]),
+        olm["message_type"],
+        body,
+    )
+    wire = pkt.encode()
+    secret = rendezvous.pairwise_secret(ALICE, BOB.public_key)
+    direction = ALICE.public_key + BOB.public_key
+    chunks = []
+    for part, payload in enumerate(packet.split_chunks(wire)):
+        slot = packet.chunk_slot(secret, ALICE.public_key, BOB.public_key, 0, part)
+        chunks.append(_item_vector(slot, secret, direction, b"chunk" + encode([0, part]), payload))
+    day = int(NOW // packet.DAY_SECONDS)
+    head_slot = packet.head_slot(secret, ALICE.public_key, BOB.public_key, day)
+    head = packet.Head(0, 1, -1)
+    return _file(
+        "Offline delivery: an Olm pre-key message (decrypt-only), the signed offline packet "
+        "carrying it, and its sealed chunks and head in the pair's DHT mailbox.",
+        {
+            "olm_prekey": "bob's vodozemac account (pickle, base64 as vodozemac writes it, "
+            "under bob_pickle_key) and alice's Olm pre-key message to it; body is BINARY "
+            "(not base64); message_type 0 = pre-key, 1 = normal. vodozemac draws its keys "
+            "internally, so this vector is decrypt-only: bob's account decrypts body to "
+            "plaintext. parsed: the message's fields (Olm v1: version byte 0x03, "
+            "protobuf-style tags, an 8-byte truncated HMAC-SHA256 at the end of the inner "
+            "message)",
+            "bundle": "the prekey bundle's BEP 44 v under bob's identity key, salt "
+            "'btchat/prekeys': bencode({f: fallback key, k: Olm identity key, o: [one-time "
+            "keys]}), raw 32-byte Curve25519 keys",
+            "prekey_envelope": "an envelope of type 'prekey' (fields as in envelopes.json), "
+            "body {k: Olm identity key, o: one one-time key}",
+            "packet.signed_bytes": "'btchat offline packet v1' 0x00 || bencode(every key except s)",
+            "packet.wire": "bencode({b, f, k, m, n, s, t, v, x})",
+            "packet.k": "the sender's Olm Curve25519 identity key: the key Olm's pre-key "
+            "message carries as identity_key",
+            "root_input": "'btchat/mailbox/v1' 0x00 || sender || recipient || label",
+            "root": "BLAKE2b-256 KEYED with the pairwise secret (the secret is the key, "
+            "root_input the message), no personalisation",
+            "seed": "BLAKE2b-256(root), unkeyed, personalisation 'btchat-mbox-sig' "
+            "(zero-padded to 16): the item's Ed25519 seed",
+            "aead_key": "BLAKE2b-256(root), unkeyed, personalisation 'btchat-mbox-enc'",
+            "payload": "bencode(chunk or head dictionary)",
+            "padded": "payload || zero bytes, 940 bytes in all",
+            "nonce": "BLAKE2b-192 KEYED with aead_key over padded (all 940 bytes)",
+            "item": "nonce || XChaCha20-Poly1305(aead_key, nonce, padded, ad = public_key): "
+            "980 bytes, stored as the BEP 44 v (a byte string: 984 bytes bencoded)",
+        },
+        {
+            "olm_prekey": olm,
+            "bundle": {
+                "identity": hx(BOB.public_key),
+                "salt": hx(PREKEY_SALT),
+                "value": hx(bundle.encode()),
+            },
+            "prekey_envelope": prekey,
+            "packet": {
+                "sender": hx(ALICE.public_key),
+                "recipient": hx(BOB.public_key),
+                "n": 0,
+                "expires_ms": expires,
+                "signed_bytes": hx(packet.PACKET_CONTEXT + encode(pkt._fields())),
+                "s": hx(pkt.signature),
+                "wire": hx(wire),
+            },
+            "mailbox": {
+                "secret": hx(secret),
+                "sender": hx(ALICE.public_key),
+                "recipient": hx(BOB.public_key),
+                "chunks": chunks,
+                "head": {
+                    "day": day,
+                    "lo": head.lo,
+                    "hi": head.hi,
+                    "a": head.ack + 1,
+                    **_item_vector(
+                        head_slot, secret, direction, b"head" + encode(day), head.payload()
+                    ),
+                },
+            },
+        },
+        people=_people(),
+        constants={
+            "item_plaintext": packet.ITEM_PLAINTEXT,
+            "chunk_data": packet.CHUNK_DATA,
+            "max_packet": packet.MAX_PACKET,
+            "packet_context": hx(packet.PACKET_CONTEXT),
+        },
+    )
+
+
+def _item_vector(
+    slot: packet.Slot, secret: bytes, direction: bytes, label: bytes, payload: dict[bytes, Any]
+) -> dict[str, Any]:
+    """One sealed mailbox item; ``direction`` is sender || recipient."""
+    root_input = b"btchat/mailbox/v1\x00" + direction + label
+    plain = encode(payload)
+    padded = plain + bytes(packet.ITEM_PLAINTEXT - len(plain))
+    return {
+        "label": hx(label),
+        "root_input": hx(root_input),
+        "root": hx(hashlib.blake2b(root_input, key=secret, digest_size=32).digest()),
+        "seed": hx(slot.private_key.private_bytes_raw()),
+        "public_key": hx(slot.public_key),
+        "aead_key": hx(slot.aead_key),
+        "payload": hx(plain),
+        "padded": hx(padded),
+        "nonce": hx(hashlib.blake2b(padded, key=slot.aead_key, digest_size=24).digest()),
+        "v": hx(packet.seal_item(slot, payload)),
+    }
+
+
+# ----------------------------------------------------------------------- 8. channels
+
+
+def family_channels() -> dict[str, Any]:
+    secret = bytes(range(32))
+    open_file = ChatFile.create(
+        "Café", trackers=["udp://tracker.example:6969"], history=100, now=CREATED, secret=secret
+    )
+    invite = ChatFile.create(
+        "Team", invite_only=True, owner=ALICE, now=CREATED, secret=bytes([0x5A]) * 32
+    )
+    epoch = 472222
+    schedule = []
+    for name, chat in (("open", open_file), ("invite", invite)):
+        ks = chat.keys
+        t = epoch * 3600 + 3300
+        entry: dict[str, Any] = {
+            "file": name,
+            "secret": hx(chat.secret),
+            "owner": hx(chat.owner) if chat.owner else None,
+            "ikm": hx(chat.secret + (b"\x01" + chat.owner if chat.owner else b"\x00")),
+            "channel_id": hx(ks.channel_id),
+            "file_mac_key": hx(ks.file_mac_key),
+            "proof_key": hx(ks.proof_key),
+            "infohash": {str(e): hx(ks.infohash(e)) for e in (epoch, epoch + 1)},
+            "targets_now": t,
+            "announce_targets": [hx(x) for x in ks.announce_targets(t)],
+            "lookup_targets": [hx(x) for x in ks.lookup_targets(t)],
+        }
+        gen_secret = None if chat.owner is None else bytes([0x42]) * 32
+        entry["generation_secret_0"] = hx(gen_secret) if gen_secret else None
+        entry["traffic_key_0"] = hx(ks.traffic_key(0, gen_secret))
+        entry["generation_proof_key_0"] = hx(ks.generation_proof_key(0, gen_secret))
+        schedule.append(entry)
+    transcript = bytes(range(64))
+    proof = channel_keys.membership_proof(open_file.keys.proof_key, transcript, ALICE.public_key)
+    # Member lists: version 1 (owner), version 2 adds bob (member) and carol (admin).
+    chan = invite.keys.channel_id
+    v1 = MemberList.create(chan, ALICE.public_key, now=CREATED).sign(ALICE)
+    v2 = v1.apply(
+        add=[BOB.public_key, CAROL.public_key],
+        roles={CAROL.public_key: "admin"},
+        now=CREATED + 60,
+    ).sign(ALICE)
+    grant_fields: dict[bytes, Any] = {
+        b"v": 1,
+        b"chan": chan,
+        b"gen": 0,
+        b"key": bytes([0x42]) * 32,
+        b"to": BOB.public_key,
+        b"by": ALICE.public_key,
+        b"mlv": v2.version,
+    }
+    grant_signed = channel_keys.GENERATION_KEY_CONTEXT + encode(grant_fields)
+    grant_fields[b"sig"] = ALICE.sign(grant_signed)
+    grant_plain = encode(grant_fields)
+    messages = []
+    for name, chat, key, seq in (
+        ("open", open_file, open_file.keys.traffic_key(0), 1),
+        ("invite", invite, invite.keys.traffic_key(0, bytes([0x42]) * 32), 2),
+    ):
+        body = {b"t": "Hello, channel! ¡Hola!".encode()}
+        msg = seal_message(
+            ALICE,
+            chat.keys.channel_id,
+            kind=b"text",
+            body=body,
+            lamport=seq,
+            now=NOW,
+            generation=0,
+            traffic_key=key,
+            msg_id=bytes([0xC0 + seq]) * 16,
+            nonce=bytes([0xD0 + seq]) * 24,
+        )
+        messages.append(
+            {
+                "file": name,
+                "channel_id": hx(msg.channel),
+                "traffic_key": hx(key),
+                "body_bencoded": hx(encode(body)),
+                "ad": hx(CHANNEL_MESSAGE_CONTEXT + msg.channel + msg.id + msg.author),
+                "e": hx(msg.ciphertext),
+                "signed_bytes": hx(CHANNEL_MESSAGE_CONTEXT + encode(msg._fields())),
+                "s": hx(msg.signature),
+                "wire": hx(msg.encode()),
+            }
+        )
+    messages.append(_private_message(invite.keys.channel_id))
+    return _file(
+        "Channels: .chat files and links, the HKDF key schedule and rotating infohashes, "
+        "membership proofs, member lists, sealed generation grants, channel messages. "
+        "Every value is given in full: 42 x 32 elsewhere in prose means 32 bytes of 0x42.",
+        {
+            "ikm": "HKDF-Extract IKM: secret || 0x00 (open) or secret || 0x01 || owner",
+            "channel_id": "HKDF-Expand(root, 'btchat channel id v1' 0x00, 32); root = "
+            "HMAC-SHA256(key='btchat channel v1', ikm)",
+            "infohash": "epoch -> HKDF-Expand(root, 'btchat channel infohash v1' 0x00 || "
+            "u64be(epoch), 20)",
+            "announce_targets": "current epoch, then next one in the epoch's last 600 s",
+            "lookup_targets": "current, previous (first 600 s), next (last 600 s)",
+            "traffic_key_0": "HKDF-Expand(HKDF-Extract(salt=channel id, IKM=gen secret), "
+            "'btchat channel traffic v1' 0x00 || u32be(0), 32)",
+            "proof": "HMAC-SHA256(proof_key, 'btchat channel membership proof v1' 0x00 || "
+            "prover || transcript_hash)",
+            "member_lists": "owner-signed lists: wire bytes, their SHA-256 (the next prev)",
+            "grant": "generation grant plaintext (signed by 'by') and its sealed box",
+            "messages": "text messages: e = XChaCha20-Poly1305(key, n, body_bencoded, ad) "
+            "with key = traffic_key (channel-wide, r empty) or, for a private message, a "
+            "random content_key sealed (crypto_box_seal) to the X25519 form of each "
+            "recipient's key, r = [[key, sealed_content_key], ...] sorted by key, the "
+            "author included; s = Ed25519 by f over signed_bytes",
+        },
+        {
+            "chatfiles": {
+                "open": {
+                    "bytes": hx(open_file.to_bytes()),
+                    "link": open_file.to_uri(),
+                    "mac": hx(open_file.mac),
+                },
+                "invite": {
+                    "bytes": hx(invite.to_bytes()),
+                    "link": invite.to_uri(),
+                    "mac": hx(invite.mac),
+                    "sig": hx(invite.signature or b""),
+                },
+            },
+            "schedule": schedule,
+            "proof": {
+                "key": hx(open_file.keys.proof_key),
+                "prover": hx(ALICE.public_key),
+                "transcript_hash": hx(transcript),
+                "proof": hx(proof),
+            },
+            "member_lists": [
+                {
+                    "version": ml.version,
+                    "generation": ml.generation,
+                    "wire": hx(ml.to_bytes()),
+                    "signed_bytes": hx(ml._signed_bytes()),
+                    "digest": hx(ml.digest),
+                }
+                for ml in (v1, v2)
+            ],
+            "grant": {
+                "channel_id": hx(chan),
+                "to": hx(BOB.public_key),
+                "by": hx(ALICE.public_key),
+                "signed_bytes": hx(grant_signed),
+                "sig": hx(grant_fields[b"sig"]),
+                "plaintext": hx(grant_plain),
+                **_sealed_vector(BOB, grant_plain, bytes([0xE2]) * 32),
+            },
+            "messages": messages,
+        },
+        people=_people(),
+    )
+
+
+def _private_message(channel: bytes) -> dict[str, Any]:
+    """A message for chosen members (bob; the author is always included): the content
+    key sealed to each. Sealed boxes cannot be fixed through btchat's API, so the
+    message is built from its definition here; the test opens it with btchat's code."""
+    content_key = bytes([0x77]) * 32
+    body = {b"t": b"Just for you, Bob."}
+    msg_id, nonce = bytes([0xC3]) * 16, bytes([0xD3]) * 24
+    recipients = []
+    for i, key in enumerate(sorted({ALICE.public_key, BOB.public_key})):
+        ephemeral = bytes([0xE3 + i]) * 32
+        recipients.append((key, ephemeral))
+    sealed = tuple(
+        (k, sealed_box(crypto_sign_ed25519_pk_to_curve25519(k), content_key, eph))
+        for k, eph in recipients
+    )
+    ad = CHANNEL_MESSAGE_CONTEXT + channel + msg_id + ALICE.public_key
+    unsigned = ChannelMessage(
+        channel,
+        msg_id,
+        ALICE.public_key,
+        3,
+        int(NOW * 1000),
+        b"text",
+        0,
+        sealed,
+        nonce,
+        crypto_aead_xchacha20poly1305_ietf_encrypt(encode(body), ad, nonce, content_key),
+    )
+    signed = CHANNEL_MESSAGE_CONTEXT + encode(unsigned._fields())
+    msg = replace(unsigned, signature=ALICE.sign(signed))
+    return {
+        "file": "invite",
+        "channel_id": hx(channel),
+        "traffic_key": None,
+        "content_key": hx(content_key),
+        "recipients": [
+            {"key": hx(k), "ephemeral_secret": hx(eph), "sealed_content_key": hx(x)}
+            for (k, eph), (_, x) in zip(recipients, sealed, strict=True)
+        ],
+        "body_bencoded": hx(encode(body)),
+        "ad": hx(ad),
+        "e": hx(msg.ciphertext),
+        "signed_bytes": hx(signed),
+        "s": hx(msg.signature),
+        "wire": hx(msg.encode()),
+    }
+
+
+FAMILIES = {
+    "ids": family_ids,
+    "devices": family_devices,
+    "rendezvous": family_rendezvous,
+    "envelopes": family_envelopes,
+    "safety": family_safety,
+    "requests": family_requests,
+    "offline": family_offline,
+    "channels": family_channels,
+}
+
+
+def render(data: dict[str, Any]) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def build_all() -> dict[str, str]:
+    """File name -> the exact text the generator writes."""
+    return {f"{name}.json": render(make()) for name, make in FAMILIES.items()}
+
+
+def main() -> int:
+    VECTOR_DIR.mkdir(parents=True, exist_ok=True)
+    for name, text in build_all().items():
+        (VECTOR_DIR / name).write_text(text, encoding="utf-8")
+        print(f"wrote {VECTOR_DIR / name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
