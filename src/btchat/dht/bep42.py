@@ -12,7 +12,7 @@ import socket
 
 from btchat.dht.ids import ID_BYTES
 
-__all__ = ["crc32c", "id_prefix", "is_compliant", "is_exempt", "node_id_for_ip"]
+__all__ = ["crc32c", "id_prefix", "is_compliant", "is_exempt", "is_loopback", "node_id_for_ip"]
 
 #: CRC32C (Castagnoli) polynomial, bit-reflected.
 _CASTAGNOLI = 0x82F63B78
@@ -90,6 +90,12 @@ def _prefix(packed: bytes, r: int) -> int:
 def is_exempt(ip: str) -> bool:
     """True for local-network addresses, whose IDs BEP 42 does not restrict."""
     return _is_exempt(_parse(ip))
+
+
+def is_loopback(ip: str) -> bool:
+    """True for 127/8 and ::1: traffic only this machine can send."""
+    packed = _parse(ip)
+    return packed[0] == 127 if len(packed) == 4 else packed == _V6_LOOPBACK
 
 
 def id_prefix(ip: str, r: int) -> int:

@@ -390,7 +390,7 @@ class DhtNode:
         ip = addr[0]
         if not bep42.is_exempt(ip):
             return self.limiter.allow(ip, now)
-        if not (ip.startswith("127.") or ip == "::1") and not self.lan_limiter.allow(ip, now):
+        if not bep42.is_loopback(ip) and not self.lan_limiter.allow(ip, now):
             return False
         return self.limiter.allow(addr, now)
 

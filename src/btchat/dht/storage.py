@@ -117,7 +117,7 @@ class PeerStore:
             peers[slot] = (addr, now + self._ttl)
             self._swarms.move_to_end(infohash)
             return True
-        if not _is_loopback(ip) and self._per_ip.get(ip, 0) >= self._max_per_ip:
+        if not bep42.is_loopback(ip) and self._per_ip.get(ip, 0) >= self._max_per_ip:
             return False
         if peers is None:
             if len(self._swarms) >= self._max_infohashes:
@@ -204,10 +204,6 @@ class PeerStore:
     def entries_of(self, ip: str) -> int:
         """Entries stored for announces from ``ip``, over all infohashes."""
         return self._per_ip.get(ip, 0)
-
-
-def _is_loopback(ip: str) -> bool:
-    return ip.startswith("127.") or ip == "::1"
 
 
 @dataclass(frozen=True, slots=True)
