@@ -24,13 +24,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import wait_for
 from interop.test_tracker_interop import Tracker, tracker  # noqa: F401
 from test_lsd import netns  # noqa: F401
 
@@ -59,15 +60,6 @@ class Member:
     @property
     def key(self) -> bytes:
         return self.service.identity.public_key
-
-
-async def until(cond: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.05)
-    return True
 
 
 @asynccontextmanager
@@ -123,7 +115,7 @@ def describe(group: list[Member]) -> str:
 
 async def assert_channel_forms(group: list[Member]) -> None:
     """The mesh forms by discovery alone; a post reaches everyone else exactly once."""
-    assert await until(lambda: full_mesh(group), FORM_TIMEOUT), describe(group)
+    assert await wait_for(lambda: full_mesh(group), FORM_TIMEOUT), describe(group)
     for i, author in enumerate(group):
         text = f"hello from #{i}"
         author.service.post(text)
@@ -132,7 +124,7 @@ async def assert_channel_forms(group: list[Member]) -> None:
         def arrived(text: str = text, others: list[Member] = others) -> bool:
             return all(text in m.shown for m in others)
 
-        assert await until(arrived, 5.0), [m.shown for m in group]
+        assert await wait_for(arrived, 5.0), [m.shown for m in group]
     await asyncio.sleep(0.3)  # a duplicate would have arrived by now
     for i, m in enumerate(group):
         expected = sorted(f"hello from #{j}" for j in range(len(group)) if j != i)
@@ -172,7 +164,7 @@ async def test_tracker_of_another_channel_is_not_a_path(
         members(one, 2, tmp_path, config) as a,
         members(two, 2, tmp_path, config) as b,
     ):
-        assert await until(lambda: full_mesh(a) and full_mesh(b), FORM_TIMEOUT), describe(a + b)
+        assert await wait_for(lambda: full_mesh(a) and full_mesh(b), FORM_TIMEOUT), describe(a + b)
         await asyncio.sleep(0.5)
         assert all(len(m.service.links) == 1 for m in a + b), describe(a + b)
 
@@ -266,22 +258,24 @@ async def test_wrong_secret_dialled_directly_gets_no_link(tmp_path: Path) -> Non
     ):
         a, b = group
         b.service.dial(("127.0.0.1", a.service.port))
-        assert await until(lambda: full_mesh(group), 5.0), describe(group)
+        assert await wait_for(lambda: full_mesh(group), 5.0), describe(group)
         target = ("127.0.0.1", a.service.port)
         impostor.service.dial(target)
         # The dial runs to its end (handshake refused) and is marked failed.
-        assert await until(lambda: target in impostor.service._failed, 5.0)
+        assert await wait_for(lambda: target in impostor.service._failed, 5.0)
         assert impostor.service.links == {}
         assert set(a.service.links) == {b.key} and set(b.service.links) == {a.key}
         # The channel still works, and nothing of it reached the impostor.
         a.service.post("members only")
-        assert await until(lambda: b.shown == ["members only"], 5.0)
+        assert await wait_for(lambda: b.shown == ["members only"], 5.0)
         await asyncio.sleep(0.2)
         assert impostor.shown == [] and impostor.service.engine is not None
         assert impostor.service.engine.stats["received"] == 0
         # And the other way round: a member dialling the impostor gets no link either.
         b.service.dial(("127.0.0.1", impostor.service.port))
-        assert await until(lambda: ("127.0.0.1", impostor.service.port) in b.service._failed, 5.0)
+        assert await wait_for(
+            lambda: ("127.0.0.1", impostor.service.port) in b.service._failed, 5.0
+        )
         assert set(b.service.links) == {a.key} and impostor.service.links == {}
 
 

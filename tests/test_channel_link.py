@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import events, split_frames, transfer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from noise.connection import Keypair, NoiseConnection
@@ -205,43 +206,8 @@ def pair(
     return a, b
 
 
-def transfer(
-    a: Link, b: Link, now: float = 0.0, log: list[tuple[str, bytes]] | None = None
-) -> None:
-    """Move bytes both ways until neither side has anything to send."""
-    while True:
-        ab, ba = a.data_to_send(), b.data_to_send()
-        if not ab and not ba:
-            return
-        if log is not None:
-            log += [("a", ab)] if ab else []
-            log += [("b", ba)] if ba else []
-        if ab:
-            b.receive_data(ab, now)
-        if ba:
-            a.receive_data(ba, now)
-
-
-def events(link: Link) -> list[LinkEvent]:
-    out = []
-    while (event := link.next_event()) is not None:
-        out.append(event)
-    return out
-
-
 def frame(message: bytes) -> bytes:
     return struct.pack(">H", len(message)) + message
-
-
-def split_frames(data: bytes) -> list[bytes]:
-    """Cut a byte stream into its Noise messages (length prefixes removed)."""
-    out, pos = [], 0
-    while pos < len(data):
-        (length,) = struct.unpack_from(">H", data, pos)
-        out.append(data[pos + 2 : pos + 2 + length])
-        pos += 2 + length
-    assert pos == len(data)
-    return out
 
 
 def established_pair(config: LinkConfig | None = None, now: float = 0.0) -> tuple[Link, Link]:
@@ -276,14 +242,14 @@ class Rogue:
         """Run messages 1-3 against ``link`` (and read an initiator's proof)."""
         if self.role == "initiator":
             link.receive_data(frame(self.hs.write_message(b"")), 0.0)
-            (msg2,) = split_frames(link.data_to_send())
+            (msg2,) = split_frames(link.data_to_send(), keep_prefix=False)
             self.hs.read_message(msg2)
             self._finish(self.hs.write_message(b""))
         else:
-            (msg1,) = split_frames(link.data_to_send())
+            (msg1,) = split_frames(link.data_to_send(), keep_prefix=False)
             self.hs.read_message(msg1)
             link.receive_data(frame(self.hs.write_message(b"")), 0.0)
-            msg3, proof = split_frames(link.data_to_send())
+            msg3, proof = split_frames(link.data_to_send(), keep_prefix=False)
             self.hs.read_message(msg3)
             self._finish(b"")
             assert self.transport is not None
@@ -326,7 +292,7 @@ def test_handshake_both_ways(alice_dials: bool) -> None:
     log: list[tuple[str, bytes]] = []
     transfer(i, r, 0.0, log)
     # Three writes: msg1; msg2; msg3 + initiator proof; then the responder's proof.
-    sizes = [(side, [len(m) for m in split_frames(data)]) for side, data in log]
+    sizes = [(side, [len(m) for m in split_frames(data, keep_prefix=False)]) for side, data in log]
     assert sizes == [
         ("a", [HANDSHAKE_MESSAGE_LENGTHS[0]]),
         ("b", [HANDSHAKE_MESSAGE_LENGTHS[1]]),
@@ -378,7 +344,9 @@ def test_wrong_psk_fails_both_and_responder_says_nothing_after_msg2() -> None:
     log: list[tuple[str, bytes]] = []
     transfer(a, b, 0.0, log)
     from_b = [data for side, data in log if side == "b"]
-    assert [[len(m) for m in split_frames(d)] for d in from_b] == [[HANDSHAKE_MESSAGE_LENGTHS[1]]]
+    assert [[len(m) for m in split_frames(d, keep_prefix=False)] for d in from_b] == [
+        [HANDSHAKE_MESSAGE_LENGTHS[1]]
+    ]
     assert "message 3 does not authenticate" in failed(b)
     # The initiator cannot tell until nothing comes: its handshake deadline fails it.
     assert not a.established and events(a) == []
@@ -694,7 +662,7 @@ def test_keepalive_keeps_a_quiet_link_alive() -> None:
         a.handle_timer(now)
         b.handle_timer(now)
         ab, ba = a.data_to_send(), b.data_to_send()
-        pings += len(split_frames(ab)) + len(split_frames(ba))
+        pings += len(split_frames(ab, keep_prefix=False)) + len(split_frames(ba, keep_prefix=False))
         if ab:
             b.receive_data(ab, now)
         if ba:
@@ -713,9 +681,9 @@ def test_keepalive_pings_after_quiet_sending_only() -> None:
     b.receive_data(a.data_to_send(), 10.0)
     assert events(b) == [LinkData(b"busy")]
     a.handle_timer(25.0)
-    (ping,) = split_frames(a.data_to_send())
+    (ping,) = split_frames(a.data_to_send(), keep_prefix=False)
     b.receive_data(frame(ping), 25.0)
-    (pong,) = split_frames(b.data_to_send())
+    (pong,) = split_frames(b.data_to_send(), keep_prefix=False)
     assert len(ping) == len(pong) == 17  # type byte + tag
     a.receive_data(frame(pong), 25.0)
     assert a.established and events(a) == [] and events(b) == []

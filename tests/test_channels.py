@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import until
 
 from btchat.channels.chatfile import ChatFile
 from btchat.channels.engine import Shown
@@ -80,15 +81,6 @@ async def net(tmp_path: Path) -> AsyncIterator[Net]:
         yield n
     finally:
         await n.stop()
-
-
-async def until(pred: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def dial(a: Member, b: Member) -> None:

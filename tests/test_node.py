@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from harness import events
 
 from btchat.codec.bencode import Raw, decode, encode
 from btchat.dht import bep42, bep44
@@ -70,13 +71,6 @@ class Net:
                     node.handle_timer(self.now)
             self.flush()
         self.now = end
-
-
-def events(node: DhtNode) -> list[Any]:
-    out = []
-    while (e := node.next_event()) is not None:
-        out.append(e)
-    return out
 
 
 def result(node: DhtNode, op_id: int) -> Any:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from harness import until
 
 from btchat.discovery.rendezvous import Candidate
 from btchat.identity.keys import DeviceCertificate, DeviceKey, Identity
@@ -68,13 +69,6 @@ def node(identity: Identity, contacts: list[bytes]) -> Node:
     return Node(identity, device, identity.certify(device, int(time.time())), contacts)
 
 
-async def until(pred: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.01)
-
-
 @pytest.fixture
 async def three() -> AsyncIterator[tuple[Node, Node, Node]]:
     """Alice, and Bob on two devices (one identity, two device keys)."""
@@ -97,7 +91,7 @@ async def test_sessions_per_device_and_sending_to_all_of_them(
     bob = phone.identity.public_key
     candidates = [Candidate(bob, d.cert, d.addr) for d in (phone, laptop)]
     assert await alice.peering.reach(candidates)
-    await until(lambda: len(alice.peering.sessions) == 2)
+    await until(lambda: len(alice.peering.sessions) == 2, 5.0, "len(alice.peering.sessions) == 2")
     assert set(alice.peering.sessions) == {
         (bob, phone.device.device_id),
         (bob, laptop.device.device_id),
@@ -106,7 +100,7 @@ async def test_sessions_per_device_and_sending_to_all_of_them(
     assert alice.peering.online_contacts() == {bob}
 
     assert alice.peering.send(bob, b"to every device")
-    await until(lambda: bool(phone.data and laptop.data))
+    await until(lambda: bool(phone.data and laptop.data), 5.0, "bool(phone.data and laptop.data)")
     assert (
         phone.data
         == laptop.data
@@ -115,10 +109,10 @@ async def test_sessions_per_device_and_sending_to_all_of_them(
 
     # A device that goes away does not take the contact offline; the last one does.
     await phone.peering.stop()
-    await until(lambda: len(alice.peering.sessions) == 1)
+    await until(lambda: len(alice.peering.sessions) == 1, 5.0, "len(alice.peering.sessions) == 1")
     assert alice.down == [] and alice.peering.is_online(bob)
     await laptop.peering.stop()
-    await until(lambda: not alice.peering.sessions)
+    await until(lambda: not alice.peering.sessions, 5.0, "not alice.peering.sessions")
     assert alice.down == [bob]
 
 
@@ -128,7 +122,7 @@ async def test_a_second_dial_to_a_connected_device_keeps_one_session(
     alice, phone, _ = three
     bob = phone.identity.public_key
     assert await alice.peering.dial(bob, phone.cert, phone.addr)
-    await until(lambda: len(phone.peering.sessions) == 1)
+    await until(lambda: len(phone.peering.sessions) == 1, 5.0, "len(phone.peering.sessions) == 1")
     # Bob's phone dials back at the same time: both sides keep one and the same session.
     assert await phone.peering.dial(alice.identity.public_key, alice.cert, alice.addr)
     await asyncio.sleep(0.3)

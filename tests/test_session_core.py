@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import pytest
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from harness import events, split_frames, transfer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,7 +24,6 @@ from btchat.session.core import (
     Session,
     SessionClosed,
     SessionConfig,
-    SessionEvent,
     SessionFailed,
 )
 from btchat.session.noise_ik import IKHandshake
@@ -74,38 +74,6 @@ def responder_for(
         now=now,
         config=config or SessionConfig(),
     )
-
-
-def transfer(a: Session, b: Session, now: float = 0.0) -> int:
-    """Move bytes both ways until neither side has anything to send; returns bytes moved."""
-    moved = 0
-    while True:
-        ab, ba = a.data_to_send(), b.data_to_send()
-        if not ab and not ba:
-            return moved
-        if ab:
-            b.receive_data(ab, now)
-        if ba:
-            a.receive_data(ba, now)
-        moved += len(ab) + len(ba)
-
-
-def events(s: Session) -> list[SessionEvent]:
-    out = []
-    while (event := s.next_event()) is not None:
-        out.append(event)
-    return out
-
-
-def split_frames(data: bytes) -> list[bytes]:
-    """Cut a byte stream into its length-prefixed frames (prefix included)."""
-    frames, pos = [], 0
-    while pos < len(data):
-        (length,) = struct.unpack_from(">H", data, pos)
-        frames.append(data[pos : pos + 2 + length])
-        pos += 2 + length
-    assert pos == len(data)
-    return frames
 
 
 def established_pair(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import struct
 
 import pytest
+from harness import events, transfer
 
 from btchat.channels.link import Link, LinkConfig, LinkEstablished
 from btchat.identity.keys import DeviceKey, Identity
@@ -75,23 +76,6 @@ class OldPeer(Bare):
 
 
 ON = StreamConfig(substreams=True)
-
-
-def events(core: SecureStream) -> list[object]:
-    out = []
-    while (event := core.next_event()) is not None:
-        out.append(event)
-    return out
-
-
-def transfer(a: SecureStream, b: SecureStream, now: float = 0.0) -> None:
-    """Move bytes both ways until neither side has anything to send."""
-    while True:
-        ab, ba = a.data_to_send(), b.data_to_send()
-        if not ab and not ba:
-            return
-        b.receive_data(ab, now)
-        a.receive_data(ba, now)
 
 
 def pair(config: StreamConfig = ON, peer: type[Bare] = Bare) -> tuple[Bare, Bare]:
