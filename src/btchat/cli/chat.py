@@ -120,6 +120,26 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.set_defaults(func=cmd_up)
 
+    p = sub.add_parser(
+        "doctor",
+        parents=[chat, secret],
+        help="check the data directory; restore the message database from a backup",
+    )
+    mend = p.add_mutually_exclusive_group()
+    mend.add_argument(
+        "--restore",
+        nargs="?",
+        const="newest",
+        metavar="BACKUP",
+        help="put back a backup (default: the newest sound one); the current file is kept aside",
+    )
+    mend.add_argument(
+        "--new-database",
+        action="store_true",
+        help="start over with an empty history; the current file is kept aside",
+    )
+    p.set_defaults(func=cmd_doctor)
+
     def command(
         group: Any, name: str, func: Any, *positional: str, help: str | None = None
     ) -> argparse.ArgumentParser:
@@ -355,6 +375,29 @@ async def cmd_up(args: argparse.Namespace) -> None:
         await stop.wait()
     finally:
         await node.stop()
+
+
+async def cmd_doctor(args: argparse.Namespace) -> None:
+    from btchat.node import doctor
+    from btchat.node.boot import BootError
+
+    conf = settings(args)
+    try:
+        if args.new_database:
+            done = doctor.new_database(conf)
+        elif args.restore:
+            chosen = None if args.restore == "newest" else Path(args.restore)
+            done = doctor.restore_backup(conf, ask_passphrase, chosen)
+        else:
+            found = doctor.diagnose(conf, ask_passphrase)
+            lines = [f"{'ok ' if f.ok else 'BAD'} {f.what}" for f in found]
+            emit(args, [{"ok": f.ok, "what": f.what} for f in found], "\n".join(lines))
+            if not all(f.ok for f in found):
+                raise UserError("problems found: see above (`btchat doctor --help` for repairs)")
+            return
+    except BootError as exc:
+        raise UserError(str(exc)) from None
+    emit(args, {"done": done}, done)
 
 
 async def cmd_status(args: argparse.Namespace) -> None:

@@ -24,9 +24,10 @@ from btchat.api.client import new_token, remove_api_files, write_api_files
 from btchat.api.server import start_api
 from btchat.channels.service import ChannelConfig
 from btchat.identity.keystore import KeyStore, KeyStoreError, LoadedKeys, read_passphrase
-from btchat.messaging.store import Store, StoreError
+from btchat.messaging.store import Store
 from btchat.node.config import DISCOVERY_WAYS, ConfigError, Settings
 from btchat.node.daemon import Daemon, DaemonConfig
+from btchat.node.history import HistoryError, open_history
 from btchat.node.peering import PeeringConfig
 from btchat.storage.dir_lock import DirLock, DirLockError
 
@@ -216,8 +217,8 @@ async def _start_locked(
     _check_ports(settings)  # before the identity or store is created: nothing half-written
     keys = unlock_identity(settings, ask, notice)
     try:
-        store = Store.open(settings.data_dir / "messages.db", keys.db_key)
-    except StoreError as exc:
+        store = open_history(settings.data_dir, keys.db_key, warn=notice)
+    except HistoryError as exc:
         raise BootError(str(exc)) from None
     daemon = Daemon(config, keys, store)
     try:
