@@ -95,15 +95,17 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         help="if no identity exists yet, create one stored unencrypted",
     )
     p.add_argument("--port", type=int, default=0, help="TCP port for sessions (default: any)")
-    p.add_argument("--dht-port", type=int, default=6881, help="UDP port of the DHT node")
+    p.add_argument(
+        "--dht-port", type=int, default=None, help="UDP port of the DHT node (default 6881)"
+    )
     p.add_argument("--api-port", type=int, default=0, help="local API port (default: any)")
     p.add_argument("--host", default="0.0.0.0", help="address for sessions and DHT")
     p.add_argument(
         "--request-poll",
         type=float,
-        default=300.0,
+        default=None,
         metavar="SECONDS",
-        help="how often to look for contact requests (default 300)",
+        help="how often to look for contact requests (default 60)",
     )
     p.add_argument(
         "--channel-discovery",

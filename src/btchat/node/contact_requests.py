@@ -2,9 +2,9 @@
 
 The sealing, proof of work and slot keys are the sans-I/O :mod:`btchat.node.requests`;
 this is its asyncio side. A request goes into one of the recipient's daily request
-slots (an empty one if we can find it); we read our own slots, today's and yesterday's,
-every ``poll`` seconds, and a valid request from someone not yet a contact is stored and
-announced to API subscribers for the user to accept or decline.
+slots (an empty one if we can find it); we read our own slots, today's every ``poll``
+seconds and yesterday's less often, and a valid request from someone not yet a contact
+is stored and announced to API subscribers for the user to accept or decline.
 """
 
 from __future__ import annotations
@@ -62,6 +62,14 @@ class ContactRequests:
             "created": row.created_ms,
         }
 
+    def contact_reached(self, pk: bytes) -> None:
+        """A session came up with ``pk``: if we had asked them, they accepted (a node
+        answers sessions from its contacts only), so our request says so."""
+        for row in self.store.list_requests():
+            mine = row.direction == "out" and row.pk == pk and row.state == "pending"
+            if mine and self.store.set_request_state(row.id, "accepted"):
+                self._emit({"type": "request", "request": self.json(row.id)})
+
     async def send(
         self, dht: DhtService, pk: bytes, note: str | None, suggested: str | None
     ) -> bytes:
@@ -96,11 +104,16 @@ class ContactRequests:
         return req_id
 
     async def poll_loop(self, dht: DhtService, joined: asyncio.Event, every: float) -> None:
-        """Read our DHT request slots (today's and yesterday's) for requests."""
+        """Read today's request slots every ``every`` seconds, and yesterday's (which
+        matter only for requests sent before midnight) every fifth round."""
+        rounds = 0
         while True:
             await joined.wait()
             now = time.time()
-            for day in (creq.day_of(now), creq.day_of(now) - 1):
+            today = creq.day_of(now)
+            days = (today, today - 1) if rounds % 5 == 0 else (today,)
+            rounds += 1
+            for day in days:
                 keys = [
                     creq.slot_key(self.me, day, i).public_key().public_bytes_raw()
                     for i in range(creq.SLOTS)
