@@ -300,6 +300,11 @@ class Status(Shape):
         description="Reconnect reconciliation counters: ids offered, messages resent,"
         " copies received that were already stored.",
     )
+    requests: dict[str, Any] | None = Field(
+        None,
+        description="Contact-request inbox: squatted slots seen, moves to a fresh inbox,"
+        " time of the last move (ms).",
+    )
 
 
 class Identity(Shape):

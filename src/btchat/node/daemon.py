@@ -143,7 +143,12 @@ class Daemon:
             join_loop(self.dht, self.config.bootstrap, self._joined, self._emit, self.peering.poke)
         )
         self._spawn(self._housekeeping())
-        self._spawn(self.requests.poll_loop(self.dht, self._joined, self.config.request_poll))
+        self.profiles.inbox = self.requests.inbox
+        self._spawn(
+            self.requests.poll_loop(
+                self.dht, self._joined, self.config.request_poll, self._inbox_moved
+            )
+        )
         self._spawn(self.profiles.publish_loop(self.dht, self._joined))
 
     async def stop(self) -> None:
@@ -292,6 +297,10 @@ class Daemon:
     ) -> dict[str, Any]:
         return self.profiles.set_mine(name, status, avatar)
 
+    def _inbox_moved(self, inbox: bytes) -> None:
+        self.profiles.inbox = inbox
+        self.profiles.republish()
+
     async def _fetch_profile(self, pk: bytes) -> None:
         if self.dht is None or not await self.profiles.fetch(self.dht, pk):
             return
@@ -372,6 +381,7 @@ class Daemon:
             "uptime": time.monotonic() - self.started,
             "mailbox": self.offline.summary() if self.offline else None,
             "sync": dict(self.conversations.stats),
+            "requests": dict(self.requests.stats),
         }
 
     # ------------------------------------------------------------ sessions
