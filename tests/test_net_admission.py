@@ -31,13 +31,16 @@ def test_sources_are_addresses_and_ipv6_slash_64s() -> None:
 
 def test_one_source_gets_its_share_and_pushes_out_only_its_own() -> None:
     adm = Admission(AdmissionConfig(total=10, per_source=2))
+    for _ in range(5):  # this machine is not limited
+        adm.admit("127.0.0.1", 0.0, Closed())
+    assert adm.pending == 5 and adm.stats["evicted_same_source"] == 0
     other = Closed()
     adm.admit("192.0.2.2", 0.0, other)
     closers = [Closed() for _ in range(3)]
     for i, c in enumerate(closers):
         adm.admit("192.0.2.1", float(i), c)
     assert [c.count for c in closers] == [1, 0, 0] and other.count == 0
-    assert adm.pending == 3 and adm.stats["evicted_same_source"] == 1
+    assert adm.pending == 8 and adm.stats["evicted_same_source"] == 1
 
 
 def test_a_full_pool_pushes_out_its_oldest() -> None:
@@ -98,7 +101,8 @@ async def test_a_contact_gets_in_during_a_flood_of_idle_connections() -> None:
     from test_node_peering import node
 
     alice_id = Identity.generate()
-    bob = responder([alice_id.public_key], AdmissionConfig())
+    # Loopback stands in for the internet here, so it gets per-source shares too.
+    bob = responder([alice_id.public_key], AdmissionConfig(loopback_unlimited=False))
     alice = node(alice_id, [bob.me])
     await bob.start()
     await alice.peering.start()
@@ -111,12 +115,14 @@ async def test_a_contact_gets_in_during_a_flood_of_idle_connections() -> None:
             if i % 2:
                 writer.write(b"\x00")  # one byte, then nothing: holds until the deadline
             held.append(writer)
-        for _ in range(10):  # one host alone gets 4 slots
+        for _ in range(10):  # one host alone gets its share
             held.append((await asyncio.open_connection("127.0.0.1", bob.port))[1])
         await until(lambda: bob.admission.stats["admitted"] == 310, 5.0, "the flood admitted")
         assert bob.admission.pending == 64
-        assert bob.admission.stats["evicted_same_source"] == 6
-        assert bob.admission.stats["evicted"] == 310 - 64 - 6
+        assert bob.admission.stats["evicted_same_source"] == 10 - bob.admission.config.per_source
+        assert (
+            bob.admission.stats["evicted"] == 310 - 64 - bob.admission.stats["evicted_same_source"]
+        )
         # Alice dials from 127.0.0.1 too, whose share the last flooder holds.
         bob_cert = bob.certificate
         assert await alice.peering.dial(bob.me, bob_cert, ("127.0.0.1", bob.port))

@@ -27,8 +27,9 @@ from btchat.channels.store import ChannelStore, StoredMessage
 from btchat.discovery.found import Found
 from btchat.discovery.sources import DhtSource, LsdSource, TrackerSource
 from btchat.identity.keys import Identity
+from btchat.net.admission import Admission, AdmissionConfig, Ticket
 from btchat.net.dht_service import DhtService
-from btchat.net.transport import ByteStream, Dialer, TcpDialer, TcpListener
+from btchat.net.transport import ByteStream, Dialer, TcpDialer, TcpListener, WatchedStream
 from btchat.sansio import drain_events
 from btchat.tasks import TaskOwner
 
@@ -54,6 +55,8 @@ class ChannelConfig:
     discovery_interval: float = 300.0
     #: Only for tests of partial meshes: refuse to dial or accept these members.
     blocked: frozenset[bytes] = frozenset()
+    #: Bounds on inbound link handshakes (see :mod:`btchat.net.admission`).
+    admission: AdmissionConfig = field(default_factory=AdmissionConfig)
 
 
 class ChannelService:
@@ -87,6 +90,8 @@ class ChannelService:
         self._wake = asyncio.Event()
         self._tick_at = 0.0
         self._accepted: set[asyncio.Task[Any]] = set()
+        #: Inbound links in their handshake: per-source shares, eviction, a deadline.
+        self.admission = Admission(config.admission)
         self._stopping = False
         self.port = 0
         self.peer_id = b"-BC0001-" + os.urandom(12)
@@ -160,15 +165,28 @@ class ChannelService:
             stream.abort()
             return
         peer = stream.remote_address
+        loop = asyncio.get_running_loop()
+        admission = self.admission
+        ticket = admission.admit(peer[0] if peer else None, loop.time(), stream.abort)
+
+        def silent() -> None:
+            if admission.check_silent(ticket, loop.time()):
+                stream.abort()
+
+        timer = loop.call_at(admission.deadline(ticket) + 0.01, silent)
+        watched = WatchedStream(stream, lambda: admission.heard(ticket))
         task = asyncio.current_task()
         if task is not None:
             self._accepted.add(task)
         try:
-            await self._run(self._new_link("responder"), stream, peer[0] if peer else "", False)
+            link = self._new_link("responder")
+            await self._run(link, watched, peer[0] if peer else "", False, ticket)
         except asyncio.CancelledError:
             if not self._stopping:
                 raise  # only our own stop() ends an accepted link quietly
         finally:
+            timer.cancel()
+            admission.release(ticket)
             if task is not None:
                 self._accepted.discard(task)
 
@@ -208,14 +226,18 @@ class ChannelService:
         stream: ByteStream,
         remote_ip: str,
         dialled: bool,
+        ticket: Ticket | None = None,
     ) -> bool:
-        """Run one link to its end; True if it was established."""
+        """Run one link to its end; True if it was established. ``ticket``: an inbound
+        link's admission (it leaves the pending pool once established)."""
         state: dict[str, Any] = {"member": None, "duplicate": False}
         conn_box: list[LinkConnection] = []
 
         def on_event(event: LinkEvent) -> None:
             assert self.engine is not None
             if isinstance(event, LinkEstablished):
+                if ticket is not None:
+                    self.admission.established(ticket)
                 member = event.identity
                 if not self._keep(member, dialled):
                     state["duplicate"] = True  # not a failure: the address is good
@@ -231,6 +253,8 @@ class ChannelService:
                     self.engine.on_payload(member, event.payload, time.time())
                     self._flush()
             elif isinstance(event, LinkClosed | LinkFailed):
+                if ticket is not None and isinstance(event, LinkFailed):
+                    self.admission.refused(ticket)
                 self._gone(state["member"], conn_box[0] if conn_box else None)
 
         conn = LinkConnection.over(stream, link)

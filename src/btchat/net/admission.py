@@ -7,9 +7,10 @@ kept a real contact out for a minute. So inbound connections are admitted here, 
 no I/O (times are passed in):
 
 - at most :attr:`AdmissionConfig.per_source` pending handshakes per source (an IPv4
-  address, an IPv6 /64): a newcomer from a source at its cap pushes out that source's
-  oldest, so one host can neither fill the pool nor keep out a contact behind the same
-  NAT (whose handshake completes in a round trip);
+  address, an IPv6 /64; this machine's loopback is not limited): a newcomer from a
+  source at its cap pushes out that source's oldest, so one host can neither fill the
+  pool nor keep out a contact behind the same NAT (whose handshake completes in a
+  round trip);
 - a connection must send its first bytes within :attr:`AdmissionConfig.first_bytes`
   seconds (a real initiator sends its first handshake message at once);
 - when the pool is full, the oldest pending connection is pushed out for the newcomer:
@@ -35,9 +36,11 @@ __all__ = ["Admission", "AdmissionConfig", "Ticket", "source_of"]
 @dataclass(frozen=True)
 class AdmissionConfig:
     total: int = 64
-    per_source: int = 4
+    per_source: int = 8
     first_bytes: float = 3.0
     lingering: int = 256
+    #: This machine's own connections (a sandbox, tests) share no per-source limit.
+    loopback_unlimited: bool = True
 
 
 def source_of(host: str | None) -> str:
@@ -53,6 +56,13 @@ def source_of(host: str | None) -> str:
             return str(ip.ipv4_mapped)
         return str(ipaddress.ip_network(f"{ip}/64", strict=False))
     return str(ip)
+
+
+def _is_loopback(source: str) -> bool:
+    try:
+        return ipaddress.ip_network(source, strict=False).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(eq=False)
@@ -91,7 +101,8 @@ class Admission:
     def admit(self, host: str | None, now: float, close: Callable[[], None]) -> Ticket:
         """A ticket for a new connection from ``host``; whom it pushes out is closed."""
         source = source_of(host)
-        if self._per_source.get(source, 0) >= self.config.per_source:
+        exempt = source == "?" or (self.config.loopback_unlimited and _is_loopback(source))
+        if not exempt and self._per_source.get(source, 0) >= self.config.per_source:
             # The source's own oldest goes: a contact behind the same NAT as a flooder
             # still gets in, and the flooder cannot take more than its share.
             self.stats["evicted_same_source"] += 1
