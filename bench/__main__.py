@@ -71,6 +71,9 @@ def run_all(quick: bool, only: list[str] | None) -> dict[str, Any]:
     from bench import floods
 
     plan["announce_flood"] = guarded(lambda: floods.run(quick=quick))
+    from bench import conn_flood
+
+    plan["connection_flood"] = guarded(lambda: conn_flood.run(quick=quick))
     # Last: libtorrent sessions keep threads busy after they are closed, which would
     # slow every benchmark measured after them in this process.
     try:
@@ -229,9 +232,10 @@ def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
     out += render_messenger(results)
     out += render_offline(results)
     out += render_channels(results)
-    from bench import floods
+    from bench import conn_flood, floods
 
     out += floods.render(results)
+    out += conn_flood.render(results)
     return "\n".join(out).rstrip() + "\n"
 
 

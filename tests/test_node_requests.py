@@ -75,8 +75,15 @@ def test_forged_sender_is_refused() -> None:
 
 def test_slots_are_derivable_and_distinct() -> None:
     pk = Identity.generate().public_key
-    keys = {creq.slot_key(pk, 20000, i).public_key().public_bytes_raw() for i in range(8)}
+    inbox = bytes(creq.INBOX_SIZE)
+
+    def public(day: int, i: int, box: bytes = inbox) -> bytes:
+        return creq.slot_key(pk, day, i, box).public_key().public_bytes_raw()
+
+    keys = {public(20000, i) for i in range(8)}
     assert len(keys) == 8
-    again = creq.slot_key(pk, 20000, 3).public_key().public_bytes_raw()
-    assert again in keys
-    assert creq.slot_key(pk, 20001, 3).public_key().public_bytes_raw() not in keys
+    assert public(20000, 3) in keys
+    assert public(20001, 3) not in keys
+    assert public(20000, 3, b"\x01" * creq.INBOX_SIZE) not in keys  # a moved inbox
+    with pytest.raises(ValueError):
+        creq.slot_key(pk, 20000, 0, b"short")
