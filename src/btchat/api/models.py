@@ -278,6 +278,14 @@ class DhtStatus(Shape):
     joined: bool
 
 
+class ProxyStatus(Shape):
+    url: str = Field(description="The proxy sessions and links go through (no password).")
+    dials: int = Field(ge=0)
+    connected: int = Field(ge=0)
+    failed: int = Field(ge=0)
+    last_error: str | None = Field(description="Why the last failed dial failed, if it did.")
+
+
 class Status(Shape):
     id: str = Field(description="Your ID as text.")
     public_key: HexKey
@@ -299,6 +307,13 @@ class Status(Shape):
         None,
         description="Reconnect reconciliation counters: ids offered, messages resent,"
         " copies received that were already stored.",
+    )
+    proxy: ProxyStatus | None = Field(
+        None, description="Set when sessions and channel links go out through a proxy."
+    )
+    tor: bool = Field(
+        False,
+        description="Tor mode: no DHT, no UDP; every connection goes through the proxy.",
     )
 
 

@@ -27,7 +27,16 @@ from btchat.cli.render import (
     request_line,
     show_message,
 )
-from btchat.node.config import ENV_DATA_DIR, ConfigError, Settings, resolve, setting
+from btchat.net.proxy import TOR_SOCKS, ProxyUrl, parse_proxy
+from btchat.node.config import (
+    ENV_DATA_DIR,
+    ENV_PROXY,
+    ENV_TOR,
+    ConfigError,
+    Settings,
+    resolve,
+    setting,
+)
 
 __all__ = ["add_commands"]
 
@@ -48,6 +57,8 @@ def settings(args: argparse.Namespace) -> Settings:
             "lsd_interface",
             "passphrase_file",
             "no_passphrase",
+            "proxy",
+            "tor",
         )
     }
     if flags["data_dir"] is not None:
@@ -56,6 +67,14 @@ def settings(args: argparse.Namespace) -> Settings:
         return resolve(flags, config_file=args.config)
     except ConfigError as exc:
         raise UserError(str(exc)) from None
+
+
+def proxy_url(text: str) -> ProxyUrl:
+    """``--proxy`` as an argparse type (its message is shown as the usage error)."""
+    try:
+        return parse_proxy(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def data_dir(args: argparse.Namespace) -> Path:
@@ -117,6 +136,20 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         default=None,
         metavar="IP",
         help="interface address for LAN discovery (default: the --host address)",
+    )
+    p.add_argument(
+        "--proxy",
+        type=proxy_url,
+        metavar="URL",
+        help="dial sessions and channel links through this proxy: socks5://IP:PORT or "
+        f"http://IP:PORT, optionally with user:pass@ (env {ENV_PROXY})",
+    )
+    p.add_argument(
+        "--tor",
+        action="store_const",
+        const=True,
+        help="Tor mode: nothing leaves but through the proxy (default Tor's "
+        f"{TOR_SOCKS}); no DHT, no UDP, no LAN discovery (env {ENV_TOR})",
     )
     p.set_defaults(func=cmd_up)
 
@@ -360,11 +393,21 @@ async def cmd_up(args: argparse.Namespace) -> None:
 async def cmd_status(args: argparse.Namespace) -> None:
     s = call(args, "status")
     dht = s["dht"]
+    if s.get("tor"):
+        dht_line = "DHT: off (Tor mode: no UDP leaves this machine)"
+    else:
+        dht_line = f"DHT: {'joined' if dht['joined'] else 'NOT joined'}, {dht['nodes']} nodes"
+    proxy = s.get("proxy")
+    if proxy:
+        problem = f"; last error: {proxy['last_error']}" if proxy["last_error"] else ""
+        dht_line += (
+            f"\nproxy {proxy['url']}: {proxy['connected']} of {proxy['dials']} dials"
+            f" connected{problem}"
+        )
     emit(
         args,
         s,
-        f"{s['id']}\nDHT: {'joined' if dht['joined'] else 'NOT joined'}, "
-        f"{dht['nodes']} nodes; contacts online: {s['contacts_online']}/{s['contacts']}",
+        f"{s['id']}\n{dht_line}; contacts online: {s['contacts_online']}/{s['contacts']}",
     )
 
 

@@ -18,6 +18,7 @@ from btchat.identity.idtext import IdError, format_id, parse_contact_ref
 from btchat.identity.keys import Identity
 from btchat.messaging.store import Store
 from btchat.net.dht_service import DhtService
+from btchat.net.transport import Dialer
 
 __all__ = ["ChannelManager"]
 
@@ -34,12 +35,15 @@ class ChannelManager:
         dht: DhtService | None,
         config: ChannelConfig,
         emit: Callable[[dict[str, Any]], None],
+        *,
+        dialer: Dialer | None = None,
     ) -> None:
         self.identity = identity
         self.store = ChannelStore(store)
         self.dht = dht
         self.config = config
         self.emit = emit
+        self.dialer = dialer  # None: plain TCP
         self.services: dict[bytes, ChannelService] = {}
 
     async def start(self) -> None:
@@ -58,7 +62,13 @@ class ChannelManager:
 
     async def _run(self, chat: ChatFile) -> ChannelService:
         service = ChannelService(
-            chat, self.identity, self.store, self.dht, self.config, on_event=self._on_event
+            chat,
+            self.identity,
+            self.store,
+            self.dht,
+            self.config,
+            on_event=self._on_event,
+            dialer=self.dialer,
         )
         await service.start()
         self.services[chat.channel_id] = service

@@ -19,11 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from btchat.net.dht_service import DEFAULT_BOOTSTRAP
+from btchat.net.proxy import ProxyUrl, parse_proxy
 
 __all__ = [
     "ENV_BOOTSTRAP",
     "ENV_CONFIG",
     "ENV_DATA_DIR",
+    "ENV_PROXY",
+    "ENV_TOR",
     "ConfigError",
     "Settings",
     "load_config_file",
@@ -35,6 +38,8 @@ __all__ = [
 ENV_CONFIG = "BTCHAT_CONFIG"
 ENV_BOOTSTRAP = "BTCHAT_BOOTSTRAP"  # comma-separated HOST:PORT list
 ENV_DATA_DIR = "BTCHAT_DATA_DIR"
+ENV_PROXY = "BTCHAT_PROXY"  # socks5://IP:PORT or http://IP:PORT, optional user:pass@
+ENV_TOR = "BTCHAT_TOR"  # 1/true/yes or 0/false/no
 #: Ways channel members can be found (``--channel-discovery``).
 DISCOVERY_WAYS = ("dht", "trackers", "lsd")
 
@@ -58,6 +63,29 @@ def _bootstrap_file(value: Any) -> list[tuple[str, int]]:
     return [parse_hostport(str(x)) for x in value]
 
 
+def _proxy_file(value: Any) -> ProxyUrl:
+    if not isinstance(value, str):
+        raise ValueError('expected a URL string such as "socks5://127.0.0.1:9050"')
+    return parse_proxy(value)
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
+def _flag_env(text: str) -> bool:
+    if text.strip().lower() in _TRUE:
+        return True
+    if text.strip().lower() in _FALSE:
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def _flag_file(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
 def _default_data_dir() -> Path:
     from platformdirs import user_data_dir
 
@@ -79,6 +107,10 @@ class Settings:
     lsd_interface: str | None = None
     passphrase_file: Path | None = None
     no_passphrase: bool = False
+    #: Sessions and channel links go out through this proxy (``--proxy``).
+    proxy: ProxyUrl | None = None
+    #: Tor mode: nothing leaves but through the proxy (Tor's SOCKS port); no UDP at all.
+    tor: bool = False
 
 
 @dataclass(frozen=True)
@@ -101,11 +133,16 @@ SETTINGS: dict[str, _Source] = {
     ),
     "data_dir": _Source(env=ENV_DATA_DIR, from_env=Path),
     "dht_port": _Source(file=("dht", "port"), from_file=int),
+    "proxy": _Source(
+        env=ENV_PROXY, file=("net", "proxy"), from_env=parse_proxy, from_file=_proxy_file
+    ),
+    "tor": _Source(env=ENV_TOR, file=("net", "tor"), from_env=_flag_env, from_file=_flag_file),
 }
 _DEFAULTS: dict[str, Callable[[], Any]] = {
     "bootstrap": lambda: list(DEFAULT_BOOTSTRAP),
     "data_dir": _default_data_dir,
     "dht_port": lambda: 6881,
+    "tor": lambda: False,
 }
 
 
