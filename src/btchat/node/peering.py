@@ -126,6 +126,7 @@ class Peering:
         self.dht = dht
         self.config = config
         self._contacts = contacts
+        self._certs_of = certs_of
         self._on_established = on_established
         self._on_closed = on_closed
         self._on_data = on_data
@@ -218,6 +219,12 @@ class Peering:
             if await self.dial(c.identity, c.cert, c.addr):
                 taken.add(c.addr)
         return bool(contact) and self.is_online(contact)
+
+    async def dial_known(self, contact: bytes, addr: tuple[str, int]) -> bool:
+        """Dial ``contact`` at an address given by hand, expecting the devices whose
+        certificates we already hold (learned over an earlier session or a request):
+        the way in when there is no rendezvous (Tor mode)."""
+        return await self.reach([Candidate(contact, c, addr) for c in self._certs_of(contact)])
 
     # ------------------------------------------------------------ dial and accept
 

@@ -1,0 +1,403 @@
+"""Sessions through a proxy: a real SOCKS5 server (Dante), an HTTP CONNECT proxy, Tor mode.
+
+Dante (Debian ``dante-server``, installed by ``scripts/setup`` as root) runs on loopback
+with a generated config and logs every connection it makes; the log proves a session
+went through it. The HTTP CONNECT proxy is a small one written here. Tor mode is checked
+twice: in-process (the daemon opens no UDP socket at all) and in network namespaces,
+where nftables counters on the node's own interface show that nothing but its
+connections to the proxy left it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from harness import PeerNode, peer_node, skip_unless_ci, until, wait_for
+
+from btchat.api.facade import ApiError
+from btchat.identity.keys import Identity
+from btchat.net.proxy import ProxyDialer, ProxyError, ProxyUrl, parse_proxy
+from btchat.node.boot import RunningNode, daemon_config, start_node
+from btchat.node.config import ConfigError, Settings, resolve
+from btchat.node.daemon import DaemonConfig
+
+# ------------------------------------------------------------------ parsing
+
+
+def test_proxy_urls_parse_and_print_without_the_password() -> None:
+    p = parse_proxy("socks5://alice:s%3Acret@127.0.0.1:1080")
+    assert p == ProxyUrl("socks5", "127.0.0.1", 1080, "alice", "s:cret")
+    assert str(p) == "socks5://alice@127.0.0.1:1080"
+    assert parse_proxy("HTTP://[::1]:3128/") == ProxyUrl("http", "::1", 3128)
+    assert str(parse_proxy("http://[::1]:3128")) == "http://[::1]:3128"
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("socks4://127.0.0.1:1080", "scheme"),
+        ("127.0.0.1:1080", "scheme"),
+        ("socks5://localhost:9050", "host name"),
+        ("socks5://127.0.0.1", "host and a port"),
+        ("socks5://127.0.0.1:99999", "host and a port"),
+        ("socks5://alice@127.0.0.1:1080", "password"),
+        ("http://127.0.0.1:3128/path", "no path"),
+        (f"socks5://{'u' * 256}:p@127.0.0.1:1080", "1 to 255"),
+    ],
+)
+def test_bad_proxy_urls_are_refused_with_the_reason(text: str, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        parse_proxy(text)
+
+
+def test_proxy_and_tor_come_from_flags_then_env_then_file(tmp_path: Path) -> None:
+    conf = tmp_path / "config.toml"
+    conf.write_text('[net]\nproxy = "http://127.0.0.3:3128"\ntor = true\n')
+    env = {"BTCHAT_PROXY": "socks5://127.0.0.2:1080", "BTCHAT_TOR": "no"}
+    flag = parse_proxy("socks5://127.0.0.1:9150")
+    assert resolve({"proxy": flag}, config_file=conf, environ=env).proxy == flag
+    from_env = resolve({}, config_file=conf, environ=env)
+    assert from_env.proxy == parse_proxy("socks5://127.0.0.2:1080") and from_env.tor is False
+    from_file = resolve({}, config_file=conf, environ={})
+    assert from_file.proxy == parse_proxy("http://127.0.0.3:3128") and from_file.tor is True
+    conf.write_text('[net]\nproxy = "socks5://tor.example:9050"\n')
+    with pytest.raises(ConfigError, match=r"config net\.proxy: .*host name"):
+        resolve({}, config_file=conf, environ={})
+    conf.write_text("")
+    with pytest.raises(ConfigError, match="BTCHAT_TOR"):
+        resolve({}, config_file=conf, environ={"BTCHAT_TOR": "maybe"})
+
+
+def test_tor_mode_derives_a_config_that_cannot_leak(tmp_path: Path) -> None:
+    tor = Settings(data_dir=tmp_path, bootstrap=[], tor=True)
+    config = daemon_config(tor)
+    assert config.tor and str(config.proxy) == "socks5://127.0.0.1:9050"
+    assert config.peering.host == config.channels.host == "127.0.0.1"
+    assert not (config.channels.dht or config.channels.trackers or config.channels.lsd)
+    with pytest.raises(ConfigError, match="loopback only"):
+        daemon_config(Settings(data_dir=tmp_path, bootstrap=[], tor=True, host="192.0.2.7"))
+    # Whoever builds the daemon's config by hand: Tor mode with a leak is refused.
+    with pytest.raises(ValueError, match="needs a proxy"):
+        DaemonConfig(data_dir=tmp_path, tor=True)
+    with pytest.raises(ValueError, match="no DHT, tracker or LAN"):
+        DaemonConfig(data_dir=tmp_path, tor=True, proxy=config.proxy)  # default channels
+
+
+# ------------------------------------------------------------------ Dante
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Dante:
+    """A running ``danted`` and the log it writes every connection to."""
+
+    url: ProxyUrl
+    log: Path
+    proc: subprocess.Popen[bytes]
+
+    def connects_to(self, addr: tuple[str, int]) -> int:
+        """Sessions Dante opened to ``addr`` (its "tcp/connect [" line names the target)."""
+        target = f" {addr[0]}.{addr[1]}"
+        text = self.log.read_text() if self.log.exists() else ""
+        return sum(1 for line in text.splitlines() if "tcp/connect [" in line and target in line)
+
+
+def _danted() -> str:
+    path = shutil.which("danted") or "/usr/sbin/danted"
+    if os.geteuid() != 0 or not os.access(path, os.X_OK):
+        skip_unless_ci("needs root and danted (apt-get install dante-server; scripts/setup does)")
+    return path
+
+
+@contextlib.contextmanager
+def run_dante(tmp: Path, host: str, port: int, prefix: tuple[str, ...] = ()) -> Iterator[Dante]:
+    """Dante on ``host:port`` (inside a namespace when ``prefix`` is ``ip netns exec NS``),
+    allowing CONNECT to anywhere without authentication, logging each connection."""
+    log = tmp / "danted.log"
+    conf = tmp / "danted.conf"
+    conf.write_text(
+        f"logoutput: {log}\n"
+        f"internal: {host} port = {port}\nexternal: {host}\n"
+        "socksmethod: none\nclientmethod: none\n"
+        "user.privileged: root\nuser.unprivileged: nobody\n"
+        "client pass {\n  from: 0.0.0.0/0 to: 0.0.0.0/0\n  log: connect disconnect error\n}\n"
+        "socks pass {\n  from: 0.0.0.0/0 to: 0.0.0.0/0\n  command: connect\n"
+        "  log: connect disconnect error\n}\n"
+    )
+    proc = subprocess.Popen(
+        [*prefix, _danted(), "-f", str(conf), "-N", "1"],
+        start_new_session=True,  # its own process group: it forks children
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while "running" not in (log.read_text() if log.exists() else ""):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"danted did not start: {log.read_text()[-500:]}")
+            time.sleep(0.05)
+        yield Dante(parse_proxy(f"socks5://{host}:{port}"), log, proc)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def dante(tmp_path: Path) -> Iterator[Dante]:
+    with run_dante(tmp_path, "127.0.0.1", _free_port("127.0.0.1")) as d:
+        yield d
+
+
+@contextlib.asynccontextmanager
+async def pair_through(dialer: ProxyDialer) -> AsyncIterator[tuple[PeerNode, PeerNode]]:
+    """Alice dials only through ``dialer``; Bob listens plainly."""
+    alice_id, bob_id = Identity.generate(), Identity.generate()
+    alice = peer_node(alice_id, [bob_id.public_key], dialer=dialer)
+    bob = peer_node(bob_id, [alice_id.public_key])
+    await alice.peering.start()
+    await bob.peering.start()
+    try:
+        yield alice, bob
+    finally:
+        await alice.peering.stop()
+        await bob.peering.stop()
+
+
+async def _both_ways(alice: PeerNode, bob: PeerNode) -> None:
+    a, b = alice.identity.public_key, bob.identity.public_key
+    assert await alice.peering.dial(b, bob.cert, bob.addr)
+    await until(lambda: bool(bob.up), 5.0, "bob's side of the session")
+    assert alice.peering.send(b, b"hello through the proxy")
+    assert bob.peering.send(a, b"and back")
+    await until(lambda: bool(alice.data and bob.data), 5.0, "a payload each way")
+    assert bob.data == [(a, alice.device.device_id, b"hello through the proxy")]
+    assert alice.data == [(b, bob.device.device_id, b"and back")]
+
+
+async def test_a_session_through_dante_carries_messages_both_ways(dante: Dante) -> None:
+    dialer = ProxyDialer(dante.url, timeout=5.0)
+    async with pair_through(dialer) as (alice, bob):
+        assert dante.connects_to(bob.addr) == 0
+        await _both_ways(alice, bob)
+        # Dante's own log names the connection it opened to Bob for Alice.
+        assert await wait_for(lambda: dante.connects_to(bob.addr) == 1, 5.0), dante.log
+    assert dialer.stats == {"dials": 1, "connected": 1, "failed": 0}
+    assert dialer.status()["last_error"] is None
+
+
+async def test_a_refused_target_says_the_proxy_refused(dante: Dante) -> None:
+    dialer = ProxyDialer(dante.url, timeout=5.0)
+    closed = ("127.0.0.1", _free_port("127.0.0.1"))
+    with pytest.raises(ProxyError, match=f"proxy {dante.url} refused 127.0.0.1:{closed[1]}"):
+        await dialer.dial(closed)
+    assert dialer.stats["failed"] == 1 and "refused" in str(dialer.last_error)
+
+
+async def test_a_proxy_that_is_down_is_a_clear_error_and_no_crash() -> None:
+    down = parse_proxy(f"socks5://127.0.0.1:{_free_port('127.0.0.1')}")
+    dialer = ProxyDialer(down, timeout=5.0)
+    async with pair_through(dialer) as (alice, bob):
+        with pytest.raises(ProxyError, match="is not reachable: Connection refused"):
+            await dialer.dial(bob.addr)
+        assert not await alice.peering.dial(bob.identity.public_key, bob.cert, bob.addr)
+        assert alice.peering.sessions == {} and bob.up == []
+        assert dialer.status() == {
+            "url": str(down),
+            "dials": 2,
+            "connected": 0,
+            "failed": 2,
+            "last_error": f"proxy {down} is not reachable: Connection refused",
+        }
+
+
+async def test_a_proxy_that_never_answers_costs_one_timeout() -> None:
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # accept, read nothing, answer nothing
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    dialer = ProxyDialer(parse_proxy(f"socks5://127.0.0.1:{port}"), timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(ProxyError, match=r"did not connect us to 127.0.0.1:9 within 0.5 s"):
+        await dialer.dial(("127.0.0.1", 9))
+    assert 0.4 < time.monotonic() - started < 2.0
+    for w in held:
+        w.close()
+    server.close()
+    await server.wait_closed()
+
+
+async def test_host_names_are_never_sent_to_the_proxy() -> None:
+    dialer = ProxyDialer(parse_proxy("socks5://127.0.0.1:9"), timeout=1.0)
+    with pytest.raises(ProxyError, match="must be an IP address"):
+        await dialer.dial(("example.com", 443))
+    assert dialer.stats["dials"] == 0  # refused before any connection
+
+
+# ------------------------------------------------------------------ HTTP CONNECT
+
+
+class ConnectProxy:
+    """An RFC 9110 CONNECT proxy with Basic authentication, counting its tunnels."""
+
+    def __init__(self, user: str, password: str) -> None:
+        self.auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        self.tunnels: list[tuple[str, int]] = []
+        self.refused = 0
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode().split("\r\n")
+        method, target, _ = head[0].split(" ")
+        headers = dict(h.split(": ", 1) for h in head[1:] if h)
+        if method != "CONNECT" or headers.get("Proxy-Authorization") != self.auth:
+            self.refused += 1
+            writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n")
+            writer.close()
+            return
+        host, port = target.rsplit(":", 1)
+        up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        self.tunnels.append((host, int(port)))
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+@pytest.fixture
+async def connect_proxy() -> AsyncIterator[tuple[ConnectProxy, int]]:
+    proxy = ConnectProxy("alice", "secret")
+    port = await proxy.start()
+    try:
+        yield proxy, port
+    finally:
+        await proxy.close()
+
+
+async def test_a_session_through_http_connect_with_credentials(
+    connect_proxy: tuple[ConnectProxy, int],
+) -> None:
+    proxy, port = connect_proxy
+    dialer = ProxyDialer(parse_proxy(f"http://alice:secret@127.0.0.1:{port}"))
+    async with pair_through(dialer) as (alice, bob):
+        await _both_ways(alice, bob)
+        assert proxy.tunnels == [bob.addr] and proxy.refused == 0
+        wrong = ProxyDialer(parse_proxy(f"http://alice:wrong@127.0.0.1:{port}"))
+        with pytest.raises(ProxyError, match="refused"):
+            await wrong.dial(bob.addr)
+        assert proxy.refused == 1 and len(proxy.tunnels) == 1
+
+
+# ------------------------------------------------------------------ Tor mode, in-process
+
+
+def _udp_sockets() -> set[int]:
+    """Inodes of the UDP sockets this process holds (IPv4 and IPv6)."""
+    inodes: set[int] = set()
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        with contextlib.suppress(FileNotFoundError), open(table) as f:
+            inodes |= {int(line.split()[9]) for line in list(f)[1:]}
+    mine = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            link = os.readlink(f"/proc/self/fd/{fd}")
+            if link.startswith("socket:["):
+                mine.add(int(link[8:-1]))
+    return mine & inodes
+
+
+async def start(tmp: Path, name: str, **settings: object) -> RunningNode:
+    """A node in ``tmp/name`` on loopback that joins no DHT (there is none to join)."""
+    base = Settings(
+        data_dir=tmp / name, bootstrap=[], host="127.0.0.1", dht_port=0, no_passphrase=True
+    )
+    return await start_node(
+        Settings(**{**base.__dict__, **settings}),  # type: ignore[arg-type]
+        notice=lambda text: None,
+    )
+
+
+def befriend(a: RunningNode, b: RunningNode) -> None:
+    """Each knows the other, and ``a`` holds ``b``'s device certificate, as after an
+    earlier session: all a Tor-mode node has to dial by hand."""
+    a.store.add_contact(b.daemon.me, "b", 0)
+    a.store.set_certs(b.daemon.me, [b.daemon.keys.certificate])
+    b.store.add_contact(a.daemon.me, "a", 0)
+
+
+async def _chat_both_ways(a: RunningNode, b: RunningNode, b_addr: tuple[str, int]) -> None:
+    assert a.daemon.peering is not None and b.daemon.peering is not None
+    assert await a.daemon.peering.dial_known(b.daemon.me, b_addr)
+    await a.daemon.send_message("b", "hello from Tor mode")
+    await b.daemon.send_message("a", "hello back")
+
+    def texts(node: RunningNode, peer: bytes) -> list[str]:
+        return sorted(r.text for r in node.store.history(peer, limit=10) if r.text)
+
+    both = sorted(["hello from Tor mode", "hello back"])
+    await until(
+        lambda: texts(a, b.daemon.me) == both and texts(b, a.daemon.me) == both,
+        10.0,
+        "both messages on both sides",
+    )
+
+
+async def test_tor_mode_opens_no_udp_socket_and_chats_through_dante(
+    tmp_path: Path, dante: Dante
+) -> None:
+    before = _udp_sockets()
+    tor = await start(tmp_path, "tor", tor=True, proxy=dante.url)
+    try:
+        assert _udp_sockets() == before  # no DHT node, no LSD, no UDP tracker: nothing
+        status = await tor.daemon.status()
+        assert status["tor"] is True and status["dht"]["addr"] is None
+        assert status["proxy"]["url"] == str(dante.url)
+        with pytest.raises(ApiError, match="Tor mode has no DHT"):
+            await tor.daemon.send_request("b" * 64, None)
+        plain = await start(tmp_path, "plain")
+        try:
+            befriend(tor, plain)
+            assert plain.daemon.peering is not None
+            addr = ("127.0.0.1", plain.daemon.peering.port)
+            await _chat_both_ways(tor, plain, addr)
+            assert dante.connects_to(addr) == 1
+            # After a session and two messages: one new UDP socket, the plain node's DHT.
+            assert len(_udp_sockets() - before) == 1
+        finally:
+            await plain.stop()
+    finally:
+        await tor.stop()
