@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 from harness import PeerNode, peer_node, skip_unless_ci, until, wait_for
+from natlab.lab import INTERNET, PREFIX, Lab, unavailable
 
 from btchat.api.facade import ApiError
 from btchat.identity.keys import Identity
@@ -401,3 +402,87 @@ async def test_tor_mode_opens_no_udp_socket_and_chats_through_dante(
             await plain.stop()
     finally:
         await tor.stop()
+
+
+# ------------------------------------------------------------------ Tor mode, in namespaces
+
+PROXY_IP, PEER_IP, TOR_IP = f"{INTERNET}.30", f"{INTERNET}.40", f"{INTERNET}.50"
+DANTE_PORT = 1080
+
+#: Counters on the Tor-mode node's own output: packets to the proxy's port, and every
+#: other packet that is not loopback. The route to the whole "internet" stays, so a leak
+#: (a DHT packet, a direct dial to the peer) would really leave and be counted here,
+#: instead of failing before the output hook for want of a route.
+LEAK_COUNTERS = f"""table inet leak {{
+  counter to_proxy {{}}
+  counter other {{}}
+  chain out {{ type filter hook output priority filter; policy accept;
+    oif "lo" accept
+    ip daddr {PROXY_IP} tcp dport {DANTE_PORT} counter name to_proxy accept
+    counter name other drop
+  }}
+}}
+"""
+
+
+def _packets(lab: Lab, ns: str, counter: str) -> int:
+    out = lab.run(ns, "nft", "list", "counter", "inet", "leak", counter)
+    return int(out.split("packets")[1].split()[0])
+
+
+@pytest.fixture
+def proxy_lab() -> Iterator[Lab]:
+    """The internet bridge with three hosts on it: the proxy, a peer, the Tor-mode node."""
+    if (why := unavailable()) is not None:
+        skip_unless_ci(why)
+    lab = Lab(tag=f"{PREFIX}{os.getpid()}-px")
+    try:
+        lab.add_internet()
+        lab.add_public("proxy", [PROXY_IP])
+        lab.add_public("peer", [PEER_IP])
+        tor = lab.add_public("tor", [TOR_IP])
+        # No IPv6 on the node: the kernel's own router solicitations are not ours to count.
+        lab.run(tor, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
+        lab.run(tor, "nft", "-f", "-", stdin=LEAK_COUNTERS)
+        yield lab
+    finally:
+        lab.close()
+
+
+@pytest.mark.slow
+async def test_in_tor_mode_nothing_leaves_the_node_but_to_the_proxy(
+    proxy_lab: Lab, tmp_path: Path
+) -> None:
+    lab = proxy_lab
+    tor_ns, peer_ns = lab.ns("tor"), lab.ns("peer")
+    prefix = ("ip", "netns", "exec", lab.ns("proxy"))
+    with run_dante(tmp_path, PROXY_IP, DANTE_PORT, prefix) as dante:
+        with lab.inside(peer_ns):  # its sockets stay there: it listens, and only accepts
+            peer = await start(tmp_path, "peer", host=PEER_IP)
+        try:
+            assert peer.daemon.peering is not None
+            peer_addr = (PEER_IP, peer.daemon.peering.port)
+            # The whole life of the Tor-mode node is inside its namespace: every socket it
+            # ever makes, at start or when it dials, is made there.
+            with lab.inside(tor_ns):
+                node = await start(tmp_path, "tor", tor=True, proxy=dante.url)
+                try:
+                    befriend(node, peer)
+                    await _chat_both_ways(node, peer, peer_addr)
+                finally:
+                    await node.stop()
+        finally:
+            await peer.stop()
+        assert dante.connects_to(peer_addr) == 1, dante.log.read_text()
+    sent_to_proxy, other = _packets(lab, tor_ns, "to_proxy"), _packets(lab, tor_ns, "other")
+    print(f"Tor-mode node: {sent_to_proxy} packets to the proxy, {other} anywhere else")
+    assert sent_to_proxy > 0 and other == 0
+    # Control: the counter does see a packet that leaves the node elsewhere (a DHT-like
+    # datagram to the peer), so the zero above is a measurement, not a blind spot.
+    with (
+        lab.inside(tor_ns),
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp,
+        contextlib.suppress(PermissionError),  # counted, then dropped: EPERM
+    ):
+        udp.sendto(b"d1:ad2:id20:xxxxxxxxxxxxxxxxxxxxe1:q4:ping1:t2:aa1:y1:qe", (PEER_IP, 6881))
+    assert _packets(lab, tor_ns, "other") == 1
