@@ -355,14 +355,15 @@ async def start(tmp: Path, name: str, **settings: object) -> RunningNode:
 def befriend(a: RunningNode, b: RunningNode) -> None:
     """Each knows the other, and ``a`` holds ``b``'s device certificate, as after an
     earlier session: all a Tor-mode node has to dial by hand."""
-    a.store.add_contact(b.daemon.me, "b", 0)
+    if a.store.get_contact(b.daemon.me) is None:
+        a.store.add_contact(b.daemon.me, "b", 0)
     a.store.set_certs(b.daemon.me, [b.daemon.keys.certificate])
     b.store.add_contact(a.daemon.me, "a", 0)
 
 
 async def _chat_both_ways(a: RunningNode, b: RunningNode, b_addr: tuple[str, int]) -> None:
-    assert a.daemon.peering is not None and b.daemon.peering is not None
-    assert await a.daemon.peering.dial_known(b.daemon.me, b_addr)
+    contact = await a.daemon.dial_contact("b", f"{b_addr[0]}:{b_addr[1]}")
+    assert contact["online"] is True
     await a.daemon.send_message("b", "hello from Tor mode")
     await b.daemon.send_message("a", "hello back")
 
@@ -391,9 +392,19 @@ async def test_tor_mode_opens_no_udp_socket_and_chats_through_dante(
             await tor.daemon.send_request("b" * 64, None)
         plain = await start(tmp_path, "plain")
         try:
-            befriend(tor, plain)
             assert plain.daemon.peering is not None
             addr = ("127.0.0.1", plain.daemon.peering.port)
+            tor.store.add_contact(plain.daemon.me, "b", 0)
+            with pytest.raises(ApiError, match="no device certificate"):
+                await tor.daemon.dial_contact("b", f"127.0.0.1:{addr[1]}")
+            befriend(tor, plain)
+            with pytest.raises(ApiError, match="IP:PORT"):
+                await tor.daemon.dial_contact("b", f"localhost:{addr[1]}")
+            closed = _free_port("127.0.0.1")
+            with pytest.raises(
+                ApiError, match=f"no session at 127.0.0.1:{closed}: proxy .*refused"
+            ):
+                await tor.daemon.dial_contact("b", f"127.0.0.1:{closed}")
             await _chat_both_ways(tor, plain, addr)
             assert dante.connects_to(addr) == 1
             # After a session and two messages: one new UDP socket, the plain node's DHT.

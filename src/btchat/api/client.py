@@ -287,6 +287,9 @@ class ApiClient:
     def safety_number(self, c: str) -> dict[str, Any]:
         return self._request("GET", f"/v1/contacts/{_q(c)}/safety-number")
 
+    def dial_contact(self, c: str, address: str) -> dict[str, Any]:
+        return self._request("POST", f"/v1/contacts/{_q(c)}/dial", {"address": address})
+
     # -------------------------------------------------------------- messages
 
     def send_message(self, c: str, text: str) -> dict[str, Any]:

@@ -193,6 +193,11 @@ class FakeMessenger:
         groups = " ".join(digits[i : i + 5] for i in range(0, 60, 5))
         return {"contact": dict(self.contacts[pk]), "safety_number": groups}
 
+    async def dial_contact(self, c: str, address: str) -> dict[str, Any]:
+        pk = self._resolve(c)
+        self.contacts[pk]["online"] = True  # the fake reaches everyone
+        return dict(self.contacts[pk])
+
     async def send_message(self, c: str, text: str) -> dict[str, Any]:
         pk = self._resolve(c)
         message = self._message(pk, self.public_key, "out", text, "pending")

@@ -154,6 +154,18 @@ class NewContact(Body):
     name: Name = None
 
 
+class ContactDial(Body):
+    address: Annotated[
+        str,
+        Field(
+            min_length=3,
+            max_length=64,
+            description="IP:PORT where one of the contact's devices listens ([v6]:PORT).",
+        ),
+        Rule("bad_address", "{key} must be IP:PORT"),
+    ]
+
+
 class ContactPatch(Body):
     """Only the fields given (and not null) change."""
 

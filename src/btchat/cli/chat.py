@@ -192,6 +192,14 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("days", type=float, help="1 to 14 (default 2)")
     command(contact, "remove", cmd_contact_remove, "contact")
     command(contact, "safety", cmd_contact_safety, "contact", help="the safety number to compare")
+    p = command(
+        contact,
+        "dial",
+        cmd_contact_dial,
+        "contact",
+        help="open a session at an address given by hand (the only way in Tor mode)",
+    )
+    p.add_argument("address", metavar="IP:PORT")
 
     command(sub, "send", cmd_send, "contact", "text", help="send a message")
     p = command(sub, "history", cmd_history, "contact", help="show a conversation")
@@ -435,6 +443,11 @@ async def cmd_contact_safety(args: argparse.Namespace) -> None:
         "Compare it with theirs (in person or by voice); if it matches, run "
         f"`btchat contact verify {r['contact']['name']}`.",
     )
+
+
+async def cmd_contact_dial(args: argparse.Namespace) -> None:
+    c = call(args, "dial_contact", args.contact, args.address)
+    emit(args, c, f"session with {c['name']} at {args.address}")
 
 
 async def cmd_send(args: argparse.Namespace) -> None:

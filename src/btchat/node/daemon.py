@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import time
@@ -35,6 +36,7 @@ from btchat.net.proxy import ProxyDialer, ProxyUrl
 from btchat.net.transport import Dialer, TcpDialer
 from btchat.node.channels import ChannelManager
 from btchat.node.chat import Chat
+from btchat.node.config import parse_hostport
 from btchat.node.contact_requests import ContactRequests
 from btchat.node.contacts import ContactBook
 from btchat.node.events import EventHub
@@ -275,6 +277,30 @@ class Daemon:
     async def safety_number(self, c: str) -> dict[str, Any]:
         pk = self.contacts.resolve(c)
         return {"contact": self._contact_json(pk), "safety_number": safety_number(self.me, pk)}
+
+    async def dial_contact(self, c: str, address: str) -> dict[str, Any]:
+        """A session to ``c`` at an address given by hand: Tor mode's only way out (it
+        has no rendezvous), and a shortcut elsewhere. It needs the contact's device
+        certificates, learned from their DHT device list or an earlier session."""
+        pk = self.contacts.resolve(c)
+        try:
+            host, port = parse_hostport(address)
+            host = str(ipaddress.ip_address(host))
+        except ValueError:
+            raise ApiError(400, "bad_address", "address must be IP:PORT") from None
+        if not self.contacts.certs_of(pk):
+            raise ApiError(
+                409,
+                "no_certificate",
+                "no device certificate of this contact is known yet: it comes from their "
+                "DHT device list or an earlier session",
+            )
+        assert self.peering is not None
+        if not await self.peering.dial_known(pk, (host, port)):
+            proxied = isinstance(self.dialer, ProxyDialer) and self.dialer.last_error
+            why = proxied or "nobody answered"
+            raise ApiError(504, "unreachable", f"no session at {address}: {why}")
+        return self._contact_json(pk)
 
     # ---------------------------------------------------------------- messages
 
