@@ -497,3 +497,43 @@ async def test_in_tor_mode_nothing_leaves_the_node_but_to_the_proxy(
     ):
         udp.sendto(b"d1:ad2:id20:xxxxxxxxxxxxxxxxxxxxe1:q4:ping1:t2:aa1:y1:qe", (PEER_IP, 6881))
     assert _packets(lab, tor_ns, "other") == 1
+
+
+async def test_a_tor_mode_node_links_to_a_channel_member_through_dante(
+    tmp_path: Path, dante: Dante
+) -> None:
+    tor = await start(tmp_path, "tor", tor=True, proxy=dante.url)
+    plain = await start(tmp_path, "plain")
+    try:
+        assert tor.daemon.channels is not None and plain.daemon.channels is not None
+        created = await plain.daemon.channels.create("friends", False, [])
+        await tor.daemon.channels.join(created["uri"])
+        with pytest.raises(ApiError, match="IP:PORT"):
+            await tor.daemon.channels.dial("friends", "localhost:1")
+        member = ("127.0.0.1", created["port"])
+        await tor.daemon.channels.dial("friends", f"{member[0]}:{member[1]}")
+
+        async def links(node: RunningNode) -> int:
+            assert node.daemon.channels is not None
+            return int((await node.daemon.channels.get("friends"))["links"])
+
+        deadline = time.monotonic() + 10
+        while (await links(tor), await links(plain)) != (1, 1):
+            assert time.monotonic() < deadline, "no channel link through the proxy"
+            await asyncio.sleep(0.05)
+        await tor.daemon.channels.post("friends", "from Tor mode", [])
+        await plain.daemon.channels.post("friends", "from plain", [])
+        both = ["from Tor mode", "from plain"]
+
+        async def texts(node: RunningNode) -> list[str]:
+            assert node.daemon.channels is not None
+            return sorted(m["text"] for m in await node.daemon.channels.history("friends", 10))
+
+        deadline = time.monotonic() + 10
+        while (await texts(tor), await texts(plain)) != (both, both):
+            assert time.monotonic() < deadline, "channel posts did not cross"
+            await asyncio.sleep(0.05)
+        assert dante.connects_to(member) == 1
+    finally:
+        await plain.stop()
+        await tor.stop()

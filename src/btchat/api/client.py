@@ -353,6 +353,9 @@ class ApiClient:
         path = f"/v1/channels/{_q(ch)}/messages"
         return self._request("GET", path, query={"limit": limit})["messages"]
 
+    def dial_channel_member(self, ch: str, address: str) -> dict[str, Any]:
+        return self._request("POST", f"/v1/channels/{_q(ch)}/dial", {"address": address})
+
     def post_channel(self, ch: str, text: str, to: list[str] | None = None) -> dict[str, Any]:
         body = {"text": text, "to": to or []}
         return self._request("POST", f"/v1/channels/{_q(ch)}/messages", body)

@@ -85,6 +85,8 @@ class Channels(Protocol):
 
     async def history(self, ref: str, limit: int) -> list[dict[str, Any]]: ...
 
+    async def dial(self, ref: str, address: str) -> dict[str, Any]: ...
+
 
 @runtime_checkable
 class Messenger(Protocol):

@@ -405,3 +405,6 @@ class FakeChannels:
 
     async def history(self, ref: str, limit: int) -> list[dict[str, Any]]:
         return self.messages[self._find(ref)["id"]][-limit:]
+
+    async def dial(self, ref: str, address: str) -> dict[str, Any]:
+        return self._view(self._find(ref))  # the fake has nobody to link to

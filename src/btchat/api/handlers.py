@@ -167,10 +167,10 @@ async def safety_number(request: web.Request) -> web.Response:
         "409": "Conflict",
         "504": "Unreachable",
     },
-    body=m.ContactDial,
+    body=m.Dial,
     params=_C,
 )
-async def dial_contact(request: web.Request, body: m.ContactDial) -> web.Response:
+async def dial_contact(request: web.Request, body: m.Dial) -> web.Response:
     return ok(await messenger(request).dial_contact(contact_param(request), body.address))
 
 

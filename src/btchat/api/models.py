@@ -154,7 +154,9 @@ class NewContact(Body):
     name: Name = None
 
 
-class ContactDial(Body):
+class Dial(Body):
+    """An address given by hand: where a contact's device or a channel member listens."""
+
     address: Annotated[
         str,
         Field(

@@ -260,6 +260,14 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("members", nargs="+", metavar="ID")
     command(channel, "leave", cmd_channel_leave, "channel")
+    p = command(
+        channel,
+        "dial",
+        cmd_channel_dial,
+        "channel",
+        help="link to a member at an address given by hand (the only way in Tor mode)",
+    )
+    p.add_argument("address", metavar="IP:PORT")
     command(channel, "members", cmd_channel_members, "channel", help="members with presence")
     p = command(channel, "send", cmd_channel_send, "channel", "text", help="post to the channel")
     p.add_argument("--to", action="append", default=[], metavar="ID", help="private to members")
@@ -514,6 +522,11 @@ async def cmd_channel_create(args: argparse.Namespace) -> None:
     with os.fdopen(fd, "wb") as f:
         f.write(base64.b64decode(c["chatfile"]))
     emit(args, {**c, "file": str(path)}, f"created {c['name']} -> {path}\n{c['uri']}")
+
+
+async def cmd_channel_dial(args: argparse.Namespace) -> None:
+    c = call(args, "dial_channel_member", args.channel, args.address)
+    emit(args, c, f"{c['name']}: dialling {args.address}; {c['links']} link(s) up")
 
 
 async def cmd_channel_join(args: argparse.Namespace) -> None:

@@ -19,6 +19,7 @@ from btchat.identity.keys import Identity
 from btchat.messaging.store import Store
 from btchat.net.dht_service import DhtService
 from btchat.net.transport import Dialer
+from btchat.node.config import parse_ip_port
 
 __all__ = ["ChannelManager"]
 
@@ -194,6 +195,17 @@ class ChannelManager:
             )
         except MemberListError as exc:
             raise ApiError(403 if exc.code == "unauthorized" else 400, exc.code, str(exc)) from None
+        return self._json(service)
+
+    async def dial(self, ref: str, address: str) -> dict[str, Any]:
+        """Link to a member at an address given by hand (Tor mode has no discovery): the
+        address is dialled now and again, like one discovery found, until a link is up."""
+        service = self._service(ref)
+        try:
+            addr = parse_ip_port(address)
+        except ValueError:
+            raise ApiError(400, "bad_address", "address must be IP:PORT") from None
+        service.dial(addr)
         return self._json(service)
 
     async def post(self, ref: str, text: str, to: list[str]) -> dict[str, Any]:

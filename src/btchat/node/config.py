@@ -11,6 +11,7 @@ nowhere else. Kept free of the daemon's imports: every CLI command reads setting
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -31,6 +32,7 @@ __all__ = [
     "Settings",
     "load_config_file",
     "parse_hostport",
+    "parse_ip_port",
     "resolve",
     "setting",
 ]
@@ -53,6 +55,16 @@ def parse_hostport(text: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"expected HOST:PORT, got {text!r}")
     return host.strip("[]"), int(port)
+
+
+def parse_ip_port(text: str) -> tuple[str, int]:
+    """``IP:PORT`` (``[v6]:PORT``) with an IP literal: an address we may dial by hand,
+    through a proxy too (a host name would be resolved outside it)."""
+    host, port = parse_hostport(text)
+    try:
+        return str(ipaddress.ip_address(host)), port
+    except ValueError:
+        raise ValueError(f"expected IP:PORT, got {text!r}") from None
 
 
 def _bootstrap_env(text: str) -> list[tuple[str, int]]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import os
 import time
@@ -36,7 +35,7 @@ from btchat.net.proxy import ProxyDialer, ProxyUrl
 from btchat.net.transport import Dialer, TcpDialer
 from btchat.node.channels import ChannelManager
 from btchat.node.chat import Chat
-from btchat.node.config import parse_hostport
+from btchat.node.config import parse_ip_port
 from btchat.node.contact_requests import ContactRequests
 from btchat.node.contacts import ContactBook
 from btchat.node.events import EventHub
@@ -284,8 +283,7 @@ class Daemon:
         certificates, learned from their DHT device list or an earlier session."""
         pk = self.contacts.resolve(c)
         try:
-            host, port = parse_hostport(address)
-            host = str(ipaddress.ip_address(host))
+            addr = parse_ip_port(address)
         except ValueError:
             raise ApiError(400, "bad_address", "address must be IP:PORT") from None
         if not self.contacts.certs_of(pk):
@@ -296,7 +294,7 @@ class Daemon:
                 "DHT device list or an earlier session",
             )
         assert self.peering is not None
-        if not await self.peering.dial_known(pk, (host, port)):
+        if not await self.peering.dial_known(pk, addr):
             proxied = isinstance(self.dialer, ProxyDialer) and self.dialer.last_error
             why = proxied or "nobody answered"
             raise ApiError(504, "unreachable", f"no session at {address}: {why}")
