@@ -28,6 +28,7 @@ from harness import PeerNode, peer_node, skip_unless_ci, until, wait_for
 from natlab.lab import INTERNET, PREFIX, Lab, unavailable
 
 from btchat.api.facade import ApiError
+from btchat.cli.main import main as cli_main
 from btchat.identity.keys import Identity
 from btchat.net.proxy import ProxyDialer, ProxyError, ProxyUrl, parse_proxy
 from btchat.node.boot import RunningNode, daemon_config, start_node
@@ -537,3 +538,16 @@ async def test_a_tor_mode_node_links_to_a_channel_member_through_dante(
     finally:
         await plain.stop()
         await tor.stop()
+
+
+def test_dht_commands_refuse_in_tor_mode(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setenv("BTCHAT_TOR", "1")
+    monkeypatch.setenv("BTCHAT_CONFIG", str(tmp_path / "none.toml"))
+    (tmp_path / "none.toml").write_text("")
+    before = _udp_sockets()
+    for argv in (["dht", "ping", "127.0.0.1:9"], ["dht", "get-peers", "00" * 20]):
+        assert cli_main(argv) == 1
+        assert "Tor mode is on" in capsys.readouterr().err
+    assert _udp_sockets() == before
