@@ -397,13 +397,27 @@ async def cmd_up(args: argparse.Namespace) -> None:
                 "listen_port": status["listen_port"],
                 "dht": status["dht"]["addr"],
                 "pid": os.getpid(),
+                "proxy": status["proxy"]["url"] if status["proxy"] else None,
+                "tor": status["tor"],
             },
             f"btchat is up: {status['id']}\nAPI {node.api_url}, "
-            f"sessions on port {status['listen_port']}",
+            f"sessions on port {status['listen_port']}" + _network_note(status),
         )
         await stop.wait()
     finally:
         await node.stop()
+
+
+def _network_note(status: dict[str, Any]) -> str:
+    """What ``up`` says about the way out: the proxy, and Tor mode's limits."""
+    if status["tor"]:
+        return (
+            f"\nTor mode through {status['proxy']['url']}: no DHT, no UDP; reach contacts "
+            "with `btchat contact dial` and channel members with `btchat channel dial`"
+        )
+    if status["proxy"]:
+        return f"\nsessions and channel links through {status['proxy']['url']}"
+    return ""
 
 
 async def cmd_status(args: argparse.Namespace) -> None:
