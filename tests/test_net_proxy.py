@@ -32,7 +32,7 @@ from btchat.cli.main import main as cli_main
 from btchat.identity.keys import Identity
 from btchat.net.proxy import ProxyDialer, ProxyError, ProxyUrl, parse_proxy
 from btchat.node.boot import RunningNode, daemon_config, start_node
-from btchat.node.config import ConfigError, Settings, resolve
+from btchat.node.config import ConfigError, Settings, parse_ip_port, resolve
 from btchat.node.daemon import DaemonConfig
 
 # ------------------------------------------------------------------ parsing
@@ -290,14 +290,7 @@ class ConnectProxy:
         self.tunnels.append((host, int(port)))
         writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
 
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
 
 
 @pytest.fixture
@@ -551,3 +544,98 @@ def test_dht_commands_refuse_in_tor_mode(
         assert cli_main(argv) == 1
         assert "Tor mode is on" in capsys.readouterr().err
     assert _udp_sockets() == before
+
+
+# ------------------------------------------------------------------ onion addresses
+
+ONION = "a" * 52 + "mbqd.onion"  # 56 base32 characters: the shape of a v3 address
+
+
+class OnionSocks:
+    """A SOCKS5 server (RFC 1928, no authentication) standing in for Tor: it reaches the
+    onion names it knows, as Tor reaches onion services, and records what it was asked."""
+
+    def __init__(self, services: dict[str, tuple[str, int]]) -> None:
+        self.services = services
+        self.asked: list[tuple[int, str, int]] = []  # (ATYP, host, port)
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> ProxyUrl:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return parse_proxy(f"socks5://127.0.0.1:{self.server.sockets[0].getsockname()[1]}")
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        _, n = await reader.readexactly(2)
+        await reader.readexactly(n)
+        writer.write(b"\x05\x00")  # no authentication
+        _, cmd, _, atyp = await reader.readexactly(4)
+        if atyp == 3:  # a domain name, sent for the proxy to resolve
+            host = (await reader.readexactly((await reader.readexactly(1))[0])).decode()
+        else:
+            host = socket.inet_ntoa(await reader.readexactly(4))
+        port = int.from_bytes(await reader.readexactly(2), "big")
+        self.asked.append((atyp, host, port))
+        target = self.services.get(host)
+        if cmd != 1 or target is None:
+            writer.write(b"\x05\x04\x00\x01" + bytes(6))  # host unreachable
+            writer.close()
+            return
+        up_reader, up_writer = await asyncio.open_connection(*target)
+        writer.write(b"\x05\x00\x00\x01" + bytes(6))
+        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(OSError):
+        while data := await src.read(65536):
+            dst.write(data)
+            await dst.drain()
+    dst.close()
+
+
+async def test_an_onion_address_goes_to_the_proxy_unresolved(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    alice_id, bob_id = Identity.generate(), Identity.generate()
+    bob = peer_node(bob_id, [alice_id.public_key])
+    await bob.peering.start()
+    tor = OnionSocks({ONION: bob.addr})  # as a torrc HiddenServicePort would forward
+    dialer = ProxyDialer(await tor.start(), timeout=5.0)
+
+    async def no_dns(host: object, *args: object, **kwargs: object) -> object:
+        if host != "127.0.0.1":
+            raise AssertionError(f"a DNS lookup of {host!r}")
+        return await real(host, *args, **kwargs)
+
+    loop = asyncio.get_running_loop()
+    real = loop.getaddrinfo
+    monkeypatch.setattr(loop, "getaddrinfo", no_dns)
+    alice = peer_node(alice_id, [bob_id.public_key], dialer=dialer)
+    await alice.peering.start()
+    try:
+        assert await alice.peering.dial(bob_id.public_key, bob.cert, (ONION.upper(), 40000))
+        assert tor.asked == [(3, ONION, 40000)]  # ATYP 3: the name itself, for Tor
+        assert alice.peering.send(bob_id.public_key, b"via an onion")
+        await until(lambda: bool(bob.data), 5.0, "the payload at the onion service")
+        with pytest.raises(ProxyError, match="refused"):  # one the proxy cannot reach
+            await dialer.dial(("b" * 52 + "mbqd.onion", 1))
+        with pytest.raises(ProxyError, match=r"host name 'www\.onion\.example'"):
+            await dialer.dial(("www.onion.example", 1))
+    finally:
+        await alice.peering.stop()
+        await bob.peering.stop()
+        await tor.close()
+
+
+def test_an_onion_address_is_dialled_by_hand_only_through_a_proxy() -> None:
+    assert parse_ip_port(f"{ONION}:40000", proxied=True) == (ONION, 40000)
+    assert parse_ip_port("[::1]:5", proxied=False) == ("::1", 5)
+    with pytest.raises(ValueError, match="only through Tor"):
+        parse_ip_port(f"{ONION}:40000", proxied=False)
+    with pytest.raises(ValueError, match="IP:PORT"):
+        parse_ip_port("example.com:80", proxied=True)

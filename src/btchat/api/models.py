@@ -161,8 +161,9 @@ class Dial(Body):
         str,
         Field(
             min_length=3,
-            max_length=64,
-            description="IP:PORT where one of the contact's devices listens ([v6]:PORT).",
+            max_length=80,
+            description="IP:PORT ([v6]:PORT) or, through Tor, ONION.onion:PORT where the "
+            "contact's device or the member listens.",
         ),
         Rule("bad_address", "{key} must be IP:PORT"),
     ]

@@ -11,7 +11,11 @@ proxy is there.
 Only IP literals are dialled, and the proxy itself must be an IP literal: a host name
 would mean a DNS query from this machine (a UDP packet past the proxy, which Tor mode
 must never send) or a name the proxy resolves for us, which we never need since the
-DHT, the rendezvous and channel discovery all give addresses as numbers. Every dial is
+DHT, the rendezvous and channel discovery all give addresses as numbers. The one
+exception is a v3 onion address (56 base32 characters + ``.onion``), which is not a DNS
+name at all: it is handed to the proxy as it is (SOCKS5 remote resolution) for Tor to
+reach, and never resolved here; :func:`is_onion` lets callers refuse one when there is
+no proxy to give it to. Every dial is
 bounded by one timeout that covers reaching the proxy, its handshake and its reply; a
 proxy that is down or refuses raises :class:`ProxyError` (an OSError, as the Dialer
 contract says) with a sentence a user can act on, and the dialer's :meth:`status`
@@ -24,6 +28,7 @@ import asyncio
 import ipaddress
 import logging
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -41,6 +46,7 @@ __all__ = [
     "ProxyDialer",
     "ProxyError",
     "ProxyUrl",
+    "is_onion",
     "parse_proxy",
 ]
 
@@ -52,6 +58,13 @@ PROXY_SCHEMES: dict[str, ProxyType] = {"socks5": ProxyType.SOCKS5, "http": Proxy
 TOR_SOCKS = "socks5://127.0.0.1:9050"
 #: RFC 1929: user name and password are each 1 to 255 bytes.
 MAX_CREDENTIAL = 255
+#: A v3 onion service address (Tor rend-spec-v3 section 6): base32 of 35 bytes, 56 chars.
+_ONION_V3 = re.compile(r"[a-z2-7]{56}\.onion")
+
+
+def is_onion(host: str) -> bool:
+    """A v3 onion address: only Tor can reach it, through its SOCKS or HTTP tunnel port."""
+    return _ONION_V3.fullmatch(host.lower()) is not None
 
 
 class ProxyError(OSError):
@@ -142,10 +155,11 @@ class ProxyDialer:
         self.stats: dict[str, int] = {"dials": 0, "connected": 0, "failed": 0}
 
     async def dial(self, address: Address) -> ByteStream:
-        """A tunnel to ``address`` (an IP literal), or ProxyError saying why not."""
+        """A tunnel to ``address`` (an IP literal or an onion address), or ProxyError."""
         host, port = address
+        onion = is_onion(host)
         try:
-            target = _ip_literal(host, "a proxied address")
+            target = host.lower() if onion else _ip_literal(host, "a proxied address")
         except ValueError as exc:
             raise ProxyError(str(exc)) from None
         self.stats["dials"] += 1
@@ -155,7 +169,8 @@ class ProxyDialer:
             self.proxy.port,
             username=self.proxy.username,
             password=self.proxy.password,
-            rdns=False,  # we send numbers only; the proxy resolves nothing for us
+            # Numbers, or an onion name only Tor resolves: never a DNS lookup here.
+            rdns=onion,
         )
         where = f"{target}:{port}" if ":" not in target else f"[{target}]:{port}"
         try:

@@ -18,6 +18,7 @@ from btchat.identity.idtext import IdError, format_id, parse_contact_ref
 from btchat.identity.keys import Identity
 from btchat.messaging.store import Store
 from btchat.net.dht_service import DhtService
+from btchat.net.proxy import ProxyDialer
 from btchat.net.transport import Dialer
 from btchat.node.config import parse_ip_port
 
@@ -202,9 +203,9 @@ class ChannelManager:
         address is dialled now and again, like one discovery found, until a link is up."""
         service = self._service(ref)
         try:
-            addr = parse_ip_port(address)
-        except ValueError:
-            raise ApiError(400, "bad_address", "address must be IP:PORT") from None
+            addr = parse_ip_port(address, proxied=isinstance(self.dialer, ProxyDialer))
+        except ValueError as exc:
+            raise ApiError(400, "bad_address", str(exc)) from None
         service.dial(addr)
         return self._json(service)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from btchat.net.dht_service import DEFAULT_BOOTSTRAP
-from btchat.net.proxy import ProxyUrl, parse_proxy
+from btchat.net.proxy import ProxyUrl, is_onion, parse_proxy
 
 __all__ = [
     "ENV_BOOTSTRAP",
@@ -57,14 +57,22 @@ def parse_hostport(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def parse_ip_port(text: str) -> tuple[str, int]:
-    """``IP:PORT`` (``[v6]:PORT``) with an IP literal: an address we may dial by hand,
-    through a proxy too (a host name would be resolved outside it)."""
-    host, port = parse_hostport(text)
+def parse_ip_port(text: str, *, proxied: bool) -> tuple[str, int]:
+    """``IP:PORT`` (``[v6]:PORT``) with an IP literal, or, when ``proxied``,
+    ``ONION.onion:PORT``: an address we may dial by hand (a host name would be resolved
+    outside the proxy; an onion address only Tor resolves, so only through a proxy)."""
+    try:
+        host, port = parse_hostport(text)
+    except ValueError:
+        raise ValueError("address must be IP:PORT") from None
+    if is_onion(host):
+        if not proxied:
+            raise ValueError("an onion address is reached only through Tor (--tor or --proxy)")
+        return host.lower(), port
     try:
         return str(ipaddress.ip_address(host)), port
     except ValueError:
-        raise ValueError(f"expected IP:PORT, got {text!r}") from None
+        raise ValueError("address must be IP:PORT (or ONION.onion:PORT through Tor)") from None
 
 
 def _bootstrap_env(text: str) -> list[tuple[str, int]]:

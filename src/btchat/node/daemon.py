@@ -283,9 +283,9 @@ class Daemon:
         certificates, learned from their DHT device list or an earlier session."""
         pk = self.contacts.resolve(c)
         try:
-            addr = parse_ip_port(address)
-        except ValueError:
-            raise ApiError(400, "bad_address", "address must be IP:PORT") from None
+            addr = parse_ip_port(address, proxied=isinstance(self.dialer, ProxyDialer))
+        except ValueError as exc:
+            raise ApiError(400, "bad_address", str(exc)) from None
         if not self.contacts.certs_of(pk):
             raise ApiError(
                 409,
