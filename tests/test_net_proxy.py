@@ -30,7 +30,7 @@ from natlab.lab import INTERNET, PREFIX, Lab, unavailable
 from btchat.api.facade import ApiError
 from btchat.cli.main import main as cli_main
 from btchat.identity.keys import Identity
-from btchat.net.proxy import ProxyDialer, ProxyError, ProxyUrl, parse_proxy
+from btchat.net.proxy import PROXY_TIMEOUT, ProxyDialer, ProxyError, ProxyUrl, parse_proxy
 from btchat.node.boot import RunningNode, daemon_config, start_node
 from btchat.node.config import ConfigError, Settings, parse_ip_port, resolve
 from btchat.node.daemon import DaemonConfig
@@ -87,6 +87,7 @@ def test_tor_mode_derives_a_config_that_cannot_leak(tmp_path: Path) -> None:
     config = daemon_config(tor)
     assert config.tor and str(config.proxy) == "socks5://127.0.0.1:9050"
     assert config.peering.host == config.channels.host == "127.0.0.1"
+    assert config.peering.dial_timeout > PROXY_TIMEOUT  # the dialer's error ends a slow dial
     assert not (config.channels.dht or config.channels.trackers or config.channels.lsd)
     with pytest.raises(ConfigError, match="loopback only"):
         daemon_config(Settings(data_dir=tmp_path, bootstrap=[], tor=True, host="192.0.2.7"))

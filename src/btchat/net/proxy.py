@@ -41,6 +41,7 @@ from btchat.net.transport import STREAM_LIMIT, Address, ByteStream, TcpStream
 
 __all__ = [
     "PROXY_SCHEMES",
+    "PROXY_TIMEOUT",
     "TOR_SOCKS",
     "ProxiedStream",
     "ProxyDialer",
@@ -56,6 +57,10 @@ log = logging.getLogger(__name__)
 PROXY_SCHEMES: dict[str, ProxyType] = {"socks5": ProxyType.SOCKS5, "http": ProxyType.HTTP}
 #: Tor's default SOCKS port, the proxy ``--tor`` uses when none is given.
 TOR_SOCKS = "socks5://127.0.0.1:9050"
+#: Seconds one proxied dial may take, proxy handshake and reply included: a Tor circuit
+#: to an exit or an onion service often takes several seconds (Tor's own SocksTimeout is
+#: 120 s); past this the dial fails with a ProxyError saying so.
+PROXY_TIMEOUT = 30.0
 #: RFC 1929: user name and password are each 1 to 255 bytes.
 MAX_CREDENTIAL = 255
 #: A v3 onion service address (Tor rend-spec-v3 section 6): base32 of 35 bytes, 56 chars.
@@ -146,7 +151,7 @@ class ProxyDialer:
     """A :class:`~btchat.net.transport.Dialer` whose every stream goes through ``proxy``."""
 
     def __init__(
-        self, proxy: ProxyUrl, *, timeout: float = 10.0, limit: int = STREAM_LIMIT
+        self, proxy: ProxyUrl, *, timeout: float = PROXY_TIMEOUT, limit: int = STREAM_LIMIT
     ) -> None:
         self.proxy = proxy
         self.timeout = timeout

@@ -24,7 +24,7 @@ from btchat.api.server import start_api
 from btchat.channels.service import ChannelConfig
 from btchat.identity.keystore import KeyStore, KeyStoreError, LoadedKeys, read_passphrase
 from btchat.messaging.store import Store, StoreError
-from btchat.net.proxy import TOR_SOCKS, ProxyUrl, parse_proxy
+from btchat.net.proxy import PROXY_TIMEOUT, TOR_SOCKS, ProxyUrl, parse_proxy
 from btchat.node.config import DISCOVERY_WAYS, ConfigError, Settings
 from btchat.node.daemon import Daemon, DaemonConfig
 from btchat.node.peering import PeeringConfig
@@ -150,7 +150,12 @@ def daemon_config(settings: Settings) -> DaemonConfig:
         bootstrap=list(settings.bootstrap),
         dht_host=settings.host,
         dht_port=settings.dht_port,
-        peering=PeeringConfig(host=listen_host(settings), port=settings.port),
+        peering=PeeringConfig(
+            host=listen_host(settings),
+            port=settings.port,
+            # Through a proxy the dialer's own (longer) bound ends a slow dial, saying why.
+            **({"dial_timeout": PROXY_TIMEOUT + 1} if proxy(settings) else {}),
+        ),
         channels=channel_config(settings),
         proxy=proxy(settings),
         tor=settings.tor,
