@@ -292,7 +292,12 @@ async def test_search_needs_q(api: Api) -> None:
     assert await error_of(resp, 400) == "bad_request"
 
 
-@pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b'"text"', b"\xff\xfe", b'{"a": NaN}'])
+DEEP = b'{"a": ' + b"[" * 20_000 + b"]" * 20_000 + b"}"
+
+
+@pytest.mark.parametrize(
+    "raw", [b"{not json", b"[1, 2]", b'"text"', b"\xff\xfe", b'{"a": NaN}', DEEP, DEEP[:9000]]
+)
 async def test_malformed_json_400(api: Api, raw: bytes) -> None:
     client, _ = api
     resp = await client.post(
@@ -558,10 +563,13 @@ async def test_events_in_order(api: Api) -> None:
 
         await ws.send_json({"type": "ping"})
         assert await receive_event(ws) == {"type": "pong"}
-        await ws.send_str("not json")
-        err = await receive_event(ws)
-        assert err["type"] == "error"
-        assert err["error"]["code"] == "bad_frame"
+        for junk in ("not json", "[" * 20_000 + "]" * 20_000):  # deep: refused, not closed
+            await ws.send_str(junk)
+            err = await receive_event(ws)
+            assert err["type"] == "error"
+            assert err["error"]["code"] == "bad_frame"
+        await ws.send_json({"type": "ping", "id": 7})
+        assert await receive_event(ws) == {"type": "pong", "id": 7}
     await wait_for_subscribers(fake, 0)
 
 

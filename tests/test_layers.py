@@ -41,13 +41,14 @@ RANKS: dict[str, float] = {
 #: Modules that sit in another layer than their folder: the asyncio shells of the
 #: session and channel cores belong with net/ (they run a core over a transport), the
 #: facade the daemon implements sits below node/, and boot, which composes a node with
-#: its API server, sits above api/.
+#: its API server, sits above api/ (with doctor, which unlocks the way boot does).
 MODULE_RANKS: dict[str, float] = {
     "session.connection": 5,
     "channels.link_connection": 5,
     "channels.service": 5.5,
     "api.facade": 6.5,
     "node.boot": 8.5,
+    "node.doctor": 8.6,  # mends what boot refuses to start with; uses its unlock
 }
 
 #: The sans-I/O cores: folders whose every module is a core, and single modules.

@@ -232,11 +232,14 @@ def test_clear_errors(people: dict[str, Person]) -> None:
 
 def test_contact_request_from_a_stranger(people: dict[str, Person]) -> None:
     """Alice knows Bob's ID; Bob knows nothing of Alice. Her request reaches him through
-    the DHT (sealed, with proof-of-work); once he accepts, they talk."""
+    the DHT (sealed, with proof-of-work); once he accepts, they talk, her request says
+    "accepted", and the contact she added by bare ID takes the name Bob gave himself."""
     alice, bob = people["alice"], people["bob"]
     alice.up()
     bob.up("--request-poll", "1")
     wait_for(lambda: alice.cli("status")["dht"]["joined"], 30, "alice to join the DHT")
+    wait_for(lambda: bob.cli("status")["dht"]["joined"], 30, "bob to join the DHT")
+    bob.cli("profile", "--name", "Bob \u202eB")  # a bidi override: dropped when adopted
     sent = alice.cli("request", "send", bob.id, "--note", "we met at the conference")
     assert sent["direction"] == "out" and sent["state"] == "pending"
     incoming = wait_for(lambda: bob.cli("requests")["requests"], 60, "the request to arrive")
@@ -248,3 +251,7 @@ def test_contact_request_from_a_stranger(people: dict[str, Person]) -> None:
     name_for_bob = alice.cli("contacts")["contacts"][0]["name"]
     alice.cli("send", name_for_bob, "thanks for accepting")
     wait_for(lambda: bob.texts("alice") == ["thanks for accepting"], 60, "the first message")
+    states = lambda: [r["state"] for r in alice.cli("requests")["requests"]]  # noqa: E731
+    wait_for(lambda: states() == ["accepted"], 30, "alice's request to say accepted")
+    names = lambda: [c["name"] for c in alice.cli("contacts")["contacts"]]  # noqa: E731
+    wait_for(lambda: names() == ["Bob B"], 30, "bob's own name to replace the ID prefix")

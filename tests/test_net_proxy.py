@@ -22,6 +22,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 from harness import PeerNode, peer_node, skip_unless_ci, until, wait_for
@@ -373,13 +374,29 @@ async def _chat_both_ways(a: RunningNode, b: RunningNode, b_addr: tuple[str, int
     )
 
 
+class RecordingSocket(socket.socket):
+    """``socket.socket`` that notes every datagram socket made, however briefly."""
+
+    datagrams: ClassVar[list[tuple[int, int]]] = []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.type == socket.SOCK_DGRAM:
+            RecordingSocket.datagrams.append((self.family, self.type))
+
+
 async def test_tor_mode_opens_no_udp_socket_and_chats_through_dante(
-    tmp_path: Path, dante: Dante
+    tmp_path: Path, dante: Dante, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before = _udp_sockets()
-    tor = await start(tmp_path, "tor", tor=True, proxy=dante.url)
+    RecordingSocket.datagrams.clear()
+    with monkeypatch.context() as patch:
+        patch.setattr(socket, "socket", RecordingSocket)
+        # The default DHT port too: not even a port probe may open a UDP socket.
+        tor = await start(tmp_path, "tor", tor=True, proxy=dante.url, dht_port=6881)
     try:
-        assert not _udp_sockets() - before  # no DHT node, no LSD, no UDP tracker: nothing
+        assert RecordingSocket.datagrams == []  # no DHT node, LSD, UDP tracker or probe
+        assert not _udp_sockets() - before
         status = await tor.daemon.status()
         assert status["tor"] is True and status["dht"]["addr"] is None
         assert status["proxy"]["url"] == str(dante.url)

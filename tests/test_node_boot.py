@@ -126,3 +126,82 @@ async def _in_thread(fn):  # type: ignore[no-untyped-def]
     import asyncio
 
     return await asyncio.get_running_loop().run_in_executor(None, fn)
+
+
+def _settings(tmp_path: Path, **kw: object) -> Settings:
+    base: dict[str, object] = {
+        "data_dir": tmp_path,
+        "bootstrap": [("127.0.0.1", 9)],
+        "host": "127.0.0.1",
+        "dht_port": 0,
+        "no_passphrase": True,
+        "channel_discovery": "dht",
+    }
+    return Settings(**{**base, **kw})  # type: ignore[arg-type]
+
+
+async def test_a_second_node_on_one_data_dir_is_refused_and_the_first_keeps_working(
+    tmp_path: Path,
+) -> None:
+    import os
+
+    settings = _settings(tmp_path)
+    first = await start_node(settings, notice=lambda _: None)
+    try:
+        api_before = (tmp_path / "api.json").read_text()
+        with pytest.raises(BootError, match=f"in use by pid {os.getpid()}"):
+            await start_node(settings, notice=lambda _: None)
+        assert (tmp_path / "api.json").read_text() == api_before  # not overwritten
+        status = await first.daemon.status()
+        assert status["id"]
+    finally:
+        await first.stop()
+    again = await start_node(settings, notice=lambda _: None)  # the lock went with stop()
+    await again.stop()
+
+
+def test_the_lock_is_held_by_another_process_and_dies_with_it(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from btchat.storage.dir_lock import DirLock, DirLockError
+
+    code = (
+        "import sys, time; from pathlib import Path; from btchat.storage.dir_lock import DirLock;"
+        f"DirLock(Path({str(tmp_path)!r})).acquire(); print('held', flush=True); time.sleep(60)"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "held"
+        with pytest.raises(DirLockError, match=f"in use by pid {child.pid}"):
+            DirLock(tmp_path).acquire()
+    finally:
+        child.kill()  # SIGKILL: no clean-up runs, the kernel drops the lock
+        child.wait()
+    lock = DirLock(tmp_path)
+    lock.acquire()
+    assert lock.held
+    lock.release()
+
+
+@pytest.mark.parametrize(
+    ("kind", "field", "option"),
+    [("udp", "dht_port", "--dht-port"), ("tcp", "port", "--port")],
+)
+async def test_a_taken_port_is_named_with_its_option_before_anything_is_written(
+    tmp_path: Path, kind: str, field: str, option: str
+) -> None:
+    import socket
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    if kind == "tcp":
+        sock.listen()
+    port = sock.getsockname()[1]
+    try:
+        with pytest.raises(BootError, match=f"127.0.0.1:{port}.*{option}"):
+            await start_node(_settings(tmp_path, **{field: port}), notice=lambda _: None)
+    finally:
+        sock.close()
+    assert not (tmp_path / "identity.key").exists() and not (tmp_path / "messages.db").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lock"]

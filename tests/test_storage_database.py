@@ -107,10 +107,10 @@ def test_registry_refuses_an_empty_package() -> None:
         register_migrations("nothing", [])
 
 
-def test_damaged_file_still_reports_as_before(tmp_path: Path) -> None:
+def test_a_file_that_is_not_sqlite_is_reported_as_such(tmp_path: Path) -> None:
     path = old_db(tmp_path)
     data = bytearray(path.read_bytes())
     data[:16] = b"not a database!!"
     path.write_bytes(bytes(data))
-    with pytest.raises(StoreError, match="wrong key or corrupt file"):
+    with pytest.raises(StoreError, match="not a readable SQLite file"):
         Store.open(path, None)

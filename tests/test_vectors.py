@@ -274,7 +274,7 @@ def test_request_slots() -> None:
     for v in s["slots"]:
         seed = hashlib.blake2b(b(v["seed_input"]), digest_size=32, person=b"btchat-reqslot")
         assert seed.hexdigest() == v["seed"]
-        key = requests.slot_key(b(s["recipient"]), s["day"], v["index"])
+        key = requests.slot_key(b(s["recipient"]), s["day"], v["index"], b(s["inbox"]))
         assert key.public_key().public_bytes_raw().hex() == v["public_key"]
 
 

@@ -472,10 +472,11 @@ def family_safety() -> dict[str, Any]:
 def family_requests() -> dict[str, Any]:
     recipient, sender = BOB, ALICE
     day = requests.day_of(NOW)
+    inbox = bytes(range(0xA0, 0xA0 + requests.INBOX_SIZE))
     slots = []
     for index in range(requests.SLOTS):
-        seed_input = recipient.public_key + day.to_bytes(8, "big") + bytes([index])
-        key = requests.slot_key(recipient.public_key, day, index)
+        seed_input = recipient.public_key + day.to_bytes(8, "big") + bytes([index]) + inbox
+        key = requests.slot_key(recipient.public_key, day, index, inbox)
         slots.append(
             {
                 "index": index,
@@ -500,11 +501,13 @@ def family_requests() -> dict[str, Any]:
     fields[b"sig"] = sender.sign(signed)
     plaintext = encode(fields)
     return _file(
-        "Contact requests: public daily slots, hashcash proof of work, the signed request "
-        "and its sealed box.",
+        "Contact requests: daily slots under the recipient's published inbox value, hashcash "
+        "proof of work, the signed request and its sealed box.",
         {
             "day": "floor(unix seconds / 86400)",
-            "seed_input": "recipient || u64be(day) || u8(index)",
+            "inbox": "16 bytes, field 'i' of the recipient's signed profile (BEP 44, salt "
+            "'btchat/profile')",
+            "seed_input": "recipient || u64be(day) || u8(index) || inbox",
             "seed": "BLAKE2b, 32-byte digest, unkeyed, personalisation 'btchat-reqslot' "
             "(zero-padded to 16 bytes), of seed_input: the slot's Ed25519 seed",
             "public_key": "the slot's BEP 44 key (no salt)",
@@ -521,7 +524,12 @@ def family_requests() -> dict[str, Any]:
             "open_now": "a recipient time (unix s) at which the request is accepted",
         },
         {
-            "slots": {"recipient": hx(recipient.public_key), "day": day, "slots": slots},
+            "slots": {
+                "recipient": hx(recipient.public_key),
+                "day": day,
+                "inbox": hx(inbox),
+                "slots": slots,
+            },
             "request": {
                 "recipient": hx(recipient.public_key),
                 "sender": hx(sender.public_key),

@@ -83,6 +83,14 @@ class RequestEvent(_Event):
     request: ContactRequest | None = None
 
 
+class InboxMovedEvent(_Event):
+    """Our contact-request slots were found squatted (an item no later put can
+    replace); we moved to a fresh inbox value and republished our profile."""
+
+    type: Literal["inbox_moved"]
+    squatted: int = Field(ge=1, description="Squatted slots seen in this round.")
+
+
 class SessionEvent(_Event):
     """An encrypted session with a contact opened or closed."""
 
@@ -167,6 +175,7 @@ EVENT_MODELS: dict[str, type[_Event]] = {
         TypingEvent,
         ContactEvent,
         RequestEvent,
+        InboxMovedEvent,
         SessionEvent,
         RefusedEvent,
         UndecryptableEvent,
@@ -206,6 +215,7 @@ class Event(RootModel[Any]):
         | TypingEvent
         | ContactEvent
         | RequestEvent
+        | InboxMovedEvent
         | SessionEvent
         | RefusedEvent
         | UndecryptableEvent

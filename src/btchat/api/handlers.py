@@ -34,6 +34,7 @@ from btchat.api.routes import (
     query_int,
     query_limit,
 )
+from btchat.codec import json_limits
 
 __all__ = ["DEFAULT_RECEIVE_TIMEOUT", "MAX_RECEIVE_TIMEOUT", "ROUTES"]
 
@@ -419,8 +420,8 @@ async def events_ws(request: web.Request) -> web.StreamResponse:
 def _answer(data: str) -> dict[str, Any]:
     """The reply to a client frame: a pong for a ping (echoing its id), else an error."""
     try:
-        frame = json.loads(data)
-    except ValueError:
+        frame = json_limits.loads(data)
+    except json_limits.JsonError:
         frame = None
     if isinstance(frame, dict) and frame.get("type") == "ping":
         pong: dict[str, Any] = {"type": "pong"}

@@ -323,6 +323,11 @@ class Status(Shape):
         description="Reconnect reconciliation counters: ids offered, messages resent,"
         " copies received that were already stored.",
     )
+    requests: dict[str, Any] | None = Field(
+        None,
+        description="Contact-request inbox: squatted slots seen, moves to a fresh inbox,"
+        " time of the last move (ms).",
+    )
     proxy: ProxyStatus | None = Field(
         None, description="Set when sessions and channel links go out through a proxy."
     )

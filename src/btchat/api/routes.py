@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from pydantic import BaseModel
 
 from btchat.api.facade import DEFAULT_LIMIT, MAX_LIMIT, MAX_REF_CHARS, ApiError, Messenger
 from btchat.api.models import Body
+from btchat.codec import json_limits
 
 __all__ = [
     "MAX_BODY",
@@ -197,16 +197,12 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        data = json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError) as exc:
+        data = json_limits.loads(raw)
+    except json_limits.JsonError as exc:
         raise ApiError(400, "bad_json", f"the body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ApiError(400, "bad_json", "the body must be a JSON object")
     return data
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def query_int(

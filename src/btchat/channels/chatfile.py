@@ -45,6 +45,7 @@ from btchat.codec.bencode import DecodeError, decode, encode
 from btchat.errors import PeerError
 from btchat.identity.idtext import URI_SCHEME
 from btchat.identity.keys import Identity, verify_signature
+from btchat.identity.names import BIDI_CONTROLS
 
 __all__ = [
     "CHATFILE_CONTEXT",
@@ -89,10 +90,6 @@ MAX_URI = 7000
 _FIXED = frozenset({b"v", b"name", b"secret", b"trackers", b"opts", b"created", b"mac"})
 _SIGNED = frozenset({b"owner", b"sig"})
 _OPTS = frozenset({b"invite", b"history"})
-#: Characters refused in a channel name: they reorder or hide text on screen.
-_BIDI_CONTROLS = frozenset(
-    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
-)
 
 #: Every ``ChatFileError.code``.
 REASON_CODES = frozenset(
@@ -133,7 +130,7 @@ def _check_name(name: str) -> None:
     if size > MAX_NAME_BYTES:
         raise ChatFileError("bad_name", f"a channel name is at most {MAX_NAME_BYTES} bytes")
     for c in name:
-        if unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") or c in _BIDI_CONTROLS:
+        if unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") or c in BIDI_CONTROLS:
             raise ChatFileError("bad_name", f"a channel name may not contain U+{ord(c):04X}")
 
 

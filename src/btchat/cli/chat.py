@@ -114,15 +114,17 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         help="if no identity exists yet, create one stored unencrypted",
     )
     p.add_argument("--port", type=int, default=0, help="TCP port for sessions (default: any)")
-    p.add_argument("--dht-port", type=int, default=6881, help="UDP port of the DHT node")
+    p.add_argument(
+        "--dht-port", type=int, default=None, help="UDP port of the DHT node (default 6881)"
+    )
     p.add_argument("--api-port", type=int, default=0, help="local API port (default: any)")
     p.add_argument("--host", default="0.0.0.0", help="address for sessions and DHT")
     p.add_argument(
         "--request-poll",
         type=float,
-        default=300.0,
+        default=None,
         metavar="SECONDS",
-        help="how often to look for contact requests (default 300)",
+        help="how often to look for contact requests (default 60)",
     )
     p.add_argument(
         "--channel-discovery",
@@ -152,6 +154,26 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         f"{TOR_SOCKS}); no DHT, no UDP, no LAN discovery (env {ENV_TOR})",
     )
     p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser(
+        "doctor",
+        parents=[chat, secret],
+        help="check the data directory; restore the message database from a backup",
+    )
+    mend = p.add_mutually_exclusive_group()
+    mend.add_argument(
+        "--restore",
+        nargs="?",
+        const="newest",
+        metavar="BACKUP",
+        help="put back a backup (default: the newest sound one); the current file is kept aside",
+    )
+    mend.add_argument(
+        "--new-database",
+        action="store_true",
+        help="start over with an empty history; the current file is kept aside",
+    )
+    p.set_defaults(func=cmd_doctor)
 
     def command(
         group: Any, name: str, func: Any, *positional: str, help: str | None = None
@@ -418,6 +440,29 @@ def _network_note(status: dict[str, Any]) -> str:
     if status["proxy"]:
         return f"\nsessions and channel links through {status['proxy']['url']}"
     return ""
+
+
+async def cmd_doctor(args: argparse.Namespace) -> None:
+    from btchat.node import doctor
+    from btchat.node.boot import BootError
+
+    conf = settings(args)
+    try:
+        if args.new_database:
+            done = doctor.new_database(conf)
+        elif args.restore:
+            chosen = None if args.restore == "newest" else Path(args.restore)
+            done = doctor.restore_backup(conf, ask_passphrase, chosen)
+        else:
+            found = doctor.diagnose(conf, ask_passphrase)
+            lines = [f"{'ok ' if f.ok else 'BAD'} {f.what}" for f in found]
+            emit(args, [{"ok": f.ok, "what": f.what} for f in found], "\n".join(lines))
+            if not all(f.ok for f in found):
+                raise UserError("problems found: see above (`btchat doctor --help` for repairs)")
+            return
+    except BootError as exc:
+        raise UserError(str(exc)) from None
+    emit(args, {"done": done}, done)
 
 
 async def cmd_status(args: argparse.Namespace) -> None:

@@ -35,6 +35,7 @@ from nacl.exceptions import CryptoError
 from nacl.exceptions import RuntimeError as NaclRuntimeError
 
 from btchat.errors import UsageError
+from btchat.identity.names import clean_suggestion
 
 __all__ = [
     "ID_LENGTH",
@@ -152,10 +153,7 @@ def parse_id(text: str) -> bytes:
 
 def _clean_name(name: str) -> str | None:
     """A suggested name made safe to display: no control, format or bidi characters."""
-    name = unicodedata.normalize("NFC", name)
-    kept = "".join(" " if c.isspace() else c for c in name if unicodedata.category(c)[0] != "C")
-    kept = " ".join(kept.split())[:MAX_NAME_LENGTH].strip()
-    return kept or None
+    return clean_suggestion(name, MAX_NAME_LENGTH)
 
 
 def format_uri(pk: bytes, name: str | None = None) -> str:

@@ -26,6 +26,7 @@ __all__ = [
     "TcpDialer",
     "TcpListener",
     "TcpStream",
+    "WatchedStream",
 ]
 
 #: ``(host, port)``; for carriers without ports (relays) the dialer defines its meaning.
@@ -174,3 +175,22 @@ class TcpListener:
         self._server.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._server.wait_closed(), 2)
+
+
+class WatchedStream:
+    """A :class:`ByteStream` that calls ``on_first_bytes`` once, when bytes first
+    arrive (admission control times out connections that never send any)."""
+
+    def __init__(self, inner: ByteStream, on_first_bytes: Callable[[], None]) -> None:
+        self.inner = inner
+        self._on_first: Callable[[], None] | None = on_first_bytes
+
+    async def read(self, n: int) -> bytes:
+        data = await self.inner.read(n)
+        if data and self._on_first is not None:
+            callback, self._on_first = self._on_first, None
+            callback()
+        return data
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)

@@ -12,6 +12,7 @@ Failures the user can fix raise :class:`BootError` with a sentence to show.
 from __future__ import annotations
 
 import ipaddress
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,11 +24,13 @@ from btchat.api.client import new_token, remove_api_files, write_api_files
 from btchat.api.server import start_api
 from btchat.channels.service import ChannelConfig
 from btchat.identity.keystore import KeyStore, KeyStoreError, LoadedKeys, read_passphrase
-from btchat.messaging.store import Store, StoreError
+from btchat.messaging.store import Store
 from btchat.net.proxy import PROXY_TIMEOUT, TOR_SOCKS, ProxyUrl, parse_proxy
 from btchat.node.config import DISCOVERY_WAYS, ConfigError, Settings
 from btchat.node.daemon import Daemon, DaemonConfig
+from btchat.node.history import HistoryError, open_history
 from btchat.node.peering import PeeringConfig
+from btchat.storage.dir_lock import DirLock, DirLockError
 
 __all__ = [
     "BootError",
@@ -172,6 +175,7 @@ class RunningNode:
     api_url: str
     api_token: str
     _runner: web.AppRunner
+    _lock: DirLock
 
     @property
     def data_dir(self) -> Path:
@@ -181,7 +185,10 @@ class RunningNode:
         """API files first (clients stop finding us), then the API, then the daemon."""
         remove_api_files(self.data_dir)
         await self._runner.cleanup()
-        await self.daemon.stop()
+        try:
+            await self.daemon.stop()
+        finally:
+            self._lock.release()
 
 
 async def start_node(
@@ -190,25 +197,85 @@ async def start_node(
     ask: AskPassphrase = _no_prompt,
     notice: Callable[[str], None] = print,
 ) -> RunningNode:
-    """Unlock the identity, open the store, start the daemon and serve the API."""
+    """Lock the data directory, unlock the identity, open the store, start the daemon
+    and serve the API. Nothing is written to the directory before the lock is held."""
     config = daemon_config(settings)  # a bad setting fails before anything is opened
+    lock = DirLock(settings.data_dir)
+    try:
+        lock.acquire()
+    except DirLockError as exc:
+        raise BootError(str(exc)) from None
+    try:
+        return await _start_locked(settings, config, lock, ask, notice)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _listen_error(settings: Settings, exc: OSError, failed_dht: bool) -> str:
+    """Which port could not be opened and which option picks another."""
+    if failed_dht:
+        what, port, option = "the DHT's UDP port", settings.dht_port, "--dht-port"
+    else:
+        what, port, option = "the session TCP port", settings.port, "--port"
+    where = f"{settings.host}:{port}" if port else f"{settings.host} (any port)"
+    hint = f" (in use by another program? choose another with {option})" if port else ""
+    return f"cannot listen on {what} {where}: {exc.strerror}{hint}"
+
+
+def _check_ports(settings: Settings) -> None:
+    """Fail early, naming the port and its option, when a fixed port is taken. The real
+    bind follows at once; a port taken in between still fails there, as clearly. Tor
+    mode has no DHT port to probe: it opens no UDP socket at all, not even to look."""
+    host = listen_host(settings)
+    for kind, port, failed_dht in (
+        (socket.SOCK_DGRAM, 0 if settings.tor else settings.dht_port, True),
+        (socket.SOCK_STREAM, settings.port, False),
+    ):
+        if not port:
+            continue
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, kind) as probe:
+            if kind == socket.SOCK_STREAM:  # as asyncio's listener does: TIME_WAIT is fine
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                raise BootError(_listen_error(settings, exc, failed_dht)) from None
+
+
+async def _start_locked(
+    settings: Settings,
+    config: DaemonConfig,
+    lock: DirLock,
+    ask: AskPassphrase,
+    notice: Callable[[str], None],
+) -> RunningNode:
+    _check_ports(settings)  # before the identity or store is created: nothing half-written
     keys = unlock_identity(settings, ask, notice)
     try:
-        store = Store.open(settings.data_dir / "messages.db", keys.db_key)
-    except StoreError as exc:
+        store = open_history(settings.data_dir, keys.db_key, warn=notice)
+    except HistoryError as exc:
         raise BootError(str(exc)) from None
     daemon = Daemon(config, keys, store)
     try:
         await daemon.start()
     except OSError as exc:
-        store.close()
-        raise BootError(f"cannot listen: {exc.strerror}") from None
+        failed_dht = daemon.dht is None
+        await daemon.stop()  # closes the store too
+        raise BootError(_listen_error(settings, exc, failed_dht)) from None
     token = new_token()
     try:
         runner, api_port = await start_api(daemon, token, port=settings.api_port)
+    except OSError as exc:
+        await daemon.stop()
+        raise BootError(
+            f"cannot serve the API on port {settings.api_port}: {exc.strerror} "
+            "(choose another with --api-port)"
+        ) from None
     except BaseException:
         await daemon.stop()
         raise
     url = f"http://127.0.0.1:{api_port}"
     write_api_files(settings.data_dir, url, token)
-    return RunningNode(settings, daemon, store, url, token, runner)
+    return RunningNode(settings, daemon, store, url, token, runner, lock)

@@ -122,7 +122,7 @@ class Settings:
     port: int = 0  # TCP port for sessions; 0 = any
     dht_port: int = 6881
     api_port: int = 0
-    request_poll: float = 300.0
+    request_poll: float = 60.0
     channel_discovery: str = ",".join(DISCOVERY_WAYS)
     lsd_interface: str | None = None
     passphrase_file: Path | None = None

@@ -7,11 +7,13 @@ key; petnames are unique for that reason. What the user did wrong comes out as a
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from btchat.api.facade import ApiError
 from btchat.identity.idtext import IdError, format_id, parse_contact_ref
 from btchat.identity.keys import DeviceCertificate
+from btchat.identity.names import PetnameError, clean_suggestion, petname
 from btchat.messaging.store import Store
 from btchat.node.profile import Profiles
 
@@ -37,17 +39,20 @@ class ContactBook:
             self.store.set_certs(contact, certs)
 
     def resolve(self, ref: str) -> bytes:
-        """A contact by petname, ID text, URI or hex key; 404 when unknown."""
+        """A contact by ID text, URI, hex key or petname; 404 when unknown. An ID names
+        its own contact even if an older database let a petname spell it."""
+        try:
+            pk: bytes | None = parse_contact_ref(ref)[0]
+        except IdError:
+            pk = None
+        if pk is not None and self.store.get_contact(pk) is not None:
+            return pk
         for row in self.store.list_contacts():
             if row.name == ref:
                 return row.pk
-        try:
-            pk, _ = parse_contact_ref(ref)
-        except IdError:
-            raise ApiError(404, "unknown_contact", f"no contact named {ref!r}") from None
-        if self.store.get_contact(pk) is None:
-            raise ApiError(404, "unknown_contact", f"{ref!r} is not one of your contacts")
-        return pk
+        if pk is None:
+            raise ApiError(404, "unknown_contact", f"no contact named {ref!r}")
+        raise ApiError(404, "unknown_contact", f"{ref!r} is not one of your contacts")
 
     def parse_new(self, ref: str) -> tuple[bytes, str | None]:
         """Someone to add: (key, suggested name); 400 for a bad ID or our own."""
@@ -63,10 +68,33 @@ class ContactBook:
         if self.store.get_contact(pk) is not None:
             raise ApiError(409, "exists", "already a contact")
 
-    def check_name_free(self, name: str, pk: bytes) -> None:
-        """Petnames address contacts in the CLI and API, so two may not share one."""
+    def check_name(self, name: str, pk: bytes) -> str:
+        """The petname as it will be stored. Petnames address contacts in the CLI and API,
+        so a name is safe to show (400), is not an ID or link (400) and is free (409)."""
+        try:
+            name = petname(name)
+        except PetnameError as exc:
+            raise ApiError(400, "bad_name", str(exc)) from None
+        try:
+            parse_contact_ref(name)
+        except IdError:
+            pass
+        else:
+            raise ApiError(400, "bad_name", "a name may not be an ID, link or key")
         if any(c.name == name and c.pk != pk for c in self.store.list_contacts()):
             raise ApiError(409, "name_taken", f"another contact is already called {name!r}")
+        return name
+
+    def name_for(self, pk: bytes, chosen: str | None, suggested: str | None) -> str:
+        """The user's ``chosen`` name (checked), else a name the peer or link suggested
+        when it is usable and free, else the start of the contact's ID."""
+        if chosen is not None:
+            return self.check_name(chosen, pk)
+        cleaned = clean_suggestion(suggested)
+        if cleaned is not None:
+            with contextlib.suppress(ApiError):
+                return self.check_name(cleaned, pk)
+        return format_id(pk)[:12]
 
     def json(self, pk: bytes, *, online: bool, retention_days: float) -> dict[str, Any]:
         row = self.store.get_contact(pk)

@@ -64,7 +64,7 @@ class DaemonConfig:
     dht_host: str = "0.0.0.0"
     dht_port: int = 6881
     peering: PeeringConfig = field(default_factory=PeeringConfig)
-    request_poll: float = 300.0  # how often our DHT request slots are read
+    request_poll: float = 60.0  # how often our DHT request slots are read
     request_pow_bits: int = REQUEST_POW_BITS
     mailbox: MailboxConfig = field(default_factory=MailboxConfig)
     channels: ChannelConfig = field(default_factory=ChannelConfig)
@@ -175,7 +175,10 @@ class Daemon:
         self.chat.offline = self.offline
         await self.offline.start(self._joined)
         self._spawn(join_loop(dht, self.config.bootstrap, self._joined, self._emit, peering.poke))
-        self._spawn(self.requests.poll_loop(dht, self._joined, self.config.request_poll))
+        self.profiles.inbox = self.requests.inbox
+        self._spawn(
+            self.requests.poll_loop(dht, self._joined, self.config.request_poll, self._inbox_moved)
+        )
         self._spawn(self.profiles.publish_loop(dht, self._joined))
 
     async def stop(self) -> None:
@@ -227,10 +230,13 @@ class Daemon:
 
     async def add_contact(self, ref: str, name: str | None) -> dict[str, Any]:
         pk, suggested = self.contacts.parse_new(ref)
-        name = name or suggested or format_id(pk)[:12]
-        self.contacts.check_name_free(name, pk)
+        return self._add_contact(pk, name, suggested)
+
+    def _add_contact(self, pk: bytes, name: str | None, suggested: str | None) -> dict[str, Any]:
+        """``name`` is the user's (checked: an error if unusable); ``suggested`` came from
+        a link or the peer (used only if safe and free)."""
         self.contacts.check_not_known(pk)
-        self.store.add_contact(pk, name, _now_ms())
+        self.store.add_contact(pk, self.contacts.name_for(pk, name, suggested), _now_ms())
         self._emit({"type": "contact", "action": "added", "contact": self._contact_json(pk)})
         if self.peering is not None:
             self.peering.poke(pk)
@@ -256,8 +262,7 @@ class Daemon:
             if self.offline is not None:
                 self.offline.state.set_retention(pk, seconds)
         if name is not None:
-            self.contacts.check_name_free(name, pk)
-            self.store.rename_contact(pk, name)
+            self.store.rename_contact(pk, self.contacts.check_name(name, pk))
         if verified is not None:
             self.store.set_verified(pk, verified)
         if blocked is not None:
@@ -345,9 +350,19 @@ class Daemon:
     ) -> dict[str, Any]:
         return self.profiles.set_mine(name, status, avatar)
 
+    def _inbox_moved(self, inbox: bytes) -> None:
+        self.profiles.inbox = inbox
+        self.profiles.republish()
+
     async def _fetch_profile(self, pk: bytes) -> None:
-        if self.dht is not None and await self.profiles.fetch(self.dht, pk):
-            self._emit({"type": "contact", "action": "profile", "contact": self._contact_json(pk)})
+        if self.dht is None or not await self.profiles.fetch(self.dht, pk):
+            return
+        row = self.store.get_contact(pk)
+        if row is not None and row.name == format_id(pk)[:12]:  # never named by the user
+            better = self.contacts.name_for(pk, None, self.profiles.of(pk)["name"])
+            if better != row.name:
+                self.store.rename_contact(pk, better)
+        self._emit({"type": "contact", "action": "profile", "contact": self._contact_json(pk)})
 
     async def send_typing(self, c: str, on: bool) -> None:
         pk = self.contacts.resolve(c)
@@ -376,7 +391,7 @@ class Daemon:
             raise ApiError(400, "bad_request", str(exc)) from None
         except DhtError as exc:
             raise ApiError(503, "dht_unavailable", f"could not store the request: {exc}") from None
-        await self.add_contact(ref, suggested)
+        self._add_contact(pk, None, suggested)
         return self.requests.json(req_id)
 
     async def answer_request(self, id: str, accept: bool, name: str | None) -> dict[str, Any]:
@@ -391,7 +406,7 @@ class Daemon:
             raise ApiError(409, "answered", f"this request was already {row.state}")
         self.store.set_request_state(req_id, "accepted" if accept else "declined")
         if accept and self.store.get_contact(row.pk) is None:
-            await self.add_contact(row.pk.hex(), name or row.name or None)
+            self._add_contact(row.pk, name, row.name)
             if row.payload:
                 with contextlib.suppress(Exception):
                     self.store.set_certs(row.pk, [DeviceCertificate.decode(row.payload)])
@@ -424,6 +439,7 @@ class Daemon:
             "uptime": time.monotonic() - self.started,
             "mailbox": self.offline.summary() if self.offline else None,
             "sync": dict(self.conversations.stats),
+            "requests": dict(self.requests.stats),
             "proxy": self.dialer.status() if isinstance(self.dialer, ProxyDialer) else None,
             "tor": self.config.tor,
         }
@@ -435,6 +451,7 @@ class Daemon:
         self.conversations.session_up(pk, time.time())
         self._emit({"type": "session", "state": "up", "contact": self._contact_json(pk)})
         self._spawn(self._fetch_profile(pk))
+        self.requests.contact_reached(pk)
         self.chat.drive()
         if self.offline is not None:
             self.offline.session_up(pk)

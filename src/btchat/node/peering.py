@@ -30,8 +30,9 @@ from btchat.discovery.rendezvous import (
 )
 from btchat.identity.keys import DeviceCertificate, DeviceKey, Identity
 from btchat.net import tiebreak
+from btchat.net.admission import Admission, AdmissionConfig
 from btchat.net.dht_service import DhtService
-from btchat.net.transport import ByteStream, Dialer, TcpDialer, TcpListener
+from btchat.net.transport import ByteStream, Dialer, TcpDialer, TcpListener, WatchedStream
 from btchat.node.tasks import TaskOwner
 from btchat.session.connection import SessionConnection, run_session_over
 from btchat.session.core import (
@@ -54,11 +55,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Inbound connections still in their handshake at once. A refused handshake holds its
-#: socket until the handshake deadline (so every refusal looks alike); this bounds what
-#: a prober can make us hold.
-MAX_PENDING_HANDSHAKES = 64
-
 #: A peer is one device of one identity: (identity key, device id).
 PeerKey = tuple[bytes, bytes]
 
@@ -75,6 +71,8 @@ class PeeringConfig:
     dial_timeout: float = 5.0
     max_lookups: int = 8  # contacts looked for at once (one slow one delays no other)
     session: SessionConfig = field(default_factory=SessionConfig)
+    #: Bounds on inbound connections (see :mod:`btchat.net.admission`).
+    admission: AdmissionConfig = field(default_factory=AdmissionConfig)
 
     def rendezvous(self) -> RendezvousConfig:
         return RendezvousConfig(
@@ -149,7 +147,8 @@ class Peering:
         )
         self._tasks = TaskOwner()
         self._server: TcpListener | None = None
-        self._handshaking = 0
+        #: Inbound connections: per-source caps, eviction, a pool for refusals.
+        self.admission = Admission(config.admission)
         self.port = 0
         self.stats: dict[str, int] = {"dials": 0, "accepted": 0, "refused": 0}
 
@@ -262,16 +261,24 @@ class Peering:
             return False
 
     async def _accept(self, stream: ByteStream) -> None:
-        if self._handshaking >= MAX_PENDING_HANDSHAKES:
-            self.stats["refused"] += 1
-            stream.abort()
-            return
+        loop = asyncio.get_running_loop()
+        remote = stream.remote_address
+        ticket = self.admission.admit(remote[0] if remote else None, loop.time(), stream.abort)
+        admission = self.admission
+        watched = WatchedStream(stream, lambda: admission.heard(ticket))
+
+        def silent() -> None:
+            if admission.check_silent(ticket, loop.time()):
+                stream.abort()
+
+        timer = loop.call_at(admission.deadline(ticket) + 0.01, silent)
         contacts = set(self._contacts())
 
         def authorize(identity: bytes, remote: DeviceCertificate) -> bool:
             ok = identity in contacts
             if not ok:
                 self.stats["refused"] += 1
+                admission.refused(ticket)  # lingers in its own pool, not a handshake slot
                 log.warning(
                     "refused a session from a key that is not a contact: %s", identity.hex()[:16]
                 )
@@ -282,29 +289,21 @@ class Peering:
             self.device,
             self.certificate,
             authorize,
-            now=asyncio.get_running_loop().time(),
+            now=loop.time(),
             config=self.config.session,
         )
-        self._handshaking += 1
-        released = False
-
-        def handshake_over() -> None:
-            # Once per connection: when the handshake completes, or when it never does.
-            nonlocal released
-            if not released:
-                released = True
-                self._handshaking -= 1
-
         try:
             await self._run(
                 session,
-                stream,
+                watched,
                 initiator=None,
                 ready=None,
-                on_handshake=handshake_over,
+                on_handshake=lambda: admission.established(ticket),
+                on_failed=lambda: admission.refused(ticket),
             )
         finally:
-            handshake_over()
+            timer.cancel()
+            admission.release(ticket)
 
     async def _run(
         self,
@@ -314,6 +313,7 @@ class Peering:
         initiator: bytes | None,
         ready: asyncio.Future[bool] | None,
         on_handshake: Callable[[], None] | None = None,
+        on_failed: Callable[[], None] | None = None,
     ) -> None:
         peer: list[PeerKey] = []  # set once the handshake has authenticated it
         conn_box: list[SessionConnection] = []
@@ -336,6 +336,8 @@ class Peering:
             elif isinstance(event, SessionClosed | SessionFailed):
                 if isinstance(event, SessionFailed):
                     log.info("session failed: %s", event.reason)
+                    if on_failed is not None:
+                        on_failed()
                 if ready is not None and not ready.done():
                     ready.set_result(False)
 

@@ -48,6 +48,9 @@ class Profiles:
         self.me = identity.public_key
         self.store = store
         self._changed = asyncio.Event()
+        #: Where strangers leave contact requests (:mod:`btchat.node.contact_requests`);
+        #: published with the profile, so a rotation takes effect at the next put.
+        self.inbox: bytes | None = None
 
     def of(self, pk: bytes) -> dict[str, Any]:
         raw = self.store.kv_get(f"profile:{pk.hex()}")
@@ -80,7 +83,13 @@ class Profiles:
             value[b"s"] = profile["status"].encode()
         if profile["avatar"]:
             value[b"a"] = bytes.fromhex(profile["avatar"])
+        if self.inbox is not None:
+            value[b"i"] = self.inbox
         return encode(value)
+
+    def republish(self) -> None:
+        """Put the profile again now (its inbox changed)."""
+        self._changed.set()
 
     async def publish_loop(self, dht: DhtService, joined: asyncio.Event) -> None:
         """Publish our profile under the identity key, and keep it alive."""

@@ -3,16 +3,20 @@
 A stranger who knows your ID cannot open a session to you (sessions answer contacts
 only) and cannot find your address (rendezvous needs a pairwise secret). So a request
 is left in the DHT instead, in one of ``SLOTS`` daily *request slots* of the recipient:
-BEP 44 mutable items under key pairs that anyone can derive from the recipient's public
-key and the day. The value is sealed to the recipient (libsodium sealed box to its
-X25519 key), so the DHT and other requesters see only opaque bytes; inside, the request
-is signed by the requester's identity, names the recipient (so it cannot be forwarded to
-someone else), carries the requester's device certificate, and a hashcash proof bound
-to (recipient, requester, day), so each request costs ~2^bits hashes to make.
+BEP 44 mutable items under key pairs derived from the recipient's public key, the day
+and the recipient's *inbox* value, which it publishes in its signed profile. The value
+is sealed to the recipient (libsodium sealed box to its X25519 key), so the DHT and
+other requesters see only opaque bytes; inside, the request is signed by the
+requester's identity, names the recipient (so it cannot be forwarded to someone else),
+carries the requester's device certificate, and a hashcash proof bound to (recipient,
+requester, day), so each request costs ~2^bits hashes to make.
 
-Slots can be overwritten by anyone (the slot keys are public): a flood costs the flooder
-the proof-of-work per request, and a sender writes only into an empty slot when one is
-free. The recipient polls today's and yesterday's slots.
+Slots can be overwritten by anyone who read the profile: a flood costs the flooder the
+proof-of-work per request, and a sender writes only into an empty slot when one is
+free. DHT nodes do not check the work, so a stranger could instead *squat* the slots
+with items at ``seq`` 2^63-1 that no later put can replace; the recipient recognises
+such a ``seq`` (:func:`squatted`) and moves to a fresh inbox value, so squatting
+becomes an attack that must watch and repeat, not sixteen puts once.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from btchat.identity.keys import CertificateError, DeviceCertificate, Identity, 
 
 __all__ = [
     "DAY_SECONDS",
+    "INBOX_SIZE",
     "REQUEST_POW_BITS",
     "SLOTS",
     "ContactRequest",
@@ -39,6 +44,7 @@ __all__ = [
     "open_request",
     "seal_request",
     "slot_key",
+    "squatted",
 ]
 
 SLOTS = 8
@@ -50,6 +56,10 @@ MAX_NOTE = 280
 MAX_NAME = 64
 #: A request older than this is ignored (slots are polled for today and yesterday).
 MAX_AGE = 2 * DAY_SECONDS
+#: Bytes of the recipient's inbox value (profile field ``i``), part of every slot key.
+INBOX_SIZE = 16
+#: A slot item's ``seq`` further ahead of our clock than this marks the slot squatted.
+MAX_SEQ_AHEAD_MS = 10 * 60 * 1000
 
 
 class RequestError(PeerError):
@@ -80,14 +90,23 @@ def day_of(unix_time: float) -> int:
     return int(unix_time // DAY_SECONDS)
 
 
-def slot_key(recipient: bytes, day: int, index: int) -> Ed25519PrivateKey:
-    """The public (derivable by anyone) key pair of one of ``recipient``'s slots."""
+def slot_key(recipient: bytes, day: int, index: int, inbox: bytes) -> Ed25519PrivateKey:
+    """The key pair of one of ``recipient``'s slots: derivable by anyone who has read
+    the recipient's current ``inbox`` value from its signed profile."""
+    if len(inbox) != INBOX_SIZE:
+        raise ValueError(f"an inbox value is {INBOX_SIZE} bytes")
     seed = hashlib.blake2b(
-        recipient + day.to_bytes(8, "big") + bytes([index]),
+        recipient + day.to_bytes(8, "big") + bytes([index]) + inbox,
         digest_size=32,
         person=b"btchat-reqslot",
     ).digest()
     return Ed25519PrivateKey.from_private_bytes(seed)
+
+
+def squatted(seq: int, now: float) -> bool:
+    """An item whose ``seq`` no honest sender could have written (senders use the time
+    in ms): it would lock the slot against every later put, so the slot is squatted."""
+    return seq > int(now * 1000) + MAX_SEQ_AHEAD_MS
 
 
 def pow_challenge(recipient: bytes, sender: bytes, day: int) -> bytes:

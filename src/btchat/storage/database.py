@@ -62,6 +62,27 @@ __all__ = [
 BUSY_TIMEOUT_MS = 5000
 
 WRONG_KEY = "cannot open the message database: wrong key or corrupt file"
+NOT_A_DATABASE = (
+    "cannot open the message database: not a readable SQLite file "
+    "(damaged, or encrypted and opened without its key)"
+)
+DAMAGED = "the message database is damaged"
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _open_failure(path: Path, key: bytes | None, exc: BaseException) -> str:
+    """Why a file failed its first read, as precisely as its first bytes tell."""
+    try:
+        with open(path, "rb") as f:
+            plaintext = f.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC
+    except OSError:
+        plaintext = False
+    if key is None:
+        return f"{DAMAGED}: {exc}" if plaintext else NOT_A_DATABASE
+    if plaintext:
+        return "cannot open the message database: it is not encrypted but a key was given"
+    return WRONG_KEY
+
 
 #: A sqlite3 or sqlcipher3 connection; the two modules share the DB-API but no classes.
 Connection = Any
@@ -210,6 +231,7 @@ class Database:
     def __init__(self, conn: Connection, errors: tuple[type[BaseException], ...]) -> None:
         self._conn: Connection | None = conn
         self._errors = errors
+        self._key: bytes | None = None
 
     @classmethod
     def open(cls, path: Path, key: bytes | None, *, migrate: bool = True) -> Database:
@@ -238,10 +260,11 @@ class Database:
         except cant_open as exc:  # permissions, a directory, a missing volume...
             conn.close()
             raise StoreError(f"cannot open the message database: {exc}") from None
-        except errors:  # SQLITE_NOTADB: undecryptable page 1 (wrong key) or not SQLite
+        except errors as exc:  # SQLITE_NOTADB: undecryptable page 1 (wrong key) or not SQLite
             conn.close()
-            raise StoreError(WRONG_KEY) from None
+            raise StoreError(_open_failure(path, key, exc)) from None
         db = cls(conn, errors)
+        db._key = key
         try:
             db._configure()
             if migrate:
@@ -323,9 +346,26 @@ class Database:
     def schema_version(self) -> int:
         return int(self.query("PRAGMA user_version")[0][0])
 
-    def integrity_check(self) -> list[str]:
-        """``PRAGMA integrity_check`` rows: ``["ok"]`` for a sound database."""
-        return [str(r[0]) for r in self.query("PRAGMA integrity_check")]
+    def integrity_check(self, *, quick: bool = False) -> list[str]:
+        """``PRAGMA integrity_check`` rows: ``["ok"]`` for a sound database. ``quick``
+        skips the index-content checks (O(N) instead of O(N log N))."""
+        pragma = "quick_check" if quick else "integrity_check"
+        return [str(r[0]) for r in self.query(f"PRAGMA {pragma}")]
+
+    def backup_to(self, path: Path) -> None:
+        """A consistent copy at ``path`` (SQLite's online backup), under the same key."""
+        module, errors, _ = _driver(self._key)
+        _create_private(path)
+        try:
+            dest = module.connect(str(path), isolation_level=None)
+            try:
+                if self._key is not None:
+                    dest.execute(f"PRAGMA key = \"x'{self._key.hex()}'\"")
+                self._live().backup(dest)
+            finally:
+                dest.close()
+        except errors as exc:
+            raise StoreError(f"cannot back up the message database: {exc}") from exc
 
 
 class Table:
