@@ -12,16 +12,22 @@ import os
 import struct
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import pytest
 
+from btchat.identity.keys import DeviceCertificate, DeviceKey, Identity
+from btchat.net.transport import Dialer
+from btchat.node.peering import Peering, PeeringConfig
 from btchat.sansio import TimedCore, drain_events
 
 __all__ = [
     "ByteCore",
+    "PeerNode",
     "events",
     "in_ci",
+    "peer_node",
     "skip_unless_ci",
     "split_frames",
     "transfer",
@@ -105,3 +111,49 @@ def skip_unless_ci(reason: str) -> None:
     if in_ci():
         pytest.fail(f"CI must run this test, but {reason}")
     pytest.skip(reason)
+
+
+@dataclass
+class PeerNode:
+    """One device's :class:`Peering` on loopback, recording what it hears; no rendezvous
+    runs unless ``dht`` is given, so tests dial by hand (``peering.dial``/``reach``)."""
+
+    identity: Identity
+    device: DeviceKey
+    cert: DeviceCertificate
+    contacts: list[bytes]
+    dialer: Dialer | None = None
+    dht: Any = None
+    up: list[bytes] = field(default_factory=list)
+    down: list[bytes] = field(default_factory=list)
+    data: list[tuple[bytes, bytes, bytes]] = field(default_factory=list)
+    peering: Peering = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.peering = Peering(
+            self.identity,
+            self.device,
+            self.cert,
+            self.dht,
+            PeeringConfig(host="127.0.0.1", round_interval=3600.0),
+            contacts=lambda: self.contacts,
+            certs_of=lambda pk: [],
+            save_certs=lambda pk, certs: None,
+            on_established=self.up.append,
+            on_closed=lambda pk, reason: self.down.append(pk),
+            on_data=lambda pk, device, payload: self.data.append((pk, device, payload)),
+            dialer=self.dialer,
+        )
+
+    @property
+    def addr(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.peering.port)
+
+
+def peer_node(
+    identity: Identity, contacts: list[bytes], *, dialer: Dialer | None = None, dht: Any = None
+) -> PeerNode:
+    """A :class:`PeerNode` for a new device of ``identity``."""
+    device = DeviceKey.generate()
+    cert = identity.certify(device, int(time.time()))
+    return PeerNode(identity, device, cert, contacts, dialer, dht)

@@ -8,6 +8,7 @@ import pytest
 
 from btchat.api.client import ApiClient, read_api_files
 from btchat.net.dht_service import DEFAULT_BOOTSTRAP
+from btchat.net.proxy import parse_proxy
 from btchat.node.boot import BootError, channel_config, create_identity, start_node
 from btchat.node.config import ConfigError, Settings, resolve, setting
 
@@ -45,7 +46,9 @@ def test_data_dir_from_flag_then_env(tmp_path: Path) -> None:
 
 def test_the_file_is_read_only_when_needed(tmp_path: Path) -> None:
     broken = write(tmp_path, "this is [not toml")
-    flags = {"bootstrap": [("h", 1)], "dht_port": 1, "data_dir": tmp_path}
+    proxy = parse_proxy("socks5://127.0.0.1:1080")
+    flags = {"bootstrap": [("h", 1)], "dht_port": 1, "data_dir": tmp_path, "proxy": proxy}
+    flags["tor"] = False
     assert resolve(flags, config_file=broken, environ={}).dht_port == 1
     with pytest.raises(ConfigError, match="cannot read config file"):
         resolve({"data_dir": tmp_path}, config_file=broken, environ={})

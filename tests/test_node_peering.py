@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from harness import until
+from harness import PeerNode, peer_node, until
 
 from btchat.discovery.rendezvous import Candidate
-from btchat.identity.keys import DeviceCertificate, DeviceKey, Identity
+from btchat.identity.keys import Identity
 from btchat.net.dht_service import DhtError
-from btchat.node.peering import Peering, PeeringConfig
 
 
 class NoDht:
@@ -33,44 +30,12 @@ class NoDht:
         raise DhtError("offline")
 
 
-@dataclass
-class Node:
-    identity: Identity
-    device: DeviceKey
-    cert: DeviceCertificate
-    contacts: list[bytes]
-    up: list[bytes] = field(default_factory=list)
-    down: list[bytes] = field(default_factory=list)
-    data: list[tuple[bytes, bytes, bytes]] = field(default_factory=list)
-    peering: Peering = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.peering = Peering(
-            self.identity,
-            self.device,
-            self.cert,
-            NoDht(),  # type: ignore[arg-type]
-            PeeringConfig(host="127.0.0.1", round_interval=3600.0),
-            contacts=lambda: self.contacts,
-            certs_of=lambda pk: [],
-            save_certs=lambda pk, certs: None,
-            on_established=self.up.append,
-            on_closed=lambda pk, reason: self.down.append(pk),
-            on_data=lambda pk, device, payload: self.data.append((pk, device, payload)),
-        )
-
-    @property
-    def addr(self) -> tuple[str, int]:
-        return ("127.0.0.1", self.peering.port)
-
-
-def node(identity: Identity, contacts: list[bytes]) -> Node:
-    device = DeviceKey.generate()
-    return Node(identity, device, identity.certify(device, int(time.time())), contacts)
+def node(identity: Identity, contacts: list[bytes]) -> PeerNode:
+    return peer_node(identity, contacts, dht=NoDht())
 
 
 @pytest.fixture
-async def three() -> AsyncIterator[tuple[Node, Node, Node]]:
+async def three() -> AsyncIterator[tuple[PeerNode, PeerNode, PeerNode]]:
     """Alice, and Bob on two devices (one identity, two device keys)."""
     alice_id, bob_id = Identity.generate(), Identity.generate()
     alice = node(alice_id, [bob_id.public_key])
@@ -85,7 +50,7 @@ async def three() -> AsyncIterator[tuple[Node, Node, Node]]:
 
 
 async def test_sessions_per_device_and_sending_to_all_of_them(
-    three: tuple[Node, Node, Node],
+    three: tuple[PeerNode, PeerNode, PeerNode],
 ) -> None:
     alice, phone, laptop = three
     bob = phone.identity.public_key
@@ -117,7 +82,7 @@ async def test_sessions_per_device_and_sending_to_all_of_them(
 
 
 async def test_a_second_dial_to_a_connected_device_keeps_one_session(
-    three: tuple[Node, Node, Node],
+    three: tuple[PeerNode, PeerNode, PeerNode],
 ) -> None:
     alice, phone, _ = three
     bob = phone.identity.public_key

@@ -109,6 +109,18 @@ async def change_members(request: web.Request, body: m.MemberChange) -> web.Resp
 
 
 @channels(
+    "POST /v1/channels/{channel}/dial",
+    "dialChannelMember",
+    "Link to a member at an address given by hand (Tor mode has no discovery)",
+    {"202": (m.Channel, "The channel; the link comes up (or not) in the background.")},
+    body=m.Dial,
+    params=_CH,
+)
+async def dial_member(request: web.Request, body: m.Dial) -> web.Response:
+    return ok(await _channels(request).dial(_channel(request), body.address), 202)
+
+
+@channels(
     "GET /v1/channels/{channel}/messages",
     "channelHistory",
     "Messages you can read, oldest first",

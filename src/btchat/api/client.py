@@ -287,6 +287,9 @@ class ApiClient:
     def safety_number(self, c: str) -> dict[str, Any]:
         return self._request("GET", f"/v1/contacts/{_q(c)}/safety-number")
 
+    def dial_contact(self, c: str, address: str) -> dict[str, Any]:
+        return self._request("POST", f"/v1/contacts/{_q(c)}/dial", {"address": address})
+
     # -------------------------------------------------------------- messages
 
     def send_message(self, c: str, text: str) -> dict[str, Any]:
@@ -349,6 +352,9 @@ class ApiClient:
     def channel_history(self, ch: str, limit: int = 50) -> list[dict[str, Any]]:
         path = f"/v1/channels/{_q(ch)}/messages"
         return self._request("GET", path, query={"limit": limit})["messages"]
+
+    def dial_channel_member(self, ch: str, address: str) -> dict[str, Any]:
+        return self._request("POST", f"/v1/channels/{_q(ch)}/dial", {"address": address})
 
     def post_channel(self, ch: str, text: str, to: list[str] | None = None) -> dict[str, Any]:
         body = {"text": text, "to": to or []}

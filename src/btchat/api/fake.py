@@ -193,6 +193,11 @@ class FakeMessenger:
         groups = " ".join(digits[i : i + 5] for i in range(0, 60, 5))
         return {"contact": dict(self.contacts[pk]), "safety_number": groups}
 
+    async def dial_contact(self, c: str, address: str) -> dict[str, Any]:
+        pk = self._resolve(c)
+        self.contacts[pk]["online"] = True  # the fake reaches everyone
+        return dict(self.contacts[pk])
+
     async def send_message(self, c: str, text: str) -> dict[str, Any]:
         pk = self._resolve(c)
         message = self._message(pk, self.public_key, "out", text, "pending")
@@ -400,3 +405,6 @@ class FakeChannels:
 
     async def history(self, ref: str, limit: int) -> list[dict[str, Any]]:
         return self.messages[self._find(ref)["id"]][-limit:]
+
+    async def dial(self, ref: str, address: str) -> dict[str, Any]:
+        return self._view(self._find(ref))  # the fake has nobody to link to

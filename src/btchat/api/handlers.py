@@ -157,6 +157,24 @@ async def safety_number(request: web.Request) -> web.Response:
     return ok(await messenger(request).safety_number(contact_param(request)))
 
 
+@contacts(
+    "POST /v1/contacts/{contact}/dial",
+    "dialContact",
+    "Open a session to a contact at an address given by hand (Tor mode has no rendezvous)",
+    {
+        "200": (m.Contact, "The contact, online."),
+        "400": "BadRequest",
+        "404": "NotFound",
+        "409": "Conflict",
+        "504": "Unreachable",
+    },
+    body=m.Dial,
+    params=_C,
+)
+async def dial_contact(request: web.Request, body: m.Dial) -> web.Response:
+    return ok(await messenger(request).dial_contact(contact_param(request), body.address))
+
+
 # ------------------------------------------------------------------ messages
 
 

@@ -154,6 +154,21 @@ class NewContact(Body):
     name: Name = None
 
 
+class Dial(Body):
+    """An address given by hand: where a contact's device or a channel member listens."""
+
+    address: Annotated[
+        str,
+        Field(
+            min_length=3,
+            max_length=80,
+            description="IP:PORT ([v6]:PORT) or, through Tor, ONION.onion:PORT where the "
+            "contact's device or the member listens.",
+        ),
+        Rule("bad_address", "{key} must be IP:PORT"),
+    ]
+
+
 class ContactPatch(Body):
     """Only the fields given (and not null) change."""
 
@@ -278,6 +293,14 @@ class DhtStatus(Shape):
     joined: bool
 
 
+class ProxyStatus(Shape):
+    url: str = Field(description="The proxy sessions and links go through (no password).")
+    dials: int = Field(ge=0)
+    connected: int = Field(ge=0)
+    failed: int = Field(ge=0)
+    last_error: str | None = Field(description="Why the last failed dial failed, if it did.")
+
+
 class Status(Shape):
     id: str = Field(description="Your ID as text.")
     public_key: HexKey
@@ -304,6 +327,13 @@ class Status(Shape):
         None,
         description="Contact-request inbox: squatted slots seen, moves to a fresh inbox,"
         " time of the last move (ms).",
+    )
+    proxy: ProxyStatus | None = Field(
+        None, description="Set when sessions and channel links go out through a proxy."
+    )
+    tor: bool = Field(
+        False,
+        description="Tor mode: no DHT, no UDP; every connection goes through the proxy.",
     )
 
 

@@ -126,6 +126,10 @@ _RESPONSES: dict[str, Any] = {
     "NotFound": {"description": "No such contact or request.", "content": _ERROR_CONTENT},
     "Conflict": {"description": "Name taken, already a contact, ...", "content": _ERROR_CONTENT},
     "NotImplemented": {"description": "Not available in this version.", "content": _ERROR_CONTENT},
+    "Unreachable": {
+        "description": "Nobody answered there, or the proxy failed (the message says which).",
+        "content": _ERROR_CONTENT,
+    },
 }
 
 

@@ -27,7 +27,16 @@ from btchat.cli.render import (
     request_line,
     show_message,
 )
-from btchat.node.config import ENV_DATA_DIR, ConfigError, Settings, resolve, setting
+from btchat.net.proxy import TOR_SOCKS, ProxyUrl, parse_proxy
+from btchat.node.config import (
+    ENV_DATA_DIR,
+    ENV_PROXY,
+    ENV_TOR,
+    ConfigError,
+    Settings,
+    resolve,
+    setting,
+)
 
 __all__ = ["add_commands"]
 
@@ -48,6 +57,8 @@ def settings(args: argparse.Namespace) -> Settings:
             "lsd_interface",
             "passphrase_file",
             "no_passphrase",
+            "proxy",
+            "tor",
         )
     }
     if flags["data_dir"] is not None:
@@ -56,6 +67,14 @@ def settings(args: argparse.Namespace) -> Settings:
         return resolve(flags, config_file=args.config)
     except ConfigError as exc:
         raise UserError(str(exc)) from None
+
+
+def proxy_url(text: str) -> ProxyUrl:
+    """``--proxy`` as an argparse type (its message is shown as the usage error)."""
+    try:
+        return parse_proxy(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def data_dir(args: argparse.Namespace) -> Path:
@@ -120,6 +139,20 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         metavar="IP",
         help="interface address for LAN discovery (default: the --host address)",
     )
+    p.add_argument(
+        "--proxy",
+        type=proxy_url,
+        metavar="URL",
+        help="dial sessions and channel links through this proxy: socks5://IP:PORT or "
+        f"http://IP:PORT, optionally with user:pass@ (env {ENV_PROXY})",
+    )
+    p.add_argument(
+        "--tor",
+        action="store_const",
+        const=True,
+        help="Tor mode: nothing leaves but through the proxy (default Tor's "
+        f"{TOR_SOCKS}); no DHT, no UDP, no LAN discovery (env {ENV_TOR})",
+    )
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser(
@@ -181,6 +214,14 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("days", type=float, help="1 to 14 (default 2)")
     command(contact, "remove", cmd_contact_remove, "contact")
     command(contact, "safety", cmd_contact_safety, "contact", help="the safety number to compare")
+    p = command(
+        contact,
+        "dial",
+        cmd_contact_dial,
+        "contact",
+        help="open a session at an address given by hand (the only way in Tor mode)",
+    )
+    p.add_argument("address", metavar="IP:PORT")
 
     command(sub, "send", cmd_send, "contact", "text", help="send a message")
     p = command(sub, "history", cmd_history, "contact", help="show a conversation")
@@ -241,6 +282,14 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("members", nargs="+", metavar="ID")
     command(channel, "leave", cmd_channel_leave, "channel")
+    p = command(
+        channel,
+        "dial",
+        cmd_channel_dial,
+        "channel",
+        help="link to a member at an address given by hand (the only way in Tor mode)",
+    )
+    p.add_argument("address", metavar="IP:PORT")
     command(channel, "members", cmd_channel_members, "channel", help="members with presence")
     p = command(channel, "send", cmd_channel_send, "channel", "text", help="post to the channel")
     p.add_argument("--to", action="append", default=[], metavar="ID", help="private to members")
@@ -370,13 +419,27 @@ async def cmd_up(args: argparse.Namespace) -> None:
                 "listen_port": status["listen_port"],
                 "dht": status["dht"]["addr"],
                 "pid": os.getpid(),
+                "proxy": status["proxy"]["url"] if status["proxy"] else None,
+                "tor": status["tor"],
             },
             f"btchat is up: {status['id']}\nAPI {node.api_url}, "
-            f"sessions on port {status['listen_port']}",
+            f"sessions on port {status['listen_port']}" + _network_note(status),
         )
         await stop.wait()
     finally:
         await node.stop()
+
+
+def _network_note(status: dict[str, Any]) -> str:
+    """What ``up`` says about the way out: the proxy, and Tor mode's limits."""
+    if status["tor"]:
+        return (
+            f"\nTor mode through {status['proxy']['url']}: no DHT, no UDP; reach contacts "
+            "with `btchat contact dial` and channel members with `btchat channel dial`"
+        )
+    if status["proxy"]:
+        return f"\nsessions and channel links through {status['proxy']['url']}"
+    return ""
 
 
 async def cmd_doctor(args: argparse.Namespace) -> None:
@@ -405,11 +468,21 @@ async def cmd_doctor(args: argparse.Namespace) -> None:
 async def cmd_status(args: argparse.Namespace) -> None:
     s = call(args, "status")
     dht = s["dht"]
+    if s.get("tor"):
+        dht_line = "DHT: off (Tor mode: no UDP leaves this machine)"
+    else:
+        dht_line = f"DHT: {'joined' if dht['joined'] else 'NOT joined'}, {dht['nodes']} nodes"
+    proxy = s.get("proxy")
+    if proxy:
+        problem = f"; last error: {proxy['last_error']}" if proxy["last_error"] else ""
+        dht_line += (
+            f"\nproxy {proxy['url']}: {proxy['connected']} of {proxy['dials']} dials"
+            f" connected{problem}"
+        )
     emit(
         args,
         s,
-        f"{s['id']}\nDHT: {'joined' if dht['joined'] else 'NOT joined'}, "
-        f"{dht['nodes']} nodes; contacts online: {s['contacts_online']}/{s['contacts']}",
+        f"{s['id']}\n{dht_line}; contacts online: {s['contacts_online']}/{s['contacts']}",
     )
 
 
@@ -437,6 +510,11 @@ async def cmd_contact_safety(args: argparse.Namespace) -> None:
         "Compare it with theirs (in person or by voice); if it matches, run "
         f"`btchat contact verify {r['contact']['name']}`.",
     )
+
+
+async def cmd_contact_dial(args: argparse.Namespace) -> None:
+    c = call(args, "dial_contact", args.contact, args.address)
+    emit(args, c, f"session with {c['name']} at {args.address}")
 
 
 async def cmd_send(args: argparse.Namespace) -> None:
@@ -503,6 +581,11 @@ async def cmd_channel_create(args: argparse.Namespace) -> None:
     with os.fdopen(fd, "wb") as f:
         f.write(base64.b64decode(c["chatfile"]))
     emit(args, {**c, "file": str(path)}, f"created {c['name']} -> {path}\n{c['uri']}")
+
+
+async def cmd_channel_dial(args: argparse.Namespace) -> None:
+    c = call(args, "dial_channel_member", args.channel, args.address)
+    emit(args, c, f"{c['name']}: dialling {args.address}; {c['links']} link(s) up")
 
 
 async def cmd_channel_join(args: argparse.Namespace) -> None:

@@ -123,6 +123,15 @@ def settings(args: argparse.Namespace, flags: dict[str, Any]) -> config.Settings
 ONE_SHOT_CONFIG = NodeConfig(read_only=True)
 
 
+def refuse_in_tor_mode(args: argparse.Namespace) -> None:
+    """DHT packets go from our own IP over UDP, which Tor cannot carry: with Tor mode
+    set (flag of ``up``, ``BTCHAT_TOR`` or ``[net] tor`` in the file), refuse."""
+    if settings(args, {}).tor:
+        raise UserError(
+            "Tor mode is on: DHT commands would send UDP from this machine's own address"
+        )
+
+
 @contextlib.asynccontextmanager
 async def joined(args: argparse.Namespace) -> AsyncIterator[DhtService]:
     """A joined one-shot node for the length of a command, closed afterwards."""
@@ -139,6 +148,7 @@ async def joined_service(args: argparse.Namespace) -> DhtService:
     It is read-only (BEP 43): it will be gone in a moment, so it must not take a place
     in other nodes' routing tables, where it would only cost them timeouts later.
     """
+    refuse_in_tor_mode(args)
     service = await DhtService.start(config=ONE_SHOT_CONFIG)
     addrs = await resolve_addrs(bootstrap_list(args))
     if not addrs:
@@ -158,6 +168,7 @@ async def joined_service(args: argparse.Namespace) -> DhtService:
 
 
 async def cmd_ping(args: argparse.Namespace) -> None:
+    refuse_in_tor_mode(args)
     service = await DhtService.start(config=ONE_SHOT_CONFIG)
     try:
         host, port = ((await resolve_addrs([args.addr])) or [args.addr])[0]
@@ -284,6 +295,7 @@ async def cmd_get(args: argparse.Namespace) -> None:
 
 
 async def cmd_node(args: argparse.Namespace) -> None:
+    refuse_in_tor_mode(args)
     port = settings(args, {"dht_port": args.port}).dht_port
     state_dir = args.state_dir
     if state_dir is None:

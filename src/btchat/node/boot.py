@@ -25,6 +25,7 @@ from btchat.api.server import start_api
 from btchat.channels.service import ChannelConfig
 from btchat.identity.keystore import KeyStore, KeyStoreError, LoadedKeys, read_passphrase
 from btchat.messaging.store import Store
+from btchat.net.proxy import PROXY_TIMEOUT, TOR_SOCKS, ProxyUrl, parse_proxy
 from btchat.node.config import DISCOVERY_WAYS, ConfigError, Settings
 from btchat.node.daemon import Daemon, DaemonConfig
 from btchat.node.history import HistoryError, open_history
@@ -96,14 +97,41 @@ def unlock_identity(
 # ------------------------------------------------------------------ derived configs
 
 
+def listen_host(settings: Settings) -> str:
+    """Where sessions and channel links listen. In Tor mode only on loopback (where a
+    local onion service would forward): a port on an outside address helps nobody who
+    can only reach us through Tor, and the default "any" becomes 127.0.0.1."""
+    if not settings.tor:
+        return settings.host
+    if settings.host == "0.0.0.0":
+        return "127.0.0.1"
+    try:
+        loopback = ipaddress.ip_address(settings.host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ConfigError(f"Tor mode listens on loopback only, not on {settings.host}")
+    return settings.host
+
+
+def proxy(settings: Settings) -> ProxyUrl | None:
+    """The proxy every outbound stream goes through; Tor mode defaults to Tor's port."""
+    if settings.tor and settings.proxy is None:
+        return parse_proxy(TOR_SOCKS)
+    return settings.proxy
+
+
 def channel_config(settings: Settings) -> ChannelConfig:
     """Channel discovery from the settings; never multicast from a loopback host
-    unless an interface is given explicitly."""
+    unless an interface is given explicitly. Tor mode has none of the three ways: the
+    DHT, UDP trackers and LAN multicast are UDP, and HTTP trackers would see our IP."""
     ways = {w.strip() for w in settings.channel_discovery.split(",") if w.strip()}
     unknown = ways - set(DISCOVERY_WAYS)
     if unknown:
         raise ConfigError(f"unknown discovery way(s): {', '.join(sorted(unknown))}")
-    host = settings.host
+    host = listen_host(settings)
+    if settings.tor:
+        return ChannelConfig(host=host, dht=False, trackers=False, lsd=False)
     interface = settings.lsd_interface or host
     loopback = ipaddress.ip_address(host).is_loopback if host else False
     lsd = "lsd" in ways and (settings.lsd_interface is not None or not loopback)
@@ -125,8 +153,15 @@ def daemon_config(settings: Settings) -> DaemonConfig:
         bootstrap=list(settings.bootstrap),
         dht_host=settings.host,
         dht_port=settings.dht_port,
-        peering=PeeringConfig(host=settings.host, port=settings.port),
+        peering=PeeringConfig(
+            host=listen_host(settings),
+            port=settings.port,
+            # Through a proxy the dialer's own (longer) bound ends a slow dial, saying why.
+            **({"dial_timeout": PROXY_TIMEOUT + 1} if proxy(settings) else {}),
+        ),
         channels=channel_config(settings),
+        proxy=proxy(settings),
+        tor=settings.tor,
     )
 
 
@@ -190,19 +225,21 @@ def _listen_error(settings: Settings, exc: OSError, failed_dht: bool) -> str:
 
 def _check_ports(settings: Settings) -> None:
     """Fail early, naming the port and its option, when a fixed port is taken. The real
-    bind follows at once; a port taken in between still fails there, as clearly."""
+    bind follows at once; a port taken in between still fails there, as clearly. Tor
+    mode has no DHT port to probe: it opens no UDP socket at all, not even to look."""
+    host = listen_host(settings)
     for kind, port, failed_dht in (
-        (socket.SOCK_DGRAM, settings.dht_port, True),
+        (socket.SOCK_DGRAM, 0 if settings.tor else settings.dht_port, True),
         (socket.SOCK_STREAM, settings.port, False),
     ):
         if not port:
             continue
-        family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
         with socket.socket(family, kind) as probe:
             if kind == socket.SOCK_STREAM:  # as asyncio's listener does: TIME_WAIT is fine
                 probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
-                probe.bind((settings.host, port))
+                probe.bind((host, port))
             except OSError as exc:
                 raise BootError(_listen_error(settings, exc, failed_dht)) from None
 

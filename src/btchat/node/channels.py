@@ -18,6 +18,9 @@ from btchat.identity.idtext import IdError, format_id, parse_contact_ref
 from btchat.identity.keys import Identity
 from btchat.messaging.store import Store
 from btchat.net.dht_service import DhtService
+from btchat.net.proxy import ProxyDialer
+from btchat.net.transport import Dialer
+from btchat.node.config import parse_ip_port
 
 __all__ = ["ChannelManager"]
 
@@ -34,12 +37,15 @@ class ChannelManager:
         dht: DhtService | None,
         config: ChannelConfig,
         emit: Callable[[dict[str, Any]], None],
+        *,
+        dialer: Dialer | None = None,
     ) -> None:
         self.identity = identity
         self.store = ChannelStore(store)
         self.dht = dht
         self.config = config
         self.emit = emit
+        self.dialer = dialer  # None: plain TCP
         self.services: dict[bytes, ChannelService] = {}
 
     async def start(self) -> None:
@@ -58,7 +64,13 @@ class ChannelManager:
 
     async def _run(self, chat: ChatFile) -> ChannelService:
         service = ChannelService(
-            chat, self.identity, self.store, self.dht, self.config, on_event=self._on_event
+            chat,
+            self.identity,
+            self.store,
+            self.dht,
+            self.config,
+            on_event=self._on_event,
+            dialer=self.dialer,
         )
         await service.start()
         self.services[chat.channel_id] = service
@@ -184,6 +196,17 @@ class ChannelManager:
             )
         except MemberListError as exc:
             raise ApiError(403 if exc.code == "unauthorized" else 400, exc.code, str(exc)) from None
+        return self._json(service)
+
+    async def dial(self, ref: str, address: str) -> dict[str, Any]:
+        """Link to a member at an address given by hand (Tor mode has no discovery): the
+        address is dialled now and again, like one discovery found, until a link is up."""
+        service = self._service(ref)
+        try:
+            addr = parse_ip_port(address, proxied=isinstance(self.dialer, ProxyDialer))
+        except ValueError as exc:
+            raise ApiError(400, "bad_address", str(exc)) from None
+        service.dial(addr)
         return self._json(service)
 
     async def post(self, ref: str, text: str, to: list[str]) -> dict[str, Any]:

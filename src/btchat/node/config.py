@@ -11,6 +11,7 @@ nowhere else. Kept free of the daemon's imports: every CLI command reads setting
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -19,15 +20,19 @@ from pathlib import Path
 from typing import Any
 
 from btchat.net.dht_service import DEFAULT_BOOTSTRAP
+from btchat.net.proxy import ProxyUrl, is_onion, parse_proxy
 
 __all__ = [
     "ENV_BOOTSTRAP",
     "ENV_CONFIG",
     "ENV_DATA_DIR",
+    "ENV_PROXY",
+    "ENV_TOR",
     "ConfigError",
     "Settings",
     "load_config_file",
     "parse_hostport",
+    "parse_ip_port",
     "resolve",
     "setting",
 ]
@@ -35,6 +40,8 @@ __all__ = [
 ENV_CONFIG = "BTCHAT_CONFIG"
 ENV_BOOTSTRAP = "BTCHAT_BOOTSTRAP"  # comma-separated HOST:PORT list
 ENV_DATA_DIR = "BTCHAT_DATA_DIR"
+ENV_PROXY = "BTCHAT_PROXY"  # socks5://IP:PORT or http://IP:PORT, optional user:pass@
+ENV_TOR = "BTCHAT_TOR"  # 1/true/yes or 0/false/no
 #: Ways channel members can be found (``--channel-discovery``).
 DISCOVERY_WAYS = ("dht", "trackers", "lsd")
 
@@ -50,12 +57,53 @@ def parse_hostport(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def parse_ip_port(text: str, *, proxied: bool) -> tuple[str, int]:
+    """``IP:PORT`` (``[v6]:PORT``) with an IP literal, or, when ``proxied``,
+    ``ONION.onion:PORT``: an address we may dial by hand (a host name would be resolved
+    outside the proxy; an onion address only Tor resolves, so only through a proxy)."""
+    try:
+        host, port = parse_hostport(text)
+    except ValueError:
+        raise ValueError("address must be IP:PORT") from None
+    if is_onion(host):
+        if not proxied:
+            raise ValueError("an onion address is reached only through Tor (--tor or --proxy)")
+        return host.lower(), port
+    try:
+        return str(ipaddress.ip_address(host)), port
+    except ValueError:
+        raise ValueError("address must be IP:PORT (or ONION.onion:PORT through Tor)") from None
+
+
 def _bootstrap_env(text: str) -> list[tuple[str, int]]:
     return [parse_hostport(x.strip()) for x in text.split(",") if x.strip()]
 
 
 def _bootstrap_file(value: Any) -> list[tuple[str, int]]:
     return [parse_hostport(str(x)) for x in value]
+
+
+def _proxy_file(value: Any) -> ProxyUrl:
+    if not isinstance(value, str):
+        raise ValueError('expected a URL string such as "socks5://127.0.0.1:9050"')
+    return parse_proxy(value)
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
+def _flag_env(text: str) -> bool:
+    if text.strip().lower() in _TRUE:
+        return True
+    if text.strip().lower() in _FALSE:
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def _flag_file(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
 
 
 def _default_data_dir() -> Path:
@@ -79,6 +127,10 @@ class Settings:
     lsd_interface: str | None = None
     passphrase_file: Path | None = None
     no_passphrase: bool = False
+    #: Sessions and channel links go out through this proxy (``--proxy``).
+    proxy: ProxyUrl | None = None
+    #: Tor mode: nothing leaves but through the proxy (Tor's SOCKS port); no UDP at all.
+    tor: bool = False
 
 
 @dataclass(frozen=True)
@@ -101,11 +153,16 @@ SETTINGS: dict[str, _Source] = {
     ),
     "data_dir": _Source(env=ENV_DATA_DIR, from_env=Path),
     "dht_port": _Source(file=("dht", "port"), from_file=int),
+    "proxy": _Source(
+        env=ENV_PROXY, file=("net", "proxy"), from_env=parse_proxy, from_file=_proxy_file
+    ),
+    "tor": _Source(env=ENV_TOR, file=("net", "tor"), from_env=_flag_env, from_file=_flag_file),
 }
 _DEFAULTS: dict[str, Callable[[], Any]] = {
     "bootstrap": lambda: list(DEFAULT_BOOTSTRAP),
     "data_dir": _default_data_dir,
     "dht_port": lambda: 6881,
+    "tor": lambda: False,
 }
 
 

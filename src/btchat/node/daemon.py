@@ -31,8 +31,11 @@ from btchat.messaging import conversation as conv
 from btchat.messaging.conversation import Conversations
 from btchat.messaging.store import Store
 from btchat.net.dht_service import DhtError, DhtService
+from btchat.net.proxy import ProxyDialer, ProxyUrl
+from btchat.net.transport import Dialer, TcpDialer
 from btchat.node.channels import ChannelManager
 from btchat.node.chat import Chat
+from btchat.node.config import parse_ip_port
 from btchat.node.contact_requests import ContactRequests
 from btchat.node.contacts import ContactBook
 from btchat.node.events import EventHub
@@ -65,6 +68,20 @@ class DaemonConfig:
     request_pow_bits: int = REQUEST_POW_BITS
     mailbox: MailboxConfig = field(default_factory=MailboxConfig)
     channels: ChannelConfig = field(default_factory=ChannelConfig)
+    #: Sessions and channel links are dialled through this proxy when set.
+    proxy: ProxyUrl | None = None
+    #: Tor mode: no DHT node and no UDP socket at all; every dial goes through ``proxy``.
+    tor: bool = False
+
+    def __post_init__(self) -> None:
+        # The last line of defence: a Tor-mode daemon that would send anything from our
+        # own IP refuses to be built, whoever composed its config.
+        if self.tor:
+            if self.proxy is None:
+                raise ValueError("Tor mode needs a proxy (Tor's SOCKS port)")
+            ways = self.channels
+            if ways.dht or ways.trackers or ways.lsd:
+                raise ValueError("Tor mode allows no DHT, tracker or LAN channel discovery")
 
 
 def _now_ms() -> int:
@@ -80,6 +97,8 @@ class Daemon:
         self.me = keys.identity.public_key
         self.store = store
         self.dht: DhtService | None = None
+        #: How every session and channel link is dialled (the proxy, when configured).
+        self.dialer: Dialer = ProxyDialer(config.proxy) if config.proxy is not None else TcpDialer()
         self.peering: Peering | None = None
         self.offline: OfflineDelivery | None = None
         self.channels: ChannelManager | None = None
@@ -103,11 +122,15 @@ class Daemon:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        self.dht = await DhtService.start(
-            host=self.config.dht_host,
-            port=self.config.dht_port,
-            state_dir=self.config.data_dir / "dht",
-        )
+        """Start every part; in Tor mode, only those that send nothing but through the
+        proxy: no DHT (so no rendezvous lookups, offline mailbox, contact requests or
+        profile publishing), channels without discovery."""
+        if not self.config.tor:
+            self.dht = await DhtService.start(
+                host=self.config.dht_host,
+                port=self.config.dht_port,
+                state_dir=self.config.data_dir / "dht",
+            )
         self.peering = Peering(
             self.keys.identity,
             self.keys.device,
@@ -120,14 +143,30 @@ class Daemon:
             on_established=self._on_established,
             on_closed=self._on_closed,
             on_data=self._on_data,
+            dialer=self.dialer,
         )
         await self.peering.start()
-        self.offline = OfflineDelivery(
+        self.channels = ChannelManager(
             self.keys.identity,
             self.store,
             self.dht,
+            self.config.channels,
+            self._emit,
+            dialer=self.dialer,
+        )
+        await self.channels.start()
+        self._spawn(self._housekeeping())
+        if self.dht is not None:
+            await self._start_dht_parts(self.dht, self.peering)
+
+    async def _start_dht_parts(self, dht: DhtService, peering: Peering) -> None:
+        """What needs the DHT: offline delivery, joining, contact requests, profiles."""
+        self.offline = OfflineDelivery(
+            self.keys.identity,
+            self.store,
+            dht,
             contacts=self.contacts.reachable,
-            is_online=self.peering.is_online,
+            is_online=peering.is_online,
             send=self.chat.send_body,
             emit=self._emit,
             on_message=self.chat.emit_message,
@@ -135,21 +174,12 @@ class Daemon:
         )
         self.chat.offline = self.offline
         await self.offline.start(self._joined)
-        self.channels = ChannelManager(
-            self.keys.identity, self.store, self.dht, self.config.channels, self._emit
-        )
-        await self.channels.start()
-        self._spawn(
-            join_loop(self.dht, self.config.bootstrap, self._joined, self._emit, self.peering.poke)
-        )
-        self._spawn(self._housekeeping())
+        self._spawn(join_loop(dht, self.config.bootstrap, self._joined, self._emit, peering.poke))
         self.profiles.inbox = self.requests.inbox
         self._spawn(
-            self.requests.poll_loop(
-                self.dht, self._joined, self.config.request_poll, self._inbox_moved
-            )
+            self.requests.poll_loop(dht, self._joined, self.config.request_poll, self._inbox_moved)
         )
-        self._spawn(self.profiles.publish_loop(self.dht, self._joined))
+        self._spawn(self.profiles.publish_loop(dht, self._joined))
 
     async def stop(self) -> None:
         self.chat.close()
@@ -252,6 +282,29 @@ class Daemon:
         pk = self.contacts.resolve(c)
         return {"contact": self._contact_json(pk), "safety_number": safety_number(self.me, pk)}
 
+    async def dial_contact(self, c: str, address: str) -> dict[str, Any]:
+        """A session to ``c`` at an address given by hand: Tor mode's only way out (it
+        has no rendezvous), and a shortcut elsewhere. It needs the contact's device
+        certificates, learned from their DHT device list or an earlier session."""
+        pk = self.contacts.resolve(c)
+        try:
+            addr = parse_ip_port(address, proxied=isinstance(self.dialer, ProxyDialer))
+        except ValueError as exc:
+            raise ApiError(400, "bad_address", str(exc)) from None
+        if not self.contacts.certs_of(pk):
+            raise ApiError(
+                409,
+                "no_certificate",
+                "no device certificate of this contact is known yet: it comes from their "
+                "DHT device list or an earlier session",
+            )
+        assert self.peering is not None
+        if not await self.peering.dial_known(pk, addr):
+            proxied = isinstance(self.dialer, ProxyDialer) and self.dialer.last_error
+            why = proxied or "nobody answered"
+            raise ApiError(504, "unreachable", f"no session at {address}: {why}")
+        return self._contact_json(pk)
+
     # ---------------------------------------------------------------- messages
 
     async def send_message(self, c: str, text: str) -> dict[str, Any]:
@@ -324,7 +377,12 @@ class Daemon:
     async def send_request(self, ref: str, note: str | None) -> dict[str, Any]:
         """Ask a stranger to become a contact: seal a proof-of-work request into one of
         their DHT request slots, and add them on our side so rendezvous can start."""
-        assert self.dht is not None
+        if self.dht is None:
+            raise ApiError(
+                503,
+                "dht_unavailable",
+                "Tor mode has no DHT, and contact requests travel through the DHT",
+            )
         pk, suggested = self.contacts.parse_new(ref)
         self.contacts.check_not_known(pk)
         try:
@@ -382,6 +440,8 @@ class Daemon:
             "mailbox": self.offline.summary() if self.offline else None,
             "sync": dict(self.conversations.stats),
             "requests": dict(self.requests.stats),
+            "proxy": self.dialer.status() if isinstance(self.dialer, ProxyDialer) else None,
+            "tor": self.config.tor,
         }
 
     # ------------------------------------------------------------ sessions

@@ -104,7 +104,7 @@ class Peering:
         identity: Identity,
         device: DeviceKey,
         certificate: DeviceCertificate,
-        dht: DhtService,
+        dht: DhtService | None,
         config: PeeringConfig,
         *,
         contacts: Callable[[], list[bytes]],
@@ -124,19 +124,26 @@ class Peering:
         self.dht = dht
         self.config = config
         self._contacts = contacts
+        self._certs_of = certs_of
         self._on_established = on_established
         self._on_closed = on_closed
         self._on_data = on_data
         self.sessions: dict[PeerKey, _Live] = {}
-        self.rendezvous = Rendezvous(
-            identity,
-            certificate,
-            dht,
-            config.rendezvous(),
-            self,
-            contacts=contacts,
-            certs_of=certs_of,
-            save_certs=save_certs,
+        #: Without a DHT (Tor mode) there is no rendezvous: sessions are only dialled by
+        #: hand (:meth:`dial`) or accepted.
+        self.rendezvous = (
+            Rendezvous(
+                identity,
+                certificate,
+                dht,
+                config.rendezvous(),
+                self,
+                contacts=contacts,
+                certs_of=certs_of,
+                save_certs=save_certs,
+            )
+            if dht is not None
+            else None
         )
         self._tasks = TaskOwner()
         self._server: TcpListener | None = None
@@ -150,7 +157,8 @@ class Peering:
     async def start(self) -> None:
         self._server = await TcpListener.start(self.config.host, self.config.port, self._accept)
         self.port = self._server.port
-        self._spawn(self.rendezvous.run(self.port, self._spawn))
+        if self.rendezvous is not None:
+            self._spawn(self.rendezvous.run(self.port, self._spawn))
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -166,7 +174,8 @@ class Peering:
 
     def poke(self, contact: bytes | None = None) -> None:
         """Look for contacts now (a contact was added, the network came back...)."""
-        self.rendezvous.poke(contact)
+        if self.rendezvous is not None:
+            self.rendezvous.poke(contact)
 
     # ------------------------------------------------------------------ sessions
 
@@ -209,6 +218,12 @@ class Peering:
             if await self.dial(c.identity, c.cert, c.addr):
                 taken.add(c.addr)
         return bool(contact) and self.is_online(contact)
+
+    async def dial_known(self, contact: bytes, addr: tuple[str, int]) -> bool:
+        """Dial ``contact`` at an address given by hand, expecting the devices whose
+        certificates we already hold (learned over an earlier session or a request):
+        the way in when there is no rendezvous (Tor mode)."""
+        return await self.reach([Candidate(contact, c, addr) for c in self._certs_of(contact)])
 
     # ------------------------------------------------------------ dial and accept
 
