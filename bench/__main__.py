@@ -599,12 +599,21 @@ def main() -> None:
         "commit": commit or "uncommitted",
         "command": "scripts/bench" + (" --quick" if args.quick else ""),
     }
+    partial_without_history = bool(args.only) and not (RESULTS / "latest.json").exists()
     results = run_all(args.quick, args.only)
     if args.only:
         results = merge_previous(results, meta)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps({"meta": meta, **results}, indent=2))
-    if not args.no_doc:
+    if partial_without_history and not args.no_doc:
+        # The other sections' figures live only in the document: rewriting it from this
+        # run alone would delete them. Raw figures are in latest.json; paste by hand.
+        print(
+            f"not rewriting {DOC}: a partial run on a machine without an earlier "
+            f"{RESULTS / 'latest.json'} would drop every other section",
+            file=sys.stderr,
+        )
+    elif not args.no_doc:
         DOC.parent.mkdir(parents=True, exist_ok=True)
         DOC.write_text(render(results, meta))
         print(f"wrote {DOC}", file=sys.stderr)
