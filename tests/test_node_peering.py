@@ -20,7 +20,7 @@ from btchat.node.peering import Peering, PeeringConfig
 class NoDht:
     """Every DHT operation fails: the rendezvous finds nothing, we dial by hand."""
 
-    async def announce(self, *args: Any) -> None:
+    async def announce(self, *args: Any, **kwargs: Any) -> None:
         raise DhtError("offline")
 
     async def get_peers(self, *args: Any) -> None:
