@@ -13,8 +13,10 @@ from harness import until
 
 from btchat.discovery.rendezvous import Candidate
 from btchat.identity.keys import DeviceCertificate, DeviceKey, Identity
-from btchat.net.dht_service import DhtError
+from btchat.net.dht_service import DhtError, DhtService
+from btchat.net.transport import Address, ByteStream
 from btchat.node.peering import Peering, PeeringConfig
+from btchat.session.core import SessionConfig
 
 
 class NoDht:
@@ -42,6 +44,7 @@ class Node:
     up: list[bytes] = field(default_factory=list)
     down: list[bytes] = field(default_factory=list)
     data: list[tuple[bytes, bytes, bytes]] = field(default_factory=list)
+    dht: Any = None  # a real DhtService (sessions over QUIC too), or none at all
     peering: Peering = field(init=False)
 
     def __post_init__(self) -> None:
@@ -49,8 +52,13 @@ class Node:
             self.identity,
             self.device,
             self.cert,
-            NoDht(),  # type: ignore[arg-type]
-            PeeringConfig(host="127.0.0.1", round_interval=3600.0),
+            self.dht if self.dht is not None else NoDht(),
+            PeeringConfig(
+                host="127.0.0.1",
+                round_interval=3600.0,
+                dial_timeout=2.0,
+                session=SessionConfig(handshake_timeout=3.0),
+            ),
             contacts=lambda: self.contacts,
             certs_of=lambda pk: [],
             save_certs=lambda pk, certs: None,
@@ -64,9 +72,9 @@ class Node:
         return ("127.0.0.1", self.peering.port)
 
 
-def node(identity: Identity, contacts: list[bytes]) -> Node:
+def node(identity: Identity, contacts: list[bytes], dht: DhtService | None = None) -> Node:
     device = DeviceKey.generate()
-    return Node(identity, device, identity.certify(device, int(time.time())), contacts)
+    return Node(identity, device, identity.certify(device, int(time.time())), contacts, dht=dht)
 
 
 @pytest.fixture
@@ -128,3 +136,76 @@ async def test_a_second_dial_to_a_connected_device_keeps_one_session(
     await asyncio.sleep(0.3)
     assert len(alice.peering.sessions) == 1 and len(phone.peering.sessions) == 1
     assert alice.up == [bob] and phone.up == [alice.identity.public_key]
+
+
+class NoTcp:
+    """A dialler whose TCP never connects (as to a home behind a NAT): UDP must carry it."""
+
+    async def dial(self, address: Address) -> ByteStream:
+        raise ConnectionRefusedError("no TCP here")
+
+
+@pytest.fixture
+async def udp_pair() -> AsyncIterator[tuple[Node, Node, Node]]:
+    """Alice and Bob with real DHT sockets (not joined: sessions only), and Mallory, a
+    btchat node who is nobody's contact."""
+    alice_id, bob_id = Identity.generate(), Identity.generate()
+    made: list[Node] = []
+    for me, them in ((alice_id, bob_id), (bob_id, alice_id), (Identity.generate(), alice_id)):
+        dht = await DhtService.start(host="127.0.0.1")
+        made.append(node(me, [them.public_key], dht))
+        await made[-1].peering.start()
+    try:
+        yield made[0], made[1], made[2]
+    finally:
+        for n in made:
+            await n.peering.stop()
+            n.dht.close()
+
+
+async def test_the_tcp_listener_takes_the_dht_port_number(udp_pair) -> None:  # type: ignore[no-untyped-def]
+    alice, bob, _ = udp_pair
+    for n in (alice, bob):
+        assert n.peering.port == n.dht.addr[1] and n.peering.quic is not None
+
+
+async def test_a_session_over_quic_carries_messages_both_ways(udp_pair) -> None:  # type: ignore[no-untyped-def]
+    alice, bob, _ = udp_pair
+    alice.peering.dialer = NoTcp()
+    bob_key, alice_key = bob.identity.public_key, alice.identity.public_key
+    assert await alice.peering.reach([Candidate(bob_key, bob.cert, bob.dht.addr)])
+    await until(lambda: bob.peering.is_online(alice_key), 5, "bob sees alice")
+    assert alice.peering.path(bob_key) == ["udp"] and bob.peering.path(alice_key) == ["udp"]
+    assert alice.peering.send(bob_key, b"over udp") and bob.peering.send(alice_key, b"back")
+    await until(lambda: bool(alice.data and bob.data), 5, "a message each way")
+    assert bob.data == [(alice_key, alice.device.device_id, b"over udp")]
+    assert alice.data == [(bob_key, bob.device.device_id, b"back")]
+    assert alice.peering.stats["sessions_udp"] == 1 and bob.peering.stats["sessions_udp"] == 1
+    # The session ends cleanly over QUIC too: bob sees alice go.
+    await alice.peering.stop()
+    await until(lambda: bob.down == [alice_key], 10, "bob sees alice leave")
+
+
+async def test_happy_eyeballs_keeps_one_session_of_tcp_and_quic(udp_pair) -> None:  # type: ignore[no-untyped-def]
+    alice, bob, _ = udp_pair
+    bob_key, alice_key = bob.identity.public_key, alice.identity.public_key
+    assert await alice.peering.connect(bob_key, bob.cert, bob.dht.addr)
+    await asyncio.sleep(1.0)  # let a second handshake, if any, finish and be closed
+    assert len(alice.peering.sessions) == len(bob.peering.sessions) == 1
+    assert alice.peering.path(bob_key) == bob.peering.path(alice_key)
+    assert alice.up == [bob_key] and bob.up == [alice_key]
+    assert alice.peering.send(bob_key, b"one session")
+    await until(lambda: bool(bob.data), 5, "the message")
+
+
+async def test_a_dial_to_the_wrong_address_makes_no_session(udp_pair) -> None:  # type: ignore[no-untyped-def]
+    alice, bob, mallory = udp_pair
+    alice.peering.dialer = NoTcp()
+    bob_key = bob.identity.public_key
+    # The rendezvous says bob is at mallory's address (forged, or a stale mapping now
+    # someone else's): QUIC connects, but the Noise IK handshake is for bob's key, so
+    # mallory cannot read it and learns nothing, and no session comes up either way.
+    assert not await alice.peering.reach([Candidate(bob_key, bob.cert, mallory.dht.addr)])
+    assert not alice.peering.sessions and not mallory.peering.sessions
+    assert mallory.up == [] and alice.up == []
+    assert mallory.dht.addr in alice.peering.quic.punching()  # punched, within its bounds

@@ -1,0 +1,188 @@
+"""QUIC on the DHT's socket: the demultiplexer, the byte stream, and what strangers can do."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+from aioquic.quic.connection import QuicConnection
+from harness import until
+
+from btchat.codec.bencode import encode
+from btchat.net import quic as q
+from btchat.net.dht_service import DhtService
+from btchat.net.quic import (
+    CID_LENGTH,
+    MAX_HALF_OPEN_PER_IP,
+    PUNCH,
+    Kind,
+    QuicEndpoint,
+    QuicStream,
+    classify,
+)
+from btchat.net.transport import ByteStream
+
+KRPC_PING = encode({b"t": b"aa", b"y": b"q", b"q": b"ping", b"a": {b"id": b"x" * 20}})
+
+
+def test_classify_by_header_form_and_issued_ids() -> None:
+    ours = os.urandom(CID_LENGTH)
+    known = {ours}.__contains__
+    assert classify(KRPC_PING, known) is Kind.KRPC
+    assert classify(b"\xc0" + os.urandom(40), known) is Kind.QUIC  # long header
+    assert classify(b"\x80", known) is Kind.QUIC  # long form: QUIC's to reject in full
+    # A short header is ours only with a destination id we issued, even when its first
+    # byte is "d" (0x64 has the fixed bit 0x40 set: a valid short-header first byte).
+    assert classify(b"\x64" + ours + b"payload", known) is Kind.QUIC
+    assert classify(b"\x41" + ours + b"payload", known) is Kind.QUIC
+    assert classify(b"\x64" + os.urandom(CID_LENGTH) + b"x", known) is Kind.KRPC  # DHT checks it
+    assert classify(b"\x41" + os.urandom(CID_LENGTH) + b"x", known) is Kind.UNKNOWN
+    assert classify(b"\x01" + ours, known) is Kind.UNKNOWN  # fixed bit clear: not QUIC
+    assert classify(PUNCH, known) is Kind.PUNCH
+    assert classify(PUNCH + b"x", known) is Kind.UNKNOWN
+    assert classify(b"", known) is Kind.UNKNOWN
+    assert classify(b"\x41" + ours[:4], known) is Kind.UNKNOWN  # too short for an id
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[tuple[DhtService, QuicEndpoint, DhtService, QuicEndpoint]]:
+    a = await DhtService.start(host="127.0.0.1")
+    b = await DhtService.start(host="127.0.0.1")
+    ea, eb = QuicEndpoint.on(a), QuicEndpoint.on(b)
+    try:
+        yield a, ea, b, eb
+    finally:
+        await ea.aclose()
+        await eb.aclose()
+        a.close()
+        b.close()
+
+
+async def _echo(stream: ByteStream) -> None:
+    while data := await stream.read(1 << 16):
+        stream.write(data)
+        await stream.drain()
+    await stream.aclose()
+
+
+async def test_a_quic_stream_carries_bytes_both_ways_beside_the_dht(pair) -> None:  # type: ignore[no-untyped-def]
+    a, ea, b, eb = pair
+    eb.listen(_echo)
+    stream = await ea.dial(b.addr, timeout=5)
+    assert isinstance(stream, QuicStream) and stream.remote_address == b.addr
+    stream.write(b"hello")
+    assert await stream.read(100) == b"hello"
+
+    # Bulk both ways with backpressure: 3 MB out and echoed back, byte for byte.
+    blob = os.urandom(3 << 20)
+    received = bytearray()
+
+    async def read_all() -> None:
+        while len(received) < len(blob):
+            data = await stream.read(1 << 18)
+            assert data, "EOF before all the echo came back"
+            received.extend(data)
+
+    reader = asyncio.create_task(read_all())
+    for i in range(0, len(blob), 1 << 16):
+        stream.write(blob[i : i + (1 << 16)])
+        await stream.drain()
+        assert stream.write_buffer_size() <= q.HIGH_WATER + (1 << 16)
+    await asyncio.wait_for(reader, 30)
+    assert bytes(received) == blob
+
+    # The DHT on the same socket still works, and no KRPC went to QUIC or back.
+    assert await a.ping(b.addr) == b.node_id
+    assert ea.stats["rx_unknown"] == eb.stats["rx_unknown"] == 0
+
+    # An orderly close: the echo side sees EOF, closes, and both connections go away.
+    await stream.aclose()
+    await until(lambda: ea.connections == eb.connections == 0, 10, "both connections gone")
+
+
+async def test_dialling_where_nobody_listens_fails_within_the_timeout(pair) -> None:  # type: ignore[no-untyped-def]
+    _, ea, b, eb = pair  # b does not listen: its endpoint drops new Initials
+    with pytest.raises(TimeoutError):
+        await ea.dial(b.addr, timeout=0.5)
+    assert ea.connections == 0 and eb.connections == 0
+    assert eb.stats["dropped_not_listening"] >= 1
+
+
+async def test_garbage_on_the_shared_port_is_dropped_and_counted(pair) -> None:  # type: ignore[no-untyped-def]
+    a, ea, b, eb = pair
+    eb.listen(_echo)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        for data in (
+            b"\x00",
+            b"\xff" * 3,  # a long header too short to parse
+            b"\xc0\x00\x00\x00\x01" + os.urandom(60),  # an Initial below 1200 bytes
+            b"\xe0\x00\x00\x00\x01\x08" + os.urandom(1300),  # Handshake for nobody
+            b"\x41" + os.urandom(1200),  # a short header with an id we never issued
+            b"d1:x",  # looks like KRPC: the DHT drops it
+            PUNCH,  # a punch: counted, never answered
+        ):
+            s.sendto(data, b.addr)
+        await asyncio.sleep(0.3)
+        s.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            s.recv(2048)  # nothing was answered
+    assert eb.connections == 0
+    assert eb.stats["rx_unknown"] == 2 and eb.stats["rx_punch"] == 1
+    assert eb.stats["rx_quic"] == 3
+    assert eb.stats["dropped_malformed"] + eb.stats["dropped_unmatched"] == 3
+    assert b.node.stats["rx_malformed"] == 1  # only "d1:x" reached the DHT
+    # ... and the port still serves both protocols.
+    assert await a.ping(b.addr) == b.node_id
+    stream = await ea.dial(b.addr, timeout=5)
+    stream.write(b"still here")
+    assert await stream.read(100) == b"still here"
+    stream.abort()
+
+
+def _initial(addr: tuple[str, int]) -> bytes:
+    """The first datagram of a fresh QUIC client to ``addr`` (a padded Initial)."""
+    client = QuicConnection(configuration=q._configuration(True))
+    client.connect(addr, 0.0)
+    return client.datagrams_to_send(0.0)[0][0]
+
+
+async def test_handshakes_in_progress_are_bounded_per_source(pair) -> None:  # type: ignore[no-untyped-def]
+    _, _, b, eb = pair
+    eb.listen(_echo)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        # Initials that never finish their handshake: each holds a slot, up to the bound.
+        for _ in range(MAX_HALF_OPEN_PER_IP + 3):
+            s.sendto(_initial(b.addr), b.addr)
+        await until(
+            lambda: eb.stats["accepted"] + eb.stats["refused_limit"] == MAX_HALF_OPEN_PER_IP + 3,
+            5,
+            "every Initial handled",
+        )
+    assert eb.half_open == MAX_HALF_OPEN_PER_IP == eb.connections
+    assert eb.stats["refused_limit"] == 3
+
+
+async def test_punches_are_bounded_and_stop(pair, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    _, ea, b, eb = pair
+    monkeypatch.setattr(q, "PUNCH_INTERVAL", 0.05)
+    stop = False
+    assert ea.punch(b.addr, lambda: stop)
+    await until(lambda: eb.stats["rx_punch"] >= 3, 5, "three punches arrived")
+    stop = True
+    await until(lambda: not ea.punching(), 5, "punching stopped")
+    sent = ea.stats["tx_punch"]
+    await asyncio.sleep(0.2)
+    assert ea.stats["tx_punch"] == sent
+    assert eb.connections == 0  # a punch makes no state at the receiver
+    # Bounded targets; and never broadcast, multicast or port 0.
+    for port in range(1, q.MAX_PUNCH_TARGETS + 1):
+        assert ea.punch(("127.0.0.1", port), lambda: False)
+    assert not ea.punch(("127.0.0.1", 9999), lambda: False)
+    for bad in (("255.255.255.255", 1), ("224.0.0.1", 1), ("0.0.0.0", 1), ("127.0.0.1", 0)):
+        assert not ea.punch(bad, lambda: False)
+    assert len(ea.punching()) == q.MAX_PUNCH_TARGETS
