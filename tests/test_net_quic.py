@@ -186,3 +186,67 @@ async def test_punches_are_bounded_and_stop(pair, monkeypatch: pytest.MonkeyPatc
     for bad in (("255.255.255.255", 1), ("224.0.0.1", 1), ("0.0.0.0", 1), ("127.0.0.1", 0)):
         assert not ea.punch(bad, lambda: False)
     assert len(ea.punching()) == q.MAX_PUNCH_TARGETS
+
+
+class Rebinder(asyncio.DatagramProtocol):
+    """A userspace NAT for one client on loopback: what the client sends to ``front``
+    leaves from an "outside" socket; :meth:`rebind` moves that to a new port, as a home
+    router does when its mapping expires."""
+
+    def __init__(self, server: tuple[str, int]) -> None:
+        self.server = server
+        self.client: tuple[str, int] | None = None
+        self.front: asyncio.DatagramTransport | None = None
+        self.outside: asyncio.DatagramTransport | None = None
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.client = addr
+        assert self.outside is not None
+        self.outside.sendto(data, self.server)
+
+    async def rebind(self) -> tuple[str, int]:
+        """A new outside port (the old one is closed); returns it."""
+        if self.outside is not None:
+            self.outside.close()
+        rebinder = self
+
+        class Outside(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+                if rebinder.client is not None and rebinder.front is not None:
+                    rebinder.front.sendto(data, rebinder.client)
+
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(Outside, local_addr=("127.0.0.1", 0))
+        self.outside = transport  # type: ignore[assignment]
+        return transport.get_extra_info("sockname")[:2]  # type: ignore[no-any-return]
+
+
+async def test_a_quic_stream_survives_nat_rebinding(pair) -> None:  # type: ignore[no-untyped-def]
+    _, ea, b, eb = pair
+    accepted: list[ByteStream] = []
+
+    async def keep(stream: ByteStream) -> None:
+        accepted.append(stream)
+        await _echo(stream)
+
+    eb.listen(keep)
+    nat = Rebinder(b.addr)
+    loop = asyncio.get_running_loop()
+    front, _ = await loop.create_datagram_endpoint(lambda: nat, local_addr=("127.0.0.1", 0))
+    nat.front = front  # type: ignore[assignment]
+    first = await nat.rebind()
+    try:
+        stream = await ea.dial(front.get_extra_info("sockname")[:2], timeout=5)
+        stream.write(b"before")
+        assert await stream.read(100) == b"before"
+        assert accepted[0].remote_address == first  # the server sees the mapping
+        second = await nat.rebind()
+        assert second != first
+        stream.write(b"after")  # leaves from the new port: the server follows it
+        assert await asyncio.wait_for(stream.read(100), 10) == b"after"
+        await until(lambda: accepted[0].remote_address == second, 5, "the server migrated")
+        stream.abort()
+    finally:
+        front.close()
+        if nat.outside is not None:
+            nat.outside.close()

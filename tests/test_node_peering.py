@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -209,3 +210,16 @@ async def test_a_dial_to_the_wrong_address_makes_no_session(udp_pair) -> None:  
     assert not alice.peering.sessions and not mallory.peering.sessions
     assert mallory.up == [] and alice.up == []
     assert mallory.dht.addr in alice.peering.quic.punching()  # punched, within its bounds
+
+
+async def test_the_tcp_listener_falls_back_when_the_dht_port_number_is_taken() -> None:
+    dht = await DhtService.start(host="127.0.0.1")
+    squatter = socket.create_server(("127.0.0.1", dht.addr[1]))
+    n = node(Identity.generate(), [], dht)
+    try:
+        await n.peering.start()
+        assert n.peering.port not in (0, dht.addr[1]) and n.peering.quic is not None
+    finally:
+        await n.peering.stop()
+        squatter.close()
+        dht.close()

@@ -301,10 +301,13 @@ class QuicEndpoint:
     # ------------------------------------------------------------------ state
 
     def _add(self, quic: QuicConnection, addr: Address, *, client: bool) -> _Conn:
-        conn = _Conn(quic, addr, client, origin=addr[0])
+        # Only accepted handshakes count as half-open: our own dials (while punching,
+        # to many contacts at once) must never crowd out the peer's dial to us.
+        conn = _Conn(quic, addr, client, half_open=not client, origin=addr[0])
         self._conns.add(conn)
         self._per_ip[addr[0]] += 1
-        self._half_open_ip[addr[0]] += 1
+        if conn.half_open:
+            self._half_open_ip[addr[0]] += 1
         self._register(conn, quic.host_cid)
         return conn
 
@@ -427,7 +430,7 @@ class QuicEndpoint:
             return
         conn.quic.close(ERR_PROTOCOL, reason_phrase=reason)
         self._process(conn)
-        if conn.half_open:
+        if conn.half_open or conn.client and conn.stream is None:
             self._remove(conn)  # nothing to linger for: free its slots at once
 
     # ------------------------------------------------------------------ punching
