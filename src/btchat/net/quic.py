@@ -430,7 +430,7 @@ class QuicEndpoint:
             return
         conn.quic.close(ERR_PROTOCOL, reason_phrase=reason)
         self._process(conn)
-        if conn.half_open or conn.client and conn.stream is None:
+        if conn.half_open or (conn.client and conn.stream is None):
             self._remove(conn)  # nothing to linger for: free its slots at once
 
     # ------------------------------------------------------------------ punching
