@@ -9,12 +9,10 @@ tests/test_natlab.py; skipped without them, failing under CI.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 
 import pytest
-from harness import skip_unless_ci
-from natlab.lab import Lab, NatType, build_lab, unavailable
+from natlab.lab import Lab, NatType, lab_or_skip
 from natlab.punch import PUBLIC, expected, matrix_pairs, run_pairs
 
 pytestmark = pytest.mark.slow
@@ -22,13 +20,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    with contextlib.ExitStack() as stack:
-        try:
-            if (why := unavailable()) is not None:
-                raise RuntimeError(why)
-            built = stack.enter_context(build_lab(seconds=tuple(NatType)))
-        except Exception as exc:
-            skip_unless_ci(f"the NAT lab cannot be built: {exc}")
+    with lab_or_skip(seconds=tuple(NatType)) as built:
         yield built
 
 

@@ -41,6 +41,7 @@ __all__ = [
     "Lab",
     "NatType",
     "build_lab",
+    "lab_or_skip",
     "nat_ruleset",
     "unavailable",
 ]
@@ -278,6 +279,22 @@ PUBLIC_ADDRS = [f"{INTERNET}.10", f"{INTERNET}.11", f"{INTERNET}.12"]  # the swa
 PUBLIC_HOST = f"{INTERNET}.20"  # one public node of our own
 WAN_ADDRS = {nat: f"{INTERNET}.{101 + i}" for i, nat in enumerate(NatType)}
 SECOND_WAN_ADDRS = {nat: f"{INTERNET}.{111 + i}" for i, nat in enumerate(NatType)}
+
+
+@contextlib.contextmanager
+def lab_or_skip(**kw: Sequence[NatType]) -> Iterator[Lab]:
+    """:func:`build_lab` for a test fixture: the test skips, saying what is missing, where
+    the lab cannot be built (and fails under CI, see ``harness.skip_unless_ci``)."""
+    from harness import skip_unless_ci
+
+    with contextlib.ExitStack() as stack:
+        try:
+            if (why := unavailable()) is not None:
+                raise RuntimeError(why)
+            built = stack.enter_context(build_lab(**kw))
+        except Exception as exc:
+            skip_unless_ci(f"the NAT lab cannot be built: {exc}")
+        yield built
 
 
 @contextlib.contextmanager
