@@ -418,7 +418,7 @@ class QuicEndpoint:
         self._process(conn)
         try:
             async with asyncio.timeout(timeout):
-                await asyncio.shield(conn.established)
+                await conn.established  # cancelled with us: nothing left unretrieved
         except BaseException:
             self._abort(conn, "dial abandoned")
             raise
