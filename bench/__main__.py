@@ -71,6 +71,10 @@ def run_all(quick: bool, only: list[str] | None) -> dict[str, Any]:
     from bench import floods
 
     plan["announce_flood"] = guarded(lambda: floods.run(quick=quick))
+    from bench import udp
+
+    plan["udp_throughput"] = guarded(lambda: udp.run_throughput(quick=quick))
+    plan["punch_matrix"] = guarded(lambda: udp.run_punch(quick=quick))
     # Last: libtorrent sessions keep threads busy after they are closed, which would
     # slow every benchmark measured after them in this process.
     try:
@@ -232,6 +236,9 @@ def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
     from bench import floods
 
     out += floods.render(results)
+    from bench import udp
+
+    out += udp.render(results)
     return "\n".join(out).rstrip() + "\n"
 
 
