@@ -143,28 +143,68 @@ async def test_garbage_on_the_shared_port_is_dropped_and_counted(pair) -> None: 
     stream.abort()
 
 
-def _initial(addr: tuple[str, int]) -> bytes:
+def _client(token: bytes = b"") -> QuicConnection:
+    config = q._configuration(True)
+    config.token = token
+    return QuicConnection(configuration=config)
+
+
+def _first(client: QuicConnection, addr: tuple[str, int]) -> bytes:
     """The first datagram of a fresh QUIC client to ``addr`` (a padded Initial)."""
-    client = QuicConnection(configuration=q._configuration(True))
     client.connect(addr, 0.0)
     return client.datagrams_to_send(0.0)[0][0]
 
 
-async def test_handshakes_in_progress_are_bounded_per_source(pair) -> None:  # type: ignore[no-untyped-def]
+async def test_a_new_connection_costs_state_only_once_its_address_is_proven(
+    pair,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     _, _, b, eb = pair
     eb.listen(_echo)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    monkeypatch.setattr(q, "HANDSHAKE_DEADLINE", 1.0)
+    loop = asyncio.get_running_loop()
+    tries = MAX_HALF_OPEN_PER_IP + 3
+    socks = []
+    try:
+        # Initials without a token (as a sender of spoofed addresses could send them):
+        # each gets a stateless Retry, smaller than the Initial, and nothing is kept.
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.bind(("127.0.0.1", 0))
-        # Initials that never finish their handshake: each holds a slot, up to the bound.
-        for _ in range(MAX_HALF_OPEN_PER_IP + 3):
-            s.sendto(_initial(b.addr), b.addr)
+        socks.append(s)
+        for _ in range(tries):
+            s.sendto(_first(_client(), b.addr), b.addr)
+        await until(lambda: eb.stats["tx_retry"] == tries, 5, "a Retry for each")
+        assert eb.connections == 0 and eb.half_open == 0
+        # A token we never issued is dropped.
+        s.sendto(_first(_client(token=os.urandom(40)), b.addr), b.addr)
+        await until(lambda: eb.stats["dropped_bad_token"] == 1, 5, "the forged token dropped")
+        # Clients that answer the Retry (a real address) but never finish the handshake:
+        # each holds a slot, up to the bound per source IP; the rest are refused.
+        for _ in range(tries):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind(("127.0.0.1", 0))
+            sock.setblocking(False)
+            socks.append(sock)
+            client = _client()
+            sock.sendto(_first(client, b.addr), b.addr)
+            retry = await asyncio.wait_for(loop.sock_recv(sock, 2048), 5)
+            assert retry[0] & 0xF0 == 0xF0  # a v1 long-header Retry
+            client.receive_datagram(retry, b.addr, 0.1)
+            for data, _ in client.datagrams_to_send(0.1):
+                sock.sendto(data, b.addr)
         await until(
-            lambda: eb.stats["accepted"] + eb.stats["refused_limit"] == MAX_HALF_OPEN_PER_IP + 3,
+            lambda: eb.stats["accepted"] + eb.stats["refused_limit"] >= tries,
             5,
-            "every Initial handled",
+            "every answered Retry handled",
         )
-    assert eb.half_open == MAX_HALF_OPEN_PER_IP == eb.connections
-    assert eb.stats["refused_limit"] == 3
+        assert eb.half_open == MAX_HALF_OPEN_PER_IP == eb.connections
+        assert eb.stats["refused_limit"] >= 3
+        # ... and an unfinished handshake gives its slot back at the deadline.
+        await until(lambda: eb.connections == 0, 5, "the unfinished handshakes expired")
+        assert eb.stats["handshake_timeouts"] == MAX_HALF_OPEN_PER_IP
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 async def test_punches_are_bounded_and_stop(pair, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]

@@ -24,7 +24,8 @@ keeps a mapping open toward the peer's mapped address; when the peer dials us fr
 own rendezvous lookup, its QUIC Initial passes our NAT and we accept it, answering the
 address its packets came from (which is how a peer behind a symmetric NAT is learned).
 Every count a stranger can drive is bounded: connections in total and per source IP,
-handshakes in progress, punch targets, bytes buffered unread.
+handshakes in progress (each proven by a Retry first, RFC 9000 §8.1.2, and at most
+:data:`HANDSHAKE_DEADLINE` long), punch targets, bytes buffered unread.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ from aioquic.buffer import Buffer
 from aioquic.quic import events as qe
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
-from aioquic.quic.packet import QuicPacketType, pull_quic_header
+from aioquic.quic.packet import QuicPacketType, encode_quic_retry, pull_quic_header
+from aioquic.quic.retry import QuicRetryTokenHandler
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -103,6 +105,8 @@ HIGH_WATER = 64 * 1024
 #: RFC 9000 §14.1: a client's Initial is padded to at least 1200 bytes; smaller ones
 #: from an unknown source are dropped before any state is made.
 MIN_INITIAL = 1200
+#: Seconds an accepted connection may take to finish its QUIC handshake.
+HANDSHAKE_DEADLINE = 10.0
 #: Application error code we close a misbehaving connection with.
 ERR_PROTOCOL = 0x1
 QUIC_IDLE_TIMEOUT = 60.0
@@ -199,6 +203,7 @@ class _Conn:
     established: asyncio.Future[None] | None = None
     timer: asyncio.TimerHandle | None = None
     timer_at: float | None = None
+    deadline: asyncio.TimerHandle | None = None  # of an accepted handshake
     gone: bool = False
     origin: str = ""  # the IP it was counted under (addr may change: migration)
 
@@ -221,6 +226,7 @@ class QuicEndpoint:
         self._tasks = TaskOwner()
         self._punch: dict[Address, tuple[float, Callable[[], bool]]] = {}
         self._punch_task: asyncio.Task[None] | None = None
+        self._retry = QuicRetryTokenHandler()  # a fresh key per process
         self.closed = False
         self.stats: Counter[str] = Counter()
 
@@ -264,12 +270,17 @@ class QuicEndpoint:
             conn = self._accept(data, header, addr)
             if conn is None:
                 return
-        conn.addr = addr
         conn.quic.receive_datagram(data, addr, self.loop.time())
         self._process(conn)
 
     def _accept(self, data: bytes, header: Any, addr: Address) -> _Conn | None:
-        """A new server connection for a client's first Initial, within every bound."""
+        """A new server connection for a client's Initial, within every bound.
+
+        RFC 9000 §8.1.2: an Initial without a token gets a stateless Retry (smaller than
+        the Initial, so no amplifier); only one that returns the token, proving it can
+        receive at its address, makes state. So a sender of spoofed addresses fills no
+        handshake slot, and the per-IP bounds hold for real addresses.
+        """
         if (
             header.packet_type != QuicPacketType.INITIAL
             or len(data) < MIN_INITIAL
@@ -279,6 +290,34 @@ class QuicEndpoint:
             return None
         if self._on_stream is None:
             self.stats["dropped_not_listening"] += 1
+            return None
+        now = self.loop.time()
+        if not header.token:
+            retry_cid = os.urandom(CID_LENGTH)
+            token = self._retry.create_token(
+                address=addr,
+                original_destination_connection_id=header.destination_cid,
+                retry_source_connection_id=retry_cid,
+                now=now,
+            )
+            self._send(
+                encode_quic_retry(
+                    version=header.version,
+                    source_cid=retry_cid,
+                    destination_cid=header.source_cid,
+                    original_destination_cid=header.destination_cid,
+                    retry_token=token,
+                ),
+                addr,
+            )
+            self.stats["tx_retry"] += 1
+            return None
+        try:
+            original = self._retry.validate_token(
+                address=addr, destination_cid=header.destination_cid, token=header.token, now=now
+            )
+        except ValueError:
+            self.stats["dropped_bad_token"] += 1
             return None
         ip = addr[0]
         if (
@@ -291,12 +330,20 @@ class QuicEndpoint:
             return None
         quic = QuicConnection(
             configuration=_configuration(False),
-            original_destination_connection_id=header.destination_cid,
+            original_destination_connection_id=original,
+            retry_source_connection_id=header.destination_cid,
         )
         conn = self._add(quic, addr, client=False)
         self._register(conn, header.destination_cid)  # the client's Initials carry it
+        conn.deadline = self.loop.call_later(HANDSHAKE_DEADLINE, self._expire, conn)
         self.stats["accepted"] += 1
         return conn
+
+    def _expire(self, conn: _Conn) -> None:
+        """An accepted handshake that did not finish in time gives its slot back."""
+        if conn.half_open and not conn.gone:
+            self.stats["handshake_timeouts"] += 1
+            self._abort(conn, "handshake timeout")
 
     # ------------------------------------------------------------------ state
 
@@ -330,6 +377,8 @@ class QuicEndpoint:
             self._release(self._half_open_ip, ip)
         if conn.timer is not None:
             conn.timer.cancel()
+        if conn.deadline is not None:
+            conn.deadline.cancel()
         if conn.established is not None and not conn.established.done():
             conn.established.set_exception(ConnectionError("QUIC connection ended"))
         if conn.stream is not None:
