@@ -129,58 +129,69 @@ def run_throughput(quick: bool = False) -> dict[str, Any]:
     return {"megabytes": megabytes, "mb_per_s": runs}
 
 
+PUNCH_TITLE = "## Sessions across NATs: punch success and setup time per pair"
+THROUGHPUT_TITLE = "## Session throughput over QUIC vs TCP (loopback, same run)"
+
+
+def _punch_section(pm: dict[str, Any], title: str) -> list[str]:
+    out: list[str] = []
+    out += [
+        title,
+        "",
+        "The NAT lab (`tests/natlab/`, root): a sandbox DHT of 16 nodes on the lab's "
+        "internet, one node per placement (a public host, two homes of each RFC 4787 "
+        "type), every pair of placements a pair of contacts, all 14 pairs at once in "
+        f"one process; {pm['rounds']} rounds, each with fresh identities and nodes. A "
+        "try succeeds when both sides have the session and a message went each way. "
+        "Setup is from starting the peerings (DHT already joined) to the session on "
+        "both sides: rendezvous announce and lookup, punching and the handshakes.",
+        "",
+        "| pair | NAT theory | sessions / tries | setup median | setup max | carried by |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in pm["pairs"]:
+        s = row["setup"]
+        med = f"{statistics.median(s):.1f} s" if s else "-"
+        top = f"{max(s):.1f} s" if s else "-"
+        via = ", ".join(f"{k} {v}" for k, v in sorted(row["via"].items())) or "-"
+        theory = "direct" if row["theory"] else "needs a relay"
+        tally = f"{row['ok']}/{row['tries']}"
+        out.append(f"| {row['pair']} | {theory} | {tally} | {med} | {top} | {via} |")
+    out.append("")
+    return out
+
+
+def _throughput_section(tp: dict[str, Any], title: str) -> list[str]:
+    out: list[str] = []
+    runs = tp["mb_per_s"]
+    out += [
+        title,
+        "",
+        f"{tp['megabytes']} MB of 16 KiB DATA frames through one session between two "
+        "peerings on 127.0.0.1, the sender awaiting `drain()`; TCP and QUIC runs "
+        "alternate. QUIC is aioquic in pure Python (1200-byte datagrams, one per "
+        "system call), so the UDP path is CPU-bound far below TCP: ample for chat, "
+        "the place to work on before file transfer goes over it.",
+        "",
+        "| carrier | MB/s (each run) |",
+        "|---|---|",
+        *(f"| {via} | {', '.join(f'{v:.1f}' for v in runs[via])} |" for via in runs),
+        "",
+    ]
+    return out
+    return out
+
+
 def render(results: dict[str, Any]) -> list[str]:
     out: list[str] = []
-    pm = results.get("punch_matrix")
-    if pm:
-        title = "## Sessions across NATs: punch success and setup time per pair"
-        if "error" in pm:
-            out += [title, "", pm["error"], ""]
-        else:
-            out += [
-                title,
-                "",
-                "The NAT lab (`tests/natlab/`, root): a sandbox DHT of 16 nodes on the lab's "
-                "internet, one node per placement (a public host, two homes of each RFC 4787 "
-                "type), every pair of placements a pair of contacts, all 14 pairs at once in "
-                f"one process; {pm['rounds']} rounds, each with fresh identities and nodes. A "
-                "try succeeds when both sides have the session and a message went each way. "
-                "Setup is from starting the peerings (DHT already joined) to the session on "
-                "both sides: rendezvous announce and lookup, punching and the handshakes.",
-                "",
-                "| pair | NAT theory | sessions / tries | setup median | setup max | carried by |",
-                "|---|---|---|---|---|---|",
-            ]
-            for row in pm["pairs"]:
-                s = row["setup"]
-                med = f"{statistics.median(s):.1f} s" if s else "-"
-                top = f"{max(s):.1f} s" if s else "-"
-                via = ", ".join(f"{k} {v}" for k, v in sorted(row["via"].items())) or "-"
-                theory = "direct" if row["theory"] else "needs a relay"
-                tally = f"{row['ok']}/{row['tries']}"
-                out.append(f"| {row['pair']} | {theory} | {tally} | {med} | {top} | {via} |")
-            out.append("")
-    tp = results.get("udp_throughput")
-    if tp:
-        title = "## Session throughput over QUIC vs TCP (loopback, same run)"
-        if "error" in tp:
-            out += [title, "", tp["error"], ""]
-        else:
-            runs = tp["mb_per_s"]
-            out += [
-                title,
-                "",
-                f"{tp['megabytes']} MB of 16 KiB DATA frames through one session between two "
-                "peerings on 127.0.0.1, the sender awaiting `drain()`; TCP and QUIC runs "
-                "alternate. QUIC is aioquic in pure Python (1200-byte datagrams, one per "
-                "system call), so the UDP path is CPU-bound far below TCP: ample for chat, "
-                "the place to work on before file transfer goes over it.",
-                "",
-                "| carrier | MB/s (each run) |",
-                "|---|---|",
-                *(f"| {via} | {', '.join(f'{v:.1f}' for v in runs[via])} |" for via in runs),
-                "",
-            ]
+    for key, title, section in (
+        ("punch_matrix", PUNCH_TITLE, _punch_section),
+        ("udp_throughput", THROUGHPUT_TITLE, _throughput_section),
+    ):
+        figures = results.get(key)
+        if not figures:
+            continue
+        out += [title, "", figures["error"], ""] if "error" in figures else section(figures, title)
     return out
 
 
