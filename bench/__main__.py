@@ -74,6 +74,10 @@ def run_all(quick: bool, only: list[str] | None) -> dict[str, Any]:
     from bench import conn_flood
 
     plan["connection_flood"] = guarded(lambda: conn_flood.run(quick=quick))
+    from bench import udp
+
+    plan["udp_throughput"] = guarded(lambda: udp.run_throughput(quick=quick))
+    plan["punch_matrix"] = guarded(lambda: udp.run_punch(quick=quick))
     # Last: libtorrent sessions keep threads busy after they are closed, which would
     # slow every benchmark measured after them in this process.
     try:
@@ -236,6 +240,9 @@ def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
 
     out += floods.render(results)
     out += conn_flood.render(results)
+    from bench import udp
+
+    out += udp.render(results)
     return "\n".join(out).rstrip() + "\n"
 
 

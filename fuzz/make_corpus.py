@@ -80,6 +80,21 @@ def _put() -> bytes:
     )
 
 
+def _quic() -> list[bytes]:
+    """What else arrives on the DHT's socket: a client's Initial, a punch, a short header."""
+    from aioquic.quic.configuration import QuicConfiguration
+    from aioquic.quic.connection import QuicConnection
+
+    from btchat.net.quic import ALPN, CID_LENGTH, PUNCH
+
+    client = QuicConnection(
+        configuration=QuicConfiguration(alpn_protocols=[ALPN], connection_id_length=CID_LENGTH)
+    )
+    client.connect(("198.51.100.2", 6881), 0.0)
+    initial = client.datagrams_to_send(0.0)[0][0]
+    return [initial, PUNCH, b"\x41" + b"\x07" * CID_LENGTH + b"\x00" * 40]
+
+
 def seeds() -> dict[str, list[bytes]]:
     alice, bob = Identity.generate(), Identity.generate()
     device = DeviceKey.generate()
@@ -117,6 +132,7 @@ def seeds() -> dict[str, list[bytes]]:
         "bencode": [*krpc, encode([1, -2, b"x", {b"a": [b"", 0]}]), b"d1:bi2e1:ai1ee\n"],
         "krpc": krpc,
         "dht_node": krpc,
+        "shared_socket": [*krpc, *_quic()],
         "envelope": envelopes,
         "offline_packet": [packet.encode()],
         "device_cert": [cert.encode()],

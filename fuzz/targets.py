@@ -8,6 +8,7 @@ is a crash the fuzzer reports.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import random
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from btchat.dht.node import DhtNode, NodeConfig
 from btchat.identity.idtext import IdError, parse_contact_ref
 from btchat.identity.keys import CertificateError, DeviceCertificate
 from btchat.messaging.envelope import EnvelopeError, parse_envelope
+from btchat.net.quic import QuicEndpoint
 from btchat.offline.packet import OfflinePacket, PacketError
 
 __all__ = ["TARGETS", "Target"]
@@ -73,6 +75,35 @@ def _dht_node(data: bytes) -> None:
     _NODE.datagrams_to_send()
     while _NODE.next_event() is not None:
         pass
+
+
+def _shared_socket_endpoint() -> tuple[asyncio.AbstractEventLoop, QuicEndpoint]:
+    """A QUIC endpoint made inside a loop that stays open (its timers need one)."""
+    loop = asyncio.new_event_loop()
+
+    async def make() -> QuicEndpoint:
+        endpoint = QuicEndpoint(lambda data, addr: None)
+        endpoint.listen(_never)
+        return endpoint
+
+    return loop, loop.run_until_complete(make())
+
+
+async def _never(stream: object) -> None:
+    raise AssertionError("a fuzzed datagram completed a QUIC handshake")
+
+
+_QUIC_LOOP, _QUIC = _shared_socket_endpoint()
+
+
+@_target("shared_socket")
+def _shared_socket(data: bytes) -> None:
+    """A datagram on the DHT's socket as the daemon sorts it: QUIC (a new connection, a
+    known one, or dropped), a punch, or KRPC for the node; nothing may raise."""
+    addr = ("198.51.100.2", 6881)
+    if not _QUIC.datagram_received(data, addr):
+        _NODE.receive_datagram(data, addr, 1.0)
+        _NODE.datagrams_to_send()
 
 
 @_target("envelope", EnvelopeError)

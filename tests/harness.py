@@ -21,6 +21,7 @@ from btchat.identity.keys import DeviceCertificate, DeviceKey, Identity
 from btchat.net.transport import Dialer
 from btchat.node.peering import Peering, PeeringConfig
 from btchat.sansio import TimedCore, drain_events
+from btchat.session.core import SessionConfig
 
 __all__ = [
     "ByteCore",
@@ -135,7 +136,12 @@ class PeerNode:
             self.device,
             self.cert,
             self.dht,
-            PeeringConfig(host="127.0.0.1", round_interval=3600.0),
+            PeeringConfig(
+                host="127.0.0.1",
+                round_interval=3600.0,
+                dial_timeout=2.0,
+                session=SessionConfig(handshake_timeout=3.0),
+            ),
             contacts=lambda: self.contacts,
             certs_of=lambda pk: [],
             save_certs=lambda pk, certs: None,

@@ -23,9 +23,10 @@ class FakeDht:
         self.calls: dict[bytes, int] = {}
         self.in_flight = 0
         self.most_in_flight = 0
+        self.implied: list[bool] = []
 
-    async def announce(self, infohash: bytes, port: int) -> None:
-        return None
+    async def announce(self, infohash: bytes, port: int, *, implied_port: bool = False) -> None:
+        self.implied.append(implied_port)
 
     async def get_peers(self, infohash: bytes) -> GetPeersResult:
         self.in_flight += 1
@@ -108,6 +109,8 @@ async def test_an_unreachable_contact_does_not_delay_the_others() -> None:
     assert len(reacher.reached) == 2
     assert all(dht.calls[c] > dht.per_look(c) for c in reacher.reached)  # found at a retry
     assert max(reacher.reached.values()) - start < 2.0
+    # Announced with implied_port: the address found is our DHT socket's NAT mapping.
+    assert dht.implied and all(dht.implied)
 
 
 async def test_lookups_at_once_are_bounded() -> None:

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +44,19 @@ def wait_for(pred: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 class Person:
-    """One data directory and (while running) one ``btchat up`` process."""
+    """One data directory and (while running) one ``btchat up`` process; ``wrap`` prefixes
+    every command (``ip netns exec NS``: a person in a NAT-lab home)."""
 
-    def __init__(self, name: str, root: Path, env: dict[str, str], bootstrap: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        root: Path,
+        env: dict[str, str],
+        bootstrap: str,
+        wrap: Sequence[str] = (),
+    ) -> None:
         self.name = name
+        self.wrap = list(wrap)
         self.dir = root / name
         self.env = env
         self.bootstrap = bootstrap
@@ -57,7 +66,7 @@ class Person:
 
     def cli(self, *args: str, check: bool = True) -> Any:
         out = subprocess.run(
-            [*BTCHAT, *args, "--data-dir", str(self.dir), "--json"],
+            [*self.wrap, *BTCHAT, *args, "--data-dir", str(self.dir), "--json"],
             env=self.env,
             capture_output=True,
             text=True,
@@ -71,6 +80,7 @@ class Person:
     def up(self, *extra: str) -> dict[str, Any]:
         self.proc = subprocess.Popen(
             [
+                *self.wrap,
                 *BTCHAT,
                 "up",
                 "--data-dir",

@@ -8,15 +8,13 @@ without having run them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import subprocess
 import sys
 from collections.abc import Iterator
 
 import pytest
-from harness import skip_unless_ci
-from natlab.lab import PUBLIC_ADDRS, PUBLIC_HOST, Lab, NatType, build_lab, unavailable
+from natlab.lab import PUBLIC_ADDRS, PUBLIC_HOST, Lab, NatType, lab_or_skip
 from natlab.probe import input_dropped, measure_router, tcp_through
 
 from btchat.dht.node import NodeConfig
@@ -29,13 +27,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    with contextlib.ExitStack() as stack:
-        try:
-            if (why := unavailable()) is not None:
-                raise RuntimeError(why)
-            built = stack.enter_context(build_lab())
-        except Exception as exc:
-            skip_unless_ci(f"the NAT lab cannot be built: {exc}")
+    with lab_or_skip() as built:
         yield built
 
 

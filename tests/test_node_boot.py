@@ -205,3 +205,13 @@ async def test_a_taken_port_is_named_with_its_option_before_anything_is_written(
         sock.close()
     assert not (tmp_path / "identity.key").exists() and not (tmp_path / "messages.db").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lock"]
+
+
+def test_a_proxy_keeps_sessions_off_udp(tmp_path: Path) -> None:
+    from btchat.node.boot import daemon_config
+
+    plain = daemon_config(Settings(data_dir=tmp_path, bootstrap=[]))
+    proxied = daemon_config(
+        Settings(data_dir=tmp_path, bootstrap=[], proxy="socks5://127.0.0.1:1080")
+    )
+    assert plain.peering.udp and not proxied.peering.udp

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,13 +12,14 @@ from harness import PeerNode, peer_node, until
 
 from btchat.discovery.rendezvous import Candidate
 from btchat.identity.keys import Identity
-from btchat.net.dht_service import DhtError
+from btchat.net.dht_service import DhtError, DhtService
+from btchat.net.transport import Address, ByteStream
 
 
 class NoDht:
     """Every DHT operation fails: the rendezvous finds nothing, we dial by hand."""
 
-    async def announce(self, *args: Any) -> None:
+    async def announce(self, *args: Any, **kwargs: Any) -> None:
         raise DhtError("offline")
 
     async def get_peers(self, *args: Any) -> None:
@@ -30,8 +32,9 @@ class NoDht:
         raise DhtError("offline")
 
 
-def node(identity: Identity, contacts: list[bytes]) -> PeerNode:
-    return peer_node(identity, contacts, dht=NoDht())
+def node(identity: Identity, contacts: list[bytes], dht: DhtService | None = None) -> PeerNode:
+    """A device on loopback; with a real ``dht``, sessions over QUIC on its socket too."""
+    return peer_node(identity, contacts, dht=dht if dht is not None else NoDht())
 
 
 @pytest.fixture
@@ -93,3 +96,89 @@ async def test_a_second_dial_to_a_connected_device_keeps_one_session(
     await asyncio.sleep(0.3)
     assert len(alice.peering.sessions) == 1 and len(phone.peering.sessions) == 1
     assert alice.up == [bob] and phone.up == [alice.identity.public_key]
+
+
+class NoTcp:
+    """A dialler whose TCP never connects (as to a home behind a NAT): UDP must carry it."""
+
+    async def dial(self, address: Address) -> ByteStream:
+        raise ConnectionRefusedError("no TCP here")
+
+
+@pytest.fixture
+async def udp_pair() -> AsyncIterator[tuple[PeerNode, PeerNode, PeerNode]]:
+    """Alice and Bob with real DHT sockets (not joined: sessions only), and Mallory, a
+    btchat node who is nobody's contact."""
+    alice_id, bob_id = Identity.generate(), Identity.generate()
+    made: list[PeerNode] = []
+    for me, them in ((alice_id, bob_id), (bob_id, alice_id), (Identity.generate(), alice_id)):
+        dht = await DhtService.start(host="127.0.0.1")
+        made.append(node(me, [them.public_key], dht))
+        await made[-1].peering.start()
+    try:
+        yield made[0], made[1], made[2]
+    finally:
+        for n in made:
+            await n.peering.stop()
+            n.dht.close()
+
+
+async def test_the_tcp_listener_takes_the_dht_port_number(udp_pair) -> None:  # type: ignore[no-untyped-def]
+    alice, bob, _ = udp_pair
+    for n in (alice, bob):
+        assert n.peering.port == n.dht.addr[1] and n.peering.quic is not None
+
+
+async def test_a_session_over_quic_carries_messages_both_ways(udp_pair) -> None:  # type: ignore[no-untyped-def]
+    alice, bob, _ = udp_pair
+    alice.peering.dialer = NoTcp()
+    bob_key, alice_key = bob.identity.public_key, alice.identity.public_key
+    assert await alice.peering.reach([Candidate(bob_key, bob.cert, bob.dht.addr)])
+    await until(lambda: bob.peering.is_online(alice_key), 5, "bob sees alice")
+    assert alice.peering.path(bob_key) == ["udp"] and bob.peering.path(alice_key) == ["udp"]
+    assert alice.peering.send(bob_key, b"over udp") and bob.peering.send(alice_key, b"back")
+    await until(lambda: bool(alice.data and bob.data), 5, "a message each way")
+    assert bob.data == [(alice_key, alice.device.device_id, b"over udp")]
+    assert alice.data == [(bob_key, bob.device.device_id, b"back")]
+    assert alice.peering.stats["sessions_udp"] == 1 and bob.peering.stats["sessions_udp"] == 1
+    # The session ends cleanly over QUIC too: bob sees alice go.
+    await alice.peering.stop()
+    await until(lambda: bob.down == [alice_key], 10, "bob sees alice leave")
+
+
+async def test_happy_eyeballs_keeps_one_session_of_tcp_and_quic(udp_pair) -> None:  # type: ignore[no-untyped-def]
+    alice, bob, _ = udp_pair
+    bob_key, alice_key = bob.identity.public_key, alice.identity.public_key
+    assert await alice.peering.connect(bob_key, bob.cert, bob.dht.addr)
+    await asyncio.sleep(1.0)  # let a second handshake, if any, finish and be closed
+    assert len(alice.peering.sessions) == len(bob.peering.sessions) == 1
+    assert alice.peering.path(bob_key) == bob.peering.path(alice_key)
+    assert alice.up == [bob_key] and bob.up == [alice_key]
+    assert alice.peering.send(bob_key, b"one session")
+    await until(lambda: bool(bob.data), 5, "the message")
+
+
+async def test_a_dial_to_the_wrong_address_makes_no_session(udp_pair) -> None:  # type: ignore[no-untyped-def]
+    alice, bob, mallory = udp_pair
+    alice.peering.dialer = NoTcp()
+    bob_key = bob.identity.public_key
+    # The rendezvous says bob is at mallory's address (forged, or a stale mapping now
+    # someone else's): QUIC connects, but the Noise IK handshake is for bob's key, so
+    # mallory cannot read it and learns nothing, and no session comes up either way.
+    assert not await alice.peering.reach([Candidate(bob_key, bob.cert, mallory.dht.addr)])
+    assert not alice.peering.sessions and not mallory.peering.sessions
+    assert mallory.up == [] and alice.up == []
+    assert mallory.dht.addr in alice.peering.quic.punching()  # punched, within its bounds
+
+
+async def test_the_tcp_listener_falls_back_when_the_dht_port_number_is_taken() -> None:
+    dht = await DhtService.start(host="127.0.0.1")
+    squatter = socket.create_server(("127.0.0.1", dht.addr[1]))
+    n = node(Identity.generate(), [], dht)
+    try:
+        await n.peering.start()
+        assert n.peering.port not in (0, dht.addr[1]) and n.peering.quic is not None
+    finally:
+        await n.peering.stop()
+        squatter.close()
+        dht.close()

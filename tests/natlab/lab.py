@@ -35,11 +35,13 @@ __all__ = [
     "LAN_GW",
     "PUBLIC_ADDRS",
     "PUBLIC_HOST",
+    "SECOND_WAN_ADDRS",
     "WAN_ADDRS",
     "Home",
     "Lab",
     "NatType",
     "build_lab",
+    "lab_or_skip",
     "nat_ruleset",
     "unavailable",
 ]
@@ -171,6 +173,8 @@ class Lab:
     namespaces: list[str] = field(default_factory=list)
     public: dict[str, list[str]] = field(default_factory=dict)  # namespace -> its addresses
     homes: dict[NatType, Home] = field(default_factory=dict)
+    #: A second home of some types (pairs of one type: two port-restricted homes...).
+    seconds: dict[NatType, Home] = field(default_factory=dict)
 
     def ns(self, role: str) -> str:
         """The namespace of ``role`` ("pub", "host", "inet", ...)."""
@@ -230,9 +234,10 @@ class Lab:
         self.public[ns] = list(addrs)
         return ns
 
-    def add_home(self, nat: NatType, wan_ip: str) -> Home:
-        """A router of type ``nat`` on ``wan_ip`` and a home behind it."""
-        short = "".join(w[0] for w in nat.value.split("-"))  # fc, ar, pr, s
+    def add_home(self, nat: NatType, wan_ip: str, *, second: bool = False) -> Home:
+        """A router of type ``nat`` on ``wan_ip`` and a home behind it (``second``: the
+        second home of that type, in :attr:`seconds`)."""
+        short = "".join(w[0] for w in nat.value.split("-")) + ("2" if second else "")
         router, home = self._netns(f"r{short}"), self._netns(f"h{short}")
         self._plug(router, "wan", f"r{short}")
         _sh(["ip", "-n", router, "addr", "add", f"{wan_ip}/24", "dev", "wan"])
@@ -245,8 +250,9 @@ class Lab:
         _sh(["ip", "-n", home, "route", "add", "default", "via", LAN_GW])
         self.run(router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
         self.run(router, "nft", "-f", "-", stdin=nat_ruleset(nat, wan_ip))
-        self.homes[nat] = Home(nat, router, home, wan_ip)
-        return self.homes[nat]
+        made = Home(nat, router, home, wan_ip)
+        (self.seconds if second else self.homes)[nat] = made
+        return made
 
     def close(self) -> None:
         """Delete every namespace made here (their veths, routes and rules go with them)."""
@@ -272,12 +278,32 @@ def _remove_stale() -> None:
 PUBLIC_ADDRS = [f"{INTERNET}.10", f"{INTERNET}.11", f"{INTERNET}.12"]  # the swarm, reflectors
 PUBLIC_HOST = f"{INTERNET}.20"  # one public node of our own
 WAN_ADDRS = {nat: f"{INTERNET}.{101 + i}" for i, nat in enumerate(NatType)}
+SECOND_WAN_ADDRS = {nat: f"{INTERNET}.{111 + i}" for i, nat in enumerate(NatType)}
 
 
 @contextlib.contextmanager
-def build_lab(nats: Sequence[NatType] = tuple(NatType)) -> Iterator[Lab]:
+def lab_or_skip(**kw: Sequence[NatType]) -> Iterator[Lab]:
+    """:func:`build_lab` for a test fixture: the test skips, saying what is missing, where
+    the lab cannot be built (and fails under CI, see ``harness.skip_unless_ci``)."""
+    from harness import skip_unless_ci
+
+    with contextlib.ExitStack() as stack:
+        try:
+            if (why := unavailable()) is not None:
+                raise RuntimeError(why)
+            built = stack.enter_context(build_lab(**kw))
+        except Exception as exc:
+            skip_unless_ci(f"the NAT lab cannot be built: {exc}")
+        yield built
+
+
+@contextlib.contextmanager
+def build_lab(
+    nats: Sequence[NatType] = tuple(NatType), seconds: Sequence[NatType] = ()
+) -> Iterator[Lab]:
     """The standard topology: namespace ``pub`` on :data:`PUBLIC_ADDRS`, ``host`` on
-    :data:`PUBLIC_HOST`, and one home per NAT type in ``nats``. Always torn down."""
+    :data:`PUBLIC_HOST`, one home per NAT type in ``nats`` and a second one per type in
+    ``seconds`` (on :data:`SECOND_WAN_ADDRS`). Always torn down."""
     _remove_stale()
     lab = Lab(tag=f"{PREFIX}{os.getpid()}")
     try:
@@ -286,6 +312,8 @@ def build_lab(nats: Sequence[NatType] = tuple(NatType)) -> Iterator[Lab]:
         lab.add_public("host", [PUBLIC_HOST])
         for nat in nats:
             lab.add_home(nat, WAN_ADDRS[nat])
+        for nat in seconds:
+            lab.add_home(nat, SECOND_WAN_ADDRS[nat], second=True)
         yield lab
     finally:
         lab.close()

@@ -113,9 +113,17 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         action="store_true",
         help="if no identity exists yet, create one stored unencrypted",
     )
-    p.add_argument("--port", type=int, default=0, help="TCP port for sessions (default: any)")
     p.add_argument(
-        "--dht-port", type=int, default=None, help="UDP port of the DHT node (default 6881)"
+        "--port",
+        type=int,
+        default=0,
+        help="TCP port for sessions (default: the DHT's port number if free, else any)",
+    )
+    p.add_argument(
+        "--dht-port",
+        type=int,
+        default=None,
+        help="UDP port of the DHT node and of sessions over QUIC (default 6881)",
     )
     p.add_argument("--api-port", type=int, default=0, help="local API port (default: any)")
     p.add_argument("--host", default="0.0.0.0", help="address for sessions and DHT")

@@ -1,8 +1,9 @@
 """Contact rendezvous through the DHT: where I am for them, where they are for me.
 
 How this works: for every contact we derive a pairwise secret and from it rotating
-rendezvous infohashes (``identity/rendezvous.py``). We announce our session port on
-"where I am for them" and look up "where they are for me"; a DHT observer sees random
+rendezvous infohashes (``identity/rendezvous.py``). We announce our DHT socket's
+reflexive address (``implied_port``: sessions share that socket over QUIC) on "where I
+am for them" and look up "where they are for me"; a DHT observer sees random
 infohashes that change every hour. To authenticate a session one needs the contact's
 device keys, which their identity publishes as a signed device list (a BEP 44 mutable
 item under the identity key); we publish ours and fetch and verify theirs. What a
@@ -248,7 +249,10 @@ class Rendezvous:
         for ih in announce_targets(secret, self.me, contact, time.time()):
             if now - self._announced.get(ih, -1e18) >= self.config.reannounce:
                 try:
-                    await self.dht.announce(ih, self.port)
+                    # implied_port (BEP 5): the storing node records the port our DHT
+                    # socket is seen from, i.e. its NAT mapping, where QUIC sessions
+                    # share the socket (and TCP listens on the same number if it can).
+                    await self.dht.announce(ih, self.port, implied_port=True)
                     self._announced[ih] = now
                 except DhtError as exc:
                     log.debug("rendezvous announce failed: %s", exc)

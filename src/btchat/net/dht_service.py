@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -48,6 +49,10 @@ STATE_FILE = "dht_state.json"
 SAVE_INTERVAL = 300.0
 
 
+#: Takes a datagram from the shared socket: True if it was not KRPC (net/quic.py).
+DatagramHandler = Callable[[bytes, Addr], bool]
+
+
 class DhtError(NetworkError):
     """A DHT operation did not succeed; the message is meant for a user."""
 
@@ -80,6 +85,8 @@ class DhtService(asyncio.DatagramProtocol):
         self._timer_at: float | None = None
         self._waiters: dict[int, asyncio.Future[Any]] = {}
         self._save_task: asyncio.Task[None] | None = None
+        #: Another protocol on our socket (QUIC, see :meth:`share_socket`).
+        self._shared: DatagramHandler | None = None
         self.closed = False
 
     # ----------------------------------------------------------------- lifecycle
@@ -176,7 +183,26 @@ class DhtService(asyncio.DatagramProtocol):
 
     # --------------------------------------------------------------------- I/O
 
+    def share_socket(self, handler: DatagramHandler | None) -> None:
+        """Offer every datagram to ``handler`` first; it returns True for those it took.
+
+        One UDP port for the DHT and sessions means one NAT mapping to keep alive, and
+        the address the DHT learns for us is where sessions reach us (net/quic.py).
+        """
+        self._shared = handler
+
+    def send_datagram(self, data: bytes, addr: Addr) -> None:
+        """Send a datagram of the protocol sharing our socket (dropped once closed)."""
+        if self.closed or self.transport is None:
+            return
+        try:
+            self.transport.sendto(data, addr)
+        except OSError:
+            self.node.stats["tx_errors_os"] += 1
+
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        if self._shared is not None and self._shared(data, (addr[0], addr[1])):
+            return
         self.node.receive_datagram(data, (addr[0], addr[1]), self.loop.time())
         self._pump()
 

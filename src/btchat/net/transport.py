@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Protocol, runtime_checkable
 
@@ -136,15 +137,36 @@ class TcpStream:
 
 
 class TcpDialer:
-    """A :class:`Dialer` that opens plain TCP connections."""
+    """A :class:`Dialer` that opens plain TCP connections.
 
-    def __init__(self, *, timeout: float = 10.0, limit: int = STREAM_LIMIT) -> None:
+    ``make_socket`` makes the (unconnected) socket, for a caller that must choose where
+    it lives, e.g. a test node in a network namespace; by default asyncio makes it.
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout: float = 10.0,
+        limit: int = STREAM_LIMIT,
+        make_socket: Callable[[], socket.socket] | None = None,
+    ) -> None:
         self.timeout = timeout
         self.limit = limit
+        self.make_socket = make_socket
 
     async def dial(self, address: Address) -> ByteStream:
         async with asyncio.timeout(self.timeout):  # not wait_for: it can lose a cancellation
-            reader, writer = await asyncio.open_connection(address[0], address[1], limit=self.limit)
+            if self.make_socket is None:
+                reader, writer = await asyncio.open_connection(*address, limit=self.limit)
+            else:
+                sock = self.make_socket()
+                sock.setblocking(False)
+                try:
+                    await asyncio.get_running_loop().sock_connect(sock, address)
+                except BaseException:
+                    sock.close()
+                    raise
+                reader, writer = await asyncio.open_connection(sock=sock, limit=self.limit)
         return TcpStream(reader, writer)
 
 

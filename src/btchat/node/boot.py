@@ -156,8 +156,9 @@ def daemon_config(settings: Settings) -> DaemonConfig:
         peering=PeeringConfig(
             host=listen_host(settings),
             port=settings.port,
-            # Through a proxy the dialer's own (longer) bound ends a slow dial, saying why.
-            **({"dial_timeout": PROXY_TIMEOUT + 1} if proxy(settings) else {}),
+            # Through a proxy the dialer's own (longer) bound ends a slow dial, saying why;
+            # and no session goes around it over UDP (QUIC would dial contacts directly).
+            **({"dial_timeout": PROXY_TIMEOUT + 1, "udp": False} if proxy(settings) else {}),
         ),
         channels=channel_config(settings),
         proxy=proxy(settings),

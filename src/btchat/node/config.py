@@ -119,7 +119,7 @@ class Settings:
     data_dir: Path
     bootstrap: list[tuple[str, int]]
     host: str = "0.0.0.0"
-    port: int = 0  # TCP port for sessions; 0 = any
+    port: int = 0  # TCP port for sessions; 0 = the DHT's port number if free, else any
     dht_port: int = 6881
     api_port: int = 0
     request_poll: float = 60.0

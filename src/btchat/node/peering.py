@@ -32,7 +32,15 @@ from btchat.identity.keys import DeviceCertificate, DeviceKey, Identity
 from btchat.net import tiebreak
 from btchat.net.admission import Admission, AdmissionConfig
 from btchat.net.dht_service import DhtService
-from btchat.net.transport import ByteStream, Dialer, TcpDialer, TcpListener, WatchedStream
+from btchat.net.quic import QuicDialer, QuicEndpoint, QuicListener, QuicStream
+from btchat.net.transport import (
+    Address,
+    ByteStream,
+    Dialer,
+    TcpDialer,
+    TcpListener,
+    WatchedStream,
+)
 from btchat.node.tasks import TaskOwner
 from btchat.session.connection import SessionConnection, run_session_over
 from btchat.session.core import (
@@ -62,7 +70,8 @@ PeerKey = tuple[bytes, bytes]
 @dataclass(frozen=True)
 class PeeringConfig:
     host: str = "0.0.0.0"
-    port: int = 0  # TCP port for sessions; 0 = any
+    port: int = 0  # TCP port for sessions; 0 = the DHT's port number if free, else any
+    udp: bool = True  # sessions over QUIC on the DHT's socket too (with a real DhtService)
     round_interval: float = 20.0  # how often missing contacts are looked for
     first_retry: float = 0.5  # after a failed lookup, retry soon, then back off
     max_retry: float = 60.0
@@ -90,6 +99,7 @@ class _Live:
     peer: PeerKey
     conn: SessionConnection
     initiator: bytes  # identity key of the side that dialled
+    via: str = "tcp"  # what carries it: "tcp", or "udp" (QUIC, maybe punched)
 
     @property
     def contact(self) -> bytes:
@@ -149,25 +159,58 @@ class Peering:
         self._server: TcpListener | None = None
         #: Inbound connections: per-source caps, eviction, a pool for refusals.
         self.admission = Admission(config.admission)
+        #: QUIC on the DHT's socket (None without a real DHT socket, or udp off).
+        self.quic: QuicEndpoint | None = None
+        self._quic_dialer: QuicDialer | None = None
+        self._quic_listener: QuicListener | None = None
         self.port = 0
-        self.stats: dict[str, int] = {"dials": 0, "accepted": 0, "refused": 0}
+        self.stats: dict[str, int] = {
+            "dials": 0,
+            "accepted": 0,
+            "refused": 0,
+            "sessions_tcp": 0,
+            "sessions_udp": 0,
+        }
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        self._server = await TcpListener.start(self.config.host, self.config.port, self._accept)
+        udp = isinstance(self.dht, DhtService) and self.config.udp
+        port = self.config.port
+        if port == 0 and isinstance(self.dht, DhtService):
+            # The rendezvous announces the DHT socket's port (implied_port): a public
+            # host is then reachable on TCP and UDP at the one address others find.
+            try:
+                self._server = await TcpListener.start(
+                    self.config.host, self.dht.addr[1], self._accept
+                )
+            except OSError:
+                log.info("TCP port %d is taken; sessions listen on another", self.dht.addr[1])
+        if self._server is None:
+            self._server = await TcpListener.start(self.config.host, port, self._accept)
         self.port = self._server.port
+        if udp:
+            assert isinstance(self.dht, DhtService)
+            self.quic = QuicEndpoint.on(self.dht)
+            self._quic_listener = QuicListener(self.quic, self.dht.addr[1], self._accept)
+            self._quic_dialer = QuicDialer(self.quic, timeout=self.config.dial_timeout)
         if self.rendezvous is not None:
             self._spawn(self.rendezvous.run(self.port, self._spawn))
 
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+        if self._quic_listener is not None:
+            await self._quic_listener.aclose()
         for live in list(self.sessions.values()):
             live.conn.close("shutting down")
         await self._tasks.cancel_all()
         if self._server is not None:
             await self._server.aclose()
+        if self.quic is not None:
+            await self.quic.aclose()
+            if isinstance(self.dht, DhtService):
+                self.dht.share_socket(None)
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         return self._tasks.spawn(coro)
@@ -202,6 +245,10 @@ class Peering:
             sent = True
         return sent
 
+    def path(self, contact: bytes) -> list[str]:
+        """What carries each live session to ``contact``: "tcp" or "udp"."""
+        return [live.via for live in self._of(contact)]
+
     def drop(self, contact: bytes, reason: str) -> None:
         for live in self._of(contact):
             live.conn.close(reason)
@@ -211,11 +258,17 @@ class Peering:
         addresses not yet known to be another of its devices."""
         taken: set[tuple[str, int]] = set()
         contact = b""
+        if self.quic is not None:
+            # Punch every address first: the peer's dial, from its own lookup, then
+            # passes our NAT while we are still dialling its other addresses.
+            for c in candidates:
+                if (c.identity, c.cert.device_id) not in self.sessions:
+                    self.quic.punch(c.addr, lambda c=c: self.is_online(c.identity))
         for c in candidates:
             contact = c.identity
             if (c.identity, c.cert.device_id) in self.sessions or c.addr in taken:
                 continue
-            if await self.dial(c.identity, c.cert, c.addr):
+            if await self.connect(c.identity, c.cert, c.addr):
                 taken.add(c.addr)
         return bool(contact) and self.is_online(contact)
 
@@ -225,14 +278,39 @@ class Peering:
         the way in when there is no rendezvous (Tor mode)."""
         return await self.reach([Candidate(contact, c, addr) for c in self._certs_of(contact)])
 
+    async def connect(self, contact: bytes, cert: DeviceCertificate, addr: Address) -> bool:
+        """Happy eyeballs: dial ``addr`` over TCP and QUIC at once; the first
+        authenticated session wins and the other attempt is cancelled (or, if it too
+        completes, closed as a duplicate by :meth:`_adopt`)."""
+        dialers: list[Dialer] = [self.dialer]
+        if self._quic_dialer is not None:
+            dialers.append(self._quic_dialer)
+        attempts = [asyncio.ensure_future(self.dial(contact, cert, addr, d)) for d in dialers]
+        try:
+            for done in asyncio.as_completed(attempts):
+                if await done:
+                    return True
+            return False
+        finally:
+            for attempt in attempts:
+                attempt.cancel()
+            await asyncio.gather(*attempts, return_exceptions=True)
+
     # ------------------------------------------------------------ dial and accept
 
-    async def dial(self, contact: bytes, cert: DeviceCertificate, addr: tuple[str, int]) -> bool:
-        """Open a session to ``addr``, expecting ``contact``'s device ``cert``."""
+    async def dial(
+        self,
+        contact: bytes,
+        cert: DeviceCertificate,
+        addr: Address,
+        dialer: Dialer | None = None,
+    ) -> bool:
+        """Open a session to ``addr`` (through ``dialer``, by default the TCP one),
+        expecting ``contact``'s device ``cert``."""
         self.stats["dials"] += 1
         try:
             async with asyncio.timeout(self.config.dial_timeout):
-                stream = await self.dialer.dial(addr)
+                stream = await (dialer or self.dialer).dial(addr)
         except (OSError, TimeoutError):
             return False
 
@@ -325,7 +403,11 @@ class Peering:
                 contact = event.remote_identity
                 peer.append((contact, event.remote_certificate.device_id))
                 dialler = initiator if initiator is not None else contact
-                if not self._adopt(_Live(peer[0], conn_box[0], dialler)):
+                carrier = stream.inner if isinstance(stream, WatchedStream) else stream
+                via = "udp" if isinstance(carrier, QuicStream) else "tcp"
+                if self._adopt(_Live(peer[0], conn_box[0], dialler, via)):
+                    self.stats[f"sessions_{via}"] += 1
+                else:
                     conn_box[0].close("duplicate session")
                 if ready is not None and not ready.done():
                     ready.set_result(True)  # ours or the one kept: a session exists

@@ -1,0 +1,217 @@
+"""Sessions between placements in the NAT lab: every pair of (public host, home of each NAT
+type) runs real peerings over a sandbox DHT on the lab's internet and we record which
+pairs got a session, over what, and how fast.
+
+Each placement is one node (a ``DhtService`` and a ``Peering`` made inside its
+namespace with :meth:`Lab.inside`, all in this one asyncio loop); a node's contacts are
+its partners in the pairs. TCP dials open their sockets in the node's namespace too, so
+nothing leaves the lab. What NAT theory says each pair can do is :func:`expected`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from btchat.identity.keys import DeviceCertificate, DeviceKey, Identity
+from btchat.net.dht_service import DhtService
+from btchat.net.transport import TcpDialer
+from btchat.node.peering import Peering, PeeringConfig
+from btchat.sandbox import SANDBOX_CONFIG, start_swarm
+from btchat.session.core import SessionConfig
+from natlab.lab import PUBLIC_ADDRS, PUBLIC_HOST, Lab, NatType
+
+__all__ = ["PUBLIC", "Outcome", "Place", "expected", "matrix_pairs", "run_pairs"]
+
+#: The placement of a public node (no NAT).
+PUBLIC = "public"
+#: A placement: PUBLIC, a NAT type (the first home of it), or (type, 2) for the second.
+Place = str | NatType | tuple[NatType, int]
+
+_RELAY_ONLY = {
+    frozenset({NatType.SYMMETRIC, NatType.PORT_RESTRICTED}),
+    frozenset({NatType.SYMMETRIC}),
+}
+
+
+def _kind(place: Place) -> str | NatType:
+    return place[0] if isinstance(place, tuple) else place
+
+
+def expected(a: Place, b: Place) -> bool:
+    """NAT theory: can ``a`` and ``b`` reach each other directly (public, or punched)?
+
+    Endpoint-independent mappings (full cone, address- and port-restricted) all punch
+    with each other; a symmetric NAT maps each destination to a new port, so its peer
+    must accept a port it never saw: a full cone accepts anyone, an address-restricted
+    NAT anyone at an address it sent to; a port-restricted or symmetric NAT does not.
+    """
+    kinds = frozenset({_kind(a), _kind(b)})
+    return PUBLIC in kinds or kinds not in _RELAY_ONLY
+
+
+def matrix_pairs(nats: Sequence[NatType] = tuple(NatType)) -> list[tuple[Place, Place]]:
+    """Every pair of placements: public and each first home, plus each type with its
+    second home (two port-restricted homes, two symmetric ones, ...)."""
+    places: list[Place] = [PUBLIC, *nats]
+    return [*itertools.combinations(places, 2), *((n, (n, 2)) for n in nats)]
+
+
+@dataclass
+class Outcome:
+    """One pair: when its session came up (seconds from start), over what, messages."""
+
+    a: Place
+    b: Place
+    setup: float | None = None
+    via: list[str] = field(default_factory=list)
+    delivered: bool = False
+
+    @property
+    def label(self) -> str:
+        def name(p: Place) -> str:
+            return f"{p[0]}#2" if isinstance(p, tuple) else str(p)
+
+        return f"{name(self.a)} <-> {name(self.b)}"
+
+
+@dataclass
+class _Node:
+    place: Place
+    ns: str
+    ip: str
+    identity: Identity
+    device: DeviceKey
+    cert: DeviceCertificate
+    partners: dict[bytes, DeviceCertificate] = field(default_factory=dict)
+    up: dict[bytes, float] = field(default_factory=dict)
+    data: list[tuple[bytes, bytes]] = field(default_factory=list)
+    dht: DhtService | None = None
+    peering: Peering | None = None
+
+
+def _where(lab: Lab, place: Place) -> tuple[str, str]:
+    if place == PUBLIC:
+        return lab.ns("host"), PUBLIC_HOST
+    if isinstance(place, tuple):
+        home = lab.seconds[place[0]]
+    else:
+        assert isinstance(place, NatType)
+        home = lab.homes[place]
+    return home.ns, home.ip
+
+
+def _ns_socket(lab: Lab, ns: str) -> socket.socket:
+    with lab.inside(ns):
+        return socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+
+
+async def run_pairs(
+    lab: Lab,
+    pairs: Sequence[tuple[Place, Place]],
+    *,
+    timeout: float = 60.0,
+    at_least: float = 15.0,
+    seed: int = 0,
+) -> list[Outcome]:
+    """Start a node per placement with the pairs as contacts; wait (up to ``timeout``)
+    for every pair theory allows, and ``at_least`` this long (several rounds of lookups,
+    punches and dials) for those it does not; then send a message each way on each."""
+    rng = random.Random(seed)
+    places = list(dict.fromkeys(p for pair in pairs for p in pair))
+    nodes: dict[Place, _Node] = {}
+    for place in places:
+        ns, ip = _where(lab, place)
+        identity, device = Identity.generate(), DeviceKey.generate()
+        nodes[place] = _Node(
+            place, ns, ip, identity, device, identity.certify(device, int(time.time()))
+        )
+    for a, b in pairs:
+        nodes[a].partners[nodes[b].identity.public_key] = nodes[b].cert
+        nodes[b].partners[nodes[a].identity.public_key] = nodes[a].cert
+    with lab.inside(lab.ns("pub")):
+        swarm = await start_swarm(16, seed=seed, hosts=PUBLIC_ADDRS[:2])
+    loop = asyncio.get_running_loop()
+    try:
+        for n in nodes.values():
+            with lab.inside(n.ns):
+                n.dht = await DhtService.start(
+                    host=n.ip, config=SANDBOX_CONFIG, rng=random.Random(rng.random())
+                )
+        seeds = [swarm.services[0].addr, swarm.services[1].addr]
+        await asyncio.gather(*(n.dht.bootstrap(seeds) for n in nodes.values() if n.dht))
+        start = loop.time()
+        for n in nodes.values():
+            assert n.dht is not None
+            config = PeeringConfig(
+                host=n.ip,
+                round_interval=3.0,
+                first_retry=0.5,
+                max_retry=2.0,
+                dial_timeout=3.0,
+                session=SessionConfig(handshake_timeout=5.0),
+            )
+            n.peering = Peering(
+                n.identity,
+                n.device,
+                n.cert,
+                n.dht,
+                config,
+                contacts=lambda n=n: list(n.partners),  # type: ignore[misc]
+                certs_of=lambda pk, n=n: [n.partners[pk]] if pk in n.partners else [],  # type: ignore[misc]
+                save_certs=lambda pk, certs: None,
+                on_established=lambda pk, n=n: n.up.setdefault(pk, loop.time() - start),  # type: ignore[misc]
+                on_closed=lambda pk, reason: None,
+                on_data=lambda pk, dev, payload, n=n: n.data.append((pk, payload)),  # type: ignore[misc]
+                dialer=TcpDialer(timeout=3.0, make_socket=lambda n=n: _ns_socket(lab, n.ns)),  # type: ignore[misc]
+            )
+            with lab.inside(n.ns):
+                await n.peering.start()
+
+        def both_up(a: Place, b: Place) -> bool:
+            na, nb = nodes[a], nodes[b]
+            return nb.identity.public_key in na.up and na.identity.public_key in nb.up
+
+        deadline, earliest = start + timeout, start + at_least
+        while loop.time() < deadline and (
+            loop.time() < earliest or not all(both_up(a, b) for a, b in pairs if expected(a, b))
+        ):
+            await asyncio.sleep(0.2)
+
+        outcomes = []
+        for a, b in pairs:
+            na, nb = nodes[a], nodes[b]
+            out = Outcome(a, b)
+            ka, kb = na.identity.public_key, nb.identity.public_key
+            if both_up(a, b):
+                out.setup = max(na.up[kb], nb.up[ka])
+                assert na.peering is not None and nb.peering is not None
+                out.via = na.peering.path(kb)
+                na.peering.send(kb, b"hello from " + out.label.encode())
+                nb.peering.send(ka, b"and back")
+            outcomes.append(out)
+        wait_until = loop.time() + 10
+        while loop.time() < wait_until:
+            for out in outcomes:
+                na, nb = nodes[out.a], nodes[out.b]
+                ka, kb = na.identity.public_key, nb.identity.public_key
+                out.delivered = (ka, b"hello from " + out.label.encode()) in nb.data and (
+                    kb,
+                    b"and back",
+                ) in na.data
+            if all(o.delivered for o in outcomes if o.setup is not None):
+                break
+            await asyncio.sleep(0.1)
+        return outcomes
+    finally:
+        for n in nodes.values():
+            if n.peering is not None:
+                await n.peering.stop()
+            if n.dht is not None:
+                n.dht.close()
+        swarm.close()
