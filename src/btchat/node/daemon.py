@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from btchat import __version__
-from btchat.api.facade import ApiError
 from btchat.channels.service import ChannelConfig
+from btchat.errors import ApiError
 from btchat.identity.idtext import format_id, format_uri
 from btchat.identity.keys import DeviceCertificate
 from btchat.identity.keystore import LoadedKeys
