@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from btchat.api.facade import ApiError
+from btchat.messaging.contacts import ContactChange
 
 __all__ = [
     "API_FILE",
@@ -264,22 +265,8 @@ class ApiClient:
     def get_contact(self, c: str) -> dict[str, Any]:
         return self._request("GET", f"/v1/contacts/{_q(c)}")
 
-    def update_contact(
-        self,
-        c: str,
-        name: str | None = None,
-        verified: bool | None = None,
-        blocked: bool | None = None,
-        retention_days: float | None = None,
-    ) -> dict[str, Any]:
-        changes = {
-            "name": name,
-            "verified": verified,
-            "blocked": blocked,
-            "retention_days": retention_days,
-        }
-        body = {k: v for k, v in changes.items() if v is not None}
-        return self._request("PATCH", f"/v1/contacts/{_q(c)}", body)
+    def update_contact(self, c: str, change: ContactChange) -> dict[str, Any]:
+        return self._request("PATCH", f"/v1/contacts/{_q(c)}", change.given())
 
     def remove_contact(self, c: str) -> None:
         self._request("DELETE", f"/v1/contacts/{_q(c)}")

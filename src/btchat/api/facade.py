@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol, runtime_checkable
 
 from btchat.errors import ApiError
+from btchat.messaging.contacts import ContactChange
 
 __all__ = [
     "DEFAULT_LIMIT",
@@ -99,14 +100,7 @@ class Messenger(Protocol):
 
     async def get_contact(self, c: str) -> dict[str, Any]: ...
 
-    async def update_contact(
-        self,
-        c: str,
-        name: str | None = None,
-        verified: bool | None = None,
-        blocked: bool | None = None,
-        retention_days: float | None = None,
-    ) -> dict[str, Any]: ...
+    async def update_contact(self, c: str, change: ContactChange) -> dict[str, Any]: ...
 
     async def remove_contact(self, c: str) -> None: ...
 

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from btchat.api.facade import PRESENCE_STATES, ApiError
+from btchat.messaging.contacts import ContactChange
 
 __all__ = ["FakeChannels", "FakeMessenger"]
 
@@ -158,27 +159,15 @@ class FakeMessenger:
     async def get_contact(self, c: str) -> dict[str, Any]:
         return dict(self.contacts[self._resolve(c)])
 
-    async def update_contact(
-        self,
-        c: str,
-        name: str | None = None,
-        verified: bool | None = None,
-        blocked: bool | None = None,
-        retention_days: float | None = None,
-    ) -> dict[str, Any]:
+    async def update_contact(self, c: str, change: ContactChange) -> dict[str, Any]:
         pk = self._resolve(c)
         row = self.contacts[pk]
-        if retention_days is not None:
-            if not 1 <= retention_days <= 14:
-                raise ApiError(400, "bad_retention", "retention must be 1 to 14 days")
-            row["retention_days"] = retention_days
-        if name is not None:
-            self._check_name(name, pk)
-            row["name"] = name
-        if verified is not None:
-            row["verified"] = verified
-        if blocked is not None:
-            row["blocked"] = blocked
+        days = change.retention_days
+        if days is not None and not 1 <= days <= 14:
+            raise ApiError(400, "bad_retention", "retention must be 1 to 14 days")
+        if change.name is not None:
+            self._check_name(change.name, pk)
+        row.update(change.given())
         return dict(row)
 
     async def remove_contact(self, c: str) -> None:

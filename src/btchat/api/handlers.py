@@ -34,6 +34,7 @@ from btchat.api.routes import (
     query_int,
     query_limit,
 )
+from btchat.messaging.contacts import ContactChange
 
 __all__ = ["DEFAULT_RECEIVE_TIMEOUT", "MAX_RECEIVE_TIMEOUT", "ROUTES"]
 
@@ -123,14 +124,8 @@ async def get_contact(request: web.Request) -> web.Response:
     params=_C,
 )
 async def update_contact(request: web.Request, body: m.ContactPatch) -> web.Response:
-    contact = await messenger(request).update_contact(
-        contact_param(request),
-        name=body.name,
-        verified=body.verified,
-        blocked=body.blocked,
-        retention_days=body.retention_days,
-    )
-    return ok(contact)
+    change = ContactChange(**body.model_dump())
+    return ok(await messenger(request).update_contact(contact_param(request), change))
 
 
 @contacts(
