@@ -43,7 +43,7 @@ from nacl.public import PrivateKey, PublicKey, SealedBox
 from btchat.codec.bencode import DecodeError, decode, encode
 from btchat.errors import PeerError
 from btchat.identity.keys import Identity, verify_signature
-from btchat.identity.rendezvous import EPOCH_SECONDS, OVERLAP_SECONDS, epoch_of
+from btchat.identity.rendezvous import announce_epochs, lookup_epochs
 
 __all__ = [
     "GENERATION_KEY_CONTEXT",
@@ -175,24 +175,13 @@ class ChannelKeys:
     def announce_targets(self, now: float) -> list[bytes]:
         """Infohashes to announce on: this epoch's, plus the next one during the last
         ``OVERLAP_SECONDS`` of the epoch (as ``rendezvous.announce_targets``)."""
-        epoch = epoch_of(now)
-        epochs = [epoch]
-        if now - epoch * EPOCH_SECONDS >= EPOCH_SECONDS - OVERLAP_SECONDS:
-            epochs.append(epoch + 1)
-        return [self.infohash(e) for e in epochs]
+        return [self.infohash(e) for e in announce_epochs(now)]
 
     def lookup_targets(self, now: float) -> list[bytes]:
         """Infohashes to look up: this epoch's, the previous one early in an epoch and the
         next one late in it, so members whose clocks differ by up to
         ``OVERLAP_SECONDS`` still meet."""
-        epoch = epoch_of(now)
-        into = now - epoch * EPOCH_SECONDS
-        epochs = [epoch]
-        if into < OVERLAP_SECONDS and epoch > 0:
-            epochs.append(epoch - 1)
-        if into >= EPOCH_SECONDS - OVERLAP_SECONDS:
-            epochs.append(epoch + 1)
-        return [self.infohash(e) for e in epochs]
+        return [self.infohash(e) for e in lookup_epochs(now)]
 
     def _generation_secret(self, generation: int, generation_secret: bytes | None) -> bytes:
         _check_generation(generation)
