@@ -19,6 +19,7 @@ RANKS: dict[str, float] = {
     "__init__": 0,
     "sansio": 0,
     "errors": 0,
+    "files": 0,
     "codec": 0,
     "tasks": 0,
     "dht": 1,
