@@ -26,29 +26,22 @@ def test_replace_writes_the_whole_file_with_its_mode(tmp_path: Path) -> None:
     assert os.listdir(tmp_path) == ["api.json"]  # no temporary file left
 
 
-def test_no_replace_refuses_an_existing_file_and_leaves_it(tmp_path: Path) -> None:
-    target = tmp_path / "identity.key"
-    write_atomic(target, b"first", replace=False)
-    with pytest.raises(FileExistsError):
-        write_atomic(target, b"second", replace=False)
-    assert target.read_bytes() == b"first"
-    assert os.listdir(tmp_path) == ["identity.key"]
-
-
-def test_without_hard_links_it_still_refuses_to_replace(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("hard_links", [True, False])
+def test_no_replace_refuses_an_existing_file_and_leaves_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hard_links: bool
 ) -> None:
     def no_links(src: object, dst: object) -> None:
         raise OSError(errno.EPERM, "no hard links here")
 
-    monkeypatch.setattr(files.os, "link", no_links)
-    target = tmp_path / "x.chat"
-    write_atomic(target, b"one", replace=False)
-    assert target.read_bytes() == b"one"
+    if not hard_links:  # the check-then-rename fallback
+        monkeypatch.setattr(files.os, "link", no_links)
+    target = tmp_path / "identity.key"
+    write_atomic(target, b"first", replace=False)
+    assert target.read_bytes() == b"first"
     with pytest.raises(FileExistsError):
-        write_atomic(target, b"two", replace=False)
-    assert target.read_bytes() == b"one"
-    assert os.listdir(tmp_path) == ["x.chat"]
+        write_atomic(target, b"second", replace=False)
+    assert target.read_bytes() == b"first"
+    assert os.listdir(tmp_path) == ["identity.key"]
 
 
 def test_a_failed_write_leaves_nothing_behind(
