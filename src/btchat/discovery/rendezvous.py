@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from btchat.codec.bencode import DecodeError, decode, encode
 from btchat.dht import bep44
-from btchat.identity.keys import CertificateError, DeviceCertificate, Identity
+from btchat.identity.keys import DeviceCertificate, Identity
 from btchat.identity.rendezvous import announce_targets, lookup_targets, pairwise_secret
 from btchat.net.dht_service import DhtError, DhtService
 
@@ -93,17 +93,7 @@ def decode_device_list(v_bencoded: bytes, identity: bytes) -> list[DeviceCertifi
     except DecodeError:
         return []
     raw = value.get(b"certs") if isinstance(value, dict) else None
-    out: list[DeviceCertificate] = []
-    for blob in raw if isinstance(raw, list) else []:
-        if not isinstance(blob, bytes):
-            continue
-        try:
-            cert = DeviceCertificate.decode(blob)
-        except CertificateError:
-            continue
-        if cert.identity == identity:
-            out.append(cert)
-    return out[:MAX_DEVICES]
+    return DeviceCertificate.all_of(identity, raw)[:MAX_DEVICES]
 
 
 class Rendezvous:

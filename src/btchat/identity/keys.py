@@ -198,3 +198,22 @@ class DeviceCertificate:
 
     def verify(self) -> bool:
         return verify_signature(self.identity, self.signature, self.signed_bytes())
+
+    @classmethod
+    def all_of(cls, identity: bytes, items: object) -> list[DeviceCertificate]:
+        """The items of a decoded list that are ``identity``'s valid certificates.
+
+        Anything else (not a list, not bytes, malformed, forged, another identity's) is
+        dropped, never trusted: for device lists fetched from the DHT and stored ones.
+        """
+        out = []
+        for item in items if isinstance(items, list) else []:
+            if not isinstance(item, bytes):
+                continue
+            try:
+                cert = cls.decode(item)
+            except CertificateError:
+                continue
+            if cert.identity == identity:
+                out.append(cert)
+        return out

@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from btchat.codec.bencode import DecodeError, decode, encode
-from btchat.identity.keys import CertificateError, DeviceCertificate
+from btchat.identity.keys import DeviceCertificate
 from btchat.messaging.envelope import PRESENCE_STATES
 from btchat.storage import StoreError, Table
 
@@ -84,17 +84,7 @@ class Contacts(Table):
             items = decode(blob)
         except DecodeError:
             return ()
-        certs = []
-        for item in items if isinstance(items, list) else []:
-            if not isinstance(item, bytes):
-                continue
-            try:
-                cert = DeviceCertificate.decode(item)
-            except CertificateError:
-                continue
-            if cert.identity == pk:
-                certs.append(cert)
-        return tuple(certs)
+        return tuple(DeviceCertificate.all_of(pk, items))
 
     def get_contact(self, pk: bytes) -> ContactRow | None:
         rows = self.db.query(f"SELECT {_CONTACT_COLUMNS} FROM contacts WHERE pk = ?", (pk,))
