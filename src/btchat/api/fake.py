@@ -6,7 +6,6 @@ messenger where callers can see it (errors, event shapes, ordering), nothing mor
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import itertools
 import secrets
@@ -16,6 +15,7 @@ from typing import Any
 
 from btchat.api.facade import PRESENCE_STATES, ApiError
 from btchat.messaging.contacts import ContactChange
+from btchat.node.events import EventHub
 
 __all__ = ["FakeChannels", "FakeMessenger"]
 
@@ -42,27 +42,20 @@ class FakeMessenger:
         self.profile: dict[str, Any] = {"name": None, "status": None, "avatar": None}
         self.typing: list[tuple[str, bool]] = []
         self._lamport = itertools.count(1)
-        self._queues: set[asyncio.Queue[dict[str, Any]]] = set()
+        self._events = EventHub()  # the daemon's stream, bounded the same way
 
     # ------------------------------------------------------------ helpers
 
     @property
     def subscribers(self) -> int:
         """How many event streams are open (tests check that closing unsubscribes)."""
-        return len(self._queues)
+        return self._events.subscribers
 
     def emit(self, event: dict[str, Any]) -> None:
-        for queue in list(self._queues):
-            queue.put_nowait(event)
+        self._events.emit(event)
 
-    async def subscribe(self) -> AsyncIterator[dict[str, Any]]:
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self._queues.add(queue)
-        try:
-            while True:
-                yield await queue.get()
-        finally:
-            self._queues.discard(queue)
+    def subscribe(self) -> AsyncIterator[dict[str, Any]]:
+        return self._events.subscribe()
 
     def _parse_ref(self, ref: str) -> tuple[str, str | None]:
         text, name = ref.strip(), None
