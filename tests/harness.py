@@ -12,14 +12,17 @@ import os
 import struct
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import pytest
 
+from btchat.identity.keys import DeviceCertificate
 from btchat.sansio import TimedCore, drain_events
 
 __all__ = [
     "ByteCore",
+    "ContactList",
     "events",
     "in_ci",
     "skip_unless_ci",
@@ -30,6 +33,24 @@ __all__ = [
 ]
 
 E = TypeVar("E")
+
+
+@dataclass
+class ContactList:
+    """A contact book for peering and rendezvous (``discovery.rendezvous.Directory``):
+    whom to look for (the list itself, so a test may change it) and their certificates."""
+
+    contacts: list[bytes]
+    certs: dict[bytes, list[DeviceCertificate]] = field(default_factory=dict)
+
+    def reachable(self) -> list[bytes]:
+        return list(self.contacts)
+
+    def certs_of(self, contact: bytes) -> list[DeviceCertificate]:
+        return list(self.certs.get(contact, []))
+
+    def save_certs(self, contact: bytes, certs: list[DeviceCertificate]) -> None:
+        self.certs[contact] = list(certs)
 
 
 class ByteCore(Protocol):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+from harness import ContactList
+
 from btchat.dht.node import GetPeersResult
 from btchat.discovery.rendezvous import (
     Candidate,
@@ -93,9 +95,7 @@ async def _run(hang_count: int, fast_count: int, max_lookups: int) -> tuple[Fake
         dht,  # type: ignore[arg-type]
         RendezvousConfig(max_lookups=max_lookups),
         reacher,
-        contacts=lambda: [c.public_key for c in slow + fast],
-        certs_of=lambda pk: [certs[pk]],
-        save_certs=lambda pk, c: None,
+        ContactList([c.public_key for c in slow + fast], {pk: [c] for pk, c in certs.items()}),
     )
     tasks = TaskOwner()
     tasks.spawn(rendezvous.run(4000, tasks.spawn))

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from harness import until
+from harness import ContactList, until
 
 from btchat.discovery.rendezvous import Candidate
 from btchat.identity.keys import DeviceCertificate, DeviceKey, Identity
@@ -51,9 +51,7 @@ class Node:
             self.cert,
             NoDht(),  # type: ignore[arg-type]
             PeeringConfig(host="127.0.0.1", round_interval=3600.0),
-            contacts=lambda: self.contacts,
-            certs_of=lambda pk: [],
-            save_certs=lambda pk, certs: None,
+            contacts=ContactList(self.contacts),
             on_established=self.up.append,
             on_closed=lambda pk, reason: self.down.append(pk),
             on_data=lambda pk, device, payload: self.data.append((pk, device, payload)),

@@ -34,6 +34,7 @@ __all__ = [
     "DEVICES_SALT",
     "MAX_DEVICES",
     "Candidate",
+    "Directory",
     "Reacher",
     "Rendezvous",
     "RendezvousConfig",
@@ -68,6 +69,18 @@ class Candidate:
     identity: bytes
     cert: DeviceCertificate
     addr: Addr
+
+
+class Directory(Protocol):
+    """Whom to look for and what we know of their devices (the node's contact book)."""
+
+    def reachable(self) -> list[bytes]:
+        """The contacts to hold sessions with and look for (all but the blocked)."""
+        ...
+
+    def certs_of(self, contact: bytes) -> list[DeviceCertificate]: ...
+
+    def save_certs(self, contact: bytes, certs: list[DeviceCertificate]) -> None: ...
 
 
 class Reacher(Protocol):
@@ -106,10 +119,7 @@ class Rendezvous:
         dht: DhtService,
         config: RendezvousConfig,
         reacher: Reacher,
-        *,
-        contacts: Callable[[], list[bytes]],
-        certs_of: Callable[[bytes], list[DeviceCertificate]],
-        save_certs: Callable[[bytes, list[DeviceCertificate]], None],
+        contacts: Directory,
     ) -> None:
         self.identity = identity
         self.me = identity.public_key
@@ -117,9 +127,7 @@ class Rendezvous:
         self.dht = dht
         self.config = config
         self.reacher = reacher
-        self._contacts = contacts
-        self._certs_of = certs_of
-        self._save_certs = save_certs
+        self.contacts = contacts
         self.port = 0
         self.stats: dict[str, int] = {"lookups": 0, "found": 0}
         self._secrets: dict[bytes, bytes] = {}
@@ -140,7 +148,7 @@ class Rendezvous:
         while True:
             self._wake.clear()
             now = time.monotonic()
-            for contact in self._contacts():
+            for contact in self.contacts.reachable():
                 if contact not in self._tending and now >= self._due.get(contact, 0.0):
                     self._tending.add(contact)
                     spawn(self._tend(contact))
@@ -179,7 +187,7 @@ class Rendezvous:
             await asyncio.sleep(delay)
 
     async def fetch_certs(self, contact: bytes) -> list[DeviceCertificate]:
-        certs = self._certs_of(contact)
+        certs = self.contacts.certs_of(contact)
         if certs:
             return certs
         result = await self.dht.get_mutable(contact, DEVICES_SALT)
@@ -187,7 +195,7 @@ class Rendezvous:
             return []
         certs = decode_device_list(result.v_bencoded, contact)
         if certs:
-            self._save_certs(contact, certs)
+            self.contacts.save_certs(contact, certs)
         return certs
 
     # ------------------------------------------------------------ one contact

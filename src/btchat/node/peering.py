@@ -23,6 +23,7 @@ from typing import Any
 from btchat.discovery.rendezvous import (
     DEVICES_SALT,
     Candidate,
+    Directory,
     Rendezvous,
     RendezvousConfig,
     decode_device_list,
@@ -109,9 +110,7 @@ class Peering:
         dht: DhtService,
         config: PeeringConfig,
         *,
-        contacts: Callable[[], list[bytes]],
-        certs_of: Callable[[bytes], list[DeviceCertificate]],
-        save_certs: Callable[[bytes, list[DeviceCertificate]], None],
+        contacts: Directory,
         on_established: Callable[[bytes], None],
         on_closed: Callable[[bytes, str], None],
         on_data: Callable[[bytes, bytes, bytes], None],
@@ -131,14 +130,7 @@ class Peering:
         self._on_data = on_data
         self.sessions: dict[PeerKey, _Live] = {}
         self.rendezvous = Rendezvous(
-            identity,
-            certificate,
-            dht,
-            config.rendezvous(),
-            self,
-            contacts=contacts,
-            certs_of=certs_of,
-            save_certs=save_certs,
+            identity, certificate, dht, config.rendezvous(), self, contacts
         )
         self._tasks = TaskOwner()
         self._server: TcpListener | None = None
@@ -251,7 +243,7 @@ class Peering:
             self.stats["refused"] += 1
             stream.abort()
             return
-        contacts = set(self._contacts())
+        contacts = set(self._contacts.reachable())
 
         def authorize(identity: bytes, remote: DeviceCertificate) -> bool:
             ok = identity in contacts
