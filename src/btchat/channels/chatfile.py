@@ -39,7 +39,7 @@ from typing import Any
 from cryptography.hazmat.primitives.constant_time import bytes_eq
 
 from btchat.channels.keys import ChannelKeys, hmac_sha256
-from btchat.codec.bencode import DecodeError, decode, encode
+from btchat.codec.bencode import decode_dict, encode
 from btchat.errors import PeerError
 from btchat.files import write_atomic
 from btchat.identity.idtext import URI_SCHEME
@@ -299,15 +299,9 @@ class ChatFile:
         then content rules; raises :class:`ChatFileError` on anything wrong."""
         if not isinstance(data, bytes | bytearray | memoryview):
             raise ChatFileError("malformed", "a chat file is bytes")
-        data = bytes(data)
-        if len(data) > MAX_CHATFILE:
-            raise ChatFileError("too_large", f"a chat file is at most {MAX_CHATFILE} bytes")
-        try:
-            d = decode(data, max_depth=3, max_size=MAX_CHATFILE)
-        except DecodeError as exc:
-            raise ChatFileError("malformed", f"not a chat file (bencode: {exc})") from None
-        if not isinstance(d, dict):
-            raise ChatFileError("malformed", "not a chat file (not a dictionary)")
+        d = decode_dict(
+            bytes(data), "chat file", max_size=MAX_CHATFILE, max_depth=3, error=ChatFileError
+        )
         if b"v" not in d:
             raise ChatFileError("bad_version", "the chat file has no version")
         if d[b"v"] != VERSION:
