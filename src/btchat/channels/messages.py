@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 from nacl.bindings import (
     crypto_aead_xchacha20poly1305_ietf_decrypt,
@@ -24,7 +24,7 @@ from nacl.public import PrivateKey, PublicKey, SealedBox
 
 from btchat.codec.bencode import DecodeError, decode, encode
 from btchat.errors import PeerError
-from btchat.identity.keys import Identity, verify_signature
+from btchat.identity.keys import Identity, Signed
 
 __all__ = [
     "KINDS",
@@ -51,7 +51,9 @@ class MessageError(PeerError):
 
 
 @dataclass(frozen=True)
-class ChannelMessage:
+class ChannelMessage(Signed):
+    CONTEXT: ClassVar[bytes] = CONTEXT
+
     channel: bytes
     id: bytes
     author: bytes
@@ -78,9 +80,6 @@ class ChannelMessage:
             b"n": self.nonce,
             b"e": self.ciphertext,
         }
-
-    def encode(self) -> bytes:
-        return encode({**self._fields(), b"s": self.signature})
 
     @property
     def private(self) -> bool:
@@ -136,7 +135,7 @@ class ChannelMessage:
         )
         if msg.channel != channel:
             raise MessageError("message is for another channel")
-        if not verify_signature(msg.author, msg.signature, CONTEXT + encode(msg._fields())):
+        if not msg.signed_by(msg.author):
             raise MessageError("message signature does not verify")
         return msg
 
@@ -196,7 +195,7 @@ def seal_message(
     )
     if len(unsigned.encode()) + 64 > MAX_MESSAGE:
         raise ValueError("message too large")
-    return replace(unsigned, signature=author.sign(CONTEXT + encode(unsigned._fields())))
+    return replace(unsigned, signature=author.sign(unsigned.signed_bytes()))
 
 
 def open_content(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import nacl.exceptions
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -30,6 +31,7 @@ __all__ = [
     "DeviceCertificate",
     "DeviceKey",
     "Identity",
+    "Signed",
     "verify_signature",
 ]
 
@@ -71,6 +73,36 @@ def verify_signature(public_key: bytes, signature: bytes, message: bytes) -> boo
     except (nacl.exceptions.BadSignatureError, ValueError, TypeError):
         return False
     return True
+
+
+class Signed:
+    """A record signed by Ed25519 over ``CONTEXT`` + the canonical bencoding of its
+    fields without the signature, and sent as those fields plus the signature under
+    ``SIGNATURE_KEY``. The context is the domain separation: a signature over one kind
+    of record can never be replayed as another. Certificates, envelopes, offline
+    packets and channel messages are all signed this one way.
+
+    Subclasses are frozen dataclasses with a ``signature`` field and ``_fields()``.
+    """
+
+    CONTEXT: ClassVar[bytes]
+    SIGNATURE_KEY: ClassVar[bytes] = b"s"
+    signature: bytes
+
+    def _fields(self) -> dict[bytes, Any]:
+        raise NotImplementedError
+
+    def signed_bytes(self) -> bytes:
+        """Exactly what the signature covers."""
+        return self.CONTEXT + encode(self._fields())
+
+    def encode(self) -> bytes:
+        """The wire form: every field, the signature included, in canonical bencode."""
+        return encode({**self._fields(), self.SIGNATURE_KEY: self.signature})
+
+    def signed_by(self, public_key: bytes) -> bool:
+        """True if ``public_key``'s owner made the signature; False (never an error) else."""
+        return verify_signature(public_key, self.signature, self.signed_bytes())
 
 
 @dataclass(frozen=True)
@@ -133,7 +165,7 @@ class DeviceKey:
 
 
 @dataclass(frozen=True)
-class DeviceCertificate:
+class DeviceCertificate(Signed):
     """``identity`` says: the X25519 key ``device_key`` (device ``device_id``) is mine.
 
     Wire form: a bencoded dictionary ``{i: identity, k: device_key, d: device_id,
@@ -141,13 +173,15 @@ class DeviceCertificate:
     ``DEVICE_CERT_CONTEXT`` followed by the bencoded dictionary without ``s``.
     """
 
+    CONTEXT: ClassVar[bytes] = DEVICE_CERT_CONTEXT
+
     identity: bytes
     device_key: bytes
     device_id: bytes
     created: int
     signature: bytes
 
-    def _fields(self) -> dict[bytes, bytes | int]:
+    def _fields(self) -> dict[bytes, Any]:
         return {
             b"i": self.identity,
             b"k": self.device_key,
@@ -155,16 +189,10 @@ class DeviceCertificate:
             b"c": self.created,
         }
 
-    def signed_bytes(self) -> bytes:
-        return DEVICE_CERT_CONTEXT + encode(self._fields())
-
     def with_signature(self, signature: bytes) -> DeviceCertificate:
         return DeviceCertificate(
             self.identity, self.device_key, self.device_id, self.created, signature
         )
-
-    def encode(self) -> bytes:
-        return encode({**self._fields(), b"s": self.signature})
 
     @classmethod
     def decode(cls, data: bytes) -> DeviceCertificate:
@@ -197,7 +225,7 @@ class DeviceCertificate:
         return cert
 
     def verify(self) -> bool:
-        return verify_signature(self.identity, self.signature, self.signed_bytes())
+        return self.signed_by(self.identity)
 
     @classmethod
     def all_of(cls, identity: bytes, items: object) -> list[DeviceCertificate]:
