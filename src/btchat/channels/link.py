@@ -209,13 +209,9 @@ class LinkFrameType(enum.IntEnum):
     CLOSE = 3  # body: utf-8 reason; the last frame the sender sends
 
 
-WIRE = Wire(
-    name="link",
-    data=LinkFrameType.DATA,
-    ping=LinkFrameType.PING,
-    pong=LinkFrameType.PONG,
-    close=LinkFrameType.CLOSE,
-    rekey=None,
+WIRE = Wire.of(
+    "link",
+    LinkFrameType,
     idle_reason="idle timeout: nothing received for {timeout:g} s",
     close_last=False,
 )
