@@ -46,10 +46,6 @@ class CertificateError(PeerError):
     """A device certificate is malformed or its signature does not verify."""
 
 
-def _raw_private(key: Ed25519PrivateKey | X25519PrivateKey) -> bytes:
-    return key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-
-
 @functools.lru_cache(maxsize=1024)
 def _verify_key(public_key: bytes) -> VerifyKey | None:
     """A parsed key, kept: contacts sign every message, and parsing costs a quarter of
@@ -105,8 +101,22 @@ class Signed:
         return verify_signature(public_key, self.signature, self.signed_bytes())
 
 
+class _KeyPair:
+    """What both key pairs hand to the wire and the key file: their raw 32-byte forms."""
+
+    private_key: Ed25519PrivateKey | X25519PrivateKey
+
+    @property
+    def private_bytes(self) -> bytes:
+        return self.private_key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+
+    @property
+    def public_key(self) -> bytes:
+        return self.private_key.public_key().public_bytes_raw()
+
+
 @dataclass(frozen=True)
-class Identity:
+class Identity(_KeyPair):
     """A person's long-term Ed25519 key pair."""
 
     private_key: Ed25519PrivateKey
@@ -123,11 +133,8 @@ class Identity:
 
     @property
     def seed(self) -> bytes:
-        return _raw_private(self.private_key)
-
-    @property
-    def public_key(self) -> bytes:
-        return self.private_key.public_key().public_bytes_raw()
+        """The 32-byte Ed25519 seed (RFC 8032 §5.1.5: the raw private key)."""
+        return self.private_bytes
 
     def sign(self, message: bytes) -> bytes:
         return self.private_key.sign(message)
@@ -139,7 +146,7 @@ class Identity:
 
 
 @dataclass(frozen=True)
-class DeviceKey:
+class DeviceKey(_KeyPair):
     """One installation's X25519 key (its Noise static key) and a random device id."""
 
     private_key: X25519PrivateKey
@@ -154,14 +161,6 @@ class DeviceKey:
         if len(private) != 32 or len(device_id) != 16:
             raise ValueError("a device key is 32 bytes and a device id 16")
         return cls(X25519PrivateKey.from_private_bytes(private), device_id)
-
-    @property
-    def private_bytes(self) -> bytes:
-        return _raw_private(self.private_key)
-
-    @property
-    def public_key(self) -> bytes:
-        return self.private_key.public_key().public_bytes_raw()
 
 
 @dataclass(frozen=True)
