@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.constant_time import bytes_eq
 from cryptography.hazmat.primitives.hmac import HMAC
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
-from nacl.bindings import crypto_sign_ed25519_pk_to_curve25519, crypto_sign_ed25519_sk_to_curve25519
+from nacl.bindings import crypto_sign_ed25519_pk_to_curve25519
 from nacl.exceptions import CryptoError
 from nacl.exceptions import RuntimeError as NaclRuntimeError
 from nacl.public import PrivateKey, PublicKey, SealedBox
@@ -338,7 +338,7 @@ def open_generation_key(
     if not isinstance(sealed, bytes) or len(sealed) > _MAX_SEALED_GRANT:
         raise ChannelKeyError("not a generation key grant")
     me = identity.public_key
-    secret = crypto_sign_ed25519_sk_to_curve25519(identity.seed + me)
+    secret = identity.x25519_private()
     try:
         fields = decode(SealedBox(PrivateKey(secret)).decrypt(sealed), max_depth=2)
     except (CryptoError, DecodeError, ValueError, TypeError):

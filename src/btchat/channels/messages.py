@@ -17,7 +17,6 @@ from nacl.bindings import (
     crypto_aead_xchacha20poly1305_ietf_decrypt,
     crypto_aead_xchacha20poly1305_ietf_encrypt,
     crypto_sign_ed25519_pk_to_curve25519,
-    crypto_sign_ed25519_sk_to_curve25519,
 )
 from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, PublicKey, SealedBox
@@ -207,7 +206,7 @@ def open_content(
         sealed = dict(msg.recipients).get(me.public_key)
         if sealed is None:
             return None
-        secret = crypto_sign_ed25519_sk_to_curve25519(me.seed + me.public_key)
+        secret = me.x25519_private()
         try:
             key = SealedBox(PrivateKey(secret)).decrypt(sealed)
         except CryptoError:

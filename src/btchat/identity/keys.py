@@ -20,6 +20,7 @@ import nacl.exceptions
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+from nacl.bindings import crypto_sign_ed25519_sk_to_curve25519
 from nacl.signing import VerifyKey
 
 from btchat.codec.bencode import DecodeError, decode, encode
@@ -138,6 +139,11 @@ class Identity(_KeyPair):
 
     def sign(self, message: bytes) -> bytes:
         return self.private_key.sign(message)
+
+    def x25519_private(self) -> bytes:
+        """This key converted to X25519 (libsodium's ``ed25519_sk_to_curve25519``): what
+        opens a box sealed to our identity key and does DH with a contact's."""
+        return crypto_sign_ed25519_sk_to_curve25519(self.seed + self.public_key)
 
     def certify(self, device: DeviceKey, created: int) -> DeviceCertificate:
         """Sign a certificate saying ``device`` speaks for this identity."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 from nacl.bindings import (
     crypto_scalarmult,
     crypto_sign_ed25519_pk_to_curve25519,
-    crypto_sign_ed25519_sk_to_curve25519,
 )
 from nacl.encoding import RawEncoder
 from nacl.exceptions import CryptoError
@@ -70,7 +69,7 @@ def pairwise_secret(my_identity: Identity, their_public_key: bytes) -> bytes:
         their_x = crypto_sign_ed25519_pk_to_curve25519(their_public_key)
     except (NaclRuntimeError, CryptoError, ValueError):
         raise InvalidPeerKey("the contact's key is not a valid Ed25519 public key") from None
-    my_x = crypto_sign_ed25519_sk_to_curve25519(my_identity.seed + me)
+    my_x = my_identity.x25519_private()
     try:
         shared = crypto_scalarmult(my_x, their_x)
     except (NaclRuntimeError, CryptoError):
