@@ -47,3 +47,17 @@ async def test_a_moved_or_cancelled_deadline_does_not_fire() -> None:
     timer.cancel()
     await asyncio.sleep(0.02)
     assert fires == []
+
+
+async def test_a_wall_clock_deadline_is_turned_into_a_delay() -> None:
+    """A core on another clock (the conversation core runs on ``time.time``)."""
+    core, fired = Core(), asyncio.Event()
+    wall = 1_000_000.0
+    timer = CoreTimer(None, core.get_timer, fired.set, clock=lambda: wall)
+    core.deadline = wall + 0.02  # 20 ms from "now" on that clock, whatever the loop says
+    timer.rearm()
+    await asyncio.wait_for(fired.wait(), 2)
+    core.deadline = wall - 5.0  # already due: runs at once, not never
+    fired.clear()
+    timer.rearm()
+    await asyncio.wait_for(fired.wait(), 2)

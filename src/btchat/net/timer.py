@@ -15,21 +15,26 @@ __all__ = ["CoreTimer"]
 
 
 class CoreTimer:
-    """Keeps one ``loop.call_at`` at ``get_timer()``; runs ``fire`` when it expires.
+    """Keeps one loop timer at ``get_timer()``; runs ``fire`` when it expires.
 
     ``fire`` is the shell's own handler (it calls the core's ``handle_timer`` and sends
-    what that produced, then re-arms). Deadlines are on the loop's clock.
+    what that produced, then re-arms). Deadlines are on the loop's clock, or on
+    ``clock`` (``time.time`` for a core driven by wall time). ``loop`` None: the running
+    loop, looked up when the timer is first armed.
     """
 
     def __init__(
         self,
-        loop: asyncio.AbstractEventLoop,
+        loop: asyncio.AbstractEventLoop | None,
         get_timer: Callable[[], float | None],
         fire: Callable[[], None],
+        *,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self._loop = loop
         self._get_timer = get_timer
         self._fire = fire
+        self._clock = clock
         self._handle: asyncio.TimerHandle | None = None
         self._at: float | None = None
 
@@ -40,7 +45,11 @@ class CoreTimer:
             return
         self.cancel()
         if when is not None:
-            self._handle = self._loop.call_at(when, self._expired)
+            loop = self._loop or asyncio.get_running_loop()
+            if self._clock is None:
+                self._handle = loop.call_at(when, self._expired)
+            else:
+                self._handle = loop.call_later(max(0.0, when - self._clock()), self._expired)
         self._at = when
 
     def cancel(self) -> None:
