@@ -151,13 +151,7 @@ class XXpsk3Handshake(NoiseHandshake):
             raise ValueError("a Noise PSK is 32 bytes")  # Noise §9.1
         if static_private is None:
             static_private = X25519PrivateKey.generate().private_bytes_raw()
-        conn = new_connection(
-            PROTOCOL_NAME,
-            initiator=initiator,
-            prologue=prologue,
-            static_private=static_private,
-            ephemeral_private=ephemeral_private,
-        )
+        conn = new_connection(PROTOCOL_NAME, initiator, prologue, static_private, ephemeral_private)
         conn.set_psks(psk=bytes(psk))
         try:
             conn.start_handshake()

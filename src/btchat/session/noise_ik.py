@@ -76,13 +76,7 @@ class IKHandshake(NoiseHandshake):
             raise ValueError("an IK responder learns the initiator's static key from it")
         if remote_static is not None and len(remote_static) != DHLEN:
             raise ValueError("a static X25519 public key is 32 bytes")
-        conn = new_connection(
-            PROTOCOL_NAME,
-            initiator=initiator,
-            prologue=prologue,
-            static_private=static_private,
-            ephemeral_private=ephemeral_private,
-        )
+        conn = new_connection(PROTOCOL_NAME, initiator, prologue, static_private, ephemeral_private)
         if remote_static is not None:
             conn.set_keypair_from_public_bytes(Keypair.REMOTE_STATIC, remote_static)
         conn.start_handshake()

@@ -60,7 +60,6 @@ class NoiseError(CipherError):
 
 def new_connection(
     protocol_name: bytes,
-    *,
     initiator: bool,
     prologue: bytes,
     static_private: bytes,
