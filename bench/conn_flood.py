@@ -16,6 +16,7 @@ import statistics
 import time
 from typing import Any
 
+from bench.book import Book
 from btchat.identity.keys import DeviceKey, Identity
 from btchat.net.admission import AdmissionConfig
 from btchat.net.dht_service import DhtError
@@ -43,9 +44,7 @@ def _peering(contacts: list[bytes], ident: Identity) -> Peering:
             round_interval=3600.0,
             admission=AdmissionConfig(loopback_unlimited=False),
         ),
-        contacts=lambda: contacts,
-        certs_of=lambda pk: [],
-        save_certs=lambda pk, certs: None,
+        contacts=Book(contacts),
         on_established=lambda pk: None,
         on_closed=lambda pk, reason: None,
         on_data=lambda pk, device, payload: None,

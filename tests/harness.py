@@ -25,6 +25,7 @@ from btchat.session.core import SessionConfig
 
 __all__ = [
     "ByteCore",
+    "ContactList",
     "PeerNode",
     "events",
     "in_ci",
@@ -37,6 +38,24 @@ __all__ = [
 ]
 
 E = TypeVar("E")
+
+
+@dataclass
+class ContactList:
+    """A contact book for peering and rendezvous (``discovery.rendezvous.Directory``):
+    whom to look for (the list itself, so a test may change it) and their certificates."""
+
+    contacts: list[bytes]
+    certs: dict[bytes, list[DeviceCertificate]] = field(default_factory=dict)
+
+    def reachable(self) -> list[bytes]:
+        return list(self.contacts)
+
+    def certs_of(self, contact: bytes) -> list[DeviceCertificate]:
+        return list(self.certs.get(contact, []))
+
+    def save_certs(self, contact: bytes, certs: list[DeviceCertificate]) -> None:
+        self.certs[contact] = list(certs)
 
 
 class ByteCore(Protocol):
@@ -142,9 +161,7 @@ class PeerNode:
                 dial_timeout=2.0,
                 session=SessionConfig(handshake_timeout=3.0),
             ),
-            contacts=lambda: self.contacts,
-            certs_of=lambda pk: [],
-            save_certs=lambda pk, certs: None,
+            contacts=ContactList(self.contacts),
             on_established=self.up.append,
             on_closed=lambda pk, reason: self.down.append(pk),
             on_data=lambda pk, device, payload: self.data.append((pk, device, payload)),

@@ -30,6 +30,8 @@ from btchat.api.client import (
 )
 from btchat.api.fake import FakeMessenger
 from btchat.api.server import start_api
+from btchat.cli.main import main as cli_main
+from btchat.messaging.contacts import ContactChange
 
 T = TypeVar("T")
 TOKEN = new_token()
@@ -100,8 +102,8 @@ def test_contacts(api: ApiClient) -> None:
     assert api.add_contact(f"btchat:{BOB}?name=bob")["name"] == "bob"
     assert [c["name"] for c in api.list_contacts()] == ["alice", "bob"]
     assert api.get_contact(alice["id"])["public_key"] == ALICE
-    assert api.update_contact("alice", verified=True)["verified"] is True
-    changed = api.update_contact("alice", name="a/b 50% é", blocked=True)
+    assert api.update_contact("alice", ContactChange(verified=True))["verified"] is True
+    changed = api.update_contact("alice", ContactChange(name="a/b 50% é", blocked=True))
     assert (changed["name"], changed["verified"], changed["blocked"]) == ("a/b 50% é", True, True)
     assert api.get_contact("a/b 50% é")["public_key"] == ALICE
     assert api.safety_number("a/b 50% é")["contact"]["public_key"] == ALICE
@@ -314,3 +316,19 @@ async def test_start_api_binds_loopback_only() -> None:
         assert [addr[0] for addr in runner.addresses] == ["127.0.0.1"]
     finally:
         await runner.cleanup()
+
+
+def test_cli_contact_commands_send_one_change(
+    live: LiveServer, api: ApiClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``btchat contact verify/block/retention`` each change one field through the API."""
+    api.add_contact(ALICE, "alice")
+    write_api_files(tmp_path, live.url, TOKEN)
+    for command in (["verify", "alice"], ["block", "alice"], ["retention", "alice", "5"]):
+        assert cli_main(["contact", *command, "--data-dir", str(tmp_path), "--json"]) == 0
+    out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(c["verified"], c["blocked"], c["retention_days"]) for c in out] == [
+        (True, False, 2),
+        (True, True, 2),
+        (True, True, 5),
+    ]

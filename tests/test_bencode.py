@@ -21,6 +21,7 @@ from btchat.codec.bencode import (
     DecodeError,
     Raw,
     decode,
+    decode_dict,
     encode,
 )
 
@@ -566,3 +567,25 @@ def test_lenient_still_refuses_duplicates_bad_integers_and_truncation(data: byte
 def test_lenient_keeps_the_depth_bound() -> None:
     with pytest.raises(DecodeError):
         decode(b"l" * (MAX_DEPTH + 1) + b"e" * (MAX_DEPTH + 1), strict=False)
+
+
+class _Coded(ValueError):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@pytest.mark.parametrize(
+    ("data", "code", "message"),
+    [
+        (b"d1:ai1ee" + b" " * 30, "too_large", "a doc is at most 32 bytes"),
+        (b"d1:ai1e", "malformed", "not a doc (bencode:"),
+        (b"li1ee", "malformed", "not a doc (not a dictionary)"),
+        (b"d1:ad1:bd1:cdeeee", "malformed", "not a doc (bencode:"),  # deeper than 3
+    ],
+)
+def test_decode_dict_fails_with_the_formats_codes(data: bytes, code: str, message: str) -> None:
+    with pytest.raises(_Coded) as exc:
+        decode_dict(data, "doc", max_size=32, max_depth=3, error=_Coded)
+    assert exc.value.code == code and str(exc.value).startswith(message)
+    assert decode_dict(b"d1:ai1ee", "doc", max_size=32, max_depth=3, error=_Coded) == {b"a": 1}

@@ -87,6 +87,19 @@ def dial(a: Member, b: Member) -> None:
     a.service.dial(("127.0.0.1", b.service.port))
 
 
+async def test_both_dialling_at_once_leaves_the_link_the_smaller_key_dialled(net: Net) -> None:
+    chat = ChatFile.create("crossed", now=time.time())
+    a, b = sorted([await net.add(chat), await net.add(chat)], key=lambda m: m.pk)
+    dial(a, b)
+    dial(b, a)
+    await until(lambda: b.pk in a.service.links and a.pk in b.service.links, 20, "linked")
+    await asyncio.sleep(0.5)  # the crossed dial settles
+    assert a.service.links[b.pk][1] is True  # a, the smaller key, dialled the one kept
+    assert b.service.links[a.pk][1] is False
+    a.service.post("over the one link")
+    await until(lambda: b.texts == ["over the one link"], 10, "the post")
+
+
 async def test_twenty_members_every_message_exactly_once(net: Net) -> None:
     chat = ChatFile.create("twenty", now=time.time())
     members = [await net.add(chat) for _ in range(20)]

@@ -5,8 +5,16 @@ from __future__ import annotations
 import asyncio
 import time
 
+from harness import ContactList
+
 from btchat.dht.node import GetPeersResult
-from btchat.discovery.rendezvous import Candidate, Rendezvous, RendezvousConfig
+from btchat.discovery.rendezvous import (
+    Candidate,
+    Rendezvous,
+    RendezvousConfig,
+    decode_device_list,
+    encode_device_list,
+)
 from btchat.identity.keys import DeviceCertificate, DeviceKey, Identity
 from btchat.identity.rendezvous import lookup_targets, pairwise_secret
 from btchat.net.dht_service import DhtError
@@ -88,9 +96,7 @@ async def _run(hang_count: int, fast_count: int, max_lookups: int) -> tuple[Fake
         dht,  # type: ignore[arg-type]
         RendezvousConfig(max_lookups=max_lookups),
         reacher,
-        contacts=lambda: [c.public_key for c in slow + fast],
-        certs_of=lambda pk: [certs[pk]],
-        save_certs=lambda pk, c: None,
+        ContactList([c.public_key for c in slow + fast], {pk: [c] for pk, c in certs.items()}),
     )
     tasks = TaskOwner()
     tasks.spawn(rendezvous.run(4000, tasks.spawn))
@@ -116,3 +122,15 @@ async def test_an_unreachable_contact_does_not_delay_the_others() -> None:
 async def test_lookups_at_once_are_bounded() -> None:
     dht, reacher = await _run(hang_count=6, fast_count=0, max_lookups=2)
     assert dht.most_in_flight == 2 and reacher.reached == {}
+
+
+def test_only_the_identitys_valid_certificates_are_kept() -> None:
+    alice, bob = Identity.generate(), Identity.generate()
+    good = alice.certify(DeviceKey.generate(), 100)
+    forged = bytearray(alice.certify(DeviceKey.generate(), 200).encode())
+    forged[-1] ^= 1  # the signature no longer verifies
+    items = [good.encode(), bytes(forged), bob.certify(DeviceKey.generate(), 1).encode(), 7, b"x"]
+    assert DeviceCertificate.all_of(alice.public_key, items) == [good]
+    assert DeviceCertificate.all_of(alice.public_key, {b"certs": items}) == []  # not a list
+    listed = encode_device_list([good, bob.certify(DeviceKey.generate(), 2)])
+    assert decode_device_list(listed, alice.public_key) == [good]

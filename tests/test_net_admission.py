@@ -7,7 +7,7 @@ import asyncio
 import time
 
 import pytest
-from harness import until
+from harness import ContactList, until
 
 from btchat.identity.keys import DeviceKey, Identity
 from btchat.net.admission import Admission, AdmissionConfig, source_of
@@ -85,9 +85,7 @@ def responder(contacts: list[bytes], admission: AdmissionConfig) -> Peering:
         ident.certify(device, int(time.time())),
         NoDht(),  # type: ignore[arg-type]
         PeeringConfig(host="127.0.0.1", round_interval=3600.0, admission=admission),
-        contacts=lambda: contacts,
-        certs_of=lambda pk: [],
-        save_certs=lambda pk, certs: None,
+        contacts=ContactList(contacts),
         on_established=lambda pk: None,
         on_closed=lambda pk, reason: None,
         on_data=lambda pk, device, payload: None,

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
+import pytest
+
+from btchat.channels.chatfile import ChatFile
+from btchat.channels.service import ChannelConfig, ChannelService
+from btchat.channels.store import ChannelStore
+from btchat.identity.keys import Identity
+from btchat.messaging.store import Store
 from btchat.net.tiebreak import keeper, replaces
 
 SMALL, BIG = b"\x01" * 32, b"\x02" * 32
@@ -29,3 +37,41 @@ def test_both_ends_agree_whatever_the_arrival_order() -> None:
         for local, remote in ((SMALL, BIG), (BIG, SMALL)):
             kept = second if replaces(local, remote, first, second) else first
             assert kept == SMALL
+
+
+class _Conn:
+    """A stand-in for a :class:`LinkConnection`: only ``close`` is reached."""
+
+    def __init__(self) -> None:
+        self.closed: str | None = None
+
+    def close(self, reason: str) -> None:
+        self.closed = reason
+
+
+@pytest.mark.parametrize(
+    ("we_are_smaller", "current_ours", "new_ours", "kept"),
+    [
+        (True, False, True, True),  # we are the keeper and dialled the new one
+        (True, True, False, False),  # the keeper's link is already up
+        (True, True, True, False),  # a redial of ours: the older stays
+        (False, True, False, True),  # the peer is the keeper and dialled the new one
+        (False, False, True, False),
+        (False, False, False, False),  # a redial of theirs: the older stays
+    ],
+)
+def test_channel_links_follow_the_same_rule(
+    tmp_path: Path, we_are_smaller: bool, current_ours: bool, new_ours: bool, kept: bool
+) -> None:
+    """The channel service decides duplicate links as sessions do (issue 9, item 3)."""
+    ids = sorted((Identity.generate() for _ in range(2)), key=lambda i: i.public_key)
+    me, peer = (ids[0], ids[1]) if we_are_smaller else (ids[1], ids[0])
+    chat = ChatFile.create("tiebreak", now=0.0)
+    store = ChannelStore(Store.open(tmp_path / "c.db", None))
+    service = ChannelService(chat, me, store, None, ChannelConfig(), on_event=lambda *_: None)
+    current = _Conn()
+    service.links[peer.public_key] = (current, current_ours)  # type: ignore[assignment]
+    assert service._keep(peer.public_key, new_ours) is kept
+    assert (current.closed is not None) is kept
+    assert (peer.public_key in service.links) is not kept
+    store.store.close()

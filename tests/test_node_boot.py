@@ -7,6 +7,9 @@ from pathlib import Path
 import pytest
 
 from btchat.api.client import ApiClient, read_api_files
+from btchat.errors import ApiError
+from btchat.identity.keys import Identity
+from btchat.messaging.contacts import ContactChange
 from btchat.net.dht_service import DEFAULT_BOOTSTRAP
 from btchat.net.proxy import parse_proxy
 from btchat.node.boot import BootError, channel_config, create_identity, start_node
@@ -215,3 +218,33 @@ def test_a_proxy_keeps_sessions_off_udp(tmp_path: Path) -> None:
         Settings(data_dir=tmp_path, bootstrap=[], proxy="socks5://127.0.0.1:1080")
     )
     assert plain.peering.udp and not proxied.peering.udp
+
+
+async def test_the_daemon_applies_only_the_fields_a_change_gives(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path,
+        bootstrap=[("127.0.0.1", 9)],
+        host="127.0.0.1",
+        dht_port=0,
+        no_passphrase=True,
+        channel_discovery="dht",
+    )
+    node = await start_node(settings, notice=lambda _: None)
+    try:
+        daemon = node.daemon
+        await daemon.add_contact(Identity.generate().public_key.hex(), "bob")
+        await daemon.add_contact(Identity.generate().public_key.hex(), "carol")
+        bob = await daemon.update_contact("bob", ContactChange(verified=True, retention_days=3))
+        assert (bob["name"], bob["verified"], bob["blocked"]) == ("bob", True, False)
+        assert bob["retention_days"] == 3
+        bob = await daemon.update_contact("bob", ContactChange(name="robert", blocked=True))
+        assert (bob["name"], bob["verified"], bob["blocked"]) == ("robert", True, True)
+        with pytest.raises(ApiError) as bad:
+            await daemon.update_contact("robert", ContactChange(retention_days=30))
+        assert (bad.value.status, bad.value.code) == (400, "bad_retention")
+        with pytest.raises(ApiError) as taken:
+            await daemon.update_contact("robert", ContactChange(name="carol"))
+        assert taken.value.status == 409
+        assert (await daemon.get_contact("robert"))["retention_days"] == 3
+    finally:
+        await node.stop()

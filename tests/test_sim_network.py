@@ -198,6 +198,18 @@ def test_same_time_events_run_in_schedule_order() -> None:
 # -- faults --------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("name", ["loss", "duplicate"])
+def test_probabilities_are_checked_whenever_set(name: str) -> None:
+    net: SimNetwork[Toy] = SimNetwork(7, **{name: 0.25})
+    assert getattr(net, name) == 0.25
+    setattr(net, name, 1)  # changed mid-run, stored as a float
+    assert getattr(net, name) == 1.0 and isinstance(getattr(net, name), float)
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match=f"{name} must be in"):
+            setattr(net, name, bad)
+    assert getattr(net, name) == 1.0
+
+
 def _blast(net: SimNetwork[Toy], n: int) -> tuple[Toy, Toy]:
     """Queue ``n`` numbered datagrams from one toy to another and run them through."""
     src, dst = Toy(), Toy()

@@ -12,8 +12,10 @@ import struct
 import pytest
 from harness import events, transfer
 
+from btchat.channels.link import WIRE as LINK
 from btchat.channels.link import Link, LinkConfig, LinkEstablished
 from btchat.identity.keys import DeviceKey, Identity
+from btchat.session.core import WIRE as SESSION
 from btchat.session.core import HandshakeComplete, Session, SessionConfig
 from btchat.stream.core import CipherError, Phase, Role, SecureStream, StreamConfig
 from btchat.stream.events import (
@@ -531,3 +533,17 @@ def test_new_and_v1_configured_peers_interoperate(kind: str, new_side: str) -> N
     for core in (a, b):
         with pytest.raises(RuntimeError):
             core.open_stream(0, 0.0)
+
+
+def test_each_dialect_reads_its_numbers_from_its_enum() -> None:
+    """The v1 numbers (docs/PROTOCOL.md): sessions DATA 0, PING 1, PONG 2, REKEY 3,
+    CLOSE 4; links the same without REKEY and with CLOSE 3."""
+    numbers = [(w.data, w.ping, w.pong, w.close, w.rekey) for w in (SESSION, LINK)]
+    assert numbers == [(0, 1, 2, 4, 3), (0, 1, 2, 3, None)]
+    assert (SESSION.name, SESSION.close_last, LINK.name, LINK.close_last) == (
+        "session",
+        True,
+        "link",
+        False,
+    )
+    assert all(type(n) is int for n in numbers[0])

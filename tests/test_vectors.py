@@ -29,7 +29,13 @@ from btchat.channels.members import MemberList, MemberListError
 from btchat.channels.messages import ChannelMessage, MessageError, open_content
 from btchat.codec.bencode import decode, encode
 from btchat.identity import idtext, pow, rendezvous, safety
-from btchat.identity.keys import CertificateError, DeviceCertificate, Identity, verify_signature
+from btchat.identity.keys import (
+    CertificateError,
+    DeviceCertificate,
+    Identity,
+    Signed,
+    verify_signature,
+)
 from btchat.messaging import envelope as env
 from btchat.node import requests
 from btchat.node.peering import decode_device_list
@@ -510,3 +516,12 @@ def test_channel_messages() -> None:
             ChannelMessage.parse(flipped(wire, wire.index(msg.ciphertext)), b(v["channel_id"]))
         with pytest.raises(MessageError):
             ChannelMessage.parse(wire, bytes(32))
+
+
+def test_every_signed_record_has_its_own_context() -> None:
+    """Domain separation: no two kinds of record sign over the same prefix."""
+    kinds = set(Signed.__subclasses__())
+    assert {DeviceCertificate, env.Envelope, ChannelMessage, packet.OfflinePacket} <= kinds
+    contexts = [k.CONTEXT for k in kinds]
+    assert len(set(contexts)) == len(contexts)
+    assert all(c.startswith(b"btchat ") and c.endswith(b" v1\x00") for c in contexts)

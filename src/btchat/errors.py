@@ -12,6 +12,11 @@ Three kinds of failure need three different answers, and the root says which:
   opened, the key file is damaged, a tracker or the DHT is unreachable). The message
   reads well to a user; :class:`StorageError` and :class:`NetworkError` narrow it.
 
+:class:`ApiError` is the one refusal the node hands its front ends as it is: a status
+(HTTP's numbers, which the API answers with), a stable code and a sentence. The node
+raises it and the API maps it, so it lives here, below both, and the node never imports
+the API layer to say "unknown contact".
+
 Every package-level exception derives from one of these, so ``except BtchatError``
 catches everything btchat raises on purpose, and anything else that escapes is a bug.
 This module imports nothing: any layer may use it.
@@ -20,6 +25,7 @@ This module imports nothing: any layer may use it.
 from __future__ import annotations
 
 __all__ = [
+    "ApiError",
     "BtchatError",
     "EnvironmentFault",
     "NetworkError",
@@ -54,3 +60,20 @@ class StorageError(EnvironmentFault):
 
 class NetworkError(EnvironmentFault):
     """The network (the DHT, a tracker, a peer's address) did not answer as needed."""
+
+
+class ApiError(BtchatError):
+    """A failure the caller should see as-is: an HTTP status, a stable code and a sentence.
+
+    Raised by the messenger so the API can map domain errors (unknown contact, name taken)
+    to 404/409/... without the messenger knowing about HTTP.
+    """
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.status!r}, {self.code!r}, {self.message!r})"

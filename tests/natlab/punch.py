@@ -18,6 +18,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from harness import ContactList
+
 from btchat.identity.keys import DeviceCertificate, DeviceKey, Identity
 from btchat.net.dht_service import DhtService
 from btchat.net.transport import TcpDialer
@@ -162,9 +164,7 @@ async def run_pairs(
                 n.cert,
                 n.dht,
                 config,
-                contacts=lambda n=n: list(n.partners),  # type: ignore[misc]
-                certs_of=lambda pk, n=n: [n.partners[pk]] if pk in n.partners else [],  # type: ignore[misc]
-                save_certs=lambda pk, certs: None,
+                contacts=ContactList(list(n.partners), {pk: [c] for pk, c in n.partners.items()}),
                 on_established=lambda pk, n=n: n.up.setdefault(pk, loop.time() - start),  # type: ignore[misc]
                 on_closed=lambda pk, reason: None,
                 on_data=lambda pk, dev, payload, n=n: n.data.append((pk, payload)),  # type: ignore[misc]

@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import secrets
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -22,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from btchat.api.facade import ApiError
+from btchat.files import write_atomic
+from btchat.messaging.contacts import ContactChange
 
 __all__ = [
     "API_FILE",
@@ -63,32 +64,13 @@ def new_token() -> str:
 # ------------------------------------------------------------------ discovery files
 
 
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Readers see the old file or the whole new one, never a torn write."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        if hasattr(os, "fchmod"):
-            os.fchmod(fd, mode)
-        else:
-            os.chmod(tmp, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def write_api_files(data_dir: Path, url: str, token: str) -> None:
     """Publish where the API is; the token first, so ``api.json`` never points at no token."""
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _write_atomic(data_dir / TOKEN_FILE, token.encode(), 0o600)
+    write_atomic(data_dir / TOKEN_FILE, token.encode(), mode=0o600)
     info = {"url": url, "pid": os.getpid()}
-    _write_atomic(data_dir / API_FILE, json.dumps(info).encode(), 0o644)
+    write_atomic(data_dir / API_FILE, json.dumps(info).encode(), mode=0o644)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -264,22 +246,8 @@ class ApiClient:
     def get_contact(self, c: str) -> dict[str, Any]:
         return self._request("GET", f"/v1/contacts/{_q(c)}")
 
-    def update_contact(
-        self,
-        c: str,
-        name: str | None = None,
-        verified: bool | None = None,
-        blocked: bool | None = None,
-        retention_days: float | None = None,
-    ) -> dict[str, Any]:
-        changes = {
-            "name": name,
-            "verified": verified,
-            "blocked": blocked,
-            "retention_days": retention_days,
-        }
-        body = {k: v for k, v in changes.items() if v is not None}
-        return self._request("PATCH", f"/v1/contacts/{_q(c)}", body)
+    def update_contact(self, c: str, change: ContactChange) -> dict[str, Any]:
+        return self._request("PATCH", f"/v1/contacts/{_q(c)}", change.given())
 
     def remove_contact(self, c: str) -> None:
         self._request("DELETE", f"/v1/contacts/{_q(c)}")

@@ -1,5 +1,8 @@
 """What the API layer needs from the messenger, and the one error type it understands.
 
+That error, :class:`ApiError`, lives in :mod:`btchat.errors` (the node raises it without
+importing the API) and is re-exported here for the API's own modules.
+
 The server is written against this protocol rather than the daemon so it can be tested
 with an in-memory fake and so the daemon can change without touching HTTP code.
 """
@@ -8,6 +11,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Any, Protocol, runtime_checkable
+
+from btchat.errors import ApiError
+from btchat.messaging.contacts import ContactChange
 
 __all__ = [
     "DEFAULT_LIMIT",
@@ -39,23 +45,6 @@ MAX_NAME_CHARS = 64
 MAX_REF_CHARS = 1024
 #: Longest full-text search query, in characters.
 MAX_QUERY_CHARS = 256
-
-
-class ApiError(Exception):
-    """A failure the caller should see as-is: an HTTP status, a stable code and a sentence.
-
-    Raised by the messenger so the API can map domain errors (unknown contact, name taken)
-    to 404/409/... without the messenger knowing about HTTP.
-    """
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.status!r}, {self.code!r}, {self.message!r})"
 
 
 class Channels(Protocol):
@@ -113,14 +102,7 @@ class Messenger(Protocol):
 
     async def get_contact(self, c: str) -> dict[str, Any]: ...
 
-    async def update_contact(
-        self,
-        c: str,
-        name: str | None = None,
-        verified: bool | None = None,
-        blocked: bool | None = None,
-        retention_days: float | None = None,
-    ) -> dict[str, Any]: ...
+    async def update_contact(self, c: str, change: ContactChange) -> dict[str, Any]: ...
 
     async def remove_contact(self, c: str) -> None: ...
 

@@ -6,7 +6,6 @@ messenger where callers can see it (errors, event shapes, ordering), nothing mor
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import itertools
 import secrets
@@ -15,6 +14,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from btchat.api.facade import PRESENCE_STATES, ApiError
+from btchat.messaging.contacts import ContactChange
+from btchat.node.events import EventHub
 
 __all__ = ["FakeChannels", "FakeMessenger"]
 
@@ -41,27 +42,20 @@ class FakeMessenger:
         self.profile: dict[str, Any] = {"name": None, "status": None, "avatar": None}
         self.typing: list[tuple[str, bool]] = []
         self._lamport = itertools.count(1)
-        self._queues: set[asyncio.Queue[dict[str, Any]]] = set()
+        self._events = EventHub()  # the daemon's stream, bounded the same way
 
     # ------------------------------------------------------------ helpers
 
     @property
     def subscribers(self) -> int:
         """How many event streams are open (tests check that closing unsubscribes)."""
-        return len(self._queues)
+        return self._events.subscribers
 
     def emit(self, event: dict[str, Any]) -> None:
-        for queue in list(self._queues):
-            queue.put_nowait(event)
+        self._events.emit(event)
 
-    async def subscribe(self) -> AsyncIterator[dict[str, Any]]:
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self._queues.add(queue)
-        try:
-            while True:
-                yield await queue.get()
-        finally:
-            self._queues.discard(queue)
+    def subscribe(self) -> AsyncIterator[dict[str, Any]]:
+        return self._events.subscribe()
 
     def _parse_ref(self, ref: str) -> tuple[str, str | None]:
         text, name = ref.strip(), None
@@ -158,27 +152,15 @@ class FakeMessenger:
     async def get_contact(self, c: str) -> dict[str, Any]:
         return dict(self.contacts[self._resolve(c)])
 
-    async def update_contact(
-        self,
-        c: str,
-        name: str | None = None,
-        verified: bool | None = None,
-        blocked: bool | None = None,
-        retention_days: float | None = None,
-    ) -> dict[str, Any]:
+    async def update_contact(self, c: str, change: ContactChange) -> dict[str, Any]:
         pk = self._resolve(c)
         row = self.contacts[pk]
-        if retention_days is not None:
-            if not 1 <= retention_days <= 14:
-                raise ApiError(400, "bad_retention", "retention must be 1 to 14 days")
-            row["retention_days"] = retention_days
-        if name is not None:
-            self._check_name(name, pk)
-            row["name"] = name
-        if verified is not None:
-            row["verified"] = verified
-        if blocked is not None:
-            row["blocked"] = blocked
+        days = change.retention_days
+        if days is not None and not 1 <= days <= 14:
+            raise ApiError(400, "bad_retention", "retention must be 1 to 14 days")
+        if change.name is not None:
+            self._check_name(change.name, pk)
+        row.update(change.given())
         return dict(row)
 
     async def remove_contact(self, c: str) -> None:

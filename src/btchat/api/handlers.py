@@ -35,6 +35,7 @@ from btchat.api.routes import (
     query_limit,
 )
 from btchat.codec import json_limits
+from btchat.messaging.contacts import ContactChange
 
 __all__ = ["DEFAULT_RECEIVE_TIMEOUT", "MAX_RECEIVE_TIMEOUT", "ROUTES"]
 
@@ -124,14 +125,8 @@ async def get_contact(request: web.Request) -> web.Response:
     params=_C,
 )
 async def update_contact(request: web.Request, body: m.ContactPatch) -> web.Response:
-    contact = await messenger(request).update_contact(
-        contact_param(request),
-        name=body.name,
-        verified=body.verified,
-        blocked=body.blocked,
-        retention_days=body.retention_days,
-    )
-    return ok(contact)
+    change = ContactChange(**body.model_dump())
+    return ok(await messenger(request).update_contact(contact_param(request), change))
 
 
 @contacts(

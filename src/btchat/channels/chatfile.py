@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import functools
 import os
-import tempfile
 import unicodedata
 import urllib.parse
 from collections.abc import Iterable
@@ -41,8 +39,9 @@ from typing import Any
 from cryptography.hazmat.primitives.constant_time import bytes_eq
 
 from btchat.channels.keys import ChannelKeys, hmac_sha256
-from btchat.codec.bencode import DecodeError, decode, encode
+from btchat.codec.bencode import decode_dict, encode
 from btchat.errors import PeerError
+from btchat.files import write_atomic
 from btchat.identity.idtext import URI_SCHEME
 from btchat.identity.keys import Identity, verify_signature
 from btchat.identity.names import BIDI_CONTROLS
@@ -297,15 +296,9 @@ class ChatFile:
         then content rules; raises :class:`ChatFileError` on anything wrong."""
         if not isinstance(data, bytes | bytearray | memoryview):
             raise ChatFileError("malformed", "a chat file is bytes")
-        data = bytes(data)
-        if len(data) > MAX_CHATFILE:
-            raise ChatFileError("too_large", f"a chat file is at most {MAX_CHATFILE} bytes")
-        try:
-            d = decode(data, max_depth=3, max_size=MAX_CHATFILE)
-        except DecodeError as exc:
-            raise ChatFileError("malformed", f"not a chat file (bencode: {exc})") from None
-        if not isinstance(d, dict):
-            raise ChatFileError("malformed", "not a chat file (not a dictionary)")
+        d = decode_dict(
+            bytes(data), "chat file", max_size=MAX_CHATFILE, max_depth=3, error=ChatFileError
+        )
         if b"v" not in d:
             raise ChatFileError("bad_version", "the chat file has no version")
         if d[b"v"] != VERSION:
@@ -412,28 +405,12 @@ class ChatFile:
         only copy of another channel's secret.
         """
         target = Path(path)
-        data = self.to_bytes()
         try:
-            fd, tmp_name = tempfile.mkstemp(prefix=".chat.", dir=target.parent or ".")
-        except OSError as exc:
-            raise ChatFileError("io", f"cannot write to {target.parent}: {exc.strerror}") from None
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                if hasattr(os, "fchmod"):
-                    os.fchmod(f.fileno(), 0o600)
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            if overwrite:
-                os.replace(tmp, target)
-            else:
-                _link_new(tmp, target)
+            write_atomic(target, self.to_bytes(), replace=overwrite)
+        except FileExistsError:
+            raise ChatFileError("io", f"{target} already exists") from None
         except OSError as exc:
             raise ChatFileError("io", f"cannot write {target}: {exc.strerror}") from None
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ChatFile:
@@ -444,19 +421,6 @@ class ChatFile:
         except OSError as exc:
             raise ChatFileError("io", f"cannot read {path}: {exc.strerror}") from None
         return cls.from_bytes(data)
-
-
-def _link_new(tmp: Path, target: Path) -> None:
-    """Move ``tmp`` to ``target`` only if nothing is there, atomically where possible."""
-    try:
-        os.link(tmp, target)
-    except FileExistsError:
-        raise ChatFileError("io", f"{target} already exists") from None
-    except OSError:
-        # No hard links on this file system: check, then rename (tiny race window).
-        if target.exists():
-            raise ChatFileError("io", f"{target} already exists") from None
-        os.replace(tmp, target)
 
 
 def _b32decode(data: str) -> bytes:

@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.constant_time import bytes_eq
 from cryptography.hazmat.primitives.hmac import HMAC
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
-from nacl.bindings import crypto_sign_ed25519_pk_to_curve25519, crypto_sign_ed25519_sk_to_curve25519
+from nacl.bindings import crypto_sign_ed25519_pk_to_curve25519
 from nacl.exceptions import CryptoError
 from nacl.exceptions import RuntimeError as NaclRuntimeError
 from nacl.public import PrivateKey, PublicKey, SealedBox
@@ -43,7 +43,7 @@ from nacl.public import PrivateKey, PublicKey, SealedBox
 from btchat.codec.bencode import DecodeError, decode, encode
 from btchat.errors import PeerError
 from btchat.identity.keys import Identity, verify_signature
-from btchat.identity.rendezvous import EPOCH_SECONDS, OVERLAP_SECONDS, epoch_of
+from btchat.identity.rendezvous import announce_epochs, lookup_epochs
 
 __all__ = [
     "GENERATION_KEY_CONTEXT",
@@ -175,24 +175,13 @@ class ChannelKeys:
     def announce_targets(self, now: float) -> list[bytes]:
         """Infohashes to announce on: this epoch's, plus the next one during the last
         ``OVERLAP_SECONDS`` of the epoch (as ``rendezvous.announce_targets``)."""
-        epoch = epoch_of(now)
-        epochs = [epoch]
-        if now - epoch * EPOCH_SECONDS >= EPOCH_SECONDS - OVERLAP_SECONDS:
-            epochs.append(epoch + 1)
-        return [self.infohash(e) for e in epochs]
+        return [self.infohash(e) for e in announce_epochs(now)]
 
     def lookup_targets(self, now: float) -> list[bytes]:
         """Infohashes to look up: this epoch's, the previous one early in an epoch and the
         next one late in it, so members whose clocks differ by up to
         ``OVERLAP_SECONDS`` still meet."""
-        epoch = epoch_of(now)
-        into = now - epoch * EPOCH_SECONDS
-        epochs = [epoch]
-        if into < OVERLAP_SECONDS and epoch > 0:
-            epochs.append(epoch - 1)
-        if into >= EPOCH_SECONDS - OVERLAP_SECONDS:
-            epochs.append(epoch + 1)
-        return [self.infohash(e) for e in epochs]
+        return [self.infohash(e) for e in lookup_epochs(now)]
 
     def _generation_secret(self, generation: int, generation_secret: bytes | None) -> bytes:
         _check_generation(generation)
@@ -349,7 +338,7 @@ def open_generation_key(
     if not isinstance(sealed, bytes) or len(sealed) > _MAX_SEALED_GRANT:
         raise ChannelKeyError("not a generation key grant")
     me = identity.public_key
-    secret = crypto_sign_ed25519_sk_to_curve25519(identity.seed + me)
+    secret = identity.x25519_private()
     try:
         fields = decode(SealedBox(PrivateKey(secret)).decrypt(sealed), max_depth=2)
     except (CryptoError, DecodeError, ValueError, TypeError):

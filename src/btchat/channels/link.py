@@ -61,14 +61,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from noise.connection import Keypair, NoiseConnection
 from noise.exceptions import NoisePSKError, NoiseValidationError
 
 from btchat.identity.keys import Identity, verify_signature
 from btchat.stream.core import ROLES, Phase, Role, SecureStream, StreamConfig
 from btchat.stream.events import ConnectionClosed, ConnectionFailed, DataReceived, StreamEvent
 from btchat.stream.frames import FRAME_HEADER, MAX_CLOSE_REASON, MAX_FRAME_BODY, Wire
-from btchat.stream.noise import DHLEN, TAGLEN, NoiseError, NoiseHandshake
+from btchat.stream.noise import DHLEN, TAGLEN, NoiseError, NoiseHandshake, new_connection
 
 __all__ = [
     "FRAME_HEADER",
@@ -152,18 +151,8 @@ class XXpsk3Handshake(NoiseHandshake):
             raise ValueError("a Noise PSK is 32 bytes")  # Noise §9.1
         if static_private is None:
             static_private = X25519PrivateKey.generate().private_bytes_raw()
-        if len(static_private) != DHLEN:
-            raise ValueError("a static X25519 private key is 32 bytes")
-        conn = NoiseConnection.from_name(PROTOCOL_NAME)
-        if initiator:
-            conn.set_as_initiator()
-        else:
-            conn.set_as_responder()
+        conn = new_connection(PROTOCOL_NAME, initiator, prologue, static_private, ephemeral_private)
         conn.set_psks(psk=bytes(psk))
-        conn.set_prologue(bytes(prologue))
-        conn.set_keypair_from_private_bytes(Keypair.STATIC, static_private)
-        if ephemeral_private is not None:
-            conn.set_keypair_from_private_bytes(Keypair.EPHEMERAL, ephemeral_private)
         try:
             conn.start_handshake()
         except (NoisePSKError, NoiseValidationError) as exc:  # our arguments, not the peer's
@@ -214,13 +203,9 @@ class LinkFrameType(enum.IntEnum):
     CLOSE = 3  # body: utf-8 reason; the last frame the sender sends
 
 
-WIRE = Wire(
-    name="link",
-    data=LinkFrameType.DATA,
-    ping=LinkFrameType.PING,
-    pong=LinkFrameType.PONG,
-    close=LinkFrameType.CLOSE,
-    rekey=None,
+WIRE = Wire.of(
+    "link",
+    LinkFrameType,
     idle_reason="idle timeout: nothing received for {timeout:g} s",
     close_last=False,
 )

@@ -39,7 +39,7 @@ from nacl.bindings import crypto_sign_ed25519_pk_to_curve25519
 from nacl.exceptions import CryptoError
 from nacl.exceptions import RuntimeError as NaclRuntimeError
 
-from btchat.codec.bencode import DecodeError, decode, encode
+from btchat.codec.bencode import decode_dict, encode
 from btchat.errors import PeerError
 from btchat.identity.keys import Identity, verify_signature
 
@@ -280,14 +280,9 @@ class MemberList:
         :meth:`verify`)."""
         if not isinstance(data, bytes):
             raise MemberListError("malformed", "a member list is bytes")
-        if len(data) > MAX_MEMBER_LIST:
-            raise MemberListError("too_large", f"a member list is at most {MAX_MEMBER_LIST} bytes")
-        try:
-            d = decode(data, max_depth=3, max_size=MAX_MEMBER_LIST)
-        except DecodeError as exc:
-            raise MemberListError("malformed", f"not a member list (bencode: {exc})") from None
-        if not isinstance(d, dict):
-            raise MemberListError("malformed", "not a member list (not a dictionary)")
+        d = decode_dict(
+            data, "member list", max_size=MAX_MEMBER_LIST, max_depth=3, error=MemberListError
+        )
         if d.get(b"v") != VERSION:
             raise MemberListError("bad_version", "unsupported member list version")
         if b"sig" not in d or b"by" not in d:

@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 from nacl.bindings import (
     crypto_aead_xchacha20poly1305_ietf_decrypt,
     crypto_aead_xchacha20poly1305_ietf_encrypt,
     crypto_sign_ed25519_pk_to_curve25519,
-    crypto_sign_ed25519_sk_to_curve25519,
 )
 from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, PublicKey, SealedBox
 
 from btchat.codec.bencode import DecodeError, decode, encode
 from btchat.errors import PeerError
-from btchat.identity.keys import Identity, verify_signature
+from btchat.identity.keys import Identity, Signed
 
 __all__ = [
     "KINDS",
@@ -51,7 +50,9 @@ class MessageError(PeerError):
 
 
 @dataclass(frozen=True)
-class ChannelMessage:
+class ChannelMessage(Signed):
+    CONTEXT: ClassVar[bytes] = CONTEXT
+
     channel: bytes
     id: bytes
     author: bytes
@@ -78,9 +79,6 @@ class ChannelMessage:
             b"n": self.nonce,
             b"e": self.ciphertext,
         }
-
-    def encode(self) -> bytes:
-        return encode({**self._fields(), b"s": self.signature})
 
     @property
     def private(self) -> bool:
@@ -136,7 +134,7 @@ class ChannelMessage:
         )
         if msg.channel != channel:
             raise MessageError("message is for another channel")
-        if not verify_signature(msg.author, msg.signature, CONTEXT + encode(msg._fields())):
+        if not msg.signed_by(msg.author):
             raise MessageError("message signature does not verify")
         return msg
 
@@ -196,7 +194,7 @@ def seal_message(
     )
     if len(unsigned.encode()) + 64 > MAX_MESSAGE:
         raise ValueError("message too large")
-    return replace(unsigned, signature=author.sign(CONTEXT + encode(unsigned._fields())))
+    return replace(unsigned, signature=author.sign(unsigned.signed_bytes()))
 
 
 def open_content(
@@ -208,7 +206,7 @@ def open_content(
         sealed = dict(msg.recipients).get(me.public_key)
         if sealed is None:
             return None
-        secret = crypto_sign_ed25519_sk_to_curve25519(me.seed + me.public_key)
+        secret = me.x25519_private()
         try:
             key = SealedBox(PrivateKey(secret)).decrypt(sealed)
         except CryptoError:

@@ -27,6 +27,7 @@ from btchat.channels.store import ChannelStore, StoredMessage
 from btchat.discovery.found import Found
 from btchat.discovery.sources import DhtSource, LsdSource, TrackerSource
 from btchat.identity.keys import Identity
+from btchat.net import tiebreak
 from btchat.net.admission import Admission, AdmissionConfig, Ticket
 from btchat.net.dht_service import DhtService
 from btchat.net.transport import ByteStream, Dialer, TcpDialer, TcpListener, WatchedStream
@@ -266,18 +267,21 @@ class ChannelService:
         return state["member"] is not None or state["duplicate"]
 
     def _keep(self, member: bytes, dialled: bool) -> bool:
-        """One link per pair: if both dialled, both keep the one the smaller key dialled."""
+        """One link per pair, by the rule sessions follow too: both ends keep the link the
+        smaller key dialled, and of two dialled by one side the older
+        (:func:`btchat.net.tiebreak.replaces`). True if the new link is kept."""
         existing = self.links.get(member)
         if existing is None:
             return True
-        initiator_new = self.identity.public_key if dialled else member
-        if initiator_new == min(self.identity.public_key, member):
-            existing[0].close("duplicate link")
-            self.links.pop(member, None)
-            if self.engine is not None:
-                self.engine.link_down(member)
-            return True
-        return False
+        me = self.identity.public_key
+        current_dialler = me if existing[1] else member
+        if not tiebreak.replaces(me, member, current_dialler, me if dialled else member):
+            return False
+        existing[0].close("duplicate link")
+        self.links.pop(member, None)
+        if self.engine is not None:
+            self.engine.link_down(member)
+        return True
 
     def _gone(self, member: bytes | None, conn: LinkConnection | None) -> None:
         if member is None or conn is None:

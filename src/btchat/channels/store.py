@@ -239,17 +239,17 @@ class ChannelStore:
 
     def recent(self, channel: bytes, limit: int) -> list[StoredMessage]:
         """The newest ``limit`` messages, oldest first (history a late joiner is sent)."""
-        rows = self.store.query(
-            f"SELECT {_MSG} FROM channel_messages WHERE channel = ?"
-            " ORDER BY lamport DESC, author DESC, id DESC LIMIT ?",
-            (channel, limit),
-        )
-        return [_msg(r) for r in reversed(rows)]
+        return self._newest(channel, limit, readable_only=False)
 
     def history(self, channel: bytes, limit: int) -> list[StoredMessage]:
         """What this member can read, newest ``limit``, oldest first."""
+        return self._newest(channel, limit, readable_only=True)
+
+    def _newest(self, channel: bytes, limit: int, *, readable_only: bool) -> list[StoredMessage]:
+        """The newest ``limit`` messages (in channel order), returned oldest first."""
+        readable = " AND text IS NOT NULL" if readable_only else ""
         rows = self.store.query(
-            f"SELECT {_MSG} FROM channel_messages WHERE channel = ? AND text IS NOT NULL"
+            f"SELECT {_MSG} FROM channel_messages WHERE channel = ?{readable}"
             " ORDER BY lamport DESC, author DESC, id DESC LIMIT ?",
             (channel, limit),
         )

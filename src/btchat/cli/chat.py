@@ -27,6 +27,7 @@ from btchat.cli.render import (
     request_line,
     show_message,
 )
+from btchat.messaging.contacts import ContactChange
 from btchat.net.proxy import TOR_SOCKS, ProxyUrl, parse_proxy
 from btchat.node.config import (
     ENV_DATA_DIR,
@@ -500,7 +501,7 @@ async def cmd_contact_add(args: argparse.Namespace) -> None:
 
 
 async def patch(args: argparse.Namespace, **changes: Any) -> None:
-    c = call(args, "update_contact", args.contact, **changes)
+    c = call(args, "update_contact", args.contact, ContactChange(**changes))
     emit(args, c, f"{c['name']}: " + ", ".join(f"{k} = {v}" for k, v in changes.items()))
 
 

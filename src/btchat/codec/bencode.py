@@ -18,11 +18,21 @@ unsupported type is a programming error and raises ``TypeError``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from btchat.errors import PeerError
 
-__all__ = ["MAX_DEPTH", "MAX_INPUT", "Bencodable", "DecodeError", "Raw", "decode", "encode"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_INPUT",
+    "Bencodable",
+    "DecodeError",
+    "Raw",
+    "decode",
+    "decode_dict",
+    "encode",
+]
 
 Bencodable = bytes | int | list[Any] | dict[bytes, Any]
 
@@ -72,6 +82,30 @@ def decode(
     if end != len(data) and strict:
         raise DecodeError(f"{len(data) - end} trailing bytes")
     return value
+
+
+def decode_dict(
+    data: bytes,
+    what: str,
+    *,
+    max_size: int,
+    max_depth: int,
+    error: Callable[[str, str], Exception],
+) -> dict[bytes, Any]:
+    """``data`` as the one bencoded dictionary a ``what`` ("chat file") is.
+
+    For formats whose errors carry a reason code: over ``max_size`` bytes raises
+    ``error("too_large", ...)``, not bencode or not a dictionary ``error("malformed", ...)``.
+    """
+    if len(data) > max_size:
+        raise error("too_large", f"a {what} is at most {max_size} bytes")
+    try:
+        d = decode(data, max_depth=max_depth, max_size=max_size)
+    except DecodeError as exc:
+        raise error("malformed", f"not a {what} (bencode: {exc})") from None
+    if not isinstance(d, dict):
+        raise error("malformed", f"not a {what} (not a dictionary)")
+    return d
 
 
 def _canonical_int(digits: bytes, pos: int) -> int:

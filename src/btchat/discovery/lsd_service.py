@@ -22,6 +22,7 @@ from btchat.discovery.lsd import (
     MIN_ANNOUNCE_INTERVAL,
     LsdAnnouncer,
 )
+from btchat.net.timer import CoreTimer
 
 __all__ = ["LsdService"]
 
@@ -52,8 +53,7 @@ class LsdService(asyncio.DatagramProtocol):
         self.lsd_port = lsd_port
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.DatagramTransport | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._timer = CoreTimer(self.loop, core.get_timer, self._on_timer)
         self.closed = False
 
     @classmethod
@@ -132,9 +132,7 @@ class LsdService(asyncio.DatagramProtocol):
         if self.closed:
             return
         self.closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timer.cancel()
         if self.transport is not None:
             self.transport.close()
 
@@ -177,23 +175,14 @@ class LsdService(asyncio.DatagramProtocol):
         log.debug("LSD socket error: %s", exc)
 
     def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = None
         if self.closed or self.transport is None:
             return
         self.core.handle_timer(self.loop.time())
         self._pump()
 
     def _arm(self) -> None:
-        if self.closed or self.transport is None:
-            return
-        when = self.core.get_timer()
-        if when == self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = None if when is None else self.loop.call_at(when, self._on_timer)
-        self._timer_at = when
+        if not self.closed and self.transport is not None:
+            self._timer.rearm()
 
 
 def _multicast_socket(

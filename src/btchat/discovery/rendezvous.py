@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from btchat.codec.bencode import DecodeError, decode, encode
 from btchat.dht import bep44
-from btchat.identity.keys import CertificateError, DeviceCertificate, Identity
+from btchat.identity.keys import DeviceCertificate, Identity
 from btchat.identity.rendezvous import announce_targets, lookup_targets, pairwise_secret
 from btchat.net.dht_service import DhtError, DhtService
 
@@ -35,6 +35,7 @@ __all__ = [
     "DEVICES_SALT",
     "MAX_DEVICES",
     "Candidate",
+    "Directory",
     "Reacher",
     "Rendezvous",
     "RendezvousConfig",
@@ -71,6 +72,18 @@ class Candidate:
     addr: Addr
 
 
+class Directory(Protocol):
+    """Whom to look for and what we know of their devices (the node's contact book)."""
+
+    def reachable(self) -> list[bytes]:
+        """The contacts to hold sessions with and look for (all but the blocked)."""
+        ...
+
+    def certs_of(self, contact: bytes) -> list[DeviceCertificate]: ...
+
+    def save_certs(self, contact: bytes, certs: list[DeviceCertificate]) -> None: ...
+
+
 class Reacher(Protocol):
     """Whoever opens sessions to what the rendezvous finds (peering)."""
 
@@ -94,17 +107,7 @@ def decode_device_list(v_bencoded: bytes, identity: bytes) -> list[DeviceCertifi
     except DecodeError:
         return []
     raw = value.get(b"certs") if isinstance(value, dict) else None
-    out: list[DeviceCertificate] = []
-    for blob in raw if isinstance(raw, list) else []:
-        if not isinstance(blob, bytes):
-            continue
-        try:
-            cert = DeviceCertificate.decode(blob)
-        except CertificateError:
-            continue
-        if cert.identity == identity:
-            out.append(cert)
-    return out[:MAX_DEVICES]
+    return DeviceCertificate.all_of(identity, raw)[:MAX_DEVICES]
 
 
 class Rendezvous:
@@ -117,10 +120,7 @@ class Rendezvous:
         dht: DhtService,
         config: RendezvousConfig,
         reacher: Reacher,
-        *,
-        contacts: Callable[[], list[bytes]],
-        certs_of: Callable[[bytes], list[DeviceCertificate]],
-        save_certs: Callable[[bytes, list[DeviceCertificate]], None],
+        contacts: Directory,
     ) -> None:
         self.identity = identity
         self.me = identity.public_key
@@ -128,9 +128,7 @@ class Rendezvous:
         self.dht = dht
         self.config = config
         self.reacher = reacher
-        self._contacts = contacts
-        self._certs_of = certs_of
-        self._save_certs = save_certs
+        self.contacts = contacts
         self.port = 0
         self.stats: dict[str, int] = {"lookups": 0, "found": 0}
         self._secrets: dict[bytes, bytes] = {}
@@ -151,7 +149,7 @@ class Rendezvous:
         while True:
             self._wake.clear()
             now = time.monotonic()
-            for contact in self._contacts():
+            for contact in self.contacts.reachable():
                 if contact not in self._tending and now >= self._due.get(contact, 0.0):
                     self._tending.add(contact)
                     spawn(self._tend(contact))
@@ -190,7 +188,7 @@ class Rendezvous:
             await asyncio.sleep(delay)
 
     async def fetch_certs(self, contact: bytes) -> list[DeviceCertificate]:
-        certs = self._certs_of(contact)
+        certs = self.contacts.certs_of(contact)
         if certs:
             return certs
         result = await self.dht.get_mutable(contact, DEVICES_SALT)
@@ -198,7 +196,7 @@ class Rendezvous:
             return []
         certs = decode_device_list(result.v_bencoded, contact)
         if certs:
-            self._save_certs(contact, certs)
+            self.contacts.save_certs(contact, certs)
         return certs
 
     # ------------------------------------------------------------ one contact

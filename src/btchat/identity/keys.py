@@ -14,11 +14,13 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import nacl.exceptions
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+from nacl.bindings import crypto_sign_ed25519_sk_to_curve25519
 from nacl.signing import VerifyKey
 
 from btchat.codec.bencode import DecodeError, decode, encode
@@ -30,6 +32,7 @@ __all__ = [
     "DeviceCertificate",
     "DeviceKey",
     "Identity",
+    "Signed",
     "verify_signature",
 ]
 
@@ -42,10 +45,6 @@ MAX_CERT_SIZE = 512
 
 class CertificateError(PeerError):
     """A device certificate is malformed or its signature does not verify."""
-
-
-def _raw_private(key: Ed25519PrivateKey | X25519PrivateKey) -> bytes:
-    return key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
 
 
 @functools.lru_cache(maxsize=1024)
@@ -73,8 +72,52 @@ def verify_signature(public_key: bytes, signature: bytes, message: bytes) -> boo
     return True
 
 
+class Signed:
+    """A record signed by Ed25519 over ``CONTEXT`` + the canonical bencoding of its
+    fields without the signature, and sent as those fields plus the signature under
+    ``SIGNATURE_KEY``. The context is the domain separation: a signature over one kind
+    of record can never be replayed as another. Certificates, envelopes, offline
+    packets and channel messages are all signed this one way.
+
+    Subclasses are frozen dataclasses with a ``signature`` field and ``_fields()``.
+    """
+
+    CONTEXT: ClassVar[bytes]
+    SIGNATURE_KEY: ClassVar[bytes] = b"s"
+    signature: bytes
+
+    def _fields(self) -> dict[bytes, Any]:
+        raise NotImplementedError
+
+    def signed_bytes(self) -> bytes:
+        """Exactly what the signature covers."""
+        return self.CONTEXT + encode(self._fields())
+
+    def encode(self) -> bytes:
+        """The wire form: every field, the signature included, in canonical bencode."""
+        return encode({**self._fields(), self.SIGNATURE_KEY: self.signature})
+
+    def signed_by(self, public_key: bytes) -> bool:
+        """True if ``public_key``'s owner made the signature; False (never an error) else."""
+        return verify_signature(public_key, self.signature, self.signed_bytes())
+
+
+class _KeyPair:
+    """What both key pairs hand to the wire and the key file: their raw 32-byte forms."""
+
+    private_key: Ed25519PrivateKey | X25519PrivateKey
+
+    @property
+    def private_bytes(self) -> bytes:
+        return self.private_key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+
+    @property
+    def public_key(self) -> bytes:
+        return self.private_key.public_key().public_bytes_raw()
+
+
 @dataclass(frozen=True)
-class Identity:
+class Identity(_KeyPair):
     """A person's long-term Ed25519 key pair."""
 
     private_key: Ed25519PrivateKey
@@ -91,14 +134,16 @@ class Identity:
 
     @property
     def seed(self) -> bytes:
-        return _raw_private(self.private_key)
-
-    @property
-    def public_key(self) -> bytes:
-        return self.private_key.public_key().public_bytes_raw()
+        """The 32-byte Ed25519 seed (RFC 8032 §5.1.5: the raw private key)."""
+        return self.private_bytes
 
     def sign(self, message: bytes) -> bytes:
         return self.private_key.sign(message)
+
+    def x25519_private(self) -> bytes:
+        """This key converted to X25519 (libsodium's ``ed25519_sk_to_curve25519``): what
+        opens a box sealed to our identity key and does DH with a contact's."""
+        return crypto_sign_ed25519_sk_to_curve25519(self.seed + self.public_key)
 
     def certify(self, device: DeviceKey, created: int) -> DeviceCertificate:
         """Sign a certificate saying ``device`` speaks for this identity."""
@@ -107,7 +152,7 @@ class Identity:
 
 
 @dataclass(frozen=True)
-class DeviceKey:
+class DeviceKey(_KeyPair):
     """One installation's X25519 key (its Noise static key) and a random device id."""
 
     private_key: X25519PrivateKey
@@ -123,17 +168,9 @@ class DeviceKey:
             raise ValueError("a device key is 32 bytes and a device id 16")
         return cls(X25519PrivateKey.from_private_bytes(private), device_id)
 
-    @property
-    def private_bytes(self) -> bytes:
-        return _raw_private(self.private_key)
-
-    @property
-    def public_key(self) -> bytes:
-        return self.private_key.public_key().public_bytes_raw()
-
 
 @dataclass(frozen=True)
-class DeviceCertificate:
+class DeviceCertificate(Signed):
     """``identity`` says: the X25519 key ``device_key`` (device ``device_id``) is mine.
 
     Wire form: a bencoded dictionary ``{i: identity, k: device_key, d: device_id,
@@ -141,13 +178,15 @@ class DeviceCertificate:
     ``DEVICE_CERT_CONTEXT`` followed by the bencoded dictionary without ``s``.
     """
 
+    CONTEXT: ClassVar[bytes] = DEVICE_CERT_CONTEXT
+
     identity: bytes
     device_key: bytes
     device_id: bytes
     created: int
     signature: bytes
 
-    def _fields(self) -> dict[bytes, bytes | int]:
+    def _fields(self) -> dict[bytes, Any]:
         return {
             b"i": self.identity,
             b"k": self.device_key,
@@ -155,16 +194,10 @@ class DeviceCertificate:
             b"c": self.created,
         }
 
-    def signed_bytes(self) -> bytes:
-        return DEVICE_CERT_CONTEXT + encode(self._fields())
-
     def with_signature(self, signature: bytes) -> DeviceCertificate:
         return DeviceCertificate(
             self.identity, self.device_key, self.device_id, self.created, signature
         )
-
-    def encode(self) -> bytes:
-        return encode({**self._fields(), b"s": self.signature})
 
     @classmethod
     def decode(cls, data: bytes) -> DeviceCertificate:
@@ -197,4 +230,23 @@ class DeviceCertificate:
         return cert
 
     def verify(self) -> bool:
-        return verify_signature(self.identity, self.signature, self.signed_bytes())
+        return self.signed_by(self.identity)
+
+    @classmethod
+    def all_of(cls, identity: bytes, items: object) -> list[DeviceCertificate]:
+        """The items of a decoded list that are ``identity``'s valid certificates.
+
+        Anything else (not a list, not bytes, malformed, forged, another identity's) is
+        dropped, never trusted: for device lists fetched from the DHT and stored ones.
+        """
+        out = []
+        for item in items if isinstance(items, list) else []:
+            if not isinstance(item, bytes):
+                continue
+            try:
+                cert = cls.decode(item)
+            except CertificateError:
+                continue
+            if cert.identity == identity:
+                out.append(cert)
+        return out

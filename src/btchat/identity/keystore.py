@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import getpass
 import hmac
 import json
 import os
-import tempfile
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +39,7 @@ from nacl.bindings import (
 from nacl.exceptions import CryptoError
 
 from btchat.errors import StorageError
+from btchat.files import write_atomic
 from btchat.identity.keys import CertificateError, DeviceCertificate, DeviceKey, Identity
 
 __all__ = [
@@ -327,56 +326,16 @@ class KeyStore:
         data = (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("ascii")
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd, tmp_name = tempfile.mkstemp(prefix=".identity.key.", dir=self.data_dir)
         except OSError as exc:
             raise KeyStoreError(f"cannot write to {self.data_dir}: {exc.strerror}") from None
-        tmp = Path(tmp_name)
         try:
-            with os.fdopen(fd, "wb") as f:
-                if hasattr(os, "fchmod"):
-                    os.fchmod(f.fileno(), 0o600)
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            if replace:
-                os.replace(tmp, self.path)
-            else:
-                self._link_new(tmp)
-        except OSError as exc:
-            raise KeyStoreError(f"cannot write {self.path}: {exc.strerror}") from None
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-        self._sync_dir()
-
-    def _link_new(self, tmp: Path) -> None:
-        """Move ``tmp`` into place only if no key file exists, atomically where possible."""
-        try:
-            os.link(tmp, self.path)
+            write_atomic(self.path, data, replace=replace)
         except FileExistsError:
             raise KeyStoreError(
                 f"an identity already exists in {self.data_dir}; refusing to overwrite it"
             ) from None
-        except OSError:
-            # No hard links on this file system: check, then rename (tiny race window).
-            if self.path.exists():
-                raise KeyStoreError(
-                    f"an identity already exists in {self.data_dir}; refusing to overwrite it"
-                ) from None
-            os.replace(tmp, self.path)
-
-    def _sync_dir(self) -> None:
-        """Make the rename durable (POSIX only; best effort)."""
-        try:
-            fd = os.open(self.data_dir, os.O_RDONLY)
-        except OSError:
-            return
-        try:
-            os.fsync(fd)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        except OSError as exc:
+            raise KeyStoreError(f"cannot write {self.path}: {exc.strerror}") from None
 
     def create(self, passphrase: str | None, *, now: int) -> LoadedKeys:
         """Generate a new identity and device, certify the device, and save them.

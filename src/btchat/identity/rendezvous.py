@@ -16,7 +16,6 @@ from __future__ import annotations
 from nacl.bindings import (
     crypto_scalarmult,
     crypto_sign_ed25519_pk_to_curve25519,
-    crypto_sign_ed25519_sk_to_curve25519,
 )
 from nacl.encoding import RawEncoder
 from nacl.exceptions import CryptoError
@@ -32,8 +31,10 @@ __all__ = [
     "OVERLAP_SECONDS",
     "PAIRWISE_PERSON",
     "InvalidPeerKey",
+    "announce_epochs",
     "announce_targets",
     "epoch_of",
+    "lookup_epochs",
     "lookup_targets",
     "pairwise_secret",
     "rendezvous_infohash",
@@ -68,7 +69,7 @@ def pairwise_secret(my_identity: Identity, their_public_key: bytes) -> bytes:
         their_x = crypto_sign_ed25519_pk_to_curve25519(their_public_key)
     except (NaclRuntimeError, CryptoError, ValueError):
         raise InvalidPeerKey("the contact's key is not a valid Ed25519 public key") from None
-    my_x = crypto_sign_ed25519_sk_to_curve25519(my_identity.seed + me)
+    my_x = my_identity.x25519_private()
     try:
         shared = crypto_scalarmult(my_x, their_x)
     except (NaclRuntimeError, CryptoError):
@@ -103,19 +104,18 @@ def rendezvous_infohash(secret: bytes, announcer: bytes, seeker: bytes, epoch: i
     return blake2b(data, digest_size=20, key=secret, encoder=RawEncoder)
 
 
-def announce_targets(secret: bytes, me: bytes, them: bytes, now: float) -> list[bytes]:
-    """Infohashes to announce on so ``them`` can find ``me``: this epoch, and the next
-    one in the epoch's last ``OVERLAP_SECONDS``."""
+def announce_epochs(now: float) -> list[int]:
+    """The epochs to announce in: this one, and the next one in its last
+    ``OVERLAP_SECONDS`` (so a seeker whose clock is ahead already finds us)."""
     epoch = epoch_of(now)
-    epochs = [epoch]
     if now - epoch * EPOCH_SECONDS >= EPOCH_SECONDS - OVERLAP_SECONDS:
-        epochs.append(epoch + 1)
-    return [rendezvous_infohash(secret, me, them, e) for e in epochs]
+        return [epoch, epoch + 1]
+    return [epoch]
 
 
-def lookup_targets(secret: bytes, me: bytes, them: bytes, now: float) -> list[bytes]:
-    """Infohashes to look up to find ``them``: what they announce for ``me`` this epoch,
-    the previous one early in an epoch and the next one late in it."""
+def lookup_epochs(now: float) -> list[int]:
+    """The epochs to look in: this one, the previous one early in it and the next one
+    late in it, so two clocks up to ``OVERLAP_SECONDS`` apart still meet."""
     epoch = epoch_of(now)
     into = now - epoch * EPOCH_SECONDS
     epochs = [epoch]
@@ -123,4 +123,15 @@ def lookup_targets(secret: bytes, me: bytes, them: bytes, now: float) -> list[by
         epochs.append(epoch - 1)
     if into >= EPOCH_SECONDS - OVERLAP_SECONDS:
         epochs.append(epoch + 1)
-    return [rendezvous_infohash(secret, them, me, e) for e in epochs]
+    return epochs
+
+
+def announce_targets(secret: bytes, me: bytes, them: bytes, now: float) -> list[bytes]:
+    """Infohashes to announce on so ``them`` can find ``me`` (:func:`announce_epochs`)."""
+    return [rendezvous_infohash(secret, me, them, e) for e in announce_epochs(now)]
+
+
+def lookup_targets(secret: bytes, me: bytes, them: bytes, now: float) -> list[bytes]:
+    """Infohashes to look up to find ``them``: what they announce for ``me``
+    (:func:`lookup_epochs`)."""
+    return [rendezvous_infohash(secret, them, me, e) for e in lookup_epochs(now)]

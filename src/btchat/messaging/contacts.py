@@ -3,20 +3,40 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from btchat.codec.bencode import DecodeError, decode, encode
-from btchat.identity.keys import CertificateError, DeviceCertificate
+from btchat.identity.keys import DeviceCertificate
 from btchat.messaging.envelope import PRESENCE_STATES
 from btchat.storage import StoreError, Table
 
-__all__ = ["MAX_CERTS", "ContactRow", "Contacts"]
+__all__ = ["MAX_CERTS", "ContactChange", "ContactRow", "Contacts"]
 
 #: Most device certificates kept per contact: bounds what a peer can make us store.
 MAX_CERTS = 32
 
 _CONTACT_COLUMNS = "pk, name, added_ms, verified, blocked, certs, presence, last_seen_ms"
+
+
+@dataclass(frozen=True)
+class ContactChange:
+    """One "update this contact" request: only the fields given (not ``None``) change.
+
+    The one spelling of the change for the API facade, the daemon, the in-memory fake and
+    the HTTP client, so a new contact setting is added here and nowhere else.
+    """
+
+    name: str | None = None
+    verified: bool | None = None
+    blocked: bool | None = None
+    #: How long a message to this contact is retried while they are offline.
+    retention_days: float | None = None
+
+    def given(self) -> dict[str, Any]:
+        """The fields that change, by name: also the JSON body of the API's PATCH."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {k: v for k, v in values.items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -64,17 +84,7 @@ class Contacts(Table):
             items = decode(blob)
         except DecodeError:
             return ()
-        certs = []
-        for item in items if isinstance(items, list) else []:
-            if not isinstance(item, bytes):
-                continue
-            try:
-                cert = DeviceCertificate.decode(item)
-            except CertificateError:
-                continue
-            if cert.identity == pk:
-                certs.append(cert)
-        return tuple(certs)
+        return tuple(DeviceCertificate.all_of(pk, items))
 
     def get_contact(self, pk: bytes) -> ContactRow | None:
         rows = self.db.query(f"SELECT {_CONTACT_COLUMNS} FROM contacts WHERE pk = ?", (pk,))

@@ -26,11 +26,11 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from btchat.codec.bencode import DecodeError, decode, encode
 from btchat.errors import PeerError
-from btchat.identity.keys import verify_signature
+from btchat.identity.keys import Signed
 
 __all__ = [
     "ENVELOPE_CONTEXT",
@@ -130,8 +130,11 @@ class _Signer(Protocol):
 
 
 @dataclass(frozen=True)
-class Envelope:
+class Envelope(Signed):
     """One parsed or created envelope. ``body`` is signed: treat it as read-only."""
+
+    CONTEXT: ClassVar[bytes] = ENVELOPE_CONTEXT
+    SIGNATURE_KEY: ClassVar[bytes] = b"sig"
 
     version: int
     id: bytes
@@ -158,10 +161,6 @@ class Envelope:
             b"body": self.body,
             b"n": self.nonce,
         }
-
-    def signed_bytes(self) -> bytes:
-        """Exactly what ``sig`` covers: the context, then every field except ``sig``."""
-        return ENVELOPE_CONTEXT + encode(self._fields())
 
     @property
     def known_type(self) -> bool:
@@ -274,7 +273,7 @@ def _check_structure(env: Envelope) -> None:
 
 def encode_envelope(env: Envelope) -> bytes:
     """The wire bytes: canonical bencode of every field including ``sig``."""
-    return encode({**env._fields(), b"sig": env.signature})
+    return env.encode()
 
 
 def parse_envelope(data: bytes) -> Envelope:
@@ -403,7 +402,7 @@ def verify_envelope(
         raise EnvelopeError("wrong_sender", "envelope is not from the session's identity")
     if env.recipient != expected_recipient:
         raise EnvelopeError("wrong_recipient", "envelope is addressed to someone else")
-    if not verify_signature(env.sender, env.signature, env.signed_bytes()):
+    if not env.signed_by(env.sender):
         raise EnvelopeError("bad_signature", "signature does not verify")
     now_ms = now * 1000
     if env.ts_ms > now_ms + max_skew * 1000:

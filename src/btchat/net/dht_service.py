@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import random
 import socket
 from collections.abc import Callable
@@ -32,6 +31,8 @@ from btchat.dht.node import (
 )
 from btchat.dht.reachability import ReachabilitySummary
 from btchat.errors import NetworkError
+from btchat.files import write_atomic
+from btchat.net.timer import CoreTimer
 
 __all__ = ["DEFAULT_BOOTSTRAP", "DhtError", "DhtService", "resolve_addrs"]
 
@@ -81,8 +82,7 @@ class DhtService(asyncio.DatagramProtocol):
         self.state_dir = state_dir
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.DatagramTransport | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._timer = CoreTimer(self.loop, node.get_timer, self._on_timer)
         self._waiters: dict[int, asyncio.Future[Any]] = {}
         self._save_task: asyncio.Task[None] | None = None
         #: Another protocol on our socket (QUIC, see :meth:`share_socket`).
@@ -158,8 +158,7 @@ class DhtService(asyncio.DatagramProtocol):
         self.save_state()
         if self._save_task is not None:
             self._save_task.cancel()
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
         if self.transport is not None:
             self.transport.close()
         for fut in self._waiters.values():
@@ -171,10 +170,9 @@ class DhtService(asyncio.DatagramProtocol):
         if self.state_dir is None:
             return
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        path = self.state_dir / STATE_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.node.save_state()))
-        os.replace(tmp, path)  # atomic: a crash leaves the old or the new file, never half
+        state = json.dumps(self.node.save_state()).encode()
+        # A crash leaves the old or the new file, never half of one.
+        write_atomic(self.state_dir / STATE_FILE, state, mode=0o644)
 
     async def _save_loop(self) -> None:
         while True:
@@ -211,8 +209,6 @@ class DhtService(asyncio.DatagramProtocol):
         self.node.stats["icmp_errors"] += 1
 
     def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = None
         self.node.handle_timer(self.loop.time())
         self._pump()
 
@@ -236,12 +232,7 @@ class DhtService(asyncio.DatagramProtocol):
                 fut.set_result(event.result)
             elif isinstance(event, OperationFailed):
                 fut.set_exception(DhtError(event.reason))
-        when = node.get_timer()
-        if when != self._timer_at:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = None if when is None else self.loop.call_at(when, self._on_timer)
-            self._timer_at = when
+        self._timer.rearm()
 
     async def _run(self, op_id: int) -> Any:
         fut: asyncio.Future[Any] = self.loop.create_future()

@@ -4,8 +4,9 @@ If both sides dial at once, two connections may complete. Each side decides alon
 without a message, so the rule must give both the same answer from what both know: the
 two endpoint keys and who dialled each connection. Both keep the connection dialled by
 the smaller key; between two dialled by the same side, the older one stays (so a
-redial cannot knock out a working connection). Used for 1:1 sessions (keys: identity
-keys) and meant for channel links.
+redial cannot knock out a working connection). Used for 1:1 sessions
+(:mod:`btchat.node.peering`) and channel links (:mod:`btchat.channels.service`), the
+keys being identity keys in both.
 """
 
 from __future__ import annotations

@@ -8,12 +8,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from btchat.api.facade import ApiError
 from btchat.channels.chatfile import ChatFile, ChatFileError
 from btchat.channels.engine import Event, Removed, Shown
 from btchat.channels.members import MemberListError
 from btchat.channels.service import ChannelConfig, ChannelService
 from btchat.channels.store import ChannelStore
+from btchat.errors import ApiError
 from btchat.identity.idtext import IdError, format_id, parse_contact_ref
 from btchat.identity.keys import Identity
 from btchat.messaging.store import Store

@@ -8,7 +8,6 @@ the event loop. Offline delivery is optional (``offline`` is set once it runs).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from btchat.messaging import conversation as conv
 from btchat.messaging.conversation import Conversations
 from btchat.messaging.envelope import Envelope
 from btchat.messaging.store import Store
+from btchat.net.timer import CoreTimer
 from btchat.node.offline import BACKUP_TYPES, OfflineDelivery
 
 __all__ = ["Chat"]
@@ -39,7 +39,7 @@ class Chat:
         self.offline: OfflineDelivery | None = None
         self._send = send
         self._emit = emit
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer = CoreTimer(None, core.get_timer, self._on_timer, clock=time.time)
         self._handlers: dict[type, Callable[[Any], None]] = {
             conv.Transmit: lambda e: self._send(e.peer, e.data),
             conv.Deposit: self._on_deposit,
@@ -67,21 +67,12 @@ class Chat:
         """Carry out what the core asks, and re-arm its one timer."""
         while (event := self.core.next_event()) is not None:
             self._handlers[type(event)](event)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        deadline = self.core.get_timer()
-        if deadline is not None:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(max(0.0, deadline - time.time()), self._on_timer)
+        self._timer.rearm()
 
     def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timer.cancel()
 
     def _on_timer(self) -> None:
-        self._timer = None
         self.core.handle_timer(time.time())
         self.drive()
 

@@ -2,7 +2,7 @@
 
 Contacts are addressed in the CLI and API by petname, ID text, ``btchat:`` URI or hex
 key; petnames are unique for that reason. What the user did wrong comes out as an
-:class:`~btchat.api.facade.ApiError` with a status and a code.
+:class:`~btchat.errors.ApiError` with a status and a code.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from btchat.api.facade import ApiError
+from btchat.errors import ApiError
 from btchat.identity.idtext import IdError, format_id, parse_contact_ref
 from btchat.identity.keys import DeviceCertificate
 from btchat.identity.names import PetnameError, clean_suggestion, petname

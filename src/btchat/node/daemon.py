@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from btchat import __version__
-from btchat.api.facade import ApiError
 from btchat.channels.service import ChannelConfig
+from btchat.errors import ApiError
 from btchat.identity.idtext import format_id, format_uri
 from btchat.identity.keys import DeviceCertificate
 from btchat.identity.keystore import LoadedKeys
 from btchat.identity.safety import safety_number
 from btchat.messaging import conversation as conv
+from btchat.messaging.contacts import ContactChange
 from btchat.messaging.conversation import Conversations
 from btchat.messaging.store import Store
 from btchat.net.dht_service import DhtError, DhtService
@@ -137,9 +138,7 @@ class Daemon:
             self.keys.certificate,
             self.dht,
             self.config.peering,
-            contacts=self.contacts.reachable,
-            certs_of=self.contacts.certs_of,
-            save_certs=self.contacts.save_certs,
+            contacts=self.contacts,
             on_established=self._on_established,
             on_closed=self._on_closed,
             on_data=self._on_data,
@@ -246,28 +245,21 @@ class Daemon:
     async def get_contact(self, c: str) -> dict[str, Any]:
         return self._contact_json(self.contacts.resolve(c))
 
-    async def update_contact(
-        self,
-        c: str,
-        name: str | None = None,
-        verified: bool | None = None,
-        blocked: bool | None = None,
-        retention_days: float | None = None,
-    ) -> dict[str, Any]:
+    async def update_contact(self, c: str, change: ContactChange) -> dict[str, Any]:
         pk = self.contacts.resolve(c)
-        if retention_days is not None:
-            seconds = int(retention_days * 86400)
+        if change.retention_days is not None:
+            seconds = int(change.retention_days * 86400)
             if not MIN_RETENTION <= seconds <= MAX_RETENTION:
                 raise ApiError(400, "bad_retention", "retention must be 1 to 14 days")
             if self.offline is not None:
                 self.offline.state.set_retention(pk, seconds)
-        if name is not None:
-            self.store.rename_contact(pk, self.contacts.check_name(name, pk))
-        if verified is not None:
-            self.store.set_verified(pk, verified)
-        if blocked is not None:
-            self.store.set_blocked(pk, blocked)
-            if blocked and self.peering is not None:
+        if change.name is not None:
+            self.store.rename_contact(pk, self.contacts.check_name(change.name, pk))
+        if change.verified is not None:
+            self.store.set_verified(pk, change.verified)
+        if change.blocked is not None:
+            self.store.set_blocked(pk, change.blocked)
+            if change.blocked and self.peering is not None:
                 self.peering.drop(pk, "blocked")
         return self._contact_json(pk)
 

@@ -14,8 +14,15 @@ SUBSCRIBER_QUEUE = 1000
 
 
 class EventHub:
+    """One bounded queue per subscriber; the daemon's and the in-memory fake's stream."""
+
     def __init__(self) -> None:
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
+
+    @property
+    def subscribers(self) -> int:
+        """How many streams are open (closing one unsubscribes it)."""
+        return len(self._subscribers)
 
     def emit(self, event: dict[str, Any]) -> None:
         for queue in list(self._subscribers):

@@ -23,6 +23,7 @@ from typing import Any
 from btchat.discovery.rendezvous import (
     DEVICES_SALT,
     Candidate,
+    Directory,
     Rendezvous,
     RendezvousConfig,
     decode_device_list,
@@ -117,9 +118,7 @@ class Peering:
         dht: DhtService | None,
         config: PeeringConfig,
         *,
-        contacts: Callable[[], list[bytes]],
-        certs_of: Callable[[bytes], list[DeviceCertificate]],
-        save_certs: Callable[[bytes, list[DeviceCertificate]], None],
+        contacts: Directory,
         on_established: Callable[[bytes], None],
         on_closed: Callable[[bytes, str], None],
         on_data: Callable[[bytes, bytes, bytes], None],
@@ -134,7 +133,6 @@ class Peering:
         self.dht = dht
         self.config = config
         self._contacts = contacts
-        self._certs_of = certs_of
         self._on_established = on_established
         self._on_closed = on_closed
         self._on_data = on_data
@@ -142,16 +140,7 @@ class Peering:
         #: Without a DHT (Tor mode) there is no rendezvous: sessions are only dialled by
         #: hand (:meth:`dial`) or accepted.
         self.rendezvous = (
-            Rendezvous(
-                identity,
-                certificate,
-                dht,
-                config.rendezvous(),
-                self,
-                contacts=contacts,
-                certs_of=certs_of,
-                save_certs=save_certs,
-            )
+            Rendezvous(identity, certificate, dht, config.rendezvous(), self, contacts)
             if dht is not None
             else None
         )
@@ -276,7 +265,8 @@ class Peering:
         """Dial ``contact`` at an address given by hand, expecting the devices whose
         certificates we already hold (learned over an earlier session or a request):
         the way in when there is no rendezvous (Tor mode)."""
-        return await self.reach([Candidate(contact, c, addr) for c in self._certs_of(contact)])
+        certs = self._contacts.certs_of(contact)
+        return await self.reach([Candidate(contact, c, addr) for c in certs])
 
     async def connect(self, contact: bytes, cert: DeviceCertificate, addr: Address) -> bool:
         """Happy eyeballs: dial ``addr`` over TCP and QUIC at once; the first
@@ -350,7 +340,7 @@ class Peering:
                 stream.abort()
 
         timer = loop.call_at(admission.deadline(ticket) + 0.01, silent)
-        contacts = set(self._contacts())
+        contacts = set(self._contacts.reachable())
 
         def authorize(identity: bytes, remote: DeviceCertificate) -> bool:
             ok = identity in contacts

@@ -25,7 +25,7 @@ import hashlib
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from nacl.bindings import crypto_sign_ed25519_pk_to_curve25519, crypto_sign_ed25519_sk_to_curve25519
+from nacl.bindings import crypto_sign_ed25519_pk_to_curve25519
 from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, PublicKey, SealedBox
 
@@ -150,7 +150,7 @@ def open_request(
     identity: Identity, sealed: bytes, *, now: float, pow_bits: int = REQUEST_POW_BITS
 ) -> ContactRequest:
     """Unseal and check a request found in one of our slots; RequestError if invalid."""
-    secret = crypto_sign_ed25519_sk_to_curve25519(identity.seed + identity.public_key)
+    secret = identity.x25519_private()
     try:
         plain = SealedBox(PrivateKey(secret)).decrypt(sealed)
         fields = decode(plain)

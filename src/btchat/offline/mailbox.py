@@ -451,12 +451,8 @@ class Mailbox:
     def offer_packet(self, peer: bytes, data: bytes, now: float) -> bool:
         """A packet from the DHT or a friend's backup; True if it was new and decrypted."""
         self._clock(now)
-        try:
-            packet = OfflinePacket.parse(data)
-            packet.verify(peer, self.me)
-        except PacketError as exc:
-            self.stats["bad_packets"] += 1
-            log.warning("offline packet from %s refused: %s", peer.hex()[:16], exc)
+        packet = self._verified("offline", data, peer, self.me)
+        if packet is None:
             return False
         now_ms = int(now * 1000)
         if packet.expires_ms + EXPIRY_GRACE_MS < now_ms:
@@ -482,6 +478,20 @@ class Mailbox:
         self._events.append(Received(peer, packet.n, plaintext))
         return True
 
+    def _verified(
+        self, what: str, data: bytes, sender: bytes, recipient: bytes | None
+    ) -> OfflinePacket | None:
+        """``data`` parsed, with ``sender``'s signature for ``recipient`` (None: whom the
+        packet names) checked; a bad packet is counted and logged, never raised."""
+        try:
+            packet = OfflinePacket.parse(data)
+            packet.verify(sender, packet.recipient if recipient is None else recipient)
+        except PacketError as exc:
+            self.stats["bad_packets"] += 1
+            log.warning("%s packet from %s refused: %s", what, sender.hex()[:16], exc)
+            return None
+        return packet
+
     # -------------------------------------------------------------- friend backup
 
     def backup_for(self, friend: bytes, now: float) -> list[bytes]:
@@ -505,12 +515,8 @@ class Mailbox:
         held = 0
         now_ms = int(now * 1000)
         for data in packets[:MAX_BACKUP_BATCH]:
-            try:
-                packet = OfflinePacket.parse(data)
-                packet.verify(friend, packet.recipient)
-            except PacketError as exc:
-                self.stats["bad_packets"] += 1
-                log.warning("backup packet from %s refused: %s", friend.hex()[:16], exc)
+            packet = self._verified("backup", data, friend, None)
+            if packet is None:
                 continue
             if packet.recipient not in contacts or packet.recipient == self.me:
                 continue

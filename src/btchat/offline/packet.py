@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nacl.bindings import (
@@ -29,7 +29,7 @@ from nacl.exceptions import CryptoError
 from btchat.codec.bencode import DecodeError, decode, encode
 from btchat.dht import bep44
 from btchat.errors import PeerError
-from btchat.identity.keys import Identity, verify_signature
+from btchat.identity.keys import Identity, Signed
 
 __all__ = [
     "CHUNK_DATA",
@@ -76,7 +76,9 @@ def _uint(value: object) -> bool:
 
 
 @dataclass(frozen=True)
-class OfflinePacket:
+class OfflinePacket(Signed):
+    CONTEXT: ClassVar[bytes] = PACKET_CONTEXT
+
     sender: bytes
     recipient: bytes
     n: int  # per-direction counter, from 0
@@ -110,11 +112,8 @@ class OfflinePacket:
         olm_body: bytes,
     ) -> OfflinePacket:
         unsigned = cls(identity.public_key, recipient, n, expires_ms, olm_key, olm_type, olm_body)
-        signature = identity.sign(PACKET_CONTEXT + encode(unsigned._fields()))
+        signature = identity.sign(unsigned.signed_bytes())
         return cls(**{**unsigned.__dict__, "signature": signature})
-
-    def encode(self) -> bytes:
-        return encode({**self._fields(), b"s": self.signature})
 
     @classmethod
     def parse(cls, data: bytes) -> OfflinePacket:
@@ -141,8 +140,7 @@ class OfflinePacket:
             raise PacketError("packet is from someone else than the mailbox's contact")
         if self.recipient != recipient:
             raise PacketError("packet is addressed to someone else")
-        message = PACKET_CONTEXT + encode(self._fields())
-        if not verify_signature(self.sender, self.signature, message):
+        if not self.signed_by(self.sender):
             raise PacketError("packet signature does not verify")
 
 

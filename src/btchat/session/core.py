@@ -95,16 +95,7 @@ class FrameType(enum.IntEnum):
     CLOSE = 4  # body: utf-8 reason; the last frame the sender sends
 
 
-WIRE = Wire(
-    name="session",
-    data=FrameType.DATA,
-    ping=FrameType.PING,
-    pong=FrameType.PONG,
-    close=FrameType.CLOSE,
-    rekey=FrameType.REKEY,
-    idle_reason="peer silent for {timeout:g} s",
-    close_last=True,
-)
+WIRE = Wire.of("session", FrameType, idle_reason="peer silent for {timeout:g} s", close_last=True)
 
 
 @dataclass(frozen=True)

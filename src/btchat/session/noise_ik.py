@@ -27,6 +27,7 @@ from btchat.stream.noise import (
     NoiseError,
     NoiseHandshake,
     Transport,
+    new_connection,
 )
 
 __all__ = [
@@ -73,22 +74,11 @@ class IKHandshake(NoiseHandshake):
             raise ValueError("an IK initiator must know the responder's static key")
         if not initiator and remote_static is not None:
             raise ValueError("an IK responder learns the initiator's static key from it")
-        if len(static_private) != DHLEN:
-            raise ValueError("a static X25519 private key is 32 bytes")
         if remote_static is not None and len(remote_static) != DHLEN:
             raise ValueError("a static X25519 public key is 32 bytes")
-        conn = NoiseConnection.from_name(PROTOCOL_NAME)
-        if initiator:
-            conn.set_as_initiator()
-        else:
-            conn.set_as_responder()
-        # Noise §6: both sides mix the prologue into h, so a mismatch fails the handshake.
-        conn.set_prologue(prologue)
-        conn.set_keypair_from_private_bytes(Keypair.STATIC, static_private)
+        conn = new_connection(PROTOCOL_NAME, initiator, prologue, static_private, ephemeral_private)
         if remote_static is not None:
             conn.set_keypair_from_public_bytes(Keypair.REMOTE_STATIC, remote_static)
-        if ephemeral_private is not None:
-            conn.set_keypair_from_private_bytes(Keypair.EPHEMERAL, ephemeral_private)
         conn.start_handshake()
         super().__init__(conn, initiator=initiator)
         self._remote_static = remote_static

@@ -1,25 +1,10 @@
-"""In-process, virtual-time network simulation for tests, benchmarks and the sandbox."""
+"""In-process, virtual-time network simulation for tests, benchmarks and the sandbox.
 
-from btchat.sim.network import (
-    Addr,
-    DropFilter,
-    Endpoint,
-    SimNetwork,
-    SimStats,
-    TraceEvent,
-    loopback_addresses,
-    private_addresses,
-    public_addresses,
-)
+The package exports what :mod:`btchat.sim.network` exports, as that module lists it.
+"""
 
-__all__ = [
-    "Addr",
-    "DropFilter",
-    "Endpoint",
-    "SimNetwork",
-    "SimStats",
-    "TraceEvent",
-    "loopback_addresses",
-    "private_addresses",
-    "public_addresses",
-]
+from btchat.sim import network
+from btchat.sim.network import *  # noqa: F403  (exactly network.__all__)
+
+__all__: list[str] = []
+__all__ += network.__all__  # a form type checkers follow

@@ -170,6 +170,27 @@ class _Slot:
         self.spin_count = 0
 
 
+class _Probability:
+    """A per-datagram probability: checked to lie in [0, 1] whenever it is set, kept in
+    ``_<name>`` for the delivery loop to read without a call."""
+
+    def __init__(self, doc: str) -> None:
+        self.__doc__ = doc
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name, self.slot = name, f"_{name}"
+
+    def __get__(self, obj: object, owner: type | None = None) -> float:
+        if obj is None:
+            return self  # type: ignore[return-value]  # the class attribute: for help()
+        return getattr(obj, self.slot)  # type: ignore[no-any-return]
+
+    def __set__(self, obj: object, value: float) -> None:
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{self.name} must be in [0, 1], got {value!r}")
+        setattr(obj, self.slot, float(value))
+
+
 def private_addresses(port: int = 6881) -> Iterator[Addr]:
     """Unique hosts in 10.0.0.0/8, one per node, so per-IP logic is exercised."""
     for n in range(1 << 24):
@@ -256,27 +277,10 @@ class SimNetwork(Generic[E]):
         self._lat_lo = float(lo)
         self._lat_span = float(hi) - float(lo)
 
-    @property
-    def loss(self) -> float:
-        """Probability that a datagram is silently lost; may be changed mid-run."""
-        return self._loss
-
-    @loss.setter
-    def loss(self, value: float) -> None:
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"loss must be in [0, 1], got {value!r}")
-        self._loss = float(value)
-
-    @property
-    def duplicate(self) -> float:
-        """Probability that a datagram is delivered twice; may be changed mid-run."""
-        return self._dup
-
-    @duplicate.setter
-    def duplicate(self, value: float) -> None:
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"duplicate must be in [0, 1], got {value!r}")
-        self._dup = float(value)
+    loss = _Probability("Probability that a datagram is silently lost; may be changed mid-run.")
+    duplicate = _Probability(
+        "Probability that a datagram is delivered twice; may be changed mid-run."
+    )
 
     # -- inspection ----------------------------------------------------------
 
@@ -626,7 +630,7 @@ class SimNetwork(Generic[E]):
             heap, (now + self._lat_lo + self._lat_span * rnd(), self._seq, _DELIVER, dst, src, data)
         )
         self._in_flight += 1
-        if self._dup and rnd() < self._dup:
+        if self._duplicate and rnd() < self._duplicate:
             stats.duplicated += 1
             if tracer is not None:
                 tracer(TraceEvent(now, "duplicate", src, dst, data))

@@ -13,6 +13,7 @@ about a minute.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 from collections import Counter
@@ -202,22 +203,10 @@ class OfflineWorld:
     def _drive(self, user: SimUser) -> None:
         """Start the mailbox's DHT requests on the user's node; handle its outcomes."""
         for event in drain_events(user.mailbox):
-            if isinstance(event, Get):
-                user.traffic["gets"] += 1
-                self._start(
-                    user,
-                    "get",
-                    event.token,
-                    lambda node, now, r=event: node.get_mutable(r.public_key, now, salt=r.salt),
-                )
-            elif isinstance(event, Put):
-                user.traffic["puts"] += 1
-                self._start(
-                    user,
-                    "put",
-                    event.token,
-                    lambda node, now, r=event: node.put_mutable(r.item, now),
-                )
+            if isinstance(event, Get | Put):
+                kind = "get" if isinstance(event, Get) else "put"
+                user.traffic[f"{kind}s"] += 1
+                self._start(user, kind, event.token, functools.partial(_dht_operation, event))
             else:
                 self._handle(user, event)
 
@@ -310,3 +299,10 @@ class OfflineWorld:
             self._drive(user)  # what a friend held for us is stored before we release it
             for kind, body in replies:
                 user.conversations.send_body(event.peer, kind, body, self.now)
+
+
+def _dht_operation(request: Get | Put, node: DhtNode, now: float) -> int:
+    """Start on ``node`` the DHT operation a mailbox request asks for; its op id."""
+    if isinstance(request, Get):
+        return node.get_mutable(request.public_key, now, salt=request.salt)
+    return node.put_mutable(request.item, now)

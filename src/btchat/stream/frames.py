@@ -95,6 +95,24 @@ class Wire:
     idle_reason: str  # formatted with ``timeout``
     close_last: bool
 
+    @classmethod
+    def of(
+        cls, name: str, types: type[enum.IntEnum], *, idle_reason: str, close_last: bool
+    ) -> Wire:
+        """The dialect whose numbers are ``types``' DATA, PING, PONG and CLOSE (and
+        REKEY, if it has one): each number is written once, in the dialect's enum."""
+        rekey = types.__members__.get("REKEY")
+        return cls(
+            name,
+            int(types["DATA"]),
+            int(types["PING"]),
+            int(types["PONG"]),
+            int(types["CLOSE"]),
+            None if rekey is None else int(rekey),
+            idle_reason,
+            close_last,
+        )
+
 
 def frame(message: bytes) -> bytes:
     """One length-prefixed Noise message."""

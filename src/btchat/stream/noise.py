@@ -14,7 +14,7 @@ thing to catch.
 from __future__ import annotations
 
 from cryptography.exceptions import InvalidTag
-from noise.connection import NoiseConnection
+from noise.connection import Keypair, NoiseConnection
 from noise.exceptions import (
     NoiseHandshakeError,
     NoiseInvalidMessage,
@@ -33,6 +33,7 @@ __all__ = [
     "NoiseError",
     "NoiseHandshake",
     "Transport",
+    "new_connection",
 ]
 
 #: Noise §12.1: X25519 public keys and DH outputs are 32 bytes.
@@ -55,6 +56,32 @@ REMOTE_ERRORS = (
 
 class NoiseError(CipherError):
     """A Noise message was rejected: it does not authenticate, or is malformed."""
+
+
+def new_connection(
+    protocol_name: bytes,
+    initiator: bool,
+    prologue: bytes,
+    static_private: bytes,
+    ephemeral_private: bytes | None = None,
+) -> NoiseConnection:
+    """A library connection for one handshake, set up but not started: the role, the
+    prologue (Noise §6: both sides mix it into ``h``, so a mismatch fails the
+    handshake), our static key and, only to replay test vectors, a fixed ephemeral key
+    (a real handshake lets the library generate one, §4.1). The pattern adds the rest
+    (a PSK, the peer's static key) and calls ``start_handshake``."""
+    if len(static_private) != DHLEN:
+        raise ValueError("a static X25519 private key is 32 bytes")
+    conn = NoiseConnection.from_name(protocol_name)
+    if initiator:
+        conn.set_as_initiator()
+    else:
+        conn.set_as_responder()
+    conn.set_prologue(bytes(prologue))
+    conn.set_keypair_from_private_bytes(Keypair.STATIC, static_private)
+    if ephemeral_private is not None:
+        conn.set_keypair_from_private_bytes(Keypair.EPHEMERAL, ephemeral_private)
+    return conn
 
 
 class NoiseHandshake:
