@@ -146,6 +146,7 @@ class PeerNode:
     dht: Any = None
     up: list[bytes] = field(default_factory=list)
     down: list[bytes] = field(default_factory=list)
+    switched: list[bytes] = field(default_factory=list)
     data: list[tuple[bytes, bytes, bytes]] = field(default_factory=list)
     peering: Peering = field(init=False)
 
@@ -165,6 +166,7 @@ class PeerNode:
             on_established=self.up.append,
             on_closed=lambda pk, reason: self.down.append(pk),
             on_data=lambda pk, device, payload: self.data.append((pk, device, payload)),
+            on_switched=self.switched.append,
             dialer=self.dialer,
         )
 

@@ -22,7 +22,7 @@ from referencing.jsonschema import DRAFT202012
 from btchat.api.facade import ApiError
 from btchat.api.fake import FakeMessenger
 from btchat.api.openapi import openapi_document
-from btchat.api.server import MAX_BODY, make_app
+from btchat.api.server import ALL_ROUTES, MAX_BODY, make_app
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -30,7 +30,7 @@ ALICE = "a1" * 32
 BOB = "b0" * 32
 DOC_URI = "urn:btchat:openapi"
 REGISTRY = Registry().with_resource(
-    DOC_URI, Resource.from_contents(openapi_document(), default_specification=DRAFT202012)
+    DOC_URI, Resource.from_contents(openapi_document(ALL_ROUTES), default_specification=DRAFT202012)
 )
 
 

@@ -514,3 +514,67 @@ def test_garbage_bodies_raise_only_envelope_error(kind: bytes, body: dict[bytes,
 def test_any_text_round_trips(text: str) -> None:
     env = E.parse_envelope(E.encode_envelope(make(body=E.text_body(text))))
     assert E.decode_text(env) == text
+
+
+# --------------------------------------------------------------------------- cached bytes
+
+
+def fresh_wire(env: Envelope) -> bytes:
+    """The wire bytes recomputed from the fields, bypassing every cache."""
+    return encode({**env._fields(), b"sig": env.signature})
+
+
+def fresh_signed(env: Envelope) -> bytes:
+    return E.ENVELOPE_CONTEXT + encode(env._fields())
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    kind=st.from_regex(rb"[a-z0-9_.-]{1,32}", fullmatch=True),
+    extra=st.dictionaries(st.binary(min_size=1, max_size=8), st.binary(max_size=40), max_size=4),
+    lamport=st.integers(0, E.MAX_INT),
+    ms=st.integers(0, E.MAX_INT),
+)
+def test_cached_bytes_are_the_canonical_encoding(
+    kind: bytes, extra: dict[bytes, bytes], lamport: int, ms: int
+) -> None:
+    body = {**extra, b"t": b"hi"} if kind == b"text" else extra
+    if kind in (b"receipt", b"typing", b"presence"):
+        kind = b"x" + kind  # a known type's body has its own rules
+    env = make(kind, body, lamport=lamport, now=ms / 1000)
+    assert E.encode_envelope(env) == fresh_wire(env)
+    assert env.signed_bytes() == fresh_signed(env)
+    parsed = E.parse_envelope(E.encode_envelope(env))
+    assert parsed == env
+    assert E.encode_envelope(parsed) == fresh_wire(parsed)
+    assert parsed.signed_bytes() == fresh_signed(parsed)
+    E.verify_envelope(
+        parsed, expected_sender=None, expected_recipient=BOB.public_key, now=ms / 1000
+    )
+
+
+def test_replace_drops_the_cached_bytes() -> None:
+    """A field changed with dataclasses.replace is re-encoded, so the old signature fails."""
+    env = E.parse_envelope(E.encode_envelope(make()))
+    moved = replace(env, body={b"t": b"other"})
+    assert E.encode_envelope(moved) == fresh_wire(moved) != E.encode_envelope(env)
+    with pytest.raises(EnvelopeError) as info:
+        check(moved)
+    assert info.value.code == "bad_signature"
+
+
+def test_hand_built_envelope_is_checked_by_verify() -> None:
+    """Only parse and create mark an envelope checked; one built by hand is checked."""
+    bad = replace(make(), device=b"short")
+    with pytest.raises(EnvelopeError) as info:
+        check(bad)
+    assert info.value.code == "malformed"
+
+
+def test_signed_bytes_found_only_where_canonical_order_puts_sig() -> None:
+    env = make()
+    wire = E.encode_envelope(env)
+    assert E._signed_from_wire(env, wire) == fresh_signed(env)
+    other = replace(env, signature=bytes(64))
+    assert E._signed_from_wire(other, wire) is None  # the signature bytes differ
+    assert E._signed_from_wire(replace(env, ts_ms=env.ts_ms + 1), wire) is None  # the tail

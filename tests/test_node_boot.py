@@ -248,3 +248,27 @@ async def test_the_daemon_applies_only_the_fields_a_change_gives(tmp_path: Path)
         assert (await daemon.get_contact("robert"))["retention_days"] == 3
     finally:
         await node.stop()
+
+
+def test_start_up_path_leaves_pydantic_and_the_api_models_for_later() -> None:
+    """`btchat up` answers before pydantic is imported (about 0.1 s of its start-up):
+    the CLI, the node's composition and the API server import no models, no events and
+    no OpenAPI generator; the first request with a body or the first event loads them."""
+    import subprocess
+    import sys
+
+    late = ("pydantic", "btchat.api.models", "btchat.api.events", "btchat.api.openapi")
+    code = (
+        "import sys, btchat.cli.main, btchat.node.boot, btchat.api.server\n"
+        f"print(sorted(m for m in {late!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+async def test_first_request_loads_the_models_off_the_event_loop() -> None:
+    """The first body to validate waits for the models in a thread, and then validates."""
+    from btchat.api import routes
+
+    await routes.models_loaded()
+    assert routes.model("NewMessage").parse({"text": "hi"}).text == "hi"  # type: ignore[attr-defined]

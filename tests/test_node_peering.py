@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -182,3 +183,97 @@ async def test_the_tcp_listener_falls_back_when_the_dht_port_number_is_taken() -
         await n.peering.stop()
         squatter.close()
         dht.close()
+
+
+async def test_a_session_replaced_by_the_one_both_keep_is_reported_on_both_sides(
+    three: tuple[PeerNode, PeerNode, PeerNode],
+) -> None:
+    """The side whose dial is not kept dials first; then the other dials: both move to
+    the newer session and say so (the daemon reconciles again), the contact still came
+    online once, and data flows over the session kept."""
+    alice, phone, _ = three
+    a, b = alice.identity.public_key, phone.identity.public_key
+    keeper, other = (alice, phone) if a < b else (phone, alice)
+    assert await other.peering.dial(keeper.identity.public_key, keeper.cert, keeper.addr)
+    await until(lambda: bool(alice.up and phone.up), 5.0, "both sessions up")
+    first = alice.peering.sessions[(b, phone.device.device_id)].conn
+    assert await keeper.peering.dial(other.identity.public_key, other.cert, other.addr)
+    await until(lambda: bool(alice.switched and phone.switched), 5.0, "both switched")
+    assert alice.switched == [b] and phone.switched == [a]
+    assert alice.up == [b] and phone.up == [a] and alice.down == phone.down == []
+    assert alice.peering.sessions[(b, phone.device.device_id)].conn is not first
+    assert alice.peering.send(b, b"over the kept session")
+    await until(lambda: bool(phone.data), 5.0, "data over the kept session")
+    assert phone.data == [(a, alice.device.device_id, b"over the kept session")]
+
+
+async def test_a_second_dial_that_is_not_kept_reports_nothing(
+    three: tuple[PeerNode, PeerNode, PeerNode],
+) -> None:
+    alice, phone, _ = three
+    a, b = alice.identity.public_key, phone.identity.public_key
+    keeper, other = (alice, phone) if a < b else (phone, alice)
+    assert await keeper.peering.dial(other.identity.public_key, other.cert, other.addr)
+    await until(lambda: bool(alice.up and phone.up), 5.0, "both sessions up")
+    assert await other.peering.dial(keeper.identity.public_key, keeper.cert, keeper.addr)
+    await asyncio.sleep(0.3)
+    assert alice.switched == phone.switched == []
+    assert len(alice.peering.sessions) == len(phone.peering.sessions) == 1
+
+
+async def test_a_daemon_reconciles_again_over_the_session_both_keep(tmp_path: Path) -> None:
+    """Regression (bench pending_delivery, 1 run in 3): both daemons dialled at once, the
+    outbox offer went over the session then closed as a duplicate and was lost, and the
+    message waited for the offer's timeout or the next reconnect. Now the switch to the
+    kept session reconciles again, so the message is delivered at once."""
+    from btchat.messaging.conversation import SYNC_TIMEOUT
+    from btchat.node.boot import start_node
+    from btchat.node.config import Settings
+
+    running = []
+    try:
+        for name in ("a", "b"):
+            settings = Settings(
+                data_dir=tmp_path / name,
+                bootstrap=[("127.0.0.1", 9)],  # nobody there: we dial by hand
+                host="127.0.0.1",
+                dht_port=0,
+                no_passphrase=True,
+                channel_discovery="dht",
+            )
+            running.append(await start_node(settings, notice=lambda text: None))
+        a, b = (node.daemon for node in running)
+        await a.add_contact(b.keys.identity.public_key.hex(), "b")
+        await b.add_contact(a.keys.identity.public_key.hex(), "a")
+        sent = await a.send_message("b", "sent while b was away")  # in the outbox
+
+        # Everything B receives over the first session is lost (as frames in flight on a
+        # session being replaced are), then the dial both keep replaces it.
+        lossy = [True]
+        deliver = b.peering._on_data
+        b.peering._on_data = lambda *args: None if lossy[0] else deliver(*args)
+        keeper, other = sorted((a, b), key=lambda d: d.keys.identity.public_key)
+
+        def addr(d: Any) -> tuple[str, int]:
+            return ("127.0.0.1", d.peering.port)
+
+        assert await other.peering.dial(
+            keeper.keys.identity.public_key, keeper.keys.certificate, addr(keeper)
+        )
+        await until(lambda: a.peering.is_online(b.keys.identity.public_key), 5.0, "a sees b")
+        await until(lambda: b.peering.is_online(a.keys.identity.public_key), 5.0, "b sees a")
+        await asyncio.sleep(0.3)  # the outbox offer went out over the first session
+        lossy[0] = False
+        assert await keeper.peering.dial(
+            other.keys.identity.public_key, other.keys.certificate, addr(other)
+        )
+
+        def delivered() -> bool:
+            row = a.store.get_message(bytes.fromhex(sent["id"]))
+            return row is not None and row.state in ("delivered", "read")
+
+        await until(delivered, SYNC_TIMEOUT / 2, "the message delivered over the kept session")
+        assert [m["text"] for m in await b.history("a", 10, None)] == ["sent while b was away"]
+    finally:
+        for node in running:
+            await node.stop()

@@ -6,11 +6,15 @@ messenger without channels answers 501.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 
-from btchat.api import models as m
-from btchat.api.facade import ApiError, Channels
+from btchat.api.facade import MAX_CHANNEL_REF, ApiError, Channels
 from btchat.api.routes import RouteTable, messenger, no_content, ok, path_param, query_limit
+
+if TYPE_CHECKING:  # the models load on first use (pydantic costs start-up time)
+    from btchat.api import models as m
 
 __all__ = ["ROUTES"]
 
@@ -28,11 +32,11 @@ def _channels(request: web.Request) -> Channels:
 
 
 def _channel(request: web.Request) -> str:
-    return path_param(request, "channel", m.MAX_CHANNEL_REF)
+    return path_param(request, "channel", MAX_CHANNEL_REF)
 
 
 @channels(
-    "GET /v1/channels", "listChannels", "Joined channels", {"200": (m.ChannelList, "Channels.")}
+    "GET /v1/channels", "listChannels", "Joined channels", {"200": ("ChannelList", "Channels.")}
 )
 async def list_channels(request: web.Request) -> web.Response:
     return ok({"channels": await _channels(request).list()})
@@ -42,8 +46,8 @@ async def list_channels(request: web.Request) -> web.Response:
     "POST /v1/channels",
     "createChannel",
     "Create a channel (you own it)",
-    {"201": (m.Channel, "The channel, with its .chat file.")},
-    body=m.NewChannel,
+    {"201": ("Channel", "The channel, with its .chat file.")},
+    body="NewChannel",
 )
 async def create_channel(request: web.Request, body: m.NewChannel) -> web.Response:
     channel = await _channels(request).create(body.name, bool(body.invite_only), body.trackers)
@@ -54,8 +58,8 @@ async def create_channel(request: web.Request, body: m.NewChannel) -> web.Respon
     "POST /v1/channels/join",
     "joinChannel",
     "Join a channel from its link or .chat file",
-    {"201": (m.Channel, "The channel."), "409": "Error"},
-    body=m.JoinChannel,
+    {"201": ("Channel", "The channel."), "409": "Error"},
+    body="JoinChannel",
 )
 async def join_channel(request: web.Request, body: m.JoinChannel) -> web.Response:
     return ok(await _channels(request).join(body.chatfile), 201)
@@ -65,7 +69,7 @@ async def join_channel(request: web.Request, body: m.JoinChannel) -> web.Respons
     "GET /v1/channels/{channel}",
     "getChannel",
     "One channel, with its .chat file to share",
-    {"200": (m.Channel, "The channel."), "404": "NotFound"},
+    {"200": ("Channel", "The channel."), "404": "NotFound"},
     params=_CH,
 )
 async def get_channel(request: web.Request) -> web.Response:
@@ -88,7 +92,7 @@ async def leave_channel(request: web.Request) -> web.Response:
     "GET /v1/channels/{channel}/members",
     "listChannelMembers",
     "Members with presence",
-    {"200": (m.ChannelMembers, "Members.")},
+    {"200": ("ChannelMembers", "Members.")},
     params=_CH,
 )
 async def list_members(request: web.Request) -> web.Response:
@@ -99,8 +103,8 @@ async def list_members(request: web.Request) -> web.Response:
     "POST /v1/channels/{channel}/members",
     "changeChannelMembers",
     "Invite or remove members (owner/admin of an invite-only channel)",
-    {"200": (m.Channel, "The channel.")},
-    body=m.MemberChange,
+    {"200": ("Channel", "The channel.")},
+    body="MemberChange",
     params=_CH,
 )
 async def change_members(request: web.Request, body: m.MemberChange) -> web.Response:
@@ -112,8 +116,8 @@ async def change_members(request: web.Request, body: m.MemberChange) -> web.Resp
     "POST /v1/channels/{channel}/dial",
     "dialChannelMember",
     "Link to a member at an address given by hand (Tor mode has no discovery)",
-    {"202": (m.Channel, "The channel; the link comes up (or not) in the background.")},
-    body=m.Dial,
+    {"202": ("Channel", "The channel; the link comes up (or not) in the background.")},
+    body="Dial",
     params=_CH,
 )
 async def dial_member(request: web.Request, body: m.Dial) -> web.Response:
@@ -124,7 +128,7 @@ async def dial_member(request: web.Request, body: m.Dial) -> web.Response:
     "GET /v1/channels/{channel}/messages",
     "channelHistory",
     "Messages you can read, oldest first",
-    {"200": (m.ChannelMessages, "Messages.")},
+    {"200": ("ChannelMessages", "Messages.")},
     params=(*_CH, "limit"),
 )
 async def channel_history(request: web.Request) -> web.Response:
@@ -136,8 +140,8 @@ async def channel_history(request: web.Request) -> web.Response:
     "POST /v1/channels/{channel}/messages",
     "postChannelMessage",
     "Post to everyone, or privately to chosen members",
-    {"201": (m.ChannelMessage, "The message.")},
-    body=m.NewChannelMessage,
+    {"201": ("ChannelMessage", "The message.")},
+    body="NewChannelMessage",
     params=_CH,
 )
 async def post_message(request: web.Request, body: m.NewChannelMessage) -> web.Response:

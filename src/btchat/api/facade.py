@@ -45,6 +45,8 @@ MAX_NAME_CHARS = 64
 MAX_REF_CHARS = 1024
 #: Longest full-text search query, in characters.
 MAX_QUERY_CHARS = 256
+#: Longest channel reference (name or id prefix) in a path.
+MAX_CHANNEL_REF = 200
 
 
 class Channels(Protocol):

@@ -13,12 +13,10 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
-from btchat.api import models as m
-from btchat.api.events import event_problem
 from btchat.api.facade import MAX_QUERY_CHARS, MAX_REF_CHARS, ApiError
 from btchat.api.routes import (
     MAX_BODY,
@@ -28,6 +26,7 @@ from btchat.api.routes import (
     bad_request,
     contact_param,
     messenger,
+    models_loaded,
     no_content,
     ok,
     path_param,
@@ -36,6 +35,9 @@ from btchat.api.routes import (
 )
 from btchat.codec import json_limits
 from btchat.messaging.contacts import ContactChange
+
+if TYPE_CHECKING:  # the models load on first use (pydantic costs start-up time)
+    from btchat.api import models as m
 
 __all__ = ["DEFAULT_RECEIVE_TIMEOUT", "MAX_RECEIVE_TIMEOUT", "ROUTES"]
 
@@ -66,7 +68,7 @@ _C = ("contact",)
 # ------------------------------------------------------------------ daemon
 
 
-@daemon("GET /v1/status", "getStatus", "What the daemon is doing", {"200": (m.Status, "Status.")})
+@daemon("GET /v1/status", "getStatus", "What the daemon is doing", {"200": ("Status", "Status.")})
 async def get_status(request: web.Request) -> web.Response:
     return ok(await messenger(request).status())
 
@@ -75,7 +77,7 @@ async def get_status(request: web.Request) -> web.Response:
     "GET /v1/identity",
     "getIdentity",
     "Your ID, link and public key",
-    {"200": (m.Identity, "Your identity.")},
+    {"200": ("Identity", "Your identity.")},
 )
 async def get_identity(request: web.Request) -> web.Response:
     return ok(await messenger(request).identity())
@@ -88,7 +90,7 @@ async def get_identity(request: web.Request) -> web.Response:
     "GET /v1/contacts",
     "listContacts",
     "All contacts",
-    {"200": (m.ContactList, "Contacts, in petname order.")},
+    {"200": ("ContactList", "Contacts, in petname order.")},
 )
 async def list_contacts(request: web.Request) -> web.Response:
     return ok({"contacts": await messenger(request).list_contacts()})
@@ -98,8 +100,8 @@ async def list_contacts(request: web.Request) -> web.Response:
     "POST /v1/contacts",
     "addContact",
     "Add a contact by ID, URI or key",
-    {"201": (m.Contact, "The new contact."), "409": "Conflict"},
-    body=m.NewContact,
+    {"201": ("Contact", "The new contact."), "409": "Conflict"},
+    body="NewContact",
 )
 async def add_contact(request: web.Request, body: m.NewContact) -> web.Response:
     return ok(await messenger(request).add_contact(body.ref, body.name), 201)
@@ -109,7 +111,7 @@ async def add_contact(request: web.Request, body: m.NewContact) -> web.Response:
     "GET /v1/contacts/{contact}",
     "getContact",
     "One contact",
-    {"200": (m.Contact, "The contact."), "404": "NotFound"},
+    {"200": ("Contact", "The contact."), "404": "NotFound"},
     params=_C,
 )
 async def get_contact(request: web.Request) -> web.Response:
@@ -120,8 +122,8 @@ async def get_contact(request: web.Request) -> web.Response:
     "PATCH /v1/contacts/{contact}",
     "updateContact",
     "Rename, verify, block or unblock",
-    {"200": (m.Contact, "The contact after the change."), "404": "NotFound", "409": "Conflict"},
-    body=m.ContactPatch,
+    {"200": ("Contact", "The contact after the change."), "404": "NotFound", "409": "Conflict"},
+    body="ContactPatch",
     params=_C,
 )
 async def update_contact(request: web.Request, body: m.ContactPatch) -> web.Response:
@@ -145,7 +147,7 @@ async def remove_contact(request: web.Request) -> web.Response:
     "GET /v1/contacts/{contact}/safety-number",
     "getSafetyNumber",
     "The number to compare to verify a contact",
-    {"200": (m.SafetyNumber, "Safety number."), "404": "NotFound"},
+    {"200": ("SafetyNumber", "Safety number."), "404": "NotFound"},
     params=_C,
 )
 async def safety_number(request: web.Request) -> web.Response:
@@ -157,13 +159,13 @@ async def safety_number(request: web.Request) -> web.Response:
     "dialContact",
     "Open a session to a contact at an address given by hand (Tor mode has no rendezvous)",
     {
-        "200": (m.Contact, "The contact, online."),
+        "200": ("Contact", "The contact, online."),
         "400": "BadRequest",
         "404": "NotFound",
         "409": "Conflict",
         "504": "Unreachable",
     },
-    body=m.Dial,
+    body="Dial",
     params=_C,
 )
 async def dial_contact(request: web.Request, body: m.Dial) -> web.Response:
@@ -178,7 +180,7 @@ async def dial_contact(request: web.Request, body: m.Dial) -> web.Response:
     "getHistory",
     "A conversation, newest last",
     {
-        "200": (m.MessageList, "Messages in conversation order."),
+        "200": ("MessageList", "Messages in conversation order."),
         "400": "BadRequest",
         "404": "NotFound",
     },
@@ -196,10 +198,10 @@ async def history(request: web.Request) -> web.Response:
     "sendMessage",
     "Send a message",
     {
-        "201": (m.Message, "The message as stored; `state` tells whether it went out yet."),
+        "201": ("Message", "The message as stored; `state` tells whether it went out yet."),
         "404": "NotFound",
     },
-    body=m.NewMessage,
+    body="NewMessage",
     params=_C,
 )
 async def send_message(request: web.Request, body: m.NewMessage) -> web.Response:
@@ -210,8 +212,8 @@ async def send_message(request: web.Request, body: m.NewMessage) -> web.Response
     "POST /v1/contacts/{contact}/read",
     "markRead",
     "Mark received messages read (sends receipts)",
-    {"200": (m.ReadResult, "How many were marked."), "404": "NotFound"},
-    body=m.ReadRequest,
+    {"200": ("ReadResult", "How many were marked."), "404": "NotFound"},
+    body="ReadRequest",
     body_required=False,
     params=_C,
 )
@@ -224,7 +226,7 @@ async def mark_read(request: web.Request, body: m.ReadRequest) -> web.Response:
     "sendTyping",
     "Tell the contact you are (not) typing",
     {"204": _NO_CONTENT, "404": "NotFound"},
-    body=m.TypingRequest,
+    body="TypingRequest",
     params=_C,
 )
 async def send_typing(request: web.Request, body: m.TypingRequest) -> web.Response:
@@ -236,7 +238,7 @@ async def send_typing(request: web.Request, body: m.TypingRequest) -> web.Respon
     "GET /v1/search",
     "search",
     "Full-text search of your history",
-    {"200": (m.MessageList, "Matches, best first."), "400": "BadRequest", "404": "NotFound"},
+    {"200": ("MessageList", "Matches, best first."), "400": "BadRequest", "404": "NotFound"},
     params=("q", "searchContact", "limit"),
 )
 async def search(request: web.Request) -> web.Response:
@@ -259,8 +261,8 @@ async def search(request: web.Request) -> web.Response:
     "PUT /v1/presence",
     "setPresence",
     "Set your presence and status note",
-    {"200": (m.PresenceResult, "What contacts now see.")},
-    body=m.PresenceRequest,
+    {"200": ("PresenceResult", "What contacts now see.")},
+    body="PresenceRequest",
 )
 async def set_presence(request: web.Request, body: m.PresenceRequest) -> web.Response:
     return ok(await messenger(request).set_presence(body.status, body.note))
@@ -270,7 +272,7 @@ async def set_presence(request: web.Request, body: m.PresenceRequest) -> web.Res
     "GET /v1/profile",
     "getProfile",
     "Your published profile",
-    {"200": (m.Profile, "The profile contacts can fetch.")},
+    {"200": ("Profile", "The profile contacts can fetch.")},
 )
 async def get_profile(request: web.Request) -> web.Response:
     return ok(await messenger(request).get_profile())
@@ -280,8 +282,8 @@ async def get_profile(request: web.Request) -> web.Response:
     "PUT /v1/profile",
     "setProfile",
     "Change and republish your profile",
-    {"200": (m.Profile, "The new profile."), "400": "BadRequest"},
-    body=m.ProfileRequest,
+    {"200": ("Profile", "The new profile."), "400": "BadRequest"},
+    body="ProfileRequest",
 )
 async def set_profile(request: web.Request, body: m.ProfileRequest) -> web.Response:
     return ok(await messenger(request).set_profile(body.name, body.status, body.avatar))
@@ -294,7 +296,7 @@ async def set_profile(request: web.Request, body: m.ProfileRequest) -> web.Respo
     "GET /v1/requests",
     "listRequests",
     "Contact requests sent and received",
-    {"200": (m.RequestList, "Requests.")},
+    {"200": ("RequestList", "Requests.")},
 )
 async def list_requests(request: web.Request) -> web.Response:
     return ok({"requests": await messenger(request).list_requests()})
@@ -304,8 +306,8 @@ async def list_requests(request: web.Request) -> web.Response:
     "POST /v1/requests",
     "sendRequest",
     "Ask someone to become a contact",
-    {"201": (m.ContactRequest, "The request sent."), "409": "Conflict", "501": "NotImplemented"},
-    body=m.NewRequest,
+    {"201": ("ContactRequest", "The request sent."), "409": "Conflict", "501": "NotImplemented"},
+    body="NewRequest",
 )
 async def send_request(request: web.Request, body: m.NewRequest) -> web.Response:
     return ok(await messenger(request).send_request(body.ref, body.note or None), 201)
@@ -315,8 +317,8 @@ async def send_request(request: web.Request, body: m.NewRequest) -> web.Response
     "POST /v1/requests/{id}",
     "answerRequest",
     "Accept or decline a contact request",
-    {"200": (m.ContactRequest, "The request, answered."), "404": "NotFound", "409": "Conflict"},
-    body=m.RequestAnswer,
+    {"200": ("ContactRequest", "The request, answered."), "404": "NotFound", "409": "Conflict"},
+    body="RequestAnswer",
     params=("requestId",),
 )
 async def answer_request(request: web.Request, body: m.RequestAnswer) -> web.Response:
@@ -336,6 +338,8 @@ async def _aclose(events: AsyncIterator[dict[str, Any]]) -> None:
 
 def _checked(event: dict[str, Any]) -> dict[str, Any]:
     """The server boundary: an event the published schema does not describe is logged."""
+    from btchat.api.events import event_problem  # loaded (models_loaded) by the caller
+
     problem = event_problem(event)
     if problem is not None:
         log.error("event does not match the published schema: %s", problem)
@@ -383,6 +387,7 @@ async def events_ws(request: web.Request) -> web.StreamResponse:
     async def pump() -> None:
         try:
             async for event in events:
+                await models_loaded()  # the check below needs them
                 await send(_checked(event))
         except ConnectionError as exc:  # the client went away mid-send
             log.debug("event stream to a client ended: %s", exc)
@@ -434,8 +439,8 @@ def _answer(data: str) -> dict[str, Any]:
     "POST /send",
     "sendAlias",
     "Alias of POST /v1/contacts/{to}/messages",
-    {"201": (m.Message, "The message as stored."), "404": "NotFound"},
-    body=m.SendAlias,
+    {"201": ("Message", "The message as stored."), "404": "NotFound"},
+    body="SendAlias",
     description="Kept for simple scripts; same as `POST /v1/contacts/{contact}/messages`.",
 )
 async def send_alias(request: web.Request, body: m.SendAlias) -> web.Response:

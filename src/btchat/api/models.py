@@ -28,8 +28,6 @@ from btchat.api.facade import (
 
 __all__ = ["Body", "Rule", "body_error"]
 
-#: Longest channel reference (name or id prefix) in a path.
-MAX_CHANNEL_REF = 200
 #: Most members one channel call may name.
 MAX_RECIPIENTS = 64
 #: Longest channel name.

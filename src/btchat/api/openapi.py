@@ -1,12 +1,13 @@
 """The OpenAPI 3.1 description of the local API, served at ``/openapi.json``.
 
 How this works: nothing here repeats a shape. The paths come from the route
-declarations (``handlers.ROUTES``, ``channel_routes.ROUTES``, and this module's own
-``/openapi.json``), the component schemas from the pydantic models those routes name
-(``models.py``, ``events.py``), generated as JSON Schema 2020-12, the dialect OpenAPI
-3.1 uses. What is left by hand is the prose: info, the shared parameters and the
-shared error responses. The tests check that every served route is described and that
-real responses validate against these schemas.
+declarations the server registers (``server.ALL_ROUTES``, passed in), the component
+schemas from the pydantic models those routes name (``models.py``, ``events.py``),
+generated as JSON Schema 2020-12, the dialect OpenAPI 3.1 uses. What is left by hand
+is the prose: info, the shared parameters and the shared error responses. The tests
+check that every served route is described and that real responses validate against
+these schemas. The server imports this module when the document is first asked for:
+nothing here is needed to start.
 """
 
 from __future__ import annotations
@@ -15,19 +16,23 @@ import copy
 import functools
 from typing import Any
 
-from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from btchat import __version__
-from btchat.api import channel_routes, handlers
 from btchat.api.events import EVENT_MODELS, FRAME_MODELS
-from btchat.api.facade import DEFAULT_LIMIT, MAX_LIMIT, MAX_QUERY_CHARS, MAX_REF_CHARS
+from btchat.api.facade import (
+    DEFAULT_LIMIT,
+    MAX_CHANNEL_REF,
+    MAX_LIMIT,
+    MAX_QUERY_CHARS,
+    MAX_REF_CHARS,
+)
 from btchat.api.handlers import DEFAULT_RECEIVE_TIMEOUT, MAX_RECEIVE_TIMEOUT
-from btchat.api.models import MAX_CHANNEL_REF, RESPONSE_MODELS
-from btchat.api.routes import RouteTable, join_tables, ok, schema_ref
+from btchat.api.models import RESPONSE_MODELS
+from btchat.api.routes import RouteTable, model, schema_ref
 
-__all__ = ["ALL_ROUTES", "openapi_document"]
+__all__ = ["openapi_document"]
 
 Schema = dict[str, Any]
 
@@ -133,35 +138,11 @@ _RESPONSES: dict[str, Any] = {
 }
 
 
-ROUTES = RouteTable()
-
-
-@ROUTES.route(
-    "GET /openapi.json",
-    "openapi",
-    "This document",
-    {"200": ({"type": "object"}, "OpenAPI 3.1 document.")},
-    public=True,
-    tag="daemon",
-)
-async def get_openapi(request: web.Request) -> web.Response:
-    doc = openapi_document()
-    sock = request.transport.get_extra_info("sockname") if request.transport else None
-    if isinstance(sock, tuple) and len(sock) >= 2:
-        doc["servers"][0]["variables"]["port"]["default"] = str(sock[1])
-    return ok(doc)
-
-
-#: Every route the server registers, in order (channel routes first: ``/join``
-#: must match before ``{channel}``).
-ALL_ROUTES = join_tables([ROUTES, channel_routes.ROUTES, handlers.ROUTES])
-
-
 @functools.cache
-def _schemas() -> dict[str, Schema]:
+def _schemas(routes: RouteTable) -> dict[str, Schema]:
     """JSON Schema for every model a route or event names, keyed by class name."""
     models: list[type[BaseModel]] = [
-        *ALL_ROUTES.bodies(),
+        *(model(name) for name in routes.models()),
         *RESPONSE_MODELS,
         *EVENT_MODELS.values(),
         *FRAME_MODELS,
@@ -173,9 +154,9 @@ def _schemas() -> dict[str, Schema]:
     return top["$defs"]
 
 
-def openapi_document() -> dict[str, Any]:
-    """A fresh copy of the document, so a caller may change it without affecting others."""
-    schemas = copy.deepcopy(_schemas())
+def openapi_document(routes: RouteTable) -> dict[str, Any]:
+    """The document of ``routes``; a fresh copy, so a caller may change it freely."""
+    schemas = copy.deepcopy(_schemas(routes))
     return {
         "openapi": "3.1.0",
         "jsonSchemaDialect": "https://spec.openapis.org/oas/3.1/dialect/base",
@@ -216,7 +197,7 @@ def openapi_document() -> dict[str, Any]:
                 "channels",
             )
         ],
-        "paths": ALL_ROUTES.paths(),
+        "paths": routes.paths(),
         "components": {
             "schemas": schemas,
             "parameters": copy.deepcopy(_PARAMETERS),

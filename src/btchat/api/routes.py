@@ -2,10 +2,13 @@
 
 How this works: a handler module keeps a :class:`RouteTable` and declares each
 endpoint with ``@table.route(...)``: method, path, the OpenAPI words (operation id,
-tag, summary, responses) and the :class:`~btchat.api.models.Body` model of its JSON
-body, if any. :meth:`RouteTable.add_to` puts the routes on an aiohttp router; a route
-with a body has it read (at most ``MAX_BODY``, JSON objects only) and validated by the
-model before the handler runs, which gets it typed. :meth:`RouteTable.paths` emits the
+tag, summary, responses) and the name of the :class:`~btchat.api.models.Body` model of
+its JSON body, if any. :meth:`RouteTable.add_to` puts the routes on an aiohttp router;
+a route with a body has it read (at most ``MAX_BODY``, JSON objects only) and validated
+by the model before the handler runs, which gets it typed. Models are named, not
+imported: pydantic and the models load on the first request that needs them
+(:func:`model`), not on the daemon's start-up path, where they would cost more than the
+rest of the API server. :meth:`RouteTable.paths` emits the
 OpenAPI ``paths`` part from the same declarations. The module also holds the small
 input helpers (query integers, path segments) and the app keys handlers share, so
 handler modules need nothing from ``server.py`` (no import circle).
@@ -18,14 +21,15 @@ import functools
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from pydantic import BaseModel
 
 from btchat.api.facade import DEFAULT_LIMIT, MAX_LIMIT, MAX_REF_CHARS, ApiError, Messenger
-from btchat.api.models import Body
 from btchat.codec import json_limits
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 __all__ = [
     "MAX_BODY",
@@ -34,8 +38,11 @@ __all__ = [
     "RouteTable",
     "contact_param",
     "messenger",
+    "model",
+    "models_loaded",
     "no_content",
     "ok",
+    "preload",
     "query_int",
     "query_limit",
 ]
@@ -48,9 +55,40 @@ STOPPING = web.AppKey("stopping", asyncio.Event)
 SOCKETS = web.AppKey("sockets", weakref.WeakSet)
 
 Schema = dict[str, Any]
-#: A response: a components/responses name, ``(model or schema, description)``, or as is.
-ResponseSpec = str | tuple[type[BaseModel] | Schema, str] | Schema
+#: A response: a components/responses name, ``(model name or schema, description)``, or
+#: as is.
+ResponseSpec = str | tuple[str | Schema, str] | Schema
 Handler = Callable[..., Awaitable[web.StreamResponse]]
+
+
+def preload() -> None:
+    """Import pydantic and build the request and event models (about 0.1 s of CPU).
+
+    Nothing on the way to a listening API needs them: a daemon runs this in a thread
+    once its API answers, while it waits for the network.
+    """
+    from btchat.api import events, models  # noqa: F401
+
+
+_loaded = False
+
+
+async def models_loaded() -> None:
+    """Return once :func:`preload` has run, running it in a thread the first time, so
+    the event loop (sessions, the DHT) keeps going while the first request waits."""
+    global _loaded
+    if not _loaded:
+        await asyncio.to_thread(preload)
+        _loaded = True
+
+
+def model(name: str) -> type[BaseModel]:
+    """The model called ``name`` in ``models.py`` (imported here if not yet loaded)."""
+    from btchat.api import models
+
+    found = getattr(models, name)
+    assert isinstance(found, type), name
+    return found
 
 
 def schema_ref(name: str) -> Schema:
@@ -76,7 +114,8 @@ class Route:
     tag: str
     summary: str
     responses: dict[str, ResponseSpec]
-    body: type[Body] | None = None
+    #: The name of the body's model in ``models.py`` (a :class:`~btchat.api.models.Body`).
+    body: str | None = None
     body_required: bool = True
     params: tuple[str, ...] = ()
     description: str | None = None
@@ -89,7 +128,9 @@ class Route:
             return handler
 
         async def validated(request: web.Request) -> web.StreamResponse:
-            return await handler(request, body.parse(await read_json(request)))
+            data = await read_json(request)
+            await models_loaded()
+            return await handler(request, model(body).parse(data))  # type: ignore[attr-defined]
 
         return validated
 
@@ -104,7 +145,7 @@ class Route:
         if self.body is not None:
             op["requestBody"] = {
                 "required": self.body_required,
-                "content": {"application/json": {"schema": schema_ref(self.body.__name__)}},
+                "content": {"application/json": {"schema": schema_ref(self.body)}},
             }
             responses["400"] = response_ref("BadRequest")
         if self.public:
@@ -124,7 +165,7 @@ def _response(spec: ResponseSpec) -> Schema:
         return response_ref(spec)
     if isinstance(spec, tuple):
         shape, description = spec
-        schema = shape if isinstance(shape, dict) else schema_ref(shape.__name__)
+        schema = shape if isinstance(shape, dict) else schema_ref(shape)
         return _json_content(schema, description)
     return spec
 
@@ -171,8 +212,14 @@ class RouteTable:
             paths.setdefault(r.path, {})[r.method.lower()] = r.operation()
         return paths
 
-    def bodies(self) -> list[type[Body]]:
-        return [r.body for r in self.routes if r.body is not None]
+    def models(self) -> list[str]:
+        """The names of the models the routes' bodies and responses name, in order."""
+        names = [r.body for r in self.routes if r.body is not None]
+        for r in self.routes:
+            names += [
+                s[0] for s in r.responses.values() if isinstance(s, tuple) and isinstance(s[0], str)
+            ]
+        return list(dict.fromkeys(names))
 
 
 def join_tables(tables: Sequence[RouteTable]) -> RouteTable:

@@ -18,11 +18,21 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import WSCloseCode, web
 
+from btchat.api import channel_routes, handlers
 from btchat.api.facade import ApiError, Messenger
-from btchat.api.openapi import ALL_ROUTES
-from btchat.api.routes import MAX_BODY, MESSENGER, SOCKETS, STOPPING
+from btchat.api.routes import (
+    MAX_BODY,
+    MESSENGER,
+    SOCKETS,
+    STOPPING,
+    RouteTable,
+    join_tables,
+    models_loaded,
+    ok,
+    preload,
+)
 
-__all__ = ["LOOPBACK_HOSTS", "MAX_BODY", "make_app", "start_api"]
+__all__ = ["ALL_ROUTES", "LOOPBACK_HOSTS", "MAX_BODY", "make_app", "preload", "start_api"]
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +162,32 @@ async def _on_shutdown(app: web.Application) -> None:
 
 
 # ------------------------------------------------------------------ assembly
+
+OPENAPI = RouteTable()
+
+
+@OPENAPI.route(
+    "GET /openapi.json",
+    "openapi",
+    "This document",
+    {"200": ({"type": "object"}, "OpenAPI 3.1 document.")},
+    public=True,
+    tag="daemon",
+)
+async def get_openapi(request: web.Request) -> web.Response:
+    await models_loaded()
+    from btchat.api.openapi import openapi_document  # built when first asked for
+
+    doc = openapi_document(ALL_ROUTES)
+    sock = request.transport.get_extra_info("sockname") if request.transport else None
+    if isinstance(sock, tuple) and len(sock) >= 2:
+        doc["servers"][0]["variables"]["port"]["default"] = str(sock[1])
+    return ok(doc)
+
+
+#: Every route the server registers, in order (channel routes first: ``/join``
+#: must match before ``{channel}``).
+ALL_ROUTES = join_tables([OPENAPI, channel_routes.ROUTES, handlers.ROUTES])
 
 
 def make_app(

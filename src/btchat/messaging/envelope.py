@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Protocol
 
-from btchat.codec.bencode import DecodeError, decode, encode
+from btchat.codec.bencode import DecodeError, Raw, decode, encode
 from btchat.errors import PeerError
 from btchat.identity.keys import Signed
 
@@ -131,7 +131,13 @@ class _Signer(Protocol):
 
 @dataclass(frozen=True)
 class Envelope(Signed):
-    """One parsed or created envelope. ``body`` is signed: treat it as read-only."""
+    """One parsed or created envelope. ``body`` is signed: treat it as read-only.
+
+    :func:`parse_envelope` and :func:`create` leave the wire bytes, the signed bytes and
+    "structure checked" on the instance (outside the dataclass fields, so equality and
+    ``dataclasses.replace`` ignore them): a message is then encoded and checked once on
+    each side instead of once per call on the hot path.
+    """
 
     CONTEXT: ClassVar[bytes] = ENVELOPE_CONTEXT
     SIGNATURE_KEY: ClassVar[bytes] = b"sig"
@@ -161,6 +167,14 @@ class Envelope(Signed):
             b"body": self.body,
             b"n": self.nonce,
         }
+
+    def signed_bytes(self) -> bytes:
+        """Exactly what ``sig`` covers: the context, then every field except ``sig``."""
+        signed = self.__dict__.get("_signed")
+        if signed is None:
+            signed = ENVELOPE_CONTEXT + encode(self._fields())
+            object.__setattr__(self, "_signed", signed)
+        return signed
 
     @property
     def known_type(self) -> bool:
@@ -273,7 +287,48 @@ def _check_structure(env: Envelope) -> None:
 
 def encode_envelope(env: Envelope) -> bytes:
     """The wire bytes: canonical bencode of every field including ``sig``."""
-    return env.encode()
+    wire = env.__dict__.get("_wire")
+    if wire is None:
+        wire = encode({**env._fields(), b"sig": env.signature})
+        object.__setattr__(env, "_wire", wire)
+    return wire
+
+
+#: The ``sig`` entry's key in the canonical dictionary; its value is 64 bytes.
+_SIG_ENTRY = b"3:sig64:"
+
+
+def _tail(env: Envelope) -> bytes:
+    """The end of the canonical encoding after ``sig``: the entries whose keys sort after
+    it (``to``, ``ts``, ``type``, ``v``) and the dictionary's ``e``, the same with and
+    without ``sig``. Only for an envelope whose structure is checked."""
+    return b"2:to32:%s2:tsi%de4:type%d:%s1:vi%dee" % (
+        env.recipient,
+        env.ts_ms,
+        len(env.type),
+        env.type,
+        env.version,
+    )
+
+
+def _cache(env: Envelope, signed: bytes, wire: bytes) -> Envelope:
+    object.__setattr__(env, "_signed", signed)
+    object.__setattr__(env, "_wire", wire)
+    object.__setattr__(env, "_checked", True)
+    return env
+
+
+def _signed_from_wire(env: Envelope, wire: bytes) -> bytes | None:
+    """The signed bytes of canonical ``wire``: the same bytes with the ``sig`` entry cut
+    out (a dictionary's entries encode independently), or None if it is not where the
+    canonical order puts it."""
+    tail = _tail(env)
+    cut = len(wire) - len(tail) - len(_SIG_ENTRY) - SIG_LEN
+    if not wire.endswith(tail) or wire[cut : cut + len(_SIG_ENTRY)] != _SIG_ENTRY:
+        return None
+    if wire[cut + len(_SIG_ENTRY) : cut + len(_SIG_ENTRY) + SIG_LEN] != env.signature:
+        return None
+    return ENVELOPE_CONTEXT + wire[:cut] + tail
 
 
 def parse_envelope(data: bytes) -> Envelope:
@@ -315,7 +370,11 @@ def parse_envelope(data: bytes) -> Envelope:
         signature=d[b"sig"],
     )
     _check_structure(env)
-    return env
+    wire = bytes(data)
+    signed = _signed_from_wire(env, wire)
+    if signed is None:  # cannot happen for canonical input; recompute rather than trust
+        signed = ENVELOPE_CONTEXT + encode(env._fields())
+    return _cache(env, signed, wire)
 
 
 def create(
@@ -354,11 +413,15 @@ def create(
         signature=bytes(SIG_LEN),
     )
     _check_structure(unsigned)
-    env = replace(unsigned, signature=identity.sign(unsigned.signed_bytes()))
-    size = len(encode_envelope(env))
-    if size > MAX_ENVELOPE:
-        raise EnvelopeError("too_large", f"envelope of {size} bytes exceeds {MAX_ENVELOPE}")
-    return env
+    # The body is encoded once (``raw``); the wire bytes are the signed bytes with the
+    # ``sig`` entry inserted before the entries that sort after it.
+    signed = ENVELOPE_CONTEXT + encode({**unsigned._fields(), b"body": Raw(raw)})
+    env = replace(unsigned, signature=identity.sign(signed))
+    cut = len(signed) - len(_tail(env))
+    wire = signed[len(ENVELOPE_CONTEXT) : cut] + _SIG_ENTRY + env.signature + signed[cut:]
+    if len(wire) > MAX_ENVELOPE:
+        raise EnvelopeError("too_large", f"envelope of {len(wire)} bytes exceeds {MAX_ENVELOPE}")
+    return _cache(env, signed, wire)
 
 
 def resign(identity: _Signer, env: Envelope, *, now: float) -> Envelope:
@@ -397,7 +460,8 @@ def verify_envelope(
     else. The window bounds replay state: ids older than ``max_age + max_skew`` may be
     forgotten because such envelopes are refused here anyway.
     """
-    _check_structure(env)
+    if not env.__dict__.get("_checked"):  # parsed and created ones are checked already
+        _check_structure(env)
     if expected_sender is not None and env.sender != expected_sender:
         raise EnvelopeError("wrong_sender", "envelope is not from the session's identity")
     if env.recipient != expected_recipient:

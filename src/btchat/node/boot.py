@@ -11,6 +11,7 @@ Failures the user can fix raise :class:`BootError` with a sentence to show.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 import time
@@ -21,7 +22,7 @@ from pathlib import Path
 from aiohttp import web
 
 from btchat.api.client import new_token, remove_api_files, write_api_files
-from btchat.api.server import start_api
+from btchat.api.server import preload, start_api
 from btchat.channels.service import ChannelConfig
 from btchat.identity.keystore import KeyStore, KeyStoreError, LoadedKeys, read_passphrase
 from btchat.messaging.store import Store
@@ -277,6 +278,9 @@ async def _start_locked(
     except BaseException:
         await daemon.stop()
         raise
+    # The API answers now; its request models load in a thread while the daemon waits
+    # for the network, instead of delaying the API or stalling the first request.
+    asyncio.get_running_loop().run_in_executor(None, preload)
     url = f"http://127.0.0.1:{api_port}"
     write_api_files(settings.data_dir, url, token)
     return RunningNode(settings, daemon, store, url, token, runner, lock)

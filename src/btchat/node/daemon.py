@@ -143,6 +143,7 @@ class Daemon:
             on_closed=self._on_closed,
             on_data=self._on_data,
             dialer=self.dialer,
+            on_switched=self._on_switched,
         )
         await self.peering.start()
         self.channels = ChannelManager(
@@ -440,10 +441,20 @@ class Daemon:
 
     def _on_established(self, pk: bytes) -> None:
         log.info("session with %s established", format_id(pk)[:16])
-        self.conversations.session_up(pk, time.time())
         self._emit({"type": "session", "state": "up", "contact": self._contact_json(pk)})
         self._spawn(self._fetch_profile(pk))
         self.requests.contact_reached(pk)
+        self._reconcile(pk)
+
+    def _on_switched(self, pk: bytes) -> None:
+        """Both ends now use another session to a device of ``pk`` (a simultaneous dial):
+        what was in flight on the closed one (an outbox offer, a receipt, a resend) may
+        be lost, and nothing would ask again until the next reconnect."""
+        self._reconcile(pk)
+
+    def _reconcile(self, pk: bytes) -> None:
+        """Offer the outbox, presence and read receipts, and the offline hand-over."""
+        self.conversations.session_up(pk, time.time())
         self.chat.drive()
         if self.offline is not None:
             self.offline.session_up(pk)

@@ -9,7 +9,10 @@ contact goes to each. The daemon hears of a contact coming online when its first
 device session is up, and going offline when its last one ends.
 
 If both sides dial at once, two sessions to one device may complete; both keep the
-same one by the rule in :mod:`btchat.net.tiebreak`.
+same one by the rule in :mod:`btchat.net.tiebreak`. When the kept one replaces a session
+already in use, the daemon hears of it (``on_switched``): whatever went over the closed
+one may be lost (each side drops what arrives on a session it no longer keeps), so it
+reconciles again over the kept one, as on a reconnect.
 """
 
 from __future__ import annotations
@@ -122,6 +125,7 @@ class Peering:
         on_established: Callable[[bytes], None],
         on_closed: Callable[[bytes, str], None],
         on_data: Callable[[bytes, bytes, bytes], None],
+        on_switched: Callable[[bytes], None],
         dialer: Dialer | None = None,
     ) -> None:
         self.identity = identity
@@ -136,6 +140,7 @@ class Peering:
         self._on_established = on_established
         self._on_closed = on_closed
         self._on_data = on_data
+        self._on_switched = on_switched
         self.sessions: dict[PeerKey, _Live] = {}
         #: Without a DHT (Tor mode) there is no rendezvous: sessions are only dialled by
         #: hand (:meth:`dial`) or accepted.
@@ -438,9 +443,12 @@ class Peering:
         if current is not None:
             if not tiebreak.replaces(self.me, live.contact, current.initiator, live.initiator):
                 return False
+            log.info("a duplicate session with %s replaces the one in use", live.contact.hex()[:16])
             current.conn.close("duplicate session")
         first = not self.is_online(live.contact)
         self.sessions[live.peer] = live
         if first:
             self._on_established(live.contact)
+        elif current is not None:
+            self._on_switched(live.contact)
         return True
