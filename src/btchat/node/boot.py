@@ -124,6 +124,7 @@ def daemon_config(settings: Settings) -> DaemonConfig:
         dht_port=settings.dht_port,
         peering=PeeringConfig(host=settings.host, port=settings.port),
         channels=channel_config(settings),
+        upnp=settings.upnp,
     )
 
 

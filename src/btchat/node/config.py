@@ -24,6 +24,7 @@ __all__ = [
     "ENV_BOOTSTRAP",
     "ENV_CONFIG",
     "ENV_DATA_DIR",
+    "ENV_UPNP",
     "ConfigError",
     "Settings",
     "load_config_file",
@@ -35,6 +36,7 @@ __all__ = [
 ENV_CONFIG = "BTCHAT_CONFIG"
 ENV_BOOTSTRAP = "BTCHAT_BOOTSTRAP"  # comma-separated HOST:PORT list
 ENV_DATA_DIR = "BTCHAT_DATA_DIR"
+ENV_UPNP = "BTCHAT_UPNP"  # 0/off/false/no turns port mapping off
 #: Ways channel members can be found (``--channel-discovery``).
 DISCOVERY_WAYS = ("dht", "trackers", "lsd")
 
@@ -58,6 +60,18 @@ def _bootstrap_file(value: Any) -> list[tuple[str, int]]:
     return [parse_hostport(str(x)) for x in value]
 
 
+def _switch(value: Any) -> bool:
+    """On/off from the environment or the file: true/false, 1/0, on/off, yes/no."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "on", "yes"):
+        return True
+    if text in ("0", "false", "off", "no"):
+        return False
+    raise ValueError(f"expected on or off, got {value!r}")
+
+
 def _default_data_dir() -> Path:
     from platformdirs import user_data_dir
 
@@ -79,6 +93,7 @@ class Settings:
     lsd_interface: str | None = None
     passphrase_file: Path | None = None
     no_passphrase: bool = False
+    upnp: bool = True  # map our ports on the home gateway (UPnP-IGD)
 
 
 @dataclass(frozen=True)
@@ -101,11 +116,13 @@ SETTINGS: dict[str, _Source] = {
     ),
     "data_dir": _Source(env=ENV_DATA_DIR, from_env=Path),
     "dht_port": _Source(file=("dht", "port"), from_file=int),
+    "upnp": _Source(env=ENV_UPNP, file=("net", "upnp"), from_env=_switch, from_file=_switch),
 }
 _DEFAULTS: dict[str, Callable[[], Any]] = {
     "bootstrap": lambda: list(DEFAULT_BOOTSTRAP),
     "data_dir": _default_data_dir,
     "dht_port": lambda: 6881,
+    "upnp": lambda: True,
 }
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import time
@@ -31,6 +32,8 @@ from btchat.messaging import conversation as conv
 from btchat.messaging.conversation import Conversations
 from btchat.messaging.store import Store
 from btchat.net.dht_service import DhtError, DhtService
+from btchat.net.portmap import PortMapper, PortMapState
+from btchat.net.upnp import UpnpPortMapper
 from btchat.node.channels import ChannelManager
 from btchat.node.chat import Chat
 from btchat.node.contact_requests import ContactRequests
@@ -65,6 +68,13 @@ class DaemonConfig:
     request_pow_bits: int = REQUEST_POW_BITS
     mailbox: MailboxConfig = field(default_factory=MailboxConfig)
     channels: ChannelConfig = field(default_factory=ChannelConfig)
+    # Map our ports on the home gateway (UPnP-IGD). Off unless asked: a node built in a
+    # test must not search the LAN; ``btchat up`` turns it on (Settings.upnp).
+    upnp: bool = False
+
+
+def _hostport(addr: tuple[str, int] | None) -> str | None:
+    return None if addr is None else f"{addr[0]}:{addr[1]}"
 
 
 def _now_ms() -> int:
@@ -83,6 +93,7 @@ class Daemon:
         self.peering: Peering | None = None
         self.offline: OfflineDelivery | None = None
         self.channels: ChannelManager | None = None
+        self.portmap: UpnpPortMapper | None = None
         self.started = time.monotonic()
         self.events = EventHub()
         self._emit = self.events.emit
@@ -122,6 +133,7 @@ class Daemon:
             on_data=self._on_data,
         )
         await self.peering.start()
+        self._start_port_mapping(self.dht, self.peering)
         self.offline = OfflineDelivery(
             self.keys.identity,
             self.store,
@@ -146,9 +158,25 @@ class Daemon:
         self._spawn(self.requests.poll_loop(self.dht, self._joined, self.config.request_poll))
         self._spawn(self.profiles.publish_loop(self.dht, self._joined))
 
+    def _start_port_mapping(self, dht: DhtService, peering: Peering) -> None:
+        """Map the DHT's UDP port and the session TCP port on the gateway, if any.
+
+        Not for a loopback bind: nothing outside this machine could use the mapping."""
+        if not self.config.upnp or ipaddress.ip_address(dht.addr[0]).is_loopback:
+            return
+        core = PortMapper({"UDP": dht.addr[1], "TCP": peering.port})
+        self.portmap = UpnpPortMapper(core, host=dht.addr[0], on_change=self._on_port_mapping)
+        self._spawn(self.portmap.run())
+
+    def _on_port_mapping(self, state: PortMapState) -> None:
+        if self.dht is not None:
+            self.dht.port_mapping = state
+
     async def stop(self) -> None:
         self.chat.close()
         await self._tasks.cancel_all()
+        if self.portmap is not None:
+            await self.portmap.close()  # a clean exit leaves no mapping on the gateway
         if self.offline is not None:
             await self.offline.stop()
         if self.channels is not None:
@@ -349,6 +377,9 @@ class Daemon:
 
     async def status(self) -> dict[str, Any]:
         dht = self.dht
+        portmap = (
+            self.portmap.state.to_dict(asyncio.get_running_loop().time()) if self.portmap else None
+        )
         return {
             **(await self.identity()),
             "version": __version__,
@@ -357,8 +388,12 @@ class Daemon:
                 "joined": self.joined,
                 "nodes": len(dht.node.routing) if dht else 0,
                 "addr": f"{dht.addr[0]}:{dht.addr[1]}" if dht else None,
+                "external_addr": _hostport(dht.external_addr("UDP")) if dht else None,
+                "reachability": dht.reachability.to_dict() if dht else None,
             },
             "listen_port": self.peering.port if self.peering else None,
+            "external_tcp": _hostport(dht.external_addr("TCP")) if dht else None,
+            "port_mapping": portmap,
             "contacts": len(self.store.list_contacts()),
             "contacts_online": len(self.peering.online_contacts()) if self.peering else 0,
             "uptime": time.monotonic() - self.started,

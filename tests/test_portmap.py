@@ -1,0 +1,206 @@
+"""The port-mapping core driven by hand: discovery, mapping, renewal, conflicts, removal."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from harness import events
+
+from btchat.net.portmap import (
+    CONFLICT,
+    DEFAULT_LEASE,
+    MAX_ATTEMPTS,
+    ONLY_PERMANENT,
+    PERMANENT_RECHECK,
+    REDISCOVER,
+    RETRY_FIRST,
+    SAME_PORTS,
+    AddMapping,
+    Changed,
+    DeleteMapping,
+    Discover,
+    Phase,
+    PortMapper,
+)
+
+GW = "http://192.168.1.1:5000/rootDesc.xml"
+WAN = "203.0.113.101"
+
+
+def requests(core: PortMapper) -> list[object]:
+    """The requests queued for the shell (state changes left out)."""
+    return [e for e in events(core) if not isinstance(e, Changed)]
+
+
+def mapped(ports: dict[str, int] | None = None, lease: int = DEFAULT_LEASE) -> PortMapper:
+    """A core that found the gateway and got every port it asked for, at t=0."""
+    core = PortMapper(ports or {"UDP": 6881, "TCP": 6881}, lease=lease, rng=random.Random(1))
+    core.start(0.0)
+    assert requests(core) == [Discover(core.discovery_timeout)]
+    core.gateway_found(GW, WAN, 0.0)
+    while asks := requests(core):
+        (ask,) = asks
+        assert isinstance(ask, AddMapping)
+        core.added(ask.protocol, ask.external_port, ask.lease, 0.0)
+    return core
+
+
+def test_maps_udp_and_tcp_on_the_same_external_port() -> None:
+    core = PortMapper({"UDP": 6881, "TCP": 6881}, rng=random.Random(1))
+    core.start(0.0)
+    assert core.phase is Phase.DISCOVERING and core.get_timer() is None  # waiting on shell
+    assert requests(core) == [Discover(3.0)]
+    core.gateway_found(GW, WAN, 0.0)
+    assert requests(core) == [AddMapping("UDP", 6881, 6881, DEFAULT_LEASE)]
+    core.added("UDP", 6881, DEFAULT_LEASE, 0.0)
+    assert requests(core) == [AddMapping("TCP", 6881, 6881, DEFAULT_LEASE)]
+    core.added("TCP", 6881, DEFAULT_LEASE, 0.0)
+    state = core.state()
+    assert state.phase is Phase.MAPPED
+    assert state.external("UDP") == state.external("TCP") == (WAN, 6881)
+    assert state.to_dict(10.0)["mappings"]["udp"]["expires_in"] == DEFAULT_LEASE - 10
+
+
+def test_renews_at_half_the_lease_on_the_same_port() -> None:
+    core = mapped({"UDP": 6881, "TCP": 40000})
+    assert core.get_timer() == DEFAULT_LEASE / 2
+    core.handle_timer(DEFAULT_LEASE / 2 - 1)
+    assert requests(core) == []  # not yet
+    core.handle_timer(DEFAULT_LEASE / 2)
+    assert requests(core) == [AddMapping("UDP", 6881, 6881, DEFAULT_LEASE)]
+    core.added("UDP", 6881, DEFAULT_LEASE, DEFAULT_LEASE / 2)
+    assert requests(core) == []  # TCP renews on its own timer, not before
+    core.handle_timer(DEFAULT_LEASE / 2)
+    assert requests(core) == [AddMapping("TCP", 40000, 40000, DEFAULT_LEASE)]
+    core.added("TCP", 40000, DEFAULT_LEASE, DEFAULT_LEASE / 2)
+    # Renewed: the next renewal is half a lease later, and the mapping never lapsed.
+    assert core.get_timer() == DEFAULT_LEASE
+    assert core.state().mappings["UDP"].expires == DEFAULT_LEASE * 1.5
+    assert core.phase is Phase.MAPPED
+
+
+def test_a_gateway_that_stops_answering_is_searched_again_with_back_off() -> None:
+    core = mapped()
+    core.handle_timer(DEFAULT_LEASE / 2)
+    assert isinstance(requests(core)[0], AddMapping)
+    core.gateway_missing("timeout", DEFAULT_LEASE / 2)
+    assert core.phase is Phase.NO_GATEWAY and core.state().external("UDP") is None
+    t = DEFAULT_LEASE / 2
+    assert core.get_timer() == t + RETRY_FIRST
+    core.handle_timer(t + RETRY_FIRST)
+    assert requests(core) == [Discover(3.0)]
+    core.gateway_missing("no UPnP gateway answered", t + RETRY_FIRST)
+    assert core.get_timer() == t + RETRY_FIRST + 2 * RETRY_FIRST  # doubled
+
+
+def test_no_gateway_is_a_state_not_a_failure_and_is_looked_for_again_later() -> None:
+    core = PortMapper({"UDP": 6881})
+    core.start(0.0)
+    assert requests(core) == [Discover(3.0)]
+    core.gateway_missing("no UPnP gateway answered", 3.0)
+    assert core.phase is Phase.NO_GATEWAY and core.state().mappings == {}
+    assert core.get_timer() == 3.0 + REDISCOVER
+    core.close(4.0)
+    assert requests(core) == [] and core.get_timer() is None  # nothing to remove
+
+
+def test_a_conflict_tries_the_other_protocols_port_then_random_ones_then_gives_up() -> None:
+    core = PortMapper({"UDP": 6881, "TCP": 7000}, rng=random.Random(3))
+    core.start(0.0)
+    events(core)
+    core.gateway_found(GW, WAN, 0.0)
+    assert requests(core) == [AddMapping("UDP", 6881, 6881, DEFAULT_LEASE)]
+    core.refused("UDP", 6881, CONFLICT, "ConflictInMappingEntry", 0.0)
+    (retry,) = requests(core)
+    assert isinstance(retry, AddMapping) and retry.external_port != 6881
+    core.added("UDP", retry.external_port, DEFAULT_LEASE, 0.0)
+    # TCP wants its own port first, then the one UDP got (one port for both if possible).
+    assert requests(core) == [AddMapping("TCP", 7000, 7000, DEFAULT_LEASE)]
+    core.refused("TCP", 7000, CONFLICT, "ConflictInMappingEntry", 0.0)
+    last = retry.external_port
+    assert requests(core) == [AddMapping("TCP", last, 7000, DEFAULT_LEASE)]
+    tried = {7000, last}
+    for _ in range(MAX_ATTEMPTS - 2):
+        core.refused("TCP", last, CONFLICT, "taken", 0.0)
+        (ask,) = requests(core)
+        assert isinstance(ask, AddMapping) and ask.external_port not in tried
+        last = ask.external_port
+        tried.add(last)
+    core.refused("TCP", last, CONFLICT, "taken", 0.0)
+    assert requests(core) == []  # MAX_ATTEMPTS reached
+    state = core.state()
+    assert state.phase is Phase.MAPPED and set(state.mappings) == {"UDP"}
+    assert state.error is not None and "TCP" in state.error
+
+
+def test_only_permanent_leases_are_asked_again_with_lease_zero_and_rechecked() -> None:
+    core = PortMapper({"UDP": 6881})
+    core.start(0.0)
+    events(core)
+    core.gateway_found(GW, WAN, 0.0)
+    assert requests(core) == [AddMapping("UDP", 6881, 6881, DEFAULT_LEASE)]
+    core.refused("UDP", 6881, ONLY_PERMANENT, "OnlyPermanentLeasesSupported", 0.0)
+    assert requests(core) == [AddMapping("UDP", 6881, 6881, 0)]
+    core.added("UDP", 6881, 0, 0.0)
+    assert core.state().mappings["UDP"].expires is None
+    assert core.get_timer() == PERMANENT_RECHECK  # a rebooted gateway forgets it
+    core.handle_timer(PERMANENT_RECHECK)
+    assert requests(core) == [AddMapping("UDP", 6881, 6881, 0)]
+
+
+def test_same_port_required_falls_back_to_the_internal_port_only() -> None:
+    core = PortMapper({"UDP": 6881}, rng=random.Random(5))
+    core.start(0.0)
+    events(core)
+    core.gateway_found(GW, WAN, 0.0)
+    requests(core)
+    core.refused("UDP", 6881, CONFLICT, "taken", 0.0)
+    (ask,) = requests(core)
+    core.refused("UDP", ask.external_port, SAME_PORTS, "SamePortValuesRequired", 0.0)  # type: ignore[union-attr]
+    assert requests(core) == []  # 6881 is taken and nothing else is allowed
+    assert core.phase is Phase.FAILED and core.get_timer() == REDISCOVER
+
+
+def test_a_refusal_other_than_a_conflict_gives_the_protocol_up() -> None:
+    core = PortMapper({"UDP": 6881, "TCP": 6881})
+    core.start(0.0)
+    events(core)
+    core.gateway_found(GW, WAN, 0.0)
+    requests(core)
+    core.refused("UDP", 6881, 606, "Action not authorized", 0.0)
+    assert requests(core) == [AddMapping("TCP", 6881, 6881, DEFAULT_LEASE)]
+    core.refused("TCP", 6881, 606, "Action not authorized", 0.0)
+    assert core.phase is Phase.FAILED and "not authorized" in (core.error or "")
+
+
+def test_close_removes_every_mapping_one_at_a_time_and_stops() -> None:
+    core = mapped({"UDP": 6881, "TCP": 7000})
+    core.close(10.0)
+    assert core.phase is Phase.CLOSED
+    assert requests(core) == [DeleteMapping("UDP", 6881)]
+    core.removed("UDP")
+    assert requests(core) == [DeleteMapping("TCP", 7000)]
+    core.removed("TCP")
+    assert requests(core) == [] and core.get_timer() is None
+    core.handle_timer(DEFAULT_LEASE)  # no renewal after close
+    assert requests(core) == []
+
+
+def test_close_while_a_mapping_is_in_flight_removes_it_too() -> None:
+    core = PortMapper({"UDP": 6881})
+    core.start(0.0)
+    events(core)
+    core.gateway_found(GW, WAN, 0.0)
+    assert requests(core) == [AddMapping("UDP", 6881, 6881, DEFAULT_LEASE)]
+    core.close(1.0)  # the shell was cancelled mid-request: the gateway may have said yes
+    assert requests(core) == [DeleteMapping("UDP", 6881)]
+    core.added("UDP", 6881, DEFAULT_LEASE, 1.1)  # a late answer changes nothing
+    assert core.state().mappings == {}
+
+
+def test_misuse_is_refused_at_once() -> None:
+    with pytest.raises(ValueError):
+        PortMapper({"SCTP": 1})
+    with pytest.raises(ValueError):
+        PortMapper({"UDP": 0})
