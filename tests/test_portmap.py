@@ -23,6 +23,7 @@ from btchat.net.portmap import (
     Phase,
     PortMapper,
 )
+from btchat.net.upnp import description_url_ok
 
 GW = "http://192.168.1.1:5000/rootDesc.xml"
 WAN = "203.0.113.101"
@@ -204,3 +205,21 @@ def test_misuse_is_refused_at_once() -> None:
         PortMapper({"SCTP": 1})
     with pytest.raises(ValueError):
         PortMapper({"UDP": 0})
+
+
+@pytest.mark.parametrize(
+    ("location", "sender", "ok"),
+    [
+        ("http://192.168.1.1:5000/rootDesc.xml", "192.168.1.1", True),
+        ("http://192.168.1.7:5000/rootDesc.xml", "192.168.1.1", False),  # another host
+        ("http://127.0.0.1:8080/v1/status", "127.0.0.1", False),  # our own API
+        ("https://192.168.1.1/rootDesc.xml", "192.168.1.1", False),
+        ("file:///etc/passwd", "192.168.1.1", False),
+        ("http://router.lan/rootDesc.xml", "192.168.1.1", False),  # no name lookups
+        ("", "192.168.1.1", False),
+    ],
+)
+def test_a_gateway_description_is_fetched_only_from_the_device_that_answered(
+    location: str, sender: str, ok: bool
+) -> None:
+    assert description_url_ok(location, sender) is ok

@@ -29,7 +29,7 @@ from btchat.net.portmap import (
     PortMapState,
 )
 
-__all__ = ["REQUEST_TIMEOUT", "UpnpPortMapper", "local_ip_towards"]
+__all__ = ["REQUEST_TIMEOUT", "UpnpPortMapper", "description_url_ok", "local_ip_towards"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,10 @@ REQUEST_TIMEOUT = 5.0
 #: hold up a shutdown.
 CLOSE_TIMEOUT = 3.0
 DESCRIPTION = "btchat"
+#: Gateways remembered from one search (anyone on the LAN may answer).
+MAX_GATEWAYS = 8
+#: After the first gateway answers a search, how long others may still answer.
+SEARCH_GRACE = 0.2
 
 
 def local_ip_towards(host: str) -> str:
@@ -130,14 +134,10 @@ class UpnpPortMapper:
         now = self.loop.time
         source = None if self.host in ("0.0.0.0", "") else (self.host, 0)
         try:
-            async with asyncio.timeout(event.timeout + 1.0):
-                found = await IgdDevice.async_search(
-                    source=source, timeout=max(1, round(event.timeout))
-                )
-        except (OSError, TimeoutError, UpnpError) as exc:
+            locations = await self._search(source, event.timeout)
+        except (OSError, UpnpError) as exc:
             self.core.gateway_missing(f"UPnP search failed: {exc}", now())
             return
-        locations = sorted({str(h["location"]) for h in found if h.get("location")})
         if not locations:
             self.core.gateway_missing("no UPnP gateway answered", now())
             return
@@ -154,6 +154,46 @@ class UpnpPortMapper:
             return
         self._device = device
         self.core.gateway_found(location, _valid_ip(external), now())
+
+    async def _search(self, source: tuple[str, int] | None, timeout: float) -> list[str]:
+        """SSDP M-SEARCH for an IGD; the description URLs that answered. Returns soon
+        after the first answer instead of always waiting out ``timeout``."""
+        from async_upnp_client.profiles.igd import IgdDevice
+        from async_upnp_client.search import SsdpSearchListener
+
+        found: list[str] = []
+        answered = asyncio.Event()
+
+        async def on_response(headers: Any) -> None:
+            location = str(headers.get("location") or "")
+            if (
+                headers.get("st") in IgdDevice.DEVICE_TYPES
+                and len(found) < MAX_GATEWAYS
+                and description_url_ok(location, str(headers.get("_host") or ""))
+            ):
+                found.append(location)
+                answered.set()
+
+        async def connected() -> None:
+            listener.async_search()
+
+        listener = SsdpSearchListener(
+            async_callback=on_response,
+            loop=self.loop,
+            source=source,
+            timeout=max(1, round(timeout)),  # SSDP MX: whole seconds
+            search_target=IgdDevice.DEVICE_TYPES[0],  # IGD:2 gateways answer :1 too
+            async_connect_callback=connected,
+        )
+        await listener.async_start()
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await answered.wait()
+                    await asyncio.sleep(SEARCH_GRACE)  # a second gateway may answer too
+        finally:
+            listener.async_stop()
+        return sorted(set(found))
 
     async def _add(self, event: AddMapping) -> None:
         from async_upnp_client.exceptions import UpnpActionError, UpnpError
@@ -195,6 +235,18 @@ class UpnpPortMapper:
         except (OSError, TimeoutError, UpnpError) as exc:
             log.info("could not remove the %s port mapping: %s", event.protocol, exc)
         self.core.removed(event.protocol)
+
+
+def description_url_ok(location: str, sender: str) -> bool:
+    """Fetch a description only from the device that answered, over plain HTTP (UPnP
+    Device Architecture 1.1 section 1.3.3): an SSDP answer from anyone on the LAN must
+    not aim our requests at another host, such as this machine's own local API."""
+    try:
+        url = urlparse(location)
+        host = ipaddress.ip_address(url.hostname or "")
+    except ValueError:
+        return False
+    return url.scheme == "http" and not host.is_loopback and str(host) == sender
 
 
 def _valid_ip(text: object) -> str | None:
