@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from types import SimpleNamespace
 
-from btchat.dht.node import GetPeersResult
-from btchat.discovery.rendezvous import Candidate, Rendezvous, RendezvousConfig
+from btchat.dht.node import GetPeersResult, PutResult
+from btchat.discovery.rendezvous import Candidate, Rendezvous, RendezvousConfig, put_again_in
 from btchat.identity.keys import DeviceCertificate, DeviceKey, Identity
 from btchat.identity.rendezvous import lookup_targets, pairwise_secret
 from btchat.net.dht_service import DhtError
@@ -113,3 +114,55 @@ async def test_an_unreachable_contact_does_not_delay_the_others() -> None:
 async def test_lookups_at_once_are_bounded() -> None:
     dht, reacher = await _run(hang_count=6, fast_count=0, max_lookups=2)
     assert dht.most_in_flight == 2 and reacher.reached == {}
+
+
+class ThinPutDht(FakeDht):
+    """The first device-list put lands on 2 of the 8 closest (6 time out), later ones
+    on all 8; the routing table knows 20 nodes."""
+
+    def __init__(self) -> None:
+        super().__init__({}, set())
+        self.puts: list[float] = []
+        self.node = SimpleNamespace(routing=[object()] * 20, config=SimpleNamespace(k=8))
+
+    async def put_mutable(self, item: object) -> PutResult:  # type: ignore[override]
+        self.puts.append(time.monotonic())
+        if len(self.puts) == 1:
+            return PutResult(b"t" * 20, 2, ["timeout"] * 6, 30)
+        return PutResult(b"t" * 20, 8, [], 30)
+
+
+async def test_a_device_list_on_too_few_nodes_is_put_again_soon() -> None:
+    # Regression: one storing node counted as success, and the next put was 30 min later.
+    me = Identity.generate()
+    dht = ThinPutDht()
+    rendezvous = Rendezvous(
+        me,
+        _cert(me),
+        dht,  # type: ignore[arg-type]
+        RendezvousConfig(),
+        Reacher(),
+        contacts=lambda: [],
+        certs_of=lambda pk: [],
+        save_certs=lambda pk, c: None,
+    )
+    tasks = TaskOwner()
+    tasks.spawn(rendezvous.run(4000, tasks.spawn))
+    deadline = time.monotonic() + 3
+    while len(dht.puts) < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.2)
+    await tasks.cancel_all()
+    assert len(dht.puts) == 2  # once again after the thin put, then not again (8 stored)
+    assert dht.puts[1] - dht.puts[0] < 1.5
+    assert rendezvous.stats["device_list_stored_at"] == 8
+
+
+def test_put_again_in_asks_for_most_of_the_k_closest_but_not_more_than_exist() -> None:
+    config = RendezvousConfig()
+    assert put_again_in(5, 3, 50, 8, 1, config) == config.republish
+    assert put_again_in(4, 4, 50, 8, 1, config) == config.reput_first
+    assert put_again_in(4, 4, 50, 8, 3, config) == config.reput_first * 4  # backing off
+    assert put_again_in(1, 0, 50, 8, 40, config) == config.republish  # bounded
+    # A three-node swarm that stored it everywhere is not asked again and again.
+    assert put_again_in(3, 0, 3, 8, 1, config) == config.republish
