@@ -52,11 +52,15 @@ class Net:
                 for data, dst in node.datagrams_to_send():
                     moved = True
                     self.sent.append((src, dst, data))
-                    if dst in self.nodes:
+                    if dst in self.nodes and not self.lost(dst, data):
                         self.nodes[dst].receive_datagram(data, src, self.now)
             if not moved:
                 return
         raise AssertionError("network did not settle")
+
+    def lost(self, dst: tuple[str, int], data: bytes) -> bool:
+        """Whether the network loses this datagram (never, here)."""
+        return False
 
     def advance(self, seconds: float) -> None:
         end = self.now + seconds
@@ -618,21 +622,13 @@ class LossyPuts(Net):
         self.victims = victims
         self.dropped: set[tuple[str, int]] = set()
 
-    def flush(self) -> None:
-        for _ in range(10_000):
-            moved = False
-            for src, node in list(self.nodes.items()):
-                for data, dst in node.datagrams_to_send():
-                    moved = True
-                    is_put = decode(data).get(b"q") == b"put"
-                    if is_put and dst not in self.dropped and len(self.dropped) < self.victims:
-                        self.dropped.add(dst)
-                        continue
-                    if dst in self.nodes:
-                        self.nodes[dst].receive_datagram(data, src, self.now)
-            if not moved:
-                return
-        raise AssertionError("network did not settle")
+    def lost(self, dst: tuple[str, int], data: bytes) -> bool:
+        if dst in self.dropped or len(self.dropped) >= self.victims:
+            return False
+        if decode(data).get(b"q") != b"put":
+            return False
+        self.dropped.add(dst)
+        return True
 
 
 def test_a_put_whose_first_datagrams_are_lost_still_lands_on_the_k_closest() -> None:

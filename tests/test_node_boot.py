@@ -8,7 +8,13 @@ import pytest
 
 from btchat.api.client import ApiClient, read_api_files
 from btchat.net.dht_service import DEFAULT_BOOTSTRAP
-from btchat.node.boot import BootError, channel_config, create_identity, start_node
+from btchat.node.boot import (
+    BootError,
+    channel_config,
+    create_identity,
+    daemon_config,
+    start_node,
+)
 from btchat.node.config import ConfigError, Settings, resolve, setting
 
 
@@ -37,6 +43,18 @@ def test_flag_beats_env_beats_file_beats_default(tmp_path: Path) -> None:
     assert defaults.dht_port == 6881
 
 
+def test_port_mapping_is_on_unless_a_flag_the_environment_or_the_file_says_off(
+    tmp_path: Path,
+) -> None:
+    assert resolve({}, config_file=write(tmp_path, ""), environ={}).upnp is True
+    off = write(tmp_path, "[net]\nupnp = false\n")
+    assert resolve({}, config_file=off, environ={}).upnp is False
+    assert resolve({}, config_file=off, environ={"BTCHAT_UPNP": "on"}).upnp is True
+    assert resolve({}, config_file=off, environ={"BTCHAT_UPNP": "0"}).upnp is False
+    assert resolve({"upnp": False}, config_file=off, environ={"BTCHAT_UPNP": "yes"}).upnp is False
+    assert daemon_config(resolve({"upnp": False}, config_file=off, environ={})).upnp is False
+
+
 def test_data_dir_from_flag_then_env(tmp_path: Path) -> None:
     assert setting("data_dir", tmp_path / "a", environ={"BTCHAT_DATA_DIR": "/x"}) == tmp_path / "a"
     assert setting("data_dir", None, environ={"BTCHAT_DATA_DIR": "/x"}) == Path("/x")
@@ -45,7 +63,7 @@ def test_data_dir_from_flag_then_env(tmp_path: Path) -> None:
 
 def test_the_file_is_read_only_when_needed(tmp_path: Path) -> None:
     broken = write(tmp_path, "this is [not toml")
-    flags = {"bootstrap": [("h", 1)], "dht_port": 1, "data_dir": tmp_path}
+    flags = {"bootstrap": [("h", 1)], "dht_port": 1, "data_dir": tmp_path, "upnp": False}
     assert resolve(flags, config_file=broken, environ={}).dht_port == 1
     with pytest.raises(ConfigError, match="cannot read config file"):
         resolve({"data_dir": tmp_path}, config_file=broken, environ={})
@@ -59,6 +77,8 @@ def test_the_file_is_read_only_when_needed(tmp_path: Path) -> None:
         ({"BTCHAT_BOOTSTRAP": "nope"}, "", "BTCHAT_BOOTSTRAP"),
         ({}, '[dht]\nbootstrap = ["nope"]\n', "config dht.bootstrap"),
         ({}, '[dht]\nport = "x"\n', "config dht.port"),
+        ({"BTCHAT_UPNP": "maybe"}, "", "BTCHAT_UPNP"),
+        ({}, '[net]\nupnp = "sometimes"\n', "config net.upnp"),
     ],
 )
 def test_bad_values_name_their_source(

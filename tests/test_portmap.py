@@ -34,12 +34,18 @@ def requests(core: PortMapper) -> list[object]:
     return [e for e in events(core) if not isinstance(e, Changed)]
 
 
-def mapped(ports: dict[str, int] | None = None, lease: int = DEFAULT_LEASE) -> PortMapper:
-    """A core that found the gateway and got every port it asked for, at t=0."""
-    core = PortMapper(ports or {"UDP": 6881, "TCP": 6881}, lease=lease, rng=random.Random(1))
+def at_gateway(ports: dict[str, int], seed: int = 1, lease: int = DEFAULT_LEASE) -> PortMapper:
+    """A core that has just found the gateway at t=0 (its first AddMapping queued)."""
+    core = PortMapper(ports, lease=lease, rng=random.Random(seed))
     core.start(0.0)
     assert requests(core) == [Discover(core.discovery_timeout)]
     core.gateway_found(GW, WAN, 0.0)
+    return core
+
+
+def mapped(ports: dict[str, int] | None = None, lease: int = DEFAULT_LEASE) -> PortMapper:
+    """A core that found the gateway and got every port it asked for, at t=0."""
+    core = at_gateway(ports or {"UDP": 6881, "TCP": 6881}, lease=lease)
     while asks := requests(core):
         (ask,) = asks
         assert isinstance(ask, AddMapping)
@@ -107,10 +113,7 @@ def test_no_gateway_is_a_state_not_a_failure_and_is_looked_for_again_later() -> 
 
 
 def test_a_conflict_tries_the_other_protocols_port_then_random_ones_then_gives_up() -> None:
-    core = PortMapper({"UDP": 6881, "TCP": 7000}, rng=random.Random(3))
-    core.start(0.0)
-    events(core)
-    core.gateway_found(GW, WAN, 0.0)
+    core = at_gateway({"UDP": 6881, "TCP": 7000}, seed=3)
     assert requests(core) == [AddMapping("UDP", 6881, 6881, DEFAULT_LEASE)]
     core.refused("UDP", 6881, CONFLICT, "ConflictInMappingEntry", 0.0)
     (retry,) = requests(core)
@@ -136,10 +139,7 @@ def test_a_conflict_tries_the_other_protocols_port_then_random_ones_then_gives_u
 
 
 def test_only_permanent_leases_are_asked_again_with_lease_zero_and_rechecked() -> None:
-    core = PortMapper({"UDP": 6881})
-    core.start(0.0)
-    events(core)
-    core.gateway_found(GW, WAN, 0.0)
+    core = at_gateway({"UDP": 6881}, seed=1)
     assert requests(core) == [AddMapping("UDP", 6881, 6881, DEFAULT_LEASE)]
     core.refused("UDP", 6881, ONLY_PERMANENT, "OnlyPermanentLeasesSupported", 0.0)
     assert requests(core) == [AddMapping("UDP", 6881, 6881, 0)]
@@ -151,10 +151,7 @@ def test_only_permanent_leases_are_asked_again_with_lease_zero_and_rechecked() -
 
 
 def test_same_port_required_falls_back_to_the_internal_port_only() -> None:
-    core = PortMapper({"UDP": 6881}, rng=random.Random(5))
-    core.start(0.0)
-    events(core)
-    core.gateway_found(GW, WAN, 0.0)
+    core = at_gateway({"UDP": 6881}, seed=5)
     requests(core)
     core.refused("UDP", 6881, CONFLICT, "taken", 0.0)
     (ask,) = requests(core)
@@ -164,10 +161,7 @@ def test_same_port_required_falls_back_to_the_internal_port_only() -> None:
 
 
 def test_a_refusal_other_than_a_conflict_gives_the_protocol_up() -> None:
-    core = PortMapper({"UDP": 6881, "TCP": 6881})
-    core.start(0.0)
-    events(core)
-    core.gateway_found(GW, WAN, 0.0)
+    core = at_gateway({"UDP": 6881, "TCP": 6881}, seed=1)
     requests(core)
     core.refused("UDP", 6881, 606, "Action not authorized", 0.0)
     assert requests(core) == [AddMapping("TCP", 6881, 6881, DEFAULT_LEASE)]
@@ -189,10 +183,7 @@ def test_close_removes_every_mapping_one_at_a_time_and_stops() -> None:
 
 
 def test_close_while_a_mapping_is_in_flight_removes_it_too() -> None:
-    core = PortMapper({"UDP": 6881})
-    core.start(0.0)
-    events(core)
-    core.gateway_found(GW, WAN, 0.0)
+    core = at_gateway({"UDP": 6881}, seed=1)
     assert requests(core) == [AddMapping("UDP", 6881, 6881, DEFAULT_LEASE)]
     core.close(1.0)  # the shell was cancelled mid-request: the gateway may have said yes
     assert requests(core) == [DeleteMapping("UDP", 6881)]
