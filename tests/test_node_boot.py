@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from btchat.api.client import ApiClient, read_api_files
+from btchat.cli.chat import network_text
 from btchat.net.dht_service import DEFAULT_BOOTSTRAP
 from btchat.node.boot import (
     BootError,
@@ -129,6 +130,13 @@ async def test_start_node_serves_the_api_and_stop_cleans_up(tmp_path: Path) -> N
         status = await node.daemon.status()
         client_status = await _in_thread(lambda: ApiClient(url, token).status())
         assert client_status["id"] == status["id"]
+        # Port mapping is on by default, but a loopback bind has nothing to map.
+        assert settings.upnp and node.daemon.portmap is None
+        assert status["port_mapping"] is None and status["external_tcp"] is None
+        assert status["dht"]["external_addr"] is None
+        assert status["dht"]["reachability"]["label"] == "unknown"  # nobody reported yet
+        text = network_text(client_status)
+        assert "external address not known yet" in text and "port mapping: off" in text
     finally:
         await node.stop()
     assert not (tmp_path / "api.json").exists()

@@ -20,6 +20,13 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlparse
 
+import aiohttp
+from async_upnp_client.aiohttp import AiohttpRequester
+from async_upnp_client.client_factory import UpnpFactory
+from async_upnp_client.exceptions import UpnpActionError, UpnpError
+from async_upnp_client.profiles.igd import IgdDevice
+from async_upnp_client.search import SsdpSearchListener
+
 from btchat.net.portmap import (
     AddMapping,
     Changed,
@@ -43,6 +50,9 @@ DESCRIPTION = "btchat"
 MAX_GATEWAYS = 8
 #: After the first gateway answers a search, how long others may still answer.
 SEARCH_GRACE = 0.2
+#: What a gateway (or anything answering on the LAN) can make a request end in: each is
+#: a state the core hears about, never an exception out of the shell.
+FAILURES = (OSError, TimeoutError, UpnpError, aiohttp.ClientError, ValueError, KeyError)
 
 
 def local_ip_towards(host: str) -> str:
@@ -126,16 +136,12 @@ class UpnpPortMapper:
             self.on_change(state)
 
     async def _discover(self, event: Discover) -> None:
-        from async_upnp_client.aiohttp import AiohttpRequester
-        from async_upnp_client.client_factory import UpnpFactory
-        from async_upnp_client.exceptions import UpnpError
-        from async_upnp_client.profiles.igd import IgdDevice
 
         now = self.loop.time
         source = None if self.host in ("0.0.0.0", "") else (self.host, 0)
         try:
             locations = await self._search(source, event.timeout)
-        except (OSError, UpnpError) as exc:
+        except FAILURES as exc:
             self.core.gateway_missing(f"UPnP search failed: {exc}", now())
             return
         if not locations:
@@ -149,7 +155,7 @@ class UpnpPortMapper:
                 external = await device.async_get_external_ip_address()
             gateway_host = urlparse(location).hostname or ""
             self._client_ip = self.host if source else local_ip_towards(gateway_host)
-        except (OSError, TimeoutError, UpnpError, ValueError) as exc:
+        except FAILURES as exc:
             self.core.gateway_missing(f"the gateway at {location} did not answer: {exc}", now())
             return
         self._device = device
@@ -158,8 +164,6 @@ class UpnpPortMapper:
     async def _search(self, source: tuple[str, int] | None, timeout: float) -> list[str]:
         """SSDP M-SEARCH for an IGD; the description URLs that answered. Returns soon
         after the first answer instead of always waiting out ``timeout``."""
-        from async_upnp_client.profiles.igd import IgdDevice
-        from async_upnp_client.search import SsdpSearchListener
 
         found: list[str] = []
         answered = asyncio.Event()
@@ -196,7 +200,6 @@ class UpnpPortMapper:
         return sorted(set(found))
 
     async def _add(self, event: AddMapping) -> None:
-        from async_upnp_client.exceptions import UpnpActionError, UpnpError
 
         now = self.loop.time
         if self._device is None or self._client_ip is None:
@@ -216,13 +219,12 @@ class UpnpPortMapper:
                 )
         except UpnpActionError as exc:
             self.core.refused(event.protocol, event.external_port, exc.error_code, str(exc), now())
-        except (OSError, TimeoutError, UpnpError) as exc:
+        except FAILURES as exc:
             self.core.gateway_missing(f"the gateway stopped answering: {exc}", now())
         else:
             self.core.added(event.protocol, event.external_port, event.lease, now())
 
     async def _delete(self, event: DeleteMapping) -> None:
-        from async_upnp_client.exceptions import UpnpError
 
         try:
             if self._device is not None:
@@ -232,7 +234,7 @@ class UpnpPortMapper:
                         external_port=event.external_port,
                         protocol=event.protocol,
                     )
-        except (OSError, TimeoutError, UpnpError) as exc:
+        except FAILURES as exc:
             log.info("could not remove the %s port mapping: %s", event.protocol, exc)
         self.core.removed(event.protocol)
 
