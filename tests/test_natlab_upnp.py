@@ -81,8 +81,9 @@ async def _pinged(lab: Lab, addr: tuple[str, int]) -> bytes | None:
         peer.close()
 
 
-async def _tcp_hello(lab: Lab, addr: tuple[str, int]) -> bytes | None:
-    """What a fresh TCP connection from the public host to ``addr`` reads, or None."""
+async def _tcp_hello(lab: Lab, addr: tuple[str, int], *, read: bool = True) -> bytes | None:
+    """What a fresh TCP connection from the public host to ``addr`` reads (``read``
+    False: b"" once connected), or None when it does not get through."""
     with lab.inside(lab.ns("host")):
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setblocking(False)
@@ -90,7 +91,7 @@ async def _tcp_hello(lab: Lab, addr: tuple[str, int]) -> bytes | None:
         async with asyncio.timeout(CONNECT_WAIT):
             await asyncio.get_running_loop().sock_connect(sock, addr)
             reader, writer = await asyncio.open_connection(sock=sock)
-            line = await reader.readline()
+            line = await reader.readline() if read else b""
             writer.close()
             return line
     except (TimeoutError, OSError):
@@ -214,8 +215,10 @@ def test_the_daemon_maps_its_ports_and_status_shows_the_external_address(
             print(text)
             assert f"external address {UPNP_WAN}:{dht_port}" in text
             assert "port mapping (UPnP): mapped" in text
-            # The DHT node is reachable from the internet through the mapping.
+            # The DHT node and the session port are reachable from the internet.
             assert await _pinged(lab, (UPNP_WAN, dht_port)) is not None
+            tcp = (UPNP_WAN, int(status["listen_port"]))
+            assert await _tcp_hello(lab, tcp, read=False) == b""
         finally:
             await node.stop()
         assert "dnat" not in lab.upnp_rules(home)  # stopping removed the mappings

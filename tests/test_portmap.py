@@ -6,6 +6,8 @@ import random
 
 import pytest
 from harness import events
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from btchat.net.portmap import (
     CONFLICT,
@@ -214,3 +216,76 @@ def test_a_gateway_description_is_fetched_only_from_the_device_that_answered(
     location: str, sender: str, ok: bool
 ) -> None:
     assert description_url_ok(location, sender) is ok
+
+
+OUTCOMES = st.lists(
+    st.tuples(
+        st.sampled_from(
+            [
+                "found",
+                "missing",
+                "added",
+                "conflict",
+                "permanent",
+                "same",
+                "other",
+                "removed",
+                "timer",
+                "close",
+            ]
+        ),
+        st.floats(min_value=0, max_value=4000, allow_nan=False),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(OUTCOMES)
+def test_any_sequence_of_gateway_answers_keeps_the_core_sane(steps: list) -> None:
+    """Whatever the gateway answers, in whatever order: one request at a time, no timer
+    while one is out, every mapping deleted on close, nothing raised."""
+    core = PortMapper({"UDP": 6881, "TCP": 7000}, rng=random.Random(0))
+    now = 0.0
+    core.start(now)
+    (pending,) = requests(core)
+    codes = {"conflict": CONFLICT, "permanent": ONLY_PERMANENT, "same": SAME_PORTS}
+    for what, dt in steps:
+        now += dt
+        answered = True
+        if what == "close":
+            held = set(core.state().mappings)
+            core.close(now)
+            while deletes := requests(core):
+                (delete,) = deletes
+                assert isinstance(delete, DeleteMapping)
+                assert delete.protocol in held or isinstance(pending, AddMapping)
+                core.removed(delete.protocol)
+            assert core.get_timer() is None and core.state().mappings == {}
+            return
+        if what == "timer":
+            answered = False
+            due = core.get_timer()
+            core.handle_timer(now if due is None else max(now, due))
+        elif isinstance(pending, Discover) and what == "found":
+            core.gateway_found(GW, WAN, now)
+        elif isinstance(pending, (Discover, AddMapping)) and what == "missing":
+            core.gateway_missing("no answer", now)
+        elif isinstance(pending, AddMapping) and what == "added":
+            core.added(pending.protocol, pending.external_port, pending.lease, now)
+        elif isinstance(pending, AddMapping) and what in ("conflict", "permanent", "same", "other"):
+            core.refused(pending.protocol, pending.external_port, codes.get(what, 501), what, now)
+        else:
+            continue
+        new = requests(core)
+        if answered or pending is None:
+            assert len(new) <= 1  # one request to the shell at a time
+            pending = new[0] if new else None
+        else:
+            assert new == []  # a timer decides nothing while a request is out
+        if pending is not None:
+            assert core.get_timer() is None
+        else:
+            assert core.get_timer() is not None  # an idle core always wakes up again
+        for g in core.state().mappings.values():
+            assert 0 < g.external_port < 65536
