@@ -193,7 +193,6 @@ class PortMapper:
         self.discovery_timeout = discovery_timeout
         self._rng = rng or random.Random()
         self._wants = {p: _Want(p, port, lease) for p, port in ports.items()}
-        self._lease = lease
         self._events: deque[PortMapperEvent] = deque()
         self._busy = False  # one request to the shell at a time
         self._timer: float | None = None
@@ -263,6 +262,7 @@ class PortMapper:
     def gateway_missing(self, why: str, now: float) -> None:
         """Discovery found no gateway, or the gateway stopped answering (``why`` says)."""
         self._busy = False
+        self._adding = None
         if self.phase is Phase.CLOSED:
             return
         self._lost = self._lost or self.gateway is not None
