@@ -507,3 +507,22 @@ def test_node_with_unreachable_bootstrap_keeps_running(env: dict[str, str], tmp_
     finally:
         code = proc.terminate()
     assert code == 0, proc.rest("stderr")
+
+
+def test_status_text_says_what_network_we_are_on() -> None:
+    from btchat.cli.chat import network_text
+
+    seen = {"external_ip": "203.0.113.104", "external_port": None, "label": "symmetric"}
+    status = {
+        "dht": {"addr": "192.168.1.10:6881", "external_addr": None, "reachability": seen},
+        "port_mapping": {
+            "state": "failed",
+            "external_ip": None,
+            "mappings": {},
+            "error": "UDP port 6881: ConflictInMappingEntry",
+        },
+    }
+    text = network_text(status)
+    assert "network: symmetric; external address 203.0.113.104 (the port differs" in text
+    assert "(bound to 192.168.1.10:6881)" in text
+    assert "port mapping (UPnP): failed: UDP port 6881: ConflictInMappingEntry" in text

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+from types import SimpleNamespace
 
 from harness import ContactList
 
-from btchat.dht.node import GetPeersResult
+from btchat.dht.node import GetPeersResult, PutResult
 from btchat.discovery.rendezvous import (
     Candidate,
     Rendezvous,
     RendezvousConfig,
     decode_device_list,
     encode_device_list,
+    put_again_in,
 )
 from btchat.identity.keys import DeviceCertificate, DeviceKey, Identity
 from btchat.identity.rendezvous import lookup_targets, pairwise_secret
@@ -134,3 +136,53 @@ def test_only_the_identitys_valid_certificates_are_kept() -> None:
     assert DeviceCertificate.all_of(alice.public_key, {b"certs": items}) == []  # not a list
     listed = encode_device_list([good, bob.certify(DeviceKey.generate(), 2)])
     assert decode_device_list(listed, alice.public_key) == [good]
+
+
+class ThinPutDht(FakeDht):
+    """The first device-list put lands on 2 of the 8 closest (6 time out), later ones
+    on all 8; the routing table knows 20 nodes."""
+
+    def __init__(self) -> None:
+        super().__init__({}, set())
+        self.puts: list[float] = []
+        self.node = SimpleNamespace(routing=[object()] * 20, config=SimpleNamespace(k=8))
+
+    async def put_mutable(self, item: object) -> PutResult:  # type: ignore[override]
+        self.puts.append(time.monotonic())
+        if len(self.puts) == 1:
+            return PutResult(b"t" * 20, 2, ["timeout"] * 6, 30)
+        return PutResult(b"t" * 20, 8, [], 30)
+
+
+async def test_a_device_list_on_too_few_nodes_is_put_again_soon() -> None:
+    # Regression: one storing node counted as success, and the next put was 30 min later.
+    me = Identity.generate()
+    dht = ThinPutDht()
+    rendezvous = Rendezvous(
+        me,
+        _cert(me),
+        dht,  # type: ignore[arg-type]
+        RendezvousConfig(),
+        Reacher(),
+        ContactList([]),
+    )
+    tasks = TaskOwner()
+    tasks.spawn(rendezvous.run(4000, tasks.spawn))
+    deadline = time.monotonic() + 3
+    while len(dht.puts) < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.2)
+    await tasks.cancel_all()
+    assert len(dht.puts) == 2  # once again after the thin put, then not again (8 stored)
+    assert dht.puts[1] - dht.puts[0] < 1.5
+    assert rendezvous.stats["device_list_stored_at"] == 8
+
+
+def test_put_again_in_asks_for_most_of_the_k_closest_but_not_more_than_exist() -> None:
+    config = RendezvousConfig()
+    assert put_again_in(5, 3, 50, 8, 1, config) == config.republish
+    assert put_again_in(4, 4, 50, 8, 1, config) == config.reput_first
+    assert put_again_in(4, 4, 50, 8, 3, config) == config.reput_first * 4  # backing off
+    assert put_again_in(1, 0, 50, 8, 40, config) == config.republish  # bounded
+    # A three-node swarm that stored it everywhere is not asked again and again.
+    assert put_again_in(3, 0, 3, 8, 1, config) == config.republish

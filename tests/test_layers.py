@@ -74,6 +74,8 @@ CORE_MODULES = (
     "channels.messages",
     "channels.engine",
     "channels.link",
+    "net.portmap",
+    "net.tiebreak",
 )
 #: What a core must not import: an event loop, threads, a clock, the network.
 FORBIDDEN_IN_CORES = ("asyncio", "threading", "selectors", "time", "aiohttp", "sqlite3")

@@ -112,6 +112,9 @@ async def test_dht_nodes_learn_what_network_they_are_on(lab: Lab) -> None:
 
         # Solicited traffic: swarm nodes ping our nodes where their tables hold them.
         solicited = held()
+        for name, pairs in solicited.items():
+            owners = [id(s) for s, _ in pairs]  # BEP 42: one entry per public IP per table
+            assert len(owners) == len(set(owners)), f"{name}: a swarm table lists it twice"
         answered = dict(
             zip(solicited, await asyncio.gather(*map(_pings, solicited.values())), strict=True)
         )

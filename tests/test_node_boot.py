@@ -7,12 +7,19 @@ from pathlib import Path
 import pytest
 
 from btchat.api.client import ApiClient, read_api_files
+from btchat.cli.chat import network_text
 from btchat.errors import ApiError
 from btchat.identity.keys import Identity
 from btchat.messaging.contacts import ContactChange
 from btchat.net.dht_service import DEFAULT_BOOTSTRAP
 from btchat.net.proxy import parse_proxy
-from btchat.node.boot import BootError, channel_config, create_identity, start_node
+from btchat.node.boot import (
+    BootError,
+    channel_config,
+    create_identity,
+    daemon_config,
+    start_node,
+)
 from btchat.node.config import ConfigError, Settings, resolve, setting
 
 
@@ -41,6 +48,18 @@ def test_flag_beats_env_beats_file_beats_default(tmp_path: Path) -> None:
     assert defaults.dht_port == 6881
 
 
+def test_port_mapping_is_on_unless_a_flag_the_environment_or_the_file_says_off(
+    tmp_path: Path,
+) -> None:
+    assert resolve({}, config_file=write(tmp_path, ""), environ={}).upnp is True
+    off = write(tmp_path, "[net]\nupnp = false\n")
+    assert resolve({}, config_file=off, environ={}).upnp is False
+    assert resolve({}, config_file=off, environ={"BTCHAT_UPNP": "on"}).upnp is True
+    assert resolve({}, config_file=off, environ={"BTCHAT_UPNP": "0"}).upnp is False
+    assert resolve({"upnp": False}, config_file=off, environ={"BTCHAT_UPNP": "yes"}).upnp is False
+    assert daemon_config(resolve({"upnp": False}, config_file=off, environ={})).upnp is False
+
+
 def test_data_dir_from_flag_then_env(tmp_path: Path) -> None:
     assert setting("data_dir", tmp_path / "a", environ={"BTCHAT_DATA_DIR": "/x"}) == tmp_path / "a"
     assert setting("data_dir", None, environ={"BTCHAT_DATA_DIR": "/x"}) == Path("/x")
@@ -52,6 +71,7 @@ def test_the_file_is_read_only_when_needed(tmp_path: Path) -> None:
     proxy = parse_proxy("socks5://127.0.0.1:1080")
     flags = {"bootstrap": [("h", 1)], "dht_port": 1, "data_dir": tmp_path, "proxy": proxy}
     flags["tor"] = False
+    flags["upnp"] = False
     assert resolve(flags, config_file=broken, environ={}).dht_port == 1
     with pytest.raises(ConfigError, match="cannot read config file"):
         resolve({"data_dir": tmp_path}, config_file=broken, environ={})
@@ -65,6 +85,8 @@ def test_the_file_is_read_only_when_needed(tmp_path: Path) -> None:
         ({"BTCHAT_BOOTSTRAP": "nope"}, "", "BTCHAT_BOOTSTRAP"),
         ({}, '[dht]\nbootstrap = ["nope"]\n', "config dht.bootstrap"),
         ({}, '[dht]\nport = "x"\n', "config dht.port"),
+        ({"BTCHAT_UPNP": "maybe"}, "", "BTCHAT_UPNP"),
+        ({}, '[net]\nupnp = "sometimes"\n', "config net.upnp"),
     ],
 )
 def test_bad_values_name_their_source(
@@ -115,6 +137,13 @@ async def test_start_node_serves_the_api_and_stop_cleans_up(tmp_path: Path) -> N
         status = await node.daemon.status()
         client_status = await _in_thread(lambda: ApiClient(url, token).status())
         assert client_status["id"] == status["id"]
+        # Port mapping is on by default, but a loopback bind has nothing to map.
+        assert settings.upnp and node.daemon.portmap is None
+        assert status["port_mapping"] is None and status["external_tcp"] is None
+        assert status["dht"]["external_addr"] is None
+        assert status["dht"]["reachability"]["label"] == "unknown"  # nobody reported yet
+        text = network_text(client_status)
+        assert "external address not known yet" in text and "port mapping: off" in text
     finally:
         await node.stop()
     assert not (tmp_path / "api.json").exists()

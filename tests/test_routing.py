@@ -621,3 +621,55 @@ def _benchmark(calls: int = 100_000, size: int = 300) -> None:
 
 if __name__ == "__main__":
     _benchmark()
+
+
+# ------------------------------------------------------------- one entry per public IP
+
+
+def test_a_public_ip_holds_one_entry_whatever_its_ports_and_ids() -> None:
+    # Regression: a node behind a symmetric NAT reaches us from a new port for every
+    # mapping, and after its BEP 42 ID change under a new ID too; each became another
+    # entry (the NAT lab saw one node under up to 34 ports in a 16-node swarm).
+    rng = random.Random(7)
+    table = make_table(rand_id(rng))
+    ip = "203.0.113.104"
+    ids = [rand_id(rng) for _ in range(6)]
+    for i, node_id in enumerate(ids):
+        table.heard_from(NodeInfo(node_id, (ip, 40_000 + i)), float(i), responded=True)
+    held = [n for n in table if n.addr[0] == ip]
+    assert held == [NodeInfo(ids[-1], (ip, 40_005))]  # the latest to answer stands for it
+    # The same ID from yet another port (a new NAT mapping) moves, it does not add.
+    table.heard_from(NodeInfo(ids[-1], (ip, 40_100)), 10.0 + GOOD_WINDOW, responded=True)
+    assert [n for n in table if n.addr[0] == ip] == [NodeInfo(ids[-1], (ip, 40_100))]
+
+
+def test_a_query_from_another_id_at_a_held_ip_does_not_evict_the_proven_node() -> None:
+    rng = random.Random(8)
+    table = make_table(rand_id(rng))
+    good = NodeInfo(rand_id(rng), ("198.51.100.9", 6881))
+    table.heard_from(good, 0.0, responded=True)
+    # A query's source address can be forged: it must not push out a node that answered.
+    table.heard_from(NodeInfo(rand_id(rng), ("198.51.100.9", 7000)), 1.0, responded=False)
+    assert list(table) == [good]
+
+
+def test_local_networks_may_hold_many_nodes_per_ip() -> None:
+    rng = random.Random(9)
+    table = make_table(rand_id(rng))
+    for ip in ("127.0.0.1", "192.168.1.10", "10.0.0.2"):
+        for port in range(3):
+            table.heard_from(NodeInfo(rand_id(rng), (ip, 6881 + port)), 0.0, responded=True)
+    assert len(table) == 9
+
+
+def test_a_saved_table_with_several_entries_per_ip_restores_one() -> None:
+    rng = random.Random(10)
+    own = rand_id(rng)
+    state = {
+        "own_id": own.hex(),
+        "nodes": [{"id": rand_id(rng).hex(), "addr": ["203.0.113.7", 6881 + i]} for i in range(4)],
+    }
+    table = RoutingTable.from_state(state, random.Random(1), 0.0)
+    assert len(table) == 1
+    moved = table.with_own_id(rand_id(rng), 1.0)
+    assert len(moved) == 1

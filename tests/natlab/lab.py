@@ -25,6 +25,7 @@ import ctypes
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -36,12 +37,15 @@ __all__ = [
     "PUBLIC_ADDRS",
     "PUBLIC_HOST",
     "SECOND_WAN_ADDRS",
+    "UPNP_MARK",
+    "UPNP_WAN",
     "WAN_ADDRS",
     "Home",
     "Lab",
     "NatType",
     "build_lab",
     "lab_or_skip",
+    "miniupnpd_unavailable",
     "nat_ruleset",
     "unavailable",
 ]
@@ -72,11 +76,16 @@ _INPUT_DROP = """
     iif "wan" drop
   }"""
 
-_ESTABLISHED_ONLY = """
-  chain forward { type filter hook forward priority filter; policy accept;
+#: Set on a packet that miniupnpd's own forward chain accepted (a port mapping): a drop
+#: in any base chain is final in nftables, so ours must let those through by name.
+UPNP_MARK = 0x55
+
+_ESTABLISHED_ONLY = f"""
+  chain forward {{ type filter hook forward priority filter; policy accept;
     iif "wan" ct state established,related accept
+    iif "wan" meta mark {UPNP_MARK} accept
     iif "wan" drop
-  }"""
+  }}"""
 
 
 def nat_ruleset(nat: NatType, wan_ip: str) -> str:
@@ -93,13 +102,14 @@ def nat_ruleset(nat: NatType, wan_ip: str) -> str:
             # ADF: only hosts we sent to may come in, from any of their ports.
             sets += """
   set contacted { type ipv4_addr . inet_service; flags dynamic,timeout; timeout 300s; }"""
-            forward = """
-  chain forward { type filter hook forward priority filter; policy accept;
-    oif "wan" meta l4proto udp update @contacted { ip daddr . udp sport timeout 300s }
+            forward = f"""
+  chain forward {{ type filter hook forward priority filter; policy accept;
+    oif "wan" meta l4proto udp update @contacted {{ ip daddr . udp sport timeout 300s }}
     iif "wan" ct state established,related accept
     iif "wan" ip saddr . udp dport @contacted accept
+    iif "wan" meta mark {UPNP_MARK} accept
     iif "wan" drop
-  }"""
+  }}"""
         return f"""table ip t {{{sets}
   chain pre {{ type nat hook prerouting priority dstnat; policy accept;
     iif "wan" meta l4proto udp dnat ip to udp dport map @fullcone
@@ -122,6 +132,44 @@ def nat_ruleset(nat: NatType, wan_ip: str) -> str:
 """
 
 
+# miniupnpd's table: the chains it fills (its names set in the config below), hooked in
+# just before the lab's own chains. A packet its forward chain accepts keeps UPNP_MARK.
+_MINIUPNPD_TABLE = f"""table inet miniupnpd {{
+  chain forward {{ type filter hook forward priority filter - 10; policy accept;
+    meta mark set {UPNP_MARK} jump miniupnpd
+    meta mark set 0
+  }}
+  chain miniupnpd {{
+  }}
+  chain prerouting {{ type nat hook prerouting priority dstnat - 10; policy accept;
+    jump prerouting_miniupnpd
+  }}
+  chain postrouting {{ type nat hook postrouting priority srcnat - 10; policy accept;
+    jump postrouting_miniupnpd
+  }}
+  chain prerouting_miniupnpd {{
+  }}
+  chain postrouting_miniupnpd {{
+  }}
+}}
+"""
+_MINIUPNPD_CONF = f"""ext_ifname=wan
+listening_ip=lan
+http_port=0
+enable_upnp=yes
+enable_natpmp=no
+secure_mode=yes
+upnp_table_name=miniupnpd
+upnp_nat_table_name=miniupnpd
+upnp_forward_chain=miniupnpd
+upnp_nat_chain=prerouting_miniupnpd
+upnp_nat_postrouting_chain=postrouting_miniupnpd
+uuid=6d1c3a4e-0b7f-4e55-9a51-62746368a7a1
+allow 1024-65535 {LAN_GW.rsplit(".", 1)[0]}.0/24 1024-65535
+deny 0-65535 0.0.0.0/0 0-65535
+"""
+
+
 def _tool(name: str) -> str | None:
     return shutil.which(name) or next(
         (p for d in ("/usr/sbin", "/sbin") if os.access(p := f"{d}/{name}", os.X_OK)), None
@@ -135,6 +183,13 @@ def unavailable() -> str | None:
     for tool, package in (("ip", "iproute2"), ("nft", "nftables")):
         if _tool(tool) is None:
             return f"the NAT lab needs `{tool}`: apt-get install {package} (scripts/setup does)"
+    return None
+
+
+def miniupnpd_unavailable() -> str | None:
+    """Why the lab cannot run a UPnP gateway here, or None when it can."""
+    if _tool("miniupnpd") is None:
+        return "the UPnP lab needs `miniupnpd`: apt-get install miniupnpd-nftables (scripts/setup)"
     return None
 
 
@@ -175,6 +230,8 @@ class Lab:
     homes: dict[NatType, Home] = field(default_factory=dict)
     #: A second home of some types (pairs of one type: two port-restricted homes...).
     seconds: dict[NatType, Home] = field(default_factory=dict)
+    extra: dict[str, Home] = field(default_factory=dict)  # role -> a further home
+    processes: list[subprocess.Popen[str]] = field(default_factory=list)
 
     def ns(self, role: str) -> str:
         """The namespace of ``role`` ("pub", "host", "inet", ...)."""
@@ -234,13 +291,23 @@ class Lab:
         self.public[ns] = list(addrs)
         return ns
 
-    def add_home(self, nat: NatType, wan_ip: str, *, second: bool = False) -> Home:
-        """A router of type ``nat`` on ``wan_ip`` and a home behind it (``second``: the
-        second home of that type, in :attr:`seconds`)."""
-        short = "".join(w[0] for w in nat.value.split("-")) + ("2" if second else "")
+    def add_home(
+        self, nat: NatType, wan_ip: str, *, second: bool = False, role: str | None = None
+    ) -> Home:
+        """A router of type ``nat`` on ``wan_ip`` and a home behind it.
+
+        ``second``: the second home of that type (in :attr:`seconds`). With ``role`` the
+        home is an extra one (``lab.extra[role]``, namespaces ``r<role>``/``h<role>``). A
+        ``wan_ip`` outside the lab's internet /24 is on the same bridge, reached by
+        on-link routes."""
+        short = role or "".join(w[0] for w in nat.value.split("-")) + ("2" if second else "")
         router, home = self._netns(f"r{short}"), self._netns(f"h{short}")
         self._plug(router, "wan", f"r{short}")
         _sh(["ip", "-n", router, "addr", "add", f"{wan_ip}/24", "dev", "wan"])
+        if not wan_ip.startswith(f"{INTERNET}."):
+            _sh(["ip", "-n", router, "route", "add", f"{INTERNET}.0/24", "dev", "wan"])
+            for ns in self.public:
+                _sh(["ip", "-n", ns, "route", "add", f"{wan_ip}/32", "dev", "eth0"])
         _sh(["ip", "link", "add", "lan", "netns", router, "type", "veth",
              "peer", "name", "eth0", "netns", home])  # fmt: skip
         _sh(["ip", "-n", router, "addr", "add", f"{LAN_GW}/24", "dev", "lan"])
@@ -251,11 +318,53 @@ class Lab:
         self.run(router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
         self.run(router, "nft", "-f", "-", stdin=nat_ruleset(nat, wan_ip))
         made = Home(nat, router, home, wan_ip)
-        (self.seconds if second else self.homes)[nat] = made
+        if role is None:
+            (self.seconds if second else self.homes)[nat] = made
+        else:
+            self.extra[role] = made
         return made
 
+    def start_miniupnpd(self, home: Home, workdir: Path) -> subprocess.Popen[str]:
+        """A real UPnP-IGD gateway (Debian ``miniupnpd-nftables``) on ``home``'s router.
+
+        It listens on the router's LAN side only, maps to the home's LAN, and writes its
+        rules into its own nftables table; the lab's forward chains let through what its
+        chain accepted (:data:`UPNP_MARK`). Stopped by :meth:`close`."""
+        self.run(home.router, "nft", "-f", "-", stdin=_MINIUPNPD_TABLE)
+        conf = workdir / "miniupnpd.conf"
+        conf.write_text(_MINIUPNPD_CONF)
+        argv = [_tool("miniupnpd") or "miniupnpd", "-d", "-f", str(conf)]
+        argv += ["-P", str(workdir / "miniupnpd.pid")]
+        proc = self.popen(
+            home.router,
+            argv,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.processes.append(proc)
+        deadline = time.monotonic() + 10
+        while "miniupnpd" not in self.run(home.router, "ss", "-lntp"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"miniupnpd did not start (exit {proc.poll()})")
+            time.sleep(0.05)
+        return proc
+
+    def upnp_rules(self, home: Home) -> str:
+        """The port-forwarding rules miniupnpd holds right now (its NAT chain)."""
+        chain = ["inet", "miniupnpd", "prerouting_miniupnpd"]
+        return self.run(home.router, "nft", "list", "chain", *chain)
+
     def close(self) -> None:
-        """Delete every namespace made here (their veths, routes and rules go with them)."""
+        """Stop what runs in the lab, then delete every namespace made here (their veths,
+        routes and rules go with them)."""
+        for proc in self.processes:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        self.processes.clear()
         for ns in reversed(self.namespaces):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
         self.namespaces.clear()
@@ -279,6 +388,11 @@ PUBLIC_ADDRS = [f"{INTERNET}.10", f"{INTERNET}.11", f"{INTERNET}.12"]  # the swa
 PUBLIC_HOST = f"{INTERNET}.20"  # one public node of our own
 WAN_ADDRS = {nat: f"{INTERNET}.{101 + i}" for i, nat in enumerate(NatType)}
 SECOND_WAN_ADDRS = {nat: f"{INTERNET}.{111 + i}" for i, nat in enumerate(NatType)}
+#: The WAN address of a home with a UPnP gateway. miniupnpd refuses to map on reserved
+#: addresses (TEST-NET-3 among them: "Port forwarding is impossible"), so this one is
+#: ordinary unicast space; like the rest it exists only on the lab's internet bridge,
+#: which has no link to the host's network.
+UPNP_WAN = "198.20.0.104"
 
 
 @contextlib.contextmanager

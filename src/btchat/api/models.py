@@ -25,6 +25,9 @@ from btchat.api.facade import (
     PRESENCE_STATES,
     ApiError,
 )
+from btchat.dht.reachability import Filtering as NatFiltering
+from btchat.dht.reachability import Mapping as NatMapping
+from btchat.net.portmap import Phase
 
 __all__ = ["Body", "Rule", "body_error"]
 
@@ -285,10 +288,54 @@ class Error(Shape):
     error: ErrorDetail
 
 
+class Reachability(Shape):
+    """What the DHT's KRPC ``ip`` reports (BEP 42) and inbound queries say about our NAT."""
+
+    external_ip: str | None = Field(description="Our address as most DHT nodes see it.")
+    external_port: int | None = Field(
+        description="Our UDP port as they see it; null when it differs per destination."
+    )
+    mapping: NatMapping = Field(description="RFC 4787 mapping: none = no NAT.")
+    filtering: NatFiltering = Field(description="Who reaches us unasked (RFC 4787 filtering).")
+    label: str = Field(
+        description="In words: unknown, public, full cone, restricted cone, port-restricted,"
+        " symmetric, or NAT."
+    )
+    reports: int = Field(ge=0, description="DHT nodes whose `ip` report we hold.")
+    agreeing: int = Field(ge=0)
+    distinct_ports: int = Field(ge=0)
+    from_strangers: int = Field(ge=0)
+    from_known_hosts: int = Field(ge=0)
+    from_contacted: int = Field(ge=0)
+
+
+class MappedPort(Shape):
+    external_port: int
+    internal_port: int
+    lease: int = Field(ge=0, description="Seconds granted; 0 = permanent.")
+    expires_in: float | None = Field(description="Seconds left; null when permanent.")
+
+
+class PortMapping(Shape):
+    """UPnP-IGD port mapping on the home gateway."""
+
+    state: Phase
+    gateway: str | None = Field(description="The gateway's description URL.")
+    external_ip: str | None = Field(description="The gateway's WAN address.")
+    mappings: dict[str, MappedPort] = Field(description="By protocol: udp, tcp.")
+    error: str | None
+
+
 class DhtStatus(Shape):
     nodes: int = Field(ge=0)
-    addr: str | None = Field(description="host:port of the DHT node.")
+    addr: str | None = Field(description="host:port the DHT node is bound to (local).")
     joined: bool
+    external_addr: str | None = Field(
+        None,
+        description="host:port a peer on the internet reaches our DHT node on: the UPnP"
+        " mapping, else what DHT nodes report when our NAT keeps one port.",
+    )
+    reachability: Reachability | None = None
 
 
 class ProxyStatus(Shape):
@@ -308,6 +355,10 @@ class Status(Shape):
     pid: int | None = None
     dht: DhtStatus
     listen_port: int | None = Field(description="TCP port for sessions.")
+    external_tcp: str | None = Field(
+        None, description="host:port of the session port on the internet (UPnP mapping)."
+    )
+    port_mapping: PortMapping | None = Field(None, description="Null when turned off.")
     contacts: int | None = Field(None, ge=0)
     contacts_online: int = Field(ge=0)
     uptime: float = Field(ge=0, description="Seconds.")

@@ -60,6 +60,7 @@ def settings(args: argparse.Namespace) -> Settings:
             "no_passphrase",
             "proxy",
             "tor",
+            "upnp",
         )
     }
     if flags["data_dir"] is not None:
@@ -161,6 +162,14 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         const=True,
         help="Tor mode: nothing leaves but through the proxy (default Tor's "
         f"{TOR_SOCKS}); no DHT, no UDP, no LAN discovery (env {ENV_TOR})",
+    )
+    p.add_argument(
+        "--no-upnp",
+        dest="upnp",
+        action="store_const",
+        const=False,
+        default=None,
+        help="do not map ports on the home gateway (env BTCHAT_UPNP=0, config [net] upnp)",
     )
     p.set_defaults(func=cmd_up)
 
@@ -491,8 +500,30 @@ async def cmd_status(args: argparse.Namespace) -> None:
     emit(
         args,
         s,
-        f"{s['id']}\n{dht_line}; contacts online: {s['contacts_online']}/{s['contacts']}",
+        f"{s['id']}\n{dht_line}; contacts online: {s['contacts_online']}/{s['contacts']}"
+        + ("" if s.get("tor") else "\n" + network_text(s)),
     )
+
+
+def network_text(s: dict[str, Any]) -> str:
+    """What kind of network we are on, in two lines: where we are seen, the mapping."""
+    dht, seen = s["dht"], s["dht"].get("reachability") or {}
+    external = dht.get("external_addr") or (
+        f"{seen['external_ip']} (the port differs per destination)"
+        if seen.get("external_ip")
+        else "not known yet"
+    )
+    line = f"network: {seen.get('label', 'unknown')}; external address {external}"
+    line += f" (bound to {dht['addr']})"
+    pm = s.get("port_mapping")
+    if pm is None:
+        return line + "\nport mapping: off"
+    mapped = ", ".join(
+        f"{proto} {pm['external_ip']}:{m['external_port']} -> {m['internal_port']}"
+        for proto, m in pm["mappings"].items()
+    )
+    detail = mapped or pm.get("error") or ""
+    return line + f"\nport mapping (UPnP): {pm['state']}" + (f": {detail}" if detail else "")
 
 
 async def cmd_contact_add(args: argparse.Namespace) -> None:

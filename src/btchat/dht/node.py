@@ -202,6 +202,12 @@ class _Operation:
     storing: int = -1  # -1: still looking up; else number of store queries outstanding
     stored_at: int = 0
     store_errors: list[str] = field(default_factory=list)
+    # store query per target, to send once more when it times out (a lost datagram or a
+    # busy node must not cost one of the k copies)
+    store_queries: dict[Addr, tuple[bytes, dict[bytes, Any], bytes | None]] = field(
+        default_factory=dict
+    )
+    store_retried: set[Addr] = field(default_factory=set)
     queries: int = 0
     finished: bool = False
 
@@ -576,6 +582,12 @@ class DhtNode:
         if op.kind == "ping":
             self._fail(op, "no response")
         elif op.storing >= 0:
+            query = op.store_queries.get(pending.addr)
+            if query is not None and pending.addr not in op.store_retried:
+                op.store_retried.add(pending.addr)
+                self.stats["tx_store_retries"] += 1
+                if self._send_query(query[0], query[1], pending.addr, query[2], op, now):
+                    return  # still one outstanding for this target
             op.storing -= 1
             op.store_errors.append("timeout")
             self._advance(op, now)
@@ -726,6 +738,7 @@ class DhtNode:
                 args = {**(op.put_args or {}), b"token": cand.token}
             if self._send_query(method, args, cand.addr, cand.node_id, op, now):
                 op.storing += 1
+                op.store_queries[cand.addr] = (method, args, cand.node_id)
         if op.storing == 0:
             self._finish_store(op)
 

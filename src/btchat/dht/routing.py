@@ -24,6 +24,7 @@ import random
 from collections.abc import Iterator
 from typing import Any, Literal
 
+from btchat.dht import bep42
 from btchat.dht.ids import ID_BYTES, Addr, NodeInfo
 
 __all__ = [
@@ -131,6 +132,7 @@ class RoutingTable:
     __slots__ = (
         "_addrs",
         "_buckets",
+        "_ips",
         "_k",
         "_nodes",
         "_own_id",
@@ -163,6 +165,11 @@ class RoutingTable:
         self._buckets: list[_Bucket] = [_Bucket(now)]
         self._nodes: dict[bytes, _Entry] = {}
         self._addrs: dict[Addr, bytes] = {}
+        # One bucket entry per public IP (BEP 42 "only one node per IP" in a routing
+        # table; libtorrent's restrict_routing_ips): a node behind a symmetric NAT, or
+        # one that changed its ID, is not listed under every port or ID it used. Local
+        # networks (bep42.is_exempt) may hold many nodes per IP.
+        self._ips: dict[str, bytes] = {}
         self._repl: dict[bytes, _Entry] = {}
         self._repl_addrs: dict[Addr, bytes] = {}
 
@@ -289,9 +296,12 @@ class RoutingTable:
                 vacated = self._drop_addr_conflict(addr, node_id)
                 if vacated is not None:
                     self._promote(self._buckets[self._index(vacated)], now)
-                del self._addrs[e.info.addr]
+                vacated = self._drop_ip_conflict(addr[0], node_id)
+                if vacated is not None:
+                    self._promote(self._buckets[self._index(vacated)], now)
+                self._unindex(e)
                 e.info = node
-                self._addrs[addr] = node_id
+                self._index_entry(e)
             e.last_seen = now
             if responded:
                 e.last_response = now
@@ -327,6 +337,14 @@ class RoutingTable:
         # A different ID at a known endpoint means the remote restarted with a new ID:
         # the stale entry is dropped so the endpoint is not listed twice.
         vacated = self._drop_addr_conflict(addr, node_id)
+        if vacated is None:
+            holder = self._ips.get(addr[0])
+            if holder is not None and holder != node_id:
+                # Another ID already stands for this public IP. Only an answer (which a
+                # forged query source cannot give) replaces it, unless it went bad.
+                if not responded and not self._nodes[holder].is_bad():
+                    return []
+                vacated = self._drop_ip_conflict(addr[0], node_id)
         e.last_seen = now
         if responded:
             e.last_response = now
@@ -497,7 +515,8 @@ class RoutingTable:
         live.sort(key=lambda e: (not e.is_good(now), -e.last_seen))
         cached = sorted(self._repl.values(), key=lambda e: e.last_seen)
         for e in [*live, *cached]:
-            if e.info.node_id != new_id and e.info.addr not in table._addrs:
+            ip_taken = e.info.addr[0] in table._ips
+            if e.info.node_id != new_id and e.info.addr not in table._addrs and not ip_taken:
                 table._insert(e.copy(), now)
         return table
 
@@ -575,19 +594,44 @@ class RoutingTable:
     def _link(self, e: _Entry, b: _Bucket) -> None:
         b.entries.append(e)
         self._nodes[e.info.node_id] = e
-        self._addrs[e.info.addr] = e.info.node_id
+        self._index_entry(e)
 
     def _unlink(self, e: _Entry, b: _Bucket) -> None:
         b.entries.remove(e)
         del self._nodes[e.info.node_id]
+        self._unindex(e)
+
+    def _index_entry(self, e: _Entry) -> None:
+        self._addrs[e.info.addr] = e.info.node_id
+        if not bep42.is_exempt(e.info.addr[0]):
+            self._ips[e.info.addr[0]] = e.info.node_id
+
+    def _unindex(self, e: _Entry) -> None:
         if self._addrs.get(e.info.addr) == e.info.node_id:
             del self._addrs[e.info.addr]
+        if self._ips.get(e.info.addr[0]) == e.info.node_id:
+            del self._ips[e.info.addr[0]]
+
+    def _drop_ip_conflict(self, ip: str, node_id: bytes) -> int | None:
+        """Drop the bucket entry standing for public ``ip`` under another ID (see
+        ``_ips``); returns its integer ID so the caller can refill its bucket."""
+        other = self._ips.get(ip)
+        if other is None or other == node_id:
+            return None
+        e = self._nodes[other]
+        self._unlink(e, self._buckets[self._index(e.id_int)])
+        return e.id_int
 
     def _promote(self, b: _Bucket, now: float) -> None:
         """Move the most recently seen replacement into ``b`` (caller made room)."""
-        if not b.replacements:
+        free = [
+            x
+            for x in b.replacements
+            if self._ips.get(x.info.addr[0], x.info.node_id) == x.info.node_id
+        ]
+        if not free:
             return
-        r = max(b.replacements, key=lambda x: x.last_seen)
+        r = max(free, key=lambda x: x.last_seen)
         del self._repl[r.info.node_id]
         self._take_out_of_cache(r)
         r.ping_asked = None

@@ -41,6 +41,7 @@ __all__ = [
     "RendezvousConfig",
     "decode_device_list",
     "encode_device_list",
+    "put_again_in",
 ]
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,23 @@ class RendezvousConfig:
     reannounce: float = 600.0  # BEP 5 peers expire after 30 min; refresh well before
     republish: float = 1800.0  # BEP 44 items expire after ~2 h
     max_lookups: int = 8  # contacts tended at once
+    # A device-list put that landed on fewer than this many of the k closest nodes is
+    # done again soon (from ``reput_first``, doubled up to ``republish``): one storing
+    # node used to count as success, and lookups missed the list for minutes.
+    min_stored: int = 5
+    reput_first: float = 1.0
+
+
+def put_again_in(stored_at: int, refused: int, known_nodes: int, k: int, tries: int,
+                 config: RendezvousConfig) -> float:  # fmt: skip
+    """Seconds until our device list is put again after ``tries`` thin puts in a row
+    (``stored_at`` nodes stored it, ``refused`` timed out or refused, ``known_nodes`` in
+    our routing table). Enough copies: the normal republish. A swarm smaller than
+    ``min_stored`` that stored it everywhere it could is not asked again sooner."""
+    could = min(config.min_stored, k, max(known_nodes, stored_at + refused))
+    if stored_at >= could:
+        return config.republish
+    return min(config.reput_first * 2 ** max(tries - 1, 0), config.republish)
 
 
 @dataclass(frozen=True)
@@ -171,6 +189,7 @@ class Rendezvous:
         self._wake.set()
 
     async def _publish_loop(self) -> None:
+        thin = 0  # puts in a row that landed on too few nodes
         while True:
             try:
                 item = bep44.sign_mutable(
@@ -179,8 +198,17 @@ class Rendezvous:
                     int(time.time()),
                     DEVICES_SALT,
                 )
-                await self.dht.put_mutable(item)
-                delay = self.config.republish
+                result = await self.dht.put_mutable(item)
+                node = self.dht.node
+                delay = put_again_in(
+                    result.stored_at, len(result.errors), len(node.routing), node.config.k,
+                    thin + 1, self.config,
+                )  # fmt: skip
+                thin = 0 if delay >= self.config.republish else thin + 1
+                self.stats["device_list_stored_at"] = result.stored_at
+                if thin:
+                    log.info("device list on only %d nodes; again in %.0f s",
+                             result.stored_at, delay)  # fmt: skip
             except DhtError as exc:
                 # Usually: not joined yet. Retry soon; contacts need this list to dial us.
                 log.info("could not publish the device list yet: %s", exc)

@@ -32,6 +32,7 @@ from btchat.dht.node import (
 from btchat.dht.reachability import ReachabilitySummary
 from btchat.errors import NetworkError
 from btchat.files import write_atomic
+from btchat.net.portmap import PortMapState
 from btchat.net.timer import CoreTimer
 
 __all__ = ["DEFAULT_BOOTSTRAP", "DhtError", "DhtService", "resolve_addrs"]
@@ -88,6 +89,8 @@ class DhtService(asyncio.DatagramProtocol):
         #: Another protocol on our socket (QUIC, see :meth:`share_socket`).
         self._shared: DatagramHandler | None = None
         self.closed = False
+        #: The home gateway's port mapping (``net/upnp.py`` keeps it current), if any.
+        self.port_mapping: PortMapState | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -150,6 +153,22 @@ class DhtService(asyncio.DatagramProtocol):
             return self.node.reachability.summary(local_ips={host})
         ip = self.node.reachability.external_ip()
         return self.node.reachability.summary(local_ips={ip} if ip and _is_local_ip(ip) else ())
+
+    def external_addr(self, protocol: str = "UDP") -> Addr | None:
+        """Where a peer on the internet reaches our ``protocol`` ("UDP": this node, "TCP":
+        the session port): the gateway's mapping if there is one, else (UDP only) what
+        DHT nodes report, when our NAT keeps one port for every destination."""
+        if (
+            self.port_mapping is not None
+            and (mapped := self.port_mapping.external(protocol)) is not None
+        ):
+            return mapped
+        if protocol != "UDP":
+            return None
+        seen = self.reachability
+        if seen.external_ip is None or seen.external_port is None:
+            return None
+        return seen.external_ip, seen.external_port
 
     def close(self) -> None:
         if self.closed:

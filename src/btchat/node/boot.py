@@ -164,6 +164,7 @@ def daemon_config(settings: Settings) -> DaemonConfig:
         channels=channel_config(settings),
         proxy=proxy(settings),
         tor=settings.tor,
+        upnp=settings.upnp and not settings.tor,  # Tor mode: no UDP, SSDP included
     )
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "ENV_DATA_DIR",
     "ENV_PROXY",
     "ENV_TOR",
+    "ENV_UPNP",
     "ConfigError",
     "Settings",
     "load_config_file",
@@ -42,6 +43,7 @@ ENV_BOOTSTRAP = "BTCHAT_BOOTSTRAP"  # comma-separated HOST:PORT list
 ENV_DATA_DIR = "BTCHAT_DATA_DIR"
 ENV_PROXY = "BTCHAT_PROXY"  # socks5://IP:PORT or http://IP:PORT, optional user:pass@
 ENV_TOR = "BTCHAT_TOR"  # 1/true/yes or 0/false/no
+ENV_UPNP = "BTCHAT_UPNP"  # 0/off/false/no turns port mapping off
 #: Ways channel members can be found (``--channel-discovery``).
 DISCOVERY_WAYS = ("dht", "trackers", "lsd")
 
@@ -106,6 +108,18 @@ def _flag_file(value: Any) -> bool:
     return value
 
 
+def _switch(value: Any) -> bool:
+    """On/off from the environment or the file: true/false, 1/0, on/off, yes/no."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "on", "yes"):
+        return True
+    if text in ("0", "false", "off", "no"):
+        return False
+    raise ValueError(f"expected on or off, got {value!r}")
+
+
 def _default_data_dir() -> Path:
     from platformdirs import user_data_dir
 
@@ -131,6 +145,7 @@ class Settings:
     proxy: ProxyUrl | None = None
     #: Tor mode: nothing leaves but through the proxy (Tor's SOCKS port); no UDP at all.
     tor: bool = False
+    upnp: bool = True  # map our ports on the home gateway (UPnP-IGD)
 
 
 @dataclass(frozen=True)
@@ -157,12 +172,14 @@ SETTINGS: dict[str, _Source] = {
         env=ENV_PROXY, file=("net", "proxy"), from_env=parse_proxy, from_file=_proxy_file
     ),
     "tor": _Source(env=ENV_TOR, file=("net", "tor"), from_env=_flag_env, from_file=_flag_file),
+    "upnp": _Source(env=ENV_UPNP, file=("net", "upnp"), from_env=_switch, from_file=_switch),
 }
 _DEFAULTS: dict[str, Callable[[], Any]] = {
     "bootstrap": lambda: list(DEFAULT_BOOTSTRAP),
     "data_dir": _default_data_dir,
     "dht_port": lambda: 6881,
     "tor": lambda: False,
+    "upnp": lambda: True,
 }
 
 

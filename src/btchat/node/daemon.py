@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import time
@@ -32,8 +33,10 @@ from btchat.messaging.contacts import ContactChange
 from btchat.messaging.conversation import Conversations
 from btchat.messaging.store import Store
 from btchat.net.dht_service import DhtError, DhtService
+from btchat.net.portmap import PortMapper, PortMapState
 from btchat.net.proxy import ProxyDialer, ProxyUrl
 from btchat.net.transport import Dialer, TcpDialer
+from btchat.net.upnp import UpnpPortMapper
 from btchat.node.channels import ChannelManager
 from btchat.node.chat import Chat
 from btchat.node.config import parse_ip_port
@@ -84,6 +87,14 @@ class DaemonConfig:
             if ways.dht or ways.trackers or ways.lsd:
                 raise ValueError("Tor mode allows no DHT, tracker or LAN channel discovery")
 
+    # Map our ports on the home gateway (UPnP-IGD). Off unless asked: a node built in a
+    # test must not search the LAN; ``btchat up`` turns it on (Settings.upnp).
+    upnp: bool = False
+
+
+def _hostport(addr: tuple[str, int] | None) -> str | None:
+    return None if addr is None else f"{addr[0]}:{addr[1]}"
+
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
@@ -103,6 +114,7 @@ class Daemon:
         self.peering: Peering | None = None
         self.offline: OfflineDelivery | None = None
         self.channels: ChannelManager | None = None
+        self.portmap: UpnpPortMapper | None = None
         self.started = time.monotonic()
         self.events = EventHub()
         self._emit = self.events.emit
@@ -160,7 +172,9 @@ class Daemon:
             await self._start_dht_parts(self.dht, self.peering)
 
     async def _start_dht_parts(self, dht: DhtService, peering: Peering) -> None:
-        """What needs the DHT: offline delivery, joining, contact requests, profiles."""
+        """What needs the DHT (and UDP): port mapping, offline delivery, joining, contact
+        requests, profiles."""
+        self._start_port_mapping(dht, peering)
         self.offline = OfflineDelivery(
             self.keys.identity,
             self.store,
@@ -181,9 +195,25 @@ class Daemon:
         )
         self._spawn(self.profiles.publish_loop(dht, self._joined))
 
+    def _start_port_mapping(self, dht: DhtService, peering: Peering) -> None:
+        """Map the DHT's UDP port and the session TCP port on the gateway, if any.
+
+        Not for a loopback bind: nothing outside this machine could use the mapping."""
+        if not self.config.upnp or ipaddress.ip_address(dht.addr[0]).is_loopback:
+            return
+        core = PortMapper({"UDP": dht.addr[1], "TCP": peering.port})
+        self.portmap = UpnpPortMapper(core, host=dht.addr[0], on_change=self._on_port_mapping)
+        self._spawn(self.portmap.run())
+
+    def _on_port_mapping(self, state: PortMapState) -> None:
+        if self.dht is not None:
+            self.dht.port_mapping = state
+
     async def stop(self) -> None:
         self.chat.close()
         await self._tasks.cancel_all()
+        if self.portmap is not None:
+            await self.portmap.close()  # a clean exit leaves no mapping on the gateway
         if self.offline is not None:
             await self.offline.stop()
         if self.channels is not None:
@@ -417,6 +447,9 @@ class Daemon:
 
     async def status(self) -> dict[str, Any]:
         dht = self.dht
+        portmap = (
+            self.portmap.state.to_dict(asyncio.get_running_loop().time()) if self.portmap else None
+        )
         return {
             **(await self.identity()),
             "version": __version__,
@@ -425,8 +458,12 @@ class Daemon:
                 "joined": self.joined,
                 "nodes": len(dht.node.routing) if dht else 0,
                 "addr": f"{dht.addr[0]}:{dht.addr[1]}" if dht else None,
+                "external_addr": _hostport(dht.external_addr("UDP")) if dht else None,
+                "reachability": dht.reachability.to_dict() if dht else None,
             },
             "listen_port": self.peering.port if self.peering else None,
+            "external_tcp": _hostport(dht.external_addr("TCP")) if dht else None,
+            "port_mapping": portmap,
             "contacts": len(self.store.list_contacts()),
             "contacts_online": len(self.peering.online_contacts()) if self.peering else 0,
             "uptime": time.monotonic() - self.started,

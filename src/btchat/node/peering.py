@@ -125,7 +125,7 @@ class Peering:
         on_established: Callable[[bytes], None],
         on_closed: Callable[[bytes, str], None],
         on_data: Callable[[bytes, bytes, bytes], None],
-        on_switched: Callable[[bytes], None],
+        on_switched: Callable[[bytes], None] | None = None,
         dialer: Dialer | None = None,
     ) -> None:
         self.identity = identity
@@ -140,7 +140,8 @@ class Peering:
         self._on_established = on_established
         self._on_closed = on_closed
         self._on_data = on_data
-        self._on_switched = on_switched
+        #: Told when a session in use is replaced by the one both ends keep.
+        self._on_switched = on_switched or (lambda contact: None)
         self.sessions: dict[PeerKey, _Live] = {}
         #: Without a DHT (Tor mode) there is no rendezvous: sessions are only dialled by
         #: hand (:meth:`dial`) or accepted.

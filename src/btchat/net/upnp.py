@@ -1,0 +1,259 @@
+"""UPnP-IGD port mapping: the asyncio shell of :class:`btchat.net.portmap.PortMapper`.
+
+The core decides; this runs its requests through ``async-upnp-client`` (SSDP search,
+the gateway's description, the WANIPConnection/WANPPPConnection actions), one at a time
+and each bounded in time, and feeds the outcome back. A network without a gateway, a
+gateway that refuses, or one that stops answering all end as a state in ``status``,
+never as an exception to the daemon. NAT-PMP/PCP is not spoken: no kept Python library
+for it exists (see docs/ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlparse
+
+import aiohttp
+from async_upnp_client.aiohttp import AiohttpRequester
+from async_upnp_client.client_factory import UpnpFactory
+from async_upnp_client.exceptions import UpnpActionError, UpnpError
+from async_upnp_client.profiles.igd import IgdDevice
+from async_upnp_client.search import SsdpSearchListener
+
+from btchat.net.portmap import (
+    AddMapping,
+    Changed,
+    DeleteMapping,
+    Discover,
+    PortMapper,
+    PortMapState,
+)
+
+__all__ = ["REQUEST_TIMEOUT", "UpnpPortMapper", "description_url_ok", "local_ip_towards"]
+
+log = logging.getLogger(__name__)
+
+#: One SOAP request to the gateway (description, AddPortMapping...) at most this long.
+REQUEST_TIMEOUT = 5.0
+#: Deleting our mappings on exit takes at most this long in all: a gone gateway must not
+#: hold up a shutdown.
+CLOSE_TIMEOUT = 3.0
+DESCRIPTION = "btchat"
+#: Gateways remembered from one search (anyone on the LAN may answer).
+MAX_GATEWAYS = 8
+#: After the first gateway answers a search, how long others may still answer.
+SEARCH_GRACE = 0.2
+#: What a gateway (or anything answering on the LAN) can make a request end in: each is
+#: a state the core hears about, never an exception out of the shell.
+FAILURES = (OSError, TimeoutError, UpnpError, aiohttp.ClientError, ValueError, KeyError)
+
+
+def local_ip_towards(host: str) -> str:
+    """Our address on the route to ``host`` (the gateway): the internal client to map to."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((host, 1900))  # UDP connect sends nothing; it only picks the route
+        return str(probe.getsockname()[0])
+
+
+class UpnpPortMapper:
+    """Maps ``ports`` ({"UDP": p, "TCP": q}) on the LAN's gateway while running.
+
+    ``host`` is the address our sockets are bound to ("0.0.0.0": the one on the route to
+    the gateway is used). ``on_change`` hears every new :class:`PortMapState`.
+    """
+
+    def __init__(
+        self,
+        core: PortMapper,
+        *,
+        host: str = "0.0.0.0",
+        on_change: Callable[[PortMapState], None] | None = None,
+    ) -> None:
+        self.core = core
+        self.host = host
+        self.on_change = on_change
+        self.loop = asyncio.get_running_loop()
+        self._device: Any = None  # async_upnp_client IgdDevice
+        self._client_ip: str | None = None
+        self._wake = asyncio.Event()
+        self._closed = False
+
+    @property
+    def state(self) -> PortMapState:
+        return self.core.state()
+
+    async def run(self) -> None:
+        """Drive the core until cancelled (the owner cancels, then calls :meth:`close`)."""
+        self.core.start(self.loop.time())
+        while True:
+            await self._drain()
+            when = self.core.get_timer()
+            self._wake.clear()
+            delay = None if when is None else max(0.0, when - self.loop.time())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+            self.core.handle_timer(self.loop.time())
+
+    async def close(self) -> None:
+        """Delete our mappings on the gateway, bounded by :data:`CLOSE_TIMEOUT`."""
+        if self._closed:
+            return
+        self._closed = True
+        self.core.close(self.loop.time())
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self._drain()
+        except TimeoutError:
+            log.info("the gateway did not confirm removing our port mappings in time")
+
+    # ------------------------------------------------------------- requests
+
+    async def _drain(self) -> None:
+        while (event := self.core.next_event()) is not None:
+            if isinstance(event, Changed):
+                self._report(event.state)
+            elif isinstance(event, Discover):
+                await self._discover(event)
+            elif isinstance(event, AddMapping):
+                await self._add(event)
+            elif isinstance(event, DeleteMapping):
+                await self._delete(event)
+
+    def _report(self, state: PortMapState) -> None:
+        mapped = ", ".join(
+            f"{p} {state.external_ip}:{g.external_port}" for p, g in state.mappings.items()
+        )
+        log.info("port mapping: %s%s", state.phase, f" ({mapped})" if mapped else "")
+        if self.on_change is not None:
+            self.on_change(state)
+
+    async def _discover(self, event: Discover) -> None:
+
+        now = self.loop.time
+        source = None if self.host in ("0.0.0.0", "") else (self.host, 0)
+        try:
+            locations = await self._search(source, event.timeout)
+        except FAILURES as exc:
+            self.core.gateway_missing(f"UPnP search failed: {exc}", now())
+            return
+        if not locations:
+            self.core.gateway_missing("no UPnP gateway answered", now())
+            return
+        location = locations[0]
+        try:
+            async with asyncio.timeout(REQUEST_TIMEOUT * 2):
+                factory = UpnpFactory(AiohttpRequester(timeout=int(REQUEST_TIMEOUT)))
+                device = IgdDevice(await factory.async_create_device(location), None)
+                external = await device.async_get_external_ip_address()
+            gateway_host = urlparse(location).hostname or ""
+            self._client_ip = self.host if source else local_ip_towards(gateway_host)
+        except FAILURES as exc:
+            self.core.gateway_missing(f"the gateway at {location} did not answer: {exc}", now())
+            return
+        self._device = device
+        self.core.gateway_found(location, _valid_ip(external), now())
+
+    async def _search(self, source: tuple[str, int] | None, timeout: float) -> list[str]:
+        """SSDP M-SEARCH for an IGD; the description URLs that answered. Returns soon
+        after the first answer instead of always waiting out ``timeout``."""
+
+        found: list[str] = []
+        answered = asyncio.Event()
+
+        async def on_response(headers: Any) -> None:
+            location = str(headers.get("location") or "")
+            if (
+                headers.get("st") in IgdDevice.DEVICE_TYPES
+                and len(found) < MAX_GATEWAYS
+                and description_url_ok(location, str(headers.get("_host") or ""))
+            ):
+                found.append(location)
+                answered.set()
+
+        async def connected() -> None:
+            listener.async_search()
+
+        listener = SsdpSearchListener(
+            async_callback=on_response,
+            loop=self.loop,
+            source=source,
+            timeout=max(1, round(timeout)),  # SSDP MX: whole seconds
+            search_target=IgdDevice.DEVICE_TYPES[0],  # IGD:2 gateways answer :1 too
+            async_connect_callback=connected,
+        )
+        await listener.async_start()
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await answered.wait()
+                    await asyncio.sleep(SEARCH_GRACE)  # a second gateway may answer too
+        finally:
+            listener.async_stop()
+        return sorted(set(found))
+
+    async def _add(self, event: AddMapping) -> None:
+
+        now = self.loop.time
+        if self._device is None or self._client_ip is None:
+            self.core.gateway_missing("no gateway", now())
+            return
+        try:
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                await self._device.async_add_port_mapping(
+                    remote_host=ipaddress.IPv4Address("0.0.0.0"),
+                    external_port=event.external_port,
+                    protocol=event.protocol,
+                    internal_port=event.internal_port,
+                    internal_client=ipaddress.IPv4Address(self._client_ip),
+                    enabled=True,
+                    description=DESCRIPTION,
+                    lease_duration=timedelta(seconds=event.lease),
+                )
+        except UpnpActionError as exc:
+            self.core.refused(event.protocol, event.external_port, exc.error_code, str(exc), now())
+        except FAILURES as exc:
+            self.core.gateway_missing(f"the gateway stopped answering: {exc}", now())
+        else:
+            self.core.added(event.protocol, event.external_port, event.lease, now())
+
+    async def _delete(self, event: DeleteMapping) -> None:
+
+        try:
+            if self._device is not None:
+                async with asyncio.timeout(REQUEST_TIMEOUT):
+                    await self._device.async_delete_port_mapping(
+                        remote_host=ipaddress.IPv4Address("0.0.0.0"),
+                        external_port=event.external_port,
+                        protocol=event.protocol,
+                    )
+        except FAILURES as exc:
+            log.info("could not remove the %s port mapping: %s", event.protocol, exc)
+        self.core.removed(event.protocol)
+
+
+def description_url_ok(location: str, sender: str) -> bool:
+    """Fetch a description only from the device that answered, over plain HTTP (UPnP
+    Device Architecture 1.1 section 1.3.3): an SSDP answer from anyone on the LAN must
+    not aim our requests at another host, such as this machine's own local API."""
+    try:
+        url = urlparse(location)
+        host = ipaddress.ip_address(url.hostname or "")
+    except ValueError:
+        return False
+    return url.scheme == "http" and not host.is_loopback and str(host) == sender
+
+
+def _valid_ip(text: object) -> str | None:
+    """The gateway's idea of its external IP, if it is an IPv4 address at all."""
+    try:
+        return str(ipaddress.IPv4Address(str(text))) if text else None
+    except ValueError:
+        return None

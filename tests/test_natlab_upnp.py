@@ -1,0 +1,226 @@
+"""Port mapping against a real UPnP gateway: miniupnpd on a lab router (tests/natlab).
+
+The home sits behind a symmetric NAT that drops unsolicited WAN input, so a peer on the
+public segment cannot reach the home's node until the node maps its port on the gateway;
+then a KRPC ping (UDP) and a TCP connection to the mapped port get through, and after a
+clean exit they do not any more. A home without a gateway finds none in bounded time.
+Needs root, iproute2, nftables and miniupnpd (``scripts/setup``); skips without them,
+fails in CI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from harness import skip_unless_ci, until
+from natlab.lab import (
+    HOME_IP,
+    PUBLIC_HOST,
+    UPNP_WAN,
+    Home,
+    Lab,
+    NatType,
+    build_lab,
+    miniupnpd_unavailable,
+    unavailable,
+)
+
+from btchat.cli.chat import network_text
+from btchat.dht.node import NodeConfig
+from btchat.net.dht_service import DhtError, DhtService
+from btchat.net.portmap import Phase, PortMapper
+from btchat.net.upnp import UpnpPortMapper
+from btchat.node.boot import start_node
+from btchat.node.config import Settings
+from btchat.sandbox import SANDBOX_CONFIG
+
+pytestmark = pytest.mark.slow
+
+PEER_CONFIG = NodeConfig(short_timeout=0.5, query_timeout=1.5, read_only=True)
+#: How long an unanswered TCP connect is given before it counts as "does not get in".
+CONNECT_WAIT = 1.5
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    with contextlib.ExitStack() as stack:
+        try:
+            if (why := unavailable() or miniupnpd_unavailable()) is not None:
+                raise RuntimeError(why)
+            built = stack.enter_context(build_lab([NatType.SYMMETRIC]))
+            home = built.add_home(NatType.SYMMETRIC, UPNP_WAN, role="u")
+            built.start_miniupnpd(home, tmp_path_factory.mktemp("miniupnpd"))
+        except Exception as exc:
+            skip_unless_ci(f"the UPnP lab cannot be built: {exc}")
+        yield built
+
+
+def in_home(lab: Lab, home: Home, scenario: object) -> None:
+    """Run ``scenario`` (a coroutine) on a loop whose every socket is made in the home,
+    as a node's would be; peers make theirs in the public namespace (``lab.inside``)."""
+    with lab.inside(home.ns):
+        asyncio.run(scenario)  # type: ignore[arg-type]
+
+
+async def _pinged(lab: Lab, addr: tuple[str, int]) -> bytes | None:
+    """A KRPC ping from a fresh public socket (no conntrack entry to ride on)."""
+    with lab.inside(lab.ns("host")):
+        peer = await DhtService.start(host=PUBLIC_HOST, config=PEER_CONFIG)
+    try:
+        return await peer.ping(addr)
+    except DhtError:
+        return None
+    finally:
+        peer.close()
+
+
+async def _tcp_hello(lab: Lab, addr: tuple[str, int], *, read: bool = True) -> bytes | None:
+    """What a fresh TCP connection from the public host to ``addr`` reads (``read``
+    False: b"" once connected), or None when it does not get through."""
+    with lab.inside(lab.ns("host")):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        async with asyncio.timeout(CONNECT_WAIT):
+            await asyncio.get_running_loop().sock_connect(sock, addr)
+            reader, writer = await asyncio.open_connection(sock=sock)
+            line = await reader.readline() if read else b""
+            writer.close()
+            return line
+    except (TimeoutError, OSError):
+        sock.close()
+        return None
+
+
+def test_a_peer_reaches_the_node_through_the_mapping_and_not_after_it_is_removed(
+    lab: Lab,
+) -> None:
+    home = lab.extra["u"]
+
+    async def scenario() -> None:
+        node = await DhtService.start(host=HOME_IP, config=SANDBOX_CONFIG, rng=random.Random(3))
+        port = node.addr[1]
+
+        async def hello(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            w.write(b"hello\n")
+            await w.drain()
+            w.close()
+
+        server = await asyncio.start_server(hello, HOME_IP, port)  # TCP on the UDP's port
+        mapper = UpnpPortMapper(
+            PortMapper({"UDP": port, "TCP": port}),
+            host=HOME_IP,
+            on_change=lambda state: setattr(node, "port_mapping", state),
+        )
+        target = (UPNP_WAN, port)
+        try:
+            # Before: the router drops what nobody inside asked for.
+            assert await _pinged(lab, target) is None
+            assert await _tcp_hello(lab, target) is None
+            assert node.external_addr("TCP") is None
+
+            task = asyncio.create_task(mapper.run())
+            started = time.monotonic()
+            await until(lambda: mapper.state.phase is Phase.MAPPED, 15, "the mapping")
+            print(f"mapped in {time.monotonic() - started:.2f} s: {mapper.state}")
+            assert mapper.state.error is None
+            assert node.external_addr("UDP") == node.external_addr("TCP") == target
+            assert f"dport {port}" in lab.upnp_rules(home)
+
+            # Through the mapping: a stranger's ping is answered, a TCP connect accepted.
+            assert await _pinged(lab, target) == node.node_id
+            assert await _tcp_hello(lab, target) == b"hello\n"
+
+            # Clean exit: the gateway forgets the mapping, the door closes again.
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await mapper.close()
+            assert mapper.state.phase is Phase.CLOSED
+            assert "dnat" not in lab.upnp_rules(home)
+            assert await _pinged(lab, target) is None
+            assert await _tcp_hello(lab, target) is None
+        finally:
+            await mapper.close()
+            server.close()
+            node.close()
+
+    in_home(lab, home, scenario())
+
+
+def test_a_home_without_a_gateway_finds_none_in_bounded_time(lab: Lab) -> None:
+    home = lab.homes[NatType.SYMMETRIC]  # the same NAT, no miniupnpd
+
+    async def scenario() -> None:
+        mapper = UpnpPortMapper(PortMapper({"UDP": 6881}, discovery_timeout=1.0), host=HOME_IP)
+        task = asyncio.create_task(mapper.run())
+        started = time.monotonic()
+        try:
+            await until(lambda: mapper.state.phase is Phase.NO_GATEWAY, 5, "no gateway")
+            took = time.monotonic() - started
+            print(f"no gateway after {took:.2f} s: {mapper.state.error}")
+            assert took < 3.0 and mapper.state.mappings == {}
+            assert not task.done()  # still running: it will look again later
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await mapper.close()
+
+    in_home(lab, home, scenario())
+
+
+def test_the_daemon_maps_its_ports_and_status_shows_the_external_address(
+    lab: Lab, tmp_path: Path
+) -> None:
+    home = lab.extra["u"]
+    settings = Settings(
+        data_dir=tmp_path,
+        bootstrap=[],
+        host=HOME_IP,
+        port=0,
+        dht_port=0,
+        upnp=True,
+        no_passphrase=True,
+    )
+
+    async def scenario() -> None:
+        node = await start_node(settings, notice=lambda _: None)
+        try:
+
+            async def mapped() -> dict[str, object]:
+                return await node.daemon.status()
+
+            status: dict = {}
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                status = await mapped()
+                if (status.get("port_mapping") or {}).get("state") == "mapped":
+                    break
+                await asyncio.sleep(0.1)
+            pm = status["port_mapping"]
+            assert pm["state"] == "mapped", pm
+            dht_port = int(status["dht"]["addr"].rpartition(":")[2])
+            assert status["dht"]["external_addr"] == f"{UPNP_WAN}:{dht_port}"
+            assert status["external_tcp"] == f"{UPNP_WAN}:{status['listen_port']}"
+            assert set(pm["mappings"]) == {"udp", "tcp"}
+            text = network_text(status)
+            print(text)
+            assert f"external address {UPNP_WAN}:{dht_port}" in text
+            assert "port mapping (UPnP): mapped" in text
+            # The DHT node and the session port are reachable from the internet.
+            assert await _pinged(lab, (UPNP_WAN, dht_port)) is not None
+            tcp = (UPNP_WAN, int(status["listen_port"]))
+            assert await _tcp_hello(lab, tcp, read=False) == b""
+        finally:
+            await node.stop()
+        assert "dnat" not in lab.upnp_rules(home)  # stopping removed the mappings
+
+    in_home(lab, home, scenario())
