@@ -290,3 +290,26 @@ async def test_a_quic_stream_survives_nat_rebinding(pair) -> None:  # type: igno
         front.close()
         if nat.outside is not None:
             nat.outside.close()
+
+
+async def test_a_killed_peer_is_noticed_within_the_idle_timeout(
+    pair, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """A killed process sends no CLOSE over UDP (a TCP peer's kernel would reset), so the
+    survivor notices by silence alone: keepalives feed a live connection, and one that
+    goes quiet ends at the idle timeout (regression: a restarted contact's new session
+    was refused for a minute beside the dead one)."""
+    monkeypatch.setattr(q, "QUIC_IDLE_TIMEOUT", 1.5)
+    monkeypatch.setattr(q, "QUIC_KEEPALIVE", 0.3)
+    _, ea, b, eb = pair
+    eb.listen(_echo)
+    stream = await ea.dial(b.addr, timeout=5)
+    stream.write(b"hi")
+    assert await stream.read(10) == b"hi"
+    await asyncio.sleep(2.5)  # quiet but alive: the keepalives hold it past the timeout
+    assert ea.connections == eb.connections == 1
+    b.close()  # "killed": b's socket is gone, nothing is sent
+    started = asyncio.get_running_loop().time()
+    await until(lambda: ea.connections == 0, 5, "the dead peer noticed")
+    assert asyncio.get_running_loop().time() - started < 3.5
+    assert await stream.read(10) == b""

@@ -109,7 +109,13 @@ MIN_INITIAL = 1200
 HANDSHAKE_DEADLINE = 10.0
 #: Application error code we close a misbehaving connection with.
 ERR_PROTOCOL = 0x1
-QUIC_IDLE_TIMEOUT = 60.0
+#: A connection we hear nothing on for this long is over. A peer that was killed sends
+#: no CLOSE over UDP (TCP's kernel would reset), so this is how soon we notice: short,
+#: with keepalives far more often than any idle timeout of a NAT's UDP mapping.
+QUIC_IDLE_TIMEOUT = 15.0
+#: Seconds between our QUIC PINGs on an established connection (each is acknowledged,
+#: so both idle timers stay fed and the NAT mapping stays open).
+QUIC_KEEPALIVE = 4.0
 #: QUIC versions we accept an Initial of (aioquic's: v1 and v2).
 SUPPORTED_VERSIONS = tuple(QuicConfiguration().supported_versions)
 #: The one stream a session uses: the client's first bidirectional stream.
@@ -204,6 +210,8 @@ class _Conn:
     timer: asyncio.TimerHandle | None = None
     timer_at: float | None = None
     deadline: asyncio.TimerHandle | None = None  # of an accepted handshake
+    keepalive: asyncio.TimerHandle | None = None
+    pings: int = 0
     gone: bool = False
     origin: str = ""  # the IP it was counted under (addr may change: migration)
 
@@ -379,6 +387,8 @@ class QuicEndpoint:
             conn.timer.cancel()
         if conn.deadline is not None:
             conn.deadline.cancel()
+        if conn.keepalive is not None:
+            conn.keepalive.cancel()
         if conn.established is not None and not conn.established.done():
             conn.established.set_exception(ConnectionError("QUIC connection ended"))
         if conn.stream is not None:
@@ -436,11 +446,20 @@ class QuicEndpoint:
         conn.quic.handle_timer(self.loop.time())
         self._process(conn)
 
+    def _keepalive(self, conn: _Conn) -> None:
+        if conn.gone:
+            return
+        conn.pings += 1
+        conn.quic.send_ping(conn.pings)
+        self._process(conn)
+        conn.keepalive = self.loop.call_later(QUIC_KEEPALIVE, self._keepalive, conn)
+
     def _handshake_done(self, conn: _Conn) -> None:
         if conn.half_open:
             conn.half_open = False
             self._release(self._half_open_ip, conn.ip)
         conn.stream = QuicStream(self, conn)
+        conn.keepalive = self.loop.call_later(QUIC_KEEPALIVE, self._keepalive, conn)
         if conn.client:
             if conn.established is not None and not conn.established.done():
                 conn.established.set_result(None)
