@@ -8,6 +8,8 @@ import json
 import signal
 from typing import Any
 
+from btchat.cli.terminal import terminal_safe
+
 __all__ = ["UserError", "emit", "stop_on_signal"]
 
 
@@ -15,9 +17,10 @@ class UserError(Exception):
     """Something the user can fix; printed as one line."""
 
 
-def emit(args: Any, obj: Any, text: str) -> None:
-    """One JSON object with ``--json``, else the human-readable text."""
-    print(json.dumps(obj) if args.json else text, flush=True)
+def emit(args: Any, obj: Any, text: str, *, ours: bool = False) -> None:
+    """One JSON object with ``--json``, else the human-readable text, made terminal-safe
+    (:mod:`btchat.cli.terminal`) unless ``ours`` (text we drew, e.g. an ANSI QR code)."""
+    print(json.dumps(obj) if args.json else text if ours else terminal_safe(text), flush=True)
 
 
 def stop_on_signal() -> asyncio.Event:

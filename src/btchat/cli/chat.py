@@ -27,6 +27,7 @@ from btchat.cli.render import (
     request_line,
     show_message,
 )
+from btchat.cli.terminal import terminal_safe
 from btchat.messaging.contacts import ContactChange
 from btchat.net.proxy import TOR_SOCKS, ProxyUrl, parse_proxy
 from btchat.node.config import (
@@ -413,7 +414,7 @@ async def cmd_id(args: argparse.Namespace) -> None:
     text = f"{format_id(pk, grouped=True)}\n{uri}"
     if not args.no_qr and not args.json:
         text += "\n" + qr_terminal(uri, ansi=sys.stdout.isatty() and not os.environ.get("NO_COLOR"))
-    emit(args, {"id": format_id(pk), "uri": uri, "public_key": pk.hex()}, text)
+    emit(args, {"id": format_id(pk), "uri": uri, "public_key": pk.hex()}, text, ours=True)
 
 
 async def cmd_up(args: argparse.Namespace) -> None:
@@ -676,4 +677,5 @@ async def cmd_watch(args: argparse.Namespace) -> None:
     with api_errors():
         url, token = read_api_files(data_dir(args))
         async for event in watch_events(url, token):
-            print(json.dumps(event) if args.json else describe_event(event), flush=True)
+            line = json.dumps(event) if args.json else terminal_safe(describe_event(event))
+            print(line, flush=True)

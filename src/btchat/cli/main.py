@@ -12,6 +12,7 @@ from pathlib import Path
 from btchat import __version__
 from btchat.cli import chat, dht
 from btchat.cli.base import UserError
+from btchat.cli.terminal import terminal_safe
 from btchat.net.dht_service import DhtError
 
 __all__ = ["build_parser", "main"]
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(func(args))
     except (UserError, DhtError) as exc:
-        print(f"btchat: {exc}", file=sys.stderr)
+        print(terminal_safe(f"btchat: {exc}"), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

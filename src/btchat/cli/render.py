@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from btchat.cli.base import emit
+from btchat.cli.terminal import indent_lines
 
 __all__ = [
     "channel_line",
@@ -42,7 +43,7 @@ def when(ms: int | None) -> str:
 def show_message(m: dict[str, Any], names: dict[str, str]) -> str:
     who = "me" if m["direction"] == "out" else names.get(m["peer"], m["peer"][:12])
     state = f"  [{STATE_MARKS.get(m['state'], m['state'])}]" if m["direction"] == "out" else ""
-    return f"{when(m.get('ts'))} {who}: {m['text']}{state}"
+    return f"{when(m.get('ts'))} {who}: {indent_lines(m['text'])}{state}"
 
 
 # ------------------------------------------------------------------ one line per row
@@ -75,7 +76,8 @@ def member_line(m: dict[str, Any]) -> str:
 
 
 def channel_message_line(m: dict[str, Any]) -> str:
-    return f"{when(m['ts'])} {m['author'][:12]}{' (private)' if m['private'] else ''}: {m['text']}"
+    private = " (private)" if m["private"] else ""
+    return f"{when(m['ts'])} {m['author'][:12]}{private}: {indent_lines(m['text'])}"
 
 
 def emit_rows(
@@ -107,7 +109,7 @@ def show_value(value: Any) -> Any:
 
 def _channel_message(e: dict[str, Any]) -> str:
     m = e["message"]
-    return f"#{e['channel'][:8]} {m['author'][:12]}: {m['text']}"
+    return f"#{e['channel'][:8]} {m['author'][:12]}: {indent_lines(m['text'])}"
 
 
 def _session(e: dict[str, Any]) -> str:
