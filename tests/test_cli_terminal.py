@@ -77,3 +77,28 @@ def test_every_renderer_goes_through_emit_safely(capsys: pytest.CaptureFixture[s
 def test_json_output_escapes_by_itself(capsys: pytest.CaptureFixture[str]) -> None:
     emit(argparse.Namespace(json=True), {"text": "\x1b[2J"}, "")
     assert "\x1b" not in capsys.readouterr().out
+
+
+def test_a_reader_that_goes_away_is_not_a_traceback(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`btchat id | head -1`: the pipe closes before we write; we exit quietly."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "BTCHAT_DATA_DIR": str(tmp_path)}
+    subprocess.run(
+        [sys.executable, "-m", "btchat.cli", "init", "--no-passphrase"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-m", "btchat.cli", "id"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert child.stdout is not None and child.stderr is not None
+    child.stdout.close()  # before the child has written anything
+    err = child.stderr.read().decode()
+    assert child.wait(30) == 0 and "Traceback" not in err, err
