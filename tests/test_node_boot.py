@@ -301,3 +301,17 @@ async def test_first_request_loads_the_models_off_the_event_loop() -> None:
 
     await routes.models_loaded()
     assert routes.model("NewMessage").parse({"text": "hi"}).text == "hi"  # type: ignore[attr-defined]
+
+
+async def test_a_second_channel_of_one_name_is_refused(tmp_path: Path) -> None:
+    node = await start_node(_settings(tmp_path), notice=lambda _: None)
+    try:
+        channels = node.daemon.channels
+        assert channels is not None
+        await channels.create("friends", False, [])
+        with pytest.raises(ApiError) as taken:
+            await channels.create(" friends ", False, [])
+        assert (taken.value.status, taken.value.code) == (409, "name_taken")
+        assert [s.chat.name for s in channels.services.values()] == ["friends"]
+    finally:
+        await node.stop()

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import sys
+import unicodedata
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -612,13 +613,23 @@ async def cmd_request_answer(args: argparse.Namespace, accept: bool) -> None:
 
 
 async def cmd_channel_create(args: argparse.Namespace) -> None:
-    c = call(args, "create_channel", args.name, args.invite_only, args.tracker)
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in c["name"]) or "channel"
+    # The file is claimed first: a create that cannot write its .chat file must not
+    # leave a channel behind in the daemon.
+    name = unicodedata.normalize("NFC", args.name).strip()
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "channel"
     path = Path(args.out) / f"{safe}.chat"
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         raise UserError(f"{path} exists; choose another --out") from None
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror}") from None
+    try:
+        c = call(args, "create_channel", args.name, args.invite_only, args.tracker)
+    except BaseException:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
     with os.fdopen(fd, "wb") as f:
         f.write(base64.b64decode(c["chatfile"]))
     emit(args, {**c, "file": str(path)}, f"created {c['name']} -> {path}\n{c['uri']}")

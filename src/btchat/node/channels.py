@@ -145,6 +145,10 @@ class ChannelManager:
             )
         except ChatFileError as exc:
             raise ApiError(400, exc.code, str(exc)) from None
+        if any(s.chat.name == chat.name for s in self.services.values()):
+            # Channels are named by name in the CLI and API: a second one would make
+            # the name ambiguous (a joined channel may still share a name: use its id).
+            raise ApiError(409, "name_taken", f"you already have a channel named {chat.name!r}")
         self.store.add_channel(chat.channel_id, chat.to_bytes(), int(time.time() * 1000))
         service = await self._run(chat)
         if invite_only:
