@@ -25,6 +25,7 @@ event. Everything a channel does happens here:
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import random
 from collections import Counter, deque
@@ -77,6 +78,25 @@ ANTI_ENTROPY_IDS = 64
 ENTROPY_GRACE = 5.0
 MAX_PAYLOAD = 65000
 MAX_PEX = 200
+#: Member addresses we remember (learned from links and peer exchange). In an open
+#: channel any key counts as a member, so this bounds what one member can make us keep.
+MAX_KNOWN_ADDRS = 1024
+
+
+def pex_address(ip: bytes, port: int) -> tuple[str, int] | None:
+    """A peer-exchange address we may dial: an IP literal (never a host name, which
+    would make us resolve what a stranger chose) that is unicast and not unspecified."""
+    try:
+        parsed = ipaddress.ip_address(ip.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if parsed.is_multicast or parsed.is_unspecified or not 0 < port < 65536:
+        return None
+    if isinstance(parsed, ipaddress.IPv4Address) and parsed == ipaddress.IPv4Address(
+        "255.255.255.255"
+    ):
+        return None
+    return (str(parsed), port)
 
 
 @dataclass(frozen=True)
@@ -339,7 +359,13 @@ class ChannelEngine:
                 continue
             if member == self.me or not self.authorize(member):
                 continue
-            addr = (ip.decode("ascii", "replace"), port)
+            addr = pex_address(ip, port)
+            if addr is None:
+                self.stats["pex_refused_address"] += 1
+                continue
+            if member not in self._known_addrs and len(self._known_addrs) >= MAX_KNOWN_ADDRS:
+                self.stats["pex_known_full"] += 1
+                continue
             self._known_addrs[member] = addr
             if member not in self.links:
                 self._events.append(Dial(addr, member))

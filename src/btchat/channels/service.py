@@ -38,8 +38,14 @@ __all__ = ["ChannelConfig", "ChannelService"]
 
 
 MAX_LINKS = 128
-#: An address that failed (or was ourselves) is not dialled again for this long.
+#: An address that failed (or was ourselves) is not dialled again for this long, doubling
+#: with each further failure up to MAX_BACKOFF: a member cannot make us retry forever.
 DIAL_BACKOFF = 30.0
+MAX_BACKOFF = 3600.0
+#: Connection attempts in flight at once (more wait their turn), and failed addresses
+#: remembered (oldest forgotten first).
+MAX_DIALS = 16
+MAX_FAILED = 4096
 #: Known members without a link are dialled again this often.
 REDIAL_INTERVAL = 20.0
 MAX_SEEDS = 256
@@ -86,7 +92,12 @@ class ChannelService:
         self._tasks = TaskOwner()
         self._dialling: set[tuple[str, int]] = set()
         self._seeds: set[tuple[str, int]] = set()  # every address ever dialled
-        self._failed: dict[tuple[str, int], float] = {}
+        #: Connection attempts in flight (bounded by MAX_DIALS), and the addresses
+        #: waiting for one to end (at most MAX_SEEDS), oldest first.
+        self._connecting = 0
+        self._queued: dict[tuple[str, int], None] = {}
+        #: address -> (not before, failures so far)
+        self._failed: dict[tuple[str, int], tuple[float, int]] = {}
         self._lsd: LsdSource | None = None
         self._wake = asyncio.Event()
         self._tick_at = 0.0
@@ -195,9 +206,13 @@ class ChannelService:
         if len(self._seeds) < MAX_SEEDS:
             self._seeds.add(addr)
         now = time.monotonic()
-        if addr in self._dialling or self._failed.get(addr, 0) > now:
+        if addr in self._dialling or self._failed.get(addr, (0.0, 0))[0] > now:
             return
         if len(self.links) >= MAX_LINKS or addr[1] == 0:
+            return
+        if self._connecting >= MAX_DIALS:
+            if len(self._queued) < MAX_SEEDS:
+                self._queued[addr] = None  # dialled when one in flight ends
             return
         if any(
             self.engine and self.engine.links.get(m) and self.engine.links[m].addr == addr
@@ -205,21 +220,41 @@ class ChannelService:
         ):
             return
         self._dialling.add(addr)
+        self._connecting += 1
         self._tasks.spawn(self._dial(addr))
 
     async def _dial(self, addr: tuple[str, int]) -> None:
-        try:
+        try:  # counted in _connecting by dial(), before this task ran
             stream = await self.dialer.dial(addr)
         except (OSError, TimeoutError):
-            self._failed[addr] = time.monotonic() + DIAL_BACKOFF
             self._dialling.discard(addr)
+            self._dial_failed(addr)
             return
+        finally:
+            self._connecting -= 1
+            self._next_queued()
         try:
             ok = await self._run(self._new_link("initiator"), stream, addr[0], True)
         finally:
             self._dialling.discard(addr)
-        if not ok:
-            self._failed[addr] = time.monotonic() + DIAL_BACKOFF
+        if ok:
+            self._failed.pop(addr, None)
+        else:
+            self._dial_failed(addr)
+
+    def _next_queued(self) -> None:
+        while self._queued and self._connecting < MAX_DIALS:
+            queued = next(iter(self._queued))
+            del self._queued[queued]
+            self.dial(queued)
+
+    def _dial_failed(self, addr: tuple[str, int]) -> None:
+        """Back off from ``addr``, doubling per failure; the table is bounded."""
+        failures = self._failed.pop(addr, (0.0, 0))[1] + 1
+        wait = min(DIAL_BACKOFF * 2 ** (failures - 1), MAX_BACKOFF)
+        self._failed[addr] = (time.monotonic() + wait, failures)
+        while len(self._failed) > MAX_FAILED:
+            del self._failed[next(iter(self._failed))]
 
     async def _run(
         self,
