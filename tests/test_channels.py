@@ -217,3 +217,29 @@ async def test_invite_only_refuses_strangers_and_removed_members_read_nothing_ne
     assert bob.texts == ["welcome"]
     stored = [m for m in bob.service.store.recent(chat.channel_id, 10) if m.id == latest.id]
     assert stored and stored[0].text is None
+
+
+async def test_a_member_who_leaves_is_shown_offline_at_once(net: Net) -> None:
+    """Regression (issue 14 item 10): a leaving member showed online for the presence
+    window (150 s) at members who heard it only through relays. Now its goodbye, relayed
+    like presence, takes it offline everywhere before its links close."""
+    chat = ChatFile.create("goodbye", now=time.time())
+    a_id, b_id, c_id = Identity.generate(), Identity.generate(), Identity.generate()
+    a = await net.add(chat, a_id, blocked=frozenset({c_id.public_key}))
+    b = await net.add(chat, b_id)
+    c = await net.add(chat, c_id, blocked=frozenset({a_id.public_key}))
+    dial(a, b)
+    dial(c, b)
+    await until(lambda: len(b.service.links) == 2, 10, "b linked to both")
+    c.service.post("hello from c")
+    await until(lambda: a.texts == ["hello from c"], 10, "a hears c through b")
+
+    def c_online_at_a() -> bool:
+        assert a.service.engine is not None
+        view = a.service.engine.member_view(time.time())
+        return any(m["public_key"] == c.pk.hex() and m["online"] for m in view)
+
+    assert c_online_at_a()  # heard through b, within the presence window
+    await c.service.stop()
+    net.members.remove(c)
+    await until(lambda: not c_online_at_a(), 3, "a to show c offline")

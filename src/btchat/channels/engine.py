@@ -78,6 +78,8 @@ ANTI_ENTROPY_IDS = 64
 ENTROPY_GRACE = 5.0
 MAX_PAYLOAD = 65000
 MAX_PEX = 200
+#: The presence status a member sends as it leaves or shuts down.
+OFFLINE = b"offline"
 #: Member addresses we remember (learned from links and peer exchange). In an open
 #: channel any key counts as a member, so this bounds what one member can make us keep.
 MAX_KNOWN_ADDRS = 1024
@@ -474,7 +476,10 @@ class ChannelEngine:
         with contextlib.suppress(MessageError):
             body = open_content(msg, self.identity, self._traffic_key(msg.generation))
         status = body.get(b"s") if body else None
-        if type(status) is bytes and len(status) <= 16:
+        if status == OFFLINE:  # leaving or shutting down: not "online" for minutes more
+            self.presence.last_heard.pop(msg.author, None)
+            self.presence.status.pop(msg.author, None)
+        elif type(status) is bytes and len(status) <= 16:
             self.presence.status[msg.author] = status.decode("ascii", "replace")
         self._relay(msg, wire, via)
         return True
@@ -616,26 +621,34 @@ class ChannelEngine:
         self.stats["posted"] += 1
         return stored
 
+    def _announce_presence(self, status: bytes, now: float) -> None:
+        generation = self._generation()
+        key = self._traffic_key(generation) if generation >= 0 else None
+        if key is not None and self.links:
+            msg = seal_message(
+                self.identity,
+                self.id,
+                kind=PRESENCE,
+                body={b"s": status},
+                lamport=0,
+                now=now,
+                generation=generation,
+                traffic_key=key,
+            )
+            self._broadcast({b"t": b"msg", b"m": msg.encode()})
+
+    def goodbye(self, now: float) -> None:
+        """We are leaving the channel or shutting down: say so, so members show us
+        offline at once instead of after the presence window."""
+        self._announce_presence(OFFLINE, now)
+
     def handle_timer(self, now: float) -> None:
         """Link-set announcements, presence and anti-entropy that are due at ``now``."""
         if self._links_dirty and now >= self._next_links:
             self._announce_links(now)
         if now >= self._next_presence:
             self._next_presence = now + PRESENCE_INTERVAL * self._rng.uniform(0.8, 1.2)
-            generation = self._generation()
-            key = self._traffic_key(generation) if generation >= 0 else None
-            if key is not None and self.links:
-                msg = seal_message(
-                    self.identity,
-                    self.id,
-                    kind=PRESENCE,
-                    body={b"s": b"online"},
-                    lamport=0,
-                    now=now,
-                    generation=generation,
-                    traffic_key=key,
-                )
-                self._broadcast({b"t": b"msg", b"m": msg.encode()})
+            self._announce_presence(b"online", now)
         if now >= self._next_entropy:
             self._next_entropy = now + ANTI_ENTROPY_INTERVAL * self._rng.uniform(0.8, 1.2)
             ids = [m.id for m in self._recent_messages(ANTI_ENTROPY_IDS)]

@@ -49,6 +49,8 @@ MAX_FAILED = 4096
 #: Known members without a link are dialled again this often.
 REDIAL_INTERVAL = 20.0
 MAX_SEEDS = 256
+#: Seconds a stopping channel waits for its goodbye to be written to its links.
+GOODBYE_GRACE = 0.2
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,14 @@ class ChannelService:
 
     async def stop(self) -> None:
         self._stopping = True
+        if self.engine is not None and self.links:
+            # Say goodbye while the links still run, then close them (CLOSE follows the
+            # goodbye on each), and give the pumps a moment to write both.
+            self.engine.goodbye(time.time())
+            self._flush()
+            for conn, _ in list(self.links.values()):
+                conn.close("leaving")
+            await asyncio.sleep(GOODBYE_GRACE)
         await self._tasks.cancel_all()
         accepted = list(self._accepted)
         for task in accepted:
