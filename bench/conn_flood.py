@@ -16,7 +16,7 @@ import statistics
 import time
 from typing import Any
 
-from bench.book import Book
+from btchat.discovery.rendezvous import FixedDirectory
 from btchat.identity.keys import DeviceKey, Identity
 from btchat.net.admission import AdmissionConfig
 from btchat.net.dht_service import DhtError
@@ -44,7 +44,7 @@ def _peering(contacts: list[bytes], ident: Identity) -> Peering:
             round_interval=3600.0,
             admission=AdmissionConfig(loopback_unlimited=False),
         ),
-        contacts=Book(contacts),
+        contacts=FixedDirectory(contacts),
         on_established=lambda pk: None,
         on_closed=lambda pk, reason: None,
         on_data=lambda pk, device, payload: None,

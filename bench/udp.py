@@ -18,7 +18,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from bench.book import Book
+from btchat.discovery.rendezvous import FixedDirectory
 from btchat.identity.keys import DeviceKey, Identity
 from btchat.net.dht_service import DhtService
 from btchat.node.peering import Peering, PeeringConfig
@@ -81,7 +81,7 @@ async def _throughput(via: str, megabytes: int) -> float:
             me.certify(device, int(time.time())),
             dht,
             PeeringConfig(host="127.0.0.1", round_interval=3600.0),
-            contacts=Book([other]),
+            contacts=FixedDirectory([other]),
             on_established=lambda pk: None,
             on_closed=lambda pk, reason: None,
             on_data=on_data,

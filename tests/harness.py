@@ -17,6 +17,7 @@ from typing import Any, Protocol, TypeVar
 
 import pytest
 
+from btchat.discovery.rendezvous import FixedDirectory
 from btchat.identity.keys import DeviceCertificate, DeviceKey, Identity
 from btchat.net.transport import Dialer
 from btchat.node.peering import Peering, PeeringConfig
@@ -25,7 +26,6 @@ from btchat.session.core import SessionConfig
 
 __all__ = [
     "ByteCore",
-    "ContactList",
     "PeerNode",
     "events",
     "in_ci",
@@ -38,24 +38,6 @@ __all__ = [
 ]
 
 E = TypeVar("E")
-
-
-@dataclass
-class ContactList:
-    """A contact book for peering and rendezvous (``discovery.rendezvous.Directory``):
-    whom to look for (the list itself, so a test may change it) and their certificates."""
-
-    contacts: list[bytes]
-    certs: dict[bytes, list[DeviceCertificate]] = field(default_factory=dict)
-
-    def reachable(self) -> list[bytes]:
-        return list(self.contacts)
-
-    def certs_of(self, contact: bytes) -> list[DeviceCertificate]:
-        return list(self.certs.get(contact, []))
-
-    def save_certs(self, contact: bytes, certs: list[DeviceCertificate]) -> None:
-        self.certs[contact] = list(certs)
 
 
 class ByteCore(Protocol):
@@ -162,7 +144,7 @@ class PeerNode:
                 dial_timeout=2.0,
                 session=SessionConfig(handshake_timeout=3.0),
             ),
-            contacts=ContactList(self.contacts),
+            contacts=FixedDirectory(self.contacts),
             on_established=self.up.append,
             on_closed=lambda pk, reason: self.down.append(pk),
             on_data=lambda pk, device, payload: self.data.append((pk, device, payload)),

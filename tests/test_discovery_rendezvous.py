@@ -6,11 +6,10 @@ import asyncio
 import time
 from types import SimpleNamespace
 
-from harness import ContactList
-
 from btchat.dht.node import GetPeersResult, PutResult
 from btchat.discovery.rendezvous import (
     Candidate,
+    FixedDirectory,
     Rendezvous,
     RendezvousConfig,
     decode_device_list,
@@ -98,7 +97,7 @@ async def _run(hang_count: int, fast_count: int, max_lookups: int) -> tuple[Fake
         dht,  # type: ignore[arg-type]
         RendezvousConfig(max_lookups=max_lookups),
         reacher,
-        ContactList([c.public_key for c in slow + fast], {pk: [c] for pk, c in certs.items()}),
+        FixedDirectory([c.public_key for c in slow + fast], {pk: [c] for pk, c in certs.items()}),
     )
     tasks = TaskOwner()
     tasks.spawn(rendezvous.run(4000, tasks.spawn))
@@ -164,7 +163,7 @@ async def test_a_device_list_on_too_few_nodes_is_put_again_soon() -> None:
         dht,  # type: ignore[arg-type]
         RendezvousConfig(),
         Reacher(),
-        ContactList([]),
+        FixedDirectory([]),
     )
     tasks = TaskOwner()
     tasks.spawn(rendezvous.run(4000, tasks.spawn))

@@ -7,8 +7,9 @@ import asyncio
 import time
 
 import pytest
-from harness import ContactList, until
+from harness import until
 
+from btchat.discovery.rendezvous import FixedDirectory
 from btchat.identity.keys import DeviceKey, Identity
 from btchat.net.admission import Admission, AdmissionConfig, source_of
 from btchat.node.peering import Peering, PeeringConfig
@@ -85,7 +86,7 @@ def responder(contacts: list[bytes], admission: AdmissionConfig) -> Peering:
         ident.certify(device, int(time.time())),
         NoDht(),  # type: ignore[arg-type]
         PeeringConfig(host="127.0.0.1", round_interval=3600.0, admission=admission),
-        contacts=ContactList(contacts),
+        contacts=FixedDirectory(contacts),
         on_established=lambda pk: None,
         on_closed=lambda pk, reason: None,
         on_data=lambda pk, device, payload: None,

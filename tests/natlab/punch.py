@@ -18,8 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from harness import ContactList
-
+from btchat.discovery.rendezvous import FixedDirectory
 from btchat.identity.keys import DeviceCertificate, DeviceKey, Identity
 from btchat.net.dht_service import DhtService
 from btchat.net.transport import TcpDialer
@@ -164,7 +163,9 @@ async def run_pairs(
                 n.cert,
                 n.dht,
                 config,
-                contacts=ContactList(list(n.partners), {pk: [c] for pk, c in n.partners.items()}),
+                contacts=FixedDirectory(
+                    list(n.partners), {pk: [c] for pk, c in n.partners.items()}
+                ),
                 on_established=lambda pk, n=n: n.up.setdefault(pk, loop.time() - start),  # type: ignore[misc]
                 on_closed=lambda pk, reason: None,
                 on_data=lambda pk, dev, payload, n=n: n.data.append((pk, payload)),  # type: ignore[misc]

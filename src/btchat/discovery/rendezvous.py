@@ -22,7 +22,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from btchat.codec.bencode import DecodeError, decode, encode
@@ -36,6 +36,7 @@ __all__ = [
     "MAX_DEVICES",
     "Candidate",
     "Directory",
+    "FixedDirectory",
     "Reacher",
     "Rendezvous",
     "RendezvousConfig",
@@ -100,6 +101,25 @@ class Directory(Protocol):
     def certs_of(self, contact: bytes) -> list[DeviceCertificate]: ...
 
     def save_certs(self, contact: bytes, certs: list[DeviceCertificate]) -> None: ...
+
+
+@dataclass
+class FixedDirectory:
+    """A :class:`Directory` held in memory: a given list of contacts (the list itself, so
+    its owner may change it) and what is learned of their certificates. For peerings run
+    by hand (tests, benchmarks, the NAT lab); a node's own is its contact book."""
+
+    contacts: list[bytes]
+    certs: dict[bytes, list[DeviceCertificate]] = field(default_factory=dict)
+
+    def reachable(self) -> list[bytes]:
+        return list(self.contacts)
+
+    def certs_of(self, contact: bytes) -> list[DeviceCertificate]:
+        return list(self.certs.get(contact, []))
+
+    def save_certs(self, contact: bytes, certs: list[DeviceCertificate]) -> None:
+        self.certs[contact] = list(certs)
 
 
 class Reacher(Protocol):
