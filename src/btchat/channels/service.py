@@ -30,7 +30,7 @@ from btchat.identity.keys import Identity
 from btchat.net import tiebreak
 from btchat.net.admission import Admission, AdmissionConfig, Ticket
 from btchat.net.dht_service import DhtService
-from btchat.net.transport import ByteStream, Dialer, TcpDialer, TcpListener, WatchedStream
+from btchat.net.transport import ByteStream, Dialer, TcpDialer, TcpListener, admitted
 from btchat.sansio import drain_events
 from btchat.tasks import TaskOwner
 
@@ -187,28 +187,17 @@ class ChannelService:
             stream.abort()
             return
         peer = stream.remote_address
-        loop = asyncio.get_running_loop()
-        admission = self.admission
-        ticket = admission.admit(peer[0] if peer else None, loop.time(), stream.abort)
-
-        def silent() -> None:
-            if admission.check_silent(ticket, loop.time()):
-                stream.abort()
-
-        timer = loop.call_at(admission.deadline(ticket) + 0.01, silent)
-        watched = WatchedStream(stream, lambda: admission.heard(ticket))
         task = asyncio.current_task()
         if task is not None:
             self._accepted.add(task)
         try:
-            link = self._new_link("responder")
-            await self._run(link, watched, peer[0] if peer else "", False, ticket)
+            with admitted(self.admission, stream) as (ticket, watched):
+                link = self._new_link("responder")
+                await self._run(link, watched, peer[0] if peer else "", False, ticket)
         except asyncio.CancelledError:
             if not self._stopping:
                 raise  # only our own stop() ends an accepted link quietly
         finally:
-            timer.cancel()
-            admission.release(ticket)
             if task is not None:
                 self._accepted.discard(task)
 

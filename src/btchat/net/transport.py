@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Protocol, runtime_checkable
+
+from btchat.net.admission import Admission, Ticket
 
 __all__ = [
     "CLOSE_LINGER",
@@ -28,6 +30,7 @@ __all__ = [
     "TcpListener",
     "TcpStream",
     "WatchedStream",
+    "admitted",
 ]
 
 #: ``(host, port)``; for carriers without ports (relays) the dialer defines its meaning.
@@ -216,3 +219,24 @@ class WatchedStream:
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.inner, name)
+
+
+@contextlib.contextmanager
+def admitted(admission: Admission, stream: ByteStream) -> Iterator[tuple[Ticket, ByteStream]]:
+    """An inbound ``stream`` admitted (:mod:`btchat.net.admission`): its ticket, and the
+    stream to run, which tells admission when bytes first arrive. One that stays silent
+    past its deadline is aborted; the ticket is released on exit, whatever happened."""
+    loop = asyncio.get_running_loop()
+    remote = stream.remote_address
+    ticket = admission.admit(remote[0] if remote else None, loop.time(), stream.abort)
+
+    def silent() -> None:
+        if admission.check_silent(ticket, loop.time()):
+            stream.abort()
+
+    timer = loop.call_at(admission.deadline(ticket) + 0.01, silent)
+    try:
+        yield ticket, WatchedStream(stream, lambda: admission.heard(ticket))
+    finally:
+        timer.cancel()
+        admission.release(ticket)

@@ -34,7 +34,7 @@ from btchat.discovery.rendezvous import (
 )
 from btchat.identity.keys import DeviceCertificate, DeviceKey, Identity
 from btchat.net import tiebreak
-from btchat.net.admission import Admission, AdmissionConfig
+from btchat.net.admission import Admission, AdmissionConfig, Ticket
 from btchat.net.dht_service import DhtService
 from btchat.net.quic import QuicDialer, QuicEndpoint, QuicListener, QuicStream
 from btchat.net.transport import (
@@ -44,6 +44,7 @@ from btchat.net.transport import (
     TcpDialer,
     TcpListener,
     WatchedStream,
+    admitted,
 )
 from btchat.node.tasks import TaskOwner
 from btchat.session.connection import SessionConnection, run_session_over
@@ -335,17 +336,12 @@ class Peering:
             return False
 
     async def _accept(self, stream: ByteStream) -> None:
-        loop = asyncio.get_running_loop()
-        remote = stream.remote_address
-        ticket = self.admission.admit(remote[0] if remote else None, loop.time(), stream.abort)
+        with admitted(self.admission, stream) as (ticket, watched):
+            await self._respond(ticket, watched)
+
+    async def _respond(self, ticket: Ticket, stream: ByteStream) -> None:
+        """Run an admitted inbound stream as a session responder."""
         admission = self.admission
-        watched = WatchedStream(stream, lambda: admission.heard(ticket))
-
-        def silent() -> None:
-            if admission.check_silent(ticket, loop.time()):
-                stream.abort()
-
-        timer = loop.call_at(admission.deadline(ticket) + 0.01, silent)
         contacts = set(self._contacts.reachable())
 
         def authorize(identity: bytes, remote: DeviceCertificate) -> bool:
@@ -363,21 +359,17 @@ class Peering:
             self.device,
             self.certificate,
             authorize,
-            now=loop.time(),
+            now=asyncio.get_running_loop().time(),
             config=self.config.session,
         )
-        try:
-            await self._run(
-                session,
-                watched,
-                initiator=None,
-                ready=None,
-                on_handshake=lambda: admission.established(ticket),
-                on_failed=lambda: admission.refused(ticket),
-            )
-        finally:
-            timer.cancel()
-            admission.release(ticket)
+        await self._run(
+            session,
+            stream,
+            initiator=None,
+            ready=None,
+            on_handshake=lambda: admission.established(ticket),
+            on_failed=lambda: admission.refused(ticket),
+        )
 
     async def _run(
         self,
