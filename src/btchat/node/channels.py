@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import time
@@ -58,8 +59,9 @@ class ChannelManager:
             await self._run(chat)
 
     async def stop(self) -> None:
-        for service in list(self.services.values()):
-            await service.stop()
+        # At once: each channel waits a moment for its goodbye to be written, and those
+        # waits should not add up over many channels.
+        await asyncio.gather(*(service.stop() for service in self.services.values()))
         self.services.clear()
 
     async def _run(self, chat: ChatFile) -> ChannelService:
