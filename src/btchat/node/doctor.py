@@ -71,9 +71,9 @@ def diagnose(settings: Settings, ask: AskPassphrase) -> list[Finding]:
     found.append(_check_db(data_dir / DB_FILE, keys.db_key))
     had = (data_dir / MARKER).exists()
     found.append(Finding(True, f"history marker: {'present' if had else 'absent'}"))
-    for path in backups.backups(data_dir):
-        found.append(_check_db(path, keys.db_key))
-    if not backups.backups(data_dir):
+    kept = backups.backups(data_dir)
+    found.extend(_check_db(path, keys.db_key) for path in kept)
+    if not kept:
         found.append(Finding(True, "backups: none yet (one is taken at each start, daily)"))
     return found
 
