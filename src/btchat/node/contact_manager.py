@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from btchat.errors import ApiError
@@ -42,30 +43,19 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+@dataclass(eq=False)
 class ContactManager:
-    def __init__(
-        self,
-        book: ContactBook,
-        store: Store,
-        profiles: Profiles,
-        requests: ContactRequests,
-        *,
-        emit: Emit,
-        spawn: Spawn,
-        dialer: Dialer,
-        mailbox: MailboxConfig,
-    ) -> None:
-        self.book = book
-        self.store = store
-        self.profiles = profiles
-        self.requests = requests
-        self._emit = emit
-        self._spawn = spawn
-        self._dialer = dialer
-        self._mailbox = mailbox
-        self.peering: Peering | None = None
-        self.offline: OfflineDelivery | None = None
-        self.dht: DhtService | None = None
+    book: ContactBook
+    store: Store
+    profiles: Profiles
+    requests: ContactRequests
+    emit: Emit
+    spawn: Spawn
+    dialer: Dialer
+    mailbox: MailboxConfig
+    peering: Peering | None = None
+    offline: OfflineDelivery | None = None
+    dht: DhtService | None = None
 
     # ---------------------------------------------------------------- contacts
 
@@ -76,7 +66,7 @@ class ContactManager:
     def _retention_days(self, pk: bytes) -> float:
         """How long a message to this contact is retried while they are offline."""
         if self.offline is None:
-            return self._mailbox.retention / 86400
+            return self.mailbox.retention / 86400
         return self.offline.mailbox.retention_of(pk) / 86400
 
     def list(self) -> list[dict[str, Any]]:
@@ -91,10 +81,10 @@ class ContactManager:
         a link or the peer (used only if safe and free)."""
         self.book.check_not_known(pk)
         self.store.add_contact(pk, self.book.name_for(pk, name, suggested), _now_ms())
-        self._emit({"type": "contact", "action": "added", "contact": self.json(pk)})
+        self.emit({"type": "contact", "action": "added", "contact": self.json(pk)})
         if self.peering is not None:
             self.peering.poke(pk)
-        self._spawn(self.fetch_profile(pk))
+        self.spawn(self.fetch_profile(pk))
         return self.json(pk)
 
     def get(self, c: str) -> dict[str, Any]:
@@ -123,7 +113,7 @@ class ContactManager:
         if self.peering is not None:
             self.peering.drop(pk, "removed")
         self.store.remove_contact(pk)
-        self._emit({"type": "contact", "action": "removed", "public_key": pk.hex()})
+        self.emit({"type": "contact", "action": "removed", "public_key": pk.hex()})
 
     def safety_number(self, c: str) -> dict[str, Any]:
         pk = self.book.resolve(c)
@@ -134,7 +124,7 @@ class ContactManager:
         has no rendezvous), and a shortcut elsewhere. It needs the contact's device
         certificates, learned from their DHT device list or an earlier session."""
         pk = self.book.resolve(c)
-        proxied = isinstance(self._dialer, ProxyDialer)
+        proxied = isinstance(self.dialer, ProxyDialer)
         try:
             addr = parse_ip_port(address, proxied=proxied)
         except ValueError as exc:
@@ -148,7 +138,7 @@ class ContactManager:
             )
         assert self.peering is not None
         if not await self.peering.dial_known(pk, addr):
-            why = (isinstance(self._dialer, ProxyDialer) and self._dialer.last_error) or (
+            why = (isinstance(self.dialer, ProxyDialer) and self.dialer.last_error) or (
                 "nobody answered"
             )
             raise ApiError(504, "unreachable", f"no session at {address}: {why}")
@@ -163,7 +153,7 @@ class ContactManager:
             better = self.book.name_for(pk, None, self.profiles.of(pk)["name"])
             if better != row.name:
                 self.store.rename_contact(pk, better)
-        self._emit({"type": "contact", "action": "profile", "contact": self.json(pk)})
+        self.emit({"type": "contact", "action": "profile", "contact": self.json(pk)})
 
     # ------------------------------------------------------------- requests
 
