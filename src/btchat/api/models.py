@@ -384,6 +384,16 @@ class Status(Shape):
         False,
         description="Tor mode: no DHT, no UDP; every connection goes through the proxy.",
     )
+    storage: str = Field(
+        "ok",
+        description='"ok", or the storage condition and since when, e.g. "disk full since'
+        ' 2026-12-02T19:58:21Z": while it holds nothing that needs storing is acknowledged.',
+    )
+    storage_detail: dict[str, Any] | None = Field(
+        None,
+        description="Storage faults: where and why (while one holds), retry_in (seconds),"
+        " counters (faults, conditions, cleared, not_acknowledged).",
+    )
 
 
 class Identity(Shape):

@@ -23,7 +23,7 @@ from typing import Any
 
 from btchat import __version__
 from btchat.channels.service import ChannelConfig
-from btchat.errors import ApiError
+from btchat.errors import ApiError, StorageFault
 from btchat.identity.idtext import format_id, format_uri
 from btchat.identity.keys import DeviceCertificate
 from btchat.identity.keystore import LoadedKeys
@@ -48,8 +48,10 @@ from btchat.node.offline import OfflineDelivery
 from btchat.node.peering import Peering, PeeringConfig
 from btchat.node.profile import Profiles
 from btchat.node.requests import REQUEST_POW_BITS
+from btchat.node.storage_guard import StorageGuard
 from btchat.node.tasks import TaskOwner
 from btchat.offline.mailbox import MAX_RETENTION, MIN_RETENTION, MailboxConfig
+from btchat.storage.health import StorageHealth
 
 __all__ = ["Daemon", "DaemonConfig"]
 
@@ -131,6 +133,13 @@ class Daemon:
         )
         self.conversations = Conversations(keys.identity, keys.device.device_id, store)
         self.chat = Chat(self.conversations, store, send=self._transmit, emit=self._emit)
+        #: A full (failing, read-only) disk: one log line, a status, no acks, back-off.
+        self.storage = StorageHealth()
+        self.guard = StorageGuard(
+            self.storage,
+            probe=lambda now: store.kv_set("storage_probe", str(now).encode()),
+            reconnect=lambda pk, why: self.peering.drop(pk, why) if self.peering else None,
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -151,11 +160,11 @@ class Daemon:
             self.dht,
             self.config.peering,
             contacts=self.contacts,
-            on_established=self._on_established,
-            on_closed=self._on_closed,
-            on_data=self._on_data,
+            on_established=self.guard.shield("session start", self._on_established),
+            on_closed=self.guard.shield("session end", self._on_closed),
+            on_data=self.guard.shield("receiving", self._on_data),
             dialer=self.dialer,
-            on_switched=self._on_switched,
+            on_switched=self.guard.shield("session switch", self._on_switched),
         )
         await self.peering.start()
         self.channels = ChannelManager(
@@ -167,6 +176,8 @@ class Daemon:
             dialer=self.dialer,
         )
         await self.channels.start()
+        self.guard.install()
+        self._spawn(self.guard.run())
         self._spawn(self._housekeeping())
         if self.dht is not None:
             await self._start_dht_parts(self.dht, self.peering)
@@ -211,6 +222,7 @@ class Daemon:
 
     async def stop(self) -> None:
         self.chat.close()
+        self.guard.uninstall()
         await self._tasks.cancel_all()
         if self.portmap is not None:
             await self.portmap.close()  # a clean exit leaves no mapping on the gateway
@@ -237,7 +249,10 @@ class Daemon:
 
     async def _housekeeping(self) -> None:
         while True:
-            self.store.prune_seen(int((time.time() - SEEN_RETENTION) * 1000))
+            try:
+                self.store.prune_seen(int((time.time() - SEEN_RETENTION) * 1000))
+            except StorageFault as exc:  # a full disk: noted once; pruning waits an hour
+                self.guard.report(exc, "pruning")
             await asyncio.sleep(3600)
 
     def subscribe(self) -> AsyncIterator[dict[str, Any]]:
@@ -472,6 +487,8 @@ class Daemon:
             "requests": dict(self.requests.stats),
             "proxy": self.dialer.status() if isinstance(self.dialer, ProxyDialer) else None,
             "tor": self.config.tor,
+            "storage": self.storage.state(),  # "ok", or e.g. "disk full since ..."
+            "storage_detail": self.storage.status(time.time()),
         }
 
     # ------------------------------------------------------------ sessions
