@@ -51,6 +51,7 @@ from btchat.channels.messages import (
 )
 from btchat.channels.store import ChannelStore, StoredMessage
 from btchat.codec.bencode import DecodeError, decode, encode
+from btchat.errors import StorageFault
 from btchat.identity.keys import Identity
 
 __all__ = [
@@ -325,6 +326,12 @@ class ChannelEngine:
             return
         try:
             handler(peer, payload, now)
+        except StorageFault as exc:
+            # A full disk: not stored, so not relayed either; anti-entropy and the next
+            # link's history sync bring it again once there is room. The record carries
+            # the fault so the daemon's log filter turns a flood of these into one line.
+            self.stats["not_stored"] += 1
+            log.warning("channel %s: %r not stored", self.id.hex()[:8], kind, exc_info=exc)
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
             self.stats["malformed"] += 1
             log.warning("bad %r from %s: %s", kind, peer.hex()[:16], exc)
