@@ -496,6 +496,15 @@ class Channel(Shape):
     members_online: int | None = None
     links: int | None = None
     discovery: dict[str, Any] | None = None
+    counters: dict[str, int] | None = Field(
+        None,
+        description="What this member dropped or evicted and why: quota_author_messages,"
+        " quota_author_bytes, quota_author_presence, evicted_author, evicted_channel,"
+        " presence_evicted, presence_expired, not_stored (disk full), and traffic counts.",
+    )
+    stored: dict[str, int] | None = Field(
+        None, description="Messages and wire bytes stored for the channel (under its caps)."
+    )
 
 
 class ChannelList(Shape):
