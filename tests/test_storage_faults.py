@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from harness import FaultyDatabase
+from test_api_server import AUTH, Api, api, error_of  # noqa: F401
 
 from btchat.errors import DiskFull, ReadOnlyStorage, StorageFault, StorageIOError
 from btchat.files import write_atomic
@@ -303,3 +304,27 @@ def test_a_real_full_file_system(small_fs: Path) -> None:
     write_atomic(small_fs / "api.json", b"{}")
     assert (small_fs / "api.json").read_bytes() == b"{}"
     db.close()
+
+
+# ------------------------------------------------------------------ the API
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [StoreFull("message database error: database or disk is full"), OSError(errno.ENOSPC, "full")],
+)
+async def test_the_api_says_the_disk_is_full_without_a_traceback(
+    api: Api,  # noqa: F811
+    fault: Exception,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client, fake = api
+
+    async def full(c: str, text: str) -> dict[str, Any]:
+        raise fault
+
+    fake.send_message = full  # type: ignore[method-assign]
+    resp = await client.post("/v1/contacts/alice/messages", json={"text": "hi"}, headers=AUTH)
+    assert await error_of(resp, 507) == "storage"
+    assert "disk full" in (await resp.json())["error"]["message"]
+    assert not [r for r in caplog.records if r.exc_info]
