@@ -65,9 +65,11 @@ class _Daemon:
     def up(self, bootstrap: str, *extra: str) -> None:
         with open(self.log, "w") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "btchat.cli", "up", "--data-dir", str(self.dir)]
-                + ["--bootstrap", bootstrap, "--host", "127.0.0.1", "--dht-port", "0"]
-                + ["--json", *extra],
+                [
+                    *(sys.executable, "-m", "btchat.cli", "up", "--data-dir", str(self.dir)),
+                    *("--bootstrap", bootstrap, "--host", "127.0.0.1", "--dht-port", "0"),
+                    *("--json", *extra),
+                ],
                 env=self.env,
                 stdout=subprocess.PIPE,
                 stderr=err,
