@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from harness import FaultyDatabase
 from test_api_server import AUTH, Api, api, error_of  # noqa: F401
+from test_channel_quota import Channel
 
 from btchat.errors import DiskFull, ReadOnlyStorage, StorageFault, StorageIOError
 from btchat.files import write_atomic
@@ -328,3 +329,18 @@ async def test_the_api_says_the_disk_is_full_without_a_traceback(
     assert await error_of(resp, 507) == "storage"
     assert "disk full" in (await resp.json())["error"]["message"]
     assert not [r for r in caplog.records if r.exc_info]
+
+
+def test_a_channel_drops_what_it_cannot_store_and_takes_it_again_later(tmp_path: Path) -> None:
+    """The link stays up (no exception), nothing is relayed unstored, and the same
+    message offered again (anti-entropy) is stored once there is room."""
+    ch = Channel(tmp_path)
+    disk = FaultyDatabase(ch.store.store.db)
+    ch.store.store.db = disk  # type: ignore[assignment]
+    author = Identity.generate()
+    wire = ch.wire(author, text="while full")
+    disk.fault = StoreFull
+    assert ch.deliver(wire) == 0  # not relayed
+    assert ch.engine.stats["not_stored"] == 1 and ch.authors() == []
+    disk.fault = None
+    assert ch.deliver(wire) == 1 and ch.authors() == [author.public_key]
