@@ -22,7 +22,7 @@ from btchat.identity.keys import Identity
 from btchat.messaging import conversation as conv
 from btchat.messaging.conversation import Conversations
 from btchat.messaging.store import Store
-from btchat.node.storage_guard import RECOVERED, StorageGuard
+from btchat.node.storage_guard import RECOVERED, StorageGuard, probe_store
 from btchat.sansio import drain_events
 from btchat.storage import Database, StoreError, classify
 from btchat.storage.database import StoreFull, StoreIOError, StoreReadOnly
@@ -344,3 +344,36 @@ def test_a_channel_drops_what_it_cannot_store_and_takes_it_again_later(tmp_path:
     assert ch.engine.stats["not_stored"] == 1 and ch.authors() == []
     disk.fault = None
     assert ch.deliver(wire) == 1 and ch.authors() == [author.public_key]
+
+
+def test_a_flapping_disk_keeps_backing_off(caplog: pytest.LogCaptureFixture) -> None:
+    """A probe that fits where a message does not: each relapse waits longer, so the
+    log lines and reconnects it causes are bounded (at most two a MAX_RETRY)."""
+    caplog.set_level(logging.WARNING, "btchat.storage.health")
+    health = StorageHealth(first_retry=1.0, max_retry=60.0)
+    now, waits = T0, []
+    for _ in range(10):
+        health.fault(StoreFull("full"), "receiving", now)
+        assert health.retry_at is not None
+        waits.append(health.retry_at - now)
+        now = health.retry_at
+        health.ok(now)  # the probe fitted
+        now += 0.5  # and the next message did not
+    assert waits == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0, 60.0]
+    assert health.stats["relapses"] == 9
+    health.ok(now)
+    health.fault(StoreFull("full"), "receiving", now + 3600)  # a new condition, much later
+    assert health.retry_at == now + 3600 + 1.0
+
+
+def test_the_probe_needs_room_for_a_message(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "m.db", None)
+    probe = probe_store(store)
+    pages = store.db.query("PRAGMA page_count")[0][0]
+    store.db.query(f"PRAGMA max_page_count = {pages}")
+    store.kv_set("small", b"fits in a page already there")
+    with pytest.raises(StoreFull):
+        probe(T0)
+    store.db.query(f"PRAGMA max_page_count = {pages + 100}")
+    probe(T0 + 1)  # room again
+    store.close()

@@ -48,7 +48,7 @@ from btchat.node.offline import OfflineDelivery
 from btchat.node.peering import Peering, PeeringConfig
 from btchat.node.profile import Profiles
 from btchat.node.requests import REQUEST_POW_BITS
-from btchat.node.storage_guard import StorageGuard
+from btchat.node.storage_guard import StorageGuard, probe_store
 from btchat.node.tasks import TaskOwner
 from btchat.offline.mailbox import MAX_RETENTION, MIN_RETENTION, MailboxConfig
 from btchat.storage.health import StorageHealth
@@ -137,7 +137,7 @@ class Daemon:
         self.storage = StorageHealth()
         self.guard = StorageGuard(
             self.storage,
-            probe=lambda now: store.kv_set("storage_probe", str(now).encode()),
+            probe=probe_store(store),
             reconnect=lambda pk, why: self.peering.drop(pk, why) if self.peering else None,
         )
 

@@ -19,14 +19,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from btchat.errors import StorageFault
 from btchat.storage.health import FaultLogFilter, StorageHealth
 
-__all__ = ["RECOVERED", "StorageGuard"]
+__all__ = ["PROBE_BYTES", "RECOVERED", "StorageGuard", "probe_store"]
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,25 @@ MAX_AFFECTED = 10_000
 #: How often a fault seen only by the log filter (a background loop's) is noticed.
 IDLE_CHECK = 5.0
 
+#: The probe writes this much (a channel message's maximum) and takes it back, so a
+#: disk with room for a few bytes but not for a message is not taken for recovered.
+PROBE_BYTES = 64 * 1024
+
 F = TypeVar("F", bound=Callable[..., None])
+
+
+class _KvStore(Protocol):
+    def kv_set(self, key: str, value: bytes) -> None: ...
+
+
+def probe_store(store: _KvStore) -> Callable[[float], None]:
+    """A probe for :class:`StorageGuard`: one write of :data:`PROBE_BYTES`, then undone."""
+
+    def probe(now: float) -> None:
+        store.kv_set("storage_probe", os.urandom(PROBE_BYTES))
+        store.kv_set("storage_probe", str(now).encode())
+
+    return probe
 
 
 class StorageGuard:

@@ -71,6 +71,8 @@ class StorageHealth:
         self.detail = ""
         self.retry_at: float | None = None
         self._delay = first_retry
+        self._cleared_at: float | None = None
+        self._cleared_delay = first_retry
         #: faults (every report), conditions (logged), cleared, not_acknowledged.
         self.stats: Counter[str] = Counter()
 
@@ -87,6 +89,11 @@ class StorageHealth:
             self.since = now if self.since is None else self.since
             self.where, self.detail = where, str(exc)
             self._delay = self.first_retry
+            if self._cleared_at is not None and now - self._cleared_at < self.max_retry:
+                # Back soon after it cleared (a probe fitted where a message did not):
+                # keep backing off, so a flapping disk cannot make a storm either.
+                self._delay = min(self._cleared_delay * 2, self.max_retry)
+                self.stats["relapses"] += 1
             self.stats["conditions"] += 1
             log.warning(
                 "storage: %s (%s: %s); not acknowledging what needs storing, retrying in %.0f s",
@@ -115,6 +122,7 @@ class StorageHealth:
         self.stats["cleared"] += 1
         self.condition = self.since = self.retry_at = None
         self.where = self.detail = ""
+        self._cleared_at, self._cleared_delay = now, self._delay
         self._delay = self.first_retry
         return True
 
