@@ -377,3 +377,18 @@ def test_the_probe_needs_room_for_a_message(tmp_path: Path) -> None:
     store.db.query(f"PRAGMA max_page_count = {pages + 100}")
     probe(T0 + 1)  # room again
     store.close()
+
+
+def test_up_on_a_full_disk_says_so_in_one_line(
+    small_fs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: a traceback from the data-dir lock's pid write (ENOSPC)."""
+    from btchat.cli.main import main
+
+    home = ["--data-dir", str(small_fs / "me")]
+    assert main(["init", "--no-passphrase", *home]) == 0
+    _fill(small_fs)
+    capsys.readouterr()
+    code = main(["up", *home, "--host", "127.0.0.1", "--dht-port", "0", "--port", "0"])
+    err = capsys.readouterr().err
+    assert code == 1 and "disk full" in err and "Traceback" not in err, err
