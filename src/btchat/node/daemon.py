@@ -51,7 +51,6 @@ from btchat.node.requests import REQUEST_POW_BITS
 from btchat.node.storage_guard import StorageGuard, probe_store
 from btchat.node.tasks import TaskOwner
 from btchat.offline.mailbox import MAX_RETENTION, MIN_RETENTION, MailboxConfig
-from btchat.storage.health import StorageHealth
 
 __all__ = ["Daemon", "DaemonConfig"]
 
@@ -134,12 +133,11 @@ class Daemon:
         self.conversations = Conversations(keys.identity, keys.device.device_id, store)
         self.chat = Chat(self.conversations, store, send=self._transmit, emit=self._emit)
         #: A full (failing, read-only) disk: one log line, a status, no acks, back-off.
-        self.storage = StorageHealth()
         self.guard = StorageGuard(
-            self.storage,
             probe=probe_store(store),
             reconnect=lambda pk, why: self.peering.drop(pk, why) if self.peering else None,
         )
+        self.storage = self.guard.health
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -66,13 +66,13 @@ class StorageGuard:
 
     def __init__(
         self,
-        health: StorageHealth,
+        health: StorageHealth | None = None,
         *,
         probe: Callable[[float], None],
         reconnect: Callable[[bytes, str], None],
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.health = health
+        self.health = health if health is not None else StorageHealth()
         self._probe = probe
         self._reconnect = reconnect
         self._clock = clock
