@@ -22,7 +22,7 @@ from typing import Any
 
 from btchat import __version__
 from btchat.channels.service import ChannelConfig
-from btchat.errors import ApiError
+from btchat.errors import ApiError, StorageFault
 from btchat.identity.idtext import format_id, format_uri
 from btchat.identity.keystore import LoadedKeys
 from btchat.messaging import conversation as conv
@@ -45,6 +45,7 @@ from btchat.node.offline import OfflineDelivery
 from btchat.node.peering import Peering, PeeringConfig
 from btchat.node.profile import Profiles
 from btchat.node.requests import REQUEST_POW_BITS
+from btchat.node.storage_guard import StorageGuard, probe_store
 from btchat.node.tasks import TaskOwner
 from btchat.offline.mailbox import MailboxConfig
 
@@ -134,6 +135,12 @@ class Daemon:
         )
         self.conversations = Conversations(keys.identity, keys.device.device_id, store)
         self.chat = Chat(self.conversations, store, send=self._transmit, emit=self._emit)
+        #: A full (failing, read-only) disk: one log line, a status, no acks, back-off.
+        self.guard = StorageGuard(
+            probe=probe_store(store),
+            reconnect=lambda pk, why: self.peering.drop(pk, why) if self.peering else None,
+        )
+        self.storage = self.guard.health
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -154,11 +161,11 @@ class Daemon:
             self.dht,
             self.config.peering,
             contacts=self.contacts,
-            on_established=self._on_established,
-            on_closed=self._on_closed,
-            on_data=self._on_data,
+            on_established=self.guard.shield("session start", self._on_established),
+            on_closed=self.guard.shield("session end", self._on_closed),
+            on_data=self.guard.shield("receiving", self._on_data),
             dialer=self.dialer,
-            on_switched=self._on_switched,
+            on_switched=self.guard.shield("session switch", self._on_switched),
         )
         await self.peering.start()
         self.contact_manager.peering = self.peering
@@ -172,6 +179,8 @@ class Daemon:
             dialer=self.dialer,
         )
         await self.channels.start()
+        self.guard.install()
+        self._spawn(self.guard.run())
         self._spawn(self._housekeeping())
         if self.dht is not None:
             await self._start_dht_parts(self.dht, self.peering)
@@ -216,6 +225,7 @@ class Daemon:
 
     async def stop(self) -> None:
         self.chat.close()
+        self.guard.uninstall()
         await self._tasks.cancel_all()
         if self.portmap is not None:
             await self.portmap.close()  # a clean exit leaves no mapping on the gateway
@@ -242,7 +252,10 @@ class Daemon:
 
     async def _housekeeping(self) -> None:
         while True:
-            self.store.prune_seen(int((time.time() - SEEN_RETENTION) * 1000))
+            try:
+                self.store.prune_seen(int((time.time() - SEEN_RETENTION) * 1000))
+            except StorageFault as exc:  # a full disk: noted once; pruning waits an hour
+                self.guard.report(exc, "pruning")
             await asyncio.sleep(3600)
 
     def subscribe(self) -> AsyncIterator[dict[str, Any]]:
@@ -373,6 +386,8 @@ class Daemon:
             "requests": dict(self.requests.stats),
             "proxy": self.dialer.status() if isinstance(self.dialer, ProxyDialer) else None,
             "tor": self.config.tor,
+            "storage": self.storage.state(),  # "ok", or e.g. "disk full since ..."
+            "storage_detail": self.storage.status(time.time()),
         }
 
     # ------------------------------------------------------------ sessions
