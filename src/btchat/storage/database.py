@@ -8,6 +8,9 @@ protect their identity with a passphrase. Either way:
   daemon may acknowledge a message (or report it queued) right after saving it;
 * every multi-row change is one ``BEGIN IMMEDIATE`` transaction (:meth:`Database.transaction`),
   so a crash leaves either all of it or none;
+* group commit: transactions opened inside an outer one join it (as savepoints), so a
+  batch of saves costs one fsync; then "on disk" holds once the outer block returned,
+  and only then may the caller acknowledge any of them;
 * the schema is migrated forward at open, where each package registers its own
   numbered steps (see "Migrations" below).
 
@@ -232,6 +235,7 @@ class Database:
         self._conn: Connection | None = conn
         self._errors = errors
         self._key: bytes | None = None
+        self._depth = 0  # open transaction() blocks: 0, 1, or more when nested
 
     @classmethod
     def open(cls, path: Path, key: bytes | None, *, migrate: bool = True) -> Database:
@@ -315,10 +319,20 @@ class Database:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Connection]:
-        """One write transaction: committed if the block returns, rolled back otherwise."""
+        """One write transaction: committed if the block returns, rolled back otherwise.
+
+        Group commit: a transaction opened inside another joins it as a savepoint. Its
+        changes are all-or-nothing as before, but reach the disk (one fsync) only when
+        the outermost one commits, so a caller batching many saves must act on them
+        (acknowledge, send) only after the outermost block has returned.
+        """
         conn = self._live()
+        if self._depth:
+            yield from self._savepoint(conn)
+            return
         try:
             conn.execute("BEGIN IMMEDIATE")
+            self._depth = 1
             try:
                 yield conn
                 conn.execute("COMMIT")
@@ -327,6 +341,32 @@ class Database:
                     with contextlib.suppress(*self._errors):
                         conn.execute("ROLLBACK")
                 raise
+            finally:
+                self._depth = 0
+        except self._errors as exc:
+            raise StoreError(f"message database error: {exc}") from exc
+
+    @property
+    def in_transaction(self) -> bool:
+        """A :meth:`transaction` is open: what is written now is not yet durable."""
+        return self._depth > 0
+
+    def _savepoint(self, conn: Connection) -> Iterator[Connection]:
+        """A nested transaction: undone alone on failure, committed with the outer one."""
+        name = f"nested{self._depth}"
+        try:
+            conn.execute(f"SAVEPOINT {name}")
+            self._depth += 1
+            try:
+                yield conn
+                conn.execute(f"RELEASE {name}")
+            except BaseException:
+                with contextlib.suppress(*self._errors):
+                    conn.execute(f"ROLLBACK TO {name}")
+                    conn.execute(f"RELEASE {name}")
+                raise
+            finally:
+                self._depth -= 1
         except self._errors as exc:
             raise StoreError(f"message database error: {exc}") from exc
 
