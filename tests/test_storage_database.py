@@ -3,6 +3,7 @@ per-package migration registry applies each package's steps once, in order."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 from pathlib import Path
 from typing import Any
@@ -143,16 +144,19 @@ def test_nested_transactions_commit_once_with_the_outer_one(tmp_path: Path) -> N
     assert _count(other) == 3
 
 
-def test_a_failed_nested_transaction_is_undone_alone(tmp_path: Path) -> None:
+def test_a_failed_nested_transaction_dooms_the_outer_one(tmp_path: Path) -> None:
     db, other = _table(tmp_path)
-    with db.transaction() as conn:
-        conn.execute("INSERT INTO t (x) VALUES (1)")
-        with pytest.raises(StoreError), db.transaction() as inner:
-            inner.execute("INSERT INTO t (x) VALUES (2)")
-            inner.execute("INSERT INTO t (x) VALUES (1)")  # a constraint violation
+    with pytest.raises(StoreError, match="inside this transaction failed"), db.transaction():
+        with db.transaction() as conn:
+            conn.execute("INSERT INTO t (x) VALUES (1)")
+        with contextlib.suppress(StoreError), db.transaction() as inner:
+            inner.execute("INSERT INTO t (x) VALUES (1)")  # a constraint violation, caught
         with db.transaction() as inner:
             inner.execute("INSERT INTO t (x) VALUES (3)")
-    assert [r[0] for r in other.query("SELECT x FROM t ORDER BY x")] == [1, 3]
+    assert _count(other) == 0  # all of it or none: none
+    with db.transaction() as conn:  # the next transaction starts clean
+        conn.execute("INSERT INTO t (x) VALUES (4)")
+    assert _count(other) == 1
 
 
 def test_a_failed_outer_transaction_undoes_its_nested_ones(tmp_path: Path) -> None:

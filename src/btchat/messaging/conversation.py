@@ -82,9 +82,10 @@ class ConversationStore(Protocol):
     """The part of :class:`btchat.messaging.store.Store` the core uses."""
 
     def next_lamport(self, peer: bytes, seen: int | None) -> int: ...
-    def save_outgoing(self, env: Envelope, now: float) -> None: ...
+    def save_outgoing(self, env: Envelope, now: float, *, sent: bool = ...) -> None: ...
     def save_incoming(self, env: Envelope, now: float) -> bool: ...
     def get_message(self, msg_id: bytes) -> Any: ...
+    def message_ids(self, ids: Sequence[bytes], peer: bytes, direction: str) -> set[bytes]: ...
     def mark_state(self, ids: list[bytes], state: str) -> int: ...
     def pending_outbox(self, peer: bytes) -> list[bytes]: ...
     def replace_outbox(self, env: Envelope) -> bool: ...
@@ -320,10 +321,10 @@ class Conversations:
         which is replayed on the next session anyway."""
         with self.batch(now):
             envelope = self.envelope(to, env_mod.TEXT, env_mod.text_body(text), now)
-            self.store.save_outgoing(envelope, now)  # persist, then act
-            if to in self._online:
+            online = to in self._online
+            self.store.save_outgoing(envelope, now, sent=online)  # persist, then act
+            if online:
                 self._transmit(to, envelope)
-                self.store.mark_state([envelope.id], "sent")
             else:
                 self._queue(Deposit(to, envelope, env_mod.encode_envelope(envelope)))
             self._queue(MessageStored(to, envelope))
@@ -459,7 +460,8 @@ class Conversations:
 
     def _on_receipt(self, peer: bytes, envelope: Envelope, now: float) -> None:
         ids, state = env_mod.decode_receipt(envelope)
-        mine = [i for i in ids if self._is_message(i, peer, "out")]
+        known = self.store.message_ids(ids, peer, "out")
+        mine = [i for i in dict.fromkeys(ids) if i in known]
         if mine:
             self.store.mark_state(mine, state.decode())
             self.store.ack_outbox(mine)
@@ -475,16 +477,12 @@ class Conversations:
 
     def _on_sync(self, peer: bytes, envelope: Envelope, now: float) -> None:
         ids = _id_list(envelope.body)
-        have = [i for i in ids if self._is_message(i, peer, "in")]
+        known = self.store.message_ids(ids, peer, "in")
+        have = [i for i in ids if i in known]
         for chunk in _chunks(have, env_mod.MAX_RECEIPT_IDS):
             self.send_body(peer, env_mod.RECEIPT, env_mod.receipt_body(chunk, b"delivered"), now)
-        known = set(have)
         self.send_body(peer, SYNC_WANT, {b"ids": [i for i in ids if i not in known]}, now)
 
     def _on_sync_want(self, peer: bytes, envelope: Envelope, now: float) -> None:
         self._sync_deadline.pop(peer, None)
         self._replay_outbox(peer, set(_id_list(envelope.body)), now)
-
-    def _is_message(self, msg_id: bytes, peer: bytes, direction: str) -> bool:
-        row = self.store.get_message(msg_id)
-        return row is not None and row.direction == direction and row.peer == peer

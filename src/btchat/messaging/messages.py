@@ -117,14 +117,14 @@ class Messages(Table):
         except EnvelopeError as exc:
             raise StoreError(f"cannot store a malformed text message: {exc}") from None
 
-    def save_outgoing(self, env: Envelope, now: float) -> None:
-        """Record our own message as ``pending`` and queue it, atomically."""
+    def save_outgoing(self, env: Envelope, now: float, *, sent: bool = False) -> None:
+        """Record our own message as ``pending`` (``sent`` when the caller sends it once
+        the transaction is committed) and queue it, atomically."""
         text = self._text_of(env)
         now_ms = int(now * 1000)
         with self.db.transaction() as conn:
-            if conn.execute("SELECT 1 FROM messages WHERE id = ?", (env.id,)).fetchone():
+            if not _insert(conn, env, "out", "sent" if sent else "pending", text, now_ms):
                 raise StoreError("a message with this id is already stored")
-            _insert(conn, env, "out", "pending", text, now_ms)
             Outbox.queue(conn, env, now_ms)
 
     def save_incoming(self, env: Envelope, now: float) -> bool:
@@ -140,6 +140,19 @@ class Messages(Table):
                 return False
             # The id may also be one of ours (a peer echoing it back): never overwrite.
             return _insert(conn, env, "in", "delivered", text, now_ms) > 0
+
+    def message_ids(self, ids: Sequence[bytes], peer: bytes, direction: str) -> set[bytes]:
+        """Those of ``ids`` that are stored messages of the conversation with ``peer``
+        going ``direction`` (one query per 500 ids, for receipts and sync offers)."""
+        found: set[bytes] = set()
+        for chunk in id_chunks(ids):
+            rows = self.db.query(
+                f"SELECT id FROM messages WHERE id IN ({placeholders(len(chunk))})"
+                " AND peer = ? AND direction = ?",
+                (*chunk, peer, direction),
+            )
+            found.update(bytes(r[0]) for r in rows)
+        return found
 
     def get_message(self, msg_id: bytes) -> MessageRow | None:
         rows = self.db.query(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?", (msg_id,))
@@ -213,14 +226,14 @@ class Messages(Table):
 
         Clamped at 2**53 - 1: a peer inflating its clock can make ties, never overflow.
         """
+        observed = min(max(int(seen or 0), 0), MAX_INT)
         with self.db.transaction() as conn:
-            row = conn.execute("SELECT lamport FROM clocks WHERE peer = ?", (peer,)).fetchone()
-            local = row[0] if row else 0
-            observed = min(max(int(seen or 0), 0), MAX_INT)
-            value = min(max(local, observed) + 1, MAX_INT)
-            conn.execute(
-                "INSERT INTO clocks (peer, lamport) VALUES (?, ?)"
-                " ON CONFLICT (peer) DO UPDATE SET lamport = excluded.lamport",
-                (peer, value),
-            )
-        return value
+            # One statement (UPSERT ... RETURNING, SQLite >= 3.35): this runs for every
+            # envelope sent or received.
+            row = conn.execute(
+                "INSERT INTO clocks (peer, lamport) VALUES (?, min(? + 1, ?))"
+                " ON CONFLICT (peer) DO UPDATE"
+                " SET lamport = min(max(lamport, ?) + 1, ?) RETURNING lamport",
+                (peer, observed, MAX_INT, observed, MAX_INT),
+            ).fetchone()
+        return int(row[0])
