@@ -226,14 +226,14 @@ class Messages(Table):
 
         Clamped at 2**53 - 1: a peer inflating its clock can make ties, never overflow.
         """
-        observed = min(max(int(seen or 0), 0), MAX_INT)
         with self.db.transaction() as conn:
-            # One statement (UPSERT ... RETURNING, SQLite >= 3.35): this runs for every
-            # envelope sent or received.
-            row = conn.execute(
-                "INSERT INTO clocks (peer, lamport) VALUES (?, min(? + 1, ?))"
-                " ON CONFLICT (peer) DO UPDATE"
-                " SET lamport = min(max(lamport, ?) + 1, ?) RETURNING lamport",
-                (peer, observed, MAX_INT, observed, MAX_INT),
-            ).fetchone()
-        return int(row[0])
+            row = conn.execute("SELECT lamport FROM clocks WHERE peer = ?", (peer,)).fetchone()
+            local = row[0] if row else 0
+            observed = min(max(int(seen or 0), 0), MAX_INT)
+            value = min(max(local, observed) + 1, MAX_INT)
+            conn.execute(
+                "INSERT INTO clocks (peer, lamport) VALUES (?, ?)"
+                " ON CONFLICT (peer) DO UPDATE SET lamport = excluded.lamport",
+                (peer, value),
+            )
+        return value
