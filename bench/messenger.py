@@ -712,14 +712,17 @@ async def _chat_messages(
                 delay = t0 + sent / rate - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
-            start = time.perf_counter()
-            starts.append(start)
-            future = a.chat.send_text(b_pk, TEXT)
-            futures.append(future)
-            sent += 1
-            if rate is not None or sent % 64 == 0:
-                await pair.a.drain()
-                await asyncio.sleep(0)  # let the receiving end's pump run
+            # Paced: every text due by now is handed over before yielding, as a daemon
+            # busy with a commit finds every API request that arrived meanwhile waiting.
+            due = n if rate is None else min(n, 1 + int((time.perf_counter() - t0) * rate))
+            while sent < due:
+                starts.append(t0 + sent / rate if rate is not None else time.perf_counter())
+                futures.append(a.chat.send_text(b_pk, TEXT))
+                sent += 1
+                if rate is None and sent % 64 == 0:
+                    break
+            await pair.a.drain()
+            await asyncio.sleep(0)  # let the receiving end's pump run
         send_s = time.perf_counter() - t0
         await asyncio.wait_for(done, max(0.1, deadline - time.perf_counter()))
         complete = True

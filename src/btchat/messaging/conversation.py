@@ -116,10 +116,12 @@ class Deposit:
 
 @dataclass(frozen=True)
 class MessageStored:
-    """A message was committed: a new incoming one, or one we sent."""
+    """A message was committed: a new incoming one, or one we sent; ``state`` is the
+    delivery state it was stored with (so the shell need not read it back)."""
 
     peer: bytes
     envelope: Envelope
+    state: str = "delivered"
 
 
 @dataclass(frozen=True)
@@ -327,7 +329,7 @@ class Conversations:
                 self._transmit(to, envelope)
             else:
                 self._queue(Deposit(to, envelope, env_mod.encode_envelope(envelope)))
-            self._queue(MessageStored(to, envelope))
+            self._queue(MessageStored(to, envelope, "sent" if online else "pending"))
         return envelope
 
     def send_typing(self, to: bytes, on: bool, now: float) -> None:

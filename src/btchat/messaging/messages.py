@@ -43,6 +43,25 @@ class MessageRow:
     state: str
     received_ms: int
 
+    @classmethod
+    def of(cls, env: Envelope, direction: str, state: str, received_ms: int) -> MessageRow:
+        """The row a save of ``env`` just wrote, without reading it back (for events)."""
+        text = decode_text(env) if env.type == TEXT else None
+        peer = env.recipient if direction == "out" else env.sender
+        kind = env.type.decode("ascii")
+        return cls(
+            env.id,
+            peer,
+            env.sender,
+            direction,
+            env.ts_ms,
+            env.lamport,
+            kind,
+            text,
+            state,
+            received_ms,
+        )
+
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id.hex(),

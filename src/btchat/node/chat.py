@@ -28,6 +28,7 @@ from typing import Any
 from btchat.messaging import conversation as conv
 from btchat.messaging.conversation import Conversations
 from btchat.messaging.envelope import Envelope
+from btchat.messaging.messages import MessageRow
 from btchat.messaging.store import Store, StoreError
 from btchat.net.timer import CoreTimer
 from btchat.node.offline import BACKUP_TYPES, OfflineDelivery
@@ -64,7 +65,7 @@ class Chat:
         self._handlers: dict[type, Callable[[Any], None]] = {
             conv.Transmit: lambda e: self._send(e.peer, e.data),
             conv.Deposit: self._on_deposit,
-            conv.MessageStored: lambda e: self.emit_message(e.envelope),
+            conv.MessageStored: self._on_stored,
             conv.ReceiptReceived: self._on_receipt,
             conv.PresenceChanged: lambda e: self._emit(
                 {
@@ -169,6 +170,12 @@ class Chat:
         row = self.store.get_message(envelope.id)
         if row is not None:
             self._emit({"type": "message", "message": row.to_json()})
+
+    def _on_stored(self, event: conv.MessageStored) -> None:
+        """The row as stored, built from the event: no read per message on the hot path."""
+        direction = "out" if event.envelope.sender == self.core.me else "in"
+        row = MessageRow.of(event.envelope, direction, event.state, int(time.time() * 1000))
+        self._emit({"type": "message", "message": row.to_json()})
 
     def _on_deposit(self, event: conv.Deposit) -> None:
         if self.offline is not None:  # not reachable now: leave it in the DHT mailbox
