@@ -393,3 +393,35 @@ def test_sending_a_batch_is_one_commit_and_sends_after_it(pair: Pair) -> None:
     pair.pump()
     assert texts(pair.b, pair.a) == [f"m{i}" for i in range(10)]
     assert pair.a.store.pending_outbox(pair.b.pk) == []
+
+
+def test_a_batch_ticks_the_clock_as_one_envelope_at_a_time(pair: Pair) -> None:
+    """PROTOCOL.md "Order": every envelope received sets max(local, lc) + 1, every one
+    made takes local + 1, also when a batch keeps the clock in memory until its end."""
+    pair.connect()
+    a, b = pair.a, pair.b
+    start = b.store.lamport(a.pk)
+    wire = [
+        env_mod.encode_envelope(
+            env_mod.create(
+                a.core.identity,
+                a.device,
+                b.pk,
+                env_mod.TEXT,
+                env_mod.text_body(f"lc {lc}"),
+                lamport=lc,
+                now=pair.now,
+            )
+        )
+        for lc in (start + 5, start + 2, start + 9)
+    ]
+    with b.core.batch(pair.now):
+        for data in wire:
+            b.core.receive(a.pk, a.device, data, pair.now)
+    expected = start
+    for lc in (start + 5, start + 2, start + 9):
+        expected = max(expected, lc) + 1
+    (receipt,) = [e.data for e in drain_events(b.core) if isinstance(e, conv.Transmit)]
+    assert env_mod.parse_envelope(receipt).lamport == expected + 1
+    assert b.store.lamport(a.pk) == expected + 1  # written back with the batch
+    assert b.store.next_lamport(a.pk, None) == expected + 2

@@ -82,6 +82,8 @@ class ConversationStore(Protocol):
     """The part of :class:`btchat.messaging.store.Store` the core uses."""
 
     def next_lamport(self, peer: bytes, seen: int | None) -> int: ...
+    def lamport(self, peer: bytes) -> int: ...
+    def set_lamport(self, peer: bytes, value: int) -> None: ...
     def save_outgoing(self, env: Envelope, now: float, *, sent: bool = ...) -> None: ...
     def save_incoming(self, env: Envelope, now: float) -> bool: ...
     def get_message(self, msg_id: bytes) -> Any: ...
@@ -199,6 +201,9 @@ class Conversations:
         #: texts it stored or saw again, per peer, to acknowledge in one receipt.
         self._held: list[Event] | None = None
         self._delivered: dict[bytes, list[bytes]] = {}
+        #: Inside a batch: each conversation's Lamport clock, read once, ticked here for
+        #: every envelope made or received, and written back once at its end.
+        self._clocks: dict[bytes, int] = {}
         self._handlers: dict[bytes, Callable[[bytes, Envelope, float], None]] = {
             env_mod.TEXT: self._on_text,
             env_mod.RECEIPT: self._on_receipt,
@@ -239,12 +244,24 @@ class Conversations:
             with self.store.transaction():
                 yield
                 self._acknowledge(now)  # signed receipts move the clock: in the batch
+                for peer, value in self._clocks.items():
+                    self.store.set_lamport(peer, value)
             held = self._held
         finally:
             self._held = None
             self._delivered.clear()
+            self._clocks.clear()
         self.stats["batches"] += 1
         self._events.extend(held)
+
+    def _tick(self, peer: bytes, seen: int | None) -> int:
+        """The next Lamport value of the conversation with ``peer`` (PROTOCOL.md "Order")."""
+        if self._held is None:  # outside a batch: straight to the store
+            return self.store.next_lamport(peer, seen)
+        local = self._clocks.get(peer)
+        value = env_mod.lamport_tick(self.store.lamport(peer) if local is None else local, seen)
+        self._clocks[peer] = value
+        return value
 
     def _queue(self, event: Event) -> None:
         if self._held is not None:
@@ -300,7 +317,7 @@ class Conversations:
             to,
             kind,
             body,
-            lamport=self.store.next_lamport(to, None),
+            lamport=self._tick(to, None),
             now=now,
         )
 
@@ -443,7 +460,7 @@ class Conversations:
             self.stats["refused"] += 1
             self._queue(Refused(peer, str(exc)))
             return
-        self.store.next_lamport(peer, envelope.lamport)  # advance our clock past theirs
+        self._tick(peer, envelope.lamport)  # advance our clock past theirs
         handler = self._handlers.get(envelope.type)
         if handler is None:
             self._queue(Unhandled(peer, envelope))

@@ -11,7 +11,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from btchat.messaging.envelope import MAX_INT, TEXT, Envelope, EnvelopeError, decode_text
+from btchat.messaging.envelope import (
+    MAX_INT,
+    TEXT,
+    Envelope,
+    EnvelopeError,
+    decode_text,
+    lamport_tick,
+)
 from btchat.messaging.outbox import Outbox
 from btchat.messaging.replay import ReplayIds
 from btchat.storage import Connection, StoreError, Table, id_chunks, placeholders
@@ -243,16 +250,23 @@ class Messages(Table):
     def next_lamport(self, peer: bytes, seen: int | None) -> int:
         """Tick the conversation's clock past ``seen`` (a received ``lc``) and return it.
 
-        Clamped at 2**53 - 1: a peer inflating its clock can make ties, never overflow.
+        Clamped at 2**53 - 1 (:func:`~btchat.messaging.envelope.lamport_tick`).
         """
+        with self.db.transaction():
+            value = lamport_tick(self.lamport(peer), seen)
+            self.set_lamport(peer, value)
+        return value
+
+    def lamport(self, peer: bytes) -> int:
+        """The conversation's clock as stored (0 before its first envelope)."""
+        rows = self.db.query("SELECT lamport FROM clocks WHERE peer = ?", (peer,))
+        return int(rows[0][0]) if rows else 0
+
+    def set_lamport(self, peer: bytes, value: int) -> None:
+        """Store the clock a batch advanced in memory (see ``Conversations.batch``)."""
         with self.db.transaction() as conn:
-            row = conn.execute("SELECT lamport FROM clocks WHERE peer = ?", (peer,)).fetchone()
-            local = row[0] if row else 0
-            observed = min(max(int(seen or 0), 0), MAX_INT)
-            value = min(max(local, observed) + 1, MAX_INT)
             conn.execute(
                 "INSERT INTO clocks (peer, lamport) VALUES (?, ?)"
                 " ON CONFLICT (peer) DO UPDATE SET lamport = excluded.lamport",
-                (peer, value),
+                (peer, min(max(int(value), 0), MAX_INT)),
             )
-        return value
