@@ -567,7 +567,8 @@ def _session_throughput_section(st: dict[str, Any]) -> list[str]:
         f"transaction ({st['commits_per_message_per_call']} commits per message), as "
         f"before group commit, measured in the same run. Store: {st['store']}. Latency "
         "is from the moment a text is due (A paced at the given rate) to B having it "
-        "stored (per call: from A starting to create it).",
+        "verified (and, persisted, stored), so a path that falls behind the pace shows "
+        "its queueing.",
         "",
         "| path | msgs/s | commits per message | paced at | achieved | latency p50 | p99 | max |",
         "|---|---|---|---|---|---|---|---|",

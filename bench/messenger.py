@@ -575,7 +575,9 @@ async def _small_messages(
                 delay = due - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
-            start = time.perf_counter()
+            # Latency counts from when the message was due (paced), so a sender that falls
+            # behind shows its queueing; unpaced, from when A starts on it.
+            start = t0 + sent / rate if rate is not None else time.perf_counter()
             env = E.create(
                 pair.id_a,
                 pair.dev_a.device_id,
