@@ -87,6 +87,8 @@ def lamport_tick(local: int, seen: int | None) -> int:
     clock can make ties, never overflow."""
     observed = min(max(int(seen or 0), 0), MAX_INT)
     return min(max(local, observed) + 1, MAX_INT)
+
+
 #: Bencode nesting we decode: envelope -> body -> list -> item, with room for new types.
 MAX_DEPTH = 8
 
