@@ -24,7 +24,7 @@ from btchat.discovery.lsd import (
 )
 from btchat.net.timer import CoreTimer
 
-__all__ = ["LsdService"]
+__all__ = ["LsdService", "multicast_socket"]
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class LsdService(asyncio.DatagramProtocol):
             min_interval=min_interval,
             dest=(group, lsd_port),
         )
-        sock = _multicast_socket(group, lsd_port, interface, ttl, loopback)
+        sock = multicast_socket(group, lsd_port, interface, ttl, loopback)
         service = cls(core, on_peer, group, lsd_port)
         try:
             await service.loop.create_datagram_endpoint(lambda: service, sock=sock)
@@ -185,10 +185,13 @@ class LsdService(asyncio.DatagramProtocol):
             self._timer.rearm()
 
 
-def _multicast_socket(
+def multicast_socket(
     group: str, lsd_port: int, interface: str, ttl: int, loopback: bool
 ) -> socket.socket:
-    """A UDP socket bound to group:lsd_port, joined on one interface, sending through it."""
+    """A UDP socket bound to group:lsd_port, joined on one interface, sending through it.
+
+    Shared by every listener on the BEP 14 group (channel LSD, the LAN rendezvous): on
+    Linux each such socket gets its own copy of every group datagram."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
     try:
         # Several processes on one host (another btchat, a BitTorrent client) share 6771.
