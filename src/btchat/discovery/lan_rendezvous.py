@@ -386,9 +386,6 @@ class LanRendezvous:
         if not _usable_source(src):
             self.stats["rx_bad_source"] += 1
             return
-        if not self._contact_limit.allow(contact, now):
-            self.stats["rx_contact_limited"] += 1
-            return
         secret = self._contacts[contact].secret
         try:
             port, certs = open_announcement(lan_key(secret, contact, self.me, epoch), data, contact)
@@ -402,6 +399,11 @@ class LanRendezvous:
         self._nonces[nonce] = None
         while len(self._nonces) > MAX_NONCES:
             self._nonces.popitem(last=False)
+        # Charged only for genuine, fresh announcements: the tag travels in clear, so a
+        # forger (or replayer) spending this contact's tokens would silence it.
+        if not self._contact_limit.allow(contact, now):
+            self.stats["rx_contact_limited"] += 1
+            return
         if not self._candidate_limit.allow(src, now):
             self.stats["rx_candidates_limited"] += 1
             return
