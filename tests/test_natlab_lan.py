@@ -25,6 +25,7 @@ from harness import until
 from natlab.lab import LAN_ADDRS, Lab, lab_or_skip
 
 from btchat.discovery.lan_service import LanConfig, LanService
+from btchat.discovery.lsd_service import multicast_interfaces
 from btchat.discovery.rendezvous import FixedDirectory
 from btchat.identity.keys import DeviceKey, Identity
 from btchat.net.transport import TcpDialer
@@ -77,6 +78,7 @@ async def test_two_peerings_without_a_dht_find_each_other_on_the_lan(lab: Lab) -
                 dialer=TcpDialer(timeout=2.0, make_socket=lambda ns=ns: _ns_socket(lab, ns)),  # type: ignore[misc]
             )
             with lab.inside(ns):
+                assert multicast_interfaces() == [ip]  # what "any interface" joins here
                 await peering.start()
             assert isinstance(peering.lan, LanService)
             peerings.append(peering)
@@ -145,7 +147,10 @@ async def test_two_daemons_on_a_lan_with_no_dht_chat_and_share_a_channel(
             wrap = ["ip", "netns", "exec", lab.ns(f"lan{i}")]
             # Bootstrap: a port on the host's own loopback where nothing listens.
             people[name] = await asyncio.to_thread(Person, name, tmp_path, env, "127.0.0.1:9", wrap)
-            await asyncio.to_thread(people[name].up, "--host", LAN_ADDRS[i], "--no-upnp")
+            # Alice as ``btchat up`` is by default (any interface: with no default route
+            # every LAN interface is joined), Bob on his LAN address.
+            host = "0.0.0.0" if name == "alice" else LAN_ADDRS[i]
+            await asyncio.to_thread(people[name].up, "--host", host, "--no-upnp")
         alice, bob = people["alice"], people["bob"]
         await cli(alice, "contact", "add", bob.id, "bob")
         await cli(bob, "contact", "add", alice.id, "alice")

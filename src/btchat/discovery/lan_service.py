@@ -20,7 +20,7 @@ from btchat.discovery.lan_rendezvous import (
     LanRendezvous,
 )
 from btchat.discovery.lsd import DEFAULT_TTL, LSD_GROUP_V4, LSD_PORT
-from btchat.discovery.lsd_service import multicast_socket
+from btchat.discovery.lsd_service import multicast_interfaces, multicast_socket
 from btchat.discovery.rendezvous import MAX_DEVICES, Candidate, Directory, Reacher
 from btchat.identity.keys import DeviceCertificate, Identity
 from btchat.net.timer import CoreTimer
@@ -43,7 +43,7 @@ class LanConfig:
     ttl: int = DEFAULT_TTL
 
 
-class LanService(asyncio.DatagramProtocol):
+class LanService:
     """Feeds the core, sends what it queues, and hands what it finds to the
     :class:`Reacher` (peering) as the DHT rendezvous does: the certificates heard are
     saved in the :class:`Directory` first, so a later dial (or the DHT-less restart)
@@ -63,7 +63,7 @@ class LanService(asyncio.DatagramProtocol):
         self.spawn = spawn
         self._reaching: set[bytes] = set()  # contacts being dialled from a LAN candidate
         self.loop = asyncio.get_running_loop()
-        self.transport: asyncio.DatagramTransport | None = None
+        self.transports: list[asyncio.DatagramTransport] = []  # one per interface
         # The core runs on wall time: its epochs are hours of the Unix clock.
         self._timer = CoreTimer(self.loop, core.get_timer, self._on_timer, clock=time.time)
         self.closed = False
@@ -90,15 +90,31 @@ class LanService(asyncio.DatagramProtocol):
             interval=config.interval,
             min_interval=config.min_interval,
         )
-        sock = multicast_socket(
-            config.group, config.port, config.interface, config.ttl, config.loopback
-        )
         service = cls(core, reacher, directory, spawn)
-        try:
-            await service.loop.create_datagram_endpoint(lambda: service, sock=sock)
-        except BaseException:
-            sock.close()
-            raise
+        # "Any interface": each LAN interface, as BEP 14 does, since a LAN with no
+        # internet often has no default route for the kernel to pick one by.
+        interfaces = [config.interface]
+        if config.interface == "0.0.0.0":
+            interfaces = multicast_interfaces() or interfaces
+        errors: list[str] = []
+        for interface in interfaces:
+            try:
+                sock = multicast_socket(
+                    config.group, config.port, interface, config.ttl, config.loopback
+                )
+            except OSError as exc:
+                errors.append(f"{interface}: {exc}")
+                continue
+            try:
+                await service.loop.create_datagram_endpoint(lambda: _Socket(service), sock=sock)
+            except BaseException:
+                sock.close()
+                service.close()
+                raise
+        if not service.transports:
+            raise OSError(f"cannot join {config.group} on any interface ({'; '.join(errors)})")
+        if errors:
+            log.info("LAN rendezvous not on every interface: %s", "; ".join(errors))
         return service
 
     @property
@@ -126,25 +142,21 @@ class LanService(asyncio.DatagramProtocol):
             return
         self.closed = True
         self._timer.cancel()
-        if self.transport is not None:
-            self.transport.close()
+        for transport in self.transports:
+            transport.close()
 
     # --------------------------------------------------------------------- I/O
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
+    def _connected(self, transport: asyncio.DatagramTransport) -> None:
+        self.transports.append(transport)
         self.refresh()
 
-    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+    def _received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         self.core.receive_datagram(data, (str(addr[0]), int(addr[1])), time.time())
         self._pump()
 
-    def error_received(self, exc: Exception) -> None:
-        self.stats["os_errors"] += 1  # no route, interface down: the next round retries
-        log.debug("LAN rendezvous socket error: %s", exc)
-
     def _on_timer(self) -> None:
-        if self.closed or self.transport is None:
+        if self.closed or not self.transports:
             return
         now = time.time()
         self.core.set_contacts(self.contacts(), now)
@@ -154,9 +166,9 @@ class LanService(asyncio.DatagramProtocol):
     def _pump(self) -> None:
         if self.closed:
             return
-        if self.transport is not None:
-            for data, dest in self.core.datagrams_to_send():
-                self.transport.sendto(data, dest)
+        for data, dest in self.core.datagrams_to_send():
+            for transport in self.transports:  # each interface's socket sends through it
+                transport.sendto(data, dest)
         while (peer := self.core.next_event()) is not None:
             try:
                 self._found(peer)
@@ -183,8 +195,26 @@ class LanService(asyncio.DatagramProtocol):
             self._reaching.discard(peer.contact)
 
     def _arm(self) -> None:
-        if not self.closed and self.transport is not None:
+        if not self.closed and self.transports:
             self._timer.rearm()
+
+
+class _Socket(asyncio.DatagramProtocol):
+    """One interface's multicast socket, feeding the one service."""
+
+    def __init__(self, service: LanService) -> None:
+        self.service = service
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # The selector loop's UDP transport does not subclass DatagramTransport.
+        self.service._connected(cast(asyncio.DatagramTransport, transport))
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        self.service._received(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        self.service.stats["os_errors"] += 1  # no route, interface down: next round retries
+        log.debug("LAN rendezvous socket error: %s", exc)
 
 
 def _save_certs(directory: Directory, contact: bytes, heard: Iterable[DeviceCertificate]) -> None:
