@@ -255,6 +255,18 @@ def test_schedule_interval_minimum_and_contact_changes() -> None:
     assert len(events(b.core)) == 1
 
 
+def test_many_contacts_are_announced_in_paced_bursts() -> None:
+    a = Person(7001)
+    n = lan.TX_BURST * 2 + 3
+    a.core.set_contacts([Identity.generate().public_key for _ in range(n)], T0)
+    sizes, now = [], T0
+    while (when := a.core.get_timer()) is not None and when < T0 + 10:
+        now = when
+        sizes.append(len(a.sent(now)))
+    assert sizes == [lan.TX_BURST, lan.TX_BURST, 3]
+    assert now == pytest.approx(T0 + 2 * lan.TX_PACE)
+
+
 def test_unusable_contact_keys_are_skipped_and_bad_arguments_refused() -> None:
     a = Person(7001)
     a.core.set_contacts([bytes(32), a.pk], T0)  # a small-order point; ourselves

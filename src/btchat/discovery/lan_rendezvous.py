@@ -95,6 +95,10 @@ _HEADER = len(MAGIC) + TAG_SIZE + NONCE_SIZE
 #: minimum (also after :meth:`LanRendezvous.announce_now` or hearing them).
 ANNOUNCE_INTERVAL = 60.0
 MIN_ANNOUNCE_INTERVAL = 5.0
+#: Contacts announced to per timer run, the rest a moment later: a node with hundreds
+#: of contacts does not put hundreds of datagrams on the LAN in one burst.
+TX_BURST = 32
+TX_PACE = 0.5
 #: Datagrams accepted per source IP (token bucket), checked before any crypto: a real
 #: peer sends one per contact per minute, so this only bounds a hostile host.
 RX_RATE = 5.0
@@ -341,9 +345,11 @@ class LanRendezvous:
 
     def handle_timer(self, now: float) -> None:
         self._refresh_table(now)
-        for pk, c in self._contacts.items():
-            if c.due > now + _EPSILON:
-                continue
+        due = sorted((c.due, pk) for pk, c in self._contacts.items() if c.due <= now + _EPSILON)
+        for _, pk in due[TX_BURST:]:
+            self._contacts[pk].due = now + TX_PACE
+        for _, pk in due[:TX_BURST]:
+            c = self._contacts[pk]
             c.last = now
             c.due = now + self.interval
             for epoch in announce_epochs(now):  # and the next one near its end
