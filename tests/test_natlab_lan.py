@@ -14,8 +14,6 @@ under CI.
 from __future__ import annotations
 
 import asyncio
-import socket
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,14 +21,11 @@ from typing import Any
 import pytest
 from harness import until
 from natlab.lab import LAN_ADDRS, Lab, lab_or_skip
+from natlab.lan import LanNode, start_lan_node
 
-from btchat.discovery.lan_service import LanConfig, LanService
+from btchat.discovery.lan_service import LanService
 from btchat.discovery.lsd_service import multicast_interfaces
-from btchat.discovery.rendezvous import FixedDirectory
-from btchat.identity.keys import DeviceKey, Identity
-from btchat.net.transport import TcpDialer
-from btchat.node.peering import Peering, PeeringConfig
-from btchat.session.core import SessionConfig
+from btchat.identity.keys import Identity
 
 pytestmark = pytest.mark.slow
 
@@ -41,71 +36,46 @@ def lab() -> Iterator[Lab]:
         yield built
 
 
-def _ns_socket(lab: Lab, ns: str) -> socket.socket:
-    with lab.inside(ns):
-        return socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-
-
 async def test_two_peerings_without_a_dht_find_each_other_on_the_lan(lab: Lab) -> None:
-    people = [Identity.generate() for _ in range(3)]
-    devices = [DeviceKey.generate() for _ in range(3)]
-    certs = [p.certify(d, int(time.time())) for p, d in zip(people, devices, strict=True)]
-    a, b, _ = (p.public_key for p in people)
-    contacts = [[b], [a], [b]]  # eve lists bob; bob does not list eve
-    directories = [FixedDirectory(c) for c in contacts]
-    up: list[list[bytes]] = [[], [], []]
-    data: list[list[bytes]] = [[], [], []]
-    peerings: list[Peering] = []
+    alice, bob, eve = (Identity.generate() for _ in range(3))
+    a, b = alice.public_key, bob.public_key
+    nodes: list[LanNode] = []
     try:
-        for i in (2, 0, 1):  # eve first: she hears what alice and bob announce
-            ns, ip = lab.ns(f"lan{i}"), LAN_ADDRS[i]
-            config = PeeringConfig(
-                host=ip,
-                dial_timeout=2.0,
-                session=SessionConfig(handshake_timeout=3.0),
-                lan=LanConfig(interface=ip, interval=2.0, min_interval=0.5),
-            )
-            peering = Peering(
-                people[i],
-                devices[i],
-                certs[i],
-                None,  # no DHT at all: the LAN is all there is
-                config,
-                contacts=directories[i],
-                on_established=up[i].append,
-                on_closed=lambda pk, reason: None,
-                on_data=lambda pk, dev, payload, i=i: data[i].append(payload),  # type: ignore[misc]
-                dialer=TcpDialer(timeout=2.0, make_socket=lambda ns=ns: _ns_socket(lab, ns)),  # type: ignore[misc]
-            )
-            with lab.inside(ns):
-                assert multicast_interfaces() == [ip]  # what "any interface" joins here
-                await peering.start()
-            assert isinstance(peering.lan, LanService)
-            peerings.append(peering)
-        pe, pa, pb = peerings
-        await until(lambda: b in up[0] and a in up[1], 20, "alice and bob in session")
+        # Eve first, so she hears what alice and bob announce; she lists bob, but bob
+        # does not list her.
+        for host, who, contacts in ((2, eve, [b]), (0, alice, [b]), (1, bob, [a])):
+            with lab.inside(lab.ns(f"lan{host}")):
+                assert multicast_interfaces() == [LAN_ADDRS[host]]  # "any interface" here
+            nodes.append(await start_lan_node(lab, host, who, contacts))
+            assert isinstance(nodes[-1].peering.lan, LanService)
+        ne, na, nb = nodes
+        await until(lambda: b in na.up and a in nb.up, 20, "alice and bob in session")
         # What the announcements taught whoever dialled: the other's certificate, kept
         # (the side dialled learns the dialler's in the handshake).
-        dialled = [p for p in (pa, pb) if p.lan is not None and p.lan.stats["reached"]]
+        dialled = [(n, o) for n, o in ((na, nb), (nb, na)) if _lan(n).stats["reached"]]
         assert dialled
-        for p in dialled:
-            i = (pa, pb).index(p)
-            assert directories[i].certs_of(contacts[i][0]) == [certs[1 - i]]
-        assert pa.send(b, b"hello over the LAN") and pb.send(a, b"and back")
-        await until(lambda: data[1] == [b"hello over the LAN"] and data[0] == [b"and back"], 10,
+        for n, other in dialled:
+            assert n.directory.certs_of(other.pk) == [other.cert]
+        assert na.peering.send(b, b"hello over the LAN") and nb.peering.send(a, b"and back")
+        await until(lambda: nb.data == [b"hello over the LAN"] and na.data == [b"and back"], 10,
                     "data both ways")  # fmt: skip
         # Connected: they stop announcing to each other.
-        await until(lambda: pa.lan is not None and b not in pa.lan.core.contacts, 5, "a quiet")
-        # Eve lists bob, but bob does not list eve: bob never answers her announcements,
-        # and she can read none of bob's (they are for alice): no session, no certificate.
+        await until(lambda: b not in _lan(na).core.contacts, 5, "alice quiet")
+        # Bob never answers eve, and she can read none of bob's announcements (they are
+        # for alice): no session, no certificate.
         await asyncio.sleep(2.5)
-        assert up[2] == [] and directories[2].certs_of(b) == []
-        assert pe.lan is not None and pe.lan.stats["rx_announcements"] == 0
-        assert pe.lan.stats["rx_unknown_tag"] >= 1  # she did hear alice and bob
-        assert pb.lan is not None and pb.lan.stats["rx_unknown_tag"] >= 1  # eve's
+        assert ne.up == {} and ne.directory.certs_of(b) == []
+        assert _lan(ne).stats["rx_announcements"] == 0
+        assert _lan(ne).stats["rx_unknown_tag"] >= 1  # she did hear alice and bob
+        assert _lan(nb).stats["rx_unknown_tag"] >= 1  # eve's, noise to bob
     finally:
-        for peering in peerings:
-            await peering.stop()
+        for n in nodes:
+            await n.peering.stop()
+
+
+def _lan(node: LanNode) -> LanService:
+    assert node.peering.lan is not None
+    return node.peering.lan
 
 
 async def test_two_daemons_on_a_lan_with_no_dht_chat_and_share_a_channel(
