@@ -14,6 +14,7 @@ under CI.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,8 @@ from natlab.lab import LAN_ADDRS, Lab, lab_or_skip
 from natlab.lan import LanNode, start_lan_node
 
 from btchat.discovery.lan_service import LanService
-from btchat.discovery.lsd_service import multicast_interfaces
+from btchat.discovery.lsd import LSD_GROUP_V4, LSD_PORT
+from btchat.discovery.lsd_service import multicast_interfaces, multicast_socket
 from btchat.identity.keys import Identity
 
 pytestmark = pytest.mark.slow
@@ -71,6 +73,49 @@ async def test_two_peerings_without_a_dht_find_each_other_on_the_lan(lab: Lab) -
     finally:
         for n in nodes:
             await n.peering.stop()
+
+
+async def test_a_replayed_announcement_only_costs_a_failed_dial(lab: Lab) -> None:
+    """Eve records Alice's announcement and, with Alice gone, multicasts it from her own
+    IP, where she listens on Alice's port without Alice's keys: Bob opens it (it is
+    genuine), dials Eve once, the IK handshake fails, and the same replay again is
+    dropped without a dial."""
+    alice, bob = Identity.generate(), Identity.generate()
+    with lab.inside(lab.ns("lan2")):
+        ear = multicast_socket(LSD_GROUP_V4, LSD_PORT, LAN_ADDRS[2], 1, False)
+    ear.settimeout(10)
+    na = await start_lan_node(lab, 0, alice, [bob.public_key])
+    try:
+        recorded, _ = await asyncio.to_thread(ear.recvfrom, 2048)
+    finally:
+        ear.close()
+        await na.peering.stop()
+    dialled: list[bytes] = []
+
+    async def impostor(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        dialled.append(await reader.read(4096))  # Bob's first handshake message
+        writer.write(bytes(96))  # no keys of Alice's: garbage is all she can answer
+        await writer.drain()
+        writer.close()
+
+    with lab.inside(lab.ns("lan2")):
+        server = await asyncio.start_server(impostor, LAN_ADDRS[2], na.peering.port)
+        mouth = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    mouth.bind((LAN_ADDRS[2], 0))
+    mouth.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(LAN_ADDRS[2]))
+    nb = await start_lan_node(lab, 1, bob, [alice.public_key])
+    try:
+        await asyncio.sleep(0.2)
+        mouth.sendto(recorded, (LSD_GROUP_V4, LSD_PORT))
+        await until(lambda: bool(dialled) and _lan(nb).stats["found"] == 1, 10, "bob dials eve")
+        await until(lambda: _lan(nb).stats["unreached"] == 1, 10, "the dial to fail")
+        mouth.sendto(recorded, (LSD_GROUP_V4, LSD_PORT))
+        await until(lambda: _lan(nb).stats["rx_replay"] == 1, 5, "the replay dropped")
+        assert nb.up == {} and _lan(nb).stats["reached"] == 0 and len(dialled) == 1
+    finally:
+        mouth.close()
+        server.close()
+        await nb.peering.stop()
 
 
 def _lan(node: LanNode) -> LanService:

@@ -189,8 +189,8 @@ class LanService:
     async def _reach(self, peer: LanPeer) -> None:
         try:
             candidates = [Candidate(peer.contact, c, peer.addr) for c in peer.certs]
-            if await self.reacher.reach(candidates):
-                self.stats["reached"] += 1
+            reached = await self.reacher.reach(candidates)
+            self.stats["reached" if reached else "unreached"] += 1
         finally:
             self._reaching.discard(peer.contact)
 
