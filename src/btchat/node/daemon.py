@@ -82,8 +82,8 @@ class DaemonConfig:
             if self.proxy is None:
                 raise ValueError("Tor mode needs a proxy (Tor's SOCKS port)")
             ways = self.channels
-            if ways.dht or ways.trackers or ways.lsd:
-                raise ValueError("Tor mode allows no DHT, tracker or LAN channel discovery")
+            if ways.dht or ways.trackers or ways.lsd or self.peering.lan is not None:
+                raise ValueError("Tor mode allows no DHT, tracker or LAN discovery")
 
     # Map our ports on the home gateway (UPnP-IGD). Off unless asked: a node built in a
     # test must not search the LAN; ``btchat up`` turns it on (Settings.upnp).

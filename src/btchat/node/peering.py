@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from btchat.discovery.lan_service import LanConfig, LanService
 from btchat.discovery.rendezvous import (
     DEVICES_SALT,
     Candidate,
@@ -87,6 +88,8 @@ class PeeringConfig:
     session: SessionConfig = field(default_factory=SessionConfig)
     #: Bounds on inbound connections (see :mod:`btchat.net.admission`).
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)
+    #: Contacts announced on the LAN too (no DHT needed); None: off (Tor mode, tests).
+    lan: LanConfig | None = None
 
     def rendezvous(self) -> RendezvousConfig:
         return RendezvousConfig(
@@ -159,6 +162,8 @@ class Peering:
         self.quic: QuicEndpoint | None = None
         self._quic_dialer: QuicDialer | None = None
         self._quic_listener: QuicListener | None = None
+        #: The LAN rendezvous (discovery/lan_service.py), when configured and started.
+        self.lan: LanService | None = None
         self.port = 0
         self.stats: dict[str, int] = {
             "dials": 0,
@@ -192,8 +197,18 @@ class Peering:
             self._quic_dialer = QuicDialer(self.quic, timeout=self.config.dial_timeout)
         if self.rendezvous is not None:
             self._spawn(self.rendezvous.run(self.port, self._spawn))
+        if self.config.lan is not None:
+            try:
+                self.lan = await LanService.start(
+                    self.identity, self.certificate, self.port, self.config.lan, self,
+                    self._contacts, self._spawn,
+                )  # fmt: skip
+            except OSError as exc:  # no multicast route, no such interface
+                log.warning("no LAN discovery of contacts: %s", exc)
 
     async def stop(self) -> None:
+        if self.lan is not None:
+            self.lan.close()
         if self._server is not None:
             self._server.close()
         if self._quic_listener is not None:
@@ -215,6 +230,8 @@ class Peering:
         """Look for contacts now (a contact was added, the network came back...)."""
         if self.rendezvous is not None:
             self.rendezvous.poke(contact)
+        if self.lan is not None:
+            self.lan.refresh(contact, announce=True)
 
     # ------------------------------------------------------------------ sessions
 
@@ -441,6 +458,8 @@ class Peering:
         first = not self.is_online(live.contact)
         self.sessions[live.peer] = live
         if first:
+            if self.lan is not None:
+                self.lan.refresh()  # stop announcing to it
             self._on_established(live.contact)
         elif current is not None:
             self._on_switched(live.contact)
