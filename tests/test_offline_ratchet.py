@@ -14,7 +14,7 @@ from btchat.codec.bencode import decode
 from btchat.identity.keys import Identity
 from btchat.messaging.store import Store
 from btchat.offline.ratchet import (
-    BUNDLE_ONE_TIME_KEYS,
+    FALLBACK_ROTATION_MS,
     Bundle,
     Ratchet,
     RatchetError,
@@ -82,7 +82,7 @@ def receive(me: Party, frm: Party, message: tuple[int, bytes], *, commit: bool =
 
 def start(alice: Party, bob: Party, text: bytes = b"hello") -> tuple[int, bytes]:
     """Alice starts a session from Bob's published bundle; Bob reads the first message."""
-    bundle = bob.ratchet.bundle()
+    bundle = bob.ratchet.bundle(NOW_MS)
     first = send(alice, bob, text, olm_key=bundle.olm_key, prekey=bundle.pick())
     assert first[0] == 0  # a pre-key message
     assert receive(bob, alice, first) == text
@@ -98,12 +98,11 @@ def refused(me: Party, frm: Party, message: tuple[int, bytes], code: str = "no_s
 # ---------------------------------------------------------------- starting sessions
 
 
-def test_session_from_a_bundle_one_time_key_both_ways(alice: Party, bob: Party) -> None:
-    bundle = bob.ratchet.bundle()
-    assert len(bundle.one_time) == BUNDLE_ONE_TIME_KEYS
-    assert bundle.fallback is not None and bundle.olm_key == bob.ratchet.olm_key
+def test_session_from_a_handed_one_time_key_both_ways(alice: Party, bob: Party) -> None:
+    olm_key, one_time = bob.ratchet.one_time_key()
+    assert olm_key == bob.ratchet.olm_key and len(one_time) == 32
     assert not alice.ratchet.has_session(bob.pk)
-    first = send(alice, bob, b"hi bob", olm_key=bundle.olm_key, prekey=bundle.one_time[3])
+    first = send(alice, bob, b"hi bob", olm_key=olm_key, prekey=one_time)
     assert alice.ratchet.has_session(bob.pk)
     assert receive(bob, alice, first) == b"hi bob"
     assert bob.ratchet.has_session(alice.pk)
@@ -121,50 +120,55 @@ def test_session_from_a_bundle_one_time_key_both_ways(alice: Party, bob: Party) 
     assert len(bob.state.session_pickles(alice.pk)) == 1
 
 
-def test_session_from_the_fallback_key_serves_several_senders(
-    alice: Party, bob: Party, carol: Party
+def test_the_bundle_carries_only_the_fallback_key(alice: Party, bob: Party) -> None:
+    bundle = bob.ratchet.bundle(NOW_MS)
+    assert bundle.one_time == () and bundle.fallback is not None
+    assert bundle.olm_key == bob.ratchet.olm_key and bundle.pick() == bundle.fallback
+    # A bundle of an older version with one-time keys: its fallback key is still chosen.
+    older = Bundle(bundle.olm_key, bundle.fallback, (os.urandom(32),) * 8)
+    assert older.pick() == bundle.fallback
+    assert Bundle(bundle.olm_key, None, (b"k" * 32,)).pick() == b"k" * 32
+
+
+def test_one_bundle_serves_several_senders_and_a_sender_that_lost_its_database(
+    tmp_path: Path, alice: Party, bob: Party, carol: Party
 ) -> None:
-    published = bob.ratchet.bundle()
-    fallback_only = Bundle(published.olm_key, published.fallback, ())
-    assert fallback_only.pick() == published.fallback
+    """The bug one-time keys in a public bundle had: two senders (or one sender starting
+    again from the same bundle) pick the same key and the second is undecryptable."""
+    bundle = bob.ratchet.bundle(NOW_MS)
     for sender, text in ((alice, b"from alice"), (carol, b"from carol")):
-        message = send(
-            sender, bob, text, olm_key=fallback_only.olm_key, prekey=fallback_only.pick()
-        )
+        message = send(sender, bob, text, olm_key=bundle.olm_key, prekey=bundle.pick())
         assert receive(bob, sender, message) == text
+    alice_again = open_party(tmp_path / "alice-new.db", alice.identity)
+    message = send(
+        alice_again, bob, b"after the loss", olm_key=bundle.olm_key, prekey=bundle.pick()
+    )
+    assert receive(bob, alice_again, message) == b"after the loss"
     assert bob.ratchet.has_session(alice.pk) and bob.ratchet.has_session(carol.pk)
 
 
-def test_every_bundle_has_a_fallback_and_the_previous_one_stays_valid(
+def test_the_fallback_key_rotates_daily_and_the_previous_one_stays_valid(
     alice: Party, bob: Party, carol: Party
 ) -> None:
-    first = bob.ratchet.bundle()
+    first = bob.ratchet.bundle(NOW_MS)
     bob.ratchet.one_time_key()  # marks everything unpublished as published
-    second = bob.ratchet.bundle()
-    third = bob.ratchet.bundle()
-    assert None not in (first.fallback, second.fallback, third.fallback)
+    assert bob.ratchet.bundle(NOW_MS + FALLBACK_ROTATION_MS - 1) == first  # republished
+    second = bob.ratchet.bundle(NOW_MS + FALLBACK_ROTATION_MS)
+    assert second.fallback not in (None, first.fallback)
+    message = send(alice, bob, b"previous", olm_key=first.olm_key, prekey=first.fallback)
+    assert receive(bob, alice, message) == b"previous"
+    third = bob.ratchet.bundle(NOW_MS + 2 * FALLBACK_ROTATION_MS)
     assert len({first.fallback, second.fallback, third.fallback}) == 3
-    for sender, bundle in ((alice, third), (carol, second)):
-        message = send(sender, bob, b"fb", olm_key=bundle.olm_key, prekey=bundle.fallback)
-        assert receive(bob, sender, message) == b"fb"
+    # Two rotations on, the first key is gone: its forward-secrecy window is closed.
+    refused(bob, carol, send(carol, bob, b"too old", olm_key=first.olm_key, prekey=first.fallback))
 
 
-def test_session_from_a_one_time_key_handed_over(alice: Party, bob: Party) -> None:
-    olm_key, one_time = bob.ratchet.one_time_key()
-    assert olm_key == bob.ratchet.olm_key and len(one_time) == 32
-    assert one_time not in bob.ratchet.bundle().one_time  # a new key, not a bundle's
-    alice.state.set_prekey(bob.pk, olm_key, one_time)
-    peer = alice.state.peer(bob.pk)
-    message = send(alice, bob, b"via session", olm_key=peer.olm_key, prekey=peer.prekey)
-    assert receive(bob, alice, message) == b"via session"
-
-
-def test_older_bundles_stay_valid_after_republishing(alice: Party, bob: Party) -> None:
-    old = bob.ratchet.bundle()
-    new = bob.ratchet.bundle()
-    assert not set(old.one_time) & set(new.one_time)
-    message = send(alice, bob, b"old key", olm_key=old.olm_key, prekey=old.one_time[0])
-    assert receive(bob, alice, message) == b"old key"
+def test_the_fallback_key_survives_a_restart(tmp_path: Path) -> None:
+    bob = open_party(tmp_path / "bob.db")
+    first = bob.ratchet.bundle(NOW_MS)
+    bob.store.close()
+    bob = open_party(tmp_path / "bob.db", bob.identity)
+    assert bob.ratchet.bundle(NOW_MS + 1000) == first
 
 
 def test_encrypt_without_session_or_prekey_is_refused(alice: Party, bob: Party) -> None:
@@ -224,7 +228,7 @@ def test_uncommitted_decryption_changes_nothing(tmp_path: Path, alice: Party) ->
 
 
 def test_out_of_order_within_a_chain(alice: Party, bob: Party) -> None:
-    bundle = bob.ratchet.bundle()
+    bundle = bob.ratchet.bundle(NOW_MS)
     pre = [send(alice, bob, b"p0", olm_key=bundle.olm_key, prekey=bundle.pick())]
     pre += [send(alice, bob, b"p%d" % i) for i in (1, 2)]
     assert [m[0] for m in pre] == [0, 0, 0]
@@ -259,16 +263,15 @@ def test_lost_state_is_no_session(tmp_path: Path, alice: Party, bob: Party) -> N
 def test_a_consumed_one_time_key_cannot_start_a_second_session(
     alice: Party, bob: Party, carol: Party
 ) -> None:
-    bundle = bob.ratchet.bundle()
-    key = bundle.one_time[0]
-    first = send(alice, bob, b"first user", olm_key=bundle.olm_key, prekey=key)
+    olm_key, key = bob.ratchet.one_time_key()  # handed to Alice; Carol got hold of it
+    first = send(alice, bob, b"first user", olm_key=olm_key, prekey=key)
     assert receive(bob, alice, first) == b"first user"
-    second = send(carol, bob, b"second user", olm_key=bundle.olm_key, prekey=key)
+    second = send(carol, bob, b"second user", olm_key=olm_key, prekey=key)
     refused(bob, carol, second)
     assert not bob.ratchet.has_session(carol.pk)
     # Alice's own fresh start with the used key fails too; her session still works.
     alice.state.drop_sessions(bob.pk)
-    again = send(alice, bob, b"restart", olm_key=bundle.olm_key, prekey=key)
+    again = send(alice, bob, b"restart", olm_key=olm_key, prekey=key)
     refused(bob, alice, again)
     bob_session = bob.state.session_pickles(alice.pk)
     assert len(bob_session) == 1
@@ -324,7 +327,7 @@ def test_pickles_persist_across_reopening(tmp_path: Path) -> None:
 
 
 def test_bundle_round_trip_and_size(bob: Party) -> None:
-    bundle = bob.ratchet.bundle()
+    bundle = bob.ratchet.bundle(NOW_MS)
     assert Bundle.decode(decode(bundle.encode())) == bundle
     assert len(bundle.encode()) < 1000
     no_fallback = Bundle(bundle.olm_key, None, bundle.one_time[:2])
@@ -383,7 +386,7 @@ def test_prekey_body_refuses_malformed(value: Any) -> None:
 
 
 def test_mangled_messages_raise_only_ratchet_error(alice: Party, bob: Party) -> None:
-    bundle = bob.ratchet.bundle()
+    bundle = bob.ratchet.bundle(NOW_MS)
     pre = send(alice, bob, b"p", olm_key=bundle.olm_key, prekey=bundle.pick())
     mangled: list[tuple[bytes, int, bytes]] = []
     for pos in range(0, len(pre[1]), 7):

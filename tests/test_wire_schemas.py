@@ -59,7 +59,7 @@ def test_packet_chunks_head_and_sealed_items(tmp_path: Path) -> None:
 
 def test_prekey_bundle(tmp_path: Path) -> None:
     with Store.open(tmp_path / "a.db", None) as store:
-        bundle = Ratchet(ALICE, MailboxState(store)).bundle()
+        bundle = Ratchet(ALICE, MailboxState(store)).bundle(0)
         check("prekey_bundle", decode(bundle.encode()))
         olm_key, one_time = Ratchet(ALICE, MailboxState(store)).one_time_key()
         check("prekey_body", {b"k": olm_key, b"o": one_time})

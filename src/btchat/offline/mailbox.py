@@ -573,5 +573,5 @@ class Mailbox:
 
     def bundle_item(self, now: float) -> bep44.MutableItem:
         """Our prekey bundle as a BEP 44 item under the identity key."""
-        value = self.ratchet.bundle().encode()
+        value = self.ratchet.bundle(int(now * 1000)).encode()
         return bep44.sign_mutable(self.identity.private_key, value, int(now * 1000), PREKEY_SALT)

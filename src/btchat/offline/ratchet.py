@@ -6,8 +6,16 @@ add only the binding to btchat identities (the Olm identity key and prekeys are 
 carried under a signature of the btchat identity key) and persistence.
 
 State each device keeps (all in the message database, pickled under a key derived
-from the identity seed): one Olm account (long-term Curve25519 key, unpublished and
-published one-time keys, a fallback key), and per contact the Olm sessions. Nothing is
+from the identity seed): one Olm account (long-term Curve25519 key, one-time keys, the
+current and previous fallback key), and per contact the Olm sessions.
+
+Which prekey a sender may use is decided by who else can see it. A one-time key is
+handed to one contact over a live session, so nobody else uses it. The DHT bundle is
+public: one-time keys there would be picked alike by two senders (or by one sender
+that lost its database, reading the same bundle again), and the second pre-key
+message would be undecryptable for good, with no server to hand keys out exactly
+once. So the bundle carries the fallback key, which any number of senders may use,
+rotated once a day (the previous one stays valid: at least a day, at most two). Nothing is
 cached in memory between calls: every operation unpickles, works, and returns the new
 pickles for the caller to commit in the same transaction as the packet it made or
 read, so the database can never hold a ratchet that is ahead of its messages.
@@ -32,7 +40,7 @@ from btchat.identity.keys import Identity
 from btchat.offline.state import MailboxState, RatchetPickles
 
 __all__ = [
-    "BUNDLE_ONE_TIME_KEYS",
+    "FALLBACK_ROTATION_MS",
     "PREKEY_SALT",
     "Bundle",
     "Ratchet",
@@ -42,8 +50,10 @@ __all__ = [
 
 #: BEP 44 salt of the prekey bundle published under the identity key.
 PREKEY_SALT = b"btchat/prekeys"
-#: One-time keys published in the DHT bundle (the rest of a 1000-byte item is headroom).
-BUNDLE_ONE_TIME_KEYS = 8
+#: How long the bundle's fallback key is the current one (it then stays valid as the
+#: previous one for as long again): the first message of a session started from the
+#: bundle is exposed to a stolen device for at most twice this.
+FALLBACK_ROTATION_MS = 86_400_000
 
 
 class RatchetError(PeerError):
@@ -87,12 +97,15 @@ class Bundle:
         return cls(key, fallback, keys)
 
     def pick(self) -> bytes:
-        """A prekey to start a session with: a random one-time key, else the fallback."""
+        """A prekey to start a session with: the fallback key, which every sender may use.
+
+        One-time keys of a bundle (published by versions before 1.3) are used only
+        when it has no fallback key: other senders may have picked the same one."""
+        if self.fallback is not None:
+            return self.fallback
         if self.one_time:
             return secrets.choice(self.one_time)
-        if self.fallback is None:
-            raise RatchetError("no_prekey", "the contact published no prekey")
-        return self.fallback
+        raise RatchetError("no_prekey", "the contact published no prekey")
 
 
 class Ratchet:
@@ -115,34 +128,30 @@ class Ratchet:
     def olm_key(self) -> bytes:
         return bytes(self._account().curve25519_key.to_bytes())
 
-    def _fresh_one_time_keys(self, account: vodozemac.Account, count: int) -> list[bytes]:
-        account.generate_one_time_keys(count)
-        keys = [bytes(k.to_bytes()) for k in account.one_time_keys.values()]
-        account.mark_keys_as_published()
-        return keys
-
-    def bundle(self) -> Bundle:
-        """A fresh bundle for the DHT: new one-time keys each time it is republished (old
-        ones stay valid in the account until used or pushed out by newer ones)."""
+    def bundle(self, now_ms: int) -> Bundle:
+        """Our bundle for the DHT: the fallback key, rotated every FALLBACK_ROTATION_MS."""
         account = self._account()
-        # vodozemac lists the fallback key only until it is marked published (by any
-        # earlier bundle or one_time_key()): rotate it then, so every bundle has one. The
-        # account keeps the previous fallback key valid too.
-        if not account.fallback_key:
-            account.generate_fallback_key()
-        fallback = [bytes(k.to_bytes()) for k in account.fallback_key.values()]
-        keys = self._fresh_one_time_keys(account, BUNDLE_ONE_TIME_KEYS)
-        self.state.save_account(account.pickle(self._key))
-        return Bundle(
-            bytes(account.curve25519_key.to_bytes()),
-            fallback[0] if fallback else None,
-            tuple(keys),
-        )
+        current = self.state.fallback()
+        if current is not None and now_ms - current[1] < FALLBACK_ROTATION_MS:
+            fallback = current[0]
+        else:
+            # vodozemac lists a fallback key only until it is marked published, then
+            # keeps it valid as the previous one once the next is generated.
+            if not account.fallback_key:
+                account.generate_fallback_key()
+            (key,) = account.fallback_key.values()
+            fallback = bytes(key.to_bytes())
+            account.mark_keys_as_published()
+            self.state.save_fallback(fallback, now_ms, account.pickle(self._key))
+        return Bundle(bytes(account.curve25519_key.to_bytes()), fallback, ())
 
     def one_time_key(self) -> tuple[bytes, bytes]:
         """(Olm identity key, a one-time key) to hand one contact over a live session."""
         account = self._account()
-        (key,) = self._fresh_one_time_keys(account, 1)
+        account.generate_one_time_keys(1)
+        (one_time,) = account.one_time_keys.values()
+        account.mark_keys_as_published()
+        key = bytes(one_time.to_bytes())
         self.state.save_account(account.pickle(self._key))
         return bytes(account.curve25519_key.to_bytes()), key
 

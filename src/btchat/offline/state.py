@@ -151,6 +151,7 @@ register_migrations("offline", MIGRATIONS)
 
 class MailboxState:
     ACCOUNT_KEY = "olm.account"
+    FALLBACK_KEY = "olm.fallback"
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -250,6 +251,22 @@ class MailboxState:
 
     def save_account(self, pickle: str) -> None:
         self.store.kv_set(self.ACCOUNT_KEY, pickle.encode())
+
+    def fallback(self) -> tuple[bytes, int] | None:
+        """(the fallback key our bundle carries, when it became current in ms)."""
+        value = self.store.kv_get(self.FALLBACK_KEY)
+        if value is None or len(value) != 40:
+            return None
+        return value[8:], int.from_bytes(value[:8], "big")
+
+    def save_fallback(self, key: bytes, since_ms: int, account_pickle: str) -> None:
+        """A new current fallback key, with the account that now counts it published."""
+        with self.store.transaction() as conn:
+            for k, v in (
+                (self.ACCOUNT_KEY, account_pickle.encode()),
+                (self.FALLBACK_KEY, since_ms.to_bytes(8, "big") + key),
+            ):
+                conn.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (k, v))
 
     def drop_sessions(self, peer: bytes) -> None:
         """Forget the ratchet with ``peer`` (a reset): the next packet starts a new one."""
