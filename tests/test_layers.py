@@ -76,6 +76,7 @@ CORE_MODULES = (
     "channels.link",
     "net.portmap",
     "net.tiebreak",
+    "net.relay_core",
 )
 #: What a core must not import: an event loop, threads, a clock, the network.
 FORBIDDEN_IN_CORES = ("asyncio", "threading", "selectors", "time", "aiohttp", "sqlite3")
