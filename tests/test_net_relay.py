@@ -212,3 +212,25 @@ async def test_garbage_on_a_substream_is_dropped_and_counted(trio: Trio) -> None
     assert t.c.peering.is_online(t.key(t.a))  # the session itself lives on
     assert t.a.peering.send(t.key(t.c), b"still here")
     await until(lambda: bool(t.c.data), 5, "carol still hears alice")
+
+
+async def test_a_circuit_ends_at_its_lifetime_and_when_the_target_leaves() -> None:
+    t = await _trio(RelayLimits(lifetime=0.5))
+    try:
+        a_key, b_key = t.key(t.a), t.key(t.b)
+        assert await t.via_relay()
+        await until(lambda: t.b.peering.is_online(a_key), 5, "bob sees alice")
+        # Carol's limit ends the circuit; both ends see the relayed session go.
+        await until(lambda: not t.a.peering.is_online(b_key), 5, "alice sees it end")
+        await until(lambda: not t.b.peering.is_online(a_key), 5, "bob sees it end")
+        assert len(t.c.peering.relay.core) == 0
+        # Again, and this time the target leaves: the circuit goes with it.
+        t.c.peering.relay.core.limits = RelayLimits()
+        assert await t.a.peering.connect_relayed(b_key, t.b.cert)
+        await until(lambda: len(t.c.peering.relay.core) == 1, 5, "a new circuit")
+        await t.b.peering.stop()
+        await until(lambda: not t.a.peering.is_online(b_key), 5, "alice sees bob leave")
+        await until(lambda: len(t.c.peering.relay.core) == 0, 5, "circuit closed at carol")
+    finally:
+        for n in (t.a, t.b, t.c):
+            await n.peering.stop()

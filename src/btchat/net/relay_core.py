@@ -239,7 +239,9 @@ class TokenBucket:
     def ready_at(self, n: int) -> float:
         """When ``n`` tokens (at most a burst) will be there."""
         need = min(n, self.burst) - self.tokens
-        return self.last if need <= 0 else self.last + need / self.rate
+        # One token of slack: at exactly ``need / rate`` float rounding may leave
+        # ``n - 1e-9`` tokens, and a timer that grants nothing would fire again at once.
+        return self.last if need <= 0 else self.last + (need + 1) / self.rate
 
 
 @dataclass(frozen=True)
