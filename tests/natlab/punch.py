@@ -5,8 +5,9 @@ pairs got a session, over what, and how fast.
 Each placement is one node (a ``DhtService`` and a ``Peering`` made inside its
 namespace with :meth:`Lab.inside`, all in this one asyncio loop); a node's contacts are
 its partners in the pairs, and the public host is a contact of every home (so it is a
-mutual contact of every pair, and relays the pairs that cannot punch). TCP dials open their sockets in the node's namespace too, so
-nothing leaves the lab. What NAT theory says each pair can do is :func:`expected`.
+mutual contact of every pair, and relays the pairs that cannot punch). TCP dials open
+their sockets in the node's namespace too, so nothing leaves the lab. What NAT theory says
+each pair can do is :func:`expected`.
 """
 
 from __future__ import annotations
