@@ -234,3 +234,17 @@ async def test_a_circuit_ends_at_its_lifetime_and_when_the_target_leaves() -> No
     finally:
         for n in (t.a, t.b, t.c):
             await n.peering.stop()
+
+
+async def test_a_relay_that_comes_online_later_is_tried_at_once(trio: Trio) -> None:
+    t = trio
+    a_key, b_key = t.key(t.a), t.key(t.b)
+    assert await t.b.peering.dial(t.key(t.c), t.c.cert, t.c.addr)
+    t.a_dialer.blocked.add(t.b.addr)
+    # No direct path and no relay yet: alice's reach fails ...
+    assert not await t.a.peering.reach([Candidate(b_key, t.b.cert, t.b.addr)])
+    # ... and when carol (who relays) comes online, alice tries her for bob at once.
+    assert await t.a.peering.dial(t.key(t.c), t.c.cert, t.c.addr)
+    await until(lambda: t.a.peering.is_online(b_key), 5, "alice reaches bob through carol")
+    await until(lambda: t.b.peering.is_online(a_key), 5, "bob sees alice")
+    assert t.a.peering.path(b_key) == [f"relay via {t.key(t.c).hex()[:16]}"]

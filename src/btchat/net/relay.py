@@ -278,8 +278,9 @@ class RelayService:
         """Every substream event of a live session ``conn`` with ``peer``."""
         self._peer_of[id(conn)] = peer
         if isinstance(event, StreamOpened):
-            if event.stream_id not in self._owned(conn):
-                self._owner[(id(conn), event.stream_id)] = HeaderReader()
+            # The peer's ids never collide with ours (parity); its first bytes are a
+            # header. At most max_streams (32) of these per session, by the stream layer.
+            self._owner[(id(conn), event.stream_id)] = HeaderReader()
             return
         if not isinstance(event, StreamData | StreamClosed | StreamReset | StreamWritable):
             return
@@ -338,9 +339,6 @@ class RelayService:
                 self._teardown(owner, "a hop's session ended")
             elif isinstance(owner, _Dial):
                 self._fail_dial(owner, ConnectionResetError("the relay's session ended"))
-
-    def _owned(self, conn: StreamConnection) -> set[int]:
-        return {sid for (cid, sid) in self._owner if cid == id(conn)}
 
     # ------------------------------------------------------------------ headers
 
@@ -560,7 +558,8 @@ class RelayService:
         try:
             await self._on_incoming(stream)
         finally:
-            stream.abort()
+            if not stream.is_closing():
+                stream.abort()  # not after a graceful close: FIN follows its last bytes
             self.core.incoming_done(stream.relay)
 
     def _stream_ended(self, stream: RelayStream) -> None:

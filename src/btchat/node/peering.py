@@ -65,7 +65,14 @@ from btchat.session.core import (
     SessionConfig,
     SessionFailed,
 )
-from btchat.stream.events import StreamClosed, StreamData, StreamOpened, StreamReset, StreamWritable
+from btchat.stream.events import (
+    StreamClosed,
+    StreamData,
+    StreamOpened,
+    StreamReset,
+    StreamsAvailable,
+    StreamWritable,
+)
 from btchat.stream.frames import CAPS_RELAY
 
 __all__ = [
@@ -187,6 +194,10 @@ class Peering:
             spawn=self._spawn,
             timeout=config.dial_timeout,
         )
+        #: Devices the last reach() found but could not reach, direct or relayed (at
+        #: most one entry per contact device).
+        self._unreached: dict[PeerKey, DeviceCertificate] = {}
+        self._sweeping = False
         self.stats: dict[str, int] = {
             "dials": 0,
             "accepted": 0,
@@ -312,8 +323,25 @@ class Peering:
             device = c.cert.device_id
             if (c.identity, device) not in self.sessions and device not in seen:
                 seen.add(device)
-                await self.connect_relayed(c.identity, c.cert)
+                if not await self.connect_relayed(c.identity, c.cert):
+                    # Tried again as soon as a relay comes online (_relay_arrived).
+                    self._unreached[(c.identity, device)] = c.cert
         return bool(contact) and self.is_online(contact)
+
+    def _relay_arrived(self, relay: bytes) -> None:
+        """A contact that relays is online: try it for the devices no dial reached."""
+        waiting = [(k, c) for k, c in self._unreached.items() if k[0] != relay]
+        if waiting and not self._sweeping:
+            self._sweeping = True
+            self._spawn(self._relay_sweep(waiting))
+
+    async def _relay_sweep(self, waiting: list[tuple[PeerKey, DeviceCertificate]]) -> None:
+        try:
+            for key, cert in waiting:
+                if key not in self.sessions and key[0] in self._contacts.reachable():
+                    await self.connect_relayed(key[0], cert)
+        finally:
+            self._sweeping = False
 
     def relays_for(self, contact: bytes) -> list[PeerKey]:
         """Live devices of other contacts that announced relaying, over direct sessions."""
@@ -467,6 +495,8 @@ class Peering:
         on_failed: Callable[[], None] | None = None,
     ) -> None:
         peer: list[PeerKey] = []  # set once the handshake has authenticated it
+        inner = stream.inner if isinstance(stream, WatchedStream) else stream
+        stream_relayed = isinstance(inner, RelayStream)
         conn_box: list[SessionConnection] = []
 
         def on_event(event: object) -> None:
@@ -494,6 +524,9 @@ class Peering:
             elif isinstance(event, _RELAY_EVENTS):
                 if peer:
                     self.relay.on_stream_event(peer[0], conn_box[0], event)
+            elif isinstance(event, StreamsAvailable):
+                if peer and relay_capable(conn_box[0]) and not stream_relayed:
+                    self._relay_arrived(peer[0][0])
             elif isinstance(event, SessionClosed | SessionFailed):
                 if isinstance(event, SessionFailed):
                     log.info("session failed: %s", event.reason)
@@ -539,6 +572,7 @@ class Peering:
             current.conn.close("duplicate session")
         first = not self.is_online(live.contact)
         self.sessions[live.peer] = live
+        self._unreached.pop(live.peer, None)
         if first:
             self._on_established(live.contact)
         elif current is not None:
