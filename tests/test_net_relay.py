@@ -155,27 +155,80 @@ async def test_refusal_codes_reach_the_asker(trio: Trio) -> None:
     assert info.value.status == Status.PEER_LIMIT
 
 
-async def test_a_tampering_relay_makes_the_inner_session_fail(trio: Trio) -> None:
+def _flip(pending: bytearray, stash: list[bytes]) -> bool:
+    pending[-1] ^= 0x01  # one bit of alice's next frame
+    return True
+
+
+def _drop(pending: bytearray, stash: list[bytes]) -> bool:
+    del pending[-5:]  # a few bytes never arrive (the next frame's then complete it)
+    return True
+
+
+def _swap(pending: bytearray, stash: list[bytes]) -> bool:
+    """Hold one batch back and deliver it after the next one (reordering)."""
+    if not stash:
+        stash.append(bytes(pending))
+        pending.clear()
+        return False
+    pending += stash.pop()
+    return True
+
+
+@pytest.mark.parametrize("tamper", [_flip, _drop, _swap], ids=["flip", "drop", "reorder"])
+async def test_a_tampering_relay_makes_the_inner_session_fail(
+    trio: Trio, tamper: Callable[[bytearray, list[bytes]], bool]
+) -> None:
     t = trio
     a_key, b_key = t.key(t.a), t.key(t.b)
     assert await t.via_relay()
     await until(lambda: t.b.peering.is_online(a_key), 5, "bob sees alice")
     service = t.c.peering.relay
     original: Callable[[_Splice, int], None] = service._push
-    flipped: list[int] = []
+    done: list[bool] = []
+    stash: list[bytes] = []
 
     def tampering_push(splice: _Splice, leg: int) -> None:
         pending = splice.pending[leg]
-        if leg == 0 and len(pending) > 20 and not flipped:
-            pending[-1] ^= 0x01  # one bit of alice's next frame
-            flipped.append(len(pending))
+        if leg == 0 and len(pending) > 20 and not done and tamper(pending, stash):
+            done.append(True)
         original(splice, leg)
 
     service._push = tampering_push  # type: ignore[method-assign]
-    assert t.a.peering.send(b_key, b"x" * 100)
+    for i in range(3):
+        t.a.peering.send(b_key, b"x" * (100 + i))  # False once the session has failed
+        await asyncio.sleep(0.05)  # separate batches at the relay
     await until(lambda: not t.b.peering.is_online(a_key), 5, "bob drops the session")
-    assert flipped and t.b.data == []  # nothing tampered was delivered
+    assert done
+    # Whatever bob took before the tampering was untouched; nothing after it arrived.
+    assert all(p == b"x" * (100 + i) for i, (_, _, p) in enumerate(t.b.data))
+    assert len(t.b.data) < 3
     await until(lambda: not t.a.peering.is_online(b_key), 5, "alice sees it end")
+
+
+async def test_a_contact_cannot_exhaust_the_relay(trio: Trio) -> None:
+    t = trio
+    for n in (t.a, t.b):
+        assert await n.peering.dial(t.key(t.c), t.c.cert, t.c.addr)
+    await until(lambda: len(t.c.peering.sessions) == 2, 5, "carol has both")
+    carol = (t.key(t.c), t.c.device.device_id)
+    bob = (t.key(t.b), t.b.device.device_id)
+    got = await asyncio.gather(
+        *(t.a.peering.relay.dial_via(carol, bob) for _ in range(7)), return_exceptions=True
+    )
+    streams = [g for g in got if not isinstance(g, BaseException)]
+    refused = [g for g in got if isinstance(g, RelayRefusedError)]
+    limits = RelayLimits()
+    assert len(streams) == limits.per_peer and len(refused) == 7 - limits.per_peer
+    assert all(r.status == Status.PEER_LIMIT for r in refused)
+    core = t.c.peering.relay.core
+    assert len(core) == limits.per_peer
+    # Circuits that carry no handshake are dropped by bob's admission (first-bytes
+    # deadline) or by alice giving up; either way carol's table empties.
+    for s in streams:
+        s.abort()
+    await until(lambda: len(core) == 0, 5, "carol's circuits are gone")
+    await until(lambda: not t.b.peering.relay.core._incoming, 5, "bob's count is released")
 
 
 async def test_a_direct_path_that_appears_later_replaces_the_relay(trio: Trio) -> None:
