@@ -311,7 +311,8 @@ class Peering:
             # passes our NAT while we are still dialling its other addresses.
             for c in candidates:
                 if not self._direct((c.identity, c.cert.device_id)):
-                    self.quic.punch(c.addr, lambda c=c: self.is_online(c.identity))
+                    # Until a direct session is up: a relayed one keeps punching going.
+                    self.quic.punch(c.addr, lambda c=c: self.connected(c.identity))
         for c in candidates:
             contact = c.identity
             if self._direct((c.identity, c.cert.device_id)) or c.addr in taken:
