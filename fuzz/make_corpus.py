@@ -95,6 +95,86 @@ def _quic() -> list[bytes]:
     return [initial, PUNCH, b"\x41" + b"\x07" * CID_LENGTH + b"\x00" * 40]
 
 
+def _handshakes() -> tuple[list[bytes], list[bytes]]:
+    """A real first message for a session responder (to the targets' fixed device) and
+    for a link responder, so the fuzzer starts inside Noise."""
+    from btchat.channels.link import Link
+    from btchat.session.core import Session
+    from fuzz.targets import _DEVICE
+
+    me = Identity.generate()
+    dev = DeviceKey.generate()
+    dialler = Session(
+        "initiator",
+        dev,
+        me.certify(dev, int(NOW)),
+        lambda *_: True,
+        remote_static=_DEVICE.public_key,
+        now=0.0,
+    )
+    link = Link(
+        "initiator",
+        identity=me,
+        channel_id=b"\x42" * 32,
+        psk=b"\x43" * 32,
+        authorize=lambda _identity: True,
+        now=0.0,
+    )
+    return [dialler.data_to_send()], [link.data_to_send()]
+
+
+def _stream_records() -> list[bytes]:
+    """``u8 length || plaintext`` runs: DATA, PING, an OPEN + SDATA + FIN, a CREDIT, CLOSE."""
+
+    def rec(plaintext: bytes) -> bytes:
+        return bytes([len(plaintext)]) + plaintext
+
+    sid = (1).to_bytes(4, "big")
+    return [
+        rec(b"\x00d1:ti1ee") + rec(b"\x01") + rec(b"\x04bye"),
+        rec(b"\x10" + sid + b"\x03") + rec(b"\x11" + sid + b"bulk") + rec(b"\x13" + sid),
+        rec(b"\x12" + (2).to_bytes(4, "big") + (4096).to_bytes(4, "big")) + rec(b"\x03"),
+    ]
+
+
+def _trackers() -> tuple[list[bytes], list[bytes]]:
+    import struct
+
+    http = [
+        encode({b"interval": 1800, b"peers": bytes([127, 0, 0, 1, 0x1A, 0xE1])}),
+        encode({b"failure reason": b"unregistered torrent"}),
+        encode({b"interval": 900, b"peers6": bytes(16) + b"\x1a\xe1", b"complete": 3}),
+    ]
+    udp = [
+        struct.pack(">IIQ", 0, 0x1234, 0x41727101980),
+        struct.pack(">IIIII", 1, 0x1234, 1800, 2, 5) + bytes([10, 0, 0, 1, 0x1A, 0xE1]),
+        struct.pack(">II", 3, 0x1234) + b"denied",
+        struct.pack(">II", 3, 0x1234),
+    ]
+    return http, udp
+
+
+def _lsd() -> list[bytes]:
+    from btchat.discovery.lsd import build_announce
+
+    return [build_announce([b"\x11" * 20], 6881, "other"), build_announce([b"\x22" * 20], 1, "x")]
+
+
+def _api_json() -> list[bytes]:
+    """A first byte choosing the model, then a body (``fuzz.targets._BODIES`` order)."""
+    from fuzz.targets import _BODIES
+
+    names = [m.__name__ for m in _BODIES]
+    bodies = {
+        "NewContact": b'{"ref": "btchat:abc", "name": "Bob"}',
+        "NewMessage": b'{"text": "hello"}',
+        "ContactPatch": b'{"name": "x", "verified": true, "retention_days": 3}',
+    }
+    return [bytes([names.index(n)]) + body for n, body in bodies.items() if n in names] + [
+        b"\x00" + b"[" * 40 + b"]" * 40
+    ]
+
+
 def seeds() -> dict[str, list[bytes]]:
     alice, bob = Identity.generate(), Identity.generate()
     device = DeviceKey.generate()
@@ -128,7 +208,16 @@ def seeds() -> dict[str, list[bytes]]:
         traffic_key=b"\x42" * 32,
     )
     krpc = [*_krpc(), _put()]
+    session_first, link_first = _handshakes()
+    http, udp = _trackers()
     return {
+        "session_handshake": session_first,
+        "link_handshake": link_first,
+        "stream_frames": _stream_records(),
+        "tracker_http": http,
+        "tracker_udp": udp,
+        "lsd": _lsd(),
+        "api_json": _api_json(),
         "bencode": [*krpc, encode([1, -2, b"x", {b"a": [b"", 0]}]), b"d1:bi2e1:ai1ee\n"],
         "krpc": krpc,
         "dht_node": krpc,

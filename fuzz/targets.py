@@ -14,17 +14,32 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from btchat.api.models import Body
 from btchat.channels.chatfile import ChatFile, ChatFileError
+from btchat.channels.link import Link
 from btchat.channels.members import MemberList, MemberListError
 from btchat.channels.messages import ChannelMessage, MessageError
 from btchat.codec.bencode import DecodeError, decode
+from btchat.codec.json_limits import JsonError, loads
 from btchat.dht.krpc import parse_message
 from btchat.dht.node import DhtNode, NodeConfig
+from btchat.discovery.lsd import LsdAnnouncer, LsdError, parse_announce
+from btchat.discovery.trackers.protocol import (
+    TrackerError,
+    parse_http_announce_response,
+    parse_udp_announce_response,
+    parse_udp_connect_response,
+)
+from btchat.errors import ApiError
 from btchat.identity.idtext import IdError, parse_contact_ref
-from btchat.identity.keys import CertificateError, DeviceCertificate
+from btchat.identity.keys import CertificateError, DeviceCertificate, DeviceKey, Identity
 from btchat.messaging.envelope import EnvelopeError, parse_envelope
 from btchat.net.quic import QuicEndpoint
 from btchat.offline.packet import OfflinePacket, PacketError
+from btchat.session.core import WIRE as SESSION_WIRE
+from btchat.session.core import Session
+from btchat.stream.core import CipherError, SecureStream, StreamConfig
+from btchat.stream.frames import TAGLEN, frame
 
 __all__ = ["TARGETS", "Target"]
 
@@ -140,3 +155,128 @@ def _channel_message(data: bytes) -> None:
 def _id_text(data: bytes) -> None:
     """IDs and links come pasted from anywhere: any text, any length."""
     parse_contact_ref(data.decode("utf-8", "replace"))
+
+
+# ------------------------------------------------------------ sessions and links
+
+_IDENTITY = Identity.from_seed(b"\x07" * 32)
+_DEVICE = DeviceKey.from_bytes(b"\x17" * 32, b"\x27" * 16)
+_CERT = _IDENTITY.certify(_DEVICE, 1_780_000_000)
+
+
+def _feed(core: SecureStream, data: bytes) -> None:
+    """Bytes as TCP might deliver them (in two reads), then whatever the core answers."""
+    cut = data[0] % (len(data) + 1) if data else 0
+    core.receive_data(data[:cut], 1.0)
+    core.receive_data(data[cut:], 1.0)
+    core.data_to_send()
+    while core.next_event() is not None:
+        pass
+
+
+@_target("session_handshake")
+def _session_handshake(data: bytes) -> None:
+    """What a stranger's first bytes do to a session responder: fail quietly, never raise."""
+    _feed(Session("responder", _DEVICE, _CERT, lambda *_: True, now=0.0), data)
+
+
+@_target("link_handshake")
+def _link_handshake(data: bytes) -> None:
+    """A channel link responder: the same for links (Noise XXpsk3 and the proofs)."""
+    core = Link(
+        "responder",
+        identity=_IDENTITY,
+        channel_id=b"\x42" * 32,
+        psk=b"\x43" * 32,
+        authorize=lambda _identity: True,
+        now=0.0,
+    )
+    _feed(core, data)
+
+
+class _PlainCipher:
+    """No encryption and a zero tag, so the fuzzer reaches the frame parser behind the
+    AEAD (a real tag it could never forge)."""
+
+    def encrypt(self, plaintext: bytes) -> bytes:
+        return plaintext + bytes(TAGLEN)
+
+    def decrypt(self, ciphertext: bytes) -> bytes:
+        if len(ciphertext) < TAGLEN or any(ciphertext[-TAGLEN:]):
+            raise CipherError("bad tag")
+        return ciphertext[:-TAGLEN]
+
+    def rekey_send(self) -> None:
+        pass
+
+    def rekey_receive(self) -> None:
+        pass
+
+
+class _Established(SecureStream):
+    """A session's stream layer after its handshake: frames, substreams, close."""
+
+    def __init__(self) -> None:
+        super().__init__("responder", SESSION_WIRE, StreamConfig(substreams=True), 0.0)
+        self._install_transport(_PlainCipher(), confirm=False)
+        self._establish(0.0)
+
+
+@_target("stream_frames")
+def _stream_frames(data: bytes) -> None:
+    """Decrypted frames from an authenticated peer (a contact can be hostile too): the
+    input is a run of ``u8 length || plaintext`` records, each sent as one frame."""
+    core = _Established()
+    core.receive_data(frame(b"\x00\x00btchat-caps\x00\x01" + bytes(TAGLEN)), 0.0)
+    pos = 0
+    while pos < len(data):
+        n = data[pos]
+        plaintext = data[pos + 1 : pos + 1 + n]
+        pos += 1 + n
+        core.receive_data(frame(plaintext + bytes(TAGLEN)), 1.0)
+    core.handle_timer(100.0)
+    core.data_to_send()
+    while core.next_event() is not None:
+        pass
+
+
+# ------------------------------------------------------------ discovery and the API
+
+
+@_target("tracker_http", TrackerError)
+def _tracker_http(data: bytes) -> None:
+    parse_http_announce_response(data)
+
+
+@_target("tracker_udp", TrackerError)
+def _tracker_udp(data: bytes) -> None:
+    """A UDP tracker's answer; its transaction id echoed, so the fuzzer gets past it."""
+    tid = int.from_bytes(data[4:8], "big") if len(data) >= 8 else 0
+    with contextlib.suppress(TrackerError):
+        parse_udp_connect_response(data, tid)
+    parse_udp_announce_response(data, tid, ipv6=bool(data[:1] and data[0] & 1))
+
+
+_LSD = LsdAnnouncer(6881, cookie="fuzz")
+_LSD.add(b"\x11" * 20, 0.0)
+
+
+@_target("lsd", LsdError)
+def _lsd(data: bytes) -> None:
+    """A multicast datagram from anyone on the LAN: the announcer drops or reports it."""
+    _LSD.receive_datagram(data, ("192.168.1.20", 6771), 1.0)
+    while _LSD.next_event() is not None:
+        pass
+    parse_announce(data)
+
+
+_BODIES = sorted(Body.__subclasses__(), key=lambda m: m.__name__)
+
+
+@_target("api_json", JsonError, ApiError)
+def _api_json(data: bytes) -> None:
+    """A local client's request body: bounded JSON, then a route's model (chosen by the
+    first byte) validates it; a 400 is the only way out."""
+    value = loads(data[1:])
+    if isinstance(value, dict) and data:
+        _BODIES[data[0] % len(_BODIES)].parse(value)

@@ -8,10 +8,11 @@ subfolder too).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -24,9 +25,11 @@ from btchat.net.transport import Dialer
 from btchat.node.peering import Peering, PeeringConfig
 from btchat.sansio import TimedCore, drain_events
 from btchat.session.core import SessionConfig
+from btchat.storage import Database, StoreError
 
 __all__ = [
     "ByteCore",
+    "FaultyDatabase",
     "PeerNode",
     "events",
     "in_ci",
@@ -172,3 +175,31 @@ def peer_node(
     device = DeviceKey.generate()
     cert = identity.certify(device, int(time.time()))
     return PeerNode(identity, device, cert, contacts, dialer, dht, relay or RelayLimits())
+
+
+class FaultyDatabase:
+    """A :class:`Database` whose write transactions fail with ``fault`` while it is set,
+    before anything is written, as SQLite does on a full disk; reads still work.
+
+    Swap it in with ``store.db = FaultyDatabase(store.db)``; ``refused`` counts attempts.
+    """
+
+    def __init__(self, inner: Database) -> None:
+        self.inner = inner
+        self.fault: type[StoreError] | None = None
+        self.refused = 0
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Any]:
+        if self.fault is not None:
+            self.refused += 1
+            raise self.fault("message database error: database or disk is full")
+        with self.inner.transaction() as conn:
+            yield conn
+
+    def write(self, sql: str, params: Any = ()) -> int:
+        with self.transaction() as conn:
+            return int(conn.execute(sql, tuple(params)).rowcount)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)

@@ -525,3 +525,100 @@ def test_every_signed_record_has_its_own_context() -> None:
     contexts = [k.CONTEXT for k in kinds]
     assert len(set(contexts)) == len(contexts)
     assert all(c.startswith(b"btchat ") and c.endswith(b" v1\x00") for c in contexts)
+
+
+# ------------------------------------------------------- 9. sessions and links
+
+
+def _frames(data: bytes) -> list[bytes]:
+    """Split a write into its Noise messages (u16be length prefixes)."""
+    out = []
+    while data:
+        n = int.from_bytes(data[:2], "big")
+        out.append(data[2 : 2 + n])
+        data = data[2 + n :]
+    return out
+
+
+def _raw_noise(name: str, initiator: bool, prologue: bytes, side: dict[str, str]) -> Any:
+    """A plain ``noiseprotocol`` connection, not btchat's wrapper: as another client would."""
+    from noise.connection import Keypair, NoiseConnection
+
+    conn = NoiseConnection.from_name(name.encode())
+    conn.set_as_initiator() if initiator else conn.set_as_responder()
+    conn.set_prologue(prologue)
+    conn.set_keypair_from_private_bytes(Keypair.STATIC, b(side["static_private"]))
+    conn.set_keypair_from_private_bytes(Keypair.EPHEMERAL, b(side["ephemeral_private"]))
+    return conn
+
+
+def _writes(vector: dict[str, Any], side: str) -> list[bytes]:
+    return [m for w in vector["wire"] if w["from"] == side for m in _frames(b(w["bytes"]))]
+
+
+@pytest.mark.filterwarnings("ignore:One of ephemeral keypairs is already set")
+def test_session_handshake_and_frames() -> None:
+    v = load("sessions")["vectors"]["session"]
+    init, resp = v["initiator"], v["responder"]
+    # Bob's side, replayed from the file with the bare Noise library.
+    bob = _raw_noise(v["protocol_name"], False, b(v["prologue"]), resp)
+    bob.start_handshake()
+    from_alice, from_bob = _writes(v, "initiator"), _writes(v, "responder")
+    assert bob.read_message(from_alice[0]) == b(init["certificate"])
+    assert bob.write_message(b(resp["certificate"])) == from_bob[0]
+    assert bob.get_handshake_hash().hex() == v["handshake_hash"]
+    assert [bob.decrypt(m) for m in from_alice[1:]] == [
+        b"\x01",
+        b"\x00" + b(v["payloads"]["text"]),
+        b"\x04" + v["payloads"]["close_reason"].encode(),
+    ]
+    assert [bob.encrypt(p) for p in (b"\x02", b"\x00" + b(v["payloads"]["receipt"]))] == (
+        from_bob[1:]
+    )
+    cert = DeviceCertificate.decode(b(init["certificate"]))
+    assert (
+        cert.identity.hex() == init["identity"] and cert.device_key.hex() == init["static_public"]
+    )
+    # btchat's responder refuses message 1 with one byte changed, silently.
+    from btchat.session.core import Session, SessionFailed
+
+    bob_device = make_vectors.BOB_DEVICE
+    core = Session(
+        "responder",
+        bob_device,
+        DeviceCertificate.decode(b(resp["certificate"])),
+        lambda *_: True,
+        now=v["now"],
+    )
+    wire = b(v["wire"][0]["bytes"])
+    core.receive_data(flipped(wire, 40), v["now"])
+    assert core.data_to_send() == b""
+    assert any(isinstance(e, SessionFailed) for e in iter(core.next_event, None))
+
+
+@pytest.mark.filterwarnings("ignore:One of ephemeral keypairs is already set")
+def test_link_handshake_proofs_and_frames() -> None:
+    from btchat.channels.link import PROOF_CONTEXT
+
+    v = load("sessions")["vectors"]["link"]
+    alice_writes, bob_writes = _writes(v, "initiator"), _writes(v, "responder")
+    bob = _raw_noise(v["protocol_name"], False, b(v["prologue"]), v["responder"])
+    bob.set_psks(psk=b(v["psk"]))
+    bob.start_handshake()
+    assert bob.read_message(alice_writes[0]) == b""
+    assert bob.write_message(b"") == bob_writes[0]
+    assert bob.read_message(alice_writes[1]) == b""
+    h = bob.get_handshake_hash()
+    assert h.hex() == v["handshake_hash"]
+    channel = b(v["channel_id"])
+    for proof, who, role in ((bob.decrypt(alice_writes[2]), "initiator", b"i"),
+                             (None, "responder", b"r")):  # fmt: skip
+        if proof is None:
+            bob_identity = Identity.from_seed(b(v["responder"]["identity_seed"]))
+            signature = bob_identity.sign(PROOF_CONTEXT + channel + role + h)
+            proof = bob_identity.public_key + signature
+            assert bob.encrypt(proof) == bob_writes[1]
+        assert proof[:32].hex() == v[who]["identity"]
+        assert verify_signature(proof[:32], proof[32:], PROOF_CONTEXT + channel + role + h)
+    assert bob.decrypt(alice_writes[3]) == b"\x00" + b(v["payload"])
+    assert bob.decrypt(alice_writes[4]) == b"\x03bye"  # links: CLOSE is 3 (no REKEY)

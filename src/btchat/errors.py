@@ -11,6 +11,9 @@ Three kinds of failure need three different answers, and the root says which:
 * :class:`EnvironmentFault`: the local machine let us down (the database cannot be
   opened, the key file is damaged, a tracker or the DHT is unreachable). The message
   reads well to a user; :class:`StorageError` and :class:`NetworkError` narrow it.
+  :class:`StorageFault` narrows storage errors to the machine's conditions that pass
+  (a full disk, an I/O error, a read-only mount): the node backs off and retries on
+  those instead of failing the operation for good.
 
 :class:`ApiError` is the one refusal the node hands its front ends as it is: a status
 (HTTP's numbers, which the API answers with), a stable code and a sentence. The node
@@ -27,10 +30,14 @@ from __future__ import annotations
 __all__ = [
     "ApiError",
     "BtchatError",
+    "DiskFull",
     "EnvironmentFault",
     "NetworkError",
     "PeerError",
+    "ReadOnlyStorage",
     "StorageError",
+    "StorageFault",
+    "StorageIOError",
     "UsageError",
 ]
 
@@ -56,6 +63,33 @@ class EnvironmentFault(BtchatError):
 
 class StorageError(EnvironmentFault):
     """A local file (database, key file, state file) cannot be read or written."""
+
+
+class StorageFault(StorageError):
+    """The machine cannot store right now (disk full, I/O error, read-only): it may pass.
+
+    ``condition`` names it in a few words for logs and ``status`` ("disk full").
+    """
+
+    condition = "storage unavailable"
+
+
+class DiskFull(StorageFault):
+    """No space left (SQLITE_FULL, ENOSPC, EDQUOT)."""
+
+    condition = "disk full"
+
+
+class StorageIOError(StorageFault):
+    """The disk failed a read or write (SQLITE_IOERR, EIO)."""
+
+    condition = "I/O error"
+
+
+class ReadOnlyStorage(StorageFault):
+    """The file or its file system refuses writes (SQLITE_READONLY, EROFS)."""
+
+    condition = "read-only"
 
 
 class NetworkError(EnvironmentFault):

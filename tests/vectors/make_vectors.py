@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,8 @@ from nacl.bindings import (
 
 from btchat.channels import keys as channel_keys
 from btchat.channels.chatfile import ChatFile
+from btchat.channels.link import PROTOCOL_NAME as LINK_PROTOCOL
+from btchat.channels.link import Link, link_prologue
 from btchat.channels.members import MemberList
 from btchat.channels.messages import CONTEXT as CHANNEL_MESSAGE_CONTEXT
 from btchat.channels.messages import ChannelMessage, seal_message
@@ -51,6 +54,9 @@ from btchat.node import requests
 from btchat.node.peering import DEVICES_SALT, encode_device_list
 from btchat.offline import packet
 from btchat.offline.ratchet import PREKEY_SALT, Bundle, pickle_key
+from btchat.session import core as session_core
+from btchat.session.noise_ik import PROTOCOL_NAME as SESSION_PROTOCOL
+from btchat.stream.core import SecureStream
 
 VECTOR_DIR = Path(__file__).resolve().parents[2] / "docs" / "vectors"
 FILE_VERSION = 1
@@ -990,6 +996,187 @@ def _private_message(channel: bytes) -> dict[str, Any]:
     }
 
 
+# ------------------------------------------------------------ 9. sessions and links
+
+#: Fixed ephemeral (and, for links, static) X25519 private keys: vectors only.
+SESSION_EPHEMERAL = {"initiator": bytes([0xE1]) * 32, "responder": bytes([0xE2]) * 32}
+LINK_STATIC = {"initiator": bytes([0x51]) * 32, "responder": bytes([0x52]) * 32}
+LINK_EPHEMERAL = {"initiator": bytes([0xE3]) * 32, "responder": bytes([0xE4]) * 32}
+
+
+def _wire_trace(
+    initiator: SecureStream, responder: SecureStream, steps: list[tuple[str, Any, str]]
+) -> list[dict[str, Any]]:
+    """Run two cores against each other; each step is (side, action) where action is
+    None (just flush), ("send", payload) or ("close", reason). Records every chunk of
+    bytes one side wrote, in order, and what the other side then wrote back at once."""
+    cores = {"initiator": initiator, "responder": responder}
+    trace: list[dict[str, Any]] = []
+
+    def flush(side: str, what: str) -> None:
+        data = cores[side].data_to_send()
+        if not data:
+            return
+        trace.append({"from": side, "what": what, "bytes": hx(data)})
+        other = "responder" if side == "initiator" else "initiator"
+        cores[other].receive_data(data, NOW)
+
+    for side, action, what in steps:
+        if action is not None and action[0] == "send":
+            cores[side].send(action[1], NOW)
+        elif action is not None and action[0] == "close":
+            cores[side].close(action[1], NOW)
+        flush(side, what)
+    return trace
+
+
+def _session_vector() -> dict[str, Any]:
+    alice_cert = ALICE.certify(ALICE_DEVICE, CREATED)
+    bob_cert = BOB.certify(BOB_DEVICE, CREATED)
+    text = bytes.fromhex(family_envelopes()["vectors"][0]["envelope"])
+    receipt = bytes.fromhex(family_envelopes()["vectors"][1]["envelope"])
+    initiator = session_core.Session(
+        "initiator",
+        ALICE_DEVICE,
+        alice_cert,
+        lambda identity, _cert: identity == BOB.public_key,
+        remote_static=BOB_DEVICE.public_key,
+        now=NOW,
+        ephemeral_private=SESSION_EPHEMERAL["initiator"],
+    )
+    responder = session_core.Session(
+        "responder",
+        BOB_DEVICE,
+        bob_cert,
+        lambda identity, _cert: identity == ALICE.public_key,
+        now=NOW,
+        ephemeral_private=SESSION_EPHEMERAL["responder"],
+    )
+    trace = _wire_trace(
+        initiator,
+        responder,
+        [
+            (
+                "initiator",
+                None,
+                "handshake message 1: -> e, es, s, ss; payload alice's certificate",
+            ),
+            ("responder", None, "handshake message 2: <- e, ee, se; payload bob's certificate"),
+            ("initiator", None, "transport 1 (initiator): PING, the key confirmation"),
+            ("responder", None, "transport 1 (responder): PONG"),
+            ("initiator", ("send", text), "DATA: alice's first text envelope"),
+            ("responder", ("send", receipt), "DATA: bob's delivered receipt"),
+            ("initiator", ("close", "bye"), "CLOSE, reason 'bye'"),
+        ],
+    )
+    assert initiator.handshake_hash == responder.handshake_hash is not None
+    return {
+        "protocol_name": SESSION_PROTOCOL.decode(),
+        "prologue": hx(session_core.PROLOGUE),
+        "now": NOW,
+        "initiator": {
+            "identity": hx(ALICE.public_key),
+            "static_private": hx(ALICE_DEVICE.private_bytes),
+            "static_public": hx(ALICE_DEVICE.public_key),
+            "ephemeral_private": hx(SESSION_EPHEMERAL["initiator"]),
+            "certificate": hx(alice_cert.encode()),
+        },
+        "responder": {
+            "identity": hx(BOB.public_key),
+            "static_private": hx(BOB_DEVICE.private_bytes),
+            "static_public": hx(BOB_DEVICE.public_key),
+            "ephemeral_private": hx(SESSION_EPHEMERAL["responder"]),
+            "certificate": hx(bob_cert.encode()),
+        },
+        "payloads": {"text": hx(text), "receipt": hx(receipt), "close_reason": "bye"},
+        "handshake_hash": hx(initiator.handshake_hash),
+        "wire": trace,
+    }
+
+
+def _link_vector() -> dict[str, Any]:
+    chat = ChatFile.create("Café", history=100, now=CREATED, secret=bytes(range(32)))
+    channel, psk = chat.keys.channel_id, chat.keys.proof_key
+    cores = {
+        role: Link(
+            role,
+            identity=who,
+            channel_id=channel,
+            psk=psk,
+            authorize=lambda identity: True,
+            now=NOW,
+            fixed_keys=(LINK_STATIC[role], LINK_EPHEMERAL[role]),
+        )
+        for role, who in (("initiator", ALICE), ("responder", BOB))
+    }
+    post = encode({b"hello": b"members"})
+    trace = _wire_trace(
+        cores["initiator"],
+        cores["responder"],
+        [
+            ("initiator", None, "handshake message 1: -> e (48 bytes; 50 with the length)"),
+            ("responder", None, "handshake message 2: <- e, ee, s, es"),
+            ("initiator", None, "handshake message 3: -> s, se, psk; then alice's proof"),
+            ("responder", None, "bob's proof"),
+            ("initiator", ("send", post), "DATA: one link payload"),
+            ("initiator", ("close", "bye"), "CLOSE, reason 'bye'"),
+        ],
+    )
+    return {
+        "protocol_name": LINK_PROTOCOL.decode(),
+        "channel_secret": hx(chat.secret),
+        "channel_id": hx(channel),
+        "psk": hx(psk),
+        "prologue": hx(link_prologue(channel)),
+        "now": NOW,
+        "initiator": {
+            "identity_seed": hx(ALICE.seed),
+            "identity": hx(ALICE.public_key),
+            "static_private": hx(LINK_STATIC["initiator"]),
+            "ephemeral_private": hx(LINK_EPHEMERAL["initiator"]),
+        },
+        "responder": {
+            "identity_seed": hx(BOB.seed),
+            "identity": hx(BOB.public_key),
+            "static_private": hx(LINK_STATIC["responder"]),
+            "ephemeral_private": hx(LINK_EPHEMERAL["responder"]),
+        },
+        "payload": hx(post),
+        "handshake_hash": hx(cores["initiator"].handshake_hash),
+        "wire": trace,
+    }
+
+
+def family_sessions() -> dict[str, Any]:
+    with warnings.catch_warnings():  # the library warns, rightly, of fixed ephemeral keys
+        warnings.filterwarnings("ignore", "One of ephemeral keypairs is already set")
+        session, link = _session_vector(), _link_vector()
+    return _file(
+        "A full 1:1 session (Noise IK) and a full channel link (Noise XXpsk3) with fixed "
+        "keys: every byte each side writes, from the first handshake message to CLOSE. "
+        "Ephemeral (and link static) keys are random in real use; fixing them makes the "
+        "bytes reproducible. Ed25519 signatures (certificates, link proofs) are "
+        "deterministic (RFC 8032).",
+        {
+            "protocol_name": "the Noise protocol name (Noise rev. 34 section 8)",
+            "prologue": "the Noise prologue bytes",
+            "static_private/ephemeral_private": "X25519 private keys (RFC 7748 scalars, as "
+            "Noise uses them)",
+            "certificate": "the device certificate each side sends as its handshake payload",
+            "handshake_hash": "Noise h after the last handshake message (64 bytes, BLAKE2b)",
+            "wire": "every write in order: who wrote it, what it is, and the bytes: frames of "
+            "u16be(length) || Noise message; transport plaintext is type (1 byte) || body "
+            "(sessions: 0 DATA, 1 PING, 2 PONG, 3 REKEY, 4 CLOSE; links: 0 DATA, 1 PING, "
+            "2 PONG, 3 CLOSE), nonces count from 0 per direction, associated data empty",
+            "link proof": "AEAD(identity:32 || Ed25519(identity, "
+            "'btchat channel link proof v1' 0x00 || channel_id || role ('i'/'r') || h)) "
+            "-- see PROTOCOL.md Links",
+        },
+        {"session": session, "link": link},
+        people=_people(),
+    )
+
+
 FAMILIES = {
     "ids": family_ids,
     "devices": family_devices,
@@ -999,6 +1186,7 @@ FAMILIES = {
     "requests": family_requests,
     "offline": family_offline,
     "channels": family_channels,
+    "sessions": family_sessions,
 }
 
 

@@ -384,6 +384,16 @@ class Status(Shape):
         False,
         description="Tor mode: no DHT, no UDP; every connection goes through the proxy.",
     )
+    storage: str = Field(
+        "ok",
+        description='"ok", or the storage condition and since when, e.g. "disk full since'
+        ' 2026-12-02T19:58:21Z": while it holds nothing that needs storing is acknowledged.',
+    )
+    storage_detail: dict[str, Any] | None = Field(
+        None,
+        description="Storage faults: where and why (while one holds), retry_in (seconds),"
+        " counters (faults, conditions, cleared, not_acknowledged).",
+    )
 
 
 class Identity(Shape):
@@ -491,6 +501,15 @@ class Channel(Shape):
     members_online: int | None = None
     links: int | None = None
     discovery: dict[str, Any] | None = None
+    counters: dict[str, int] | None = Field(
+        None,
+        description="What this member dropped or evicted and why: quota_author_messages,"
+        " quota_author_bytes, quota_author_presence, evicted_author, evicted_channel,"
+        " presence_evicted, presence_expired, not_stored (disk full), and traffic counts.",
+    )
+    stored: dict[str, int] | None = Field(
+        None, description="Messages and wire bytes stored for the channel (under its caps)."
+    )
 
 
 class ChannelList(Shape):

@@ -31,6 +31,7 @@ from btchat.api.routes import (
     ok,
     preload,
 )
+from btchat.storage.health import os_fault
 
 __all__ = ["ALL_ROUTES", "LOOPBACK_HOSTS", "MAX_BODY", "make_app", "preload", "start_api"]
 
@@ -148,7 +149,10 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status < 400:
             raise
         return _from_http_exception(exc)
-    except Exception:
+    except Exception as exc:
+        fault = os_fault(exc)
+        if fault is not None:  # a full disk is the machine's state, not our bug: no traceback
+            return error_response(507, "storage", f"cannot store it: {fault.condition} ({fault})")
         log.exception("API %s %s failed", request.method, request.path)
         return error_response(500, "internal", "internal error; see the daemon's log")
 

@@ -49,8 +49,10 @@ from btchat.channels.messages import (
     seal_message,
     text_of,
 )
+from btchat.channels.quota import AuthorWindows, ChannelQuota
 from btchat.channels.store import ChannelStore, StoredMessage
 from btchat.codec.bencode import DecodeError, decode, encode
+from btchat.errors import StorageFault
 from btchat.identity.keys import Identity
 
 __all__ = [
@@ -162,6 +164,7 @@ class ChannelEngine:
         *,
         listen_port: int,
         now: float,
+        quota: ChannelQuota | None = None,
     ) -> None:
         self.chat = chat
         self.identity = identity
@@ -172,6 +175,10 @@ class ChannelEngine:
         self.stats: Counter[str] = Counter()
         self.links: dict[bytes, _Link] = {}
         self.presence = _Presence()
+        #: What one member can make us store, relay and remember (:mod:`.quota`).
+        self.quota = quota if quota is not None else ChannelQuota()
+        self._windows = AuthorWindows(self.quota)
+        self._usage = list(store.usage(self.id))  # [messages, wire bytes] stored
         self._out: deque[Send] = deque()
         self._events: deque[Event] = deque()
         # Timers are jittered so members that started together do not all fire at once.
@@ -252,7 +259,7 @@ class ChannelEngine:
 
     def link_up(self, peer: bytes, remote_ip: str, now: float) -> None:
         self.links[peer] = _Link(addr=(remote_ip, 0))
-        self.presence.last_heard[peer] = now
+        self._heard(peer, now)
         hello: dict[bytes, Any] = {
             b"t": b"hello",
             b"port": self.listen_port,
@@ -310,7 +317,7 @@ class ChannelEngine:
             self.stats["malformed"] += 1
             log.warning("malformed channel payload from %s: %s", peer.hex()[:16], exc)
             return
-        self.presence.last_heard[peer] = now
+        self._heard(peer, now)
         kind = payload[b"t"]
         handler = {
             b"hello": self._on_hello,
@@ -325,6 +332,12 @@ class ChannelEngine:
             return
         try:
             handler(peer, payload, now)
+        except StorageFault as exc:
+            # A full disk: not stored, so not relayed either; anti-entropy and the next
+            # link's history sync bring it again once there is room. The record carries
+            # the fault so the daemon's log filter turns a flood of these into one line.
+            self.stats["not_stored"] += 1
+            log.warning("channel %s: %r not stored", self.id.hex()[:8], kind, exc_info=exc)
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
             self.stats["malformed"] += 1
             log.warning("bad %r from %s: %s", kind, peer.hex()[:16], exc)
@@ -416,17 +429,20 @@ class ChannelEngine:
             self.stats["refused_author"] += 1
             log.warning("channel message from a non-member %s refused", msg.author.hex()[:16])
             return False
-        self.presence.last_heard[msg.author] = now
         if msg.kind == PRESENCE:
             return self._on_presence(msg, wire, now, via)
         if self.store.has_message(self.id, msg.id):
             self.stats["duplicates"] += 1
             return False
+        if not self._admit(msg.author, len(wire), presence=False, now=now):
+            return False
+        self._heard(msg.author, now)
         text = self._read(msg)
         stored = self._stored(msg, wire, text)
         if not self.store.save_message(stored, int(now * 1000)):
             self.stats["duplicates"] += 1
             return False
+        self._account(msg.author, len(wire))
         self._recent.clear()
         self.store.next_lamport(self.id, msg.lamport)
         self.stats["received"] += 1
@@ -434,6 +450,71 @@ class ChannelEngine:
             self._events.append(Shown(stored))
         self._relay(msg, wire, via)
         return True
+
+    # -------------------------------------------------------------- quotas
+
+    def _admit(self, author: bytes, size: int, *, presence: bool, now: float) -> bool:
+        """Within the author's window? Refused ones are counted (and logged once)."""
+        why = self._windows.admit(author, size, presence=presence, now=now)
+        if why is None:
+            return True
+        self.stats[f"quota_author_{why}"] += 1
+        if self._windows.first_refusal(author):
+            log.warning(
+                "channel %s: %s is over its %s quota; its messages are dropped for now",
+                self.id.hex()[:8],
+                author.hex()[:16],
+                why,
+            )
+        return False
+
+    def _account(self, author: bytes, size: int) -> None:
+        """A message was stored: evict the oldest past the author's and the channel's caps."""
+        q = self.quota
+        self._usage[0] += 1
+        self._usage[1] += size
+        over = self.store.author_count(self.id, author) - q.author_stored
+        if over > 0:
+            n, freed = self.store.evict_oldest(self.id, count=over, author=author)
+            self._usage[0] -= n
+            self._usage[1] -= freed
+            self.stats["evicted_author"] += n
+        over_n, over_b = self._usage[0] - q.channel_messages, self._usage[1] - q.channel_bytes
+        if over_n > 0 or over_b > 0:
+            n, freed = self.store.evict_oldest(self.id, count=max(over_n, 0), size=max(over_b, 0))
+            self._usage[0] -= n
+            self._usage[1] -= freed
+            self.stats["evicted_channel"] += n
+
+    def stored_usage(self) -> tuple[int, int]:
+        """Messages and wire bytes stored for this channel (kept under the caps)."""
+        return self._usage[0], self._usage[1]
+
+    def _heard(self, member: bytes, now: float) -> None:
+        """Note news of ``member``; the table is bounded (expired, then longest silent)."""
+        heard = self.presence.last_heard
+        if member not in heard and len(heard) >= self.quota.presence_entries:
+            self._expire_presence(now)
+            if len(heard) >= self.quota.presence_entries:
+                unlinked = (k for k in heard if k not in self.links)
+                victim = min(unlinked, key=heard.__getitem__, default=None)
+                if victim is None:
+                    self.stats["presence_refused"] += 1
+                    return
+                self._forget(victim)
+                self.stats["presence_evicted"] += 1
+        heard[member] = now
+
+    def _forget(self, member: bytes) -> None:
+        self.presence.last_heard.pop(member, None)
+        self.presence.status.pop(member, None)
+
+    def _expire_presence(self, now: float) -> None:
+        horizon = now - self.quota.presence_expiry
+        for key, when in list(self.presence.last_heard.items()):
+            if when < horizon and key not in self.links:
+                self._forget(key)
+                self.stats["presence_expired"] += 1
 
     def _stored(self, msg: ChannelMessage, wire: bytes, text: str | None) -> StoredMessage:
         return StoredMessage(
@@ -469,6 +550,8 @@ class ChannelEngine:
     def _on_presence(self, msg: ChannelMessage, wire: bytes, now: float, via: bytes | None) -> bool:
         if msg.id in self._seen_presence:
             return False
+        if not self._admit(msg.author, len(wire), presence=True, now=now):
+            return False
         if len(self._seen_presence) > 10_000:
             self._seen_presence.clear()
         self._seen_presence.add(msg.id)
@@ -477,10 +560,12 @@ class ChannelEngine:
             body = open_content(msg, self.identity, self._traffic_key(msg.generation))
         status = body.get(b"s") if body else None
         if status == OFFLINE:  # leaving or shutting down: not "online" for minutes more
-            self.presence.last_heard.pop(msg.author, None)
-            self.presence.status.pop(msg.author, None)
-        elif type(status) is bytes and len(status) <= 16:
-            self.presence.status[msg.author] = status.decode("ascii", "replace")
+            self._forget(msg.author)
+        else:
+            self._heard(msg.author, now)
+            known = msg.author in self.presence.last_heard  # not if the table refused it
+            if known and type(status) is bytes and len(status) <= 16:
+                self.presence.status[msg.author] = status.decode("ascii", "replace")
         self._relay(msg, wire, via)
         return True
 
@@ -614,7 +699,8 @@ class ChannelEngine:
         )
         wire = msg.encode()
         stored = self._stored(msg, wire, text)
-        self.store.save_message(stored, int(now * 1000))  # persist, then send
+        if self.store.save_message(stored, int(now * 1000)):  # persist, then send
+            self._account(self.me, len(wire))
         self._recent.clear()
         for peer in self.links:
             self._send(peer, {b"t": b"msg", b"m": wire})
@@ -649,6 +735,7 @@ class ChannelEngine:
         if now >= self._next_presence:
             self._next_presence = now + PRESENCE_INTERVAL * self._rng.uniform(0.8, 1.2)
             self._announce_presence(b"online", now)
+            self._expire_presence(now)
         if now >= self._next_entropy:
             self._next_entropy = now + ANTI_ENTROPY_INTERVAL * self._rng.uniform(0.8, 1.2)
             ids = [m.id for m in self._recent_messages(ANTI_ENTROPY_IDS)]

@@ -245,6 +245,7 @@ class Link(SecureStream):
         authorize: Authorize,
         now: float,
         config: StreamConfig = LinkConfig(),  # frozen, so one shared default is safe
+        fixed_keys: tuple[bytes, bytes] | None = None,
     ) -> None:
         if role not in ROLES:
             raise ValueError(f"role must be 'initiator' or 'responder', not {role!r}")
@@ -260,8 +261,15 @@ class Link(SecureStream):
         self._authorize = authorize
         initiator = role == "initiator"
         self._peer_role: Role = "responder" if initiator else "initiator"
+        # ``fixed_keys`` (static, ephemeral private keys) only for the published test
+        # vectors (docs/vectors/sessions.json); a real link gets fresh keys.
+        static, ephemeral = fixed_keys if fixed_keys is not None else (None, None)
         self._noise: XXpsk3Handshake | None = XXpsk3Handshake(
-            initiator=initiator, psk=bytes(psk), prologue=link_prologue(self.channel_id)
+            initiator=initiator,
+            psk=bytes(psk),
+            prologue=link_prologue(self.channel_id),
+            static_private=static,
+            ephemeral_private=ephemeral,
         )
         self._step = 0  # index of the next handshake message, sent or received
         self._proving = False  # Split() done; waiting for the peer's proof

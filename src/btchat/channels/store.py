@@ -109,6 +109,12 @@ _SCHEMA = (
 #: Ordered steps of the channel tables; append only, never edit a released one.
 MIGRATIONS = (
     sql_step(_SCHEMA),  # 1: joined channels, their keys, grants and messages
+    sql_step(  # 2: arrival order per channel and per author, for quotas' eviction
+        (
+            "CREATE INDEX channel_messages_arrival ON channel_messages (channel, seq)",
+            "CREATE INDEX channel_messages_author ON channel_messages (channel, author, seq)",
+        )
+    ),
 )
 register_migrations("channels", MIGRATIONS)
 
@@ -262,6 +268,52 @@ class ChannelStore:
             (channel,),
         )
         return [_msg(r) for r in rows]
+
+    def usage(self, channel: bytes) -> tuple[int, int]:
+        """Messages stored for ``channel`` and their wire bytes (read once, at start)."""
+        ((count, size),) = self.store.query(
+            "SELECT count(*), coalesce(sum(length(wire)), 0) FROM channel_messages"
+            " WHERE channel = ?",
+            (channel,),
+        )
+        return int(count), int(size)
+
+    def author_count(self, channel: bytes, author: bytes) -> int:
+        ((count,),) = self.store.query(
+            "SELECT count(*) FROM channel_messages WHERE channel = ? AND author = ?",
+            (channel, author),
+        )
+        return int(count)
+
+    def evict_oldest(
+        self, channel: bytes, *, count: int, size: int = 0, author: bytes | None = None
+    ) -> tuple[int, int]:
+        """Delete the earliest-arrived messages (of ``author``, if given) until at least
+        ``count`` messages and ``size`` bytes are gone; returns what was removed."""
+        where = "channel = ?" + (" AND author = ?" if author is not None else "")
+        params: tuple[bytes, ...] = (channel,) if author is None else (channel, author)
+        removed, freed = 0, 0
+        with self.store.transaction() as conn:
+            while removed < count or freed < size:
+                rows = conn.execute(
+                    f"SELECT seq, length(wire) FROM channel_messages WHERE {where}"
+                    " ORDER BY seq LIMIT 500",
+                    params,
+                ).fetchall()
+                if not rows:
+                    break
+                doomed = []
+                for seq, length in rows:
+                    if removed >= count and freed >= size:
+                        break
+                    doomed.append(seq)
+                    removed += 1
+                    freed += int(length)
+                conn.execute(
+                    f"DELETE FROM channel_messages WHERE seq IN ({', '.join('?' * len(doomed))})",
+                    doomed,
+                )
+        return removed, freed
 
     def set_text(self, channel: bytes, msg_id: bytes, text: str) -> None:
         with self.store.transaction() as conn:

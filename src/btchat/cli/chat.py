@@ -512,7 +512,8 @@ async def cmd_status(args: argparse.Namespace) -> None:
         args,
         s,
         f"{s['id']}\n{dht_line}; contacts online: {s['contacts_online']}/{s['contacts']}"
-        + ("" if s.get("tor") else "\n" + network_text(s)),
+        + ("" if s.get("tor") else "\n" + network_text(s))
+        + ("" if s.get("storage", "ok") == "ok" else f"\nSTORAGE: {s['storage']}"),
     )
 
 

@@ -14,7 +14,9 @@ from btchat import __version__
 from btchat.cli import chat, dht
 from btchat.cli.base import UserError
 from btchat.cli.terminal import terminal_safe
+from btchat.errors import StorageFault
 from btchat.net.dht_service import DhtError
+from btchat.storage.health import os_fault
 
 __all__ = ["build_parser", "main"]
 
@@ -63,4 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except (OSError, StorageFault) as exc:
+        fault = os_fault(exc)
+        if fault is None:
+            raise
+        # A full disk is the machine's state: say so in a line, not a traceback.
+        print(terminal_safe(f"btchat: cannot write: {fault.condition} ({exc})"), file=sys.stderr)
+        return 1
     return 0

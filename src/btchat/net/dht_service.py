@@ -196,7 +196,10 @@ class DhtService(asyncio.DatagramProtocol):
     async def _save_loop(self) -> None:
         while True:
             await asyncio.sleep(SAVE_INTERVAL)
-            self.save_state()
+            try:
+                self.save_state()
+            except OSError as exc:  # a full disk: the old state stays; try next time
+                log.warning("DHT state not saved: %s", exc, exc_info=exc)
 
     # --------------------------------------------------------------------- I/O
 

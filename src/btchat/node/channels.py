@@ -129,6 +129,11 @@ class ChannelManager:
             "members_online": sum(1 for m in members if m["online"]),
             "links": len(service.links),
             "discovery": dict(service.stats),
+            # Drops and evictions (quota_author_*, evicted_*, presence_*, not_stored...).
+            "counters": dict(engine.stats) if engine else {},
+            "stored": dict(zip(("messages", "bytes"), engine.stored_usage(), strict=True))
+            if engine
+            else None,
         }
 
     # ------------------------------------------------------------------ API

@@ -18,6 +18,7 @@ from typing import Any
 
 from btchat.codec.bencode import encode
 from btchat.dht import bep44
+from btchat.errors import StorageFault
 from btchat.identity.idtext import format_id
 from btchat.identity.keys import DeviceCertificate, Identity
 from btchat.messaging.store import Store
@@ -183,7 +184,12 @@ class ContactRequests:
         rounds = 0
         while True:
             await joined.wait()
-            await self.poll_once(dht, time.time(), yesterday=rounds % 5 == 0, on_rotate=on_rotate)
+            try:
+                await self.poll_once(
+                    dht, time.time(), yesterday=rounds % 5 == 0, on_rotate=on_rotate
+                )
+            except StorageFault as exc:  # a full disk: the slots are read again next round
+                log.warning("contact requests not stored: %s", exc, exc_info=exc)
             rounds += 1
             await asyncio.sleep(every)
 

@@ -11,7 +11,6 @@ protocol logic lives in those parts; what is left here is who talks to whom.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import os
@@ -23,23 +22,21 @@ from typing import Any
 
 from btchat import __version__
 from btchat.channels.service import ChannelConfig
-from btchat.errors import ApiError
+from btchat.errors import ApiError, StorageFault
 from btchat.identity.idtext import format_id, format_uri
-from btchat.identity.keys import DeviceCertificate
 from btchat.identity.keystore import LoadedKeys
-from btchat.identity.safety import safety_number
 from btchat.messaging import conversation as conv
 from btchat.messaging.contacts import ContactChange
 from btchat.messaging.conversation import Conversations
 from btchat.messaging.store import Store
-from btchat.net.dht_service import DhtError, DhtService
+from btchat.net.dht_service import DhtService
 from btchat.net.portmap import PortMapper, PortMapState
 from btchat.net.proxy import ProxyDialer, ProxyUrl
 from btchat.net.transport import Dialer, TcpDialer
 from btchat.net.upnp import UpnpPortMapper
 from btchat.node.channels import ChannelManager
 from btchat.node.chat import Chat
-from btchat.node.config import parse_ip_port
+from btchat.node.contact_manager import ContactManager
 from btchat.node.contact_requests import ContactRequests
 from btchat.node.contacts import ContactBook
 from btchat.node.events import EventHub
@@ -48,8 +45,9 @@ from btchat.node.offline import OfflineDelivery
 from btchat.node.peering import Peering, PeeringConfig
 from btchat.node.profile import Profiles
 from btchat.node.requests import REQUEST_POW_BITS
+from btchat.node.storage_guard import StorageGuard, probe_store
 from btchat.node.tasks import TaskOwner
-from btchat.offline.mailbox import MAX_RETENTION, MIN_RETENTION, MailboxConfig
+from btchat.offline.mailbox import MailboxConfig
 
 __all__ = ["Daemon", "DaemonConfig"]
 
@@ -96,10 +94,6 @@ def _hostport(addr: tuple[str, int] | None) -> str | None:
     return None if addr is None else f"{addr[0]}:{addr[1]}"
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 class Daemon:
     """Implements :class:`btchat.api.facade.Messenger` on top of the real components."""
 
@@ -129,8 +123,24 @@ class Daemon:
             pow_bits=config.request_pow_bits,
             emit=self._emit,
         )
+        self.contact_manager = ContactManager(
+            self.contacts,
+            store,
+            self.profiles,
+            self.requests,
+            emit=self._emit,
+            spawn=self._spawn,
+            dialer=self.dialer,
+            mailbox=config.mailbox,
+        )
         self.conversations = Conversations(keys.identity, keys.device.device_id, store)
         self.chat = Chat(self.conversations, store, send=self._transmit, emit=self._emit)
+        #: A full (failing, read-only) disk: one log line, a status, no acks, back-off.
+        self.guard = StorageGuard(
+            probe=probe_store(store),
+            reconnect=lambda pk, why: self.peering.drop(pk, why) if self.peering else None,
+        )
+        self.storage = self.guard.health
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -151,13 +161,15 @@ class Daemon:
             self.dht,
             self.config.peering,
             contacts=self.contacts,
-            on_established=self._on_established,
-            on_closed=self._on_closed,
-            on_data=self._on_data,
+            on_established=self.guard.shield("session start", self._on_established),
+            on_closed=self.guard.shield("session end", self._on_closed),
+            on_data=self.guard.shield("receiving", self._on_data),
             dialer=self.dialer,
-            on_switched=self._on_switched,
+            on_switched=self.guard.shield("session switch", self._on_switched),
         )
         await self.peering.start()
+        self.contact_manager.peering = self.peering
+        self.contact_manager.dht = self.dht
         self.channels = ChannelManager(
             self.keys.identity,
             self.store,
@@ -167,6 +179,8 @@ class Daemon:
             dialer=self.dialer,
         )
         await self.channels.start()
+        self.guard.install()
+        self._spawn(self.guard.run())
         self._spawn(self._housekeeping())
         if self.dht is not None:
             await self._start_dht_parts(self.dht, self.peering)
@@ -186,7 +200,7 @@ class Daemon:
             on_message=self.chat.emit_message,
             config=self.config.mailbox,
         )
-        self.chat.offline = self.offline
+        self.chat.offline = self.contact_manager.offline = self.offline
         await self.offline.start(self._joined)
         self._spawn(join_loop(dht, self.config.bootstrap, self._joined, self._emit, peering.poke))
         self.profiles.inbox = self.requests.inbox
@@ -211,6 +225,7 @@ class Daemon:
 
     async def stop(self) -> None:
         self.chat.close()
+        self.guard.uninstall()
         await self._tasks.cancel_all()
         if self.portmap is not None:
             await self.portmap.close()  # a clean exit leaves no mapping on the gateway
@@ -237,7 +252,10 @@ class Daemon:
 
     async def _housekeeping(self) -> None:
         while True:
-            self.store.prune_seen(int((time.time() - SEEN_RETENTION) * 1000))
+            try:
+                self.store.prune_seen(int((time.time() - SEEN_RETENTION) * 1000))
+            except StorageFault as exc:  # a full disk: noted once; pruning waits an hour
+                self.guard.report(exc, "pruning")
             await asyncio.sleep(3600)
 
     def subscribe(self) -> AsyncIterator[dict[str, Any]]:
@@ -245,90 +263,26 @@ class Daemon:
 
     # ---------------------------------------------------------------- contacts
 
-    def _contact_json(self, pk: bytes) -> dict[str, Any]:
-        online = self.peering is not None and self.peering.is_online(pk)
-        out = self.contacts.json(pk, online=online, retention_days=self._retention_days(pk))
-        out["path"] = self.peering.path(pk) if self.peering is not None else []
-        return out
-
-    def _retention_days(self, pk: bytes) -> float:
-        """How long a message to this contact is retried while they are offline."""
-        if self.offline is None:
-            return self.config.mailbox.retention / 86400
-        return self.offline.mailbox.retention_of(pk) / 86400
-
     async def list_contacts(self) -> list[dict[str, Any]]:
-        return [self._contact_json(c.pk) for c in self.store.list_contacts()]
+        return self.contact_manager.list()
 
     async def add_contact(self, ref: str, name: str | None) -> dict[str, Any]:
-        pk, suggested = self.contacts.parse_new(ref)
-        return self._add_contact(pk, name, suggested)
-
-    def _add_contact(self, pk: bytes, name: str | None, suggested: str | None) -> dict[str, Any]:
-        """``name`` is the user's (checked: an error if unusable); ``suggested`` came from
-        a link or the peer (used only if safe and free)."""
-        self.contacts.check_not_known(pk)
-        self.store.add_contact(pk, self.contacts.name_for(pk, name, suggested), _now_ms())
-        self._emit({"type": "contact", "action": "added", "contact": self._contact_json(pk)})
-        if self.peering is not None:
-            self.peering.poke(pk)
-        self._spawn(self._fetch_profile(pk))
-        return self._contact_json(pk)
+        return self.contact_manager.add(ref, name)
 
     async def get_contact(self, c: str) -> dict[str, Any]:
-        return self._contact_json(self.contacts.resolve(c))
+        return self.contact_manager.get(c)
 
     async def update_contact(self, c: str, change: ContactChange) -> dict[str, Any]:
-        pk = self.contacts.resolve(c)
-        if change.retention_days is not None:
-            seconds = int(change.retention_days * 86400)
-            if not MIN_RETENTION <= seconds <= MAX_RETENTION:
-                raise ApiError(400, "bad_retention", "retention must be 1 to 14 days")
-            if self.offline is not None:
-                self.offline.state.set_retention(pk, seconds)
-        if change.name is not None:
-            self.store.rename_contact(pk, self.contacts.check_name(change.name, pk))
-        if change.verified is not None:
-            self.store.set_verified(pk, change.verified)
-        if change.blocked is not None:
-            self.store.set_blocked(pk, change.blocked)
-            if change.blocked and self.peering is not None:
-                self.peering.drop(pk, "blocked")
-        return self._contact_json(pk)
+        return self.contact_manager.update(c, change)
 
     async def remove_contact(self, c: str) -> None:
-        pk = self.contacts.resolve(c)
-        if self.peering is not None:
-            self.peering.drop(pk, "removed")
-        self.store.remove_contact(pk)
-        self._emit({"type": "contact", "action": "removed", "public_key": pk.hex()})
+        self.contact_manager.remove(c)
 
     async def safety_number(self, c: str) -> dict[str, Any]:
-        pk = self.contacts.resolve(c)
-        return {"contact": self._contact_json(pk), "safety_number": safety_number(self.me, pk)}
+        return self.contact_manager.safety_number(c)
 
     async def dial_contact(self, c: str, address: str) -> dict[str, Any]:
-        """A session to ``c`` at an address given by hand: Tor mode's only way out (it
-        has no rendezvous), and a shortcut elsewhere. It needs the contact's device
-        certificates, learned from their DHT device list or an earlier session."""
-        pk = self.contacts.resolve(c)
-        try:
-            addr = parse_ip_port(address, proxied=isinstance(self.dialer, ProxyDialer))
-        except ValueError as exc:
-            raise ApiError(400, "bad_address", str(exc)) from None
-        if not self.contacts.certs_of(pk):
-            raise ApiError(
-                409,
-                "no_certificate",
-                "no device certificate of this contact is known yet: it comes from their "
-                "DHT device list or an earlier session",
-            )
-        assert self.peering is not None
-        if not await self.peering.dial_known(pk, addr):
-            proxied = isinstance(self.dialer, ProxyDialer) and self.dialer.last_error
-            why = proxied or "nobody answered"
-            raise ApiError(504, "unreachable", f"no session at {address}: {why}")
-        return self._contact_json(pk)
+        return await self.contact_manager.dial(c, address)
 
     # ---------------------------------------------------------------- messages
 
@@ -353,7 +307,7 @@ class Daemon:
         pk = self.contacts.resolve(c)
         marked = self.conversations.mark_read(pk, up_to, time.time())
         self.chat.drive()
-        return {"contact": self._contact_json(pk), "marked": marked}
+        return {"contact": self.contact_manager.json(pk), "marked": marked}
 
     async def set_presence(self, status: str, note: str | None) -> dict[str, Any]:
         if status not in conv.PRESENCE_STATES:
@@ -379,16 +333,6 @@ class Daemon:
         self.profiles.inbox = inbox
         self.profiles.republish()
 
-    async def _fetch_profile(self, pk: bytes) -> None:
-        if self.dht is None or not await self.profiles.fetch(self.dht, pk):
-            return
-        row = self.store.get_contact(pk)
-        if row is not None and row.name == format_id(pk)[:12]:  # never named by the user
-            better = self.contacts.name_for(pk, None, self.profiles.of(pk)["name"])
-            if better != row.name:
-                self.store.rename_contact(pk, better)
-        self._emit({"type": "contact", "action": "profile", "contact": self._contact_json(pk)})
-
     async def send_typing(self, c: str, on: bool) -> None:
         pk = self.contacts.resolve(c)
         self.conversations.send_typing(pk, on, time.time())
@@ -397,45 +341,13 @@ class Daemon:
     # ------------------------------------------------------------- requests
 
     async def list_requests(self) -> list[dict[str, Any]]:
-        return [self.requests.json(r.id) for r in self.store.list_requests()]
+        return self.contact_manager.list_requests()
 
     async def send_request(self, ref: str, note: str | None) -> dict[str, Any]:
-        """Ask a stranger to become a contact: seal a proof-of-work request into one of
-        their DHT request slots, and add them on our side so rendezvous can start."""
-        if self.dht is None:
-            raise ApiError(
-                503,
-                "dht_unavailable",
-                "Tor mode has no DHT, and contact requests travel through the DHT",
-            )
-        pk, suggested = self.contacts.parse_new(ref)
-        self.contacts.check_not_known(pk)
-        try:
-            req_id = await self.requests.send(self.dht, pk, note, suggested)
-        except ValueError as exc:
-            raise ApiError(400, "bad_request", str(exc)) from None
-        except DhtError as exc:
-            raise ApiError(503, "dht_unavailable", f"could not store the request: {exc}") from None
-        self._add_contact(pk, None, suggested)
-        return self.requests.json(req_id)
+        return await self.contact_manager.send_request(ref, note)
 
     async def answer_request(self, id: str, accept: bool, name: str | None) -> dict[str, Any]:
-        try:
-            req_id = bytes.fromhex(id)
-        except ValueError:
-            raise ApiError(404, "unknown_request", "no such contact request") from None
-        row = self.store.get_request(req_id)
-        if row is None or row.direction != "in":
-            raise ApiError(404, "unknown_request", "no such contact request")
-        if row.state != "pending":
-            raise ApiError(409, "answered", f"this request was already {row.state}")
-        self.store.set_request_state(req_id, "accepted" if accept else "declined")
-        if accept and self.store.get_contact(row.pk) is None:
-            self._add_contact(row.pk, name, row.name)
-            if row.payload:
-                with contextlib.suppress(Exception):
-                    self.store.set_certs(row.pk, [DeviceCertificate.decode(row.payload)])
-        return self.requests.json(req_id)
+        return self.contact_manager.answer_request(id, accept, name)
 
     # ------------------------------------------------------------ status
 
@@ -474,14 +386,16 @@ class Daemon:
             "requests": dict(self.requests.stats),
             "proxy": self.dialer.status() if isinstance(self.dialer, ProxyDialer) else None,
             "tor": self.config.tor,
+            "storage": self.storage.state(),  # "ok", or e.g. "disk full since ..."
+            "storage_detail": self.storage.status(time.time()),
         }
 
     # ------------------------------------------------------------ sessions
 
     def _on_established(self, pk: bytes) -> None:
         log.info("session with %s established", format_id(pk)[:16])
-        self._emit({"type": "session", "state": "up", "contact": self._contact_json(pk)})
-        self._spawn(self._fetch_profile(pk))
+        self._emit({"type": "session", "state": "up", "contact": self.contact_manager.json(pk)})
+        self._spawn(self.contact_manager.fetch_profile(pk))
         self.requests.contact_reached(pk)
         self._reconcile(pk)
 
@@ -508,7 +422,7 @@ class Daemon:
                 "type": "session",
                 "state": "down",
                 "reason": reason,
-                "contact": self._contact_json(pk),
+                "contact": self.contact_manager.json(pk),
             }
         )
 

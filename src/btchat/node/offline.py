@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from btchat.dht.node import GetItemResult
+from btchat.errors import StorageFault
 from btchat.identity.keys import Identity
 from btchat.messaging.envelope import Envelope, EnvelopeError, parse_envelope
 from btchat.messaging.store import Store
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 MAX_IN_FLIGHT = 16
 #: Our prekey bundle is republished this often (DHT items live about two hours).
 BUNDLE_REPUBLISH = 1800.0
+#: After a storage fault (a full disk) the mailbox loop tries again this much later.
+STORAGE_RETRY = 30.0
 
 Send = Callable[[bytes, bytes, dict[bytes, Any]], bool]  # (peer, type, body) -> sent
 
@@ -99,13 +102,19 @@ class OfflineDelivery:
         while True:
             await joined.wait()
             now = time.time()
-            self.requeue_outbox(now)
-            self.mailbox.set_contacts(self._offline_contacts())
-            self.mailbox.handle_timer(now)
-            self.pump()
-            self.hand_backups()  # also deposits that waited for the contact's prekeys
+            try:
+                self.requeue_outbox(now)
+                self.mailbox.set_contacts(self._offline_contacts())
+                self.mailbox.handle_timer(now)
+                self.pump()
+                self.hand_backups()  # also deposits that waited for the contact's prekeys
+                deadline = self.mailbox.get_timer()
+            except StorageFault as exc:
+                # A full disk must not end offline delivery for good: try again later
+                # (the daemon's log filter makes this one line for the whole condition).
+                log.warning("offline delivery paused: %s", exc, exc_info=exc)
+                deadline = now + STORAGE_RETRY
             self._wake.clear()
-            deadline = self.mailbox.get_timer()
             delay = 60.0 if deadline is None else max(0.05, deadline - time.time())
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
             # that arrives as the wake-up fires, and then stop() would wait forever.
@@ -154,7 +163,10 @@ class OfflineDelivery:
                 except DhtError:
                     result = None
                 value = result.value if result is not None else None
-                self.mailbox.on_get(request.token, value, time.time())
+                try:  # storing what the slot held: nothing is acknowledged unless stored
+                    self.mailbox.on_get(request.token, value, time.time())
+                except StorageFault as exc:
+                    log.warning("mailbox item not stored: %s", exc, exc_info=exc)
             else:
                 try:
                     await self.dht.put_mutable(request.item)

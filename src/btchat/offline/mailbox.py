@@ -38,7 +38,7 @@ from btchat.offline.ratchet import (
     Ratchet,
     RatchetError,
 )
-from btchat.offline.state import HeldPacket, MailboxState
+from btchat.offline.state import HeldPacket, MailboxState, PeerState
 
 __all__ = [
     "DEFAULT_RETENTION",
@@ -138,6 +138,20 @@ class _Fetch:
 
 def day_of(now: float) -> int:
     return int(now // pk.DAY_SECONDS)
+
+
+def next_counter(peer_state: PeerState, now: float) -> int:
+    """The counter of our next packet to ``peer_state.peer``.
+
+    A direction starts at the Unix time in ms of its first packet, not at 0: a sender
+    that lost its database (and with it the counters it used) then starts above every
+    counter it used before, unless it sent more than one packet per millisecond or its
+    clock went back; so the recipient never takes a new packet for a copy of an old one.
+    Never below what the recipient has acknowledged from us either (a clock that went
+    back): a counter it already counts as received would be lost.
+    """
+    n = peer_state.next_out if peer_state.next_out > 0 else int(now * 1000)
+    return max(n, peer_state.their_ack + 1)
 
 
 class Mailbox:
@@ -252,7 +266,7 @@ class Mailbox:
             log.warning("cannot encrypt for the mailbox: %s", exc)
             self._waiting.setdefault(peer, {})[msg_id] = envelope
             return False
-        n = peer_state.next_out
+        n = next_counter(peer_state, now)
         packet = OfflinePacket.create(
             self.identity, peer, n, expires_ms, self.ratchet.olm_key, message_type, body
         )
@@ -384,7 +398,8 @@ class Mailbox:
             return
         self.stats["heads"] += 1
         self._take_ack(peer, head.ack)
-        self.state.skip_below(peer, head.lo, int(now * 1000))
+        if self.state.skip_below(peer, head.lo, int(now * 1000)):
+            self._ack_dirty.add(peer)  # e.g. a packet that came by a friend is now contiguous
         peer_state = self.state.peer(peer)
         for n in range(max(head.lo, peer_state.received + 1), min(head.hi, head.lo + 1000)):
             if not peer_state.has_received(n) and (peer, n) not in self._fetching:

@@ -198,21 +198,23 @@ class MailboxState:
                 (ack, peer),
             )
 
-    def skip_below(self, peer: bytes, lo: int, now_ms: int) -> None:
+    def skip_below(self, peer: bytes, lo: int, now_ms: int) -> bool:
         """The sender's head says nothing below ``lo`` is pending any more (delivered or
-        expired): count it as received so the contiguous mark can move on."""
+        expired): count it as received so the contiguous mark can move on. True when it
+        moved (our acknowledgement changed)."""
         state = self.peer(peer)
         if lo - 1 <= state.received:
-            return
+            return False
         above = set(state.received_above)
         received, blob = _advance(lo - 1, above)
         with self.store.transaction() as conn:
             self._ensure(conn, peer)
-            conn.execute(
+            moved = conn.execute(
                 "UPDATE mailbox_peers SET received = ?, received_above = ?, ack_changed_ms = ?"
                 " WHERE peer = ? AND received < ?",
                 (received, blob, now_ms, peer, received),
-            )
+            ).rowcount
+        return moved == 1
 
     # --------------------------------------------------------------- ratchet
 
@@ -267,11 +269,13 @@ class MailboxState:
         pickles: RatchetPickles,
         now_ms: int,
     ) -> OutPacket:
-        """Store packet ``n`` and the ratchet state that made it; ``n`` must be next_out."""
+        """Store packet ``n`` and the ratchet state that made it; ``n`` must not be below
+        next_out (counters only grow; :func:`~btchat.offline.mailbox.next_counter` may
+        skip ahead)."""
         with self.store.transaction() as conn:
             self._ensure(conn, peer)
             updated = conn.execute(
-                "UPDATE mailbox_peers SET next_out = ? WHERE peer = ? AND next_out = ?",
+                "UPDATE mailbox_peers SET next_out = ? WHERE peer = ? AND next_out <= ?",
                 (n + 1, peer, n),
             ).rowcount
             if updated != 1:

@@ -148,6 +148,7 @@ class Session(SecureStream):
         remote_static: bytes | None = None,
         now: float,
         config: StreamConfig = SessionConfig(),  # frozen, so one shared default is safe
+        ephemeral_private: bytes | None = None,
     ) -> None:
         if role not in ROLES:
             raise ValueError(f"role must be 'initiator' or 'responder', not {role!r}")
@@ -166,6 +167,9 @@ class Session(SecureStream):
             static_private=device.private_bytes,
             prologue=PROLOGUE,
             remote_static=remote_static,
+            # Only the published test vectors fix it (docs/vectors/sessions.json): a
+            # reused ephemeral key destroys forward secrecy.
+            ephemeral_private=ephemeral_private,
         )
         # Checked but not yet confirmed (responder in CONFIRMING), then confirmed.
         self._remote_cert: DeviceCertificate | None = None

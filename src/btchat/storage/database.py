@@ -39,7 +39,12 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from btchat.errors import StorageError
+from btchat.errors import (
+    DiskFull,
+    ReadOnlyStorage,
+    StorageError,
+    StorageIOError,
+)
 
 __all__ = [
     "BUSY_TIMEOUT_MS",
@@ -50,7 +55,11 @@ __all__ = [
     "Database",
     "Step",
     "StoreError",
+    "StoreFull",
+    "StoreIOError",
+    "StoreReadOnly",
     "Table",
+    "classify",
     "id_chunks",
     "placeholders",
     "register_migrations",
@@ -90,6 +99,49 @@ Connection = Any
 
 class StoreError(StorageError):
     """The database cannot be opened or a change was refused; the message says why."""
+
+
+class StoreFull(StoreError, DiskFull):
+    """SQLITE_FULL: no room for the change; nothing of it was written."""
+
+
+class StoreIOError(StoreError, StorageIOError):
+    """SQLITE_IOERR: the disk failed a read or a write."""
+
+
+class StoreReadOnly(StoreError, ReadOnlyStorage):
+    """SQLITE_READONLY: the file or its mount refuses writes."""
+
+
+#: SQLite's primary result codes (sqlite3.h) that are a condition of the machine.
+_FAULT_CODES: dict[int, type[StoreError]] = {
+    13: StoreFull,  # SQLITE_FULL
+    10: StoreIOError,  # SQLITE_IOERR (and its extended codes, e.g. IOERR_WRITE 778)
+    8: StoreReadOnly,  # SQLITE_READONLY
+}
+#: The same, by message, for a driver that does not carry the code.
+_FAULT_TEXT: tuple[tuple[str, type[StoreError]], ...] = (
+    ("database or disk is full", StoreFull),
+    ("disk i/o error", StoreIOError),
+    ("readonly database", StoreReadOnly),
+)
+
+
+def classify(exc: BaseException) -> type[StoreError]:
+    """The :class:`StoreError` subclass for a driver error: a :class:`StorageFault`
+    (full, I/O, read-only) when it is one, so the node can back off, else StoreError."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if type(code) is int and (code & 0xFF) in _FAULT_CODES:
+        return _FAULT_CODES[code & 0xFF]
+    text = str(exc).lower()
+    for needle, cls in _FAULT_TEXT:
+        if needle in text:
+            return cls
+    return StoreError
+
+
+def _store_error(message: str, exc: BaseException) -> StoreError:
+    return classify(exc)(f"{message}: {exc}")
 
 
 def _create_private(path: Path) -> None:
@@ -328,14 +380,14 @@ class Database:
                         conn.execute("ROLLBACK")
                 raise
         except self._errors as exc:
-            raise StoreError(f"message database error: {exc}") from exc
+            raise _store_error("message database error", exc) from exc
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """All rows of one read."""
         try:
             return list(self._live().execute(sql, tuple(params)).fetchall())
         except self._errors as exc:
-            raise StoreError(f"message database error: {exc}") from exc
+            raise _store_error("message database error", exc) from exc
 
     def write(self, sql: str, params: Sequence[Any] = ()) -> int:
         """One statement in its own transaction; returns the number of rows changed."""
@@ -365,7 +417,7 @@ class Database:
             finally:
                 dest.close()
         except errors as exc:
-            raise StoreError(f"cannot back up the message database: {exc}") from exc
+            raise _store_error("cannot back up the message database", exc) from exc
 
 
 class Table:
