@@ -24,6 +24,7 @@ up later replaces the relayed one (:mod:`btchat.net.tiebreak`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable
@@ -109,6 +110,8 @@ class PeeringConfig:
     relay: RelayLimits = field(default_factory=RelayLimits)
     #: Relays tried at once for a device no direct dial reaches.
     max_relays: int = 3
+    #: Seconds of direct dialling after which relays are tried too (if none worked yet).
+    relay_after: float = 2.0
 
     def rendezvous(self) -> RendezvousConfig:
         return RendezvousConfig(
@@ -313,21 +316,36 @@ class Peering:
                 if not self._direct((c.identity, c.cert.device_id)):
                     # Until a direct session is up: a relayed one keeps punching going.
                     self.quic.punch(c.addr, lambda c=c: self.connected(c.identity))
-        for c in candidates:
-            contact = c.identity
-            if self._direct((c.identity, c.cert.device_id)) or c.addr in taken:
-                continue
-            if await self.connect(c.identity, c.cert, c.addr):
-                taken.add(c.addr)
+        # Relays join in once the direct dials are done, or after ``relay_after`` s of
+        # them (a symmetric NAT publishes many ports, each dialled in turn); a direct
+        # session that comes up later still replaces the relayed one.
+        directs_done = asyncio.Event()
+        relayed = asyncio.ensure_future(self._reach_relayed(candidates, directs_done))
+        try:
+            for c in candidates:
+                contact = c.identity
+                if self._direct((c.identity, c.cert.device_id)) or c.addr in taken:
+                    continue
+                if await self.connect(c.identity, c.cert, c.addr):
+                    taken.add(c.addr)
+            directs_done.set()
+            await relayed
+        finally:
+            relayed.cancel()
+        return bool(contact) and self.is_online(contact)
+
+    async def _reach_relayed(self, candidates: list[Candidate], directs: asyncio.Event) -> None:
+        """Each device of ``candidates`` still without a session, through a relay."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(directs.wait(), self.config.relay_after)
         seen: set[bytes] = set()
-        for c in candidates:  # no direct path: through a relay, one try per device
+        for c in candidates:
             device = c.cert.device_id
             if (c.identity, device) not in self.sessions and device not in seen:
                 seen.add(device)
                 if not await self.connect_relayed(c.identity, c.cert):
                     # Tried again as soon as a relay comes online (_relay_arrived).
                     self._unreached[(c.identity, device)] = c.cert
-        return bool(contact) and self.is_online(contact)
 
     def _relay_arrived(self, relay: bytes) -> None:
         """A contact that relays is online: try it for the devices no dial reached."""
