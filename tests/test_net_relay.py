@@ -17,7 +17,7 @@ from harness import PeerNode, peer_node, until
 from btchat.discovery.rendezvous import Candidate
 from btchat.identity.keys import Identity
 from btchat.net.relay import RelayRefusedError, _Splice
-from btchat.net.relay_core import RelayLimits, Status
+from btchat.net.relay_core import Connect, RelayLimits, Status, encode_header
 from btchat.net.transport import Address, ByteStream, TcpDialer
 
 
@@ -301,3 +301,23 @@ async def test_a_relay_that_comes_online_later_is_tried_at_once(trio: Trio) -> N
     await until(lambda: t.a.peering.is_online(b_key), 5, "alice reaches bob through carol")
     await until(lambda: t.b.peering.is_online(a_key), 5, "bob sees alice")
     assert t.a.peering.path(b_key) == [f"relay via {t.key(t.c).hex()[:16]}"]
+
+
+async def test_a_header_in_pieces_is_read(trio: Trio) -> None:
+    """A Connect split over several SDATA frames opens the circuit to bob."""
+    t = trio
+    for n in (t.a, t.b):
+        assert await n.peering.dial(t.key(t.c), t.c.cert, t.c.addr)
+    await until(lambda: len(t.c.peering.sessions) == 2, 5, "carol has both")
+    conn = next(iter(t.a.peering.sessions.values())).conn
+    sid = conn.open_stream(6)
+    header = encode_header(Connect(99, t.key(t.b), t.b.device.device_id))
+    for i in range(0, len(header), 7):
+        conn.send_stream(sid, header[i : i + 7])
+        await asyncio.sleep(0.01)  # separate SDATA frames
+    await until(lambda: t.b.peering.relay.stats["relayed_in"] == 1, 5, "bob got the circuit")
+    assert t.c.peering.relay.core.stats["circuits"] == 1
+    # Alice never asked through her service, so the Answer is dropped and counted, and
+    # the circuit is torn down at carol.
+    await until(lambda: t.a.peering.relay.core.stats["bad_header"] == 1, 5, "counted")
+    await until(lambda: len(t.c.peering.relay.core) == 0, 5, "circuit gone")

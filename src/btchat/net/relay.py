@@ -31,6 +31,8 @@ from typing import Any
 from btchat.codec.bencode import DecodeError
 from btchat.net.pump import StreamConnection
 from btchat.net.relay_core import (
+    ANSWER_SIZE,
+    HOP_SIZE,
     Answer,
     Connect,
     Expired,
@@ -352,7 +354,9 @@ class RelayService:
             return
         if header is None:
             return
-        _quiet(conn.stream_consumed, sid, len(data) - len(reader.rest))
+        # Every byte delivered so far is the header's but ``rest`` (over several chunks,
+        # perhaps): credit for the header goes back now, for ``rest`` when it is used.
+        _quiet(conn.stream_consumed, sid, ANSWER_SIZE if isinstance(header, Answer) else HOP_SIZE)
         peer = self._peer_of[id(conn)]
         if isinstance(header, Connect):
             self._on_connect(conn, sid, peer, header, reader.rest)
