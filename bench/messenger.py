@@ -11,10 +11,11 @@
 * :func:`session_throughput`: 100-byte text envelopes through one Noise session pair over
   loopback TCP, both ends in this process on one event loop (so one core does the work
   of both sides): unpersisted (sign, send, parse, verify) and persisted end to end
-  (``save_outgoing`` before sending, verify + ``save_incoming`` before a signed
-  "delivered" receipt, ``mark_state`` + ``ack_outbox`` on the receipt), every store
-  call its own SQLCipher transaction as the daemon does; plus latency at a paced
-  1,000 msg/s.
+  through the daemon's own path (:class:`_ChatEnd`: the conversation core and its shell
+  on each side, group commit per loop turn), and, for comparison in the same run, the
+  persisted path as it was (``save_outgoing`` before sending, verify + ``save_incoming``
+  before a signed "delivered" receipt, ``mark_state`` + ``ack_outbox`` on the receipt,
+  every store call its own SQLCipher transaction); plus latency at a paced 1,000 msg/s.
 * :func:`bulk_ratio`: maximal DATA frames through a session vs the same payloads through
   a raw asyncio TCP stream, both over loopback, both ends in this process.
 """
@@ -574,7 +575,9 @@ async def _small_messages(
                 delay = due - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
-            start = time.perf_counter()
+            # Latency counts from when the message was due (paced), so a sender that falls
+            # behind shows its queueing; unpaced, from when A starts on it.
+            start = t0 + sent / rate if rate is not None else time.perf_counter()
             env = E.create(
                 pair.id_a,
                 pair.dev_a.device_id,
@@ -626,26 +629,172 @@ async def _small_messages(
     return out
 
 
+class _ChatEnd:
+    """One side as the daemon runs it: the conversation core over a SQLCipher store and
+    its asyncio shell (:class:`btchat.node.chat.Chat`), fed by the session's events."""
+
+    def __init__(self, path: Path, identity: Any, device: Any) -> None:
+        from btchat.messaging.conversation import Conversations
+        from btchat.messaging.store import Store
+        from btchat.node.chat import Chat
+
+        self.store = Store.open(path, os.urandom(32))
+        self.core = Conversations(identity, device.device_id, self.store)
+        self.conn: Any = None
+        self.on_json: Callable[[dict[str, Any]], None] = lambda event: None
+        self.chat = Chat(self.core, self.store, send=self._send, emit=lambda e: self.on_json(e))
+
+    def _send(self, peer: bytes, data: bytes) -> bool:
+        self.conn.send(data)
+        return True
+
+    def attach(self, conn: Any, peer: bytes, peer_device: bytes) -> Callable[[Any], None]:
+        """Bind to a live session; returns its event callback."""
+        from btchat.session.core import DataReceived
+
+        self.conn = conn
+        self.core.session_up(peer, time.time())
+        self.chat.drive()
+
+        def on_event(event: Any) -> None:
+            if isinstance(event, DataReceived):
+                self.chat.receive(peer, peer_device, event.payload)
+
+        return on_event
+
+    @property
+    def commits(self) -> int:
+        return int(self.core.stats["batches"])
+
+    def close(self) -> None:
+        self.chat.close()
+        self.store.close()
+
+
+async def _chat_messages(
+    pair: _Pair, ends: tuple[_ChatEnd, _ChatEnd], n: int, rate: float | None, timeout: float
+) -> dict[str, Any]:
+    """``n`` texts A -> B through the daemon's path (``Chat.send_text``, the pump's
+    payloads to ``Chat.receive``), as fast as possible or paced at ``rate``/s.
+
+    Latency: from A starting to send to B's "message" event (stored, committed). Done
+    when every text is stored at B and every receipt applied at A."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    a, b = ends
+    b_pk = pair.id_b.public_key
+    starts: list[float] = []  # one session delivers in order: the k-th stored is the k-th sent
+    latencies: list[float] = []
+    counts = {"stored": 0, "acked": 0}
+    commits0 = a.commits + b.commits
+
+    def check_done() -> None:
+        if counts["stored"] >= n and counts["acked"] >= n and not done.done():
+            done.set_result(None)
+
+    def on_b(event: dict[str, Any]) -> None:
+        if event["type"] == "message" and event["message"]["direction"] == "in":
+            latencies.append(time.perf_counter() - starts[counts["stored"]])
+            counts["stored"] += 1
+            check_done()
+
+    def on_a(event: dict[str, Any]) -> None:
+        if event["type"] == "receipt" and event["state"] == "delivered":
+            counts["acked"] += len(event["ids"])
+            check_done()
+
+    a.on_json, b.on_json = on_a, on_b
+    futures: list[asyncio.Future[Any]] = []
+    t0 = time.perf_counter()
+    deadline = t0 + timeout
+    sent = 0
+    try:
+        while sent < n and time.perf_counter() < deadline:
+            if rate is not None:
+                delay = t0 + sent / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            # Paced: every text due by now is handed over before yielding, as a daemon
+            # busy with a commit finds every API request that arrived meanwhile waiting.
+            due = n if rate is None else min(n, 1 + int((time.perf_counter() - t0) * rate))
+            while sent < due:
+                starts.append(t0 + sent / rate if rate is not None else time.perf_counter())
+                futures.append(a.chat.send_text(b_pk, TEXT))
+                sent += 1
+                if rate is None and sent % 64 == 0:
+                    break
+            await pair.a.drain()
+            await asyncio.sleep(0)  # let the receiving end's pump run
+        send_s = time.perf_counter() - t0
+        await asyncio.wait_for(done, max(0.1, deadline - time.perf_counter()))
+        complete = True
+    except TimeoutError:
+        complete = False
+        send_s = time.perf_counter() - t0
+    finally:
+        a.on_json = b.on_json = lambda event: None
+    errors = sum(1 for f in futures if f.done() and f.exception() is not None)
+    elapsed = time.perf_counter() - t0
+    commits = a.commits + b.commits - commits0
+    out: dict[str, Any] = {
+        "messages": counts["stored"],
+        "sent": sent,
+        "acked": counts["acked"],
+        "complete": complete,
+        "errors": errors,
+        "seconds": elapsed,
+        "msgs_per_s": counts["stored"] / elapsed if elapsed else 0.0,
+        "commits_per_message": commits / max(1, counts["stored"]),
+    }
+    if rate is not None:
+        out["rate"] = rate
+        out["achieved_send_rate"] = sent / send_s if send_s else 0.0
+        out["latency_ms"] = {
+            "p50": pct(latencies, 0.50) * 1000,
+            "p99": pct(latencies, 0.99) * 1000,
+            "max": max(latencies, default=float("nan")) * 1000,
+        }
+    return out
+
+
 async def _session_throughput(quick: bool) -> dict[str, Any]:
     n_fast = 3000 if quick else 8000
     n_persist = 1000 if quick else 2000
     paced = int(PACED_RATE * (1.5 if quick else 3.0))
+    n_chat = 3000 if quick else 8000
     root = Path(tempfile.mkdtemp(prefix="btchat-bench-store-"))
     persist = None
+    ends: tuple[_ChatEnd, _ChatEnd] | None = None
     try:
         persist = _Persist(root)
         async with _Pair() as pair:
             await _small_messages(pair, 200, None, None, 10)  # warm-up
             fast = await _small_messages(pair, n_fast, None, None, 60)
+            # Before: every store call its own transaction (the daemon until group commit).
             stored = await _small_messages(pair, n_persist, persist, None, 60)
             lat_fast = await _small_messages(pair, paced, None, PACED_RATE, 30)
             lat_stored = await _small_messages(pair, paced, persist, PACED_RATE, 30)
             # The persisted path at a rate it sustains, for its latency without queueing.
             lat_low = await _small_messages(pair, 150, persist, 100.0, 10)
+            # After: the daemon's path, group commit (same pair, same run).
+            ends = (
+                _ChatEnd(root / "chat-a.db", pair.id_a, pair.dev_a),
+                _ChatEnd(root / "chat-b.db", pair.id_b, pair.dev_b),
+            )
+            pair.on_a = ends[0].attach(pair.a, pair.id_b.public_key, pair.dev_b.device_id)
+            pair.on_b = ends[1].attach(pair.b, pair.id_a.public_key, pair.dev_a.device_id)
+            await asyncio.sleep(0.1)  # presence both ways
+            await _chat_messages(pair, ends, 200, None, 10)  # warm-up
+            chat = await _chat_messages(pair, ends, n_chat, None, 60)
+            lat_chat = await _chat_messages(pair, ends, paced, PACED_RATE, 30)
+            pair.on_a = pair.on_b = lambda event: None
         integrity = persist.a.integrity_check() + persist.b.integrity_check()
+        integrity += ends[0].store.integrity_check() + ends[1].store.integrity_check()
     finally:
         if persist is not None:
             persist.close()
+        for end in ends or ():
+            end.close()
         shutil.rmtree(root, ignore_errors=True)
     stages = _stages_us()
     # Issue 16 item 2: Ed25519 alone (sign at A, verify at B, the same envelope bytes)
@@ -657,14 +806,16 @@ async def _session_throughput(quick: bool) -> dict[str, Any]:
         "text_bytes": len(TEXT),
         "envelope_bytes": int(stages["envelope_bytes"]),
         "unpersisted": fast,
-        "persisted": stored,
+        "persisted_per_call": stored,
+        "persisted": chat,
+        "persisted_of_unpersisted": chat["msgs_per_s"] / fast["msgs_per_s"],
         "paced_unpersisted": lat_fast,
-        "paced_persisted": lat_stored,
-        "paced_persisted_100": lat_low,
+        "paced_persisted_per_call": lat_stored,
+        "paced_persisted": lat_chat,
+        "paced_persisted_per_call_100": lat_low,
         "stages_us": stages,
-        "store": "SQLCipher (raw 32-byte key), WAL, synchronous=FULL, one transaction per "
-        f"store call, on {_fs_type(root)}",
-        "commits_per_message": 4,
+        "store": f"SQLCipher (raw 32-byte key), WAL, synchronous=FULL, on {_fs_type(root)}",
+        "commits_per_message_per_call": 4,
         "integrity": sorted(set(integrity)),
         "target_unpersisted": 20_000,
         "target_persisted": 5_000,

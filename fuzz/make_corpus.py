@@ -161,6 +161,21 @@ def _lsd() -> list[bytes]:
     return [build_announce([b"\x11" * 20], 6881, "other"), build_announce([b"\x22" * 20], 1, "x")]
 
 
+def _lan() -> list[bytes]:
+    """A real announcement from Alice to Bob (mode 0) and a real plaintext (mode 1), with
+    the keys of ``fuzz.targets._lan``."""
+    from btchat.discovery import lan_rendezvous as lan
+    from fuzz.targets import _LAN_ALICE, _LAN_BOB, _LAN_NOW
+
+    alice_cert = _LAN_ALICE.certify(DeviceKey.from_bytes(b"\x11" * 32, b"\xa1" * 16), 1)
+    core = lan.LanRendezvous(_LAN_ALICE, alice_cert, 6881, dest=("239.0.0.1", 1))
+    core.set_contacts([_LAN_BOB.public_key], _LAN_NOW)
+    core.handle_timer(_LAN_NOW)
+    [(datagram, _)] = core.datagrams_to_send()
+    plain = encode({b"c": [alice_cert.encode()], b"p": 6881})
+    return [b"\x00" + datagram, b"\x01" + plain, b"\x01" + encode({b"c": [], b"p": 0})]
+
+
 def _api_json() -> list[bytes]:
     """A first byte choosing the model, then a body (``fuzz.targets._BODIES`` order)."""
     from fuzz.targets import _BODIES
@@ -219,6 +234,7 @@ def seeds() -> dict[str, list[bytes]]:
         "tracker_udp": udp,
         "lsd": _lsd(),
         "relay_header": _relay_headers(alice),
+        "lan": _lan(),
         "api_json": _api_json(),
         "bencode": [*krpc, encode([1, -2, b"x", {b"a": [b"", 0]}]), b"d1:bi2e1:ai1ee\n"],
         "krpc": krpc,

@@ -14,6 +14,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_encrypt
+
 from btchat.api.models import Body
 from btchat.channels.chatfile import ChatFile, ChatFileError
 from btchat.channels.link import Link
@@ -23,6 +25,8 @@ from btchat.codec.bencode import DecodeError, decode
 from btchat.codec.json_limits import JsonError, loads
 from btchat.dht.krpc import parse_message
 from btchat.dht.node import DhtNode, NodeConfig
+from btchat.discovery import lan_rendezvous as lan
+from btchat.discovery.lan_rendezvous import LanError
 from btchat.discovery.lsd import LsdAnnouncer, LsdError, parse_announce
 from btchat.discovery.trackers.protocol import (
     TrackerError,
@@ -33,6 +37,7 @@ from btchat.discovery.trackers.protocol import (
 from btchat.errors import ApiError
 from btchat.identity.idtext import IdError, parse_contact_ref
 from btchat.identity.keys import CertificateError, DeviceCertificate, DeviceKey, Identity
+from btchat.identity.rendezvous import epoch_of, pairwise_secret
 from btchat.messaging.envelope import EnvelopeError, parse_envelope
 from btchat.net.quic import QuicEndpoint
 from btchat.net.relay_core import HeaderReader, parse_header
@@ -280,6 +285,33 @@ def _lsd(data: bytes) -> None:
     while _LSD.next_event() is not None:
         pass
     parse_announce(data)
+
+
+_LAN_ALICE, _LAN_BOB = Identity.from_seed(b"\x01" * 32), Identity.from_seed(b"\x02" * 32)
+_LAN_CERT = _LAN_BOB.certify(DeviceKey.from_bytes(b"\x21" * 32, b"\xb1" * 16), 1_700_000_000)
+_LAN_NOW = 1_700_000_000.0
+_LAN_SECRET = pairwise_secret(_LAN_BOB, _LAN_ALICE.public_key)
+
+
+@_target("lan", LanError)
+def _lan(data: bytes) -> None:
+    """A LAN datagram (first byte even) into Bob's core, or (odd) a plaintext sealed with
+    Alice's real key and tag, so the fuzzer reaches what is behind the MAC too."""
+    core = lan.LanRendezvous(_LAN_BOB, _LAN_CERT, 1, dest=("239.0.0.1", 1))
+    core.set_contacts([_LAN_ALICE.public_key], _LAN_NOW)
+    body = data[1:]
+    if data[:1] and data[0] & 1:
+        a, b, epoch = _LAN_ALICE.public_key, _LAN_BOB.public_key, epoch_of(_LAN_NOW)
+        tag, key = lan.lan_tag(_LAN_SECRET, a, b, epoch), lan.lan_key(_LAN_SECRET, a, b, epoch)
+        nonce = bytes(lan.NONCE_SIZE)
+        sealed = crypto_aead_xchacha20poly1305_ietf_encrypt(body, lan.MAGIC + tag, nonce, key)
+        body = lan.MAGIC + tag + nonce + sealed
+        core.receive_datagram(body, ("192.168.1.20", 6771), _LAN_NOW)
+        lan.open_announcement(key, body, a)  # raises LanError (or returns) only
+    else:
+        core.receive_datagram(body, ("192.168.1.20", 6771), _LAN_NOW)
+    while core.next_event() is not None:
+        pass
 
 
 _BODIES = sorted(Body.__subclasses__(), key=lambda m: m.__name__)

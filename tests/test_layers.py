@@ -77,6 +77,7 @@ CORE_MODULES = (
     "net.portmap",
     "net.tiebreak",
     "net.relay_core",
+    "discovery.lan_rendezvous",
 )
 #: What a core must not import: an event loop, threads, a clock, the network.
 FORBIDDEN_IN_CORES = ("asyncio", "threading", "selectors", "time", "aiohttp", "sqlite3")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ from btchat.identity.keys import Identity
 from btchat.messaging import conversation as conv
 from btchat.messaging import envelope as env_mod
 from btchat.messaging.conversation import Conversations
-from btchat.messaging.store import Store
+from btchat.messaging.store import Store, StoreError
 from btchat.sansio import drain_events
 
 T0 = 1_800_000_000.0
@@ -282,3 +284,144 @@ def test_a_message_queued_past_the_receivers_window_is_resigned(pair: Pair) -> N
     (envelope,) = [e.envelope for e in pair.b.of(conv.MessageStored)]
     assert envelope.id == sent.id and envelope.lamport == sent.lamport
     assert envelope.ts_ms > sent.ts_ms  # same id and order, fresh timestamp and signature
+
+
+# ------------------------------------------------------------------ group commit
+
+
+class CountingStore:
+    """A store that counts outermost transactions (commits) and can fail one on commit."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.commits = 0
+        self.fail_commit = False
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Any]:
+        outer = not self.inner.db.in_transaction
+        with self.inner.transaction() as conn:
+            yield conn
+            if outer and self.fail_commit:
+                raise StoreError("disk I/O error")  # rolls the whole batch back
+        self.commits += outer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def _texts_from_a(pair: Pair, n: int) -> list[bytes]:
+    """``n`` texts A sent in one batch, as the bytes on the wire (not yet delivered)."""
+    with pair.a.core.batch(pair.now):
+        for i in range(n):
+            pair.a.core.send_text(pair.b.pk, f"batched {i}", pair.now)
+    return [e.data for e in drain_events(pair.a.core) if isinstance(e, conv.Transmit)]
+
+
+def test_a_batch_of_texts_is_one_commit_then_one_receipt(pair: Pair) -> None:
+    pair.connect()
+    counting = CountingStore(pair.b.store)
+    pair.b.core.store = counting
+    wire = _texts_from_a(pair, 7)
+    assert len(wire) == 7
+    with pair.b.core.batch(pair.now):
+        for data in wire:
+            pair.b.core.receive(pair.a.pk, pair.a.device, data, pair.now)
+        assert pair.b.core.next_event() is None  # nothing leaves before the commit
+    assert counting.commits == 1
+    events = list(drain_events(pair.b.core))
+    receipts = [e for e in events if isinstance(e, conv.Transmit)]
+    assert len(receipts) == 1 and len([e for e in events if isinstance(e, conv.MessageStored)]) == 7
+    ids, state = env_mod.decode_receipt(env_mod.parse_envelope(receipts[0].data))
+    sent = [env_mod.parse_envelope(d).id for d in wire]
+    assert state == b"delivered" and list(ids) == sent
+    # A applies the one receipt to all seven: delivered, and the outbox empty.
+    pair.a.core.receive(pair.b.pk, pair.b.device, receipts[0].data, pair.now)
+    assert [state_of(pair.a, i) for i in sent] == ["delivered"] * 7
+    assert pair.a.store.pending_outbox(pair.b.pk) == []
+
+
+def test_a_batch_that_fails_to_commit_acknowledges_nothing(pair: Pair) -> None:
+    pair.connect()
+    counting = CountingStore(pair.b.store)
+    pair.b.core.store = counting
+    wire = _texts_from_a(pair, 5)
+    counting.fail_commit = True
+    with pytest.raises(StoreError), pair.b.core.batch(pair.now):
+        for data in wire:
+            pair.b.core.receive(pair.a.pk, pair.a.device, data, pair.now)
+    assert list(drain_events(pair.b.core)) == []  # no receipt, no "stored" notice
+    assert texts(pair.b, pair.a) == []  # and nothing half-stored
+    # The sender still has all five queued; the next session delivers them once.
+    counting.fail_commit = False
+    pair.disconnect()
+    pair.connect()
+    assert texts(pair.b, pair.a) == [f"batched {i}" for i in range(5)]
+    assert pair.a.store.pending_outbox(pair.b.pk) == []
+
+
+def test_a_save_failing_mid_batch_rolls_back_the_batch(pair: Pair) -> None:
+    pair.connect()
+    wire = _texts_from_a(pair, 4)
+    failing = FailingStore(pair.b.store)
+    calls = [0]
+
+    def third_fails(env: env_mod.Envelope, now: float) -> bool:
+        calls[0] += 1
+        if calls[0] == 3:
+            raise OSError("disk full")
+        return pair.b.store.save_incoming(env, now)
+
+    failing.save_incoming = third_fails  # type: ignore[method-assign]
+    pair.b.core.store = failing
+    with pytest.raises(OSError), pair.b.core.batch(pair.now):
+        for data in wire:
+            pair.b.core.receive(pair.a.pk, pair.a.device, data, pair.now)
+    assert list(drain_events(pair.b.core)) == []
+    assert texts(pair.b, pair.a) == []  # the first two were rolled back with it
+
+
+def test_sending_a_batch_is_one_commit_and_sends_after_it(pair: Pair) -> None:
+    pair.connect()
+    counting = CountingStore(pair.a.store)
+    pair.a.core.store = counting
+    with pair.a.core.batch(pair.now):
+        for i in range(10):
+            pair.a.core.send_text(pair.b.pk, f"m{i}", pair.now)
+        assert pair.a.core.next_event() is None
+    assert counting.commits == 1
+    pair.pump()
+    assert texts(pair.b, pair.a) == [f"m{i}" for i in range(10)]
+    assert pair.a.store.pending_outbox(pair.b.pk) == []
+
+
+def test_a_batch_ticks_the_clock_as_one_envelope_at_a_time(pair: Pair) -> None:
+    """PROTOCOL.md "Order": every envelope received sets max(local, lc) + 1, every one
+    made takes local + 1, also when a batch keeps the clock in memory until its end."""
+    pair.connect()
+    a, b = pair.a, pair.b
+    start = b.store.lamport(a.pk)
+    wire = [
+        env_mod.encode_envelope(
+            env_mod.create(
+                a.core.identity,
+                a.device,
+                b.pk,
+                env_mod.TEXT,
+                env_mod.text_body(f"lc {lc}"),
+                lamport=lc,
+                now=pair.now,
+            )
+        )
+        for lc in (start + 5, start + 2, start + 9)
+    ]
+    with b.core.batch(pair.now):
+        for data in wire:
+            b.core.receive(a.pk, a.device, data, pair.now)
+    expected = start
+    for lc in (start + 5, start + 2, start + 9):
+        expected = max(expected, lc) + 1
+    (receipt,) = [e.data for e in drain_events(b.core) if isinstance(e, conv.Transmit)]
+    assert env_mod.parse_envelope(receipt).lamport == expected + 1
+    assert b.store.lamport(a.pk) == expected + 1  # written back with the batch
+    assert b.store.next_lamport(a.pk, None) == expected + 2

@@ -19,6 +19,7 @@ from btchat.identity.keys import DeviceKey, Identity
 from btchat.messaging import envelope as E
 from btchat.messaging import store as store_mod
 from btchat.messaging.envelope import Envelope
+from btchat.messaging.messages import MessageRow
 from btchat.messaging.store import WRONG_KEY, Store, StoreError
 from btchat.storage import database as db_mod
 
@@ -741,3 +742,26 @@ def test_requests(store: Store) -> None:
     with pytest.raises(StoreError):
         store.add_request(rid, BOB.public_key, "sideways", None, 1)
     assert store.get_request(b"\x00" * 16) is None
+
+
+def test_a_row_built_from_the_envelope_is_the_stored_one(store: Store) -> None:
+    """The shell reports a stored message without reading it back: the same JSON."""
+    mine, theirs = msg(frm=ALICE, to=BOB, text="out", lamport=3), msg(text="in", lamport=4)
+    store.save_outgoing(mine, NOW, sent=True)
+    store.save_incoming(theirs, NOW + 1)
+    for env, direction, state in ((mine, "out", "sent"), (theirs, "in", "delivered")):
+        stored = store.get_message(env.id)
+        assert stored is not None
+        assert MessageRow.of(env, direction, state, 0).to_json() == stored.to_json()
+
+
+def test_message_ids_filters_by_conversation_and_direction(store: Store) -> None:
+    mine, theirs, carols = msg(frm=ALICE, to=BOB), msg(), msg(frm=CAROL)
+    store.save_outgoing(mine, NOW)
+    store.save_incoming(theirs, NOW)
+    store.save_incoming(carols, NOW)
+    ids = [mine.id, theirs.id, carols.id, b"\x00" * 16]
+    assert store.message_ids(ids, BOB.public_key, "out") == {mine.id}
+    assert store.message_ids(ids, BOB.public_key, "in") == {theirs.id}
+    many = [bytes([i % 256, i // 256]) * 8 for i in range(1200)] + [carols.id]  # 3 chunks
+    assert store.message_ids(many, CAROL.public_key, "in") == {carols.id}

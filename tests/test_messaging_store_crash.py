@@ -58,14 +58,13 @@ while True:
 """
 
 
-def _run_and_kill(path: Path, key: bytes | None, seed: int, rng: random.Random) -> list[str]:
+def _run_child_and_kill(
+    code: str, args: list[str], rng: random.Random, wait: tuple[float, float]
+) -> list[str]:
+    """Start ``code`` as a child, SIGKILL it at a random moment, return its whole lines."""
     src = Path(__file__).resolve().parent.parent / "src"
     env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(path), key.hex() if key else "", str(seed)],
-        stdout=subprocess.PIPE,
-        env=env,
-    )
+    child = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, env=env)
     assert child.stdout is not None
     lines: list[str] = []
     ready = threading.Event()
@@ -83,13 +82,18 @@ def _run_and_kill(path: Path, key: bytes | None, seed: int, rng: random.Random) 
     thread.start()
     try:
         assert ready.wait(30), "child did not start"
-        time.sleep(rng.uniform(0.05, 0.6))  # a random moment, mostly inside a save
+        time.sleep(rng.uniform(*wait))  # a random moment, mostly inside a batch
         assert child.poll() is None, "child died on its own"
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait(30)
         thread.join(30)
     return lines
+
+
+def _run_and_kill(path: Path, key: bytes | None, seed: int, rng: random.Random) -> list[str]:
+    args = [str(path), key.hex() if key else "", str(seed)]
+    return _run_child_and_kill(CHILD, args, rng, (0.05, 0.6))
 
 
 @pytest.mark.parametrize("key", [bytes(range(32)), None], ids=["encrypted", "plaintext"])
@@ -134,3 +138,94 @@ def test_sigkill_loses_nothing_that_was_acknowledged(tmp_path: Path, key: bytes 
                 ).fetchone()[0]
                 == 0
             )
+
+
+#: Group commit: the child is Bob's conversation core over the store, receiving Alice's
+#: texts in batches of 1 to 40 (one transaction each), mixed with resends of texts it
+#: was given before (her outbox replayed after his restart). It prints each envelope
+#: before handing it over, and each id of a "delivered" receipt once the core has
+#: released it (after the commit): what Alice would take as acknowledged.
+BATCH_CHILD = r"""
+import random, sys, time
+from pathlib import Path
+from btchat.identity.keys import Identity
+from btchat.messaging import conversation as conv, envelope as E
+from btchat.messaging.conversation import Conversations
+from btchat.messaging.store import Store
+
+path, key_hex, seed, old_file = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+store = Store.open(Path(path), bytes.fromhex(key_hex) if key_hex else None)
+alice, bob = Identity.from_seed(b"\x02" * 32), Identity.from_seed(b"\x01" * 32)
+core = Conversations(bob, b"b" * 16, store)
+old = [bytes.fromhex(h) for h in Path(old_file).read_text().split()]
+rng = random.Random(seed)
+sys.stdout.write("ready\n")
+sys.stdout.flush()
+i = 0
+while True:
+    batch = []
+    for _ in range(rng.randint(1, 40)):
+        if old and rng.random() < 0.2:
+            batch.append(rng.choice(old))  # a resend: acknowledged again, stored once
+            continue
+        i += 1
+        text = f"batched {seed}.{i} " + "x" * (i * 37 % 500)
+        env = E.create(alice, b"a" * 16, bob.public_key, b"text", E.text_body(text),
+                       lamport=seed * 10**6 + i, now=time.time())
+        data = E.encode_envelope(env)
+        batch.append(data)
+        sys.stdout.write(f"sent {len(batch)} {data.hex()}\n")
+    sys.stdout.write("batch\n")
+    sys.stdout.flush()
+    with core.batch(time.time()):
+        for data in batch:
+            core.receive(alice.public_key, b"a" * 16, data, time.time())
+    for event in iter(core.next_event, None):
+        if isinstance(event, conv.Transmit):
+            ids, _ = E.decode_receipt(E.parse_envelope(event.data))
+            sys.stdout.write("ack " + " ".join(x.hex() for x in ids) + "\n")
+    sys.stdout.flush()
+"""
+
+
+@pytest.mark.parametrize("key", [bytes(range(32)), None], ids=["encrypted", "plaintext"])
+def test_sigkill_mid_batch_loses_nothing_acknowledged_and_stores_batches_whole(
+    tmp_path: Path, key: bytes | None
+) -> None:
+    rng = random.Random(int.from_bytes(os.urandom(4), "big"))
+    path, old_file = tmp_path / "batch.db", tmp_path / "old.txt"
+    sent: list[bytes] = []  # every envelope handed to the core, in order
+    acked: set[bytes] = set()
+    old_file.write_text("")
+    for seed in range(1, 5):
+        args = [str(path), key.hex() if key else "", str(seed), str(old_file)]
+        lines = _run_child_and_kill(BATCH_CHILD, args, rng, (0.3, 1.2))
+        batches: list[list[bytes]] = [[]]
+        for line in lines:
+            kind, _, rest = line.partition(" ")
+            if kind == "sent":
+                batches[-1].append(bytes.fromhex(rest.split()[1]))
+            elif kind == "batch":
+                batches.append([])
+            elif kind == "ack":
+                acked.update(bytes.fromhex(h) for h in rest.split())
+        fresh = [E.parse_envelope(b) for batch in batches for b in batch]
+        assert fresh, "the child sent nothing before it was killed"
+        print(f"seed {seed}: {len(fresh)} texts in {len(batches)} batches, {len(acked)} acked")
+        sent += [E.encode_envelope(e) for e in fresh]
+        with Store.open(path, key) as store:
+            assert store.integrity_check() == ["ok"]
+            conn = store.db._live()
+            stored = {bytes(r[0]) for r in conn.execute("SELECT id FROM messages")}
+            for msg_id in acked:  # acknowledged means on disk, with its replay id
+                assert msg_id in stored, f"acknowledged message {msg_id.hex()} was lost"
+                assert store.seen_before(msg_id)
+            for batch in batches:  # all of a batch or none of it, whatever the moment
+                ids = {E.parse_envelope(b).id for b in batch}
+                assert ids <= stored or not ids & stored, "a batch was stored in part"
+            # Resends of acknowledged texts stored nothing twice.
+            texts = [r[0] for r in conn.execute("SELECT text FROM messages")]
+            assert len(texts) == len(set(texts)) == len(stored)
+        # Alice resends whatever was not acknowledged, and some that was (lost receipts).
+        old_file.write_text(" ".join(b.hex() for b in sent))
+    assert acked, "no batch was ever acknowledged"

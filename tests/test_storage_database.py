@@ -3,6 +3,7 @@ per-package migration registry applies each package's steps once, in order."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 from pathlib import Path
 from typing import Any
@@ -115,3 +116,58 @@ def test_a_file_that_is_not_sqlite_is_reported_as_such(tmp_path: Path) -> None:
     path.write_bytes(bytes(data))
     with pytest.raises(StoreError, match="not a readable SQLite file"):
         Store.open(path, None)
+
+
+# ------------------------------------------------------------------ group commit
+
+
+def _count(db: Database) -> int:
+    return int(db.query("SELECT count(*) FROM t")[0][0])
+
+
+def _table(tmp_path: Path) -> tuple[Database, Database]:
+    """A database with one table, and a second connection to see what is committed."""
+    db = Database.open(tmp_path / "g.db", None, migrate=False)
+    db.write("CREATE TABLE t (x INTEGER PRIMARY KEY)")
+    return db, Database.open(tmp_path / "g.db", None, migrate=False)
+
+
+def test_nested_transactions_commit_once_with_the_outer_one(tmp_path: Path) -> None:
+    db, other = _table(tmp_path)
+    with db.transaction():
+        assert db.in_transaction
+        for i in range(3):
+            with db.transaction() as conn:  # joins the open one as a savepoint
+                conn.execute("INSERT INTO t (x) VALUES (?)", (i,))
+        assert _count(db) == 3  # our own writes are visible to us...
+        assert _count(other) == 0  # ...but not committed until the outer block ends
+    assert not db.in_transaction
+    assert _count(other) == 3
+
+
+def test_a_failed_nested_transaction_dooms_the_outer_one(tmp_path: Path) -> None:
+    db, other = _table(tmp_path)
+    with pytest.raises(StoreError, match="inside this transaction failed"), db.transaction():
+        with db.transaction() as conn:
+            conn.execute("INSERT INTO t (x) VALUES (1)")
+        with contextlib.suppress(StoreError), db.transaction() as inner:
+            inner.execute("INSERT INTO t (x) VALUES (1)")  # a constraint violation, caught
+        with db.transaction() as inner:
+            inner.execute("INSERT INTO t (x) VALUES (3)")
+    assert _count(other) == 0  # all of it or none: none
+    with db.transaction() as conn:  # the next transaction starts clean
+        conn.execute("INSERT INTO t (x) VALUES (4)")
+    assert _count(other) == 1
+
+
+def test_a_failed_outer_transaction_undoes_its_nested_ones(tmp_path: Path) -> None:
+    db, other = _table(tmp_path)
+    with pytest.raises(RuntimeError), db.transaction():
+        with db.transaction() as inner:
+            inner.execute("INSERT INTO t (x) VALUES (1)")
+        raise RuntimeError("the batch failed")
+    assert _count(other) == 0
+    assert not db.in_transaction
+    with db.transaction() as conn:  # and the connection is usable again
+        conn.execute("INSERT INTO t (x) VALUES (9)")
+    assert _count(other) == 1

@@ -33,6 +33,7 @@ from pathlib import Path
 
 __all__ = [
     "HOME_IP",
+    "LAN_ADDRS",
     "LAN_GW",
     "PUBLIC_ADDRS",
     "PUBLIC_HOST",
@@ -44,6 +45,7 @@ __all__ = [
     "Lab",
     "NatType",
     "build_lab",
+    "build_lan",
     "lab_or_skip",
     "miniupnpd_unavailable",
     "nat_ruleset",
@@ -395,17 +397,22 @@ SECOND_WAN_ADDRS = {nat: f"{INTERNET}.{111 + i}" for i, nat in enumerate(NatType
 UPNP_WAN = "198.20.0.104"
 
 
+#: Hosts of the internet-less LAN (:func:`build_lan`).
+LAN_ADDRS = ["10.77.0.10", "10.77.0.11", "10.77.0.12"]
+
+
 @contextlib.contextmanager
-def lab_or_skip(**kw: Sequence[NatType]) -> Iterator[Lab]:
-    """:func:`build_lab` for a test fixture: the test skips, saying what is missing, where
-    the lab cannot be built (and fails under CI, see ``harness.skip_unless_ci``)."""
+def lab_or_skip(*, lan: bool = False, **kw: Sequence[NatType]) -> Iterator[Lab]:
+    """:func:`build_lab` (or, with ``lan``, :func:`build_lan`) for a test fixture: the
+    test skips, saying what is missing, where the lab cannot be built (and fails under
+    CI, see ``harness.skip_unless_ci``)."""
     from harness import skip_unless_ci
 
     with contextlib.ExitStack() as stack:
         try:
             if (why := unavailable()) is not None:
                 raise RuntimeError(why)
-            built = stack.enter_context(build_lab(**kw))
+            built = stack.enter_context(build_lan() if lan else build_lab(**kw))
         except Exception as exc:
             skip_unless_ci(f"the NAT lab cannot be built: {exc}")
         yield built
@@ -428,6 +435,24 @@ def build_lab(
             lab.add_home(nat, WAN_ADDRS[nat])
         for nat in seconds:
             lab.add_home(nat, SECOND_WAN_ADDRS[nat], second=True)
+        yield lab
+    finally:
+        lab.close()
+
+
+@contextlib.contextmanager
+def build_lan(addrs: Sequence[str] = LAN_ADDRS) -> Iterator[Lab]:
+    """A LAN and nothing else: one switch (the ``inet`` bridge, multicast snooping off,
+    as a plain switch floods) and a host per address (namespaces ``lan0``, ``lan1``...),
+    with no router and no default route: no DHT node is reachable. Always torn down."""
+    _remove_stale()
+    lab = Lab(tag=f"{PREFIX}{os.getpid()}")
+    try:
+        lab.add_internet()
+        _sh(["ip", "-n", lab.internet, "link", "set", "br0", "type", "bridge",
+             "mcast_snooping", "0"])  # fmt: skip
+        for i, addr in enumerate(addrs):
+            lab.add_public(f"lan{i}", [addr])
         yield lab
     finally:
         lab.close()

@@ -1177,6 +1177,61 @@ def family_sessions() -> dict[str, Any]:
     )
 
 
+# -------------------------------------------------------------------------- LAN
+
+
+def family_lan() -> dict[str, Any]:
+    """LAN announcements (docs/PROTOCOL.md "Finding contacts on the LAN")."""
+    from btchat.discovery import lan_rendezvous as lan
+
+    secret = rendezvous.pairwise_secret(ALICE, BOB.public_key)
+    cert = ALICE.certify(ALICE_DEVICE, CREATED)
+    vectors = []
+    for now, port in ((NOW, 6881), (472222 * rendezvous.EPOCH_SECONDS + 3599.0, 40001)):
+        epoch = rendezvous.epoch_of(now)
+        a, b = ALICE.public_key, BOB.public_key
+        tag = lan.lan_tag(secret, a, b, epoch)
+        key = lan.lan_key(secret, a, b, epoch)
+        nonce = bytes(range(epoch % 200, epoch % 200 + lan.NONCE_SIZE))
+        plaintext = encode({b"c": [cert.encode()], b"p": port})
+        vectors.append(
+            {
+                "now": now,
+                "epoch": epoch,
+                "announcer_seed": hx(ALICE.seed),
+                "seeker_seed": hx(BOB.seed),
+                "secret": hx(secret),
+                "tag_message": hx(lan.TAG_CONTEXT + a + b + epoch.to_bytes(8, "big")),
+                "tag": hx(tag),
+                "key_message": hx(lan.KEY_CONTEXT + a + b + epoch.to_bytes(8, "big")),
+                "key": hx(key),
+                "port": port,
+                "certificate": hx(cert.encode()),
+                "plaintext": hx(plaintext),
+                "nonce": hx(nonce),
+                "aad": hx(lan.MAGIC + tag),
+                "datagram": hx(lan.seal_announcement(key, tag, nonce, port, [cert])),
+            }
+        )
+    return _file(
+        "Alice's LAN announcement for Bob: a multicast datagram on the BEP 14 group that "
+        "only Bob can recognise and open.",
+        {
+            "secret": "the pairwise secret (rendezvous.json)",
+            "tag_message": "'btchat lan tag v1' || announcer || seeker || u64be(epoch)",
+            "tag": "BLAKE2b, 16-byte digest, KEYED with secret, of tag_message",
+            "key_message": "'btchat lan key v1' || announcer || seeker || u64be(epoch)",
+            "key": "BLAKE2b, 32-byte digest, KEYED with secret, of key_message",
+            "plaintext": "bencode({c: [device certificate], p: session port})",
+            "aad": "MAGIC || tag",
+            "datagram": "MAGIC || tag || nonce || XChaCha20-Poly1305-IETF(key, nonce, aad, "
+            "plaintext) (ciphertext || 16-byte tag)",
+        },
+        vectors,
+        constants={"magic": hx(lan.MAGIC), "epoch_seconds": rendezvous.EPOCH_SECONDS},
+    )
+
+
 FAMILIES = {
     "ids": family_ids,
     "devices": family_devices,
@@ -1187,6 +1242,7 @@ FAMILIES = {
     "offline": family_offline,
     "channels": family_channels,
     "sessions": family_sessions,
+    "lan": family_lan,
 }
 
 

@@ -64,6 +64,7 @@ def settings(args: argparse.Namespace) -> Settings:
             "tor",
             "upnp",
             "relay",
+            "lan",
         )
     }
     if flags["data_dir"] is not None:
@@ -181,6 +182,14 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         const=False,
         default=None,
         help="do not relay sessions between your contacts (env BTCHAT_RELAY=0, config [net] relay)",
+    )
+    p.add_argument(
+        "--no-lan",
+        dest="lan",
+        action="store_const",
+        const=False,
+        default=None,
+        help="do not announce contacts on the LAN (env BTCHAT_LAN=0, config [net] lan)",
     )
     p.set_defaults(func=cmd_up)
 

@@ -3,6 +3,7 @@ around the sans-I/O :class:`~btchat.discovery.lsd.LsdAnnouncer`."""
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
 import ipaddress
@@ -24,7 +25,7 @@ from btchat.discovery.lsd import (
 )
 from btchat.net.timer import CoreTimer
 
-__all__ = ["LsdService"]
+__all__ = ["LsdService", "multicast_interfaces", "multicast_socket"]
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ class LsdService(asyncio.DatagramProtocol):
             min_interval=min_interval,
             dest=(group, lsd_port),
         )
-        sock = _multicast_socket(group, lsd_port, interface, ttl, loopback)
+        sock = multicast_socket(group, lsd_port, interface, ttl, loopback)
         service = cls(core, on_peer, group, lsd_port)
         try:
             await service.loop.create_datagram_endpoint(lambda: service, sock=sock)
@@ -185,10 +186,13 @@ class LsdService(asyncio.DatagramProtocol):
             self._timer.rearm()
 
 
-def _multicast_socket(
+def multicast_socket(
     group: str, lsd_port: int, interface: str, ttl: int, loopback: bool
 ) -> socket.socket:
-    """A UDP socket bound to group:lsd_port, joined on one interface, sending through it."""
+    """A UDP socket bound to group:lsd_port, joined on one interface, sending through it.
+
+    Shared by every listener on the BEP 14 group (channel LSD, the LAN rendezvous): on
+    Linux each such socket gets its own copy of every group datagram."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
     try:
         # Several processes on one host (another btchat, a BitTorrent client) share 6771.
@@ -218,3 +222,32 @@ def _multicast_socket(
         sock.close()
         raise
     return sock
+
+
+_SIOCGIFFLAGS, _SIOCGIFADDR = 0x8913, 0x8915
+_IFF_UP, _IFF_LOOPBACK, _IFF_MULTICAST = 0x1, 0x8, 0x1000
+
+
+def multicast_interfaces() -> list[str]:
+    """The IPv4 address of every interface that is up, not loopback and multicast-capable
+    (Linux; elsewhere none): where "any interface" announces on a LAN that has no default
+    route, hence no route the kernel could pick for the group."""
+    if not sys.platform.startswith("linux"):
+        return []
+    import fcntl  # POSIX only
+
+    out: list[str] = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        for _, name in socket.if_nameindex():
+            req = array.array("B", name.encode()[:15].ljust(40, b"\0"))
+            try:
+                fcntl.ioctl(probe.fileno(), _SIOCGIFFLAGS, req)
+                flags = int.from_bytes(req[16:18].tobytes(), sys.byteorder)
+                if flags & (_IFF_UP | _IFF_LOOPBACK | _IFF_MULTICAST) != _IFF_UP | _IFF_MULTICAST:
+                    continue
+                req = array.array("B", name.encode()[:15].ljust(40, b"\0"))
+                fcntl.ioctl(probe.fileno(), _SIOCGIFADDR, req)  # the primary address
+            except OSError:
+                continue  # no IPv4 address on it
+            out.append(socket.inet_ntoa(req[20:24].tobytes()))
+    return out

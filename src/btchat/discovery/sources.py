@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from btchat.discovery.found import Found, OnFound
-from btchat.discovery.lsd_service import LsdService
+from btchat.discovery.lsd_service import LsdService, multicast_interfaces
 from btchat.discovery.trackers import TrackerError, announce
 from btchat.net.dht_service import DhtError, DhtService
 
@@ -116,34 +116,43 @@ class LsdSource(_Source):
 
     interval: Callable[[], float] = lambda: LSD_RESYNC
     options: dict[str, Any] = field(default_factory=dict)  # LsdService.start keywords
-    service: LsdService | None = field(default=None, init=False)
+    service: LsdService | None = field(default=None, init=False)  # the first of services
+    services: list[LsdService] = field(default_factory=list, init=False)  # per interface
 
     async def start(self) -> bool:
-        """Open the multicast socket; False (logged) if this host cannot."""
-        try:
-            self.service = await LsdService.start(self.port, self._heard, **self.options)
-        except OSError as exc:
-            log.warning("LAN discovery unavailable: %s", exc)
-            return False
-        return True
+        """Open the multicast socket(s); False (logged) if this host cannot. With no
+        interface given, one per LAN interface (BEP 14): a LAN with no internet often
+        has no default route for the kernel to choose one by."""
+        interfaces = [self.options.get("interface", "0.0.0.0")]
+        if interfaces == ["0.0.0.0"]:
+            interfaces = multicast_interfaces() or interfaces
+        for interface in interfaces:
+            try:
+                options = {**self.options, "interface": interface}
+                self.services.append(await LsdService.start(self.port, self._heard, **options))
+            except OSError as exc:
+                log.warning("LAN discovery unavailable on %s: %s", interface, exc)
+        self.service = self.services[0] if self.services else None
+        return bool(self.services)
 
     def _heard(self, infohash: bytes, addr: tuple[str, int]) -> None:
         self.found += 1
         self.on_found(Found(infohash, addr, "lsd"))
 
     async def run(self) -> None:
-        assert self.service is not None, "start() first"
+        assert self.services, "start() first"
         current: set[bytes] = set()
         while True:
             now = time.time()
             wanted = set(self.targets.announce_targets(now)) | set(self.targets.lookup_targets(now))
-            for infohash in wanted - current:
-                self.service.add(infohash)
-            for infohash in current - wanted:
-                self.service.remove(infohash)
+            for service in self.services:
+                for infohash in wanted - current:
+                    service.add(infohash)
+                for infohash in current - wanted:
+                    service.remove(infohash)
             current = wanted
             await asyncio.sleep(self.interval())
 
     def close(self) -> None:
-        if self.service is not None:
-            self.service.close()
+        for service in self.services:
+            service.close()

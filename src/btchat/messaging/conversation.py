@@ -17,6 +17,14 @@ offers the ids still unacknowledged (``sync``); the receiver acknowledges those 
 are then resent. A peer that never answers the offer (an older client) gets the whole
 outbox after :data:`SYNC_TIMEOUT`, the core's one timer.
 
+Group commit: every entry point runs as a *batch* (:meth:`Conversations.batch`), one
+store transaction; a shell that has several payloads at once (the frames of one read)
+or several texts to send opens one batch around all of them, so they cost one commit
+(one fsync) instead of several each. Events a batch causes are held until its
+transaction has committed and dropped if it fails, so nothing is sent or acknowledged
+that is not on disk; the "delivered" ids of a batch go out as one receipt per peer
+(up to :data:`~btchat.messaging.envelope.MAX_RECEIPT_IDS` ids each).
+
 A received envelope is verified (version, signature, sender = the session's
 authenticated identity and device, recipient = us, time window), then dispatched
 through a type -> handler table. Types the core does not own (the offline backup
@@ -26,9 +34,10 @@ raises: it is refused (:class:`Refused`) and counted.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -73,9 +82,12 @@ class ConversationStore(Protocol):
     """The part of :class:`btchat.messaging.store.Store` the core uses."""
 
     def next_lamport(self, peer: bytes, seen: int | None) -> int: ...
-    def save_outgoing(self, env: Envelope, now: float) -> None: ...
+    def lamport(self, peer: bytes) -> int: ...
+    def set_lamport(self, peer: bytes, value: int) -> None: ...
+    def save_outgoing(self, env: Envelope, now: float, *, sent: bool = ...) -> None: ...
     def save_incoming(self, env: Envelope, now: float) -> bool: ...
     def get_message(self, msg_id: bytes) -> Any: ...
+    def message_ids(self, ids: Sequence[bytes], peer: bytes, direction: str) -> set[bytes]: ...
     def mark_state(self, ids: list[bytes], state: str) -> int: ...
     def pending_outbox(self, peer: bytes) -> list[bytes]: ...
     def replace_outbox(self, env: Envelope) -> bool: ...
@@ -84,6 +96,7 @@ class ConversationStore(Protocol):
     def set_presence(self, pk: bytes, status: str, last_seen_ms: int) -> bool: ...
     def kv_get(self, key: str) -> bytes | None: ...
     def kv_set(self, key: str, value: bytes) -> None: ...
+    def transaction(self) -> contextlib.AbstractContextManager[Any]: ...
 
 
 @dataclass(frozen=True)
@@ -105,10 +118,12 @@ class Deposit:
 
 @dataclass(frozen=True)
 class MessageStored:
-    """A message was committed: a new incoming one, or one we sent."""
+    """A message was committed: a new incoming one, or one we sent; ``state`` is the
+    delivery state it was stored with (so the shell need not read it back)."""
 
     peer: bytes
     envelope: Envelope
+    state: str = "delivered"
 
 
 @dataclass(frozen=True)
@@ -182,6 +197,13 @@ class Conversations:
         self._online: set[bytes] = set()
         self._sync_deadline: dict[bytes, float] = {}  # peer -> full resend at
         self._events: deque[Event] = deque()
+        #: Inside a batch: its events (released after the commit), and the ids of the
+        #: texts it stored or saw again, per peer, to acknowledge in one receipt.
+        self._held: list[Event] | None = None
+        self._delivered: dict[bytes, list[bytes]] = {}
+        #: Inside a batch: each conversation's Lamport clock, read once, ticked here for
+        #: every envelope made or received, and written back once at its end.
+        self._clocks: dict[bytes, int] = {}
         self._handlers: dict[bytes, Callable[[bytes, Envelope, float], None]] = {
             env_mod.TEXT: self._on_text,
             env_mod.RECEIPT: self._on_receipt,
@@ -198,12 +220,61 @@ class Conversations:
 
     def handle_timer(self, now: float) -> None:
         """A peer that never answered our offer (an older client) gets everything."""
-        for peer in [p for p, t in self._sync_deadline.items() if t <= now]:
-            del self._sync_deadline[peer]
-            self._replay_outbox(peer, None, now)
+        with self.batch(now):
+            for peer in [p for p, t in self._sync_deadline.items() if t <= now]:
+                del self._sync_deadline[peer]
+                self._replay_outbox(peer, None, now)
 
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
+
+    @contextlib.contextmanager
+    def batch(self, now: float) -> Iterator[None]:
+        """One store transaction around every call inside; their events after it commits.
+
+        If the block or the commit fails, the batch's events are dropped (nothing it
+        stored is acknowledged or sent: the sender still has it in its outbox) and the
+        error propagates. A batch inside a batch is part of it.
+        """
+        if self._held is not None:
+            yield
+            return
+        self._held = []
+        try:
+            with self.store.transaction():
+                yield
+                self._acknowledge(now)  # signed receipts move the clock: in the batch
+                for peer, value in self._clocks.items():
+                    self.store.set_lamport(peer, value)
+            held = self._held
+        finally:
+            self._held = None
+            self._delivered.clear()
+            self._clocks.clear()
+        self.stats["batches"] += 1
+        self._events.extend(held)
+
+    def _tick(self, peer: bytes, seen: int | None) -> int:
+        """The next Lamport value of the conversation with ``peer`` (PROTOCOL.md "Order")."""
+        if self._held is None:  # outside a batch: straight to the store
+            return self.store.next_lamport(peer, seen)
+        local = self._clocks.get(peer)
+        value = env_mod.lamport_tick(self.store.lamport(peer) if local is None else local, seen)
+        self._clocks[peer] = value
+        return value
+
+    def _queue(self, event: Event) -> None:
+        if self._held is not None:
+            self._held.append(event)
+        else:
+            self._events.append(event)
+
+    def _acknowledge(self, now: float) -> None:
+        """The "delivered" receipts of the batch: one per peer and 500 ids."""
+        for peer, ids in self._delivered.items():
+            for chunk in _chunks(ids, env_mod.MAX_RECEIPT_IDS):
+                receipt = env_mod.receipt_body(chunk, b"delivered")
+                self._transmit(peer, self.envelope(peer, env_mod.RECEIPT, receipt, now))
 
     def is_online(self, peer: bytes) -> bool:
         return peer in self._online
@@ -212,6 +283,10 @@ class Conversations:
 
     def session_up(self, peer: bytes, now: float) -> None:
         """A session to ``peer`` is live: presence, reconciliation, read receipts."""
+        with self.batch(now):
+            self._session_up(peer, now)
+
+    def _session_up(self, peer: bytes, now: float) -> None:
         self._online.add(peer)
         self.store.set_presence(peer, "online", int(now * 1000))
         self._send_presence(peer, now)
@@ -229,7 +304,8 @@ class Conversations:
     def session_down(self, peer: bytes, now: float) -> None:
         self._online.discard(peer)
         self._sync_deadline.pop(peer, None)
-        self.store.set_presence(peer, "offline", int(now * 1000))
+        with self.batch(now):
+            self.store.set_presence(peer, "offline", int(now * 1000))
 
     # ---------------------------------------------------------------- sending
 
@@ -241,7 +317,7 @@ class Conversations:
             to,
             kind,
             body,
-            lamport=self.store.next_lamport(to, None),
+            lamport=self._tick(to, None),
             now=now,
         )
 
@@ -249,22 +325,28 @@ class Conversations:
         """Sign and queue a transient envelope; False (nothing queued) with no session."""
         if to not in self._online:
             return False
-        self._transmit(to, self.envelope(to, kind, body, now))
+        with self.batch(now):
+            self._transmit(to, self.envelope(to, kind, body, now))
         return True
 
     def _transmit(self, to: bytes, envelope: Envelope) -> None:
-        self._events.append(Transmit(to, env_mod.encode_envelope(envelope)))
+        self._queue(Transmit(to, env_mod.encode_envelope(envelope)))
 
     def send_text(self, to: bytes, text: str, now: float) -> Envelope:
-        """Commit a text message with its outbox row, then send it or deposit it."""
-        envelope = self.envelope(to, env_mod.TEXT, env_mod.text_body(text), now)
-        self.store.save_outgoing(envelope, now)  # persist, then act
-        if to in self._online:
-            self._transmit(to, envelope)
-            self.store.mark_state([envelope.id], "sent")
-        else:
-            self._events.append(Deposit(to, envelope, env_mod.encode_envelope(envelope)))
-        self._events.append(MessageStored(to, envelope))
+        """Commit a text message with its outbox row, then send it or deposit it.
+
+        Marked ``sent`` in the same transaction when a session is up: the send is
+        released only after the commit, and a crash in between leaves it in the outbox,
+        which is replayed on the next session anyway."""
+        with self.batch(now):
+            envelope = self.envelope(to, env_mod.TEXT, env_mod.text_body(text), now)
+            online = to in self._online
+            self.store.save_outgoing(envelope, now, sent=online)  # persist, then act
+            if online:
+                self._transmit(to, envelope)
+            else:
+                self._queue(Deposit(to, envelope, env_mod.encode_envelope(envelope)))
+            self._queue(MessageStored(to, envelope, "sent" if online else "pending"))
         return envelope
 
     def send_typing(self, to: bytes, on: bool, now: float) -> None:
@@ -274,10 +356,11 @@ class Conversations:
         """Our presence, kept across restarts and told to every contact online."""
         if status not in PRESENCE_STATES:
             raise ValueError(f"presence is one of {', '.join(PRESENCE_STATES)}")
-        self.store.kv_set("presence", status.encode())
-        self.store.kv_set("presence_note", (note or "").encode())
-        for peer in sorted(self._online):
-            self._send_presence(peer, now)
+        with self.batch(now):
+            self.store.kv_set("presence", status.encode())
+            self.store.kv_set("presence_note", (note or "").encode())
+            for peer in sorted(self._online):
+                self._send_presence(peer, now)
 
     def _send_presence(self, peer: bytes, now: float) -> None:
         status = (self.store.kv_get("presence") or b"online").decode()
@@ -289,6 +372,10 @@ class Conversations:
         """Mark incoming messages read (up to the hex id ``up_to``); returns how many.
 
         The read receipts are committed first and sent when a session is up."""
+        with self.batch(now):
+            return self._mark_read(peer, up_to, now)
+
+    def _mark_read(self, peer: bytes, up_to: str | None, now: float) -> int:
         unread = [
             r
             for r in self.store.history(peer, limit=500)
@@ -343,7 +430,7 @@ class Conversations:
                 queued = env_mod.resign(self.identity, queued, now=now)
                 self.store.replace_outbox(queued)
                 blob = env_mod.encode_envelope(queued)
-            self._events.append(Transmit(peer, blob))
+            self._queue(Transmit(peer, blob))
             sent.append(queued.id)
         if sent:
             self.store.mark_state(sent, "sent")
@@ -352,7 +439,13 @@ class Conversations:
     # ---------------------------------------------------------------- receiving
 
     def receive(self, peer: bytes, device: bytes, payload: bytes, now: float) -> None:
-        """A payload from ``peer``'s authenticated ``device`` over a live session."""
+        """A payload from ``peer``'s authenticated ``device`` over a live session.
+
+        Several payloads at once (the frames of one read) go in one :meth:`batch`."""
+        with self.batch(now):
+            self._receive(peer, device, payload, now)
+
+    def _receive(self, peer: bytes, device: bytes, payload: bytes, now: float) -> None:
         try:
             envelope = env_mod.parse_envelope(payload)
             env_mod.verify_envelope(
@@ -365,53 +458,50 @@ class Conversations:
         except EnvelopeError as exc:
             log.warning("refused an envelope from %s: %s", peer.hex()[:16], exc)
             self.stats["refused"] += 1
-            self._events.append(Refused(peer, str(exc)))
+            self._queue(Refused(peer, str(exc)))
             return
-        self.store.next_lamport(peer, envelope.lamport)  # advance our clock past theirs
+        self._tick(peer, envelope.lamport)  # advance our clock past theirs
         handler = self._handlers.get(envelope.type)
         if handler is None:
-            self._events.append(Unhandled(peer, envelope))
+            self._queue(Unhandled(peer, envelope))
         else:
             handler(peer, envelope, now)
 
     def _on_text(self, peer: bytes, envelope: Envelope, now: float) -> None:
         fresh = self.store.save_incoming(envelope, now)  # persist, then acknowledge
-        receipt = env_mod.receipt_body([envelope.id], b"delivered")
-        self._transmit(peer, self.envelope(peer, env_mod.RECEIPT, receipt, now))
+        # Acknowledged at the end of the batch, with the other texts of the same read.
+        self._delivered.setdefault(peer, []).append(envelope.id)
         if fresh:
-            self._events.append(MessageStored(peer, envelope))
+            self._queue(MessageStored(peer, envelope))
         else:
             # A replay, or a resend after a lost receipt: acknowledged again, not stored.
             self.stats["duplicates_received"] += 1
 
     def _on_receipt(self, peer: bytes, envelope: Envelope, now: float) -> None:
         ids, state = env_mod.decode_receipt(envelope)
-        mine = [i for i in ids if self._is_message(i, peer, "out")]
+        known = self.store.message_ids(ids, peer, "out")
+        mine = [i for i in dict.fromkeys(ids) if i in known]
         if mine:
             self.store.mark_state(mine, state.decode())
             self.store.ack_outbox(mine)
-            self._events.append(ReceiptReceived(peer, state.decode(), tuple(mine)))
+            self._queue(ReceiptReceived(peer, state.decode(), tuple(mine)))
 
     def _on_presence(self, peer: bytes, envelope: Envelope, now: float) -> None:
         status, last_seen, note = env_mod.decode_presence(envelope)
         self.store.set_presence(peer, status, last_seen)
-        self._events.append(PresenceChanged(peer, status, last_seen, note))
+        self._queue(PresenceChanged(peer, status, last_seen, note))
 
     def _on_typing(self, peer: bytes, envelope: Envelope, now: float) -> None:
-        self._events.append(Typing(peer, env_mod.decode_typing(envelope)))
+        self._queue(Typing(peer, env_mod.decode_typing(envelope)))
 
     def _on_sync(self, peer: bytes, envelope: Envelope, now: float) -> None:
         ids = _id_list(envelope.body)
-        have = [i for i in ids if self._is_message(i, peer, "in")]
+        known = self.store.message_ids(ids, peer, "in")
+        have = [i for i in ids if i in known]
         for chunk in _chunks(have, env_mod.MAX_RECEIPT_IDS):
             self.send_body(peer, env_mod.RECEIPT, env_mod.receipt_body(chunk, b"delivered"), now)
-        known = set(have)
         self.send_body(peer, SYNC_WANT, {b"ids": [i for i in ids if i not in known]}, now)
 
     def _on_sync_want(self, peer: bytes, envelope: Envelope, now: float) -> None:
         self._sync_deadline.pop(peer, None)
         self._replay_outbox(peer, set(_id_list(envelope.body)), now)
-
-    def _is_message(self, msg_id: bytes, peer: bytes, direction: str) -> bool:
-        row = self.store.get_message(msg_id)
-        return row is not None and row.direction == direction and row.peer == peer

@@ -52,6 +52,7 @@ __all__ = [
     "decode_text",
     "decode_typing",
     "encode_envelope",
+    "lamport_tick",
     "parse_envelope",
     "presence_body",
     "receipt_body",
@@ -78,6 +79,16 @@ MAX_NOTE = 140
 #: Largest ``ts``/``lc``/``ls``: 2**53 - 1 is exact in every JSON/JavaScript client and
 #: far inside SQLite's signed 64-bit INTEGER, so no remote integer can overflow either.
 MAX_INT = 2**53 - 1
+
+
+def lamport_tick(local: int, seen: int | None) -> int:
+    """A conversation's clock after an envelope (``seen``: a received ``lc``; None: one
+    we create): ``max(local, seen) + 1``, clamped at 2**53 - 1 so a peer inflating its
+    clock can make ties, never overflow."""
+    observed = min(max(int(seen or 0), 0), MAX_INT)
+    return min(max(local, observed) + 1, MAX_INT)
+
+
 #: Bencode nesting we decode: envelope -> body -> list -> item, with room for new types.
 MAX_DEPTH = 8
 

@@ -11,7 +11,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from btchat.messaging.envelope import MAX_INT, TEXT, Envelope, EnvelopeError, decode_text
+from btchat.messaging.envelope import (
+    MAX_INT,
+    TEXT,
+    Envelope,
+    EnvelopeError,
+    decode_text,
+    lamport_tick,
+)
 from btchat.messaging.outbox import Outbox
 from btchat.messaging.replay import ReplayIds
 from btchat.storage import Connection, StoreError, Table, id_chunks, placeholders
@@ -42,6 +49,25 @@ class MessageRow:
     text: str | None
     state: str
     received_ms: int
+
+    @classmethod
+    def of(cls, env: Envelope, direction: str, state: str, received_ms: int) -> MessageRow:
+        """The row a save of ``env`` just wrote, without reading it back (for events)."""
+        text = decode_text(env) if env.type == TEXT else None
+        peer = env.recipient if direction == "out" else env.sender
+        kind = env.type.decode("ascii")
+        return cls(
+            env.id,
+            peer,
+            env.sender,
+            direction,
+            env.ts_ms,
+            env.lamport,
+            kind,
+            text,
+            state,
+            received_ms,
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -117,14 +143,14 @@ class Messages(Table):
         except EnvelopeError as exc:
             raise StoreError(f"cannot store a malformed text message: {exc}") from None
 
-    def save_outgoing(self, env: Envelope, now: float) -> None:
-        """Record our own message as ``pending`` and queue it, atomically."""
+    def save_outgoing(self, env: Envelope, now: float, *, sent: bool = False) -> None:
+        """Record our own message as ``pending`` (``sent`` when the caller sends it once
+        the transaction is committed) and queue it, atomically."""
         text = self._text_of(env)
         now_ms = int(now * 1000)
         with self.db.transaction() as conn:
-            if conn.execute("SELECT 1 FROM messages WHERE id = ?", (env.id,)).fetchone():
+            if not _insert(conn, env, "out", "sent" if sent else "pending", text, now_ms):
                 raise StoreError("a message with this id is already stored")
-            _insert(conn, env, "out", "pending", text, now_ms)
             Outbox.queue(conn, env, now_ms)
 
     def save_incoming(self, env: Envelope, now: float) -> bool:
@@ -140,6 +166,19 @@ class Messages(Table):
                 return False
             # The id may also be one of ours (a peer echoing it back): never overwrite.
             return _insert(conn, env, "in", "delivered", text, now_ms) > 0
+
+    def message_ids(self, ids: Sequence[bytes], peer: bytes, direction: str) -> set[bytes]:
+        """Those of ``ids`` that are stored messages of the conversation with ``peer``
+        going ``direction`` (one query per 500 ids, for receipts and sync offers)."""
+        found: set[bytes] = set()
+        for chunk in id_chunks(ids):
+            rows = self.db.query(
+                f"SELECT id FROM messages WHERE id IN ({placeholders(len(chunk))})"
+                " AND peer = ? AND direction = ?",
+                (*chunk, peer, direction),
+            )
+            found.update(bytes(r[0]) for r in rows)
+        return found
 
     def get_message(self, msg_id: bytes) -> MessageRow | None:
         rows = self.db.query(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?", (msg_id,))
@@ -211,16 +250,23 @@ class Messages(Table):
     def next_lamport(self, peer: bytes, seen: int | None) -> int:
         """Tick the conversation's clock past ``seen`` (a received ``lc``) and return it.
 
-        Clamped at 2**53 - 1: a peer inflating its clock can make ties, never overflow.
+        Clamped at 2**53 - 1 (:func:`~btchat.messaging.envelope.lamport_tick`).
         """
+        with self.db.transaction():
+            value = lamport_tick(self.lamport(peer), seen)
+            self.set_lamport(peer, value)
+        return value
+
+    def lamport(self, peer: bytes) -> int:
+        """The conversation's clock as stored (0 before its first envelope)."""
+        rows = self.db.query("SELECT lamport FROM clocks WHERE peer = ?", (peer,))
+        return int(rows[0][0]) if rows else 0
+
+    def set_lamport(self, peer: bytes, value: int) -> None:
+        """Store the clock a batch advanced in memory (see ``Conversations.batch``)."""
         with self.db.transaction() as conn:
-            row = conn.execute("SELECT lamport FROM clocks WHERE peer = ?", (peer,)).fetchone()
-            local = row[0] if row else 0
-            observed = min(max(int(seen or 0), 0), MAX_INT)
-            value = min(max(local, observed) + 1, MAX_INT)
             conn.execute(
                 "INSERT INTO clocks (peer, lamport) VALUES (?, ?)"
                 " ON CONFLICT (peer) DO UPDATE SET lamport = excluded.lamport",
-                (peer, value),
+                (peer, min(max(int(value), 0), MAX_INT)),
             )
-        return value

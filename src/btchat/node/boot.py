@@ -24,6 +24,7 @@ from aiohttp import web
 from btchat.api.client import new_token, remove_api_files, write_api_files
 from btchat.api.server import preload, start_api
 from btchat.channels.service import ChannelConfig
+from btchat.discovery.lan_service import LanConfig
 from btchat.identity.keystore import KeyStore, KeyStoreError, LoadedKeys, read_passphrase
 from btchat.messaging.store import Store
 from btchat.net.proxy import PROXY_TIMEOUT, TOR_SOCKS, ProxyUrl, parse_proxy
@@ -147,6 +148,18 @@ def channel_config(settings: Settings) -> ChannelConfig:
     )
 
 
+def lan_config(settings: Settings) -> LanConfig | None:
+    """LAN announcements to contacts: off in Tor mode (multicast from our own IP) and, as
+    channel LSD, from a loopback host unless an interface is given."""
+    if settings.tor or not settings.lan:
+        return None
+    host = listen_host(settings)
+    loopback = ipaddress.ip_address(host).is_loopback if host else False
+    if loopback and settings.lsd_interface is None:
+        return None
+    return LanConfig(interface=settings.lsd_interface or host)
+
+
 def daemon_config(settings: Settings) -> DaemonConfig:
     """What the daemon is started with."""
     return DaemonConfig(
@@ -162,6 +175,7 @@ def daemon_config(settings: Settings) -> DaemonConfig:
             # and no session goes around it over UDP (QUIC would dial contacts directly).
             **({"dial_timeout": PROXY_TIMEOUT + 1, "udp": False} if proxy(settings) else {}),
             relay=RelayLimits(enabled=settings.relay),
+            lan=lan_config(settings),
         ),
         channels=channel_config(settings),
         proxy=proxy(settings),

@@ -4,25 +4,43 @@ It drains the core's events after every call and carries them out: bytes go to t
 live session through ``send``, messages without a session to the offline mailbox,
 notices to API subscribers as JSON events; and it keeps the core's one timer armed on
 the event loop. Offline delivery is optional (``offline`` is set once it runs).
+
+Group commit: payloads from sessions (:meth:`Chat.receive`) and texts from the API
+(:meth:`Chat.send_text`) are not handled one by one but collected until the end of the
+current turn of the event loop, when :meth:`Chat.flush` runs them all as one batch of
+the core: one store transaction, one fsync, then the sends and receipts it caused. The
+pump hands over every frame of one read in one turn, so "one commit per read" comes for
+free, and concurrent API calls share a commit too. Nothing is acknowledged or reported
+sent before the commit returned; a batch that fails to commit is dropped whole (its
+senders still hold the messages in their outboxes) and the API callers get the error.
+A batch holds at most :data:`MAX_BATCH` items: more are flushed at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from btchat.errors import StorageFault
 from btchat.messaging import conversation as conv
 from btchat.messaging.conversation import Conversations
 from btchat.messaging.envelope import Envelope
-from btchat.messaging.store import Store
+from btchat.messaging.messages import MessageRow
+from btchat.messaging.store import Store, StoreError
 from btchat.net.timer import CoreTimer
 from btchat.node.offline import BACKUP_TYPES, OfflineDelivery
 
-__all__ = ["Chat"]
+__all__ = ["MAX_BATCH", "Chat"]
 
 log = logging.getLogger(__name__)
+
+#: Payloads and texts per batch (one transaction). A read brings at most a few hundred
+#: frames (``READ_SIZE`` / the smallest envelope); this caps a turn with many sessions.
+MAX_BATCH = 1000
 
 
 class Chat:
@@ -39,11 +57,20 @@ class Chat:
         self.offline: OfflineDelivery | None = None
         self._send = send
         self._emit = emit
+        #: Batches committed and failed, and the items they held.
+        self.stats: Counter[str] = Counter()
+        #: Told of a batch the disk refused (full, failing, read-only) and of the peers
+        #: whose payloads went unacknowledged; the daemon's storage guard keeps the one
+        #: log line and the status, and has those peers resend once storage works.
+        self.on_fault: Callable[[StorageFault, list[bytes]], None] | None = None
+        self._inbox: list[tuple[bytes, bytes, bytes]] = []  # peer, device, payload
+        self._outgoing: list[tuple[bytes, str, asyncio.Future[Envelope]]] = []
+        self._flush_handle: asyncio.Handle | None = None
         self._timer = CoreTimer(None, core.get_timer, self._on_timer, clock=time.time)
         self._handlers: dict[type, Callable[[Any], None]] = {
             conv.Transmit: lambda e: self._send(e.peer, e.data),
             conv.Deposit: self._on_deposit,
-            conv.MessageStored: lambda e: self.emit_message(e.envelope),
+            conv.MessageStored: self._on_stored,
             conv.ReceiptReceived: self._on_receipt,
             conv.PresenceChanged: lambda e: self._emit(
                 {
@@ -70,7 +97,72 @@ class Chat:
         self._timer.rearm()
 
     def close(self) -> None:
+        """Commit what is pending (the store is still open), stop the timer."""
+        self.flush()
         self._timer.cancel()
+
+    # ------------------------------------------------------------- group commit
+
+    def receive(self, peer: bytes, device: bytes, payload: bytes) -> None:
+        """A payload from ``peer``'s session: handled with the others of this loop turn."""
+        self._inbox.append((peer, device, payload))
+        self._pending()
+
+    def send_text(self, to: bytes, text: str) -> asyncio.Future[Envelope]:
+        """Queue a text; the future is its envelope once committed (queued for sending)."""
+        future: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
+        self._outgoing.append((to, text, future))
+        self._pending()
+        return future
+
+    def _pending(self) -> None:
+        if len(self._inbox) + len(self._outgoing) >= MAX_BATCH:
+            self.flush()
+        elif self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        """One batch of the core for everything pending, then carry out its events.
+
+        Called at the end of the loop turn, and at once before anything that must see
+        the payloads already handled (a session going down, shutting down)."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        inbox, self._inbox = self._inbox, []
+        outgoing, self._outgoing = self._outgoing, []
+        if not inbox and not outgoing:
+            return
+        now = time.time()
+        sent: list[Envelope] = []
+        try:
+            with self.core.batch(now):
+                for peer, device, payload in inbox:
+                    self.core.receive(peer, device, payload, now)
+                for to, text, _ in outgoing:
+                    sent.append(self.core.send_text(to, text, now))
+        except Exception as exc:
+            # Nothing of the batch was acknowledged: the peers resend on their next
+            # session (their outboxes), the API callers see the error.
+            for _, _, future in outgoing:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, StoreError):
+                raise  # a bug: let it show
+            if isinstance(exc, StorageFault) and self.on_fault is not None:
+                self.on_fault(exc, sorted({peer for peer, _, _ in inbox}))
+            else:
+                log.warning("a batch of %d payloads was not stored: %s", len(inbox), exc)
+            self.stats["batches_failed"] += 1
+            self.stats["payloads_dropped"] += len(inbox)
+            self._timer.rearm()
+            return
+        self.stats["batches"] += 1
+        self.stats["batched"] += len(inbox) + len(outgoing)
+        self.drive()
+        for (_, _, future), envelope in zip(outgoing, sent, strict=True):
+            if not future.done():
+                future.set_result(envelope)
 
     def _on_timer(self) -> None:
         self.core.handle_timer(time.time())
@@ -86,6 +178,12 @@ class Chat:
         row = self.store.get_message(envelope.id)
         if row is not None:
             self._emit({"type": "message", "message": row.to_json()})
+
+    def _on_stored(self, event: conv.MessageStored) -> None:
+        """The row as stored, built from the event: no read per message on the hot path."""
+        direction = "out" if event.envelope.sender == self.core.me else "in"
+        row = MessageRow.of(event.envelope, direction, event.state, int(time.time() * 1000))
+        self._emit({"type": "message", "message": row.to_json()})
 
     def _on_deposit(self, event: conv.Deposit) -> None:
         if self.offline is not None:  # not reachable now: leave it in the DHT mailbox

@@ -82,8 +82,8 @@ class DaemonConfig:
             if self.proxy is None:
                 raise ValueError("Tor mode needs a proxy (Tor's SOCKS port)")
             ways = self.channels
-            if ways.dht or ways.trackers or ways.lsd:
-                raise ValueError("Tor mode allows no DHT, tracker or LAN channel discovery")
+            if ways.dht or ways.trackers or ways.lsd or self.peering.lan is not None:
+                raise ValueError("Tor mode allows no DHT, tracker or LAN discovery")
 
     # Map our ports on the home gateway (UPnP-IGD). Off unless asked: a node built in a
     # test must not search the LAN; ``btchat up`` turns it on (Settings.upnp).
@@ -141,6 +141,7 @@ class Daemon:
             reconnect=lambda pk, why: self.peering.drop(pk, why) if self.peering else None,
         )
         self.storage = self.guard.health
+        self.chat.on_fault = self._on_store_fault
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -290,8 +291,7 @@ class Daemon:
         pk = self.contacts.resolve(c)
         if not text or len(text.encode()) > MAX_TEXT:
             raise ApiError(400, "bad_text", f"text must be 1 to {MAX_TEXT} bytes")
-        envelope = self.conversations.send_text(pk, text, time.time())
-        self.chat.drive()
+        envelope = await self.chat.send_text(pk, text)  # group commit, then sent
         row = self.store.get_message(envelope.id)
         return row.to_json()
 
@@ -407,12 +407,14 @@ class Daemon:
 
     def _reconcile(self, pk: bytes) -> None:
         """Offer the outbox, presence and read receipts, and the offline hand-over."""
+        self.chat.flush()
         self.conversations.session_up(pk, time.time())
         self.chat.drive()
         if self.offline is not None:
             self.offline.session_up(pk)
 
     def _on_closed(self, pk: bytes, reason: str) -> None:
+        self.chat.flush()  # what the session delivered is handled before it goes down
         self.conversations.session_down(pk, time.time())
         self.chat.drive()
         if self.store.get_contact(pk) is None:
@@ -426,6 +428,9 @@ class Daemon:
             }
         )
 
+    def _on_store_fault(self, exc: StorageFault, peers: list[bytes]) -> None:
+        for peer in peers or [None]:
+            self.guard.report(exc, "storing a batch", peer)
+
     def _on_data(self, pk: bytes, device: bytes, payload: bytes) -> None:
-        self.conversations.receive(pk, device, payload, time.time())
-        self.chat.drive()
+        self.chat.receive(pk, device, payload)  # one commit for all of this loop turn

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from btchat.discovery.lan_service import LanConfig, LanService
 from btchat.discovery.rendezvous import (
     DEVICES_SALT,
     Candidate,
@@ -112,6 +113,8 @@ class PeeringConfig:
     max_relays: int = 3
     #: Seconds of direct dialling after which relays are tried too (if none worked yet).
     relay_after: float = 2.0
+    #: Contacts announced on the LAN too (no DHT needed); None: off (Tor mode, tests).
+    lan: LanConfig | None = None
 
     def rendezvous(self) -> RendezvousConfig:
         return RendezvousConfig(
@@ -185,6 +188,8 @@ class Peering:
         self.quic: QuicEndpoint | None = None
         self._quic_dialer: QuicDialer | None = None
         self._quic_listener: QuicListener | None = None
+        #: The LAN rendezvous (discovery/lan_service.py), when configured and started.
+        self.lan: LanService | None = None
         self.port = 0
         # Sessions speak substreams (relay hops ride on them) and say whether we relay.
         caps = config.session.extra_caps | (CAPS_RELAY if config.relay.enabled else 0)
@@ -235,8 +240,18 @@ class Peering:
             self._quic_dialer = QuicDialer(self.quic, timeout=self.config.dial_timeout)
         if self.rendezvous is not None:
             self._spawn(self.rendezvous.run(self.port, self._spawn))
+        if self.config.lan is not None:
+            try:
+                self.lan = await LanService.start(
+                    self.identity, self.certificate, self.port, self.config.lan, self,
+                    self._contacts, self._spawn,
+                )  # fmt: skip
+            except OSError as exc:  # no multicast route, no such interface
+                log.warning("no LAN discovery of contacts: %s", exc)
 
     async def stop(self) -> None:
+        if self.lan is not None:
+            self.lan.close()
         if self._server is not None:
             self._server.close()
         if self._quic_listener is not None:
@@ -259,6 +274,8 @@ class Peering:
         """Look for contacts now (a contact was added, the network came back...)."""
         if self.rendezvous is not None:
             self.rendezvous.poke(contact)
+        if self.lan is not None:
+            self.lan.refresh(contact, announce=True)
 
     # ------------------------------------------------------------------ sessions
 
@@ -593,6 +610,8 @@ class Peering:
         self.sessions[live.peer] = live
         self._unreached.pop(live.peer, None)
         if first:
+            if self.lan is not None:
+                self.lan.refresh()  # stop announcing to it
             self._on_established(live.contact)
         elif current is not None:
             self._on_switched(live.contact)
