@@ -78,6 +78,9 @@ def run_all(quick: bool, only: list[str] | None) -> dict[str, Any]:
 
     plan["udp_throughput"] = guarded(lambda: udp.run_throughput(quick=quick))
     plan["punch_matrix"] = guarded(lambda: udp.run_punch(quick=quick))
+    from bench import relay
+
+    plan["relay"] = guarded(lambda: relay.run(quick=quick))
     # Last: libtorrent sessions keep threads busy after they are closed, which would
     # slow every benchmark measured after them in this process.
     try:
@@ -243,6 +246,10 @@ def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
     from bench import udp
 
     out += udp.render(results)
+    from bench import relay
+
+    if results.get("relay"):
+        out += relay.render(results["relay"])
     return "\n".join(out).rstrip() + "\n"
 
 

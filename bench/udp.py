@@ -50,6 +50,7 @@ def punch_matrix(rounds: int) -> list[dict[str, Any]]:
                     row["ok"] += 1
                     row["setup"].append(o.setup)
                     for v in o.via:
+                        v = "relay" if v.startswith("relay") else v  # one row per kind
                         row["via"][v] = row["via"].get(v, 0) + 1
             print(f"round {r + 1}/{rounds} done", file=sys.stderr)
     for row in table.values():

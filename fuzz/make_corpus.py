@@ -20,6 +20,7 @@ from btchat.dht import bep44
 from btchat.identity.idtext import format_id, format_uri
 from btchat.identity.keys import DeviceKey, Identity
 from btchat.messaging import envelope
+from btchat.net.relay_core import Answer, Connect, Incoming, encode_header
 from btchat.offline.packet import OfflinePacket
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
@@ -232,6 +233,7 @@ def seeds() -> dict[str, list[bytes]]:
         "tracker_http": http,
         "tracker_udp": udp,
         "lsd": _lsd(),
+        "relay_header": _relay_headers(alice),
         "lan": _lan(),
         "api_json": _api_json(),
         "bencode": [*krpc, encode([1, -2, b"x", {b"a": [b"", 0]}]), b"d1:bi2e1:ai1ee\n"],
@@ -251,6 +253,16 @@ def seeds() -> dict[str, list[bytes]]:
             alice.public_key.hex().encode(),
         ],
     }
+
+
+def _relay_headers(someone: Identity) -> list[bytes]:
+    device = b"\x01" * 16
+    return [
+        encode_header(Connect(1, someone.public_key, device)) + b"ciphertext",
+        encode_header(Incoming(7, someone.public_key, device)),
+        encode_header(Answer(1, 0)),
+        encode_header(Answer(2**32 - 1, 5)) + b"x",
+    ]
 
 
 def main() -> None:

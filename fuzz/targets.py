@@ -40,6 +40,7 @@ from btchat.identity.keys import CertificateError, DeviceCertificate, DeviceKey,
 from btchat.identity.rendezvous import epoch_of, pairwise_secret
 from btchat.messaging.envelope import EnvelopeError, parse_envelope
 from btchat.net.quic import QuicEndpoint
+from btchat.net.relay_core import HeaderReader, parse_header
 from btchat.offline.packet import OfflinePacket, PacketError
 from btchat.session.core import WIRE as SESSION_WIRE
 from btchat.session.core import Session
@@ -243,6 +244,17 @@ def _stream_frames(data: bytes) -> None:
     core.data_to_send()
     while core.next_event() is not None:
         pass
+
+
+@_target("relay_header", DecodeError)
+def _relay_header(data: bytes) -> None:
+    """The first bytes of a relay substream (any contact may send them), whole and in
+    two pieces: a header and the rest, "more", or DecodeError."""
+    parse_header(data)
+    cut = data[0] % (len(data) + 1) if data else 0
+    reader = HeaderReader()
+    if reader.feed(data[:cut]) is None:
+        reader.feed(data[cut:])
 
 
 # ------------------------------------------------------------ discovery and the API

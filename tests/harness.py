@@ -20,6 +20,7 @@ import pytest
 
 from btchat.discovery.rendezvous import FixedDirectory
 from btchat.identity.keys import DeviceCertificate, DeviceKey, Identity
+from btchat.net.relay_core import RelayLimits
 from btchat.net.transport import Dialer
 from btchat.node.peering import Peering, PeeringConfig
 from btchat.sansio import TimedCore, drain_events
@@ -129,6 +130,7 @@ class PeerNode:
     contacts: list[bytes]
     dialer: Dialer | None = None
     dht: Any = None
+    relay: RelayLimits = field(default_factory=RelayLimits)
     up: list[bytes] = field(default_factory=list)
     down: list[bytes] = field(default_factory=list)
     switched: list[bytes] = field(default_factory=list)
@@ -146,6 +148,7 @@ class PeerNode:
                 round_interval=3600.0,
                 dial_timeout=2.0,
                 session=SessionConfig(handshake_timeout=3.0),
+                relay=self.relay,
             ),
             contacts=FixedDirectory(self.contacts),
             on_established=self.up.append,
@@ -161,12 +164,17 @@ class PeerNode:
 
 
 def peer_node(
-    identity: Identity, contacts: list[bytes], *, dialer: Dialer | None = None, dht: Any = None
+    identity: Identity,
+    contacts: list[bytes],
+    *,
+    dialer: Dialer | None = None,
+    dht: Any = None,
+    relay: RelayLimits | None = None,
 ) -> PeerNode:
     """A :class:`PeerNode` for a new device of ``identity``."""
     device = DeviceKey.generate()
     cert = identity.certify(device, int(time.time()))
-    return PeerNode(identity, device, cert, contacts, dialer, dht)
+    return PeerNode(identity, device, cert, contacts, dialer, dht, relay or RelayLimits())
 
 
 class FaultyDatabase:

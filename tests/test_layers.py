@@ -76,6 +76,7 @@ CORE_MODULES = (
     "channels.link",
     "net.portmap",
     "net.tiebreak",
+    "net.relay_core",
     "discovery.lan_rendezvous",
 )
 #: What a core must not import: an event loop, threads, a clock, the network.

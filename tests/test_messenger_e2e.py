@@ -179,6 +179,7 @@ def test_two_strangers_by_id_then_a_third(people: dict[str, Person]) -> None:
     wait_for(lambda: bob.texts("carol") == ["carol to bob"], 60, "bob <- carol")
     contacts = {c["name"]: c for c in carol.cli("contacts")["contacts"]}
     assert contacts["alice"]["online"] and contacts["bob"]["online"]
+    assert contacts["alice"]["path"] and set(contacts["alice"]["path"]) <= {"tcp", "udp"}
     status = alice.cli("status")
     assert status["dht"]["joined"] and status["contacts_online"] == 2
 

@@ -39,6 +39,33 @@ def test_both_ends_agree_whatever_the_arrival_order() -> None:
             assert kept == SMALL
 
 
+#: (current dialler, current relayed, new dialler, new relayed) -> new replaces current,
+#: from either end (local, remote swapped): direct beats relayed whoever dialled.
+RELAY_TABLE = [
+    (BIG, True, BIG, False, True),
+    (BIG, True, SMALL, False, True),
+    (SMALL, True, BIG, False, True),  # direct wins even against the smaller key's relay
+    (SMALL, True, SMALL, False, True),
+    (SMALL, False, BIG, True, False),  # a relayed one never knocks out a direct one
+    (SMALL, False, SMALL, True, False),
+    (BIG, False, SMALL, True, False),
+    (BIG, True, SMALL, True, True),  # between two relayed ones the usual rule holds
+    (SMALL, True, BIG, True, False),
+    (SMALL, True, SMALL, True, False),
+]
+
+
+@pytest.mark.parametrize(("cur", "cur_relayed", "new", "new_relayed", "expected"), RELAY_TABLE)
+def test_direct_beats_relayed_from_both_ends(
+    cur: bytes, cur_relayed: bool, new: bytes, new_relayed: bool, expected: bool
+) -> None:
+    for local, remote in ((SMALL, BIG), (BIG, SMALL)):
+        got = replaces(
+            local, remote, cur, new, current_relayed=cur_relayed, new_relayed=new_relayed
+        )
+        assert got is expected
+
+
 class _Conn:
     """A stand-in for a :class:`LinkConnection`: only ``close`` is reached."""
 

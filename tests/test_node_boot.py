@@ -60,6 +60,19 @@ def test_port_mapping_is_on_unless_a_flag_the_environment_or_the_file_says_off(
     assert daemon_config(resolve({"upnp": False}, config_file=off, environ={})).upnp is False
 
 
+def test_relaying_for_others_is_on_unless_a_flag_the_environment_or_the_file_says_off(
+    tmp_path: Path,
+) -> None:
+    on = resolve({}, config_file=write(tmp_path, ""), environ={})
+    assert on.relay is True and daemon_config(on).peering.relay.enabled
+    off = write(tmp_path, "[net]\nrelay = false\n")
+    assert resolve({}, config_file=off, environ={}).relay is False
+    assert resolve({}, config_file=off, environ={"BTCHAT_RELAY": "on"}).relay is True
+    assert resolve({}, config_file=off, environ={"BTCHAT_RELAY": "0"}).relay is False
+    flagged = resolve({"relay": False}, config_file=off, environ={"BTCHAT_RELAY": "yes"})
+    assert flagged.relay is False and not daemon_config(flagged).peering.relay.enabled
+
+
 def test_data_dir_from_flag_then_env(tmp_path: Path) -> None:
     assert setting("data_dir", tmp_path / "a", environ={"BTCHAT_DATA_DIR": "/x"}) == tmp_path / "a"
     assert setting("data_dir", None, environ={"BTCHAT_DATA_DIR": "/x"}) == Path("/x")
@@ -72,6 +85,7 @@ def test_the_file_is_read_only_when_needed(tmp_path: Path) -> None:
     flags = {"bootstrap": [("h", 1)], "dht_port": 1, "data_dir": tmp_path, "proxy": proxy}
     flags["tor"] = False
     flags["upnp"] = False
+    flags["relay"] = True
     flags["lan"] = False
     assert resolve(flags, config_file=broken, environ={}).dht_port == 1
     with pytest.raises(ConfigError, match="cannot read config file"):

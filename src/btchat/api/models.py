@@ -422,6 +422,11 @@ class Contact(Shape):
     presence: str = Field(description=f"One of {', '.join(PRESENCE_STATES)}.")
     last_seen: Ms
     online: bool = Field(description="A session is up right now.")
+    path: list[str] | None = Field(
+        None,
+        description='What carries each live session (one per device): "tcp", "udp" or'
+        ' "relay via <relay id, 16 hex digits>".',
+    )
     profile: Profile | None = None
     retention_days: float | None = Field(
         None,

@@ -63,6 +63,7 @@ def settings(args: argparse.Namespace) -> Settings:
             "proxy",
             "tor",
             "upnp",
+            "relay",
             "lan",
         )
     }
@@ -173,6 +174,14 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         const=False,
         default=None,
         help="do not map ports on the home gateway (env BTCHAT_UPNP=0, config [net] upnp)",
+    )
+    p.add_argument(
+        "--no-relay",
+        dest="relay",
+        action="store_const",
+        const=False,
+        default=None,
+        help="do not relay sessions between your contacts (env BTCHAT_RELAY=0, config [net] relay)",
     )
     p.add_argument(
         "--no-lan",

@@ -28,6 +28,7 @@ from btchat.discovery.lan_service import LanConfig
 from btchat.identity.keystore import KeyStore, KeyStoreError, LoadedKeys, read_passphrase
 from btchat.messaging.store import Store
 from btchat.net.proxy import PROXY_TIMEOUT, TOR_SOCKS, ProxyUrl, parse_proxy
+from btchat.net.relay_core import RelayLimits
 from btchat.node.config import DISCOVERY_WAYS, ConfigError, Settings
 from btchat.node.daemon import Daemon, DaemonConfig
 from btchat.node.history import HistoryError, open_history
@@ -173,6 +174,7 @@ def daemon_config(settings: Settings) -> DaemonConfig:
             # Through a proxy the dialer's own (longer) bound ends a slow dial, saying why;
             # and no session goes around it over UDP (QUIC would dial contacts directly).
             **({"dial_timeout": PROXY_TIMEOUT + 1, "udp": False} if proxy(settings) else {}),
+            relay=RelayLimits(enabled=settings.relay),
             lan=lan_config(settings),
         ),
         channels=channel_config(settings),

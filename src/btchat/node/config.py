@@ -28,6 +28,7 @@ __all__ = [
     "ENV_DATA_DIR",
     "ENV_LAN",
     "ENV_PROXY",
+    "ENV_RELAY",
     "ENV_TOR",
     "ENV_UPNP",
     "ConfigError",
@@ -45,6 +46,7 @@ ENV_DATA_DIR = "BTCHAT_DATA_DIR"
 ENV_PROXY = "BTCHAT_PROXY"  # socks5://IP:PORT or http://IP:PORT, optional user:pass@
 ENV_TOR = "BTCHAT_TOR"  # 1/true/yes or 0/false/no
 ENV_UPNP = "BTCHAT_UPNP"  # 0/off/false/no turns port mapping off
+ENV_RELAY = "BTCHAT_RELAY"  # 0/off/false/no: do not relay sessions for our contacts
 ENV_LAN = "BTCHAT_LAN"  # 0/off/false/no: contacts are not announced on the LAN
 #: Ways channel members can be found (``--channel-discovery``).
 DISCOVERY_WAYS = ("dht", "trackers", "lsd")
@@ -148,6 +150,7 @@ class Settings:
     #: Tor mode: nothing leaves but through the proxy (Tor's SOCKS port); no UDP at all.
     tor: bool = False
     upnp: bool = True  # map our ports on the home gateway (UPnP-IGD)
+    relay: bool = True  # relay 1:1 sessions between our contacts (``--no-relay``)
     lan: bool = True  # find contacts on the LAN too (private multicast announcements)
 
 
@@ -176,6 +179,7 @@ SETTINGS: dict[str, _Source] = {
     ),
     "tor": _Source(env=ENV_TOR, file=("net", "tor"), from_env=_flag_env, from_file=_flag_file),
     "upnp": _Source(env=ENV_UPNP, file=("net", "upnp"), from_env=_switch, from_file=_switch),
+    "relay": _Source(env=ENV_RELAY, file=("net", "relay"), from_env=_switch, from_file=_switch),
     "lan": _Source(env=ENV_LAN, file=("net", "lan"), from_env=_switch, from_file=_switch),
 }
 _DEFAULTS: dict[str, Callable[[], Any]] = {
@@ -184,6 +188,7 @@ _DEFAULTS: dict[str, Callable[[], Any]] = {
     "dht_port": lambda: 6881,
     "tor": lambda: False,
     "upnp": lambda: True,
+    "relay": lambda: True,
     "lan": lambda: True,
 }
 

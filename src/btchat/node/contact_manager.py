@@ -61,7 +61,9 @@ class ContactManager:
 
     def json(self, pk: bytes) -> dict[str, Any]:
         online = self.peering is not None and self.peering.is_online(pk)
-        return self.book.json(pk, online=online, retention_days=self._retention_days(pk))
+        out = self.book.json(pk, online=online, retention_days=self._retention_days(pk))
+        out["path"] = self.peering.path(pk) if self.peering is not None else []
+        return out
 
     def _retention_days(self, pk: bytes) -> float:
         """How long a message to this contact is retried while they are offline."""

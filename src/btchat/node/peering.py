@@ -13,11 +13,19 @@ same one by the rule in :mod:`btchat.net.tiebreak`. When the kept one replaces a
 already in use, the daemon hears of it (``on_switched``): whatever went over the closed
 one may be lost (each side drops what arrives on a session it no longer keeps), so it
 reconciles again over the kept one, as on a reconnect.
+
+Relays (:mod:`btchat.net.relay`): when no direct dial to a device works, peering asks
+up to ``max_relays`` live, relay-capable contacts at once to carry the session; the
+Noise IK session runs end to end over the circuit. While relayed the rendezvous keeps
+looking (``connected`` counts direct sessions only), and a direct session that comes
+up later replaces the relayed one (:mod:`btchat.net.tiebreak`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +46,8 @@ from btchat.net import tiebreak
 from btchat.net.admission import Admission, AdmissionConfig, Ticket
 from btchat.net.dht_service import DhtService
 from btchat.net.quic import QuicDialer, QuicEndpoint, QuicListener, QuicStream
+from btchat.net.relay import RelayDialer, RelayService, RelayStream, relay_capable
+from btchat.net.relay_core import RelayLimits
 from btchat.net.transport import (
     Address,
     ByteStream,
@@ -57,6 +67,15 @@ from btchat.session.core import (
     SessionConfig,
     SessionFailed,
 )
+from btchat.stream.events import (
+    StreamClosed,
+    StreamData,
+    StreamOpened,
+    StreamReset,
+    StreamsAvailable,
+    StreamWritable,
+)
+from btchat.stream.frames import CAPS_RELAY
 
 __all__ = [
     "DEVICES_SALT",
@@ -88,6 +107,12 @@ class PeeringConfig:
     session: SessionConfig = field(default_factory=SessionConfig)
     #: Bounds on inbound connections (see :mod:`btchat.net.admission`).
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)
+    #: What we relay for our contacts (``enabled=False``: nothing) and accept through relays.
+    relay: RelayLimits = field(default_factory=RelayLimits)
+    #: Relays tried at once for a device no direct dial reaches.
+    max_relays: int = 3
+    #: Seconds of direct dialling after which relays are tried too (if none worked yet).
+    relay_after: float = 2.0
     #: Contacts announced on the LAN too (no DHT needed); None: off (Tor mode, tests).
     lan: LanConfig | None = None
 
@@ -107,7 +132,8 @@ class _Live:
     peer: PeerKey
     conn: SessionConnection
     initiator: bytes  # identity key of the side that dialled
-    via: str = "tcp"  # what carries it: "tcp", or "udp" (QUIC, maybe punched)
+    via: str = "tcp"  # what carries it: "tcp", "udp" (QUIC, maybe punched), "relay via ..."
+    relay: bytes | None = None  # identity key of the relay that carries it, if any
 
     @property
     def contact(self) -> bytes:
@@ -165,12 +191,29 @@ class Peering:
         #: The LAN rendezvous (discovery/lan_service.py), when configured and started.
         self.lan: LanService | None = None
         self.port = 0
+        # Sessions speak substreams (relay hops ride on them) and say whether we relay.
+        caps = config.session.extra_caps | (CAPS_RELAY if config.relay.enabled else 0)
+        self._session_config = dataclasses.replace(config.session, substreams=True, extra_caps=caps)
+        self.relay = RelayService(
+            self.me,
+            config.relay,
+            session_of=self._direct_conn,
+            on_incoming=self._accept_relayed,
+            spawn=self._spawn,
+            timeout=config.dial_timeout,
+        )
+        #: Devices the last reach() found but could not reach, direct or relayed (at
+        #: most one entry per contact device).
+        self._unreached: dict[PeerKey, DeviceCertificate] = {}
+        self._sweeping = False
         self.stats: dict[str, int] = {
             "dials": 0,
             "accepted": 0,
             "refused": 0,
             "sessions_tcp": 0,
             "sessions_udp": 0,
+            "sessions_relay": 0,
+            "relay_dials": 0,
         }
 
     # ------------------------------------------------------------------ lifecycle
@@ -216,6 +259,7 @@ class Peering:
         for live in list(self.sessions.values()):
             live.conn.close("shutting down")
         await self._tasks.cancel_all()
+        self.relay.close()
         if self._server is not None:
             await self._server.aclose()
         if self.quic is not None:
@@ -242,7 +286,17 @@ class Peering:
         return bool(self._of(contact))
 
     def connected(self, contact: bytes) -> bool:
-        return self.is_online(contact)
+        """A direct session exists (the rendezvous keeps looking while only relayed)."""
+        return any(live.relay is None for live in self._of(contact))
+
+    def _direct(self, peer: PeerKey) -> bool:
+        live = self.sessions.get(peer)
+        return live is not None and live.relay is None
+
+    def _direct_conn(self, peer: PeerKey) -> SessionConnection | None:
+        """The direct session to ``peer``, for relay hops (no relay over a relay)."""
+        live = self.sessions.get(peer)
+        return live.conn if live is not None and live.relay is None else None
 
     def online_contacts(self) -> set[bytes]:
         return {identity for identity, _ in self.sessions}
@@ -259,7 +313,8 @@ class Peering:
         return sent
 
     def path(self, contact: bytes) -> list[str]:
-        """What carries each live session to ``contact``: "tcp" or "udp"."""
+        """What carries each live session to ``contact``: "tcp", "udp" or
+        "relay via <relay id, 16 hex digits>"."""
         return [live.via for live in self._of(contact)]
 
     def drop(self, contact: bytes, reason: str) -> None:
@@ -275,15 +330,86 @@ class Peering:
             # Punch every address first: the peer's dial, from its own lookup, then
             # passes our NAT while we are still dialling its other addresses.
             for c in candidates:
-                if (c.identity, c.cert.device_id) not in self.sessions:
-                    self.quic.punch(c.addr, lambda c=c: self.is_online(c.identity))
-        for c in candidates:
-            contact = c.identity
-            if (c.identity, c.cert.device_id) in self.sessions or c.addr in taken:
-                continue
-            if await self.connect(c.identity, c.cert, c.addr):
-                taken.add(c.addr)
+                if not self._direct((c.identity, c.cert.device_id)):
+                    # Until a direct session is up: a relayed one keeps punching going.
+                    self.quic.punch(c.addr, lambda c=c: self.connected(c.identity))
+        # Relays join in once the direct dials are done, or after ``relay_after`` s of
+        # them (a symmetric NAT publishes many ports, each dialled in turn); a direct
+        # session that comes up later still replaces the relayed one.
+        directs_done = asyncio.Event()
+        relayed = asyncio.ensure_future(self._reach_relayed(candidates, directs_done))
+        try:
+            for c in candidates:
+                contact = c.identity
+                if self._direct((c.identity, c.cert.device_id)) or c.addr in taken:
+                    continue
+                if await self.connect(c.identity, c.cert, c.addr):
+                    taken.add(c.addr)
+            directs_done.set()
+            await relayed
+        finally:
+            relayed.cancel()
         return bool(contact) and self.is_online(contact)
+
+    async def _reach_relayed(self, candidates: list[Candidate], directs: asyncio.Event) -> None:
+        """Each device of ``candidates`` still without a session, through a relay."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(directs.wait(), self.config.relay_after)
+        seen: set[bytes] = set()
+        for c in candidates:
+            device = c.cert.device_id
+            if (c.identity, device) not in self.sessions and device not in seen:
+                seen.add(device)
+                if not await self.connect_relayed(c.identity, c.cert):
+                    # Tried again as soon as a relay comes online (_relay_arrived).
+                    self._unreached[(c.identity, device)] = c.cert
+
+    def _relay_arrived(self, relay: bytes) -> None:
+        """A contact that relays is online: try it for the devices no dial reached."""
+        waiting = [(k, c) for k, c in self._unreached.items() if k[0] != relay]
+        if waiting and not self._sweeping:
+            self._sweeping = True
+            self._spawn(self._relay_sweep(waiting))
+
+    async def _relay_sweep(self, waiting: list[tuple[PeerKey, DeviceCertificate]]) -> None:
+        try:
+            for key, cert in waiting:
+                if key not in self.sessions and key[0] in self._contacts.reachable():
+                    await self.connect_relayed(key[0], cert)
+        finally:
+            self._sweeping = False
+
+    def relays_for(self, contact: bytes) -> list[PeerKey]:
+        """Live devices of other contacts that announced relaying, over direct sessions."""
+        return [
+            key
+            for key, live in self.sessions.items()
+            if key[0] != contact and live.relay is None and relay_capable(live.conn)
+        ]
+
+    async def connect_relayed(self, contact: bytes, cert: DeviceCertificate) -> bool:
+        """Dial ``contact``'s device ``cert`` through up to ``max_relays`` relays at once;
+        the first session wins, the others are cancelled (or closed as duplicates)."""
+        relays = self.relays_for(contact)[: self.config.max_relays]
+        if not relays:
+            return False
+        target = (contact, cert.device_id)
+        self.stats["relay_dials"] += 1
+        attempts = [
+            asyncio.ensure_future(
+                self.dial(contact, cert, ("relay", 0), RelayDialer(self.relay, r, target))
+            )
+            for r in relays
+        ]
+        try:
+            for done in asyncio.as_completed(attempts):
+                if await done:
+                    return True
+            return False
+        finally:
+            for attempt in attempts:
+                attempt.cancel()
+            await asyncio.gather(*attempts, return_exceptions=True)
 
     async def dial_known(self, contact: bytes, addr: tuple[str, int]) -> bool:
         """Dial ``contact`` at an address given by hand, expecting the devices whose
@@ -325,7 +451,9 @@ class Peering:
         try:
             async with asyncio.timeout(self.config.dial_timeout):
                 stream = await (dialer or self.dialer).dial(addr)
-        except (OSError, TimeoutError):
+        except (OSError, TimeoutError) as exc:
+            if isinstance(dialer, RelayDialer):
+                log.info("relay %s: %s", dialer.relay[0].hex()[:16], exc)
             return False
 
         def authorize(identity: bytes, remote: DeviceCertificate) -> bool:
@@ -339,7 +467,7 @@ class Peering:
                 authorize,
                 remote_static=cert.device_key,
                 now=asyncio.get_running_loop().time(),
-                config=self.config.session,
+                config=self._session_config,
             )
         except ValueError as exc:  # e.g. a low-order key in a published certificate
             log.warning("cannot dial %s: %s", contact.hex()[:16], exc)
@@ -351,6 +479,10 @@ class Peering:
             return await asyncio.wait_for(ready, self.config.session.handshake_timeout + 1)
         except TimeoutError:
             return False
+
+    async def _accept_relayed(self, stream: RelayStream) -> None:
+        """A circuit a relay brought us: the normal accept path, admission included."""
+        await self._accept(stream)
 
     async def _accept(self, stream: ByteStream) -> None:
         with admitted(self.admission, stream) as (ticket, watched):
@@ -377,7 +509,7 @@ class Peering:
             self.certificate,
             authorize,
             now=asyncio.get_running_loop().time(),
-            config=self.config.session,
+            config=self._session_config,
         )
         await self._run(
             session,
@@ -399,6 +531,8 @@ class Peering:
         on_failed: Callable[[], None] | None = None,
     ) -> None:
         peer: list[PeerKey] = []  # set once the handshake has authenticated it
+        inner = stream.inner if isinstance(stream, WatchedStream) else stream
+        stream_relayed = isinstance(inner, RelayStream)
         conn_box: list[SessionConnection] = []
 
         def on_event(event: object) -> None:
@@ -410,8 +544,11 @@ class Peering:
                 dialler = initiator if initiator is not None else contact
                 carrier = stream.inner if isinstance(stream, WatchedStream) else stream
                 via = "udp" if isinstance(carrier, QuicStream) else "tcp"
-                if self._adopt(_Live(peer[0], conn_box[0], dialler, via)):
-                    self.stats[f"sessions_{via}"] += 1
+                relay = carrier.relay if isinstance(carrier, RelayStream) else None
+                if relay is not None:
+                    via = f"relay via {relay.hex()[:16]}"
+                if self._adopt(_Live(peer[0], conn_box[0], dialler, via, relay)):
+                    self.stats["sessions_relay" if relay else f"sessions_{via}"] += 1
                 else:
                     conn_box[0].close("duplicate session")
                 if ready is not None and not ready.done():
@@ -420,6 +557,12 @@ class Peering:
                 live = self.sessions.get(peer[0]) if peer else None
                 if live is not None and live.conn is conn_box[0]:
                     self._on_data(peer[0][0], peer[0][1], event.payload)
+            elif isinstance(event, _RELAY_EVENTS):
+                if peer:
+                    self.relay.on_stream_event(peer[0], conn_box[0], event)
+            elif isinstance(event, StreamsAvailable):
+                if peer and relay_capable(conn_box[0]) and not stream_relayed:
+                    self._relay_arrived(peer[0][0])
             elif isinstance(event, SessionClosed | SessionFailed):
                 if isinstance(event, SessionFailed):
                     log.info("session failed: %s", event.reason)
@@ -435,6 +578,7 @@ class Peering:
         except Exception as exc:
             log.info("session ended with %s", exc)
         finally:
+            self.relay.session_ended(conn)
             if ready is not None and not ready.done():
                 ready.set_result(False)
             live = self.sessions.get(peer[0]) if peer else None
@@ -451,12 +595,20 @@ class Peering:
         sides keep (:func:`btchat.net.tiebreak.replaces`)."""
         current = self.sessions.get(live.peer)
         if current is not None:
-            if not tiebreak.replaces(self.me, live.contact, current.initiator, live.initiator):
+            if not tiebreak.replaces(
+                self.me,
+                live.contact,
+                current.initiator,
+                live.initiator,
+                current_relayed=current.relay is not None,
+                new_relayed=live.relay is not None,
+            ):
                 return False
             log.info("a duplicate session with %s replaces the one in use", live.contact.hex()[:16])
             current.conn.close("duplicate session")
         first = not self.is_online(live.contact)
         self.sessions[live.peer] = live
+        self._unreached.pop(live.peer, None)
         if first:
             if self.lan is not None:
                 self.lan.refresh()  # stop announcing to it
@@ -464,3 +616,7 @@ class Peering:
         elif current is not None:
             self._on_switched(live.contact)
         return True
+
+
+#: Substream events: relay hops (:mod:`btchat.net.relay`).
+_RELAY_EVENTS = (StreamOpened, StreamData, StreamClosed, StreamReset, StreamWritable)

@@ -129,6 +129,8 @@ class StreamConfig:
     burst: int = 64 * 1024
     #: Bytes we queue per outgoing substream before ``send_stream`` accepts less.
     stream_buffer: int = 1 << 20
+    #: Further capability bits announced with substreams (e.g. ``frames.CAPS_RELAY``).
+    extra_caps: int = 0
 
     def __post_init__(self) -> None:
         name = type(self).__name__
@@ -211,6 +213,8 @@ class SecureStream:
         # Substreams.
         self._caps_received = False
         self._peer_substreams = False
+        #: The capability bits the peer announced (0 until, or without, its announcement).
+        self.peer_caps = 0
         self._next_id = 1 if role == "initiator" else 2
         self._peer_parity = 0 if role == "initiator" else 1
         self._peer_highest = 0
@@ -428,6 +432,11 @@ class SecureStream:
                 self._ready.add(stream_id, out.priority)
         return len(taken)
 
+    def stream_backlog(self, stream_id: int) -> int:
+        """Bytes queued on our substream and not yet scheduled (0 once it has ended)."""
+        out = self._outgoing.get(stream_id)
+        return len(out.queue) if out is not None else 0
+
     def close_stream(self, stream_id: int, now: float) -> None:
         """Finish our substream: FIN goes out after the bytes already queued."""
         out = self._own_stream(stream_id)
@@ -497,7 +506,8 @@ class SecureStream:
         """The peer is authenticated: frames flow; our capabilities go out first."""
         self._state = Phase.ESTABLISHED
         if self.config.substreams:
-            self._send_frame(self._wire.data, CAPS_MAGIC + bytes([CAPS_SUBSTREAMS]), now)
+            flags = CAPS_SUBSTREAMS | (self.config.extra_caps & 0xFE)
+            self._send_frame(self._wire.data, CAPS_MAGIC + bytes([flags]), now)
 
     def _emit(self, event: object) -> None:
         self._events.append(event)
@@ -554,6 +564,7 @@ class SecureStream:
             self._fail("malformed or repeated capabilities")
             return
         self._caps_received = True  # unknown flags and bytes are for later versions
+        self.peer_caps = flags[0]
         if flags[0] & CAPS_SUBSTREAMS:
             self._peer_substreams = True
             if self.config.substreams:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "CAPS_MAGIC",
+    "CAPS_RELAY",
     "CAPS_SUBSTREAMS",
     "FRAME_HEADER",
     "MAX_CLOSE_REASON",
@@ -61,6 +62,8 @@ MAX_STREAM_ID = 2**32 - 1
 CAPS_MAGIC = b"\x00btchat-caps\x00"
 #: Capabilities flag: "I understand the substream frames".
 CAPS_SUBSTREAMS = 0x01
+#: Capabilities bit 1: this peer relays circuits for its contacts (PROTOCOL.md "Relayed sessions").
+CAPS_RELAY = 0x02
 
 _LENGTH = struct.Struct(">H")
 ID = struct.Struct(">I")
