@@ -28,7 +28,7 @@ from btchat.net.relay_core import (
     parse_header,
 )
 
-VECTORS = json.loads((Path(__file__).parent / "vectors" / "relay.json").read_text())
+VECTORS = json.loads((Path(__file__).parents[1] / "docs" / "vectors" / "relay.json").read_text())
 ME = b"\x00" * 32
 A, B, D = (b"\xaa" * 32, b"\x01" * 16), (b"\xbb" * 32, b"\x02" * 16), (b"\xdd" * 32, b"\x03" * 16)
 

@@ -45,7 +45,7 @@ from btchat.channels.link import Link, link_prologue
 from btchat.channels.members import MemberList
 from btchat.channels.messages import CONTEXT as CHANNEL_MESSAGE_CONTEXT
 from btchat.channels.messages import ChannelMessage, seal_message
-from btchat.codec.bencode import encode
+from btchat.codec.bencode import DecodeError, encode
 from btchat.dht import bep44
 from btchat.identity import idtext, pow, rendezvous, safety
 from btchat.identity.keys import DEVICE_CERT_CONTEXT, DeviceKey, Identity
@@ -1232,6 +1232,77 @@ def family_lan() -> dict[str, Any]:
     )
 
 
+def family_relay() -> dict[str, Any]:
+    """Relay circuit headers (docs/PROTOCOL.md "Relayed sessions")."""
+    from btchat.net import relay_core as relay
+
+    identity, device = bytes(range(1, 33)), bytes(range(0xA0, 0xB0))
+    headers: list[tuple[str, relay.Header, str]] = [
+        (
+            "connect",
+            relay.Connect(1, identity, device),
+            "A asks relay C for device `device` of identity `identity`",
+        ),
+        (
+            "incoming",
+            relay.Incoming(0x01020304, identity, device),
+            "C tells B a circuit comes from `identity`/`device`",
+        ),
+        ("answer_ok", relay.Answer(1, relay.Status.OK), "the circuit is open"),
+        (
+            "answer_relay_off",
+            relay.Answer(2**32 - 2, relay.Status.RELAY_OFF),
+            relay.Status.RELAY_OFF.reason,
+        ),
+        ("answer_no_route", relay.Answer(7, relay.Status.NO_ROUTE), relay.Status.NO_ROUTE.reason),
+    ]
+    vectors: list[dict[str, Any]] = []
+    for name, header, note in headers:
+        v: dict[str, Any] = {"name": name, "kind": type(header).__name__.lower()}
+        v["circuit"] = header.circuit
+        if isinstance(header, relay.Answer):
+            v["status"] = int(header.status)
+        else:
+            v["identity"], v["device"] = hx(header.identity), hx(header.device)
+        vectors.append({**v, "bytes": hx(relay.encode_header(header)), "note": note})
+    connect = relay.encode_header(headers[0][1])
+    malformed = [
+        ("version_2", b"\x02" + relay.encode_header(relay.Answer(1, 0))[1:], "unknown version"),
+        ("kind_9", bytes.fromhex("010900000001"), "unknown kind"),
+        ("circuit_0", bytes.fromhex("01030000000000"), "circuit id 0 is reserved"),
+        ("truncated_connect", connect[:-1], f"a Connect is {relay.HOP_SIZE} bytes"),
+        (
+            "long_answer",
+            relay.encode_header(relay.Answer(1, 0)) + b"\x00",
+            f"an Answer is {relay.ANSWER_SIZE} bytes",
+        ),
+    ]
+    for _, data, _ in malformed:  # what the file says is refused, the code refuses
+        try:
+            relay.parse_header(data)
+        except DecodeError:
+            continue
+        raise AssertionError(f"relay header {data.hex()} was accepted")
+    data = _file(
+        'Relay circuit headers (docs/PROTOCOL.md "Relayed sessions"): the first bytes of '
+        "every relay substream.",
+        {
+            "name": "vector name",
+            "kind": "connect, incoming or answer",
+            "circuit": "circuit id (u32, big-endian on the wire)",
+            "identity": "32-byte identity key, hex",
+            "device": "16-byte device id, hex",
+            "status": "answer status code",
+            "bytes": "the header on the wire, hex",
+            "note": "what it means",
+            "why": "why a malformed header is refused",
+        },
+        vectors,
+    )
+    data["malformed"] = [{"name": n, "bytes": hx(d), "why": w} for n, d, w in malformed]
+    return data
+
+
 FAMILIES = {
     "ids": family_ids,
     "devices": family_devices,
@@ -1243,6 +1314,7 @@ FAMILIES = {
     "channels": family_channels,
     "sessions": family_sessions,
     "lan": family_lan,
+    "relay": family_relay,
 }
 
 
