@@ -37,7 +37,7 @@ _TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
 def csp(port: int | None) -> str:
     """The page's policy; ``connect-src`` names the WebSocket origin because CSP 2
     browsers do not count ``ws:`` as ``'self'``."""
-    ws = " ws://127.0.0.1:{0} ws://localhost:{0} ws://[::1]:{0}".format(port) if port else ""
+    ws = f" ws://127.0.0.1:{port} ws://localhost:{port} ws://[::1]:{port}" if port else ""
     return (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
         f"connect-src 'self'{ws}; object-src 'none'; base-uri 'none'; form-action 'self'; "
@@ -84,7 +84,7 @@ _HTML = {"description": "The web app's page.", "content": {"text/html": {}}}
 _FILE = {"description": "A script, style sheet or image of the web app.", "content": {"*/*": {}}}
 
 
-@web_route("GET /", "webApp", "The web app (open it with `btchat open`)", {"200": _HTML}, public=True)
+@web_route("GET /", "webApp", "The web app (`btchat open` opens it)", {"200": _HTML}, public=True)
 async def index(request: web.Request) -> web.Response:
     return _asset("index.html", request)
 

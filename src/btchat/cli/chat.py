@@ -455,7 +455,8 @@ async def cmd_up(args: argparse.Namespace) -> None:
                 "tor": status["tor"],
             },
             f"btchat is up: {status['id']}\nAPI {node.api_url}, "
-            f"sessions on port {status['listen_port']}" + _network_note(status)
+            f"sessions on port {status['listen_port']}"
+            + _network_note(status)
             + f"\nWeb app {webopen.web_url(node.api_url)} (`btchat open` signs you in)",
         )
         await stop.wait()

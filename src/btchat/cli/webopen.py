@@ -66,9 +66,7 @@ async def cmd_open(args: argparse.Namespace) -> None:
         return
     page = write_redirect(folder, url)
     if not webbrowser.open(page.as_uri()):
-        raise UserError(
-            f"no browser found; open {page} in one, or run `btchat open --print-url`"
-        )
+        raise UserError(f"no browser found; open {page} in one, or run `btchat open --print-url`")
     emit(args, {"web": web_url(api_url)}, f"opened {web_url(api_url)} in the browser")
 
 

@@ -66,8 +66,9 @@ async function attempt(where, action) {
   }
 }
 
+/** A time from the API: milliseconds (seconds, if it is that small, for older rows). */
 function when(ts) {
-  const d = new Date(ts * 1000);
+  const d = new Date(ts > 1e11 ? ts : ts * 1000);
   if (Number.isNaN(d.getTime())) return "";
   const today = new Date().toDateString() === d.toDateString();
   return today ? d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) : d.toLocaleString();
@@ -101,11 +102,17 @@ async function loadContacts() {
 async function loadSummary(pk) {
   try {
     const { messages } = await api("GET", `/v1/contacts/${enc(pk)}/messages?limit=${PAGE}`);
-    const unread = messages.filter((m) => m.direction === "in" && m.state === "received").length;
+    const unread = messages.filter(isUnread).length;
     state.summary.set(pk, { last: messages[messages.length - 1] || null, unread });
   } catch (err) {
     state.summary.set(pk, { last: null, unread: 0 });
   }
+}
+
+/** Received and not yet marked read (incoming rows are "delivered" or "received" until
+ * then, depending on the version). */
+function isUnread(m) {
+  return m.direction === "in" && m.state !== "read";
 }
 
 function renderList() {
@@ -505,7 +512,7 @@ function channelRow(m) {
   return h("li", { class: "msg " + (mine ? "out" : "in"), "data-id": m.id || "" },
     mine ? null : h("div", { class: "author mono" }, untrusted((m.author || "?").slice(0, 16))),
     h("div", { class: "bubble" }, untrusted(m.text, "text")),
-    h("div", { class: "meta" }, h("time", {}, m.ts ? when(m.ts > 1e11 ? m.ts / 1000 : m.ts) : ""), m.private ? " private" : ""));
+    h("div", { class: "meta" }, h("time", {}, m.ts ? when(m.ts) : ""), m.private ? " private" : ""));
 }
 
 function addChannelMessage(id, m) {
@@ -601,7 +608,7 @@ function onEvent(ev) {
       const sum = state.summary.get(m.peer) || { last: null, unread: 0 };
       sum.last = m;
       const viewing = state.view && state.view.kind === "chat" && state.view.key === m.peer;
-      if (m.direction === "in" && m.state === "received") sum.unread += 1;
+      if (isUnread(m)) sum.unread += 1;
       state.summary.set(m.peer, sum);
       if (m.direction === "in") clearTyping(m.peer);
       addMessage(m);
@@ -719,6 +726,13 @@ async function main() {
   applyTheme(localStorage.getItem("btchat.theme"));
   $("theme-toggle").addEventListener("click", toggleTheme);
   for (const b of document.querySelectorAll("[data-go]")) b.addEventListener("click", () => go(b.dataset.go));
+  // `btchat open` on a tab already showing the page changes only the fragment.
+  window.addEventListener("hashchange", () => {
+    if (location.hash.startsWith("#token=")) {
+      takeToken();
+      location.reload();
+    }
+  });
   const token = takeToken();
   if (!token) {
     screen("Not signed in", h("p", {}, "Open this page with ", h("code", {}, "btchat open"), ": it passes this tab the daemon's token."));
