@@ -117,6 +117,9 @@ function isUnread(m) {
 
 function renderList() {
   const list = $("conv-list");
+  const chatDot = $("chat-dot");
+  const shown = state.view && state.view.kind === "chat" && state.contacts.get(state.view.key);
+  if (chatDot && shown) fill(chatDot, presenceDot(shown));
   const rows = [...state.contacts.values()].sort((a, b) => {
     const la = state.summary.get(a.public_key)?.last?.ts || 0;
     const lb = state.summary.get(b.public_key)?.last?.ts || 0;
@@ -196,7 +199,7 @@ async function showChat(pk) {
   const head = h(
     "header",
     { class: "screen-head" },
-    presenceDot(contact),
+    h("span", { id: "chat-dot" }, presenceDot(contact)),
     h("h2", {}, untrusted(contact.name)),
     h("a", { href: "#/contact/" + pk, class: "btn", "aria-label": `Details of ${contact.name}` }, "Details")
   );

@@ -6,12 +6,10 @@
 const CONTROL = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]/u;
 const CONTROLS = new RegExp(CONTROL.source, "gu");
 
-/** A name for a control character, as shown: "␛" for C0, else "U+202E". */
+/** A control character as shown: its code point, "U+001B" (plain ASCII, so every font
+ * has the glyphs; the Control Pictures block is missing from many). */
 export function controlMark(ch) {
-  const code = ch.codePointAt(0);
-  if (code < 0x20) return String.fromCodePoint(0x2400 + code);
-  if (code === 0x7f) return "\u2421";
-  return "U+" + code.toString(16).toUpperCase().padStart(4, "0");
+  return "U+" + ch.codePointAt(0).toString(16).toUpperCase().padStart(4, "0");
 }
 
 /** Text from someone else, as nodes: plain text plus a marked span per control char. */
