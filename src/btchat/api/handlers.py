@@ -83,6 +83,19 @@ async def get_identity(request: web.Request) -> web.Response:
     return ok(await messenger(request).identity())
 
 
+@daemon(
+    "GET /v1/identity/qr",
+    "getIdentityQr",
+    "Your link as a QR code (modules, to draw)",
+    {"200": ("QrCode", "The code.")},
+)
+async def get_identity_qr(request: web.Request) -> web.Response:
+    from btchat.identity.qr import QUIET_ZONE, qr_rows
+
+    uri = (await messenger(request).identity())["uri"]
+    return ok({"text": uri, "rows": qr_rows(uri), "quiet_zone": QUIET_ZONE})
+
+
 # ------------------------------------------------------------------ contacts
 
 

@@ -403,6 +403,14 @@ class Identity(Shape):
     device_id: str | None = None
 
 
+class QrCode(Shape):
+    """A QR code of your link, as modules, for clients that draw it themselves."""
+
+    text: str = Field(description="What the code encodes: your btchat: link.")
+    rows: list[str] = Field(description="One string per row, `1` dark, `0` light; no quiet zone.")
+    quiet_zone: int = Field(ge=0, description="Light modules to leave around it.")
+
+
 class Profile(Shape):
     """Published to the DHT as a BEP 44 item signed by the identity key."""
 

@@ -84,6 +84,12 @@ _PARAMETERS: dict[str, Any] = {
     "requestId": _param(
         "id", "path", {"type": "string", "minLength": 1, "maxLength": 128}, "The request's id."
     ),
+    "assetName": _param(
+        "name",
+        "path",
+        {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[a-z0-9_][a-z0-9._-]*$"},
+        "A file of the web app.",
+    ),
     "timeout": _param(
         "timeout",
         "query",
@@ -195,6 +201,7 @@ def openapi_document(routes: RouteTable) -> dict[str, Any]:
                 "aliases",
                 "files",
                 "channels",
+                "web",
             )
         ],
         "paths": routes.paths(),

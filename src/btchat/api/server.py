@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import WSCloseCode, web
 
-from btchat.api import channel_routes, handlers
+from btchat.api import channel_routes, handlers, web_routes
 from btchat.api.facade import ApiError, Messenger
 from btchat.api.routes import (
     MAX_BODY,
@@ -100,7 +100,7 @@ def _local_port(request: web.Request) -> int | None:
 
 
 def _origin_ok(origin: str, hosts: frozenset[str], port: int | None) -> bool:
-    """Only pages served by this very server may talk to it (none are, today)."""
+    """Only pages served by this very server (the web app) may talk to it."""
     origin = origin.strip().lower()
     if not origin.startswith("http://") or port is None:
         return False
@@ -139,7 +139,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     origin = request.headers.get("Origin")
     if origin is not None and not _origin_ok(origin, hosts, _local_port(request)):
         return error_response(403, "forbidden_origin", "requests from web pages are refused")
-    if request.path not in PUBLIC_PATHS and not _token_ok(request, app[TOKEN]):
+    public = request.path in PUBLIC_PATHS or web_routes.is_web_path(request.path)
+    if not public and not _token_ok(request, app[TOKEN]):
         return error_response(401, "unauthorized", "missing or wrong API token")
     try:
         return await handler(request)
@@ -191,7 +192,7 @@ async def get_openapi(request: web.Request) -> web.Response:
 
 #: Every route the server registers, in order (channel routes first: ``/join``
 #: must match before ``{channel}``).
-ALL_ROUTES = join_tables([OPENAPI, channel_routes.ROUTES, handlers.ROUTES])
+ALL_ROUTES = join_tables([OPENAPI, channel_routes.ROUTES, handlers.ROUTES, web_routes.ROUTES])
 
 
 def make_app(

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from btchat.api.client import ApiClient, ApiClientError, DaemonNotRunning, read_api_files
+from btchat.cli import webopen
 from btchat.cli.base import UserError, emit, stop_on_signal
 from btchat.cli.render import (
     channel_line,
@@ -335,6 +336,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=50)
 
     command(sub, "watch", cmd_watch, help="print live events")
+    webopen.add_command(sub, chat)
 
 
 # ------------------------------------------------------------------ helpers
@@ -453,6 +455,7 @@ async def cmd_up(args: argparse.Namespace) -> None:
             args,
             {
                 "api": node.api_url,
+                "web": webopen.web_url(node.api_url),
                 "id": status["id"],
                 "listen_port": status["listen_port"],
                 "dht": status["dht"]["addr"],
@@ -461,7 +464,9 @@ async def cmd_up(args: argparse.Namespace) -> None:
                 "tor": status["tor"],
             },
             f"btchat is up: {status['id']}\nAPI {node.api_url}, "
-            f"sessions on port {status['listen_port']}" + _network_note(status),
+            f"sessions on port {status['listen_port']}"
+            + _network_note(status)
+            + f"\nWeb app {webopen.web_url(node.api_url)} (`btchat open` signs you in)",
         )
         await stop.wait()
     finally:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import segno
 
-__all__ = ["QUIET_ZONE", "make_qr", "qr_terminal", "save_qr"]
+__all__ = ["QUIET_ZONE", "make_qr", "qr_rows", "qr_terminal", "save_qr"]
 
 #: Pixels per module in PNG files: large enough to scan off a screen.
 PNG_SCALE = 8
@@ -49,6 +49,12 @@ def make_qr(text: str) -> segno.QRCode:
     if not text:
         raise ValueError("nothing to encode in a QR code")
     return segno.make_qr(text, error="m")
+
+
+def qr_rows(text: str) -> list[str]:
+    """The modules as rows of ``1`` (dark) and ``0``, quiet zone excluded: what a client
+    that draws the code itself (the web app, on a canvas) needs, with no image format."""
+    return ["".join("1" if cell else "0" for cell in row) for row in make_qr(text).matrix]
 
 
 def qr_terminal(text: str, *, ansi: bool = True, dark_background: bool = True) -> str:

@@ -1,0 +1,87 @@
+// The one way the page talks to the daemon: its public REST API and /v1/events.
+
+const TOKEN_KEY = "btchat.token";
+
+/** Take the token from the URL fragment (put there by `btchat open`), keep it in
+ * sessionStorage and strip it from the address bar and history. */
+export function takeToken() {
+  const hash = location.hash;
+  if (hash.startsWith("#token=")) {
+    const token = decodeURIComponent(hash.slice("#token=".length));
+    if (token) sessionStorage.setItem(TOKEN_KEY, token);
+    history.replaceState(null, "", location.pathname + "#/");
+  }
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+/** A REST call; the JSON answer, or null for 204; ApiError with the server's words. */
+export async function api(method, path, body) {
+  const headers = { Authorization: "Bearer " + sessionStorage.getItem(TOKEN_KEY) };
+  const init = { method, headers, cache: "no-store", credentials: "omit" };
+  if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let resp;
+  try {
+    resp = await fetch(path, init);
+  } catch (err) {
+    throw new ApiError(0, "offline", "the daemon does not answer (is `btchat up` running?)");
+  }
+  if (resp.status === 204) return null;
+  let data = null;
+  try {
+    data = await resp.json();
+  } catch (err) {
+    data = null;
+  }
+  if (!resp.ok) {
+    const e = (data && data.error) || {};
+    throw new ApiError(resp.status, e.code || "http_" + resp.status, e.message || resp.statusText);
+  }
+  return data;
+}
+
+export const enc = encodeURIComponent;
+
+/** The live event stream: calls onEvent per event, onState("up"/"down"); reconnects
+ * with a capped backoff. Events missed while down are not replayed: onState("up")
+ * is the cue to reload. */
+export function connectEvents(onEvent, onState) {
+  let delay = 500;
+  let ws = null;
+  function open() {
+    const token = sessionStorage.getItem(TOKEN_KEY) || "";
+    ws = new WebSocket(`ws://${location.host}/v1/events?token=${enc(token)}`);
+    ws.onmessage = (msg) => {
+      let event;
+      try {
+        event = JSON.parse(msg.data);
+      } catch (err) {
+        return; // not JSON: ignore, as the API asks for unknown frames
+      }
+      if (!event || typeof event.type !== "string") return;
+      if (event.type === "ready") {
+        delay = 500;
+        onState("up");
+        return;
+      }
+      onEvent(event);
+    };
+    ws.onclose = () => {
+      onState("down");
+      setTimeout(open, delay);
+      delay = Math.min(delay * 2, 15000);
+    };
+  }
+  open();
+  return () => ws && ws.close();
+}

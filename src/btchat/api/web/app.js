@@ -1,0 +1,760 @@
+// The btchat web app: screens over the public API. Everything from the network is
+// rendered as text (dom.js); nothing here builds markup from strings.
+import { api, ApiError, connectEvents, enc, takeToken } from "./api.js";
+import { fill, h, untrusted } from "./dom.js";
+
+const PAGE = 50; // messages per history page
+const TYPING_SHOWN_MS = 6000; // how long a "typing" lasts without a refresh
+const TYPING_SEND_MS = 3000; // at most one "I am typing" per this interval
+const PRESENCES = new Set(["online", "away", "busy", "offline"]);
+const TICKS = {
+  pending: ["\u25cb", "waiting to send"],
+  sent: ["\u2713", "sent"],
+  delivered: ["\u2713\u2713", "delivered"],
+  read: ["\u2713\u2713", "read"],
+  failed: ["!", "not delivered"],
+};
+
+const state = {
+  me: null,
+  contacts: new Map(), // public_key -> contact
+  summary: new Map(), // public_key -> {last, unread}
+  typing: new Map(), // public_key -> timeout id
+  requests: [],
+  view: null, // {kind, key, ...}
+  live: false,
+};
+
+const $ = (id) => document.getElementById(id);
+
+// ------------------------------------------------------------------ theme
+
+function applyTheme(theme) {
+  if (theme) document.documentElement.dataset.theme = theme;
+  else delete document.documentElement.dataset.theme;
+}
+
+function toggleTheme() {
+  const dark =
+    document.documentElement.dataset.theme === "dark" ||
+    (!document.documentElement.dataset.theme && matchMedia("(prefers-color-scheme: dark)").matches);
+  const next = dark ? "light" : "dark";
+  localStorage.setItem("btchat.theme", next);
+  applyTheme(next);
+}
+
+// ------------------------------------------------------------------ helpers
+
+function notice(text, kind = "error") {
+  const box = h("p", { class: "notice " + kind, role: kind === "error" ? "alert" : "status" }, text);
+  return box;
+}
+
+function failText(err) {
+  return err instanceof ApiError ? err.message : String(err);
+}
+
+/** Run an action from a form or button; show the error next to it, not in a popup. */
+async function attempt(where, action) {
+  const old = where.querySelector(".notice");
+  if (old) old.remove();
+  try {
+    return await action();
+  } catch (err) {
+    where.append(notice(failText(err)));
+    return undefined;
+  }
+}
+
+/** A time from the API: milliseconds (seconds, if it is that small, for older rows). */
+function when(ts) {
+  const d = new Date(ts > 1e11 ? ts : ts * 1000);
+  if (Number.isNaN(d.getTime())) return "";
+  const today = new Date().toDateString() === d.toDateString();
+  return today ? d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) : d.toLocaleString();
+}
+
+function presenceDot(contact) {
+  const p = contact.online ? (PRESENCES.has(contact.presence) ? contact.presence : "online") : "offline";
+  return h("span", { class: "dot p-" + p, role: "img", "aria-label": p, title: p });
+}
+
+function screen(title, ...body) {
+  const main = $("main");
+  fill(main, h("header", { class: "screen-head" }, h("h2", {}, title)), ...body);
+  return main;
+}
+
+function go(hash) {
+  if (location.hash === hash) route();
+  else location.hash = hash;
+}
+
+// ------------------------------------------------------------------ conversation list
+
+async function loadContacts() {
+  const { contacts } = await api("GET", "/v1/contacts");
+  state.contacts = new Map(contacts.map((c) => [c.public_key, c]));
+  await Promise.all(contacts.map((c) => loadSummary(c.public_key)));
+  renderList();
+}
+
+async function loadSummary(pk) {
+  try {
+    const { messages } = await api("GET", `/v1/contacts/${enc(pk)}/messages?limit=${PAGE}`);
+    const unread = messages.filter(isUnread).length;
+    state.summary.set(pk, { last: messages[messages.length - 1] || null, unread });
+  } catch (err) {
+    state.summary.set(pk, { last: null, unread: 0 });
+  }
+}
+
+/** Received and not yet marked read (incoming rows are "delivered" or "received" until
+ * then, depending on the version). */
+function isUnread(m) {
+  return m.direction === "in" && m.state !== "read";
+}
+
+function renderList() {
+  const list = $("conv-list");
+  const chatDot = $("chat-dot");
+  const shown = state.view && state.view.kind === "chat" && state.contacts.get(state.view.key);
+  if (chatDot && shown) fill(chatDot, presenceDot(shown));
+  const rows = [...state.contacts.values()].sort((a, b) => {
+    const la = state.summary.get(a.public_key)?.last?.ts || 0;
+    const lb = state.summary.get(b.public_key)?.last?.ts || 0;
+    return lb - la || a.name.localeCompare(b.name);
+  });
+  if (!rows.length) {
+    fill(list, h("li", { class: "empty" }, "No contacts yet. Add one with + Contact."));
+    return;
+  }
+  fill(
+    list,
+    rows.map((c) => {
+      const sum = state.summary.get(c.public_key) || { last: null, unread: 0 };
+      const current = state.view && state.view.kind === "chat" && state.view.key === c.public_key;
+      const typing = state.typing.has(c.public_key);
+      return h(
+        "li",
+        {},
+        h(
+          "a",
+          {
+            href: "#/chat/" + c.public_key,
+            class: "conv" + (current ? " current" : ""),
+            "aria-current": current ? "page" : null,
+            "data-key": c.public_key,
+            "aria-label": `${c.name}${sum.unread ? `, ${sum.unread} unread` : ""}`,
+          },
+          presenceDot(c),
+          h(
+            "span",
+            { class: "conv-text" },
+            h("span", { class: "conv-name" }, untrusted(c.name), c.verified ? h("span", { class: "verified", title: "verified" }, " \u2714") : null, c.blocked ? " (blocked)" : null),
+            h(
+              "span",
+              { class: "conv-last" },
+              typing ? h("em", {}, "typing\u2026") : sum.last ? [sum.last.direction === "out" ? "You: " : "", untrusted(sum.last.text)] : ""
+            )
+          ),
+          sum.unread ? h("span", { class: "badge", "aria-hidden": "true" }, String(sum.unread)) : null
+        )
+      );
+    })
+  );
+}
+
+// ------------------------------------------------------------------ conversation view
+
+function tick(m) {
+  if (m.direction !== "out") return null;
+  const [mark, label] = TICKS[m.state] || ["?", m.state];
+  return h("span", { class: "tick t-" + (TICKS[m.state] ? m.state : "unknown"), role: "img", "aria-label": label, title: label }, mark);
+}
+
+function messageRow(m) {
+  return h(
+    "li",
+    { class: "msg " + (m.direction === "out" ? "out" : "in"), "data-id": m.id, "data-lamport": String(m.lamport) },
+    h("div", { class: "bubble" }, untrusted(m.text, "text")),
+    h("div", { class: "meta" }, h("time", {}, when(m.ts)), " ", tick(m))
+  );
+}
+
+async function showChat(pk) {
+  const contact = state.contacts.get(pk);
+  if (!contact) {
+    screen("Unknown contact", notice("No such contact."));
+    return;
+  }
+  const view = { kind: "chat", key: pk, oldest: null, done: false, loading: false, lastTyping: 0 };
+  state.view = view;
+  const log = h("ol", { class: "history", "aria-label": "Messages", tabindex: "0" });
+  const typingLine = h("p", { class: "typing", "aria-live": "polite" });
+  const box = h("textarea", { id: "compose", rows: "2", placeholder: "Message", "aria-label": `Message to ${contact.name}` });
+  const form = h("form", { class: "compose", "aria-label": "Send a message" }, box, h("button", { type: "submit" }, "Send"));
+  view.log = log;
+  view.typingLine = typingLine;
+  const head = h(
+    "header",
+    { class: "screen-head" },
+    h("span", { id: "chat-dot" }, presenceDot(contact)),
+    h("h2", {}, untrusted(contact.name)),
+    h("a", { href: "#/contact/" + pk, class: "btn", "aria-label": `Details of ${contact.name}` }, "Details")
+  );
+  fill($("main"), head, log, typingLine, form);
+  renderList();
+
+  async function send() {
+    const text = box.value;
+    if (!text.trim()) return;
+    const sent = await attempt(form, () => api("POST", `/v1/contacts/${enc(pk)}/messages`, { text }));
+    if (!sent) return;
+    box.value = "";
+    view.lastTyping = 0;
+    api("POST", `/v1/contacts/${enc(pk)}/typing`, { on: false }).catch(() => {});
+    addMessage(sent);
+  }
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    send();
+  });
+  box.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      send();
+    }
+  });
+  box.addEventListener("input", () => {
+    const now = Date.now();
+    if (box.value && now - view.lastTyping > TYPING_SEND_MS) {
+      view.lastTyping = now;
+      api("POST", `/v1/contacts/${enc(pk)}/typing`, { on: true }).catch(() => {});
+    }
+  });
+  log.addEventListener("scroll", () => {
+    if (log.scrollTop < 40) loadOlder(view);
+  });
+  await loadOlder(view);
+  log.scrollTop = log.scrollHeight;
+  showTyping(pk);
+  markRead(pk);
+  box.focus();
+}
+
+async function loadOlder(view) {
+  if (view.loading || view.done) return;
+  view.loading = true;
+  const before = view.oldest === null ? "" : `&before=${view.oldest}`;
+  try {
+    const { messages } = await api("GET", `/v1/contacts/${enc(view.key)}/messages?limit=${PAGE}${before}`);
+    if (state.view !== view) return;
+    if (messages.length < PAGE) view.done = true;
+    if (!messages.length) return;
+    view.oldest = messages[0].lamport;
+    const height = view.log.scrollHeight;
+    view.log.prepend(...messages.map(messageRow));
+    view.log.scrollTop += view.log.scrollHeight - height; // keep what was in view in place
+  } catch (err) {
+    view.log.before(notice(failText(err)));
+  } finally {
+    view.loading = false;
+  }
+}
+
+function addMessage(m) {
+  const view = state.view;
+  if (!view || view.kind !== "chat" || view.key !== m.peer) return;
+  const old = view.log.querySelector(`li[data-id="${CSS.escape(m.id)}"]`);
+  const row = messageRow(m);
+  const atBottom = view.log.scrollHeight - view.log.scrollTop - view.log.clientHeight < 80;
+  if (old) old.replaceWith(row);
+  else view.log.append(row);
+  if (atBottom || m.direction === "out") view.log.scrollTop = view.log.scrollHeight;
+}
+
+async function markRead(pk) {
+  const sum = state.summary.get(pk);
+  if (!sum || !sum.unread || document.visibilityState !== "visible") return;
+  try {
+    await api("POST", `/v1/contacts/${enc(pk)}/read`);
+    sum.unread = 0;
+    renderList();
+  } catch (err) {
+    // not fatal: the badge stays, the next open retries
+  }
+}
+
+function showTyping(pk) {
+  const view = state.view;
+  if (!view || view.kind !== "chat" || view.key !== pk) return;
+  const c = state.contacts.get(pk);
+  fill(view.typingLine, state.typing.has(pk) && c ? [untrusted(c.name), " is typing\u2026"] : "");
+}
+
+// ------------------------------------------------------------------ contacts
+
+function showAdd() {
+  state.view = { kind: "add" };
+  const ref = h("input", { id: "add-ref", required: true, maxlength: "1024", "aria-label": "Their ID or btchat: link", placeholder: "ID or btchat: link" });
+  const name = h("input", { id: "add-name", maxlength: "64", "aria-label": "Petname (optional)", placeholder: "Petname (optional)" });
+  const note = h("input", { id: "add-note", maxlength: "280", "aria-label": "Note with a request (optional)", placeholder: "Note (for a request)" });
+  const form = h(
+    "form",
+    { class: "card", "aria-label": "Add a contact" },
+    h("label", {}, "ID or link", ref),
+    h("label", {}, "Petname", name),
+    h("label", {}, "Note", note),
+    h(
+      "div",
+      { class: "row" },
+      h("button", { type: "submit", id: "add-submit" }, "Add contact"),
+      h("button", { type: "button", id: "add-request", onclick: () => request() }, "Send a contact request")
+    )
+  );
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const body = { ref: ref.value.trim() };
+    if (name.value.trim()) body.name = name.value.trim();
+    const c = await attempt(form, () => api("POST", "/v1/contacts", body));
+    if (c) {
+      await loadContacts();
+      go("#/chat/" + c.public_key);
+    }
+  });
+  async function request() {
+    const body = { ref: ref.value.trim() };
+    if (note.value.trim()) body.note = note.value.trim();
+    const r = await attempt(form, () => api("POST", "/v1/requests", body));
+    if (r) go("#/requests");
+  }
+  screen("Add a contact", form);
+  ref.focus();
+}
+
+async function showContact(pk) {
+  const c = state.contacts.get(pk);
+  if (!c) return screen("Unknown contact", notice("No such contact."));
+  state.view = { kind: "contact", key: pk };
+  const name = h("input", { value: c.name, maxlength: "64", "aria-label": "Petname" });
+  const rename = h("form", { class: "row", "aria-label": "Rename" }, name, h("button", { type: "submit" }, "Rename"));
+  const card = h("section", { class: "card" });
+  rename.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    if (await attempt(card, () => api("PATCH", `/v1/contacts/${enc(pk)}`, { name: name.value.trim() }))) await reloadContact(pk);
+  });
+  const safety = h("p", { class: "safety mono", "aria-label": "Safety number" });
+  const verify = h("button", { type: "button", onclick: async () => {
+    const sn = await attempt(card, () => api("GET", `/v1/contacts/${enc(pk)}/safety-number`));
+    if (sn) fill(safety, sn.safety_number);
+    if (sn && !c.verified && confirm("Does this number match the one your contact sees?")) {
+      if (await attempt(card, () => api("PATCH", `/v1/contacts/${enc(pk)}`, { verified: true }))) await reloadContact(pk);
+    }
+  } }, c.verified ? "Show safety number" : "Verify\u2026");
+  const block = h("button", { type: "button", onclick: async () => {
+    if (await attempt(card, () => api("PATCH", `/v1/contacts/${enc(pk)}`, { blocked: !c.blocked }))) await reloadContact(pk);
+  } }, c.blocked ? "Unblock" : "Block");
+  const remove = h("button", { type: "button", class: "danger", onclick: async () => {
+    if (!confirm("Forget this contact and your conversation?")) return;
+    if ((await attempt(card, () => api("DELETE", `/v1/contacts/${enc(pk)}`))) !== undefined) {
+      await loadContacts();
+      go("#/");
+    }
+  } }, "Remove");
+  fill(
+    card,
+    h("dl", {},
+      h("dt", {}, "ID"), h("dd", { class: "mono" }, untrusted(c.id)),
+      h("dt", {}, "Presence"), h("dd", {}, presenceDot(c), " ", c.online ? c.presence : "offline"),
+      h("dt", {}, "Verified"), h("dd", {}, c.verified ? "yes" : "no"),
+      c.profile && c.profile.name ? [h("dt", {}, "Calls themselves"), h("dd", {}, untrusted(c.profile.name))] : null,
+      c.profile && c.profile.status ? [h("dt", {}, "Status"), h("dd", {}, untrusted(c.profile.status))] : null
+    ),
+    rename, safety,
+    h("div", { class: "row" }, verify, block, remove)
+  );
+  screen(untrusted(c.name), card, h("a", { href: "#/chat/" + pk, class: "btn" }, "Back to the conversation"));
+}
+
+async function reloadContact(pk) {
+  const c = await api("GET", `/v1/contacts/${enc(pk)}`);
+  state.contacts.set(pk, c);
+  renderList();
+  if (state.view && state.view.key === pk) route();
+}
+
+// ------------------------------------------------------------------ requests
+
+async function loadRequests() {
+  const { requests } = await api("GET", "/v1/requests");
+  state.requests = requests;
+  const pending = requests.filter((r) => r.direction === "in" && r.state === "pending").length;
+  const badge = $("req-count");
+  badge.hidden = !pending;
+  fill(badge, String(pending));
+}
+
+async function showRequests() {
+  state.view = { kind: "requests" };
+  await loadRequests();
+  const card = h("section", { class: "card" });
+  const row = (r) =>
+    h("li", { class: "request" },
+      h("span", { class: "dir" }, r.direction === "in" ? "From " : "To "),
+      h("span", { class: "mono" }, untrusted(r.public_key || r.id)),
+      r.note ? h("q", {}, untrusted(r.note)) : null,
+      h("span", { class: "state" }, " ", r.state || ""),
+      r.direction === "in" && r.state === "pending"
+        ? h("span", { class: "row" },
+            h("button", { type: "button", onclick: () => answer(r, true) }, "Accept"),
+            h("button", { type: "button", onclick: () => answer(r, false) }, "Decline"))
+        : null);
+  async function answer(r, accept) {
+    if ((await attempt(card, () => api("POST", `/v1/requests/${enc(r.id)}`, { accept }))) !== undefined) {
+      if (accept) await loadContacts();
+      showRequests();
+    }
+  }
+  const incoming = state.requests.filter((r) => r.direction === "in");
+  const outgoing = state.requests.filter((r) => r.direction !== "in");
+  fill(card,
+    h("h3", {}, "Received"), incoming.length ? h("ul", {}, incoming.map(row)) : h("p", { class: "empty" }, "None."),
+    h("h3", {}, "Sent"), outgoing.length ? h("ul", {}, outgoing.map(row)) : h("p", { class: "empty" }, "None."));
+  screen("Contact requests", card);
+}
+
+// ------------------------------------------------------------------ channels
+
+async function showChannels() {
+  state.view = { kind: "channels" };
+  const card = h("section", { class: "card" });
+  const name = h("input", { maxlength: "64", required: true, "aria-label": "New channel name", placeholder: "Channel name" });
+  const inviteOnly = h("input", { type: "checkbox", "aria-label": "Invite only" });
+  const create = h("form", { class: "row", "aria-label": "Create a channel" }, name, h("label", {}, inviteOnly, " invite only"), h("button", { type: "submit" }, "Create"));
+  const link = h("input", { required: true, "aria-label": "Channel link", placeholder: "btchat:channel link" });
+  const join = h("form", { class: "row", "aria-label": "Join a channel" }, link, h("button", { type: "submit" }, "Join"));
+  create.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const ch = await attempt(card, () => api("POST", "/v1/channels", { name: name.value.trim(), invite_only: inviteOnly.checked }));
+    if (ch) go("#/channel/" + ch.id);
+  });
+  join.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const ch = await attempt(card, () => api("POST", "/v1/channels/join", { chatfile: link.value.trim() }));
+    if (ch) go("#/channel/" + ch.id);
+  });
+  const list = h("ul", { class: "channel-list", "aria-label": "Your channels" });
+  fill(card, h("h3", {}, "Your channels"), list, h("h3", {}, "Create"), create, h("h3", {}, "Join by link"), join);
+  screen("Channels", card);
+  const found = await attempt(card, () => api("GET", "/v1/channels"));
+  if (!found) return;
+  fill(list, found.channels.length ? found.channels.map((c) =>
+    h("li", {}, h("a", { href: "#/channel/" + c.id }, untrusted(c.name)), " ", h("span", { class: "muted" }, `${c.members ?? "?"} members`))) : h("li", { class: "empty" }, "None yet."));
+}
+
+async function showChannel(id) {
+  const view = { kind: "channel", key: id };
+  state.view = view;
+  const main = screen("Channel");
+  let ch;
+  try {
+    ch = await api("GET", `/v1/channels/${enc(id)}`);
+  } catch (err) {
+    main.append(notice(failText(err)));
+    return;
+  }
+  const log = h("ol", { class: "history", "aria-label": "Channel messages", tabindex: "0" });
+  const box = h("textarea", { rows: "2", placeholder: "Post to the channel", "aria-label": "Post to the channel" });
+  const form = h("form", { class: "compose", "aria-label": "Post" }, box, h("button", { type: "submit" }, "Post"));
+  const members = h("ul", { class: "members", "aria-label": "Members" });
+  const invite = h("input", { "aria-label": "ID to add as a member", placeholder: "ID to add" });
+  const addForm = h("form", { class: "row", "aria-label": "Add a member" }, invite, h("button", { type: "submit" }, "Add member"));
+  const linkBox = h("input", { readonly: true, value: ch.uri, "aria-label": "Channel link", class: "mono" });
+  view.log = log;
+  fill(main,
+    h("header", { class: "screen-head" }, h("h2", {}, untrusted(ch.name)), h("span", { class: "muted" }, ch.invite_only ? "invite only" : "open")),
+    h("div", { class: "split" },
+      h("section", { class: "chat-col" }, log, form),
+      h("aside", { class: "card side-col", "aria-label": "Channel details" },
+        h("h3", {}, "Link"), h("div", { class: "row" }, linkBox, copyButton(() => ch.uri)),
+        h("h3", {}, "Members"), members, addForm)));
+  const post = async () => {
+    const text = box.value;
+    if (!text.trim()) return;
+    const m = await attempt(form, () => api("POST", `/v1/channels/${enc(id)}/messages`, { text }));
+    if (m) {
+      box.value = "";
+      addChannelMessage(id, m);
+    }
+  };
+  form.addEventListener("submit", (e) => { e.preventDefault(); post(); });
+  box.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); post(); }
+  });
+  addForm.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    if ((await attempt(addForm, () => api("POST", `/v1/channels/${enc(id)}/members`, { add: [invite.value.trim()] }))) !== undefined) {
+      invite.value = "";
+      loadMembers();
+    }
+  });
+  async function loadMembers() {
+    const found = await attempt(members, () => api("GET", `/v1/channels/${enc(id)}/members`));
+    if (found) fill(members, found.members.map((m) => h("li", {},
+      h("span", { class: "dot p-" + (m.online || m.me ? "online" : "offline"), role: "img", "aria-label": m.online || m.me ? "online" : "offline" }),
+      " ", untrusted(m.id || m.public_key || "?", "mono"), m.me ? " (you)" : "", m.role ? h("span", { class: "muted" }, " " + m.role) : null)));
+  }
+  loadMembers();
+  const found = await attempt(log, () => api("GET", `/v1/channels/${enc(id)}/messages?limit=${PAGE}`));
+  if (found) for (const m of found.messages) addChannelMessage(id, m);
+}
+
+function channelRow(m) {
+  const mine = state.me && m.author === state.me.public_key;
+  return h("li", { class: "msg " + (mine ? "out" : "in"), "data-id": m.id || "" },
+    mine ? null : h("div", { class: "author mono" }, untrusted((m.author || "?").slice(0, 16))),
+    h("div", { class: "bubble" }, untrusted(m.text, "text")),
+    h("div", { class: "meta" }, h("time", {}, m.ts ? when(m.ts) : ""), m.private ? " private" : ""));
+}
+
+function addChannelMessage(id, m) {
+  const view = state.view;
+  if (!view || view.kind !== "channel" || view.key !== id) return;
+  if (m.id && view.log.querySelector(`li[data-id="${CSS.escape(m.id)}"]`)) return;
+  view.log.append(channelRow(m));
+  view.log.scrollTop = view.log.scrollHeight;
+}
+
+// ------------------------------------------------------------------ status
+
+function copyButton(getText) {
+  const btn = h("button", { type: "button", "aria-label": "Copy", onclick: async () => {
+    try {
+      await navigator.clipboard.writeText(getText());
+      fill(btn, "Copied");
+    } catch (err) {
+      fill(btn, "Copy failed");
+    }
+    setTimeout(() => fill(btn, "Copy"), 1500);
+  } }, "Copy");
+  return btn;
+}
+
+function drawQr(canvas, qr) {
+  const n = qr.rows.length + 2 * qr.quiet_zone;
+  const scale = Math.max(2, Math.floor(240 / n));
+  canvas.width = canvas.height = n * scale;
+  const g = canvas.getContext("2d");
+  g.fillStyle = "#fff";
+  g.fillRect(0, 0, canvas.width, canvas.height);
+  g.fillStyle = "#000";
+  qr.rows.forEach((row, y) => {
+    for (let x = 0; x < row.length; x++) {
+      if (row[x] === "1") g.fillRect((x + qr.quiet_zone) * scale, (y + qr.quiet_zone) * scale, scale, scale);
+    }
+  });
+}
+
+async function showStatus() {
+  state.view = { kind: "status" };
+  const main = screen("Status and settings");
+  let s, me;
+  try {
+    [s, me] = await Promise.all([api("GET", "/v1/status"), api("GET", "/v1/identity")]);
+  } catch (err) {
+    main.append(notice(failText(err)));
+    return;
+  }
+  const canvas = h("canvas", { class: "qr", role: "img", "aria-label": "QR code of your link" });
+  api("GET", "/v1/identity/qr").then((qr) => drawQr(canvas, qr)).catch(() => canvas.remove());
+  const reach = s.dht && s.dht.reachability;
+  const pm = s.port_mapping;
+  const presence = h("select", { "aria-label": "Your presence" }, [...PRESENCES].map((p) => h("option", { value: p }, p)));
+  const presenceForm = h("form", { class: "row", "aria-label": "Set presence" }, presence, h("button", { type: "submit" }, "Set"));
+  presenceForm.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    if (await attempt(presenceForm, () => api("PUT", "/v1/presence", { status: presence.value }))) presenceForm.append(notice("Presence set.", "ok"));
+  });
+  const rows = [
+    ["Version", s.version],
+    ["DHT", `${s.dht.joined ? "joined" : "joining"}, ${s.dht.nodes} nodes${s.dht.addr ? ", bound to " + s.dht.addr : ""}`],
+    ["Reachability", reach ? reach.label : "not known yet"],
+    ["External address", s.dht.external_addr || (reach && reach.external_ip) || "unknown"],
+    ["Sessions port", s.listen_port == null ? "none" : String(s.listen_port)],
+    ["Port mapping", pm ? `${pm.state}${pm.gateway ? " via " + pm.gateway : ""}${pm.error ? " (" + pm.error + ")" : ""}` : "off"],
+    ["Proxy", s.proxy ? `${s.proxy.url} (${s.proxy.connected} connected, ${s.proxy.failed} failed)` : "none"],
+    ["Tor", s.tor ? "on" : "off"],
+    ["Contacts online", `${s.contacts_online}${s.contacts == null ? "" : " of " + s.contacts}`],
+    ["Storage", s.storage],
+  ];
+  fill(main,
+    h("header", { class: "screen-head" }, h("h2", {}, "Status and settings")),
+    h("section", { class: "card", "aria-label": "Your ID" },
+      h("h3", {}, "Your ID"),
+      h("div", { class: "row" }, h("code", { id: "my-id", class: "mono" }, me.id), copyButton(() => me.id)),
+      h("div", { class: "row" }, h("code", { class: "mono small" }, me.uri), copyButton(() => me.uri)),
+      canvas),
+    h("section", { class: "card", "aria-label": "Presence" }, h("h3", {}, "Presence"), presenceForm),
+    h("section", { class: "card", "aria-label": "Network" }, h("h3", {}, "Network"),
+      h("dl", {}, rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, untrusted(v))]))),
+    h("p", { class: "muted" }, "The token of this tab lives in its session storage only; close the tab to forget it. Create an identity with `btchat init` (not from the browser)."));
+}
+
+// ------------------------------------------------------------------ events
+
+function onEvent(ev) {
+  switch (ev.type) {
+    case "message": {
+      const m = ev.message;
+      if (!m) return;
+      const sum = state.summary.get(m.peer) || { last: null, unread: 0 };
+      sum.last = m;
+      const viewing = state.view && state.view.kind === "chat" && state.view.key === m.peer;
+      if (isUnread(m)) sum.unread += 1;
+      state.summary.set(m.peer, sum);
+      if (m.direction === "in") clearTyping(m.peer);
+      addMessage(m);
+      renderList();
+      if (viewing) markRead(m.peer);
+      return;
+    }
+    case "receipt": {
+      const view = state.view;
+      if (!view || view.kind !== "chat" || view.key !== ev.contact || !Array.isArray(ev.ids)) return;
+      for (const id of ev.ids) {
+        const row = view.log.querySelector(`li[data-id="${CSS.escape(String(id))}"] .tick`);
+        if (row && TICKS[ev.state]) {
+          const [mark, label] = TICKS[ev.state];
+          row.className = "tick t-" + ev.state;
+          row.setAttribute("aria-label", label);
+          row.title = label;
+          fill(row, mark);
+        }
+      }
+      return;
+    }
+    case "typing": {
+      clearTyping(ev.contact);
+      if (ev.on) state.typing.set(ev.contact, setTimeout(() => clearTyping(ev.contact), TYPING_SHOWN_MS));
+      showTyping(ev.contact);
+      renderList();
+      return;
+    }
+    case "presence": {
+      const c = state.contacts.get(ev.contact);
+      if (c) {
+        c.presence = ev.status;
+        renderList();
+      }
+      return;
+    }
+    case "session":
+    case "contact":
+      if (ev.contact && ev.contact.public_key) {
+        state.contacts.set(ev.contact.public_key, ev.contact);
+        if (!state.summary.has(ev.contact.public_key)) state.summary.set(ev.contact.public_key, { last: null, unread: 0 });
+        renderList();
+      } else loadContacts().catch(() => {});
+      return;
+    case "request":
+      loadRequests().catch(() => {});
+      if (state.view && state.view.kind === "requests") showRequests();
+      return;
+    case "channel_message":
+      if (ev.message) addChannelMessage(ev.channel, ev.message);
+      return;
+    default:
+      return; // unknown types are ignored, as the API asks
+  }
+}
+
+function clearTyping(pk) {
+  const t = state.typing.get(pk);
+  if (t !== undefined) clearTimeout(t);
+  state.typing.delete(pk);
+  showTyping(pk);
+}
+
+let wasUp = false;
+
+function onLive(s) {
+  state.live = s === "up";
+  document.body.classList.toggle("offline", !state.live);
+  if (state.live && !wasUp) {
+    wasUp = true; // the first connection: what is shown was just loaded
+  } else if (state.live) {
+    // Events missed while disconnected are not replayed: reload what is shown.
+    Promise.all([loadContacts(), loadRequests()]).then(route).catch(() => {});
+  }
+}
+
+// ------------------------------------------------------------------ routing, keys
+
+function route() {
+  const [, kind, key] = (location.hash || "#/").match(/^#\/([a-z]*)\/?(.*)$/) || [];
+  switch (kind) {
+    case "chat": return showChat(key);
+    case "contact": return showContact(key);
+    case "add": return showAdd();
+    case "requests": return showRequests();
+    case "channels": return showChannels();
+    case "channel": return showChannel(key);
+    case "status": return showStatus();
+    default: {
+      state.view = null;
+      renderList();
+      return screen("btchat", h("p", { class: "empty" }, "Pick a conversation, or add a contact."));
+    }
+  }
+}
+
+function onKey(e) {
+  if (e.key === "Escape" && !e.target.closest("dialog")) {
+    const current = document.querySelector(".conv.current") || document.querySelector(".conv");
+    if (current) current.focus();
+    return;
+  }
+  if (e.altKey && (e.key === "ArrowUp" || e.key === "ArrowDown")) {
+    const convs = [...document.querySelectorAll(".conv")];
+    if (!convs.length) return;
+    const at = convs.findIndex((a) => a.classList.contains("current"));
+    const next = convs[(at + (e.key === "ArrowDown" ? 1 : -1) + convs.length) % convs.length];
+    e.preventDefault();
+    go(next.getAttribute("href"));
+  }
+}
+
+async function main() {
+  applyTheme(localStorage.getItem("btchat.theme"));
+  $("theme-toggle").addEventListener("click", toggleTheme);
+  for (const b of document.querySelectorAll("[data-go]")) b.addEventListener("click", () => go(b.dataset.go));
+  // `btchat open` on a tab already showing the page changes only the fragment.
+  window.addEventListener("hashchange", () => {
+    if (location.hash.startsWith("#token=")) {
+      takeToken();
+      location.reload();
+    }
+  });
+  const token = takeToken();
+  if (!token) {
+    screen("Not signed in", h("p", {}, "Open this page with ", h("code", {}, "btchat open"), ": it passes this tab the daemon's token."));
+    return;
+  }
+  try {
+    state.me = await api("GET", "/v1/identity");
+  } catch (err) {
+    screen("Cannot reach the daemon", notice(failText(err)));
+    return;
+  }
+  document.addEventListener("keydown", onKey);
+  document.addEventListener("visibilitychange", () => {
+    if (state.view && state.view.kind === "chat") markRead(state.view.key);
+  });
+  window.addEventListener("hashchange", route);
+  await Promise.all([loadContacts(), loadRequests()]);
+  route();
+  connectEvents(onEvent, onLive);
+}
+
+main();
