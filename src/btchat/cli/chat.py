@@ -63,6 +63,7 @@ def settings(args: argparse.Namespace) -> Settings:
             "proxy",
             "tor",
             "upnp",
+            "files_dir",
         )
     }
     if flags["data_dir"] is not None:
@@ -131,6 +132,13 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--api-port", type=int, default=0, help="local API port (default: any)")
     p.add_argument("--host", default="0.0.0.0", help="address for sessions and DHT")
+    p.add_argument(
+        "--files-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where accepted files are saved (default: DATA_DIR/files)",
+    )
     p.add_argument(
         "--request-poll",
         type=float,

@@ -46,6 +46,7 @@ __all__ = [
     "Conversations",
     "Deposit",
     "Event",
+    "FileOffered",
     "MessageStored",
     "PresenceChanged",
     "ReceiptReceived",
@@ -139,6 +140,14 @@ class Refused:
 
 
 @dataclass(frozen=True)
+class FileOffered:
+    """A new file offer was committed (after its :class:`MessageStored`)."""
+
+    peer: bytes
+    envelope: Envelope
+
+
+@dataclass(frozen=True)
 class Unhandled:
     """A verified envelope of a type this core does not own (e.g. offline backup)."""
 
@@ -154,6 +163,7 @@ Event = (
     | PresenceChanged
     | Typing
     | Refused
+    | FileOffered
     | Unhandled
 )
 
@@ -184,6 +194,7 @@ class Conversations:
         self._events: deque[Event] = deque()
         self._handlers: dict[bytes, Callable[[bytes, Envelope, float], None]] = {
             env_mod.TEXT: self._on_text,
+            env_mod.FILE: self._on_text,  # an offer is stored and acknowledged like a text
             env_mod.RECEIPT: self._on_receipt,
             env_mod.PRESENCE: self._on_presence,
             env_mod.TYPING: self._on_typing,
@@ -257,7 +268,11 @@ class Conversations:
 
     def send_text(self, to: bytes, text: str, now: float) -> Envelope:
         """Commit a text message with its outbox row, then send it or deposit it."""
-        envelope = self.envelope(to, env_mod.TEXT, env_mod.text_body(text), now)
+        return self.send_message(to, env_mod.TEXT, env_mod.text_body(text), now)
+
+    def send_message(self, to: bytes, kind: bytes, body: dict[bytes, Any], now: float) -> Envelope:
+        """Commit a message of the history (a text, a file offer), then send or deposit it."""
+        envelope = self.envelope(to, kind, body, now)
         self.store.save_outgoing(envelope, now)  # persist, then act
         if to in self._online:
             self._transmit(to, envelope)
@@ -380,6 +395,8 @@ class Conversations:
         self._transmit(peer, self.envelope(peer, env_mod.RECEIPT, receipt, now))
         if fresh:
             self._events.append(MessageStored(peer, envelope))
+            if envelope.type == env_mod.FILE:
+                self._events.append(FileOffered(peer, envelope))
         else:
             # A replay, or a resend after a lost receipt: acknowledged again, not stored.
             self.stats["duplicates_received"] += 1

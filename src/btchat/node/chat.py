@@ -18,6 +18,7 @@ from btchat.messaging.conversation import Conversations
 from btchat.messaging.envelope import Envelope
 from btchat.messaging.store import Store
 from btchat.net.timer import CoreTimer
+from btchat.node.files import Files
 from btchat.node.offline import BACKUP_TYPES, OfflineDelivery
 
 __all__ = ["Chat"]
@@ -37,6 +38,7 @@ class Chat:
         self.core = core
         self.store = store
         self.offline: OfflineDelivery | None = None
+        self.files: Files | None = None
         self._send = send
         self._emit = emit
         self._timer = CoreTimer(None, core.get_timer, self._on_timer, clock=time.time)
@@ -60,6 +62,7 @@ class Chat:
             conv.Refused: lambda e: self._emit(
                 {"type": "refused", "contact": e.peer.hex(), "reason": e.reason}
             ),
+            conv.FileOffered: lambda e: self.files and self.files.on_offer(e.peer, e.envelope),
             conv.Unhandled: self._on_unhandled,
         }
 

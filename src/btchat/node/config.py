@@ -43,6 +43,7 @@ ENV_BOOTSTRAP = "BTCHAT_BOOTSTRAP"  # comma-separated HOST:PORT list
 ENV_DATA_DIR = "BTCHAT_DATA_DIR"
 ENV_PROXY = "BTCHAT_PROXY"  # socks5://IP:PORT or http://IP:PORT, optional user:pass@
 ENV_TOR = "BTCHAT_TOR"  # 1/true/yes or 0/false/no
+ENV_FILES_DIR = "BTCHAT_FILES_DIR"  # where accepted files are saved
 ENV_UPNP = "BTCHAT_UPNP"  # 0/off/false/no turns port mapping off
 #: Ways channel members can be found (``--channel-discovery``).
 DISCOVERY_WAYS = ("dht", "trackers", "lsd")
@@ -146,6 +147,8 @@ class Settings:
     #: Tor mode: nothing leaves but through the proxy (Tor's SOCKS port); no UDP at all.
     tor: bool = False
     upnp: bool = True  # map our ports on the home gateway (UPnP-IGD)
+    #: Where accepted files are saved (None: ``<data dir>/files``).
+    files_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,12 @@ SETTINGS: dict[str, _Source] = {
     ),
     "data_dir": _Source(env=ENV_DATA_DIR, from_env=Path),
     "dht_port": _Source(file=("dht", "port"), from_file=int),
+    "files_dir": _Source(
+        env=ENV_FILES_DIR,
+        file=("files", "dir"),
+        from_env=lambda v: Path(v).expanduser(),
+        from_file=lambda v: Path(str(v)).expanduser(),
+    ),
     "proxy": _Source(
         env=ENV_PROXY, file=("net", "proxy"), from_env=parse_proxy, from_file=_proxy_file
     ),

@@ -84,7 +84,8 @@ class PeeringConfig:
     republish: float = 1800.0  # BEP 44 items expire after ~2 h
     dial_timeout: float = 5.0
     max_lookups: int = 8  # contacts looked for at once (one slow one delays no other)
-    session: SessionConfig = field(default_factory=SessionConfig)
+    #: Sessions announce substreams: file transfer runs on them (docs/PROTOCOL.md "Files").
+    session: SessionConfig = field(default_factory=lambda: SessionConfig(substreams=True))
     #: Bounds on inbound connections (see :mod:`btchat.net.admission`).
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)
 
@@ -128,6 +129,7 @@ class Peering:
         on_data: Callable[[bytes, bytes, bytes], None],
         on_switched: Callable[[bytes], None] | None = None,
         dialer: Dialer | None = None,
+        on_stream: Callable[[PeerKey, SessionConnection, object], None] | None = None,
     ) -> None:
         self.identity = identity
         #: How sessions are carried: any "connect me to this address" -> byte stream.
@@ -143,6 +145,8 @@ class Peering:
         self._on_data = on_data
         #: Told when a session in use is replaced by the one both ends keep.
         self._on_switched = on_switched or (lambda contact: None)
+        #: Substream events of an authenticated session, and its end (file transfer).
+        self._on_stream = on_stream
         self.sessions: dict[PeerKey, _Live] = {}
         #: Without a DHT (Tor mode) there is no rendezvous: sessions are only dialled by
         #: hand (:meth:`dial`) or accepted.
@@ -403,7 +407,12 @@ class Peering:
                 live = self.sessions.get(peer[0]) if peer else None
                 if live is not None and live.conn is conn_box[0]:
                     self._on_data(peer[0][0], peer[0][1], event.payload)
-            elif isinstance(event, SessionClosed | SessionFailed):
+            elif peer and self._on_stream is not None:  # substreams (of the kept one), the end
+                live = self.sessions.get(peer[0])
+                ended = isinstance(event, SessionClosed | SessionFailed)
+                if ended or (live is not None and live.conn is conn_box[0]):
+                    self._on_stream(peer[0], conn_box[0], event)
+            if isinstance(event, SessionClosed | SessionFailed):
                 if isinstance(event, SessionFailed):
                     log.info("session failed: %s", event.reason)
                     if on_failed is not None:
