@@ -41,10 +41,9 @@ def safe_name(name: str) -> str:
     """The name we save ``name`` under (before making it unique in the folder)."""
     name = unicodedata.normalize("NFC", name)
     name = re.split(r"[/\\]", name)[-1]  # the last component, whatever the separator
-    kept = "".join(
-        c for c in name if c not in _FORBIDDEN and unsafe_char(c) is None and ord(c) >= 0x20
-    )
-    kept = " ".join(kept.split())  # tabs, newlines, runs of spaces -> one space
+    name = "".join(" " if c.isspace() else c for c in name)  # tabs, newlines -> spaces
+    kept = "".join(c for c in name if c not in _FORBIDDEN and unsafe_char(c) is None)
+    kept = " ".join(kept.split())  # runs of spaces -> one space
     kept = kept.lstrip(". ").rstrip(". ")  # no hidden files; Windows drops trailing dots
     if not kept:
         return _FALLBACK
