@@ -717,8 +717,10 @@ class Files:
         final = _place(self._part_path(t.id), self.config.save_dir, safe_name(t.manifest.name))
         t.path = str(final)
         t.state = "done"
-        self._save(t)
+        assert t.download is not None
+        t.stats.update(t.download.stats)
         t.download = None
+        self._save(t)
         self._layer_path(t.id).unlink(missing_ok=True)
         self._tell(t, wire.Cancel(t.id, "done"))
         self._emit({"type": "file_done", "transfer": self.json(t)})
