@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
-from btchat.api.client import ApiClient, read_api_files
 from test_messenger_e2e import Person, befriend, people, sandbox, wait_for  # noqa: F401
+
+from btchat.api.client import ApiClient, read_api_files
 
 pytestmark = pytest.mark.slow
 
@@ -67,7 +68,7 @@ def offer(alice: Person, bob: Person, path: Path) -> str:
     return tid
 
 
-def test_send_accept_verify(people: dict[str, Person], tmp_path: Path) -> None:
+def test_send_accept_verify(people: dict[str, Person], tmp_path: Path) -> None:  # noqa: F811
     alice, bob = people["alice"], people["bob"]
     alice.up()
     bob.up()
@@ -92,7 +93,8 @@ def test_send_accept_verify(people: dict[str, Person], tmp_path: Path) -> None:
 
 
 def test_resume_after_receiver_restart_and_sender_crash(
-    people: dict[str, Person], tmp_path: Path
+    people: dict[str, Person],  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     alice, bob = people["alice"], people["bob"]
     alice.up()
