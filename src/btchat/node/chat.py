@@ -15,7 +15,7 @@ from typing import Any
 
 from btchat.messaging import conversation as conv
 from btchat.messaging.conversation import Conversations
-from btchat.messaging.envelope import Envelope
+from btchat.messaging.envelope import FILE, Envelope
 from btchat.messaging.store import Store
 from btchat.net.timer import CoreTimer
 from btchat.node.files import Files
@@ -89,6 +89,8 @@ class Chat:
         row = self.store.get_message(envelope.id)
         if row is not None:
             self._emit({"type": "message", "message": row.to_json()})
+            if envelope.type == FILE and row.direction == "in" and self.files is not None:
+                self.files.on_offer(envelope.sender, envelope)  # e.g. from the mailbox
 
     def _on_deposit(self, event: conv.Deposit) -> None:
         if self.offline is not None:  # not reachable now: leave it in the DHT mailbox
