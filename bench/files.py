@@ -37,12 +37,13 @@ async def _run(quick: bool) -> dict[str, Any]:
     from btchat.messaging.conversation import Conversations
     from btchat.messaging.store import Store
     from btchat.node.files import Files, FilesConfig
+    from btchat.node.peering import PeeringConfig
     from btchat.session.connection import SessionConnection, run_session
-    from btchat.session.core import MAX_PAYLOAD, DataReceived, Session, SessionConfig
+    from btchat.session.core import MAX_PAYLOAD, DataReceived, Session
 
     size = (128 if quick else 512) * 1024 * 1024
     loop = asyncio.get_running_loop()
-    config = SessionConfig(substreams=True)
+    config = PeeringConfig().session  # what a daemon's sessions use
     tmp = Path(tempfile.mkdtemp(prefix="btchat-bench-files-"))
     ids = [Identity.generate(), Identity.generate()]
     devs = [DeviceKey.generate(), DeviceKey.generate()]
