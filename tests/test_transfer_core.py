@@ -48,7 +48,9 @@ def naive_root(data: bytes) -> bytes:
     return layer[0]
 
 
-@pytest.mark.parametrize("case", VECTORS["trees"], ids=lambda c: f"{c['size']}/{c['piece_size']}")
+@pytest.mark.parametrize(
+    "case", VECTORS["vectors"]["trees"], ids=lambda c: f"{c['size']}/{c['piece_size']}"
+)
 def test_tree_vectors(case: dict) -> None:
     data = content(case["size"])
     h = PieceHasher(case["size"], case["piece_size"])
@@ -61,7 +63,7 @@ def test_tree_vectors(case: dict) -> None:
     assert layer_root(layer, case["piece_size"]).hex() == case["root"]
 
 
-@pytest.mark.parametrize("case", VECTORS["names"], ids=lambda c: repr(c["offered"][:20]))
+@pytest.mark.parametrize("case", VECTORS["vectors"]["names"], ids=lambda c: repr(c["offered"][:20]))
 def test_name_vectors(case: dict) -> None:
     assert safe_name(case["offered"]) == case["saved"]
 
