@@ -290,3 +290,41 @@ def test_piece_hasher_matches_what_send_offers(tmp_path: Path) -> None:
     ref = PieceHasher(len(data), 262144)
     ref.update(data)
     assert h.root() == ref.root()
+
+
+async def test_pause_and_resume_on_either_side(tmp_path: Path) -> None:
+    pair = Pair(tmp_path)
+    src = tmp_path / "data.bin"
+    src.write_bytes(os.urandom(20 * 256 * 1024))
+    tid = await offered(pair, src)
+    await pair.b.files.act(tid, "accept")
+    await pair.b.files.act(tid, "pause")
+    pair.pump()
+    t = transfer_json(pair.b, tid)
+    assert t["state"] == "paused" and t["have"] == 0  # the layer came; no piece was asked
+    await pair.b.files.act(tid, "resume")
+    pair.pump()
+    assert transfer_json(pair.b, tid)["state"] == "done"
+
+    tid = await offered(pair, src)
+    await pair.a.files.act(tid, "pause")  # the sender holds what it is asked
+    await pair.b.files.act(tid, "accept")
+    pair.pump()
+    assert transfer_json(pair.b, tid)["have"] == 0
+    await pair.a.files.act(tid, "resume")
+    pair.pump()
+    t = transfer_json(pair.b, tid)
+    assert t["state"] == "done" and Path(t["path"]).read_bytes() == src.read_bytes()
+
+
+def test_the_save_folder_setting_comes_from_flag_env_or_file(tmp_path: Path) -> None:
+    from btchat.node.config import resolve
+
+    conf = tmp_path / "config.toml"
+    conf.write_text('[dht]\nbootstrap = ["h:1"]\n[files]\ndir = "/srv/inbox"\n')
+    base = {"data_dir": tmp_path}
+    assert resolve(base, config_file=conf, environ={}).files_dir == Path("/srv/inbox")
+    env = {"BTCHAT_FILES_DIR": str(tmp_path / "env")}
+    assert resolve(base, config_file=conf, environ=env).files_dir == tmp_path / "env"
+    flag = {**base, "files_dir": tmp_path / "flag"}
+    assert resolve(flag, config_file=conf, environ=env).files_dir == tmp_path / "flag"

@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,14 @@ def test_send_accept_verify(people: dict[str, Person], tmp_path: Path) -> None: 
     assert hashlib.sha256(saved.read_bytes()).digest() == hashlib.sha256(src.read_bytes()).digest()
     assert done["stats"].get("bad", 0) == 0 and done["stats"].get("duplicate", 0) == 0
     assert chat_latency < 5
+    # The seed's GET /download serves it, with range requests.
+    url, token = read_api_files(bob.dir)
+    req = urllib.request.Request(
+        f"{url}/download?id={tid}",
+        headers={"Authorization": f"Bearer {token}", "Range": "bytes=100-199"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 206 and resp.read() == src.read_bytes()[100:200]
     wait_for(lambda: transfer_of(alice, tid)["state"] == "done", 30, "the sender to hear")
     assert not list((bob.dir / "files").glob(".btchat-*.part"))
 
