@@ -328,3 +328,24 @@ def test_the_save_folder_setting_comes_from_flag_env_or_file(tmp_path: Path) -> 
     assert resolve(base, config_file=conf, environ=env).files_dir == tmp_path / "env"
     flag = {**base, "files_dir": tmp_path / "flag"}
     assert resolve(flag, config_file=conf, environ=env).files_dir == tmp_path / "flag"
+
+
+async def test_a_malformed_or_extra_stream_is_refused_and_transfers_go_on(tmp_path: Path) -> None:
+    pair = Pair(tmp_path)
+    link = pair.b.files._links[pair.b.key]
+    pair.b.conn.send_stream(link.bulk, b"\xff\xff\xff\xff")  # a length beyond any message
+    pair.pump()
+    assert pair.a.files.stats["rx_malformed"] == 1
+    extra = pair.b.conn.open_stream(7)  # a third stream is not the protocol
+    pair.b.conn.send_stream(extra, b"x")
+    pair.pump()
+    assert pair.a.files.stats["rx_bad_stream"] == 1
+    # Bob's refused stream was replaced: a file from Bob to Alice still arrives.
+    src = tmp_path / "back.bin"
+    src.write_bytes(os.urandom(3 * 256 * 1024))
+    sent = await pair.b.files.send("alice", str(src))
+    pair.drive()
+    await pair.a.files.act(sent["id"], "accept")
+    pair.pump()
+    t = transfer_json(pair.a, sent["id"])
+    assert t["state"] == "done" and Path(t["path"]).read_bytes() == src.read_bytes()

@@ -495,7 +495,9 @@ class Files:
         if link is None or link.conn is not conn:
             return
         if isinstance(event, StreamOpened):
-            if len(link.readers) >= 4:  # two are ours to expect; more is not our protocol
+            # The peer's control and bulk streams: each reader holds at most one message
+            # (8 MiB), so a hostile contact costs at most two of them per session.
+            if len(link.readers) >= 2:
                 conn.reset_stream(event.stream_id, "unexpected stream")
                 self.stats["rx_bad_stream"] += 1
             else:
@@ -504,6 +506,15 @@ class Files:
             self._on_stream_data(link, event.stream_id, event.data)
         elif isinstance(event, StreamClosed | StreamReset):
             link.readers.pop(event.stream_id, None)
+            sid = event.stream_id
+            if isinstance(event, StreamReset) and sid in (link.control, link.bulk):
+                # The peer refused one of ours: open a fresh one, so the link still works.
+                link.leftover.pop(sid, None)
+                if sid == link.control:
+                    link.control = conn.open_stream(wire.CONTROL_PRIORITY)
+                else:
+                    link.bulk = conn.open_stream(wire.BULK_PRIORITY)
+                    self._pump(link)
         elif isinstance(event, StreamWritable):
             self._pump(link)
         elif isinstance(event, SessionClosed | SessionFailed):
