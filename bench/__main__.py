@@ -61,6 +61,9 @@ def run_all(quick: bool, only: list[str] | None) -> dict[str, Any]:
     plan["first_message"] = guarded(lambda: messenger.first_message(quick=quick))
     plan["session_throughput"] = guarded(lambda: messenger.session_throughput(quick=quick))
     plan["bulk_ratio"] = guarded(lambda: messenger.bulk_ratio(quick=quick))
+    from bench import files
+
+    plan["file_transfer"] = guarded(lambda: files.run(quick=quick))
     from bench import offline
 
     plan["pending_delivery"] = guarded(lambda: offline.pending_delivery(quick=quick))
@@ -237,6 +240,9 @@ def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
         else:
             out += [*vs["markdown"].splitlines(), ""]
     out += render_messenger(results)
+    from bench import files
+
+    out += files.render(results)
     out += render_offline(results)
     out += render_channels(results)
     from bench import conn_flood, floods

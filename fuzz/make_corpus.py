@@ -22,6 +22,9 @@ from btchat.identity.keys import DeviceKey, Identity
 from btchat.messaging import envelope
 from btchat.net.relay_core import Answer, Connect, Incoming, encode_header
 from btchat.offline.packet import OfflinePacket
+from btchat.transfer import wire
+from btchat.transfer.manifest import Manifest
+from btchat.transfer.tree import PieceHasher
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 NOW = 1_780_000_000.0
@@ -191,6 +194,25 @@ def _api_json() -> list[bytes]:
     ]
 
 
+def _file_body() -> dict[bytes, object]:
+    data = b"fuzz" * 10000
+    hasher = PieceHasher(len(data), 16384)
+    hasher.update(data)
+    return Manifest("a.txt", len(data), "text/plain", 16384, hasher.root()).body()
+
+
+def _transfer_messages() -> list[bytes]:
+    oid = b"\x07" * 16
+    msgs = [
+        wire.GetLayer(oid),
+        wire.Get(oid, (0, 1, 2)),
+        wire.Cancel(oid, "rejected"),
+        wire.Layer(oid, (b"h" * 32, b"i" * 32)),
+        wire.Piece(oid, 1, b"piece bytes"),
+    ]
+    return [wire.encode(m) for m in msgs] + [b"".join(wire.encode(m) for m in msgs)]
+
+
 def seeds() -> dict[str, list[bytes]]:
     alice, bob = Identity.generate(), Identity.generate()
     device = DeviceKey.generate()
@@ -204,6 +226,7 @@ def seeds() -> dict[str, list[bytes]]:
             (b"receipt", {b"ids": [b"\x01" * 16], b"s": b"read"}),
             (b"typing", {b"on": 1}),
             (b"presence", {b"s": b"away", b"ls": 1_780_000_000, b"n": b"lunch"}),
+            (b"file", _file_body()),
         )
     ]
     packet = OfflinePacket.create(
@@ -241,6 +264,7 @@ def seeds() -> dict[str, list[bytes]]:
         "dht_node": krpc,
         "shared_socket": [*krpc, *_quic()],
         "envelope": envelopes,
+        "transfer_wire": _transfer_messages(),
         "offline_packet": [packet.encode()],
         "device_cert": [cert.encode()],
         "chatfile": [chat.to_bytes(), owned.to_bytes()],

@@ -46,6 +46,7 @@ from btchat.session.core import WIRE as SESSION_WIRE
 from btchat.session.core import Session
 from btchat.stream.core import CipherError, SecureStream, StreamConfig
 from btchat.stream.frames import TAGLEN, frame
+from btchat.transfer.wire import Reader, WireError
 
 __all__ = ["TARGETS", "Target"]
 
@@ -130,6 +131,14 @@ def _shared_socket(data: bytes) -> None:
 @_target("envelope", EnvelopeError)
 def _envelope(data: bytes) -> None:
     parse_envelope(data)
+
+
+@_target("transfer_wire", WireError)
+def _transfer_wire(data: bytes) -> None:
+    """A contact's transfer substream (file pieces and requests), cut in two reads."""
+    reader = Reader(max_message=1 << 16)
+    reader.feed(data[: len(data) // 2])
+    reader.feed(data[len(data) // 2 :])
 
 
 @_target("offline_packet", PacketError)

@@ -522,13 +522,17 @@ async def test_receive_bad_timeout(api: Api, timeout: str) -> None:
     assert await error_of(resp, 400) == "bad_request"
 
 
-async def test_upload_download_are_501(api: Api) -> None:
+async def test_file_routes_answer_501_without_file_transfer(api: Api) -> None:
+    """The fake transfers no files; the real routes are tested in test_node_files.py."""
     client, _ = api
+    resp = await client.post("/upload", json={"to": "bob", "path": "/tmp/x"}, headers=AUTH)
+    assert await error_of(resp, 501) == "no_files"
+    resp = await client.get("/download", params={"id": "abcdef"}, headers=AUTH)
+    assert await error_of(resp, 501) == "no_files"
+    resp = await client.get("/v1/files", headers=AUTH)
+    assert await error_of(resp, 501) == "no_files"
     resp = await client.post("/upload", data=b"file", headers=AUTH)
-    assert await error_of(resp, 501) == "not_implemented"
-    assert "later version" in (await resp.json())["error"]["message"]
-    resp = await client.get("/download", headers=AUTH)
-    assert await error_of(resp, 501) == "not_implemented"
+    assert resp.status == 400
 
 
 # ------------------------------------------------------------------ WebSocket events

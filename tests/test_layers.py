@@ -25,6 +25,7 @@ RANKS: dict[str, float] = {
     "dht": 1,
     "identity": 1,
     "stream": 2,
+    "transfer": 2,
     "storage": 2,
     "session": 3,
     "messaging": 3,
@@ -53,7 +54,7 @@ MODULE_RANKS: dict[str, float] = {
 }
 
 #: The sans-I/O cores: folders whose every module is a core, and single modules.
-CORE_PACKAGES = ("codec", "dht", "stream")
+CORE_PACKAGES = ("codec", "dht", "stream", "transfer")
 CORE_MODULES = (
     "sansio",
     "identity.keys",

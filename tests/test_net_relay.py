@@ -19,6 +19,7 @@ from btchat.identity.keys import Identity
 from btchat.net.relay import RelayRefusedError, _Splice
 from btchat.net.relay_core import Connect, RelayLimits, Status, encode_header
 from btchat.net.transport import Address, ByteStream, TcpDialer
+from btchat.stream.frames import Service
 
 
 class Blocking:
@@ -257,10 +258,15 @@ async def test_garbage_on_a_substream_is_dropped_and_counted(trio: Trio) -> None
     assert await t.a.peering.dial(t.key(t.c), t.c.cert, t.c.addr)
     await until(lambda: len(t.c.peering.sessions) == 1, 5, "carol sees alice")
     conn = next(iter(t.a.peering.sessions.values())).conn
-    sid = conn.open_stream(6)
+    sid = conn.open_stream(6, Service.RELAY)
     conn.send_stream(sid, b"\x09garbage that is no relay header")
     service = t.c.peering.relay
     await until(lambda: service.core.stats["bad_header"] == 1, 5, "counted")
+    # A substream for a service carol does not run never reaches the relay (or files).
+    other = conn.open_stream(6, 77)
+    conn.send_stream(other, b"\x01\x01 would parse as a relay header")
+    await until(lambda: t.c.peering.stats["substreams_refused"] == 1, 5, "refused")
+    assert service.core.stats["bad_header"] == 1
     await asyncio.sleep(0.1)
     assert t.c.peering.is_online(t.key(t.a))  # the session itself lives on
     assert t.a.peering.send(t.key(t.c), b"still here")
@@ -310,7 +316,7 @@ async def test_a_header_in_pieces_is_read(trio: Trio) -> None:
         assert await n.peering.dial(t.key(t.c), t.c.cert, t.c.addr)
     await until(lambda: len(t.c.peering.sessions) == 2, 5, "carol has both")
     conn = next(iter(t.a.peering.sessions.values())).conn
-    sid = conn.open_stream(6)
+    sid = conn.open_stream(6, Service.RELAY)
     header = encode_header(Connect(99, t.key(t.b), t.b.device.device_id))
     for i in range(0, len(header), 7):
         conn.send_stream(sid, header[i : i + 7])

@@ -87,6 +87,7 @@ def test_the_file_is_read_only_when_needed(tmp_path: Path) -> None:
     flags["upnp"] = False
     flags["relay"] = True
     flags["lan"] = False
+    flags["files_dir"] = tmp_path / "files"
     assert resolve(flags, config_file=broken, environ={}).dht_port == 1
     with pytest.raises(ConfigError, match="cannot read config file"):
         resolve({"data_dir": tmp_path}, config_file=broken, environ={})

@@ -284,7 +284,7 @@ def test_caller_misuse_raises() -> None:
 
 def opened(b: Bare, stream_id: int = 1) -> None:
     events(b)
-    inject(b, sub(Sub.OPEN, stream_id, b"\x00"))
+    inject(b, sub(Sub.OPEN, stream_id, b"\x00\x00"))
     assert events(b) == [StreamOpened(stream_id, 0)]
 
 
@@ -293,10 +293,11 @@ def opened(b: Bare, stream_id: int = 1) -> None:
     [
         (b"\x15", "unknown frame type 21"),
         (b"\xff", "unknown frame type 255"),
-        (sub(Sub.OPEN, 2, b"\x00"), "not the peer's"),  # the initiator's ids are odd
-        (sub(Sub.OPEN, 0, b"\x00"), "not the peer's"),
-        (sub(Sub.OPEN, 1, b"\x08"), "priority 8"),
+        (sub(Sub.OPEN, 2, b"\x00\x00"), "not the peer's"),  # the initiator's ids are odd
+        (sub(Sub.OPEN, 0, b"\x00\x00"), "not the peer's"),
+        (sub(Sub.OPEN, 1, b"\x08\x00"), "priority 8"),
         (sub(Sub.OPEN, 1), "malformed OPEN"),
+        (sub(Sub.OPEN, 1, b"\x00"), "malformed OPEN"),  # no service byte (before 1.2)
         (sub(Sub.DATA, 1, b"x"), "never opened"),
         (sub(Sub.DATA, 2, b"x"), "did not open"),
         (sub(Sub.FIN, 3), "never opened"),
@@ -317,14 +318,14 @@ def test_hostile_frame_fails_the_stream(plaintext: bytes, reason: str) -> None:
 
 def test_substream_frames_are_unknown_types_when_not_announced() -> None:
     _, b = pair(StreamConfig())
-    inject(b, sub(Sub.OPEN, 1, b"\x00"))
+    inject(b, sub(Sub.OPEN, 1, b"\x00\x00"))
     assert failure(b) == "unknown frame type 16"
 
 
 def test_reopening_an_id_fails() -> None:
     _, b = pair()
     opened(b, 3)
-    inject(b, sub(Sub.OPEN, 1, b"\x00"))  # ids only go up
+    inject(b, sub(Sub.OPEN, 1, b"\x00\x00"))  # ids only go up
     assert "out of order" in failure(b)
 
 
@@ -366,9 +367,9 @@ def test_empty_credit_fails() -> None:
 def test_too_many_streams_fails() -> None:
     _, b = pair(StreamConfig(substreams=True, max_streams=2))
     events(b)
-    inject(b, sub(Sub.OPEN, 1, b"\x00"))
-    inject(b, sub(Sub.OPEN, 3, b"\x00"))
-    inject(b, sub(Sub.OPEN, 5, b"\x00"))
+    inject(b, sub(Sub.OPEN, 1, b"\x00\x00"))
+    inject(b, sub(Sub.OPEN, 3, b"\x00\x00"))
+    inject(b, sub(Sub.OPEN, 5, b"\x00\x00"))
     assert "more than 2 substreams" in failure(b)
 
 

@@ -57,6 +57,8 @@ from btchat.offline.ratchet import PREKEY_SALT, Bundle, pickle_key
 from btchat.session import core as session_core
 from btchat.session.noise_ik import PROTOCOL_NAME as SESSION_PROTOCOL
 from btchat.stream.core import SecureStream
+from btchat.transfer.names import safe_name
+from btchat.transfer.tree import PieceHasher
 
 VECTOR_DIR = Path(__file__).resolve().parents[2] / "docs" / "vectors"
 FILE_VERSION = 1
@@ -1303,6 +1305,59 @@ def family_relay() -> dict[str, Any]:
     return data
 
 
+FILE_TREE_CASES = [  # (size, piece size); content byte i = (i * 31 + 7) % 256
+    (0, 262144),
+    (1, 262144),
+    (16384, 262144),
+    (16385, 262144),
+    (49152, 16384),
+    (262144, 262144),
+    (262145, 262144),
+    (1048581, 262144),
+]
+FILE_NAMES = [
+    "report.pdf",
+    "../../etc/passwd",
+    "/etc/shadow",
+    "C:\\Windows\\system32\\cmd.exe",
+    "CON",
+    "nul.txt",
+    "LPT9.log",
+    "photo\u202egnp.exe",
+    "a\u200bb.txt",
+    "line\nbreak\ttab.txt",
+    "..",
+    ".bashrc",
+    "",
+    "x" * 300 + ".tar.gz",
+    "ok<>:|?*name.txt",
+    "trailing dots...",
+]
+
+
+def family_files() -> dict[str, Any]:
+    """File transfer (PROTOCOL.md "Files"): content ids, piece layers, saved names."""
+    trees = []
+    for size, piece in FILE_TREE_CASES:
+        h = PieceHasher(size, piece)
+        h.update(bytes((i * 31 + 7) % 256 for i in range(size)))
+        root = h.root()
+        trees.append(
+            {"size": size, "piece_size": piece, "root": hx(root), "layer": [hx(x) for x in h.layer]}
+        )
+    names = [{"offered": n, "saved": safe_name(n)} for n in FILE_NAMES]
+    return _file(
+        "BEP 52 style SHA-256 hash tree over 16 KiB leaves: the root (content id) and piece "
+        "layer of generated contents (byte i = (i * 31 + 7) % 256), and the name a receiver "
+        "saves an offered name under",
+        {
+            "trees": "size, piece_size, root (hex), layer (piece-layer hashes, hex)",
+            "names": "offered (the name in the offer), saved (what the receiver saves it as)",
+        },
+        {"trees": trees, "names": names},
+    )
+
+
 FAMILIES = {
     "ids": family_ids,
     "devices": family_devices,
@@ -1315,6 +1370,7 @@ FAMILIES = {
     "sessions": family_sessions,
     "lan": family_lan,
     "relay": family_relay,
+    "files": family_files,
 }
 
 

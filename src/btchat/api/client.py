@@ -288,6 +288,24 @@ class ApiClient:
             "PUT", "/v1/profile", {"name": name, "status": status, "avatar": avatar}
         )
 
+    # -------------------------------------------------------------- files
+
+    def send_file(self, c: str, path: str) -> dict[str, Any]:
+        return self._request("POST", f"/v1/contacts/{_q(c)}/files", {"path": path})
+
+    def set_file_limit(self, c: str, max_bytes: int) -> dict[str, Any]:
+        body = {"max_bytes": max_bytes}
+        return self._request("PUT", f"/v1/contacts/{_q(c)}/files/limit", body)
+
+    def list_transfers(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/v1/files")["transfers"]
+
+    def get_transfer(self, tid: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/files/{_q(tid)}")
+
+    def act_on_transfer(self, tid: str, action: str) -> dict[str, Any]:
+        return self._request("POST", f"/v1/files/{_q(tid)}", {"action": action})
+
     # -------------------------------------------------------------- channels
 
     def list_channels(self) -> list[dict[str, Any]]:

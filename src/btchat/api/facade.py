@@ -10,6 +10,7 @@ with an in-memory fake and so the daemon can change without touching HTTP code.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from btchat.errors import ApiError
@@ -26,6 +27,7 @@ __all__ = [
     "PRESENCE_STATES",
     "ApiError",
     "Channels",
+    "Files",
     "Messenger",
 ]
 
@@ -79,6 +81,24 @@ class Channels(Protocol):
     async def dial(self, ref: str, address: str) -> dict[str, Any]: ...
 
 
+class Files(Protocol):
+    """1:1 file transfer (``node/files.py``'s ``Files``). Transfers are
+    ``{id, direction, contact, name, size, media_type, root, pieces, have, bytes_done,
+    progress, state, error, path, ...}``; ``tid`` is a transfer id or a unique prefix."""
+
+    async def list(self) -> list[dict[str, Any]]: ...
+
+    async def get(self, tid: str) -> dict[str, Any]: ...
+
+    async def send(self, c: str, path: str) -> dict[str, Any]: ...
+
+    async def act(self, tid: str, action: str) -> dict[str, Any]: ...
+
+    async def set_limit(self, c: str, max_bytes: int) -> dict[str, Any]: ...
+
+    def file_path(self, tid: str) -> Path: ...
+
+
 @runtime_checkable
 class Messenger(Protocol):
     """Everything the local API can ask of the running messenger.
@@ -89,10 +109,12 @@ class Messenger(Protocol):
     see are raised as :class:`ApiError`: 400 bad input, 404 unknown contact or request,
     409 conflict (name taken, already a contact), 503 not ready (e.g. DHT not joined yet).
     The API validates shapes and sizes before calling; the messenger validates meaning.
-    ``channels`` is ``None`` where the messenger runs no channels (the API answers 501).
+    ``channels`` is ``None`` where the messenger runs no channels (the API answers 501);
+    so is ``files`` where it transfers no files.
     """
 
     channels: Channels | None
+    files: Files | None
 
     async def status(self) -> dict[str, Any]: ...
 

@@ -35,6 +35,8 @@ class FakeMessenger:
         self.public_key = public_key or secrets.token_hex(32)
         #: ``channels=False``: a messenger without channels (the routes answer 501).
         self.channels: FakeChannels | None = FakeChannels(self) if channels else None
+        #: No file transfer in the fake: the file routes answer 501.
+        self.files: None = None
         self.contacts: dict[str, dict[str, Any]] = {}
         self.messages: list[dict[str, Any]] = []
         self.requests: dict[str, dict[str, Any]] = {}

@@ -59,7 +59,6 @@ profile = ROUTES.section("profile")
 requests = ROUTES.section("requests")
 events = ROUTES.section("events")
 aliases = ROUTES.section("aliases")
-files = ROUTES.section("files")
 
 _NO_CONTENT = {"description": "Done; no body."}
 _C = ("contact",)
@@ -523,25 +522,3 @@ async def receive_alias(request: web.Request) -> web.Response:
     if stopper in done:
         raise ApiError(503, "shutting_down", "the daemon is stopping")
     return no_content()
-
-
-_LATER = "File transfer comes in a later release; always 501."
-
-
-@files(
-    "POST /upload",
-    "upload",
-    "Send a file (not implemented yet)",
-    {"501": "NotImplemented"},
-    description=_LATER,
-)
-@files(
-    "GET /download",
-    "download",
-    "Fetch a received file (not implemented yet)",
-    {"501": "NotImplemented"},
-    description=_LATER,
-)
-async def not_yet(request: web.Request) -> web.Response:
-    """``/upload`` and ``/download`` are reserved names: say so instead of a bare 404."""
-    raise ApiError(501, "not_implemented", "files arrive in a later version")

@@ -187,6 +187,33 @@ class NewMessage(Body):
     text: Text
 
 
+class NewFile(Body):
+    path: Annotated[
+        str,
+        Field(min_length=1, max_length=4096, description="A file on the daemon's machine."),
+        Rule("bad_request", "path must be 1 to 4096 characters"),
+    ]
+
+
+class UploadAlias(NewFile):
+    to: Annotated[Ref, _REF]
+
+
+class TransferAction(Body):
+    action: Annotated[
+        Literal["accept", "reject", "cancel", "pause", "resume"],
+        Rule("bad_action", "action is one of accept, reject, cancel, pause, resume"),
+    ]
+
+
+class FileLimit(Body):
+    max_bytes: Annotated[
+        int,
+        Field(ge=0, le=2**36, description="Largest file this contact may offer."),
+        Rule("bad_limit", "max_bytes must be 0 to 2**36"),
+    ]
+
+
 class SendAlias(Body):
     to: Annotated[Ref, _REF]
     text: Text
@@ -518,6 +545,34 @@ class Channel(Shape):
     stored: dict[str, int] | None = Field(
         None, description="Messages and wire bytes stored for the channel (under its caps)."
     )
+
+
+class Transfer(Shape):
+    id: str = Field(description="The offer's message id (hex).")
+    direction: Literal["in", "out"]
+    contact: str
+    name: str
+    size: int
+    media_type: str
+    root: str = Field(description="Content id: SHA-256 tree root (hex).")
+    pieces: int
+    have: int
+    bytes_done: int
+    progress: float
+    state: str = Field(
+        description="offered, active, paused, done, rejected, refused, cancelled or failed."
+    )
+    error: str | None = None
+    path: str | None = None
+
+
+class TransferList(Shape):
+    transfers: list[Transfer]
+
+
+class FileLimitResult(Shape):
+    contact: str
+    max_bytes: int
 
 
 class ChannelList(Shape):

@@ -107,6 +107,19 @@ _PARAMETERS: dict[str, Any] = {
         {"type": "string", "minLength": 1, "maxLength": MAX_CHANNEL_REF},
         "Channel name, or at least 8 hex digits of its id.",
     ),
+    "transfer": _param(
+        "transfer",
+        "path",
+        {"type": "string", "minLength": 6, "maxLength": 32},
+        "A transfer's id (the offer's message id, hex), or a unique prefix of 6+ digits.",
+    ),
+    "fileId": _param(
+        "id",
+        "query",
+        {"type": "string", "minLength": 6, "maxLength": 32},
+        "A finished download's transfer id.",
+        required=True,
+    ),
     "token": _param(
         "token",
         "query",

@@ -66,6 +66,7 @@ def settings(args: argparse.Namespace) -> Settings:
             "upnp",
             "relay",
             "lan",
+            "files_dir",
         )
     }
     if flags["data_dir"] is not None:
@@ -134,6 +135,13 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--api-port", type=int, default=0, help="local API port (default: any)")
     p.add_argument("--host", default="0.0.0.0", help="address for sessions and DHT")
+    p.add_argument(
+        "--files-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where accepted files are saved (default: DATA_DIR/files)",
+    )
     p.add_argument(
         "--request-poll",
         type=float,
@@ -275,6 +283,22 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="display name")
     p.add_argument("--status", help="status line")
     p.add_argument("--avatar", type=Path, help="avatar image (its SHA-256 is published)")
+
+    p = command(sub, "send-file", cmd_send_file, "contact", "path", help="offer a file")
+    command(sub, "files", lister("list_transfers", "transfers", transfer_line, "no transfers"),
+            help="file transfers with progress")  # fmt: skip
+    for verb in ("accept", "reject", "cancel", "pause", "resume"):
+        command(
+            sub,
+            f"{verb}-file",
+            lambda a, v=verb: cmd_file_action(a, v),
+            "id",
+            help=f"{verb} a file transfer",
+        )
+    p = command(
+        sub, "file-limit", cmd_file_limit, "contact", help="largest file a contact may offer"
+    )
+    p.add_argument("max_bytes", type=int)
 
     requests = lister("list_requests", "requests", request_line, "no contact requests")
     command(sub, "requests", requests, help="list contact requests")
@@ -581,6 +605,32 @@ async def cmd_contact_safety(args: argparse.Namespace) -> None:
 async def cmd_contact_dial(args: argparse.Namespace) -> None:
     c = call(args, "dial_contact", args.contact, args.address)
     emit(args, c, f"session with {c['name']} at {args.address}")
+
+
+def transfer_line(t: dict[str, Any]) -> str:
+    arrow = "->" if t["direction"] == "out" else "<-"
+    pct = f"{100 * t['progress']:.0f}%"
+    extra = f" ({t['error']})" if t.get("error") else ""
+    where = f" {t['path']}" if t.get("path") and t["direction"] == "in" else ""
+    return (
+        f"{t['id'][:12]} {arrow} {t['contact'][:12]} {t['name']} {t['size']} B "
+        f"{t['state']} {pct}{extra}{where}"
+    )
+
+
+async def cmd_send_file(args: argparse.Namespace) -> None:
+    t = call(args, "send_file", args.contact, str(Path(args.path).resolve()))
+    emit(args, t, transfer_line(t))
+
+
+async def cmd_file_action(args: argparse.Namespace, action: str) -> None:
+    t = call(args, "act_on_transfer", args.id, action)
+    emit(args, t, transfer_line(t))
+
+
+async def cmd_file_limit(args: argparse.Namespace) -> None:
+    r = call(args, "set_file_limit", args.contact, args.max_bytes)
+    emit(args, r, f"{args.contact} may offer files up to {r['max_bytes']} bytes")
 
 
 async def cmd_send(args: argparse.Namespace) -> None:

@@ -55,6 +55,7 @@ __all__ = [
     "Conversations",
     "Deposit",
     "Event",
+    "FileOffered",
     "MessageStored",
     "PresenceChanged",
     "ReceiptReceived",
@@ -154,6 +155,14 @@ class Refused:
 
 
 @dataclass(frozen=True)
+class FileOffered:
+    """A new file offer was committed (after its :class:`MessageStored`)."""
+
+    peer: bytes
+    envelope: Envelope
+
+
+@dataclass(frozen=True)
 class Unhandled:
     """A verified envelope of a type this core does not own (e.g. offline backup)."""
 
@@ -169,6 +178,7 @@ Event = (
     | PresenceChanged
     | Typing
     | Refused
+    | FileOffered
     | Unhandled
 )
 
@@ -206,6 +216,7 @@ class Conversations:
         self._clocks: dict[bytes, int] = {}
         self._handlers: dict[bytes, Callable[[bytes, Envelope, float], None]] = {
             env_mod.TEXT: self._on_text,
+            env_mod.FILE: self._on_text,  # an offer is stored and acknowledged like a text
             env_mod.RECEIPT: self._on_receipt,
             env_mod.PRESENCE: self._on_presence,
             env_mod.TYPING: self._on_typing,
@@ -333,13 +344,17 @@ class Conversations:
         self._queue(Transmit(to, env_mod.encode_envelope(envelope)))
 
     def send_text(self, to: bytes, text: str, now: float) -> Envelope:
-        """Commit a text message with its outbox row, then send it or deposit it.
+        """Commit a text message with its outbox row, then send it or deposit it."""
+        return self.send_message(to, env_mod.TEXT, env_mod.text_body(text), now)
+
+    def send_message(self, to: bytes, kind: bytes, body: dict[bytes, Any], now: float) -> Envelope:
+        """Commit a message of the history (a text, a file offer), then send or deposit it.
 
         Marked ``sent`` in the same transaction when a session is up: the send is
         released only after the commit, and a crash in between leaves it in the outbox,
         which is replayed on the next session anyway."""
         with self.batch(now):
-            envelope = self.envelope(to, env_mod.TEXT, env_mod.text_body(text), now)
+            envelope = self.envelope(to, kind, body, now)
             online = to in self._online
             self.store.save_outgoing(envelope, now, sent=online)  # persist, then act
             if online:
@@ -473,6 +488,8 @@ class Conversations:
         self._delivered.setdefault(peer, []).append(envelope.id)
         if fresh:
             self._queue(MessageStored(peer, envelope))
+            if envelope.type == env_mod.FILE:
+                self._queue(FileOffered(peer, envelope))
         else:
             # A replay, or a resend after a lost receipt: acknowledged again, not stored.
             self.stats["duplicates_received"] += 1

@@ -31,6 +31,7 @@ from typing import Any, ClassVar, Protocol
 from btchat.codec.bencode import DecodeError, Raw, decode, encode
 from btchat.errors import PeerError
 from btchat.identity.keys import Signed
+from btchat.transfer.manifest import Manifest, ManifestError, parse_manifest
 
 __all__ = [
     "ENVELOPE_CONTEXT",
@@ -47,6 +48,7 @@ __all__ = [
     "Envelope",
     "EnvelopeError",
     "create",
+    "decode_file",
     "decode_presence",
     "decode_receipt",
     "decode_text",
@@ -93,7 +95,9 @@ def lamport_tick(local: int, seen: int | None) -> int:
 MAX_DEPTH = 8
 
 TEXT, RECEIPT, TYPING, PRESENCE = b"text", b"receipt", b"typing", b"presence"
-KNOWN_TYPES = (TEXT, RECEIPT, TYPING, PRESENCE)
+#: A file offer (``docs/PROTOCOL.md``, "Files"): a message in the history, like a text.
+FILE = b"file"
+KNOWN_TYPES = (TEXT, RECEIPT, TYPING, PRESENCE, FILE)
 RECEIPT_STATES = (b"delivered", b"read")
 PRESENCE_STATES = ("online", "away", "busy", "offline")
 
@@ -250,9 +254,17 @@ def _check_presence(body: dict[bytes, Any]) -> tuple[str, int, str | None]:
     return status.decode("ascii"), last_seen, text
 
 
+def _check_file(body: dict[bytes, Any]) -> Manifest:
+    try:
+        return parse_manifest(body)
+    except ManifestError as exc:
+        raise EnvelopeError("bad_body", str(exc)) from None
+
+
 #: type -> body check; each returns the decoded body.
 _BODY_CHECKS: dict[bytes, Any] = {
     TEXT: _check_text,
+    FILE: _check_file,
     RECEIPT: _check_receipt,
     TYPING: _check_typing,
     PRESENCE: _check_presence,
@@ -541,3 +553,7 @@ def decode_presence(env: Envelope) -> tuple[str, int, str | None]:
 
 def decode_typing(env: Envelope) -> bool:
     return _check_typing(_body_of(env, TYPING))
+
+
+def decode_file(env: Envelope) -> Manifest:
+    return _check_file(_body_of(env, FILE))

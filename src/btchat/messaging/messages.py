@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from btchat.messaging.envelope import (
+    FILE,
     MAX_INT,
     TEXT,
     Envelope,
     EnvelopeError,
+    decode_file,
     decode_text,
     lamport_tick,
 )
@@ -136,6 +138,12 @@ def _message(row: Sequence[Any]) -> MessageRow:
 class Messages(Table):
     @staticmethod
     def _text_of(env: Envelope) -> str | None:
+        if env.type == FILE:  # a file offer shows (and is found) by its name and size
+            try:
+                manifest = decode_file(env)
+            except EnvelopeError as exc:
+                raise StoreError(f"cannot store a malformed file offer: {exc}") from None
+            return f"[file] {manifest.name} ({manifest.size} bytes)"
         if env.type != TEXT:
             return None
         try:

@@ -140,8 +140,8 @@ class StreamConnection:
 
     # Substreams: the core's calls with the loop's clock, written soon.
 
-    def open_stream(self, priority: int) -> int:
-        stream_id = self.core.open_stream(priority, self._loop.time())
+    def open_stream(self, priority: int, service: int = 0) -> int:
+        stream_id = self.core.open_stream(priority, self._loop.time(), service)
         self.flush_soon()
         return stream_id
 

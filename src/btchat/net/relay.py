@@ -47,7 +47,7 @@ from btchat.net.relay_core import (
 )
 from btchat.net.transport import Address, ByteStream
 from btchat.stream.events import StreamClosed, StreamData, StreamOpened, StreamReset, StreamWritable
-from btchat.stream.frames import CAPS_RELAY
+from btchat.stream.frames import CAPS_RELAY, Service
 
 __all__ = ["PRIORITY", "RelayDialer", "RelayRefusedError", "RelayService", "RelayStream"]
 
@@ -374,7 +374,7 @@ class RelayService:
     def _answer(self, conn: StreamConnection, circuit: int, status: Status) -> int | None:
         """Open the return substream with an Answer; a refusal is finished at once."""
         try:
-            sid = conn.open_stream(PRIORITY)
+            sid = conn.open_stream(PRIORITY, Service.RELAY)
         except (RuntimeError, ValueError):
             return None
         conn.send_stream(sid, encode_header(Answer(circuit, status)))
@@ -393,7 +393,7 @@ class RelayService:
         self._peer_of[id(conn)] = relay
         circuit = self._next_dial
         self._next_dial = self._next_dial % (2**32 - 1) + 1
-        sid = conn.open_stream(PRIORITY)
+        sid = conn.open_stream(PRIORITY, Service.RELAY)
         conn.send_stream(sid, encode_header(Connect(circuit, target[0], target[1])))
         stream = RelayStream(conn, sid, relay[0], self._stream_ended)
         future: asyncio.Future[RelayStream] = asyncio.get_running_loop().create_future()
@@ -459,7 +459,7 @@ class RelayService:
             return
         assert conn_b is not None
         try:
-            b_out = conn_b.open_stream(PRIORITY)
+            b_out = conn_b.open_stream(PRIORITY, Service.RELAY)
         except (RuntimeError, ValueError):
             self.core.close(got)
             self._owner.pop((id(conn), sid), None)

@@ -181,6 +181,7 @@ def daemon_config(settings: Settings) -> DaemonConfig:
         proxy=proxy(settings),
         tor=settings.tor,
         upnp=settings.upnp and not settings.tor,  # Tor mode: no UDP, SSDP included
+        files_dir=settings.files_dir,
     )
 
 

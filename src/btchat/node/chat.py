@@ -28,10 +28,11 @@ from typing import Any
 from btchat.errors import StorageFault
 from btchat.messaging import conversation as conv
 from btchat.messaging.conversation import Conversations
-from btchat.messaging.envelope import Envelope
+from btchat.messaging.envelope import FILE, Envelope
 from btchat.messaging.messages import MessageRow
 from btchat.messaging.store import Store, StoreError
 from btchat.net.timer import CoreTimer
+from btchat.node.files import Files
 from btchat.node.offline import BACKUP_TYPES, OfflineDelivery
 
 __all__ = ["MAX_BATCH", "Chat"]
@@ -55,6 +56,7 @@ class Chat:
         self.core = core
         self.store = store
         self.offline: OfflineDelivery | None = None
+        self.files: Files | None = None
         self._send = send
         self._emit = emit
         #: Batches committed and failed, and the items they held.
@@ -87,6 +89,7 @@ class Chat:
             conv.Refused: lambda e: self._emit(
                 {"type": "refused", "contact": e.peer.hex(), "reason": e.reason}
             ),
+            conv.FileOffered: lambda e: self.files and self.files.on_offer(e.peer, e.envelope),
             conv.Unhandled: self._on_unhandled,
         }
 
@@ -178,6 +181,8 @@ class Chat:
         row = self.store.get_message(envelope.id)
         if row is not None:
             self._emit({"type": "message", "message": row.to_json()})
+            if envelope.type == FILE and row.direction == "in" and self.files is not None:
+                self.files.on_offer(envelope.sender, envelope)  # e.g. from the mailbox
 
     def _on_stored(self, event: conv.MessageStored) -> None:
         """The row as stored, built from the event: no read per message on the hot path."""

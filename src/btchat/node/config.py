@@ -45,6 +45,7 @@ ENV_BOOTSTRAP = "BTCHAT_BOOTSTRAP"  # comma-separated HOST:PORT list
 ENV_DATA_DIR = "BTCHAT_DATA_DIR"
 ENV_PROXY = "BTCHAT_PROXY"  # socks5://IP:PORT or http://IP:PORT, optional user:pass@
 ENV_TOR = "BTCHAT_TOR"  # 1/true/yes or 0/false/no
+ENV_FILES_DIR = "BTCHAT_FILES_DIR"  # where accepted files are saved
 ENV_UPNP = "BTCHAT_UPNP"  # 0/off/false/no turns port mapping off
 ENV_RELAY = "BTCHAT_RELAY"  # 0/off/false/no: do not relay sessions for our contacts
 ENV_LAN = "BTCHAT_LAN"  # 0/off/false/no: contacts are not announced on the LAN
@@ -152,6 +153,8 @@ class Settings:
     upnp: bool = True  # map our ports on the home gateway (UPnP-IGD)
     relay: bool = True  # relay 1:1 sessions between our contacts (``--no-relay``)
     lan: bool = True  # find contacts on the LAN too (private multicast announcements)
+    #: Where accepted files are saved (None: ``<data dir>/files``).
+    files_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,12 @@ SETTINGS: dict[str, _Source] = {
     ),
     "data_dir": _Source(env=ENV_DATA_DIR, from_env=Path),
     "dht_port": _Source(file=("dht", "port"), from_file=int),
+    "files_dir": _Source(
+        env=ENV_FILES_DIR,
+        file=("files", "dir"),
+        from_env=lambda v: Path(v).expanduser(),
+        from_file=lambda v: Path(str(v)).expanduser(),
+    ),
     "proxy": _Source(
         env=ENV_PROXY, file=("net", "proxy"), from_env=parse_proxy, from_file=_proxy_file
     ),

@@ -40,6 +40,7 @@ from btchat.node.contact_manager import ContactManager
 from btchat.node.contact_requests import ContactRequests
 from btchat.node.contacts import ContactBook
 from btchat.node.events import EventHub
+from btchat.node.files import Files, FilesConfig
 from btchat.node.join import join_loop
 from btchat.node.offline import OfflineDelivery
 from btchat.node.peering import Peering, PeeringConfig
@@ -74,6 +75,8 @@ class DaemonConfig:
     proxy: ProxyUrl | None = None
     #: Tor mode: no DHT node and no UDP socket at all; every dial goes through ``proxy``.
     tor: bool = False
+    #: Where accepted files are saved (default: ``<data dir>/files``).
+    files_dir: Path | None = None
 
     def __post_init__(self) -> None:
         # The last line of defence: a Tor-mode daemon that would send anything from our
@@ -142,6 +145,16 @@ class Daemon:
         )
         self.storage = self.guard.health
         self.chat.on_fault = self._on_store_fault
+        files_dir = config.files_dir or config.data_dir / "files"
+        self.files = Files(
+            FilesConfig(save_dir=files_dir, state_dir=config.data_dir / "transfers"),
+            store,
+            self.conversations,
+            resolve=self.contacts.resolve,
+            drive=self.chat.drive,
+            emit=self._emit,
+        )
+        self.chat.files = self.files
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -167,6 +180,7 @@ class Daemon:
             on_data=self.guard.shield("receiving", self._on_data),
             dialer=self.dialer,
             on_switched=self.guard.shield("session switch", self._on_switched),
+            on_stream=self.files.on_stream,
         )
         await self.peering.start()
         self.contact_manager.peering = self.peering
@@ -238,6 +252,7 @@ class Daemon:
             await self.peering.stop()
         if self.dht is not None:
             self.dht.close()
+        self.files.close()
         self.store.close()
 
     def _transmit(self, peer: bytes, data: bytes) -> bool:

@@ -75,7 +75,7 @@ from btchat.stream.events import (
     StreamsAvailable,
     StreamWritable,
 )
-from btchat.stream.frames import CAPS_RELAY
+from btchat.stream.frames import CAPS_RELAY, Service
 
 __all__ = [
     "DEVICES_SALT",
@@ -104,7 +104,12 @@ class PeeringConfig:
     republish: float = 1800.0  # BEP 44 items expire after ~2 h
     dial_timeout: float = 5.0
     max_lookups: int = 8  # contacts looked for at once (one slow one delays no other)
-    session: SessionConfig = field(default_factory=SessionConfig)
+    #: Sessions announce substreams: file transfer runs on them (docs/PROTOCOL.md "Files");
+    #: 60 KiB chunks cost a quarter of the frames of 16 KiB ones (bench ``file_transfer``),
+    #: and chat still waits behind at most one 64 KiB burst.
+    session: SessionConfig = field(
+        default_factory=lambda: SessionConfig(substreams=True, chunk_size=60 * 1024)
+    )
     #: Bounds on inbound connections (see :mod:`btchat.net.admission`).
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)
     #: What we relay for our contacts (``enabled=False``: nothing) and accept through relays.
@@ -157,6 +162,7 @@ class Peering:
         on_data: Callable[[bytes, bytes, bytes], None],
         on_switched: Callable[[bytes], None] | None = None,
         dialer: Dialer | None = None,
+        on_stream: Callable[[PeerKey, SessionConnection, object], None] | None = None,
     ) -> None:
         self.identity = identity
         #: How sessions are carried: any "connect me to this address" -> byte stream.
@@ -172,6 +178,8 @@ class Peering:
         self._on_data = on_data
         #: Told when a session in use is replaced by the one both ends keep.
         self._on_switched = on_switched or (lambda contact: None)
+        #: Substream events of an authenticated session, and its end (file transfer).
+        self._on_stream = on_stream
         self.sessions: dict[PeerKey, _Live] = {}
         #: Without a DHT (Tor mode) there is no rendezvous: sessions are only dialled by
         #: hand (:meth:`dial`) or accepted.
@@ -214,6 +222,7 @@ class Peering:
             "sessions_udp": 0,
             "sessions_relay": 0,
             "relay_dials": 0,
+            "substreams_refused": 0,  # a substream for a service we do not run
         }
 
     # ------------------------------------------------------------------ lifecycle
@@ -534,6 +543,7 @@ class Peering:
         inner = stream.inner if isinstance(stream, WatchedStream) else stream
         stream_relayed = isinstance(inner, RelayStream)
         conn_box: list[SessionConnection] = []
+        owners: dict[int, int] = {}  # the peer's substreams: id -> the Service named
 
         def on_event(event: object) -> None:
             if isinstance(event, HandshakeComplete):
@@ -557,13 +567,17 @@ class Peering:
                 live = self.sessions.get(peer[0]) if peer else None
                 if live is not None and live.conn is conn_box[0]:
                     self._on_data(peer[0][0], peer[0][1], event.payload)
-            elif isinstance(event, _RELAY_EVENTS):
+            elif isinstance(event, _SUBSTREAM_EVENTS):
                 if peer:
-                    self.relay.on_stream_event(peer[0], conn_box[0], event)
+                    self._on_substream(peer[0], conn_box[0], owners, event)
             elif isinstance(event, StreamsAvailable):
                 if peer and relay_capable(conn_box[0]) and not stream_relayed:
                     self._relay_arrived(peer[0][0])
-            elif isinstance(event, SessionClosed | SessionFailed):
+                if peer:
+                    self._to_files(peer[0], conn_box[0], event)
+            if isinstance(event, SessionClosed | SessionFailed):
+                if peer:
+                    self._to_files(peer[0], conn_box[0], event)
                 if isinstance(event, SessionFailed):
                     log.info("session failed: %s", event.reason)
                     if on_failed is not None:
@@ -589,6 +603,35 @@ class Peering:
                 self.poke(live.contact)
             if not stream.is_closing():
                 stream.abort()  # the pump closes it; this is for a pump that never ran
+
+    def _on_substream(
+        self, peer: PeerKey, conn: SessionConnection, owners: dict[int, int], event: Any
+    ) -> None:
+        """Hand a substream event to the service its OPEN named; ours go to every one."""
+        sid = event.stream_id
+        if isinstance(event, StreamOpened):
+            owners[sid] = event.service
+            if event.service not in (Service.RELAY, Service.FILES):
+                self.stats["substreams_refused"] += 1
+                log.info("reset a substream for service %d, which we do not run", event.service)
+                conn.reset_stream(sid, "unknown service")
+                return
+        service = owners.get(sid)
+        if isinstance(event, StreamClosed | StreamReset):
+            owners.pop(sid, None)
+        if service is None or service == Service.RELAY:
+            self.relay.on_stream_event(peer, conn, event)
+        if service is None or service == Service.FILES:
+            self._to_files(peer, conn, event)
+
+    def _to_files(self, peer: PeerKey, conn: SessionConnection, event: object) -> None:
+        """File transfer runs on the session kept for a device (and hears it end)."""
+        if self._on_stream is None:
+            return
+        live = self.sessions.get(peer)
+        ended = isinstance(event, SessionClosed | SessionFailed)
+        if ended or (live is not None and live.conn is conn):
+            self._on_stream(peer, conn, event)
 
     def _adopt(self, live: _Live) -> bool:
         """Register a new session; if one to that device exists, keep the one both
@@ -619,4 +662,4 @@ class Peering:
 
 
 #: Substream events: relay hops (:mod:`btchat.net.relay`).
-_RELAY_EVENTS = (StreamOpened, StreamData, StreamClosed, StreamReset, StreamWritable)
+_SUBSTREAM_EVENTS = (StreamOpened, StreamData, StreamClosed, StreamReset, StreamWritable)

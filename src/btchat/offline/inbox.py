@@ -40,7 +40,9 @@ def drain_inbox(
             state.inbox_done(peer, n)
             continue
         store.next_lamport(peer, envelope.lamport)
-        fresh = store.save_incoming(envelope, now) if envelope.type == env_mod.TEXT else False
+        # Texts and file offers are messages of the history; the rest are not stored.
+        stored = envelope.type in (env_mod.TEXT, env_mod.FILE)
+        fresh = store.save_incoming(envelope, now) if stored else False
         state.inbox_done(peer, n)
         out.append((envelope, fresh))
     return out

@@ -393,23 +393,26 @@ class SecureStream:
 
     # ------------------------------------------------------------------ substreams API
 
-    def open_stream(self, priority: int, now: float) -> int:
+    def open_stream(self, priority: int, now: float, service: int = 0) -> int:
         """Open a substream towards the peer; returns its id.
 
         ``priority`` 0 is the most urgent bulk class, 7 the least; all of them yield to
-        control frames and the default stream.
+        control frames and the default stream. ``service`` (a :class:`Service`) tells
+        the peer which of its handlers reads it.
         """
         self._check_open()
         if not self.substreams:
             raise RuntimeError("the peer has not announced substreams")
         if not 0 <= priority < PRIORITY_LEVELS:
             raise ValueError(f"priority must be 0..{PRIORITY_LEVELS - 1}")
+        if not 0 <= service <= 255:
+            raise ValueError("service must be 0..255")
         stream_id = self._next_id
         if stream_id > MAX_STREAM_ID:
             raise RuntimeError("substream ids are exhausted on this connection")
         self._next_id += 2
         self._outgoing[stream_id] = _Outgoing(priority, self.config.initial_window, bytearray())
-        self._send_frame(Sub.OPEN, OPEN_BODY.pack(stream_id, priority), now)
+        self._send_frame(Sub.OPEN, OPEN_BODY.pack(stream_id, priority, service), now)
         return stream_id
 
     def send_stream(self, stream_id: int, data: bytes, now: float) -> int:
@@ -610,7 +613,7 @@ class SecureStream:
         stream_id = self._stream_id(plaintext, OPEN_BODY.size, "OPEN")
         if stream_id is None:
             return
-        priority = plaintext[1 + ID.size]
+        priority, service = plaintext[1 + ID.size], plaintext[2 + ID.size]
         if stream_id % 2 != self._peer_parity or stream_id <= self._peer_highest:
             self._fail(f"OPEN of substream {stream_id} is out of order or not the peer's")
         elif priority >= PRIORITY_LEVELS:
@@ -620,7 +623,7 @@ class SecureStream:
         else:
             self._peer_highest = stream_id
             self._incoming[stream_id] = _Incoming(self.config.initial_window)
-            self._emit(StreamOpened(stream_id, priority))
+            self._emit(StreamOpened(stream_id, priority, service))
 
     def _incoming_for(self, stream_id: int, what: str) -> _Incoming | None:
         inc = self._incoming.get(stream_id)

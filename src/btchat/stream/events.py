@@ -58,6 +58,7 @@ class StreamOpened:
 
     stream_id: int
     priority: int
+    service: int = 0  # a frames.Service; any value 0..255 arrives (the handler decides)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ both dialects and are sent only to a peer that announced them with a capabilitie
 payload on the default stream::
 
     caps      = DATA frame whose body is CAPS_MAGIC || flags:uint8   (bit 0: substreams)
-    OPEN      = 0x10  stream_id:uint32be priority:uint8
+    OPEN      = 0x10  stream_id:uint32be priority:uint8 service:uint8
     SDATA     = 0x11  stream_id:uint32be bytes (1 or more)
     CREDIT    = 0x12  stream_id:uint32be increment:uint32be (> 0)
     FIN       = 0x13  stream_id:uint32be
@@ -36,6 +36,7 @@ __all__ = [
     "MAX_STREAM_ID",
     "MIN_TRANSPORT_MESSAGE",
     "TAGLEN",
+    "Service",
     "Sub",
     "Wire",
     "encode_close_reason",
@@ -67,8 +68,19 @@ CAPS_RELAY = 0x02
 
 _LENGTH = struct.Struct(">H")
 ID = struct.Struct(">I")
-OPEN_BODY = struct.Struct(">IB")
+OPEN_BODY = struct.Struct(">IBB")
 CREDIT_BODY = struct.Struct(">II")
+
+
+class Service(enum.IntEnum):
+    """What a substream carries, named in its OPEN (assigned numbers: PROTOCOL.md).
+
+    The receiver hands the stream to that service's handler and resets one whose
+    service it does not run, so services never read each other's bytes."""
+
+    UNNAMED = 0  # an application's own, on a connection that runs only one
+    RELAY = 1  # one direction of a relay hop (PROTOCOL.md "Relayed sessions")
+    FILES = 2  # a file-transfer control or bulk stream (PROTOCOL.md "Files")
 
 
 class Sub(enum.IntEnum):

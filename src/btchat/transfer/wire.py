@@ -1,0 +1,172 @@
+"""Transfer messages on a session substream, and the bounded reader that cuts them out.
+
+A side that takes part in file transfer opens two substreams once the peer announced
+substreams: a control stream (priority 6: requests, cancels) and a bulk stream
+(priority 7, the lowest: the piece layer and pieces), so chat (the default stream) and
+even our requests never wait behind file data. Both carry the same framing::
+
+    message = length:u32be  kind:u8  offer:16 bytes  rest      (length counts kind..rest)
+    GET_LAYER 0x01  rest = ""
+    GET       0x02  rest = index:u32be * (1..MAX_GET)
+    CANCEL    0x03  rest = reason, UTF-8, <= 256 bytes
+    LAYER     0x81  rest = 32-byte hashes * (1..8192)
+    PIECE     0x82  rest = index:u32be  bytes of the piece
+
+``offer`` is the id of the signed ``file`` envelope that offered the file. Anything
+malformed raises :class:`WireError`, the one error remote input can cause here.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+
+from btchat.errors import PeerError
+from btchat.transfer.manifest import MAX_PIECE_SIZE, MAX_PIECES
+
+__all__ = [
+    "BULK_PRIORITY",
+    "CONTROL_PRIORITY",
+    "MAX_GET",
+    "MAX_MESSAGE",
+    "Cancel",
+    "Get",
+    "GetLayer",
+    "Kind",
+    "Layer",
+    "Message",
+    "Piece",
+    "Reader",
+    "WireError",
+    "encode",
+]
+
+CONTROL_PRIORITY = 6
+BULK_PRIORITY = 7
+#: Pieces one GET may ask for.
+MAX_GET = 64
+MAX_REASON = 256
+_HEAD = struct.Struct(">IB16s")
+_INDEX = struct.Struct(">I")
+OFFER_LEN = 16
+#: Largest message: a maximal piece with its header (a layer is smaller).
+MAX_MESSAGE = 1 + OFFER_LEN + _INDEX.size + max(MAX_PIECE_SIZE, 32 * MAX_PIECES)
+
+
+class WireError(PeerError):
+    """A transfer message broke the framing or its body rules."""
+
+
+class Kind(enum.IntEnum):
+    GET_LAYER = 0x01
+    GET = 0x02
+    CANCEL = 0x03
+    LAYER = 0x81
+    PIECE = 0x82
+
+
+@dataclass(frozen=True)
+class GetLayer:
+    offer: bytes
+
+
+@dataclass(frozen=True)
+class Get:
+    offer: bytes
+    indices: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Cancel:
+    offer: bytes
+    reason: str
+
+
+@dataclass(frozen=True)
+class Layer:
+    offer: bytes
+    hashes: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class Piece:
+    offer: bytes
+    index: int
+    data: bytes
+
+
+Message = GetLayer | Get | Cancel | Layer | Piece
+
+
+def encode(msg: Message) -> bytes:
+    """The framed bytes of one message (callers build only valid ones)."""
+    if isinstance(msg, GetLayer):
+        kind, rest = Kind.GET_LAYER, b""
+    elif isinstance(msg, Get):
+        if not 1 <= len(msg.indices) <= MAX_GET:
+            raise ValueError(f"a GET asks for 1 to {MAX_GET} pieces")
+        kind, rest = Kind.GET, b"".join(_INDEX.pack(i) for i in msg.indices)
+    elif isinstance(msg, Cancel):
+        reason = msg.reason.encode("utf-8")[:MAX_REASON].decode("utf-8", "ignore")
+        kind, rest = Kind.CANCEL, reason.encode("utf-8")
+    elif isinstance(msg, Layer):
+        kind, rest = Kind.LAYER, b"".join(msg.hashes)
+    else:
+        kind, rest = Kind.PIECE, _INDEX.pack(msg.index) + msg.data
+    return _HEAD.pack(1 + OFFER_LEN + len(rest), kind, msg.offer) + rest
+
+
+def _decode(kind: int, offer: bytes, rest: bytes) -> Message:
+    if kind == Kind.GET_LAYER:
+        if rest:
+            raise WireError("GET_LAYER has no body")
+        return GetLayer(offer)
+    if kind == Kind.GET:
+        if not rest or len(rest) % 4 or len(rest) // 4 > MAX_GET:
+            raise WireError(f"GET asks for 1 to {MAX_GET} 4-byte indices")
+        return Get(offer, tuple(i for (i,) in _INDEX.iter_unpack(rest)))
+    if kind == Kind.CANCEL:
+        if len(rest) > MAX_REASON:
+            raise WireError("CANCEL reason too long")
+        try:
+            return Cancel(offer, rest.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise WireError("CANCEL reason is not UTF-8") from None
+    if kind == Kind.LAYER:
+        if not rest or len(rest) % 32 or len(rest) // 32 > MAX_PIECES:
+            raise WireError(f"LAYER holds 1 to {MAX_PIECES} hashes")
+        return Layer(offer, tuple(rest[i : i + 32] for i in range(0, len(rest), 32)))
+    if kind == Kind.PIECE:
+        if len(rest) < _INDEX.size + 1:
+            raise WireError("PIECE without data")
+        return Piece(offer, _INDEX.unpack_from(rest)[0], rest[_INDEX.size :])
+    raise WireError(f"unknown transfer message kind 0x{kind:02x}")
+
+
+class Reader:
+    """Cuts messages out of one substream's bytes; holds at most one message."""
+
+    def __init__(self, max_message: int = MAX_MESSAGE) -> None:
+        self.max_message = max_message
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[Message]:
+        """The whole messages ``data`` completes; raises :class:`WireError`."""
+        self._buf += data
+        out: list[Message] = []
+        while len(self._buf) >= 4:
+            (length,) = _INDEX.unpack_from(self._buf)
+            if not 1 + OFFER_LEN <= length <= self.max_message:
+                raise WireError(f"transfer message of {length} bytes")
+            if len(self._buf) < 4 + length:
+                break
+            kind, offer = self._buf[4], bytes(self._buf[5 : 5 + OFFER_LEN])
+            rest = bytes(self._buf[5 + OFFER_LEN : 4 + length])
+            del self._buf[: 4 + length]
+            out.append(_decode(kind, offer, rest))
+        return out
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
