@@ -48,7 +48,7 @@ MESSAGE = {
     "direction": "in",
     "text": "hi",
     "state": "received",
-    "ts": 1700000000.5,
+    "ts": 1700000000500,
     "lamport": 3,
     "type": "text",
 }

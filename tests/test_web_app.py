@@ -76,6 +76,7 @@ class Tab:
         self.dialogs: list[str] = []
         self.errors: list[str] = []
         self.context.route("**/*", self._route)
+        self.held: list[tuple[Any, Any]] = []  # (route, response) of sends held back
         self.page = self.context.new_page()
         self.page.set_default_timeout(TIMEOUT_MS)
         self.page.on("websocket", lambda ws: self.sockets.append(ws.url))
@@ -90,6 +91,25 @@ class Tab:
         else:  # never let it out; the test fails on it below
             self.foreign.append(url)
             route.abort()
+
+    def hold_send_replies(self) -> None:
+        """From now on the daemon gets each send at once, but the page sees the reply
+        only on ``release()``: the events of that message then arrive before it."""
+
+        def hold(route: Any) -> None:
+            if route.request.method != "POST":
+                route.fallback()
+                return
+            self.requests.append(route.request.url)
+            self.held.append((route, route.fetch()))
+
+        self.page.route("**/v1/contacts/*/messages", hold)
+
+    def release(self) -> None:
+        for route, response in self.held:
+            route.fulfill(response=response)
+        self.held.clear()
+        self.page.unroute("**/v1/contacts/*/messages")
 
     def _dialog(self, dialog: Any) -> None:
         self.dialogs.append(dialog.message)
@@ -182,6 +202,22 @@ def test_two_people_chat_in_the_browser(
     bob.page.wait_for_selector(".history .msg.out .tick.t-read")
     assert alice.client.history("bob")[-1]["text"] == "line one\nline two"
     assert alice.page.text_content(".typing") == ""  # the message ended the typing
+
+    # The reply to a send arrives after its delivered and read receipts (a busy
+    # machine): the row still ends at read, never stuck at sent.
+    alice.hold_send_replies()
+    alice.page.fill("#compose", "late reply")
+    alice.page.press("#compose", "Enter")
+    bob.page.wait_for_selector(".history .msg.in .text >> text=late reply")
+    for _ in range(300):  # wait_for_timeout, not sleep: it lets the routes run
+        if alice.client.history("bob")[-1]["state"] == "read":
+            break
+        alice.page.wait_for_timeout(200)
+    assert alice.client.history("bob")[-1]["state"] == "read"
+    assert alice.held, "the send reply was not held"
+    alice.release()
+    late = alice.page.locator(".history .msg.out", has_text="late reply")
+    late.locator(".tick.t-read").wait_for()
     alice.shot("conversation-light", shots)
     bob.shot("conversation-dark", shots)
 
@@ -231,7 +267,7 @@ def test_two_people_chat_in_the_browser(
     assert alice.page.locator(".history .msg").count() == 50
     alice.page.evaluate("document.querySelector('.history').scrollTop = 0")
     total = len(alice.client.history("bob", limit=500))
-    assert total == 63  # hello, the two lines, the hostile one, 60 fillers
+    assert total == 64  # hello, the two lines, the late one, the hostile one, 60 fillers
     alice.page.wait_for_function(
         "n => document.querySelectorAll('.history .msg').length === n", arg=total
     )

@@ -83,7 +83,7 @@ class FakeMessenger:
     def receive(self, c: str, text: str) -> dict[str, Any]:
         """Simulate a message arriving from contact ``c``."""
         pk = self._resolve(c)
-        message = self._message(pk, pk, "in", text, "received")
+        message = self._message(pk, pk, "in", text, "delivered")
         self.emit({"type": "message", "message": message})
         return message
 

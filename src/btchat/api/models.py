@@ -487,9 +487,9 @@ class Message(Shape):
     text: str
     state: str = Field(
         description="pending, sent, delivered, read or failed (outgoing); "
-        "received or read (incoming)."
+        "delivered or read (incoming)."
     )
-    ts: float = Field(description="When it was written.")
+    ts: int = Field(description="When it was written, Unix time in milliseconds.")
     lamport: int = Field(description="Conversation order.")
     type: str | None = None
 

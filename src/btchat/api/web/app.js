@@ -14,6 +14,9 @@ const TICKS = {
   read: ["\u2713\u2713", "read"],
   failed: ["!", "not delivered"],
 };
+// How far a message has come. The POST reply and the event stream race; a tick never
+// goes back, and a receipt that beats its row is kept until the row arrives.
+const PROGRESS = { pending: 0, failed: 0, sent: 1, delivered: 2, read: 3 };
 
 const state = {
   me: null,
@@ -109,8 +112,7 @@ async function loadSummary(pk) {
   }
 }
 
-/** Received and not yet marked read (incoming rows are "delivered" or "received" until
- * then, depending on the version). */
+/** Received and not yet marked read (incoming rows are "delivered" until then). */
 function isUnread(m) {
   return m.direction === "in" && m.state !== "read";
 }
@@ -188,7 +190,7 @@ async function showChat(pk) {
     screen("Unknown contact", notice("No such contact."));
     return;
   }
-  const view = { kind: "chat", key: pk, oldest: null, done: false, loading: false, lastTyping: 0 };
+  const view = { kind: "chat", key: pk, oldest: null, done: false, loading: false, lastTyping: 0, progress: new Map() };
   state.view = view;
   const log = h("ol", { class: "history", "aria-label": "Messages", tabindex: "0" });
   const typingLine = h("p", { class: "typing", "aria-live": "polite" });
@@ -263,9 +265,18 @@ async function loadOlder(view) {
   }
 }
 
+/** The furthest of the state on record and `m.state`; remembers it for `m.id`. */
+function furthest(view, id, stateName) {
+  const known = view.progress.get(id);
+  const best = known !== undefined && (PROGRESS[known] ?? -1) >= (PROGRESS[stateName] ?? -1) ? known : stateName;
+  view.progress.set(id, best);
+  return best;
+}
+
 function addMessage(m) {
   const view = state.view;
   if (!view || view.kind !== "chat" || view.key !== m.peer) return;
+  if (m.direction === "out") m = { ...m, state: furthest(view, m.id, m.state) };
   const old = view.log.querySelector(`li[data-id="${CSS.escape(m.id)}"]`);
   const row = messageRow(m);
   const atBottom = view.log.scrollHeight - view.log.scrollTop - view.log.clientHeight < 80;
@@ -622,11 +633,13 @@ function onEvent(ev) {
     case "receipt": {
       const view = state.view;
       if (!view || view.kind !== "chat" || view.key !== ev.contact || !Array.isArray(ev.ids)) return;
+      if (!TICKS[ev.state]) return;
       for (const id of ev.ids) {
+        const shown = furthest(view, String(id), ev.state);
         const row = view.log.querySelector(`li[data-id="${CSS.escape(String(id))}"] .tick`);
-        if (row && TICKS[ev.state]) {
-          const [mark, label] = TICKS[ev.state];
-          row.className = "tick t-" + ev.state;
+        if (row) {
+          const [mark, label] = TICKS[shown];
+          row.className = "tick t-" + shown;
           row.setAttribute("aria-label", label);
           row.title = label;
           fill(row, mark);
