@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -404,21 +404,10 @@ class Peering:
             return False
         target = (contact, cert.device_id)
         self.stats["relay_dials"] += 1
-        attempts = [
-            asyncio.ensure_future(
-                self.dial(contact, cert, ("relay", 0), RelayDialer(self.relay, r, target))
-            )
+        return await _first_to_succeed(
+            self.dial(contact, cert, ("relay", 0), RelayDialer(self.relay, r, target))
             for r in relays
-        ]
-        try:
-            for done in asyncio.as_completed(attempts):
-                if await done:
-                    return True
-            return False
-        finally:
-            for attempt in attempts:
-                attempt.cancel()
-            await asyncio.gather(*attempts, return_exceptions=True)
+        )
 
     async def dial_known(self, contact: bytes, addr: tuple[str, int]) -> bool:
         """Dial ``contact`` at an address given by hand, expecting the devices whose
@@ -434,16 +423,7 @@ class Peering:
         dialers: list[Dialer] = [self.dialer]
         if self._quic_dialer is not None:
             dialers.append(self._quic_dialer)
-        attempts = [asyncio.ensure_future(self.dial(contact, cert, addr, d)) for d in dialers]
-        try:
-            for done in asyncio.as_completed(attempts):
-                if await done:
-                    return True
-            return False
-        finally:
-            for attempt in attempts:
-                attempt.cancel()
-            await asyncio.gather(*attempts, return_exceptions=True)
+        return await _first_to_succeed(self.dial(contact, cert, addr, d) for d in dialers)
 
     # ------------------------------------------------------------ dial and accept
 
@@ -663,3 +643,17 @@ class Peering:
 
 #: Substream events: relay hops (:mod:`btchat.net.relay`).
 _SUBSTREAM_EVENTS = (StreamOpened, StreamData, StreamClosed, StreamReset, StreamWritable)
+
+
+async def _first_to_succeed(dials: Iterable[Coroutine[Any, Any, bool]]) -> bool:
+    """Run ``dials`` at once; True as soon as one of them is, the rest cancelled."""
+    attempts = [asyncio.ensure_future(d) for d in dials]
+    try:
+        for done in asyncio.as_completed(attempts):
+            if await done:
+                return True
+        return False
+    finally:
+        for attempt in attempts:
+            attempt.cancel()
+        await asyncio.gather(*attempts, return_exceptions=True)
