@@ -62,6 +62,13 @@ def _max_bytes(limit: int) -> AfterValidator:
     return AfterValidator(check)
 
 
+def _not_blank(value: str) -> str:
+    """A message of spaces and line breaks only is a slip of the keyboard, not a message."""
+    if not value.strip():
+        raise ValueError("only white space")
+    return value
+
+
 # ------------------------------------------------------------------ field types
 
 _HEX_KEY_DOC = "Ed25519 public key, 64 lowercase hex digits."
@@ -97,10 +104,15 @@ Text = Annotated[
     Field(
         min_length=1,
         max_length=MAX_TEXT_BYTES,
-        description=f"1 to {MAX_TEXT_BYTES} UTF-8 bytes.",
+        pattern="\\S",
+        description=f"1 to {MAX_TEXT_BYTES} UTF-8 bytes, not only white space.",
     ),
     _max_bytes(MAX_TEXT_BYTES),
-    Rule("bad_text", f"text must be a string of 1 to {MAX_TEXT_BYTES} bytes"),
+    AfterValidator(_not_blank),
+    Rule(
+        "bad_text",
+        f"text must be 1 to {MAX_TEXT_BYTES} bytes (UTF-8) and not only white space",
+    ),
 ]
 IdList = Annotated[
     list[Annotated[str, Field(min_length=1, max_length=300)]],
