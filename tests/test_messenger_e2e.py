@@ -12,12 +12,15 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from btchat.api.client import ApiClient, read_api_files
 
 pytestmark = pytest.mark.slow
 
@@ -278,18 +281,39 @@ def test_the_cli_as_a_front_end(people: dict[str, Person], tmp_path: Path) -> No
     )
     assert re.search(r"to bob: photo\.bin \(3\.0 MiB\) offered", listing.stdout), listing
 
+    # watch names people and says typing in words; it exits 1 when the daemon goes.
+    watch = subprocess.Popen(
+        [*BTCHAT, "watch", "--data-dir", str(bob.dir)],
+        env=bob.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seen: list[str] = []
+    assert watch.stdout is not None
+    reader = threading.Thread(target=lambda: seen.extend(watch.stdout or []), daemon=True)
+    reader.start()
+    time.sleep(1.0)  # subscribed (watch prints nothing until an event)
+    ApiClient(*read_api_files(alice.dir)).send_typing("bob", True)
+    alice.cli("send", "bob", "watched")
+    wait_for(lambda: any("alice: watched" in line for line in seen), 30, "the watched line")
+    assert any("alice is typing" in line for line in seen), seen
+    assert not any(alice.id[:12].lower() in line.lower() for line in seen), seen
+
     bob.down()
+    assert watch.wait(timeout=30) == 1
+    assert watch.stderr is not None and "daemon went away" in watch.stderr.read()
     offline = [*BTCHAT, "history", "alice", "--data-dir", str(bob.dir), "--limit", "2"]
     page = subprocess.run(offline, env=bob.env, capture_output=True, text=True, timeout=60)
     assert page.returncode == 0, page.stderr
     lines = page.stdout.splitlines()
     texts = [line.split(": ", 1)[1] for line in lines]
-    assert texts[0] == "numbered 2" and texts[1].startswith("[file] photo.bin"), texts
+    assert texts[0] == "[file] photo.bin (3145728 bytes)" and texts[1] == "watched", texts
     assert all(" alice: " in line for line in lines)
     older = re.search(r"--before (\d+)", page.stderr)
     assert older, page.stderr
     rest = bob.cli("history", "alice", "--before", older.group(1))["messages"]
-    assert [m["text"] for m in rest][-2:] == ["numbered 0", "numbered 1"]
+    assert [m["text"] for m in rest][-2:] == ["numbered 1", "numbered 2"]
     assert rest[0]["text"] == "from a pipe"
 
 

@@ -21,6 +21,7 @@ from btchat.api.facade import MAX_TEXT_BYTES
 from btchat.cli import webopen
 from btchat.cli.base import UserError, emit, stop_on_signal
 from btchat.cli.render import (
+    Names,
     channel_line,
     channel_message_line,
     contact_line,
@@ -29,6 +30,7 @@ from btchat.cli.render import (
     member_line,
     request_line,
     show_message,
+    transfer_line,
 )
 from btchat.cli.terminal import terminal_safe
 from btchat.errors import ApiError
@@ -627,29 +629,6 @@ async def cmd_contact_dial(args: argparse.Namespace) -> None:
     emit(args, c, f"session with {c['name']} at {args.address}")
 
 
-def human_size(n: int) -> str:
-    """Bytes as people read them: 812 B, 2.9 MiB."""
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
-
-
-def transfer_line(t: dict[str, Any], names: dict[str, str]) -> str:
-    """One transfer: who (by petname), what, how far; the name is the sender's text."""
-    arrow = "to" if t["direction"] == "out" else "from"
-    who = names.get(t["contact"], t["contact"][:12])
-    pct = f"{100 * t['progress']:.0f}%"
-    extra = f" ({t['error']})" if t.get("error") else ""
-    where = f" -> {t['path']}" if t.get("path") and t["direction"] == "in" else ""
-    return (
-        f"{t['id'][:12]} {arrow} {who}: {t['name']} ({human_size(t['size'])}) "
-        f"{t['state']} {pct}{extra}{where}"
-    )
-
-
 def contact_names(args: argparse.Namespace) -> dict[str, str]:
     """Public key -> petname, for lines that name people (none needed with --json)."""
     return {} if args.json else {c["public_key"]: c["name"] for c in call(args, "list_contacts")}
@@ -847,7 +826,9 @@ async def cmd_channel_leave(args: argparse.Namespace) -> None:
 
 
 async def cmd_channel_members(args: argparse.Namespace) -> None:
-    emit_rows(args, "members", call(args, "channel_members", args.channel), member_line, "")
+    names = contact_names(args)
+    rows = call(args, "channel_members", args.channel)
+    emit_rows(args, "members", rows, lambda m: member_line(m, names), "")
 
 
 async def cmd_channel_send(args: argparse.Namespace) -> None:
@@ -856,15 +837,31 @@ async def cmd_channel_send(args: argparse.Namespace) -> None:
 
 
 async def cmd_channel_history(args: argparse.Namespace) -> None:
+    names = contact_names(args)
     rows = call(args, "channel_history", args.channel, limit=args.limit)
-    emit_rows(args, "messages", rows, channel_message_line, "no messages yet")
+    emit_rows(args, "messages", rows, lambda m: channel_message_line(m, names), "no messages yet")
 
 
 async def cmd_watch(args: argparse.Namespace) -> None:
+    """Events as lines naming people by petname; exits 1 when the daemon goes away."""
     from btchat.api.client import watch_events
 
     with api_errors():
         url, token = read_api_files(data_dir(args))
+        client = ApiClient(url, token)
+        names = Names()
+
+        def learn() -> None:
+            if not args.json:
+                names.contacts = {c["public_key"]: c["name"] for c in client.list_contacts()}
+                names.channels = {c["id"]: c["name"] for c in client.list_channels()}
+
+        learn()
         async for event in watch_events(url, token):
-            line = json.dumps(event) if args.json else terminal_safe(describe_event(event))
+            kind = event.get("type")
+            unknown = kind == "channel_message" and event.get("channel") not in names.channels
+            if kind in ("contact", "channel_removed") or unknown:
+                learn()
+            line = json.dumps(event) if args.json else terminal_safe(describe_event(event, names))
             print(line, flush=True)
+    raise UserError("the daemon went away (stopped or crashed); `btchat up` starts it again")
