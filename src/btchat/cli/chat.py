@@ -409,15 +409,20 @@ def lister(
 
 
 def ask_passphrase(new: bool) -> str | None:
-    """Prompt on a terminal (twice for a new one); ``None`` when there is no terminal."""
+    """Prompt on a terminal (a new one with a strength hint, typed twice); ``None`` when
+    there is no terminal."""
     if not sys.stdin.isatty():
         return None
     import getpass
 
-    value = getpass.getpass("Passphrase: ")
-    if new and getpass.getpass("Again: ") != value:
-        raise UserError("the passphrases differ")
-    return value
+    if not new:
+        return getpass.getpass("Passphrase: ")
+    from btchat.cli.passphrase import choose_passphrase
+
+    chosen = choose_passphrase(getpass.getpass, input, lambda s: print(s, file=sys.stderr))
+    if chosen is None:
+        raise UserError("no passphrase chosen; nothing was created")
+    return chosen
 
 
 # ------------------------------------------------------------------ commands
