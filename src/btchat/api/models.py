@@ -539,6 +539,9 @@ class Channel(Shape):
     id: str = Field(description="Channel id (hex).")
     name: str
     invite_only: bool
+    removed: bool | None = Field(
+        None, description="The owner removed us: posting is refused (403 removed)."
+    )
     owner: str | None = None
     trackers: list[str] | None = None
     uri: str = Field(description="The btchat:channel link to share.")
