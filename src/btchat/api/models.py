@@ -474,6 +474,11 @@ class Contact(Shape):
         description='What carries each live session (one per device): "tcp", "udp" or'
         ' "relay via <relay id, 16 hex digits>".',
     )
+    rtt_ms: float | None = Field(
+        None,
+        description="Smoothed round-trip time of the fastest live session, milliseconds"
+        " (from the handshake and keepalive PINGs); null before the first measurement.",
+    )
     profile: Profile | None = None
     retention_days: float | None = Field(
         None,

@@ -53,8 +53,11 @@ def show_message(m: dict[str, Any], names: dict[str, str]) -> str:
 
 
 def contact_line(c: dict[str, Any]) -> str:
+    path = ", ".join(c.get("path") or [])
+    rtt = f" {c['rtt_ms']:.0f} ms" if c.get("rtt_ms") is not None else ""
+    via = f"via {path}{rtt} " if path else ""
     return (
-        f"{'*' if c['online'] else ' '} {c['name']:<20} {c['presence']:<8} "
+        f"{'*' if c['online'] else ' '} {c['name']:<20} {c['presence']:<8} {via}"
         f"{'verified ' if c['verified'] else ''}{'BLOCKED ' if c['blocked'] else ''}{c['id']}"
     )
 
