@@ -113,6 +113,13 @@ _PARAMETERS: dict[str, Any] = {
         {"type": "string", "minLength": 6, "maxLength": 32},
         "A transfer's id (the offer's message id, hex), or a unique prefix of 6+ digits.",
     ),
+    "uploadName": _param(
+        "name",
+        "query",
+        {"type": "string", "minLength": 1, "maxLength": 255},
+        "The file's name as offered (made safe to save on the way).",
+        required=True,
+    ),
     "fileId": _param(
         "id",
         "query",
