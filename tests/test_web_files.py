@@ -26,13 +26,13 @@ pytestmark = pytest.mark.slow
 HOSTILE_NAME = "<img src=x onerror=alert(1)>\x1b[31m\u202egnp.exe"
 HOSTILE_REASON = "<b>disk</b> on \x1b]8;;evil\x07fire"
 
-#: Every aria-valuenow Bob's page shows, in order, per transfer (a MutationObserver).
+#: Every aria-valuenow a page shows, in order, per transfer ("upload" for uploads).
 WATCH_PROGRESS = """() => {
   window.seen = {};
   const note = (el) => {
     const card = el.closest('[data-transfer]');
-    if (!card) return;
-    (window.seen[card.dataset.transfer] ||= []).push(Number(el.getAttribute('aria-valuenow')));
+    const key = card ? card.dataset.transfer : el.closest('[data-upload]') ? 'upload' : null;
+    if (key) (window.seen[key] ||= []).push(Number(el.getAttribute('aria-valuenow')));
   };
   new MutationObserver((muts) => {
     for (const m of muts) for (const n of m.addedNodes) {
@@ -84,7 +84,8 @@ def test_files_in_the_browser(browser: Any, people: dict[str, Person], tmp_path:
     bob.page.wait_for_selector("#conv-list .empty")
     add_contact(alice, bob_p.id, "bob")
     add_contact(bob, alice_p.id, "alice")
-    bob.page.evaluate(WATCH_PROGRESS)
+    for tab in (alice, bob):
+        tab.page.evaluate(WATCH_PROGRESS)
 
     # Alice picks a file: it goes up to her daemon, then is offered. She pauses the
     # offer, so nothing flows until she resumes.
@@ -99,6 +100,8 @@ def test_files_in_the_browser(browser: Any, people: dict[str, Person], tmp_path:
     sent.locator("text=Paused").wait_for()
     tid = sent.get_attribute("data-transfer")
     assert tid and alice.client.get_transfer(tid)["state"] == "paused"
+    uploaded = alice.page.evaluate("window.seen.upload")
+    assert uploaded and uploaded == sorted(uploaded) and uploaded[-1] == 100, uploaded
 
     # Bob sees the offer: name, human size, Accept and Reject.
     got = offer_card(bob, "holiday.bin")

@@ -162,7 +162,7 @@ function renderList() {
             h(
               "span",
               { class: "conv-last" },
-              typing ? h("em", {}, "typing\u2026") : sum.last ? [sum.last.direction === "out" ? "You: " : "", untrusted(sum.last.text)] : ""
+              typing ? h("em", {}, "typing\u2026") : sum.last ? [sum.last.direction === "out" ? "You: " : "", lastText(sum.last)] : ""
             )
           ),
           sum.unread ? h("span", { class: "badge", "aria-hidden": "true" }, String(sum.unread)) : null
@@ -170,6 +170,12 @@ function renderList() {
       );
     })
   );
+}
+
+/** A conversation's last message, as its row in the list shows it. */
+function lastText(m) {
+  const t = m.type === "file" ? state.transfers.get(m.id) : null;
+  return t ? ["File: ", untrusted(t.name)] : untrusted(m.text || (m.type === "file" ? "a file" : ""));
 }
 
 // ------------------------------------------------------------------ conversation view
@@ -203,7 +209,7 @@ async function showChat(pk) {
   const box = h("textarea", { id: "compose", rows: "2", placeholder: "Message", "aria-label": `Message to ${contact.name}` });
   const picker = h("input", { type: "file", id: "attach-input", multiple: true, hidden: true, "aria-label": "Files to send" });
   const attach = state.filesOn
-    ? h("button", { type: "button", id: "attach", class: "icon-btn", "aria-label": "Attach files", title: "Attach files (or drop them here)", onclick: () => picker.click() }, "\u{1F4CE}")
+    ? h("button", { type: "button", id: "attach", class: "icon-btn", "aria-label": "Attach files", title: "Attach files (or drop them on the conversation)", onclick: () => picker.click() }, "Attach")
     : null;
   picker.addEventListener("change", () => {
     const chosen = [...picker.files];
@@ -358,7 +364,7 @@ function cardFor(t, withWho) {
  * transfer is known (the message event comes first). */
 function fileRow(m) {
   const t = state.transfers.get(m.id);
-  const body = t ? cardFor(t, false) : h("div", { class: "file-card", "data-transfer": m.id }, untrusted(m.text, "text"));
+  const body = t ? cardFor(t, false) : h("div", { class: "file-card", "data-transfer": m.id }, untrusted(m.text || "A file", "text"));
   return h(
     "li",
     { class: "msg file " + (m.direction === "out" ? "out" : "in"), "data-id": m.id, "data-lamport": String(m.lamport) },
@@ -383,6 +389,7 @@ function updateTransfer(t) {
     }
   }
   if (!known && state.view && state.view.kind === "files") renderFiles();
+  if (!known) renderList();
   renderFilesBadge();
 }
 

@@ -179,6 +179,13 @@ export function actionsFor(t) {
   return out;
 }
 
+/** Why a transfer stopped, when that says more than its state (a decline is a decline). */
+function reasonOf(t) {
+  if (!t.error || t.state === "paused" || t.error === t.state) return null;
+  if (t.state === "rejected" && t.error === "rejected") return null;
+  return t.error;
+}
+
 /**
  * The card of transfer `t`. `act(t, action)` runs a button; `save(t, card)` saves a
  * received file. `who` (optional) is a node naming the other side, for the Files screen.
@@ -208,7 +215,7 @@ export function transferCard(t, { act, save, who }) {
     ),
     h("div", { class: "file-state small" }, who ? [dir === "out" ? "To " : "From ", who, " \u00b7 "] : null, words),
     moving ? [progressBar(t.progress, "Transfer progress", detail), h("div", { class: "file-detail small muted" }, detail)] : null,
-    t.error && t.state !== "paused" ? h("div", { class: "file-error small" }, "Reason: ", untrusted(t.error)) : null,
+    reasonOf(t) ? h("div", { class: "file-error small" }, "Reason: ", untrusted(reasonOf(t))) : null,
     buttons.length ? h("div", { class: "row file-actions" }, buttons) : null
   );
 }
