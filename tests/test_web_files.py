@@ -115,6 +115,7 @@ def test_files_in_the_browser(browser: Any, people: dict[str, Person], tmp_path:
     assert bar.get_attribute("aria-valuenow") == "0"
     assert "%" in (card(bob, tid).locator(".file-detail").text_content() or "")
     assert card(bob, tid).get_by_role("button", name="Pause").is_visible()
+    assert bob.page.text_content("#files-activity") == "\u2195 0%"  # seen from anywhere
     alice.shot("files-paused-light", shots)
 
     # Alice resumes: the bar moves to the end, both sides say so.
@@ -124,6 +125,7 @@ def test_files_in_the_browser(browser: Any, people: dict[str, Person], tmp_path:
     seen = bob.page.evaluate(f"window.seen[{json.dumps(tid)}]")
     assert seen and seen == sorted(seen), seen  # never goes back
     assert seen[0] == 0 and all(0 <= v <= 100 for v in seen)
+    bob.page.wait_for_selector("#files-activity", state="hidden")
     name, data = save(bob, tid)
     assert name == "holiday.bin" and sha256(data) == sha256(big)
 

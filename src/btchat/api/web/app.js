@@ -341,14 +341,31 @@ async function loadTransfers() {
   renderFilesBadge();
 }
 
-/** Offers waiting for an answer, on the Files button. */
+/** On the Files button: offers waiting for an answer, and how far what is moving has
+ * got (uploads and running transfers together), wherever in the app one is. */
 function renderFilesBadge() {
   const badge = $("files-count");
   if (!badge) return;
-  const waiting = [...state.transfers.values()].filter((t) => t.direction === "in" && t.state === "offered").length;
+  const all = [...state.transfers.values()];
+  const waiting = all.filter((t) => t.direction === "in" && t.state === "offered").length;
   badge.hidden = !waiting;
   fill(badge, waiting ? String(waiting) : "");
   $("files-button").hidden = !state.filesOn;
+  const moving = all.filter((t) => t.state === "active");
+  let size = 0;
+  let done = 0;
+  for (const t of moving) {
+    size += t.size;
+    done += t.bytes_done;
+  }
+  for (const up of state.uploads) {
+    size += up.file.size;
+    done += up.file.size * up.fraction;
+  }
+  const activity = $("files-activity");
+  const busy = moving.length + state.uploads.length;
+  activity.hidden = !busy;
+  fill(activity, busy ? `\u2195 ${size ? Math.floor((done / size) * 100) : 0}%` : "");
 }
 
 function contactName(pk) {
@@ -437,11 +454,13 @@ async function sendFiles(pk, files) {
     } catch (err) {
       if (err.code !== "aborted") {
         const bubble = up.row.querySelector(".bubble");
-        fill(bubble, h("div", { class: "file-card f-failed" }, untrusted(up.file.name, "file-name")), notice("Not sent: " + failText(err)));
+        fill(bubble, h("div", { class: "file-card f-failed" }, untrusted(up.file.name, "file-name")), notice("Not sent: " + failText(err)),
+          h("button", { type: "button", class: "secondary", onclick: () => up.row.remove() }, "Dismiss"));
         up.failed = true;
       }
     }
     state.uploads = state.uploads.filter((u) => u !== up);
+    renderFilesBadge();
     if (!up.failed) up.row.remove();
     if (t) {
       updateTransfer(t);
@@ -454,11 +473,13 @@ async function sendFiles(pk, files) {
 }
 
 function drawUpload(up) {
+  renderFilesBadge();
   fill(up.row.querySelector(".bubble"), uploadCard(up.file, up.fraction, () => {
     up.cancelled = true;
     if (up.handle.abort) up.handle.abort();
     state.uploads = state.uploads.filter((u) => u !== up);
     up.row.remove();
+    renderFilesBadge();
   }));
 }
 
