@@ -2,7 +2,8 @@
 of ``test_web_app.py``): Alice attaches a file with the picker and drops two more on the
 conversation; Bob sees the offers, rejects one, accepts the others, watches the progress
 bar move (Alice holds the first one paused until she resumes), saves them and gets the
-same bytes. A hostile file name and failure reason render as text.
+same bytes; Alice cancels one more. A hostile file name and failure reason render as
+text, and the token never appears in a URL.
 
 Screenshots (light and dark) go to ``BTCHAT_SCREENSHOTS`` when it is set.
 """
@@ -122,6 +123,7 @@ def test_files_in_the_browser(browser: Any, people: dict[str, Person], tmp_path:
     card(alice, tid).get_by_role("button", name="Resume").click()
     card(bob, tid).locator("text=Received").wait_for()
     card(alice, tid).locator("text=Delivered").wait_for()
+    assert bob.page.text_content("#sr-status") == "holiday.bin: Received"  # said once
     seen = bob.page.evaluate(f"window.seen[{json.dumps(tid)}]")
     assert seen and seen == sorted(seen), seen  # never goes back
     assert seen[0] == 0 and all(0 <= v <= 100 for v in seen)
@@ -142,6 +144,14 @@ def test_files_in_the_browser(browser: Any, people: dict[str, Person], tmp_path:
     offer_card(bob, "notes.txt").get_by_role("button", name="Accept").click()
     card(bob, notes_id).locator("text=Received").wait_for()
     assert save(bob, notes_id) == ("notes.txt", b"dropped notes\n")
+    # Alice thinks better of one: her Cancel reaches Bob, whose Accept goes away.
+    alice.page.set_input_files(
+        "#attach-input", files=[{"name": "oops.txt", "mimeType": "text/plain", "buffer": b"x"}]
+    )
+    offer_card(bob, "oops.txt").locator("text=Offered to you").wait_for()
+    offer_card(alice, "oops.txt").get_by_role("button", name="Cancel").click()
+    offer_card(bob, "oops.txt").locator("text=Cancelled").wait_for()
+    assert offer_card(bob, "oops.txt").get_by_role("button").count() == 0
     alice.page.get_by_role("button", name="Attach files").focus()  # keyboard reachable
     assert alice.page.evaluate("document.activeElement.id") == "attach"
     alice.shot("files-conversation-light", shots)
@@ -161,7 +171,7 @@ def test_files_in_the_browser(browser: Any, people: dict[str, Person], tmp_path:
     bob.page.get_by_role("button", name="File transfers").click()
     hostile = bob.page.locator(f".transfer-list [data-transfer='{'ee' * 16}']")
     hostile.wait_for()
-    assert bob.page.locator(".transfer-list .transfer").count() == 4
+    assert bob.page.locator(".transfer-list .transfer").count() == 5
     found = hostile.evaluate(
         """(el) => ({
           name: el.querySelector('.file-name').textContent,

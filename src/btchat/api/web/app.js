@@ -2,7 +2,7 @@
 // rendered as text (dom.js); nothing here builds markup from strings.
 import { api, ApiError, connectEvents, enc, takeToken } from "./api.js";
 import { fill, h, untrusted } from "./dom.js";
-import { fetchFile, progressBar, saveAs, saveName, transferCard, uploadCard, uploadFile } from "./files.js";
+import { fetchFile, progressBar, saveAs, saveName, stateWords, transferCard, uploadCard, uploadFile } from "./files.js";
 
 const PAGE = 50; // messages per history page
 const TYPING_SHOWN_MS = 6000; // how long a "typing" lasts without a refresh
@@ -384,7 +384,7 @@ function fileRow(m) {
   const body = t ? cardFor(t, false) : h("div", { class: "file-card", "data-transfer": m.id }, untrusted(m.text || "A file", "text"));
   return h(
     "li",
-    { class: "msg file " + (m.direction === "out" ? "out" : "in"), "data-id": m.id, "data-lamport": String(m.lamport) },
+    { class: "msg file " + (m.direction === "out" ? "out" : "in"), "data-id": m.id, "data-lamport": String(m.lamport), "aria-live": "off" },
     h("div", { class: "bubble" }, body),
     h("div", { class: "meta" }, h("time", {}, when(m.ts)), " ", tick(m))
   );
@@ -394,8 +394,12 @@ function fileRow(m) {
  * keyboard focus on the card (on the same button when it is still there). */
 function updateTransfer(t) {
   if (!t || typeof t.id !== "string") return;
-  const known = state.transfers.has(t.id);
+  const before = state.transfers.get(t.id);
+  const known = before !== undefined;
   state.transfers.set(t.id, t);
+  // Cards redraw quietly (aria-live off: progress would be read out twice a second);
+  // a change of state is said once, here.
+  if (!before || before.state !== t.state) fill($("sr-status"), stateWords(t));
   for (const old of document.querySelectorAll(`[data-transfer="${CSS.escape(t.id)}"]`)) {
     const focused = document.activeElement && old.contains(document.activeElement) ? document.activeElement.dataset.action || "" : null;
     const fresh = cardFor(t, old.closest(".transfer-list") !== null);
@@ -434,7 +438,7 @@ async function sendFiles(pk, files) {
   if (!files.length) return;
   const ups = files.map((file) => ({ key: ++uploadSeq, pk, file, fraction: 0, handle: {}, row: null }));
   for (const up of ups) {
-    up.row = h("li", { class: "msg out file uploading", "data-upload": String(up.key) }, h("div", { class: "bubble" }));
+    up.row = h("li", { class: "msg out file uploading", "data-upload": String(up.key), "aria-live": "off" }, h("div", { class: "bubble" }));
     drawUpload(up);
     state.uploads.push(up);
     const view = state.view;
@@ -523,7 +527,7 @@ function renderFiles() {
   const rows = [...state.transfers.values()].reverse(); // newest first
   const list = h("ul", { class: "transfer-list", "aria-label": "File transfers" });
   fill(list, rows.length ? rows.map((t) =>
-    h("li", { class: "transfer" }, cardFor(t, true),
+    h("li", { class: "transfer", "aria-live": "off" }, cardFor(t, true),
       h("a", { href: "#/chat/" + t.contact, class: "small" }, "Open the conversation"))) : h("li", { class: "empty" }, "No transfers yet. Attach a file in a conversation, or drop it there."));
   const uploading = state.uploads.length ? h("p", { class: "muted" }, `${state.uploads.length} file(s) uploading to your daemon.`) : null;
   screen("Files", uploading, list);

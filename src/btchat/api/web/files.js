@@ -181,9 +181,16 @@ export function actionsFor(t) {
 
 /** Why a transfer stopped, when that says more than its state (a decline is a decline). */
 function reasonOf(t) {
-  if (!t.error || t.state === "paused" || t.error === t.state) return null;
-  if (t.state === "rejected" && t.error === "rejected") return null;
+  if (!t.error || t.state === "paused" || (SAID[t.state] || [t.state]).includes(t.error)) return null;
   return t.error;
+}
+// Reasons that only repeat the state (the wire's words for a plain decline or cancel).
+const SAID = { rejected: ["rejected"], cancelled: ["cancel", "cancelled"] };
+
+/** How a change of state is announced to a screen reader: "holiday.bin: Received". */
+export function stateWords(t) {
+  const dir = t.direction === "out" ? "out" : "in";
+  return `${t.name}: ${STATE_WORDS[dir][t.state] || t.state}`;
 }
 
 /**
