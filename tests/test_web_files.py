@@ -118,6 +118,7 @@ def test_files_in_the_browser(browser: Any, people: dict[str, Person], tmp_path:
     assert card(bob, tid).get_by_role("button", name="Pause").is_visible()
     assert bob.page.text_content("#files-activity") == "\u2195 0%"  # seen from anywhere
     alice.shot("files-paused-light", shots)
+    bob.shot("files-receiving-dark", shots)
 
     # Alice resumes: the bar moves to the end, both sides say so.
     card(alice, tid).get_by_role("button", name="Resume").click()
