@@ -394,3 +394,9 @@ async def test_a_rejected_upload_drops_its_copy(tmp_path: Path) -> None:
     pair.pump()
     assert transfer_json(pair.a, sent["id"])["state"] == "rejected"
     assert not Path(sent["path"]).exists()
+
+
+async def test_an_uploads_long_name_is_cut_keeping_its_extension(tmp_path: Path) -> None:
+    pair = Pair(tmp_path)
+    sent = await pair.a.files.upload("bob", "é" * 600 + ".tar.gz", 2, chunks_of(b"ok"))
+    assert len(sent["name"].encode()) <= 255 and sent["name"].endswith(".gz")

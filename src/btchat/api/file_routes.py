@@ -29,8 +29,9 @@ files = ROUTES.section("files")
 
 _T = ("transfer",)
 MAX_TRANSFER_REF = 32
-#: Longest name an upload may give (the offer's name is cut to 255 UTF-8 bytes anyway).
-MAX_UPLOAD_NAME = 255
+#: Longest name an upload may give; the offer's is then cut to 255 UTF-8 bytes, keeping
+#: the extension (``safe_name``), so a browser's long name is shortened, not refused.
+MAX_UPLOAD_NAME = 1024
 #: Bytes read from an upload's body per step.
 UPLOAD_CHUNK = 256 * 1024
 

@@ -116,8 +116,8 @@ _PARAMETERS: dict[str, Any] = {
     "uploadName": _param(
         "name",
         "query",
-        {"type": "string", "minLength": 1, "maxLength": 255},
-        "The file's name as offered (made safe to save on the way).",
+        {"type": "string", "minLength": 1, "maxLength": 1024},
+        "The file's name; the offer's is made safe and cut to 255 UTF-8 bytes.",
         required=True,
     ),
     "fileId": _param(

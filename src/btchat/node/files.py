@@ -415,7 +415,7 @@ class Files:
                         raise ApiError(400, "bad_length", "the body is longer than announced")
                     f.write(chunk)
                 f.flush()
-                os.fsync(f.fileno())
+                await asyncio.to_thread(os.fsync, f.fileno())  # a big file: seconds, off the loop
             if got != size:
                 raise ApiError(400, "bad_length", f"the body ended after {got} of {size} bytes")
             return await self.send(c, str(path), name=name, staged=True)
