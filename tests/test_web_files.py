@@ -1,5 +1,5 @@
-"""File transfer in the web app, in a real browser against two real daemons (the harness
-of ``test_web_app.py``): Alice attaches a file with the picker and drops two more on the
+"""File transfer in the web app, in a real browser against two real daemons
+(``web_harness.py``): Alice attaches a file with the picker and drops two more on the
 conversation; Bob sees the offers, rejects one, accepts the others, watches the progress
 bar move (Alice holds the first one paused until she resumes), saves them and gets the
 same bytes; Alice cancels one more. A hostile file name and failure reason render as
@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from test_messenger_e2e import Person, sandbox  # noqa: F401
-from test_web_app import Tab, add_contact, browser, people  # noqa: F401
+from web_harness import Tab, add_contact, browser, people  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
