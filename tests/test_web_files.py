@@ -2,7 +2,8 @@
 (``web_harness.py``): Alice attaches a file with the picker and drops two more on the
 conversation; Bob sees the offers, rejects one, accepts the others, watches the progress
 bar move (Alice holds the first one paused until she resumes), saves them and gets the
-same bytes; Alice cancels one more. A hostile file name and failure reason render as
+same bytes; Alice cancels one more while Bob's page misses the events, and it catches up
+when its socket reconnects. A hostile file name and failure reason render as
 text, and the token never appears in a URL.
 
 Screenshots (light and dark) go to ``BTCHAT_SCREENSHOTS`` when it is set.
@@ -79,6 +80,7 @@ def test_files_in_the_browser(browser: Any, people: dict[str, Person], tmp_path:
     alice_p, bob_p = people["alice"], people["bob"]
     shots = Path(os.environ.get("BTCHAT_SCREENSHOTS") or tmp_path / "shots")
     alice, bob = Tab(browser, alice_p), Tab(browser, bob_p, scheme="dark")
+    bob.tap_events()
     alice.open()
     bob.open()
     alice.page.wait_for_selector("#conv-list .empty")
@@ -145,14 +147,25 @@ def test_files_in_the_browser(browser: Any, people: dict[str, Person], tmp_path:
     offer_card(bob, "notes.txt").get_by_role("button", name="Accept").click()
     card(bob, notes_id).locator("text=Received").wait_for()
     assert save(bob, notes_id) == ("notes.txt", b"dropped notes\n")
-    # Alice thinks better of one: her Cancel reaches Bob, whose Accept goes away.
+    # Alice thinks better of one and cancels it while Bob's page hears nothing (events
+    # lost): when its socket comes back, the page reloads the transfers and shows it.
     alice.page.set_input_files(
         "#attach-input", files=[{"name": "oops.txt", "mimeType": "text/plain", "buffer": b"x"}]
     )
-    offer_card(bob, "oops.txt").locator("text=Offered to you").wait_for()
+    oops = offer_card(bob, "oops.txt")
+    oops.locator("text=Offered to you").wait_for()
+    oops_id = oops.get_attribute("data-transfer")
+    bob.drop_events()
     offer_card(alice, "oops.txt").get_by_role("button", name="Cancel").click()
-    offer_card(bob, "oops.txt").locator("text=Cancelled").wait_for()
-    assert offer_card(bob, "oops.txt").get_by_role("button").count() == 0
+    for _ in range(150):
+        if bob.client.get_transfer(oops_id)["state"] == "cancelled":
+            break
+        bob.page.wait_for_timeout(100)
+    assert bob.client.get_transfer(oops_id)["state"] == "cancelled"
+    assert oops.get_by_role("button", name="Accept").is_visible()  # the event was lost
+    bob.cut_events()
+    oops.locator("text=Cancelled").wait_for()
+    assert oops.get_by_role("button").count() == 0
     alice.page.get_by_role("button", name="Attach files").focus()  # keyboard reachable
     assert alice.page.evaluate("document.activeElement.id") == "attach"
     alice.shot("files-conversation-light", shots)

@@ -103,6 +103,28 @@ class Tab:
         self.held.clear()
         self.page.unroute("**/v1/contacts/*/messages")
 
+    def tap_events(self) -> None:
+        """Pass /v1/events through the test (call before ``open``), so that
+        :meth:`drop_events` can lose events and :meth:`cut_events` the connection."""
+        self.deaf = False
+        self.event_sockets: list[Any] = []
+
+        def tap(ws: Any) -> None:
+            server = ws.connect_to_server()
+            server.on_message(lambda m: None if self.deaf else ws.send(m))
+            self.event_sockets.append(ws)
+
+        self.page.route_web_socket("**/v1/events*", tap)
+
+    def drop_events(self) -> None:
+        """From now on events from the daemon never reach the page (a network hiccup)."""
+        self.deaf = True
+
+    def cut_events(self) -> None:
+        """Close the page's event socket; it reconnects, and hears events again."""
+        self.deaf = False
+        self.event_sockets[-1].close()
+
     def _dialog(self, dialog: Any) -> None:
         self.dialogs.append(dialog.message)
         dialog.dismiss()
