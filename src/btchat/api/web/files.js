@@ -43,6 +43,10 @@ const samples = new Map(); // transfer id -> [[ms, bytes], ...]
 
 /** Bytes per second over the last few seconds of updates, or null if not moving. */
 export function rateOf(t) {
+  if (ENDED.has(t.state)) {
+    samples.delete(t.id);
+    return null;
+  }
   const now = Date.now();
   const list = samples.get(t.id) || [];
   const last = list[list.length - 1];
@@ -234,7 +238,8 @@ export function uploadCard(file, fraction, onCancel) {
     "div",
     { class: "file-card f-uploading" },
     h("div", { class: "file-head" }, h("span", { class: "file-icon", "aria-hidden": "true" }, "\u2191"), untrusted(file.name, "file-name"), h("span", { class: "file-size muted" }, humanSize(file.size))),
-    h("div", { class: "file-state small" }, "Uploading to your daemon"),
+    // At 100% the daemon still hashes the file before it offers it (seconds for gigabytes).
+    h("div", { class: "file-state small" }, fraction >= 1 ? "Preparing the offer\u2026" : "Uploading to your daemon"),
     progressBar(fraction, "Upload progress", `${pct}%`),
     h("div", { class: "file-detail small muted" }, `${pct}% \u00b7 ${humanSize(file.size * fraction)} of ${humanSize(file.size)}`),
     h("div", { class: "row file-actions" }, h("button", { type: "button", class: "secondary", "data-action": "cancel-upload", onclick: onCancel }, "Cancel"))
