@@ -168,6 +168,7 @@ class Requests(ModalScreen[None]):
 
     async def on_mount(self) -> None:
         await self.fill()
+        self.query_one("#request-list", ListView).focus()
 
     async def fill(self) -> None:
         view = self.query_one("#request-list", ListView)
@@ -185,8 +186,7 @@ class Requests(ModalScreen[None]):
             item = ListItem(Label(line, markup=False))
             item.request = r  # type: ignore[attr-defined]
             await view.append(item)
-        if index is not None:
-            view.index = min(index, len(rows) - 1)
+        view.index = min(index or 0, len(rows) - 1)
 
     async def action_answer(self, accept: bool) -> None:
         item = self.query_one("#request-list", ListView).highlighted_child
@@ -268,6 +268,7 @@ class Transfers(ModalScreen[None]):
 
     async def on_mount(self) -> None:
         await self.fill()
+        self.query_one("#transfer-list", ListView).focus()
 
     async def fill(self) -> None:
         view = self.query_one("#transfer-list", ListView)
@@ -449,6 +450,7 @@ class BtchatApp(App[None]):
         await self.load_channels()
         await self.load_requests()
         await self.load_transfers()
+        self.draw_me()
         await self.load_unread()
         self.set_connected(True)
         if self.current is not None:
