@@ -188,6 +188,26 @@ async def test_older_messages_page_in(daemon: Daemon) -> None:
         assert [t.split(": ")[1] for t in row_texts(app)] == [f"message {i}" for i in range(70)]
 
 
+async def test_scrolling_up_pages_in_older_messages_one_page_at_a_time(daemon: Daemon) -> None:
+    for i in range(120):
+        daemon.fake.receive("bob", f"message {i}")
+    async with BtchatApp(daemon.locate).run_test(size=SIZE) as pilot:
+        app = await started(pilot)
+        await choose(pilot, BOB)
+        log = app.query_one("#log", Conversation)
+        assert len(row_texts(app)) == 50
+        await until(pilot, lambda: log.scroll_y > 0)
+        log.scroll_home(animate=False)
+        await until(pilot, lambda: len(row_texts(app)) == 100)
+        await pilot.pause(0.3)
+        assert len(row_texts(app)) == 100  # the reader stays put: no run to the start
+        assert log.scroll_y > 0
+        log.scroll_home(animate=False)
+        await until(pilot, lambda: len(row_texts(app)) == 120)
+        assert row_texts(app)[0].endswith("message 0")
+        assert not app.query(".older")  # the start: no "older messages" line
+
+
 async def test_accept_a_contact_request(daemon: Daemon) -> None:
     async with BtchatApp(daemon.locate).run_test(size=SIZE) as pilot:
         app = await started(pilot)

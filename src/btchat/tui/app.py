@@ -25,6 +25,7 @@ from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
 from textual.screen import ModalScreen
 from textual.timer import Timer
 from textual.widgets import Footer, Input, Label, ListItem, ListView, ProgressBar, Static
@@ -97,8 +98,16 @@ class Conversation(VerticalScroll):
         super().__init__(**kw)
         self.rows: dict[str, MessageRow] = {}
 
+    class ReachedTop(Message):
+        """Scrolled up to the oldest message shown: time for the page before it."""
+
     def at_end(self) -> bool:
         return self.scroll_y >= self.max_scroll_y - 1
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        if new_value <= 0 < old_value:
+            self.post_message(self.ReachedTop())
 
 
 # ------------------------------------------------------------------ modal screens
@@ -357,6 +366,7 @@ class BtchatApp(App[None]):
         self._typing_sent: tuple[str, float] | None = None
         self._no_older: set[str] = set()
         self._list_lock = asyncio.Lock()
+        self._loading_older = False
 
     # -------------------------------------------------------------- layout
 
@@ -670,27 +680,36 @@ class BtchatApp(App[None]):
         key = self.current[1]
         log = self.query_one("#log", Conversation)
         shown = [r.data for r in log.rows.values()]
-        if not shown or key in self._no_older:
+        if not shown or key in self._no_older or self._loading_older:
             return
-        oldest = min(m["lamport"] for m in shown)
-        rows = await self.call("history", key, PAGE, oldest)
-        if rows is None or self.current != ("contact", key):
-            return
-        for old in log.query(".older"):
-            await old.remove()
-        rows = [m for m in rows if m["id"] not in log.rows]
-        if not rows:
-            self._no_older.add(key)
-            self.notify("that is the start of the conversation")
-            return
-        widgets: list[Static] = [self.row_for(m) for m in rows]
-        for w in widgets:
-            log.rows[w.data["id"]] = w  # type: ignore[attr-defined]
-        if len(rows) >= PAGE:
-            widgets.insert(0, Static("older messages: ^B", classes="older", markup=False))
-        first = log.children[0] if log.children else None
-        await log.mount_all(widgets, before=first)
-        log.scroll_home(animate=False)
+        self._loading_older = True
+        try:
+            oldest = min(m["lamport"] for m in shown)
+            rows = await self.call("history", key, PAGE, oldest)
+            if rows is None or self.current != ("contact", key):
+                return
+            for old in log.query(".older"):
+                await old.remove()
+            rows = [m for m in rows if m["id"] not in log.rows]
+            if len(rows) < PAGE:
+                self._no_older.add(key)
+            if not rows:
+                return
+            widgets: list[Static] = [self.row_for(m) for m in rows]
+            for w in widgets:
+                log.rows[w.data["id"]] = w  # type: ignore[attr-defined]
+            if len(rows) >= PAGE:
+                widgets.insert(0, Static("older messages: ^B", classes="older", markup=False))
+            first = log.query(MessageRow).first()
+            await log.mount_all(widgets, before=first)
+            # Where the reader was stays in view; scrolling on up reaches the new page.
+            log.scroll_to_widget(first, animate=False, top=True)
+        finally:
+            self._loading_older = False
+
+    @on(Conversation.ReachedTop)
+    async def _reached_top(self) -> None:
+        await self.action_older()
 
     @on(Input.Submitted, "#input")
     async def _send(self, event: Input.Submitted) -> None:
@@ -713,7 +732,10 @@ class BtchatApp(App[None]):
 
     @on(Input.Changed, "#input")
     def _typed(self, event: Input.Changed) -> None:
-        if self.current is None or self.current[0] != "contact" or not event.value:
+        if self.current is None or self.current[0] != "contact":
+            return
+        if not event.value:
+            self.stop_typing_notice()  # all deleted: no longer typing
             return
         key, now = self.current[1], time.monotonic()
         last = self._typing_sent
