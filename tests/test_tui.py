@@ -379,3 +379,30 @@ async def test_unknown_and_malformed_events_are_ignored(daemon: Daemon) -> None:
         daemon.fake.receive("bob", "still fine")
         await until(pilot, lambda: "(1)" in item_text(app, BOB))
         assert app.is_running
+
+
+async def test_presence_is_set_from_the_tui(daemon: Daemon) -> None:
+    async with BtchatApp(daemon.locate).run_test(size=SIZE) as pilot:
+        app = await started(pilot)
+        me = app.query_one("#me", Static)
+        assert "^P sets your presence" in text_of(me)
+        await pilot.press("ctrl+p")
+        await until(pilot, lambda: daemon.fake.presence["status"] == "online")
+        await pilot.press("ctrl+p")
+        await until(pilot, lambda: daemon.fake.presence["status"] == "away")
+        await until(pilot, lambda: "you are away" in text_of(me))
+
+
+async def test_a_file_offer_shows_its_state_in_the_conversation(daemon: Daemon) -> None:
+    files = daemon.fake.files
+    assert files is not None
+    async with BtchatApp(daemon.locate).run_test(size=SIZE) as pilot:
+        app = await started(pilot)
+        await choose(pilot, BOB)
+        offer = files.offer("bob", "big.iso", 1000)
+        await until(pilot, lambda: any("[offered: ^T to accept]" in t for t in row_texts(app)))
+        await files.act(offer["id"], "accept")
+        files.advance(offer["id"], 420)
+        await until(pilot, lambda: row_texts(app)[-1].endswith("big.iso  [active 42%]"))
+        files.advance(offer["id"], 1000)
+        await until(pilot, lambda: row_texts(app)[-1].endswith("big.iso  [done]"))

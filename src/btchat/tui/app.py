@@ -31,7 +31,7 @@ from textual.timer import Timer
 from textual.widgets import Footer, Input, Label, ListItem, ListView, ProgressBar, Static
 
 from btchat.api.client import ApiClient, ApiClientError, DaemonNotRunning, watch_events
-from btchat.tui.text import furthest, message_line, plain, safe
+from btchat.tui.text import furthest, message_line, plain, safe, transfer_state
 
 __all__ = ["BtchatApp", "Locate"]
 
@@ -188,7 +188,8 @@ class Requests(ModalScreen[None]):
             await view.append(ListItem(Label("no contact requests", markup=False), disabled=True))
             return
         for r in rows:
-            line = Text(f"{'from' if r.get('direction') == 'in' else 'to'} ", style="dim")
+            line = Text()
+            line.append(f"{'from' if r.get('direction') == 'in' else 'to'} ", style="dim")
             line.append(plain(r.get("name") or (r.get("public_key") or "")[:16], 40), style="bold")
             line.append(f"  {r.get('state') or ''}  ", style="dim")
             line.append_text(safe(plain(r.get("note"), 140)))
@@ -227,7 +228,8 @@ class TransferRow(ListItem):
     def show(self, t: dict[str, Any]) -> None:
         self.transfer = t
         arrow = "→ " if t["direction"] == "out" else "← "
-        line = Text(arrow, style="bold")
+        line = Text()
+        line.append(arrow, style="bold")
         line.append_text(safe(plain(t.get("name"), 60), "bold"))
         line.append(f"  {'to' if t['direction'] == 'out' else 'from'} ", style="dim")
         line.append(plain(self.who, 30))
@@ -303,7 +305,7 @@ class Transfers(ModalScreen[None]):
         t = await self.main.call("act_on_transfer", row.transfer["id"], action)
         if t is not None:
             self.main.transfers[t["id"]] = t
-            await self.fill()
+            self.main._transfers_changed(t)
 
 
 # ------------------------------------------------------------------ the app
@@ -346,6 +348,7 @@ class BtchatApp(App[None]):
         Binding("ctrl+t", "transfers", "Files"),
         Binding("ctrl+o", "send_file", "Send file"),
         Binding("ctrl+b", "older", "Older"),
+        Binding("ctrl+p", "presence", "Presence"),
         Binding("ctrl+l", "focus_list", "List"),
     ]
 
@@ -367,6 +370,8 @@ class BtchatApp(App[None]):
         self._no_older: set[str] = set()
         self._list_lock = asyncio.Lock()
         self._loading_older = False
+        #: What we announced from here (the API has no read for it: unknown until then).
+        self.presence: str | None = None
 
     # -------------------------------------------------------------- layout
 
@@ -509,7 +514,8 @@ class BtchatApp(App[None]):
 
     def contact_text(self, c: dict[str, Any]) -> Text:
         dot, colour = presence_dot(c)
-        line = Text(dot + " ", style=colour, no_wrap=True, overflow="ellipsis")
+        line = Text(no_wrap=True, overflow="ellipsis")
+        line.append(dot + " ", style=colour)
         line.append(plain(c["name"], 22), style="bold" if self.unread.get(c["public_key"]) else "")
         if c.get("blocked"):
             line.append(" blocked", style="red")
@@ -521,7 +527,8 @@ class BtchatApp(App[None]):
         return line
 
     def channel_text(self, ch: dict[str, Any]) -> Text:
-        line = Text("# ", style="bold", no_wrap=True, overflow="ellipsis")
+        line = Text(no_wrap=True, overflow="ellipsis")
+        line.append("# ", style="bold")
         line.append(plain(ch["name"], 24))
         n = self.unread.get(ch["id"], 0)
         if n:
@@ -575,6 +582,11 @@ class BtchatApp(App[None]):
             1 for t in self.transfers.values() if t["direction"] == "in" and t["state"] == "offered"
         )
         line = Text(f"you: {self.me.get('id', '')}", overflow="fold")
+        if self.presence is None:
+            line.append("\n^P sets your presence", style="dim")
+        else:
+            dot, colour = PRESENCE_DOTS.get(self.presence, PRESENCE_DOTS["online"])
+            line.append(f"\n{dot} you are {self.presence} (^P changes)", style=colour)
         if waiting:
             line.append(f"\n{waiting} contact request(s): ^R", style="bold yellow")
         if offers:
@@ -596,7 +608,8 @@ class BtchatApp(App[None]):
         kind, key = self.current
         if kind == "channel":
             ch = self.channels.get(key, {})
-            line = Text("# ", style="bold")
+            line = Text()
+            line.append("# ", style="bold")
             line.append(plain(ch.get("name"), 60))
             line.append(
                 f"  {ch.get('members_online', 0)}/{ch.get('members', 0)} online"
@@ -606,7 +619,8 @@ class BtchatApp(App[None]):
             return line
         c = self.contacts.get(key, {})
         dot, colour = presence_dot(c)
-        line = Text(dot + " ", style=colour)
+        line = Text()
+        line.append(dot + " ", style=colour)
         line.append(plain(c.get("name"), 60))
         state = c.get("presence", "offline") if c.get("online") else "offline"
         line.append(f"  {state}", style="dim")
@@ -626,8 +640,14 @@ class BtchatApp(App[None]):
             return message_line(who, m.get("text") or "", m.get("ts"), mine=mine, note=note), mine
         mine = m["direction"] == "out"
         who = "me" if mine else self.name_of(m["peer"])
-        note = "offered a file: " if m.get("type") == "file" else ""
-        text = message_line(who, m["text"], m["ts"], mine=mine, state=m["state"], note=note)
+        note, after = "", None
+        if m.get("type") == "file":
+            note = "offered a file: "
+            t = self.transfers.get(m["id"])  # a transfer's id is its offer's message id
+            after = transfer_state(t) if t is not None else None
+        text = message_line(
+            who, m["text"], m["ts"], mine=mine, state=m["state"], note=note, after=after
+        )
         return text, mine
 
     def row_for(self, m: dict[str, Any]) -> MessageRow:
@@ -774,6 +794,16 @@ class BtchatApp(App[None]):
             )
 
     # -------------------------------------------------------------- actions
+
+    async def action_presence(self) -> None:
+        """Announce the next presence: online, away, busy, offline, online..."""
+        order = ("online", "away", "busy", "offline")
+        now = self.presence if self.presence in order else "offline"
+        wanted = order[(order.index(now) + 1) % len(order)]
+        done = await self.call("set_presence", wanted, None)
+        if done is not None:
+            self.presence = done.get("status", wanted)
+            self.draw_me()
 
     def action_focus_list(self) -> None:
         self.query_one("#convs", ListView).focus()
@@ -923,12 +953,12 @@ class BtchatApp(App[None]):
                 + ": ^T to accept or reject",
                 markup=False,
             )
-        self._transfers_changed()
+        self._transfers_changed(t)
 
     def _ev_file_progress(self, e: dict[str, Any]) -> None:
         t = e["transfer"]
         self.transfers[t["id"]] = t
-        self._transfers_changed()
+        self._transfers_changed(t)
 
     def _ev_file_done(self, e: dict[str, Any]) -> None:
         self._ev_file_progress(e)
@@ -936,8 +966,12 @@ class BtchatApp(App[None]):
         if t["direction"] == "in" and t["state"] == "done":
             self.notify("received " + plain(t["name"], 60), markup=False)
 
-    def _transfers_changed(self) -> None:
+    def _transfers_changed(self, t: dict[str, Any] | None = None) -> None:
         self.draw_me()
+        if t is not None:  # its offer's line in the conversation shown
+            row = self.query_one("#log", Conversation).rows.get(t["id"])
+            if row is not None:
+                row.update(self.message_text(row.data)[0])
         if isinstance(self.screen, Transfers):
             self.run_worker(self.screen.fill(), group="transfers")
 

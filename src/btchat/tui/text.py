@@ -12,13 +12,14 @@ word across lines instead of pushing the layout sideways.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from rich.text import Text
 
 from btchat.cli.render import STATE_MARKS
 from btchat.cli.terminal import indent_lines, terminal_safe
 
-__all__ = ["TICK_STYLES", "clock", "message_line", "plain", "safe"]
+__all__ = ["TICK_STYLES", "clock", "furthest", "message_line", "plain", "safe", "transfer_state"]
 
 #: How the tick of an outgoing message is drawn, by state.
 TICK_STYLES = {
@@ -61,10 +62,18 @@ def furthest(old: str, new: str) -> str:
 
 
 def message_line(
-    who: str, text: str, ts: int | None, *, mine: bool, state: str | None = None, note: str = ""
+    who: str,
+    text: str,
+    ts: int | None,
+    *,
+    mine: bool,
+    state: str | None = None,
+    note: str = "",
+    after: Text | None = None,
 ) -> Text:
     """One conversation entry: time, author, the text (continuation lines indented, so a
-    message cannot fake a line of its own) and, for ours, the delivery tick."""
+    message cannot fake a line of its own), ``after`` it (a file's transfer state) and,
+    for ours, the delivery tick."""
     line = Text(overflow="fold", end="")
     line.append(clock(ts) + " ", style="dim")
     line.append(plain(who, 40), style="bold cyan" if mine else "bold magenta")
@@ -72,8 +81,22 @@ def message_line(
     if note:
         line.append(note, style="italic")
     line.append_text(safe(indent_lines(text, "  ")))
+    if after is not None:
+        line.append_text(after)
     if mine and state:
         line.append(
             "  " + STATE_MARKS.get(state, plain(state, 20)), style=TICK_STYLES.get(state, "")
         )
     return line
+
+
+def transfer_state(t: dict[str, Any]) -> Text:
+    """A file offer's transfer as it stands, for its line in the conversation."""
+    state = str(t.get("state") or "")
+    if state in ("active", "paused"):
+        label = f"{state} {100 * float(t.get('progress') or 0):.0f}%"
+    elif state == "offered" and t.get("direction") == "in":
+        label = "offered: ^T to accept"
+    else:
+        label = plain(state, 20)
+    return Text(f"  [{label}]", style="yellow" if state in ("offered", "active") else "dim")
