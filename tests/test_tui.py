@@ -15,6 +15,7 @@ from textual.widgets import Input, ListView, ProgressBar, Static
 from btchat.api.client import DaemonNotRunning, new_token
 from btchat.api.fake import FakeMessenger
 from btchat.api.server import start_api
+from btchat.tui import app as tui_app
 from btchat.tui.app import BtchatApp, Conversation, ConvItem, MessageRow, Requests, Transfers
 
 ME = "e0" * 32
@@ -111,7 +112,10 @@ async def choose(pilot: Pilot, key: str) -> None:
     await until(pilot, lambda: app.current is not None and app.current[1] == key)  # type: ignore[attr-defined]
 
 
-async def test_send_a_message_and_see_its_ticks_move(daemon: Daemon) -> None:
+async def test_send_a_message_and_see_its_ticks_move(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tui_app, "TYPING_EVERY", 60.0)  # however slow the keys come
     old = daemon.fake.receive("bob", "are you there?")
     async with BtchatApp(daemon.locate).run_test(size=SIZE) as pilot:
         app = await started(pilot)
@@ -274,6 +278,7 @@ async def test_accept_a_file_offer_and_watch_it_progress(daemon: Daemon) -> None
             row.query_one("Label", Static)
         )
         assert bar.progress == pytest.approx(1.0)
+        assert app.query_one("#banner", Static).has_class("hidden")  # the stream stayed up
 
 
 async def _transfer_row(pilot: Pilot, screen: Any) -> Any:

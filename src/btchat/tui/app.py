@@ -852,8 +852,8 @@ class BtchatApp(App[None]):
             return  # kinds we do not show (and kinds newer daemons add) are ignored
         try:
             result = handler(e)
-        except (KeyError, TypeError, AttributeError, ValueError):
-            logger.warning("malformed %r event ignored", kind)
+        except Exception:  # one odd event must not take the stream (and the banner) down
+            logger.warning("%r event not shown", kind, exc_info=True)
             return
         if asyncio.iscoroutine(result):
             self.run_worker(self._guarded(result, kind), group="events-apply")
@@ -861,8 +861,8 @@ class BtchatApp(App[None]):
     async def _guarded(self, coro: Any, kind: Any) -> None:
         try:
             await coro
-        except (KeyError, TypeError, AttributeError, ValueError):
-            logger.warning("malformed %r event ignored", kind)
+        except Exception:
+            logger.warning("%r event not shown", kind, exc_info=True)
 
     async def _ev_message(self, e: dict[str, Any]) -> None:
         m = e["message"]
