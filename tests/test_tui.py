@@ -411,3 +411,39 @@ async def test_a_file_offer_shows_its_state_in_the_conversation(daemon: Daemon) 
         await until(pilot, lambda: row_texts(app)[-1].endswith("big.iso  [active 42%]"))
         files.advance(offer["id"], 1000)
         await until(pilot, lambda: row_texts(app)[-1].endswith("big.iso  [done]"))
+
+
+async def test_reject_a_contact_request(daemon: Daemon) -> None:
+    async with BtchatApp(daemon.locate).run_test(size=SIZE) as pilot:
+        app = await started(pilot)
+        daemon.fake.incoming_request(DAVE, note="buy cheap pills")
+        await until(pilot, lambda: "1 contact request(s)" in text_of(app.query_one("#me", Static)))
+        await pilot.press("ctrl+r")
+        await until(pilot, lambda: isinstance(app.screen, Requests))
+        await until(pilot, lambda: len(app.screen.query("#request-list ListItem")) == 1)
+        await pilot.press("ctrl+x")
+        await until(pilot, lambda: not daemon.fake.requests)
+        assert DAVE not in daemon.fake.contacts
+        screen = app.screen
+        await until(
+            pilot,
+            lambda: (
+                [text_of(lbl) for lbl in screen.query("#request-list Label")]
+                == ["no contact requests"]
+            ),
+        )
+        await pilot.press("escape")
+        await until(pilot, lambda: "contact request" not in text_of(app.query_one("#me", Static)))
+
+
+async def test_typing_fades_without_news(daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tui_app, "TYPING_SHOWN", 0.3)
+    async with BtchatApp(daemon.locate).run_test(size=SIZE) as pilot:
+        app = await started(pilot)
+        await choose(pilot, BOB)
+        daemon.fake.emit({"type": "typing", "contact": BOB, "on": True})
+        typing = app.query_one("#typing", Static)
+        await until(pilot, lambda: text_of(typing) == "bob is typing…")
+        assert item_text(app, BOB).endswith(" …")
+        await until(pilot, lambda: text_of(typing) == "")
+        await until(pilot, lambda: not item_text(app, BOB).endswith(" …"))
