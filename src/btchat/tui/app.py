@@ -744,11 +744,11 @@ class BtchatApp(App[None]):
         else:
             m = await self.call("post_channel", key, text)
         if m is None:
-            event.input.value = text  # not sent: give it back
+            if not event.input.value:
+                event.input.value = text  # not sent: give it back
             return
-        if kind == "channel":
-            m.setdefault("channel", key)
-        await self.show_message(m)
+        if self.current == (kind, key):  # still shown (the reply may come after a switch)
+            await self.show_message(m)
 
     @on(Input.Changed, "#input")
     def _typed(self, event: Input.Changed) -> None:
