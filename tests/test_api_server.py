@@ -535,6 +535,39 @@ async def test_file_routes_answer_501_without_file_transfer(api: Api) -> None:
     assert resp.status == 400
 
 
+class UploadOnlyFiles:
+    """A files part that records what an upload streamed to it."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[str, str, int, bytes]] = []
+
+    async def upload(self, c: str, name: str, size: int, chunks: AsyncIterator[bytes]) -> dict:
+        data = b"".join([chunk async for chunk in chunks])
+        self.got.append((c, name, size, data))
+        return {"id": "ab" * 16, "name": name, "size": len(data)}
+
+
+async def test_upload_streams_a_body_beyond_the_json_limit(api: Api) -> None:
+    client, fake = api
+    files = UploadOnlyFiles()
+    fake.files = files  # type: ignore[assignment]
+    data = bytes(range(256)) * (4 * MAX_BODY // 256)
+    url = "/v1/contacts/bob/files/upload"
+    resp = await client.post(url, params={"name": "ü <b>.bin"}, data=data, headers=AUTH)
+    assert resp.status == 201, await resp.text()
+    assert (await resp.json())["size"] == len(data)
+    assert files.got == [("bob", "ü <b>.bin", len(data), data)]
+    resp = await client.post(url, data=b"x", headers=AUTH)
+    assert await error_of(resp, 400) == "bad_request"  # no name
+
+    async def chunked() -> AsyncIterator[bytes]:
+        yield b"no length"
+
+    resp = await client.post(url, params={"name": "a"}, data=chunked(), headers=AUTH)
+    assert await error_of(resp, 411) == "length_required"
+    assert len(files.got) == 1
+
+
 # ------------------------------------------------------------------ WebSocket events
 
 

@@ -121,8 +121,13 @@ def test_invite_only_admits_invited_and_drops_removed(
     assert set(owner_view) == {alice.id, bob.id}
     assert owner_view[alice.id]["role"] == "owner" and owner_view[bob.id]["online"]
 
+    assert channel(bob, "club")["removed"] is False  # type: ignore[index]
     alice.cli("channel", "remove", "club", bob.id)
     wait_for(lambda: links(alice, "club") == 0 and links(bob, "club") == 0, 20, "bob dropped")
+    # Bob is told, and what he posts now is refused instead of reporting "sent".
+    wait_for(lambda: channel(bob, "club")["removed"], 20, "bob told")  # type: ignore[index]
+    refused = bob.cli("channel", "send", "club", "anyone there?", check=False)
+    assert refused.returncode == 1 and "removed you" in refused.stderr
     owner_view = {r["id"]: r for r in alice.cli("channel", "members", "club")["members"]}
     assert set(owner_view) == {alice.id}
     alice.cli("channel", "send", "club", "after bob left")

@@ -52,6 +52,7 @@ MODULE_RANKS: dict[str, float] = {
     "channels.service": 5.5,
     "node.boot": 8.5,
     "node.doctor": 8.6,  # mends what boot refuses to start with; uses its unlock
+    "node.reader": 8.6,  # reads history with no node running; uses its unlock
 }
 
 #: The sans-I/O cores: folders whose every module is a core, and single modules.

@@ -22,6 +22,7 @@ from btchat.messaging.envelope import Envelope
 from btchat.messaging.messages import MessageRow
 from btchat.messaging.store import WRONG_KEY, Store, StoreError
 from btchat.storage import database as db_mod
+from btchat.transfer.manifest import Manifest
 
 ALICE = Identity.from_seed(b"\x01" * 32)
 BOB = Identity.from_seed(b"\x02" * 32)
@@ -747,9 +748,13 @@ def test_requests(store: Store) -> None:
 def test_a_row_built_from_the_envelope_is_the_stored_one(store: Store) -> None:
     """The shell reports a stored message without reading it back: the same JSON."""
     mine, theirs = msg(frm=ALICE, to=BOB, text="out", lamport=3), msg(text="in", lamport=4)
+    offer = Manifest("a b.png", 5, "image/png", 16384, b"\x01" * 32).body()
+    file = msg(kind=E.FILE, body=offer, lamport=5)  # shown by its name and size
     store.save_outgoing(mine, NOW, sent=True)
     store.save_incoming(theirs, NOW + 1)
-    for env, direction, state in ((mine, "out", "sent"), (theirs, "in", "delivered")):
+    store.save_incoming(file, NOW + 2)
+    rows = ((mine, "out", "sent"), (theirs, "in", "delivered"), (file, "in", "delivered"))
+    for env, direction, state in rows:
         stored = store.get_message(env.id)
         assert stored is not None
         assert MessageRow.of(env, direction, state, 0).to_json() == stored.to_json()

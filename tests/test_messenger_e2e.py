@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from btchat.api.client import ApiClient, read_api_files
 
 pytestmark = pytest.mark.slow
 
@@ -64,10 +68,11 @@ class Person:
         self.cli("init", "--no-passphrase")
         self.id = self.cli("id")["id"]
 
-    def cli(self, *args: str, check: bool = True) -> Any:
+    def cli(self, *args: str, check: bool = True, stdin: str | None = None) -> Any:
         out = subprocess.run(
             [*self.wrap, *BTCHAT, *args, "--data-dir", str(self.dir), "--json"],
             env=self.env,
+            input=stdin,
             capture_output=True,
             text=True,
             timeout=60,
@@ -239,6 +244,77 @@ def test_clear_errors(people: dict[str, Person]) -> None:
     assert out.returncode == 1 and "nobody" in out.stderr
     out = alice.cli("contact", "add", "btnotanid", check=False)
     assert out.returncode == 1
+
+
+def test_the_cli_as_a_front_end(people: dict[str, Person], tmp_path: Path) -> None:
+    """Text from standard input or a file; blank and oversized messages refused with the
+    limit named; files and history name people by petname; history pages back, and
+    reads the database when the daemon is down."""
+    alice, bob = people["alice"], people["bob"]
+    alice.up()
+    bob.up()
+    befriend(alice, bob)
+    assert alice.cli("send", "bob", "-", stdin="from a pipe\n")["text"] == "from a pipe"
+    note = tmp_path / "note.txt"
+    note.write_text("line one\nline two\n")
+    assert alice.cli("send", "bob", "--file", str(note))["text"] == "line one\nline two"
+    for blank in (" ", "\n\t "):
+        out = alice.cli("send", "bob", blank, check=False)
+        assert out.returncode == 1 and "not only white space" in out.stderr
+    out = alice.cli("send", "bob", "-", stdin="x" * 20_000, check=False)
+    assert out.returncode == 1 and "20,000 bytes" in out.stderr and "16,384" in out.stderr
+    out = alice.cli("send", "bob", check=False)
+    assert out.returncode == 1 and "standard input" in out.stderr
+    for i in range(3):
+        alice.cli("send", "bob", f"numbered {i}")
+    wait_for(lambda: len(bob.texts("alice")) == 5, 60, "bob to receive all five")
+
+    photo = tmp_path / "photo.bin"
+    photo.write_bytes(os.urandom(3 << 20))
+    alice.cli("send-file", "bob", str(photo))
+    listing = subprocess.run(
+        [*BTCHAT, "files", "--data-dir", str(alice.dir)],
+        env=alice.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert re.search(r"to bob: photo\.bin \(3\.0 MiB\) offered", listing.stdout), listing
+
+    # watch names people and says typing in words; it exits 1 when the daemon goes.
+    watch = subprocess.Popen(
+        [*BTCHAT, "watch", "--data-dir", str(bob.dir)],
+        env=bob.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seen: list[str] = []
+    assert watch.stdout is not None
+    reader = threading.Thread(target=lambda: seen.extend(watch.stdout or []), daemon=True)
+    reader.start()
+    time.sleep(1.0)  # subscribed (watch prints nothing until an event)
+    ApiClient(*read_api_files(alice.dir)).send_typing("bob", True)
+    alice.cli("send", "bob", "watched")
+    wait_for(lambda: any("alice: watched" in line for line in seen), 30, "the watched line")
+    assert any("alice is typing" in line for line in seen), seen
+    assert not any(alice.id[:12].lower() in line.lower() for line in seen), seen
+
+    bob.down()
+    assert watch.wait(timeout=30) == 1
+    assert watch.stderr is not None and "daemon went away" in watch.stderr.read()
+    offline = [*BTCHAT, "history", "alice", "--data-dir", str(bob.dir), "--limit", "2"]
+    page = subprocess.run(offline, env=bob.env, capture_output=True, text=True, timeout=60)
+    assert page.returncode == 0, page.stderr
+    lines = page.stdout.splitlines()
+    texts = [line.split(": ", 1)[1] for line in lines]
+    assert texts[0] == "[file] photo.bin (3145728 bytes)" and texts[1] == "watched", texts
+    assert all(" alice: " in line for line in lines)
+    older = re.search(r"--before (\d+)", page.stderr)
+    assert older, page.stderr
+    rest = bob.cli("history", "alice", "--before", older.group(1))["messages"]
+    assert [m["text"] for m in rest][-2:] == ["numbered 1", "numbered 2"]
+    assert rest[0]["text"] == "from a pipe"
 
 
 def test_contact_request_from_a_stranger(people: dict[str, Person]) -> None:

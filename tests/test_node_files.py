@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -349,3 +350,53 @@ async def test_a_malformed_or_extra_stream_is_refused_and_transfers_go_on(tmp_pa
     pair.pump()
     t = transfer_json(pair.a, sent["id"])
     assert t["state"] == "done" and Path(t["path"]).read_bytes() == src.read_bytes()
+
+
+async def chunks_of(data: bytes, step: int = 7000) -> AsyncIterator[bytes]:
+    for i in range(0, len(data), step):
+        yield data[i : i + step]
+
+
+async def test_an_upload_is_offered_under_its_name_and_its_copy_goes_when_done(
+    tmp_path: Path,
+) -> None:
+    """The web app's path: bytes streamed in, copied, offered under the name it gave."""
+    pair = Pair(tmp_path)
+    data = os.urandom(70000)
+    sent = await pair.a.files.upload("bob", "../holiday <1>.png", len(data), chunks_of(data))
+    assert sent["name"] == "holiday 1.png" and sent["media_type"] == "image/png"
+    copy = Path(sent["path"])
+    assert copy.parent == tmp_path / "alice" / "transfers" / "uploads"
+    assert copy.read_bytes() == data
+    pair.drive()
+    await pair.b.files.act(sent["id"], "accept")
+    pair.pump()
+    got = transfer_json(pair.b, sent["id"])
+    assert got["state"] == "done" and Path(got["path"]).read_bytes() == data
+    assert transfer_json(pair.a, sent["id"])["state"] == "done"
+    assert not copy.exists()  # nothing serves it any more
+    # A body shorter or longer than announced leaves no offer and no copy behind.
+    for size in (len(data) + 1, len(data) - 1):
+        with pytest.raises(ApiError) as err:
+            await pair.a.files.upload("bob", "x.bin", size, chunks_of(data))
+        assert err.value.code == "bad_length"
+    assert list(copy.parent.iterdir()) == []
+    with pytest.raises(ApiError) as err:
+        await pair.a.files.upload("bob", "x.bin", 2**40, chunks_of(b""))
+    assert err.value.code == "too_large"
+
+
+async def test_a_rejected_upload_drops_its_copy(tmp_path: Path) -> None:
+    pair = Pair(tmp_path)
+    sent = await pair.a.files.upload("bob", "a.txt", 5, chunks_of(b"hello"))
+    pair.drive()
+    await pair.b.files.act(sent["id"], "reject")
+    pair.pump()
+    assert transfer_json(pair.a, sent["id"])["state"] == "rejected"
+    assert not Path(sent["path"]).exists()
+
+
+async def test_an_uploads_long_name_is_cut_keeping_its_extension(tmp_path: Path) -> None:
+    pair = Pair(tmp_path)
+    sent = await pair.a.files.upload("bob", "é" * 600 + ".tar.gz", 2, chunks_of(b"ok"))
+    assert len(sent["name"].encode()) <= 255 and sent["name"].endswith(".gz")

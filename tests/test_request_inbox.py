@@ -7,6 +7,7 @@ moves to a fresh inbox and republishes its profile; the next honest request arri
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,10 @@ class FakeDht:
 
     def __init__(self) -> None:
         self.items: dict[bytes, bep44.MutableItem] = {}
+        self.gets = 0
 
     async def get_mutable(self, public_key: bytes, salt: bytes = b"") -> GetItemResult:
+        self.gets += 1
         item = self.items.get(public_key + salt)
         if item is None:
             return GetItemResult(None, None, None, None, 1)
@@ -135,10 +138,34 @@ async def test_requests_written_to_the_previous_inbox_still_arrive(tmp_path: Pat
     assert [r.note for r in bob.store.list_requests()] == ["before the move"]
 
 
-async def test_no_profile_is_a_clear_error(tmp_path: Path) -> None:
-    alice = Person(tmp_path, "alice")
+@pytest.fixture
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cr, "PROFILE_RETRY_AFTER", 0.01)
+    monkeypatch.setattr(cr, "PROFILE_RETRY_WITHIN", 0.1)
+
+
+async def test_no_profile_is_a_clear_error(tmp_path: Path, quick_retries: None) -> None:
+    alice, dht = Person(tmp_path, "alice"), FakeDht()
     with pytest.raises(DhtError, match="profile"):
-        await alice.requests.send(FakeDht(), Identity.generate().public_key, None, None)  # type: ignore[arg-type]
+        await alice.requests.send(dht, Identity.generate().public_key, None, None)  # type: ignore[arg-type]
+    assert 2 <= dht.gets <= 12  # looked again for a while, then gave up
+    assert alice.store.list_requests() == []
+
+
+async def test_a_profile_put_while_we_look_is_found(tmp_path: Path, quick_retries: None) -> None:
+    """Bob has just come online: his profile lands a moment after Alice's first lookup."""
+    dht = FakeDht()
+    alice, bob = Person(tmp_path, "alice"), Person(tmp_path, "bob")
+    sending = asyncio.ensure_future(
+        alice.requests.send(dht, bob.identity.public_key, "hi", None)  # type: ignore[arg-type]
+    )
+    await asyncio.sleep(0.03)
+    assert not sending.done()
+    await bob.publish(dht)
+    await sending
+    await bob.requests.poll_once(dht, time.time(), on_rotate=bob.moved)  # type: ignore[arg-type]
+    [req] = bob.store.list_requests()
+    assert req.note == "hi"
 
 
 def test_only_an_absurd_seq_counts_as_squatting() -> None:

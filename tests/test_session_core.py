@@ -145,6 +145,28 @@ def test_responder_waits_for_key_confirmation() -> None:
     assert "timed out" in only_failure(replayed).reason
 
 
+def test_both_sides_measure_the_round_trip() -> None:
+    """The responder from message 2 to the key-confirmation PING, the dialler from that
+    PING to its PONG, then both from keepalive PINGs (smoothed as RFC 6298's SRTT)."""
+    alice, bob = party(), party()
+    a = initiator_for(alice, bob)
+    b = responder_for(bob, {alice.identity.public_key})
+    b.receive_data(a.data_to_send(), 0.00)  # 50 ms one way, each way
+    a.receive_data(b.data_to_send(), 0.05)  # message 2 in; the PING leaves at 0.05
+    b.receive_data(a.data_to_send(), 0.10)  # PING in: 0.10 after message 2 left at 0.00
+    assert b.rtt == pytest.approx(0.10) and a.rtt is None
+    a.receive_data(b.data_to_send(), 0.15)  # PONG in
+    assert a.rtt == pytest.approx(0.10)
+
+    idle = SessionConfig().keepalive
+    a.handle_timer(idle + 1.0)  # a keepalive PING, 300 ms round trip this time
+    b.receive_data(a.data_to_send(), idle + 1.15)
+    a.receive_data(b.data_to_send(), idle + 1.30)
+    assert a.rtt == pytest.approx(0.875 * 0.10 + 0.125 * 0.30)
+    a.receive_data(b"", idle + 2.0)
+    assert a.rtt == pytest.approx(0.875 * 0.10 + 0.125 * 0.30)  # no PONG, no sample
+
+
 def test_byte_by_byte_delivery() -> None:
     alice, bob = party(), party()
     a = initiator_for(alice, bob)

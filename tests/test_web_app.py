@@ -10,150 +10,30 @@ when it is set: ``docs/screenshots/`` is made that way.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from harness import skip_unless_ci
-from test_messenger_e2e import Person, sandbox, wait_for  # noqa: F401
+from test_messenger_e2e import Person, sandbox  # noqa: F401
+from web_harness import Tab, add_contact, browser, people  # noqa: F401
 
-from btchat.api.client import ApiClient, read_api_files
 from btchat.api.facade import MAX_TEXT_BYTES
-from btchat.cli.webopen import signed_in_url
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",  # as root, chromium's sandbox cannot start
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 #: The hostile message: markup, a terminal escape, a bidi override, and a word as long
 #: as the rest of the 16 KiB a message may hold.
 HOSTILE_MARKUP = "<img src=x onerror=alert(1)><script>alert(2)</script>"
 _HOSTILE_HEAD = f"{HOSTILE_MARKUP} \x1b[31mred\x1b[0m \u202egnp.exe "
 LONG_WORD = "W" * (MAX_TEXT_BYTES - len(_HOSTILE_HEAD.encode()))
 HOSTILE = _HOSTILE_HEAD + LONG_WORD
-TIMEOUT_MS = 60_000
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if os.geteuid() != 0:
-        skip_unless_ci("the web app tests run chromium as root (CI); not root here")
-    if not os.access(CHROMIUM, os.X_OK):
-        skip_unless_ci(f"{CHROMIUM} is missing (scripts/setup installs Debian chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        skip_unless_ci("the playwright package is missing (pip install -e '.[test]')")
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-class Tab:
-    """One person's browser context and page, recording every request it makes."""
-
-    def __init__(self, browser: Any, person: Person, scheme: str = "light") -> None:
-        self.api_url, self.token = read_api_files(person.dir)
-        self.origin = self.api_url.rstrip("/")
-        self.client = ApiClient(self.api_url, self.token)
-        self.context = browser.new_context(
-            color_scheme=scheme, viewport={"width": 1100, "height": 720}
-        )
-        self.requests: list[str] = []
-        self.foreign: list[str] = []
-        self.sockets: list[str] = []
-        self.dialogs: list[str] = []
-        self.errors: list[str] = []
-        self.context.route("**/*", self._route)
-        self.held: list[tuple[Any, Any]] = []  # (route, response) of sends held back
-        self.page = self.context.new_page()
-        self.page.set_default_timeout(TIMEOUT_MS)
-        self.page.on("websocket", lambda ws: self.sockets.append(ws.url))
-        self.page.on("dialog", self._dialog)
-        self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
-
-    def _route(self, route: Any) -> None:
-        url = route.request.url
-        self.requests.append(url)
-        if url.startswith(self.origin + "/"):
-            route.continue_()
-        else:  # never let it out; the test fails on it below
-            self.foreign.append(url)
-            route.abort()
-
-    def hold_send_replies(self) -> None:
-        """From now on the daemon gets each send at once, but the page sees the reply
-        only on ``release()``: the events of that message then arrive before it."""
-
-        def hold(route: Any) -> None:
-            if route.request.method != "POST":
-                route.fallback()
-                return
-            self.requests.append(route.request.url)
-            self.held.append((route, route.fetch()))
-
-        self.page.route("**/v1/contacts/*/messages", hold)
-
-    def release(self) -> None:
-        for route, response in self.held:
-            route.fulfill(response=response)
-        self.held.clear()
-        self.page.unroute("**/v1/contacts/*/messages")
-
-    def _dialog(self, dialog: Any) -> None:
-        self.dialogs.append(dialog.message)
-        dialog.dismiss()
-
-    def open(self) -> Any:
-        return self.page.goto(signed_in_url(self.api_url, self.token))
-
-    def shot(self, name: str, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        self.page.screenshot(path=str(folder / f"{name}.png"))
-
-    def own_origin_only(self) -> None:
-        assert self.foreign == [], f"requests to other origins: {self.foreign}"
-        assert self.requests, "no request recorded: the route log is not working"
-        ws_origin = "ws://" + urlsplit(self.origin).netloc + "/"
-        assert self.sockets and all(u.startswith(ws_origin) for u in self.sockets), self.sockets
-
-
-@pytest.fixture
-def people(sandbox: tuple[str, dict[str, str]], tmp_path: Path) -> Iterator[dict[str, Person]]:  # noqa: F811
-    bootstrap, env = sandbox
-    folks = {n: Person(n, tmp_path, env, bootstrap) for n in ("alice", "bob")}
-    try:
-        for p in folks.values():
-            p.up()
-        yield folks
-    finally:
-        for p in folks.values():
-            if p.proc is not None:
-                p.proc.kill()
-                p.proc.wait(timeout=10)
-
-
-def add_contact(tab: Tab, their_id: str, name: str) -> None:
-    tab.page.get_by_role("button", name="Add a contact").click()
-    tab.page.fill("#add-ref", their_id)
-    tab.page.fill("#add-name", name)
-    tab.page.click("#add-submit")
-    tab.page.wait_for_selector(f"#compose[aria-label='Message to {name}']")
 
 
 def test_two_people_chat_in_the_browser(
-    browser: Any, people: dict[str, Person], tmp_path: Path
+    browser: Any,  # noqa: F811
+    people: dict[str, Person],  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     alice_p, bob_p = people["alice"], people["bob"]
     shots = Path(os.environ.get("BTCHAT_SCREENSHOTS") or tmp_path / "shots")
@@ -303,7 +183,7 @@ def test_two_people_chat_in_the_browser(
         tab.context.close()
 
 
-def test_theme_toggle_and_no_token(browser: Any, people: dict[str, Person]) -> None:
+def test_theme_toggle_and_no_token(browser: Any, people: dict[str, Person]) -> None:  # noqa: F811
     alice = Tab(browser, people["alice"])
     # Without the fragment the page asks for `btchat open`, and the API refuses it.
     alice.page.goto(alice.origin + "/")

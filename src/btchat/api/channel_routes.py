@@ -140,7 +140,11 @@ async def channel_history(request: web.Request) -> web.Response:
     "POST /v1/channels/{channel}/messages",
     "postChannelMessage",
     "Post to everyone, or privately to chosen members",
-    {"201": ("ChannelMessage", "The message.")},
+    {
+        "201": ("ChannelMessage", "The message."),
+        "403": "Error",  # removed: the owner took us off the member list
+        "409": "Error",  # no_key: no grant from the owner yet
+    },
     body="NewChannelMessage",
     params=_CH,
 )

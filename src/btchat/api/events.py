@@ -24,6 +24,7 @@ from btchat.api.models import (
     Message,
     Ms,
     Shape,
+    Transfer,
 )
 
 __all__ = ["EVENT_MODELS", "Event", "event_problem"]
@@ -138,6 +139,27 @@ class ChannelRemovedEvent(_Event):
     channel: str
 
 
+class FileOfferEvent(_Event):
+    """A contact offered us a file (or an offer was refused: its state says so)."""
+
+    type: Literal["file_offer"]
+    transfer: Transfer
+
+
+class FileProgressEvent(_Event):
+    """A transfer moved (at most twice a second each) or changed state."""
+
+    type: Literal["file_progress"]
+    transfer: Transfer
+
+
+class FileDoneEvent(_Event):
+    """A transfer completed: received and verified, or, on the sender, confirmed."""
+
+    type: Literal["file_done"]
+    transfer: Transfer
+
+
 class ReadyFrame(_Event):
     """Always the first frame: the subscription is in place, so no event after it is
     missed."""
@@ -182,6 +204,9 @@ EVENT_MODELS: dict[str, type[_Event]] = {
         DhtEvent,
         ChannelMessageEvent,
         ChannelRemovedEvent,
+        FileOfferEvent,
+        FileProgressEvent,
+        FileDoneEvent,
         ReadyFrame,
         PongFrame,
         ErrorFrame,
@@ -222,6 +247,9 @@ class Event(RootModel[Any]):
         | DhtEvent
         | ChannelMessageEvent
         | ChannelRemovedEvent
+        | FileOfferEvent
+        | FileProgressEvent
+        | FileDoneEvent
         | ReadyFrame
         | PongFrame
         | ErrorFrame

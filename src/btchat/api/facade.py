@@ -84,13 +84,19 @@ class Channels(Protocol):
 class Files(Protocol):
     """1:1 file transfer (``node/files.py``'s ``Files``). Transfers are
     ``{id, direction, contact, name, size, media_type, root, pieces, have, bytes_done,
-    progress, state, error, path, ...}``; ``tid`` is a transfer id or a unique prefix."""
+    progress, state, error, path, ...}``; ``tid`` is a transfer id or a unique prefix.
+    :meth:`upload` offers bytes streamed in (``size`` of them) under ``name``: the web
+    app has bytes, not a path on the daemon's machine."""
 
     async def list(self) -> list[dict[str, Any]]: ...
 
     async def get(self, tid: str) -> dict[str, Any]: ...
 
     async def send(self, c: str, path: str) -> dict[str, Any]: ...
+
+    async def upload(
+        self, c: str, name: str, size: int, chunks: AsyncIterator[bytes]
+    ) -> dict[str, Any]: ...
 
     async def act(self, tid: str, action: str) -> dict[str, Any]: ...
 

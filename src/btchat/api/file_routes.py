@@ -3,12 +3,15 @@
 Files are reached through the facade's typed ``Messenger.files`` part; a messenger
 without it answers 501. Sending takes a path on the daemon's machine: the API listens on
 loopback only and every call carries the token, so only the user's own programs can
-ask the daemon to read a file. ``GET /download`` streams a finished file (with range
-requests, through aiohttp's ``FileResponse``).
+ask the daemon to read a file. A client with bytes and no path (the web app) streams
+them as the body of ``POST /v1/contacts/{contact}/files/upload``: read in chunks, never
+whole, and copied to the daemon's disk before the offer goes out. ``GET /download``
+streams a finished file (with range requests, through aiohttp's ``FileResponse``).
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -26,6 +29,11 @@ files = ROUTES.section("files")
 
 _T = ("transfer",)
 MAX_TRANSFER_REF = 32
+#: Longest name an upload may give; the offer's is then cut to 255 UTF-8 bytes, keeping
+#: the extension (``safe_name``), so a browser's long name is shortened, not refused.
+MAX_UPLOAD_NAME = 1024
+#: Bytes read from an upload's body per step.
+UPLOAD_CHUNK = 256 * 1024
 
 
 def _files(request: web.Request) -> Files:
@@ -49,6 +57,40 @@ def _transfer(request: web.Request) -> str:
 )
 async def send_file(request: web.Request, body: m.NewFile) -> web.Response:
     return ok(await _files(request).send(contact_param(request), body.path), 201)
+
+
+@files(
+    "POST /v1/contacts/{contact}/files/upload",
+    "uploadFile",
+    "Offer a file whose bytes are the request body",
+    {
+        "201": ("Transfer", "The transfer; the offer is in the conversation."),
+        "404": "NotFound",
+        "411": "Error",
+        "413": "Error",
+        "507": "Error",
+    },
+    params=("contact", "uploadName"),
+    raw_body="application/octet-stream",
+    description="For clients that hold the bytes rather than a path on the daemon's "
+    "machine (the web app). Content-Length is required; the body is streamed to the "
+    "daemon's disk (it serves the pieces from there), and the copy is deleted once the "
+    "transfer ends.",
+)
+async def upload_file(request: web.Request) -> web.Response:
+    name = request.query.get("name", "")
+    if not 1 <= len(name) <= MAX_UPLOAD_NAME:
+        raise bad_request(f"name must be 1 to {MAX_UPLOAD_NAME} characters")
+    size = request.content_length
+    if size is None:
+        raise ApiError(411, "length_required", "give the file's size as Content-Length")
+    part = _files(request)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        async for chunk in request.content.iter_chunked(UPLOAD_CHUNK):
+            yield chunk
+
+    return ok(await part.upload(contact_param(request), name, size, chunks()), 201)
 
 
 @files(

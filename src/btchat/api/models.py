@@ -62,6 +62,13 @@ def _max_bytes(limit: int) -> AfterValidator:
     return AfterValidator(check)
 
 
+def _not_blank(value: str) -> str:
+    """A message of spaces and line breaks only is a slip of the keyboard, not a message."""
+    if not value.strip():
+        raise ValueError("only white space")
+    return value
+
+
 # ------------------------------------------------------------------ field types
 
 _HEX_KEY_DOC = "Ed25519 public key, 64 lowercase hex digits."
@@ -97,10 +104,15 @@ Text = Annotated[
     Field(
         min_length=1,
         max_length=MAX_TEXT_BYTES,
-        description=f"1 to {MAX_TEXT_BYTES} UTF-8 bytes.",
+        pattern="\\S",
+        description=f"1 to {MAX_TEXT_BYTES} UTF-8 bytes, not only white space.",
     ),
     _max_bytes(MAX_TEXT_BYTES),
-    Rule("bad_text", f"text must be a string of 1 to {MAX_TEXT_BYTES} bytes"),
+    AfterValidator(_not_blank),
+    Rule(
+        "bad_text",
+        f"text must be 1 to {MAX_TEXT_BYTES} bytes (UTF-8) and not only white space",
+    ),
 ]
 IdList = Annotated[
     list[Annotated[str, Field(min_length=1, max_length=300)]],
@@ -462,6 +474,11 @@ class Contact(Shape):
         description='What carries each live session (one per device): "tcp", "udp" or'
         ' "relay via <relay id, 16 hex digits>".',
     )
+    rtt_ms: float | None = Field(
+        None,
+        description="Smoothed round-trip time of the fastest live session, milliseconds"
+        " (from the handshake and keepalive PINGs); null before the first measurement.",
+    )
     profile: Profile | None = None
     retention_days: float | None = Field(
         None,
@@ -527,6 +544,9 @@ class Channel(Shape):
     id: str = Field(description="Channel id (hex).")
     name: str
     invite_only: bool
+    removed: bool | None = Field(
+        None, description="The owner removed us: posting is refused (403 removed)."
+    )
     owner: str | None = None
     trackers: list[str] | None = None
     uri: str = Field(description="The btchat:channel link to share.")

@@ -113,6 +113,13 @@ _PARAMETERS: dict[str, Any] = {
         {"type": "string", "minLength": 6, "maxLength": 32},
         "A transfer's id (the offer's message id, hex), or a unique prefix of 6+ digits.",
     ),
+    "uploadName": _param(
+        "name",
+        "query",
+        {"type": "string", "minLength": 1, "maxLength": 1024},
+        "The file's name; the offer's is made safe and cut to 255 UTF-8 bytes.",
+        required=True,
+    ),
     "fileId": _param(
         "id",
         "query",

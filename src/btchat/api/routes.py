@@ -120,6 +120,8 @@ class Route:
     params: tuple[str, ...] = ()
     description: str | None = None
     public: bool = False
+    #: The media type of a body the handler streams itself (not JSON, no model).
+    raw_body: str | None = None
 
     def endpoint(self) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         """The aiohttp handler: the body read and validated first, when there is one."""
@@ -146,6 +148,12 @@ class Route:
             op["requestBody"] = {
                 "required": self.body_required,
                 "content": {"application/json": {"schema": schema_ref(self.body)}},
+            }
+            responses["400"] = response_ref("BadRequest")
+        elif self.raw_body is not None:
+            op["requestBody"] = {
+                "required": True,
+                "content": {self.raw_body: {"schema": {"type": "string", "format": "binary"}}},
             }
             responses["400"] = response_ref("BadRequest")
         if self.public:

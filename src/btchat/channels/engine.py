@@ -61,6 +61,7 @@ __all__ = [
     "ChannelEngine",
     "Dial",
     "Drop",
+    "NotAMember",
     "Removed",
     "Send",
     "Shown",
@@ -124,6 +125,10 @@ class Drop:
 
     member: bytes
     reason: str
+
+
+class NotAMember(ValueError):
+    """We may not post: the owner's member list no longer holds us."""
 
 
 @dataclass(frozen=True)
@@ -254,6 +259,11 @@ class ChannelEngine:
 
     def may_author(self, member: bytes) -> bool:
         return not self.invite_only or self.members is None or member in self.members
+
+    @property
+    def removed(self) -> bool:
+        """The owner's member list no longer holds us: nobody would take what we post."""
+        return not self.may_author(self.me)
 
     # -------------------------------------------------------------- links
 
@@ -681,7 +691,12 @@ class ChannelEngine:
     # -------------------------------------------------------------- output
 
     def post(self, text: str, now: float, *, to: list[bytes] | None = None) -> StoredMessage:
-        """Author a message: to everyone, or privately to ``to`` (members)."""
+        """Author a message: to everyone, or privately to ``to`` (members).
+
+        Raises :class:`NotAMember` once the owner has removed us, :class:`ValueError`
+        while we hold no key yet."""
+        if self.removed:
+            raise NotAMember("the owner removed you from this channel: nobody would read it")
         generation = self._generation()
         key = self._traffic_key(generation) if generation >= 0 else None
         if not to and key is None:

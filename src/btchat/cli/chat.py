@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from btchat.api.client import ApiClient, ApiClientError, DaemonNotRunning, read_api_files
+from btchat.api.facade import MAX_TEXT_BYTES
 from btchat.cli import tuicmd, webopen
 from btchat.cli.base import UserError, emit, stop_on_signal
 from btchat.cli.render import (
+    Names,
     channel_line,
     channel_message_line,
     contact_line,
@@ -28,8 +30,10 @@ from btchat.cli.render import (
     member_line,
     request_line,
     show_message,
+    transfer_line,
 )
 from btchat.cli.terminal import terminal_safe
+from btchat.errors import ApiError
 from btchat.messaging.contacts import ContactChange
 from btchat.net.proxy import TOR_SOCKS, ProxyUrl, parse_proxy
 from btchat.node.config import (
@@ -243,23 +247,26 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p = command(contact, "add", cmd_contact_add, help="add a contact by ID or btchat: URI")
     p.add_argument("ref", metavar="ID|URI")
     p.add_argument("name", nargs="?", help="petname")
-    command(contact, "rename", lambda a: patch(a, name=a.name), "contact", "name")
-    for verb, field, value in (
-        ("block", "blocked", True),
-        ("unblock", "blocked", False),
-        ("verify", "verified", True),
-        ("unverify", "verified", False),
+    command(contact, "rename", lambda a: patch(a, name=a.name), "contact", "name",
+            help="give a contact another petname")  # fmt: skip
+    for verb, field, value, what in (
+        ("block", "blocked", True, "refuse their sessions and messages"),
+        ("unblock", "blocked", False, "take them back"),
+        ("verify", "verified", True, "mark their safety number as compared"),
+        ("unverify", "verified", False, "take the mark back"),
     ):
-        command(contact, verb, lambda a, f=field, v=value: patch(a, **{f: v}), "contact")
+        command(contact, verb, lambda a, f=field, v=value: patch(a, **{f: v}), "contact",
+                help=what)  # fmt: skip
     p = command(
         contact,
         "retention",
-        lambda a: patch(a, retention_days=a.days),
+        cmd_contact_retention,
         "contact",
         help="how long a message to this contact is retried while they are offline",
     )
-    p.add_argument("days", type=float, help="1 to 14 (default 2)")
-    command(contact, "remove", cmd_contact_remove, "contact")
+    p.add_argument("days", type=float, nargs="?", help="1 to 14 (default 2); none: show it")
+    command(contact, "remove", cmd_contact_remove, "contact",
+            help="forget a contact (the history stays)")  # fmt: skip
     command(contact, "safety", cmd_contact_safety, "contact", help="the safety number to compare")
     p = command(
         contact,
@@ -270,9 +277,15 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("address", metavar="IP:PORT")
 
-    command(sub, "send", cmd_send, "contact", "text", help="send a message")
-    p = command(sub, "history", cmd_history, "contact", help="show a conversation")
+    p = command(sub, "send", cmd_send, "contact", help="send a message")
+    text_arguments(p)
+    p = command(
+        sub, "history", cmd_history, "contact",
+        help="show a conversation (read from the database when no daemon runs)",
+    )  # fmt: skip
     p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--before", type=int, metavar="LAMPORT",
+                   help="only messages older than this one (paging back)")  # fmt: skip
     p = command(sub, "search", cmd_search, "query", help="search your history")
     p.add_argument("--contact")
     command(sub, "read", cmd_read, "contact", help="mark a conversation read")
@@ -285,8 +298,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--avatar", type=Path, help="avatar image (its SHA-256 is published)")
 
     p = command(sub, "send-file", cmd_send_file, "contact", "path", help="offer a file")
-    command(sub, "files", lister("list_transfers", "transfers", transfer_line, "no transfers"),
-            help="file transfers with progress")  # fmt: skip
+    command(sub, "files", cmd_files, help="file transfers with progress")
     for verb in ("accept", "reject", "cancel", "pause", "resume"):
         command(
             sub,
@@ -354,7 +366,8 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("address", metavar="IP:PORT")
     command(channel, "members", cmd_channel_members, "channel", help="members with presence")
-    p = command(channel, "send", cmd_channel_send, "channel", "text", help="post to the channel")
+    p = command(channel, "send", cmd_channel_send, "channel", help="post to the channel")
+    text_arguments(p)
     p.add_argument("--to", action="append", default=[], metavar="ID", help="private to members")
     p = command(channel, "history", cmd_channel_history, "channel")
     p.add_argument("--limit", type=int, default=50)
@@ -397,15 +410,20 @@ def lister(
 
 
 def ask_passphrase(new: bool) -> str | None:
-    """Prompt on a terminal (twice for a new one); ``None`` when there is no terminal."""
+    """Prompt on a terminal (a new one with a strength hint, typed twice); ``None`` when
+    there is no terminal."""
     if not sys.stdin.isatty():
         return None
     import getpass
 
-    value = getpass.getpass("Passphrase: ")
-    if new and getpass.getpass("Again: ") != value:
-        raise UserError("the passphrases differ")
-    return value
+    if not new:
+        return getpass.getpass("Passphrase: ")
+    from btchat.cli.passphrase import choose_passphrase
+
+    chosen = choose_passphrase(getpass.getpass, input, lambda s: print(s, file=sys.stderr))
+    if chosen is None:
+        raise UserError("no passphrase chosen; nothing was created")
+    return chosen
 
 
 # ------------------------------------------------------------------ commands
@@ -587,6 +605,15 @@ async def patch(args: argparse.Namespace, **changes: Any) -> None:
     emit(args, c, f"{c['name']}: " + ", ".join(f"{k} = {v}" for k, v in changes.items()))
 
 
+async def cmd_contact_retention(args: argparse.Namespace) -> None:
+    if args.days is not None:
+        await patch(args, retention_days=args.days)
+        return
+    c = call(args, "get_contact", args.contact)
+    days = c["retention_days"]
+    emit(args, c, f"{c['name']}: a message is retried for {days:g} days while they are offline")
+
+
 async def cmd_contact_remove(args: argparse.Namespace) -> None:
     call(args, "remove_contact", args.contact)
     emit(args, {"removed": args.contact}, f"removed {args.contact}")
@@ -608,25 +635,25 @@ async def cmd_contact_dial(args: argparse.Namespace) -> None:
     emit(args, c, f"session with {c['name']} at {args.address}")
 
 
-def transfer_line(t: dict[str, Any]) -> str:
-    arrow = "->" if t["direction"] == "out" else "<-"
-    pct = f"{100 * t['progress']:.0f}%"
-    extra = f" ({t['error']})" if t.get("error") else ""
-    where = f" {t['path']}" if t.get("path") and t["direction"] == "in" else ""
-    return (
-        f"{t['id'][:12]} {arrow} {t['contact'][:12]} {t['name']} {t['size']} B "
-        f"{t['state']} {pct}{extra}{where}"
-    )
+def contact_names(args: argparse.Namespace) -> dict[str, str]:
+    """Public key -> petname, for lines that name people (none needed with --json)."""
+    return {} if args.json else {c["public_key"]: c["name"] for c in call(args, "list_contacts")}
+
+
+async def cmd_files(args: argparse.Namespace) -> None:
+    names = contact_names(args)
+    rows = call(args, "list_transfers")
+    emit_rows(args, "transfers", rows, lambda t: transfer_line(t, names), "no transfers")
 
 
 async def cmd_send_file(args: argparse.Namespace) -> None:
     t = call(args, "send_file", args.contact, str(Path(args.path).resolve()))
-    emit(args, t, transfer_line(t))
+    emit(args, t, transfer_line(t, contact_names(args)))
 
 
 async def cmd_file_action(args: argparse.Namespace, action: str) -> None:
     t = call(args, "act_on_transfer", args.id, action)
-    emit(args, t, transfer_line(t))
+    emit(args, t, transfer_line(t, contact_names(args)))
 
 
 async def cmd_file_limit(args: argparse.Namespace) -> None:
@@ -634,19 +661,80 @@ async def cmd_file_limit(args: argparse.Namespace) -> None:
     emit(args, r, f"{args.contact} may offer files up to {r['max_bytes']} bytes")
 
 
+def text_arguments(p: argparse.ArgumentParser) -> None:
+    """TEXT, or ``-`` for standard input, or ``--file PATH``."""
+    p.add_argument("text", nargs="?", help="the message; - reads it from standard input")
+    p.add_argument("--file", type=Path, metavar="PATH", help="read the message from a file")
+
+
+def message_text(args: argparse.Namespace) -> str:
+    """The text to send, from the argument, standard input or a file, as given."""
+    if args.file is not None and args.text is not None:
+        raise UserError("give the message as TEXT or --file, not both")
+    if args.file is not None:
+        try:
+            data = args.file.read_bytes()
+        except OSError as exc:
+            raise UserError(f"cannot read {args.file}: {exc.strerror}") from None
+    elif args.text == "-":
+        data = sys.stdin.buffer.read()
+    elif args.text is None:
+        raise UserError("no message: give TEXT, - (standard input) or --file PATH")
+    else:
+        return str(args.text)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError("the message is not UTF-8 text") from None
+    text = text[:-1] if text.endswith("\n") else text  # echo and files end with one
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_TEXT_BYTES:
+        raise UserError(
+            f"the message is {size:,} bytes; one message holds at most {MAX_TEXT_BYTES:,}"
+            " (send a long text as a file: btchat send-file)"
+        )
+    return text
+
+
 async def cmd_send(args: argparse.Namespace) -> None:
-    m = call(args, "send_message", args.contact, args.text)
+    m = call(args, "send_message", args.contact, message_text(args))
     emit(args, m, f"{m['state']}: {m['text']}")
 
 
 def emit_messages(args: argparse.Namespace, rows: list[dict[str, Any]], empty: str) -> None:
     """Print messages with contacts' petnames (one JSON object with --json)."""
-    names = {} if args.json else {c["public_key"]: c["name"] for c in call(args, "list_contacts")}
+    names = contact_names(args)
     emit_rows(args, "messages", rows, lambda m: show_message(m, names), empty)
 
 
 async def cmd_history(args: argparse.Namespace) -> None:
-    emit_messages(args, call(args, "history", args.contact, limit=args.limit), "no messages yet")
+    """From the daemon, or straight from the database when none runs (read only)."""
+    try:
+        url, token = read_api_files(data_dir(args))
+    except DaemonNotRunning:
+        rows, names = history_offline(args)
+    else:
+        with api_errors():
+            client = ApiClient(url, token)
+            rows = client.history(args.contact, limit=args.limit, before=args.before)
+            contacts = [] if args.json else client.list_contacts()
+            names = {c["public_key"]: c["name"] for c in contacts}
+    emit_rows(args, "messages", rows, lambda m: show_message(m, names), "no messages yet")
+    if rows and len(rows) == args.limit and not args.json:
+        print(f"(older: --before {rows[0]['lamport']})", file=sys.stderr)
+
+
+def history_offline(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    from btchat.node.boot import BootError
+    from btchat.node.reader import read_history
+
+    try:
+        found = read_history(settings(args), ask_passphrase, args.contact, args.limit, args.before)
+    except BootError as exc:
+        raise UserError(str(exc)) from None
+    except ApiError as exc:
+        raise UserError(exc.message) from None
+    return found.messages, found.names
 
 
 async def cmd_search(args: argparse.Namespace) -> None:
@@ -744,24 +832,42 @@ async def cmd_channel_leave(args: argparse.Namespace) -> None:
 
 
 async def cmd_channel_members(args: argparse.Namespace) -> None:
-    emit_rows(args, "members", call(args, "channel_members", args.channel), member_line, "")
+    names = contact_names(args)
+    rows = call(args, "channel_members", args.channel)
+    emit_rows(args, "members", rows, lambda m: member_line(m, names), "")
 
 
 async def cmd_channel_send(args: argparse.Namespace) -> None:
-    m = call(args, "post_channel", args.channel, args.text, args.to)
+    m = call(args, "post_channel", args.channel, message_text(args), args.to)
     emit(args, m, f"sent: {m['text']}")
 
 
 async def cmd_channel_history(args: argparse.Namespace) -> None:
+    names = contact_names(args)
     rows = call(args, "channel_history", args.channel, limit=args.limit)
-    emit_rows(args, "messages", rows, channel_message_line, "no messages yet")
+    emit_rows(args, "messages", rows, lambda m: channel_message_line(m, names), "no messages yet")
 
 
 async def cmd_watch(args: argparse.Namespace) -> None:
+    """Events as lines naming people by petname; exits 1 when the daemon goes away."""
     from btchat.api.client import watch_events
 
     with api_errors():
         url, token = read_api_files(data_dir(args))
+        client = ApiClient(url, token)
+        names = Names()
+
+        def learn() -> None:
+            if not args.json:
+                names.contacts = {c["public_key"]: c["name"] for c in client.list_contacts()}
+                names.channels = {c["id"]: c["name"] for c in client.list_channels()}
+
+        learn()
         async for event in watch_events(url, token):
-            line = json.dumps(event) if args.json else terminal_safe(describe_event(event))
+            kind = event.get("type")
+            unknown = kind == "channel_message" and event.get("channel") not in names.channels
+            if kind in ("contact", "channel_removed") or unknown:
+                learn()
+            line = json.dumps(event) if args.json else terminal_safe(describe_event(event, names))
             print(line, flush=True)
+    raise UserError("the daemon went away (stopped or crashed); `btchat up` starts it again")

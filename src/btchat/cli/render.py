@@ -5,12 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from btchat.cli.base import emit
 from btchat.cli.terminal import indent_lines
 
 __all__ = [
+    "Names",
     "channel_line",
     "channel_message_line",
     "contact_line",
@@ -20,6 +22,7 @@ __all__ = [
     "request_line",
     "show_message",
     "show_value",
+    "transfer_line",
     "when",
 ]
 
@@ -50,8 +53,11 @@ def show_message(m: dict[str, Any], names: dict[str, str]) -> str:
 
 
 def contact_line(c: dict[str, Any]) -> str:
+    path = ", ".join(c.get("path") or [])
+    rtt = f" {c['rtt_ms']:.0f} ms" if c.get("rtt_ms") is not None else ""
+    via = f"via {path}{rtt} " if path else ""
     return (
-        f"{'*' if c['online'] else ' '} {c['name']:<20} {c['presence']:<8} "
+        f"{'*' if c['online'] else ' '} {c['name']:<20} {c['presence']:<8} {via}"
         f"{'verified ' if c['verified'] else ''}{'BLOCKED ' if c['blocked'] else ''}{c['id']}"
     )
 
@@ -70,14 +76,46 @@ def channel_line(c: dict[str, Any]) -> str:
     )
 
 
-def member_line(m: dict[str, Any]) -> str:
+def member_line(m: dict[str, Any], names: dict[str, str] | None = None) -> str:
+    """A member: the petname first when they are a contact, always the ID."""
     role = f"  ({m['role']})" if m.get("role") else ""
-    return f"{'*' if m['online'] else ' '} {m['id']}{role}{'  (you)' if m['me'] else ''}"
+    name = (names or {}).get(m.get("public_key", ""))
+    shown = f"{name}  {m['id']}" if name else m["id"]
+    return f"{'*' if m['online'] else ' '} {shown}{role}{'  (you)' if m['me'] else ''}"
 
 
-def channel_message_line(m: dict[str, Any]) -> str:
+def channel_message_line(m: dict[str, Any], names: dict[str, str] | None = None) -> str:
     private = " (private)" if m["private"] else ""
-    return f"{when(m['ts'])} {m['author'][:12]}{private}: {indent_lines(m['text'])}"
+    who = _who(m["author"], names or {})
+    return f"{when(m['ts'])} {who}{private}: {indent_lines(m['text'])}"
+
+
+def _who(pk: str, names: dict[str, str]) -> str:
+    """A petname, or for someone not in the contact book the start of their key."""
+    return names.get(pk, pk[:12])
+
+
+def human_size(n: int) -> str:
+    """Bytes as people read them: 812 B, 2.9 MiB."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def transfer_line(t: dict[str, Any], names: dict[str, str]) -> str:
+    """One transfer: who (by petname), what, how far; the name is the sender's text."""
+    arrow = "to" if t["direction"] == "out" else "from"
+    who = names.get(t["contact"], t["contact"][:12])
+    pct = f"{100 * t['progress']:.0f}%"
+    extra = f" ({t['error']})" if t.get("error") else ""
+    where = f" -> {t['path']}" if t.get("path") and t["direction"] == "in" else ""
+    return (
+        f"{t['id'][:12]} {arrow} {who}: {t['name']} ({human_size(t['size'])}) "
+        f"{t['state']} {pct}{extra}{where}"
+    )
 
 
 def emit_rows(
@@ -107,29 +145,56 @@ def show_value(value: Any) -> Any:
     return value
 
 
-def _channel_message(e: dict[str, Any]) -> str:
+@dataclass
+class Names:
+    """What a watcher calls people and channels: petnames by hex key, channel names by
+    id; anyone else by the start of their key."""
+
+    contacts: dict[str, str] = field(default_factory=dict)
+    channels: dict[str, str] = field(default_factory=dict)
+
+    def who(self, pk: str) -> str:
+        return _who(pk, self.contacts)
+
+    def channel(self, cid: str) -> str:
+        return self.channels.get(cid, cid[:8])
+
+
+def _channel_message(e: dict[str, Any], n: Names) -> str:
     m = e["message"]
-    return f"#{e['channel'][:8]} {m['author'][:12]}: {indent_lines(m['text'])}"
+    return f"#{n.channel(e['channel'])} {n.who(m['author'])}: {indent_lines(m['text'])}"
 
 
-def _session(e: dict[str, Any]) -> str:
+def _session(e: dict[str, Any], n: Names) -> str:
     return f"{e['contact']['name']} {'connected' if e['state'] == 'up' else 'disconnected'}"
 
 
-_EVENT_LINES: dict[str, Callable[[dict[str, Any]], str]] = {
-    "message": lambda e: show_message(e["message"], {}),
-    "receipt": lambda e: f"{len(e['ids'])} message(s) {e['state']} by {e['contact'][:12]}",
-    "presence": lambda e: f"{e['contact'][:12]} is {e['status']}",
+def _file(e: dict[str, Any], n: Names) -> str:
+    t = e["transfer"]
+    line = transfer_line(t, n.contacts)
+    if e["type"] == "file_offer" and t["direction"] == "in":
+        line += f"  (btchat accept-file {t['id'][:12]})"
+    return line
+
+
+_EVENT_LINES: dict[str, Callable[[dict[str, Any], Names], str]] = {
+    "message": lambda e, n: show_message(e["message"], n.contacts),
+    "receipt": lambda e, n: f"{len(e['ids'])} message(s) {e['state']} by {n.who(e['contact'])}",
+    "presence": lambda e, n: f"{n.who(e['contact'])} is {e['status']}",
+    "typing": lambda e, n: f"{n.who(e['contact'])} {'is typing…' if e['on'] else 'stopped typing'}",
     "session": _session,
     "channel_message": _channel_message,
-    "expired": lambda e: (
-        f"{len(e['ids'])} message(s) to {e['contact'][:12]} not delivered, expired"
+    "expired": lambda e, n: (
+        f"{len(e['ids'])} message(s) to {n.who(e['contact'])} not delivered, expired"
     ),
-    "undecryptable": lambda e: f"{e['contact'][:12]}: {e['notice']}",
+    "undecryptable": lambda e, n: f"{n.who(e['contact'])}: {e['notice']}",
+    "file_offer": _file,
+    "file_progress": _file,
+    "file_done": _file,
 }
 
 
-def describe_event(e: dict[str, Any]) -> str:
+def describe_event(e: dict[str, Any], names: Names | None = None) -> str:
     """One line for a person; kinds without a line are shown as their JSON."""
     line = _EVENT_LINES.get(e.get("type"))  # type: ignore[arg-type]
-    return line(e) if line is not None else json.dumps(e)
+    return line(e, names or Names()) if line is not None else json.dumps(e)

@@ -55,7 +55,7 @@ class MessageRow:
     @classmethod
     def of(cls, env: Envelope, direction: str, state: str, received_ms: int) -> MessageRow:
         """The row a save of ``env`` just wrote, without reading it back (for events)."""
-        text = decode_text(env) if env.type == TEXT else None
+        text = Messages._text_of(env)  # as stored: a file offer's name and size, too
         peer = env.recipient if direction == "out" else env.sender
         kind = env.type.decode("ascii")
         return cls(

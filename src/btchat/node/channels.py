@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from btchat.channels.chatfile import ChatFile, ChatFileError
-from btchat.channels.engine import Event, Removed, Shown
+from btchat.channels.engine import Event, NotAMember, Removed, Shown
 from btchat.channels.members import MemberListError
 from btchat.channels.service import ChannelConfig, ChannelService
 from btchat.channels.store import ChannelStore
@@ -121,6 +121,7 @@ class ChannelManager:
             "id": chat.channel_id.hex(),
             "name": chat.name,
             "invite_only": chat.invite_only,
+            "removed": engine.removed if engine else False,
             "owner": chat.owner.hex() if chat.owner else None,
             "trackers": list(chat.trackers),
             "uri": chat.to_uri(),
@@ -226,6 +227,8 @@ class ChannelManager:
             raise ApiError(400, "bad_text", f"text must be 1 to {MAX_TEXT} bytes")
         try:
             stored = service.post(text, [self._member(t) for t in to] or None)
+        except NotAMember as exc:
+            raise ApiError(403, "removed", str(exc)) from None
         except ValueError as exc:
             raise ApiError(409, "no_key", str(exc)) from None
         return stored.to_json()

@@ -63,6 +63,8 @@ class ContactManager:
         online = self.peering is not None and self.peering.is_online(pk)
         out = self.book.json(pk, online=online, retention_days=self._retention_days(pk))
         out["path"] = self.peering.path(pk) if self.peering is not None else []
+        rtt = self.peering.rtt(pk) if self.peering is not None else None
+        out["rtt_ms"] = round(rtt * 1000, 1) if rtt is not None else None
         return out
 
     def _retention_days(self, pk: bytes) -> float:

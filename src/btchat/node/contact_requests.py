@@ -36,6 +36,11 @@ INBOX_KEY = "request_inbox"
 PREVIOUS_INBOX_GRACE = 3600.0
 #: Moves closer together than this are skipped: one per squatting wave is enough.
 MIN_ROTATION = 600.0
+#: A profile lookup that finds nothing is tried again after this long, while the first
+#: began less than PROFILE_RETRY_WITHIN ago: one lookup can miss a profile being put
+#: right now (someone who just came online) or answered by lossy nodes.
+PROFILE_RETRY_AFTER = 1.5
+PROFILE_RETRY_WITHIN = 8.0
 
 
 async def fetch_inbox(dht: DhtService, pk: bytes) -> bytes | None:
@@ -100,7 +105,11 @@ class ContactRequests:
         not be stored."""
         now = time.time()
         my_name = (self.store.kv_get("profile_name") or b"").decode()
+        started = time.monotonic()
         inbox = await fetch_inbox(dht, pk)
+        while inbox is None and time.monotonic() - started < PROFILE_RETRY_WITHIN:
+            await asyncio.sleep(PROFILE_RETRY_AFTER)
+            inbox = await fetch_inbox(dht, pk)
         if inbox is None:
             raise DhtError(
                 "their profile, which says where requests go, is not in the DHT "

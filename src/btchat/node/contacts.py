@@ -17,7 +17,24 @@ from btchat.identity.names import PetnameError, clean_suggestion, petname
 from btchat.messaging.store import Store
 from btchat.node.profile import Profiles
 
-__all__ = ["ContactBook"]
+__all__ = ["ContactBook", "resolve_contact"]
+
+
+def resolve_contact(store: Store, ref: str) -> bytes:
+    """A contact by ID text, URI, hex key or petname; 404 when unknown. An ID names its
+    own contact even if an older database let a petname spell it."""
+    try:
+        pk: bytes | None = parse_contact_ref(ref)[0]
+    except IdError:
+        pk = None
+    if pk is not None and store.get_contact(pk) is not None:
+        return pk
+    for row in store.list_contacts():
+        if row.name == ref:
+            return row.pk
+    if pk is None:
+        raise ApiError(404, "unknown_contact", f"no contact named {ref!r}")
+    raise ApiError(404, "unknown_contact", f"{ref!r} is not one of your contacts")
 
 
 class ContactBook:
@@ -39,20 +56,7 @@ class ContactBook:
             self.store.set_certs(contact, certs)
 
     def resolve(self, ref: str) -> bytes:
-        """A contact by ID text, URI, hex key or petname; 404 when unknown. An ID names
-        its own contact even if an older database let a petname spell it."""
-        try:
-            pk: bytes | None = parse_contact_ref(ref)[0]
-        except IdError:
-            pk = None
-        if pk is not None and self.store.get_contact(pk) is not None:
-            return pk
-        for row in self.store.list_contacts():
-            if row.name == ref:
-                return row.pk
-        if pk is None:
-            raise ApiError(404, "unknown_contact", f"no contact named {ref!r}")
-        raise ApiError(404, "unknown_contact", f"{ref!r} is not one of your contacts")
+        return resolve_contact(self.store, ref)
 
     def parse_new(self, ref: str) -> tuple[bytes, str | None]:
         """Someone to add: (key, suggested name); 400 for a bad ID or our own."""

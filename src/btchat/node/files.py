@@ -29,10 +29,11 @@ import logging
 import mimetypes
 import os
 import re
+import secrets
 import shutil
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,7 @@ class _Transfer:
     progress_at: float = 0.0
     unchecked: int = 0  # bytes written since the last free-space check
     held: deque[int] = field(default_factory=deque)  # out: requests kept while paused
+    staged: bool = False  # out: ``path`` is our copy of an upload, removed when it ends
 
     def to_record(self) -> dict[str, Any]:
         m = self.manifest
@@ -145,6 +147,7 @@ class _Transfer:
             "src_mtime_ns": self.src_mtime_ns,
             "served": self.served,
             "stats": dict(self.stats),
+            "staged": self.staged,
         }
         if self.download is not None:
             rec["have"] = base64.b64encode(self.download.have.to_bytes()).decode()
@@ -217,6 +220,9 @@ class Files:
     def _layer_path(self, tid: bytes) -> Path:
         return self.config.state_dir / f"{tid.hex()}.layer"
 
+    def _uploads(self) -> Path:
+        return self.config.state_dir / "uploads"
+
     def _part_path(self, tid: bytes) -> Path:
         return self.config.save_dir / f".btchat-{tid.hex()}.part"
 
@@ -256,6 +262,7 @@ class Files:
             rec.get("src_mtime_ns", 0),
             rec.get("served", 0),
             Counter(rec.get("stats", {})),
+            staged=bool(rec.get("staged", False)),
         )
         if t.direction == "in" and t.state in ("active", "paused"):
             have = Bitmap(manifest.pieces, base64.b64decode(rec["have"]))
@@ -338,8 +345,12 @@ class Files:
             raise ApiError(409, "not_done", "the file is not complete yet")
         return Path(t.path)
 
-    async def send(self, c: str, path: str) -> dict[str, Any]:
-        """Offer the file at ``path`` (on this machine) to contact ``c``."""
+    async def send(
+        self, c: str, path: str, *, name: str | None = None, staged: bool = False
+    ) -> dict[str, Any]:
+        """Offer the file at ``path`` (on this machine) to contact ``c``, under ``name``
+        (default: the file's own); ``staged`` marks our copy of an upload, deleted once
+        the transfer ends."""
         pk = self._resolve(c)
         src = Path(path).expanduser()
         try:
@@ -355,10 +366,10 @@ class Files:
             hasher = await asyncio.to_thread(_hash_file, src, st.st_size, piece)
         except OSError as exc:
             raise ApiError(400, "bad_path", f"cannot read {path}: {exc}") from None
-        media = (mimetypes.guess_type(src.name)[0] or "").lower()
+        name = safe_name(name or src.name)
+        media = (mimetypes.guess_type(name)[0] or "").lower()
         if not _MEDIA_RE.fullmatch(media):
             media = "application/octet-stream"
-        name = safe_name(src.name)
         manifest = Manifest(name, st.st_size, media, piece, hasher.root())
         envelope = self.conversations.send_message(pk, env_mod.FILE, manifest.body(), time.time())
         t = _Transfer(
@@ -372,12 +383,45 @@ class Files:
             str(src.resolve()),
             src_size=st.st_size,
             src_mtime_ns=st.st_mtime_ns,
+            staged=staged,
         )
         write_atomic(self._layer_path(t.id), b"".join(hasher.layer))
         self._save(t)  # persist, then act: the offer goes out with the next drive
         self.transfers[t.id] = t
         self._drive()
         return self.json(t)
+
+    async def upload(
+        self, c: str, name: str, size: int, chunks: AsyncIterator[bytes]
+    ) -> dict[str, Any]:
+        """Offer ``size`` bytes streamed in by a client that has no path to give (the web
+        app): they are copied under ``<state dir>/uploads`` first, since a transfer
+        serves pieces from disk for as long as it runs (resumes included)."""
+        self._resolve(c)  # an unknown contact fails before a byte is stored
+        if not 0 <= size <= MAX_FILE_SIZE:
+            raise ApiError(413, "too_large", f"a file is at most {MAX_FILE_SIZE} bytes")
+        folder = self._uploads()
+        folder.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(folder).free
+        if free < size + self.config.disk_margin:
+            raise ApiError(507, "disk_full", f"{size} bytes needed in {folder}, {free} free")
+        path = folder / secrets.token_hex(16)
+        try:
+            got = 0
+            with path.open("xb") as f:
+                async for chunk in chunks:
+                    got += len(chunk)
+                    if got > size:
+                        raise ApiError(400, "bad_length", "the body is longer than announced")
+                    f.write(chunk)
+                f.flush()
+                await asyncio.to_thread(os.fsync, f.fileno())  # a big file: seconds, off the loop
+            if got != size:
+                raise ApiError(400, "bad_length", f"the body ended after {got} of {size} bytes")
+            return await self.send(c, str(path), name=name, staged=True)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
 
     async def act(self, tid: str, action: str) -> dict[str, Any]:
         t = self._get(tid)
@@ -745,6 +789,8 @@ class Files:
         if t.fd is not None:
             os.close(t.fd)
             t.fd = None
+        if t.direction == "out" and t.staged and t.path is not None:
+            Path(t.path).unlink(missing_ok=True)  # our copy of an upload: nothing serves it now
         if t.direction == "in":
             self._part_path(t.id).unlink(missing_ok=True)
             self._layer_path(t.id).unlink(missing_ok=True)

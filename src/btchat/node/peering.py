@@ -326,6 +326,11 @@ class Peering:
         "relay via <relay id, 16 hex digits>"."""
         return [live.via for live in self._of(contact)]
 
+    def rtt(self, contact: bytes) -> float | None:
+        """The smallest measured round-trip time over the live sessions to ``contact``."""
+        measured = [live.conn.core.rtt for live in self._of(contact)]
+        return min((r for r in measured if r is not None), default=None)
+
     def drop(self, contact: bytes, reason: str) -> None:
         for live in self._of(contact):
             live.conn.close(reason)

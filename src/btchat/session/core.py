@@ -176,6 +176,7 @@ class Session(SecureStream):
         self._peer: DeviceCertificate | None = None
         self._handshake_hash: bytes | None = None
         self._linger_until: float | None = None
+        self._message2_at: float | None = None
         if initiator:
             # Noise §7.5 IK message 1: -> e, es, s, ss, with our certificate as payload.
             self._write_message(self._noise.write_message(self._cert_bytes), now)
@@ -243,6 +244,7 @@ class Session(SecureStream):
         else:
             # Noise §7.5 IK message 2: <- e, ee, se, with our certificate as payload.
             self._write_message(noise.write_message(self._cert_bytes), now)
+            self._message2_at = now  # to the key-confirmation PING: one round trip
             self._start_transport(noise)  # established once the first frame decrypts
 
     def _check_peer(
@@ -277,6 +279,8 @@ class Session(SecureStream):
         # Responder: the initiator's ephemeral key is proven, message 1 was no replay.
         cert = self._remote_cert
         assert cert is not None and self._handshake_hash is not None
+        if self._message2_at is not None:
+            self._rtt_sample(now - self._message2_at)
         self._peer = cert
         self._emit(HandshakeComplete(cert.identity, cert, self._handshake_hash))
 

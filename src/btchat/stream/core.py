@@ -210,6 +210,10 @@ class SecureStream:
         self.frames_sent = 0
         self.frames_received = 0
         self.rekeys = 0
+        #: Smoothed round-trip time in seconds (RFC 6298's SRTT, from our PINGs and
+        #: their PONGs, which come back in order); None until the first sample.
+        self.rtt: float | None = None
+        self._pings_out: deque[float] = deque(maxlen=8)
         # Substreams.
         self._caps_received = False
         self._peer_substreams = False
@@ -582,6 +586,13 @@ class SecureStream:
     def _on_pong(self, plaintext: bytes, now: float, more: bool) -> None:
         if len(plaintext) != 1:
             self._fail("malformed PONG frame")
+            return
+        if self._pings_out:  # an unasked PONG is harmless and measures nothing
+            self._rtt_sample(now - self._pings_out.popleft())
+
+    def _rtt_sample(self, sample: float) -> None:
+        sample = max(sample, 0.0)
+        self.rtt = sample if self.rtt is None else 0.875 * self.rtt + 0.125 * sample
 
     def _on_rekey(self, plaintext: bytes, now: float, more: bool) -> None:
         if len(plaintext) != 1:
@@ -719,6 +730,8 @@ class SecureStream:
         ):
             self._send_frame(rekey, b"", now)
         self._encrypt_message(_PREFIX[ftype] + body, now)
+        if ftype == self._wire.ping:
+            self._pings_out.append(now)
         if ftype == rekey:
             # Noise §11.3: k = REKEY(k), n unchanged, right after the REKEY frame.
             assert self._transport is not None

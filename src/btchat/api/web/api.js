@@ -22,9 +22,20 @@ export class ApiError extends Error {
   }
 }
 
+/** The header every call carries: the token travels here, never in a URL. */
+export function authHeaders() {
+  return { Authorization: "Bearer " + sessionStorage.getItem(TOKEN_KEY) };
+}
+
+/** The ApiError for a failed answer, from the one error shape the API uses. */
+export function errorOf(status, data, statusText) {
+  const e = (data && data.error) || {};
+  return new ApiError(status, e.code || "http_" + status, e.message || statusText || "failed");
+}
+
 /** A REST call; the JSON answer, or null for 204; ApiError with the server's words. */
 export async function api(method, path, body) {
-  const headers = { Authorization: "Bearer " + sessionStorage.getItem(TOKEN_KEY) };
+  const headers = authHeaders();
   const init = { method, headers, cache: "no-store", credentials: "omit" };
   if (body !== undefined) {
     headers["Content-Type"] = "application/json";
@@ -43,10 +54,7 @@ export async function api(method, path, body) {
   } catch (err) {
     data = null;
   }
-  if (!resp.ok) {
-    const e = (data && data.error) || {};
-    throw new ApiError(resp.status, e.code || "http_" + resp.status, e.message || resp.statusText);
-  }
+  if (!resp.ok) throw errorOf(resp.status, data, resp.statusText);
   return data;
 }
 

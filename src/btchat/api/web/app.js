@@ -2,6 +2,7 @@
 // rendered as text (dom.js); nothing here builds markup from strings.
 import { api, ApiError, connectEvents, enc, takeToken } from "./api.js";
 import { fill, h, untrusted } from "./dom.js";
+import { fetchFile, progressBar, saveAs, saveName, stateWords, transferCard, uploadCard, uploadFile } from "./files.js";
 
 const PAGE = 50; // messages per history page
 const TYPING_SHOWN_MS = 6000; // how long a "typing" lasts without a refresh
@@ -24,9 +25,13 @@ const state = {
   summary: new Map(), // public_key -> {last, unread}
   typing: new Map(), // public_key -> timeout id
   requests: [],
+  transfers: new Map(), // transfer id (the offer's message id) -> transfer
+  uploads: [], // files going up to the daemon: {key, pk, file, fraction, handle, row}
+  filesOn: true, // false when the daemon transfers no files (501)
   view: null, // {kind, key, ...}
   live: false,
 };
+let uploadSeq = 0;
 
 const $ = (id) => document.getElementById(id);
 
@@ -157,7 +162,7 @@ function renderList() {
             h(
               "span",
               { class: "conv-last" },
-              typing ? h("em", {}, "typing\u2026") : sum.last ? [sum.last.direction === "out" ? "You: " : "", untrusted(sum.last.text)] : ""
+              typing ? h("em", {}, "typing\u2026") : sum.last ? [sum.last.direction === "out" ? "You: " : "", lastText(sum.last)] : ""
             )
           ),
           sum.unread ? h("span", { class: "badge", "aria-hidden": "true" }, String(sum.unread)) : null
@@ -165,6 +170,12 @@ function renderList() {
       );
     })
   );
+}
+
+/** A conversation's last message, as its row in the list shows it. */
+function lastText(m) {
+  const t = m.type === "file" ? state.transfers.get(m.id) : null;
+  return t ? ["File: ", untrusted(t.name)] : untrusted(m.text || (m.type === "file" ? "a file" : ""));
 }
 
 // ------------------------------------------------------------------ conversation view
@@ -176,6 +187,7 @@ function tick(m) {
 }
 
 function messageRow(m) {
+  if (m.type === "file") return fileRow(m);
   return h(
     "li",
     { class: "msg " + (m.direction === "out" ? "out" : "in"), "data-id": m.id, "data-lamport": String(m.lamport) },
@@ -195,7 +207,16 @@ async function showChat(pk) {
   const log = h("ol", { class: "history", "aria-label": "Messages", tabindex: "0" });
   const typingLine = h("p", { class: "typing", "aria-live": "polite" });
   const box = h("textarea", { id: "compose", rows: "2", placeholder: "Message", "aria-label": `Message to ${contact.name}` });
-  const form = h("form", { class: "compose", "aria-label": "Send a message" }, box, h("button", { type: "submit" }, "Send"));
+  const picker = h("input", { type: "file", id: "attach-input", multiple: true, hidden: true, "aria-label": "Files to send" });
+  const attach = state.filesOn
+    ? h("button", { type: "button", id: "attach", class: "icon-btn", "aria-label": "Attach files", title: "Attach files (or drop them on the conversation)", onclick: () => picker.click() }, "Attach")
+    : null;
+  picker.addEventListener("change", () => {
+    const chosen = [...picker.files];
+    picker.value = ""; // the same file may be chosen again
+    sendFiles(pk, chosen);
+  });
+  const form = h("form", { class: "compose", "aria-label": "Send a message" }, attach, picker, box, h("button", { type: "submit" }, "Send"));
   view.log = log;
   view.typingLine = typingLine;
   const head = h(
@@ -239,6 +260,8 @@ async function showChat(pk) {
     if (log.scrollTop < 40) loadOlder(view);
   });
   await loadOlder(view);
+  if (state.view !== view) return;
+  for (const up of state.uploads) if (up.pk === pk) log.append(up.row);
   log.scrollTop = log.scrollHeight;
   showTyping(pk);
   markRead(pk);
@@ -302,6 +325,212 @@ function showTyping(pk) {
   if (!view || view.kind !== "chat" || view.key !== pk) return;
   const c = state.contacts.get(pk);
   fill(view.typingLine, state.typing.has(pk) && c ? [untrusted(c.name), " is typing\u2026"] : "");
+}
+
+// ------------------------------------------------------------------ files
+
+async function loadTransfers() {
+  try {
+    const { transfers } = await api("GET", "/v1/files");
+    state.transfers = new Map(transfers.map((t) => [t.id, t]));
+    state.filesOn = true;
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 501) state.filesOn = false;
+    else throw err;
+  }
+  renderFilesBadge();
+}
+
+/** On the Files button: offers waiting for an answer, and how far what is moving has
+ * got (uploads and running transfers together), wherever in the app one is. */
+function renderFilesBadge() {
+  const badge = $("files-count");
+  if (!badge) return;
+  const all = [...state.transfers.values()];
+  const waiting = all.filter((t) => t.direction === "in" && t.state === "offered").length;
+  badge.hidden = !waiting;
+  fill(badge, waiting ? String(waiting) : "");
+  $("files-button").hidden = !state.filesOn;
+  const moving = all.filter((t) => t.state === "active");
+  let size = 0;
+  let done = 0;
+  for (const t of moving) {
+    size += t.size;
+    done += t.bytes_done;
+  }
+  for (const up of state.uploads) {
+    size += up.file.size;
+    done += up.file.size * up.fraction;
+  }
+  const activity = $("files-activity");
+  const busy = moving.length + state.uploads.length;
+  activity.hidden = !busy;
+  fill(activity, busy ? `\u2195 ${size ? Math.floor((done / size) * 100) : 0}%` : "");
+}
+
+function contactName(pk) {
+  const c = state.contacts.get(pk);
+  return c ? untrusted(c.name) : h("span", { class: "mono" }, String(pk).slice(0, 16));
+}
+
+function cardFor(t, withWho) {
+  return transferCard(t, { act: actOn, save: saveFile, who: withWho ? contactName(t.contact) : null });
+}
+
+/** A file offer in the conversation: the transfer's card, or the offer's text until the
+ * transfer is known (the message event comes first). */
+function fileRow(m) {
+  const t = state.transfers.get(m.id);
+  const body = t ? cardFor(t, false) : h("div", { class: "file-card", "data-transfer": m.id }, untrusted(m.text || "A file", "text"));
+  return h(
+    "li",
+    { class: "msg file " + (m.direction === "out" ? "out" : "in"), "data-id": m.id, "data-lamport": String(m.lamport), "aria-live": "off" },
+    h("div", { class: "bubble" }, body),
+    h("div", { class: "meta" }, h("time", {}, when(m.ts)), " ", tick(m))
+  );
+}
+
+/** A transfer changed: remember it and redraw its cards wherever they are, keeping the
+ * keyboard focus on the card (on the same button when it is still there). */
+function updateTransfer(t) {
+  if (!t || typeof t.id !== "string") return;
+  const before = state.transfers.get(t.id);
+  const known = before !== undefined;
+  state.transfers.set(t.id, t);
+  // Cards redraw quietly (aria-live off: progress would be read out twice a second);
+  // a change of state is said once, here.
+  if (!before || before.state !== t.state) fill($("sr-status"), stateWords(t));
+  for (const old of document.querySelectorAll(`[data-transfer="${CSS.escape(t.id)}"]`)) {
+    const focused = document.activeElement && old.contains(document.activeElement) ? document.activeElement.dataset.action || "" : null;
+    const fresh = cardFor(t, old.closest(".transfer-list") !== null);
+    old.replaceWith(fresh);
+    if (focused !== null) {
+      const again = fresh.querySelector(`[data-action="${CSS.escape(focused)}"]`) || fresh.querySelector("button");
+      if (again) again.focus();
+    }
+  }
+  if (!known && state.view && state.view.kind === "files") renderFiles();
+  if (!known) renderList();
+  renderFilesBadge();
+}
+
+async function actOn(t, action) {
+  const card = document.querySelector(`[data-transfer="${CSS.escape(t.id)}"]`);
+  const where = (card && card.parentElement) || $("main");
+  const done = await attempt(where, () => api("POST", `/v1/files/${enc(t.id)}`, { action }));
+  if (done) updateTransfer(done);
+}
+
+/** Fetch a received file (with a progress bar on its card) and hand it to the browser. */
+async function saveFile(t, card) {
+  const where = (card && card.parentElement) || $("main");
+  const bar = h("div", { class: "fetching" }, progressBar(0, "Saving progress", "0%"));
+  if (card) card.append(bar);
+  const url = await attempt(where, () =>
+    fetchFile(t, (fraction) => fill(bar, progressBar(fraction, "Saving progress", Math.floor(fraction * 100) + "%")))
+  );
+  bar.remove();
+  if (url) saveAs(url, saveName(t));
+}
+
+/** Upload `files` to contact `pk` one after another, each with its own progress row. */
+async function sendFiles(pk, files) {
+  if (!files.length) return;
+  const ups = files.map((file) => ({ key: ++uploadSeq, pk, file, fraction: 0, handle: {}, row: null }));
+  for (const up of ups) {
+    up.row = h("li", { class: "msg out file uploading", "data-upload": String(up.key), "aria-live": "off" }, h("div", { class: "bubble" }));
+    drawUpload(up);
+    state.uploads.push(up);
+    const view = state.view;
+    if (view && view.kind === "chat" && view.key === pk) {
+      view.log.append(up.row);
+      view.log.scrollTop = view.log.scrollHeight;
+    }
+  }
+  for (const up of ups) {
+    if (up.cancelled) continue;
+    let t;
+    try {
+      t = await uploadFile(pk, up.file, (fraction) => {
+        up.fraction = fraction;
+        drawUpload(up);
+      }, up.handle);
+    } catch (err) {
+      if (err.code !== "aborted") {
+        const bubble = up.row.querySelector(".bubble");
+        fill(bubble, h("div", { class: "file-card f-failed" }, untrusted(up.file.name, "file-name")), notice("Not sent: " + failText(err)),
+          h("button", { type: "button", class: "secondary", onclick: () => up.row.remove() }, "Dismiss"));
+        up.failed = true;
+      }
+    }
+    state.uploads = state.uploads.filter((u) => u !== up);
+    renderFilesBadge();
+    if (!up.failed) up.row.remove();
+    if (t) {
+      updateTransfer(t);
+      const view = state.view;
+      if (view && view.kind === "chat" && view.key === pk && !view.log.querySelector(`li[data-id="${CSS.escape(t.id)}"]`)) {
+        addMessage({ id: t.id, peer: pk, direction: "out", type: "file", text: t.name, state: "sent", ts: Date.now(), lamport: "" });
+      }
+    }
+  }
+}
+
+function drawUpload(up) {
+  renderFilesBadge();
+  fill(up.row.querySelector(".bubble"), uploadCard(up.file, up.fraction, () => {
+    up.cancelled = true;
+    if (up.handle.abort) up.handle.abort();
+    state.uploads = state.uploads.filter((u) => u !== up);
+    up.row.remove();
+    renderFilesBadge();
+  }));
+}
+
+/** Files dropped on a conversation are sent to it; elsewhere a drop does nothing (the
+ * browser would otherwise leave the page to show the file). */
+function setUpDrops() {
+  const main = $("main");
+  const carriesFiles = (e) => e.dataTransfer && [...e.dataTransfer.types].includes("Files");
+  const inChat = () => state.filesOn && state.view && state.view.kind === "chat";
+  window.addEventListener("dragover", (e) => {
+    if (carriesFiles(e)) e.preventDefault();
+  });
+  window.addEventListener("drop", (e) => {
+    if (carriesFiles(e)) e.preventDefault();
+  });
+  main.addEventListener("dragover", (e) => {
+    if (!carriesFiles(e) || !inChat()) return;
+    e.preventDefault();
+    e.dataTransfer.dropEffect = "copy";
+    main.classList.add("dropping");
+  });
+  main.addEventListener("dragleave", (e) => {
+    if (!e.relatedTarget || !main.contains(e.relatedTarget)) main.classList.remove("dropping");
+  });
+  main.addEventListener("drop", (e) => {
+    main.classList.remove("dropping");
+    if (!carriesFiles(e) || !inChat()) return;
+    e.preventDefault();
+    sendFiles(state.view.key, [...e.dataTransfer.files]);
+  });
+}
+
+function showFiles() {
+  state.view = { kind: "files" };
+  renderFiles();
+  if (state.live) loadTransfers().then(() => state.view && state.view.kind === "files" && renderFiles()).catch(() => {});
+}
+
+function renderFiles() {
+  if (!state.filesOn) return screen("Files", notice("This daemon does not transfer files."));
+  const rows = [...state.transfers.values()].reverse(); // newest first
+  const list = h("ul", { class: "transfer-list", "aria-label": "File transfers" });
+  fill(list, rows.length ? rows.map((t) =>
+    h("li", { class: "transfer", "aria-live": "off" }, cardFor(t, true),
+      h("a", { href: "#/chat/" + t.contact, class: "small" }, "Open the conversation"))) : h("li", { class: "empty" }, "No transfers yet. Attach a file in a conversation, or drop it there."));
+  const uploading = state.uploads.length ? h("p", { class: "muted" }, `${state.uploads.length} file(s) uploading to your daemon.`) : null;
+  screen("Files", uploading, list);
 }
 
 // ------------------------------------------------------------------ contacts
@@ -677,6 +906,11 @@ function onEvent(ev) {
     case "channel_message":
       if (ev.message) addChannelMessage(ev.channel, ev.message);
       return;
+    case "file_offer":
+    case "file_progress":
+    case "file_done":
+      updateTransfer(ev.transfer);
+      return;
     default:
       return; // unknown types are ignored, as the API asks
   }
@@ -698,7 +932,7 @@ function onLive(s) {
     wasUp = true; // the first connection: what is shown was just loaded
   } else if (state.live) {
     // Events missed while disconnected are not replayed: reload what is shown.
-    Promise.all([loadContacts(), loadRequests()]).then(route).catch(() => {});
+    Promise.all([loadContacts(), loadRequests(), loadTransfers()]).then(route).catch(() => {});
   }
 }
 
@@ -714,6 +948,7 @@ function route() {
     case "channels": return showChannels();
     case "channel": return showChannel(key);
     case "status": return showStatus();
+    case "files": return showFiles();
     default: {
       state.view = null;
       renderList();
@@ -765,7 +1000,8 @@ async function main() {
     if (state.view && state.view.kind === "chat") markRead(state.view.key);
   });
   window.addEventListener("hashchange", route);
-  await Promise.all([loadContacts(), loadRequests()]);
+  await Promise.all([loadContacts(), loadRequests(), loadTransfers().catch(() => {})]);
+  setUpDrops();
   route();
   connectEvents(onEvent, onLive);
 }
