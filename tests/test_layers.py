@@ -38,6 +38,7 @@ RANKS: dict[str, float] = {
     "node": 7,
     "api": 8,
     "cli": 9,
+    "tui": 9,  # a front end beside the CLI: `btchat tui` starts it, it shows text the CLI's way
 }
 
 #: Modules that sit in another layer than their folder: the asyncio shells of the

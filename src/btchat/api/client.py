@@ -16,7 +16,7 @@ import secrets
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -364,8 +364,14 @@ class ApiClient:
 # ------------------------------------------------------------------ events
 
 
-async def watch_events(base_url: str, token: str) -> AsyncIterator[dict[str, Any]]:
-    """Live events until the daemon goes away; ``ready``/``pong`` frames are swallowed."""
+async def watch_events(
+    base_url: str, token: str, on_ready: Callable[[], None] | None = None
+) -> AsyncIterator[dict[str, Any]]:
+    """Live events until the daemon goes away; ``ready``/``pong`` frames are swallowed.
+
+    ``on_ready`` is called at the ``ready`` frame: the subscription is in place, so a
+    client that loads its state then misses nothing (the TUI does, after reconnecting).
+    """
     import aiohttp
 
     url = base_url.rstrip("/") + "/v1/events"
@@ -388,5 +394,10 @@ async def watch_events(base_url: str, token: str) -> AsyncIterator[dict[str, Any
                     event = json.loads(msg.data)
                 except ValueError:
                     continue
-                if isinstance(event, dict) and event.get("type") not in ("ready", "pong"):
+                if not isinstance(event, dict):
+                    continue
+                if event.get("type") == "ready":
+                    if on_ready is not None:
+                        on_ready()
+                elif event.get("type") != "pong":
                     yield event

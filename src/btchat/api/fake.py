@@ -11,13 +11,14 @@ import itertools
 import secrets
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from btchat.api.facade import PRESENCE_STATES, ApiError
 from btchat.messaging.contacts import ContactChange
 from btchat.node.events import EventHub
 
-__all__ = ["FakeChannels", "FakeMessenger"]
+__all__ = ["FakeChannels", "FakeFiles", "FakeMessenger"]
 
 
 def _now_ms() -> int:
@@ -31,12 +32,14 @@ def _is_key(text: str) -> bool:
 class FakeMessenger:
     """Contacts are 64-hex public keys; a ``ref`` is a key or ``btchat:<key>?name=<n>``."""
 
-    def __init__(self, public_key: str | None = None, *, channels: bool = True) -> None:
+    def __init__(
+        self, public_key: str | None = None, *, channels: bool = True, files: bool = False
+    ) -> None:
         self.public_key = public_key or secrets.token_hex(32)
         #: ``channels=False``: a messenger without channels (the routes answer 501).
         self.channels: FakeChannels | None = FakeChannels(self) if channels else None
-        #: No file transfer in the fake: the file routes answer 501.
-        self.files: None = None
+        #: ``files=True``: in-memory transfers (:class:`FakeFiles`); else the routes answer 501.
+        self.files: FakeFiles | None = FakeFiles(self) if files else None
         self.contacts: dict[str, dict[str, Any]] = {}
         self.messages: list[dict[str, Any]] = []
         self.requests: dict[str, dict[str, Any]] = {}
@@ -393,3 +396,112 @@ class FakeChannels:
 
     async def dial(self, ref: str, address: str) -> dict[str, Any]:
         return self._view(self._find(ref))  # the fake has nobody to link to
+
+
+class FakeFiles:
+    """Transfers without bytes: offers, actions and progress the way the real ``Files``
+    shows them (``file_offer``, ``file_progress``, ``file_done`` events). Tests move an
+    accepted transfer along with :meth:`advance`."""
+
+    ACTIONS: dict[str, tuple[tuple[str, ...], str]] = {
+        "accept": (("offered",), "active"),
+        "reject": (("offered",), "rejected"),
+        "cancel": (("offered", "active", "paused"), "cancelled"),
+        "pause": (("active",), "paused"),
+        "resume": (("paused",), "active"),
+    }
+
+    def __init__(self, owner: FakeMessenger) -> None:
+        self._owner = owner
+        self.transfers: dict[str, dict[str, Any]] = {}
+        self.limits: dict[str, int] = {}
+
+    def _new(self, direction: str, pk: str, name: str, size: int) -> dict[str, Any]:
+        tid = secrets.token_hex(16)
+        t = {
+            "id": tid,
+            "direction": direction,
+            "contact": pk,
+            "name": name,
+            "size": size,
+            "media_type": "application/octet-stream",
+            "root": hashlib.sha256(tid.encode()).hexdigest(),
+            "pieces": max(1, -(-size // 16384)),
+            "have": 0,
+            "bytes_done": 0,
+            "progress": 1.0 if size == 0 else 0.0,
+            "state": "offered",
+            "error": None,
+            "path": None,
+        }
+        self.transfers[tid] = t
+        kind = "in" if direction == "in" else "out"
+        message = self._owner._message(
+            pk,
+            pk if kind == "in" else self._owner.public_key,
+            kind,
+            name,
+            "delivered" if kind == "in" else "pending",
+        )
+        message["type"] = "file"
+        message["id"] = tid  # a transfer's id is its offer's message id
+        self._owner.emit({"type": "message", "message": dict(message)})
+        return t
+
+    def offer(self, c: str, name: str, size: int) -> dict[str, Any]:
+        """Simulate contact ``c`` offering a file."""
+        t = self._new("in", self._owner._resolve(c), name, size)
+        self._owner.emit({"type": "file_offer", "transfer": dict(t)})
+        return dict(t)
+
+    def advance(self, tid: str, bytes_done: int) -> dict[str, Any]:
+        """Simulate bytes arriving (or leaving); at the full size the transfer is done."""
+        t = self._get(tid)
+        t["bytes_done"] = min(bytes_done, t["size"])
+        t["progress"] = 1.0 if t["size"] == 0 else t["bytes_done"] / t["size"]
+        t["have"] = int(t["pieces"] * t["progress"])
+        if t["bytes_done"] >= t["size"]:
+            t["state"] = "done"
+            if t["direction"] == "in":
+                t["path"] = f"/tmp/btchat-fake/{t['name']}"
+        kind = "file_done" if t["state"] == "done" else "file_progress"
+        self._owner.emit({"type": kind, "transfer": dict(t)})
+        return dict(t)
+
+    def _get(self, tid: str) -> dict[str, Any]:
+        matches = [t for k, t in self.transfers.items() if k.startswith(tid.lower())]
+        if len(matches) != 1:
+            raise ApiError(404, "unknown_transfer", f"no transfer {tid!r}")
+        return matches[0]
+
+    async def list(self) -> list[dict[str, Any]]:
+        return [dict(t) for t in self.transfers.values()]
+
+    async def get(self, tid: str) -> dict[str, Any]:
+        return dict(self._get(tid))
+
+    async def send(self, c: str, path: str) -> dict[str, Any]:
+        pk = self._owner._resolve(c)
+        name = path.replace("\\", "/").rsplit("/", 1)[-1]
+        return dict(self._new("out", pk, name, 1000))
+
+    async def act(self, tid: str, action: str) -> dict[str, Any]:
+        t = self._get(tid)
+        if action not in self.ACTIONS:
+            raise ApiError(400, "bad_action", f"unknown action {action!r}")
+        allowed, state = self.ACTIONS[action]
+        if action in ("accept", "reject") and t["direction"] != "in":
+            raise ApiError(409, "not_incoming", "only an incoming offer is accepted or rejected")
+        if t["state"] not in allowed:
+            raise ApiError(409, "bad_state", f"the transfer is {t['state']}")
+        t["state"] = state
+        self._owner.emit({"type": "file_progress", "transfer": dict(t)})
+        return dict(t)
+
+    async def set_limit(self, c: str, max_bytes: int) -> dict[str, Any]:
+        pk = self._owner._resolve(c)
+        self.limits[pk] = max_bytes
+        return {"contact": pk, "max_bytes": max_bytes}
+
+    def file_path(self, tid: str) -> Path:
+        return Path(self._get(tid)["path"] or "/nonexistent")

@@ -18,7 +18,7 @@ from typing import Any
 
 from btchat.api.client import ApiClient, ApiClientError, DaemonNotRunning, read_api_files
 from btchat.api.facade import MAX_TEXT_BYTES
-from btchat.cli import webopen
+from btchat.cli import tuicmd, webopen
 from btchat.cli.base import UserError, emit, stop_on_signal
 from btchat.cli.render import (
     Names,
@@ -374,6 +374,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 
     command(sub, "watch", cmd_watch, help="print live events")
     webopen.add_command(sub, chat)
+    tuicmd.add_command(sub, chat)
 
 
 # ------------------------------------------------------------------ helpers

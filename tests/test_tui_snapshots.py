@@ -1,0 +1,158 @@
+"""Snapshots of the terminal UI's main screens (pytest-textual-snapshot): the
+conversation with ticks and hostile text, contact requests, file transfers and the
+"daemon not reachable" state. A change to what a screen shows fails here; after a
+deliberate one, look at the report and run ``pytest tests/test_tui_snapshots.py
+--snapshot-update`` to commit the new pictures (tests/__snapshots__/)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
+
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import Input
+
+from btchat.api.client import DaemonNotRunning, new_token
+from btchat.api.fake import FakeMessenger
+from btchat.api.server import start_api
+from btchat.tui import text
+from btchat.tui.app import BtchatApp, ConvItem, MessageRow, Requests, TransferRow, Transfers
+
+pytest.importorskip("pytest_textual_snapshot")
+
+T = TypeVar("T")
+ME, BOB, CAROL, DAVE, ERIN = ("e0" * 32, "b0" * 32, "c0" * 32, "d0" * 32, "f0" * 32)
+TOKEN = new_token()
+SIZE = (110, 30)
+
+
+class Served:
+    """The API over a fake messenger in a thread of its own (the snapshot runs the app
+    with ``App.run``, in a loop of its own)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.fake = FakeMessenger(ME, files=True)
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=10)
+
+    def serve(self) -> None:
+        self.runner, port = self.run(start_api(self.fake, TOKEN))
+        self.url = f"http://127.0.0.1:{port}"
+
+    def close(self) -> None:
+        self.run(self.runner.cleanup())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
+    monkeypatch.setattr(text, "clock", lambda ms: "12:00")  # pictures without a clock
+    s = Served()
+    f = s.fake
+    s.run(f.add_contact(BOB, "bob"))
+    s.run(f.add_contact(CAROL, "carol"))
+    s.run(f.add_contact(DAVE, "\x1b[31mdave[/] \u202egnp.exe"))
+    f.contacts[BOB].update(online=True, presence="online", verified=True)
+    f.contacts[CAROL].update(online=True, presence="away")
+    f.receive("bob", "hi! lunch at noon?")
+    for words, state in (("yes, see you there", "read"), ("bringing the [b]maps[/b]", "sent")):
+        m = s.run(f.send_message("bob", words))
+        next(x for x in f.messages if x["id"] == m["id"])["state"] = state
+    f.receive(
+        "bob", "\x1b[2J\x1b]0;pwned\x07 [bold red]not red[/] \u202eevil\u202c\rover\nbob: fake"
+    )
+    f.receive("bob", "W" * 300)
+    f.receive("carol", "unread one")
+    f.receive("carol", "unread two")
+    assert f.channels is not None and f.files is not None
+    s.run(f.channels.create("lobby", False, []))
+    f.incoming_request(ERIN, note="met you at the [i]meetup[/i]")
+    f.files.offer("bob", "photos.zip", 3 * 1024 * 1024)
+    active = f.files.offer("carol", "song[1].mp3", 4096)
+    s.run(f.files.act(active["id"], "accept"))
+    f.files.advance(active["id"], 2048)
+    s.serve()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def app_for(s: Served) -> BtchatApp:
+    return BtchatApp(lambda: (s.url, TOKEN))
+
+
+async def until(pilot: Pilot, cond: Callable[[], Any], timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not cond():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {cond}")
+        await pilot.pause(0.02)
+
+
+async def settle(pilot: Pilot) -> None:
+    for box in pilot.app.query(Input):
+        box.cursor_blink = False
+    await pilot.pause(0.1)
+
+
+async def conversation(pilot: Pilot) -> BtchatApp:
+    app = pilot.app
+    assert isinstance(app, BtchatApp)
+    await until(pilot, lambda: app.connected and len(app.query(ConvItem)) == 4)
+    await until(pilot, lambda: app.unread.get(CAROL) == 3)  # a file offer too
+    await app.open("contact", BOB)
+    await until(pilot, lambda: len(app.query(MessageRow)) == 6)
+    app.query_one("#convs").index = 2  # bob
+    app.query_one("#input").focus()
+    await settle(pilot)
+    return app
+
+
+def test_snapshot_conversation(served: Served, snap_compare: Any) -> None:
+    assert snap_compare(app_for(served), terminal_size=SIZE, run_before=conversation)
+
+
+def test_snapshot_requests(served: Served, snap_compare: Any) -> None:
+    async def run_before(pilot: Pilot) -> None:
+        app = await conversation(pilot)
+        await pilot.press("ctrl+r")
+        await until(pilot, lambda: isinstance(app.screen, Requests))
+        await until(pilot, lambda: len(app.screen.query("#request-list ListItem")) == 1)
+        await settle(pilot)
+
+    assert snap_compare(app_for(served), terminal_size=SIZE, run_before=run_before)
+
+
+def test_snapshot_transfers(served: Served, snap_compare: Any) -> None:
+    async def run_before(pilot: Pilot) -> None:
+        app = await conversation(pilot)
+        await pilot.press("ctrl+t")
+        await until(pilot, lambda: isinstance(app.screen, Transfers))
+        await until(pilot, lambda: len(app.screen.query(TransferRow)) == 2)
+        await settle(pilot)
+
+    assert snap_compare(app_for(served), terminal_size=SIZE, run_before=run_before)
+
+
+def test_snapshot_daemon_not_reachable(snap_compare: Any) -> None:
+    def nobody() -> tuple[str, str]:
+        raise DaemonNotRunning()
+
+    async def run_before(pilot: Pilot) -> None:
+        await until(
+            pilot, lambda: "no btchat daemon" in str(pilot.app.query_one("#banner").content)
+        )
+        await settle(pilot)
+
+    assert snap_compare(BtchatApp(nobody), terminal_size=SIZE, run_before=run_before)
