@@ -20,6 +20,7 @@ from .v1_client import (
     ENVELOPE_CONTEXT,
     PING,
     PONG,
+    REKEY,
     Certificate,
     Identity,
     LamportClock,
@@ -236,3 +237,37 @@ def test_responder_stays_silent_for_a_stranger_or_a_changed_byte() -> None:
         with pytest.raises(SessionError):
             bob.receive(message)
         assert bob.data_to_send() == b""
+
+
+@pytest.mark.filterwarnings("ignore:One of ephemeral keypairs is already set")
+def test_rekey_is_noise_rekey_and_the_peer_follows() -> None:
+    from noise.state import CipherState
+
+    v = load("sessions")["vectors"]["session"]
+    init, resp = v["initiator"], v["responder"]
+    alice = V1Session(
+        initiator=True,
+        device_private=b(init["static_private"]),
+        certificate=Certificate.decode(b(init["certificate"])),
+        accept=lambda c: True,
+        peer_device_key=b(resp["static_public"]),
+    )
+    bob = V1Session(
+        initiator=False,
+        device_private=b(resp["static_private"]),
+        certificate=Certificate.decode(b(resp["certificate"])),
+        accept=lambda c: True,
+    )
+    bob.receive(alice.data_to_send())
+    alice.receive(bob.data_to_send())
+    bob.receive(alice.data_to_send())
+    sending = alice._noise.noise_protocol.cipher_state_encrypt
+    before_k, before_n = sending.k, sending.n
+    alice.send(REKEY)
+    # The noise library's own CipherState.Rekey() from the same state gives the same key.
+    reference = CipherState(alice._noise.noise_protocol)
+    reference.initialize_key(before_k)
+    reference.rekey()
+    assert sending.k == reference.k and sending.n == before_n + 1  # n is not reset
+    alice.send(DATA, b"d1:xi1ee")
+    assert bob.receive(alice.data_to_send()) == [(REKEY, b""), (DATA, b"d1:xi1ee")]

@@ -634,6 +634,11 @@ class V1Client:
     def send_text(self, text: str) -> bytes:
         return self.send_envelope("text", {"t": text.encode()})
 
+    def send_frame(self, kind: int, body: bytes = b"") -> None:
+        """A bare transport frame, e.g. ``REKEY`` (our direction is rekeyed after it)."""
+        self._open().send(kind, body)
+        self._flush()
+
     def poll(self, seconds: float) -> None:
         """Read and handle whatever arrives in the next ``seconds``."""
         deadline = time.monotonic() + seconds
