@@ -99,6 +99,20 @@ def test_a_v1_peer_chats_with_the_current_daemon(daemon: Person, tmp_path: Path)
         assert of_type(client.received, "presence")[0][b"s"] == b"online"
         assert [b.keys() for b in of_type(client.received, "prekey")] == [{b"k", b"o"}]
 
+        # Read receipts and presence, both ways.
+        daemon.cli("read", "old")
+        client.wait(
+            lambda r: any(b[b"s"] == b"read" and sent in b[b"ids"] for b in of_type(r, "receipt")),
+            15,
+            "the daemon's read receipt",
+        )
+        client.send_envelope("presence", {"s": b"away", "ls": int(time.time() * 1000)})
+        wait_for(
+            lambda: daemon.cli("contacts")["contacts"][0]["presence"] == "away",
+            10,
+            "our presence at the daemon",
+        )
+
         # A PING is answered; after our REKEY (Noise §11.3) the daemon still reads us.
         pongs = sum(kind == PONG for kind, _ in client.received.frames)
         client.send_frame(PING)
