@@ -293,11 +293,18 @@ def test_the_cli_as_a_front_end(people: dict[str, Person], tmp_path: Path) -> No
     assert watch.stdout is not None
     reader = threading.Thread(target=lambda: seen.extend(watch.stdout or []), daemon=True)
     reader.start()
-    time.sleep(1.0)  # subscribed (watch prints nothing until an event)
-    ApiClient(*read_api_files(alice.dir)).send_typing("bob", True)
+    alice_api = ApiClient(*read_api_files(alice.dir))
+    sent_at = [0.0]
+
+    def typing_shown() -> bool:  # watch prints nothing until it is subscribed: say it again
+        if time.monotonic() - sent_at[0] > 1.0:
+            sent_at[0] = time.monotonic()
+            alice_api.send_typing("bob", True)
+        return any("alice is typing" in line for line in seen)
+
+    wait_for(typing_shown, 30, "the typing line")
     alice.cli("send", "bob", "watched")
     wait_for(lambda: any("alice: watched" in line for line in seen), 30, "the watched line")
-    assert any("alice is typing" in line for line in seen), seen
     assert not any(alice.id[:12].lower() in line.lower() for line in seen), seen
 
     bob.down()
