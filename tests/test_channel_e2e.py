@@ -55,9 +55,7 @@ def trio(
         yield folks
     finally:
         for p in folks.values():
-            if p.proc is not None:
-                p.proc.kill()
-                p.proc.wait(timeout=10)
+            p.kill()
 
 
 def test_open_channel_by_file_and_link(trio: dict[str, Person], tmp_path: Path) -> None:

@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_messenger_e2e import BTCHAT, Person, base_env, befriend, wait_for
+from test_messenger_e2e import Person, befriend, sandbox, wait_for  # noqa: F401
 from test_tui import choose, item_text, row_texts, started, until
 
 from btchat.api.client import read_api_files
@@ -27,22 +24,6 @@ pytestmark = pytest.mark.slow
 LOOPBACK = ["--host", "127.0.0.1", "--dht-port", "0", "--no-upnp", "--no-lan"]
 
 
-@pytest.fixture(scope="module")
-def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
-    tmp = tmp_path_factory.mktemp("tui-e2e")
-    env = base_env(tmp)
-    proc = subprocess.Popen(
-        [*BTCHAT, "sandbox", "--nodes", "30", "--json"], env=env, stdout=subprocess.PIPE, text=True
-    )
-    assert proc.stdout is not None
-    bootstrap = json.loads(proc.stdout.readline())["bootstrap"]
-    try:
-        yield bootstrap, env
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=20)
-
-
 def stop(pid: int | None) -> None:
     if pid is not None:
         with contextlib.suppress(ProcessLookupError):
@@ -50,9 +31,11 @@ def stop(pid: int | None) -> None:
 
 
 async def test_a_message_from_the_cli_reaches_the_tui_and_back(
-    swarm: tuple[str, dict[str, str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    sandbox: tuple[str, dict[str, str]],  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    bootstrap, env = swarm
+    bootstrap, env = sandbox
     for key, value in env.items():  # the launcher's daemon inherits this environment
         monkeypatch.setenv(key, value)
     alice = Person("alice", tmp_path, env, bootstrap)
@@ -93,9 +76,11 @@ async def test_a_message_from_the_cli_reaches_the_tui_and_back(
 
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc")
 def test_the_launcher_hands_a_typed_passphrase_over_a_pipe(
-    swarm: tuple[str, dict[str, str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    sandbox: tuple[str, dict[str, str]],  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    bootstrap, env = swarm
+    bootstrap, env = sandbox
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("BTCHAT_PASSPHRASE", raising=False)

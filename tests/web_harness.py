@@ -153,9 +153,7 @@ def people(sandbox: tuple[str, dict[str, str]], tmp_path: Path) -> Iterator[dict
         yield folks
     finally:
         for p in folks.values():
-            if p.proc is not None:
-                p.proc.kill()
-                p.proc.wait(timeout=10)
+            p.kill()
 
 
 def add_contact(tab: Tab, their_id: str, name: str) -> None:
