@@ -6,6 +6,7 @@ Everything runs on 127.0.0.1: a private sandbox swarm (``btchat sandbox``), and 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -14,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,30 @@ class Person:
 
     def texts(self, other: str) -> list[str]:
         return [m["text"] for m in self.history(other)]
+
+
+# ------------------------------------------------------ async forms for asyncio tests
+
+
+async def cli(p: Person, *args: str) -> Any:
+    """``p.cli`` off the event loop (the NAT-lab tests drive peers from asyncio)."""
+    return await asyncio.to_thread(p.cli, *args)
+
+
+async def until_true(pred: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await pred():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out: {what}"
+        await asyncio.sleep(0.5)
+
+
+async def online(p: Person, other: str) -> bool:
+    contacts = (await cli(p, "contacts"))["contacts"]
+    return any(c["name"] == other and c["online"] for c in contacts)
+
+
+async def texts(p: Person, other: str) -> list[str]:
+    return [m["text"] for m in (await cli(p, "history", other))["messages"]]
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -129,26 +129,10 @@ async def test_two_daemons_on_a_lan_with_no_dht_chat_and_share_a_channel(
     """``btchat up`` in two LAN hosts, bootstrap pointing at nothing: contacts added by
     ID only (no session ever, no device list anywhere) find each other and chat both
     ways; a channel one creates and the other joins links and carries posts both ways."""
-    from test_messenger_e2e import Person, base_env
+    from test_messenger_e2e import Person, base_env, cli, online, texts, until_true
 
     env = base_env(tmp_path)
     people: dict[str, Person] = {}
-
-    async def cli(p: Person, *args: str) -> Any:
-        return await asyncio.to_thread(p.cli, *args)
-
-    async def until_true(pred: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not await pred():
-            assert asyncio.get_running_loop().time() < deadline, f"timed out: {what}"
-            await asyncio.sleep(0.5)
-
-    async def online(p: Person, other: str) -> bool:
-        contacts = (await cli(p, "contacts"))["contacts"]
-        return any(c["name"] == other and c["online"] for c in contacts)
-
-    async def texts(p: Person, other: str) -> list[str]:
-        return [m["text"] for m in (await cli(p, "history", other))["messages"]]
 
     async def channel_texts(p: Person, name: str) -> list[str]:
         return sorted(m["text"] for m in (await cli(p, "channel", "history", name))["messages"])

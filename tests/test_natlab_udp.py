@@ -12,9 +12,8 @@ two ``btchat up`` processes in port-restricted homes chat.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from natlab.lab import PUBLIC_ADDRS, Lab, NatType, lab_or_skip
@@ -62,7 +61,7 @@ async def test_every_pair_delivers_punched_or_relayed(lab: Lab) -> None:
 async def test_two_daemons_behind_port_restricted_nats_chat(lab: Lab, tmp_path: Path) -> None:
     """The whole daemon (``btchat up`` processes in two port-restricted homes), a sandbox
     DHT on the lab's internet: they find each other and chat over a punched session."""
-    from test_messenger_e2e import Person, base_env
+    from test_messenger_e2e import Person, base_env, cli, online, texts, until_true
 
     with lab.inside(lab.ns("pub")):
         swarm = await start_swarm(16, seed=7, hosts=PUBLIC_ADDRS[:2])
@@ -73,22 +72,6 @@ async def test_two_daemons_behind_port_restricted_nats_chat(lab: Lab, tmp_path: 
         "bob": lab.seconds[NatType.PORT_RESTRICTED],
     }
     people: dict[str, Person] = {}
-
-    async def cli(p: Person, *args: str) -> Any:
-        return await asyncio.to_thread(p.cli, *args)
-
-    async def until_true(pred: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not await pred():
-            assert asyncio.get_running_loop().time() < deadline, f"timed out: {what}"
-            await asyncio.sleep(0.5)
-
-    async def online(p: Person, other: str) -> bool:
-        contacts = (await cli(p, "contacts"))["contacts"]
-        return any(c["name"] == other and c["online"] for c in contacts)
-
-    async def texts(p: Person, other: str) -> list[str]:
-        return [m["text"] for m in (await cli(p, "history", other))["messages"]]
 
     try:
         for name, home in homes.items():
