@@ -27,6 +27,7 @@ from btchat.cli.render import (
     contact_line,
     describe_event,
     emit_rows,
+    human_size,
     member_line,
     request_line,
     show_message,
@@ -310,7 +311,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p = command(
         sub, "file-limit", cmd_file_limit, "contact", help="largest file a contact may offer"
     )
-    p.add_argument("max_bytes", type=int)
+    p.add_argument("max_bytes", type=byte_size, metavar="SIZE", help="e.g. 500000, 100MB, 2GiB")
 
     requests = lister("list_requests", "requests", request_line, "no contact requests")
     command(sub, "requests", requests, help="list contact requests")
@@ -656,9 +657,26 @@ async def cmd_file_action(args: argparse.Namespace, action: str) -> None:
     emit(args, t, transfer_line(t, contact_names(args)))
 
 
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}  # fmt: skip
+
+
+def byte_size(text: str) -> int:
+    """A size as people write it: 500000, 100MB, 1.5 GiB (decimal and binary units)."""
+    number = text.strip().lower().rstrip("bikmgt ")
+    unit = text.strip().lower()[len(number) :].strip()
+    try:
+        value = float(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 100MB)") from None
+    if unit not in _UNITS or value < 0:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 100MB, 2GiB)")
+    return int(value * _UNITS[unit])
+
+
 async def cmd_file_limit(args: argparse.Namespace) -> None:
     r = call(args, "set_file_limit", args.contact, args.max_bytes)
-    emit(args, r, f"{args.contact} may offer files up to {r['max_bytes']} bytes")
+    emit(args, r, f"{args.contact} may offer files up to {human_size(r['max_bytes'])}")
 
 
 def text_arguments(p: argparse.ArgumentParser) -> None:

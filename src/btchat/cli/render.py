@@ -18,6 +18,7 @@ __all__ = [
     "contact_line",
     "describe_event",
     "emit_rows",
+    "human_size",
     "member_line",
     "request_line",
     "show_message",
