@@ -483,6 +483,7 @@ async def cmd_id(args: argparse.Namespace) -> None:
 
 
 async def cmd_up(args: argparse.Namespace) -> None:
+    from btchat.identity.idtext import format_id, parse_id
     from btchat.node.boot import BootError, start_node
 
     conf = settings(args)
@@ -507,7 +508,8 @@ async def cmd_up(args: argparse.Namespace) -> None:
                 "proxy": status["proxy"]["url"] if status["proxy"] else None,
                 "tor": status["tor"],
             },
-            f"btchat is up: {status['id']}\nAPI {node.api_url}, "
+            f"btchat is up: {format_id(parse_id(status['id']), grouped=True)}\n"
+            f"API {node.api_url}, "
             f"sessions on port {status['listen_port']}"
             + _network_note(status)
             + f"\nWeb app {webopen.web_url(node.api_url)} (`btchat open` signs you in)",
