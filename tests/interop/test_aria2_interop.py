@@ -217,3 +217,13 @@ def test_aria2_stores_our_announce_and_hands_it_out(world: World) -> None:
         if q.body[b"info_hash"] == infohash
     ]
     assert [encode_peer((HOST, port))] in values
+
+
+def test_no_errors_and_nothing_malformed_either_way(world: World) -> None:
+    """Nothing either side sent was an error reply or failed to decode, and none of our
+    nodes dropped a datagram as malformed."""
+    packets = world.swarm.with_peer(world.dht)
+    assert len(packets) >= 20
+    assert [p.msg for p in packets if p.kind not in (b"q", b"r")] == []
+    stats = world.swarm.on_loop(lambda: [dict(s.node.stats) for s in world.swarm.services])
+    assert sum(s.get("rx_malformed", 0) for s in stats) == 0
