@@ -9,7 +9,8 @@ then get_peers to nodes it learned only from our answers), connect to the announ
 port with a BitTorrent handshake for the infohash (the proof it parsed our ``values``),
 and announce itself to us with our tokens, where our own get_peers finds it. The other
 way round our node pings aria2, keeps it in its routing table, and gets answers from it
-to find_node, get_peers and announce_peer, including the peer we stored at aria2.
+to find_node, get_peers and announce_peer, including the peer we stored at aria2 (it
+ignores ``implied_port`` and stores the ``port`` argument).
 
 aria2 1.36.0 accepts a loopback entry point and loopback peers, so no namespace is
 needed: its DHT socket is bound to 127.0.0.1 with the (hidden) ``--dht-listen-addr``
@@ -31,7 +32,7 @@ from pathlib import Path
 import pytest
 from harness import skip_unless_ci
 
-from btchat.dht.ids import encode_peer
+from btchat.dht.ids import decode_peers, encode_peer
 
 from .dht_clients import Addr, PeerListener, TappedSwarm, wait_until
 
@@ -217,6 +218,22 @@ def test_aria2_stores_our_announce_and_hands_it_out(world: World) -> None:
         if q.body[b"info_hash"] == infohash
     ]
     assert [encode_peer((HOST, port))] in values
+
+
+def test_aria2_ignores_implied_port(world: World) -> None:
+    """aria2 1.36 ignores BEP 5's ``implied_port``: it stores the ``port`` argument. So an
+    implied-port announce must carry a real port too (the rendezvous sends its own)."""
+    swarm = world.swarm
+    their_id = world.node_id()
+    infohash = their_id[:-1] + bytes([their_id[-1] ^ 4])  # they are among the closest
+    swarm.call(swarm.ours.announce(infohash, 4343, implied_port=True))
+    swarm.call(swarm.ours.get_peers(infohash))
+    stored = [
+        decode_peers(r.body.get(b"values", []))
+        for q, r in swarm.replies_from(world.dht, b"get_peers")
+        if q.body[b"info_hash"] == infohash
+    ]
+    assert [(HOST, 4343)] in stored
 
 
 def test_no_errors_and_nothing_malformed_either_way(world: World) -> None:

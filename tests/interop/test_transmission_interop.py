@@ -23,7 +23,8 @@ ping our nodes, query nodes it learned only from our answers, connect to the ann
 port with a BitTorrent handshake for the infohash (the proof it parsed our ``values``)
 and announce itself with our tokens, where our own get_peers finds it. The other way
 round our node pings Transmission, keeps it, and gets answers from it to find_node,
-get_peers and announce_peer, including the peer we stored there.
+get_peers and announce_peer, including the peer we stored there (with ``implied_port``
+it stores our UDP source port).
 
 Root, iproute2 and nftables, as the NAT lab, and transmission-daemon; skipped without
 them, failing under CI.
@@ -49,7 +50,7 @@ from harness import skip_unless_ci
 from natlab.lab import LAN_ADDRS, Lab, lab_or_skip
 
 from btchat.codec.bencode import encode
-from btchat.dht.ids import encode_peer
+from btchat.dht.ids import decode_peers, encode_peer
 
 from .dht_clients import Addr, PeerListener, TappedSwarm, wait_until
 
@@ -278,6 +279,22 @@ def test_transmission_stores_our_announce_and_hands_it_out(world: World) -> None
         if q.body[b"info_hash"] == infohash
     ]
     assert [encode_peer((OURS, port))] in values
+
+
+def test_transmission_honours_implied_port(world: World) -> None:
+    """jech/dht honours BEP 5's ``implied_port``: it stores our UDP source port, not the
+    ``port`` argument."""
+    swarm = world.swarm
+    their_id = world.node_id()
+    infohash = their_id[:-1] + bytes([their_id[-1] ^ 4])  # they are among the closest
+    swarm.call(swarm.ours.announce(infohash, 4343, implied_port=True))
+    swarm.call(swarm.ours.get_peers(infohash))
+    stored = [
+        decode_peers(r.body.get(b"values", []))
+        for q, r in swarm.replies_from(world.dht, b"get_peers")
+        if q.body[b"info_hash"] == infohash
+    ]
+    assert [swarm.ours.addr] in stored
 
 
 def test_no_errors_and_nothing_malformed_either_way(world: World) -> None:
