@@ -103,7 +103,12 @@ class TappedSwarm:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._run, args=(inside,), daemon=True)
         self.thread.start()
-        self.swarm: Swarm = self.call(start_swarm(n, hosts=[host], config=SANDBOX_CONFIG))
+        try:
+            self.swarm: Swarm = self.call(start_swarm(n, hosts=[host], config=SANDBOX_CONFIG))
+        except BaseException:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+            raise
         self.own_addrs = {s.addr for s in self.swarm.services}
         self.call(self._tap_all())
 
