@@ -5,6 +5,7 @@ talk to a running daemon through its local API (``contacts``, ``send``, ``histor
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -514,9 +515,25 @@ async def cmd_up(args: argparse.Namespace) -> None:
             + _network_note(status)
             + f"\nWeb app {webopen.web_url(node.api_url)} (`btchat open` signs you in)",
         )
-        await stop.wait()
+        notices = asyncio.ensure_future(_say_when_joined(node.daemon))
+        try:
+            await stop.wait()
+        finally:
+            notices.cancel()
     finally:
         await node.stop()
+
+
+async def _say_when_joined(daemon: Any) -> None:
+    """One plain line on stderr each time the node (re)joins the DHT (a log warning
+    already says when no DHT node answers)."""
+    joined: asyncio.Event = daemon.joined_event  # never set in Tor mode, which runs no DHT
+    while True:
+        await joined.wait()
+        status = await daemon.status()
+        print(f"joined the DHT ({status['dht']['nodes']} nodes known)", file=sys.stderr)
+        while joined.is_set():
+            await asyncio.sleep(1.0)
 
 
 def _network_note(status: dict[str, Any]) -> str:

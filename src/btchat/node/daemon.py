@@ -274,6 +274,11 @@ class Daemon:
                 self.guard.report(exc, "pruning")
             await asyncio.sleep(3600)
 
+    @property
+    def joined_event(self) -> asyncio.Event:
+        """Set while the DHT routing table holds nodes (never in Tor mode), to wait on."""
+        return self._joined
+
     def subscribe(self) -> AsyncIterator[dict[str, Any]]:
         return self.events.subscribe()  # closing the iterator unsubscribes
 

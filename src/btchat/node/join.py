@@ -46,7 +46,7 @@ async def join_loop(
             if not joined.is_set():
                 joined.set()
                 emit({"type": "dht", "joined": True, "nodes": len(dht.node.routing)})
-                log.warning("joined the DHT (%d nodes known)", len(dht.node.routing))
+                log.info("joined the DHT (%d nodes known)", len(dht.node.routing))
                 on_joined()
             await asyncio.sleep(CHECK_EVERY)
             continue
