@@ -788,21 +788,42 @@ async def _chat_messages(
 
 def _index_costs(root: Path, identity: Any, device: Any, to: bytes, n: int) -> dict[str, Any]:
     """The deferred index's own costs on a SQLCipher store holding ``n`` messages stored
-    by group commit (batches of 100) and none indexed: a search with that backlog (it
-    indexes all of it first), the same search again (nothing pending), and the indexer's
-    rate in the shell's steps (``Chat.index_step``: :data:`INDEX_BATCH` rows each)."""
+    by group commit (batches of 100; texts of 16 words) and none indexed: a search with
+    that backlog (it indexes all of it first), the same search again (nothing pending),
+    and the indexer's rate in the shell's steps (:data:`INDEX_BATCH` rows each)."""
     from btchat.messaging import envelope as E
     from btchat.messaging.store import Store
     from btchat.node.chat import INDEX_BATCH
 
     now = time.time()
+    # Words, not TEXT (one 100-letter token): about 16 tokens per row, as people write.
+    words = [
+        "the",
+        "quick",
+        "brown",
+        "fox",
+        "jumps",
+        "over",
+        "a",
+        "lazy",
+        "dog",
+        "near",
+        "our",
+        "old",
+        "red",
+        "barn",
+    ]
+
+    def text(i: int) -> str:
+        return " ".join(words[(i * 7 + k) % len(words)] for k in range(15)) + f" w{i}"
+
     envs = [
         E.create(
             identity,
             device.device_id,
             to,
             E.TEXT,
-            E.text_body(f"{TEXT} w{i}"),
+            E.text_body(text(i)),
             lamport=i + 1,
             now=now,
         )
