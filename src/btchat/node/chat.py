@@ -203,8 +203,9 @@ class Chat:
 
         Runs a step only when no batch is waiting and none was committed in the last
         :data:`INDEX_IDLE` seconds (or :data:`INDEX_MAX_WAIT` went by without a step);
-        a storage fault is reported to ``on_fault`` (the daemon's guard) and retried
-        after :data:`INDEX_FAULT_WAIT`: the rows stay pending, the messages are stored.
+        a storage fault is reported to ``on_fault`` (the daemon's guard; another store
+        error is logged) and retried after :data:`INDEX_FAULT_WAIT`: the rows stay
+        pending, the messages are stored.
         """
         last_step = time.monotonic()
         while True:
@@ -217,9 +218,9 @@ class Chat:
             self._to_index.clear()  # a batch committed during the step sets it again
             try:
                 indexed = self.index_step()
-            except StorageFault as exc:
+            except StoreError as exc:  # the rows stay pending; search indexes them too
                 self._to_index.set()
-                if on_fault is not None:
+                if isinstance(exc, StorageFault) and on_fault is not None:
                     on_fault(exc)
                 else:
                     log.warning("full-text indexing postponed: %s", exc)
