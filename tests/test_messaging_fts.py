@@ -278,3 +278,29 @@ async def test_messages_stored_through_the_shell_are_found_before_indexing(
         assert s.pending_index() == 1
         assert [m.text for m in s.search("shell")] == ["through the shell"]
         chat.close()
+
+
+async def test_the_daemon_indexes_rows_left_pending_when_it_starts(tmp_path: Path) -> None:
+    """``btchat up`` after a crash: the rows a kill left pending are indexed in idle
+    time by the daemon's own loop, with no search asking for it."""
+    from btchat.node.boot import start_node
+    from btchat.node.config import Settings
+
+    settings = Settings(
+        data_dir=tmp_path / "node", bootstrap=[], host="127.0.0.1", dht_port=0, no_passphrase=True
+    )
+    node = await start_node(settings, notice=lambda text: None)
+    await _until(lambda: "indexed" in node.daemon.chat.stats)  # its first step, idle
+    for i in range(20):  # stored behind the shell's back: nothing wakes the indexer
+        node.store.save_incoming(msg(f"after a crash {i}", i), NOW)
+    assert node.store.pending_index() == 20
+    await node.stop()  # as a kill would leave it: 20 rows pending
+    node = await start_node(settings, notice=lambda text: None)
+    try:
+        await _until(lambda: node.store.pending_index() == 0, 10.0)
+        assert in_index(node.store, "crash") == 20
+        assert node.daemon.chat.stats["indexed"] == 20
+        found = await node.daemon.search("crash", None, 50)
+        assert len(found) == 20
+    finally:
+        await node.stop()
