@@ -16,6 +16,9 @@
   persisted path as it was (``save_outgoing`` before sending, verify + ``save_incoming``
   before a signed "delivered" receipt, ``mark_state`` + ``ack_outbox`` on the receipt,
   every store call its own SQLCipher transaction); plus latency at a paced 1,000 msg/s.
+  Also in the same run: group commit with the full-text index written in each insert
+  (the trigger before deferred indexing, :data:`INLINE_FTS`), the idle-time indexer's
+  own rate, and search latency with a backlog of rows still to index.
 * :func:`bulk_ratio`: maximal DATA frames through a session vs the same payloads through
   a raw asyncio TCP stream, both over loopback, both ends in this process.
 """
@@ -629,20 +632,40 @@ async def _small_messages(
     return out
 
 
+#: The full-text index as it was kept before deferred indexing (messaging migration 2):
+#: indexed by the insert trigger, inside the transaction that stores the message.
+INLINE_FTS = (
+    "DROP TRIGGER messages_fts_pending",
+    """CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages
+        WHEN new.text IS NOT NULL BEGIN
+        INSERT INTO messages_fts (rowid, text) VALUES (new.seq, new.text);
+    END""",
+)
+
+
 class _ChatEnd:
     """One side as the daemon runs it: the conversation core over a SQLCipher store and
-    its asyncio shell (:class:`btchat.node.chat.Chat`), fed by the session's events."""
+    its asyncio shell (:class:`btchat.node.chat.Chat`), fed by the session's events, and
+    the shell's idle-time indexer running as the daemon runs it. ``inline_fts``: the
+    index written in each insert instead (before deferred indexing; no indexer)."""
 
-    def __init__(self, path: Path, identity: Any, device: Any) -> None:
+    def __init__(self, path: Path, identity: Any, device: Any, *, inline_fts: bool = False) -> None:
         from btchat.messaging.conversation import Conversations
         from btchat.messaging.store import Store
         from btchat.node.chat import Chat
 
         self.store = Store.open(path, os.urandom(32))
+        if inline_fts:
+            with self.store.transaction() as conn:
+                for statement in INLINE_FTS:
+                    conn.execute(statement)
         self.core = Conversations(identity, device.device_id, self.store)
         self.conn: Any = None
         self.on_json: Callable[[dict[str, Any]], None] = lambda event: None
         self.chat = Chat(self.core, self.store, send=self._send, emit=lambda e: self.on_json(e))
+        self.indexer = (
+            None if inline_fts else asyncio.get_running_loop().create_task(self.chat.index_loop())
+        )
 
     def _send(self, peer: bytes, data: bytes) -> bool:
         self.conn.send(data)
@@ -667,6 +690,8 @@ class _ChatEnd:
         return int(self.core.stats["batches"])
 
     def close(self) -> None:
+        if self.indexer is not None:
+            self.indexer.cancel()
         self.chat.close()
         self.store.close()
 
@@ -683,6 +708,7 @@ async def _chat_messages(
     done: asyncio.Future[None] = loop.create_future()
     a, b = ends
     b_pk = pair.id_b.public_key
+    indexed0 = a.chat.stats["indexed"] + b.chat.stats["indexed"]
     starts: list[float] = []  # one session delivers in order: the k-th stored is the k-th sent
     latencies: list[float] = []
     counts = {"stored": 0, "acked": 0}
@@ -745,6 +771,9 @@ async def _chat_messages(
         "seconds": elapsed,
         "msgs_per_s": counts["stored"] / elapsed if elapsed else 0.0,
         "commits_per_message": commits / max(1, counts["stored"]),
+        # The idle-time indexer during the run, and what it left pending at the end.
+        "indexed_during": a.chat.stats["indexed"] + b.chat.stats["indexed"] - indexed0,
+        "pending_after": a.store.pending_index() + b.store.pending_index(),
     }
     if rate is not None:
         out["rate"] = rate
@@ -757,6 +786,81 @@ async def _chat_messages(
     return out
 
 
+def _index_costs(root: Path, identity: Any, device: Any, to: bytes, n: int) -> dict[str, Any]:
+    """The deferred index's own costs on a SQLCipher store holding ``n`` messages stored
+    by group commit (batches of 100; texts of 16 words) and none indexed: a search with
+    that backlog (it indexes all of it first), the same search again (nothing pending),
+    and the indexer's rate in the shell's steps (:data:`INDEX_BATCH` rows each)."""
+    from btchat.messaging import envelope as E
+    from btchat.messaging.store import Store
+    from btchat.node.chat import INDEX_BATCH
+
+    now = time.time()
+    # Words, not TEXT (one 100-letter token): about 16 tokens per row, as people write.
+    words = [
+        "the",
+        "quick",
+        "brown",
+        "fox",
+        "jumps",
+        "over",
+        "a",
+        "lazy",
+        "dog",
+        "near",
+        "our",
+        "old",
+        "red",
+        "barn",
+    ]
+
+    def text(i: int) -> str:
+        return " ".join(words[(i * 7 + k) % len(words)] for k in range(15)) + f" w{i}"
+
+    envs = [
+        E.create(
+            identity,
+            device.device_id,
+            to,
+            E.TEXT,
+            E.text_body(text(i)),
+            lamport=i + 1,
+            now=now,
+        )
+        for i in range(2 * n)
+    ]
+    out: dict[str, Any] = {"backlog": n, "step_rows": INDEX_BATCH}
+    with Store.open(root / "index.db", os.urandom(32)) as store:
+
+        def fill(batch: list[Any]) -> None:
+            for start in range(0, len(batch), 100):
+                with store.transaction():
+                    for env in batch[start : start + 100]:
+                        store.save_outgoing(env, now)
+
+        fill(envs[:n])
+        t0 = time.perf_counter()
+        found = store.search("w7")
+        out["search_backlog_ms"] = (time.perf_counter() - t0) * 1000
+        t0 = time.perf_counter()
+        again = store.search("w7")
+        out["search_ms"] = (time.perf_counter() - t0) * 1000
+        out["found"] = [len(found), len(again)]
+        fill(envs[n:])
+        steps: list[float] = []
+        while True:
+            t0 = time.perf_counter()
+            rows = store.index_pending(INDEX_BATCH)
+            steps.append(time.perf_counter() - t0)
+            if rows < INDEX_BATCH:
+                break
+        out["indexer_rows_per_s"] = n / sum(steps)
+        out["step_ms_max"] = max(steps) * 1000
+        out["step_ms_median"] = pct(steps, 0.5) * 1000
+        out["integrity"] = store.integrity_check()
+    return out
+
+
 async def _session_throughput(quick: bool) -> dict[str, Any]:
     n_fast = 3000 if quick else 8000
     n_persist = 1000 if quick else 2000
@@ -765,6 +869,7 @@ async def _session_throughput(quick: bool) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="btchat-bench-store-"))
     persist = None
     ends: tuple[_ChatEnd, _ChatEnd] | None = None
+    inline: tuple[_ChatEnd, _ChatEnd] | None = None
     try:
         persist = _Persist(root)
         async with _Pair() as pair:
@@ -776,7 +881,19 @@ async def _session_throughput(quick: bool) -> dict[str, Any]:
             lat_stored = await _small_messages(pair, paced, persist, PACED_RATE, 30)
             # The persisted path at a rate it sustains, for its latency without queueing.
             lat_low = await _small_messages(pair, 150, persist, 100.0, 10)
-            # After: the daemon's path, group commit (same pair, same run).
+            # Group commit with the full-text index in each insert (before deferred
+            # indexing), then the daemon's path as it is now; same pair, same run.
+            inline = (
+                _ChatEnd(root / "inline-a.db", pair.id_a, pair.dev_a, inline_fts=True),
+                _ChatEnd(root / "inline-b.db", pair.id_b, pair.dev_b, inline_fts=True),
+            )
+            pair.on_a = inline[0].attach(pair.a, pair.id_b.public_key, pair.dev_b.device_id)
+            pair.on_b = inline[1].attach(pair.b, pair.id_a.public_key, pair.dev_a.device_id)
+            await asyncio.sleep(0.1)  # presence both ways
+            await _chat_messages(pair, inline, 200, None, 10)  # warm-up
+            chat_inline = await _chat_messages(pair, inline, n_chat, None, 60)
+            lat_inline = await _chat_messages(pair, inline, paced, PACED_RATE, 30)
+            # After: the daemon's path, group commit, deferred indexing.
             ends = (
                 _ChatEnd(root / "chat-a.db", pair.id_a, pair.dev_a),
                 _ChatEnd(root / "chat-b.db", pair.id_b, pair.dev_b),
@@ -788,12 +905,23 @@ async def _session_throughput(quick: bool) -> dict[str, Any]:
             chat = await _chat_messages(pair, ends, n_chat, None, 60)
             lat_chat = await _chat_messages(pair, ends, paced, PACED_RATE, 30)
             pair.on_a = pair.on_b = lambda event: None
+            # The indexer catches up once the runs are over (idle time).
+            t0 = time.perf_counter()
+            while ends[0].store.pending_index() + ends[1].store.pending_index():
+                await asyncio.sleep(0.01)
+            catch_up_s = time.perf_counter() - t0
         integrity = persist.a.integrity_check() + persist.b.integrity_check()
-        integrity += ends[0].store.integrity_check() + ends[1].store.integrity_check()
+        for end in (*ends, *inline):
+            integrity += end.store.integrity_check()
+        found = [len(end.store.search("x", limit=1000)) for end in ends]
+        index = _index_costs(
+            root, pair.id_a, pair.dev_a, pair.id_b.public_key, 2000 if quick else 10000
+        )
+        integrity += index["integrity"]
     finally:
         if persist is not None:
             persist.close()
-        for end in ends or ():
+        for end in (*(ends or ()), *(inline or ())):
             end.close()
         shutil.rmtree(root, ignore_errors=True)
     stages = _stages_us()
@@ -809,6 +937,12 @@ async def _session_throughput(quick: bool) -> dict[str, Any]:
         "persisted_per_call": stored,
         "persisted": chat,
         "persisted_of_unpersisted": chat["msgs_per_s"] / fast["msgs_per_s"],
+        "persisted_inline_fts": chat_inline,
+        "paced_persisted_inline_fts": lat_inline,
+        "inline_fts_of_unpersisted": chat_inline["msgs_per_s"] / fast["msgs_per_s"],
+        "index_catch_up_s": catch_up_s,
+        "search_found_after_runs": found,
+        "index": index,
         "paced_unpersisted": lat_fast,
         "paced_persisted_per_call": lat_stored,
         "paced_persisted": lat_chat,

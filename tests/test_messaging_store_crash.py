@@ -138,6 +138,16 @@ def test_sigkill_loses_nothing_that_was_acknowledged(tmp_path: Path, key: bytes 
                 ).fetchone()[0]
                 == 0
             )
+            # The index is deferred: what the kill left pending (committed with its
+            # row) is indexed now, and then the index holds exactly the stored texts.
+            assert store.pending_index() > 0
+            store.index_all()
+            assert store.pending_index() == 0
+            conn.execute(
+                "INSERT INTO messages_fts (messages_fts, rank) VALUES ('integrity-check', 1)"
+            )
+            last = bytes.fromhex(acknowledged[-1].split()[1])
+            assert last in {m.id for m in store.search(f"message {seed}", limit=1000)}
 
 
 #: Group commit: the child is Bob's conversation core over the store, receiving Alice's

@@ -13,6 +13,8 @@ import pytest
 from btchat.channels.store import MIGRATIONS as CHANNEL_MIGRATIONS
 from btchat.channels.store import ChannelStore
 from btchat.identity.keys import Identity
+from btchat.messaging import envelope as E
+from btchat.messaging.schema import MIGRATIONS as MESSAGING_MIGRATIONS
 from btchat.messaging.store import Store, StoreError
 from btchat.offline.state import MailboxState
 from btchat.storage import Database, register_migrations
@@ -38,7 +40,7 @@ def test_database_from_42b1104_opens_with_its_data(tmp_path: Path) -> None:
     with Store.open(path, None) as s:
         assert s.schema_version == db_mod.LAYOUT
         assert dict(s.query("SELECT package, version FROM schema_versions")) == {
-            "messaging": 1,
+            "messaging": len(MESSAGING_MIGRATIONS),  # 1 adopted, deferred FTS applied
             "offline": 1,
             "channels": len(CHANNEL_MIGRATIONS),  # 1 adopted, later steps applied
         }
@@ -54,6 +56,18 @@ def test_database_from_42b1104_opens_with_its_data(tmp_path: Path) -> None:
         assert MailboxState(s).peer(BOB.public_key).next_out == 7
         assert [c.id for c in ChannelStore(s).channels()] == [b"\xcc" * 32]
         assert s.integrity_check() == ["ok"]
+        # Its rows were indexed by the old trigger; new ones are indexed deferred.
+        triggers = {r[0] for r in s.query("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+        assert "messages_fts_insert" not in triggers and "messages_fts_pending" in triggers
+        assert s.pending_index() == 0
+        body = E.text_body("hello again")
+        new = E.create(BOB, b"\xd0" * 16, ALICE.public_key, E.TEXT, body, lamport=3, now=1.7e9)
+        assert s.save_incoming(new, 1.7e9)
+        assert s.pending_index() == 1
+        assert sorted(m.text or "" for m in s.search("hello")) == ["hello again", "hello bob"]
+        s.db.write("DELETE FROM messages WHERE text = 'hello bob'")  # indexed by the old code
+        assert [m.text for m in s.search("hello")] == ["hello again"]
+        s.db._live().execute("INSERT INTO messages_fts (messages_fts) VALUES ('integrity-check')")
     with Store.open(path, None) as s:  # adopted once; a second open changes nothing
         assert s.get_contact(BOB.public_key) is not None
 

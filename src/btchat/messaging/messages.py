@@ -1,6 +1,13 @@
 """Message history: our and their messages per conversation, delivery states, full-text
 search, and each conversation's Lamport clock.
 
+The full-text index is kept off the path that stores a message: a stored row is only
+marked pending (``fts_pending``, by a trigger) and :meth:`Messages.index_pending` adds
+pending rows to the index in bounded batches, which the node runs in idle time.
+:meth:`Messages.search` first indexes everything still pending, so a search always
+finds a message stored a moment ago; a row pending when the process died is indexed
+after the next start, since ``fts_pending`` is committed with the row it names.
+
 Message order within a conversation is ``(lamport, sender, id)``: both participants hold
 the same envelopes, so both show the same order whatever the arrival order.
 """
@@ -25,7 +32,14 @@ from btchat.messaging.outbox import Outbox
 from btchat.messaging.replay import ReplayIds
 from btchat.storage import Connection, StoreError, Table, id_chunks, placeholders
 
-__all__ = ["MAX_LIMIT", "MAX_SEARCH_TERMS", "MESSAGE_STATES", "MessageRow", "Messages"]
+__all__ = [
+    "INDEX_BATCH",
+    "MAX_LIMIT",
+    "MAX_SEARCH_TERMS",
+    "MESSAGE_STATES",
+    "MessageRow",
+    "Messages",
+]
 
 #: Delivery states of a message, in the order they may advance; ``failed`` is a side
 #: state reachable only from ``pending``/``sent``.
@@ -35,6 +49,9 @@ _RANK = {"pending": 0, "sent": 1, "delivered": 2, "read": 3}
 MAX_LIMIT = 1000
 #: Most words of a search query used; the rest are ignored.
 MAX_SEARCH_TERMS = 16
+
+#: Pending rows one :meth:`Messages.index_pending` transaction indexes when searching.
+INDEX_BATCH = 5000
 
 _MESSAGE_COLUMNS = "id, peer, sender, direction, ts_ms, lamport, type, text, state, received_ms"
 
@@ -236,12 +253,54 @@ class Messages(Table):
         )
         return [_message(r) for r in reversed(rows)]
 
+    def index_pending(self, limit: int = INDEX_BATCH) -> int:
+        """Add up to ``limit`` pending rows (oldest first) to the full-text index, in one
+        transaction; returns how many were indexed (fewer than ``limit``: none is left).
+
+        Raises :class:`StoreError` (a ``StorageFault`` on a full or failing disk); the
+        rows then stay pending, and nothing is lost: the messages themselves are stored.
+        """
+        limit = int(limit)
+        if limit <= 0:
+            return 0
+        with self.db.transaction() as conn:
+            last = conn.execute(
+                "SELECT max(seq) FROM (SELECT seq FROM fts_pending ORDER BY seq LIMIT ?)",
+                (limit,),
+            ).fetchone()[0]
+            if last is None:
+                return 0
+            conn.execute(
+                "INSERT INTO messages_fts (rowid, text) SELECT m.seq, m.text"
+                " FROM fts_pending AS p JOIN messages AS m ON m.seq = p.seq"
+                " WHERE p.seq <= ? AND m.text IS NOT NULL ORDER BY p.seq",
+                (last,),
+            )
+            return int(conn.execute("DELETE FROM fts_pending WHERE seq <= ?", (last,)).rowcount)
+
+    def pending_index(self) -> int:
+        """Stored rows not yet in the full-text index."""
+        return int(self.db.query("SELECT count(*) FROM fts_pending")[0][0])
+
+    def index_all(self) -> int:
+        """Index every pending row (batches of :data:`INDEX_BATCH`); returns how many."""
+        total = 0
+        while (n := self.index_pending(INDEX_BATCH)) > 0:
+            total += n
+            if n < INDEX_BATCH:
+                break
+        return total
+
     def search(self, query: str, peer: bytes | None = None, limit: int = 50) -> list[MessageRow]:
-        """Messages containing every word of ``query`` (the last as a prefix), newest first."""
+        """Messages containing every word of ``query`` (the last as a prefix), newest first.
+
+        Exact: whatever is still pending is indexed first, however much (the user asked
+        for it), so a message stored a moment ago is found."""
         match = _fts_query(query)
         limit = _clamp_limit(limit)
         if match is None or limit == 0:
             return []
+        self.index_all()
         columns = ", ".join(f"m.{c.strip()}" for c in _MESSAGE_COLUMNS.split(","))
         sql = (
             f"SELECT {columns} FROM messages_fts JOIN messages AS m ON m.seq = messages_fts.rowid"

@@ -1,6 +1,12 @@
 """The messaging tables (contacts, messages + FTS, replay ids, outbox, clocks, requests,
 settings) and their migrations, registered with :mod:`btchat.storage`.
 
+Full-text indexing is deferred (step 2): storing a message only notes its ``seq`` in
+``fts_pending``; :meth:`~btchat.messaging.messages.Messages.index_pending` adds pending
+rows to ``messages_fts`` later (in idle time, and before every search). The delete and
+text-update triggers take a row out of the index only if it is in it (not pending), so
+the index never holds an entry whose row is gone or whose text changed.
+
 Append a step to ``MIGRATIONS`` to change the schema; never edit a released one.
 """
 
@@ -99,8 +105,44 @@ _SCHEMA_V1 = (
 )
 
 
+# Step 2: the insert trigger only marks the row pending (one append to a small table),
+# instead of indexing it in the same statement; deletes and edits of a pending row
+# only touch fts_pending (an FTS5 'delete' of a row never indexed would corrupt it).
+# Written to be re-runnable (IF [NOT] EXISTS): a file whose bookkeeping was rebuilt
+# from an old user_version may already have it.
+_DEFERRED_FTS = (
+    "CREATE TABLE IF NOT EXISTS fts_pending (seq INTEGER PRIMARY KEY)",
+    "DROP TRIGGER IF EXISTS messages_fts_insert",
+    "DROP TRIGGER IF EXISTS messages_fts_delete",
+    "DROP TRIGGER IF EXISTS messages_fts_update_old",
+    "DROP TRIGGER IF EXISTS messages_fts_update_new",
+    "DROP TRIGGER IF EXISTS messages_fts_pending",
+    "DROP TRIGGER IF EXISTS messages_fts_update",
+    """CREATE TRIGGER messages_fts_pending AFTER INSERT ON messages
+        WHEN new.text IS NOT NULL BEGIN
+        INSERT INTO fts_pending (seq) VALUES (new.seq);
+    END""",
+    """CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages
+        WHEN old.text IS NOT NULL BEGIN
+        INSERT INTO messages_fts (messages_fts, rowid, text)
+            SELECT 'delete', old.seq, old.text
+            WHERE NOT EXISTS (SELECT 1 FROM fts_pending WHERE seq = old.seq);
+        DELETE FROM fts_pending WHERE seq = old.seq;
+    END""",
+    """CREATE TRIGGER messages_fts_update AFTER UPDATE OF text ON messages BEGIN
+        INSERT INTO messages_fts (messages_fts, rowid, text)
+            SELECT 'delete', old.seq, old.text
+            WHERE old.text IS NOT NULL
+            AND NOT EXISTS (SELECT 1 FROM fts_pending WHERE seq = old.seq);
+        DELETE FROM fts_pending WHERE seq = old.seq AND new.text IS NULL;
+        INSERT OR IGNORE INTO fts_pending (seq) SELECT new.seq WHERE new.text IS NOT NULL;
+    END""",
+)
+
+
 #: Ordered steps: ``MIGRATIONS[i]`` takes the messaging tables from version i to i + 1.
 MIGRATIONS = (
     sql_step(_SCHEMA_V1),  # 1: the initial schema
+    sql_step(_DEFERRED_FTS),  # 2: full-text indexing off the insert path
 )
 register_migrations("messaging", MIGRATIONS)

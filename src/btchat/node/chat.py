@@ -14,6 +14,13 @@ free, and concurrent API calls share a commit too. Nothing is acknowledged or re
 sent before the commit returned; a batch that fails to commit is dropped whole (its
 senders still hold the messages in their outboxes) and the API callers get the error.
 A batch holds at most :data:`MAX_BATCH` items: more are flushed at once.
+
+Full-text indexing is not part of a batch: a stored message is only marked pending,
+and :meth:`Chat.index_loop` (a background task of the daemon) indexes pending rows in
+batches of :data:`INDEX_BATCH` once no batch has been committed for :data:`INDEX_IDLE`
+seconds (or, under a steady stream that never pauses, every :data:`INDEX_MAX_WAIT`
+seconds), so indexing waits for idle time instead of delaying receipts. Search indexes
+whatever is still pending first (:meth:`~btchat.messaging.messages.Messages.search`).
 """
 
 from __future__ import annotations
@@ -35,13 +42,22 @@ from btchat.net.timer import CoreTimer
 from btchat.node.files import Files
 from btchat.node.offline import BACKUP_TYPES, OfflineDelivery
 
-__all__ = ["MAX_BATCH", "Chat"]
+__all__ = ["INDEX_BATCH", "INDEX_IDLE", "INDEX_MAX_WAIT", "MAX_BATCH", "Chat"]
 
 log = logging.getLogger(__name__)
 
 #: Payloads and texts per batch (one transaction). A read brings at most a few hundred
 #: frames (``READ_SIZE`` / the smallest envelope); this caps a turn with many sessions.
 MAX_BATCH = 1000
+
+#: Pending rows indexed per idle step (one transaction of a few milliseconds).
+INDEX_BATCH = 500
+#: Quiet time (no batch committed) before the indexer runs.
+INDEX_IDLE = 0.05
+#: Longest the indexer defers to a stream of batches that never pauses.
+INDEX_MAX_WAIT = 5.0
+#: How long the indexer waits after the disk refused its write (the guard probes).
+INDEX_FAULT_WAIT = 30.0
 
 
 class Chat:
@@ -68,6 +84,11 @@ class Chat:
         self._inbox: list[tuple[bytes, bytes, bytes]] = []  # peer, device, payload
         self._outgoing: list[tuple[bytes, str, asyncio.Future[Envelope]]] = []
         self._flush_handle: asyncio.Handle | None = None
+        #: Set when a batch stored something (and at start: rows left pending by a
+        #: crash); the indexer sleeps on it. ``_last_commit`` is monotonic time.
+        self._to_index = asyncio.Event()
+        self._to_index.set()
+        self._last_commit = 0.0
         self._timer = CoreTimer(None, core.get_timer, self._on_timer, clock=time.time)
         self._handlers: dict[type, Callable[[Any], None]] = {
             conv.Transmit: lambda e: self._send(e.peer, e.data),
@@ -162,10 +183,52 @@ class Chat:
             return
         self.stats["batches"] += 1
         self.stats["batched"] += len(inbox) + len(outgoing)
+        self._last_commit = time.monotonic()
+        self._to_index.set()
         self.drive()
         for (_, _, future), envelope in zip(outgoing, sent, strict=True):
             if not future.done():
                 future.set_result(envelope)
+
+    # ------------------------------------------------------------- indexing
+
+    def index_step(self) -> int:
+        """One bounded indexing transaction (what the loop runs); returns rows indexed."""
+        indexed = self.store.index_pending(INDEX_BATCH)
+        self.stats["indexed"] += indexed
+        return indexed
+
+    async def index_loop(self, on_fault: Callable[[StorageFault], None] | None = None) -> None:
+        """Index pending rows in idle time, forever (a low-priority background task).
+
+        Runs a step only when no batch is waiting and none was committed in the last
+        :data:`INDEX_IDLE` seconds (or :data:`INDEX_MAX_WAIT` went by without a step);
+        a storage fault is reported to ``on_fault`` (the daemon's guard; another store
+        error is logged) and retried after :data:`INDEX_FAULT_WAIT`: the rows stay
+        pending, the messages are stored.
+        """
+        last_step = time.monotonic()
+        while True:
+            await self._to_index.wait()
+            await asyncio.sleep(INDEX_IDLE)
+            now = time.monotonic()
+            busy = self._inbox or self._outgoing or now - self._last_commit < INDEX_IDLE
+            if busy and now - last_step < INDEX_MAX_WAIT:
+                continue
+            self._to_index.clear()  # a batch committed during the step sets it again
+            try:
+                indexed = self.index_step()
+            except StoreError as exc:  # the rows stay pending; search indexes them too
+                self._to_index.set()
+                if isinstance(exc, StorageFault) and on_fault is not None:
+                    on_fault(exc)
+                else:
+                    log.warning("full-text indexing postponed: %s", exc)
+                await asyncio.sleep(INDEX_FAULT_WAIT)
+                continue
+            last_step = time.monotonic()
+            if indexed >= INDEX_BATCH:
+                self._to_index.set()  # more to do: next step after the same idle check
 
     def _on_timer(self) -> None:
         self.core.handle_timer(time.time())

@@ -197,6 +197,8 @@ class Daemon:
         self.guard.install()
         self._spawn(self.guard.run())
         self._spawn(self._housekeeping())
+        # Full-text indexing in idle time (and rows a crash left pending, at once).
+        self._spawn(self.chat.index_loop(lambda exc: self.guard.report(exc, "indexing")))
         if self.dht is not None:
             await self._start_dht_parts(self.dht, self.peering)
 
