@@ -24,7 +24,7 @@ from btchat.node import files as files_mod
 from btchat.node.files import MAX_PENDING_OFFERS, Files, FilesConfig
 from btchat.session.core import Session, SessionConfig
 from btchat.stream.events import StreamsAvailable
-from btchat.transfer.manifest import Manifest
+from btchat.transfer.manifest import MAX_INLINE, Manifest
 from btchat.transfer.tree import PieceHasher
 
 
@@ -196,7 +196,7 @@ async def test_an_offer_above_the_contacts_limit_is_refused_and_the_sender_told(
     pair = Pair(tmp_path)
     await pair.b.files.set_limit("alice", 1000)
     src = tmp_path / "big.bin"
-    src.write_bytes(os.urandom(5000))
+    src.write_bytes(os.urandom(50000))  # above MAX_INLINE: a normal offer
     sent = await pair.a.files.send("bob", str(src))
     pair.drive()
     pair.pump()
@@ -262,7 +262,7 @@ async def test_disk_full_before_and_while_writing(
 async def test_reject_and_cancel_reach_the_other_side(tmp_path: Path) -> None:
     pair = Pair(tmp_path)
     src = tmp_path / "a.txt"
-    src.write_bytes(b"hello")
+    src.write_bytes(os.urandom(MAX_INLINE + 1))
     tid = await offered(pair, src)
     await pair.b.files.act(tid, "reject")
     pair.pump()
@@ -274,14 +274,14 @@ async def test_reject_and_cancel_reach_the_other_side(tmp_path: Path) -> None:
 
 
 async def test_the_empty_file(tmp_path: Path) -> None:
+    """Inline, like every small file: it arrives done, nothing to accept."""
     pair = Pair(tmp_path)
     src = tmp_path / "empty"
     src.write_bytes(b"")
-    tid = await offered(pair, src)
-    await pair.b.files.act(tid, "accept")
-    pair.pump()
-    t = transfer_json(pair.b, tid)
-    assert t["state"] == "done" and Path(t["path"]).read_bytes() == b""
+    sent = await pair.a.files.send("bob", str(src))
+    pair.drive()
+    t = transfer_json(pair.b, sent["id"])
+    assert t["state"] == "done" and t["inline"] and Path(t["path"]).read_bytes() == b""
 
 
 def test_piece_hasher_matches_what_send_offers(tmp_path: Path) -> None:
@@ -388,7 +388,8 @@ async def test_an_upload_is_offered_under_its_name_and_its_copy_goes_when_done(
 
 async def test_a_rejected_upload_drops_its_copy(tmp_path: Path) -> None:
     pair = Pair(tmp_path)
-    sent = await pair.a.files.upload("bob", "a.txt", 5, chunks_of(b"hello"))
+    data = os.urandom(MAX_INLINE + 1)
+    sent = await pair.a.files.upload("bob", "a.txt", len(data), chunks_of(data))
     pair.drive()
     await pair.b.files.act(sent["id"], "reject")
     pair.pump()

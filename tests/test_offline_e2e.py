@@ -2,14 +2,18 @@
 
 Alice writes while Bob is down, then Alice goes down too (killed): Bob, coming back,
 finds the messages in the private DHT mailbox. When Alice returns, both show the same
-messages in the same order, each once, and Alice sees them delivered.
+messages in the same order, each once, and Alice sees them delivered. The same for a
+small file (inline: its bytes in the message), sent with ``send-file``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_messenger_e2e import Person, befriend, sandbox, wait_for  # noqa: F401
@@ -75,3 +79,47 @@ def test_messages_sent_while_down_arrive_through_the_dht(pair: tuple[Person, Per
     ids_a = [m["id"] for m in alice.history("bob")]
     ids_b = [m["id"] for m in bob.history("alice")]
     assert ids_a == ids_b and len(set(ids_a)) == 5
+
+
+def test_a_small_file_sent_while_down_arrives_through_the_dht(
+    pair: tuple[Person, Person], tmp_path: Path
+) -> None:
+    alice, bob = pair
+    alice.up()
+    bob.up()
+    befriend(alice, bob)
+    alice.cli("send", "bob", "a voice note follows")
+    wait_for(lambda: bob.texts("alice") == ["a voice note follows"], 60, "the text by session")
+    bob.down()
+    data = os.urandom(12000)
+    src = tmp_path / "voice.ogg"
+    src.write_bytes(data)
+    sent = alice.cli("send-file", "bob", str(src))
+    assert sent["inline"] and sent["state"] == "done" and sent["media_type"] == "audio/ogg"
+    wait_for(
+        lambda: (
+            (m := alice.cli("status")["mailbox"])["pending"] == 1
+            and m["stats"].get("puts_ok", 0) >= 16  # 15 chunks and the head
+        ),
+        60,
+        "alice's mailbox items to be stored",
+    )
+    alice.down(signal.SIGKILL)
+    bob.up()
+
+    def received() -> dict[str, Any] | None:
+        rows = [t for t in bob.cli("files")["transfers"] if t["id"] == sent["id"]]
+        return rows[0] if rows and rows[0]["state"] == "done" else None
+
+    wait_for(lambda: received() is not None, 60, "bob to have the file from the DHT mailbox")
+    got = received()
+    assert got is not None and got["inline"] and got["direction"] == "in"
+    assert hashlib.sha256(Path(got["path"]).read_bytes()).digest() == hashlib.sha256(data).digest()
+    assert Path(got["path"]).name == "voice.ogg"
+    assert bob.texts("alice")[-1] == f"[file] voice.ogg ({len(data)} bytes)"
+    alice.up()
+    wait_for(
+        lambda: alice.history("bob")[-1]["state"] in ("delivered", "read"),
+        60,
+        "alice to see it delivered",
+    )

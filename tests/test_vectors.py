@@ -622,3 +622,29 @@ def test_link_handshake_proofs_and_frames() -> None:
         assert verify_signature(proof[:32], proof[32:], PROOF_CONTEXT + channel + role + h)
     assert bob.decrypt(alice_writes[3]) == b"\x00" + b(v["payload"])
     assert bob.decrypt(alice_writes[4]) == b"\x03bye"  # links: CLOSE is 3 (no REKEY)
+
+
+# ------------------------------------------------------------- 10. inline files
+
+
+def test_inline_file_offers() -> None:
+    """PROTOCOL.md "Inline files": the bytes in the ``file`` body (key ``d``) are the
+    content, its SHA-256 is the root; a changed byte or a wrong root is refused."""
+    for v in load("files")["vectors"]["inline"]:
+        wire = b(v["envelope"])
+        e = env.parse_envelope(wire)
+        env.verify_envelope(
+            e, expected_sender=e.sender, expected_recipient=e.recipient, now=v["verify_now"]
+        )
+        assert e.signed_bytes().hex() == v["signed_bytes"] and e.type == b"file"
+        content = b(v["content"])
+        assert env.decode_inline(e) == content
+        assert hashlib.sha256(content).digest() == b(v["root"]) == env.decode_file(e).root
+        assert decode(b(v["body_bencoded"]))[b"d"] == content
+        if content:  # a byte of the file changed on the way: no longer its root's
+            with pytest.raises(env.EnvelopeError) as info:
+                env.parse_envelope(flipped(wire, wire.index(content)))
+            assert info.value.code == "bad_body"
+        with pytest.raises(env.EnvelopeError) as info:  # however it is signed
+            env._check_file({**e.body, b"r": bytes(32)})
+        assert info.value.code == "bad_body"

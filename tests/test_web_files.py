@@ -134,8 +134,17 @@ def test_files_in_the_browser(browser: Any, people: dict[str, Person], tmp_path:
     name, data = save(bob, tid)
     assert name == "holiday.bin" and sha256(data) == sha256(big)
 
-    # Two more, dropped on the conversation: Bob rejects one, takes the other.
-    alice.page.evaluate(DROP, [["notes.txt", "dropped notes\n"], ["spam.txt", "no thanks"]])
+    # Three more, dropped on the conversation: a small one (inline: it arrives with its
+    # message, nothing to accept); of the two larger, Bob rejects one, takes the other.
+    notes, spam = "dropped notes\n" * 2000, "no thanks " * 2000  # above MAX_INLINE
+    alice.page.evaluate(DROP, [["notes.txt", notes], ["spam.txt", spam], ["hi.txt", "hi!"]])
+    offer_card(bob, "hi.txt").locator("text=Received").wait_for()
+    offer_card(alice, "hi.txt").locator("text=Sent with the message").wait_for()
+    assert offer_card(bob, "hi.txt").get_by_role("button", name="Accept").count() == 0
+    assert save(bob, offer_card(bob, "hi.txt").get_attribute("data-transfer")) == (
+        "hi.txt",
+        b"hi!",
+    )
     for fname in ("notes.txt", "spam.txt"):
         offer_card(bob, fname).locator("text=Offered to you").wait_for()
     spam = offer_card(bob, "spam.txt")
@@ -146,11 +155,12 @@ def test_files_in_the_browser(browser: Any, people: dict[str, Person], tmp_path:
     notes_id = offer_card(bob, "notes.txt").get_attribute("data-transfer")
     offer_card(bob, "notes.txt").get_by_role("button", name="Accept").click()
     card(bob, notes_id).locator("text=Received").wait_for()
-    assert save(bob, notes_id) == ("notes.txt", b"dropped notes\n")
+    assert save(bob, notes_id) == ("notes.txt", notes.encode())
     # Alice thinks better of one and cancels it while Bob's page hears nothing (events
     # lost): when its socket comes back, the page reloads the transfers and shows it.
     alice.page.set_input_files(
-        "#attach-input", files=[{"name": "oops.txt", "mimeType": "text/plain", "buffer": b"x"}]
+        "#attach-input",
+        files=[{"name": "oops.txt", "mimeType": "text/plain", "buffer": b"x" * 20000}],
     )
     oops = offer_card(bob, "oops.txt")
     oops.locator("text=Offered to you").wait_for()
@@ -185,7 +195,7 @@ def test_files_in_the_browser(browser: Any, people: dict[str, Person], tmp_path:
     bob.page.get_by_role("button", name="File transfers").click()
     hostile = bob.page.locator(f".transfer-list [data-transfer='{'ee' * 16}']")
     hostile.wait_for()
-    assert bob.page.locator(".transfer-list .transfer").count() == 5
+    assert bob.page.locator(".transfer-list .transfer").count() == 6
     found = hostile.evaluate(
         """(el) => ({
           name: el.querySelector('.file-name').textContent,

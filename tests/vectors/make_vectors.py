@@ -57,6 +57,7 @@ from btchat.offline.ratchet import PREKEY_SALT, Bundle, pickle_key
 from btchat.session import core as session_core
 from btchat.session.noise_ik import PROTOCOL_NAME as SESSION_PROTOCOL
 from btchat.stream.core import SecureStream
+from btchat.transfer.manifest import Manifest
 from btchat.transfer.names import safe_name
 from btchat.transfer.tree import PieceHasher
 
@@ -1348,14 +1349,44 @@ def family_files() -> dict[str, Any]:
     names = [{"offered": n, "saved": safe_name(n)} for n in FILE_NAMES]
     return _file(
         "BEP 52 style SHA-256 hash tree over 16 KiB leaves: the root (content id) and piece "
-        "layer of generated contents (byte i = (i * 31 + 7) % 256), and the name a receiver "
-        "saves an offered name under",
+        "layer of generated contents (byte i = (i * 31 + 7) % 256), the name a receiver "
+        "saves an offered name under, and inline file offers (the bytes in the body, key d)",
         {
             "trees": "size, piece_size, root (hex), layer (piece-layer hashes, hex)",
             "names": "offered (the name in the offer), saved (what the receiver saves it as)",
+            "inline": "an inline `file` envelope from Alice to Bob (fields as in "
+            "envelopes.json), with content (the file's bytes) and root (SHA-256 of them: "
+            "one leaf)",
         },
-        {"trees": trees, "names": names},
+        {"trees": trees, "names": names, "inline": _inline_vectors()},
     )
+
+
+#: Inline offers: (label, name, media type, size); content byte i = (i * 31 + 7) % 256.
+INLINE_CASES = [
+    ("a small text file", "note.txt", "text/plain", 300),
+    ("the empty file", "empty", "application/octet-stream", 0),
+]
+
+
+def _inline_vectors() -> list[dict[str, Any]]:
+    out = []
+    for seq, (label, name, media, size) in enumerate(INLINE_CASES, start=12):
+        content = bytes((i * 31 + 7) % 256 for i in range(size))
+        h = PieceHasher(size, 262144)
+        h.update(content)
+        manifest = Manifest(name, size, media, 262144, h.root())
+        v = _envelope_vector(
+            label,
+            "alice",
+            env.FILE,
+            env.file_body(manifest, content),
+            lamport=10,
+            now=NOW + 10,
+            seq=seq,
+        )
+        out.append({**v, "content": hx(content), "root": hx(h.root())})
+    return out
 
 
 FAMILIES = {

@@ -584,6 +584,12 @@ class Transfer(Shape):
     )
     error: str | None = None
     path: str | None = None
+    inline: bool = Field(
+        False,
+        description="The bytes travelled in the offer itself (a file of at most 16 KiB):"
+        " received without asking, done once the message is stored; sent, done once"
+        " the message is committed (its delivery is the message's state).",
+    )
 
 
 class TransferList(Shape):

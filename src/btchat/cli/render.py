@@ -173,7 +173,7 @@ def _session(e: dict[str, Any], n: Names) -> str:
 def _file(e: dict[str, Any], n: Names) -> str:
     t = e["transfer"]
     line = transfer_line(t, n.contacts)
-    if e["type"] == "file_offer" and t["direction"] == "in":
+    if e["type"] == "file_offer" and t["direction"] == "in" and t["state"] == "offered":
         line += f"  (btchat accept-file {t['id'][:12]})"
     return line
 

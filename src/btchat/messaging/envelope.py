@@ -31,7 +31,8 @@ from typing import Any, ClassVar, Protocol
 from btchat.codec.bencode import DecodeError, Raw, decode, encode
 from btchat.errors import PeerError
 from btchat.identity.keys import Signed
-from btchat.transfer.manifest import Manifest, ManifestError, parse_manifest
+from btchat.transfer.manifest import MAX_INLINE, Manifest, ManifestError, parse_manifest
+from btchat.transfer.tree import PieceHasher
 
 __all__ = [
     "ENVELOPE_CONTEXT",
@@ -49,11 +50,13 @@ __all__ = [
     "EnvelopeError",
     "create",
     "decode_file",
+    "decode_inline",
     "decode_presence",
     "decode_receipt",
     "decode_text",
     "decode_typing",
     "encode_envelope",
+    "file_body",
     "lamport_tick",
     "parse_envelope",
     "presence_body",
@@ -256,9 +259,21 @@ def _check_presence(body: dict[bytes, Any]) -> tuple[str, int, str | None]:
 
 def _check_file(body: dict[bytes, Any]) -> Manifest:
     try:
-        return parse_manifest(body)
+        manifest = parse_manifest(body)
     except ManifestError as exc:
         raise EnvelopeError("bad_body", str(exc)) from None
+    data = body.get(b"d")
+    if data is not None:
+        # An inline file: the bytes themselves, which must be what the offer names.
+        if type(data) is not bytes or len(data) != manifest.size:
+            raise EnvelopeError("bad_body", "inline file bytes must be exactly the size")
+        if manifest.size > MAX_INLINE:
+            raise EnvelopeError("bad_body", f"an inline file is at most {MAX_INLINE} bytes")
+        hasher = PieceHasher(manifest.size, manifest.piece_size)
+        hasher.update(data)
+        if hasher.root() != manifest.root:
+            raise EnvelopeError("bad_body", "inline file bytes do not match the root")
+    return manifest
 
 
 #: type -> body check; each returns the decoded body.
@@ -557,3 +572,19 @@ def decode_typing(env: Envelope) -> bool:
 
 def decode_file(env: Envelope) -> Manifest:
     return _check_file(_body_of(env, FILE))
+
+
+def decode_inline(env: Envelope) -> bytes | None:
+    """An inline file offer's bytes (checked against its root), or None for a normal offer."""
+    body = _body_of(env, FILE)
+    _check_file(body)
+    data = body.get(b"d")
+    return data if type(data) is bytes else None
+
+
+def file_body(manifest: Manifest, data: bytes | None = None) -> dict[bytes, Any]:
+    """A ``file`` body; with ``data`` (at most MAX_INLINE bytes) the bytes travel in it."""
+    body = manifest.body()
+    if data is not None:
+        body[b"d"] = data
+    return body

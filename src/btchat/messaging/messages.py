@@ -14,7 +14,7 @@ the same envelopes, so both show the same order whatever the arrival order.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,6 +153,12 @@ def _message(row: Sequence[Any]) -> MessageRow:
 
 
 class Messages(Table):
+    #: Called with every new incoming ``file`` envelope inside the transaction that
+    #: stores it, before the row (the file shell saves an inline file's bytes here): an
+    #: exception it raises (a StorageFault: a full disk) undoes the save, so the message
+    #: is not acknowledged and comes again; None: nothing to do.
+    on_incoming_file: Callable[[Envelope], None] | None = None
+
     @staticmethod
     def _text_of(env: Envelope) -> str | None:
         if env.type == FILE:  # a file offer shows (and is found) by its name and size
@@ -189,6 +195,8 @@ class Messages(Table):
         with self.db.transaction() as conn:
             if not ReplayIds.record_seen(conn, env.id, now_ms):
                 return False
+            if env.type == FILE and self.on_incoming_file is not None:
+                self.on_incoming_file(env)  # stored before acknowledged, or raises
             # The id may also be one of ours (a peer echoing it back): never overwrite.
             return _insert(conn, env, "in", "delivered", text, now_ms) > 0
 

@@ -17,6 +17,15 @@ complete file is fsynced and linked into place under a safe, unused name.
 The sender reads a piece from disk only when the bulk substream has room, so memory
 is bounded by the stream's buffer plus one piece whatever the file size; GETs beyond
 :data:`MAX_QUEUED` per session are dropped and counted.
+
+Small files go *inline*: a file of at most :data:`~btchat.transfer.manifest.MAX_INLINE`
+bytes is sent with its bytes in the offer itself (key ``d``), so it travels every way a
+message does (live session, DHT mailbox, a friend's backup) and needs nobody online at
+the same time. The receiver saves it while the message is stored, in the same
+transaction (:attr:`Store.on_incoming_file`), so it is on disk before it is acknowledged
+and a full disk makes the sender try again later; it shows as a transfer ``done``, or
+``refused`` above the contact's limit. What contacts can make us store this way is
+bounded per contact and in all per day (:class:`FilesConfig`, ``inline_*``).
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import errno
 import json
 import logging
 import mimetypes
@@ -46,6 +56,8 @@ from btchat.messaging.envelope import Envelope
 from btchat.messaging.store import Store
 from btchat.session.connection import SessionConnection
 from btchat.session.core import SessionClosed, SessionFailed
+from btchat.storage import StoreError
+from btchat.storage.database import StoreFull, StoreIOError, StoreReadOnly
 from btchat.stream.events import (
     StreamClosed,
     StreamData,
@@ -57,11 +69,18 @@ from btchat.stream.events import (
 from btchat.stream.frames import Service
 from btchat.transfer import wire
 from btchat.transfer.download import Bitmap, Download
-from btchat.transfer.manifest import MAX_FILE_SIZE, Manifest, choose_piece_size
+from btchat.transfer.manifest import MAX_FILE_SIZE, MAX_INLINE, Manifest, choose_piece_size
 from btchat.transfer.names import safe_name
 from btchat.transfer.tree import PieceHasher
 
-__all__ = ["MAX_PENDING_OFFERS", "MAX_QUEUED", "SAVE_EVERY", "Files", "FilesConfig"]
+__all__ = [
+    "INLINE_WINDOW",
+    "MAX_PENDING_OFFERS",
+    "MAX_QUEUED",
+    "SAVE_EVERY",
+    "Files",
+    "FilesConfig",
+]
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +98,8 @@ HASH_CHUNK = 1 << 20
 DISK_MARGIN = 64 * 1024 * 1024
 #: Checked every this many bytes written: is there still room for the rest?
 DISK_CHECK_EVERY = 16 * 1024 * 1024
+#: Inline files saved in the last this many seconds count against the inline bounds.
+INLINE_WINDOW = 86400.0
 _MEDIA_RE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,62}/[a-z0-9][a-z0-9!#$&^_.+-]{0,62}")
 #: Transfer states; ``offered``, ``active`` and ``paused`` may still change.
 OPEN_STATES = ("offered", "active", "paused")
@@ -97,6 +118,13 @@ class FilesConfig:
     #: Pieces in flight per download.
     window: int = 16
     disk_margin: int = DISK_MARGIN
+    #: Inline files one contact may make us save per INLINE_WINDOW: count and bytes
+    #: (256 files of 16 KiB are 4 MiB). Beyond either, more are dropped (logged, counted).
+    inline_files: int = 256
+    inline_bytes: int = 4 * 1024 * 1024
+    #: The same for all contacts together.
+    inline_total_files: int = 2048
+    inline_total_bytes: int = 32 * 1024 * 1024
 
 
 @dataclass(eq=False)
@@ -124,6 +152,7 @@ class _Transfer:
     unchecked: int = 0  # bytes written since the last free-space check
     held: deque[int] = field(default_factory=deque)  # out: requests kept while paused
     staged: bool = False  # out: ``path`` is our copy of an upload, removed when it ends
+    inline: bool = False  # the bytes travelled in the offer (at most MAX_INLINE)
 
     def to_record(self) -> dict[str, Any]:
         m = self.manifest
@@ -148,6 +177,7 @@ class _Transfer:
             "served": self.served,
             "stats": dict(self.stats),
             "staged": self.staged,
+            "inline": self.inline,
         }
         if self.download is not None:
             rec["have"] = base64.b64encode(self.download.have.to_bytes()).decode()
@@ -211,6 +241,7 @@ class Files:
         self.stats: Counter[str] = Counter()
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self._load()
+        store.on_incoming_file = self._on_incoming_file  # inline files: saved with the message
 
     # ----------------------------------------------------------- persistence
 
@@ -263,6 +294,7 @@ class Files:
             rec.get("served", 0),
             Counter(rec.get("stats", {})),
             staged=bool(rec.get("staged", False)),
+            inline=bool(rec.get("inline", False)),
         )
         if t.direction == "in" and t.state in ("active", "paused"):
             have = Bitmap(manifest.pieces, base64.b64decode(rec["have"]))
@@ -314,6 +346,7 @@ class Files:
             "error": t.error,
             "path": t.path,
             "served": t.served,
+            "inline": t.inline,
             "stats": dict(t.stats + (t.download.stats if t.download else Counter())),
         }
         return out
@@ -362,8 +395,16 @@ class Files:
         if st.st_size > MAX_FILE_SIZE:
             raise ApiError(400, "too_large", f"a file is at most {MAX_FILE_SIZE} bytes")
         piece = choose_piece_size(st.st_size)
+        data: bytes | None = None
         try:
-            hasher = await asyncio.to_thread(_hash_file, src, st.st_size, piece)
+            if st.st_size <= MAX_INLINE:  # small: the bytes go in the offer itself
+                data = await asyncio.to_thread(src.read_bytes)
+                if len(data) != st.st_size:
+                    raise OSError("the file changed while it was read")
+                hasher = PieceHasher(len(data), piece)
+                hasher.update(data)
+            else:
+                hasher = await asyncio.to_thread(_hash_file, src, st.st_size, piece)
         except OSError as exc:
             raise ApiError(400, "bad_path", f"cannot read {path}: {exc}") from None
         name = safe_name(name or src.name)
@@ -371,24 +412,35 @@ class Files:
         if not _MEDIA_RE.fullmatch(media):
             media = "application/octet-stream"
         manifest = Manifest(name, st.st_size, media, piece, hasher.root())
-        envelope = self.conversations.send_message(pk, env_mod.FILE, manifest.body(), time.time())
+        body = env_mod.file_body(manifest, data)
+        envelope = self.conversations.send_message(pk, env_mod.FILE, body, time.time())
         t = _Transfer(
             envelope.id,
             "out",
             pk,
             self.conversations.device_id,
             manifest,
-            "offered",
+            "offered" if data is None else "done",
             time.time(),
             str(src.resolve()),
             src_size=st.st_size,
             src_mtime_ns=st.st_mtime_ns,
             staged=staged,
+            inline=data is not None,
         )
-        write_atomic(self._layer_path(t.id), b"".join(hasher.layer))
+        if data is None:
+            write_atomic(self._layer_path(t.id), b"".join(hasher.layer))
+        elif staged:
+            # The outbox holds the bytes now (and the mailbox, once deposited): our copy
+            # of the upload has nothing left to serve.
+            src.unlink(missing_ok=True)
+            t.path, t.staged = None, False
         self._save(t)  # persist, then act: the offer goes out with the next drive
         self.transfers[t.id] = t
         self._drive()
+        if t.inline:
+            self.stats["inline_sent"] += 1
+            self._emit({"type": "file_done", "transfer": self.json(t)})
         return self.json(t)
 
     async def upload(
@@ -497,8 +549,8 @@ class Files:
 
     def on_offer(self, peer: bytes, envelope: Envelope) -> None:
         """A new ``file`` envelope from ``peer`` was stored in the history."""
-        if envelope.id in self.transfers:
-            return
+        if envelope.id in self.transfers or env_mod.decode_inline(envelope) is not None:
+            return  # an inline file was handled as it was stored (_on_incoming_file)
         manifest = env_mod.decode_file(envelope)
         t = _Transfer(envelope.id, "in", peer, envelope.device, manifest, "offered", time.time())
         pending = sum(
@@ -517,6 +569,81 @@ class Files:
         if t.state == "refused":
             self._tell(t, wire.Cancel(t.id, t.error or "refused"))
         self._emit({"type": "file_offer", "transfer": self.json(t)})
+
+    def _on_incoming_file(self, envelope: Envelope) -> None:
+        """A new ``file`` envelope, inside the transaction that stores it (every path:
+        session, DHT mailbox, a friend's backup). An inline file is saved here, so it is
+        on disk before the message is acknowledged; a storage fault raises (a
+        StoreError), which undoes the save: the sender still has it and tries again."""
+        if envelope.sender == self.conversations.me or envelope.id in self.transfers:
+            return
+        data = env_mod.decode_inline(envelope)  # checked against its root by the parse
+        if data is None:
+            return  # a normal offer: recorded by on_offer once the message is stored
+        manifest = env_mod.decode_file(envelope)
+        peer = envelope.sender
+        t = _Transfer(
+            envelope.id, "in", peer, envelope.device, manifest, "offered", time.time(), inline=True
+        )
+        over = self._inline_over(peer, manifest.size)
+        if over is not None:
+            # Not recorded at all: a record per dropped file would be the flood's storage.
+            self.stats["inline_over_bound"] += 1
+            log.warning("inline file from %s dropped: %s", peer.hex()[:16], over)
+            return
+        try:
+            if manifest.size > self.limit_for(peer):
+                t.state, t.error = "refused", "larger than the limit for this contact"
+                self.stats["offers_refused"] += 1
+                log.info("inline file from %s refused: %s", peer.hex()[:16], t.error)
+            else:
+                t.path = str(self._store_inline(t, data))
+                t.state = "done"
+                self.stats["inline_saved"] += 1
+            self._save(t)
+        except OSError as exc:
+            raise _storage_error(exc) from exc
+        self.transfers[t.id] = t
+        self._emit({"type": "file_offer", "transfer": self.json(t)})
+        if t.state == "done":
+            self._emit({"type": "file_done", "transfer": self.json(t)})
+
+    def _inline_over(self, peer: bytes, size: int) -> str | None:
+        """Why one more inline file of ``size`` bytes from ``peer`` is over the bounds."""
+        cfg, since = self.config, time.time() - INLINE_WINDOW
+        recent = [
+            t
+            for t in self.transfers.values()
+            if t.inline and t.direction == "in" and t.created >= since
+        ]
+        mine = [t for t in recent if t.peer == peer]
+        if len(mine) >= cfg.inline_files or _bytes(mine) + size > cfg.inline_bytes:
+            return "over the day's bound of inline files from this contact"
+        if len(recent) >= cfg.inline_total_files or _bytes(recent) + size > cfg.inline_total_bytes:
+            return "over the day's bound of inline files from all contacts"
+        return None
+
+    def _store_inline(self, t: _Transfer, data: bytes) -> Path:
+        """Write an inline file's bytes (fsynced) and link them into place."""
+        folder = self.config.save_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(folder).free
+        if free < len(data) + self.config.disk_margin:
+            raise StoreFull(f"{len(data)} bytes needed in {folder}, {free} free")
+        part = self._part_path(t.id)
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            return _place(part, folder, safe_name(t.manifest.name))
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
 
     # ----------------------------------------------------------- sessions
 
@@ -806,6 +933,22 @@ class Files:
         if force or now - t.progress_at >= PROGRESS_EVERY:
             t.progress_at = now
             self._emit({"type": "file_progress", "transfer": self.json(t)})
+
+
+def _bytes(transfers: list[_Transfer]) -> int:
+    return sum(t.manifest.size for t in transfers)
+
+
+def _storage_error(exc: OSError) -> StoreError:
+    """The storage fault an OSError saving an inline file stands for, as the message
+    store's own (a StoreError), so the batch that stores the message fails like one."""
+    if isinstance(exc, StoreError):
+        return exc
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StoreFull(f"cannot save an inline file: {exc}")
+    if exc.errno == errno.EROFS:
+        return StoreReadOnly(f"cannot save an inline file: {exc}")
+    return StoreIOError(f"cannot save an inline file: {exc}")
 
 
 def _hash_file(path: Path, size: int, piece: int) -> PieceHasher:

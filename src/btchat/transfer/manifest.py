@@ -2,7 +2,8 @@
 
 A ``file`` envelope's body (``docs/PROTOCOL.md``, "Files")::
 
-    {n: name (UTF-8, 1..255 bytes), s: size, m: media type, p: piece size, r: root}
+    {n: name (UTF-8, 1..255 bytes), s: size, m: media type, p: piece size, r: root,
+     d?: the file's bytes, for a file of at most MAX_INLINE bytes ("inline")}
 
 ``r`` is the content id (:mod:`btchat.transfer.tree`). The piece size is a power of two
 from 16 KiB to 8 MiB, chosen so that a file has at most :data:`MAX_PIECES` pieces: the
@@ -23,6 +24,7 @@ from btchat.transfer.tree import EMPTY_ROOT, LEAF_SIZE, piece_count
 __all__ = [
     "DEFAULT_PIECE_SIZE",
     "MAX_FILE_SIZE",
+    "MAX_INLINE",
     "MAX_PIECES",
     "MAX_PIECE_SIZE",
     "Manifest",
@@ -39,6 +41,10 @@ MAX_PIECES = 8192
 #: Largest file an offer may describe (64 GiB); a contact's own limit is usually lower.
 MAX_FILE_SIZE = MAX_PIECES * MAX_PIECE_SIZE
 MAX_NAME = 255
+#: Largest file whose bytes travel inside its offer (key ``d``, "inline"): one 16 KiB
+#: hash-tree leaf, so its content id is SHA-256 of the bytes, and an offer with a
+#: maximal name still fits one offline packet (``MAX_OLM_BODY``, 20 KiB) with room.
+MAX_INLINE = 16 * 1024
 MAX_MEDIA_TYPE = 127
 #: RFC 6838 §4.2 restricted names, lower-cased.
 _MEDIA_RE = re.compile(rb"[a-z0-9][a-z0-9!#$&^_.+-]{0,62}/[a-z0-9][a-z0-9!#$&^_.+-]{0,62}")

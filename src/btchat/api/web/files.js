@@ -192,9 +192,15 @@ function reasonOf(t) {
 const SAID = { rejected: ["rejected"], cancelled: ["cancel", "cancelled"] };
 
 /** How a change of state is announced to a screen reader: "holiday.bin: Received". */
-export function stateWords(t) {
+/** What a state is called; an inline file we sent is "done" once it left in its message. */
+function wordsFor(t) {
   const dir = t.direction === "out" ? "out" : "in";
-  return `${t.name}: ${STATE_WORDS[dir][t.state] || t.state}`;
+  if (dir === "out" && t.inline && t.state === "done") return "Sent with the message";
+  return STATE_WORDS[dir][t.state] || t.state;
+}
+
+export function stateWords(t) {
+  return `${t.name}: ${wordsFor(t)}`;
 }
 
 /**
@@ -203,7 +209,7 @@ export function stateWords(t) {
  */
 export function transferCard(t, { act, save, who }) {
   const dir = t.direction === "out" ? "out" : "in";
-  const words = (STATE_WORDS[dir][t.state] || t.state) + (t.state === "paused" && t.error ? ` (${t.error})` : "");
+  const words = wordsFor(t) + (t.state === "paused" && t.error ? ` (${t.error})` : "");
   const moving = t.state === "active" || t.state === "paused" || (dir === "out" && t.bytes_done > 0 && !ENDED.has(t.state));
   const rate = rateOf(t);
   const pct = percent(t.progress);
