@@ -152,7 +152,6 @@ function renderList() {
             class: "conv" + (current ? " current" : ""),
             "aria-current": current ? "page" : null,
             "data-key": c.public_key,
-            "aria-label": `${c.name}${sum.unread ? `, ${sum.unread} unread` : ""}`,
           },
           presenceDot(c),
           h(
@@ -165,7 +164,8 @@ function renderList() {
               typing ? h("em", {}, "typing\u2026") : sum.last ? [sum.last.direction === "out" ? "You: " : "", lastText(sum.last)] : ""
             )
           ),
-          sum.unread ? h("span", { class: "badge", "aria-hidden": "true" }, String(sum.unread)) : null
+          sum.unread ? h("span", { class: "badge", "aria-hidden": "true" }, String(sum.unread)) : null,
+          sum.unread ? h("span", { class: "sr-only" }, `, ${sum.unread} unread`) : null
         )
       );
     })
@@ -364,8 +364,13 @@ function renderFilesBadge() {
   }
   const activity = $("files-activity");
   const busy = moving.length + state.uploads.length;
+  const pct = size ? Math.floor((done / size) * 100) : 0;
   activity.hidden = !busy;
-  fill(activity, busy ? `\u2195 ${size ? Math.floor((done / size) * 100) : 0}%` : "");
+  fill(activity, busy ? `\u2195 ${pct}%` : "");
+  // The name starts with the words shown (WCAG 2.5.3), then says what they mean.
+  const shown = ["Files", waiting ? String(waiting) : "", busy ? `\u2195 ${pct}%` : ""].filter(Boolean).join(" ");
+  const words = [waiting ? `${waiting} offer${waiting > 1 ? "s" : ""} waiting` : "", busy ? `${pct}% moved` : ""].filter(Boolean);
+  $("files-button").setAttribute("aria-label", `${shown}: file transfers${words.length ? ", " + words.join(", ") : ""}`);
 }
 
 function contactName(pk) {
@@ -584,10 +589,10 @@ async function showContact(pk) {
     e.preventDefault();
     if (await attempt(card, () => api("PATCH", `/v1/contacts/${enc(pk)}`, { name: name.value.trim() }))) await reloadContact(pk);
   });
-  const safety = h("p", { class: "safety mono", "aria-label": "Safety number" });
+  const safety = h("p", { class: "safety mono", "aria-live": "polite" });
   const verify = h("button", { type: "button", onclick: async () => {
     const sn = await attempt(card, () => api("GET", `/v1/contacts/${enc(pk)}/safety-number`));
-    if (sn) fill(safety, sn.safety_number);
+    if (sn) fill(safety, h("span", { class: "sr-only" }, "Safety number: "), sn.safety_number);
     if (sn && !c.verified && confirm("Does this number match the one your contact sees?")) {
       if (await attempt(card, () => api("PATCH", `/v1/contacts/${enc(pk)}`, { verified: true }))) await reloadContact(pk);
     }
@@ -633,6 +638,7 @@ async function loadRequests() {
   const badge = $("req-count");
   badge.hidden = !pending;
   fill(badge, String(pending));
+  badge.parentElement.setAttribute("aria-label", pending ? `Requests ${pending}: contact requests, ${pending} waiting` : "Requests: contact requests");
 }
 
 async function showRequests() {
