@@ -1,8 +1,8 @@
 // The btchat web app: screens over the public API. Everything from the network is
 // rendered as text (dom.js); nothing here builds markup from strings.
 import { api, ApiError, connectEvents, enc, takeToken } from "./api.js";
-import { fill, h, untrusted } from "./dom.js";
-import { fetchFile, progressBar, saveAs, saveName, stateWords, transferCard, uploadCard, uploadFile } from "./files.js";
+import { fill, h, plainPreview, untrusted } from "./dom.js";
+import { fetchFile, humanSize, progressBar, saveAs, saveName, stateWords, transferCard, uploadCard, uploadFile } from "./files.js";
 
 const PAGE = 50; // messages per history page
 const TYPING_SHOWN_MS = 6000; // how long a "typing" lasts without a refresh
@@ -49,6 +49,79 @@ function toggleTheme() {
   const next = dark ? "light" : "dark";
   localStorage.setItem("btchat.theme", next);
   applyTheme(next);
+}
+
+// ------------------------------------------------------------------ notifications
+
+// Asked for only from the "Notify me" switch (a click), never on load; the choice is
+// remembered in localStorage, and needs the browser's permission as well.
+const NOTIFY_KEY = "btchat.notify";
+
+function canNotify() {
+  return typeof window.Notification === "function";
+}
+
+function notifying() {
+  return canNotify() && localStorage.getItem(NOTIFY_KEY) === "on" && Notification.permission === "granted";
+}
+
+/** Tell the person about something from contact `pk`, unless they are looking at that
+ * very conversation: the tab is hidden, or another screen is shown. */
+function notify(pk, preview) {
+  if (!notifying()) return;
+  const viewing = state.view && state.view.kind === "chat" && state.view.key === pk;
+  if (viewing && document.visibilityState === "visible") return;
+  const c = state.contacts.get(pk);
+  try {
+    const n = new Notification(plainPreview(c ? c.name : "A contact", 64), {
+      body: plainPreview(preview),
+      tag: "btchat-" + pk, // one per conversation: a newer message replaces it
+      icon: "/app/icon.svg",
+    });
+    n.onclick = () => {
+      window.focus();
+      go("#/chat/" + pk);
+      n.close();
+    };
+  } catch (err) {
+    // a browser that refuses to build one here (no service worker): nothing to show
+  }
+}
+
+/** The "Notify me" switch of the status screen. */
+function notifySwitch() {
+  const box = h("input", { type: "checkbox", id: "notify-me" });
+  const line = h("p", { class: "small muted", id: "notify-note" });
+  const say = (text) => fill(line, text);
+  if (!canNotify()) {
+    box.disabled = true;
+    say("This browser shows no notifications.");
+  } else {
+    box.checked = notifying();
+    if (Notification.permission === "denied") say("The browser blocks notifications for this page; allow them in its site settings.");
+  }
+  box.addEventListener("change", async () => {
+    if (!box.checked) {
+      localStorage.setItem(NOTIFY_KEY, "off");
+      say("Off.");
+      return;
+    }
+    let answer = Notification.permission;
+    if (answer !== "granted") {
+      try {
+        answer = await Notification.requestPermission();
+      } catch (err) {
+        answer = "denied";
+      }
+    }
+    box.checked = answer === "granted";
+    localStorage.setItem(NOTIFY_KEY, box.checked ? "on" : "off");
+    say(box.checked ? "On: new messages and file offers are shown while this tab is hidden or shows another screen." : "The browser did not allow notifications.");
+  });
+  return h("section", { class: "card", "aria-label": "Notifications" },
+    h("h3", {}, "Notifications"),
+    h("label", { class: "check" }, box, " Notify me of new messages and file offers"),
+    line);
 }
 
 // ------------------------------------------------------------------ helpers
@@ -842,6 +915,7 @@ async function showStatus() {
       h("div", { class: "row" }, h("code", { class: "mono small" }, me.uri), copyButton(() => me.uri)),
       canvas),
     h("section", { class: "card", "aria-label": "Presence" }, h("h3", {}, "Presence"), presenceForm),
+    notifySwitch(),
     h("section", { class: "card", "aria-label": "Network" }, h("h3", {}, "Network"),
       h("dl", {}, rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, untrusted(v))]))),
     h("p", { class: "muted" }, "The token of this tab lives in its session storage only; close the tab to forget it. Create an identity with `btchat init` (not from the browser)."));
@@ -863,6 +937,7 @@ function onEvent(ev) {
       addMessage(m);
       renderList();
       if (viewing) markRead(m.peer);
+      if (m.direction === "in" && m.type !== "file") notify(m.peer, m.text); // offers: below
       return;
     }
     case "receipt": {
@@ -913,6 +988,11 @@ function onEvent(ev) {
       if (ev.message) addChannelMessage(ev.channel, ev.message);
       return;
     case "file_offer":
+      if (ev.transfer && ev.transfer.direction === "in" && ev.transfer.state === "offered" && !state.transfers.has(ev.transfer.id)) {
+        notify(ev.transfer.contact, `File: ${ev.transfer.name} (${humanSize(ev.transfer.size)})`);
+      }
+      updateTransfer(ev.transfer);
+      return;
     case "file_progress":
     case "file_done":
       updateTransfer(ev.transfer);
