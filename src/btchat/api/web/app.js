@@ -5,6 +5,10 @@ import { fill, h, plainPreview, untrusted } from "./dom.js";
 import { fetchFile, humanSize, progressBar, saveAs, saveName, stateWords, transferCard, uploadCard, uploadFile } from "./files.js";
 
 const PAGE = 50; // messages per history page
+// At most this many history rows stay in the page: rows far from the view are dropped
+// (and fetched again when scrolled back to), so a long conversation's page does not grow.
+const MAX_ROWS = 300;
+const MAX_FETCH = 500; // the API's largest page
 const TYPING_SHOWN_MS = 6000; // how long a "typing" lasts without a refresh
 const TYPING_SEND_MS = 3000; // at most one "I am typing" per this interval
 const PRESENCES = new Set(["online", "away", "busy", "offline"]);
@@ -275,7 +279,9 @@ async function showChat(pk) {
     screen("Unknown contact", notice("No such contact."));
     return;
   }
-  const view = { kind: "chat", key: pk, oldest: null, done: false, loading: false, lastTyping: 0, progress: new Map() };
+  // below: the pages dropped under the view, newest last, as {before, count} to fetch
+  // them again (before null: the live end, plus `missed` messages that came meanwhile).
+  const view = { kind: "chat", key: pk, oldest: null, done: false, loading: false, lastTyping: 0, progress: new Map(), below: [], missed: 0 };
   state.view = view;
   const log = h("ol", { class: "history", "aria-label": "Messages", tabindex: "0" });
   const typingLine = h("p", { class: "typing", "aria-live": "polite" });
@@ -331,6 +337,7 @@ async function showChat(pk) {
   });
   log.addEventListener("scroll", () => {
     if (log.scrollTop < 40) loadOlder(view);
+    else if (view.below.length && log.scrollHeight - log.scrollTop - log.clientHeight < 40) loadNewer(view);
   });
   await loadOlder(view);
   if (state.view !== view) return;
@@ -352,8 +359,66 @@ async function loadOlder(view) {
     if (!messages.length) return;
     view.oldest = messages[0].lamport;
     const height = view.log.scrollHeight;
-    view.log.prepend(...messages.map(messageRow));
+    view.log.prepend(...messages.filter((m) => !rowOf(view, m.id)).map(messageRow));
     view.log.scrollTop += view.log.scrollHeight - height; // keep what was in view in place
+    dropBelow(view);
+  } catch (err) {
+    view.log.before(notice(failText(err)));
+  } finally {
+    view.loading = false;
+  }
+}
+
+function rowOf(view, id) {
+  return view.log.querySelector(`li[data-id="${CSS.escape(String(id))}"]`);
+}
+
+function historyRows(view) {
+  return view.log.querySelectorAll(":scope > li[data-lamport]");
+}
+
+/** Past MAX_ROWS, drop the newest rows (far under the view) and remember how to fetch
+ * them again. */
+function dropBelow(view) {
+  const rows = historyRows(view);
+  const extra = rows.length - MAX_ROWS;
+  if (extra <= 0) return;
+  const gone = [...rows].slice(rows.length - extra);
+  const newest = Number(gone[gone.length - 1].dataset.lamport);
+  const liveEnd = !view.below.length;
+  view.below.push({ before: liveEnd || !Number.isFinite(newest) ? null : newest + 1, count: extra });
+  for (const row of gone) row.remove();
+}
+
+/** Past MAX_ROWS, drop the oldest rows (far above the view), keeping the view still. */
+function dropAbove(view) {
+  const rows = historyRows(view);
+  const extra = rows.length - MAX_ROWS;
+  if (extra <= 0) return;
+  const height = view.log.scrollHeight;
+  for (const row of [...rows].slice(0, extra)) row.remove();
+  view.log.scrollTop -= height - view.log.scrollHeight;
+  const first = historyRows(view)[0];
+  view.oldest = first ? Number(first.dataset.lamport) : null;
+  view.done = false;
+}
+
+/** Scrolled back down to rows dropped earlier: fetch the nearest page of them again. */
+async function loadNewer(view) {
+  if (view.loading || !view.below.length) return;
+  view.loading = true;
+  const page = view.below[view.below.length - 1];
+  const count = Math.min(MAX_FETCH, page.count + (page.before === null ? view.missed : 0));
+  const before = page.before === null ? "" : `&before=${page.before}`;
+  try {
+    const { messages } = await api("GET", `/v1/contacts/${enc(view.key)}/messages?limit=${count}${before}`);
+    if (state.view !== view) return;
+    view.below.pop();
+    if (page.before === null) view.missed = 0;
+    const fresh = messages.filter((m) => !rowOf(view, m.id));
+    const uploads = view.log.querySelector(":scope > li[data-upload]");
+    for (const m of fresh) view.log.insertBefore(messageRow(m.direction === "out" ? { ...m, state: furthest(view, m.id, m.state) } : m), uploads);
+    dropAbove(view);
   } catch (err) {
     view.log.before(notice(failText(err)));
   } finally {
@@ -370,15 +435,59 @@ function furthest(view, id, stateName) {
 }
 
 function addMessage(m) {
+  addMessages([m]);
+}
+
+/** Rows for messages of the conversation shown: new ones at the end, known ones redrawn
+ * in place; one layout for the lot (a burst of events comes as one batch). */
+function addMessages(list) {
   const view = state.view;
-  if (!view || view.kind !== "chat" || view.key !== m.peer) return;
-  if (m.direction === "out") m = { ...m, state: furthest(view, m.id, m.state) };
-  const old = view.log.querySelector(`li[data-id="${CSS.escape(m.id)}"]`);
-  const row = messageRow(m);
+  if (!view || view.kind !== "chat") return;
+  const mine = list.filter((m) => m.peer === view.key);
+  if (!mine.length) return;
   const atBottom = view.log.scrollHeight - view.log.scrollTop - view.log.clientHeight < 80;
-  if (old) old.replaceWith(row);
-  else view.log.append(row);
-  if (atBottom || m.direction === "out") view.log.scrollTop = view.log.scrollHeight;
+  let follow = atBottom;
+  for (let m of mine) {
+    if (m.direction === "out") m = { ...m, state: furthest(view, m.id, m.state) };
+    const old = rowOf(view, m.id);
+    if (old) {
+      old.replaceWith(messageRow(m));
+      continue;
+    }
+    if (view.below.length) {
+      view.missed += 1; // the live end is not in the page: it comes when scrolled to
+      continue;
+    }
+    view.log.append(messageRow(m));
+    if (m.direction === "out") follow = true;
+  }
+  if (follow) {
+    dropAbove(view);
+    view.log.scrollTop = view.log.scrollHeight;
+  }
+}
+
+// Message events are drawn in batches: each event updates the state at once, the rows
+// and the list are drawn after the events already waiting (one layout, not one each).
+let pendingMessages = [];
+let flushTimer = null;
+
+function queueMessage(m) {
+  pendingMessages.push(m);
+  if (flushTimer === null) flushTimer = setTimeout(flushMessages, 0);
+}
+
+function flushMessages() {
+  flushTimer = null;
+  const batch = pendingMessages;
+  pendingMessages = [];
+  addMessages(batch);
+  renderList();
+  const view = state.view;
+  if (view && view.kind === "chat" && batch.some((m) => m.peer === view.key)) markRead(view.key);
+  const lastIn = new Map(); // one notification per conversation per batch: the latest
+  for (const m of batch) if (m.direction === "in" && m.type !== "file") lastIn.set(m.peer, m);
+  for (const m of lastIn.values()) notify(m.peer, m.text); // file offers: file_offer
 }
 
 async function markRead(pk) {
@@ -930,14 +1039,10 @@ function onEvent(ev) {
       if (!m) return;
       const sum = state.summary.get(m.peer) || { last: null, unread: 0 };
       sum.last = m;
-      const viewing = state.view && state.view.kind === "chat" && state.view.key === m.peer;
       if (isUnread(m)) sum.unread += 1;
       state.summary.set(m.peer, sum);
       if (m.direction === "in") clearTyping(m.peer);
-      addMessage(m);
-      renderList();
-      if (viewing) markRead(m.peer);
-      if (m.direction === "in" && m.type !== "file") notify(m.peer, m.text); // offers: below
+      queueMessage(m);
       return;
     }
     case "receipt": {
@@ -1016,6 +1121,7 @@ function onLive(s) {
   document.body.classList.toggle("offline", !state.live);
   if (state.live && !wasUp) {
     wasUp = true; // the first connection: what is shown was just loaded
+    performance.mark("btchat-interactive"); // the list is drawn and events flow (bench/web.py)
   } else if (state.live) {
     // Events missed while disconnected are not replayed: reload what is shown.
     Promise.all([loadContacts(), loadRequests(), loadTransfers()]).then(route).catch(() => {});
