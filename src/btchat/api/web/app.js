@@ -468,13 +468,14 @@ function addMessages(list) {
 }
 
 // Message events are drawn in batches: each event updates the state at once, the rows
-// and the list are drawn after the events already waiting (one layout, not one each).
+// and the list are drawn at most every FLUSH_MS (one layout for a burst, not one each).
+const FLUSH_MS = 16;
 let pendingMessages = [];
 let flushTimer = null;
 
 function queueMessage(m) {
   pendingMessages.push(m);
-  if (flushTimer === null) flushTimer = setTimeout(flushMessages, 0);
+  if (flushTimer === null) flushTimer = setTimeout(flushMessages, FLUSH_MS);
 }
 
 function flushMessages() {
@@ -490,15 +491,27 @@ function flushMessages() {
   for (const m of lastIn.values()) notify(m.peer, m.text); // file offers: file_offer
 }
 
+const reading = new Map(); // public_key -> true while a read mark is on its way (false: again after)
+
 async function markRead(pk) {
   const sum = state.summary.get(pk);
   if (!sum || !sum.unread || document.visibilityState !== "visible") return;
+  if (reading.has(pk)) {
+    reading.set(pk, true); // one more when this one is answered, for what came meanwhile
+    return;
+  }
+  reading.set(pk, false);
   try {
+    const unread = sum.unread;
     await api("POST", `/v1/contacts/${enc(pk)}/read`);
-    sum.unread = 0;
+    sum.unread = Math.max(0, sum.unread - unread);
     renderList();
   } catch (err) {
     // not fatal: the badge stays, the next open retries
+  } finally {
+    const again = reading.get(pk);
+    reading.delete(pk);
+    if (again) markRead(pk);
   }
 }
 
