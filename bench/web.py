@@ -493,8 +493,8 @@ def render(results: dict[str, Any]) -> list[str]:
         f"(64 in flight, aiohttp) to a contact who is away; {ev['sent']:,} accepted at "
         f"{ev['send_rate']:.0f}/s ({ev['failed']} failed). The page, showing that "
         f"conversation, received {ev['received']:,} `message` events at "
-        f"{ev['receive_rate']:.0f}/s over {ev['receive_span_s']:.1f} s and drew "
-        f"{ev['rows_in_view']:,} rows.",
+        f"{ev['receive_rate']:.0f}/s over {ev['receive_span_s']:.1f} s and kept "
+        f"{ev['rows_in_view']:,} rows in the page (the history's window).",
         "",
     ]
     if inj:
