@@ -84,6 +84,9 @@ def run_all(quick: bool, only: list[str] | None) -> dict[str, Any]:
     from bench import relay
 
     plan["relay"] = guarded(lambda: relay.run(quick=quick))
+    from bench import web
+
+    plan["web"] = guarded(lambda: web.run(quick=quick))
     # Last: libtorrent sessions keep threads busy after they are closed, which would
     # slow every benchmark measured after them in this process.
     try:
@@ -256,6 +259,9 @@ def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
 
     if results.get("relay"):
         out += relay.render(results["relay"])
+    from bench import web
+
+    out += web.render(results)
     return "\n".join(out).rstrip() + "\n"
 
 

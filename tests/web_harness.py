@@ -55,12 +55,14 @@ def browser() -> Iterator[Any]:
 class Tab:
     """One person's browser context and page, recording every request it makes."""
 
-    def __init__(self, browser: Any, person: Person, scheme: str = "light") -> None:
+    def __init__(self, browser: Any, person: Person, scheme: str = "light", **context: Any) -> None:
+        """``context``: more options for Playwright's ``new_context`` (``bypass_csp``
+        for the accessibility check, ``permissions`` for notifications)."""
         self.api_url, self.token = read_api_files(person.dir)
         self.origin = self.api_url.rstrip("/")
         self.client = ApiClient(self.api_url, self.token)
         self.context = browser.new_context(
-            color_scheme=scheme, viewport={"width": 1100, "height": 720}
+            color_scheme=scheme, viewport={"width": 1100, "height": 720}, **context
         )
         self.requests: list[str] = []
         self.foreign: list[str] = []

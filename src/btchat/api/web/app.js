@@ -1,10 +1,14 @@
 // The btchat web app: screens over the public API. Everything from the network is
 // rendered as text (dom.js); nothing here builds markup from strings.
 import { api, ApiError, connectEvents, enc, takeToken } from "./api.js";
-import { fill, h, untrusted } from "./dom.js";
-import { fetchFile, progressBar, saveAs, saveName, stateWords, transferCard, uploadCard, uploadFile } from "./files.js";
+import { fill, h, plainPreview, untrusted } from "./dom.js";
+import { fetchFile, humanSize, progressBar, saveAs, saveName, stateWords, transferCard, uploadCard, uploadFile } from "./files.js";
 
 const PAGE = 50; // messages per history page
+// At most this many history rows stay in the page: rows far from the view are dropped
+// (and fetched again when scrolled back to), so a long conversation's page does not grow.
+const MAX_ROWS = 300;
+const MAX_FETCH = 500; // the API's largest page
 const TYPING_SHOWN_MS = 6000; // how long a "typing" lasts without a refresh
 const TYPING_SEND_MS = 3000; // at most one "I am typing" per this interval
 const PRESENCES = new Set(["online", "away", "busy", "offline"]);
@@ -49,6 +53,79 @@ function toggleTheme() {
   const next = dark ? "light" : "dark";
   localStorage.setItem("btchat.theme", next);
   applyTheme(next);
+}
+
+// ------------------------------------------------------------------ notifications
+
+// Asked for only from the "Notify me" switch (a click), never on load; the choice is
+// remembered in localStorage, and needs the browser's permission as well.
+const NOTIFY_KEY = "btchat.notify";
+
+function canNotify() {
+  return typeof window.Notification === "function";
+}
+
+function notifying() {
+  return canNotify() && localStorage.getItem(NOTIFY_KEY) === "on" && Notification.permission === "granted";
+}
+
+/** Tell the person about something from contact `pk`, unless they are looking at that
+ * very conversation: the tab is hidden, or another screen is shown. */
+function notify(pk, preview) {
+  if (!notifying()) return;
+  const viewing = state.view && state.view.kind === "chat" && state.view.key === pk;
+  if (viewing && document.visibilityState === "visible") return;
+  const c = state.contacts.get(pk);
+  try {
+    const n = new Notification(plainPreview(c ? c.name : "A contact", 64), {
+      body: plainPreview(preview),
+      tag: "btchat-" + pk, // one per conversation: a newer message replaces it
+      icon: "/app/icon.svg",
+    });
+    n.onclick = () => {
+      window.focus();
+      go("#/chat/" + pk);
+      n.close();
+    };
+  } catch (err) {
+    // a browser that refuses to build one here (no service worker): nothing to show
+  }
+}
+
+/** The "Notify me" switch of the status screen. */
+function notifySwitch() {
+  const box = h("input", { type: "checkbox", id: "notify-me" });
+  const line = h("p", { class: "small muted", id: "notify-note" });
+  const say = (text) => fill(line, text);
+  if (!canNotify()) {
+    box.disabled = true;
+    say("This browser shows no notifications.");
+  } else {
+    box.checked = notifying();
+    if (Notification.permission === "denied") say("The browser blocks notifications for this page; allow them in its site settings.");
+  }
+  box.addEventListener("change", async () => {
+    if (!box.checked) {
+      localStorage.setItem(NOTIFY_KEY, "off");
+      say("Off.");
+      return;
+    }
+    let answer = Notification.permission;
+    if (answer !== "granted") {
+      try {
+        answer = await Notification.requestPermission();
+      } catch (err) {
+        answer = "denied";
+      }
+    }
+    box.checked = answer === "granted";
+    localStorage.setItem(NOTIFY_KEY, box.checked ? "on" : "off");
+    say(box.checked ? "On: new messages and file offers are shown while this tab is hidden or shows another screen." : "The browser did not allow notifications.");
+  });
+  return h("section", { class: "card", "aria-label": "Notifications" },
+    h("h3", {}, "Notifications"),
+    h("label", { class: "check" }, box, " Notify me of new messages and file offers"),
+    line);
 }
 
 // ------------------------------------------------------------------ helpers
@@ -152,7 +229,6 @@ function renderList() {
             class: "conv" + (current ? " current" : ""),
             "aria-current": current ? "page" : null,
             "data-key": c.public_key,
-            "aria-label": `${c.name}${sum.unread ? `, ${sum.unread} unread` : ""}`,
           },
           presenceDot(c),
           h(
@@ -165,7 +241,8 @@ function renderList() {
               typing ? h("em", {}, "typing\u2026") : sum.last ? [sum.last.direction === "out" ? "You: " : "", lastText(sum.last)] : ""
             )
           ),
-          sum.unread ? h("span", { class: "badge", "aria-hidden": "true" }, String(sum.unread)) : null
+          sum.unread ? h("span", { class: "badge", "aria-hidden": "true" }, String(sum.unread)) : null,
+          sum.unread ? h("span", { class: "sr-only" }, `, ${sum.unread} unread`) : null
         )
       );
     })
@@ -202,7 +279,9 @@ async function showChat(pk) {
     screen("Unknown contact", notice("No such contact."));
     return;
   }
-  const view = { kind: "chat", key: pk, oldest: null, done: false, loading: false, lastTyping: 0, progress: new Map() };
+  // below: the pages dropped under the view, newest last, as {before, count} to fetch
+  // them again (before null: the live end, plus `missed` messages that came meanwhile).
+  const view = { kind: "chat", key: pk, oldest: null, done: false, loading: false, lastTyping: 0, progress: new Map(), below: [], missed: 0 };
   state.view = view;
   const log = h("ol", { class: "history", "aria-label": "Messages", tabindex: "0" });
   const typingLine = h("p", { class: "typing", "aria-live": "polite" });
@@ -258,6 +337,7 @@ async function showChat(pk) {
   });
   log.addEventListener("scroll", () => {
     if (log.scrollTop < 40) loadOlder(view);
+    else if (view.below.length && log.scrollHeight - log.scrollTop - log.clientHeight < 40) loadNewer(view);
   });
   await loadOlder(view);
   if (state.view !== view) return;
@@ -279,8 +359,66 @@ async function loadOlder(view) {
     if (!messages.length) return;
     view.oldest = messages[0].lamport;
     const height = view.log.scrollHeight;
-    view.log.prepend(...messages.map(messageRow));
+    view.log.prepend(...messages.filter((m) => !rowOf(view, m.id)).map(messageRow));
     view.log.scrollTop += view.log.scrollHeight - height; // keep what was in view in place
+    dropBelow(view);
+  } catch (err) {
+    view.log.before(notice(failText(err)));
+  } finally {
+    view.loading = false;
+  }
+}
+
+function rowOf(view, id) {
+  return view.log.querySelector(`li[data-id="${CSS.escape(String(id))}"]`);
+}
+
+function historyRows(view) {
+  return view.log.querySelectorAll(":scope > li[data-lamport]");
+}
+
+/** Past MAX_ROWS, drop the newest rows (far under the view) and remember how to fetch
+ * them again. */
+function dropBelow(view) {
+  const rows = historyRows(view);
+  const extra = rows.length - MAX_ROWS;
+  if (extra <= 0) return;
+  const gone = [...rows].slice(rows.length - extra);
+  const newest = Number(gone[gone.length - 1].dataset.lamport);
+  const liveEnd = !view.below.length;
+  view.below.push({ before: liveEnd || !Number.isFinite(newest) ? null : newest + 1, count: extra });
+  for (const row of gone) row.remove();
+}
+
+/** Past MAX_ROWS, drop the oldest rows (far above the view), keeping the view still. */
+function dropAbove(view) {
+  const rows = historyRows(view);
+  const extra = rows.length - MAX_ROWS;
+  if (extra <= 0) return;
+  const height = view.log.scrollHeight;
+  for (const row of [...rows].slice(0, extra)) row.remove();
+  view.log.scrollTop -= height - view.log.scrollHeight;
+  const first = historyRows(view)[0];
+  view.oldest = first ? Number(first.dataset.lamport) : null;
+  view.done = false;
+}
+
+/** Scrolled back down to rows dropped earlier: fetch the nearest page of them again. */
+async function loadNewer(view) {
+  if (view.loading || !view.below.length) return;
+  view.loading = true;
+  const page = view.below[view.below.length - 1];
+  const count = Math.min(MAX_FETCH, page.count + (page.before === null ? view.missed : 0));
+  const before = page.before === null ? "" : `&before=${page.before}`;
+  try {
+    const { messages } = await api("GET", `/v1/contacts/${enc(view.key)}/messages?limit=${count}${before}`);
+    if (state.view !== view) return;
+    view.below.pop();
+    if (page.before === null) view.missed = 0;
+    const fresh = messages.filter((m) => !rowOf(view, m.id));
+    const uploads = view.log.querySelector(":scope > li[data-upload]");
+    for (const m of fresh) view.log.insertBefore(messageRow(m.direction === "out" ? { ...m, state: furthest(view, m.id, m.state) } : m), uploads);
+    dropAbove(view);
   } catch (err) {
     view.log.before(notice(failText(err)));
   } finally {
@@ -297,26 +435,83 @@ function furthest(view, id, stateName) {
 }
 
 function addMessage(m) {
-  const view = state.view;
-  if (!view || view.kind !== "chat" || view.key !== m.peer) return;
-  if (m.direction === "out") m = { ...m, state: furthest(view, m.id, m.state) };
-  const old = view.log.querySelector(`li[data-id="${CSS.escape(m.id)}"]`);
-  const row = messageRow(m);
-  const atBottom = view.log.scrollHeight - view.log.scrollTop - view.log.clientHeight < 80;
-  if (old) old.replaceWith(row);
-  else view.log.append(row);
-  if (atBottom || m.direction === "out") view.log.scrollTop = view.log.scrollHeight;
+  addMessages([m]);
 }
+
+/** Rows for messages of the conversation shown: new ones at the end, known ones redrawn
+ * in place; one layout for the lot (a burst of events comes as one batch). */
+function addMessages(list) {
+  const view = state.view;
+  if (!view || view.kind !== "chat") return;
+  const mine = list.filter((m) => m.peer === view.key);
+  if (!mine.length) return;
+  const atBottom = view.log.scrollHeight - view.log.scrollTop - view.log.clientHeight < 80;
+  let follow = atBottom;
+  for (let m of mine) {
+    if (m.direction === "out") m = { ...m, state: furthest(view, m.id, m.state) };
+    const old = rowOf(view, m.id);
+    if (old) {
+      old.replaceWith(messageRow(m));
+      continue;
+    }
+    if (view.below.length) {
+      view.missed += 1; // the live end is not in the page: it comes when scrolled to
+      continue;
+    }
+    view.log.append(messageRow(m));
+    if (m.direction === "out") follow = true;
+  }
+  if (follow) {
+    dropAbove(view);
+    view.log.scrollTop = view.log.scrollHeight;
+  }
+}
+
+// Message events are drawn in batches: each event updates the state at once, the rows
+// and the list are drawn at most every FLUSH_MS (one layout for a burst, not one each).
+const FLUSH_MS = 16;
+let pendingMessages = [];
+let flushTimer = null;
+
+function queueMessage(m) {
+  pendingMessages.push(m);
+  if (flushTimer === null) flushTimer = setTimeout(flushMessages, FLUSH_MS);
+}
+
+function flushMessages() {
+  flushTimer = null;
+  const batch = pendingMessages;
+  pendingMessages = [];
+  addMessages(batch);
+  renderList();
+  const view = state.view;
+  if (view && view.kind === "chat" && batch.some((m) => m.peer === view.key)) markRead(view.key);
+  const lastIn = new Map(); // one notification per conversation per batch: the latest
+  for (const m of batch) if (m.direction === "in" && m.type !== "file") lastIn.set(m.peer, m);
+  for (const m of lastIn.values()) notify(m.peer, m.text); // file offers: file_offer
+}
+
+const reading = new Map(); // public_key -> true while a read mark is on its way (false: again after)
 
 async function markRead(pk) {
   const sum = state.summary.get(pk);
   if (!sum || !sum.unread || document.visibilityState !== "visible") return;
+  if (reading.has(pk)) {
+    reading.set(pk, true); // one more when this one is answered, for what came meanwhile
+    return;
+  }
+  reading.set(pk, false);
   try {
+    const unread = sum.unread;
     await api("POST", `/v1/contacts/${enc(pk)}/read`);
-    sum.unread = 0;
+    sum.unread = Math.max(0, sum.unread - unread);
     renderList();
   } catch (err) {
     // not fatal: the badge stays, the next open retries
+  } finally {
+    const again = reading.get(pk);
+    reading.delete(pk);
+    if (again) markRead(pk);
   }
 }
 
@@ -364,8 +559,13 @@ function renderFilesBadge() {
   }
   const activity = $("files-activity");
   const busy = moving.length + state.uploads.length;
+  const pct = size ? Math.floor((done / size) * 100) : 0;
   activity.hidden = !busy;
-  fill(activity, busy ? `\u2195 ${size ? Math.floor((done / size) * 100) : 0}%` : "");
+  fill(activity, busy ? `\u2195 ${pct}%` : "");
+  // The name starts with the words shown (WCAG 2.5.3), then says what they mean.
+  const shown = ["Files", waiting ? String(waiting) : "", busy ? `\u2195 ${pct}%` : ""].filter(Boolean).join(" ");
+  const words = [waiting ? `${waiting} offer${waiting > 1 ? "s" : ""} waiting` : "", busy ? `${pct}% moved` : ""].filter(Boolean);
+  $("files-button").setAttribute("aria-label", `${shown}: file transfers${words.length ? ", " + words.join(", ") : ""}`);
 }
 
 function contactName(pk) {
@@ -584,10 +784,10 @@ async function showContact(pk) {
     e.preventDefault();
     if (await attempt(card, () => api("PATCH", `/v1/contacts/${enc(pk)}`, { name: name.value.trim() }))) await reloadContact(pk);
   });
-  const safety = h("p", { class: "safety mono", "aria-label": "Safety number" });
+  const safety = h("p", { class: "safety mono", "aria-live": "polite" });
   const verify = h("button", { type: "button", onclick: async () => {
     const sn = await attempt(card, () => api("GET", `/v1/contacts/${enc(pk)}/safety-number`));
-    if (sn) fill(safety, sn.safety_number);
+    if (sn) fill(safety, h("span", { class: "sr-only" }, "Safety number: "), sn.safety_number);
     if (sn && !c.verified && confirm("Does this number match the one your contact sees?")) {
       if (await attempt(card, () => api("PATCH", `/v1/contacts/${enc(pk)}`, { verified: true }))) await reloadContact(pk);
     }
@@ -633,6 +833,7 @@ async function loadRequests() {
   const badge = $("req-count");
   badge.hidden = !pending;
   fill(badge, String(pending));
+  badge.parentElement.setAttribute("aria-label", pending ? `Requests ${pending}: contact requests, ${pending} waiting` : "Requests: contact requests");
 }
 
 async function showRequests() {
@@ -836,6 +1037,7 @@ async function showStatus() {
       h("div", { class: "row" }, h("code", { class: "mono small" }, me.uri), copyButton(() => me.uri)),
       canvas),
     h("section", { class: "card", "aria-label": "Presence" }, h("h3", {}, "Presence"), presenceForm),
+    notifySwitch(),
     h("section", { class: "card", "aria-label": "Network" }, h("h3", {}, "Network"),
       h("dl", {}, rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, untrusted(v))]))),
     h("p", { class: "muted" }, "The token of this tab lives in its session storage only; close the tab to forget it. Create an identity with `btchat init` (not from the browser)."));
@@ -850,13 +1052,10 @@ function onEvent(ev) {
       if (!m) return;
       const sum = state.summary.get(m.peer) || { last: null, unread: 0 };
       sum.last = m;
-      const viewing = state.view && state.view.kind === "chat" && state.view.key === m.peer;
       if (isUnread(m)) sum.unread += 1;
       state.summary.set(m.peer, sum);
       if (m.direction === "in") clearTyping(m.peer);
-      addMessage(m);
-      renderList();
-      if (viewing) markRead(m.peer);
+      queueMessage(m);
       return;
     }
     case "receipt": {
@@ -907,6 +1106,11 @@ function onEvent(ev) {
       if (ev.message) addChannelMessage(ev.channel, ev.message);
       return;
     case "file_offer":
+      if (ev.transfer && ev.transfer.direction === "in" && ev.transfer.state === "offered" && !state.transfers.has(ev.transfer.id)) {
+        notify(ev.transfer.contact, `File: ${ev.transfer.name} (${humanSize(ev.transfer.size)})`);
+      }
+      updateTransfer(ev.transfer);
+      return;
     case "file_progress":
     case "file_done":
       updateTransfer(ev.transfer);
@@ -930,6 +1134,7 @@ function onLive(s) {
   document.body.classList.toggle("offline", !state.live);
   if (state.live && !wasUp) {
     wasUp = true; // the first connection: what is shown was just loaded
+    performance.mark("btchat-interactive"); // the list is drawn and events flow (bench/web.py)
   } else if (state.live) {
     // Events missed while disconnected are not replayed: reload what is shown.
     Promise.all([loadContacts(), loadRequests(), loadTransfers()]).then(route).catch(() => {});

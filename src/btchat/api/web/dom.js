@@ -34,6 +34,24 @@ export function visibleText(text) {
   return frag;
 }
 
+/**
+ * Someone else's words for a place that takes a plain string and renders it itself (a
+ * desktop notification): controls and bidi formatting dropped, runs of white space one
+ * space, the markup characters some notification servers interpret (<b>, <a href>,
+ * &amp;) turned into lookalikes, and at most `max` characters with an ellipsis.
+ */
+export function plainPreview(text, max = 120) {
+  const s = String(text ?? "")
+    .replace(CONTROLS, "")
+    .replace(/\s+/gu, " ")
+    .trim()
+    .replace(/</g, "\u2039")
+    .replace(/>/g, "\u203a")
+    .replace(/&/g, "\uff06");
+  const chars = [...s];
+  return chars.length > max ? chars.slice(0, max - 1).join("") + "\u2026" : s;
+}
+
 /** Someone else's words, isolated from the surrounding direction (<bdi dir=auto>). */
 export function untrusted(text, className) {
   const el = document.createElement("bdi");
