@@ -1106,7 +1106,8 @@ function onEvent(ev) {
       if (ev.message) addChannelMessage(ev.channel, ev.message);
       return;
     case "file_offer":
-      if (ev.transfer && ev.transfer.direction === "in" && ev.transfer.state === "offered" && !state.transfers.has(ev.transfer.id)) {
+      // An offer to answer, or a small file that came inline with its message (already saved).
+      if (ev.transfer && ev.transfer.direction === "in" && ["offered", "done"].includes(ev.transfer.state) && !state.transfers.has(ev.transfer.id)) {
         notify(ev.transfer.contact, `File: ${ev.transfer.name} (${humanSize(ev.transfer.size)})`);
       }
       updateTransfer(ev.transfer);
