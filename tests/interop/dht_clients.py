@@ -27,10 +27,21 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from btchat.codec.bencode import DecodeError, decode
+from btchat.dht.ids import encode_peer
 from btchat.net.dht_service import DhtService
 from btchat.sandbox import SANDBOX_CONFIG, Swarm, start_swarm
 
-__all__ = ["BT_HANDSHAKE", "Packet", "PeerListener", "TappedSwarm", "wait_until"]
+__all__ = [
+    "BT_HANDSHAKE",
+    "Packet",
+    "PeerListener",
+    "TappedSwarm",
+    "check_find_node_and_get_peers",
+    "check_ping_and_kept",
+    "check_stores_our_announce",
+    "routing_place",
+    "wait_until",
+]
 
 Addr = tuple[str, int]
 T = TypeVar("T")
@@ -257,3 +268,63 @@ class PeerListener:
         self._stop.set()
         self._thread.join(5)
         self.sock.close()
+
+
+# ------------------------------------------------- we query them: the same for every client
+
+
+def routing_place(routing: Any, node_id: bytes) -> str:
+    """Where a routing table keeps ``node_id``: "table", "replacement" or "none"."""
+    if routing.get(node_id) is not None:
+        return "table"
+    if node_id in {n.node_id for n in routing.replacements()}:
+        return "replacement"
+    return "none"
+
+
+def check_ping_and_kept(swarm: TappedSwarm, their_dht: Addr, their_id: bytes) -> None:
+    """They answer our ping, and our nodes that heard from them keep them."""
+    assert swarm.call(swarm.ours.ping(their_dht)) == their_id
+    # Each of our nodes that heard from it holds it: in its table, or in the replacement
+    # cache of a bucket already full of good nodes (BEP 5), and most in the table.
+    places = swarm.on_loop(
+        lambda: [routing_place(s.node.routing, their_id) for s in swarm.services]
+    )
+    assert places[0] in ("table", "replacement")
+    assert places.count("table") >= len(places) // 2, places
+
+
+def check_find_node_and_get_peers(swarm: TappedSwarm, their_dht: Addr, their_id: bytes) -> None:
+    """They answer find_node with compact nodes and get_peers with a token."""
+    found = swarm.call(swarm.ours.find_node(their_id))
+    assert found[0].node_id == their_id and found[0].addr == their_dht
+    replies = [r for _, r in swarm.replies_from(their_dht, b"find_node")]
+    assert replies and all(r.kind == b"r" for r in replies)
+    nodes = replies[-1].body[b"nodes"]
+    assert isinstance(nodes, bytes) and nodes and len(nodes) % 26 == 0
+    near = their_id[:-1] + bytes([their_id[-1] ^ 1])
+    swarm.call(swarm.ours.get_peers(near))
+    replies = [r for _, r in swarm.replies_from(their_dht, b"get_peers")]
+    assert replies and isinstance(replies[-1].body[b"token"], bytes)
+
+
+def check_stores_our_announce(
+    swarm: TappedSwarm, their_dht: Addr, their_id: bytes, our_host: str
+) -> None:
+    """They take our announce_peer (with their token) and hand the peer out again."""
+    infohash = their_id[:-1] + bytes([their_id[-1] ^ 2])  # they are among the closest
+    port = 4242
+    assert swarm.call(swarm.ours.announce(infohash, port)).stored_at >= 5
+    accepted = [
+        r
+        for q, r in swarm.replies_from(their_dht, b"announce_peer")
+        if q.body[b"info_hash"] == infohash
+    ]
+    assert accepted and accepted[0].kind == b"r", accepted
+    swarm.call(swarm.ours.get_peers(infohash))
+    values = [
+        r.body.get(b"values")
+        for q, r in swarm.replies_from(their_dht, b"get_peers")
+        if q.body[b"info_hash"] == infohash
+    ]
+    assert [encode_peer((our_host, port))] in values

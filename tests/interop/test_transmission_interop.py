@@ -50,9 +50,17 @@ from harness import skip_unless_ci
 from natlab.lab import LAN_ADDRS, Lab, lab_or_skip
 
 from btchat.codec.bencode import encode
-from btchat.dht.ids import decode_peers, encode_peer
+from btchat.dht.ids import decode_peers
 
-from .dht_clients import Addr, PeerListener, TappedSwarm, wait_until
+from .dht_clients import (
+    Addr,
+    PeerListener,
+    TappedSwarm,
+    check_find_node_and_get_peers,
+    check_ping_and_kept,
+    check_stores_our_announce,
+    wait_until,
+)
 
 pytestmark = pytest.mark.interop
 
@@ -182,15 +190,6 @@ def _answers(world: World) -> bool:
         return False
 
 
-def _place(routing: Any, node_id: bytes) -> str:
-    """Where a routing table keeps ``node_id``: "table", "replacement" or "none"."""
-    if routing.get(node_id) is not None:
-        return "table"
-    if node_id in {n.node_id for n in routing.replacements()}:
-        return "replacement"
-    return "none"
-
-
 def _explain(world: World) -> str:
     return f"transmission-daemon exit {world.proc.poll()}; its log ends:\n{world.log()}"
 
@@ -248,50 +247,15 @@ def test_transmission_announces_to_us_and_we_find_it(world: World) -> None:
 
 
 def test_we_ping_transmission_and_keep_it(world: World) -> None:
-    swarm = world.swarm
-    their_id = world.node_id()
-    assert swarm.call(swarm.ours.ping(world.dht)) == their_id
-    # Each of our nodes that heard from it holds it: in its table, or in the replacement
-    # cache of a bucket already full of good nodes (BEP 5), and most in the table.
-    places = swarm.on_loop(lambda: [_place(s.node.routing, their_id) for s in swarm.services])
-    assert places[0] in ("table", "replacement")
-    assert places.count("table") >= len(places) // 2, places
+    check_ping_and_kept(world.swarm, world.dht, world.node_id())
 
 
 def test_transmission_answers_our_find_node_and_get_peers(world: World) -> None:
-    swarm = world.swarm
-    their_id = world.node_id()
-    found = swarm.call(swarm.ours.find_node(their_id))
-    assert found[0].node_id == their_id and found[0].addr == world.dht
-    replies = [r for _, r in swarm.replies_from(world.dht, b"find_node")]
-    assert replies and all(r.kind == b"r" for r in replies)
-    nodes = replies[-1].body[b"nodes"]
-    assert isinstance(nodes, bytes) and nodes and len(nodes) % 26 == 0
-    near = their_id[:-1] + bytes([their_id[-1] ^ 1])
-    swarm.call(swarm.ours.get_peers(near))
-    replies = [r for _, r in swarm.replies_from(world.dht, b"get_peers")]
-    assert replies and isinstance(replies[-1].body[b"token"], bytes)
+    check_find_node_and_get_peers(world.swarm, world.dht, world.node_id())
 
 
 def test_transmission_stores_our_announce_and_hands_it_out(world: World) -> None:
-    swarm = world.swarm
-    their_id = world.node_id()
-    infohash = their_id[:-1] + bytes([their_id[-1] ^ 2])  # Transmission is among the closest
-    port = 4242
-    assert swarm.call(swarm.ours.announce(infohash, port)).stored_at >= 5
-    accepted = [
-        r
-        for q, r in swarm.replies_from(world.dht, b"announce_peer")
-        if q.body[b"info_hash"] == infohash
-    ]
-    assert accepted and accepted[0].kind == b"r", accepted
-    swarm.call(swarm.ours.get_peers(infohash))
-    values = [
-        r.body.get(b"values")
-        for q, r in swarm.replies_from(world.dht, b"get_peers")
-        if q.body[b"info_hash"] == infohash
-    ]
-    assert [encode_peer((OURS, port))] in values
+    check_stores_our_announce(world.swarm, world.dht, world.node_id(), OURS)
 
 
 def test_transmission_honours_implied_port(world: World) -> None:
