@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bench.messenger import _env
 from btchat.api.client import ApiClient, read_api_files
 
 CHROMIUM = "/usr/bin/chromium"
@@ -110,16 +111,6 @@ SCROLL = """async ({oldest, every, budgetMs}) => {
   return {samples, pages, reached: first() ? Number(first().dataset.lamport) : null,
           ms: performance.now() - t0};
 }"""
-
-
-def _env(root: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BTCHAT_")}
-    env["HOME"] = str(root / "home")
-    env["XDG_CONFIG_HOME"] = str(root / "home" / "config")
-    env["XDG_DATA_HOME"] = str(root / "home" / "data")
-    env["BTCHAT_CONFIG"] = str(root / "config.toml")
-    (root / "config.toml").write_text('[dht]\nbootstrap = ["127.0.0.1:9"]\n')
-    return env
 
 
 def _cli(env: dict[str, str], data: Path, *args: str) -> Any:
