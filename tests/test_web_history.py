@@ -11,9 +11,7 @@ from typing import Any
 
 import pytest
 from test_messenger_e2e import Person, sandbox  # noqa: F401
-from web_harness import Tab, browser, people  # noqa: F401
-
-from btchat.api.client import ApiClient, read_api_files
+from web_harness import browser, friends_by_api, people  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
@@ -32,11 +30,7 @@ def test_a_long_history_keeps_a_window_of_rows(
     browser: Any,  # noqa: F811
     people: dict[str, Person],  # noqa: F811
 ) -> None:
-    alice_p, bob_p = people["alice"], people["bob"]
-    alice = Tab(browser, alice_p)
-    alice.client.add_contact(bob_p.id, "bob")
-    bob = ApiClient(*read_api_files(bob_p.dir))
-    bob.add_contact(alice_p.id, "alice")
+    alice, bob = friends_by_api(browser, people)
     for i in range(TOTAL):
         alice.client.send_message("bob", f"m {i}")
     alice.open()

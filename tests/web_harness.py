@@ -158,6 +158,17 @@ def people(sandbox: tuple[str, dict[str, str]], tmp_path: Path) -> Iterator[dict
             p.kill()
 
 
+def friends_by_api(browser: Any, people: dict[str, Person]) -> tuple[Tab, ApiClient]:
+    """Alice's tab (not yet opened) and Bob's API client, each the other's contact, made
+    through the API rather than the page (for tests about something else)."""
+    alice_p, bob_p = people["alice"], people["bob"]
+    alice = Tab(browser, alice_p)
+    alice.client.add_contact(bob_p.id, "bob")
+    bob = ApiClient(*read_api_files(bob_p.dir))
+    bob.add_contact(alice_p.id, "alice")
+    return alice, bob
+
+
 def add_contact(tab: Tab, their_id: str, name: str) -> None:
     tab.page.get_by_role("button", name="Add a contact").click()
     tab.page.fill("#add-ref", their_id)
