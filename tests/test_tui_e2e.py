@@ -74,7 +74,10 @@ async def test_a_message_from_the_cli_reaches_the_tui_and_back(
         alice.down()
 
 
-@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc")
+@pytest.mark.skipif(
+    not Path("/proc/self/environ").exists(),
+    reason="no /proc here: the test reads the started daemon's argv and environment from it",
+)
 def test_the_launcher_hands_a_typed_passphrase_over_a_pipe(
     sandbox: tuple[str, dict[str, str]],  # noqa: F811
     tmp_path: Path,
