@@ -31,6 +31,14 @@ from textual.timer import Timer
 from textual.widgets import Footer, Input, Label, ListItem, ListView, ProgressBar, Static
 
 from btchat.api.client import ApiClient, ApiClientError, DaemonNotRunning, watch_events
+from btchat.tui.screens import (
+    ChannelDetails,
+    ChannelsDialog,
+    ContactDetails,
+    Help,
+    Profile,
+    Search,
+)
 from btchat.tui.text import furthest, message_line, plain, safe, transfer_state
 
 __all__ = ["BtchatApp", "Locate"]
@@ -48,6 +56,9 @@ TYPING_EVERY = 3.0
 TYPING_SHOWN = 6.0
 #: Pause between reconnection attempts.
 RETRY = 2.0
+#: Pages of history fetched back from the latest to reach a search hit; one further
+#: back is shown alone, as a window on the past (rows in memory stay bounded).
+JUMP_PAGES = 10
 
 PRESENCE_DOTS = {
     "online": ("●", "green"),
@@ -330,6 +341,7 @@ class BtchatApp(App[None]):
     #log > MessageRow.mine { border-left: outer $primary; }
     #log > MessageRow.theirs { border-left: outer $secondary; }
     #log > .older { color: $text-muted; }
+    #log > MessageRow.found { background: $accent 30%; }
     #typing { height: 1; color: $text-muted; padding: 0 1; }
     #input { dock: bottom; }
     ModalScreen { align: center middle; }
@@ -339,6 +351,14 @@ class BtchatApp(App[None]):
     .dialog ListView { height: 1fr; }
     .dialog .title { text-style: bold; margin-bottom: 1; }
     .dialog .hint { color: $text-muted; margin-top: 1; }
+    .dialog .section { text-style: bold; margin-top: 1; }
+    .dialog .label { color: $text-muted; margin-top: 1; }
+    .dialog .status { height: auto; margin-top: 1; }
+    .dialog .row { height: auto; }
+    .dialog .row Input { width: 1fr; }
+    .dialog #invite-text { height: 4; }
+    .dialog #member-list { height: 1fr; min-height: 3; }
+    #help-keys { height: 1fr; }
     TransferRow { height: auto; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -347,9 +367,14 @@ class BtchatApp(App[None]):
         Binding("ctrl+r", "requests", "Requests"),
         Binding("ctrl+t", "transfers", "Files"),
         Binding("ctrl+o", "send_file", "Send file"),
-        Binding("ctrl+b", "older", "Older"),
+        Binding("ctrl+b", "older", "Older", show=False),
         Binding("ctrl+p", "presence", "Presence"),
-        Binding("ctrl+l", "focus_list", "List"),
+        Binding("ctrl+l", "focus_list", "List", show=False),
+        Binding("ctrl+f", "search", "Search"),
+        Binding("ctrl+g", "channels", "Channels"),
+        Binding("ctrl+s", "details", "Details"),
+        Binding("f2", "profile", "Profile"),
+        Binding("f1", "help", "Help"),
     ]
 
     def __init__(self, locate: Locate, *, retry: float = RETRY) -> None:
@@ -370,6 +395,9 @@ class BtchatApp(App[None]):
         self._no_older: set[str] = set()
         self._list_lock = asyncio.Lock()
         self._loading_older = False
+        #: The conversation shown is a page from its past (a search hit far back), not
+        #: its latest: new messages are counted unread, not added below it.
+        self.past = False
         #: What we announced from here (the API has no read for it: unknown until then).
         self.presence: str | None = None
 
@@ -400,22 +428,26 @@ class BtchatApp(App[None]):
 
     async def call(self, method: str, *args: Any, quiet: bool = False) -> Any:
         """``method`` of the API client, in a thread; an error is shown, ``None`` returned."""
+        result, error = await self.try_call(method, *args)
+        if error is not None and not quiet:
+            self.notify(error, severity="error", markup=False)
+        return result
+
+    async def try_call(self, method: str, *args: Any) -> tuple[Any, str | None]:
+        """``method`` of the API client, in a thread: ``(result, None)``, or ``(None, why)``
+        with the reason as a user reads it (dialogs show it beside the field)."""
         client = self.client
         try:
             if client is None:
                 raise DaemonNotRunning()
-            return await asyncio.to_thread(getattr(client, method), *args)
+            return await asyncio.to_thread(getattr(client, method), *args), None
         except DaemonNotRunning as exc:
-            if not quiet:
-                self.notify(plain(str(exc)), severity="error", markup=False)
+            return None, plain(str(exc))
         except ApiClientError as exc:
-            if not quiet:
-                self.notify(plain(exc.message, 300), severity="error", markup=False)
+            return None, plain(exc.message, 300)
         except Exception as exc:  # a broken answer must not end the app
             logger.warning("%s failed: %r", method, exc)
-            if not quiet:
-                self.notify(plain(f"{method} failed: {exc}", 300), severity="error", markup=False)
-        return None
+            return None, plain(f"{method} failed: {exc}", 300)
 
     @work(exclusive=True, group="events")
     async def stream(self) -> None:
@@ -656,6 +688,7 @@ class BtchatApp(App[None]):
     async def open(self, kind: str, key: str) -> None:
         """Show a conversation: its latest page, at the end; a contact's is marked read."""
         self.current = (kind, key)
+        self.past = False
         self.stop_typing_notice()
         self.query_one("#title", Static).update(self.title_text())
         self.query_one("#typing", Static).update("")
@@ -748,7 +781,10 @@ class BtchatApp(App[None]):
                 event.input.value = text  # not sent: give it back
             return
         if self.current == (kind, key):  # still shown (the reply may come after a switch)
-            await self.show_message(m)
+            if self.past:
+                await self.open(kind, key)  # back from the past to the latest, with it
+            else:
+                await self.show_message(m)
 
     @on(Input.Changed, "#input")
     def _typed(self, event: Input.Changed) -> None:
@@ -843,6 +879,112 @@ class BtchatApp(App[None]):
             self.transfers[t["id"]] = t
             self.notify("offered " + plain(t["name"], 80) + " (^T shows progress)", markup=False)
 
+    @work(group="dialogs")
+    async def action_search(self) -> None:
+        hit = await self.push_screen_wait(Search(self))
+        if hit is not None:
+            await self.open_at(hit)
+
+    @work(group="dialogs")
+    async def action_channels(self) -> None:
+        cid = await self.push_screen_wait(ChannelsDialog(self))
+        if cid is not None and cid in self.channels:
+            await self.open("channel", cid)
+            self.query_one("#input", Input).focus()
+
+    async def action_details(self) -> None:
+        """What ^S shows: the contact's safety number and settings, or the channel's
+        invite and members."""
+        if self.current is None:
+            self.notify("choose a contact or a channel first (↑↓ Enter)", severity="warning")
+            return
+        kind, key = self.current
+        if kind == "contact":
+            await self.push_screen(ContactDetails(self, key))
+            return
+        ch = await self.call("get_channel", key)  # with its invite (uri, .chat file)
+        if ch is not None:
+            self.channels[key] = {**self.channels.get(key, {}), **ch}
+            await self.push_screen(ChannelDetails(self, ch))
+
+    async def action_profile(self) -> None:
+        await self.push_screen(Profile(self))
+
+    async def action_help(self) -> None:
+        await self.push_screen(Help(self.help_sections()))
+
+    def help_sections(self) -> list[tuple[str, list[BindingType]]]:
+        return [
+            ("Main screen", self.BINDINGS),
+            ("Contact requests (^R)", Requests.BINDINGS),
+            ("File transfers (^T)", Transfers.BINDINGS),
+            ("Channels (^G)", ChannelsDialog.BINDINGS),
+            ("A contact's details (^S)", ContactDetails.BINDINGS),
+        ]
+
+    def retitle(self) -> None:
+        """The title again, after a contact or channel changed."""
+        if self.current is not None:
+            self.query_one("#title", Static).update(self.title_text())
+
+    async def forget_channel(self, cid: str) -> None:
+        """A channel left: out of the list, and out of view if it was shown."""
+        self.unread.pop(cid, None)
+        if self.current == ("channel", cid):
+            self.current = None
+            log = self.query_one("#log", Conversation)
+            await log.remove_children()
+            log.rows.clear()
+            self.query_one("#title", Static).update(Text("Pick a conversation (↑↓ Enter)."))
+            box = self.query_one("#input", Input)
+            box.disabled = True
+        await self.load_channels()
+
+    async def open_at(self, m: dict[str, Any]) -> None:
+        """Show the conversation of a search hit with the hit in view and marked: paged
+        back from the latest up to ``JUMP_PAGES`` pages, else the page ending at it alone."""
+        pk = m.get("peer")
+        if pk not in self.contacts:
+            self.notify("that conversation is no longer in your contacts", severity="warning")
+            return
+        await self.open("contact", pk)
+        log = self.query_one("#log", Conversation)
+        for _ in range(JUMP_PAGES):
+            if m["id"] in log.rows or pk in self._no_older or self.current != ("contact", pk):
+                break
+            before = len(log.rows)
+            await self.action_older()
+            if len(log.rows) == before:
+                break
+        if self.current != ("contact", pk):
+            return
+        if m["id"] not in log.rows:
+            rows = await self.call("history", pk, PAGE, int(m["lamport"]) + 1)
+            if rows is None or self.current != ("contact", pk):
+                return
+            self.past = True
+            await log.remove_children()
+            log.rows.clear()
+            widgets: list[Static] = [self.row_for(r) for r in rows]
+            for w in widgets:
+                log.rows[w.data["id"]] = w  # type: ignore[attr-defined]
+            if len(rows) >= PAGE:
+                widgets.insert(0, Static("older messages: ^B", classes="older", markup=False))
+            else:
+                self._no_older.add(pk)
+            widgets.append(
+                Static(
+                    "newer messages are not shown: Enter on the contact shows the latest",
+                    classes="older",
+                    markup=False,
+                )
+            )
+            await log.mount_all(widgets)
+        row = log.rows.get(m["id"])
+        if row is not None:
+            row.add_class("found")
+            log.scroll_to_widget(row, animate=False, center=True)
+
     # -------------------------------------------------------------- events
 
     def apply_event(self, e: dict[str, Any]) -> None:
@@ -867,7 +1009,7 @@ class BtchatApp(App[None]):
     async def _ev_message(self, e: dict[str, Any]) -> None:
         m = e["message"]
         pk = m["peer"]
-        shown = self.current == ("contact", pk)
+        shown = self.current == ("contact", pk) and not self.past
         if m["direction"] == "in":
             self._typing_off(pk)
             if not shown and m["state"] != "read":
