@@ -333,7 +333,7 @@ async def test_help_lists_every_key(daemon: Daemon) -> None:
             ("F2", "Profile"),
             ("^B", "Older"),
             ("Del", "Leave channel"),
-            ("^Y", "Verified"),
+            ("^Y", "Mark verified"),
             ("^A", "Accept"),
         ):
             assert any(line.startswith(key) and what in line for line in shown.splitlines()), key

@@ -184,7 +184,7 @@ class Requests(ModalScreen[None]):
             yield ListView(id="request-list")
             yield Input(placeholder="petname for the one you accept (optional)", id="petname")
             yield Label("↑↓ choose, ^A accept, ^X reject, Esc close", classes="hint")
-        yield Footer()
+        yield Footer(compact=True)
 
     async def on_mount(self) -> None:
         await self.fill()
@@ -286,7 +286,7 @@ class Transfers(ModalScreen[None]):
             yield Label(
                 "↑↓ choose, a accept, r reject, c cancel, p pause, u resume", classes="hint"
             )
-        yield Footer()
+        yield Footer(compact=True)
 
     async def on_mount(self) -> None:
         await self.fill()
@@ -351,6 +351,7 @@ class BtchatApp(App[None]):
     .dialog ListView { height: 1fr; }
     .dialog .title { text-style: bold; margin-bottom: 1; }
     .dialog .hint { color: $text-muted; margin-top: 1; }
+    .dialog .hint, .dialog .label { width: 1fr; }
     .dialog .section { text-style: bold; margin-top: 1; }
     .dialog .label { color: $text-muted; margin-top: 1; }
     .dialog .status { height: auto; margin-top: 1; }
@@ -361,20 +362,35 @@ class BtchatApp(App[None]):
     #help-keys { height: 1fr; }
     TransferRow { height: auto; }
     """
+    #: Footer order: help first, so a narrow terminal still shows where the rest is.
+    #: A tooltip is the longer text the help screen (F1) shows.
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("ctrl+q", "quit", "Quit", priority=True),
-        Binding("ctrl+n", "add_contact", "Add contact"),
-        Binding("ctrl+r", "requests", "Requests"),
-        Binding("ctrl+t", "transfers", "Files"),
-        Binding("ctrl+o", "send_file", "Send file"),
-        Binding("ctrl+b", "older", "Older", show=False),
-        Binding("ctrl+p", "presence", "Presence"),
-        Binding("ctrl+l", "focus_list", "List", show=False),
-        Binding("ctrl+f", "search", "Search"),
-        Binding("ctrl+g", "channels", "Channels"),
-        Binding("ctrl+s", "details", "Details"),
-        Binding("f2", "profile", "Profile"),
-        Binding("f1", "help", "Help"),
+        Binding("f1", "help", "Help", tooltip="every key, on every screen"),
+        Binding(
+            "ctrl+q",
+            "quit",
+            "Quit",
+            priority=True,
+            show=False,  # a priority binding would come first in the footer, before Help
+            tooltip="the daemon keeps running",
+        ),
+        Binding("ctrl+n", "add_contact", "Add", tooltip="a contact, by ID or btchat: link"),
+        Binding("ctrl+r", "requests", "Requests", tooltip="contact requests to answer"),
+        Binding("ctrl+t", "transfers", "Files", tooltip="file transfers, with progress"),
+        Binding("ctrl+o", "send_file", "Send file", tooltip="offer a file to the contact shown"),
+        Binding("ctrl+b", "older", "Older", show=False, tooltip="older messages"),
+        Binding("ctrl+p", "presence", "Presence", tooltip="online, away, busy, offline"),
+        Binding("ctrl+l", "focus_list", "List", show=False, tooltip="back to the list"),
+        Binding("ctrl+f", "search", "Search", tooltip="search your conversations"),
+        Binding("ctrl+g", "channels", "Channels", tooltip="create, join (paste an invite), leave"),
+        Binding(
+            "ctrl+s",
+            "details",
+            "Details",
+            tooltip="of the one shown: a contact's safety number and settings, "
+            "a channel's invite and members",
+        ),
+        Binding("f2", "profile", "Profile", tooltip="your display name, status, presence note"),
     ]
 
     def __init__(self, locate: Locate, *, retry: float = RETRY) -> None:
@@ -418,7 +434,7 @@ class BtchatApp(App[None]):
                 yield Conversation(id="log")
                 yield Static("", id="typing", markup=False)
                 yield Input(placeholder="message (Enter sends)", id="input", disabled=True)
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#convs", ListView).focus()

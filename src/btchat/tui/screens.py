@@ -122,7 +122,10 @@ class Help(ModalScreen[None]):
             yield Label("Keys", classes="title")
             with VerticalScroll(id="help-keys"):
                 yield Static(self.text(), markup=False)
-            yield Label("Esc or F1 closes", classes="hint")
+            yield Label("↑↓ PgUp PgDn scroll; Esc or F1 closes", classes="hint")
+
+    def on_mount(self) -> None:
+        self.query_one("#help-keys", VerticalScroll).focus()
 
     def text(self) -> Text:
         out = Text()
@@ -135,7 +138,8 @@ class Help(ModalScreen[None]):
                 if not isinstance(b, Binding) or not b.description:
                     continue
                 out.append(f"{key_label(b.key):<18}", style="bold")
-                out.append(b.description + "\n")
+                out.append(b.description)
+                out.append(f": {b.tooltip}\n" if b.tooltip else "\n", style="dim")
         return out
 
 
@@ -180,7 +184,7 @@ class ChannelsDialog(Dialog[str | None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "dismiss(None)", "Close"),
-        Binding("delete", "leave", "Leave channel"),
+        Binding("delete", "leave", "Leave channel", tooltip="the one chosen in the list"),
     ]
 
     def compose(self) -> ComposeResult:
@@ -202,7 +206,7 @@ class ChannelsDialog(Dialog[str | None]):
                 "↑↓ Enter open, Del leave; Enter in a field creates or joins; Esc close",
                 classes="hint",
             )
-        yield Footer()
+        yield Footer(compact=True)
 
     async def on_mount(self) -> None:
         await self.fill()
@@ -293,7 +297,7 @@ class ChannelDetails(Dialog[None]):
             yield Label(
                 "Enter invites; select the invite text to copy it; Esc close", classes="hint"
             )
-        yield Footer()
+        yield Footer(compact=True)
 
     async def on_mount(self) -> None:
         await self.fill()
@@ -372,7 +376,7 @@ class Search(Dialog[dict[str, Any] | None]):
                 "Enter searches; ↑↓ choose a hit, Enter opens it there; Tab back; Esc close",
                 classes="hint",
             )
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#query", Input).focus()
@@ -429,7 +433,13 @@ class ContactDetails(Dialog[None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "dismiss(None)", "Close"),
-        Binding("ctrl+y", "verify", "Verified", priority=True),
+        Binding(
+            "ctrl+y",
+            "verify",
+            "Mark verified",
+            priority=True,
+            tooltip="after comparing the safety number (again: unmark)",
+        ),
     ]
 
     def __init__(self, main: BtchatApp, pk: str) -> None:
@@ -442,7 +452,7 @@ class ContactDetails(Dialog[None]):
 
     def compose(self) -> ComposeResult:
         c = self.contact
-        with Vertical(classes="dialog"):
+        with VerticalScroll(classes="dialog"):
             yield Static(id="contact-title", classes="title", markup=False)
             yield Label("Safety number", classes="section")
             yield Static("…", id="safety", classes="safety", markup=False)
@@ -454,8 +464,10 @@ class ContactDetails(Dialog[None]):
             yield Label("Largest file they may send you, in MiB", classes="label")
             yield Input(placeholder="unchanged", id="file-limit", max_length=12)
             yield self.status_line()
-            yield Label("Enter in a field saves it; ^Y verified; Esc close", classes="hint")
-        yield Footer()
+            yield Label(
+                "Enter in a field saves it; ^Y marks verified (or not); Esc close", classes="hint"
+            )
+        yield Footer(compact=True)
 
     async def on_mount(self) -> None:
         self.draw()
@@ -541,7 +553,7 @@ class Profile(Dialog[None]):
 
     def compose(self) -> ComposeResult:
         me = self.main.me
-        with Vertical(classes="dialog"):
+        with VerticalScroll(classes="dialog"):
             yield Label("Your profile", classes="title")
             yield Static(
                 Text(f"ID {me.get('id', '')}\n{me.get('uri', '')}", overflow="fold"),
@@ -559,7 +571,7 @@ class Profile(Dialog[None]):
             yield Input(placeholder="e.g. in a meeting", id="presence-note")
             yield self.status_line()
             yield Label("Enter in a field saves it; Esc close", classes="hint")
-        yield Footer()
+        yield Footer(compact=True)
 
     async def on_mount(self) -> None:
         self.query_one("#display-name", Input).focus()
