@@ -9,8 +9,10 @@ pictures (tests/__snapshots__/)."""
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 from collections.abc import Coroutine, Iterator
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import pytest
@@ -18,6 +20,7 @@ from textual.pilot import Pilot
 from textual.widgets import Input
 from tui_harness import BOB, CAROL, DAVE, ERIN, ME, TOKEN, until
 
+from btchat.api import fake as fake_module
 from btchat.api.client import DaemonNotRunning
 from btchat.api.fake import FakeMessenger
 from btchat.api.server import start_api
@@ -67,6 +70,11 @@ class Served:
 def served(monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
     monkeypatch.setattr(text, "clock", lambda ms: "12:00")  # pictures without a clock
     monkeypatch.setattr(screens, "clock", lambda ms: "12:00")
+    # Ids (a channel's shows in its invite) from a seeded stream: the same every run.
+    seeded = random.Random(12)
+    monkeypatch.setattr(
+        fake_module, "secrets", SimpleNamespace(token_hex=lambda n: seeded.randbytes(n).hex())
+    )
     s = Served()
     f = s.fake
     s.run(f.add_contact(BOB, "bob"))
