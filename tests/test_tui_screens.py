@@ -164,6 +164,21 @@ async def test_invite_a_contact_to_an_invite_only_channel(daemon: Daemon) -> Non
         assert sent and sent[-1]["text"].endswith(ch["uri"])
         await until(pilot, lambda: len(screen.query("#member-list ListItem")) == 2)
 
+        # The owner removes bob, after saying yes; removing yourself is not how to leave.
+        members = screen.query_one("#member-list", ListView)
+        members.focus()
+        members.index = 1  # sorted by key: bob, then me
+        await pilot.press("delete")
+        await said(pilot, "that is you: ^G, then Del, leaves the channel")
+        members.index = 0
+        await pilot.press("delete")
+        await until(pilot, lambda: isinstance(app.screen, Confirm))
+        assert "Remove bob from #team?" in text_of(app.screen.query_one(Static))
+        await pilot.press("y")
+        await said(pilot, "removed bob")
+        assert channels.members_of[ch["id"]] == {daemon.fake.public_key}
+        await until(pilot, lambda: len(screen.query("#member-list ListItem")) == 1)
+
 
 async def test_an_open_channel_invite_is_only_sent(daemon: Daemon) -> None:
     channels = daemon.fake.channels
@@ -179,6 +194,9 @@ async def test_an_open_channel_invite_is_only_sent(daemon: Daemon) -> None:
         await type_in(pilot, "#invite-who", "carol")
         await said(pilot, "invited carol")
         assert any(m["peer"] == CAROL and ch["uri"] in m["text"] for m in daemon.fake.messages)
+        app.screen.query_one("#member-list", ListView).focus()
+        await pilot.press("delete")
+        await said(pilot, "that is you")
 
 
 async def test_search_jumps_to_the_hit_in_its_conversation(daemon: Daemon) -> None:
@@ -355,3 +373,26 @@ def test_safety_lines_rows_of_four_groups() -> None:
         "00004 00005 00006 00007",
         "00008 00009 00010 00011",
     ]
+
+
+async def test_search_only_the_contact_shown(daemon: Daemon) -> None:
+    daemon.fake.receive("bob", "lunch at noon")
+    daemon.fake.receive("carol", "lunch tomorrow")
+    async with BtchatApp(daemon.locate).run_test(size=SIZE) as pilot:
+        app = await started(pilot)
+        await pilot.press("ctrl+f")  # nothing shown: no "only" to tick
+        await until(pilot, lambda: isinstance(app.screen, Search))
+        assert not app.screen.query("#only-here")
+        await type_in(pilot, "#query", "lunch")
+        await said(pilot, "2 match(es)")
+        await pilot.press("escape")
+        await choose(pilot, CAROL)
+        await pilot.press("ctrl+f")
+        await until(pilot, lambda: isinstance(app.screen, Search))
+        only = app.screen.query_one("#only-here", Checkbox)
+        assert "only carol" in str(only.label)
+        only.value = True
+        await type_in(pilot, "#query", "lunch")
+        await said(pilot, "1 match(es)")
+        (hit,) = app.screen.query(Hit)
+        assert "carol: lunch tomorrow" in text_of(hit.query_one(Static))

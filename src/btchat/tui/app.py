@@ -935,6 +935,7 @@ class BtchatApp(App[None]):
             ("Contact requests (^R)", Requests.BINDINGS),
             ("File transfers (^T)", Transfers.BINDINGS),
             ("Channels (^G)", ChannelsDialog.BINDINGS),
+            ("A channel's details (^S)", ChannelDetails.BINDINGS),
             ("A contact's details (^S)", ContactDetails.BINDINGS),
         ]
 

@@ -270,9 +270,26 @@ class ChannelsDialog(Dialog[str | None]):
         self.say("left #" + plain(ch.get("name"), 60))
 
 
+class MemberRow(ListItem):
+    def __init__(self, member: dict[str, Any], text: Text) -> None:
+        super().__init__(Label(text, markup=False))
+        self.member = member
+
+
 class ChannelDetails(Dialog[None]):
     """A channel's invite text and members; a contact invited gets the invite as a
-    message (and, for an invite-only channel, a place on its member list first)."""
+    message (and, for an invite-only channel, a place on its member list first); the
+    owner of an invite-only channel removes a member with Del."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "dismiss(None)", "Close"),
+        Binding(
+            "delete",
+            "remove_member",
+            "Remove member",
+            tooltip="the one chosen in the list (an invite-only channel's owner)",
+        ),
+    ]
 
     def __init__(self, main: BtchatApp, channel: dict[str, Any]) -> None:
         super().__init__(main)
@@ -295,7 +312,9 @@ class ChannelDetails(Dialog[None]):
             yield Input(placeholder="invite a contact: petname or ID (Enter)", id="invite-who")
             yield self.status_line()
             yield Label(
-                "Enter invites; select the invite text to copy it; Esc close", classes="hint"
+                "Enter invites; select the invite text to copy it; in the list Del removes;"
+                " Esc close",
+                classes="hint",
             )
         yield Footer(compact=True)
 
@@ -306,6 +325,7 @@ class ChannelDetails(Dialog[None]):
     async def fill(self) -> None:
         members = await self.attempt("channel_members", self.channel["id"])
         view = self.query_one("#member-list", ListView)
+        index = view.index or 0
         await view.clear()
         for m in members or []:
             line = Text(no_wrap=True, overflow="ellipsis")
@@ -318,7 +338,35 @@ class ChannelDetails(Dialog[None]):
                 line.append("  (you)", style="dim")
             if m.get("role"):
                 line.append("  " + plain(str(m["role"]), 20), style="dim")
-            await view.append(ListItem(Label(line, markup=False)))
+            await view.append(MemberRow(m, line))
+        if members:
+            view.index = min(index, len(members) - 1)
+
+    @work(group="remove")
+    async def action_remove_member(self) -> None:
+        row = self.query_one("#member-list", ListView).highlighted_child
+        if not isinstance(row, MemberRow):
+            self.say("choose a member in the list first", error=True)
+            return
+        m = row.member
+        if m.get("me"):
+            self.say("that is you: ^G, then Del, leaves the channel", error=True)
+            return
+        if not self.channel.get("invite_only"):
+            self.say("an open channel has no member list: anyone with the invite joins", error=True)
+            return
+        pk = m.get("public_key") or ""
+        who = plain(self.main.name_of(pk) if pk in self.main.contacts else m.get("id") or pk, 60)
+        question = Text("Remove ") + Text(who, style="bold")
+        question.append(" from ")
+        question.append_text(safe("#" + plain(self.channel.get("name"), 60), "bold"))
+        question.append("? They cannot read what is posted after.")
+        if not await self.app.push_screen_wait(Confirm(question)):
+            return
+        if await self.attempt("change_channel_members", self.channel["id"], [], [pk]) is None:
+            return
+        await self.fill()
+        self.say("removed " + who)
 
     def _contact(self, who: str) -> dict[str, Any] | None:
         for c in self.main.contacts.values():
@@ -363,13 +411,27 @@ class Hit(ListItem):
 
 
 class Search(Dialog[dict[str, Any] | None]):
-    """Full-text search of the 1:1 history (``GET /v1/search``); dismissed with the hit
-    chosen, which the app opens in its conversation."""
+    """Full-text search of the 1:1 history (``GET /v1/search``), of everyone or of the
+    contact shown; dismissed with the hit chosen, which the app opens in its
+    conversation."""
+
+    def __init__(self, main: BtchatApp) -> None:
+        super().__init__(main)
+        shown = main.current
+        #: The contact shown when the search opened: the one "only" narrows it to.
+        self.here = shown[1] if shown is not None and shown[0] == "contact" else None
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide"):
             yield Label("Search your conversations", classes="title")
-            yield Input(placeholder="words to find (Enter searches)", id="query", max_length=256)
+            with Horizontal(classes="row"):
+                yield Input(
+                    placeholder="words to find (Enter searches)", id="query", max_length=256
+                )
+                if self.here is not None:
+                    yield Checkbox(
+                        "only " + plain(self.main.name_of(self.here), 20), id="only-here"
+                    )
             yield ListView(id="results")
             yield self.status_line()
             yield Label(
@@ -398,7 +460,8 @@ class Search(Dialog[dict[str, Any] | None]):
         if not q:
             self.say("type a word to search for", error=True)
             return
-        rows = await self.attempt("search", q, None, SEARCH_LIMIT)
+        only = self.here is not None and self.query_one("#only-here", Checkbox).value
+        rows = await self.attempt("search", q, self.here if only else None, SEARCH_LIMIT)
         if rows is None:
             return
         view = self.query_one("#results", ListView)
