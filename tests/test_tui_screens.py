@@ -396,3 +396,18 @@ async def test_search_only_the_contact_shown(daemon: Daemon) -> None:
         await said(pilot, "1 match(es)")
         (hit,) = app.screen.query(Hit)
         assert "carol: lunch tomorrow" in text_of(hit.query_one(Static))
+
+
+async def test_being_removed_from_a_channel_is_said(daemon: Daemon) -> None:
+    channels = daemon.fake.channels
+    assert channels is not None
+    ch = await channels.create("team", True, [])
+    async with BtchatApp(daemon.locate).run_test(size=SIZE) as pilot:
+        app = await started(pilot)
+        await choose(pilot, ch["id"])
+        channels.joined[ch["id"]]["removed"] = True
+        daemon.fake.emit({"type": "channel_removed", "channel": ch["id"]})
+        await until(
+            pilot, lambda: "the owner removed you" in text_of(app.query_one("#title", Static))
+        )
+        assert any("removed you from #team" in str(n.message) for n in app._notifications)

@@ -664,6 +664,8 @@ class BtchatApp(App[None]):
                 f"{'  invite-only' if ch.get('invite_only') else ''}",
                 style="dim",
             )
+            if ch.get("removed"):
+                line.append("  the owner removed you: ^G, Del leaves it", style="red")
             return line
         c = self.contacts.get(key, {})
         dot, colour = presence_dot(c)
@@ -1099,7 +1101,12 @@ class BtchatApp(App[None]):
             await self.draw_list()
 
     async def _ev_channel_removed(self, e: dict[str, Any]) -> None:
+        """The owner took us off an invite-only channel's member list (we stay joined)."""
         await self.load_channels()
+        ch = self.channels.get(e.get("channel") or "")
+        if ch is not None:
+            self.notify("the owner removed you from #" + plain(ch.get("name"), 60), markup=False)
+        self.retitle()
 
     def _ev_file_offer(self, e: dict[str, Any]) -> None:
         t = e["transfer"]
