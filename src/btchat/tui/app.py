@@ -962,14 +962,16 @@ class BtchatApp(App[None]):
     async def open_at(self, m: dict[str, Any]) -> None:
         """Show the conversation of a search hit with the hit in view and marked: paged
         back from the latest up to ``JUMP_PAGES`` pages, else the page ending at it alone."""
-        pk = m.get("peer")
+        pk, mid, lamport = m.get("peer"), m.get("id"), m.get("lamport")
         if pk not in self.contacts:
             self.notify("that conversation is no longer in your contacts", severity="warning")
             return
         await self.open("contact", pk)
+        if not isinstance(mid, str) or not isinstance(lamport, int):
+            return  # not a message as the API gives one: its conversation, at the end
         log = self.query_one("#log", Conversation)
         for _ in range(JUMP_PAGES):
-            if m["id"] in log.rows or pk in self._no_older or self.current != ("contact", pk):
+            if mid in log.rows or pk in self._no_older or self.current != ("contact", pk):
                 break
             before = len(log.rows)
             await self.action_older()
@@ -977,8 +979,8 @@ class BtchatApp(App[None]):
                 break
         if self.current != ("contact", pk):
             return
-        if m["id"] not in log.rows:
-            rows = await self.call("history", pk, PAGE, int(m["lamport"]) + 1)
+        if mid not in log.rows:
+            rows = await self.call("history", pk, PAGE, lamport + 1)
             if rows is None or self.current != ("contact", pk):
                 return
             self.past = True
@@ -999,7 +1001,7 @@ class BtchatApp(App[None]):
                 )
             )
             await log.mount_all(widgets)
-        row = log.rows.get(m["id"])
+        row = log.rows.get(mid)
         if row is not None:
             row.add_class("found")
             log.scroll_to_widget(row, animate=False, center=True)
