@@ -258,7 +258,7 @@ class ChannelsDialog(Dialog[str | None]):
             return
         ch = row.channel
         question = Text("Leave ") + safe("#" + plain(ch.get("name"), 60), "bold")
-        question.append("? Its messages stay on the other members' machines.")
+        question.append("? Its messages are deleted here (the other members keep theirs).")
         if not await self.app.push_screen_wait(Confirm(question)):
             return
         _, error = await self.main.try_call("leave_channel", ch["id"])
