@@ -33,6 +33,7 @@ from btchat.tui.screens import (
     Hit,
     Profile,
     Search,
+    device_text,
     key_label,
     safety_lines,
 )
@@ -312,6 +313,16 @@ async def test_safety_number_verify_and_contact_settings(daemon: Daemon) -> None
         await pilot.press("ctrl+y")  # and back
         await until(pilot, lambda: not daemon.fake.contacts[BOB]["verified"])
 
+        blocked = screen.query_one("#blocked", Checkbox)
+        assert not blocked.value
+        blocked.value = True
+        await said(pilot, "blocked")
+        assert daemon.fake.contacts[BOB]["blocked"]
+        await until(pilot, lambda: "blocked" in item_text(app, BOB))
+        blocked.value = False
+        await said(pilot, "unblocked")
+        assert not daemon.fake.contacts[BOB]["blocked"]
+
 
 async def test_profile_name_status_and_presence_note(daemon: Daemon) -> None:
     daemon.fake.profile["name"] = "\x1b]0;old"
@@ -336,6 +347,9 @@ async def test_profile_name_status_and_presence_note(daemon: Daemon) -> None:
         await said(pilot, "you are online: in a meeting")
         assert daemon.fake.presence == {"status": "online", "note": "in a meeting"}
         await until(pilot, lambda: "you are online" in text_of(app.query_one("#me", Static)))
+        device = text_of(app.screen.query_one("#device", Static))
+        assert device.startswith("DHT joined, 0 nodes\nlistening on port -\n")
+        assert "0 of 2 contacts online" in device and "start-up settings" in device
 
 
 async def test_help_lists_every_key(daemon: Daemon) -> None:
@@ -411,3 +425,17 @@ async def test_being_removed_from_a_channel_is_said(daemon: Daemon) -> None:
             pilot, lambda: "the owner removed you" in text_of(app.query_one("#title", Static))
         )
         assert any("removed you from #team" in str(n.message) for n in app._notifications)
+
+
+def test_device_text_says_what_the_status_says() -> None:
+    st = {"dht": {"joined": False, "nodes": 3}, "listen_port": 4711, "tor": True}
+    lines = device_text({**st, "storage": "disk full since 12:00"}).plain.splitlines()
+    assert lines[:4] == [
+        "DHT not joined yet, 3 nodes",
+        "listening on port 4711",
+        "0 of 0 contacts online",
+        "Tor mode",
+    ]
+    assert lines[4] == "storage: disk full since 12:00"
+    proxied = device_text({"proxy": {"url": "socks5://127.0.0.1:9050"}}).plain
+    assert "through a proxy" in proxied and "Tor mode" not in proxied

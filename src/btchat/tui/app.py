@@ -348,6 +348,7 @@ class BtchatApp(App[None]):
     .dialog { width: 64; height: auto; max-height: 90%; border: thick $primary; padding: 1 2;
               background: $surface; }
     .dialog.wide { width: 90%; height: 80%; }
+    .dialog.medium { width: 76; }
     .dialog ListView { height: 1fr; }
     .dialog .title { text-style: bold; margin-bottom: 1; }
     .dialog .hint { color: $text-muted; margin-top: 1; }

@@ -38,7 +38,9 @@ __all__ = [
     "Help",
     "Profile",
     "Search",
+    "device_text",
     "key_label",
+    "safety_lines",
 ]
 
 T = TypeVar("T")
@@ -492,7 +494,7 @@ def safety_lines(number: str) -> str:
 
 class ContactDetails(Dialog[None]):
     """A contact's safety number (^Y marks it verified after comparing), petname, how
-    long messages to them are retried, and the largest file they may send."""
+    long messages to them are retried, the largest file they may send, and blocking."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "dismiss(None)", "Close"),
@@ -515,7 +517,7 @@ class ContactDetails(Dialog[None]):
 
     def compose(self) -> ComposeResult:
         c = self.contact
-        with VerticalScroll(classes="dialog"):
+        with VerticalScroll(classes="dialog medium"):
             yield Static(id="contact-title", classes="title", markup=False)
             yield Label("Safety number", classes="section")
             yield Static("…", id="safety", classes="safety", markup=False)
@@ -526,9 +528,16 @@ class ContactDetails(Dialog[None]):
             yield Input(value=f"{c.get('retention_days', '')}", id="retention", max_length=8)
             yield Label("Largest file they may send you, in MiB", classes="label")
             yield Input(placeholder="unchanged", id="file-limit", max_length=12)
+            yield Checkbox(
+                "blocked: they cannot reach you",
+                value=bool(c.get("blocked")),
+                id="blocked",
+            )
             yield self.status_line()
             yield Label(
-                "Enter in a field saves it; ^Y marks verified (or not); Esc close", classes="hint"
+                "Enter in a field saves it; Space on blocked toggles it; ^Y marks verified (or"
+                " not); Esc close",
+                classes="hint",
             )
         yield Footer(compact=True)
 
@@ -593,6 +602,17 @@ class ContactDetails(Dialog[None]):
         row = await self.attempt("update_contact", self.pk, ContactChange(retention_days=days))
         await self.changed(row, f"messages to them are retried for {days:g} day(s)")
 
+    @on(Checkbox.Changed, "#blocked")
+    async def _blocked(self, event: Checkbox.Changed) -> None:
+        wanted = event.value
+        if wanted == bool(self.contact.get("blocked")):
+            return  # set back after a refusal, or unchanged
+        row = await self.attempt("update_contact", self.pk, ContactChange(blocked=wanted))
+        if row is None:
+            event.checkbox.value = not wanted  # refused: show what holds
+            return
+        await self.changed(row, "blocked" if wanted else "unblocked")
+
     @on(Input.Submitted, "#file-limit")
     async def _file_limit(self, event: Input.Submitted) -> None:
         try:
@@ -610,13 +630,38 @@ class ContactDetails(Dialog[None]):
 # ------------------------------------------------------------------ your profile
 
 
+def device_text(st: dict[str, Any]) -> Text:
+    """What ``GET /v1/status`` says about this device, in a few lines (read only: the
+    network settings are the daemon's start-up options, not the API's)."""
+    dht = st.get("dht") or {}
+    lines = [
+        f"DHT {'joined' if dht.get('joined') else 'not joined yet'}, {dht.get('nodes', 0)} nodes",
+        f"listening on port {st.get('listen_port') or '-'}",
+        f"{st.get('contacts_online', 0)} of {st.get('contacts', 0)} contacts online",
+    ]
+    if st.get("tor"):
+        lines.append("Tor mode")
+    elif st.get("proxy"):
+        lines.append("through a proxy")
+    storage = st.get("storage")
+    if storage and storage != "ok":
+        lines.append("storage: " + plain(str(storage), 80))
+    out = Text("\n".join(lines), overflow="fold")
+    out.append(
+        "\nRelaying for others, bootstrap nodes, proxy and Tor are start-up settings "
+        "(`btchat up` options or the config file).",
+        style="dim",
+    )
+    return out
+
+
 class Profile(Dialog[None]):
-    """Your display name and status line (the profile contacts fetch) and the note sent
-    with your presence."""
+    """Your display name and status line (the profile contacts fetch), the note sent
+    with your presence, and what this device's daemon is doing."""
 
     def compose(self) -> ComposeResult:
         me = self.main.me
-        with VerticalScroll(classes="dialog"):
+        with VerticalScroll(classes="dialog medium"):
             yield Label("Your profile", classes="title")
             yield Static(
                 Text(f"ID {me.get('id', '')}\n{me.get('uri', '')}", overflow="fold"),
@@ -633,11 +678,16 @@ class Profile(Dialog[None]):
             yield Label("Presence note, sent with your presence (empty clears it)", classes="label")
             yield Input(placeholder="e.g. in a meeting", id="presence-note")
             yield self.status_line()
+            yield Label("This device", classes="section")
+            yield Static("…", id="device", markup=False)
             yield Label("Enter in a field saves it; Esc close", classes="hint")
         yield Footer(compact=True)
 
     async def on_mount(self) -> None:
         self.query_one("#display-name", Input).focus()
+        st, _ = await self.main.try_call("status")
+        if isinstance(st, dict):
+            self.query_one("#device", Static).update(device_text(st))
         profile = await self.attempt("get_profile")
         if profile is not None:
             self.query_one("#display-name", Input).value = plain(profile.get("name"), 64)
