@@ -308,7 +308,7 @@ class ChannelDetails(Dialog[None]):
             )
             yield Static(title, classes="title", markup=False)
             yield Label("Invite (whoever has it can ask to join; ^G pastes it):", classes="label")
-            yield TextArea(ch.get("uri") or "", read_only=True, soft_wrap=True, id="invite-text")
+            yield TextArea(plain(ch.get("uri")), read_only=True, soft_wrap=True, id="invite-text")
             yield Label("Members", classes="section")
             yield ListView(id="member-list")
             yield Input(placeholder="invite a contact: petname or ID (Enter)", id="invite-who")
