@@ -31,6 +31,14 @@ from textual.timer import Timer
 from textual.widgets import Footer, Input, Label, ListItem, ListView, ProgressBar, Static
 
 from btchat.api.client import ApiClient, ApiClientError, DaemonNotRunning, watch_events
+from btchat.tui.screens import (
+    ChannelDetails,
+    ChannelsDialog,
+    ContactDetails,
+    Help,
+    Profile,
+    Search,
+)
 from btchat.tui.text import furthest, message_line, plain, safe, transfer_state
 
 __all__ = ["BtchatApp", "Locate"]
@@ -48,6 +56,9 @@ TYPING_EVERY = 3.0
 TYPING_SHOWN = 6.0
 #: Pause between reconnection attempts.
 RETRY = 2.0
+#: Pages of history fetched back from the latest to reach a search hit; one further
+#: back is shown alone, as a window on the past (rows in memory stay bounded).
+JUMP_PAGES = 10
 
 PRESENCE_DOTS = {
     "online": ("●", "green"),
@@ -173,7 +184,7 @@ class Requests(ModalScreen[None]):
             yield ListView(id="request-list")
             yield Input(placeholder="petname for the one you accept (optional)", id="petname")
             yield Label("↑↓ choose, ^A accept, ^X reject, Esc close", classes="hint")
-        yield Footer()
+        yield Footer(compact=True)
 
     async def on_mount(self) -> None:
         await self.fill()
@@ -275,7 +286,7 @@ class Transfers(ModalScreen[None]):
             yield Label(
                 "↑↓ choose, a accept, r reject, c cancel, p pause, u resume", classes="hint"
             )
-        yield Footer()
+        yield Footer(compact=True)
 
     async def on_mount(self) -> None:
         await self.fill()
@@ -330,26 +341,57 @@ class BtchatApp(App[None]):
     #log > MessageRow.mine { border-left: outer $primary; }
     #log > MessageRow.theirs { border-left: outer $secondary; }
     #log > .older { color: $text-muted; }
+    #log > MessageRow.found { background: $accent 30%; }
     #typing { height: 1; color: $text-muted; padding: 0 1; }
     #input { dock: bottom; }
     ModalScreen { align: center middle; }
     .dialog { width: 64; height: auto; max-height: 90%; border: thick $primary; padding: 1 2;
               background: $surface; }
     .dialog.wide { width: 90%; height: 80%; }
+    .dialog.medium { width: 76; }
     .dialog ListView { height: 1fr; }
     .dialog .title { text-style: bold; margin-bottom: 1; }
     .dialog .hint { color: $text-muted; margin-top: 1; }
+    .dialog .hint, .dialog .label { width: 1fr; }
+    .dialog .section { text-style: bold; margin-top: 1; }
+    .dialog .label { color: $text-muted; margin-top: 1; }
+    .dialog .status { height: auto; margin-top: 1; }
+    .dialog .row { height: auto; }
+    .dialog .row Input { width: 1fr; }
+    .dialog #invite-text { height: 4; }
+    .dialog #member-list { height: 1fr; min-height: 3; }
+    #help-keys { height: 1fr; }
     TransferRow { height: auto; }
     """
+    #: Footer order: help first, so a narrow terminal still shows where the rest is.
+    #: A tooltip is the longer text the help screen (F1) shows.
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("ctrl+q", "quit", "Quit", priority=True),
-        Binding("ctrl+n", "add_contact", "Add contact"),
-        Binding("ctrl+r", "requests", "Requests"),
-        Binding("ctrl+t", "transfers", "Files"),
-        Binding("ctrl+o", "send_file", "Send file"),
-        Binding("ctrl+b", "older", "Older"),
-        Binding("ctrl+p", "presence", "Presence"),
-        Binding("ctrl+l", "focus_list", "List"),
+        Binding("f1", "help", "Help", tooltip="every key, on every screen"),
+        Binding(
+            "ctrl+q",
+            "quit",
+            "Quit",
+            priority=True,
+            show=False,  # a priority binding would come first in the footer, before Help
+            tooltip="the daemon keeps running",
+        ),
+        Binding("ctrl+n", "add_contact", "Add", tooltip="a contact, by ID or btchat: link"),
+        Binding("ctrl+r", "requests", "Requests", tooltip="contact requests to answer"),
+        Binding("ctrl+t", "transfers", "Files", tooltip="file transfers, with progress"),
+        Binding("ctrl+o", "send_file", "Send file", tooltip="offer a file to the contact shown"),
+        Binding("ctrl+b", "older", "Older", show=False, tooltip="older messages"),
+        Binding("ctrl+p", "presence", "Presence", tooltip="online, away, busy, offline"),
+        Binding("ctrl+l", "focus_list", "List", show=False, tooltip="back to the list"),
+        Binding("ctrl+f", "search", "Search", tooltip="search your conversations"),
+        Binding("ctrl+g", "channels", "Channels", tooltip="create, join (paste an invite), leave"),
+        Binding(
+            "ctrl+s",
+            "details",
+            "Details",
+            tooltip="of the one shown: a contact's safety number and settings, "
+            "a channel's invite and members",
+        ),
+        Binding("f2", "profile", "Profile", tooltip="your display name, status, presence note"),
     ]
 
     def __init__(self, locate: Locate, *, retry: float = RETRY) -> None:
@@ -370,6 +412,9 @@ class BtchatApp(App[None]):
         self._no_older: set[str] = set()
         self._list_lock = asyncio.Lock()
         self._loading_older = False
+        #: The conversation shown is a page from its past (a search hit far back), not
+        #: its latest: new messages are counted unread, not added below it.
+        self.past = False
         #: What we announced from here (the API has no read for it: unknown until then).
         self.presence: str | None = None
 
@@ -390,7 +435,7 @@ class BtchatApp(App[None]):
                 yield Conversation(id="log")
                 yield Static("", id="typing", markup=False)
                 yield Input(placeholder="message (Enter sends)", id="input", disabled=True)
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#convs", ListView).focus()
@@ -400,22 +445,26 @@ class BtchatApp(App[None]):
 
     async def call(self, method: str, *args: Any, quiet: bool = False) -> Any:
         """``method`` of the API client, in a thread; an error is shown, ``None`` returned."""
+        result, error = await self.try_call(method, *args)
+        if error is not None and not quiet:
+            self.notify(error, severity="error", markup=False)
+        return result
+
+    async def try_call(self, method: str, *args: Any) -> tuple[Any, str | None]:
+        """``method`` of the API client, in a thread: ``(result, None)``, or ``(None, why)``
+        with the reason as a user reads it (dialogs show it beside the field)."""
         client = self.client
         try:
             if client is None:
                 raise DaemonNotRunning()
-            return await asyncio.to_thread(getattr(client, method), *args)
+            return await asyncio.to_thread(getattr(client, method), *args), None
         except DaemonNotRunning as exc:
-            if not quiet:
-                self.notify(plain(str(exc)), severity="error", markup=False)
+            return None, plain(str(exc))
         except ApiClientError as exc:
-            if not quiet:
-                self.notify(plain(exc.message, 300), severity="error", markup=False)
+            return None, plain(exc.message, 300)
         except Exception as exc:  # a broken answer must not end the app
             logger.warning("%s failed: %r", method, exc)
-            if not quiet:
-                self.notify(plain(f"{method} failed: {exc}", 300), severity="error", markup=False)
-        return None
+            return None, plain(f"{method} failed: {exc}", 300)
 
     @work(exclusive=True, group="events")
     async def stream(self) -> None:
@@ -616,6 +665,8 @@ class BtchatApp(App[None]):
                 f"{'  invite-only' if ch.get('invite_only') else ''}",
                 style="dim",
             )
+            if ch.get("removed"):
+                line.append("  the owner removed you: ^G, Del leaves it", style="red")
             return line
         c = self.contacts.get(key, {})
         dot, colour = presence_dot(c)
@@ -656,6 +707,7 @@ class BtchatApp(App[None]):
     async def open(self, kind: str, key: str) -> None:
         """Show a conversation: its latest page, at the end; a contact's is marked read."""
         self.current = (kind, key)
+        self.past = False
         self.stop_typing_notice()
         self.query_one("#title", Static).update(self.title_text())
         self.query_one("#typing", Static).update("")
@@ -748,7 +800,10 @@ class BtchatApp(App[None]):
                 event.input.value = text  # not sent: give it back
             return
         if self.current == (kind, key):  # still shown (the reply may come after a switch)
-            await self.show_message(m)
+            if self.past:
+                await self.open(kind, key)  # back from the past to the latest, with it
+            else:
+                await self.show_message(m)
 
     @on(Input.Changed, "#input")
     def _typed(self, event: Input.Changed) -> None:
@@ -843,6 +898,115 @@ class BtchatApp(App[None]):
             self.transfers[t["id"]] = t
             self.notify("offered " + plain(t["name"], 80) + " (^T shows progress)", markup=False)
 
+    @work(group="dialogs")
+    async def action_search(self) -> None:
+        hit = await self.push_screen_wait(Search(self))
+        if hit is not None:
+            await self.open_at(hit)
+
+    @work(group="dialogs")
+    async def action_channels(self) -> None:
+        cid = await self.push_screen_wait(ChannelsDialog(self))
+        if cid is not None and cid in self.channels:
+            await self.open("channel", cid)
+            self.query_one("#input", Input).focus()
+
+    async def action_details(self) -> None:
+        """What ^S shows: the contact's safety number and settings, or the channel's
+        invite and members."""
+        if self.current is None:
+            self.notify("choose a contact or a channel first (↑↓ Enter)", severity="warning")
+            return
+        kind, key = self.current
+        if kind == "contact":
+            await self.push_screen(ContactDetails(self, key))
+            return
+        ch = await self.call("get_channel", key)  # with its invite (uri, .chat file)
+        if ch is not None:
+            self.channels[key] = {**self.channels.get(key, {}), **ch}
+            await self.push_screen(ChannelDetails(self, ch))
+
+    async def action_profile(self) -> None:
+        await self.push_screen(Profile(self))
+
+    async def action_help(self) -> None:
+        await self.push_screen(Help(self.help_sections()))
+
+    def help_sections(self) -> list[tuple[str, list[BindingType]]]:
+        return [
+            ("Main screen", self.BINDINGS),
+            ("Contact requests (^R)", Requests.BINDINGS),
+            ("File transfers (^T)", Transfers.BINDINGS),
+            ("Channels (^G)", ChannelsDialog.BINDINGS),
+            ("A channel's details (^S)", ChannelDetails.BINDINGS),
+            ("A contact's details (^S)", ContactDetails.BINDINGS),
+        ]
+
+    def retitle(self) -> None:
+        """The title again, after a contact or channel changed."""
+        if self.current is not None:
+            self.query_one("#title", Static).update(self.title_text())
+
+    async def forget_channel(self, cid: str) -> None:
+        """A channel left: out of the list, and out of view if it was shown."""
+        self.unread.pop(cid, None)
+        if self.current == ("channel", cid):
+            self.current = None
+            log = self.query_one("#log", Conversation)
+            await log.remove_children()
+            log.rows.clear()
+            self.query_one("#title", Static).update(Text("Pick a conversation (↑↓ Enter)."))
+            box = self.query_one("#input", Input)
+            box.disabled = True
+        await self.load_channels()
+
+    async def open_at(self, m: dict[str, Any]) -> None:
+        """Show the conversation of a search hit with the hit in view and marked: paged
+        back from the latest up to ``JUMP_PAGES`` pages, else the page ending at it alone."""
+        pk, mid, lamport = m.get("peer"), m.get("id"), m.get("lamport")
+        if pk not in self.contacts:
+            self.notify("that conversation is no longer in your contacts", severity="warning")
+            return
+        await self.open("contact", pk)
+        if not isinstance(mid, str) or not isinstance(lamport, int):
+            return  # not a message as the API gives one: its conversation, at the end
+        log = self.query_one("#log", Conversation)
+        for _ in range(JUMP_PAGES):
+            if mid in log.rows or pk in self._no_older or self.current != ("contact", pk):
+                break
+            before = len(log.rows)
+            await self.action_older()
+            if len(log.rows) == before:
+                break
+        if self.current != ("contact", pk):
+            return
+        if mid not in log.rows:
+            rows = await self.call("history", pk, PAGE, lamport + 1)
+            if rows is None or self.current != ("contact", pk):
+                return
+            self.past = True
+            await log.remove_children()
+            log.rows.clear()
+            widgets: list[Static] = [self.row_for(r) for r in rows]
+            for w in widgets:
+                log.rows[w.data["id"]] = w  # type: ignore[attr-defined]
+            if len(rows) >= PAGE:
+                widgets.insert(0, Static("older messages: ^B", classes="older", markup=False))
+            else:
+                self._no_older.add(pk)
+            widgets.append(
+                Static(
+                    "newer messages are not shown: Enter on the contact shows the latest",
+                    classes="older",
+                    markup=False,
+                )
+            )
+            await log.mount_all(widgets)
+        row = log.rows.get(mid)
+        if row is not None:
+            row.add_class("found")
+            log.scroll_to_widget(row, animate=False, center=True)
+
     # -------------------------------------------------------------- events
 
     def apply_event(self, e: dict[str, Any]) -> None:
@@ -867,7 +1031,7 @@ class BtchatApp(App[None]):
     async def _ev_message(self, e: dict[str, Any]) -> None:
         m = e["message"]
         pk = m["peer"]
-        shown = self.current == ("contact", pk)
+        shown = self.current == ("contact", pk) and not self.past
         if m["direction"] == "in":
             self._typing_off(pk)
             if not shown and m["state"] != "read":
@@ -940,7 +1104,12 @@ class BtchatApp(App[None]):
             await self.draw_list()
 
     async def _ev_channel_removed(self, e: dict[str, Any]) -> None:
+        """The owner took us off an invite-only channel's member list (we stay joined)."""
         await self.load_channels()
+        ch = self.channels.get(e.get("channel") or "")
+        if ch is not None:
+            self.notify("the owner removed you from #" + plain(ch.get("name"), 60), markup=False)
+        self.retitle()
 
     def _ev_file_offer(self, e: dict[str, Any]) -> None:
         t = e["transfer"]
