@@ -855,7 +855,9 @@ class DhtNode:
         elif not closest:
             self._fail(op, "no DHT node answered")
         else:
-            self._finish(op, [NodeInfo(c.node_id, c.addr) for c in closest if c.node_id is not None])
+            self._finish(
+                op, [NodeInfo(c.node_id, c.addr) for c in closest if c.node_id is not None]
+            )
 
     def _start_store(self, op: _Operation, targets: list[Candidate], now: float) -> None:
         op.storing = 0
