@@ -84,9 +84,12 @@ CLIENT_VERSION = b"BC\x00\x01"
 #: Peers returned in one get_peers answer: 50 x 6 bytes keeps the packet under ~1 KiB.
 MAX_PEERS_PER_RESPONSE = 50
 #: BEP 32: "must not send UDP datagrams with a payload larger than 1024 octets". An
-#: IPv6 peer costs 21 bytes of ``values`` ("18:" + 18); 24 of them with ``nodes6`` and
+#: IPv6 peer costs 21 bytes of ``values`` ("18:" + 18); 16 of them with ``nodes6`` and
 #: ``nodes`` for a dual-stack asker stay inside it (tests/test_dht_ipv6.py measures it).
-MAX_PEERS6_PER_RESPONSE = 24
+MAX_PEERS6_PER_RESPONSE = 16
+#: IPv4 peers when the answer carries both ``nodes`` and ``nodes6`` (a dual-stack asker):
+#: 50 would make it ~1030 bytes, past BEP 32's 1024; 40 leaves room for a long tid.
+MAX_PEERS_PER_DUAL_RESPONSE = 40
 #: ``want`` entries read (BEP 32 defines two; unknown ones "must be silently ignored").
 MAX_WANT_ENTRIES = 8
 #: BEP 42: distinct voters remembered when learning our external IP from ``ip`` keys
@@ -546,7 +549,12 @@ class DhtNode:
         # BEP 32: values hold peers of the family the request came over, whatever want says.
         fam = family_of(addr)
         store = self.peer_stores.get(fam)
-        limit = MAX_PEERS_PER_RESPONSE if fam == V4 else MAX_PEERS6_PER_RESPONSE
+        if fam == V6:
+            limit = MAX_PEERS6_PER_RESPONSE
+        elif b"nodes6" in values:
+            limit = MAX_PEERS_PER_DUAL_RESPONSE
+        else:
+            limit = MAX_PEERS_PER_RESPONSE  # what a BEP 5 asker always got
         peers = store.get(infohash, now, self.rng, limit) if store is not None else []
         if peers:
             values[b"values"] = [encode_peer(p) for p in peers]

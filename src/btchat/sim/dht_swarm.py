@@ -11,6 +11,7 @@ import itertools
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from ipaddress import IPv6Address
 from typing import Any
 
 from btchat.dht.ids import Addr
@@ -81,6 +82,7 @@ class SimSwarm:
         latency: tuple[float, float] = (0.01, 0.1),
         config: NodeConfig | None = None,
         stacks: Sequence[str] = ("4",),
+        batch: int = 50,
     ) -> None:
         if not stacks or any(x not in STACKS for x in stacks):
             raise ValueError(f"stacks must be taken from {STACKS}")
@@ -92,8 +94,9 @@ class SimSwarm:
         self.stacks = tuple(stacks)
         #: Every member's addresses per family ("4", "6"); ``members`` holds the first.
         self.addrs: dict[Addr, dict[str, Addr]] = {}
-        self._v6_hosts = (f"fd00::{n >> 16:x}:{n & 0xFFFF:x}" for n in itertools.count(1))
-        self.add_nodes(n)
+        # Canonical text (as inet_ntop writes it), so replies match the queries' addresses.
+        self._v6_hosts = (str(IPv6Address(0xFD00 << 112 | n)) for n in itertools.count(1))
+        self.add_nodes(n, batch=batch)
         # Join with a lossless network, then switch on the loss being studied.
         self.net.run_for(30.0)
         self.net.loss = loss
@@ -105,7 +108,7 @@ class SimSwarm:
             online = self.online()
             wave = []
             for _ in range(min(batch, count - len(added))):
-                stack = self.stacks[len(self.members) % len(self.stacks)]
+                stack = self.stacks[(len(self.members) + len(wave)) % len(self.stacks)]
                 config = dataclasses.replace(self.config, ipv4="4" in stack, ipv6="6" in stack)
                 node = DhtNode(
                     config, rng=random.Random(self.rng.getrandbits(64)), now=self.net.now

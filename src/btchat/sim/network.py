@@ -572,9 +572,11 @@ class SimNetwork(Generic[E]):
                 if slot.online:
                     out = endpoint.datagrams_to_send()
                     if out:
-                        addr = slot.addr
+                        addr, addr6 = slot.addr, slot.addr6
                         for data, dst in out:
-                            transmit(addr, dst, data)
+                            transmit(
+                                addr6 if addr6 is not None and ":" in dst[0] else addr, dst, data
+                            )
                     timer = endpoint.get_timer()
                     if timer != slot.timer_at:
                         set_timer(slot, timer)
