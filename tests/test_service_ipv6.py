@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from btchat.net.dht_service import STATE_FILE, DhtService, has_ipv6, resolve_addrs
+from btchat.node.boot import daemon_config
+from btchat.node.config import ConfigError, Settings, resolve
 from btchat.sandbox import SANDBOX_CONFIG, start_swarm
 
 pytestmark = pytest.mark.skipif(not has_ipv6(), reason="this host has no IPv6 loopback")
@@ -63,3 +65,42 @@ async def test_mixed_loopback_swarm_finds_peers_of_each_family(tmp_path: Path) -
         v6_only.close()
         v4_only.close()
         swarm.close()
+
+
+# ------------------------------------------------------------------ settings
+
+
+def _settings(tmp: Path, text: str = "", **kw: object) -> Settings:
+    (tmp / "c.toml").write_text(text)
+    return resolve({"data_dir": tmp, "bootstrap": [], **kw}, config_file=tmp / "c.toml", environ={})
+
+
+@pytest.mark.parametrize(
+    ("flags", "text", "host6", "ipv4"),
+    [
+        ({"host": "127.0.0.1"}, "", "::1", True),  # loopback stays loopback
+        ({"host": "0.0.0.0"}, "", "::", True),
+        ({}, '[dht]\nbind6 = "::1"\n', "::1", True),
+        ({"bind6": "[::1]"}, "", "::1", True),
+        ({}, '[dht]\nbind6 = "off"\n', None, True),
+        ({}, "[net]\nipv6 = false\n", None, True),
+        ({"host": "127.0.0.1"}, "[net]\nipv4 = false\n", "::1", False),
+    ],
+)
+def test_bind6_defaults_and_switches(
+    tmp_path: Path, flags: dict[str, object], text: str, host6: str | None, ipv4: bool
+) -> None:
+    config = daemon_config(_settings(tmp_path, text, **flags))
+    assert (config.dht_host6, config.dht_ipv4) == (host6, ipv4)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ('[dht]\nbind6 = "127.0.0.1"\n', "not an IPv6 address"),
+        ('[net]\nipv4 = false\n[dht]\nbind6 = "off"\n', "leaves no DHT"),
+    ],
+)
+def test_bad_ipv6_settings_say_why(tmp_path: Path, text: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        daemon_config(_settings(tmp_path, text))
