@@ -191,7 +191,7 @@ def test_ipv6_per_ip_quota_leaves_ipv4_peers_alone() -> None:
     [
         (
             ("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff", 65535),
-            "2001:db8::{:x}",
+            "2001:db8:{:x}::1",  # each its own /64
             MAX_PEERS6_PER_RESPONSE,
         ),
         (("203.0.113.250", 65535), "203.0.{}.1", MAX_PEERS_PER_DUAL_RESPONSE),
@@ -334,3 +334,43 @@ def test_mixed_swarm_peers_of_both_families_are_found() -> None:
         res, _, _ = swarm.run_op(who, lambda n, now: n.get_peers(ih, now))
         assert isinstance(res, OperationDone), res
         assert set(res.result.peers) == {expect[f] for f in families}, (who, families)
+
+
+# ------------------------------------------------------------------ an IPv6 /64 is one source
+
+
+def test_source_key_is_the_ipv6_slash_64() -> None:
+    assert bep42.source_key("2001:db8:1:2:aaaa::1") == "2001:db8:1:2::/64"
+    assert bep42.source_key("2001:db8:1:2:bbbb::9") == "2001:db8:1:2::/64"
+    assert bep42.source_key("203.0.113.5") == "203.0.113.5"
+    assert bep42.source_key("fd00::1") == "fd00::1"  # local networks: per address
+
+
+def test_one_slash_64_shares_the_per_ip_peer_quota() -> None:
+    node = make(1, ipv6=True, rate_burst=10_000.0)
+    for i in range(MAX_PEERS_PER_IP + 5):
+        # a new address of the same /64 for every announce
+        _announce(node, (f"2001:db8:0:7::{i + 1:x}", 7000), i.to_bytes(20, "big"), 9000)
+    assert node.peer_stores[6].entries_of("2001:db8:0:7::abcd") == MAX_PEERS_PER_IP
+    assert node.stats["rx_announce_over_quota"] == 5
+
+
+def test_one_slash_64_shares_the_rate_limit() -> None:
+    node = make(1, ipv6=True, rate_limit=1.0, rate_burst=5.0)
+    answered = sum(
+        raw_query(node, (f"2001:db8:0:8::{i + 1:x}", 7000), b"ping", {}) is not None
+        for i in range(20)
+    )
+    assert answered == 5
+    assert node.stats["rx_rate_limited"] == 15
+    assert raw_query(node, ("2001:db8:0:9::1", 7000), b"ping", {}) is not None  # next /64
+
+
+def test_one_slash_64_holds_one_entry_per_infohash() -> None:
+    node = make(1, ipv6=True, rate_burst=10_000.0)
+    ih = b"S" * 20
+    for i in range(10):
+        _announce(node, (f"2001:db8:0:5::{i + 1:x}", 7000), ih, 9000 + i)
+    got = raw_query(node, ("2001:db8:ffff::1", 7000), b"get_peers", {b"info_hash": ih})
+    assert got is not None
+    assert got[b"r"][b"values"] == [encode_peer(("2001:db8:0:5::a", 9009))]  # the latest

@@ -98,9 +98,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 def add_sandbox(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("sandbox", parents=[common], help="run a private loopback swarm")
     p.add_argument("--nodes", type=int, default=100, help="how many nodes (default 100)")
-    p.add_argument(
-        "--ipv6", action="store_true", help="dual-stack nodes (BEP 32): on ::1 as well"
-    )
+    p.add_argument("--ipv6", action="store_true", help="dual-stack nodes (BEP 32): on ::1 as well")
     p.set_defaults(func=cmd_sandbox)
 
 

@@ -466,7 +466,7 @@ class DhtNode:
         # from it, and test swarms of a thousand nodes share it).
         ip = addr[0]
         if not bep42.is_exempt(ip):
-            return self.limiter.allow(ip, now)
+            return self.limiter.allow(bep42.source_key(ip), now)  # IPv6: per /64
         if not bep42.is_loopback(ip) and not self.lan_limiter.allow(ip, now):
             return False
         return self.limiter.allow(addr, now)
