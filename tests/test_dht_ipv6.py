@@ -374,3 +374,14 @@ def test_one_slash_64_holds_one_entry_per_infohash() -> None:
     got = raw_query(node, ("2001:db8:ffff::1", 7000), b"get_peers", {b"info_hash": ih})
     assert got is not None
     assert got[b"r"][b"values"] == [encode_peer(("2001:db8:0:5::a", 9009))]  # the latest
+
+
+def test_one_slash_64_holds_one_routing_entry() -> None:
+    node = make(1, ipv4=False, ipv6=True)
+    for i in range(20):  # twenty IDs, each from a new address of one /64, only querying
+        node._learn(
+            NodeInfo(bytes([i + 1]) * 20, (f"2001:db8:0:6::{i + 1:x}", 6881)), 0.0, responded=False
+        )
+    assert len(node.routing) == 1
+    node._learn(NodeInfo(b"\xee" * 20, ("2001:db8:0:6::ee", 6881)), 0.0, responded=True)
+    assert [n.node_id for n in node.routing] == [b"\xee" * 20]  # only an answer replaces it

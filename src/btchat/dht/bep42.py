@@ -7,6 +7,7 @@ test vectors do, despite its "8 bytes" sentence), IPv6 hashes the 8 high octets.
 
 from __future__ import annotations
 
+import functools
 import random
 import socket
 
@@ -100,6 +101,7 @@ def is_exempt(ip: str) -> bool:
     return _is_exempt(_parse(ip))
 
 
+@functools.lru_cache(maxsize=4096)  # on every query's path (rate limit, routing table)
 def source_key(ip: str) -> str:
     """Who is one source for per-IP limits: an IPv4 address, or a public IPv6 /64.
 
