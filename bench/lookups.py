@@ -30,20 +30,31 @@ def summary(values: list[float]) -> dict[str, float]:
     return {"median": median, "p95": ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]}
 
 
-def simulated(n: int, lookups: int = 200, churn: float = 0.2, loss: float = 0.1) -> dict[str, Any]:
-    """Announce ``lookups`` infohashes, churn, switch on loss, then look each one up."""
+def simulated(
+    n: int,
+    lookups: int = 200,
+    churn: float = 0.2,
+    loss: float = 0.1,
+    stacks: tuple[str, ...] = ("4",),
+) -> dict[str, Any]:
+    """Announce ``lookups`` infohashes, churn, switch on loss, then look each one up.
+
+    ``stacks`` mixes IPv4-only, dual-stack and IPv6-only nodes (BEP 32, ``SimSwarm``); a
+    lookup is then made by a node that shares a family with the announcer."""
     rss0 = _rss_kib()
     t0 = time.perf_counter()
-    swarm = SimSwarm(n, seed=n)
+    swarm = SimSwarm(n, seed=n, stacks=stacks)
     build_s = time.perf_counter() - t0
     rss_per_node = (_rss_kib() - rss0) * 1024 / n
     rng = swarm.rng
     announced = [(rng.randbytes(20), 10000 + i) for i in range(lookups)]
+    announcers: dict[bytes, set[str]] = {}
     for chunk in range(0, lookups, 50):
-        ops = [
-            (rng.choice(swarm.online()), lambda nd, now, ih=ih, p=p: nd.announce(ih, p, now))
-            for ih, p in announced[chunk : chunk + 50]
-        ]
+        ops = []
+        for ih, p in announced[chunk : chunk + 50]:
+            who = rng.choice(swarm.online())
+            announcers[ih] = set(swarm.addrs[who])
+            ops.append((who, lambda nd, now, ih=ih, p=p: nd.announce(ih, p, now)))
         swarm.run_ops(ops)
     swarm.churn(churn)
     swarm.net.loss = loss
@@ -52,7 +63,10 @@ def simulated(n: int, lookups: int = 200, churn: float = 0.2, loss: float = 0.1)
     for chunk in range(0, lookups, 50):
         batch = announced[chunk : chunk + 50]
         ops = [
-            (rng.choice(swarm.online()), lambda nd, now, ih=ih: nd.get_peers(ih, now))
+            (
+                rng.choice([a for a in swarm.online() if announcers[ih] & set(swarm.addrs[a])]),
+                lambda nd, now, ih=ih: nd.get_peers(ih, now),
+            )
             for ih, _ in batch
         ]
         for (out, taken, q), (_, port) in zip(swarm.run_ops(ops), batch, strict=True):
@@ -62,6 +76,7 @@ def simulated(n: int, lookups: int = 200, churn: float = 0.2, loss: float = 0.1)
             seconds.append(taken)
     return {
         "nodes": n,
+        "stacks": list(stacks),
         "lookups": lookups,
         "churn": churn,
         "loss": loss,

@@ -18,6 +18,8 @@ from typing import Any, Protocol, TypeVar
 
 import pytest
 
+from btchat.codec.bencode import decode, encode
+from btchat.dht.node import DhtNode
 from btchat.discovery.rendezvous import FixedDirectory
 from btchat.identity.keys import DeviceCertificate, DeviceKey, Identity
 from btchat.net.relay_core import RelayLimits
@@ -34,6 +36,7 @@ __all__ = [
     "events",
     "in_ci",
     "peer_node",
+    "raw_query",
     "skip_unless_ci",
     "split_frames",
     "transfer",
@@ -203,3 +206,15 @@ class FaultyDatabase:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
+
+
+def raw_query(
+    node: DhtNode, src: tuple[str, int], method: bytes, args: dict[bytes, Any], **top: Any
+) -> dict[bytes, Any] | None:
+    """Send one hand-made KRPC query to a sans-I/O DHT node; its decoded reply, if any."""
+    msg = {b"t": b"xy", b"y": b"q", b"q": method, b"a": {b"id": b"R" * 20, **args}}
+    msg.update({k.encode(): v for k, v in top.items()})
+    node.receive_datagram(encode(msg), src, 0.0)
+    out = node.datagrams_to_send()
+    assert all(dst == src for _, dst in out)
+    return decode(out[0][0]) if out else None

@@ -7,6 +7,7 @@ Everything runs on 127.0.0.1: a private sandbox swarm (``btchat sandbox``), and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -155,20 +156,28 @@ async def texts(p: Person, other: str) -> list[str]:
     return [m["text"] for m in (await cli(p, "history", other))["messages"]]
 
 
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
-    tmp = tmp_path_factory.mktemp("e2e")
-    env = base_env(tmp)
+@contextlib.contextmanager
+def run_sandbox(env: dict[str, str], *extra: str) -> Iterator[dict[str, Any]]:
+    """A ``btchat sandbox`` process; yields what it printed (its bootstrap addresses)."""
     proc = subprocess.Popen(
-        [*BTCHAT, "sandbox", "--nodes", "40", "--json"], env=env, stdout=subprocess.PIPE, text=True
+        [*BTCHAT, "sandbox", "--nodes", "40", "--json", *extra],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
-    bootstrap = json.loads(proc.stdout.readline())["bootstrap"]
     try:
-        yield bootstrap, env
+        yield json.loads(proc.stdout.readline())
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
+    env = base_env(tmp_path_factory.mktemp("e2e"))
+    with run_sandbox(env) as started:
+        yield started["bootstrap"], env
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from harness import events
+from harness import events, raw_query
 
 from btchat.codec.bencode import Raw, decode, encode
 from btchat.dht import bep42, bep44
@@ -84,18 +84,6 @@ def result(node: DhtNode, op_id: int) -> Any:
         if isinstance(e, OperationFailed) and e.op_id == op_id:
             raise AssertionError(f"operation failed: {e.reason}")
     raise AssertionError("operation did not finish")
-
-
-def raw_query(
-    node: DhtNode, src: tuple[str, int], method: bytes, args: dict[bytes, Any], **top: Any
-) -> dict[bytes, Any] | None:
-    """Send one hand-made query to ``node`` and return the decoded reply, if any."""
-    msg = {b"t": b"xy", b"y": b"q", b"q": method, b"a": {b"id": b"R" * 20, **args}}
-    msg.update({k.encode(): v for k, v in top.items()})
-    node.receive_datagram(encode(msg), src, 0.0)
-    out = node.datagrams_to_send()
-    assert all(dst == src for _, dst in out)
-    return decode(out[0][0]) if out else None
 
 
 @pytest.fixture

@@ -88,6 +88,7 @@ def test_the_file_is_read_only_when_needed(tmp_path: Path) -> None:
     flags["relay"] = True
     flags["lan"] = False
     flags["files_dir"] = tmp_path / "files"
+    flags.update(bind6="off", ipv6=True, ipv4=True)
     assert resolve(flags, config_file=broken, environ={}).dht_port == 1
     with pytest.raises(ConfigError, match="cannot read config file"):
         resolve({"data_dir": tmp_path}, config_file=broken, environ={})

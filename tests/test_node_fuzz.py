@@ -21,17 +21,20 @@ from btchat.dht.krpc import parse_message
 from btchat.dht.node import DhtNode, NodeConfig
 
 SRC = ("127.0.0.1", 4000)
+SRC6 = ("::1", 4000)
 KEY = Ed25519PrivateKey.generate()
 ITEM = bep44.sign_mutable(KEY, encode(b"v"), 1, b"s")
 
 
 def stateful_node() -> DhtNode:
-    node = DhtNode(NodeConfig(rate_limit=1e9, rate_burst=1e9), rng=random.Random(1))
+    """Dual-stack (BEP 32), so hostile ``want``, ``nodes6`` and IPv6 values reach it too."""
+    node = DhtNode(NodeConfig(rate_limit=1e9, rate_burst=1e9, ipv6=True), rng=random.Random(1))
     rng = random.Random(2)
     for i in range(40):
-        node.routing.heard_from(
-            NodeInfo(rng.randbytes(20), ("127.0.0.1", 5000 + i)), 0.0, responded=True
-        )
+        for family, host in ((4, "127.0.0.1"), (6, "::1")):
+            node.tables[family].heard_from(
+                NodeInfo(rng.randbytes(20), (host, 5000 + i)), 0.0, responded=True
+            )
     node.peers.add(b"I" * 20, ("127.0.0.1", 6000), 0.0)
     node.items.put_mutable(ITEM, 0.0)
     node.get_peers(b"I" * 20, 0.0)  # pending queries whose replies could be forged
@@ -103,6 +106,10 @@ keys = st.sampled_from(
         b"t",
         b"y",
         b"q",
+        b"want",
+        b"nodes",
+        b"nodes6",
+        b"values",
     ]
 )
 
@@ -136,8 +143,9 @@ def test_mutated_queries_never_raise(
     msg: dict[bytes, Any] = {b"t": b"tt", b"y": b"q", b"q": seed[b"q"], b"a": args}
     for k, v in top:
         msg[k] = v
-    node.receive_datagram(encode(msg), SRC, 1.0)
-    check_outbox(node)
+    for src in (SRC, SRC6):  # over IPv4 and over IPv6 (BEP 32 answers differ)
+        node.receive_datagram(encode(msg), src, 1.0)
+        check_outbox(node)
 
 
 @settings(max_examples=400, derandomize=True, database=None)

@@ -16,7 +16,7 @@ class _FlakyDht:
     def __init__(self, failures: int) -> None:
         self.failures = failures
         self.attempts: list[float] = []
-        self.node = type("Node", (), {"routing": []})()
+        self.node = type("Node", (), {"routing": [], "families": (4,)})()
 
     async def bootstrap(self, addrs: list[tuple[str, int]]) -> list[Any]:
         self.attempts.append(time.monotonic())

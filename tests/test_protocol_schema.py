@@ -38,11 +38,16 @@ def check(datagram: bytes) -> dict[str, Any]:
     return msg
 
 
-def test_every_message_the_node_sends_matches_the_schema() -> None:
-    a = DhtNode(NodeConfig(), rng=random.Random(1))
-    b = DhtNode(NodeConfig(), rng=random.Random(2))
-    addr_a, addr_b = ("127.0.0.1", 1), ("127.0.0.1", 2)
-    a.routing.heard_from(
+@pytest.mark.parametrize(
+    ("config", "host"),
+    [(NodeConfig(), "127.0.0.1"), (NodeConfig(ipv6=True), "::1")],
+    ids=["ipv4", "dual-stack over ipv6"],  # BEP 32: want, nodes6, 18-byte ip
+)
+def test_every_message_the_node_sends_matches_the_schema(config: NodeConfig, host: str) -> None:
+    a = DhtNode(config, rng=random.Random(1))
+    b = DhtNode(config, rng=random.Random(2))
+    addr_a, addr_b = (host, 1), (host, 2)
+    a.tables[6 if ":" in host else 4].heard_from(
         NodeInfo(b.node_id, addr_b),
         0.0,
         responded=True,
@@ -61,12 +66,16 @@ def test_every_message_the_node_sends_matches_the_schema() -> None:
         for data, _ in a.datagrams_to_send():
             msg = check(data)
             seen.add(msg["q"])
+            seen.update(k for k in ("want",) if k in msg["a"])
             b.receive_datagram(data, addr_a, 0.0)
         for data, _ in b.datagrams_to_send():
             reply = check(data)
             seen.add("y=" + reply["y"])
+            seen.update(k for k in ("nodes6",) if k in reply.get("r", {}))
             a.receive_datagram(data, addr_b, 0.0)
     assert {"ping", "find_node", "get_peers", "announce_peer", "get", "put", "y=r"} <= seen
+    if config.ipv6:
+        assert {"want", "nodes6"} <= seen
     # An error reply and a mutable get answer too.
     b.receive_datagram(
         encode({b"t": b"1", b"y": b"q", b"q": b"nope", b"a": {b"id": b"x" * 20}}), addr_a, 0.0
@@ -84,6 +93,10 @@ def test_every_message_the_node_sends_matches_the_schema() -> None:
 
 
 def test_schema_rejects_what_the_node_rejects() -> None:
+    bad = {"t": "aa", "y": "q", "q": "find_node", "a": {"id": "x" * 20, "target": "y" * 20}}
+    jsonschema.validate({**bad, "a": {**bad["a"], "want": ["n4", "n6"]}}, SCHEMA)
+    with pytest.raises(jsonschema.ValidationError):  # BEP 32: want is a list
+        jsonschema.validate({**bad, "a": {**bad["a"], "want": "n6"}}, SCHEMA)
     bad = {"t": "aa", "y": "q", "q": "find_node", "a": {"id": "x" * 20}}  # no target
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, SCHEMA)

@@ -1,8 +1,9 @@
 """A private swarm of real DHT nodes on loopback, in one process.
 
 Tests, benchmarks and ``btchat sandbox`` share this: N :class:`DhtService` instances,
-each with its own UDP socket on 127.0.0.1, joined through the first node. Nothing here
-is simulated; every packet crosses the kernel's loopback interface.
+each with its own UDP socket on 127.0.0.1 (and, dual-stack, one on ::1: BEP 32), joined
+through the first node. Nothing here is simulated; every packet crosses the kernel's
+loopback interface.
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ class Swarm:
     def bootstrap_addr(self) -> Addr:
         return self.services[0].addr
 
+    @property
+    def bootstrap_addrs(self) -> list[Addr]:
+        """The first node's addresses, one per family it speaks."""
+        return self.services[0].addrs
+
     def close(self) -> None:
         for service in self.services:
             service.close()
@@ -51,10 +57,12 @@ async def start_swarm(
     seed: int | None = None,
     batch: int = 64,
     hosts: Sequence[str] = ("127.0.0.1",),
+    hosts6: Sequence[str] = (),
 ) -> Swarm:
     """Start ``n`` nodes and join each to the swarm through earlier nodes.
 
-    Nodes bind to ``hosts`` in turn (the NAT lab spreads a swarm over several addresses).
+    Nodes bind to ``hosts`` in turn (the NAT lab spreads a swarm over several addresses);
+    with ``hosts6`` (e.g. ``("::1",)``) each is dual-stack, its IPv6 socket on those.
     """
     if n < 1:
         raise ValueError("a swarm needs at least one node")
@@ -67,6 +75,7 @@ async def start_swarm(
             swarm.services.append(
                 await DhtService.start(
                     host=hosts[i % len(hosts)],
+                    host6=hosts6[i % len(hosts6)] if hosts6 else None,
                     config=config,
                     rng=random.Random(rng.getrandbits(64)),
                 )
@@ -75,7 +84,8 @@ async def start_swarm(
 
         async def join(service: DhtService) -> None:
             earlier = swarm.services[: max(1, swarm.services.index(service))]
-            seeds = [first.addr, *(s.addr for s in rng.sample(earlier, min(2, len(earlier))))]
+            picked = rng.sample(earlier, min(2, len(earlier)))
+            seeds = [*first.addrs, *(a for s in picked for a in s.addrs)]
             # A node that failed to join keeps retrying through its own maintenance.
             with contextlib.suppress(DhtError):
                 await service.bootstrap(list(dict.fromkeys(seeds)))

@@ -1,4 +1,4 @@
-"""Real libtorrent DHT nodes on 127.0.0.1, for interoperability tests of our own node.
+"""Real libtorrent DHT nodes on 127.0.0.1 (or ::1), for interoperability tests of our node.
 
 ``LtNode`` wraps one ``libtorrent.session`` that runs only its DHT, bound to loopback, with
 every feature that could reach another host switched off *in the constructor* (public
@@ -50,6 +50,7 @@ from btchat.codec.bencode import DecodeError, decode
 
 __all__ = [
     "LOOPBACK",
+    "LOOPBACK6",
     "Exchange",
     "LtError",
     "LtNode",
@@ -64,6 +65,7 @@ __all__ = [
 ]
 
 LOOPBACK = "127.0.0.1"
+LOOPBACK6 = "::1"
 DEFAULT_TIMEOUT = 10.0
 Addr = tuple[str, int]
 
@@ -179,11 +181,12 @@ class SampleInfohashes(NamedTuple):
     response: dict[bytes, Any] | None  # the raw reply, if it was captured
 
 
-def lt_settings(port: int = 0, **overrides: Any) -> dict[str, Any]:
-    """The settings pack for a loopback-only DHT node listening on ``port`` (0: OS picks)."""
+def lt_settings(port: int = 0, host: str = LOOPBACK, **overrides: Any) -> dict[str, Any]:
+    """The settings pack for a loopback-only DHT node listening on ``port`` (0: OS picks);
+    on ``host`` ::1 it takes part in the IPv6 DHT (BEP 32)."""
     known = lt.default_settings()
     settings = {k: v for k, v in _BASE_SETTINGS.items() if k in known or k not in _OPTIONAL}
-    settings["listen_interfaces"] = f"{LOOPBACK}:{port}"
+    settings["listen_interfaces"] = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     unknown = set(overrides) - set(known)
     if unknown:
         raise KeyError(f"unknown libtorrent settings: {sorted(unknown)}")
@@ -214,17 +217,19 @@ def _sha1(b: bytes) -> lt.sha1_hash:
 
 
 class LtNode:
-    """One libtorrent session running a DHT node on 127.0.0.1."""
+    """One libtorrent session running a DHT node on 127.0.0.1 (or ``host``, e.g. ::1)."""
 
-    def __init__(self, port: int = 0, *, history: int = 20_000, **settings: Any) -> None:
+    def __init__(
+        self, port: int = 0, *, history: int = 20_000, host: str = LOOPBACK, **settings: Any
+    ) -> None:
         started = time.monotonic()
-        self.session: lt.session | None = lt.session(lt_settings(port, **settings))
+        self.session: lt.session | None = lt.session(lt_settings(port, host, **settings))
         self.packets: deque[Packet] = deque(maxlen=history)
         self.log: deque[str] = deque(maxlen=history)
         self._pkt_seq = 0
         self._log_count = 0
         self.port = self._wait_listen_port(port)
-        self.addr: Addr = (LOOPBACK, self.port)
+        self.addr: Addr = (host, self.port)
         self.startup_seconds = time.monotonic() - started
 
     # -- plumbing ----------------------------------------------------------------------
@@ -277,7 +282,8 @@ class LtNode:
         self._pkt_seq += 1
         direction = "out" if m.group(1) == "==>" else "in"
         self.packets.append(
-            Packet(self._pkt_seq, direction, (m.group(2), int(m.group(3))), raw, msg)
+            # libtorrent writes an IPv6 endpoint as [[::1]:port]
+            Packet(self._pkt_seq, direction, (m.group(2).strip("[]"), int(m.group(3))), raw, msg)
         )
 
     def drain(self) -> None:

@@ -2,7 +2,9 @@
 
 Our node runs on its own asyncio loop in a background thread, so that the blocking
 libtorrent harness calls in the test never stop it from answering (a silent node in a
-libtorrent routing table stalls its lookups for 15 s). Everything stays on 127.0.0.1.
+libtorrent routing table stalls its lookups for 15 s). Everything stays on loopback: each
+test runs once in the IPv4 DHT on 127.0.0.1 and once in the IPv6 DHT on ::1 (BEP 32),
+where our node is IPv6-only and every libtorrent node listens on [::1].
 """
 
 from __future__ import annotations
@@ -31,21 +33,28 @@ from btchat.dht.ids import distance  # noqa: E402
 from btchat.net.dht_service import DhtError, DhtService  # noqa: E402
 from btchat.sandbox import SANDBOX_CONFIG  # noqa: E402
 
-from .lt_swarm import LtNode, LtSwarm  # noqa: E402
+from .lt_swarm import LOOPBACK, LOOPBACK6, LtNode, LtSwarm  # noqa: E402
 
 pytestmark = pytest.mark.interop
 T = TypeVar("T")
 
 
 class OurNode:
-    """A btchat DhtService on 127.0.0.1 with its event loop in a thread of its own."""
+    """A btchat DhtService on ``host`` (127.0.0.1, or ::1 IPv6-only) with its event loop
+    in a thread of its own."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = LOOPBACK) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
+        v6 = ":" in host
         self.service: DhtService = self.call(
-            DhtService.start(host="127.0.0.1", config=SANDBOX_CONFIG)
+            DhtService.start(
+                host=host if not v6 else LOOPBACK,
+                host6=host if v6 else None,
+                ipv4=not v6,
+                config=SANDBOX_CONFIG,
+            )
         )
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
@@ -62,10 +71,10 @@ class OurNode:
         self.loop.close()
 
 
-@pytest.fixture(scope="module")
-def mixed() -> Iterator[tuple[LtSwarm, OurNode]]:
-    swarm = LtSwarm(8).start()
-    ours = OurNode()
+@pytest.fixture(scope="module", params=[LOOPBACK, LOOPBACK6], ids=["ipv4", "ipv6"])
+def mixed(request: pytest.FixtureRequest) -> Iterator[tuple[LtSwarm, OurNode]]:
+    swarm = LtSwarm(8, host=request.param).start()
+    ours = OurNode(request.param)
     try:
         ours.call(ours.service.bootstrap(swarm.addrs))
         swarm.add_node_everywhere(*ours.addr)
@@ -106,12 +115,22 @@ def test_our_find_node_converges_on_libtorrent_nodes(mixed: tuple[LtSwarm, OurNo
     assert {n.node_id for n in found} >= {n.node_id() for n in truth[:4]}
 
 
+def test_libtorrent_answers_feed_the_table_of_our_family(mixed: tuple[LtSwarm, OurNode]) -> None:
+    """BEP 32: over ::1 libtorrent answers with ``nodes6``, which we parse without a drop."""
+    swarm, ours = mixed
+    ours.call(ours.service.find_node(os.urandom(20)))
+    table = ours.service.node.routing
+    assert {n.addr for n in table} >= set(swarm.addrs[:8])  # the 8 libtorrent nodes
+    assert all((":" in n.addr[0]) == (":" in ours.addr[0]) for n in table)
+    assert ours.service.node.stats["rx_bad_nodes6"] == 0
+
+
 def test_libtorrent_joins_the_dht_through_our_node(mixed: tuple[LtSwarm, OurNode]) -> None:
     """A fresh libtorrent node whose only contact is us learns the swarm from our answers
     to its find_node/get_peers queries."""
     swarm, ours = mixed
     others = {n.node_id() for n in swarm.nodes}
-    newcomer = LtNode()
+    newcomer = LtNode(host=ours.addr[0])
     # Other libtorrent nodes will learn of the newcomer; it must outlive the test, since a
     # silent node stalls their lookups, so the swarm closes it at the end.
     swarm.nodes.append(newcomer)
@@ -135,7 +154,7 @@ def test_we_announce_libtorrent_finds(mixed: tuple[LtSwarm, OurNode]) -> None:
     ih = os.urandom(20)
     result = ours.call(ours.service.announce(ih, 6111))
     assert result.stored_at >= 5  # most of the 8 closest are libtorrent nodes
-    assert ("127.0.0.1", 6111) in swarm[5].get_peers(ih)
+    assert (ours.addr[0], 6111) in swarm[5].get_peers(ih)
 
 
 def test_libtorrent_announces_we_find(mixed: tuple[LtSwarm, OurNode]) -> None:
@@ -143,7 +162,7 @@ def test_libtorrent_announces_we_find(mixed: tuple[LtSwarm, OurNode]) -> None:
     ih = os.urandom(20)
     assert swarm[1].announce(ih, 6222) >= 1
     result = ours.call(ours.service.get_peers(ih))
-    assert ("127.0.0.1", 6222) in result.peers
+    assert (ours.addr[0], 6222) in result.peers
 
 
 def test_libtorrent_stores_our_implied_port_announce(mixed: tuple[LtSwarm, OurNode]) -> None:

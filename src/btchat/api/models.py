@@ -375,6 +375,8 @@ class DhtStatus(Shape):
         " mapping, else what DHT nodes report when our NAT keeps one port.",
     )
     reachability: Reachability | None = None
+    addr6: str | None = Field(None, description="[host]:port of the IPv6 DHT socket (BEP 32).")
+    nodes6: int = Field(0, ge=0, description="Contacts in the IPv6 routing table.")
 
 
 class ProxyStatus(Shape):

@@ -72,6 +72,9 @@ def settings(args: argparse.Namespace) -> Settings:
             "upnp",
             "relay",
             "lan",
+            "bind6",
+            "ipv6",
+            "ipv4",
             "files_dir",
         )
     }
@@ -205,6 +208,29 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         const=False,
         default=None,
         help="do not announce contacts on the LAN (env BTCHAT_LAN=0, config [net] lan)",
+    )
+    p.add_argument(
+        "--bind6",
+        default=None,
+        metavar="IPV6",
+        help="address of the IPv6 DHT socket, or off (config [dht] bind6; default :: when "
+        "this host has IPv6, ::1 when --host is loopback)",
+    )
+    p.add_argument(
+        "--no-ipv6",
+        dest="ipv6",
+        action="store_const",
+        const=False,
+        default=None,
+        help="IPv4 only: no IPv6 DHT, no sessions over IPv6 (env BTCHAT_IPV6=0, [net] ipv6)",
+    )
+    p.add_argument(
+        "--no-ipv4",
+        dest="ipv4",
+        action="store_const",
+        const=False,
+        default=None,
+        help="IPv6 only: no IPv4 DHT socket (config [net] ipv4)",
     )
     p.set_defaults(func=cmd_up)
 

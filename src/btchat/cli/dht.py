@@ -98,6 +98,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 def add_sandbox(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("sandbox", parents=[common], help="run a private loopback swarm")
     p.add_argument("--nodes", type=int, default=100, help="how many nodes (default 100)")
+    p.add_argument("--ipv6", action="store_true", help="dual-stack nodes (BEP 32): on ::1 as well")
     p.set_defaults(func=cmd_sandbox)
 
 
@@ -351,13 +352,14 @@ async def cmd_sandbox(args: argparse.Namespace) -> None:
     if args.nodes < 1:
         raise UserError("--nodes must be at least 1")
     stop = stop_on_signal()
-    swarm = await start_swarm(args.nodes)
+    swarm = await start_swarm(args.nodes, hosts6=("::1",) if args.ipv6 else ())
     host, port = swarm.bootstrap_addr
-    emit(
-        args,
-        {"bootstrap": f"{host}:{port}", "nodes": args.nodes},
-        f"sandbox of {args.nodes} nodes; bootstrap: {host}:{port}",
-    )
+    out: dict[str, Any] = {"bootstrap": f"{host}:{port}", "nodes": args.nodes}
+    text = f"sandbox of {args.nodes} nodes; bootstrap: {host}:{port}"
+    if (addr6 := swarm.services[0].addr6) is not None:
+        out["bootstrap6"] = f"[{addr6[0]}]:{addr6[1]}"
+        text += f" and {out['bootstrap6']}"
+    emit(args, out, text)
     try:
         await stop.wait()
     finally:

@@ -7,12 +7,21 @@ test vectors do, despite its "8 bytes" sentence), IPv6 hashes the 8 high octets.
 
 from __future__ import annotations
 
+import functools
 import random
 import socket
 
 from btchat.dht.ids import ID_BYTES
 
-__all__ = ["crc32c", "id_prefix", "is_compliant", "is_exempt", "is_loopback", "node_id_for_ip"]
+__all__ = [
+    "crc32c",
+    "id_prefix",
+    "is_compliant",
+    "is_exempt",
+    "is_loopback",
+    "node_id_for_ip",
+    "source_key",
+]
 
 #: CRC32C (Castagnoli) polynomial, bit-reflected.
 _CASTAGNOLI = 0x82F63B78
@@ -90,6 +99,19 @@ def _prefix(packed: bytes, r: int) -> int:
 def is_exempt(ip: str) -> bool:
     """True for local-network addresses, whose IDs BEP 42 does not restrict."""
     return _is_exempt(_parse(ip))
+
+
+@functools.lru_cache(maxsize=4096)  # on every query's path (rate limit, routing table)
+def source_key(ip: str) -> str:
+    """Who is one source for per-IP limits: an IPv4 address, or a public IPv6 /64.
+
+    An IPv6 subscriber gets at least a /64 and may use any address in it, so limits per
+    /128 would be limits per nothing (libtorrent's restrict_*_ips also count /64s).
+    """
+    packed = _parse(ip)
+    if len(packed) == 4 or _is_exempt(packed):
+        return ip
+    return socket.inet_ntop(socket.AF_INET6, packed[:8] + bytes(8)) + "/64"
 
 
 def is_loopback(ip: str) -> bool:

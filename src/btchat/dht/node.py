@@ -1,4 +1,4 @@
-"""The Mainline DHT node as a sans-I/O state machine (BEP 5, 42, 43, 44).
+"""The Mainline DHT node as a sans-I/O state machine (BEP 5, 32, 42, 43, 44).
 
 How this works: the owner feeds the node datagrams (:meth:`DhtNode.receive_datagram`)
 and timer expiries (:meth:`DhtNode.handle_timer`), each with the current time, and
@@ -11,6 +11,13 @@ and reports finished operations as events (:meth:`next_event`). The asyncio shel
 Remote input is never trusted: malformed datagrams are dropped and counted in
 :attr:`DhtNode.stats`, bad query arguments earn a KRPC error reply, and every store has
 a bound. Only misuse of the API by the caller raises.
+
+IPv6 (BEP 32): a node runs in IPv4, IPv6 or both (``NodeConfig.ipv4`` / ``ipv6``). Each
+family has its own routing table, peer store and reachability; the node ID is shared.
+A datagram's family is its address's (``ids.family_of``), and the shell sends each one
+on the socket of that family. A dual-stack node asks for ``nodes`` and ``nodes6`` in its
+lookups (``want``), runs each lookup in both tables at once and merges the results;
+an IPv4-only node sends and answers exactly what it did before BEP 32.
 """
 
 from __future__ import annotations
@@ -28,12 +35,17 @@ from btchat.codec.bencode import DecodeError, Raw, decode, encode
 from btchat.dht import bep42, bep44
 from btchat.dht.ids import (
     ID_BYTES,
+    V4,
+    V6,
     Addr,
     NodeInfo,
     decode_nodes,
-    decode_peers,
+    decode_nodes6,
+    decode_peers_counted,
     encode_nodes,
+    encode_nodes6,
     encode_peer,
+    family_of,
 )
 from btchat.dht.krpc import (
     ERROR_METHOD_UNKNOWN,
@@ -71,6 +83,15 @@ log = logging.getLogger(__name__)
 CLIENT_VERSION = b"BC\x00\x01"
 #: Peers returned in one get_peers answer: 50 x 6 bytes keeps the packet under ~1 KiB.
 MAX_PEERS_PER_RESPONSE = 50
+#: BEP 32: "must not send UDP datagrams with a payload larger than 1024 octets". An
+#: IPv6 peer costs 21 bytes of ``values`` ("18:" + 18); 16 of them with ``nodes6`` and
+#: ``nodes`` for a dual-stack asker stay inside it (tests/test_dht_ipv6.py measures it).
+MAX_PEERS6_PER_RESPONSE = 16
+#: IPv4 peers when the answer carries both ``nodes`` and ``nodes6`` (a dual-stack asker):
+#: 50 would make it ~1030 bytes, past BEP 32's 1024; 40 leaves room for a long tid.
+MAX_PEERS_PER_DUAL_RESPONSE = 40
+#: ``want`` entries read (BEP 32 defines two; unknown ones "must be silently ignored").
+MAX_WANT_ENTRIES = 8
 #: BEP 42: distinct voters remembered when learning our external IP from ``ip`` keys
 #: (the reports live in :class:`~btchat.dht.reachability.Reachability`).
 MAX_IP_VOTERS = MAX_REPORTS
@@ -94,6 +115,8 @@ class NodeConfig:
     # address), but one LAN IP together gets at most this many times the rate, so a
     # host cannot escape the limit by changing ports.
     lan_ip_share: float = 8.0
+    ipv4: bool = True  # take part in the IPv4 DHT
+    ipv6: bool = False  # BEP 32: take part in the IPv6 DHT (both: dual-stack)
     enforce_node_id: bool = False  # BEP 42: refuse non-compliant IDs in the routing table
     secure_id: bool = True  # BEP 42: move to a compliant ID once our external IP is known
     max_pending: int = 4096  # outstanding queries we keep state for
@@ -188,7 +211,8 @@ class _Operation:
     op_id: int
     kind: str  # ping | find_node | get_peers | announce | get | put
     target: bytes = b""
-    lookup: Lookup | None = None
+    #: One lookup per address family it runs in (BEP 32: two DHTs, walked side by side).
+    lookups: dict[int, Lookup] = field(default_factory=dict)
     silent: bool = False  # maintenance work: no event to the owner
     # kind-specific inputs
     port: int = 0
@@ -226,6 +250,7 @@ class DhtNode:
         rng: random.Random | None = None,
         now: float = 0.0,
         routing_state: dict[str, Any] | None = None,
+        routing6_state: dict[str, Any] | None = None,
     ) -> None:
         self.config = config or NodeConfig()
         self.rng = rng or random.Random()
@@ -234,14 +259,29 @@ class DhtNode:
         if len(node_id) != ID_BYTES:
             raise ValueError("node id must be 20 bytes")
         self.node_id = node_id
-        if routing_state:
-            self.routing = RoutingTable.from_state(routing_state, self.rng, now)
-            if self.routing.own_id != node_id:
-                self.routing = self.routing.with_own_id(node_id, now)
-        else:
-            self.routing = RoutingTable(node_id, self.rng, k=self.config.k, now=now)
+        #: The families we take part in, the first one primary (BEP 42 votes, ``routing``).
+        self.families: tuple[int, ...] = tuple(
+            fam for fam, on in ((V4, self.config.ipv4), (V6, self.config.ipv6)) if on
+        )
+        if not self.families:
+            raise ValueError("a DHT node needs IPv4, IPv6 or both")
+        states = {V4: routing_state, V6: routing6_state}
+        #: BEP 32: "a node wishing to participate in both DHTs must maintain two distinct
+        #: routing tables"; same ID in both, as the BEP recommends.
+        self.tables: dict[int, RoutingTable] = {}
+        for fam in self.families:
+            state = states[fam]
+            if state:
+                table = RoutingTable.from_state(state, self.rng, now)
+                if table.own_id != node_id:
+                    table = table.with_own_id(node_id, now)
+            else:
+                table = RoutingTable(node_id, self.rng, k=self.config.k, now=now)
+            self.tables[fam] = table
         self.tokens = TokenManager(secret_source=self.rng.randbytes)
-        self.peers = PeerStore(ttl=self.config.peer_ttl)
+        #: Announced peers per family (BEP 32: no IPv6 data in the IPv4 DHT), each store
+        #: with the same limits.
+        self.peer_stores = {fam: PeerStore(ttl=self.config.peer_ttl) for fam in self.families}
         self.items = ItemStore(ttl=self.config.item_ttl)
         self.limiter = RateLimiter(self.config.rate_limit, self.config.rate_burst)
         self.lan_limiter = RateLimiter(
@@ -251,8 +291,11 @@ class DhtNode:
         self.stats: Counter[str] = Counter()
         self.external_ip: str | None = None
         self.bootstrap_addrs: list[Addr] = []
-        #: Our external address, mapping and filtering as the DHT shows them (BEP 42 votes).
-        self.reachability = Reachability(max_reports=MAX_IP_VOTERS)
+        #: Our external address, mapping and filtering as the DHT shows them (BEP 42
+        #: votes), per family: only the primary family's votes choose our node ID.
+        self.reachabilities = {
+            fam: Reachability(max_reports=MAX_IP_VOTERS) for fam in self.families
+        }
         self._outbox: list[tuple[bytes, Addr]] = []
         self._events: deque[Event] = deque()
         self._pending: dict[bytes, _Pending] = {}
@@ -271,6 +314,29 @@ class DhtNode:
             b"get": self._on_get,
             b"put": self._on_put,
         }
+
+    # ------------------------------------------------------------ per-family views
+
+    @property
+    def routing(self) -> RoutingTable:
+        """The primary family's routing table (IPv4 unless the node is IPv6-only)."""
+        return self.tables[self.families[0]]
+
+    @property
+    def peers(self) -> PeerStore:
+        return self.peer_stores[self.families[0]]
+
+    @property
+    def reachability(self) -> Reachability:
+        return self.reachabilities[self.families[0]]
+
+    @property
+    def dual_stack(self) -> bool:
+        return len(self.families) == 2
+
+    def node_count(self) -> int:
+        """Contacts in all our routing tables."""
+        return sum(len(t) for t in self.tables.values())
 
     # ------------------------------------------------------------ sans-I/O surface
 
@@ -296,8 +362,9 @@ class DhtNode:
                 continue
             if kind == "slow" and not pending.slow:
                 pending.slow = True
-                if pending.op and pending.op.lookup:
-                    pending.op.lookup.on_slow(pending.addr)
+                lookup = pending.op.lookups.get(family_of(pending.addr)) if pending.op else None
+                if pending.op and lookup:
+                    lookup.on_slow(pending.addr)
                     self._advance(pending.op, now)
             elif kind == "timeout":
                 del self._pending[tid]
@@ -384,7 +451,11 @@ class DhtNode:
     # ----------------------------------------------------------- persistent state
 
     def save_state(self) -> dict[str, Any]:
-        return {"node_id": self.node_id.hex(), "routing": self.routing.to_state()}
+        state: dict[str, Any] = {"node_id": self.node_id.hex()}
+        for fam, key in ((V4, "routing"), (V6, "routing6")):
+            if fam in self.tables:
+                state[key] = self.tables[fam].to_state()
+        return state
 
     # --------------------------------------------------------------- query serving
 
@@ -395,7 +466,7 @@ class DhtNode:
         # from it, and test swarms of a thousand nodes share it).
         ip = addr[0]
         if not bep42.is_exempt(ip):
-            return self.limiter.allow(ip, now)
+            return self.limiter.allow(bep42.source_key(ip), now)  # IPv6: per /64
         if not bep42.is_loopback(ip) and not self.lan_limiter.allow(ip, now):
             return False
         return self.limiter.allow(addr, now)
@@ -408,7 +479,8 @@ class DhtNode:
             self.stats["rx_rate_limited"] += 1
             return
         self.stats["rx_queries"] += 1
-        self.reachability.query_from(addr)
+        if (reach := self.reachabilities.get(family_of(addr))) is not None:
+            reach.query_from(addr)
         handler = self._handlers.get(q.method)
         try:
             if handler is None:
@@ -428,22 +500,62 @@ class DhtNode:
         if not q.read_only:
             self._learn(NodeInfo(q.sender_id, addr), now, responded=False)
 
-    def _nodes_for(self, target: bytes) -> bytes:
-        return encode_nodes(self.routing.closest(target, self.config.k))
+    def _wanted(self, q: Query) -> set[int] | None:
+        """BEP 32 ``want``: the families whose nodes the asker wants, None if it sent none."""
+        want = q.args.get(b"want")
+        if want is None:
+            return None
+        if not isinstance(want, list):
+            self.stats["rx_bad_want"] += 1
+            return None
+        # BEP 32: "other strings may be present in the list, and must be silently ignored".
+        entries = want[:MAX_WANT_ENTRIES]
+        return {fam for fam, flag in ((V4, b"n4"), (V6, b"n6")) if flag in entries}
+
+    def _nodes_for(self, q: Query, addr: Addr, target: bytes) -> dict[bytes, Any]:
+        """``nodes`` and/or ``nodes6`` for an answer (BEP 32 "find_nodes and get_peers").
+
+        The ``want`` families we have, else (no ``want``) the asker's own family. If that
+        leaves nothing (an IPv4-only node asked for n6 alone) we answer ``nodes`` from our
+        primary table, as a BEP 5 node always did.
+        """
+        wanted = self._wanted(q)
+        if wanted is None:
+            wanted = {family_of(addr)}
+        k = self.config.k
+        out: dict[bytes, Any] = {}
+        if V4 in wanted and V4 in self.tables:
+            out[b"nodes"] = encode_nodes(self.tables[V4].closest(target, k))
+        if V6 in wanted and V6 in self.tables:
+            out[b"nodes6"] = encode_nodes6(self.tables[V6].closest(target, k))
+        if not out:
+            primary = self.families[0]
+            key, encoder = (b"nodes", encode_nodes) if primary == V4 else (b"nodes6", encode_nodes6)
+            out[key] = encoder(self.routing.closest(target, k))
+        return out
 
     def _on_ping(self, q: Query, addr: Addr, now: float) -> dict[bytes, Any]:
         return {}
 
     def _on_find_node(self, q: Query, addr: Addr, now: float) -> dict[bytes, Any]:
-        return {b"nodes": self._nodes_for(_arg_id(q, b"target"))}
+        return self._nodes_for(q, addr, _arg_id(q, b"target"))
 
     def _on_get_peers(self, q: Query, addr: Addr, now: float) -> dict[bytes, Any]:
         infohash = _arg_id(q, b"info_hash")
         values: dict[bytes, Any] = {
             b"token": self.tokens.token_for(addr[0], now, infohash),
-            b"nodes": self._nodes_for(infohash),
+            **self._nodes_for(q, addr, infohash),
         }
-        peers = self.peers.get(infohash, now, self.rng, MAX_PEERS_PER_RESPONSE)
+        # BEP 32: values hold peers of the family the request came over, whatever want says.
+        fam = family_of(addr)
+        store = self.peer_stores.get(fam)
+        if fam == V6:
+            limit = MAX_PEERS6_PER_RESPONSE
+        elif b"nodes6" in values:
+            limit = MAX_PEERS_PER_DUAL_RESPONSE
+        else:
+            limit = MAX_PEERS_PER_RESPONSE  # what a BEP 5 asker always got
+        peers = store.get(infohash, now, self.rng, limit) if store is not None else []
         if peers:
             values[b"values"] = [encode_peer(p) for p in peers]
         return values
@@ -466,7 +578,11 @@ class DhtNode:
             port = q.args.get(b"port")
             if not isinstance(port, int) or not 0 < port < 65536:
                 raise _QueryError(ERROR_PROTOCOL, "invalid port")
-        if not self.peers.add(infohash, (addr[0], port), now):
+        # BEP 32: an announce over IPv6 advertises an IPv6 address, kept in that family.
+        store = self.peer_stores.get(family_of(addr))
+        if store is None:
+            self.stats["rx_announce_wrong_family"] += 1
+        elif not store.add(infohash, (addr[0], port), now):
             # Over its quota: answered like any announce, so a flooder cannot tell.
             self.stats["rx_announce_over_quota"] += 1
         return {}
@@ -475,7 +591,7 @@ class DhtNode:
         target = _arg_id(q, b"target")
         values: dict[bytes, Any] = {
             b"token": self.tokens.token_for(addr[0], now, target),
-            b"nodes": self._nodes_for(target),
+            **self._nodes_for(q, addr, target),
         }
         item = self.items.get(target, now)
         if isinstance(item, StoredImmutable):
@@ -534,8 +650,11 @@ class DhtNode:
         del self._pending[r.tid]
         self.stats["rx_responses"] += 1
         if r.ip is not None:
-            self.reachability.report(addr, r.ip)
-            self._vote_ip(now)
+            reach = self.reachabilities.get(family_of(addr))
+            if reach is not None and family_of(r.ip) == family_of(addr):
+                reach.report(addr, r.ip)
+                if reach is self.reachability:
+                    self._vote_ip(now)
         self._pinging.discard(r.sender_id)
         if pending.node_id is None or pending.node_id == r.sender_id:
             self._learn(NodeInfo(r.sender_id, addr), now, responded=True)
@@ -548,7 +667,7 @@ class DhtNode:
             op.storing -= 1
             op.stored_at += 1
             self._advance(op, now)
-        elif op.lookup is not None:
+        elif op.lookups:
             self._lookup_response(op, r, addr)
             self._advance(op, now)
 
@@ -568,13 +687,14 @@ class DhtNode:
             op.storing -= 1
             op.store_errors.append(f"{e.code} {e.text}")
             self._advance(op, now)
-        elif op.lookup is not None:
-            op.lookup.on_timeout(addr)
+        elif (lookup := op.lookups.get(family_of(addr))) is not None:
+            lookup.on_timeout(addr)
             self._advance(op, now)
 
     def _on_query_failed(self, pending: _Pending, now: float) -> None:
-        if pending.node_id is not None:
-            self.routing.failed(pending.node_id, now)
+        table = self.tables.get(family_of(pending.addr))
+        if pending.node_id is not None and table is not None:
+            table.failed(pending.node_id, now)
             self._pinging.discard(pending.node_id)
         op = pending.op
         if op is None or op.finished:
@@ -591,24 +711,45 @@ class DhtNode:
             op.storing -= 1
             op.store_errors.append("timeout")
             self._advance(op, now)
-        elif op.lookup is not None:
-            op.lookup.on_timeout(pending.addr)
+        elif (lookup := op.lookups.get(family_of(pending.addr))) is not None:
+            lookup.on_timeout(pending.addr)
             self._advance(op, now)
 
     def _lookup_response(self, op: _Operation, r: Response, addr: Addr) -> None:
-        assert op.lookup is not None
+        fam = family_of(addr)
+        lookup = op.lookups.get(fam)
+        if lookup is None:
+            return
         blob = r.values.get(b"nodes")
-        nodes = decode_nodes(blob) if isinstance(blob, bytes) else []
+        found = {V4: decode_nodes(blob) if isinstance(blob, bytes) else []}
+        if V6 in op.lookups:  # an IPv4-only node ignores nodes6 (BEP 32 single-protocol)
+            found[V6] = self._decode_nodes6(r.values.get(b"nodes6"))
         token = r.values.get(b"token")
         token = token if isinstance(token, bytes) and len(token) <= 64 else None
         if op.kind in ("get_peers", "announce"):
             values = r.values.get(b"values")
             if isinstance(values, list):
-                for peer in decode_peers(values[: MAX_PEERS_PER_RESPONSE * 2]):
+                peers, dropped = decode_peers_counted(values[: MAX_PEERS_PER_RESPONSE * 2])
+                self.stats["rx_bad_values"] += dropped
+                for peer in peers:
                     op.peers[peer] = None
         elif op.kind in ("get", "put"):
             self._consider_item(op, r.values)
-        op.lookup.on_response(addr, r.sender_id, nodes, token=token)
+        # BEP 32 "leaking": nodes of the other family feed that family's walk.
+        for other, nodes in found.items():
+            if other != fam and other in op.lookups and nodes:
+                op.lookups[other].add_nodes(nodes)
+        lookup.on_response(addr, r.sender_id, found.get(fam, []), token=token)
+
+    def _decode_nodes6(self, blob: Any) -> list[NodeInfo]:
+        if blob is None:
+            return []
+        if not isinstance(blob, bytes):
+            self.stats["rx_bad_nodes6"] += 1
+            return []
+        nodes, dropped = decode_nodes6(blob)
+        self.stats["rx_bad_nodes6"] += dropped
+        return nodes
 
     def _consider_item(self, op: _Operation, values: dict[bytes, Any]) -> None:
         """Keep a BEP 44 item from an answer if it verifies and beats what we have."""
@@ -651,30 +792,39 @@ class DhtNode:
         *,
         bootstrap: list[Addr] | None = None,
         silent: bool = False,
+        families: tuple[int, ...] | None = None,
         **kw: Any,
     ) -> int:
         op = self._new_op(kind, target=target, silent=silent, **kw)
-        seeds = self.routing.closest(target, self.config.k * 2)
-        op.lookup = Lookup(
-            target,
-            seeds,
-            k=self.config.k,
-            alpha=self.config.alpha,
-            bootstrap=bootstrap,
-            own_id=self.node_id,
-        )
-        self.routing.touch(target, now)
-        if not seeds and not bootstrap:
+        anything = False
+        for fam in families or self.families:
+            seeds = self.tables[fam].closest(target, self.config.k * 2)
+            # Bootstrap addresses of a family we do not speak have no socket to go out on.
+            boots = [a for a in bootstrap or () if family_of(a) == fam]
+            op.lookups[fam] = Lookup(
+                target,
+                seeds,
+                k=self.config.k,
+                alpha=self.config.alpha,
+                bootstrap=boots or None,
+                own_id=self.node_id,
+            )
+            self.tables[fam].touch(target, now)
+            anything = anything or bool(seeds or boots)
+        if not anything:
             self._fail(op, "no DHT nodes known: bootstrap first (is the network reachable?)")
             return op.op_id
         self._advance(op, now)
         return op.op_id
 
     def _lookup_method(self, op: _Operation) -> tuple[bytes, dict[bytes, Any]]:
+        # BEP 32: a dual-stack node asks for both families (want is allowed in find_node
+        # and get_peers); a single-family node needs none: the default is its own family.
+        want: dict[bytes, Any] = {b"want": [b"n4", b"n6"]} if self.dual_stack else {}
         if op.kind == "find_node":
-            return b"find_node", {b"target": op.target}
+            return b"find_node", {b"target": op.target, **want}
         if op.kind in ("get_peers", "announce"):
-            return b"get_peers", {b"info_hash": op.target}
+            return b"get_peers", {b"info_hash": op.target, **want}
         args: dict[bytes, Any] = {b"target": op.target}
         seq = op.put_args.get(b"seq") if op.kind == "put" and op.put_args else None
         if seq is not None:
@@ -690,33 +840,31 @@ class DhtNode:
             if op.storing == 0:
                 self._finish_store(op)
             return
-        lookup = op.lookup
-        assert lookup is not None
         if op.kind == "get" and op.want_key is None and op.best_item is not None:
             self._finish_get(op)  # an immutable value verified by its hash: done early
             return
         method, args = self._lookup_method(op)
-        for cand in lookup.next_queries():
-            if not self._send_query(method, args, cand.addr, cand.node_id, op, now):
-                lookup.on_timeout(cand.addr)
-        if not lookup.done:
+        lookups = list(op.lookups.values())
+        for lookup in lookups:
+            for cand in lookup.next_queries():
+                if not self._send_query(method, args, cand.addr, cand.node_id, op, now):
+                    lookup.on_timeout(cand.addr)
+        # Both families' walks must converge (each has its own k closest nodes).
+        if not all(lookup.done for lookup in lookups):
             return
+        closest = [c for lookup in lookups for c in lookup.closest_responded()]
         if op.kind in ("announce", "put"):
-            self._start_store(op, lookup.closest_responded(), now)
+            self._start_store(op, closest, now)
         elif op.kind == "get":
             self._finish_get(op)
         elif op.kind == "get_peers":
-            self._finish(op, GetPeersResult(list(op.peers), op.queries, lookup.responses))
-        elif not lookup.responded():
+            responses = sum(lookup.responses for lookup in lookups)
+            self._finish(op, GetPeersResult(list(op.peers), op.queries, responses))
+        elif not closest:
             self._fail(op, "no DHT node answered")
         else:
             self._finish(
-                op,
-                [
-                    NodeInfo(c.node_id, c.addr)
-                    for c in lookup.closest_responded()
-                    if c.node_id is not None
-                ],
+                op, [NodeInfo(c.node_id, c.addr) for c in closest if c.node_id is not None]
             )
 
     def _start_store(self, op: _Operation, targets: list[Candidate], now: float) -> None:
@@ -811,7 +959,8 @@ class DhtNode:
         self._push_timer(now + self.config.short_timeout, "slow", tid)
         self._push_timer(now + self.config.query_timeout, "timeout", tid)
         self._outbox.append((data, addr))
-        self.reachability.sent_to(addr)
+        if (reach := self.reachabilities.get(family_of(addr))) is not None:
+            reach.sent_to(addr)
         self.stats["tx_queries"] += 1
         if op is not None:
             op.queries += 1
@@ -829,7 +978,11 @@ class DhtNode:
         ):
             self.stats["rx_noncompliant_id"] += 1
             return
-        for stale in self.routing.heard_from(node, now, responded=responded):
+        table = self.tables.get(family_of(node.addr))
+        if table is None:
+            self.stats["rx_node_wrong_family"] += 1
+            return
+        for stale in table.heard_from(node, now, responded=responded):
             self._maintenance_ping(stale, now)
 
     def _maintenance_ping(self, node: NodeInfo, now: float) -> None:
@@ -839,11 +992,13 @@ class DhtNode:
             self._pinging.add(node.node_id)
 
     def _maintenance(self, now: float) -> None:
-        self.peers.expire(now)
+        for store in self.peer_stores.values():
+            store.expire(now)
         self.items.expire(now)
-        for node in self.routing.questionable(now)[: self.config.max_maintenance_pings]:
-            self._maintenance_ping(node, now)
-        if len(self.routing) == 0:
+        for table in self.tables.values():
+            for node in table.questionable(now)[: self.config.max_maintenance_pings]:
+                self._maintenance_ping(node, now)
+        if self.node_count() == 0:
             if (
                 self.bootstrap_addrs
                 and now - self._last_bootstrap >= self.config.rebootstrap_interval
@@ -853,8 +1008,12 @@ class DhtNode:
                     "find_node", self.node_id, now, bootstrap=self.bootstrap_addrs, silent=True
                 )
             return
-        for target in self.routing.refresh_targets(now, self.config.refresh_interval):
-            self._start_lookup("find_node", target, now, silent=True)
+        for fam, table in self.tables.items():
+            # An empty table of a dual-stack node fills from the other family's answers.
+            if len(table) == 0:
+                continue
+            for target in table.refresh_targets(now, self.config.refresh_interval):
+                self._start_lookup("find_node", target, now, silent=True, families=(fam,))
 
     def _vote_ip(self, now: float) -> None:
         """BEP 42: learn our external IP from the ``ip`` key, by majority of distinct voters."""
@@ -870,7 +1029,8 @@ class DhtNode:
         ):
             old = self.node_id
             self.node_id = bep42.node_id_for_ip(best, self.rng)
-            self.routing = self.routing.with_own_id(self.node_id, now)
+            for fam, table in self.tables.items():
+                self.tables[fam] = table.with_own_id(self.node_id, now)
             self._events.append(NodeIdChanged(old, self.node_id, best))
 
 

@@ -168,7 +168,8 @@ class RoutingTable:
         # One bucket entry per public IP (BEP 42 "only one node per IP" in a routing
         # table; libtorrent's restrict_routing_ips): a node behind a symmetric NAT, or
         # one that changed its ID, is not listed under every port or ID it used. Local
-        # networks (bep42.is_exempt) may hold many nodes per IP.
+        # networks (bep42.is_exempt) may hold many nodes per IP. A public IPv6 "IP" is
+        # its /64 (bep42.source_key), as in libtorrent.
         self._ips: dict[str, bytes] = {}
         self._repl: dict[bytes, _Entry] = {}
         self._repl_addrs: dict[Addr, bytes] = {}
@@ -296,7 +297,7 @@ class RoutingTable:
                 vacated = self._drop_addr_conflict(addr, node_id)
                 if vacated is not None:
                     self._promote(self._buckets[self._index(vacated)], now)
-                vacated = self._drop_ip_conflict(addr[0], node_id)
+                vacated = self._drop_ip_conflict(bep42.source_key(addr[0]), node_id)
                 if vacated is not None:
                     self._promote(self._buckets[self._index(vacated)], now)
                 self._unindex(e)
@@ -338,13 +339,13 @@ class RoutingTable:
         # the stale entry is dropped so the endpoint is not listed twice.
         vacated = self._drop_addr_conflict(addr, node_id)
         if vacated is None:
-            holder = self._ips.get(addr[0])
+            holder = self._ips.get(bep42.source_key(addr[0]))
             if holder is not None and holder != node_id:
                 # Another ID already stands for this public IP. Only an answer (which a
                 # forged query source cannot give) replaces it, unless it went bad.
                 if not responded and not self._nodes[holder].is_bad():
                     return []
-                vacated = self._drop_ip_conflict(addr[0], node_id)
+                vacated = self._drop_ip_conflict(bep42.source_key(addr[0]), node_id)
         e.last_seen = now
         if responded:
             e.last_response = now
@@ -515,7 +516,7 @@ class RoutingTable:
         live.sort(key=lambda e: (not e.is_good(now), -e.last_seen))
         cached = sorted(self._repl.values(), key=lambda e: e.last_seen)
         for e in [*live, *cached]:
-            ip_taken = e.info.addr[0] in table._ips
+            ip_taken = bep42.source_key(e.info.addr[0]) in table._ips
             if e.info.node_id != new_id and e.info.addr not in table._addrs and not ip_taken:
                 table._insert(e.copy(), now)
         return table
@@ -604,13 +605,14 @@ class RoutingTable:
     def _index_entry(self, e: _Entry) -> None:
         self._addrs[e.info.addr] = e.info.node_id
         if not bep42.is_exempt(e.info.addr[0]):
-            self._ips[e.info.addr[0]] = e.info.node_id
+            self._ips[bep42.source_key(e.info.addr[0])] = e.info.node_id
 
     def _unindex(self, e: _Entry) -> None:
         if self._addrs.get(e.info.addr) == e.info.node_id:
             del self._addrs[e.info.addr]
-        if self._ips.get(e.info.addr[0]) == e.info.node_id:
-            del self._ips[e.info.addr[0]]
+        source = bep42.source_key(e.info.addr[0])
+        if self._ips.get(source) == e.info.node_id:
+            del self._ips[source]
 
     def _drop_ip_conflict(self, ip: str, node_id: bytes) -> int | None:
         """Drop the bucket entry standing for public ``ip`` under another ID (see
@@ -627,7 +629,7 @@ class RoutingTable:
         free = [
             x
             for x in b.replacements
-            if self._ips.get(x.info.addr[0], x.info.node_id) == x.info.node_id
+            if self._ips.get(bep42.source_key(x.info.addr[0]), x.info.node_id) == x.info.node_id
         ]
         if not free:
             return

@@ -68,11 +68,13 @@ class PeerStore:
 
     Everything here is chosen by whoever announces, so four limits bound it:
 
-    - one entry per IP per infohash (a re-announce from another port replaces it), so
-      one host cannot fill a swarm by varying the port; on local-network addresses,
+    - one entry per IP per infohash (a re-announce from another port, or another address
+      of the same IPv6 /64, replaces it), so one host cannot fill a swarm by varying the
+      port or its address; on local-network addresses,
       where one address may stand for many devices (a test swarm, a household), each
       port is its own entry;
-    - ``max_per_ip`` entries per IP over all infohashes (not on loopback, which only
+    - ``max_per_ip`` entries per IP (an IPv6 /64 is one IP here: ``bep42.source_key``)
+      over all infohashes (not on loopback, which only
       this machine can send from): past it, announces from that IP for new infohashes
       are refused, so a flood from one host keeps its own oldest entries and no more;
     - ``max_peers_per_infohash``: when a swarm is full the peer announced longest ago is
@@ -110,14 +112,15 @@ class PeerStore:
         False when the announcing IP is over its quota and nothing was stored.
         """
         ip = addr[0]
-        slot: object = addr if bep42.is_exempt(ip) else ip
+        source = bep42.source_key(ip)  # an IPv6 /64 counts as one IP (BEP 32 hosts)
+        slot: object = addr if bep42.is_exempt(ip) else source
         peers = self._swarms.get(infohash)
         if peers is not None and slot in peers:
             del peers[slot]
             peers[slot] = (addr, now + self._ttl)
             self._swarms.move_to_end(infohash)
             return True
-        if not bep42.is_loopback(ip) and self._per_ip.get(ip, 0) >= self._max_per_ip:
+        if not bep42.is_loopback(ip) and self._per_ip.get(source, 0) >= self._max_per_ip:
             return False
         if peers is None:
             if len(self._swarms) >= self._max_infohashes:
@@ -132,7 +135,7 @@ class PeerStore:
             self._evict_oldest_peer(keep=infohash)
         peers[slot] = (addr, now + self._ttl)
         self._peer_count += 1
-        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+        self._per_ip[source] = self._per_ip.get(source, 0) + 1
         return True
 
     def get(
@@ -160,11 +163,12 @@ class PeerStore:
 
     def _forget(self, addr: Addr) -> None:
         self._peer_count -= 1
-        left = self._per_ip[addr[0]] - 1
+        source = bep42.source_key(addr[0])
+        left = self._per_ip[source] - 1
         if left:
-            self._per_ip[addr[0]] = left
+            self._per_ip[source] = left
         else:
-            del self._per_ip[addr[0]]
+            del self._per_ip[source]
 
     def _evict_swarm(self) -> None:
         _, evicted = self._swarms.popitem(last=False)
@@ -202,8 +206,8 @@ class PeerStore:
         return self._peer_count
 
     def entries_of(self, ip: str) -> int:
-        """Entries stored for announces from ``ip``, over all infohashes."""
-        return self._per_ip.get(ip, 0)
+        """Entries stored for announces from ``ip`` (its /64 for IPv6), over all infohashes."""
+        return self._per_ip.get(bep42.source_key(ip), 0)
 
 
 @dataclass(frozen=True, slots=True)

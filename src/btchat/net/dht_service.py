@@ -1,13 +1,17 @@
-"""Asyncio glue for the sans-I/O DHT node: one UDP socket, one timer, futures for ops.
+"""Asyncio glue for the sans-I/O DHT node: a UDP socket per family, one timer, futures.
 
 All protocol decisions live in :class:`btchat.dht.node.DhtNode`; this shell feeds it
 datagrams and the loop's monotonic clock, sends what it queues, re-arms a single timer,
-and turns finished operations into awaited results.
+and turns finished operations into awaited results. A dual-stack node (BEP 32) has an
+IPv4 and an IPv6 socket (``IPV6_V6ONLY``, the same port number when it is free); the
+node's datagrams go out on the socket of their address's family.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import ipaddress
 import json
 import logging
 import random
@@ -17,7 +21,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from btchat.dht import bep44
-from btchat.dht.ids import Addr, NodeInfo
+from btchat.dht.ids import V4, V6, Addr, NodeInfo, family_of
 from btchat.dht.node import (
     AnnounceResult,
     DhtNode,
@@ -35,7 +39,7 @@ from btchat.files import write_atomic
 from btchat.net.portmap import PortMapState
 from btchat.net.timer import CoreTimer
 
-__all__ = ["DEFAULT_BOOTSTRAP", "DhtError", "DhtService", "resolve_addrs"]
+__all__ = ["DEFAULT_BOOTSTRAP", "DhtError", "DhtService", "has_ipv6", "resolve_addrs"]
 
 log = logging.getLogger(__name__)
 
@@ -59,22 +63,86 @@ class DhtError(NetworkError):
     """A DHT operation did not succeed; the message is meant for a user."""
 
 
-async def resolve_addrs(addrs: list[tuple[str, int]], timeout: float = 5.0) -> list[Addr]:
-    """Resolve host names to IPv4 addresses; names that do not resolve are skipped."""
+async def resolve_addrs(
+    addrs: list[tuple[str, int]],
+    timeout: float = 5.0,
+    *,
+    families: tuple[int, ...] = (V4,),
+) -> list[Addr]:
+    """Resolve host names to one address per family in ``families`` (IPv4 by default);
+    names that do not resolve are skipped."""
     loop = asyncio.get_running_loop()
     out: list[Addr] = []
     for host, port in addrs:
-        try:
-            infos = await asyncio.wait_for(
-                loop.getaddrinfo(host, port, family=socket.AF_INET, type=socket.SOCK_DGRAM),
-                timeout,
-            )
-        except (OSError, TimeoutError) as exc:
-            log.info("cannot resolve bootstrap node %s:%d: %s", host, port, exc)
-            continue
-        for info in infos[:1]:
-            out.append((str(info[4][0]), int(info[4][1])))
+        for fam in families:
+            if (":" in host) != (fam == V6) and _is_literal(host):
+                continue  # an address literal of the other family
+            af = socket.AF_INET6 if fam == V6 else socket.AF_INET
+            try:
+                infos = await asyncio.wait_for(
+                    loop.getaddrinfo(host, port, family=af, type=socket.SOCK_DGRAM), timeout
+                )
+            except (OSError, TimeoutError) as exc:
+                log.info("cannot resolve bootstrap node %s:%d: %s", host, port, exc)
+                continue
+            for info in infos[:1]:
+                out.append((str(info[4][0]), int(info[4][1])))
     return out
+
+
+def _is_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def has_ipv6() -> bool:
+    """True if an IPv6 socket binds here (a host with a loopback or global IPv6 address);
+    the default for ``dht.bind6`` follows it."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def _bind6(host: str, port: int) -> socket.socket:
+    """An IPv6-only UDP socket (BEP 32: the IPv6 DHT is its own; IPv4 has its socket)."""
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.setblocking(False)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            if port == 0:
+                raise
+            sock.bind((host, 0))  # the IPv4 socket's port number is taken on IPv6
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class _Socket6(asyncio.DatagramProtocol):
+    """The IPv6 socket of a dual-stack service: everything goes to the one service."""
+
+    def __init__(self, service: DhtService) -> None:
+        self.service = service
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.service.transport6 = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        self.service.datagram_received(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        self.service.error_received(exc)
 
 
 class DhtService(asyncio.DatagramProtocol):
@@ -82,7 +150,10 @@ class DhtService(asyncio.DatagramProtocol):
         self.node = node
         self.state_dir = state_dir
         self.loop = asyncio.get_running_loop()
+        #: The primary family's socket (IPv4, unless the node is IPv6-only).
         self.transport: asyncio.DatagramTransport | None = None
+        #: A dual-stack node's IPv6 socket.
+        self.transport6: asyncio.DatagramTransport | None = None
         self._timer = CoreTimer(self.loop, node.get_timer, self._on_timer)
         self._waiters: dict[int, asyncio.Future[Any]] = {}
         self._save_task: asyncio.Task[None] | None = None
@@ -104,8 +175,14 @@ class DhtService(asyncio.DatagramProtocol):
         state_dir: str | Path | None = None,
         node_id: bytes | None = None,
         rng: random.Random | None = None,
+        host6: str | None = None,
+        ipv4: bool = True,
     ) -> DhtService:
+        """Bind ``host:port`` (IPv4) and, with ``host6``, an IPv6 socket too (BEP 32);
+        ``ipv4=False`` with ``host6`` makes an IPv6-only node."""
         loop = asyncio.get_running_loop()
+        if not ipv4 and host6 is None:
+            raise ValueError("a DHT node needs an IPv4 or an IPv6 address to bind")
         state: dict[str, Any] = {}
         sdir = Path(state_dir) if state_dir is not None else None
         if sdir is not None:
@@ -117,15 +194,49 @@ class DhtService(asyncio.DatagramProtocol):
                     node_id = None
                 if node_id is not None and len(node_id) != 20:
                     node_id = None
+        sock4: socket.socket | None = None
+        sock6: socket.socket | None = None
+        try:
+            if ipv4:
+                sock4 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sock4.setblocking(False)
+                sock4.bind((host, port))
+                port = sock4.getsockname()[1]
+            if host6 is not None:
+                try:
+                    sock6 = _bind6(host6, port)
+                except OSError as exc:
+                    if not ipv4:
+                        raise
+                    log.info("no IPv6 DHT socket on [%s]:%d: %s", host6, port, exc)
+        except BaseException:
+            for sock in (sock4, sock6):
+                if sock is not None:
+                    sock.close()
+            raise
+        config = dataclasses.replace(
+            config or NodeConfig(), ipv4=sock4 is not None, ipv6=sock6 is not None
+        )
+
+        def routing(key: str) -> dict[str, Any] | None:
+            value = state.get(key)
+            return value if isinstance(value, dict) else None
+
         node = DhtNode(
             config,
             node_id=node_id,
             rng=rng,
             now=loop.time(),
-            routing_state=state.get("routing") if isinstance(state.get("routing"), dict) else None,
+            routing_state=routing("routing"),
+            routing6_state=routing("routing6"),
         )
         service = cls(node, sdir)
-        await loop.create_datagram_endpoint(lambda: service, local_addr=(host, port))
+        if sock4 is not None:
+            await loop.create_datagram_endpoint(lambda: service, sock=sock4)
+            if sock6 is not None:
+                await loop.create_datagram_endpoint(lambda: _Socket6(service), sock=sock6)
+        elif sock6 is not None:
+            await loop.create_datagram_endpoint(lambda: service, sock=sock6)
         if sdir is not None:
             service._save_task = loop.create_task(service._save_loop())
         return service
@@ -137,9 +248,29 @@ class DhtService(asyncio.DatagramProtocol):
 
     @property
     def addr(self) -> Addr:
+        """The primary socket's address (IPv4 unless the node is IPv6-only)."""
         assert self.transport is not None
         host, port = self.transport.get_extra_info("sockname")[:2]
         return str(host), int(port)
+
+    @property
+    def addr6(self) -> Addr | None:
+        """Our IPv6 socket's address, if the node takes part in the IPv6 DHT."""
+        transport = self._transport_for(V6)
+        if transport is None:
+            return None
+        host, port = transport.get_extra_info("sockname")[:2]
+        return str(host), int(port)
+
+    @property
+    def addrs(self) -> list[Addr]:
+        """Where the node listens, one address per family (primary first)."""
+        return list(dict.fromkeys(a for a in (self.addr, self.addr6) if a is not None))
+
+    def _transport_for(self, family: int) -> asyncio.DatagramTransport | None:
+        if family == self.node.families[0]:
+            return self.transport
+        return self.transport6 if family == V6 else None
 
     @property
     def node_id(self) -> bytes:
@@ -178,8 +309,9 @@ class DhtService(asyncio.DatagramProtocol):
         if self._save_task is not None:
             self._save_task.cancel()
         self._timer.cancel()
-        if self.transport is not None:
-            self.transport.close()
+        for transport in (self.transport, self.transport6):
+            if transport is not None:
+                transport.close()
         for fut in self._waiters.values():
             if not fut.done():
                 fut.set_exception(DhtError("the DHT node was shut down"))
@@ -213,10 +345,18 @@ class DhtService(asyncio.DatagramProtocol):
 
     def send_datagram(self, data: bytes, addr: Addr) -> None:
         """Send a datagram of the protocol sharing our socket (dropped once closed)."""
-        if self.closed or self.transport is None:
+        if self.closed:
+            return
+        self._send(data, addr)
+
+    def _send(self, data: bytes, addr: Addr) -> None:
+        """Send on the socket of ``addr``'s family; none of that family: counted, dropped."""
+        transport = self._transport_for(family_of(addr))
+        if transport is None:
+            self.node.stats["tx_no_socket_for_family"] += 1
             return
         try:
-            self.transport.sendto(data, addr)
+            transport.sendto(data, addr)
         except OSError:
             self.node.stats["tx_errors_os"] += 1
 
@@ -239,10 +379,7 @@ class DhtService(asyncio.DatagramProtocol):
             return
         node = self.node
         for data, addr in node.datagrams_to_send():
-            try:
-                self.transport.sendto(data, addr)
-            except OSError:
-                node.stats["tx_errors_os"] += 1
+            self._send(data, addr)
         while (event := node.next_event()) is not None:
             if isinstance(event, NodeIdChanged):
                 log.info("node id is now %s (BEP 42, ip %s)", event.new_id.hex(), event.external_ip)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Protocol, runtime_checkable
@@ -31,7 +32,10 @@ __all__ = [
     "TcpStream",
     "WatchedStream",
     "admitted",
+    "listen_v6",
 ]
+
+log = logging.getLogger(__name__)
 
 #: ``(host, port)``; for carriers without ports (relays) the dialer defines its meaning.
 Address = tuple[str, int]
@@ -176,8 +180,17 @@ class TcpDialer:
 class TcpListener:
     """A :class:`Listener` on a TCP port; each accepted connection runs ``on_stream``."""
 
-    def __init__(self, server: asyncio.Server) -> None:
+    def __init__(
+        self,
+        server: asyncio.Server,
+        accept: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+        limit: int = STREAM_LIMIT,
+    ) -> None:
         self._server = server
+        self._accept = accept
+        self._limit = limit
+        #: More addresses the same sessions are accepted on (an IPv6 one: see listen_also).
+        self._more: list[asyncio.Server] = []
 
     @classmethod
     async def start(
@@ -186,7 +199,14 @@ class TcpListener:
         async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             await on_stream(TcpStream(reader, writer))
 
-        return cls(await asyncio.start_server(accept, host, port, limit=limit))
+        return cls(await asyncio.start_server(accept, host, port, limit=limit), accept, limit)
+
+    async def listen_also(self, host: str, port: int) -> int:
+        """Accept on ``host:port`` too (asyncio sets IPV6_V6ONLY on an IPv6 host, so this
+        socket and the IPv4 one share nothing); returns the port bound."""
+        server = await asyncio.start_server(self._accept, host, port, limit=self._limit)
+        self._more.append(server)
+        return int(server.sockets[0].getsockname()[1])
 
     @property
     def port(self) -> int:
@@ -194,12 +214,24 @@ class TcpListener:
 
     def close(self) -> None:
         """Stop accepting (connections already accepted go on)."""
-        self._server.close()
+        for server in (self._server, *self._more):
+            server.close()
 
     async def aclose(self) -> None:
-        self._server.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._server.wait_closed(), 2)
+        for server in (self._server, *self._more):
+            server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 2)
+
+
+async def listen_v6(listener: TcpListener, dht_addr6: tuple[str, int]) -> None:
+    """Accept sessions on IPv6 too, at the DHT's IPv6 address and port: the rendezvous
+    announces that socket over IPv6 (``implied_port``), so a contact dials it there. Not
+    fatal when it cannot bind: IPv4 still works."""
+    try:
+        await listener.listen_also(dht_addr6[0], dht_addr6[1])
+    except OSError as exc:
+        log.info("sessions do not listen on IPv6 [%s]:%d: %s", *dht_addr6, exc)
 
 
 class WatchedStream:

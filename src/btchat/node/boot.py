@@ -27,6 +27,7 @@ from btchat.channels.service import ChannelConfig
 from btchat.discovery.lan_service import LanConfig
 from btchat.identity.keystore import KeyStore, KeyStoreError, LoadedKeys, read_passphrase
 from btchat.messaging.store import Store
+from btchat.net.dht_service import has_ipv6
 from btchat.net.proxy import PROXY_TIMEOUT, TOR_SOCKS, ProxyUrl, parse_proxy
 from btchat.net.relay_core import RelayLimits
 from btchat.node.config import DISCOVERY_WAYS, ConfigError, Settings
@@ -160,14 +161,38 @@ def lan_config(settings: Settings) -> LanConfig | None:
     return LanConfig(interface=settings.lsd_interface or host)
 
 
+def dht_bind6(settings: Settings) -> str | None:
+    """Where the IPv6 DHT socket binds (BEP 32), or None: off, Tor mode, no IPv6 here.
+
+    By default "::" on a host with IPv6, "::1" when ``host`` is loopback (a test, a
+    sandbox: what binds the IPv4 side to loopback keeps IPv6 there too)."""
+    if settings.tor or not settings.ipv6 or settings.bind6 == "off":
+        return None
+    if settings.bind6:
+        try:
+            return str(ipaddress.IPv6Address(settings.bind6.strip("[]")))
+        except ValueError:
+            raise ConfigError(f"dht.bind6: {settings.bind6!r} is not an IPv6 address") from None
+    if not has_ipv6():
+        return None
+    try:
+        loopback = ipaddress.ip_address(settings.host).is_loopback
+    except ValueError:
+        loopback = False
+    return "::1" if loopback else "::"
+
+
 def daemon_config(settings: Settings) -> DaemonConfig:
     """What the daemon is started with."""
+    host6 = dht_bind6(settings)
     return DaemonConfig(
         request_poll=settings.request_poll,
         data_dir=settings.data_dir,
         bootstrap=list(settings.bootstrap),
         dht_host=settings.host,
         dht_port=settings.dht_port,
+        dht_host6=host6,
+        dht_ipv4=_ipv4(settings, host6),
         peering=PeeringConfig(
             host=listen_host(settings),
             port=settings.port,
@@ -183,6 +208,12 @@ def daemon_config(settings: Settings) -> DaemonConfig:
         upnp=settings.upnp and not settings.tor,  # Tor mode: no UDP, SSDP included
         files_dir=settings.files_dir,
     )
+
+
+def _ipv4(settings: Settings, host6: str | None) -> bool:
+    if not settings.ipv4 and host6 is None and not settings.tor:
+        raise ConfigError("--no-ipv4 leaves no DHT: IPv6 is off or this host has none")
+    return settings.ipv4
 
 
 @dataclass

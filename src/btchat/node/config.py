@@ -26,6 +26,7 @@ __all__ = [
     "ENV_BOOTSTRAP",
     "ENV_CONFIG",
     "ENV_DATA_DIR",
+    "ENV_IPV6",
     "ENV_LAN",
     "ENV_PROXY",
     "ENV_RELAY",
@@ -49,6 +50,7 @@ ENV_FILES_DIR = "BTCHAT_FILES_DIR"  # where accepted files are saved
 ENV_UPNP = "BTCHAT_UPNP"  # 0/off/false/no turns port mapping off
 ENV_RELAY = "BTCHAT_RELAY"  # 0/off/false/no: do not relay sessions for our contacts
 ENV_LAN = "BTCHAT_LAN"  # 0/off/false/no: contacts are not announced on the LAN
+ENV_IPV6 = "BTCHAT_IPV6"  # 0/off/false/no: no IPv6 DHT socket, no sessions over IPv6
 #: Ways channel members can be found (``--channel-discovery``).
 DISCOVERY_WAYS = ("dht", "trackers", "lsd")
 
@@ -153,6 +155,11 @@ class Settings:
     upnp: bool = True  # map our ports on the home gateway (UPnP-IGD)
     relay: bool = True  # relay 1:1 sessions between our contacts (``--no-relay``)
     lan: bool = True  # find contacts on the LAN too (private multicast announcements)
+    #: BEP 32: the IPv6 DHT socket's address (``[dht] bind6``); None: "::" when this host
+    #: has IPv6 ("::1" when ``host`` is loopback); "off": none.
+    bind6: str | None = None
+    ipv6: bool = True  # take part in the IPv6 DHT, sessions over IPv6 (``--no-ipv6``)
+    ipv4: bool = True  # the IPv4 DHT (``--no-ipv4``: an IPv6-only node)
     #: Where accepted files are saved (None: ``<data dir>/files``).
     files_dir: Path | None = None
 
@@ -190,6 +197,9 @@ SETTINGS: dict[str, _Source] = {
     "upnp": _Source(env=ENV_UPNP, file=("net", "upnp"), from_env=_switch, from_file=_switch),
     "relay": _Source(env=ENV_RELAY, file=("net", "relay"), from_env=_switch, from_file=_switch),
     "lan": _Source(env=ENV_LAN, file=("net", "lan"), from_env=_switch, from_file=_switch),
+    "bind6": _Source(file=("dht", "bind6"), from_file=str),
+    "ipv6": _Source(env=ENV_IPV6, file=("net", "ipv6"), from_env=_switch, from_file=_switch),
+    "ipv4": _Source(file=("net", "ipv4"), from_file=_switch),
 }
 _DEFAULTS: dict[str, Callable[[], Any]] = {
     "bootstrap": lambda: list(DEFAULT_BOOTSTRAP),
@@ -199,6 +209,8 @@ _DEFAULTS: dict[str, Callable[[], Any]] = {
     "upnp": lambda: True,
     "relay": lambda: True,
     "lan": lambda: True,
+    "ipv6": lambda: True,
+    "ipv4": lambda: True,
 }
 
 

@@ -66,6 +66,8 @@ class DaemonConfig:
     bootstrap: list[tuple[str, int]] = field(default_factory=list)
     dht_host: str = "0.0.0.0"
     dht_port: int = 6881
+    dht_host6: str | None = None  # BEP 32: the IPv6 DHT socket (None: IPv4 only)
+    dht_ipv4: bool = True  # False (with dht_host6): an IPv6-only node
     peering: PeeringConfig = field(default_factory=PeeringConfig)
     request_poll: float = 60.0  # how often our DHT request slots are read
     request_pow_bits: int = REQUEST_POW_BITS
@@ -95,6 +97,14 @@ class DaemonConfig:
 
 def _hostport(addr: tuple[str, int] | None) -> str | None:
     return None if addr is None else f"{addr[0]}:{addr[1]}"
+
+
+def _ipv6_status(dht: DhtService | None) -> dict[str, Any]:
+    """BEP 32: the IPv6 DHT socket and table, for ``status``."""
+    addr6 = dht.addr6 if dht is not None else None
+    if dht is None or addr6 is None:
+        return {}
+    return {"addr6": f"[{addr6[0]}]:{addr6[1]}", "nodes6": len(dht.node.tables[6])}
 
 
 class Daemon:
@@ -167,6 +177,8 @@ class Daemon:
                 host=self.config.dht_host,
                 port=self.config.dht_port,
                 state_dir=self.config.data_dir / "dht",
+                host6=self.config.dht_host6,
+                ipv4=self.config.dht_ipv4,
             )
         self.peering = Peering(
             self.keys.identity,
@@ -396,6 +408,7 @@ class Daemon:
                 "addr": f"{dht.addr[0]}:{dht.addr[1]}" if dht else None,
                 "external_addr": _hostport(dht.external_addr("UDP")) if dht else None,
                 "reachability": dht.reachability.to_dict() if dht else None,
+                **_ipv6_status(dht),
             },
             "listen_port": self.peering.port if self.peering else None,
             "external_tcp": _hostport(dht.external_addr("TCP")) if dht else None,

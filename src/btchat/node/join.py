@@ -52,7 +52,7 @@ async def join_loop(
             continue
         joined.clear()
         try:
-            addrs = await resolve_addrs(bootstrap)
+            addrs = await resolve_addrs(bootstrap, families=dht.node.families)
             if addrs:
                 await dht.bootstrap(addrs)
                 if len(dht.node.routing) > 0:

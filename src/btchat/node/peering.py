@@ -56,6 +56,7 @@ from btchat.net.transport import (
     TcpListener,
     WatchedStream,
     admitted,
+    listen_v6,
 )
 from btchat.node.tasks import TaskOwner
 from btchat.session.connection import SessionConnection, run_session_over
@@ -242,6 +243,8 @@ class Peering:
         if self._server is None:
             self._server = await TcpListener.start(self.config.host, port, self._accept)
         self.port = self._server.port
+        if isinstance(self.dht, DhtService) and (addr6 := self.dht.addr6) is not None:
+            await listen_v6(self._server, addr6)
         if udp:
             assert isinstance(self.dht, DhtService)
             self.quic = QuicEndpoint.on(self.dht)
@@ -323,8 +326,10 @@ class Peering:
 
     def path(self, contact: bytes) -> list[str]:
         """What carries each live session to ``contact``: "tcp", "udp" or
-        "relay via <relay id, 16 hex digits>"."""
-        return [live.via for live in self._of(contact)]
+        "relay via <relay id, 16 hex digits>"; a direct one over IPv6 says so."""
+        return [
+            f"{live.via} over IPv6" if _over_ipv6(live) else live.via for live in self._of(contact)
+        ]
 
     def rtt(self, contact: bytes) -> float | None:
         """The smallest measured round-trip time over the live sessions to ``contact``."""
@@ -662,3 +667,9 @@ async def _first_to_succeed(dials: Iterable[Coroutine[Any, Any, bool]]) -> bool:
         for attempt in attempts:
             attempt.cancel()
         await asyncio.gather(*attempts, return_exceptions=True)
+
+
+def _over_ipv6(live: _Live) -> bool:
+    """A direct session whose carrier's peer address is IPv6."""
+    addr = live.conn.stream.remote_address if live.relay is None else None
+    return addr is not None and ":" in str(addr[0])

@@ -6,15 +6,22 @@ simulated. Tests use it for churn and loss at scale, benchmarks for 5,000-node l
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from ipaddress import IPv6Address
 from typing import Any
 
 from btchat.dht.ids import Addr
 from btchat.dht.node import DhtNode, NodeConfig, OperationDone, OperationFailed
 from btchat.sim.network import SimNetwork
 
-__all__ = ["LookupStats", "SimDht", "SimSwarm"]
+__all__ = ["STACKS", "LookupStats", "SimDht", "SimSwarm"]
+
+#: What a simulated node speaks (BEP 32): IPv4 only, IPv6 only, or both.
+STACKS = ("4", "6", "46")
 
 
 class SimDht:
@@ -74,12 +81,22 @@ class SimSwarm:
         loss: float = 0.0,
         latency: tuple[float, float] = (0.01, 0.1),
         config: NodeConfig | None = None,
+        stacks: Sequence[str] = ("4",),
+        batch: int = 50,
     ) -> None:
+        if not stacks or any(x not in STACKS for x in stacks):
+            raise ValueError(f"stacks must be taken from {STACKS}")
         self.rng = random.Random(seed)
         self.net: SimNetwork[SimDht] = SimNetwork(seed, latency=latency)
         self.config = config or NodeConfig()
         self.members: list[Addr] = []
-        self.add_nodes(n)
+        #: Node i speaks ``stacks[i % len(stacks)]``; the default is the IPv4 DHT only.
+        self.stacks = tuple(stacks)
+        #: Every member's addresses per family ("4", "6"); ``members`` holds the first.
+        self.addrs: dict[Addr, dict[str, Addr]] = {}
+        # Canonical text (as inet_ntop writes it), so replies match the queries' addresses.
+        self._v6_hosts = (str(IPv6Address(0xFD00 << 112 | n)) for n in itertools.count(1))
+        self.add_nodes(n, batch=batch)
         # Join with a lossless network, then switch on the loss being studied.
         self.net.run_for(30.0)
         self.net.loss = loss
@@ -91,13 +108,18 @@ class SimSwarm:
             online = self.online()
             wave = []
             for _ in range(min(batch, count - len(added))):
+                stack = self.stacks[(len(self.members) + len(wave)) % len(self.stacks)]
+                config = dataclasses.replace(self.config, ipv4="4" in stack, ipv6="6" in stack)
                 node = DhtNode(
-                    self.config, rng=random.Random(self.rng.getrandbits(64)), now=self.net.now
+                    config, rng=random.Random(self.rng.getrandbits(64)), now=self.net.now
                 )
-                addr = self.net.attach(SimDht(node))
+                addr = self._attach(SimDht(node), stack)
                 wave.append(addr)
-                if online:
-                    seeds = self.rng.sample(online, min(3, len(online)))
+                # Seeds that share a family with the newcomer, by the addresses it speaks.
+                peers = [a for a in online if set(self.addrs[a]) & set(stack)]
+                if peers:
+                    chosen = self.rng.sample(peers, min(3, len(peers)))
+                    seeds = [x for a in chosen for f, x in self.addrs[a].items() if f in stack]
                     wrapper = self.net.endpoint(addr)
                     wrapper.start(node.bootstrap(seeds, self.net.now), self.net.now)
                     self.net.poke(addr)
@@ -106,6 +128,17 @@ class SimSwarm:
             # Let this wave's joins finish before the next arrives, as in a growing network.
             self.net.run_for(3.0)
         return added
+
+    def _attach(self, endpoint: SimDht, stack: str) -> Addr:
+        v6 = (next(self._v6_hosts), 6881) if "6" in stack else None
+        if stack == "6":
+            assert v6 is not None
+            addr = self.net.attach(endpoint, v6)
+            self.addrs[addr] = {"6": v6}
+        else:
+            addr = self.net.attach(endpoint, addr6=v6)
+            self.addrs[addr] = {"4": addr} | ({"6": v6} if v6 else {})
+        return addr
 
     def online(self) -> list[Addr]:
         return [a for a in self.members if self.net.is_online(a)]

@@ -148,6 +148,7 @@ class _Slot:
 
     __slots__ = (
         "addr",
+        "addr6",
         "endpoint",
         "online",
         "spin_count",
@@ -157,8 +158,10 @@ class _Slot:
         "timer_queued",
     )
 
-    def __init__(self, addr: Addr, endpoint: Endpoint) -> None:
+    def __init__(self, addr: Addr, endpoint: Endpoint, addr6: Addr | None = None) -> None:
         self.addr = addr
+        #: A dual-stack endpoint's IPv6 address: datagrams to IPv6 hosts leave from it.
+        self.addr6 = addr6
         self.endpoint = endpoint
         self.online = True
         # What get_timer() last returned; compared to skip redundant pushes.
@@ -323,14 +326,22 @@ class SimNetwork(Generic[E]):
                 return addr
         raise RuntimeError("address supply exhausted")
 
-    def attach(self, endpoint: E, addr: Addr | None = None) -> Addr:
-        """Bring ``endpoint`` online at ``addr`` (or a fresh address) and sync it."""
+    def attach(self, endpoint: E, addr: Addr | None = None, *, addr6: Addr | None = None) -> Addr:
+        """Bring ``endpoint`` online at ``addr`` (or a fresh address) and sync it.
+
+        ``addr6`` makes it dual-stack (BEP 32): it is reached at both addresses, and what it
+        sends to an IPv6 host (one with ':') leaves from ``addr6``.
+        """
         if addr is None:
             addr = self.next_address()
         elif addr in self._slots:
             raise ValueError(f"address {addr!r} is already attached")
-        slot = _Slot(addr, endpoint)
+        if addr6 is not None and (addr6 in self._slots or ":" not in addr6[0]):
+            raise ValueError(f"address {addr6!r} is taken or not IPv6")
+        slot = _Slot(addr, endpoint, addr6)
         self._slots[addr] = slot
+        if addr6 is not None:
+            self._slots[addr6] = slot
         self._sync(slot)
         return addr
 
@@ -561,9 +572,11 @@ class SimNetwork(Generic[E]):
                 if slot.online:
                     out = endpoint.datagrams_to_send()
                     if out:
-                        addr = slot.addr
+                        addr, addr6 = slot.addr, slot.addr6
                         for data, dst in out:
-                            transmit(addr, dst, data)
+                            transmit(
+                                addr6 if addr6 is not None and ":" in dst[0] else addr, dst, data
+                            )
                     timer = endpoint.get_timer()
                     if timer != slot.timer_at:
                         set_timer(slot, timer)
@@ -584,9 +597,10 @@ class SimNetwork(Generic[E]):
         out = endpoint.datagrams_to_send()
         if out:
             src = slot.addr
+            src6 = slot.addr6
             transmit = self._transmit
             for data, dst in out:
-                transmit(src, dst, data)
+                transmit(src6 if src6 is not None and ":" in dst[0] else src, dst, data)
         t = endpoint.get_timer()
         if t != slot.timer_at:
             self._set_timer(slot, t)
