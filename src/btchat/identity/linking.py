@@ -103,7 +103,18 @@ MAX_CONTACT_CERTS = 32  # as messaging/contacts.py MAX_CERTS
 MAX_DEVICES = 5  # as a device list (discovery/rendezvous.py)
 MAX_TEXT = 1024  # a petname, a profile name or status (bytes)
 #: Why an attempt failed, as events and the API say it.
-FAIL_REASONS = ("wrong_code", "protocol", "too_large", "closed", "bad_certificate", "expired")
+FAIL_REASONS = (
+    "wrong_code",
+    "protocol",
+    "too_large",
+    "closed",
+    "timeout",
+    "bad_certificate",
+    "too_many_devices",
+    "expired",
+    "cancelled",
+    "not_found",
+)
 
 Random = Callable[[int], bytes]
 
@@ -475,6 +486,10 @@ class _Side:
         else:
             self._fail("closed", "the connection closed before linking finished")
 
+    def abort(self, reason: str, detail: str = "") -> None:
+        """The shell gives up (a deadline, a certificate it cannot keep)."""
+        self._fail(reason, detail)
+
     def _fail(self, reason: str, detail: str = "") -> None:
         if not self.finished:
             self.state = "failed"
@@ -596,6 +611,8 @@ class Joiner(_Side):
         self._out += frame(T_PAKE, self._ours)
         self.state = "pake"
         self.payload: LinkPayload | None = None
+        #: The certificate we sent (what our key file will hold once linked).
+        self.certificate: DeviceCertificate | None = None
 
     def _frame(self, kind: int, body: bytes) -> None:
         if self.state == "pake" and kind == T_PAKE and len(body) == SPAKE2_MSG:
@@ -630,6 +647,7 @@ class Joiner(_Side):
         if cert.identity != self.payload.identity.public_key:
             raise UsageError("the certificate is not by the received identity")
         self._send(encode({b"cert": cert.encode()}))
+        self.certificate = cert
         self.state = "done"
 
 
