@@ -51,7 +51,14 @@ from btchat.node.devices import DeviceListFull, OwnDevices
 from btchat.node.history import DB_FILE
 from btchat.node.profile import Profiles
 
-__all__ = ["ATTEMPT_TIMEOUT", "DeviceLinking", "JoinError", "JoinResult", "join_device"]
+__all__ = [
+    "ATTEMPT_TIMEOUT",
+    "DeviceLinking",
+    "JoinError",
+    "JoinResult",
+    "check_empty",
+    "join_device",
+]
 
 log = logging.getLogger(__name__)
 
@@ -329,7 +336,8 @@ async def _find(
     return [a for a in result.peers if a not in tried][:MAX_CANDIDATES]
 
 
-def _check_empty(data_dir: Path) -> None:
+def check_empty(data_dir: Path) -> None:
+    """Refuse a data directory that already holds an identity or a history."""
     if KeyStore(data_dir).exists():
         raise JoinError("exists", f"an identity already exists in {data_dir}; use an empty one")
     if (data_dir / DB_FILE).exists():
@@ -353,7 +361,7 @@ async def join_device(
         code = parse_code(code_text)
     except UsageError as exc:
         raise JoinError("bad_code", str(exc)) from None
-    _check_empty(data_dir)
+    check_empty(data_dir)
     if addr is not None:
         joiner, device = await _attempt(code, addr)
         if joiner.state == "linked":
