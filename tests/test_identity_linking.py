@@ -7,6 +7,8 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from btchat.identity import linking as L
 from btchat.identity.keys import DeviceKey, Identity
@@ -204,3 +206,35 @@ def test_the_rendezvous_depends_on_the_nameplate_only() -> None:
     a, b = L.parse_code("37-cobalt-tiger"), L.parse_code("37-acorn-zebra")
     assert L.link_infohash(a.nameplate) == L.link_infohash(b.nameplate)
     assert len(L.link_infohash(37)) == 20 and L.link_infohash(37) != L.link_infohash(38)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.binary(max_size=80), max_size=6))
+def test_remote_garbage_never_raises_out_of_either_core(chunks: list[bytes]) -> None:
+    offer = L.LinkOffer(_payload(0), 0.0)
+    linker = offer.attempt(0.0)
+    joiner = L.Joiner(offer.code)
+    assert linker is not None
+    for chunk in chunks:
+        linker.receive_data(chunk)
+        joiner.receive_data(chunk)
+    linker.connection_lost()
+    joiner.connection_lost()
+    assert linker.finished and joiner.finished
+
+
+def test_a_link_fed_byte_by_byte_still_links() -> None:
+    _, linker, joiner = _pair()
+    for _ in range(10):
+        to_linker, to_joiner = joiner.data_to_send(), linker.data_to_send()
+        for i in range(len(to_linker)):
+            linker.receive_data(to_linker[i : i + 1])
+        for i in range(len(to_joiner)):
+            joiner.receive_data(to_joiner[i : i + 1])
+        for event in _events(joiner):
+            if isinstance(event, L.PayloadReceived):
+                joiner.send_certificate(event.payload.identity.certify(DeviceKey.generate(), 1))
+        for event in _events(linker):
+            if isinstance(event, L.CertificateReceived):
+                linker.accept()
+    assert linker.state == joiner.state == "linked"
