@@ -114,3 +114,30 @@ async def test_join_refuses_a_data_directory_in_use(tmp_path: Path) -> None:
     KeyStore(tmp_path).create(None, now=1)
     with pytest.raises(JoinError, match="already exists"):
         await join_device(tmp_path, "37-cobalt-tiger", None, addr=("127.0.0.1", 9))
+
+
+async def test_an_offer_expires_and_a_second_caller_waits_outside(tmp_path: Path) -> None:
+    old = Linker(tmp_path)
+    old.linking.lifetime = 0.6
+    try:
+        offer = await old.linking.link()
+        # One attempt holds the offer; a second connection is closed at once, unanswered.
+        _, writer1 = await asyncio.open_connection("127.0.0.1", offer["port"])
+        await asyncio.sleep(0.05)
+        reader2, writer2 = await asyncio.open_connection("127.0.0.1", offer["port"])
+        assert await asyncio.wait_for(reader2.read(100), 2) == b""
+        assert old.linking.stats["refused"] == 1
+        writer1.close()
+        writer2.close()
+        for _ in range(100):
+            if "device_link_failed" in old.kinds():
+                break
+            await asyncio.sleep(0.02)
+        assert old.events[-1] == {"type": "device_link_failed", "reason": "expired"}
+        with pytest.raises(JoinError):  # the listener is gone
+            await join_device(tmp_path / "new", offer["code"], None,
+                              addr=("127.0.0.1", offer["port"]))  # fmt: skip
+    finally:
+        await old.linking.close()
+        await old.tasks.cancel_all()
+        old.store.close()

@@ -32,6 +32,7 @@ from btchat.errors import ApiError, UsageError
 from btchat.identity.keys import DeviceCertificate, DeviceKey, Identity
 from btchat.identity.keystore import KeyStore, KeyStoreError, LoadedKeys
 from btchat.identity.linking import (
+    OFFER_LIFETIME,
     CertificateReceived,
     Failed,
     Joiner,
@@ -126,8 +127,10 @@ class DeviceLinking:
         host: str,
         emit: Emit,
         spawn: Callable[[Any], None],
+        lifetime: float = OFFER_LIFETIME,
     ) -> None:
         self.identity = identity
+        self.lifetime = lifetime
         self.store = store
         self.own = own
         self.profiles = profiles
@@ -163,7 +166,7 @@ class DeviceLinking:
         if self.own.room() <= 0:
             raise ApiError(409, "too_many_devices", "this identity already has 5 devices")
         try:
-            offer = LinkOffer(self.payload(), time.time())
+            offer = LinkOffer(self.payload(), time.time(), lifetime=self.lifetime)
         except UsageError as exc:
             raise ApiError(413, "too_large", str(exc)) from None
         server = await asyncio.start_server(
