@@ -125,3 +125,23 @@ def test_a_wrong_code_fails_on_both_sides_and_leaves_no_key_file(
         assert not (new.dir / "identity.key").exists()
     finally:
         alice.kill()
+
+
+def test_join_errors_are_one_line_and_create_nothing(
+    sandbox: tuple[str, dict[str, str]],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    bootstrap, env = sandbox
+    new = Person("fresh", tmp_path, env, bootstrap, init=False)
+    bad = join(new, "37-cobalt")
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "37-cobalt-tiger" in bad.stderr
+    assert not new.dir.exists() or not any(new.dir.iterdir())
+    taken = Person("taken", tmp_path, env, bootstrap)
+    out = join(taken, "37-cobalt-tiger")
+    assert out.returncode == 1 and "already exists" in out.stderr
+    # No daemon to link from: the CLI says so in a line.
+    alone = subprocess.run(
+        [*BTCHAT, "device", "link", "--data-dir", str(taken.dir)],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert alone.returncode == 1 and alone.stderr.count("\n") == 1

@@ -13,7 +13,7 @@ from btchat.errors import ApiError
 from btchat.identity.keys import DeviceKey, Identity
 from btchat.identity.keystore import KeyStore
 from btchat.identity.linking import parse_code
-from btchat.messaging.store import Store
+from btchat.messaging.store import Store, StoreError
 from btchat.node.devices import OwnDevices
 from btchat.node.linking import DeviceLinking, JoinError, join_device
 from btchat.node.profile import Profiles
@@ -141,3 +141,19 @@ async def test_an_offer_expires_and_a_second_caller_waits_outside(tmp_path: Path
         await old.linking.close()
         await old.tasks.cancel_all()
         old.store.close()
+
+
+async def test_a_passphrase_seals_the_linked_key_file_and_history(
+    linker: Linker, tmp_path: Path
+) -> None:
+    offer = await linker.linking.link()
+    new_dir = tmp_path / "new"
+    await join_device(new_dir, offer["code"], "correct horse", addr=("127.0.0.1", offer["port"]))
+    store = KeyStore(new_dir)
+    assert store.is_encrypted()
+    keys = store.load("correct horse")
+    assert keys.db_key is not None and keys.identity.public_key == linker.identity.public_key
+    with Store.open(new_dir / "messages.db", keys.db_key) as history:  # SQLCipher, keyed
+        assert [c.name for c in history.list_contacts()] == ["bob"]
+    with pytest.raises(StoreError):
+        Store.open(new_dir / "messages.db", None)
