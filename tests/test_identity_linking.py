@@ -173,6 +173,17 @@ def test_one_attempt_at_a_time_and_an_offer_expires() -> None:
     assert offer.state == "expired" and offer.reason == "expired"
 
 
+def test_an_attempt_under_way_at_expiry_may_still_link() -> None:
+    offer, linker, joiner = _pair()
+    assert not offer.expire(L.OFFER_LIFETIME + 1)  # busy: its own deadline bounds it
+    _run(linker, joiner)
+    offer.attempt_ended(linker)
+    assert offer.state == "linked"
+    offer, linker, _ = _pair()
+    offer.attempt_ended(linker)  # left before the PAKE, after the offer's time
+    assert offer.expire(L.OFFER_LIFETIME + 1) and offer.reason == "expired"
+
+
 def test_the_payload_refuses_what_is_not_ours() -> None:
     good = _payload()
     stranger = Identity.generate().certify(DeviceKey.generate(), 1)

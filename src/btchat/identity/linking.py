@@ -111,6 +111,7 @@ FAIL_REASONS = (
     "timeout",
     "bad_certificate",
     "too_many_devices",
+    "storage",
     "expired",
     "cancelled",
     "not_found",
@@ -684,8 +685,9 @@ class LinkOffer:
         return self.state in ("waiting", "busy")
 
     def expire(self, now: float) -> bool:
-        """True if the offer has just expired (not when already closed)."""
-        if self.open and now >= self.expires_at:
+        """True if the offer has just expired. An attempt under way is let finish (its
+        own deadline bounds it): it may still link, and then the offer did not expire."""
+        if self.state == "waiting" and now >= self.expires_at:
             self.state, self.reason = "expired", "expired"
             return True
         return False

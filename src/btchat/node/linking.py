@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from btchat.errors import ApiError, UsageError
+from btchat.errors import ApiError, StorageError, UsageError
 from btchat.identity.keys import DeviceCertificate, DeviceKey, Identity
 from btchat.identity.keystore import KeyStore, KeyStoreError, LoadedKeys
 from btchat.identity.linking import (
@@ -142,6 +142,7 @@ class DeviceLinking:
         self.offer: LinkOffer | None = None
         self._server: asyncio.Server | None = None
         self._ended = asyncio.Event()
+        self._attempts: set[asyncio.Task[Any]] = set()
         self.stats: dict[str, int] = {"offers": 0, "attempts": 0, "refused": 0, "linked": 0}
 
     def payload(self) -> LinkPayload:
@@ -189,14 +190,22 @@ class DeviceLinking:
     async def _run(
         self, offer: LinkOffer, server: asyncio.Server, port: int, ended: asyncio.Event
     ) -> None:
-        """Announce until the offer ends; expire it; close the listener."""
+        """Announce until the offer ends; expire it (once no attempt runs); close."""
+        announcing = asyncio.ensure_future(self._announce(offer, port))
         try:
-            async with asyncio.timeout(max(0.0, offer.expires_at - time.time())):
-                await asyncio.gather(self._announce(offer, port), ended.wait())
-        except TimeoutError:
-            if offer.expire(time.time()):
-                self._settle(offer)
+            while not ended.is_set():
+                wait = max(0.0, offer.expires_at - time.time())
+                if offer.state == "busy":
+                    wait = max(wait, 1.0)  # its own deadline bounds it; look again soon
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await ended.wait()
+                if offer.expire(time.time()):
+                    self._settle(offer)
         finally:
+            announcing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await announcing
             server.close()
 
     async def _announce(self, offer: LinkOffer, port: int) -> None:
@@ -223,6 +232,10 @@ class DeviceLinking:
             await _close(writer)
             return
         self.stats["attempts"] += 1
+        task = asyncio.current_task()
+        if task is not None:  # owned here: close() ends it with the daemon
+            self._attempts.add(task)
+            task.add_done_callback(self._attempts.discard)
 
         def on_event(event: Any) -> None:
             if isinstance(event, CertificateReceived):
@@ -230,6 +243,9 @@ class DeviceLinking:
                     self.own.add(event.cert)  # persisted (and republished) before "done"
                 except (DeviceListFull, UsageError) as exc:
                     conn.abort("too_many_devices", str(exc))
+                    return
+                except StorageError as exc:  # a full disk: the new device is told no
+                    conn.abort("storage", f"cannot store the new device: {exc}")
                     return
                 conn.accept()
 
@@ -265,6 +281,8 @@ class DeviceLinking:
             self._settle(self.offer)
         if self._server is not None:
             self._server.close()
+        for task in list(self._attempts):
+            task.cancel()
 
 
 # ------------------------------------------------------------------ the new device
