@@ -14,6 +14,7 @@ from btchat.identity.keys import DeviceKey, Identity
 from btchat.identity.keystore import KeyStore
 from btchat.identity.linking import parse_code
 from btchat.messaging.store import Store, StoreError
+from btchat.node import linking as node_linking
 from btchat.node.devices import OwnDevices
 from btchat.node.linking import DeviceLinking, JoinError, join_device
 from btchat.node.profile import Profiles
@@ -157,3 +158,17 @@ async def test_a_passphrase_seals_the_linked_key_file_and_history(
         assert [c.name for c in history.list_contacts()] == ["bob"]
     with pytest.raises(StoreError):
         Store.open(new_dir / "messages.db", None)
+
+
+async def test_a_silent_caller_is_dropped_and_the_offer_stays_open(
+    linker: Linker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(node_linking, "PAKE_TIMEOUT", 0.2)
+    offer = await linker.linking.link()
+    reader, writer = await asyncio.open_connection("127.0.0.1", offer["port"])
+    assert await asyncio.wait_for(reader.read(100), 3) == b""  # closed, unanswered
+    writer.close()
+    assert linker.linking.offer is not None and linker.linking.offer.state == "waiting"
+    result = await join_device(tmp_path / "new", offer["code"], None,
+                               addr=("127.0.0.1", offer["port"]))  # fmt: skip
+    assert result.devices == 2

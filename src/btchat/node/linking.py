@@ -65,6 +65,9 @@ log = logging.getLogger(__name__)
 
 #: One attempt (a connection) gets this long, start to done; then it is closed.
 ATTEMPT_TIMEOUT = 60.0
+#: A connection that has not sent its SPAKE2 message by then is closed: it would hold
+#: the offer (one attempt at a time) without spending its guess.
+PAKE_TIMEOUT = 10.0
 #: Bytes read from a link connection at a time.
 READ_SIZE = 65536
 #: The announce of an offer is retried this often until it lands, then refreshed.
@@ -249,6 +252,11 @@ class DeviceLinking:
                     return
                 conn.accept()
 
+        def idle_check() -> None:  # a caller that says nothing must not hold the offer
+            if not conn.pake_done:
+                writer.transport.abort()
+
+        idle = asyncio.get_running_loop().call_later(PAKE_TIMEOUT, idle_check)
         try:
             async with asyncio.timeout(ATTEMPT_TIMEOUT):
                 await _pump(conn, reader, writer, on_event)
@@ -257,6 +265,7 @@ class DeviceLinking:
         except (OSError, ConnectionError):
             conn.connection_lost()
         finally:
+            idle.cancel()
             offer.attempt_ended(conn)
             await _close(writer)
         if conn.state == "linked":
