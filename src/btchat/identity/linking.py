@@ -31,7 +31,7 @@ import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -542,8 +542,14 @@ class _Side:
         assert self._seal is not None
         self._out += self._seal.seal_message(message)
 
+    #: (state, frame type) -> handler: every transition of the side, in one table.
+    HANDLERS: ClassVar[dict[tuple[str, int], Callable[[Any, bytes], None]]] = {}
+
     def _frame(self, kind: int, body: bytes) -> None:
-        raise NotImplementedError
+        handler = self.HANDLERS.get((self.state, kind))
+        if handler is None or (kind == T_PAKE and len(body) != SPAKE2_MSG):
+            raise LinkError(f"frame type {kind} ({len(body)} bytes) in state {self.state}")
+        handler(self, body)
 
 
 class LinkerConnection(_Side):
@@ -559,24 +565,23 @@ class LinkerConnection(_Side):
         self.state = "pake"  # waiting for the joiner's SPAKE2 message
         self.cert: DeviceCertificate | None = None
 
-    def _frame(self, kind: int, body: bytes) -> None:
-        if self.state == "pake" and kind == T_PAKE and len(body) == SPAKE2_MSG:
-            ours = self._spake.start()
-            self._keys_from(self._spake, ours, body)
-            assert self._keys is not None
-            self._out += frame(T_PAKE, ours) + frame(T_CONFIRM, self._keys.confirmation(True))
-            self.state = "confirm"
-        elif self.state == "confirm" and kind == T_CONFIRM:
-            if self._check_confirm(body):
-                self._start_sealing()  # only now: a wrong code never sees a sealed byte
-                self._send(self._payload)
-                self.state = "cert"
-        elif self.state == "cert" and kind == T_SEALED:
-            message = self._sealed(body, MAX_REPLY)
-            if message is not None:
-                self._certificate(message)
-        else:
-            raise LinkError(f"frame type {kind} ({len(body)} bytes) in state {self.state}")
+    def _on_pake(self, body: bytes) -> None:
+        ours = self._spake.start()
+        self._keys_from(self._spake, ours, body)
+        assert self._keys is not None
+        self._out += frame(T_PAKE, ours) + frame(T_CONFIRM, self._keys.confirmation(True))
+        self.state = "confirm"
+
+    def _on_confirm(self, body: bytes) -> None:
+        if self._check_confirm(body):
+            self._start_sealing()  # only now: a wrong code never sees a sealed byte
+            self._send(self._payload)
+            self.state = "cert"
+
+    def _on_cert(self, body: bytes) -> None:
+        message = self._sealed(body, MAX_REPLY)
+        if message is not None:
+            self._certificate(message)
 
     def _certificate(self, message: bytes) -> None:
         try:
@@ -599,6 +604,12 @@ class LinkerConnection(_Side):
         self.state = "linked"
         self._events.append(Linked())
 
+    HANDLERS: ClassVar[dict[tuple[str, int], Callable[[Any, bytes], None]]] = {
+        ("pake", T_PAKE): _on_pake,
+        ("confirm", T_CONFIRM): _on_confirm,
+        ("cert", T_SEALED): _on_cert,
+    }
+
 
 class Joiner(_Side):
     """The new device's end: sends its SPAKE2 message at once (see ``data_to_send``)."""
@@ -615,31 +626,31 @@ class Joiner(_Side):
         #: The certificate we sent (what our key file will hold once linked).
         self.certificate: DeviceCertificate | None = None
 
-    def _frame(self, kind: int, body: bytes) -> None:
-        if self.state == "pake" and kind == T_PAKE and len(body) == SPAKE2_MSG:
-            self._keys_from(self._spake, self._ours, body)
-            self.state = "confirm"
-        elif self.state == "confirm" and kind == T_CONFIRM:
-            if self._check_confirm(body):
-                assert self._keys is not None
-                self._out += frame(T_CONFIRM, self._keys.confirmation(False))
-                self._start_sealing()
-                self.state = "payload"
-        elif self.state == "payload" and kind == T_SEALED:
-            message = self._sealed(body, MAX_TRANSFER)
-            if message is not None:
-                self.payload = LinkPayload.decode(message)
-                self.state = "answer"
-                self._events.append(PayloadReceived(self.payload))
-        elif self.state == "done" and kind == T_SEALED:
-            message = self._sealed(body, MAX_REPLY)
-            if message is not None:
-                if message != encode({b"ok": 1}):
-                    raise LinkError("the linker's last word is not ok")
-                self.state = "linked"
-                self._events.append(Linked())
-        else:
-            raise LinkError(f"frame type {kind} ({len(body)} bytes) in state {self.state}")
+    def _on_pake(self, body: bytes) -> None:
+        self._keys_from(self._spake, self._ours, body)
+        self.state = "confirm"
+
+    def _on_confirm(self, body: bytes) -> None:
+        if self._check_confirm(body):
+            assert self._keys is not None
+            self._out += frame(T_CONFIRM, self._keys.confirmation(False))
+            self._start_sealing()
+            self.state = "payload"
+
+    def _on_payload(self, body: bytes) -> None:
+        message = self._sealed(body, MAX_TRANSFER)
+        if message is not None:
+            self.payload = LinkPayload.decode(message)
+            self.state = "answer"
+            self._events.append(PayloadReceived(self.payload))
+
+    def _on_done(self, body: bytes) -> None:
+        message = self._sealed(body, MAX_REPLY)
+        if message is not None:
+            if message != encode({b"ok": 1}):
+                raise LinkError("the linker's last word is not ok")
+            self.state = "linked"
+            self._events.append(Linked())
 
     def send_certificate(self, cert: DeviceCertificate) -> None:
         """Our new device's certificate, made with the received seed."""
@@ -650,6 +661,13 @@ class Joiner(_Side):
         self._send(encode({b"cert": cert.encode()}))
         self.certificate = cert
         self.state = "done"
+
+    HANDLERS: ClassVar[dict[tuple[str, int], Callable[[Any, bytes], None]]] = {
+        ("pake", T_PAKE): _on_pake,
+        ("confirm", T_CONFIRM): _on_confirm,
+        ("payload", T_SEALED): _on_payload,
+        ("done", T_SEALED): _on_done,
+    }
 
 
 # ------------------------------------------------------------------ the offer
