@@ -249,3 +249,20 @@ def test_a_link_fed_byte_by_byte_still_links() -> None:
             if isinstance(event, L.CertificateReceived):
                 linker.accept()
     assert linker.state == joiner.state == "linked"
+
+
+def test_a_certificate_not_by_our_identity_is_refused() -> None:
+    offer, linker, joiner = _pair()
+    for _ in range(3):
+        linker.receive_data(joiner.data_to_send())
+        joiner.receive_data(linker.data_to_send())
+    assert joiner.state == "answer"
+    stranger = Identity.generate().certify(DeviceKey.generate(), 1)
+    joiner._send(L.encode({b"cert": stranger.encode()}))  # what a modified joiner could send
+    linker.receive_data(joiner.data_to_send())
+    assert linker.failure is not None and linker.failure.reason == "bad_certificate"
+    assert linker.cert is None and not any(
+        isinstance(e, L.CertificateReceived) for e in _events(linker)
+    )
+    offer.attempt_ended(linker)
+    assert offer.state == "failed" and offer.reason == "bad_certificate"
