@@ -179,6 +179,16 @@ def _lan() -> list[bytes]:
     return [b"\x00" + datagram, b"\x01" + plain, b"\x01" + encode({b"c": [], b"p": 0})]
 
 
+def _link() -> list[bytes]:
+    """A joiner's first bytes (its SPAKE2 message frame) for the linker (even first
+    byte), and a payload for the sealed path (odd first byte)."""
+    from btchat.identity import linking
+    from fuzz.targets import _LINK_PAYLOAD
+
+    joiner = linking.Joiner(linking.LinkCode(37, ("cobalt", "tiger")))
+    return [b"\x00" + joiner.data_to_send(), b"\x01" + _LINK_PAYLOAD.encode()]
+
+
 def _api_json() -> list[bytes]:
     """A first byte choosing the model, then a body (``fuzz.targets._BODIES`` order)."""
     from fuzz.targets import _BODIES
@@ -258,6 +268,7 @@ def seeds() -> dict[str, list[bytes]]:
         "lsd": _lsd(),
         "relay_header": _relay_headers(alice),
         "lan": _lan(),
+        "link": _link(),
         "api_json": _api_json(),
         "bencode": [*krpc, encode([1, -2, b"x", {b"a": [b"", 0]}]), b"d1:bi2e1:ai1ee\n"],
         "krpc": krpc,

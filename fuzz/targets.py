@@ -35,6 +35,7 @@ from btchat.discovery.trackers.protocol import (
     parse_udp_connect_response,
 )
 from btchat.errors import ApiError
+from btchat.identity import linking
 from btchat.identity.idtext import IdError, parse_contact_ref
 from btchat.identity.keys import CertificateError, DeviceCertificate, DeviceKey, Identity
 from btchat.identity.rendezvous import epoch_of, pairwise_secret
@@ -320,6 +321,37 @@ def _lan(data: bytes) -> None:
     else:
         core.receive_datagram(body, ("192.168.1.20", 6771), _LAN_NOW)
     while core.next_event() is not None:
+        pass
+
+
+_LINK_ME = Identity.from_seed(b"\x07" * 32)
+_LINK_PAYLOAD = linking.LinkPayload(
+    _LINK_ME.seed, (_LINK_ME.certify(DeviceKey.from_bytes(b"\x17" * 32, b"\xa7" * 16), 1),), ()
+)
+_LINK_KEY = b"\x42" * 32
+
+
+@_target("link")
+def _link(data: bytes) -> None:
+    """Bytes from a would-be new device into a linker's fresh attempt (first byte even),
+    or (odd) a chunk sealed with the real key, opened and parsed as the payload, so the
+    fuzzer reaches what is behind the AEAD. The core never raises on remote input."""
+    body = data[1:]
+    if data[:1] and data[0] & 1:
+        sealed = linking.Sealer(_LINK_KEY).seal_message(body)
+        opener = linking.Sealer(_LINK_KEY)
+        with contextlib.suppress(linking.LinkError):
+            last, chunk = opener.open(sealed[5 : 5 + linking.MAX_FRAME - 1])
+            if last:
+                linking.LinkPayload.decode(chunk)
+        return
+    offer = linking.LinkOffer(_LINK_PAYLOAD, 0.0, code=linking.LinkCode(37, ("cobalt", "tiger")))
+    conn = offer.attempt(0.0)
+    assert conn is not None
+    conn.receive_data(body)
+    conn.connection_lost()
+    offer.attempt_ended(conn)
+    while conn.next_event() is not None:
         pass
 
 

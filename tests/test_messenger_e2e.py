@@ -60,6 +60,8 @@ class Person:
         env: dict[str, str],
         bootstrap: str,
         wrap: Sequence[str] = (),
+        *,
+        init: bool = True,
     ) -> None:
         self.name = name
         self.wrap = list(wrap)
@@ -67,8 +69,10 @@ class Person:
         self.env = env
         self.bootstrap = bootstrap
         self.proc: subprocess.Popen[str] | None = None
-        self.cli("init", "--no-passphrase")
-        self.id = self.cli("id")["id"]
+        self.id = ""
+        if init:  # else: a data directory for `btchat device join` to fill
+            self.cli("init", "--no-passphrase")
+            self.id = self.cli("id")["id"]
 
     def cli(self, *args: str, check: bool = True, stdin: str | None = None) -> Any:
         out = subprocess.run(

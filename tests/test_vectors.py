@@ -648,3 +648,65 @@ def test_inline_file_offers() -> None:
         with pytest.raises(env.EnvelopeError) as info:  # however it is signed
             env._check_file({**e.body, b"r": bytes(32)})
         assert info.value.code == "bad_body"
+
+
+# ------------------------------------------------------------------ linking a device
+
+
+def test_link_codes_infohashes_keys_and_sealed_frames() -> None:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    from btchat.identity import linking
+
+    data = load("linking")
+    for v in data["vectors"]["codes"]:
+        code = linking.parse_code(v["code"])
+        assert [linking.WORDS.index(w) for w in code.words] == v["word_indices"]
+        assert code.password == b(v["password"]) == v["code"].encode()
+        assert b(v["infohash_input"]) == b"btchat link rendezvous v1" + v["nameplate"].to_bytes(
+            2, "big"
+        )
+        ih = hashlib.blake2b(b(v["infohash_input"]), digest_size=20, person=b"btchat-link-v1")
+        assert ih.digest() == b(v["infohash"]) == linking.link_infohash(v["nameplate"])
+    k = data["vectors"]["keys"]
+    transcript = b(k["msg_linker"]) + b(k["msg_joiner"])
+    assert transcript == b(k["transcript"])
+    for name, info in (
+        ("confirm_linker", b"btchat link v1 confirm linker"),
+        ("confirm_joiner", b"btchat link v1 confirm joiner"),
+        ("linker_to_joiner", b"btchat link v1 linker to joiner"),
+        ("joiner_to_linker", b"btchat link v1 joiner to linker"),
+    ):
+        hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=transcript, info=info)
+        assert hkdf.derive(b(k["spake_key"])) == b(k[name]), name
+    for side in ("linker", "joiner"):
+        mac = hmac.new(b(k[f"confirm_{side}"]), transcript, hashlib.sha256).digest()
+        assert mac == b(k[f"{side}_confirmation"])
+    f = data["vectors"]["frames"]
+    assert b(f["joiner_confirm_frame"]) == b"\x00\x00\x00\x21\x02" + b(k["joiner_confirmation"])
+    # The done frame, opened as another implementation would: length, type, AEAD.
+    frame = b(f["done_frame_from_linker_n0"])
+    assert int.from_bytes(frame[:4], "big") == len(frame) - 4 and frame[4] == 3
+    aead = ChaCha20Poly1305(b(k["linker_to_joiner"]))
+    assert aead.decrypt(bytes(12), frame[5:], None) == b"\x01" + b(f["done_message"])
+    # And by the joiner's core: the frames in order, then a flipped one refused.
+    opener = linking.Sealer(b(k["linker_to_joiner"]))
+    assert opener.open(frame[5:]) == (True, b(f["done_message"]))
+    frames = _link_frames(b(f["two_chunk_frames_from_linker_n1_n2"]))
+    assert [len(x) for x in frames] == [data["constants"]["max_frame"], 10 + 2 + 16]
+    chunks = [opener.open(x[1:]) for x in frames]
+    assert [last for last, _ in chunks] == [False, True]
+    assert sum(len(c) for _, c in chunks) == f["two_chunk_message_length"]
+    with pytest.raises(linking.LinkError):
+        linking.Sealer(b(k["linker_to_joiner"])).open(flipped(frame, 10)[5:])
+
+
+def _link_frames(data: bytes) -> list[bytes]:
+    out, pos = [], 0
+    while pos < len(data):
+        size = int.from_bytes(data[pos : pos + 4], "big")
+        out.append(data[pos + 4 : pos + 4 + size])
+        pos += 4 + size
+    return out

@@ -47,7 +47,7 @@ from btchat.channels.messages import CONTEXT as CHANNEL_MESSAGE_CONTEXT
 from btchat.channels.messages import ChannelMessage, seal_message
 from btchat.codec.bencode import DecodeError, encode
 from btchat.dht import bep44
-from btchat.identity import idtext, pow, rendezvous, safety
+from btchat.identity import idtext, linking, pow, rendezvous, safety
 from btchat.identity.keys import DEVICE_CERT_CONTEXT, DeviceKey, Identity
 from btchat.messaging import envelope as env
 from btchat.node import requests
@@ -1389,6 +1389,87 @@ def _inline_vectors() -> list[dict[str, Any]]:
     return out
 
 
+# ---------------------------------------------------------------------- linking
+
+#: A stand-in SPAKE2 key and messages: SPAKE2 itself is the spake2 package's (its own
+#: vectors); what follows it is btchat's and is fixed here.
+LINK_SPAKE_KEY = bytes(range(0x40, 0x60))
+LINK_MSG_LINKER = b"A" + bytes(range(0x80, 0xA0))
+LINK_MSG_JOINER = b"B" + bytes(range(0xA0, 0xC0))
+
+
+def family_linking() -> dict[str, Any]:
+    """Linking a device (PROTOCOL.md "Linking a device"): codes, the nameplate's
+    rendezvous infohash, the key schedule after SPAKE2, and sealed frames."""
+    codes = []
+    for plate, a, b in ((1, 0, 1), (37, 40, 233), (999, 255, 254)):
+        code = linking.LinkCode(plate, (linking.WORDS[a], linking.WORDS[b]))
+        message = linking.LINK_CONTEXT + plate.to_bytes(2, "big")
+        codes.append(
+            {
+                "nameplate": plate,
+                "word_indices": [a, b],
+                "code": str(code),
+                "password": hx(code.password),
+                "infohash_input": hx(message),
+                "infohash": hx(linking.link_infohash(plate)),
+            }
+        )
+    keys = linking.LinkKeys.derive(LINK_SPAKE_KEY, LINK_MSG_LINKER, LINK_MSG_JOINER)
+    done = encode({b"ok": 1})
+    big = bytes(i % 251 for i in range(linking.MAX_CHUNK + 10))  # two frames
+    sealer = linking.Sealer(keys.linker_to_joiner)
+    frames = {
+        "done_message": hx(done),
+        "done_frame_from_linker_n0": hx(sealer.seal_message(done)),
+        "two_chunk_message_length": len(big),
+        "two_chunk_frames_from_linker_n1_n2": hx(sealer.seal_message(big)),
+        "joiner_confirm_frame": hx(linking.frame(linking.T_CONFIRM, keys.confirmation(False))),
+        "linker_pake_frame": hx(linking.frame(linking.T_PAKE, LINK_MSG_LINKER)),
+    }
+    return _file(
+        "Link codes and the DHT infohash of their nameplate; the keys both sides derive "
+        "from the SPAKE2 key and transcript; sealed frames under the linker's key",
+        {
+            "code": "<nameplate>-<word>-<word>, words by index in the 256-word list",
+            "password": "the SPAKE2 password: the code's ASCII bytes",
+            "infohash_input": "'btchat link rendezvous v1' || u16be(nameplate)",
+            "infohash": "BLAKE2b-160(person = 'btchat-link-v1', infohash_input)",
+            "spake_key": "the SPAKE2 output (a stand-in here), 32 bytes",
+            "msg_linker, msg_joiner": "the two SPAKE2 messages (stand-ins), 33 bytes each",
+            "transcript": "msg_linker || msg_joiner",
+            "confirm_linker, confirm_joiner, linker_to_joiner, joiner_to_linker": (
+                "HKDF-SHA256(ikm = spake_key, salt = transcript, info = 'btchat link v1 "
+                "confirm linker' / '... confirm joiner' / '... linker to joiner' / '... "
+                "joiner to linker', 32 bytes)"
+            ),
+            "linker_confirmation, joiner_confirmation": (
+                "HMAC-SHA256(confirm_linker resp. confirm_joiner, transcript)"
+            ),
+            "frames": "u32be(len(body)) || body; body = u8(type) || data (1 PAKE, 2 CONFIRM, "
+            "3 SEALED); SEALED data = ChaCha20-Poly1305(key, nonce = 4 zero bytes || "
+            "u64be(n), no AD, u8(last) || chunk), n counting the direction's sealed frames",
+        },
+        {
+            "codes": codes,
+            "keys": {
+                "spake_key": hx(LINK_SPAKE_KEY),
+                "msg_linker": hx(LINK_MSG_LINKER),
+                "msg_joiner": hx(LINK_MSG_JOINER),
+                "transcript": hx(keys.transcript),
+                "confirm_linker": hx(keys.confirm_linker),
+                "confirm_joiner": hx(keys.confirm_joiner),
+                "linker_to_joiner": hx(keys.linker_to_joiner),
+                "joiner_to_linker": hx(keys.joiner_to_linker),
+                "linker_confirmation": hx(keys.confirmation(True)),
+                "joiner_confirmation": hx(keys.confirmation(False)),
+            },
+            "frames": frames,
+        },
+        constants={"max_frame": linking.MAX_FRAME, "max_chunk": linking.MAX_CHUNK},
+    )
+
+
 FAMILIES = {
     "ids": family_ids,
     "devices": family_devices,
@@ -1402,6 +1483,7 @@ FAMILIES = {
     "lan": family_lan,
     "relay": family_relay,
     "files": family_files,
+    "linking": family_linking,
 }
 
 

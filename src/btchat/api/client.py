@@ -306,6 +306,14 @@ class ApiClient:
     def act_on_transfer(self, tid: str, action: str) -> dict[str, Any]:
         return self._request("POST", f"/v1/files/{_q(tid)}", {"action": action})
 
+    # -------------------------------------------------------------- devices
+
+    def link_device(self) -> dict[str, Any]:
+        return self._request("POST", "/v1/devices/link")
+
+    def cancel_link(self) -> None:
+        self._request("DELETE", "/v1/devices/link")
+
     # -------------------------------------------------------------- channels
 
     def list_channels(self) -> list[dict[str, Any]]:

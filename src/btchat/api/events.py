@@ -179,6 +179,28 @@ class PongFrame(_Event):
     id: Any = None
 
 
+class DeviceLinkWaitingEvent(_Event):
+    """A link offer is open: the new device may join with the code."""
+
+    type: Literal["device_link_waiting"]
+    code: str
+    expires_at: int
+
+
+class DeviceLinkedEvent(_Event):
+    """A new device joined this identity (its certificate is in our device list)."""
+
+    type: Literal["device_linked"]
+    device_id: str = Field(pattern="^[0-9a-f]{32}$")
+
+
+class DeviceLinkFailedEvent(_Event):
+    """The link offer ended without a new device."""
+
+    type: Literal["device_link_failed"]
+    reason: str = Field(examples=["wrong_code", "expired", "cancelled", "timeout"])
+
+
 class ErrorFrame(_Event):
     """Answer to a client frame the server did not understand."""
 
@@ -207,6 +229,9 @@ EVENT_MODELS: dict[str, type[_Event]] = {
         FileOfferEvent,
         FileProgressEvent,
         FileDoneEvent,
+        DeviceLinkWaitingEvent,
+        DeviceLinkedEvent,
+        DeviceLinkFailedEvent,
         ReadyFrame,
         PongFrame,
         ErrorFrame,
@@ -250,6 +275,9 @@ class Event(RootModel[Any]):
         | FileOfferEvent
         | FileProgressEvent
         | FileDoneEvent
+        | DeviceLinkWaitingEvent
+        | DeviceLinkedEvent
+        | DeviceLinkFailedEvent
         | ReadyFrame
         | PongFrame
         | ErrorFrame

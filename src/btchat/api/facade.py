@@ -27,6 +27,7 @@ __all__ = [
     "PRESENCE_STATES",
     "ApiError",
     "Channels",
+    "Devices",
     "Files",
     "Messenger",
 ]
@@ -105,6 +106,16 @@ class Files(Protocol):
     def file_path(self, tid: str) -> Path: ...
 
 
+class Devices(Protocol):
+    """Our own devices (``node/linking.py``'s ``DeviceLinking``): linking a new one with
+    a one-time code. An offer is ``{code, expires_at, port}``; how it ends comes as the
+    events ``device_linked`` or ``device_link_failed``."""
+
+    async def link(self) -> dict[str, Any]: ...
+
+    async def cancel_link(self) -> None: ...
+
+
 @runtime_checkable
 class Messenger(Protocol):
     """Everything the local API can ask of the running messenger.
@@ -116,11 +127,12 @@ class Messenger(Protocol):
     409 conflict (name taken, already a contact), 503 not ready (e.g. DHT not joined yet).
     The API validates shapes and sizes before calling; the messenger validates meaning.
     ``channels`` is ``None`` where the messenger runs no channels (the API answers 501);
-    so is ``files`` where it transfers no files.
+    so is ``files`` where it transfers no files, and ``devices`` where it links none.
     """
 
     channels: Channels | None
     files: Files | None
+    devices: Devices | None
 
     async def status(self) -> dict[str, Any]: ...
 

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from btchat.api.facade import PRESENCE_STATES, ApiError
+from btchat.api.facade import PRESENCE_STATES, ApiError, Devices
 from btchat.messaging.contacts import ContactChange
 from btchat.node.events import EventHub
 
@@ -40,6 +40,8 @@ class FakeMessenger:
         self.channels: FakeChannels | None = FakeChannels(self) if channels else None
         #: ``files=True``: in-memory transfers (:class:`FakeFiles`); else the routes answer 501.
         self.files: FakeFiles | None = FakeFiles(self) if files else None
+        #: No device linking in the fake: the routes answer 501.
+        self.devices: Devices | None = None
         self.contacts: dict[str, dict[str, Any]] = {}
         self.messages: list[dict[str, Any]] = []
         self.requests: dict[str, dict[str, Any]] = {}

@@ -598,6 +598,17 @@ class TransferList(Shape):
     transfers: list[Transfer]
 
 
+class LinkOffer(Shape):
+    """An open offer to link a new device (``POST /v1/devices/link``)."""
+
+    code: str = Field(
+        description="`<nameplate>-<word>-<word>`, for `btchat device join`.",
+        examples=["37-cobalt-tiger"],
+    )
+    expires_at: int = Field(description="When the offer ends (ms since the Unix epoch).")
+    port: int = Field(description="The TCP port it listens on (for `join --addr`).")
+
+
 class FileLimitResult(Shape):
     contact: str
     max_bytes: int

@@ -220,6 +220,7 @@ def openapi_document(routes: RouteTable) -> dict[str, Any]:
                 "events",
                 "aliases",
                 "files",
+                "devices",
                 "channels",
                 "web",
             )

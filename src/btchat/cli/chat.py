@@ -100,11 +100,17 @@ def data_dir(args: argparse.Namespace) -> Path:
     return setting("data_dir", Path(flag) if flag else None)
 
 
-def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+def parents(common: argparse.ArgumentParser) -> tuple[argparse.ArgumentParser, ...]:
+    """The shared options of messenger commands: (``--data-dir``, ``--passphrase-file``)."""
     chat = argparse.ArgumentParser(add_help=False, parents=[common])
     chat.add_argument("--data-dir", help=f"where btchat keeps its data (env {ENV_DATA_DIR})")
     secret = argparse.ArgumentParser(add_help=False)
     secret.add_argument("--passphrase-file", type=Path, help="read the passphrase from a file")
+    return chat, secret
+
+
+def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    chat, secret = parents(common)
 
     p = sub.add_parser("init", parents=[chat, secret], help="create your identity")
     p.add_argument(

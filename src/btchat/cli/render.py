@@ -192,6 +192,9 @@ _EVENT_LINES: dict[str, Callable[[dict[str, Any], Names], str]] = {
     "file_offer": _file,
     "file_progress": _file,
     "file_done": _file,
+    "device_link_waiting": lambda e, n: f"link offer open: btchat device join {e['code']}",
+    "device_linked": lambda e, n: f"a new device linked: {e['device_id'][:8]}",
+    "device_link_failed": lambda e, n: f"no device linked: {e['reason']}",
 }
 
 

@@ -39,9 +39,11 @@ from btchat.node.chat import Chat
 from btchat.node.contact_manager import ContactManager
 from btchat.node.contact_requests import ContactRequests
 from btchat.node.contacts import ContactBook
+from btchat.node.devices import OwnDevices
 from btchat.node.events import EventHub
 from btchat.node.files import Files, FilesConfig
 from btchat.node.join import join_loop
+from btchat.node.linking import DeviceLinking
 from btchat.node.offline import OfflineDelivery
 from btchat.node.peering import Peering, PeeringConfig
 from btchat.node.profile import Profiles
@@ -128,6 +130,8 @@ class Daemon:
         self._tasks = TaskOwner()
         self._joined = asyncio.Event()
         self.profiles = Profiles(keys.identity, store)
+        #: Our identity's devices (this one and those linked), for the device list.
+        self.own_devices = OwnDevices(store, keys.certificate)
         self.contacts = ContactBook(self.me, store, self.profiles)
         self.requests = ContactRequests(
             keys.identity,
@@ -146,6 +150,11 @@ class Daemon:
             dialer=self.dialer,
             mailbox=config.mailbox,
         )
+        #: Linking a new device with a one-time code (the API's ``devices`` part).
+        self.devices = DeviceLinking(
+            keys.identity, store, self.own_devices, self.profiles,
+            host=config.peering.host, emit=self._emit, spawn=self._spawn,
+        )  # fmt: skip
         self.conversations = Conversations(keys.identity, keys.device.device_id, store)
         self.chat = Chat(self.conversations, store, send=self._transmit, emit=self._emit)
         #: A full (failing, read-only) disk: one log line, a status, no acks, back-off.
@@ -193,6 +202,7 @@ class Daemon:
             dialer=self.dialer,
             on_switched=self.guard.shield("session switch", self._on_switched),
             on_stream=self.files.on_stream,
+            own_devices=self.own_devices,
         )
         await self.peering.start()
         self.contact_manager.peering = self.peering
@@ -230,6 +240,7 @@ class Daemon:
             config=self.config.mailbox,
         )
         self.chat.offline = self.contact_manager.offline = self.offline
+        self.devices.dht = dht
         await self.offline.start(self._joined)
         self._spawn(join_loop(dht, self.config.bootstrap, self._joined, self._emit, peering.poke))
         self.profiles.inbox = self.requests.inbox
@@ -255,6 +266,7 @@ class Daemon:
     async def stop(self) -> None:
         self.chat.close()
         self.guard.uninstall()
+        await self.devices.close()
         await self._tasks.cancel_all()
         if self.portmap is not None:
             await self.portmap.close()  # a clean exit leaves no mapping on the gateway

@@ -34,6 +34,7 @@ const state = {
   filesOn: true, // false when the daemon transfers no files (501)
   view: null, // {kind, key, ...}
   live: false,
+  linking: null, // the "Link a device" card's {ended(text, kind)} while it is shown
 };
 let uploadSeq = 0;
 
@@ -997,6 +998,41 @@ function drawQr(canvas, qr) {
   });
 }
 
+/** The "Link a device" card: a one-time code for `btchat device join`; the outcome
+ * arrives as an event (onEvent), said in the card's live region. */
+function linkCard() {
+  const out = h("p", { id: "link-state", "aria-live": "polite" });
+  const start = h("button", { type: "button" }, "Link a new device");
+  const cancel = h("button", { type: "button", hidden: true }, "Cancel the code");
+  const card = h("section", { class: "card", "aria-label": "Link a device" },
+    h("h3", {}, "Link a device"),
+    h("p", { class: "small muted" }, "The new device gets your identity key, contacts and profile (not channels or history). Anyone who joins with the code can act as you until that device is revoked."),
+    h("div", { class: "row" }, start, cancel), out);
+  const ended = (text, kind) => {
+    fill(out, notice(text, kind));
+    start.hidden = false;
+    cancel.hidden = true;
+  };
+  state.linking = { ended };
+  start.addEventListener("click", async () => {
+    if (!(await attempt(card, async () => {
+      const offer = await api("POST", "/v1/devices/link");
+      fill(out, "On the new device run ", h("code", { id: "link-code", class: "mono" }, "btchat device join " + offer.code), " (good once, for 10 minutes).");
+      return true;
+    }))) return;
+    start.hidden = true;
+    cancel.hidden = false;
+  });
+  cancel.addEventListener("click", () => attempt(card, () => api("DELETE", "/v1/devices/link")));
+  return card;
+}
+
+const LINK_FAILED = {
+  wrong_code: "A wrong code was tried; that code is used up. Make a new one.",
+  expired: "No device joined within 10 minutes.",
+  cancelled: "The code was cancelled.",
+};
+
 async function showStatus() {
   state.view = { kind: "status" };
   const main = screen("Status and settings");
@@ -1038,6 +1074,7 @@ async function showStatus() {
       canvas),
     h("section", { class: "card", "aria-label": "Presence" }, h("h3", {}, "Presence"), presenceForm),
     notifySwitch(),
+    linkCard(),
     h("section", { class: "card", "aria-label": "Network" }, h("h3", {}, "Network"),
       h("dl", {}, rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, untrusted(v))]))),
     h("p", { class: "muted" }, "The token of this tab lives in its session storage only; close the tab to forget it. Create an identity with `btchat init` (not from the browser)."));
@@ -1047,6 +1084,12 @@ async function showStatus() {
 
 function onEvent(ev) {
   switch (ev.type) {
+    case "device_linked":
+      if (state.linking) state.linking.ended("A new device is linked (" + String(ev.device_id).slice(0, 8) + ").", "ok");
+      return;
+    case "device_link_failed":
+      if (state.linking) state.linking.ended("No device linked: " + (LINK_FAILED[ev.reason] || String(ev.reason)));
+      return;
     case "message": {
       const m = ev.message;
       if (!m) return;

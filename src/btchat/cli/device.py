@@ -1,0 +1,149 @@
+"""``btchat device link`` (on the device that has the identity) and ``btchat device
+join CODE`` (on the new one, with no daemon and an empty data directory)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import sys
+from typing import Any
+
+from btchat.api.client import ApiClient, read_api_files, watch_events
+from btchat.cli.base import UserError, emit
+from btchat.cli.chat import api_errors, ask_passphrase, data_dir, settings
+from btchat.cli.dht import hostport
+
+__all__ = ["add_commands"]
+
+#: How long `device link` waits for the daemon's event stream before giving up.
+READY_TIMEOUT = 10.0
+
+
+def add_commands(sub: Any, chat: argparse.ArgumentParser, secret: argparse.ArgumentParser) -> None:
+    device = sub.add_parser("device", help="link a second device").add_subparsers(
+        dest="device_command", required=True
+    )
+    p = device.add_parser(
+        "link", parents=[chat], help="show a one-time code that links a new device"
+    )
+    p.add_argument("--no-qr", action="store_true", help="do not draw the code as a QR code")
+    p.set_defaults(func=cmd_link)
+    p = device.add_parser(
+        "join",
+        parents=[chat, secret],
+        help="link this new device to your identity (no daemon, empty data directory)",
+    )
+    p.add_argument("code", help="the code `btchat device link` shows, e.g. 37-cobalt-tiger")
+    p.add_argument(
+        "--addr", type=hostport, metavar="HOST:PORT", help="dial the other device here (no DHT)"
+    )
+    p.add_argument("--host", help="address of the short-lived DHT node (default: any)")
+    p.add_argument("--no-passphrase", action="store_true", help="store the key unencrypted")
+    p.set_defaults(func=cmd_join)
+
+
+async def cmd_link(args: argparse.Namespace) -> None:
+    """Open an offer, show its code, wait until a device linked (0) or it failed (1)."""
+    from btchat.identity.qr import qr_terminal
+
+    with api_errors():
+        url, token = read_api_files(data_dir(args))
+        client = ApiClient(url, token)
+        ready = asyncio.Event()
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+
+        async def listen() -> None:  # subscribed before the offer: no outcome is missed
+            async for event in watch_events(url, token, on_ready=ready.set):
+                queue.put_nowait(event)
+            queue.put_nowait(None)
+
+        listener = asyncio.ensure_future(listen())
+        try:
+            async with asyncio.timeout(READY_TIMEOUT):
+                await ready.wait()
+            offer = await asyncio.to_thread(client.link_device)
+            code = offer["code"]
+            text = (
+                f"on the new device run: btchat device join {code}\n(code valid 10 minutes, once)"
+            )
+            if not args.no_qr and not args.json:
+                tty = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+                text = qr_terminal(code, ansi=tty) + "\n" + text
+            emit(args, offer, text, ours=True)
+            await _outcome(args, queue)
+        except asyncio.CancelledError:  # Ctrl-C: the offer must not outlive us
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(client.cancel_link)
+            raise
+        finally:
+            listener.cancel()
+
+
+async def _outcome(args: argparse.Namespace, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
+    while True:
+        event = await queue.get()
+        if event is None:
+            raise UserError("the daemon went away before the device was linked")
+        if event.get("type") == "device_linked":
+            device = str(event.get("device_id", ""))
+            emit(args, event, f"linked a new device: {device[:8]}")
+            return
+        if event.get("type") == "device_link_failed":
+            reason = str(event.get("reason", ""))
+            why = {
+                "wrong_code": "a wrong code was tried; the offer is used up",
+                "expired": "no device joined within 10 minutes",
+                "cancelled": "the offer was cancelled",
+            }.get(reason, reason)
+            raise UserError(f"no device linked: {why}")
+
+
+async def cmd_join(args: argparse.Namespace) -> None:
+    from btchat.identity.idtext import format_id
+    from btchat.identity.linking import parse_code
+    from btchat.node.boot import BootError, passphrase
+    from btchat.node.linking import JoinError, check_empty, join_device
+
+    conf = settings(args)
+    try:
+        parse_code(args.code)
+        check_empty(conf.data_dir)
+        if conf.tor and args.addr is None:
+            raise UserError("in Tor mode there is no DHT to find the other device: use --addr")
+        secret = None if conf.no_passphrase else passphrase(conf, ask_passphrase, new=True)
+    except (ValueError, JoinError, BootError) as exc:
+        raise UserError(str(exc)) from None
+    if secret is None and not conf.no_passphrase:
+        raise UserError(
+            "no passphrase given: use --passphrase-file, BTCHAT_PASSPHRASE, "
+            "a terminal, or --no-passphrase to store the key unencrypted"
+        )
+    say = (lambda text: print(text, file=sys.stderr)) if args.verbose else (lambda text: None)
+    try:
+        result = await join_device(
+            conf.data_dir,
+            args.code,
+            secret,
+            addr=args.addr,
+            bootstrap=list(conf.bootstrap),
+            dht_host=args.host or "0.0.0.0",
+            notice=say,
+        )
+    except JoinError as exc:
+        raise UserError(str(exc)) from None
+    keys = result.keys
+    device = keys.device.device_id.hex()
+    emit(
+        args,
+        {
+            "id": format_id(keys.identity.public_key),
+            "device_id": device,
+            "contacts": result.contacts,
+            "devices": result.devices,
+            "data_dir": str(conf.data_dir),
+            "encrypted": secret is not None,
+        },
+        f"linked as device {device[:8]}; {result.contacts} contacts; run `btchat up`",
+    )

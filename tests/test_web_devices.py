@@ -1,0 +1,58 @@
+"""Linking a device from the web app's "Status and settings", in a real browser against
+real daemons (``web_harness.py``): the page shows a one-time code, `btchat device join`
+in another data directory uses it through the sandbox DHT, and the page says how it
+ended; a wrong code and a cancelled code are said too (issue 13)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_device_link_e2e import join
+from test_messenger_e2e import Person, sandbox  # noqa: F401
+from web_harness import Tab, browser, people  # noqa: F401
+
+pytestmark = pytest.mark.slow
+
+
+def _new_code(tab: Tab) -> str:
+    tab.page.get_by_role("button", name="Link a new device").click()
+    tab.page.wait_for_selector("#link-code")
+    text = tab.page.text_content("#link-code") or ""
+    assert text.startswith("btchat device join ")
+    return text.removeprefix("btchat device join ")
+
+
+def test_link_a_device_from_the_status_screen(
+    browser: Any,  # noqa: F811
+    people: dict[str, Person],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    alice_p = people["alice"]
+    alice = Tab(browser, alice_p)
+    alice.open()
+    alice.page.get_by_role("button", name="Status and settings").click()
+    card = "section[aria-label='Link a device']"
+    alice.page.wait_for_selector(card)
+
+    code = _new_code(alice)
+    new = Person("alice2", tmp_path, alice_p.env, alice_p.bootstrap, init=False)
+    joined = join(new, code)
+    assert joined.returncode == 0, joined.stderr
+    alice.page.wait_for_selector("#link-state >> text=A new device is linked")
+    assert alice.page.is_visible(f"{card} >> text=Link a new device")
+
+    code = _new_code(alice)
+    plate, first, second = code.split("-")
+    other = Person("mallory", tmp_path, alice_p.env, alice_p.bootstrap, init=False)
+    wrong = join(other, f"{plate}-{first}-{'zebra' if second != 'zebra' else 'acorn'}")
+    assert wrong.returncode == 1
+    alice.page.wait_for_selector("#link-state >> text=A wrong code was tried")
+
+    _new_code(alice)
+    alice.page.get_by_role("button", name="Cancel the code").click()
+    alice.page.wait_for_selector("#link-state >> text=The code was cancelled")
+    alice.own_origin_only()
+    assert alice.errors == [], alice.errors
+    alice.context.close()
