@@ -25,8 +25,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from btchat.codec.bencode import DecodeError, decode, encode
 from btchat.dht import bep44
+from btchat.identity.devices import (
+    DEVICES_SALT,
+    MAX_DEVICES,
+    REVOKED_SALT,
+    decode_device_list,
+    decode_revoked,
+    encode_device_list,
+)
 from btchat.identity.keys import DeviceCertificate, Identity
 from btchat.identity.rendezvous import announce_targets, lookup_targets, pairwise_secret
 from btchat.net.dht_service import DhtError, DhtService
@@ -47,11 +54,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: BEP 44 salt of the signed device list published under an identity key.
-DEVICES_SALT = b"btchat/devices"
-#: Devices listed per identity (the item must stay under BEP 44's 1000 bytes).
-MAX_DEVICES = 5
-
 Addr = tuple[str, int]
 
 
@@ -68,6 +70,10 @@ class RendezvousConfig:
     # node used to count as success, and lookups missed the list for minutes.
     min_stored: int = 5
     reput_first: float = 1.0
+    # A contact's device list and revocations are read again this often (and at the
+    # first lookup after start): a new device of theirs gets dialled, a revoked one
+    # dropped, within this time even while a session is up.
+    device_refresh: float = 600.0
 
 
 def put_again_in(stored_at: int, refused: int, known_nodes: int, k: int, tries: int,
@@ -102,6 +108,23 @@ class Directory(Protocol):
 
     def save_certs(self, contact: bytes, certs: list[DeviceCertificate]) -> None: ...
 
+    def revoked_devices(self, contact: bytes) -> frozenset[bytes]:
+        """Every device id ``contact`` has revoked (never dialled, never accepted)."""
+        ...
+
+    def learn_devices(
+        self,
+        contact: bytes,
+        list_seq: int | None,
+        certs: list[DeviceCertificate] | None,
+        revoked_seq: int | None,
+        revoked: frozenset[bytes],
+    ) -> frozenset[bytes]:
+        """What one read of ``contact``'s device and revocation lists said (None: that
+        item was not found). Keeps the certificates unless the list is older than one
+        seen (rollback), keeps revocations for good; returns the ids newly revoked."""
+        ...
+
 
 @dataclass
 class FixedDirectory:
@@ -111,15 +134,36 @@ class FixedDirectory:
 
     contacts: list[bytes]
     certs: dict[bytes, list[DeviceCertificate]] = field(default_factory=dict)
+    revoked: dict[bytes, frozenset[bytes]] = field(default_factory=dict)
+    seqs: dict[bytes, int] = field(default_factory=dict)
 
     def reachable(self) -> list[bytes]:
         return list(self.contacts)
 
     def certs_of(self, contact: bytes) -> list[DeviceCertificate]:
-        return list(self.certs.get(contact, []))
+        gone = self.revoked.get(contact, frozenset())
+        return [c for c in self.certs.get(contact, []) if c.device_id not in gone]
 
     def save_certs(self, contact: bytes, certs: list[DeviceCertificate]) -> None:
         self.certs[contact] = list(certs)
+
+    def revoked_devices(self, contact: bytes) -> frozenset[bytes]:
+        return self.revoked.get(contact, frozenset())
+
+    def learn_devices(
+        self,
+        contact: bytes,
+        list_seq: int | None,
+        certs: list[DeviceCertificate] | None,
+        revoked_seq: int | None,
+        revoked: frozenset[bytes],
+    ) -> frozenset[bytes]:
+        old = self.revoked.get(contact, frozenset())
+        self.revoked[contact] = old | revoked
+        if certs is not None and (list_seq or 0) >= self.seqs.get(contact, -1):
+            self.seqs[contact] = list_seq or 0
+            self.certs[contact] = list(certs)
+        return revoked - old
 
 
 class Reacher(Protocol):
@@ -133,19 +177,9 @@ class Reacher(Protocol):
         """Try the candidates; True once a session to the contact is live."""
         ...
 
-
-def encode_device_list(certs: list[DeviceCertificate]) -> bytes:
-    return encode({b"certs": [c.encode() for c in certs[:MAX_DEVICES]]})
-
-
-def decode_device_list(v_bencoded: bytes, identity: bytes) -> list[DeviceCertificate]:
-    """Certificates in a fetched device list that verify and belong to ``identity``."""
-    try:
-        value = decode(v_bencoded)
-    except DecodeError:
-        return []
-    raw = value.get(b"certs") if isinstance(value, dict) else None
-    return DeviceCertificate.all_of(identity, raw)[:MAX_DEVICES]
+    def revoked(self, contact: bytes, device_ids: frozenset[bytes]) -> None:
+        """``contact`` revoked these devices: end any session to them."""
+        ...
 
 
 class Rendezvous:
@@ -177,6 +211,7 @@ class Rendezvous:
         self._tending: set[bytes] = set()
         self._slots = asyncio.Semaphore(config.max_lookups)
         self._wake = asyncio.Event()
+        self._devices_due: dict[bytes, float] = {}  # contact -> next device-list read
 
     # ------------------------------------------------------------------ loops
 
@@ -236,16 +271,45 @@ class Rendezvous:
             await asyncio.sleep(delay)
 
     async def fetch_certs(self, contact: bytes) -> list[DeviceCertificate]:
+        """The contact's certificates: those known, read again from the DHT when none
+        are known or ``device_refresh`` has passed since the last read."""
         certs = self.contacts.certs_of(contact)
-        if certs:
+        if certs and time.monotonic() < self._devices_due.get(contact, 0.0):
             return certs
-        result = await self.dht.get_mutable(contact, DEVICES_SALT)
-        if result.v_bencoded is None:
-            return []
-        certs = decode_device_list(result.v_bencoded, contact)
-        if certs:
-            self.contacts.save_certs(contact, certs)
-        return certs
+        try:
+            await self.refresh_devices(contact)
+        except DhtError:
+            if not certs:
+                raise
+        return self.contacts.certs_of(contact)
+
+    async def refresh_devices(self, contact: bytes) -> None:
+        """Read ``contact``'s device list and revocation list; what is revoked ends."""
+        self._devices_due[contact] = time.monotonic() + self.config.device_refresh
+        listed, revocations = await asyncio.gather(
+            self.dht.get_mutable(contact, DEVICES_SALT),
+            self.dht.get_mutable(contact, REVOKED_SALT),
+        )
+        certs = (
+            decode_device_list(listed.v_bencoded, contact)
+            if listed.v_bencoded is not None
+            else None
+        )
+        revoked = (
+            decode_revoked(revocations.v_bencoded)
+            if revocations.v_bencoded is not None
+            else frozenset()
+        )
+        gone = self.contacts.learn_devices(
+            contact,
+            listed.seq if certs else None,
+            certs or None,
+            revocations.seq if revocations.v_bencoded is not None else None,
+            revoked,
+        )
+        if gone:
+            log.info("%s revoked %d device(s)", contact.hex()[:16], len(gone))
+            self.reacher.revoked(contact, gone)
 
     # ------------------------------------------------------------ one contact
 
@@ -264,6 +328,9 @@ class Rendezvous:
                 now = time.monotonic()
                 if self.reacher.connected(contact):
                     found: bool | None = True
+                    if now >= self._devices_due.get(contact, 0.0):
+                        with contextlib.suppress(DhtError):
+                            await self.refresh_devices(contact)
                 elif now < self._next_try.get(contact, 0.0):
                     found = None  # backing off: only the announcements were due
                 else:

@@ -217,7 +217,7 @@ class Peering:
         self.stats: dict[str, int] = {
             "dials": 0,
             "accepted": 0,
-            "refused": 0,
+            "refused": 0,  # not a contact, or a revoked device
             "sessions_tcp": 0,
             "sessions_udp": 0,
             "sessions_relay": 0,
@@ -334,6 +334,14 @@ class Peering:
     def drop(self, contact: bytes, reason: str) -> None:
         for live in self._of(contact):
             live.conn.close(reason)
+
+    def revoked(self, contact: bytes, device_ids: frozenset[bytes]) -> None:
+        """``contact`` revoked these devices: their sessions end now."""
+        for (identity, device), live in list(self.sessions.items()):
+            if identity == contact and device in device_ids:
+                live.conn.close("device revoked")
+        for key in [k for k in self._unreached if k[0] == contact and k[1] in device_ids]:
+            del self._unreached[key]
 
     async def reach(self, candidates: list[Candidate]) -> bool:
         """Dial what the rendezvous found: each device not yet connected, at the
@@ -488,6 +496,13 @@ class Peering:
         contacts = set(self._contacts.reachable())
 
         def authorize(identity: bytes, remote: DeviceCertificate) -> bool:
+            if identity in contacts and remote.device_id in self._contacts.revoked_devices(
+                identity
+            ):
+                self.stats["refused"] += 1
+                admission.refused(ticket)
+                log.warning("refused a session from a revoked device of %s", identity.hex()[:16])
+                return False
             ok = identity in contacts
             if not ok:
                 self.stats["refused"] += 1
