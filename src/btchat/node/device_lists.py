@@ -105,7 +105,8 @@ class DeviceLists:
         if row != (old_list, old_rev, old_ids):
             with self.store.transaction() as conn:
                 conn.execute(
-                    "INSERT INTO device_lists (pk, list_seq, revoked_seq, revoked) VALUES (?, ?, ?, ?)"
+                    "INSERT INTO device_lists (pk, list_seq, revoked_seq, revoked)"
+                    " VALUES (?, ?, ?, ?)"
                     " ON CONFLICT (pk) DO UPDATE SET list_seq = excluded.list_seq,"
                     " revoked_seq = excluded.revoked_seq, revoked = excluded.revoked",
                     (pk, new_list, new_rev, encode(sorted(ids))),
