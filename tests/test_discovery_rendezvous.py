@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
+from btchat.codec.bencode import decode
 from btchat.dht.node import GetPeersResult, PutResult
 from btchat.discovery.rendezvous import (
     Candidate,
@@ -18,7 +20,9 @@ from btchat.discovery.rendezvous import (
 )
 from btchat.identity.keys import DeviceCertificate, DeviceKey, Identity
 from btchat.identity.rendezvous import lookup_targets, pairwise_secret
+from btchat.messaging.store import Store
 from btchat.net.dht_service import DhtError
+from btchat.node.devices import OwnDevices
 from btchat.node.tasks import TaskOwner
 
 
@@ -185,3 +189,43 @@ def test_put_again_in_asks_for_most_of_the_k_closest_but_not_more_than_exist() -
     assert put_again_in(1, 0, 50, 8, 40, config) == config.republish  # bounded
     # A three-node swarm that stored it everywhere is not asked again and again.
     assert put_again_in(3, 0, 3, 8, 1, config) == config.republish
+
+
+class PutDht(FakeDht):
+    """Keeps every device-list put; each lands on all 8 closest nodes."""
+
+    def __init__(self) -> None:
+        super().__init__({}, set())
+        self.puts: list[tuple[int, bytes]] = []
+        self.node = SimpleNamespace(routing=[object()] * 20, config=SimpleNamespace(k=8))
+
+    async def put_mutable(self, item: object) -> PutResult:  # type: ignore[override]
+        self.puts.append((item.seq, item.v_bencoded))  # type: ignore[attr-defined]
+        return PutResult(b"t" * 20, 8, [], 30)
+
+
+async def test_adding_a_device_republishes_the_list_at_once(tmp_path: Path) -> None:
+    me = Identity.generate()
+    own = OwnDevices(Store.open(tmp_path / "m.db", None), _cert(me))
+    dht = PutDht()
+    rendezvous = Rendezvous(
+        me, own.certificate, dht,  # type: ignore[arg-type]
+        RendezvousConfig(), Reacher(), FixedDirectory([]), own,
+    )  # fmt: skip
+    tasks = TaskOwner()
+    tasks.spawn(rendezvous.run(4000, tasks.spawn))
+    try:
+        deadline = time.monotonic() + 3
+        while not dht.puts and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert decode_device_list(dht.puts[0][1], me.public_key) == [own.certificate]
+        other = me.certify(DeviceKey.generate(), 200)
+        own.add(other)  # the next put would be 30 minutes away without the poke
+        while len(dht.puts) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+    finally:
+        await tasks.cancel_all()
+    assert len(dht.puts) == 2
+    assert decode_device_list(dht.puts[1][1], me.public_key) == [own.certificate, other]
+    assert dht.puts[1][0] > dht.puts[0][0]  # a newer seq, even within the same second
+    assert len(decode(dht.puts[1][1])[b"certs"]) == 2

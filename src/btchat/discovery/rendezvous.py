@@ -44,6 +44,7 @@ __all__ = [
     "Candidate",
     "Directory",
     "FixedDirectory",
+    "OwnCerts",
     "Reacher",
     "Rendezvous",
     "RendezvousConfig",
@@ -166,6 +167,18 @@ class FixedDirectory:
         return revoked - old
 
 
+class OwnCerts(Protocol):
+    """Our identity's device certificates (node/devices.py ``OwnDevices``)."""
+
+    def certs(self) -> list[DeviceCertificate]:
+        """What the device list names: this device first, at most MAX_DEVICES."""
+        ...
+
+    def watch(self, callback: Callable[[], None]) -> None:
+        """Have ``callback`` called after every change."""
+        ...
+
+
 class Reacher(Protocol):
     """Whoever opens sessions to what the rendezvous finds (peering)."""
 
@@ -193,6 +206,7 @@ class Rendezvous:
         config: RendezvousConfig,
         reacher: Reacher,
         contacts: Directory,
+        own: OwnCerts | None = None,
     ) -> None:
         self.identity = identity
         self.me = identity.public_key
@@ -212,6 +226,12 @@ class Rendezvous:
         self._slots = asyncio.Semaphore(config.max_lookups)
         self._wake = asyncio.Event()
         self._devices_due: dict[bytes, float] = {}  # contact -> next device-list read
+        #: Our device certificates to publish; without it, only this device's.
+        self.own = own
+        self._republish = asyncio.Event()
+        self._seq = 0
+        if own is not None:
+            own.watch(self.republish)
 
     # ------------------------------------------------------------------ loops
 
@@ -243,14 +263,29 @@ class Rendezvous:
             self._next_try.clear()
         self._wake.set()
 
+    def republish(self) -> None:
+        """Publish the device list now (a device was added)."""
+        self._republish.set()
+
+    def _next_seq(self) -> int:
+        """Unix seconds, but always above the last put: a list republished at once after
+        a change must not carry the seq of the one it replaces (BEP 44: same seq, other
+        value is refused)."""
+        self._seq = max(int(time.time()), self._seq + 1)
+        return self._seq
+
+    def device_certs(self) -> list[DeviceCertificate]:
+        return self.own.certs() if self.own is not None else [self.certificate]
+
     async def _publish_loop(self) -> None:
         thin = 0  # puts in a row that landed on too few nodes
         while True:
+            self._republish.clear()
             try:
                 item = bep44.sign_mutable(
                     self.identity.private_key,
-                    encode_device_list([self.certificate]),
-                    int(time.time()),
+                    encode_device_list(self.device_certs()),
+                    self._next_seq(),
                     DEVICES_SALT,
                 )
                 result = await self.dht.put_mutable(item)
@@ -268,7 +303,9 @@ class Rendezvous:
                 # Usually: not joined yet. Retry soon; contacts need this list to dial us.
                 log.info("could not publish the device list yet: %s", exc)
                 delay = 0.5
-            await asyncio.sleep(delay)
+            with contextlib.suppress(TimeoutError):  # a new device: publish at once
+                async with asyncio.timeout(delay):
+                    await self._republish.wait()
 
     async def fetch_certs(self, contact: bytes) -> list[DeviceCertificate]:
         """The contact's certificates: those known, read again from the DHT when none

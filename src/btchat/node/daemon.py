@@ -39,6 +39,7 @@ from btchat.node.chat import Chat
 from btchat.node.contact_manager import ContactManager
 from btchat.node.contact_requests import ContactRequests
 from btchat.node.contacts import ContactBook
+from btchat.node.devices import OwnDevices
 from btchat.node.events import EventHub
 from btchat.node.files import Files, FilesConfig
 from btchat.node.join import join_loop
@@ -118,6 +119,8 @@ class Daemon:
         self._tasks = TaskOwner()
         self._joined = asyncio.Event()
         self.profiles = Profiles(keys.identity, store)
+        #: Our identity's devices (this one and those linked), for the device list.
+        self.own_devices = OwnDevices(store, keys.certificate)
         self.contacts = ContactBook(self.me, store, self.profiles)
         self.requests = ContactRequests(
             keys.identity,
@@ -181,6 +184,7 @@ class Daemon:
             dialer=self.dialer,
             on_switched=self.guard.shield("session switch", self._on_switched),
             on_stream=self.files.on_stream,
+            own_devices=self.own_devices,
         )
         await self.peering.start()
         self.contact_manager.peering = self.peering

@@ -36,6 +36,7 @@ from btchat.discovery.rendezvous import (
     DEVICES_SALT,
     Candidate,
     Directory,
+    OwnCerts,
     Rendezvous,
     RendezvousConfig,
     decode_device_list,
@@ -163,6 +164,7 @@ class Peering:
         on_switched: Callable[[bytes], None] | None = None,
         dialer: Dialer | None = None,
         on_stream: Callable[[PeerKey, SessionConnection, object], None] | None = None,
+        own_devices: OwnCerts | None = None,
     ) -> None:
         self.identity = identity
         #: How sessions are carried: any "connect me to this address" -> byte stream.
@@ -184,7 +186,7 @@ class Peering:
         #: Without a DHT (Tor mode) there is no rendezvous: sessions are only dialled by
         #: hand (:meth:`dial`) or accepted.
         self.rendezvous = (
-            Rendezvous(identity, certificate, dht, config.rendezvous(), self, contacts)
+            Rendezvous(identity, certificate, dht, config.rendezvous(), self, contacts, own_devices)
             if dht is not None
             else None
         )

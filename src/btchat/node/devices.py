@@ -1,0 +1,120 @@
+"""Our own devices: the certificates of every installation of our identity.
+
+How this works: each device of an identity has its own X25519 key and device id,
+certified by the identity (``identity/keys.py``). The device list we publish in the
+DHT (``discovery/rendezvous.py``) must name all of them, or contacts could not dial
+the others. :class:`OwnDevices` keeps those certificates in the message database
+(table ``own_devices``), this device's own first, and tells whoever watches (the
+publish loop) when one is added, so the new list goes out at once instead of at the
+next 30-minute republish. Linking a device (``node/linking.py``) adds the new device's
+certificate here on the old device, and the old device's certificates on the new one.
+
+Only certificates by our identity that verify are kept, at most
+:data:`~btchat.discovery.rendezvous.MAX_DEVICES` (what one BEP 44 item can list).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from btchat.discovery.rendezvous import MAX_DEVICES
+from btchat.errors import UsageError
+from btchat.identity.keys import CertificateError, DeviceCertificate
+from btchat.messaging.store import Store
+from btchat.storage import register_migrations, sql_step
+
+__all__ = ["DeviceListFull", "OwnDevices"]
+
+log = logging.getLogger(__name__)
+
+
+class DeviceListFull(UsageError):
+    """Our identity already has the most devices one device list can name."""
+
+
+#: Ordered steps of the own-devices table; append only, never edit a released one.
+MIGRATIONS = (
+    sql_step(  # 1: certificates of our identity's other devices (ours is in the key file)
+        (
+            """CREATE TABLE own_devices (
+                device_id BLOB PRIMARY KEY CHECK (length(device_id) = 16),
+                cert BLOB NOT NULL,
+                added_ms INTEGER NOT NULL
+            ) WITHOUT ROWID""",
+        )
+    ),
+)
+register_migrations("devices", MIGRATIONS)
+
+
+class OwnDevices:
+    """Our identity's device certificates: ``certs()`` to publish, ``add()`` a new one."""
+
+    def __init__(self, store: Store, certificate: DeviceCertificate) -> None:
+        self.store = store
+        #: This device's certificate (from the key file): always first, never stored.
+        self.certificate = certificate
+        self.me = certificate.identity
+        self._watchers: list[Callable[[], None]] = []
+        store.migrate()  # the table, if this file predates it
+
+    def watch(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` after every change (the publish loop republishes)."""
+        self._watchers.append(callback)
+
+    def _stored(self) -> list[DeviceCertificate]:
+        """Stored certificates, re-verified on every read: one that fails is skipped."""
+        out = []
+        for (blob,) in self.store.query(
+            "SELECT cert FROM own_devices ORDER BY added_ms, device_id"
+        ):
+            try:
+                cert = DeviceCertificate.decode(bytes(blob))
+            except CertificateError:
+                log.warning("skipping a stored own-device certificate that does not verify")
+                continue
+            if cert.identity == self.me and cert.device_id != self.certificate.device_id:
+                out.append(cert)
+        return out
+
+    def certs(self) -> list[DeviceCertificate]:
+        """This device's certificate first, then the others in the order they came; at
+        most MAX_DEVICES."""
+        return [self.certificate, *self._stored()][:MAX_DEVICES]
+
+    def knows(self, device_id: bytes) -> bool:
+        return any(c.device_id == device_id for c in self.certs())
+
+    def room(self) -> int:
+        """How many more devices the list can name."""
+        return MAX_DEVICES - len(self.certs())
+
+    def add(self, cert: DeviceCertificate, *, now_ms: int | None = None) -> bool:
+        """Keep ``cert`` (a valid certificate by our identity); True if the list changed.
+
+        The same device again with a newer certificate replaces the old one; an older
+        or identical one changes nothing. Raises UsageError for a certificate that is not
+        ours or does not verify, DeviceListFull when the list has no room.
+        """
+        if cert.identity != self.me or not cert.verify():
+            raise UsageError("not a valid device certificate of this identity")
+        if cert.device_id == self.certificate.device_id:
+            return False  # this device: its certificate lives in the key file
+        existing = {c.device_id: c for c in self._stored()}
+        old = existing.get(cert.device_id)
+        if old is not None and old.created >= cert.created:
+            return False
+        if old is None and self.room() <= 0:
+            raise DeviceListFull(f"an identity lists at most {MAX_DEVICES} devices")
+        added = int(time.time() * 1000) if now_ms is None else now_ms
+        with self.store.transaction() as conn:
+            conn.execute(
+                "INSERT INTO own_devices (device_id, cert, added_ms) VALUES (?, ?, ?)"
+                " ON CONFLICT (device_id) DO UPDATE SET cert = excluded.cert",
+                (cert.device_id, cert.encode(), added),
+            )
+        for callback in self._watchers:
+            callback()
+        return True
