@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from btchat.dht import bep44
-from btchat.dht.node import GetItemResult
+from btchat.dht.node import GetItemResult, PutResult
 from btchat.discovery.rendezvous import Candidate, FixedDirectory, Rendezvous, RendezvousConfig
+from btchat.errors import ApiError, UsageError
 from btchat.identity.devices import (
     DEVICES_SALT,
     MAX_REVOKED,
     REVOKED_SALT,
     DeviceSet,
+    decode_device_list,
     decode_revoked,
     encode_device_list,
     encode_revoked,
@@ -25,6 +28,7 @@ from btchat.identity.keys import DeviceCertificate, DeviceKey, Identity
 from btchat.messaging.store import Store
 from btchat.node.contacts import ContactBook
 from btchat.node.device_lists import DeviceLists
+from btchat.node.devices import OwnDevices
 from btchat.node.profile import Profiles
 
 
@@ -153,3 +157,74 @@ def test_a_list_signed_by_someone_else_does_not_verify() -> None:
         alice.public_key, item.salt, item.seq, item.v_bencoded, item.signature
     )
     assert item.verify() and not forged.verify()
+
+
+class SharedDht(ListDht):
+    """One identity's items as every one of its devices reads and puts them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.node = SimpleNamespace(routing=[object()] * 20, config=SimpleNamespace(k=8))
+
+    async def put_mutable(self, item: bep44.MutableItem) -> PutResult:
+        old = self.items.get(item.salt)
+        assert item.verify() and (old is None or item.seq > old.seq)  # as BEP 44 nodes do
+        self.items[item.salt] = GetItemResult(None, item.v_bencoded, item.seq, item.signature, 1)
+        return PutResult(b"t" * 20, 8, [], 30)
+
+
+def _own(tmp_path: Path, name: str, me: Identity, dht: SharedDht) -> tuple[OwnDevices, Any]:
+    own = OwnDevices(Store.open(tmp_path / f"{name}.db", None), _cert(me))
+    rendezvous = Rendezvous(
+        me, own.certificate, dht, RendezvousConfig(), Reacher(), FixedDirectory([]), own
+    )  # type: ignore[arg-type]
+
+    async def publish() -> None:  # one round of the publish loop: read back, merge, put
+        await rendezvous._merge_own()
+        await rendezvous._put(DEVICES_SALT, encode_device_list(own.certs()))
+        if own.revoked():
+            await rendezvous._put(REVOKED_SALT, encode_revoked(own.revoked()))
+
+    return own, lambda: asyncio.run(publish())
+
+
+def test_own_devices_converge_on_links_and_revocations(tmp_path: Path) -> None:
+    me, dht = Identity.generate(), SharedDht()
+    laptop, publish_laptop = _own(tmp_path, "laptop", me, dht)
+    desktop, publish_desktop = _own(tmp_path, "desktop", me, dht)
+    phone, publish_phone = _own(tmp_path, "phone", me, dht)
+    laptop.add(desktop.certificate)
+    desktop.add(laptop.certificate)
+    publish_laptop()
+    laptop.add(phone.certificate)  # linked on the laptop only
+    publish_laptop()
+    publish_desktop()  # reads the laptop's list back: learns of the phone
+    assert {c.device_id for c in desktop.certs()} == {
+        c.device_id for c in (laptop.certificate, desktop.certificate, phone.certificate)
+    }
+    # The phone is lost: revoked on the desktop; the laptop learns at its next round.
+    desktop.revoke(desktop.find(phone.certificate.device_id.hex()[:6]).device_id)
+    publish_desktop()
+    publish_laptop()
+    assert phone.certificate.device_id in laptop.revoked()
+    assert phone.certificate not in laptop.certs()
+    assert decode_device_list(dht.items[DEVICES_SALT].v_bencoded, me.public_key) == laptop.certs()
+    # The phone reads the lists: it knows it is cut off, and cannot be added back.
+    publish_phone()
+    assert phone.this_revoked
+    with pytest.raises(UsageError):
+        laptop.add(phone.certificate)
+
+
+def test_revoking_needs_an_existing_other_device(tmp_path: Path) -> None:
+    me = Identity.generate()
+    own = OwnDevices(Store.open(tmp_path / "m.db", None), _cert(me))
+    with pytest.raises(ApiError) as this:
+        own.find(own.certificate.device_id.hex())
+    assert this.value.code == "this_device"
+    with pytest.raises(ApiError) as unknown:
+        own.find("abcd")
+    assert unknown.value.code == "unknown_device"
+    with pytest.raises(ApiError) as bad:
+        own.find("xyz")
+    assert bad.value.code == "bad_device"

@@ -29,10 +29,12 @@ from btchat.dht import bep44
 from btchat.identity.devices import (
     DEVICES_SALT,
     MAX_DEVICES,
+    MAX_REVOKED,
     REVOKED_SALT,
     decode_device_list,
     decode_revoked,
     encode_device_list,
+    encode_revoked,
 )
 from btchat.identity.keys import DeviceCertificate, Identity
 from btchat.identity.rendezvous import announce_targets, lookup_targets, pairwise_secret
@@ -168,14 +170,24 @@ class FixedDirectory:
 
 
 class OwnCerts(Protocol):
-    """Our identity's device certificates (node/devices.py ``OwnDevices``)."""
+    """Our identity's devices (node/devices.py ``OwnDevices``)."""
 
     def certs(self) -> list[DeviceCertificate]:
         """What the device list names: this device first, at most MAX_DEVICES."""
         ...
 
+    def revoked(self) -> frozenset[bytes]:
+        """What the revocation list names."""
+        ...
+
     def watch(self, callback: Callable[[], None]) -> None:
         """Have ``callback`` called after every change."""
+        ...
+
+    def merge_published(
+        self, certs: list[DeviceCertificate], revoked: frozenset[bytes], revoked_seq: int | None
+    ) -> bool:
+        """Take in what our lists in the DHT say (put by another of our devices)."""
         ...
 
 
@@ -229,7 +241,7 @@ class Rendezvous:
         #: Our device certificates to publish; without it, only this device's.
         self.own = own
         self._republish = asyncio.Event()
-        self._seq = 0
+        self._seqs: dict[bytes, int] = {}  # salt -> the highest seq put or seen
         if own is not None:
             own.watch(self.republish)
 
@@ -267,12 +279,42 @@ class Rendezvous:
         """Publish the device list now (a device was added)."""
         self._republish.set()
 
-    def _next_seq(self) -> int:
-        """Unix seconds, but always above the last put: a list republished at once after
-        a change must not carry the seq of the one it replaces (BEP 44: same seq, other
-        value is refused)."""
-        self._seq = max(int(time.time()), self._seq + 1)
-        return self._seq
+    def _next_seq(self, salt: bytes) -> int:
+        """Unix seconds, but always above the last put or seen: a list republished at
+        once after a change must not carry the seq of the one it replaces (BEP 44: same
+        seq, other value is refused), nor one below what another of our devices put."""
+        self._seqs[salt] = max(int(time.time()), self._seqs.get(salt, -1) + 1)
+        return self._seqs[salt]
+
+    def _put(self, salt: bytes, value: bytes) -> Any:
+        item = bep44.sign_mutable(self.identity.private_key, value, self._next_seq(salt), salt)
+        return self.dht.put_mutable(item)
+
+    async def _merge_own(self) -> None:
+        """Read our own lists back: another of our devices may have linked or revoked
+        one. What it knew and we did not is taken in, then goes out in our next put."""
+        if self.own is None:
+            return
+        try:
+            listed, revocations = await asyncio.gather(
+                self.dht.get_mutable(self.me, DEVICES_SALT),
+                self.dht.get_mutable(self.me, REVOKED_SALT),
+            )
+        except DhtError as exc:  # publish what we have; merge at the next round
+            log.debug("could not read our own device lists back: %s", exc)
+            return
+        for salt, got in ((DEVICES_SALT, listed), (REVOKED_SALT, revocations)):
+            if got.seq is not None:
+                self._seqs[salt] = max(self._seqs.get(salt, -1), got.seq)
+        certs = (
+            decode_device_list(listed.v_bencoded, self.me) if listed.v_bencoded is not None else []
+        )
+        revoked = (
+            decode_revoked(revocations.v_bencoded)
+            if revocations.v_bencoded is not None
+            else frozenset()
+        )
+        self.own.merge_published(certs, revoked, revocations.seq)
 
     def device_certs(self) -> list[DeviceCertificate]:
         return self.own.certs() if self.own is not None else [self.certificate]
@@ -282,13 +324,11 @@ class Rendezvous:
         while True:
             self._republish.clear()
             try:
-                item = bep44.sign_mutable(
-                    self.identity.private_key,
-                    encode_device_list(self.device_certs()),
-                    self._next_seq(),
-                    DEVICES_SALT,
-                )
-                result = await self.dht.put_mutable(item)
+                await self._merge_own()
+                result = await self._put(DEVICES_SALT, encode_device_list(self.device_certs()))
+                revoked = self.own.revoked() if self.own is not None else frozenset()
+                if revoked:
+                    await self._put(REVOKED_SALT, encode_revoked(sorted(revoked)[:MAX_REVOKED]))
                 node = self.dht.node
                 delay = put_again_in(
                     result.stored_at, len(result.errors), len(node.routing), node.config.k,
@@ -303,6 +343,8 @@ class Rendezvous:
                 # Usually: not joined yet. Retry soon; contacts need this list to dial us.
                 log.info("could not publish the device list yet: %s", exc)
                 delay = 0.5
+            if len(self.device_certs()) > 1:  # our other devices' changes come in soon
+                delay = min(delay, self.config.device_refresh)
             with contextlib.suppress(TimeoutError):  # a new device: publish at once
                 async with asyncio.timeout(delay):
                     await self._republish.wait()
