@@ -105,6 +105,16 @@ class Files(Protocol):
     def file_path(self, tid: str) -> Path: ...
 
 
+class Devices(Protocol):
+    """Our identity's devices (``node/devices.py``). The list is ``{devices: [{device_id,
+    created, this_device}], revoked: [device_id], this_revoked}``; ``device`` is a device
+    id in hex or a unique prefix of 4+ digits."""
+
+    async def list(self) -> dict[str, Any]: ...
+
+    async def revoke(self, device: str) -> dict[str, Any]: ...
+
+
 @runtime_checkable
 class Messenger(Protocol):
     """Everything the local API can ask of the running messenger.
@@ -116,11 +126,13 @@ class Messenger(Protocol):
     409 conflict (name taken, already a contact), 503 not ready (e.g. DHT not joined yet).
     The API validates shapes and sizes before calling; the messenger validates meaning.
     ``channels`` is ``None`` where the messenger runs no channels (the API answers 501);
-    so is ``files`` where it transfers no files.
+    so is ``files`` where it transfers no files, and ``devices`` where it has no
+    device list (a fake without one).
     """
 
     channels: Channels | None
     files: Files | None
+    devices: Devices | None
 
     async def status(self) -> dict[str, Any]: ...
 

@@ -40,6 +40,8 @@ class FakeMessenger:
         self.channels: FakeChannels | None = FakeChannels(self) if channels else None
         #: ``files=True``: in-memory transfers (:class:`FakeFiles`); else the routes answer 501.
         self.files: FakeFiles | None = FakeFiles(self) if files else None
+        #: No device list: the device routes answer 501.
+        self.devices: Any = None
         self.contacts: dict[str, dict[str, Any]] = {}
         self.messages: list[dict[str, Any]] = []
         self.requests: dict[str, dict[str, Any]] = {}

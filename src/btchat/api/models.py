@@ -491,6 +491,20 @@ class ContactList(Shape):
     contacts: list[Contact]
 
 
+class Device(Shape):
+    device_id: str = Field(description="The device id, 32 hex digits.")
+    created: int = Field(description="When its certificate was made, Unix seconds.")
+    this_device: bool = Field(description="The device this daemon runs on.")
+
+
+class DeviceList(Shape):
+    devices: list[Device] = Field(description="Devices that speak for us, this one first.")
+    revoked: list[str] = Field(description="Ids of devices revoked, for good.")
+    this_revoked: bool = Field(
+        description="Another of our devices revoked this one: contacts no longer accept it."
+    )
+
+
 class SafetyNumber(Shape):
     contact: Contact
     safety_number: str
@@ -642,6 +656,7 @@ RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     Contact,
     ContactList,
     SafetyNumber,
+    DeviceList,
     Message,
     MessageList,
     ReadResult,

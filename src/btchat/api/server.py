@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import WSCloseCode, web
 
-from btchat.api import channel_routes, file_routes, handlers, web_routes
+from btchat.api import channel_routes, device_routes, file_routes, handlers, web_routes
 from btchat.api.facade import ApiError, Messenger
 from btchat.api.routes import (
     MAX_BODY,
@@ -193,7 +193,14 @@ async def get_openapi(request: web.Request) -> web.Response:
 #: Every route the server registers, in order (channel routes first: ``/join``
 #: must match before ``{channel}``).
 ALL_ROUTES = join_tables(
-    [OPENAPI, channel_routes.ROUTES, file_routes.ROUTES, handlers.ROUTES, web_routes.ROUTES]
+    [
+        OPENAPI,
+        channel_routes.ROUTES,
+        device_routes.ROUTES,
+        file_routes.ROUTES,
+        handlers.ROUTES,
+        web_routes.ROUTES,
+    ]
 )
 
 

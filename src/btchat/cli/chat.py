@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 import unicodedata
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -373,6 +374,18 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--to", action="append", default=[], metavar="ID", help="private to members")
     p = command(channel, "history", cmd_channel_history, "channel")
     p.add_argument("--limit", type=int, default=50)
+
+    device = sub.add_parser("device", help="your other devices").add_subparsers(
+        dest="device_command", required=True
+    )
+    command(device, "list", cmd_device_list, help="devices that speak for you, and revoked ones")
+    p = command(
+        device,
+        "revoke",
+        cmd_device_revoke,
+        help="cut a lost device off for good: contacts stop reaching it",
+    )
+    p.add_argument("device", metavar="ID", help="device id (4+ hex digits, from `device list`)")
 
     command(sub, "watch", cmd_watch, help="print live events")
     webopen.add_command(sub, chat)
@@ -866,6 +879,29 @@ async def cmd_channel_remove(args: argparse.Namespace) -> None:
 async def cmd_channel_leave(args: argparse.Namespace) -> None:
     call(args, "leave_channel", args.channel)
     emit(args, {"left": args.channel}, f"left {args.channel}")
+
+
+def devices_text(listing: dict[str, Any]) -> str:
+    lines = [
+        f"{d['device_id']}  since {time.strftime('%Y-%m-%d', time.localtime(d['created']))}"
+        + ("  (this device)" if d["this_device"] else "")
+        for d in listing["devices"]
+    ]
+    if listing["revoked"]:
+        lines.append("revoked: " + ", ".join(listing["revoked"]))
+    if listing["this_revoked"]:
+        lines.append("THIS DEVICE WAS REVOKED by another of your devices: contacts refuse it")
+    return "\n".join(lines)
+
+
+async def cmd_device_list(args: argparse.Namespace) -> None:
+    listing = call(args, "list_devices")
+    emit(args, listing, devices_text(listing))
+
+
+async def cmd_device_revoke(args: argparse.Namespace) -> None:
+    listing = call(args, "revoke_device", args.device)
+    emit(args, listing, f"revoked; your devices now:\n{devices_text(listing)}")
 
 
 async def cmd_channel_members(args: argparse.Namespace) -> None:

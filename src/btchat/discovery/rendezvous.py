@@ -254,7 +254,7 @@ class Rendezvous:
         while True:
             self._wake.clear()
             now = time.monotonic()
-            for contact in self.contacts.reachable():
+            for contact in self._tended():
                 if contact not in self._tending and now >= self._due.get(contact, 0.0):
                     self._tending.add(contact)
                     spawn(self._tend(contact))
@@ -263,6 +263,16 @@ class Rendezvous:
             with contextlib.suppress(TimeoutError):  # not wait_for: see ChannelService
                 async with asyncio.timeout(max(0.05, delay)):
                     await self._wake.wait()
+
+    def _others(self) -> list[DeviceCertificate]:
+        """Our other devices (found like contacts: our identity's rendezvous with itself)."""
+        if self.own is None:
+            return []
+        return [c for c in self.own.certs() if c.device_id != self.certificate.device_id]
+
+    def _tended(self) -> list[bytes]:
+        contacts = self.contacts.reachable()
+        return [*contacts, self.me] if self._others() else contacts
 
     def poke(self, contact: bytes | None = None) -> None:
         """Look for contacts now (a contact was added, the network came back...)."""
@@ -352,6 +362,8 @@ class Rendezvous:
     async def fetch_certs(self, contact: bytes) -> list[DeviceCertificate]:
         """The contact's certificates: those known, read again from the DHT when none
         are known or ``device_refresh`` has passed since the last read."""
+        if contact == self.me:
+            return self._others()  # our own lists are merged by the publish loop
         certs = self.contacts.certs_of(contact)
         if certs and time.monotonic() < self._devices_due.get(contact, 0.0):
             return certs
@@ -407,7 +419,7 @@ class Rendezvous:
                 now = time.monotonic()
                 if self.reacher.connected(contact):
                     found: bool | None = True
-                    if now >= self._devices_due.get(contact, 0.0):
+                    if contact != self.me and now >= self._devices_due.get(contact, 0.0):
                         with contextlib.suppress(DhtError):
                             await self.refresh_devices(contact)
                 elif now < self._next_try.get(contact, 0.0):

@@ -39,11 +39,12 @@ from btchat.node.chat import Chat
 from btchat.node.contact_manager import ContactManager
 from btchat.node.contact_requests import ContactRequests
 from btchat.node.contacts import ContactBook
-from btchat.node.devices import OwnDevices
+from btchat.node.devices import DevicePart, OwnDevices
 from btchat.node.events import EventHub
 from btchat.node.files import Files, FilesConfig
 from btchat.node.join import join_loop
 from btchat.node.offline import OfflineDelivery
+from btchat.node.own_sync import OwnSync
 from btchat.node.peering import Peering, PeeringConfig
 from btchat.node.profile import Profiles
 from btchat.node.requests import REQUEST_POW_BITS
@@ -115,12 +116,15 @@ class Daemon:
         self.portmap: UpnpPortMapper | None = None
         self.started = time.monotonic()
         self.events = EventHub()
-        self._emit = self.events.emit
+        self._emit = self._emit_event
+        self.own_sync: OwnSync | None = None
         self._tasks = TaskOwner()
         self._joined = asyncio.Event()
         self.profiles = Profiles(keys.identity, store)
         #: Our identity's devices (this one and those linked), for the device list.
         self.own_devices = OwnDevices(store, keys.certificate)
+        self.devices = DevicePart(self.own_devices, self._own_device_revoked)
+        self.own_sync = OwnSync(store, self._send_to_own, self._emit)
         self.contacts = ContactBook(self.me, store, self.profiles)
         self.requests = ContactRequests(
             keys.identity,
@@ -185,6 +189,7 @@ class Daemon:
             on_switched=self.guard.shield("session switch", self._on_switched),
             on_stream=self.files.on_stream,
             own_devices=self.own_devices,
+            on_own_device=self.guard.shield("own device session", self._own_device),
         )
         await self.peering.start()
         self.contact_manager.peering = self.peering
@@ -304,6 +309,28 @@ class Daemon:
 
     async def remove_contact(self, c: str) -> None:
         self.contact_manager.remove(c)
+
+    def _emit_event(self, event: dict[str, Any]) -> None:
+        self.events.emit(event)
+        if event.get("type") == "message" and self.own_sync is not None:
+            self.own_sync.changed()  # our other devices get it too
+
+    def _send_to_own(self, device: bytes, payload: bytes) -> bool:
+        return self.peering is not None and self.peering.send_to((self.me, device), payload)
+
+    def _own_device(self, device: bytes, up: bool) -> None:
+        assert self.own_sync is not None
+        log.info("session with our device %s %s", device.hex()[:8], "up" if up else "down")
+        if up:
+            self.own_sync.device_up(device)
+        else:
+            self.own_sync.device_down(device)
+
+    def _own_device_revoked(self, device_id: bytes) -> None:
+        if self.own_sync is not None:
+            self.own_sync.forget(device_id)
+        if self.peering is not None:
+            self.peering.revoked(self.me, frozenset({device_id}))
 
     async def safety_number(self, c: str) -> dict[str, Any]:
         return self.contact_manager.safety_number(c)
@@ -459,4 +486,8 @@ class Daemon:
             self.guard.report(exc, "storing a batch", peer)
 
     def _on_data(self, pk: bytes, device: bytes, payload: bytes) -> None:
+        if pk == self.me:
+            assert self.own_sync is not None
+            self.own_sync.receive(device, payload)
+            return
         self.chat.receive(pk, device, payload)  # one commit for all of this loop turn

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from btchat.discovery.rendezvous import MAX_DEVICES
 from btchat.errors import ApiError, UsageError
@@ -27,7 +28,7 @@ from btchat.messaging.store import Store
 from btchat.node.device_lists import DeviceLists
 from btchat.storage import register_migrations, sql_step
 
-__all__ = ["DeviceListFull", "OwnDevices"]
+__all__ = ["DeviceListFull", "DevicePart", "OwnDevices"]
 
 log = logging.getLogger(__name__)
 
@@ -202,12 +203,35 @@ class OwnDevices:
                 log.info("not adding a listed device %s: %s", cert.device_id.hex()[:8], exc)
         return changed
 
-    def json(self) -> list[dict[str, object]]:
-        return [
-            {
-                "device_id": c.device_id.hex(),
-                "created": c.created,
-                "this_device": c.device_id == self.certificate.device_id,
-            }
-            for c in self.certs()
-        ]
+    def listing(self) -> dict[str, Any]:
+        """The API's device list."""
+        return {
+            "devices": [
+                {
+                    "device_id": c.device_id.hex(),
+                    "created": c.created,
+                    "this_device": c.device_id == self.certificate.device_id,
+                }
+                for c in self.certs()
+            ],
+            "revoked": sorted(d.hex() for d in self.revoked()),
+            "this_revoked": self.this_revoked,
+        }
+
+
+class DevicePart:
+    """The API's ``devices`` part (``api/facade.py`` ``Devices``) over :class:`OwnDevices`;
+    ``on_revoked`` ends what we hold with the device (sessions between our devices)."""
+
+    def __init__(self, own: OwnDevices, on_revoked: Callable[[bytes], None]) -> None:
+        self.own = own
+        self._on_revoked = on_revoked
+
+    async def list(self) -> dict[str, Any]:
+        return self.own.listing()
+
+    async def revoke(self, device: str) -> dict[str, Any]:
+        cert = self.own.find(device)
+        self.own.revoke(cert.device_id)
+        self._on_revoked(cert.device_id)
+        return self.own.listing()

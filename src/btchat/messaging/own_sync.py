@@ -1,0 +1,135 @@
+"""History sync between the devices of one identity: what one has, the others get.
+
+How this works: every message a device stores (sent from it, received from a contact,
+or copied from another of our devices) has a local ``seq``. For each of our other
+devices we keep a cursor: the highest ``seq`` that device has acknowledged. While a
+session to it is up, we send the rows above its cursor in batches (``sync``), oldest
+first; it stores those it lacks (by message id, so a row arrives at most once however
+many devices send it), answers ``synced`` with the batch's last ``seq``, and we move
+the cursor and send the next. A device back after weeks catches up by batches, and
+every device orders a conversation by (Lamport, sender, id), so all show one order.
+
+The session between two of our devices authenticates both as our identity, so a copy
+is trusted as our own record; it carries the row, not the contact's signed envelope.
+
+The payloads (bencoded, on a session between our own devices only):
+``{t: "sync", m: [[id, peer, sender, direction, ts, lamport, type, text], ...], u: seq}``
+and ``{t: "synced", u: seq}``. Pure: rows in, bytes out, and back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from btchat.codec.bencode import DecodeError, decode, encode
+from btchat.messaging.messages import MessageRow
+
+__all__ = [
+    "BATCH_BYTES",
+    "BATCH_ROWS",
+    "Batch",
+    "SyncError",
+    "decode_sync",
+    "encode_batch",
+    "encode_synced",
+]
+
+#: Rows per batch, and about the most bytes of one (a session frame holds 64 KiB).
+BATCH_ROWS = 200
+BATCH_BYTES = 48 * 1024
+_TEXT_MAX = 16 * 1024 * 4  # a stored text never exceeds this many UTF-8 bytes
+_DIRECTIONS = {b"in", b"out"}
+
+
+class SyncError(ValueError):
+    """A sync payload that is malformed: dropped and counted, the session goes on."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    rows: list[MessageRow]
+    upto: int
+
+
+def _row_item(row: MessageRow) -> list[object]:
+    return [
+        row.id,
+        row.peer,
+        row.sender,
+        row.direction.encode(),
+        row.ts_ms,
+        row.lamport,
+        row.type.encode(),
+        (row.text or "").encode("utf-8", "replace"),
+    ]
+
+
+def encode_batch(rows: list[tuple[int, MessageRow]]) -> tuple[bytes, int]:
+    """A ``sync`` payload of the first rows that fit, and the last ``seq`` it covers.
+    ``rows`` are (seq, row), oldest first; at least one row is always taken."""
+    items: list[list[object]] = []
+    size = 0
+    upto = rows[0][0] if rows else 0
+    for seq, row in rows[:BATCH_ROWS]:
+        item = _row_item(row)
+        cost = len(encode(item))
+        if items and size + cost > BATCH_BYTES:
+            break
+        items.append(item)
+        size += cost
+        upto = seq
+    return encode({b"t": b"sync", b"m": items, b"u": upto}), upto
+
+
+def encode_synced(upto: int) -> bytes:
+    return encode({b"t": b"synced", b"u": upto})
+
+
+def _row(item: object, now_ms: int) -> MessageRow:
+    if not isinstance(item, list) or len(item) != 8:
+        raise SyncError("a synced row is a list of 8")
+    msg_id, peer, sender, direction, ts, lamport, kind, text = item
+    if not (
+        isinstance(msg_id, bytes)
+        and len(msg_id) == 16
+        and isinstance(peer, bytes)
+        and len(peer) == 32
+        and isinstance(sender, bytes)
+        and len(sender) == 32
+        and direction in _DIRECTIONS
+        and isinstance(ts, int)
+        and 0 <= ts < 2**53
+        and isinstance(lamport, int)
+        and 0 <= lamport < 2**53
+        and isinstance(kind, bytes)
+        and 1 <= len(kind) <= 32
+        and isinstance(text, bytes)
+        and len(text) <= _TEXT_MAX
+    ):
+        raise SyncError("a synced row has a field of the wrong type or size")
+    try:
+        kind_text, body = kind.decode("ascii"), text.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SyncError("a synced row's type or text is not text") from None
+    assert isinstance(direction, bytes)
+    return MessageRow(
+        msg_id, peer, sender, direction.decode(), ts, lamport, kind_text,
+        body or None, "delivered" if direction == b"in" else "sent", now_ms,
+    )  # fmt: skip
+
+
+def decode_sync(payload: bytes, now_ms: int) -> Batch | int:
+    """A ``sync`` batch, or the ``seq`` a ``synced`` acknowledges; SyncError else."""
+    try:
+        value = decode(payload)
+    except DecodeError as exc:
+        raise SyncError(f"not bencode: {exc}") from None
+    if not isinstance(value, dict) or not isinstance(value.get(b"u"), int):
+        raise SyncError("a sync payload is a dictionary with an integer u")
+    upto = value[b"u"]
+    if value.get(b"t") == b"synced":
+        return upto
+    rows = value.get(b"m")
+    if value.get(b"t") != b"sync" or not isinstance(rows, list) or len(rows) > BATCH_ROWS:
+        raise SyncError("a sync batch holds a list of at most 200 rows")
+    return Batch([_row(item, now_ms) for item in rows], upto)

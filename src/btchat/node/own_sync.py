@@ -1,0 +1,124 @@
+"""Keeping our devices' histories the same (``messaging/own_sync.py`` has the format).
+
+Peering holds a session to each of our other devices it reaches (they are found like
+contacts, through the rendezvous of our identity with itself). For each, this sends the
+rows above that device's cursor, one batch at a time, and moves the cursor when the
+device acknowledges; it stores what our other devices send. A new message stored here
+(sent, received, or copied in) wakes every idle sync, so a message reaches the others
+at once while they are up, and later, in order, when they come back.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from btchat.messaging.own_sync import (
+    BATCH_ROWS,
+    Batch,
+    SyncError,
+    decode_sync,
+    encode_batch,
+    encode_synced,
+)
+from btchat.messaging.store import Store
+from btchat.storage import register_migrations, sql_step
+
+__all__ = ["OwnSync"]
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = (
+    sql_step(
+        (
+            """CREATE TABLE own_sync (
+                device_id BLOB PRIMARY KEY CHECK (length(device_id) = 16),
+                upto INTEGER NOT NULL
+            ) WITHOUT ROWID""",
+        )
+    ),
+)
+register_migrations("own_sync", MIGRATIONS)
+
+
+class OwnSync:
+    def __init__(
+        self,
+        store: Store,
+        send: Callable[[bytes, bytes], bool],
+        emit: Callable[[dict[str, Any]], None],
+    ) -> None:
+        self.store = store
+        store.migrate()
+        self._send = send  # (device id, payload) -> taken
+        self._emit = emit
+        self._up: set[bytes] = set()
+        self._in_flight: dict[bytes, int] = {}  # device -> last seq of the batch sent
+        self.stats = {"batches_sent": 0, "rows_received": 0, "rows_new": 0, "malformed": 0}
+
+    def cursor(self, device: bytes) -> int:
+        rows = self.store.query("SELECT upto FROM own_sync WHERE device_id = ?", (device,))
+        return int(rows[0][0]) if rows else 0
+
+    def _advance(self, device: bytes, upto: int) -> None:
+        with self.store.transaction() as conn:
+            conn.execute(
+                "INSERT INTO own_sync (device_id, upto) VALUES (?, ?) ON CONFLICT (device_id)"
+                " DO UPDATE SET upto = max(upto, excluded.upto)",
+                (device, upto),
+            )
+
+    def device_up(self, device: bytes) -> None:
+        self._up.add(device)
+        self._in_flight.pop(device, None)  # a batch lost with the old session goes again
+        self._next(device)
+
+    def device_down(self, device: bytes) -> None:
+        self._up.discard(device)
+        self._in_flight.pop(device, None)
+
+    def forget(self, device: bytes) -> None:
+        """A revoked device: nothing more is sent to it."""
+        self.device_down(device)
+        with self.store.transaction() as conn:
+            conn.execute("DELETE FROM own_sync WHERE device_id = ?", (device,))
+
+    def changed(self) -> None:
+        """Something was stored here: every idle sync sends what is new."""
+        for device in list(self._up):
+            if device not in self._in_flight:
+                self._next(device)
+
+    def _next(self, device: bytes) -> None:
+        rows = self.store.rows_after(self.cursor(device), BATCH_ROWS)
+        if not rows:
+            return
+        payload, upto = encode_batch(rows)
+        if self._send(device, payload):
+            self._in_flight[device] = upto
+            self.stats["batches_sent"] += 1
+
+    def receive(self, device: bytes, payload: bytes) -> None:
+        try:
+            got = decode_sync(payload, int(time.time() * 1000))
+        except SyncError as exc:
+            self.stats["malformed"] += 1
+            log.warning("dropped a malformed sync payload from our device %s: %s",
+                        device.hex()[:8], exc)  # fmt: skip
+            return
+        if isinstance(got, Batch):
+            self._store(device, got)
+        elif self._in_flight.get(device) == got:
+            del self._in_flight[device]
+            self._advance(device, got)
+            self._next(device)
+
+    def _store(self, device: bytes, batch: Batch) -> None:
+        new = self.store.save_synced(batch.rows)  # committed before it is acknowledged
+        self.stats["rows_received"] += len(batch.rows)
+        self.stats["rows_new"] += len(new)
+        self._send(device, encode_synced(batch.upto))
+        for row in new:
+            self._emit({"type": "message", "message": row.to_json()})
