@@ -61,6 +61,8 @@ CORE_MODULES = (
     "sansio",
     "identity.keys",
     "identity.idtext",
+    "identity.linking",
+    "identity.linkwords",
     "identity.pow",
     "identity.rendezvous",
     "identity.safety",

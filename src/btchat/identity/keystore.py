@@ -348,8 +348,23 @@ class KeyStore:
             )
         identity = Identity.generate()
         device = DeviceKey.generate()
-        db_key = os.urandom(_DB_KEY) if passphrase is not None else None
-        keys = LoadedKeys(identity, device, identity.certify(device, now), db_key)
+        keys = LoadedKeys(
+            identity, device, identity.certify(device, now), self.new_db_key(passphrase)
+        )
+        return self.save_new(keys, passphrase)
+
+    @staticmethod
+    def new_db_key(passphrase: str | None) -> bytes | None:
+        """A database key for a new identity: one when it has a passphrase, else none."""
+        return os.urandom(_DB_KEY) if passphrase is not None else None
+
+    def save_new(self, keys: LoadedKeys, passphrase: str | None) -> LoadedKeys:
+        """Write a new key file for ``keys`` (a linked device has its identity from the
+        old one and its own device key); refuses to overwrite. ``keys.db_key`` must be
+        set exactly when there is a passphrase (:meth:`new_db_key`)."""
+        if (keys.db_key is None) != (passphrase is None):
+            raise KeyStoreError("a database key goes with a passphrase, and only then")
+        _unpack(_pack(keys), keys.identity.public_key, has_db_key=keys.db_key is not None)
         self._write(self._document(keys, passphrase), replace=False)
         return keys
 
