@@ -77,16 +77,16 @@ def pump(*devices: Device, limit: int = 100_000) -> int:
     raise AssertionError("sync did not settle")
 
 
-def three(tmp_path: Path) -> tuple[Identity, list[Device]]:
+def three(tmp_path: Path) -> list[Device]:
     me = Identity.generate()
     devices = [Device(tmp_path, n, me) for n in ("laptop", "desktop", "phone")]
     for d in devices:
         d.inbox = []
-    return me, devices
+    return devices
 
 
 def test_a_device_back_after_a_long_outage_catches_up_once_in_order(tmp_path: Path) -> None:
-    me, (laptop, desktop, phone) = three(tmp_path)
+    laptop, desktop, phone = three(tmp_path)
     friend = Identity.generate().public_key
     connect(laptop, desktop)
     for i in range(3 * BATCH_ROWS + 7):  # several batches while the phone is away
@@ -108,7 +108,7 @@ def test_a_device_back_after_a_long_outage_catches_up_once_in_order(tmp_path: Pa
 
 
 def test_a_batch_lost_with_its_session_is_sent_again(tmp_path: Path) -> None:
-    me, (laptop, desktop, _) = three(tmp_path)
+    laptop, desktop, _ = three(tmp_path)
     friend = Identity.generate().public_key
     for i in range(5):
         laptop.send_text(friend, f"m{i}")
@@ -123,7 +123,7 @@ def test_a_batch_lost_with_its_session_is_sent_again(tmp_path: Path) -> None:
 
 
 def test_malformed_sync_payloads_are_dropped_and_counted(tmp_path: Path) -> None:
-    me, (laptop, desktop, _) = three(tmp_path)
+    laptop, desktop, _ = three(tmp_path)
     friend = Identity.generate().public_key
     laptop.send_text(friend, "hi")
     rows = laptop.store.rows_after(0, 10)

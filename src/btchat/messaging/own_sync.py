@@ -13,8 +13,11 @@ The session between two of our devices authenticates both as our identity, so a 
 is trusted as our own record; it carries the row, not the contact's signed envelope.
 
 The payloads (bencoded, on a session between our own devices only):
-``{t: "sync", m: [[id, peer, sender, direction, ts, lamport, type, text], ...], u: seq}``
-and ``{t: "synced", u: seq}``. Pure: rows in, bytes out, and back.
+``{t: "sync", m: [[id, peer, sender, direction, ts, lamport, type, text], ...], u: seq}``,
+``{t: "synced", u: seq}``, and ``{t: "devices", c: [certificate, ...], r: [id, ...]}``:
+what the sender knows of our devices (sent when the session comes up and after every
+change), so a device linked on one reaches the others at once, not at the next read
+of the DHT. Pure: rows in, bytes out, and back.
 """
 
 from __future__ import annotations
@@ -22,15 +25,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from btchat.codec.bencode import DecodeError, decode, encode
+from btchat.identity.devices import MAX_DEVICES, MAX_REVOKED
 from btchat.messaging.messages import MessageRow
 
 __all__ = [
     "BATCH_BYTES",
     "BATCH_ROWS",
     "Batch",
+    "DevicesNote",
     "SyncError",
     "decode_sync",
     "encode_batch",
+    "encode_devices",
     "encode_synced",
 ]
 
@@ -49,6 +55,18 @@ class SyncError(ValueError):
 class Batch:
     rows: list[MessageRow]
     upto: int
+
+
+@dataclass(frozen=True)
+class DevicesNote:
+    """Our devices as another of them knows them: certificates still to verify."""
+
+    certs: list[bytes]
+    revoked: frozenset[bytes]
+
+
+def encode_devices(certs: list[bytes], revoked: frozenset[bytes]) -> bytes:
+    return encode({b"t": b"devices", b"c": certs, b"r": sorted(revoked)})
 
 
 def _row_item(row: MessageRow) -> list[object]:
@@ -118,12 +136,21 @@ def _row(item: object, now_ms: int) -> MessageRow:
     )  # fmt: skip
 
 
-def decode_sync(payload: bytes, now_ms: int) -> Batch | int:
-    """A ``sync`` batch, or the ``seq`` a ``synced`` acknowledges; SyncError else."""
+def decode_sync(payload: bytes, now_ms: int) -> Batch | int | DevicesNote:
+    """A ``sync`` batch, the ``seq`` a ``synced`` acknowledges, or a ``devices`` note;
+    SyncError else."""
     try:
         value = decode(payload)
     except DecodeError as exc:
         raise SyncError(f"not bencode: {exc}") from None
+    if isinstance(value, dict) and value.get(b"t") == b"devices":
+        certs, revoked = value.get(b"c"), value.get(b"r")
+        if not (isinstance(certs, list) and isinstance(revoked, list)):
+            raise SyncError("a devices note has lists c and r")
+        return DevicesNote(
+            [c for c in certs[:MAX_DEVICES] if isinstance(c, bytes)],
+            frozenset(r for r in revoked[:MAX_REVOKED] if isinstance(r, bytes) and len(r) == 16),
+        )
     if not isinstance(value, dict) or not isinstance(value.get(b"u"), int):
         raise SyncError("a sync payload is a dictionary with an integer u")
     upto = value[b"u"]

@@ -24,10 +24,12 @@ from btchat import __version__
 from btchat.channels.service import ChannelConfig
 from btchat.errors import ApiError, StorageFault
 from btchat.identity.idtext import format_id, format_uri
+from btchat.identity.keys import DeviceCertificate
 from btchat.identity.keystore import LoadedKeys
 from btchat.messaging import conversation as conv
 from btchat.messaging.contacts import ContactChange
 from btchat.messaging.conversation import Conversations
+from btchat.messaging.own_sync import encode_devices
 from btchat.messaging.store import Store
 from btchat.net.dht_service import DhtService
 from btchat.net.portmap import PortMapper, PortMapState
@@ -123,8 +125,19 @@ class Daemon:
         self.profiles = Profiles(keys.identity, store)
         #: Our identity's devices (this one and those linked), for the device list.
         self.own_devices = OwnDevices(store, keys.certificate)
-        self.devices = DevicePart(self.own_devices, self._own_device_revoked)
-        self.own_sync = OwnSync(store, self._send_to_own, self._emit)
+        self.devices = DevicePart(self.own_devices)
+        self.own_sync = OwnSync(
+            store,
+            self._send_to_own,
+            self._emit,
+            devices=lambda: encode_devices(
+                [c.encode() for c in self.own_devices.certs()], self.own_devices.revoked()
+            ),
+            on_devices=lambda note: self.own_devices.merge_published(
+                DeviceCertificate.all_of(self.me, note.certs), note.revoked, None
+            ),
+        )
+        self.own_devices.watch(self._own_devices_changed)
         self.contacts = ContactBook(self.me, store, self.profiles)
         self.requests = ContactRequests(
             keys.identity,
@@ -326,11 +339,17 @@ class Daemon:
         else:
             self.own_sync.device_down(device)
 
-    def _own_device_revoked(self, device_id: bytes) -> None:
-        if self.own_sync is not None:
-            self.own_sync.forget(device_id)
+    def _own_devices_changed(self) -> None:
+        """Our device list changed (linked, revoked, here or on another device): tell
+        our other devices, cut the revoked off, and look for new ones."""
+        assert self.own_sync is not None
+        revoked = self.own_devices.revoked()
+        for device in revoked:
+            self.own_sync.forget(device)
         if self.peering is not None:
-            self.peering.revoked(self.me, frozenset({device_id}))
+            self.peering.revoked(self.me, revoked)
+            self.peering.poke(self.me)
+        self.own_sync.devices_changed()
 
     async def safety_number(self, c: str) -> dict[str, Any]:
         return self.contact_manager.safety_number(c)

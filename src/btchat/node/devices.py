@@ -187,6 +187,8 @@ class OwnDevices:
                     "DELETE FROM own_devices WHERE device_id = ?",
                     [(d,) for d in learned.newly_revoked],
                 )
+            for callback in self._watchers:
+                callback()
         if self.certificate.device_id in learned.newly_revoked and not self.this_revoked:
             self.this_revoked = True
             log.error(
@@ -220,12 +222,11 @@ class OwnDevices:
 
 
 class DevicePart:
-    """The API's ``devices`` part (``api/facade.py`` ``Devices``) over :class:`OwnDevices`;
-    ``on_revoked`` ends what we hold with the device (sessions between our devices)."""
+    """The API's ``devices`` part (``api/facade.py`` ``Devices``) over :class:`OwnDevices`
+    (whose watchers end what we hold with a revoked device)."""
 
-    def __init__(self, own: OwnDevices, on_revoked: Callable[[bytes], None]) -> None:
+    def __init__(self, own: OwnDevices) -> None:
         self.own = own
-        self._on_revoked = on_revoked
 
     async def list(self) -> dict[str, Any]:
         return self.own.listing()
@@ -233,5 +234,4 @@ class DevicePart:
     async def revoke(self, device: str) -> dict[str, Any]:
         cert = self.own.find(device)
         self.own.revoke(cert.device_id)
-        self._on_revoked(cert.device_id)
         return self.own.listing()

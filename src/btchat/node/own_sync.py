@@ -18,6 +18,7 @@ from typing import Any
 from btchat.messaging.own_sync import (
     BATCH_ROWS,
     Batch,
+    DevicesNote,
     SyncError,
     decode_sync,
     encode_batch,
@@ -49,11 +50,16 @@ class OwnSync:
         store: Store,
         send: Callable[[bytes, bytes], bool],
         emit: Callable[[dict[str, Any]], None],
+        devices: Callable[[], bytes] | None = None,
+        on_devices: Callable[[DevicesNote], None] | None = None,
     ) -> None:
         self.store = store
         store.migrate()
         self._send = send  # (device id, payload) -> taken
         self._emit = emit
+        #: Our devices as we know them (a ``devices`` note), and what to do with one.
+        self._devices = devices
+        self._on_devices = on_devices
         self._up: set[bytes] = set()
         self._in_flight: dict[bytes, int] = {}  # device -> last seq of the batch sent
         self.stats = {"batches_sent": 0, "rows_received": 0, "rows_new": 0, "malformed": 0}
@@ -73,7 +79,15 @@ class OwnSync:
     def device_up(self, device: bytes) -> None:
         self._up.add(device)
         self._in_flight.pop(device, None)  # a batch lost with the old session goes again
+        if self._devices is not None:
+            self._send(device, self._devices())
         self._next(device)
+
+    def devices_changed(self) -> None:
+        """Tell every device up what we now know of our devices."""
+        if self._devices is not None:
+            for device in list(self._up):
+                self._send(device, self._devices())
 
     def device_down(self, device: bytes) -> None:
         self._up.discard(device)
@@ -108,7 +122,10 @@ class OwnSync:
             log.warning("dropped a malformed sync payload from our device %s: %s",
                         device.hex()[:8], exc)  # fmt: skip
             return
-        if isinstance(got, Batch):
+        if isinstance(got, DevicesNote):
+            if self._on_devices is not None:
+                self._on_devices(got)
+        elif isinstance(got, Batch):
             self._store(device, got)
         elif self._in_flight.get(device) == got:
             del self._in_flight[device]
