@@ -59,6 +59,8 @@ class Person:
         env: dict[str, str],
         bootstrap: str,
         wrap: Sequence[str] = (),
+        *,
+        init: bool = True,
     ) -> None:
         self.name = name
         self.wrap = list(wrap)
@@ -66,8 +68,9 @@ class Person:
         self.env = env
         self.bootstrap = bootstrap
         self.proc: subprocess.Popen[str] | None = None
-        self.cli("init", "--no-passphrase")
-        self.id = self.cli("id")["id"]
+        if init:  # else the caller puts a key file in place (another device of someone)
+            self.cli("init", "--no-passphrase")
+        self.id = self.cli("id")["id"] if init else ""
 
     def cli(self, *args: str, check: bool = True, stdin: str | None = None) -> Any:
         out = subprocess.run(

@@ -241,6 +241,8 @@ class Rendezvous:
         #: Our device certificates to publish; without it, only this device's.
         self.own = own
         self._republish = asyncio.Event()
+        #: Called after lists changed by a link or a revocation are in the DHT.
+        self.on_published: Callable[[], None] | None = None
         self._seqs: dict[bytes, int] = {}  # salt -> the highest seq put or seen
         if own is not None:
             own.watch(self.republish)
@@ -332,6 +334,7 @@ class Rendezvous:
     async def _publish_loop(self) -> None:
         thin = 0  # puts in a row that landed on too few nodes
         while True:
+            changed = self._republish.is_set()
             self._republish.clear()
             try:
                 await self._merge_own()
@@ -339,6 +342,11 @@ class Rendezvous:
                 revoked = self.own.revoked() if self.own is not None else frozenset()
                 if revoked:
                     await self._put(REVOKED_SALT, encode_revoked(sorted(revoked)[:MAX_REVOKED]))
+                if changed and self.on_published is not None:
+                    try:
+                        self.on_published()  # contacts may read the new lists now
+                    except Exception:  # the loop goes on: contacts also read every 10 min
+                        log.exception("telling contacts of our new device lists failed")
                 node = self.dht.node
                 delay = put_again_in(
                     result.stored_at, len(result.errors), len(node.routing), node.config.k,

@@ -70,6 +70,8 @@ log = logging.getLogger(__name__)
 PRESENCE_STATES = env_mod.PRESENCE_STATES
 #: Reconciliation on reconnect: the ids offered, and those the peer does not have.
 SYNC, SYNC_WANT = b"sync", b"sync_want"
+#: "My device list changed (a device linked or revoked): read it again now." Body {}.
+DEVICES_CHANGED = b"devices"
 #: An offer not answered in this time is followed by a full resend.
 SYNC_TIMEOUT = 10.0
 #: Queued envelopes older than this are re-signed before a resend, well inside the

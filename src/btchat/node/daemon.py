@@ -31,7 +31,7 @@ from btchat.messaging.contacts import ContactChange
 from btchat.messaging.conversation import Conversations
 from btchat.messaging.own_sync import encode_devices
 from btchat.messaging.store import Store
-from btchat.net.dht_service import DhtService
+from btchat.net.dht_service import DhtError, DhtService
 from btchat.net.portmap import PortMapper, PortMapState
 from btchat.net.proxy import ProxyDialer, ProxyUrl
 from btchat.net.transport import Dialer, TcpDialer
@@ -55,6 +55,9 @@ from btchat.node.tasks import TaskOwner
 from btchat.offline.mailbox import MailboxConfig
 
 __all__ = ["Daemon", "DaemonConfig"]
+
+#: Least time between two reads of one contact's device lists on its notice.
+DEVICES_NOTICE_EVERY = 10.0
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +123,7 @@ class Daemon:
         self.events = EventHub()
         self._emit = self._emit_event
         self.own_sync: OwnSync | None = None
+        self._devices_read_at: dict[bytes, float] = {}  # contact -> next allowed read
         self._tasks = TaskOwner()
         self._joined = asyncio.Event()
         self.profiles = Profiles(keys.identity, store)
@@ -205,6 +209,9 @@ class Daemon:
             on_own_device=self.guard.shield("own device session", self._own_device),
         )
         await self.peering.start()
+        if self.peering.rendezvous is not None:
+            self.peering.rendezvous.on_published = self._own_lists_published
+        self.chat.devices_changed = self._contact_devices_changed
         self.contact_manager.peering = self.peering
         self.contact_manager.dht = self.dht
         self.channels = ChannelManager(
@@ -341,15 +348,44 @@ class Daemon:
 
     def _own_devices_changed(self) -> None:
         """Our device list changed (linked, revoked, here or on another device): tell
-        our other devices, cut the revoked off, and look for new ones."""
+        our other devices (a revoked one too, so it knows), then cut the revoked off and
+        look for new ones."""
         assert self.own_sync is not None
+        self.own_sync.devices_changed()
         revoked = self.own_devices.revoked()
         for device in revoked:
             self.own_sync.forget(device)
         if self.peering is not None:
             self.peering.revoked(self.me, revoked)
             self.peering.poke(self.me)
-        self.own_sync.devices_changed()
+
+    def _own_lists_published(self) -> None:
+        """Our changed lists are in the DHT: contacts online read them again now (a
+        revoked device is dropped, a new one dialled) instead of at their next refresh."""
+        now = time.time()
+        if self.peering is not None:
+            for contact in self.peering.online_contacts():
+                self.conversations.send_body(contact, conv.DEVICES_CHANGED, {}, now)
+        self.chat.drive()
+
+    def _contact_devices_changed(self, contact: bytes) -> None:
+        """A contact says its devices changed: read its lists, at most once per
+        ``DEVICES_NOTICE_EVERY`` s (a contact cannot make us look up without end)."""
+        now = time.monotonic()
+        if now < self._devices_read_at.get(contact, 0.0) or self.peering is None:
+            return
+        rendezvous = self.peering.rendezvous
+        if rendezvous is None:
+            return
+        self._devices_read_at[contact] = now + DEVICES_NOTICE_EVERY
+
+        async def read() -> None:
+            try:
+                await rendezvous.refresh_devices(contact)
+            except DhtError as exc:
+                log.info("could not read %s's device lists: %s", format_id(contact)[:16], exc)
+
+        self._spawn(read())
 
     async def safety_number(self, c: str) -> dict[str, Any]:
         return self.contact_manager.safety_number(c)
