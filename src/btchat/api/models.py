@@ -503,6 +503,10 @@ class DeviceList(Shape):
     this_revoked: bool = Field(
         description="Another of our devices revoked this one: contacts no longer accept it."
     )
+    mailbox_device: str = Field(
+        description="The device that sends and receives through the DHT mailbox while"
+        " contacts are offline: one per identity, the oldest."
+    )
 
 
 class SafetyNumber(Shape):

@@ -124,6 +124,7 @@ class Daemon:
         self._emit = self._emit_event
         self.own_sync: OwnSync | None = None
         self._devices_read_at: dict[bytes, float] = {}  # contact -> next allowed read
+        self._taking_over = False  # offline delivery starting here after a revocation
         self._tasks = TaskOwner()
         self._joined = asyncio.Event()
         self.profiles = Profiles(keys.identity, store)
@@ -235,6 +236,23 @@ class Daemon:
         """What needs the DHT (and UDP): port mapping, offline delivery, joining, contact
         requests, profiles."""
         self._start_port_mapping(dht, peering)
+        mailbox_device = self.own_devices.mailbox_device()
+        if mailbox_device != self.keys.device.device_id:
+            log.info(
+                "offline delivery runs on your device %s: this one reaches contacts over "
+                "sessions, and gets what came by the DHT mailbox from it",
+                mailbox_device.hex()[:8],
+            )
+        else:
+            await self._start_offline(dht, peering)
+        self._spawn(join_loop(dht, self.config.bootstrap, self._joined, self._emit, peering.poke))
+        self.profiles.inbox = self.requests.inbox
+        self._spawn(
+            self.requests.poll_loop(dht, self._joined, self.config.request_poll, self._inbox_moved)
+        )
+        self._spawn(self.profiles.publish_loop(dht, self._joined))
+
+    async def _start_offline(self, dht: DhtService, peering: Peering) -> None:
         self.offline = OfflineDelivery(
             self.keys.identity,
             self.store,
@@ -248,12 +266,9 @@ class Daemon:
         )
         self.chat.offline = self.contact_manager.offline = self.offline
         await self.offline.start(self._joined)
-        self._spawn(join_loop(dht, self.config.bootstrap, self._joined, self._emit, peering.poke))
-        self.profiles.inbox = self.requests.inbox
-        self._spawn(
-            self.requests.poll_loop(dht, self._joined, self.config.request_poll, self._inbox_moved)
-        )
-        self._spawn(self.profiles.publish_loop(dht, self._joined))
+        # A contact revoked a device: the ratchet with it may be that device's (it held
+        # the Olm account the contact's bundle named), so the next packet starts anew.
+        peering.on_contact_revoked = self.offline.state.drop_sessions
 
     def _start_port_mapping(self, dht: DhtService, peering: Peering) -> None:
         """Map the DHT's UDP port and the session TCP port on the gateway, if any.
@@ -358,6 +373,11 @@ class Daemon:
         if self.peering is not None:
             self.peering.revoked(self.me, revoked)
             self.peering.poke(self.me)
+            mailbox = self.own_devices.mailbox_device() == self.keys.device.device_id
+            if mailbox and self.offline is None and self.dht is not None and not self._taking_over:
+                log.info("the device that ran offline delivery was revoked: this one takes over")
+                self._taking_over = True
+                self._spawn(self._start_offline(self.dht, self.peering))
 
     def _own_lists_published(self) -> None:
         """Our changed lists are in the DHT: contacts online read them again now (a

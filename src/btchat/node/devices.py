@@ -205,6 +205,14 @@ class OwnDevices:
                 log.info("not adding a listed device %s: %s", cert.device_id.hex()[:8], exc)
         return changed
 
+    def mailbox_device(self) -> bytes:
+        """The one device of ours that runs offline delivery: the oldest (then the lowest
+        id), so linking a device never moves it, only revoking this one does. The DHT
+        mailbox keeps one ratchet and one counter per pair of identities, so two devices
+        using it at once would overwrite each other's packets and acknowledgements; the
+        others get what it receives through the sync between our devices."""
+        return min(self.certs(), key=lambda c: (c.created, c.device_id)).device_id
+
     def listing(self) -> dict[str, Any]:
         """The API's device list."""
         return {
@@ -218,6 +226,7 @@ class OwnDevices:
             ],
             "revoked": sorted(d.hex() for d in self.revoked()),
             "this_revoked": self.this_revoked,
+            "mailbox_device": self.mailbox_device().hex(),
         }
 
 

@@ -186,6 +186,8 @@ class Peering:
         #: Our other devices: sessions to them carry history sync, not conversations.
         self._own = own_devices
         self._on_own_device = on_own_device or (lambda device, up: None)
+        #: Told when a contact revokes one of its devices (offline delivery resets).
+        self.on_contact_revoked: Callable[[bytes], None] | None = None
         self.sessions: dict[PeerKey, _Live] = {}
         #: Without a DHT (Tor mode) there is no rendezvous: sessions are only dialled by
         #: hand (:meth:`dial`) or accepted.
@@ -365,6 +367,8 @@ class Peering:
 
     def revoked(self, contact: bytes, device_ids: frozenset[bytes]) -> None:
         """``contact`` revoked these devices: their sessions end now."""
+        if contact != self.me and self.on_contact_revoked is not None:
+            self.on_contact_revoked(contact)
         for (identity, device), live in list(self.sessions.items()):
             if identity == contact and device in device_ids:
                 live.conn.close("device revoked")
