@@ -67,9 +67,13 @@ def test_one_person_three_devices_and_a_friend(household: dict[str, Person]) -> 
     laptop, desktop, phone, bob = (household[n] for n in ("laptop", "desktop", "phone", "bob"))
     for p in (laptop, desktop, phone, bob):
         p.up()
-    befriend(laptop, bob)
-    for d in (desktop, phone):  # contacts are not synced between devices yet
-        d.cli("contact", "add", bob.id, "bob")
+    befriend(laptop, bob)  # on the laptop: the desktop and the phone learn it by sync
+    for d in (desktop, phone):
+        wait_for(
+            lambda d=d: [c["name"] for c in d.cli("contacts")["contacts"]] == ["bob"],
+            60,
+            f"{d.name} learns of bob",
+        )
     listed = laptop.cli("device", "list")
     assert len(listed["devices"]) == 3 and listed["devices"][0]["this_device"]
 
@@ -111,6 +115,13 @@ def test_one_person_three_devices_and_a_friend(household: dict[str, Person]) -> 
     bob.cli("send", "laptop", "after the revocation")
     wait_for(lambda: "after the revocation" in texts(desktop, "bob"), 60, "desktop still gets it")
     assert "after the revocation" not in texts(phone, "bob")
+    # A rename on the desktop reaches the laptop.
+    desktop.cli("contact", "rename", "bob", "bobby")
+    wait_for(
+        lambda: [c["name"] for c in laptop.cli("contacts")["contacts"]] == ["bobby"],
+        60,
+        "the laptop learns the new name",
+    )
     # Bad input: our own device, an unknown one.
     own = laptop.cli("device", "revoke", listed["devices"][0]["device_id"], check=False)
     assert own.returncode != 0 and "this device" in own.stderr

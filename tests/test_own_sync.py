@@ -7,10 +7,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from btchat.identity.keys import Identity
 from btchat.messaging import envelope as env_mod
-from btchat.messaging.own_sync import BATCH_ROWS, encode_batch
+from btchat.messaging.own_sync import (
+    BATCH_ROWS,
+    ContactChange,
+    ContactsNote,
+    SyncError,
+    decode_sync,
+    encode_batch,
+    encode_contacts,
+)
 from btchat.messaging.store import Store
+from btchat.node.contact_sync import ContactSync
 from btchat.node.own_sync import OwnSync
 
 
@@ -140,3 +151,80 @@ def test_malformed_sync_payloads_are_dropped_and_counted(tmp_path: Path) -> None
     assert desktop.history(friend) == []
     desktop.sync.receive(laptop.id, good)
     assert [t for _, t in desktop.history(friend)] == ["hi"]
+
+
+class Book:
+    """One device's contact book and its contact sync, notes carried by hand."""
+
+    def __init__(self, tmp: Path, name: str) -> None:
+        self.store = Store.open(tmp / f"{name}-book.db", None)
+        self.out: list[bytes] = []
+        self.applied: list[tuple[bytes, str]] = []
+        self.sync = ContactSync(
+            self.store, name.encode().ljust(16, b"."), self.out.append,
+            lambda pk, action: self.applied.append((pk, action)),
+        )  # fmt: skip
+
+    def deliver_to(self, other: Book) -> None:
+        for payload in self.out:
+            note = decode_sync(payload, 0)
+            assert isinstance(note, ContactsNote)
+            other.sync.merge(note)
+        self.out.clear()
+
+    def names(self) -> dict[bytes, str]:
+        return {c.pk: c.name for c in self.store.list_contacts()}
+
+
+def test_contact_books_converge_last_writer_wins(tmp_path: Path, monkeypatch: Any) -> None:
+    laptop, desktop = Book(tmp_path, "laptop"), Book(tmp_path, "desktop")
+    bob, carol = Identity.generate().public_key, Identity.generate().public_key
+    clock = iter(range(1_000_000, 2_000_000, 1000))
+    monkeypatch.setattr("btchat.node.contact_sync.time.time", lambda: next(clock) / 1000)
+    laptop.store.add_contact(bob, "bob", 1)
+    laptop.sync.record(bob)
+    laptop.deliver_to(desktop)
+    assert desktop.names() == {bob: "bob"} and desktop.applied == [(bob, "added")]
+    # Both rename bob before hearing of the other: the later change wins on both.
+    laptop.store.rename_contact(bob, "bobby")
+    laptop.sync.record(bob)
+    desktop.store.rename_contact(bob, "robert")
+    desktop.sync.record(bob)
+    laptop.deliver_to(desktop)
+    desktop.deliver_to(laptop)
+    assert laptop.names() == desktop.names() == {bob: "robert"}
+    # An old note replayed changes nothing.
+    stale = encode_contacts([ContactChange(5, b"x" * 16, bob, "old", False, False, False)])
+    laptop.sync.merge(decode_sync(stale, 0))  # type: ignore[arg-type]
+    assert laptop.names()[bob] == "robert" and laptop.sync.stats["stale"] == 1
+    # A petname taken there by another contact: kept, with the key prefix added.
+    desktop.store.add_contact(carol, "carol", 1)
+    laptop.store.add_contact(carol, "carol", 1)
+    laptop.store.rename_contact(carol, "robert")  # "robert" is bob's on the desktop too
+    laptop.store.rename_contact(bob, "bob")
+    laptop.sync.record(bob)
+    laptop.sync.record(carol)
+    laptop.deliver_to(desktop)
+    assert desktop.names() == {bob: "bob", carol: "robert"}
+    # Blocked and removed travel too; a device coming up gets the whole book.
+    desktop.store.set_blocked(carol, True)
+    desktop.sync.record(carol)
+    desktop.sync.record(bob, removing=True)
+    desktop.store.remove_contact(bob)
+    phone = Book(tmp_path, "phone")
+    for payload in desktop.sync.payloads():
+        phone.sync.merge(decode_sync(payload, 0))  # type: ignore[arg-type]
+    desktop.deliver_to(laptop)
+    assert laptop.names() == phone.names() == {carol: "robert"}
+    assert laptop.store.get_contact(carol).blocked  # type: ignore[union-attr]
+    assert (bob, "removed") in laptop.applied
+
+
+def test_bad_contact_notes_are_refused() -> None:
+    good = ContactChange(1, b"d" * 16, b"k" * 32, "ok", False, False, False)
+    payload = encode_contacts([good])
+    with pytest.raises(SyncError):
+        decode_sync(payload.replace(b"2:ok", b"0:"), 0)  # an empty name
+    with pytest.raises(SyncError):
+        decode_sync(b"d1:cl" + b"i1e" + b"e1:t8:contactse", 0)
+    assert decode_sync(payload, 0) == ContactsNote([good])

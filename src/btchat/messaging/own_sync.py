@@ -17,7 +17,9 @@ The payloads (bencoded, on a session between our own devices only):
 ``{t: "synced", u: seq}``, and ``{t: "devices", c: [certificate, ...], r: [id, ...]}``:
 what the sender knows of our devices (sent when the session comes up and after every
 change), so a device linked on one reaches the others at once, not at the next read
-of the DHT. Pure: rows in, bytes out, and back.
+of the DHT; and ``{t: "contacts", c: [[key, petname, flags, changed_ms, device], ...]}``:
+the last change the sender knows of each contact (flags: 1 blocked, 2 verified, 4
+removed), merged last-writer-wins. Pure: rows in, bytes out, and back.
 """
 
 from __future__ import annotations
@@ -32,10 +34,13 @@ __all__ = [
     "BATCH_BYTES",
     "BATCH_ROWS",
     "Batch",
+    "ContactChange",
+    "ContactsNote",
     "DevicesNote",
     "SyncError",
     "decode_sync",
     "encode_batch",
+    "encode_contacts",
     "encode_devices",
     "encode_synced",
 ]
@@ -63,6 +68,70 @@ class DevicesNote:
 
     certs: list[bytes]
     revoked: frozenset[bytes]
+
+
+@dataclass(frozen=True, order=True)
+class ContactChange:
+    """The state one of our devices gave a contact, and when: a last-writer-wins
+    register per contact. Later ``changed_ms`` wins; a tie goes to the higher device id,
+    so every device picks the same winner."""
+
+    changed_ms: int
+    device: bytes
+    pk: bytes
+    name: str
+    blocked: bool
+    verified: bool
+    removed: bool
+
+
+@dataclass(frozen=True)
+class ContactsNote:
+    changes: list[ContactChange]
+
+
+#: Contact changes per ``contacts`` payload (a longer book goes in several).
+CONTACTS_PER_NOTE = 200
+_NAME_MAX = 256
+
+
+def encode_contacts(changes: list[ContactChange]) -> bytes:
+    items = [
+        [
+            c.pk,
+            c.name.encode(),
+            int(c.blocked) | int(c.verified) << 1 | int(c.removed) << 2,
+            c.changed_ms,
+            c.device,
+        ]
+        for c in changes[:CONTACTS_PER_NOTE]
+    ]
+    return encode({b"t": b"contacts", b"c": items})
+
+
+def _contact_change(item: object) -> ContactChange:
+    if not isinstance(item, list) or len(item) != 5:
+        raise SyncError("a contact change is a list of 5")
+    pk, name, flags, changed, device = item
+    if not (
+        isinstance(pk, bytes)
+        and len(pk) == 32
+        and isinstance(name, bytes)
+        and 1 <= len(name) <= _NAME_MAX
+        and isinstance(flags, int)
+        and 0 <= flags < 8
+        and isinstance(changed, int)
+        and 0 <= changed < 2**53
+        and isinstance(device, bytes)
+        and len(device) == 16
+    ):
+        raise SyncError("a contact change has a field of the wrong type or size")
+    try:
+        text = name.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SyncError("a contact's petname is not UTF-8") from None
+    return ContactChange(changed, device, pk, text, bool(flags & 1), bool(flags & 2),
+                         bool(flags & 4))  # fmt: skip
 
 
 def encode_devices(certs: list[bytes], revoked: frozenset[bytes]) -> bytes:
@@ -136,13 +205,18 @@ def _row(item: object, now_ms: int) -> MessageRow:
     )  # fmt: skip
 
 
-def decode_sync(payload: bytes, now_ms: int) -> Batch | int | DevicesNote:
+def decode_sync(payload: bytes, now_ms: int) -> Batch | int | DevicesNote | ContactsNote:
     """A ``sync`` batch, the ``seq`` a ``synced`` acknowledges, or a ``devices`` note;
     SyncError else."""
     try:
         value = decode(payload)
     except DecodeError as exc:
         raise SyncError(f"not bencode: {exc}") from None
+    if isinstance(value, dict) and value.get(b"t") == b"contacts":
+        items = value.get(b"c")
+        if not isinstance(items, list) or len(items) > CONTACTS_PER_NOTE:
+            raise SyncError("a contacts note holds a list of at most 200 changes")
+        return ContactsNote([_contact_change(i) for i in items])
     if isinstance(value, dict) and value.get(b"t") == b"devices":
         certs, revoked = value.get(b"c"), value.get(b"r")
         if not (isinstance(certs, list) and isinstance(revoked, list)):

@@ -40,6 +40,7 @@ from btchat.node.channels import ChannelManager
 from btchat.node.chat import Chat
 from btchat.node.contact_manager import ContactManager
 from btchat.node.contact_requests import ContactRequests
+from btchat.node.contact_sync import ContactSync
 from btchat.node.contacts import ContactBook
 from btchat.node.devices import DevicePart, OwnDevices
 from btchat.node.events import EventHub
@@ -143,6 +144,13 @@ class Daemon:
             ),
         )
         self.own_devices.watch(self._own_devices_changed)
+        self.contact_sync = ContactSync(
+            store,
+            keys.device.device_id,
+            lambda payload: self.own_sync.send_to_all(payload) if self.own_sync else None,
+            self._contact_synced,
+        )
+        self.own_sync.attach_contacts(self.contact_sync.payloads, self.contact_sync.merge)
         self.contacts = ContactBook(self.me, store, self.profiles)
         self.requests = ContactRequests(
             keys.identity,
@@ -160,6 +168,7 @@ class Daemon:
             spawn=self._spawn,
             dialer=self.dialer,
             mailbox=config.mailbox,
+            on_changed=lambda pk, removing: self.contact_sync.record(pk, removing=removing),
         )
         self.conversations = Conversations(keys.identity, keys.device.device_id, store)
         self.chat = Chat(self.conversations, store, send=self._transmit, emit=self._emit)
@@ -378,6 +387,22 @@ class Daemon:
                 log.info("the device that ran offline delivery was revoked: this one takes over")
                 self._taking_over = True
                 self._spawn(self._start_offline(self.dht, self.peering))
+
+    def _contact_synced(self, pk: bytes, action: str) -> None:
+        """Another of our devices added, changed or removed a contact: act as if here."""
+        if action == "removed":
+            if self.peering is not None:
+                self.peering.drop(pk, "removed")
+            self._emit({"type": "contact", "action": "removed", "public_key": pk.hex()})
+            return
+        row = self.store.get_contact(pk)
+        if row is not None and row.blocked and self.peering is not None:
+            self.peering.drop(pk, "blocked")
+        elif self.peering is not None:
+            self.peering.poke(pk)
+        if action == "added":
+            self._spawn(self.contact_manager.fetch_profile(pk))
+        self._emit({"type": "contact", "action": action, "contact": self.contact_manager.json(pk)})
 
     def _own_lists_published(self) -> None:
         """Our changed lists are in the DHT: contacts online read them again now (a

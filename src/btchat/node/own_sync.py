@@ -18,6 +18,7 @@ from typing import Any
 from btchat.messaging.own_sync import (
     BATCH_ROWS,
     Batch,
+    ContactsNote,
     DevicesNote,
     SyncError,
     decode_sync,
@@ -52,6 +53,8 @@ class OwnSync:
         emit: Callable[[dict[str, Any]], None],
         devices: Callable[[], bytes] | None = None,
         on_devices: Callable[[DevicesNote], None] | None = None,
+        contacts: Callable[[], list[bytes]] | None = None,
+        on_contacts: Callable[[ContactsNote], None] | None = None,
     ) -> None:
         self.store = store
         store.migrate()
@@ -60,6 +63,9 @@ class OwnSync:
         #: Our devices as we know them (a ``devices`` note), and what to do with one.
         self._devices = devices
         self._on_devices = on_devices
+        #: Our contact changes as ``contacts`` payloads, and what to do with one.
+        self._contacts = contacts
+        self._on_contacts = on_contacts
         self._up: set[bytes] = set()
         self._in_flight: dict[bytes, int] = {}  # device -> last seq of the batch sent
         self.stats = {"batches_sent": 0, "rows_received": 0, "rows_new": 0, "malformed": 0}
@@ -81,7 +87,20 @@ class OwnSync:
         self._in_flight.pop(device, None)  # a batch lost with the old session goes again
         if self._devices is not None:
             self._send(device, self._devices())
+        for payload in self._contacts() if self._contacts is not None else []:
+            self._send(device, payload)
         self._next(device)
+
+    def attach_contacts(
+        self, payloads: Callable[[], list[bytes]], merge: Callable[[ContactsNote], None]
+    ) -> None:
+        """Contact sync: the book for a device coming up, and what to do with a note."""
+        self._contacts, self._on_contacts = payloads, merge
+
+    def send_to_all(self, payload: bytes) -> None:
+        """A note for every device up (a contact changed here)."""
+        for device in list(self._up):
+            self._send(device, payload)
 
     def devices_changed(self) -> None:
         """Tell every device up what we now know of our devices."""
@@ -122,7 +141,10 @@ class OwnSync:
             log.warning("dropped a malformed sync payload from our device %s: %s",
                         device.hex()[:8], exc)  # fmt: skip
             return
-        if isinstance(got, DevicesNote):
+        if isinstance(got, ContactsNote):
+            if self._on_contacts is not None:
+                self._on_contacts(got)
+        elif isinstance(got, DevicesNote):
             if self._on_devices is not None:
                 self._on_devices(got)
         elif isinstance(got, Batch):
