@@ -495,6 +495,10 @@ class Device(Shape):
     device_id: str = Field(description="The device id, 32 hex digits.")
     created: int = Field(description="When its certificate was made, Unix seconds.")
     this_device: bool = Field(description="The device this daemon runs on.")
+    online: bool | None = Field(None, description="A session to it is up (not for this one).")
+    to_sync: int | None = Field(
+        None, description="Messages stored here it has not acknowledged yet (not for this one)."
+    )
 
 
 class DeviceList(Shape):
@@ -502,6 +506,10 @@ class DeviceList(Shape):
     revoked: list[str] = Field(description="Ids of devices revoked, for good.")
     this_revoked: bool = Field(
         description="Another of our devices revoked this one: contacts no longer accept it."
+    )
+    sync: dict[str, int] = Field(
+        description="Counters of the sync with our other devices: batches_sent, bytes_sent,"
+        " rows_received, rows_new, malformed."
     )
     mailbox_device: str = Field(
         description="The device that sends and receives through the DHT mailbox while"

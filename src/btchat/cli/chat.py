@@ -882,9 +882,16 @@ async def cmd_channel_leave(args: argparse.Namespace) -> None:
 
 
 def devices_text(listing: dict[str, Any]) -> str:
+    def state(d: dict[str, Any]) -> str:
+        if d["this_device"]:
+            return "  (this device)"
+        online = "online" if d.get("online") else "offline"
+        behind = d.get("to_sync") or 0
+        return f"  {online}, " + (f"{behind} messages to sync" if behind else "in sync")
+
     lines = [
         f"{d['device_id']}  since {time.strftime('%Y-%m-%d', time.localtime(d['created']))}"
-        + ("  (this device)" if d["this_device"] else "")
+        + state(d)
         for d in listing["devices"]
     ]
     if listing["revoked"]:

@@ -131,7 +131,6 @@ class Daemon:
         self.profiles = Profiles(keys.identity, store)
         #: Our identity's devices (this one and those linked), for the device list.
         self.own_devices = OwnDevices(store, keys.certificate)
-        self.devices = DevicePart(self.own_devices)
         self.own_sync = OwnSync(
             store,
             self._send_to_own,
@@ -144,6 +143,7 @@ class Daemon:
             ),
         )
         self.own_devices.watch(self._own_devices_changed)
+        self.devices = DevicePart(self.own_devices, self.own_sync)
         self.contact_sync = ContactSync(
             store,
             keys.device.device_id,

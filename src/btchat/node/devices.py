@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from btchat.discovery.rendezvous import MAX_DEVICES
 from btchat.errors import ApiError, UsageError
@@ -230,17 +230,37 @@ class OwnDevices:
         }
 
 
+class SyncView(Protocol):
+    """What the listing says of the sync with each device (``node/own_sync.py``)."""
+
+    stats: dict[str, int]
+
+    def behind(self, device: bytes) -> int: ...
+
+    def is_up(self, device: bytes) -> bool: ...
+
+
 class DevicePart:
     """The API's ``devices`` part (``api/facade.py`` ``Devices``) over :class:`OwnDevices`
-    (whose watchers end what we hold with a revoked device)."""
+    (whose watchers end what we hold with a revoked device) and the sync."""
 
-    def __init__(self, own: OwnDevices) -> None:
+    def __init__(self, own: OwnDevices, sync: SyncView) -> None:
         self.own = own
+        self.sync = sync
+
+    def _listing(self) -> dict[str, Any]:
+        out = self.own.listing()
+        for entry, cert in zip(out["devices"], self.own.certs(), strict=True):
+            if not entry["this_device"]:
+                entry["online"] = self.sync.is_up(cert.device_id)
+                entry["to_sync"] = self.sync.behind(cert.device_id)
+        out["sync"] = dict(self.sync.stats)
+        return out
 
     async def list(self) -> dict[str, Any]:
-        return self.own.listing()
+        return self._listing()
 
     async def revoke(self, device: str) -> dict[str, Any]:
         cert = self.own.find(device)
         self.own.revoke(cert.device_id)
-        return self.own.listing()
+        return self._listing()

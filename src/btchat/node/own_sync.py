@@ -68,7 +68,13 @@ class OwnSync:
         self._on_contacts = on_contacts
         self._up: set[bytes] = set()
         self._in_flight: dict[bytes, int] = {}  # device -> last seq of the batch sent
-        self.stats = {"batches_sent": 0, "rows_received": 0, "rows_new": 0, "malformed": 0}
+        self.stats = {
+            "batches_sent": 0,
+            "bytes_sent": 0,
+            "rows_received": 0,
+            "rows_new": 0,
+            "malformed": 0,
+        }
 
     def cursor(self, device: bytes) -> int:
         rows = self.store.query("SELECT upto FROM own_sync WHERE device_id = ?", (device,))
@@ -81,6 +87,16 @@ class OwnSync:
                 " DO UPDATE SET upto = max(upto, excluded.upto)",
                 (device, upto),
             )
+
+    def behind(self, device: bytes) -> int:
+        """Messages stored here that ``device`` has not acknowledged yet."""
+        rows = self.store.query(
+            "SELECT count(*) FROM messages WHERE seq > ?", (self.cursor(device),)
+        )
+        return int(rows[0][0])
+
+    def is_up(self, device: bytes) -> bool:
+        return device in self._up
 
     def device_up(self, device: bytes) -> None:
         self._up.add(device)
@@ -132,6 +148,7 @@ class OwnSync:
         if self._send(device, payload):
             self._in_flight[device] = upto
             self.stats["batches_sent"] += 1
+            self.stats["bytes_sent"] += len(payload)
 
     def receive(self, device: bytes, payload: bytes) -> None:
         try:
