@@ -19,6 +19,7 @@ from btchat.messaging.own_sync import (
     decode_sync,
     encode_batch,
     encode_contacts,
+    encode_read,
 )
 from btchat.messaging.store import Store
 from btchat.node.contact_sync import ContactSync
@@ -228,3 +229,37 @@ def test_bad_contact_notes_are_refused() -> None:
     with pytest.raises(SyncError):
         decode_sync(b"d1:cl" + b"i1e" + b"e1:t8:contactse", 0)
     assert decode_sync(payload, 0) == ContactsNote([good])
+
+
+def test_read_on_one_device_is_read_on_the_others(tmp_path: Path) -> None:
+    laptop, desktop, _ = three(tmp_path)
+    friend = Identity.generate()
+    envs = [
+        env_mod.create(friend, b"f" * 16, laptop.me.public_key, env_mod.TEXT,
+                       env_mod.text_body(f"hello {i}"), lamport=i + 1, now=time.time())
+        for i in range(3)
+    ]  # fmt: skip
+    for env in envs:
+        assert laptop.store.save_incoming(env, time.time())
+    laptop._emit({"type": "message"})
+    connect(laptop, desktop)
+    pump(laptop, desktop)
+    ids = [e.id for e in envs]
+    assert {desktop.store.get_message(i).state for i in ids} == {"delivered"}  # type: ignore[union-attr]
+    # Read the first two on the laptop: the desktop follows, and says so once.
+    laptop.store.mark_state(ids[:2], "read")
+    for payload in encode_read(friend.public_key, ids[:2]):
+        laptop.sync.send_to_all(payload)
+    pump(laptop, desktop)
+    states = [desktop.store.get_message(i).state for i in ids]  # type: ignore[union-attr]
+    assert states == ["read", "read", "delivered"]
+    read = [e for e in desktop.events if e["type"] == "read"]
+    assert len(read) == 1 and read[0]["contact"] == friend.public_key.hex()
+    assert set(read[0]["ids"]) == {i.hex() for i in ids[:2]}
+    # The same note again (or one naming other people's messages) changes nothing.
+    for payload in encode_read(friend.public_key, ids[:2]) + encode_read(b"x" * 32, ids):
+        desktop.sync.receive(laptop.id, payload)
+    assert len([e for e in desktop.events if e["type"] == "read"]) == 1
+    with pytest.raises(SyncError):
+        decode_sync(encode_read(friend.public_key, [b"short"])[0], 0)
+    assert len(encode_read(friend.public_key, [b"i" * 16] * 1200)) == 3

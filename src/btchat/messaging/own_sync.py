@@ -19,7 +19,9 @@ what the sender knows of our devices (sent when the session comes up and after e
 change), so a device linked on one reaches the others at once, not at the next read
 of the DHT; and ``{t: "contacts", c: [[key, petname, flags, changed_ms, device], ...]}``:
 the last change the sender knows of each contact (flags: 1 blocked, 2 verified, 4
-removed), merged last-writer-wins. Pure: rows in, bytes out, and back.
+removed), merged last-writer-wins; and ``{t: "read", p: contact, i: [id, ...]}``:
+messages from that contact the sender marked read (at most 500). Pure: rows in, bytes
+out, and back.
 """
 
 from __future__ import annotations
@@ -37,11 +39,13 @@ __all__ = [
     "ContactChange",
     "ContactsNote",
     "DevicesNote",
+    "ReadNote",
     "SyncError",
     "decode_sync",
     "encode_batch",
     "encode_contacts",
     "encode_devices",
+    "encode_read",
     "encode_synced",
 ]
 
@@ -134,6 +138,24 @@ def _contact_change(item: object) -> ContactChange:
                          bool(flags & 4))  # fmt: skip
 
 
+@dataclass(frozen=True)
+class ReadNote:
+    peer: bytes
+    ids: list[bytes]
+
+
+#: Ids per ``read`` payload (as a receipt carries).
+READ_IDS = 500
+
+
+def encode_read(peer: bytes, ids: list[bytes]) -> list[bytes]:
+    """``read`` payloads for ``ids``, in pieces of 500."""
+    return [
+        encode({b"t": b"read", b"p": peer, b"i": ids[i : i + READ_IDS]})
+        for i in range(0, len(ids), READ_IDS)
+    ]
+
+
 def encode_devices(certs: list[bytes], revoked: frozenset[bytes]) -> bytes:
     return encode({b"t": b"devices", b"c": certs, b"r": sorted(revoked)})
 
@@ -205,13 +227,24 @@ def _row(item: object, now_ms: int) -> MessageRow:
     )  # fmt: skip
 
 
-def decode_sync(payload: bytes, now_ms: int) -> Batch | int | DevicesNote | ContactsNote:
+def decode_sync(payload: bytes, now_ms: int) -> Batch | int | DevicesNote | ContactsNote | ReadNote:
     """A ``sync`` batch, the ``seq`` a ``synced`` acknowledges, or a ``devices`` note;
     SyncError else."""
     try:
         value = decode(payload)
     except DecodeError as exc:
         raise SyncError(f"not bencode: {exc}") from None
+    if isinstance(value, dict) and value.get(b"t") == b"read":
+        peer, ids = value.get(b"p"), value.get(b"i")
+        if not (
+            isinstance(peer, bytes)
+            and len(peer) == 32
+            and isinstance(ids, list)
+            and len(ids) <= READ_IDS
+            and all(isinstance(i, bytes) and len(i) == 16 for i in ids)
+        ):
+            raise SyncError("a read note is a 32-byte key and at most 500 16-byte ids")
+        return ReadNote(peer, ids)
     if isinstance(value, dict) and value.get(b"t") == b"contacts":
         items = value.get(b"c")
         if not isinstance(items, list) or len(items) > CONTACTS_PER_NOTE:

@@ -106,6 +106,9 @@ class Chat:
                     "last_seen": e.last_seen_ms,
                 }
             ),
+            conv.MarkedRead: lambda e: self._emit(
+                {"type": "read", "contact": e.peer.hex(), "ids": [i.hex() for i in e.ids]}
+            ),
             conv.Typing: lambda e: self._emit(
                 {"type": "typing", "contact": e.peer.hex(), "on": e.on}
             ),

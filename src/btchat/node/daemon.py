@@ -29,7 +29,7 @@ from btchat.identity.keystore import LoadedKeys
 from btchat.messaging import conversation as conv
 from btchat.messaging.contacts import ContactChange
 from btchat.messaging.conversation import Conversations
-from btchat.messaging.own_sync import encode_devices
+from btchat.messaging.own_sync import encode_devices, encode_read
 from btchat.messaging.store import Store
 from btchat.net.dht_service import DhtError, DhtService
 from btchat.net.portmap import PortMapper, PortMapState
@@ -356,8 +356,14 @@ class Daemon:
 
     def _emit_event(self, event: dict[str, Any]) -> None:
         self.events.emit(event)
-        if event.get("type") == "message" and self.own_sync is not None:
+        if self.own_sync is None:
+            return
+        if event.get("type") == "message":
             self.own_sync.changed()  # our other devices get it too
+        elif event.get("type") == "read":  # marked read here: on our other devices too
+            peer = bytes.fromhex(event["contact"])
+            for payload in encode_read(peer, [bytes.fromhex(i) for i in event["ids"]]):
+                self.own_sync.send_to_all(payload)
 
     def _send_to_own(self, device: bytes, payload: bytes) -> bool:
         return self.peering is not None and self.peering.send_to((self.me, device), payload)

@@ -20,6 +20,7 @@ from btchat.messaging.own_sync import (
     Batch,
     ContactsNote,
     DevicesNote,
+    ReadNote,
     SyncError,
     decode_sync,
     encode_batch,
@@ -158,7 +159,9 @@ class OwnSync:
             log.warning("dropped a malformed sync payload from our device %s: %s",
                         device.hex()[:8], exc)  # fmt: skip
             return
-        if isinstance(got, ContactsNote):
+        if isinstance(got, ReadNote):
+            self._read_there(got)
+        elif isinstance(got, ContactsNote):
             if self._on_contacts is not None:
                 self._on_contacts(got)
         elif isinstance(got, DevicesNote):
@@ -170,6 +173,19 @@ class OwnSync:
             del self._in_flight[device]
             self._advance(device, got)
             self._next(device)
+
+    def _read_there(self, note: ReadNote) -> None:
+        """Another of our devices read these: so have we (no receipt: it sent them)."""
+        unread = [
+            i
+            for i in self.store.message_ids(note.ids, note.peer, "in")
+            if (row := self.store.get_message(i)) is not None and row.state != "read"
+        ]
+        if unread:
+            self.store.mark_state(unread, "read")
+            self._emit(
+                {"type": "read", "contact": note.peer.hex(), "ids": [i.hex() for i in unread]}
+            )
 
     def _store(self, device: bytes, batch: Batch) -> None:
         new = self.store.save_synced(batch.rows)  # committed before it is acknowledged
