@@ -87,6 +87,9 @@ def run_all(quick: bool, only: list[str] | None) -> dict[str, Any]:
     from bench import web
 
     plan["web"] = guarded(lambda: web.run(quick=quick))
+    from bench import devices
+
+    plan["devices"] = guarded(lambda: devices.run(quick=quick))
     # Last: libtorrent sessions keep threads busy after they are closed, which would
     # slow every benchmark measured after them in this process.
     try:
@@ -262,6 +265,9 @@ def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
     from bench import web
 
     out += web.render(results)
+    from bench import devices
+
+    out += devices.render(results)
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -29,6 +29,7 @@ from btchat.channels.members import MemberList, MemberListError
 from btchat.channels.messages import ChannelMessage, MessageError, open_content
 from btchat.codec.bencode import decode, encode
 from btchat.identity import idtext, pow, rendezvous, safety
+from btchat.identity.devices import decode_revoked
 from btchat.identity.keys import (
     CertificateError,
     DeviceCertificate,
@@ -37,6 +38,7 @@ from btchat.identity.keys import (
     verify_signature,
 )
 from btchat.messaging import envelope as env
+from btchat.messaging import own_sync
 from btchat.node import requests
 from btchat.node.peering import decode_device_list
 from btchat.offline import packet
@@ -162,6 +164,34 @@ def test_device_list() -> None:
 
 
 # ---------------------------------------------------------------- 3. rendezvous
+
+
+def test_own_devices() -> None:
+    data = load("own_devices")["vectors"]
+    rl = data["revocation_list"]
+    value, salt = b(rl["value"]), b(rl["salt"])
+    assert decode(value) == {b"rev": [b(i) for i in rl["revoked"]]}
+    assert decode_revoked(value) == {b(i) for i in rl["revoked"]}
+    buffer = b"4:salt%d:%s3:seqi%de1:v%s" % (len(salt), salt, rl["seq"], value)
+    assert buffer.hex() == rl["signing_buffer"]
+    assert hashlib.sha1(b(rl["identity"]) + salt).hexdigest() == rl["target"]
+    assert verify_signature(b(rl["identity"]), b(rl["signature"]), buffer)
+    assert not verify_signature(b(rl["identity"]), b(rl["signature"]), flipped(buffer, 30))
+    me = data["self_rendezvous"]
+    assert me["my_public"] == me["their_public"]
+    assert rendezvous.pairwise_secret(
+        Identity.from_seed(b(me["my_seed"])), b(me["their_public"])
+    ) == b(me["secret"])
+    batch = own_sync.decode_sync(b(data["sync"]["payload"]), 0)
+    assert isinstance(batch, own_sync.Batch) and batch.upto == data["sync"]["upto"]
+    assert [r.text for r in batch.rows] == ["hello, both of you", "from my other device"]
+    assert own_sync.decode_sync(b(data["synced"]["payload"]), 0) == data["synced"]["upto"]
+    note = own_sync.decode_sync(b(data["devices"]["payload"]), 0)
+    assert isinstance(note, own_sync.DevicesNote)
+    assert DeviceCertificate.decode(note.certs[0]).verify()
+    contacts = own_sync.decode_sync(b(data["contacts"]["payload"]), 0)
+    assert isinstance(contacts, own_sync.ContactsNote)
+    assert contacts.changes[0].name == "bob" and contacts.changes[0].verified
 
 
 def test_pairwise_secret() -> None:

@@ -48,8 +48,11 @@ from btchat.channels.messages import ChannelMessage, seal_message
 from btchat.codec.bencode import DecodeError, encode
 from btchat.dht import bep44
 from btchat.identity import idtext, linking, pow, rendezvous, safety
+from btchat.identity.devices import REVOKED_SALT, encode_revoked
 from btchat.identity.keys import DEVICE_CERT_CONTEXT, DeviceKey, Identity
 from btchat.messaging import envelope as env
+from btchat.messaging import own_sync
+from btchat.messaging.messages import MessageRow
 from btchat.node import requests
 from btchat.node.peering import DEVICES_SALT, encode_device_list
 from btchat.offline import packet
@@ -233,6 +236,64 @@ def family_devices() -> dict[str, Any]:
             },
         },
         context=hx(DEVICE_CERT_CONTEXT),
+    )
+
+
+def family_own_devices() -> dict[str, Any]:
+    """Several devices of one identity (1.4): the revocation list, our identity's
+    rendezvous with itself, and the payloads between our own devices."""
+    revoked = [ALICE_DEVICE_2.device_id, bytes([0xA3]) * 16]
+    value = encode_revoked(revoked)
+    seq = CREATED + 300
+    item = bep44.sign_mutable(ALICE.private_key, value, seq, REVOKED_SALT)
+    row = MessageRow(
+        bytes([0x55]) * 16, BOB.public_key, BOB.public_key, "in",
+        int(NOW * 1000), 7, "text", "hello, both of you", "delivered", int(NOW * 1000),
+    )  # fmt: skip
+    mine = replace(row, id=bytes([0x56]) * 16, sender=ALICE.public_key, direction="out",
+                   lamport=8, text="from my other device", state="sent")  # fmt: skip
+    batch, upto = own_sync.encode_batch([(41, row), (42, mine)])
+    change = own_sync.ContactChange(
+        int(NOW * 1000), ALICE_DEVICE.device_id, BOB.public_key, "bob", False, True, False
+    )
+    return _file(
+        "One identity on several devices: the revocation list (a BEP 44 mutable item), "
+        "the rendezvous of an identity with itself (how its devices find each other), "
+        "and the payloads sessions between them carry.",
+        {
+            "revocation_list.value": "BEP 44 v: bencode({rev: [device id, ...]}), ids sorted",
+            "revocation_list.signing_buffer": "BEP 44 signing buffer (salt, seq, v)",
+            "self_rendezvous": "pairwise secret of an identity with itself (as for a contact)",
+            "sync": "a batch: bencode({m: [[id, peer, sender, direction, ts, lamport, type, "
+            "text]...], t: sync, u: last seq})",
+            "synced": "its acknowledgement: bencode({t: synced, u: seq})",
+            "devices": "bencode({c: [certificate, ...], r: [revoked id, ...], t: devices})",
+            "contacts": "bencode({c: [[key, petname, flags, changed_ms, device]...], "
+            "t: contacts}); flags 1 blocked, 2 verified, 4 removed",
+        },
+        {
+            "revocation_list": {
+                "identity": hx(ALICE.public_key),
+                "revoked": [hx(i) for i in sorted(revoked)],
+                "salt": hx(REVOKED_SALT),
+                "seq": seq,
+                "value": hx(value),
+                "target": hx(bep44.mutable_target(ALICE.public_key, REVOKED_SALT)),
+                "signing_buffer": hx(bep44.signing_buffer(seq, value, REVOKED_SALT)),
+                "signature": hx(item.signature),
+            },
+            "self_rendezvous": _pair_vector(ALICE, ALICE),
+            "sync": {"rows": [41, 42], "upto": upto, "payload": hx(batch)},
+            "synced": {"upto": upto, "payload": hx(own_sync.encode_synced(upto))},
+            "devices": {
+                "payload": hx(
+                    own_sync.encode_devices(
+                        [ALICE.certify(ALICE_DEVICE, CREATED).encode()], frozenset(revoked)
+                    )
+                )
+            },
+            "contacts": {"payload": hx(own_sync.encode_contacts([change]))},
+        },
     )
 
 
@@ -1473,6 +1534,7 @@ def family_linking() -> dict[str, Any]:
 FAMILIES = {
     "ids": family_ids,
     "devices": family_devices,
+    "own_devices": family_own_devices,
     "rendezvous": family_rendezvous,
     "envelopes": family_envelopes,
     "safety": family_safety,

@@ -255,6 +255,12 @@ class ApiClient:
     def safety_number(self, c: str) -> dict[str, Any]:
         return self._request("GET", f"/v1/contacts/{_q(c)}/safety-number")
 
+    def list_devices(self) -> dict[str, Any]:
+        return self._request("GET", "/v1/devices")
+
+    def revoke_device(self, device: str) -> dict[str, Any]:
+        return self._request("DELETE", f"/v1/devices/{_q(device)}")
+
     def dial_contact(self, c: str, address: str) -> dict[str, Any]:
         return self._request("POST", f"/v1/contacts/{_q(c)}/dial", {"address": address})
 

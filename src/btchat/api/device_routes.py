@@ -1,9 +1,9 @@
-"""Own-device endpoints of the local API, each declared once (served, validated, documented).
+"""Our own devices in the local API, each route declared once (served, validated,
+documented): the list, revoking one, and linking a new one.
 
-Linking a new device: ``POST /v1/devices/link`` opens a one-time code offer (at most one
-at a time), ``DELETE`` cancels it; how it ends comes on ``/v1/events``
-(``device_linked``, ``device_link_failed``). A messenger without the ``devices`` part
-answers 501.
+Linking: ``POST /v1/devices/link`` opens a one-time code offer (at most one at a time),
+``DELETE`` cancels it; how it ends comes on ``/v1/events`` (``device_linked``,
+``device_link_failed``). A messenger without the ``devices`` part answers 501.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from btchat.api.facade import ApiError, Devices
-from btchat.api.routes import RouteTable, messenger, no_content, ok
+from btchat.api.routes import RouteTable, messenger, no_content, ok, path_param
 
 __all__ = ["ROUTES"]
 
@@ -22,7 +22,7 @@ devices = ROUTES.section("devices")
 def _devices(request: web.Request) -> Devices:
     part = messenger(request).devices
     if part is None:
-        raise ApiError(501, "no_devices", "this daemon does not link devices")
+        raise ApiError(501, "no_devices", "this daemon keeps no device list")
     return part
 
 
@@ -32,7 +32,8 @@ def _devices(request: web.Request) -> Devices:
     "Show a one-time code that links a new device to this identity",
     {"201": ("LinkOffer", "The offer: give its code to `btchat device join`."), "409": "Conflict"},
     description="The code is good for one attempt and 10 minutes. The new device receives "
-    "the identity key, the contact book and the profile (not channels or history).",
+    "the identity key, the contact book and the profile; history follows over the devices' "
+    "own sync once both run (channels do not yet).",
 )
 async def link_device(request: web.Request) -> web.Response:
     return ok(await _devices(request).link(), 201)
@@ -47,3 +48,30 @@ async def link_device(request: web.Request) -> web.Response:
 async def cancel_link(request: web.Request) -> web.Response:
     await _devices(request).cancel_link()
     return no_content()
+
+
+@devices(
+    "GET /v1/devices",
+    "listDevices",
+    "Our identity's devices, and those revoked",
+    {"200": ("DeviceList", "The devices.")},
+)
+async def list_devices(request: web.Request) -> web.Response:
+    return ok(await _devices(request).list())
+
+
+@devices(
+    "DELETE /v1/devices/{device}",
+    "revokeDevice",
+    "Revoke another of our devices, for good: contacts stop dialling, accepting and "
+    "encrypting to it",
+    {
+        "200": ("DeviceList", "The devices after the revocation."),
+        "400": "BadRequest",
+        "404": "NotFound",
+        "409": "Conflict",
+    },
+    params=("device",),
+)
+async def revoke_device(request: web.Request) -> web.Response:
+    return ok(await _devices(request).revoke(path_param(request, "device", 32)))

@@ -50,6 +50,14 @@ class ReceiptEvent(_Event):
     ids: list[HexId]
 
 
+class ReadEvent(_Event):
+    """Messages from a contact marked read, here or on another of our devices."""
+
+    type: Literal["read"]
+    contact: HexKey
+    ids: list[HexId]
+
+
 class ExpiredEvent(_Event):
     """Messages the DHT mailbox gave up on: the contact stayed offline too long."""
 
@@ -214,6 +222,7 @@ EVENT_MODELS: dict[str, type[_Event]] = {
     for m in (
         MessageEvent,
         ReceiptEvent,
+        ReadEvent,
         ExpiredEvent,
         PresenceEvent,
         TypingEvent,
@@ -260,6 +269,7 @@ class Event(RootModel[Any]):
     root: Annotated[
         MessageEvent
         | ReceiptEvent
+        | ReadEvent
         | ExpiredEvent
         | PresenceEvent
         | TypingEvent

@@ -107,9 +107,16 @@ class Files(Protocol):
 
 
 class Devices(Protocol):
-    """Our own devices (``node/linking.py``'s ``DeviceLinking``): linking a new one with
-    a one-time code. An offer is ``{code, expires_at, port}``; how it ends comes as the
-    events ``device_linked`` or ``device_link_failed``."""
+    """Our identity's devices (``node/devices.py``): the list, revoking one, and linking
+    a new one with a one-time code (``node/linking.py``). The list is ``{devices:
+    [{device_id, created, this_device, ...}], revoked: [device_id], this_revoked, ...}``;
+    ``device`` is a device id in hex or a unique prefix of 4+ digits. An offer is ``{code,
+    expires_at, port}``; how it ends comes as the events ``device_linked`` or
+    ``device_link_failed``."""
+
+    async def list(self) -> dict[str, Any]: ...
+
+    async def revoke(self, device: str) -> dict[str, Any]: ...
 
     async def link(self) -> dict[str, Any]: ...
 
@@ -127,7 +134,8 @@ class Messenger(Protocol):
     409 conflict (name taken, already a contact), 503 not ready (e.g. DHT not joined yet).
     The API validates shapes and sizes before calling; the messenger validates meaning.
     ``channels`` is ``None`` where the messenger runs no channels (the API answers 501);
-    so is ``files`` where it transfers no files, and ``devices`` where it links none.
+    so is ``files`` where it transfers no files, and ``devices`` where it keeps no
+    device list (a fake without one).
     """
 
     channels: Channels | None

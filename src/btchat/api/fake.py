@@ -40,7 +40,7 @@ class FakeMessenger:
         self.channels: FakeChannels | None = FakeChannels(self) if channels else None
         #: ``files=True``: in-memory transfers (:class:`FakeFiles`); else the routes answer 501.
         self.files: FakeFiles | None = FakeFiles(self) if files else None
-        #: No device linking in the fake: the routes answer 501.
+        #: No device list or linking: the device routes answer 501.
         self.devices: Devices | None = None
         self.contacts: dict[str, dict[str, Any]] = {}
         self.messages: list[dict[str, Any]] = []

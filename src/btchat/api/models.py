@@ -493,6 +493,32 @@ class ContactList(Shape):
     contacts: list[Contact]
 
 
+class Device(Shape):
+    device_id: str = Field(description="The device id, 32 hex digits.")
+    created: int = Field(description="When its certificate was made, Unix seconds.")
+    this_device: bool = Field(description="The device this daemon runs on.")
+    online: bool | None = Field(None, description="A session to it is up (not for this one).")
+    to_sync: int | None = Field(
+        None, description="Messages stored here it has not acknowledged yet (not for this one)."
+    )
+
+
+class DeviceList(Shape):
+    devices: list[Device] = Field(description="Devices that speak for us, this one first.")
+    revoked: list[str] = Field(description="Ids of devices revoked, for good.")
+    this_revoked: bool = Field(
+        description="Another of our devices revoked this one: contacts no longer accept it."
+    )
+    sync: dict[str, int] = Field(
+        description="Counters of the sync with our other devices: batches_sent, bytes_sent,"
+        " rows_received, rows_new, malformed."
+    )
+    mailbox_device: str = Field(
+        description="The device that sends and receives through the DHT mailbox while"
+        " contacts are offline: one per identity, the oldest."
+    )
+
+
 class SafetyNumber(Shape):
     contact: Contact
     safety_number: str
@@ -655,6 +681,7 @@ RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     Contact,
     ContactList,
     SafetyNumber,
+    DeviceList,
     Message,
     MessageList,
     ReadResult,

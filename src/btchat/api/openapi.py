@@ -107,6 +107,12 @@ _PARAMETERS: dict[str, Any] = {
         {"type": "string", "minLength": 1, "maxLength": MAX_CHANNEL_REF},
         "Channel name, or at least 8 hex digits of its id.",
     ),
+    "device": _param(
+        "device",
+        "path",
+        {"type": "string", "minLength": 4, "maxLength": 32, "pattern": "^[0-9a-fA-F]+$"},
+        "A device id in hex, or a unique prefix of at least 4 digits.",
+    ),
     "transfer": _param(
         "transfer",
         "path",

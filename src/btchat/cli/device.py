@@ -1,5 +1,5 @@
-"""``btchat device link`` (on the device that has the identity) and ``btchat device
-join CODE`` (on the new one, with no daemon and an empty data directory)."""
+"""``btchat device``: ``link`` (on the device that has the identity), ``join CODE`` (on
+the new one, with no daemon and an empty data directory), ``list`` and ``revoke``."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import asyncio
 import contextlib
 import os
 import sys
+import time
 from typing import Any
 
 from btchat.api.client import ApiClient, read_api_files, watch_events
 from btchat.cli.base import UserError, emit
-from btchat.cli.chat import api_errors, ask_passphrase, data_dir, settings
+from btchat.cli.chat import api_errors, ask_passphrase, call, data_dir, settings
 from btchat.cli.dht import hostport
 
 __all__ = ["add_commands"]
@@ -22,9 +23,18 @@ READY_TIMEOUT = 10.0
 
 
 def add_commands(sub: Any, chat: argparse.ArgumentParser, secret: argparse.ArgumentParser) -> None:
-    device = sub.add_parser("device", help="link a second device").add_subparsers(
+    device = sub.add_parser("device", help="link, list and revoke your devices").add_subparsers(
         dest="device_command", required=True
     )
+    p = device.add_parser(
+        "list", parents=[chat], help="devices that speak for you, and revoked ones"
+    )
+    p.set_defaults(func=cmd_list)
+    p = device.add_parser(
+        "revoke", parents=[chat], help="cut a lost device off for good: contacts stop reaching it"
+    )
+    p.add_argument("device", metavar="ID", help="device id (4+ hex digits, from `device list`)")
+    p.set_defaults(func=cmd_revoke)
     p = device.add_parser(
         "link", parents=[chat], help="show a one-time code that links a new device"
     )
@@ -42,6 +52,36 @@ def add_commands(sub: Any, chat: argparse.ArgumentParser, secret: argparse.Argum
     p.add_argument("--host", help="address of the short-lived DHT node (default: any)")
     p.add_argument("--no-passphrase", action="store_true", help="store the key unencrypted")
     p.set_defaults(func=cmd_join)
+
+
+def devices_text(listing: dict[str, Any]) -> str:
+    def state(d: dict[str, Any]) -> str:
+        if d["this_device"]:
+            return "  (this device)"
+        online = "online" if d.get("online") else "offline"
+        behind = d.get("to_sync") or 0
+        return f"  {online}, " + (f"{behind} messages to sync" if behind else "in sync")
+
+    lines = [
+        f"{d['device_id']}  since {time.strftime('%Y-%m-%d', time.localtime(d['created']))}"
+        + state(d)
+        for d in listing["devices"]
+    ]
+    if listing["revoked"]:
+        lines.append("revoked: " + ", ".join(listing["revoked"]))
+    if listing["this_revoked"]:
+        lines.append("THIS DEVICE WAS REVOKED by another of your devices: contacts refuse it")
+    return "\n".join(lines)
+
+
+async def cmd_list(args: argparse.Namespace) -> None:
+    listing = call(args, "list_devices")
+    emit(args, listing, devices_text(listing))
+
+
+async def cmd_revoke(args: argparse.Namespace) -> None:
+    listing = call(args, "revoke_device", args.device)
+    emit(args, listing, f"revoked; your devices now:\n{devices_text(listing)}")
 
 
 async def cmd_link(args: argparse.Namespace) -> None:

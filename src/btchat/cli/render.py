@@ -181,6 +181,7 @@ def _file(e: dict[str, Any], n: Names) -> str:
 _EVENT_LINES: dict[str, Callable[[dict[str, Any], Names], str]] = {
     "message": lambda e, n: show_message(e["message"], n.contacts),
     "receipt": lambda e, n: f"{len(e['ids'])} message(s) {e['state']} by {n.who(e['contact'])}",
+    "read": lambda e, n: f"{len(e['ids'])} message(s) from {n.who(e['contact'])} marked read",
     "presence": lambda e, n: f"{n.who(e['contact'])} is {e['status']}",
     "typing": lambda e, n: f"{n.who(e['contact'])} {'is typing…' if e['on'] else 'stopped typing'}",
     "session": _session,

@@ -25,8 +25,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from btchat.codec.bencode import DecodeError, decode, encode
 from btchat.dht import bep44
+from btchat.identity.devices import (
+    DEVICES_SALT,
+    MAX_DEVICES,
+    MAX_REVOKED,
+    REVOKED_SALT,
+    decode_device_list,
+    decode_revoked,
+    encode_device_list,
+    encode_revoked,
+)
 from btchat.identity.keys import DeviceCertificate, Identity
 from btchat.identity.rendezvous import announce_targets, lookup_targets, pairwise_secret
 from btchat.net.dht_service import DhtError, DhtService
@@ -48,11 +57,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: BEP 44 salt of the signed device list published under an identity key.
-DEVICES_SALT = b"btchat/devices"
-#: Devices listed per identity (the item must stay under BEP 44's 1000 bytes).
-MAX_DEVICES = 5
-
 Addr = tuple[str, int]
 
 
@@ -69,6 +73,10 @@ class RendezvousConfig:
     # node used to count as success, and lookups missed the list for minutes.
     min_stored: int = 5
     reput_first: float = 1.0
+    # A contact's device list and revocations are read again this often (and at the
+    # first lookup after start): a new device of theirs gets dialled, a revoked one
+    # dropped, within this time even while a session is up.
+    device_refresh: float = 600.0
 
 
 def put_again_in(stored_at: int, refused: int, known_nodes: int, k: int, tries: int,
@@ -103,6 +111,23 @@ class Directory(Protocol):
 
     def save_certs(self, contact: bytes, certs: list[DeviceCertificate]) -> None: ...
 
+    def revoked_devices(self, contact: bytes) -> frozenset[bytes]:
+        """Every device id ``contact`` has revoked (never dialled, never accepted)."""
+        ...
+
+    def learn_devices(
+        self,
+        contact: bytes,
+        list_seq: int | None,
+        certs: list[DeviceCertificate] | None,
+        revoked_seq: int | None,
+        revoked: frozenset[bytes],
+    ) -> frozenset[bytes]:
+        """What one read of ``contact``'s device and revocation lists said (None: that
+        item was not found). Keeps the certificates unless the list is older than one
+        seen (rollback), keeps revocations for good; returns the ids newly revoked."""
+        ...
+
 
 @dataclass
 class FixedDirectory:
@@ -112,26 +137,57 @@ class FixedDirectory:
 
     contacts: list[bytes]
     certs: dict[bytes, list[DeviceCertificate]] = field(default_factory=dict)
+    revoked: dict[bytes, frozenset[bytes]] = field(default_factory=dict)
+    seqs: dict[bytes, int] = field(default_factory=dict)
 
     def reachable(self) -> list[bytes]:
         return list(self.contacts)
 
     def certs_of(self, contact: bytes) -> list[DeviceCertificate]:
-        return list(self.certs.get(contact, []))
+        gone = self.revoked.get(contact, frozenset())
+        return [c for c in self.certs.get(contact, []) if c.device_id not in gone]
 
     def save_certs(self, contact: bytes, certs: list[DeviceCertificate]) -> None:
         self.certs[contact] = list(certs)
 
+    def revoked_devices(self, contact: bytes) -> frozenset[bytes]:
+        return self.revoked.get(contact, frozenset())
+
+    def learn_devices(
+        self,
+        contact: bytes,
+        list_seq: int | None,
+        certs: list[DeviceCertificate] | None,
+        revoked_seq: int | None,
+        revoked: frozenset[bytes],
+    ) -> frozenset[bytes]:
+        old = self.revoked.get(contact, frozenset())
+        self.revoked[contact] = old | revoked
+        if certs is not None and (list_seq or 0) >= self.seqs.get(contact, -1):
+            self.seqs[contact] = list_seq or 0
+            self.certs[contact] = list(certs)
+        return revoked - old
+
 
 class OwnCerts(Protocol):
-    """Our identity's device certificates (node/devices.py ``OwnDevices``)."""
+    """Our identity's devices (node/devices.py ``OwnDevices``)."""
 
     def certs(self) -> list[DeviceCertificate]:
         """What the device list names: this device first, at most MAX_DEVICES."""
         ...
 
+    def revoked(self) -> frozenset[bytes]:
+        """What the revocation list names."""
+        ...
+
     def watch(self, callback: Callable[[], None]) -> None:
         """Have ``callback`` called after every change."""
+        ...
+
+    def merge_published(
+        self, certs: list[DeviceCertificate], revoked: frozenset[bytes], revoked_seq: int | None
+    ) -> bool:
+        """Take in what our lists in the DHT say (put by another of our devices)."""
         ...
 
 
@@ -146,19 +202,9 @@ class Reacher(Protocol):
         """Try the candidates; True once a session to the contact is live."""
         ...
 
-
-def encode_device_list(certs: list[DeviceCertificate]) -> bytes:
-    return encode({b"certs": [c.encode() for c in certs[:MAX_DEVICES]]})
-
-
-def decode_device_list(v_bencoded: bytes, identity: bytes) -> list[DeviceCertificate]:
-    """Certificates in a fetched device list that verify and belong to ``identity``."""
-    try:
-        value = decode(v_bencoded)
-    except DecodeError:
-        return []
-    raw = value.get(b"certs") if isinstance(value, dict) else None
-    return DeviceCertificate.all_of(identity, raw)[:MAX_DEVICES]
+    def revoked(self, contact: bytes, device_ids: frozenset[bytes]) -> None:
+        """``contact`` revoked these devices: end any session to them."""
+        ...
 
 
 class Rendezvous:
@@ -191,10 +237,13 @@ class Rendezvous:
         self._tending: set[bytes] = set()
         self._slots = asyncio.Semaphore(config.max_lookups)
         self._wake = asyncio.Event()
+        self._devices_due: dict[bytes, float] = {}  # contact -> next device-list read
         #: Our device certificates to publish; without it, only this device's.
         self.own = own
         self._republish = asyncio.Event()
-        self._seq = 0
+        #: Called after lists changed by a link or a revocation are in the DHT.
+        self.on_published: Callable[[], None] | None = None
+        self._seqs: dict[bytes, int] = {}  # salt -> the highest seq put or seen
         if own is not None:
             own.watch(self.republish)
 
@@ -207,7 +256,7 @@ class Rendezvous:
         while True:
             self._wake.clear()
             now = time.monotonic()
-            for contact in self.contacts.reachable():
+            for contact in self._tended():
                 if contact not in self._tending and now >= self._due.get(contact, 0.0):
                     self._tending.add(contact)
                     spawn(self._tend(contact))
@@ -216,6 +265,16 @@ class Rendezvous:
             with contextlib.suppress(TimeoutError):  # not wait_for: see ChannelService
                 async with asyncio.timeout(max(0.05, delay)):
                     await self._wake.wait()
+
+    def _others(self) -> list[DeviceCertificate]:
+        """Our other devices (found like contacts: our identity's rendezvous with itself)."""
+        if self.own is None:
+            return []
+        return [c for c in self.own.certs() if c.device_id != self.certificate.device_id]
+
+    def _tended(self) -> list[bytes]:
+        contacts = self.contacts.reachable()
+        return [*contacts, self.me] if self._others() else contacts
 
     def poke(self, contact: bytes | None = None) -> None:
         """Look for contacts now (a contact was added, the network came back...)."""
@@ -232,12 +291,42 @@ class Rendezvous:
         """Publish the device list now (a device was added)."""
         self._republish.set()
 
-    def _next_seq(self) -> int:
-        """Unix seconds, but always above the last put: a list republished at once after
-        a change must not carry the seq of the one it replaces (BEP 44: same seq, other
-        value is refused)."""
-        self._seq = max(int(time.time()), self._seq + 1)
-        return self._seq
+    def _next_seq(self, salt: bytes) -> int:
+        """Unix seconds, but always above the last put or seen: a list republished at
+        once after a change must not carry the seq of the one it replaces (BEP 44: same
+        seq, other value is refused), nor one below what another of our devices put."""
+        self._seqs[salt] = max(int(time.time()), self._seqs.get(salt, -1) + 1)
+        return self._seqs[salt]
+
+    def _put(self, salt: bytes, value: bytes) -> Any:
+        item = bep44.sign_mutable(self.identity.private_key, value, self._next_seq(salt), salt)
+        return self.dht.put_mutable(item)
+
+    async def _merge_own(self) -> None:
+        """Read our own lists back: another of our devices may have linked or revoked
+        one. What it knew and we did not is taken in, then goes out in our next put."""
+        if self.own is None:
+            return
+        try:
+            listed, revocations = await asyncio.gather(
+                self.dht.get_mutable(self.me, DEVICES_SALT),
+                self.dht.get_mutable(self.me, REVOKED_SALT),
+            )
+        except DhtError as exc:  # publish what we have; merge at the next round
+            log.debug("could not read our own device lists back: %s", exc)
+            return
+        for salt, got in ((DEVICES_SALT, listed), (REVOKED_SALT, revocations)):
+            if got.seq is not None:
+                self._seqs[salt] = max(self._seqs.get(salt, -1), got.seq)
+        certs = (
+            decode_device_list(listed.v_bencoded, self.me) if listed.v_bencoded is not None else []
+        )
+        revoked = (
+            decode_revoked(revocations.v_bencoded)
+            if revocations.v_bencoded is not None
+            else frozenset()
+        )
+        self.own.merge_published(certs, revoked, revocations.seq)
 
     def device_certs(self) -> list[DeviceCertificate]:
         return self.own.certs() if self.own is not None else [self.certificate]
@@ -245,15 +334,19 @@ class Rendezvous:
     async def _publish_loop(self) -> None:
         thin = 0  # puts in a row that landed on too few nodes
         while True:
+            changed = self._republish.is_set()
             self._republish.clear()
             try:
-                item = bep44.sign_mutable(
-                    self.identity.private_key,
-                    encode_device_list(self.device_certs()),
-                    self._next_seq(),
-                    DEVICES_SALT,
-                )
-                result = await self.dht.put_mutable(item)
+                await self._merge_own()
+                result = await self._put(DEVICES_SALT, encode_device_list(self.device_certs()))
+                revoked = self.own.revoked() if self.own is not None else frozenset()
+                if revoked:
+                    await self._put(REVOKED_SALT, encode_revoked(sorted(revoked)[:MAX_REVOKED]))
+                if changed and self.on_published is not None:
+                    try:
+                        self.on_published()  # contacts may read the new lists now
+                    except Exception:  # the loop goes on: contacts also read every 10 min
+                        log.exception("telling contacts of our new device lists failed")
                 node = self.dht.node
                 delay = put_again_in(
                     result.stored_at, len(result.errors), len(node.routing), node.config.k,
@@ -268,21 +361,54 @@ class Rendezvous:
                 # Usually: not joined yet. Retry soon; contacts need this list to dial us.
                 log.info("could not publish the device list yet: %s", exc)
                 delay = 0.5
+            if len(self.device_certs()) > 1:  # our other devices' changes come in soon
+                delay = min(delay, self.config.device_refresh)
             with contextlib.suppress(TimeoutError):  # a new device: publish at once
                 async with asyncio.timeout(delay):
                     await self._republish.wait()
 
     async def fetch_certs(self, contact: bytes) -> list[DeviceCertificate]:
+        """The contact's certificates: those known, read again from the DHT when none
+        are known or ``device_refresh`` has passed since the last read."""
+        if contact == self.me:
+            return self._others()  # our own lists are merged by the publish loop
         certs = self.contacts.certs_of(contact)
-        if certs:
+        if certs and time.monotonic() < self._devices_due.get(contact, 0.0):
             return certs
-        result = await self.dht.get_mutable(contact, DEVICES_SALT)
-        if result.v_bencoded is None:
-            return []
-        certs = decode_device_list(result.v_bencoded, contact)
-        if certs:
-            self.contacts.save_certs(contact, certs)
-        return certs
+        try:
+            await self.refresh_devices(contact)
+        except DhtError:
+            if not certs:
+                raise
+        return self.contacts.certs_of(contact)
+
+    async def refresh_devices(self, contact: bytes) -> None:
+        """Read ``contact``'s device list and revocation list; what is revoked ends."""
+        self._devices_due[contact] = time.monotonic() + self.config.device_refresh
+        listed, revocations = await asyncio.gather(
+            self.dht.get_mutable(contact, DEVICES_SALT),
+            self.dht.get_mutable(contact, REVOKED_SALT),
+        )
+        certs = (
+            decode_device_list(listed.v_bencoded, contact)
+            if listed.v_bencoded is not None
+            else None
+        )
+        revoked = (
+            decode_revoked(revocations.v_bencoded)
+            if revocations.v_bencoded is not None
+            else frozenset()
+        )
+        gone = self.contacts.learn_devices(
+            contact,
+            listed.seq if certs else None,
+            certs or None,
+            revocations.seq if revocations.v_bencoded is not None else None,
+            revoked,
+        )
+        if gone:
+            log.info("%s revoked %d device(s)", contact.hex()[:16], len(gone))
+            self.reacher.revoked(contact, gone)
 
     # ------------------------------------------------------------ one contact
 
@@ -301,6 +427,9 @@ class Rendezvous:
                 now = time.monotonic()
                 if self.reacher.connected(contact):
                     found: bool | None = True
+                    if contact != self.me and now >= self._devices_due.get(contact, 0.0):
+                        with contextlib.suppress(DhtError):
+                            await self.refresh_devices(contact)
                 elif now < self._next_try.get(contact, 0.0):
                     found = None  # backing off: only the announcements were due
                 else:

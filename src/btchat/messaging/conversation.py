@@ -46,6 +46,7 @@ from btchat.messaging import envelope as env_mod
 from btchat.messaging.envelope import Envelope, EnvelopeError
 
 __all__ = [
+    "DEVICES_CHANGED",
     "PRESENCE_STATES",
     "RESIGN_AFTER",
     "SYNC",
@@ -56,6 +57,7 @@ __all__ = [
     "Deposit",
     "Event",
     "FileOffered",
+    "MarkedRead",
     "MessageStored",
     "PresenceChanged",
     "ReceiptReceived",
@@ -70,6 +72,8 @@ log = logging.getLogger(__name__)
 PRESENCE_STATES = env_mod.PRESENCE_STATES
 #: Reconciliation on reconnect: the ids offered, and those the peer does not have.
 SYNC, SYNC_WANT = b"sync", b"sync_want"
+#: "My device list changed (a device linked or revoked): read it again now." Body {}.
+DEVICES_CHANGED = b"devices"
 #: An offer not answered in this time is followed by a full resend.
 SYNC_TIMEOUT = 10.0
 #: Queued envelopes older than this are re-signed before a resend, well inside the
@@ -135,6 +139,14 @@ class ReceiptReceived:
 
 
 @dataclass(frozen=True)
+class MarkedRead:
+    """Incoming messages of ``peer`` were marked read here (our other devices follow)."""
+
+    peer: bytes
+    ids: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
 class PresenceChanged:
     peer: bytes
     status: str
@@ -175,6 +187,7 @@ Event = (
     | Deposit
     | MessageStored
     | ReceiptReceived
+    | MarkedRead
     | PresenceChanged
     | Typing
     | Refused
@@ -406,6 +419,7 @@ class Conversations:
             key = f"read_receipts:{peer.hex()}"
             self.store.kv_set(key, (self.store.kv_get(key) or b"") + b"".join(ids))
             self._flush_read_receipts(peer, now)
+            self._queue(MarkedRead(peer, tuple(ids)))
         return len(ids)
 
     def _flush_read_receipts(self, peer: bytes, now: float) -> None:

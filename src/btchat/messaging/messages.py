@@ -14,6 +14,7 @@ the same envelopes, so both show the same order whatever the arrival order.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -199,6 +200,40 @@ class Messages(Table):
                 self.on_incoming_file(env)  # stored before acknowledged, or raises
             # The id may also be one of ours (a peer echoing it back): never overwrite.
             return _insert(conn, env, "in", "delivered", text, now_ms) > 0
+
+    def rows_after(self, seq: int, limit: int) -> list[tuple[int, MessageRow]]:
+        """Messages stored here after local ``seq``, oldest first (own-device sync)."""
+        rows = self.db.query(
+            f"SELECT seq, {_MESSAGE_COLUMNS} FROM messages WHERE seq > ? ORDER BY seq LIMIT ?",
+            (seq, limit),
+        )
+        return [(int(r[0]), _message(r[1:])) for r in rows]
+
+    def last_seq(self) -> int:
+        return int(self.db.query("SELECT coalesce(max(seq), 0) FROM messages")[0][0])
+
+    def save_synced(self, rows: Sequence[MessageRow]) -> list[MessageRow]:
+        """Store copies from another of our devices, atomically; returns those new here.
+        An incoming one's id is also recorded as seen, so the contact's own delivery of
+        it later is acknowledged and not stored twice; clocks move past the copies."""
+        added = []
+        with self.db.transaction() as conn:
+            for row in rows:
+                new = conn.execute(
+                    f"INSERT OR IGNORE INTO messages ({_MESSAGE_COLUMNS})"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    dataclasses.astuple(row),
+                ).rowcount
+                if new:
+                    added.append(row)
+                    if row.direction == "in":
+                        ReplayIds.record_seen(conn, row.id, row.received_ms)
+                conn.execute(
+                    "INSERT INTO clocks (peer, lamport) VALUES (?, ?) ON CONFLICT (peer)"
+                    " DO UPDATE SET lamport = max(lamport, excluded.lamport)",
+                    (row.peer, row.lamport),
+                )
+        return added
 
     def message_ids(self, ids: Sequence[bytes], peer: bytes, direction: str) -> set[bytes]:
         """Those of ``ids`` that are stored messages of the conversation with ``peer``

@@ -72,6 +72,8 @@ class Chat:
         self.core = core
         self.store = store
         self.offline: OfflineDelivery | None = None
+        #: Told when a contact says its device list changed (``devices`` envelope).
+        self.devices_changed: Callable[[bytes], None] | None = None
         self.files: Files | None = None
         self._send = send
         self._emit = emit
@@ -103,6 +105,9 @@ class Chat:
                     "note": e.note,
                     "last_seen": e.last_seen_ms,
                 }
+            ),
+            conv.MarkedRead: lambda e: self._emit(
+                {"type": "read", "contact": e.peer.hex(), "ids": [i.hex() for i in e.ids]}
             ),
             conv.Typing: lambda e: self._emit(
                 {"type": "typing", "contact": e.peer.hex(), "on": e.on}
@@ -272,5 +277,7 @@ class Chat:
     def _on_unhandled(self, event: conv.Unhandled) -> None:
         if event.envelope.type in BACKUP_TYPES and self.offline is not None:
             self.offline.on_envelope(event.peer, event.envelope)
+        elif event.envelope.type == conv.DEVICES_CHANGED and self.devices_changed is not None:
+            self.devices_changed(event.peer)
         else:
             log.info("ignoring envelope of unknown type %r", event.envelope.type)

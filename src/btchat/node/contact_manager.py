@@ -56,6 +56,13 @@ class ContactManager:
     peering: Peering | None = None
     offline: OfflineDelivery | None = None
     dht: DhtService | None = None
+    #: Told of every change the user makes to a contact, ``(key, removing)``: our other
+    #: devices get it (``contact_sync.py``).
+    on_changed: Callable[[bytes, bool], None] | None = None
+
+    def _changed(self, pk: bytes, *, removing: bool = False) -> None:
+        if self.on_changed is not None:
+            self.on_changed(pk, removing)
 
     # ---------------------------------------------------------------- contacts
 
@@ -85,6 +92,7 @@ class ContactManager:
         a link or the peer (used only if safe and free)."""
         self.book.check_not_known(pk)
         self.store.add_contact(pk, self.book.name_for(pk, name, suggested), _now_ms())
+        self._changed(pk)
         self.emit({"type": "contact", "action": "added", "contact": self.json(pk)})
         if self.peering is not None:
             self.peering.poke(pk)
@@ -110,12 +118,15 @@ class ContactManager:
             self.store.set_blocked(pk, change.blocked)
             if change.blocked and self.peering is not None:
                 self.peering.drop(pk, "blocked")
+        if change.name is not None or change.verified is not None or change.blocked is not None:
+            self._changed(pk)
         return self.json(pk)
 
     def remove(self, c: str) -> None:
         pk = self.book.resolve(c)
         if self.peering is not None:
             self.peering.drop(pk, "removed")
+        self._changed(pk, removing=True)
         self.store.remove_contact(pk)
         self.emit({"type": "contact", "action": "removed", "public_key": pk.hex()})
 

@@ -8,6 +8,7 @@ key; petnames are unique for that reason. What the user did wrong comes out as a
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Any
 
 from btchat.errors import ApiError
@@ -15,9 +16,12 @@ from btchat.identity.idtext import IdError, format_id, parse_contact_ref
 from btchat.identity.keys import DeviceCertificate
 from btchat.identity.names import PetnameError, clean_suggestion, petname
 from btchat.messaging.store import Store
+from btchat.node.device_lists import DeviceLists
 from btchat.node.profile import Profiles
 
 __all__ = ["ContactBook", "resolve_contact"]
+
+log = logging.getLogger(__name__)
 
 
 def resolve_contact(store: Store, ref: str) -> bytes:
@@ -42,18 +46,49 @@ class ContactBook:
         self.me = me
         self.store = store
         self.profiles = profiles
+        #: Seqs and revocations each contact's lists have shown, kept for good.
+        self.device_lists = DeviceLists(store)
 
     def reachable(self) -> list[bytes]:
         """Contacts we hold sessions with and look for (all but the blocked)."""
         return [c.pk for c in self.store.list_contacts() if not c.blocked]
 
     def certs_of(self, contact: bytes) -> list[DeviceCertificate]:
+        """The contact's device certificates, none of them revoked."""
         row = self.store.get_contact(contact)
-        return list(row.certs) if row is not None else []
+        if row is None:
+            return []
+        gone = self.device_lists.revoked(contact)
+        return [c for c in row.certs if c.device_id not in gone]
 
     def save_certs(self, contact: bytes, certs: list[DeviceCertificate]) -> None:
         if self.store.get_contact(contact) is not None:
-            self.store.set_certs(contact, certs)
+            gone = self.device_lists.revoked(contact)
+            self.store.set_certs(contact, [c for c in certs if c.device_id not in gone])
+
+    def revoked_devices(self, contact: bytes) -> frozenset[bytes]:
+        return self.device_lists.revoked(contact)
+
+    def learn_devices(
+        self,
+        contact: bytes,
+        list_seq: int | None,
+        certs: list[DeviceCertificate] | None,
+        revoked_seq: int | None,
+        revoked: frozenset[bytes],
+    ) -> frozenset[bytes]:
+        if self.store.get_contact(contact) is None:
+            return frozenset()
+        learned = self.device_lists.learn(
+            contact, list_seq=list_seq, revoked_seq=revoked_seq, revoked=revoked
+        )
+        if certs is not None and learned.list_current:
+            self.save_certs(contact, certs)
+        elif learned.newly_revoked:
+            self.save_certs(contact, self.certs_of(contact))
+        if not learned.list_current:
+            log.warning("ignored an older device list of %s (rollback)", contact.hex()[:16])
+        return learned.newly_revoked
 
     def resolve(self, ref: str) -> bytes:
         return resolve_contact(self.store, ref)

@@ -24,12 +24,14 @@ from btchat import __version__
 from btchat.channels.service import ChannelConfig
 from btchat.errors import ApiError, StorageFault
 from btchat.identity.idtext import format_id, format_uri
+from btchat.identity.keys import DeviceCertificate
 from btchat.identity.keystore import LoadedKeys
 from btchat.messaging import conversation as conv
 from btchat.messaging.contacts import ContactChange
 from btchat.messaging.conversation import Conversations
+from btchat.messaging.own_sync import encode_devices, encode_read
 from btchat.messaging.store import Store
-from btchat.net.dht_service import DhtService
+from btchat.net.dht_service import DhtError, DhtService
 from btchat.net.portmap import PortMapper, PortMapState
 from btchat.net.proxy import ProxyDialer, ProxyUrl
 from btchat.net.transport import Dialer, TcpDialer
@@ -38,13 +40,15 @@ from btchat.node.channels import ChannelManager
 from btchat.node.chat import Chat
 from btchat.node.contact_manager import ContactManager
 from btchat.node.contact_requests import ContactRequests
+from btchat.node.contact_sync import ContactSync
 from btchat.node.contacts import ContactBook
-from btchat.node.devices import OwnDevices
+from btchat.node.devices import DevicePart, OwnDevices
 from btchat.node.events import EventHub
 from btchat.node.files import Files, FilesConfig
 from btchat.node.join import join_loop
 from btchat.node.linking import DeviceLinking
 from btchat.node.offline import OfflineDelivery
+from btchat.node.own_sync import OwnSync
 from btchat.node.peering import Peering, PeeringConfig
 from btchat.node.profile import Profiles
 from btchat.node.requests import REQUEST_POW_BITS
@@ -53,6 +57,9 @@ from btchat.node.tasks import TaskOwner
 from btchat.offline.mailbox import MailboxConfig
 
 __all__ = ["Daemon", "DaemonConfig"]
+
+#: Least time between two reads of one contact's device lists on its notice.
+DEVICES_NOTICE_EVERY = 10.0
 
 log = logging.getLogger(__name__)
 
@@ -126,12 +133,34 @@ class Daemon:
         self.portmap: UpnpPortMapper | None = None
         self.started = time.monotonic()
         self.events = EventHub()
-        self._emit = self.events.emit
+        self._emit = self._emit_event
+        self.own_sync: OwnSync | None = None
+        self._devices_read_at: dict[bytes, float] = {}  # contact -> next allowed read
+        self._taking_over = False  # offline delivery starting here after a revocation
         self._tasks = TaskOwner()
         self._joined = asyncio.Event()
         self.profiles = Profiles(keys.identity, store)
         #: Our identity's devices (this one and those linked), for the device list.
         self.own_devices = OwnDevices(store, keys.certificate)
+        self.own_sync = OwnSync(
+            store,
+            self._send_to_own,
+            self._emit,
+            devices=lambda: encode_devices(
+                [c.encode() for c in self.own_devices.certs()], self.own_devices.revoked()
+            ),
+            on_devices=lambda note: self.own_devices.merge_published(
+                DeviceCertificate.all_of(self.me, note.certs), note.revoked, None
+            ),
+        )
+        self.own_devices.watch(self._own_devices_changed)
+        self.contact_sync = ContactSync(
+            store,
+            keys.device.device_id,
+            lambda payload: self.own_sync.send_to_all(payload) if self.own_sync else None,
+            self._contact_synced,
+        )
+        self.own_sync.attach_contacts(self.contact_sync.payloads, self.contact_sync.merge)
         self.contacts = ContactBook(self.me, store, self.profiles)
         self.requests = ContactRequests(
             keys.identity,
@@ -149,12 +178,15 @@ class Daemon:
             spawn=self._spawn,
             dialer=self.dialer,
             mailbox=config.mailbox,
+            on_changed=lambda pk, removing: self.contact_sync.record(pk, removing=removing),
         )
-        #: Linking a new device with a one-time code (the API's ``devices`` part).
-        self.devices = DeviceLinking(
+        #: Linking a new device with a one-time code.
+        self.linking = DeviceLinking(
             keys.identity, store, self.own_devices, self.profiles,
             host=config.peering.host, emit=self._emit, spawn=self._spawn,
         )  # fmt: skip
+        #: The API's ``devices`` part: list, revoke, link.
+        self.devices = DevicePart(self.own_devices, self.own_sync, self.linking)
         self.conversations = Conversations(keys.identity, keys.device.device_id, store)
         self.chat = Chat(self.conversations, store, send=self._transmit, emit=self._emit)
         #: A full (failing, read-only) disk: one log line, a status, no acks, back-off.
@@ -203,8 +235,12 @@ class Daemon:
             on_switched=self.guard.shield("session switch", self._on_switched),
             on_stream=self.files.on_stream,
             own_devices=self.own_devices,
+            on_own_device=self.guard.shield("own device session", self._own_device),
         )
         await self.peering.start()
+        if self.peering.rendezvous is not None:
+            self.peering.rendezvous.on_published = self._own_lists_published
+        self.chat.devices_changed = self._contact_devices_changed
         self.contact_manager.peering = self.peering
         self.contact_manager.dht = self.dht
         self.channels = ChannelManager(
@@ -228,6 +264,23 @@ class Daemon:
         """What needs the DHT (and UDP): port mapping, offline delivery, joining, contact
         requests, profiles."""
         self._start_port_mapping(dht, peering)
+        mailbox_device = self.own_devices.mailbox_device()
+        if mailbox_device != self.keys.device.device_id:
+            log.info(
+                "offline delivery runs on your device %s: this one reaches contacts over "
+                "sessions, and gets what came by the DHT mailbox from it",
+                mailbox_device.hex()[:8],
+            )
+        else:
+            await self._start_offline(dht, peering)
+        self._spawn(join_loop(dht, self.config.bootstrap, self._joined, self._emit, peering.poke))
+        self.profiles.inbox = self.requests.inbox
+        self._spawn(
+            self.requests.poll_loop(dht, self._joined, self.config.request_poll, self._inbox_moved)
+        )
+        self._spawn(self.profiles.publish_loop(dht, self._joined))
+
+    async def _start_offline(self, dht: DhtService, peering: Peering) -> None:
         self.offline = OfflineDelivery(
             self.keys.identity,
             self.store,
@@ -240,14 +293,11 @@ class Daemon:
             config=self.config.mailbox,
         )
         self.chat.offline = self.contact_manager.offline = self.offline
-        self.devices.dht = dht
+        self.linking.dht = dht
         await self.offline.start(self._joined)
-        self._spawn(join_loop(dht, self.config.bootstrap, self._joined, self._emit, peering.poke))
-        self.profiles.inbox = self.requests.inbox
-        self._spawn(
-            self.requests.poll_loop(dht, self._joined, self.config.request_poll, self._inbox_moved)
-        )
-        self._spawn(self.profiles.publish_loop(dht, self._joined))
+        # A contact revoked a device: the ratchet with it may be that device's (it held
+        # the Olm account the contact's bundle named), so the next packet starts anew.
+        peering.on_contact_revoked = self.offline.state.drop_sessions
 
     def _start_port_mapping(self, dht: DhtService, peering: Peering) -> None:
         """Map the DHT's UDP port and the session TCP port on the gateway, if any.
@@ -266,7 +316,7 @@ class Daemon:
     async def stop(self) -> None:
         self.chat.close()
         self.guard.uninstall()
-        await self.devices.close()
+        await self.linking.close()
         await self._tasks.cancel_all()
         if self.portmap is not None:
             await self.portmap.close()  # a clean exit leaves no mapping on the gateway
@@ -324,6 +374,90 @@ class Daemon:
 
     async def remove_contact(self, c: str) -> None:
         self.contact_manager.remove(c)
+
+    def _emit_event(self, event: dict[str, Any]) -> None:
+        self.events.emit(event)
+        if self.own_sync is None:
+            return
+        if event.get("type") == "message":
+            self.own_sync.changed()  # our other devices get it too
+        elif event.get("type") == "read":  # marked read here: on our other devices too
+            peer = bytes.fromhex(event["contact"])
+            for payload in encode_read(peer, [bytes.fromhex(i) for i in event["ids"]]):
+                self.own_sync.send_to_all(payload)
+
+    def _send_to_own(self, device: bytes, payload: bytes) -> bool:
+        return self.peering is not None and self.peering.send_to((self.me, device), payload)
+
+    def _own_device(self, device: bytes, up: bool) -> None:
+        assert self.own_sync is not None
+        log.info("session with our device %s %s", device.hex()[:8], "up" if up else "down")
+        if up:
+            self.own_sync.device_up(device)
+        else:
+            self.own_sync.device_down(device)
+
+    def _own_devices_changed(self) -> None:
+        """Our device list changed (linked, revoked, here or on another device): tell
+        our other devices (a revoked one too, so it knows), then cut the revoked off and
+        look for new ones."""
+        assert self.own_sync is not None
+        self.own_sync.devices_changed()
+        revoked = self.own_devices.revoked()
+        for device in revoked:
+            self.own_sync.forget(device)
+        if self.peering is not None:
+            self.peering.revoked(self.me, revoked)
+            self.peering.poke(self.me)
+            mailbox = self.own_devices.mailbox_device() == self.keys.device.device_id
+            if mailbox and self.offline is None and self.dht is not None and not self._taking_over:
+                log.info("the device that ran offline delivery was revoked: this one takes over")
+                self._taking_over = True
+                self._spawn(self._start_offline(self.dht, self.peering))
+
+    def _contact_synced(self, pk: bytes, action: str) -> None:
+        """Another of our devices added, changed or removed a contact: act as if here."""
+        if action == "removed":
+            if self.peering is not None:
+                self.peering.drop(pk, "removed")
+            self._emit({"type": "contact", "action": "removed", "public_key": pk.hex()})
+            return
+        row = self.store.get_contact(pk)
+        if row is not None and row.blocked and self.peering is not None:
+            self.peering.drop(pk, "blocked")
+        elif self.peering is not None:
+            self.peering.poke(pk)
+        if action == "added":
+            self._spawn(self.contact_manager.fetch_profile(pk))
+        self._emit({"type": "contact", "action": action, "contact": self.contact_manager.json(pk)})
+
+    def _own_lists_published(self) -> None:
+        """Our changed lists are in the DHT: contacts online read them again now (a
+        revoked device is dropped, a new one dialled) instead of at their next refresh."""
+        now = time.time()
+        if self.peering is not None:
+            for contact in self.peering.online_contacts():
+                self.conversations.send_body(contact, conv.DEVICES_CHANGED, {}, now)
+        self.chat.drive()
+
+    def _contact_devices_changed(self, contact: bytes) -> None:
+        """A contact says its devices changed: read its lists, at most once per
+        ``DEVICES_NOTICE_EVERY`` s (a contact cannot make us look up without end)."""
+        now = time.monotonic()
+        if now < self._devices_read_at.get(contact, 0.0) or self.peering is None:
+            return
+        rendezvous = self.peering.rendezvous
+        if rendezvous is None:
+            return
+        self._devices_read_at[contact] = now + DEVICES_NOTICE_EVERY
+
+        async def read() -> None:
+            try:
+                await rendezvous.refresh_devices(contact)
+            except DhtError as exc:
+                log.info("could not read %s's device lists: %s", format_id(contact)[:16], exc)
+
+        self._spawn(read())
 
     async def safety_number(self, c: str) -> dict[str, Any]:
         return self.contact_manager.safety_number(c)
@@ -480,4 +614,8 @@ class Daemon:
             self.guard.report(exc, "storing a batch", peer)
 
     def _on_data(self, pk: bytes, device: bytes, payload: bytes) -> None:
+        if pk == self.me:
+            assert self.own_sync is not None
+            self.own_sync.receive(device, payload)
+            return
         self.chat.receive(pk, device, payload)  # one commit for all of this loop turn

@@ -166,6 +166,7 @@ class Peering:
         dialer: Dialer | None = None,
         on_stream: Callable[[PeerKey, SessionConnection, object], None] | None = None,
         own_devices: OwnCerts | None = None,
+        on_own_device: Callable[[bytes, bool], None] | None = None,
     ) -> None:
         self.identity = identity
         #: How sessions are carried: any "connect me to this address" -> byte stream.
@@ -183,6 +184,11 @@ class Peering:
         self._on_switched = on_switched or (lambda contact: None)
         #: Substream events of an authenticated session, and its end (file transfer).
         self._on_stream = on_stream
+        #: Our other devices: sessions to them carry history sync, not conversations.
+        self._own = own_devices
+        self._on_own_device = on_own_device or (lambda device, up: None)
+        #: Told when a contact revokes one of its devices (offline delivery resets).
+        self.on_contact_revoked: Callable[[bytes], None] | None = None
         self.sessions: dict[PeerKey, _Live] = {}
         #: Without a DHT (Tor mode) there is no rendezvous: sessions are only dialled by
         #: hand (:meth:`dial`) or accepted.
@@ -220,7 +226,7 @@ class Peering:
         self.stats: dict[str, int] = {
             "dials": 0,
             "accepted": 0,
-            "refused": 0,
+            "refused": 0,  # not a contact, or a revoked device
             "sessions_tcp": 0,
             "sessions_udp": 0,
             "sessions_relay": 0,
@@ -300,8 +306,30 @@ class Peering:
         return bool(self._of(contact))
 
     def connected(self, contact: bytes) -> bool:
-        """A direct session exists (the rendezvous keeps looking while only relayed)."""
-        return any(live.relay is None for live in self._of(contact))
+        """A direct session to every device of ``contact`` we know (the rendezvous keeps
+        looking while one is missing or only relayed)."""
+        direct = {key[1] for key, live in self.sessions.items()
+                  if key[0] == contact and live.relay is None}  # fmt: skip
+        return bool(direct) and all(c.device_id in direct for c in self.certs_of(contact))
+
+    def certs_of(self, contact: bytes) -> list[DeviceCertificate]:
+        """The devices of ``contact`` to hold sessions with; for us, our other devices."""
+        if contact == self.me:
+            if self._own is None:
+                return []
+            return [c for c in self._own.certs() if c.device_id != self.certificate.device_id]
+        return self._contacts.certs_of(contact)
+
+    def send_to(self, peer: PeerKey, payload: bytes) -> bool:
+        """Send ``payload`` to one device; True if its session took it."""
+        live = self.sessions.get(peer)
+        if live is None:
+            return False
+        try:
+            live.conn.send(payload)
+        except Exception:
+            return False
+        return True
 
     def _direct(self, peer: PeerKey) -> bool:
         live = self.sessions.get(peer)
@@ -313,7 +341,7 @@ class Peering:
         return live.conn if live is not None and live.relay is None else None
 
     def online_contacts(self) -> set[bytes]:
-        return {identity for identity, _ in self.sessions}
+        return {identity for identity, _ in self.sessions if identity != self.me}
 
     def send(self, contact: bytes, payload: bytes) -> bool:
         """Send ``payload`` to every live device of ``contact``; True if any took it."""
@@ -342,6 +370,16 @@ class Peering:
         for live in self._of(contact):
             live.conn.close(reason)
 
+    def revoked(self, contact: bytes, device_ids: frozenset[bytes]) -> None:
+        """``contact`` revoked these devices: their sessions end now."""
+        if contact != self.me and self.on_contact_revoked is not None:
+            self.on_contact_revoked(contact)
+        for (identity, device), live in list(self.sessions.items()):
+            if identity == contact and device in device_ids:
+                live.conn.close("device revoked")
+        for key in [k for k in self._unreached if k[0] == contact and k[1] in device_ids]:
+            del self._unreached[key]
+
     async def reach(self, candidates: list[Candidate]) -> bool:
         """Dial what the rendezvous found: each device not yet connected, at the
         addresses not yet known to be another of its devices."""
@@ -353,7 +391,9 @@ class Peering:
             for c in candidates:
                 if not self._direct((c.identity, c.cert.device_id)):
                     # Until a direct session is up: a relayed one keeps punching going.
-                    self.quic.punch(c.addr, lambda c=c: self.connected(c.identity))
+                    self.quic.punch(
+                        c.addr, lambda c=c: self._direct((c.identity, c.cert.device_id))
+                    )
         # Relays join in once the direct dials are done, or after ``relay_after`` s of
         # them (a symmetric NAT publishes many ports, each dialled in turn); a direct
         # session that comes up later still replaces the relayed one.
@@ -495,6 +535,20 @@ class Peering:
         contacts = set(self._contacts.reachable())
 
         def authorize(identity: bytes, remote: DeviceCertificate) -> bool:
+            if identity == self.me:  # another of our devices, if it is one we list
+                ok = any(c.device_key == remote.device_key for c in self.certs_of(self.me))
+                if not ok:
+                    self.stats["refused"] += 1
+                    admission.refused(ticket)
+                    log.warning("refused a session from an unlisted device of ours")
+                return ok
+            if identity in contacts and remote.device_id in self._contacts.revoked_devices(
+                identity
+            ):
+                self.stats["refused"] += 1
+                admission.refused(ticket)
+                log.warning("refused a session from a revoked device of %s", identity.hex()[:16])
+                return False
             ok = identity in contacts
             if not ok:
                 self.stats["refused"] += 1
@@ -590,7 +644,9 @@ class Peering:
             live = self.sessions.get(peer[0]) if peer else None
             if live is not None and live.conn is conn:
                 del self.sessions[live.peer]
-                if not self.is_online(live.contact):
+                if live.contact == self.me:
+                    self._on_own_device(live.peer[1], False)
+                elif not self.is_online(live.contact):
                     self._on_closed(live.contact, "disconnected")
                 self.poke(live.contact)
             if not stream.is_closing():
@@ -644,7 +700,9 @@ class Peering:
         first = not self.is_online(live.contact)
         self.sessions[live.peer] = live
         self._unreached.pop(live.peer, None)
-        if first:
+        if live.contact == self.me:
+            self._on_own_device(live.peer[1], True)
+        elif first:
             if self.lan is not None:
                 self.lan.refresh()  # stop announcing to it
             self._on_established(live.contact)

@@ -1051,6 +1051,13 @@ class BtchatApp(App[None]):
             if row is not None and row.data.get("direction") == "out":
                 await self.show_message({**row.data, "state": e["state"]})
 
+    async def _ev_read(self, e: dict[str, Any]) -> None:
+        """Read here or on another of our devices: fewer unread in the list."""
+        pk = e["contact"]
+        if self.unread.get(pk):
+            self.unread[pk] = max(0, self.unread[pk] - len(e["ids"]))
+            await self.draw_list()
+
     async def _ev_expired(self, e: dict[str, Any]) -> None:
         await self._ev_receipt({**e, "state": "failed"})
 

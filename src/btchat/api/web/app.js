@@ -1118,6 +1118,13 @@ function onEvent(ev) {
       }
       return;
     }
+    case "read": {
+      // Marked read here or on another of our devices: count the unread again.
+      if (typeof ev.contact === "string" && state.summary.has(ev.contact)) {
+        loadSummary(ev.contact).then(renderList);
+      }
+      return;
+    }
     case "typing": {
       clearTyping(ev.contact);
       if (ev.on) state.typing.set(ev.contact, setTimeout(() => clearTyping(ev.contact), TYPING_SHOWN_MS));

@@ -1,0 +1,269 @@
+"""History sync between the devices of one identity: what one has, the others get.
+
+How this works: every message a device stores (sent from it, received from a contact,
+or copied from another of our devices) has a local ``seq``. For each of our other
+devices we keep a cursor: the highest ``seq`` that device has acknowledged. While a
+session to it is up, we send the rows above its cursor in batches (``sync``), oldest
+first; it stores those it lacks (by message id, so a row arrives at most once however
+many devices send it), answers ``synced`` with the batch's last ``seq``, and we move
+the cursor and send the next. A device back after weeks catches up by batches, and
+every device orders a conversation by (Lamport, sender, id), so all show one order.
+
+The session between two of our devices authenticates both as our identity, so a copy
+is trusted as our own record; it carries the row, not the contact's signed envelope.
+
+The payloads (bencoded, on a session between our own devices only):
+``{t: "sync", m: [[id, peer, sender, direction, ts, lamport, type, text], ...], u: seq}``,
+``{t: "synced", u: seq}``, and ``{t: "devices", c: [certificate, ...], r: [id, ...]}``:
+what the sender knows of our devices (sent when the session comes up and after every
+change), so a device linked on one reaches the others at once, not at the next read
+of the DHT; and ``{t: "contacts", c: [[key, petname, flags, changed_ms, device], ...]}``:
+the last change the sender knows of each contact (flags: 1 blocked, 2 verified, 4
+removed), merged last-writer-wins; and ``{t: "read", p: contact, i: [id, ...]}``:
+messages from that contact the sender marked read (at most 500). Pure: rows in, bytes
+out, and back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from btchat.codec.bencode import DecodeError, decode, encode
+from btchat.identity.devices import MAX_DEVICES, MAX_REVOKED
+from btchat.messaging.messages import MessageRow
+
+__all__ = [
+    "BATCH_BYTES",
+    "BATCH_ROWS",
+    "Batch",
+    "ContactChange",
+    "ContactsNote",
+    "DevicesNote",
+    "ReadNote",
+    "SyncError",
+    "decode_sync",
+    "encode_batch",
+    "encode_contacts",
+    "encode_devices",
+    "encode_read",
+    "encode_synced",
+]
+
+#: Rows per batch, and about the most bytes of one (a session frame holds 64 KiB).
+BATCH_ROWS = 200
+BATCH_BYTES = 48 * 1024
+_TEXT_MAX = 16 * 1024 * 4  # a stored text never exceeds this many UTF-8 bytes
+_DIRECTIONS = {b"in", b"out"}
+
+
+class SyncError(ValueError):
+    """A sync payload that is malformed: dropped and counted, the session goes on."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    rows: list[MessageRow]
+    upto: int
+
+
+@dataclass(frozen=True)
+class DevicesNote:
+    """Our devices as another of them knows them: certificates still to verify."""
+
+    certs: list[bytes]
+    revoked: frozenset[bytes]
+
+
+@dataclass(frozen=True, order=True)
+class ContactChange:
+    """The state one of our devices gave a contact, and when: a last-writer-wins
+    register per contact. Later ``changed_ms`` wins; a tie goes to the higher device id,
+    so every device picks the same winner."""
+
+    changed_ms: int
+    device: bytes
+    pk: bytes
+    name: str
+    blocked: bool
+    verified: bool
+    removed: bool
+
+
+@dataclass(frozen=True)
+class ContactsNote:
+    changes: list[ContactChange]
+
+
+#: Contact changes per ``contacts`` payload (a longer book goes in several).
+CONTACTS_PER_NOTE = 200
+_NAME_MAX = 256
+
+
+def encode_contacts(changes: list[ContactChange]) -> bytes:
+    items = [
+        [
+            c.pk,
+            c.name.encode(),
+            int(c.blocked) | int(c.verified) << 1 | int(c.removed) << 2,
+            c.changed_ms,
+            c.device,
+        ]
+        for c in changes[:CONTACTS_PER_NOTE]
+    ]
+    return encode({b"t": b"contacts", b"c": items})
+
+
+def _contact_change(item: object) -> ContactChange:
+    if not isinstance(item, list) or len(item) != 5:
+        raise SyncError("a contact change is a list of 5")
+    pk, name, flags, changed, device = item
+    if not (
+        isinstance(pk, bytes)
+        and len(pk) == 32
+        and isinstance(name, bytes)
+        and 1 <= len(name) <= _NAME_MAX
+        and isinstance(flags, int)
+        and 0 <= flags < 8
+        and isinstance(changed, int)
+        and 0 <= changed < 2**53
+        and isinstance(device, bytes)
+        and len(device) == 16
+    ):
+        raise SyncError("a contact change has a field of the wrong type or size")
+    try:
+        text = name.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SyncError("a contact's petname is not UTF-8") from None
+    return ContactChange(changed, device, pk, text, bool(flags & 1), bool(flags & 2),
+                         bool(flags & 4))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ReadNote:
+    peer: bytes
+    ids: list[bytes]
+
+
+#: Ids per ``read`` payload (as a receipt carries).
+READ_IDS = 500
+
+
+def encode_read(peer: bytes, ids: list[bytes]) -> list[bytes]:
+    """``read`` payloads for ``ids``, in pieces of 500."""
+    return [
+        encode({b"t": b"read", b"p": peer, b"i": ids[i : i + READ_IDS]})
+        for i in range(0, len(ids), READ_IDS)
+    ]
+
+
+def encode_devices(certs: list[bytes], revoked: frozenset[bytes]) -> bytes:
+    return encode({b"t": b"devices", b"c": certs, b"r": sorted(revoked)})
+
+
+def _row_item(row: MessageRow) -> list[object]:
+    return [
+        row.id,
+        row.peer,
+        row.sender,
+        row.direction.encode(),
+        row.ts_ms,
+        row.lamport,
+        row.type.encode(),
+        (row.text or "").encode("utf-8", "replace"),
+    ]
+
+
+def encode_batch(rows: list[tuple[int, MessageRow]]) -> tuple[bytes, int]:
+    """A ``sync`` payload of the first rows that fit, and the last ``seq`` it covers.
+    ``rows`` are (seq, row), oldest first; at least one row is always taken."""
+    items: list[list[object]] = []
+    size = 0
+    upto = rows[0][0] if rows else 0
+    for seq, row in rows[:BATCH_ROWS]:
+        item = _row_item(row)
+        cost = len(encode(item))
+        if items and size + cost > BATCH_BYTES:
+            break
+        items.append(item)
+        size += cost
+        upto = seq
+    return encode({b"t": b"sync", b"m": items, b"u": upto}), upto
+
+
+def encode_synced(upto: int) -> bytes:
+    return encode({b"t": b"synced", b"u": upto})
+
+
+def _row(item: object, now_ms: int) -> MessageRow:
+    if not isinstance(item, list) or len(item) != 8:
+        raise SyncError("a synced row is a list of 8")
+    msg_id, peer, sender, direction, ts, lamport, kind, text = item
+    if not (
+        isinstance(msg_id, bytes)
+        and len(msg_id) == 16
+        and isinstance(peer, bytes)
+        and len(peer) == 32
+        and isinstance(sender, bytes)
+        and len(sender) == 32
+        and direction in _DIRECTIONS
+        and isinstance(ts, int)
+        and 0 <= ts < 2**53
+        and isinstance(lamport, int)
+        and 0 <= lamport < 2**53
+        and isinstance(kind, bytes)
+        and 1 <= len(kind) <= 32
+        and isinstance(text, bytes)
+        and len(text) <= _TEXT_MAX
+    ):
+        raise SyncError("a synced row has a field of the wrong type or size")
+    try:
+        kind_text, body = kind.decode("ascii"), text.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SyncError("a synced row's type or text is not text") from None
+    assert isinstance(direction, bytes)
+    return MessageRow(
+        msg_id, peer, sender, direction.decode(), ts, lamport, kind_text,
+        body or None, "delivered" if direction == b"in" else "sent", now_ms,
+    )  # fmt: skip
+
+
+def decode_sync(payload: bytes, now_ms: int) -> Batch | int | DevicesNote | ContactsNote | ReadNote:
+    """A ``sync`` batch, the ``seq`` a ``synced`` acknowledges, or a ``devices`` note;
+    SyncError else."""
+    try:
+        value = decode(payload)
+    except DecodeError as exc:
+        raise SyncError(f"not bencode: {exc}") from None
+    if isinstance(value, dict) and value.get(b"t") == b"read":
+        peer, ids = value.get(b"p"), value.get(b"i")
+        if not (
+            isinstance(peer, bytes)
+            and len(peer) == 32
+            and isinstance(ids, list)
+            and len(ids) <= READ_IDS
+            and all(isinstance(i, bytes) and len(i) == 16 for i in ids)
+        ):
+            raise SyncError("a read note is a 32-byte key and at most 500 16-byte ids")
+        return ReadNote(peer, ids)
+    if isinstance(value, dict) and value.get(b"t") == b"contacts":
+        items = value.get(b"c")
+        if not isinstance(items, list) or len(items) > CONTACTS_PER_NOTE:
+            raise SyncError("a contacts note holds a list of at most 200 changes")
+        return ContactsNote([_contact_change(i) for i in items])
+    if isinstance(value, dict) and value.get(b"t") == b"devices":
+        certs, revoked = value.get(b"c"), value.get(b"r")
+        if not (isinstance(certs, list) and isinstance(revoked, list)):
+            raise SyncError("a devices note has lists c and r")
+        return DevicesNote(
+            [c for c in certs[:MAX_DEVICES] if isinstance(c, bytes)],
+            frozenset(r for r in revoked[:MAX_REVOKED] if isinstance(r, bytes) and len(r) == 16),
+        )
+    if not isinstance(value, dict) or not isinstance(value.get(b"u"), int):
+        raise SyncError("a sync payload is a dictionary with an integer u")
+    upto = value[b"u"]
+    if value.get(b"t") == b"synced":
+        return upto
+    rows = value.get(b"m")
+    if value.get(b"t") != b"sync" or not isinstance(rows, list) or len(rows) > BATCH_ROWS:
+        raise SyncError("a sync batch holds a list of at most 200 rows")
+    return Batch([_row(item, now_ms) for item in rows], upto)

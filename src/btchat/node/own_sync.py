@@ -1,0 +1,196 @@
+"""Keeping our devices' histories the same (``messaging/own_sync.py`` has the format).
+
+Peering holds a session to each of our other devices it reaches (they are found like
+contacts, through the rendezvous of our identity with itself). For each, this sends the
+rows above that device's cursor, one batch at a time, and moves the cursor when the
+device acknowledges; it stores what our other devices send. A new message stored here
+(sent, received, or copied in) wakes every idle sync, so a message reaches the others
+at once while they are up, and later, in order, when they come back.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from btchat.messaging.own_sync import (
+    BATCH_ROWS,
+    Batch,
+    ContactsNote,
+    DevicesNote,
+    ReadNote,
+    SyncError,
+    decode_sync,
+    encode_batch,
+    encode_synced,
+)
+from btchat.messaging.store import Store
+from btchat.storage import register_migrations, sql_step
+
+__all__ = ["OwnSync"]
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = (
+    sql_step(
+        (
+            """CREATE TABLE own_sync (
+                device_id BLOB PRIMARY KEY CHECK (length(device_id) = 16),
+                upto INTEGER NOT NULL
+            ) WITHOUT ROWID""",
+        )
+    ),
+)
+register_migrations("own_sync", MIGRATIONS)
+
+
+class OwnSync:
+    def __init__(
+        self,
+        store: Store,
+        send: Callable[[bytes, bytes], bool],
+        emit: Callable[[dict[str, Any]], None],
+        devices: Callable[[], bytes] | None = None,
+        on_devices: Callable[[DevicesNote], None] | None = None,
+        contacts: Callable[[], list[bytes]] | None = None,
+        on_contacts: Callable[[ContactsNote], None] | None = None,
+    ) -> None:
+        self.store = store
+        store.migrate()
+        self._send = send  # (device id, payload) -> taken
+        self._emit = emit
+        #: Our devices as we know them (a ``devices`` note), and what to do with one.
+        self._devices = devices
+        self._on_devices = on_devices
+        #: Our contact changes as ``contacts`` payloads, and what to do with one.
+        self._contacts = contacts
+        self._on_contacts = on_contacts
+        self._up: set[bytes] = set()
+        self._in_flight: dict[bytes, int] = {}  # device -> last seq of the batch sent
+        self.stats = {
+            "batches_sent": 0,
+            "bytes_sent": 0,
+            "rows_received": 0,
+            "rows_new": 0,
+            "malformed": 0,
+        }
+
+    def cursor(self, device: bytes) -> int:
+        rows = self.store.query("SELECT upto FROM own_sync WHERE device_id = ?", (device,))
+        return int(rows[0][0]) if rows else 0
+
+    def _advance(self, device: bytes, upto: int) -> None:
+        with self.store.transaction() as conn:
+            conn.execute(
+                "INSERT INTO own_sync (device_id, upto) VALUES (?, ?) ON CONFLICT (device_id)"
+                " DO UPDATE SET upto = max(upto, excluded.upto)",
+                (device, upto),
+            )
+
+    def behind(self, device: bytes) -> int:
+        """Messages stored here that ``device`` has not acknowledged yet."""
+        rows = self.store.query(
+            "SELECT count(*) FROM messages WHERE seq > ?", (self.cursor(device),)
+        )
+        return int(rows[0][0])
+
+    def is_up(self, device: bytes) -> bool:
+        return device in self._up
+
+    def device_up(self, device: bytes) -> None:
+        self._up.add(device)
+        self._in_flight.pop(device, None)  # a batch lost with the old session goes again
+        if self._devices is not None:
+            self._send(device, self._devices())
+        for payload in self._contacts() if self._contacts is not None else []:
+            self._send(device, payload)
+        self._next(device)
+
+    def attach_contacts(
+        self, payloads: Callable[[], list[bytes]], merge: Callable[[ContactsNote], None]
+    ) -> None:
+        """Contact sync: the book for a device coming up, and what to do with a note."""
+        self._contacts, self._on_contacts = payloads, merge
+
+    def send_to_all(self, payload: bytes) -> None:
+        """A note for every device up (a contact changed here)."""
+        for device in list(self._up):
+            self._send(device, payload)
+
+    def devices_changed(self) -> None:
+        """Tell every device up what we now know of our devices."""
+        if self._devices is not None:
+            for device in list(self._up):
+                self._send(device, self._devices())
+
+    def device_down(self, device: bytes) -> None:
+        self._up.discard(device)
+        self._in_flight.pop(device, None)
+
+    def forget(self, device: bytes) -> None:
+        """A revoked device: nothing more is sent to it."""
+        self.device_down(device)
+        with self.store.transaction() as conn:
+            conn.execute("DELETE FROM own_sync WHERE device_id = ?", (device,))
+
+    def changed(self) -> None:
+        """Something was stored here: every idle sync sends what is new."""
+        for device in list(self._up):
+            if device not in self._in_flight:
+                self._next(device)
+
+    def _next(self, device: bytes) -> None:
+        rows = self.store.rows_after(self.cursor(device), BATCH_ROWS)
+        if not rows:
+            return
+        payload, upto = encode_batch(rows)
+        if self._send(device, payload):
+            self._in_flight[device] = upto
+            self.stats["batches_sent"] += 1
+            self.stats["bytes_sent"] += len(payload)
+
+    def receive(self, device: bytes, payload: bytes) -> None:
+        try:
+            got = decode_sync(payload, int(time.time() * 1000))
+        except SyncError as exc:
+            self.stats["malformed"] += 1
+            log.warning("dropped a malformed sync payload from our device %s: %s",
+                        device.hex()[:8], exc)  # fmt: skip
+            return
+        if isinstance(got, ReadNote):
+            self._read_there(got)
+        elif isinstance(got, ContactsNote):
+            if self._on_contacts is not None:
+                self._on_contacts(got)
+        elif isinstance(got, DevicesNote):
+            if self._on_devices is not None:
+                self._on_devices(got)
+        elif isinstance(got, Batch):
+            self._store(device, got)
+        elif self._in_flight.get(device) == got:
+            del self._in_flight[device]
+            self._advance(device, got)
+            self._next(device)
+
+    def _read_there(self, note: ReadNote) -> None:
+        """Another of our devices read these: so have we (no receipt: it sent them)."""
+        unread = [
+            i
+            for i in self.store.message_ids(note.ids, note.peer, "in")
+            if (row := self.store.get_message(i)) is not None and row.state != "read"
+        ]
+        if unread:
+            self.store.mark_state(unread, "read")
+            self._emit(
+                {"type": "read", "contact": note.peer.hex(), "ids": [i.hex() for i in unread]}
+            )
+
+    def _store(self, device: bytes, batch: Batch) -> None:
+        new = self.store.save_synced(batch.rows)  # committed before it is acknowledged
+        self.stats["rows_received"] += len(batch.rows)
+        self.stats["rows_new"] += len(new)
+        self._send(device, encode_synced(batch.upto))
+        for row in new:
+            self._emit({"type": "message", "message": row.to_json()})
