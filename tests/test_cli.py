@@ -526,3 +526,10 @@ def test_status_text_says_what_network_we_are_on() -> None:
     assert "network: symmetric; external address 203.0.113.104 (the port differs" in text
     assert "(bound to 192.168.1.10:6881)" in text
     assert "port mapping (UPnP): failed: UDP port 6881: ConflictInMappingEntry" in text
+
+
+def test_contact_add_with_the_name_first_says_the_order(
+    base_env: dict[str, str], tmp_path: Path
+) -> None:
+    result = btchat(base_env, "contact", "add", "bob", "bt-abcd", "--data-dir", str(tmp_path))
+    assert "btchat contact add bt-abcd bob" in runtime_error(result, "the id comes first")

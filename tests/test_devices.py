@@ -179,13 +179,7 @@ def _own(tmp_path: Path, name: str, me: Identity, dht: SharedDht) -> tuple[OwnDe
         me, own.certificate, dht, RendezvousConfig(), Reacher(), FixedDirectory([]), own
     )  # type: ignore[arg-type]
 
-    async def publish() -> None:  # one round of the publish loop: read back, merge, put
-        await rendezvous._merge_own()
-        await rendezvous._put(DEVICES_SALT, encode_device_list(own.certs()))
-        if own.revoked():
-            await rendezvous._put(REVOKED_SALT, encode_revoked(own.revoked()))
-
-    return own, lambda: asyncio.run(publish())
+    return own, lambda: asyncio.run(rendezvous._publish_own())
 
 
 def test_own_devices_converge_on_links_and_revocations(tmp_path: Path) -> None:
@@ -212,6 +206,13 @@ def test_own_devices_converge_on_links_and_revocations(tmp_path: Path) -> None:
     # The phone reads the lists: it knows it is cut off, and cannot be added back.
     publish_phone()
     assert phone.this_revoked
+    # ...and it neither revokes nor links devices any more, nor puts a list.
+    with pytest.raises(ApiError) as cut_off:
+        phone.revoke(laptop.certificate.device_id)
+    assert cut_off.value.code == "this_revoked"
+    before = dict(dht.items)
+    publish_phone()
+    assert dht.items == before
     with pytest.raises(UsageError):
         laptop.add(phone.certificate)
 

@@ -109,6 +109,11 @@ async def test_one_offer_at_a_time_and_cancel(linker: Linker) -> None:
     assert linker.events[-1] == {"type": "device_link_failed", "reason": "cancelled"}
     again = await linker.linking.link()  # a new offer, a new code
     assert again["code"]
+    await linker.linking.cancel_link()
+    linker.own.this_revoked = True  # another of our devices revoked this one
+    with pytest.raises(ApiError) as revoked:
+        await linker.linking.link()
+    assert revoked.value.code == "this_revoked"
 
 
 async def test_join_refuses_a_data_directory_in_use(tmp_path: Path) -> None:

@@ -24,11 +24,14 @@ def emit(args: Any, obj: Any, text: str, *, ours: bool = False) -> None:
 
 
 def stop_on_signal() -> asyncio.Event:
-    """An event set by SIGINT/SIGTERM; install it before announcing readiness, so that a
-    supervisor that signals as soon as it reads our first line gets a clean shutdown."""
+    """An event set by SIGINT/SIGTERM (and SIGHUP: the terminal closed, unless ``nohup``
+    ignores it); install it before announcing readiness, so that a supervisor that
+    signals as soon as it reads our first line gets a clean shutdown."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    hup = getattr(signal, "SIGHUP", None)
+    keep_hup = hup is not None and signal.getsignal(hup) is not signal.SIG_IGN
+    for sig in (signal.SIGINT, signal.SIGTERM, *((hup,) if keep_hup else ())):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     return stop

@@ -648,7 +648,10 @@ def network_text(s: dict[str, Any]) -> str:
 
 
 async def cmd_contact_add(args: argparse.Namespace) -> None:
-    c = call(args, "add_contact", args.ref, args.name)
+    ref, name = args.ref, args.name
+    if name and not ref.lower().startswith(("bt", "btchat:")) and name.lower().startswith("bt"):
+        raise UserError(f"the ID comes first: btchat contact add {name} {ref}")
+    c = call(args, "add_contact", ref, name)
     emit(args, c, f"added {c['name']} ({c['id']})")
 
 

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from btchat.api.client import ApiClient, read_api_files, watch_events
-from btchat.cli.base import UserError, emit
+from btchat.cli.base import UserError, emit, stop_on_signal
 from btchat.cli.chat import api_errors, ask_passphrase, call, data_dir, settings
 from btchat.cli.dht import hostport
 
@@ -39,6 +39,9 @@ def add_commands(sub: Any, chat: argparse.ArgumentParser, secret: argparse.Argum
         "link", parents=[chat], help="show a one-time code that links a new device"
     )
     p.add_argument("--no-qr", action="store_true", help="do not draw the code as a QR code")
+    p.add_argument(
+        "--cancel", action="store_true", help="cancel the open offer (its code stops working)"
+    )
     p.set_defaults(func=cmd_link)
     p = device.add_parser(
         "join",
@@ -99,7 +102,13 @@ async def cmd_link(args: argparse.Namespace) -> None:
                 queue.put_nowait(event)
             queue.put_nowait(None)
 
+        if args.cancel:
+            await asyncio.to_thread(client.cancel_link)
+            emit(args, {"cancelled": True}, "the link offer is cancelled; its code no longer works")
+            return
+        stop = stop_on_signal()  # Ctrl-C, kill, a closed terminal: the offer ends with us
         listener = asyncio.ensure_future(listen())
+        outcome: asyncio.Future[None] | None = None
         try:
             async with asyncio.timeout(READY_TIMEOUT):
                 await ready.wait()
@@ -112,13 +121,21 @@ async def cmd_link(args: argparse.Namespace) -> None:
                 tty = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
                 text = qr_terminal(code, ansi=tty) + "\n" + text
             emit(args, offer, text, ours=True)
-            await _outcome(args, queue)
-        except asyncio.CancelledError:  # Ctrl-C: the offer must not outlive us
+            outcome = asyncio.ensure_future(_outcome(args, queue))
+            stopped = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({outcome, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            if not outcome.done():
+                raise asyncio.CancelledError
+            outcome.result()
+        except asyncio.CancelledError:  # the offer must not outlive us
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(client.cancel_link)
-            raise
+            raise UserError("stopped; the link offer is cancelled") from None
         finally:
             listener.cancel()
+            if outcome is not None:
+                outcome.cancel()
 
 
 async def _outcome(args: argparse.Namespace, queue: asyncio.Queue[dict[str, Any] | None]) -> None:

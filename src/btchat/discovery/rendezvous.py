@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from btchat.dht import bep44
+from btchat.dht.node import PutResult
 from btchat.identity.devices import (
     DEVICES_SALT,
     MAX_DEVICES,
@@ -171,6 +172,9 @@ class FixedDirectory:
 
 class OwnCerts(Protocol):
     """Our identity's devices (node/devices.py ``OwnDevices``)."""
+
+    #: Another of our devices revoked this one (learned from our revocation list).
+    this_revoked: bool
 
     def certs(self) -> list[DeviceCertificate]:
         """What the device list names: this device first, at most MAX_DEVICES."""
@@ -331,17 +335,29 @@ class Rendezvous:
     def device_certs(self) -> list[DeviceCertificate]:
         return self.own.certs() if self.own is not None else [self.certificate]
 
+    async def _publish_own(self) -> PutResult | None:
+        """One round: read our lists back, merge, put the device list (and revocations).
+        None when another of our devices revoked this one: it speaks for the identity no
+        more, so it puts no list (one naming it, or its revocations)."""
+        await self._merge_own()
+        if self.own is not None and self.own.this_revoked:
+            log.warning("this device was revoked: not publishing device lists")
+            return None
+        result = await self._put(DEVICES_SALT, encode_device_list(self.device_certs()))
+        revoked = self.own.revoked() if self.own is not None else frozenset()
+        if revoked:
+            await self._put(REVOKED_SALT, encode_revoked(sorted(revoked)[:MAX_REVOKED]))
+        return result
+
     async def _publish_loop(self) -> None:
         thin = 0  # puts in a row that landed on too few nodes
         while True:
             changed = self._republish.is_set()
             self._republish.clear()
             try:
-                await self._merge_own()
-                result = await self._put(DEVICES_SALT, encode_device_list(self.device_certs()))
-                revoked = self.own.revoked() if self.own is not None else frozenset()
-                if revoked:
-                    await self._put(REVOKED_SALT, encode_revoked(sorted(revoked)[:MAX_REVOKED]))
+                result = await self._publish_own()
+                if result is None:
+                    return
                 if changed and self.on_published is not None:
                     try:
                         self.on_published()  # contacts may read the new lists now

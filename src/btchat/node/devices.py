@@ -98,6 +98,17 @@ class OwnDevices:
     def knows(self, device_id: bytes) -> bool:
         return any(c.device_id == device_id for c in self.certs())
 
+    def check_not_revoked(self) -> None:
+        """A device revoked by another of ours speaks for the identity no more: it may not
+        revoke or link devices (the seed it holds could, but our software does not)."""
+        if self.this_revoked:
+            raise ApiError(
+                403,
+                "this_revoked",
+                "this device was revoked by another of your devices: it can no longer "
+                "revoke or link devices",
+            )
+
     def room(self) -> int:
         """How many more devices the list can name."""
         return MAX_DEVICES - len(self.certs())
@@ -161,6 +172,7 @@ class OwnDevices:
         list, and every contact that reads either stops dialling and accepting it."""
         if device_id == self.certificate.device_id:
             raise ApiError(400, "this_device", "revoke this device from another of yours")
+        self.check_not_revoked()
         if len(self.revoked()) >= MAX_REVOKED:
             raise ApiError(409, "too_many", f"an identity revokes at most {MAX_REVOKED} devices")
         self.lists.learn(self.me, revoked=frozenset({device_id}))

@@ -166,7 +166,12 @@ class DeviceLinking:
     async def link(self) -> dict[str, Any]:
         """Open an offer: ``{code, expires_at (ms), port}``."""
         if self.offer is not None and self.offer.open:
-            raise ApiError(409, "link_open", "a link offer is already open; cancel it first")
+            raise ApiError(
+                409,
+                "link_open",
+                "a link offer is already open: cancel it first (`btchat device link --cancel`)",
+            )
+        self.own.check_not_revoked()
         if self.own.room() <= 0:
             raise ApiError(409, "too_many_devices", "this identity already has 5 devices")
         try:
