@@ -3,9 +3,10 @@
 shows on the others, a device offline catches up once and in order, and a revoked
 device gets nothing new.
 
-The devices are made as linking makes them (the identity copied, a new device key
-certified by it, the first device's certificate known to the new one and the new
-one's to the first); ``test_link_e2e`` covers the link itself.
+The desktop is made as linking makes it (the identity copied, a new device key
+certified by it, each device's certificate known to the other); the phone is linked
+for real, from the desktop (a device that is not the mailbox device), with `btchat
+device link` and `btchat device join`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_device_link_e2e import finish, join, start_link
 from test_messenger_e2e import Person, befriend, sandbox, wait_for  # noqa: F401
 
 from btchat.identity.keys import DeviceKey
@@ -29,7 +31,9 @@ def another_device(first: Person, name: str, root: Path) -> Person:
     """A new device of ``first``'s identity, known to ``first`` and knowing it."""
     keys = KeyStore(first.dir).load(None)
     device = DeviceKey.generate()
-    new = LoadedKeys(keys.identity, device, keys.identity.certify(device, 1_700_000_000), None)
+    new = LoadedKeys(
+        keys.identity, device, keys.identity.certify(device, keys.certificate.created + 1), None
+    )
     (root / name).mkdir(parents=True)
     KeyStore(root / name).save_new(new, None)
     with Store.open(first.dir / DB_FILE, None) as store:
@@ -51,7 +55,7 @@ def household(
     bob = Person("bob", tmp_path, env, bootstrap)
     folks = {"laptop": laptop, "bob": bob}
     folks["desktop"] = another_device(laptop, "desktop", tmp_path)
-    folks["phone"] = another_device(laptop, "phone", tmp_path)
+    folks["phone"] = Person("phone", tmp_path, env, bootstrap, init=False)  # linked in the test
     try:
         yield folks
     finally:
@@ -65,8 +69,14 @@ def texts(p: Person, other: str) -> list[str]:
 
 def test_one_person_three_devices_and_a_friend(household: dict[str, Person]) -> None:
     laptop, desktop, phone, bob = (household[n] for n in ("laptop", "desktop", "phone", "bob"))
-    for p in (laptop, desktop, phone, bob):
+    for p in (laptop, desktop, bob):
         p.up()
+    linking, offer = start_link(desktop)
+    joined = join(phone, offer["code"])
+    assert joined.returncode == 0, joined.stderr
+    assert finish(linking)[0] == 0
+    phone.id = laptop.id
+    phone.up()
     befriend(laptop, bob)  # on the laptop: the desktop and the phone learn it by sync
     for d in (desktop, phone):
         wait_for(

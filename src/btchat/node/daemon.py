@@ -264,6 +264,7 @@ class Daemon:
         """What needs the DHT (and UDP): port mapping, offline delivery, joining, contact
         requests, profiles."""
         self._start_port_mapping(dht, peering)
+        self.linking.dht = dht  # any of our devices links a new one, mailbox or not
         mailbox_device = self.own_devices.mailbox_device()
         if mailbox_device != self.keys.device.device_id:
             log.info(
@@ -293,7 +294,6 @@ class Daemon:
             config=self.config.mailbox,
         )
         self.chat.offline = self.contact_manager.offline = self.offline
-        self.linking.dht = dht
         await self.offline.start(self._joined)
         # A contact revoked a device: the ratchet with it may be that device's (it held
         # the Olm account the contact's bundle named), so the next packet starts anew.
