@@ -1,7 +1,8 @@
 """Linking a device from the web app's "Status and settings", in a real browser against
 real daemons (``web_harness.py``): the page shows a one-time code, `btchat device join`
 in another data directory uses it through the sandbox DHT, and the page says how it
-ended; a wrong code and a cancelled code are said too (issue 13)."""
+ended; a wrong code and a cancelled code are said too; the device list shows the new
+device and revokes it after asking twice (issue 13)."""
 
 from __future__ import annotations
 
@@ -53,6 +54,30 @@ def test_link_a_device_from_the_status_screen(
     _new_code(alice)
     alice.page.get_by_role("button", name="Cancel the code").click()
     alice.page.wait_for_selector("#link-state >> text=The code was cancelled")
+
+    # "Your devices" lists the linked device (reloaded on device_linked); revoking it asks
+    # once more, and "Keep it" keeps it.
+    devices = "section[aria-label='Your devices']"
+    alice.page.wait_for_selector(f"{devices} li >> text=this device")
+    row = alice.page.locator(f"{devices} li[data-device]", has_not_text="this device")
+    new_id = row.get_attribute("data-device") or ""
+    listed = alice_p.cli("device", "list")
+    assert sorted(d["device_id"] for d in listed["devices"]) == sorted(
+        [
+            new_id,
+            alice.page.locator(f"{devices} li", has_text="this device").get_attribute(
+                "data-device"
+            ),
+        ]
+    )
+    row.get_by_role("button", name="Revoke…").click()
+    row.get_by_role("button", name="Keep it").click()
+    assert alice_p.cli("device", "list")["revoked"] == []
+    row.get_by_role("button", name="Revoke…").click()
+    row.get_by_role("button", name="Revoke for good").click()
+    alice.page.wait_for_selector(f"{devices} >> text=Revoked: {new_id[:8]}")
+    assert alice.page.locator(f"{devices} li[data-device]").count() == 1
+    assert alice_p.cli("device", "list")["revoked"] == [new_id]
     alice.own_origin_only()
     assert alice.errors == [], alice.errors
     alice.context.close()

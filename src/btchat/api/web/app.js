@@ -35,6 +35,7 @@ const state = {
   view: null, // {kind, key, ...}
   live: false,
   linking: null, // the "Link a device" card's {ended(text, kind)} while it is shown
+  devices: null, // the "Your devices" card's {reload()} while it is shown
 };
 let uploadSeq = 0;
 
@@ -1006,7 +1007,7 @@ function linkCard() {
   const cancel = h("button", { type: "button", hidden: true }, "Cancel the code");
   const card = h("section", { class: "card", "aria-label": "Link a device" },
     h("h3", {}, "Link a device"),
-    h("p", { class: "small muted" }, "The new device gets your identity key, contacts and profile (not channels or history). Anyone who joins with the code can act as you until that device is revoked."),
+    h("p", { class: "small muted" }, "The new device gets your identity key, contacts and profile; your history follows over the devices' own sync (channels do not yet). Anyone who joins with the code can act as you until that device is revoked."),
     h("div", { class: "row" }, start, cancel), out);
   const ended = (text, kind) => {
     fill(out, notice(text, kind));
@@ -1025,6 +1026,52 @@ function linkCard() {
   });
   cancel.addEventListener("click", () => attempt(card, () => api("DELETE", "/v1/devices/link")));
   return card;
+}
+
+/** The "Your devices" card: each device of this identity, whether it is online and in
+ * sync, and a two-step revoke (a revocation is for good, so it asks once more). */
+function devicesCard() {
+  const card = h("section", { class: "card", "aria-label": "Your devices" }, h("h3", {}, "Your devices"));
+  const list = h("ul", { class: "device-list", "aria-label": "Devices" });
+  const foot = h("div");
+  card.append(list, foot);
+  const shown = (listing) => {
+    fill(list, listing.devices.map((d) => deviceRow(d, listing, shown, card)));
+    fill(foot);
+    if (listing.revoked.length) foot.append(h("p", { class: "small muted" }, "Revoked: " + listing.revoked.map((r) => r.slice(0, 8)).join(", ")));
+    if (listing.this_revoked) foot.append(notice("This device was revoked by another of your devices: your contacts refuse it. Link it anew to use it again."));
+  };
+  const load = async () => {
+    const listing = await attempt(card, () => api("GET", "/v1/devices"));
+    if (listing) shown(listing);
+  };
+  state.devices = { reload: load };
+  load();
+  return card;
+}
+
+function deviceRow(d, listing, shown, card) {
+  const since = new Date(d.created * 1000).toLocaleDateString();
+  const tags = [];
+  if (d.this_device) tags.push("this device");
+  else tags.push(d.online ? "online" : "offline", d.to_sync ? `${d.to_sync} messages to sync` : "in sync");
+  if (d.device_id === listing.mailbox_device) tags.push("keeps offline delivery");
+  const li = h("li", { "data-device": d.device_id },
+    h("code", { class: "mono", title: d.device_id }, d.device_id.slice(0, 8)), " ",
+    h("span", { class: "muted" }, "since " + since + " \u00b7 " + tags.join(", ")));
+  if (d.this_device || listing.this_revoked) return li;
+  const revoke = h("button", { type: "button" }, "Revoke\u2026");
+  const sure = h("span", { hidden: true },
+    " Revoke " + d.device_id.slice(0, 8) + " for good? Contacts stop talking to it; it cannot be undone. ",
+    h("button", { type: "button", class: "danger", onclick: async () => {
+      const after = await attempt(card, () => api("DELETE", "/v1/devices/" + d.device_id));
+      if (after) shown(after);
+    } }, "Revoke for good"),
+    " ",
+    h("button", { type: "button", onclick: () => { sure.hidden = true; revoke.hidden = false; } }, "Keep it"));
+  revoke.addEventListener("click", () => { revoke.hidden = true; sure.hidden = false; });
+  li.append(" ", revoke, sure);
+  return li;
 }
 
 const LINK_FAILED = {
@@ -1074,6 +1121,7 @@ async function showStatus() {
       canvas),
     h("section", { class: "card", "aria-label": "Presence" }, h("h3", {}, "Presence"), presenceForm),
     notifySwitch(),
+    devicesCard(),
     linkCard(),
     h("section", { class: "card", "aria-label": "Network" }, h("h3", {}, "Network"),
       h("dl", {}, rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, untrusted(v))]))),
@@ -1086,6 +1134,7 @@ function onEvent(ev) {
   switch (ev.type) {
     case "device_linked":
       if (state.linking) state.linking.ended("A new device is linked (" + String(ev.device_id).slice(0, 8) + ").", "ok");
+      if (state.devices) state.devices.reload();
       return;
     case "device_link_failed":
       if (state.linking) state.linking.ended("No device linked: " + (LINK_FAILED[ev.reason] || String(ev.reason)));
