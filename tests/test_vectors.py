@@ -192,6 +192,11 @@ def test_own_devices() -> None:
     contacts = own_sync.decode_sync(b(data["contacts"]["payload"]), 0)
     assert isinstance(contacts, own_sync.ContactsNote)
     assert contacts.changes[0].name == "bob" and contacts.changes[0].verified
+    read = own_sync.decode_sync(b(data["read"]["payload"]), 0)
+    assert isinstance(read, own_sync.ReadNote) and len(read.ids) == 1
+    profile = own_sync.decode_sync(b(data["profile"]["payload"]), 0)
+    assert isinstance(profile, own_sync.ProfileChange)
+    assert profile.name == data["profile"]["name"] and profile.status is None
 
 
 def test_pairwise_secret() -> None:

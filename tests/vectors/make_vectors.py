@@ -270,6 +270,9 @@ def family_own_devices() -> dict[str, Any]:
             "devices": "bencode({c: [certificate, ...], r: [revoked id, ...], t: devices})",
             "contacts": "bencode({c: [[key, petname, flags, changed_ms, device]...], "
             "t: contacts}); flags 1 blocked, 2 verified, 4 removed",
+            "read": "bencode({i: [message id, ...], p: contact key, t: read})",
+            "profile": "bencode({a: avatar hash or empty, c: changed_ms, d: device, "
+            "n: name, s: status or empty, t: profile})",
         },
         {
             "revocation_list": {
@@ -293,6 +296,17 @@ def family_own_devices() -> dict[str, Any]:
                 )
             },
             "contacts": {"payload": hx(own_sync.encode_contacts([change]))},
+            "read": {"payload": hx(own_sync.encode_read(BOB.public_key, [row.id])[0])},
+            "profile": {
+                "name": "Alice",
+                "payload": hx(
+                    own_sync.encode_profile(
+                        own_sync.ProfileChange(
+                            int(NOW * 1000), ALICE_DEVICE.device_id, "Alice", None, None
+                        )
+                    )
+                ),
+            },
         },
     )
 

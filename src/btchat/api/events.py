@@ -23,6 +23,7 @@ from btchat.api.models import (
     HexKey,
     Message,
     Ms,
+    Profile,
     Shape,
     Transfer,
 )
@@ -56,6 +57,13 @@ class ReadEvent(_Event):
     type: Literal["read"]
     contact: HexKey
     ids: list[HexId]
+
+
+class ProfileEvent(_Event):
+    """Our own profile was changed on another of our devices (and is republished)."""
+
+    type: Literal["profile"]
+    profile: Profile
 
 
 class ExpiredEvent(_Event):
@@ -223,6 +231,7 @@ EVENT_MODELS: dict[str, type[_Event]] = {
         MessageEvent,
         ReceiptEvent,
         ReadEvent,
+        ProfileEvent,
         ExpiredEvent,
         PresenceEvent,
         TypingEvent,
@@ -270,6 +279,7 @@ class Event(RootModel[Any]):
         MessageEvent
         | ReceiptEvent
         | ReadEvent
+        | ProfileEvent
         | ExpiredEvent
         | PresenceEvent
         | TypingEvent

@@ -20,6 +20,7 @@ from btchat.messaging.own_sync import (
     Batch,
     ContactsNote,
     DevicesNote,
+    ProfileChange,
     ReadNote,
     SyncError,
     decode_sync,
@@ -67,6 +68,9 @@ class OwnSync:
         #: Our contact changes as ``contacts`` payloads, and what to do with one.
         self._contacts = contacts
         self._on_contacts = on_contacts
+        #: Our profile as payloads for a device coming up, and what to do with a note.
+        self._profile: Callable[[], list[bytes]] = list
+        self._on_profile: Callable[[ProfileChange], None] = lambda change: None
         self._up: set[bytes] = set()
         self._in_flight: dict[bytes, int] = {}  # device -> last seq of the batch sent
         self.stats = {
@@ -106,6 +110,8 @@ class OwnSync:
             self._send(device, self._devices())
         for payload in self._contacts() if self._contacts is not None else []:
             self._send(device, payload)
+        for payload in self._profile():
+            self._send(device, payload)
         self._next(device)
 
     def attach_contacts(
@@ -113,6 +119,12 @@ class OwnSync:
     ) -> None:
         """Contact sync: the book for a device coming up, and what to do with a note."""
         self._contacts, self._on_contacts = payloads, merge
+
+    def attach_profile(
+        self, payloads: Callable[[], list[bytes]], merge: Callable[[ProfileChange], None]
+    ) -> None:
+        """Profile sync: ours for a device coming up, and what to do with a note."""
+        self._profile, self._on_profile = payloads, merge
 
     def send_to_all(self, payload: bytes) -> None:
         """A note for every device up (a contact changed here)."""
@@ -161,6 +173,8 @@ class OwnSync:
             return
         if isinstance(got, ReadNote):
             self._read_there(got)
+        elif isinstance(got, ProfileChange):
+            self._on_profile(got)
         elif isinstance(got, ContactsNote):
             if self._on_contacts is not None:
                 self._on_contacts(got)
