@@ -41,6 +41,7 @@ def test_an_edit_reaches_every_device_and_the_later_one_wins(
     pump(laptop, desktop)
     assert mine(dp) == {"name": "Alice", "status": "at work", "avatar": "ab" * 32}
     assert [e["profile"]["name"] for e in desktop.events if e["type"] == "profile"] == ["Alice"]
+    assert [e["profile"]["name"] for e in laptop.events if e["type"] == "profile"] == ["Alice"]
     # Edits on both before either hears of the other: the later one wins on both.
     lp.set("Alice L", None, None)
     dp.set(None, "", None)  # the desktop clears the status, later
@@ -98,5 +99,5 @@ def test_a_malformed_profile_note_is_dropped_and_counted(tmp_path: Path) -> None
 
 def test_the_watch_line_says_what_changed() -> None:
     line = describe_event({"type": "profile", "profile": {"name": "Al\x1b[2J", "status": None}})
-    assert line.startswith("your profile was changed on another of your devices: name ")
+    assert line.startswith("your profile is now: name ")
     assert "\x1b" not in line and "status" not in line

@@ -6,6 +6,7 @@ device and revokes it after asking twice (issue 13)."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,43 @@ def test_link_a_device_from_the_status_screen(
     alice.page.wait_for_selector(f"{devices} >> text=Revoked: {new_id[:8]}")
     assert alice.page.locator(f"{devices} li[data-device]").count() == 1
     assert alice_p.cli("device", "list")["revoked"] == [new_id]
+    alice.own_origin_only()
+    assert alice.errors == [], alice.errors
+    alice.context.close()
+
+
+def test_edit_the_profile_from_the_status_screen(
+    browser: Any,  # noqa: F811
+    people: dict[str, Person],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    alice_p = people["alice"]
+    alice = Tab(browser, alice_p)
+    alice.open()
+    alice.page.get_by_role("button", name="Status and settings").click()
+    alice.page.wait_for_selector("#profile-avatar >> text=No avatar")
+    image = b"\x89PNG\r\n\x1a\n not really a picture"
+    alice.page.fill("#profile-name", "Alice <b>A.</b>")
+    alice.page.fill("#profile-status", "around")
+    alice.page.get_by_label("Avatar image").set_input_files(
+        {"name": "me.png", "mimeType": "image/png", "buffer": image}
+    )
+    alice.page.get_by_role("button", name="Save the profile").click()
+    alice.page.wait_for_selector("text=Saved and published.")
+    digest = hashlib.sha256(image).hexdigest()
+    assert alice_p.cli("profile") == {
+        "name": "Alice <b>A.</b>",
+        "status": "around",
+        "avatar": digest,
+    }
+    alice.page.wait_for_selector(f"#profile-avatar >> text={digest[:16]}")
+    # Changed elsewhere (the CLI here; another device alike): the card follows.
+    alice.page.get_by_role("button", name="Link a new device").focus()
+    alice_p.cli("profile", "--status", "from the CLI")
+    alice.page.wait_for_function(
+        "() => document.querySelector('#profile-status').value === 'from the CLI'"
+    )
+    assert alice.page.input_value("#profile-name") == "Alice <b>A.</b>"
     alice.own_origin_only()
     assert alice.errors == [], alice.errors
     alice.context.close()

@@ -60,7 +60,8 @@ class ReadEvent(_Event):
 
 
 class ProfileEvent(_Event):
-    """Our own profile was changed on another of our devices (and is republished)."""
+    """Our own profile changed: from a front end here, or on another of our devices
+    (then republished here too)."""
 
     type: Literal["profile"]
     profile: Profile

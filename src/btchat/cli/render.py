@@ -197,8 +197,8 @@ _EVENT_LINES: dict[str, Callable[[dict[str, Any], Names], str]] = {
     "device_linked": lambda e, n: f"a new device linked: {e['device_id'][:8]}",
     "device_link_failed": lambda e, n: f"no device linked: {e['reason']}",
     "profile": lambda e, n: (
-        "your profile was changed on another of your devices: "
-        + ", ".join(f"{k} {v!r}" for k, v in e["profile"].items() if v)
+        "your profile is now: "
+        + (", ".join(f"{k} {v!r}" for k, v in e["profile"].items() if v) or "empty")
     ),
 }
 

@@ -73,6 +73,7 @@ class ProfileSync:
         change = ProfileChange(at, self.device_id, change.name, change.status, change.avatar)
         self._save(change)
         self._send_to_all(encode_profile(change))
+        self._emit({"type": "profile", "profile": profile})  # other front ends show it
         return profile
 
     def merge(self, change: ProfileChange) -> None:

@@ -36,6 +36,7 @@ const state = {
   live: false,
   linking: null, // the "Link a device" card's {ended(text, kind)} while it is shown
   devices: null, // the "Your devices" card's {reload()} while it is shown
+  profile: null, // the "Your profile" card's {reload(), editing()} while it is shown
 };
 let uploadSeq = 0;
 
@@ -1028,6 +1029,50 @@ function linkCard() {
   return card;
 }
 
+/** The "Your profile" card: the name, status line and avatar contacts fetch (the avatar
+ * is the SHA-256 of an image, hashed here; the image itself travels as a file). */
+function profileCard() {
+  const name = h("input", { id: "profile-name", maxlength: "64", "aria-label": "Your display name", placeholder: "Display name" });
+  const status = h("input", { id: "profile-status", maxlength: "140", "aria-label": "Your status line", placeholder: "Status line" });
+  const image = h("input", { type: "file", accept: "image/*", "aria-label": "Avatar image" });
+  const avatar = h("p", { class: "small muted", id: "profile-avatar" });
+  const form = h("form", { class: "stack", "aria-label": "Your profile" },
+    h("label", {}, "Name ", name), h("label", {}, "Status ", status),
+    h("label", {}, "Avatar ", image), avatar,
+    h("div", { class: "row" }, h("button", { type: "submit" }, "Save the profile")));
+  const card = h("section", { class: "card", "aria-label": "Your profile" },
+    h("h3", {}, "Your profile"),
+    h("p", { class: "small muted" }, "Published in the DHT under your ID: anyone who has your ID can read it. Your other devices get it too."),
+    form);
+  const shown = (p) => {
+    name.value = p.name || "";
+    status.value = p.status || "";
+    fill(avatar, p.avatar ? "Avatar: SHA-256 " + p.avatar.slice(0, 16) + "\u2026" : "No avatar.");
+  };
+  const load = async () => {
+    const p = await attempt(card, () => api("GET", "/v1/profile"));
+    if (p) shown(p);
+  };
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const body = { status: status.value.trim() };
+    if (name.value.trim()) body.name = name.value.trim();
+    const file = image.files && image.files[0];
+    if (file) {
+      const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", await file.arrayBuffer()));
+      body.avatar = [...digest].map((b) => b.toString(16).padStart(2, "0")).join("");
+    }
+    const saved = await attempt(form, () => api("PUT", "/v1/profile", body));
+    if (!saved) return;
+    shown(saved);
+    image.value = "";
+    form.append(notice("Saved and published.", "ok"));
+  });
+  state.profile = { reload: load, editing: () => card.contains(document.activeElement) };
+  load();
+  return card;
+}
+
 /** The "Your devices" card: each device of this identity, whether it is online and in
  * sync, and a two-step revoke (a revocation is for good, so it asks once more). */
 function devicesCard() {
@@ -1121,6 +1166,7 @@ async function showStatus() {
       canvas),
     h("section", { class: "card", "aria-label": "Presence" }, h("h3", {}, "Presence"), presenceForm),
     notifySwitch(),
+    profileCard(),
     devicesCard(),
     linkCard(),
     h("section", { class: "card", "aria-label": "Network" }, h("h3", {}, "Network"),
@@ -1135,6 +1181,10 @@ function onEvent(ev) {
     case "device_linked":
       if (state.linking) state.linking.ended("A new device is linked (" + String(ev.device_id).slice(0, 8) + ").", "ok");
       if (state.devices) state.devices.reload();
+      return;
+    case "profile":
+      // Changed on another of our devices: shown, unless the user is typing in it here.
+      if (state.profile && !state.profile.editing()) state.profile.reload();
       return;
     case "device_link_failed":
       if (state.linking) state.linking.ended("No device linked: " + (LINK_FAILED[ev.reason] || String(ev.reason)));
