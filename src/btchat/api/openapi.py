@@ -227,6 +227,7 @@ def openapi_document(routes: RouteTable) -> dict[str, Any]:
                 "aliases",
                 "files",
                 "devices",
+                "settings",
                 "channels",
                 "web",
             )

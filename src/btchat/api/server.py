@@ -18,7 +18,14 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import WSCloseCode, web
 
-from btchat.api import channel_routes, device_routes, file_routes, handlers, web_routes
+from btchat.api import (
+    channel_routes,
+    device_routes,
+    file_routes,
+    handlers,
+    settings_routes,
+    web_routes,
+)
 from btchat.api.facade import ApiError, Messenger
 from btchat.api.routes import (
     MAX_BODY,
@@ -198,6 +205,7 @@ ALL_ROUTES = join_tables(
         channel_routes.ROUTES,
         file_routes.ROUTES,
         device_routes.ROUTES,
+        settings_routes.ROUTES,
         handlers.ROUTES,
         web_routes.ROUTES,
     ]

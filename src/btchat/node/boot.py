@@ -34,6 +34,7 @@ from btchat.node.config import DISCOVERY_WAYS, ConfigError, Settings
 from btchat.node.daemon import Daemon, DaemonConfig
 from btchat.node.history import HistoryError, open_history
 from btchat.node.peering import PeeringConfig
+from btchat.node.settings_file import SettingsFile
 from btchat.storage.dir_lock import DirLock, DirLockError
 
 __all__ = [
@@ -309,6 +310,7 @@ async def _start_locked(
     except HistoryError as exc:
         raise BootError(str(exc)) from None
     daemon = Daemon(config, keys, store)
+    daemon.settings = SettingsFile(settings, settings.config_file)
     try:
         await daemon.start()
     except OSError as exc:

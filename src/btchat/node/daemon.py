@@ -53,6 +53,7 @@ from btchat.node.peering import Peering, PeeringConfig
 from btchat.node.profile import Profiles
 from btchat.node.profile_sync import ProfileSync
 from btchat.node.requests import REQUEST_POW_BITS
+from btchat.node.settings_file import SettingsFile
 from btchat.node.storage_guard import StorageGuard, probe_store
 from btchat.node.tasks import TaskOwner
 from btchat.offline.mailbox import MailboxConfig
@@ -192,6 +193,8 @@ class Daemon:
         )  # fmt: skip
         #: The API's ``devices`` part: list, revoke, link.
         self.devices = DevicePart(self.own_devices, self.own_sync, self.linking)
+        #: The API's ``settings`` part (the config file), set by ``node/boot.py``.
+        self.settings: SettingsFile | None = None
         self.conversations = Conversations(keys.identity, keys.device.device_id, store)
         self.chat = Chat(self.conversations, store, send=self._transmit, emit=self._emit)
         #: A full (failing, read-only) disk: one log line, a status, no acks, back-off.

@@ -1073,6 +1073,80 @@ function profileCard() {
   return card;
 }
 
+const SWITCHES = ["relay", "upnp", "lan", "ipv6", "tor"];
+const SETTING_LABELS = { bootstrap: "Bootstrap nodes", proxy: "Proxy", tor: "Tor mode", relay: "Relay for my contacts", upnp: "Port mapping (UPnP)", lan: "Find contacts on the LAN", ipv6: "IPv6" };
+
+function settingText(v) {
+  if (v === true) return "on";
+  if (v === false) return "off";
+  if (v === null || v === undefined) return "none";
+  return Array.isArray(v) ? v.join(", ") : String(v);
+}
+
+/** The "Network settings" card: written to the config file for the next start (the
+ * daemon runs with what it started with), each saying where its value comes from. */
+function settingsCard() {
+  const card = h("section", { class: "card", "aria-label": "Network settings" }, h("h3", {}, "Network settings"));
+  const body = h("div");
+  card.append(body);
+  const shown = (view) => {
+    const inputs = {};
+    const rows = Object.entries(view.settings).map(([name, st]) => {
+      let input;
+      if (SWITCHES.includes(name)) {
+        input = h("input", { type: "checkbox", id: "set-" + name });
+        input.checked = Boolean(st.next_start);
+      } else if (name === "bootstrap") {
+        input = h("textarea", { id: "set-bootstrap", rows: "3", placeholder: "host:port, one per line (empty: the public routers)" });
+        input.value = st.source === "default" ? "" : (st.next_start || []).join("\n");
+      } else {
+        input = h("input", { id: "set-" + name, placeholder: "socks5://127.0.0.1:9050 (empty: none)" });
+        input.value = st.next_start || "";
+      }
+      inputs[name] = input;
+      const notes = [];
+      if (st.flag) notes.push("running with " + settingText(st.value) + ", from a flag of `btchat up`, which wins over the file");
+      else if (JSON.stringify(st.value) !== JSON.stringify(st.next_start)) notes.push("running with " + settingText(st.value) + " until btchat restarts");
+      if (st.source === "environment") notes.push("set by the environment, which wins over the file");
+      const label = SWITCHES.includes(name)
+        ? h("label", { class: "check" }, input, " " + SETTING_LABELS[name])
+        : h("label", {}, SETTING_LABELS[name], input);
+      return h("div", { class: "setting" }, label, h("p", { class: "small muted" }, st.about), notes.length ? h("p", { class: "small" }, notes.join("; ")) : null);
+    });
+    const form = h("form", { class: "stack", "aria-label": "Network settings" }, rows,
+      h("div", { class: "row" }, h("button", { type: "submit" }, "Save for the next start")));
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const changes = {};
+      for (const [name, input] of Object.entries(inputs)) {
+        const st = view.settings[name];
+        let value;
+        if (SWITCHES.includes(name)) value = input.checked;
+        else if (name === "bootstrap") value = input.value.split("\n").map((l) => l.trim()).filter(Boolean);
+        else value = input.value.trim();
+        if (name === "bootstrap" && !value.length) value = null;
+        if (name === "proxy" && !value) value = null;
+        const before = name === "bootstrap" && st.source === "default" ? null : st.next_start;
+        if (JSON.stringify(value) !== JSON.stringify(before ?? null)) changes[name] = value;
+      }
+      if (!Object.keys(changes).length) {
+        form.append(notice("Nothing changed.", "ok"));
+        return;
+      }
+      const after = await attempt(form, () => api("PUT", "/v1/settings", changes));
+      if (!after) return;
+      shown(after);
+      body.append(notice("Saved to " + after.config_file + ". Restart btchat to apply.", "ok"));
+    });
+    fill(body,
+      h("p", { class: "small muted" }, "Saved in ", h("code", { class: "mono" }, view.config_file), ". A flag given to `btchat up` wins over it."),
+      view.problem ? notice(view.problem) : null,
+      form);
+  };
+  attempt(card, () => api("GET", "/v1/settings")).then((view) => view && shown(view));
+  return card;
+}
+
 /** The "Your devices" card: each device of this identity, whether it is online and in
  * sync, and a two-step revoke (a revocation is for good, so it asks once more). */
 function devicesCard() {
@@ -1169,6 +1243,7 @@ async function showStatus() {
     profileCard(),
     devicesCard(),
     linkCard(),
+    settingsCard(),
     h("section", { class: "card", "aria-label": "Network" }, h("h3", {}, "Network"),
       h("dl", {}, rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, untrusted(v))]))),
     h("p", { class: "muted" }, "The token of this tab lives in its session storage only; close the tab to forget it. Create an identity with `btchat init` (not from the browser)."));
