@@ -503,6 +503,34 @@ class Device(Shape):
     )
 
 
+Passphrase = Annotated[
+    str,
+    Field(min_length=1, max_length=1024),
+    Rule("bad_passphrase", "passphrase is a string of 1 to 1024 characters"),
+]
+
+
+class SetupRequest(Body):
+    passphrase: Passphrase
+    weak_ok: bool = False
+
+
+class StrengthRequest(Body):
+    passphrase: Passphrase
+
+
+class SetupState(Shape):
+    state: str = Field(description='"create", "unlock", "starting" or "ready".')
+    no_recovery: str | None = Field(
+        None, description="When creating: the warning to show (nobody can recover it)."
+    )
+
+
+class PassphraseStrength(Shape):
+    ok: bool = Field(description="Strong enough to take without asking.")
+    line: str = Field(description="The verdict and zxcvbn's advice, in words.")
+
+
 class SettingsRequest(Body):
     """Settings to write to the config file; a key given as null goes back to the
     default, a key left out is left as it is."""
@@ -723,6 +751,8 @@ RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     SafetyNumber,
     DeviceList,
     SettingsView,
+    SetupState,
+    PassphraseStrength,
     Message,
     MessageList,
     ReadResult,

@@ -228,6 +228,7 @@ def openapi_document(routes: RouteTable) -> dict[str, Any]:
                 "files",
                 "devices",
                 "settings",
+                "setup",
                 "channels",
                 "web",
             )

@@ -24,6 +24,7 @@ from btchat.api import (
     file_routes,
     handlers,
     settings_routes,
+    setup_routes,
     web_routes,
 )
 from btchat.api.facade import ApiError, Messenger
@@ -32,6 +33,7 @@ from btchat.api.routes import (
     MESSENGER,
     SOCKETS,
     STOPPING,
+    MessengerSlot,
     RouteTable,
     join_tables,
     models_loaded,
@@ -206,6 +208,7 @@ ALL_ROUTES = join_tables(
         file_routes.ROUTES,
         device_routes.ROUTES,
         settings_routes.ROUTES,
+        setup_routes.ROUTES,
         handlers.ROUTES,
         web_routes.ROUTES,
     ]
@@ -213,13 +216,13 @@ ALL_ROUTES = join_tables(
 
 
 def make_app(
-    messenger: Messenger, token: str, *, allowed_hosts: Iterable[str] = ()
+    messenger: Messenger | MessengerSlot, token: str, *, allowed_hosts: Iterable[str] = ()
 ) -> web.Application:
     """The API as an aiohttp app; ``allowed_hosts`` extends the loopback names."""
     if not token:
         raise ValueError("an API token is required")
     app = web.Application(middlewares=[guard], client_max_size=MAX_BODY)
-    app[MESSENGER] = messenger
+    app[MESSENGER] = messenger if isinstance(messenger, MessengerSlot) else MessengerSlot(messenger)
     app[TOKEN] = token.encode("utf-8")
     app[HOSTS] = LOOPBACK_HOSTS | {_hostname(h) for h in allowed_hosts}
     app[STOPPING] = asyncio.Event()
@@ -240,7 +243,7 @@ def _is_loopback(host: str) -> bool:
 
 
 async def start_api(
-    messenger: Messenger,
+    messenger: Messenger | MessengerSlot,
     token: str,
     host: str = "127.0.0.1",
     port: int = 0,

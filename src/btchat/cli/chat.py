@@ -149,6 +149,12 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         help="UDP port of the DHT node and of sessions over QUIC (default 6881)",
     )
     p.add_argument("--api-port", type=int, default=0, help="local API port (default: any)")
+    p.add_argument(
+        "--in-browser",
+        action="store_true",
+        help="create or unlock the identity in the web app, not at a terminal "
+        "(when no passphrase file or environment gives it)",
+    )
     p.add_argument("--host", default="0.0.0.0", help="address for sessions and DHT")
     p.add_argument(
         "--files-dir",
@@ -521,10 +527,25 @@ async def cmd_up(args: argparse.Namespace) -> None:
 
     conf = settings(args)
     stop = stop_on_signal()
-    try:
-        node = await start_node(
-            conf, ask=ask_passphrase, notice=lambda text: print(text, file=sys.stderr)
+    starting = asyncio.ensure_future(
+        start_node(
+            conf,
+            ask=ask_passphrase,
+            notice=lambda text: print(text, file=sys.stderr, flush=True),
+            in_browser=args.in_browser,
         )
+    )
+    stopping = asyncio.ensure_future(stop.wait())
+    # A start waiting for the web app to unlock it still ends on a signal.
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not starting.done():
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, BootError, ConfigError):
+            await starting
+        return
+    try:
+        node = starting.result()
     except (BootError, ConfigError) as exc:
         raise UserError(str(exc)) from None
     try:

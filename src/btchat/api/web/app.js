@@ -1246,7 +1246,7 @@ async function showStatus() {
     settingsCard(),
     h("section", { class: "card", "aria-label": "Network" }, h("h3", {}, "Network"),
       h("dl", {}, rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, untrusted(v))]))),
-    h("p", { class: "muted" }, "The token of this tab lives in its session storage only; close the tab to forget it. Create an identity with `btchat init` (not from the browser)."));
+    h("p", { class: "muted" }, "The token of this tab lives in its session storage only; close the tab to forget it."));
 }
 
 // ------------------------------------------------------------------ events
@@ -1403,6 +1403,83 @@ function onKey(e) {
   }
 }
 
+// ------------------------------------------------------------------ first run, unlock
+
+/** A daemon started `--in-browser` waits for this page: a new identity's passphrase (a
+ * strength hint, the warning that nobody can recover it, typed twice) or the one that
+ * opens it. Resolves true when it runs ("created" for a new identity), false if it
+ * cannot be reached. */
+async function unlocked() {
+  let setup;
+  try {
+    setup = await api("GET", "/v1/setup");
+  } catch (err) {
+    screen("Cannot reach the daemon", notice(failText(err)));
+    return false;
+  }
+  if (setup.state === "ready") return true;
+  if (setup.state === "starting") {
+    screen("Starting", h("p", {}, "btchat is starting; this page reloads when it runs."));
+    setTimeout(() => location.reload(), 1000);
+    return false;
+  }
+  return new Promise((resolve) => showSetup(setup, resolve));
+}
+
+function showSetup(setup, done) {
+  const creating = setup.state === "create";
+  const pass = h("input", { type: "password", id: "setup-pass", required: true, maxlength: "1024",
+    autocomplete: creating ? "new-password" : "current-password", "aria-label": creating ? "New passphrase" : "Passphrase" });
+  const again = creating ? h("input", { type: "password", id: "setup-again", required: true, maxlength: "1024",
+    autocomplete: "new-password", "aria-label": "The same passphrase again" }) : null;
+  const hint = h("p", { id: "setup-hint", class: "small", "aria-live": "polite" });
+  const weak = h("input", { type: "checkbox", id: "setup-weak" });
+  const weakLine = h("label", { class: "check", hidden: true }, weak, " Use it anyway, though it is weak");
+  const button = h("button", { type: "submit" }, creating ? "Create my identity" : "Unlock");
+  const form = h("form", { class: "stack", "aria-label": creating ? "Create your identity" : "Unlock btchat" },
+    h("label", {}, creating ? "New passphrase" : "Passphrase", pass),
+    creating ? h("label", {}, "Again", again) : null,
+    hint, creating ? weakLine : null, h("div", { class: "row" }, button));
+  let asked = 0;
+  if (creating) {
+    pass.addEventListener("input", () => {
+      const mine = ++asked;
+      setTimeout(async () => {
+        if (mine !== asked || !pass.value) return;
+        try {
+          const verdict = await api("POST", "/v1/setup/strength", { passphrase: pass.value });
+          if (mine !== asked) return;
+          fill(hint, verdict.line);
+          weakLine.hidden = verdict.ok;
+        } catch (err) {
+          fill(hint, failText(err));
+        }
+      }, 300);
+    });
+  }
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    if (creating && pass.value !== again.value) {
+      const old = form.querySelector(".notice");
+      if (old) old.remove();
+      form.append(notice("The two passphrases differ; type them again."));
+      return;
+    }
+    button.disabled = true;
+    fill(button, creating ? "Creating\u2026" : "Unlocking\u2026");
+    const result = await attempt(form, () => api("POST", "/v1/setup", { passphrase: pass.value, weak_ok: weak.checked }));
+    button.disabled = false;
+    fill(button, creating ? "Create my identity" : "Unlock");
+    if (result && result.state === "ready") done(creating ? "created" : true);
+  });
+  const intro = creating
+    ? [h("p", {}, "btchat runs on this computer with no server anywhere. Your identity is a key made here; a passphrase protects it and your history on disk."),
+       h("p", { class: "notice error", role: "note" }, setup.no_recovery || "Nobody can recover a lost passphrase.")]
+    : [h("p", {}, "Your identity and history are locked with your passphrase.")];
+  screen(creating ? "Welcome to btchat" : "Unlock btchat", h("section", { class: "card" }, ...intro, form));
+  pass.focus();
+}
+
 async function main() {
   applyTheme(localStorage.getItem("btchat.theme"));
   $("theme-toggle").addEventListener("click", toggleTheme);
@@ -1419,6 +1496,9 @@ async function main() {
     screen("Not signed in", h("p", {}, "Open this page with ", h("code", {}, "btchat open"), ": it passes this tab the daemon's token."));
     return;
   }
+  const opened = await unlocked();
+  if (!opened) return;
+  if (opened === "created") location.hash = "#/status"; // your new ID, its QR and link
   try {
     state.me = await api("GET", "/v1/identity");
   } catch (err) {
