@@ -519,6 +519,10 @@ class StrengthRequest(Body):
     passphrase: Passphrase
 
 
+class QrScan(Shape):
+    texts: list[str] = Field(description="What each QR code found says, as text.")
+
+
 class SetupState(Shape):
     state: str = Field(description='"create", "unlock", "starting" or "ready".')
     no_recovery: str | None = Field(
@@ -753,6 +757,7 @@ RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     SettingsView,
     SetupState,
     PassphraseStrength,
+    QrScan,
     Message,
     MessageList,
     ReadResult,

@@ -23,6 +23,7 @@ from btchat.api import (
     device_routes,
     file_routes,
     handlers,
+    qr_routes,
     settings_routes,
     setup_routes,
     web_routes,
@@ -209,6 +210,7 @@ ALL_ROUTES = join_tables(
         device_routes.ROUTES,
         settings_routes.ROUTES,
         setup_routes.ROUTES,
+        qr_routes.ROUTES,
         handlers.ROUTES,
         web_routes.ROUTES,
     ]

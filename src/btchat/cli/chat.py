@@ -285,8 +285,11 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         dest="contact_command", required=True
     )
     p = command(contact, "add", cmd_contact_add, help="add a contact by ID or btchat: URI")
-    p.add_argument("ref", metavar="ID|URI")
+    p.add_argument("ref", metavar="ID|URI", nargs="?", help="their ID (not with --qr)")
     p.add_argument("name", nargs="?", help="petname")
+    p.add_argument(
+        "--qr", type=Path, metavar="PICTURE", help="read their ID from a picture of their QR code"
+    )
     command(contact, "rename", lambda a: patch(a, name=a.name), "contact", "name",
             help="give a contact another petname")  # fmt: skip
     for verb, field, value, what in (
@@ -668,8 +671,28 @@ def network_text(s: dict[str, Any]) -> str:
     return line + f"\nport mapping (UPnP): {pm['state']}" + (f": {detail}" if detail else "")
 
 
+def _ref_from_qr(picture: Path) -> str:
+    from btchat.identity.qr_scan import QrImageError, read_qr
+
+    try:
+        texts = read_qr(picture.read_bytes())
+    except OSError as exc:
+        raise UserError(f"cannot read {picture}: {exc.strerror}") from None
+    except QrImageError as exc:
+        raise UserError(f"{picture}: {exc}") from None
+    if not texts:
+        raise UserError(f"no QR code found in {picture}")
+    return texts[0]
+
+
 async def cmd_contact_add(args: argparse.Namespace) -> None:
     ref, name = args.ref, args.name
+    if args.qr is not None:
+        if name is not None:
+            raise UserError("with --qr give only the petname: btchat contact add --qr PICTURE NAME")
+        ref, name = _ref_from_qr(args.qr), ref
+    elif ref is None:
+        raise UserError("give their ID (btchat contact add ID NAME) or --qr PICTURE")
     if name and not ref.lower().startswith(("bt", "btchat:")) and name.lower().startswith("bt"):
         raise UserError(f"the ID comes first: btchat contact add {name} {ref}")
     c = call(args, "add_contact", ref, name)

@@ -1,6 +1,6 @@
 // The btchat web app: screens over the public API. Everything from the network is
 // rendered as text (dom.js); nothing here builds markup from strings.
-import { api, ApiError, connectEvents, enc, takeToken } from "./api.js";
+import { api, apiBytes, ApiError, connectEvents, enc, takeToken } from "./api.js";
 import { fill, h, plainPreview, untrusted } from "./dom.js";
 import { fetchFile, humanSize, progressBar, saveAs, saveName, stateWords, transferCard, uploadCard, uploadFile } from "./files.js";
 
@@ -743,10 +743,30 @@ function showAdd() {
   const ref = h("input", { id: "add-ref", required: true, maxlength: "1024", "aria-label": "Their ID or btchat: link", placeholder: "ID or btchat: link" });
   const name = h("input", { id: "add-name", maxlength: "64", "aria-label": "Petname (optional)", placeholder: "Petname (optional)" });
   const note = h("input", { id: "add-note", maxlength: "280", "aria-label": "Note with a request (optional)", placeholder: "Note (for a request)" });
+  const picture = h("input", { type: "file", accept: "image/*", id: "add-qr-file", "aria-label": "A picture of their QR code" });
+  const scanning = h("div", { class: "qr-camera", hidden: true });
+  const camera = h("button", { type: "button", id: "add-qr-camera" }, "Scan with the camera");
+  const found = (texts) => {
+    if (!texts.length) return false;
+    ref.value = texts[0];
+    ref.dispatchEvent(new Event("input"));
+    form.append(notice("Read from the QR code: check it, then add.", "ok"));
+    return true;
+  };
+  picture.addEventListener("change", async () => {
+    const file = picture.files && picture.files[0];
+    if (!file) return;
+    const r = await attempt(form, () => apiBytes("/v1/qr/scan", file));
+    picture.value = "";
+    if (r && !found(r.texts)) form.append(notice("No QR code found in that picture."));
+  });
+  camera.addEventListener("click", () => scanWithCamera(form, scanning, camera, found));
   const form = h(
     "form",
     { class: "card", "aria-label": "Add a contact" },
     h("label", {}, "ID or link", ref),
+    h("div", { class: "row" }, h("label", { class: "small" }, "Or a picture of their QR code", picture), camera),
+    scanning,
     h("label", {}, "Petname", name),
     h("label", {}, "Note", note),
     h(
@@ -1400,6 +1420,52 @@ function onKey(e) {
     const next = convs[(at + (e.key === "ArrowDown" ? 1 : -1) + convs.length) % convs.length];
     e.preventDefault();
     go(next.getAttribute("href"));
+  }
+}
+
+/** Frames from the camera, sent to the daemon to read (one at a time, about three a
+ * second) until a QR code is found or the user stops; the camera is released either way. */
+async function scanWithCamera(form, box, button, found) {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    form.append(notice("This browser gives the page no camera."));
+    return;
+  }
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" } });
+  } catch (err) {
+    form.append(notice("No camera: " + (err && err.message ? err.message : String(err))));
+    return;
+  }
+  const video = h("video", { autoplay: true, muted: true, playsinline: true, "aria-label": "Camera" });
+  video.srcObject = stream;
+  const canvas = document.createElement("canvas");
+  let on = true;
+  const stop = () => {
+    on = false;
+    for (const t of stream.getTracks()) t.stop();
+    box.hidden = true;
+    fill(box);
+    button.hidden = false;
+  };
+  fill(box, video, h("div", { class: "row" }, h("button", { type: "button", onclick: stop }, "Stop the camera")));
+  box.hidden = false;
+  button.hidden = true;
+  while (on) {
+    await new Promise((r) => setTimeout(r, 300));
+    if (!on || !video.videoWidth) continue;
+    canvas.width = video.videoWidth;
+    canvas.height = video.videoHeight;
+    canvas.getContext("2d").drawImage(video, 0, 0);
+    const blob = await new Promise((r) => canvas.toBlob(r, "image/png"));
+    if (!blob || !on) continue;
+    try {
+      const r = await apiBytes("/v1/qr/scan", blob);
+      if (on && found(r.texts)) stop();
+    } catch (err) {
+      stop();
+      form.append(notice(failText(err)));
+    }
   }
 }
 
