@@ -668,7 +668,8 @@ def network_text(s: dict[str, Any]) -> str:
         for proto, m in pm["mappings"].items()
     )
     detail = mapped or pm.get("error") or ""
-    return line + f"\nport mapping (UPnP): {pm['state']}" + (f": {detail}" if detail else "")
+    how = "NAT-PMP" if str(pm.get("gateway") or "").startswith("natpmp://") else "UPnP"
+    return line + f"\nport mapping ({how}): {pm['state']}" + (f": {detail}" if detail else "")
 
 
 def _ref_from_qr(picture: Path) -> str:
