@@ -100,3 +100,19 @@ def test_a_missing_default_file_is_created(tmp_path: Path) -> None:
     settings.path, settings._named = tmp_path / "new" / "config.toml", False
     settings.write_changes({"upnp": False})
     assert "upnp = false" in settings.path.read_text()
+
+
+def test_the_command_line_reads_and_shows_settings(tmp_path: Path) -> None:
+    from btchat.cli.base import UserError
+    from btchat.cli.network_settings import settings_text, value_of
+
+    assert value_of("relay", "Off") is False and value_of("lan", "yes") is True
+    assert value_of("bootstrap", "a:1, b:2,") == ["a:1", "b:2"]
+    with pytest.raises(UserError, match="on or off"):
+        value_of("tor", "maybe")
+    settings = part(tmp_path)
+    settings.write_changes({"relay": True})
+    text = settings_text(settings.snapshot())
+    assert f"config file: {tmp_path / 'config.toml'}" in text
+    assert "relay: off (next start: on)  [file]" in text
+    assert "bootstrap: 10.0.0.1:6881  [file]" in text and "upnp: on  [default]" in text

@@ -61,6 +61,20 @@ def test_change_network_settings_for_the_next_start(
     assert tab.errors == [], tab.errors
     tab.context.close()
 
+    # The same from the command line.
+    view = person.cli("settings")
+    assert view["settings"]["relay"]["next_start"] is False
+    person.cli("settings", "set", "upnp", "off")
+    person.cli("settings", "set", "bootstrap", "10.0.0.1:6881, 10.0.0.2:6881")
+    person.cli("settings", "unset", "proxy")
+    text = config.read_text()
+    assert "upnp = false" in text and "proxy" not in text and '"10.0.0.2:6881"' in text
+    bad = person.cli("settings", "set", "relay", "maybe", check=False)
+    assert bad.returncode == 1 and "relay is on or off" in bad.stderr
+    bad = person.cli("settings", "set", "bootstrap", "nowhere", check=False)
+    assert bad.returncode == 1 and "bootstrap" in bad.stderr
+    person.cli("settings", "set", "proxy", "socks5://127.0.0.1:9")
+
     # The next start runs with it.
     person.kill()
     person.up("--config", str(config))

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from btchat import __version__
-from btchat.cli import chat, device, dht
+from btchat.cli import chat, device, dht, network_settings
 from btchat.cli.base import UserError
 from btchat.cli.terminal import terminal_safe
 from btchat.errors import StorageFault
@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     dht.add_commands(sub, common)
     chat.add_commands(sub, common)
     device.add_commands(sub, *chat.parents(common))
+    network_settings.add_commands(sub, *chat.parents(common))
     dht.add_sandbox(sub, common)
     return parser
 
