@@ -685,6 +685,14 @@ def _session_throughput_section(st: dict[str, Any]) -> list[str]:
     return out
 
 
+def _previous_complete() -> bool:
+    try:
+        meta = json.loads((RESULTS / "latest.json").read_text()).get("meta", {})
+    except (OSError, ValueError, AttributeError):
+        return False
+    return bool(meta.get("complete"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="fewer lookups")
@@ -702,8 +710,11 @@ def main() -> None:
         "commit": commit or "uncommitted",
         "command": "scripts/bench" + (" --quick" if args.quick else ""),
     }
-    partial_without_history = bool(args.only) and not (RESULTS / "latest.json").exists()
     results = run_all(args.quick, args.only)
+    # The figures of a partial run are merged onto the last ones; those are complete only
+    # if a full run made them (or a partial one merged onto a complete set).
+    meta["complete"] = not args.only or _previous_complete()
+    partial_without_history = not meta["complete"]
     if args.only:
         results = merge_previous(results, meta)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -712,10 +723,12 @@ def main() -> None:
         # The other sections' figures live only in the document: rewriting it from this
         # run alone would delete them. Raw figures are in latest.json; paste by hand.
         print(
-            f"not rewriting {DOC}: a partial run on a machine without an earlier "
-            f"{RESULTS / 'latest.json'} would drop every other section",
+            f"not rewriting {DOC}: the earlier figures in {RESULTS / 'latest.json'} are "
+            "missing or from partial runs only, so rewriting would drop other sections; "
+            "its rendering follows on stdout: paste the new sections by hand",
             file=sys.stderr,
         )
+        print(render(results, meta))
     elif not args.no_doc:
         DOC.parent.mkdir(parents=True, exist_ok=True)
         DOC.write_text(render(results, meta))

@@ -144,13 +144,13 @@ def _one_device(root: Path, n: int) -> tuple[Path, str]:
 
 
 async def _link_then_show(
-    n: int, bootstrap: str, env: dict[str, str], root: Path
+    n: int, bootstrap: str, env: dict[str, str], root: Path, round_no: int = 0
 ) -> dict[str, Any]:
     """Issue 13's measure as a user meets it: from "Link a new device" on A to the new
     device B showing A's newest message (of ``n``) in the conversation; B is made by
     ``btchat device join`` (the code found through the DHT, SPAKE2) and started."""
-    a_dir, newest = _one_device(root / f"link{n}", n)
-    b_dir = root / f"link{n}" / "b"
+    a_dir, newest = _one_device(root / f"link{n}-{round_no}", n)
+    b_dir = root / f"link{n}-{round_no}" / "b"
     procs: list[Any] = []
     try:
         proc_a, client_a = await _start(a_dir, bootstrap, env)
@@ -226,7 +226,7 @@ async def _run(sizes: list[int], rounds: int) -> dict[str, Any]:
         bootstrap = json.loads(await asyncio.wait_for(sandbox.stdout.readline(), 120))["bootstrap"]
         await asyncio.sleep(1.0)
         runs = [await _catch_up(n, bootstrap, env, root) for n in sizes]
-        linked = [await _link_then_show(1000, bootstrap, env, root) for _ in range(rounds)]
+        linked = [await _link_then_show(1000, bootstrap, env, root, i) for i in range(rounds)]
         local = [_in_process(n, root / f"local{n}") for n in sizes]
         return {"catch_up": runs, "link": linked, "in_process": local}
     finally:
