@@ -18,6 +18,7 @@ from typing import Any
 from btchat.messaging.own_sync import (
     BATCH_ROWS,
     Batch,
+    ChannelsNote,
     ContactsNote,
     DevicesNote,
     ReadNote,
@@ -67,6 +68,9 @@ class OwnSync:
         #: Our contact changes as ``contacts`` payloads, and what to do with one.
         self._contacts = contacts
         self._on_contacts = on_contacts
+        #: The same for channel membership (``node/channel_sync.py``), once attached.
+        self._channels: Callable[[], list[bytes]] | None = None
+        self._on_channels: Callable[[ChannelsNote], None] | None = None
         self._up: set[bytes] = set()
         self._in_flight: dict[bytes, int] = {}  # device -> last seq of the batch sent
         self.stats = {
@@ -106,6 +110,8 @@ class OwnSync:
             self._send(device, self._devices())
         for payload in self._contacts() if self._contacts is not None else []:
             self._send(device, payload)
+        for payload in self._channels() if self._channels is not None else []:
+            self._send(device, payload)
         self._next(device)
 
     def attach_contacts(
@@ -113,6 +119,16 @@ class OwnSync:
     ) -> None:
         """Contact sync: the book for a device coming up, and what to do with a note."""
         self._contacts, self._on_contacts = payloads, merge
+
+    def attach_channels(
+        self, payloads: Callable[[], list[bytes]], merge: Callable[[ChannelsNote], None]
+    ) -> None:
+        """Channel sync (attached when the channels start, maybe after a device came
+        up): the whole set for a device coming up, sent now to those already up."""
+        self._channels, self._on_channels = payloads, merge
+        if self._up:
+            for payload in payloads():
+                self.send_to_all(payload)
 
     def send_to_all(self, payload: bytes) -> None:
         """A note for every device up (a contact changed here)."""
@@ -161,6 +177,9 @@ class OwnSync:
             return
         if isinstance(got, ReadNote):
             self._read_there(got)
+        elif isinstance(got, ChannelsNote):
+            if self._on_channels is not None:
+                self._on_channels(got)
         elif isinstance(got, ContactsNote):
             if self._on_contacts is not None:
                 self._on_contacts(got)
