@@ -46,6 +46,9 @@ MIGRATIONS = (
 )
 register_migrations("own_sync", MIGRATIONS)
 
+#: ``channels`` notes kept while the channels start (a device's whole set is a few).
+EARLY_CHANNEL_NOTES = 32
+
 
 class OwnSync:
     def __init__(
@@ -71,6 +74,8 @@ class OwnSync:
         #: The same for channel membership (``node/channel_sync.py``), once attached.
         self._channels: Callable[[], list[bytes]] | None = None
         self._on_channels: Callable[[ChannelsNote], None] | None = None
+        #: Notes that came before channel sync was attached, applied when it is.
+        self._early_channels: list[ChannelsNote] = []
         self._up: set[bytes] = set()
         self._in_flight: dict[bytes, int] = {}  # device -> last seq of the batch sent
         self.stats = {
@@ -126,6 +131,9 @@ class OwnSync:
         """Channel sync (attached when the channels start, maybe after a device came
         up): the whole set for a device coming up, sent now to those already up."""
         self._channels, self._on_channels = payloads, merge
+        early, self._early_channels = self._early_channels, []
+        for note in early:
+            merge(note)
         if self._up:
             for payload in payloads():
                 self.send_to_all(payload)
@@ -180,6 +188,8 @@ class OwnSync:
         elif isinstance(got, ChannelsNote):
             if self._on_channels is not None:
                 self._on_channels(got)
+            elif len(self._early_channels) < EARLY_CHANNEL_NOTES:
+                self._early_channels.append(got)
         elif isinstance(got, ContactsNote):
             if self._on_contacts is not None:
                 self._on_contacts(got)

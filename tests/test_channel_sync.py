@@ -1,0 +1,348 @@
+"""Channels on every device of one person (issue 13 items 2 and 3): membership synced
+last-writer-wins between our own devices, links per device, each message once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness import until
+
+from btchat.channels.chatfile import MAX_CHATFILE, ChatFile
+from btchat.channels.members import MAX_MEMBER_LIST
+from btchat.channels.service import ChannelConfig
+from btchat.channels.store import ChannelStore
+from btchat.identity.keys import Identity
+from btchat.messaging.own_sync import (
+    CHANNEL_KEYS,
+    CHATFILE_MAX,
+    MEMBER_LIST_MAX,
+    ChannelChange,
+    ChannelsNote,
+    SyncError,
+    decode_sync,
+    encode_channels,
+)
+from btchat.messaging.store import Store
+from btchat.node.channel_sync import ChannelSync
+from btchat.node.channels import ChannelManager
+from btchat.node.own_sync import OwnSync
+
+
+def test_the_format_bounds_what_the_channel_formats_bound() -> None:
+    assert (CHATFILE_MAX, MEMBER_LIST_MAX) == (MAX_CHATFILE, MAX_MEMBER_LIST)
+
+
+# ----------------------------------------------------------------------- the format
+
+CHAT = ChatFile.create("team", now=1_700_000_000)
+GOOD = ChannelChange(5, b"d" * 16, CHAT.channel_id, True, CHAT.to_bytes(), ((0, b"k" * 32),))
+
+
+def test_a_change_round_trips_and_a_big_set_goes_in_pieces() -> None:
+    (payload,) = encode_channels([GOOD])
+    assert decode_sync(payload, 0) == ChannelsNote([GOOD])
+    left = ChannelChange(6, b"e" * 16, b"c" * 32, False)
+    many = encode_channels([GOOD] * 30 + [left] * 100)
+    assert len(many) > 1
+    got = [c for p in many for c in decode_sync(p, 0).changes]  # type: ignore[union-attr]
+    assert got == [GOOD] * 30 + [left] * 100
+    # Only the newest generation secrets travel.
+    keys = tuple((g, bytes([g]) * 32) for g in range(CHANNEL_KEYS + 5))
+    (payload,) = encode_channels([ChannelChange(1, b"d" * 16, b"c" * 32, True, b"x", keys)])
+    (change,) = decode_sync(payload, 0).changes  # type: ignore[union-attr]
+    assert [g for g, _ in change.keys] == list(range(CHANNEL_KEYS + 4, 4, -1))
+
+
+def _item(**over: object) -> list[object]:
+    fields = {"id": b"c" * 32, "flags": 1, "ms": 5, "dev": b"d" * 16, "chat": b"x" * 10,
+              "keys": [[0, b"k" * 32]], "ml": b""}  # fmt: skip
+    fields.update(over)
+    return list(fields.values())
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        _item(id=b"short"),
+        _item(flags=2),
+        _item(ms=-1),
+        _item(dev=b"d" * 15),
+        _item(chat=b"x" * (CHATFILE_MAX + 1)),
+        _item(flags=1, chat=b""),  # a join without its file
+        _item(flags=0),  # a leave carrying one
+        _item(keys=[[0, b"short"]]),
+        _item(keys=[[-1, b"k" * 32]]),
+        _item(keys=[[0, b"k" * 32]] * (CHANNEL_KEYS + 1)),
+        _item(ml=b"m" * (MEMBER_LIST_MAX + 1)),
+        _item()[:6],
+        b"not a list",
+    ],
+)
+def test_a_malformed_channel_change_is_refused(item: object) -> None:
+    from btchat.codec.bencode import encode
+
+    with pytest.raises(SyncError):
+        decode_sync(encode({b"t": b"channels", b"c": [item]}), 0)
+
+
+def test_malformed_channel_notes_are_dropped_and_counted(tmp_path: Path) -> None:
+    from btchat.codec.bencode import encode
+
+    got: list[ChannelsNote] = []
+    sync = OwnSync(Store.open(tmp_path / "s.db", None), lambda d, p: True, lambda e: None)
+    sync.attach_channels(lambda: [], got.append)
+    for bad in (
+        encode({b"t": b"channels", b"c": [_item()] * 65}),  # too many in one note
+        encode({b"t": b"channels", b"c": b"x"}),
+        encode({b"t": b"channels", b"c": [_item(dev=b"")]}),
+    ):
+        sync.receive(b"o" * 16, bad)
+    assert sync.stats["malformed"] == 3 and got == []
+    sync.receive(b"o" * 16, encode_channels([GOOD])[0])
+    assert got == [ChannelsNote([GOOD])]
+
+
+# ----------------------------------------------------------------- last writer wins
+
+
+class Device:
+    """One device's channel table and its channel sync; notes carried by hand. What a
+    won change does (joining, leaving) is ChannelManager's: here it is only recorded."""
+
+    def __init__(self, tmp: Path, name: str, clock: list[float]) -> None:
+        self.channels = ChannelStore(Store.open(tmp / f"{name}.db", None))
+        self.out: list[bytes] = []
+        self.applied: list[tuple[bool, bytes]] = []
+        self.sync = ChannelSync(
+            self.channels, name.encode().ljust(16, b"."), self.out.append, self._apply,
+            clock=lambda: clock[0],
+        )  # fmt: skip
+
+    def _apply(self, change: ChannelChange, chat: ChatFile | None) -> None:
+        self.applied.append((change.joined, change.channel))
+        if change.joined:
+            assert chat is not None and chat.channel_id == change.channel
+            self.channels.add_channel(change.channel, change.chatfile, change.changed_ms)
+        else:
+            self.channels.remove_channel(change.channel)
+
+    def join(self, chat: ChatFile) -> None:
+        self.channels.add_channel(chat.channel_id, chat.to_bytes(), 0)
+        self.sync.record(chat.channel_id, joined=True)
+
+    def leave(self, chat: ChatFile) -> None:
+        self.channels.remove_channel(chat.channel_id)
+        self.sync.record(chat.channel_id, joined=False)
+
+    def deliver_to(self, other: Device) -> None:
+        for payload in self.out:
+            other.sync.merge(decode_sync(payload, 0))  # type: ignore[arg-type]
+        self.out.clear()
+
+    def ids(self) -> set[bytes]:
+        return {row.id for row in self.channels.channels()}
+
+
+def test_memberships_converge_last_writer_wins(tmp_path: Path) -> None:
+    clock = [1_000.0]
+    laptop, desktop = Device(tmp_path, "laptop", clock), Device(tmp_path, "desktop", clock)
+    a, b = ChatFile.create("a", now=1), ChatFile.create("b", now=1)
+    laptop.join(a)
+    laptop.deliver_to(desktop)
+    assert desktop.ids() == {a.channel_id}
+    # Both act before hearing of the other: the laptop leaves later, so a is left.
+    clock[0] += 1
+    desktop.sync.record(a.channel_id, joined=True)  # e.g. a member change there
+    clock[0] += 1
+    laptop.leave(a)
+    desktop.deliver_to(laptop)
+    laptop.deliver_to(desktop)
+    assert laptop.ids() == desktop.ids() == set()
+    assert desktop.applied[-1] == (False, a.channel_id)
+    # A replayed old join changes nothing, and is counted.
+    stale = ChannelChange(1, b"z" * 16, a.channel_id, True, a.to_bytes())
+    desktop.sync.merge(ChannelsNote([stale]))
+    assert desktop.ids() == set() and desktop.sync.stats["stale"] == 1
+    # A tie on the clock goes to the higher device id, on both.
+    clock[0] += 1
+    laptop.join(b)
+    desktop.join(b)
+    laptop.leave(b)  # at the same ms+1 as ...
+    desktop.sync.record(b.channel_id, joined=True)  # ... this, by "desktop" < "laptop"
+    laptop.deliver_to(desktop)
+    desktop.deliver_to(laptop)
+    assert laptop.ids() == desktop.ids() == set()
+    # Joining again later wins over the leave; a device coming up gets the whole set,
+    # leaves included.
+    clock[0] += 10
+    desktop.join(a)
+    desktop.deliver_to(laptop)
+    assert laptop.ids() == {a.channel_id}
+    phone = Device(tmp_path, "phone", clock)
+    phone.channels.add_channel(b.channel_id, b.to_bytes(), 0)  # joined before it was linked
+    for payload in desktop.sync.payloads():
+        phone.sync.merge(decode_sync(payload, 0))  # type: ignore[arg-type]
+    assert phone.ids() == {a.channel_id}  # b's leave is later than the phone's join
+
+
+def test_a_join_carrying_another_channels_file_is_refused(tmp_path: Path) -> None:
+    device = Device(tmp_path, "d", [1.0])
+    a, b = ChatFile.create("a", now=1), ChatFile.create("b", now=1)
+    device.sync.merge(ChannelsNote([ChannelChange(5, b"x" * 16, a.channel_id, True, b.to_bytes())]))
+    device.sync.merge(ChannelsNote([ChannelChange(5, b"x" * 16, a.channel_id, True, b"d1:xe")]))
+    assert device.ids() == set() and device.sync.stats["refused"] == 2
+
+
+def test_an_invite_only_join_carries_the_secrets_and_list(tmp_path: Path) -> None:
+    me = Identity.generate()
+    chat = ChatFile.create("ours", invite_only=True, owner=me, now=1)
+    device = Device(tmp_path, "laptop", [5.0])
+    device.channels.add_channel(chat.channel_id, chat.to_bytes(), 0)
+    device.channels.save_key(chat.channel_id, 0, b"0" * 32)
+    device.channels.save_key(chat.channel_id, 1, b"1" * 32)
+    device.channels.set_member_list(chat.channel_id, b"a list")
+    device.sync.record(chat.channel_id, joined=True)
+    (change,) = decode_sync(device.out[0], 0).changes  # type: ignore[union-attr]
+    assert change.keys == ((1, b"1" * 32), (0, b"0" * 32))
+    assert change.member_list == b"a list" and change.chatfile == chat.to_bytes()
+
+
+# ---------------------------------------------------- two devices and a friend, live
+
+
+class Mesh:
+    """Our laptop and desktop (one identity, two devices, their own-device sync wired
+    by hand) and Bob, each a ChannelManager with real links on loopback and no
+    discovery: addresses are dialled by hand, then peer exchange does the rest."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.me, self.bob_id = Identity.generate(), Identity.generate()
+        self.config = ChannelConfig(host="127.0.0.1", dht=False, trackers=False, lsd=False)
+        self.events: dict[str, list[dict[str, Any]]] = {"laptop": [], "desktop": [], "bob": []}
+        self.syncs: dict[bytes, OwnSync] = {}
+        self.laptop = self._manager("laptop", self.me, b"L" * 16)
+        self.desktop = self._manager("desktop", self.me, b"D" * 16)
+        self.bob = self._manager("bob", self.bob_id, b"B" * 16, own=False)
+
+    def _manager(self, name: str, who: Identity, device: bytes, own: bool = True) -> ChannelManager:
+        store = Store.open(self.tmp / f"{name}.db", None)
+        sync = None
+        if own:
+            loop = asyncio.get_running_loop()
+
+            def send(to: bytes, payload: bytes) -> bool:
+                loop.call_soon(self.syncs[to].receive, device, payload)
+                return True
+
+            sync = self.syncs[device] = OwnSync(store, send, lambda e: None)
+        return ChannelManager(who, store, None, self.config, self.events[name].append,
+                              device_id=device, own_sync=sync)  # fmt: skip
+
+    async def start(self) -> None:
+        for m in (self.laptop, self.desktop, self.bob):
+            await m.start()
+        self.syncs[b"L" * 16].device_up(b"D" * 16)
+        self.syncs[b"D" * 16].device_up(b"L" * 16)
+
+    async def stop(self) -> None:
+        for m in (self.laptop, self.desktop, self.bob):
+            await m.stop()
+
+
+def texts(manager: ChannelManager, name: str) -> list[str | None]:
+    service = manager._service(name)
+    return [m.text for m in manager.store.history(service.chat.channel_id, 100)]
+
+
+@pytest.mark.slow
+async def test_two_devices_of_one_person_and_a_friend_in_one_channel(tmp_path: Path) -> None:
+    mesh = Mesh(tmp_path)
+    await mesh.start()
+    try:
+        # Created (invite-only, so we own it) on the laptop: the desktop joins too, with
+        # the generation secret the owner never grants itself.
+        created = await mesh.laptop.create("team", True, [])
+        await until(lambda: len(mesh.desktop.services) == 1, 10, "the desktop joining")
+        cid = bytes.fromhex(created["id"])
+        assert mesh.desktop.store.keys(cid) == mesh.laptop.store.keys(cid) != {}
+        await mesh.laptop.change_members("team", [mesh.bob_id.public_key.hex()], [])
+        await mesh.bob.join(created["uri"])
+        bob = mesh.bob.services[cid]
+        laptop, desktop = mesh.laptop.services[cid], mesh.desktop.services[cid]
+        # The desktop adopts the list with Bob on it (from the laptop's note or a link).
+        await until(
+            lambda: (
+                desktop.engine is not None
+                and desktop.engine.members is not None
+                and mesh.bob_id.public_key in desktop.engine.members
+            ),
+            10,
+            "the desktop holding the new member list",
+        )
+        bob.dial(("127.0.0.1", laptop.port))
+        desktop.dial(("127.0.0.1", bob.port))  # peer exchange links it to the laptop
+        await until(
+            lambda: all(len(s.links) == 2 for s in (laptop, desktop, bob)), 20, "a mesh of three"
+        )
+        assert set(bob.links) == {mesh.me.public_key + b"L" * 16, mesh.me.public_key + b"D" * 16}
+        laptop.post("from the laptop")
+        desktop.post("from the desktop")
+        bob.post("from bob")
+        want = ["from bob", "from the desktop", "from the laptop"]
+        for manager in (mesh.laptop, mesh.desktop, mesh.bob):
+            await until(lambda m=manager: sorted(texts(m, "team")) == want, 10, "every post")  # type: ignore[misc]
+        await asyncio.sleep(0.3)
+        assert all(len(texts(m, "team")) == 3 for m in (mesh.laptop, mesh.desktop, mesh.bob))
+        # Bob sees one person with two devices: one member besides himself, online.
+        view = await mesh.bob.members("team")
+        assert [v["public_key"] for v in view if not v["me"]] == [mesh.me.public_key.hex()]
+        assert [v["online"] for v in view] == [True, True]
+        # Left on the desktop: left on the laptop too; Bob keeps the channel.
+        await mesh.desktop.leave("team")
+        await until(lambda: not mesh.laptop.services, 10, "the laptop leaving")
+        assert mesh.laptop.store.channel(cid) is None
+        assert {"type": "channel_removed", "channel": cid.hex()} in mesh.events["laptop"]
+        await until(lambda: not bob.links, 10, "bob's links to us closing")
+    finally:
+        await mesh.stop()
+
+
+@pytest.mark.slow
+async def test_a_device_joining_late_gets_the_history_and_ourselves_is_not_a_link(
+    tmp_path: Path,
+) -> None:
+    mesh = Mesh(tmp_path)
+    for m in (mesh.laptop, mesh.desktop, mesh.bob):
+        await m.start()
+    try:
+        created = await mesh.bob.create("open", False, [])
+        cid = bytes.fromhex(created["id"])
+        await mesh.laptop.join(created["uri"])
+        bob, laptop = mesh.bob.services[cid], mesh.laptop.services[cid]
+        laptop.dial(("127.0.0.1", bob.port))
+        await until(lambda: len(bob.links) == 1, 10, "the laptop linked")
+        bob.post("before the desktop")
+        laptop.post("also before")
+        await until(lambda: len(texts(mesh.laptop, "open")) == 2, 10, "delivery")
+        # The desktop comes up now: it joins through sync, and its links bring history.
+        mesh.syncs[b"L" * 16].device_up(b"D" * 16)
+        mesh.syncs[b"D" * 16].device_up(b"L" * 16)
+        await until(lambda: cid in mesh.desktop.services, 10, "the desktop joining")
+        desktop = mesh.desktop.services[cid]
+        desktop.dial(("127.0.0.1", laptop.port))
+        await until(
+            lambda: sorted(texts(mesh.desktop, "open")) == ["also before", "before the desktop"],
+            10,
+            "history on the desktop",
+        )
+        # Dialling our own address makes no link, and the address is backed off.
+        desktop.dial(("127.0.0.1", desktop.port))
+        await until(lambda: ("127.0.0.1", desktop.port) in desktop._failed, 10, "the back-off")
+        assert mesh.me.public_key + b"D" * 16 not in desktop.links
+    finally:
+        await mesh.stop()
