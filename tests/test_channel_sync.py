@@ -4,7 +4,6 @@ last-writer-wins between our own devices, links per device, each message once.""
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
