@@ -256,6 +256,13 @@ def family_own_devices() -> dict[str, Any]:
     change = own_sync.ContactChange(
         int(NOW * 1000), ALICE_DEVICE.device_id, BOB.public_key, "bob", False, True, False
     )
+    team = ChatFile.create("team", now=CREATED, secret=bytes([0x77]) * 32)
+    joined = own_sync.ChannelChange(
+        int(NOW * 1000), ALICE_DEVICE.device_id, team.channel_id, True, team.to_bytes()
+    )
+    left = own_sync.ChannelChange(
+        int(NOW * 1000) + 1, ALICE_DEVICE_2.device_id, bytes([0x78]) * 32, False
+    )
     return _file(
         "One identity on several devices: the revocation list (a BEP 44 mutable item), "
         "the rendezvous of an identity with itself (how its devices find each other), "
@@ -270,6 +277,9 @@ def family_own_devices() -> dict[str, Any]:
             "devices": "bencode({c: [certificate, ...], r: [revoked id, ...], t: devices})",
             "contacts": "bencode({c: [[key, petname, flags, changed_ms, device]...], "
             "t: contacts}); flags 1 blocked, 2 verified, 4 removed",
+            "channels": "bencode({c: [[channel id, flags, changed_ms, device, chatfile, "
+            "[[generation, secret]...], member list]...], t: channels}); flags 1 joined "
+            "(a leave carries no file, keys or list)",
         },
         {
             "revocation_list": {
@@ -293,6 +303,11 @@ def family_own_devices() -> dict[str, Any]:
                 )
             },
             "contacts": {"payload": hx(own_sync.encode_contacts([change]))},
+            "channels": {
+                "joined": hx(team.channel_id),
+                "left": hx(left.channel),
+                "payload": hx(own_sync.encode_channels([joined, left])[0]),
+            },
         },
     )
 
