@@ -345,3 +345,57 @@ async def test_a_device_joining_late_gets_the_history_and_ourselves_is_not_a_lin
         assert mesh.me.public_key + b"D" * 16 not in desktop.links
     finally:
         await mesh.stop()
+
+
+# ------------------------------------------------------------- relaying, by device
+
+
+def _engine(tmp: Path, name: str, chat: ChatFile, who: Identity, device: bytes) -> Any:
+    from btchat.channels.engine import ChannelEngine
+
+    store = ChannelStore(Store.open(tmp / f"{name}.db", None))
+    store.add_channel(chat.channel_id, chat.to_bytes(), 0)
+    return ChannelEngine(chat, who, store, listen_port=4000, now=0.0, device_id=device)
+
+
+def test_relaying_tells_the_posting_device_from_its_siblings(tmp_path: Path) -> None:
+    from btchat.channels.engine import Send
+    from btchat.codec.bencode import decode, encode
+    from btchat.sansio import drain_events
+
+    chat = ChatFile.create("relay", now=1)
+    me = Identity.generate()
+    a1 = _engine(tmp_path, "a1", chat, me, b"1" * 16)
+    a2 = _engine(tmp_path, "a2", chat, me, b"2" * 16)
+    a2_key = me.public_key + b"2" * 16
+    old_b = Identity.generate().public_key  # keys links by identity, lists identities
+    c_key = Identity.generate().public_key + b"c" * 16
+    d_key = Identity.generate().public_key + b"d" * 16
+    for key in (a2_key, old_b, c_key, d_key):
+        a1.link_up(key, "192.0.2.1", 0.0)
+    a1.on_payload(old_b, encode({b"t": b"links", b"links": [me.public_key]}), 0.0)
+    a1.on_payload(c_key, encode({b"t": b"links", b"links": [], b"ll": [a2_key]}), 0.0)
+    a1.on_payload(d_key, encode({b"t": b"links", b"links": [], b"ll": []}), 0.0)
+    list(drain_events(a1))
+    a2.link_up(me.public_key + b"1" * 16, "192.0.2.2", 0.0)
+    list(drain_events(a2))
+    a2.post("from my other device", 1.0)
+    (posted,) = [e for e in drain_events(a2) if isinstance(e, Send)]
+    frame = decode(posted.payload)
+    assert frame[b"o"] == a2_key
+    a1.on_payload(a2_key, posted.payload, 1.0)
+    relayed = {e.member for e in drain_events(a1) if isinstance(e, Send)}
+    # b's one link to our identity is this one, so it needs the copy; c has it from a2.
+    assert relayed == {old_b, d_key}
+    assert a1.store.history(chat.channel_id, 10)[0].author == me.public_key
+    # The same message again (another path) is stored once and relayed no further.
+    a1.on_payload(d_key, posted.payload, 2.0)
+    assert not [e for e in drain_events(a1) if isinstance(e, Send)]
+    assert len(a1.store.history(chat.channel_id, 10)) == 1
+    # An origin naming another identity's device is not taken: relayed as before.
+    a2.post("again", 3.0)
+    (posted,) = [e for e in drain_events(a2) if isinstance(e, Send)]
+    forged = encode({**decode(posted.payload), b"o": c_key})
+    a1.on_payload(a2_key, forged, 3.0)
+    relayed = {e.member for e in drain_events(a1) if isinstance(e, Send)}
+    assert relayed == {old_b, d_key}  # not c: it reaches a2 (via), not sent to a2 back

@@ -178,11 +178,6 @@ class _Link:
     #: It lists its links by device (``ll``); else by identity only, as before 1.5.
     devices: bool = False
 
-    def reaches(self, key: bytes) -> bool:
-        """Does this member say it is linked to ``key`` (a link key)? One that lists
-        identities only is taken at its word for any device of that identity."""
-        return key in self.links or (not self.devices and identity_of(key) in self.links)
-
 
 @dataclass
 class _Presence:
@@ -660,14 +655,30 @@ class ChannelEngine:
             if origin is not None:
                 # The posting device sent it to every device it is linked to; the
                 # author's other devices are members like any other.
-                if peer == origin or link.reaches(origin):
+                if peer == origin or self._reaches(link, origin):
                     continue
-            elif identity_of(peer) == msg.author or msg.author in map(identity_of, link.links):
+            elif identity_of(peer) == msg.author or self._reaches_member(link, msg.author):
                 continue  # no device named: the author reaches it directly, as before
-            if via is not None and link.reaches(via):
+            if via is not None and self._reaches(link, via):
                 continue  # the member we got it from reaches it directly
             self.stats["relayed"] += 1
             self._send(peer, frame)
+
+    def _reaches(self, link: _Link, key: bytes) -> bool:
+        """Does this member say it is linked to ``key`` (a link key)? One that lists
+        identities only is taken at its word for any device of that identity but ours:
+        it keeps one link per identity, and to ours that is the link with us."""
+        if key in link.links:
+            return True
+        if link.devices or (identity_of(key) == self.me and key != self.link_id):
+            return False
+        return identity_of(key) in link.links
+
+    def _reaches_member(self, link: _Link, member: bytes) -> bool:
+        """Does this member say it is linked to any device of ``member`` (ours apart)?"""
+        if not link.devices:
+            return member in link.links and member != self.me
+        return any(identity_of(k) == member and k != self.link_id for k in link.links)
 
     def _on_presence(
         self,
