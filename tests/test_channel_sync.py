@@ -399,3 +399,62 @@ def test_relaying_tells_the_posting_device_from_its_siblings(tmp_path: Path) -> 
     a1.on_payload(a2_key, forged, 3.0)
     relayed = {e.member for e in drain_events(a1) if isinstance(e, Send)}
     assert relayed == {old_b, d_key}  # not c: it reaches a2 (via), not sent to a2 back
+
+
+def test_secrets_from_our_other_device_open_what_arrived_before_them(tmp_path: Path) -> None:
+    from btchat.channels.engine import Send, Shown
+    from btchat.sansio import drain_events
+
+    me = Identity.generate()
+    chat = ChatFile.create("ours", invite_only=True, owner=me, now=1)
+    laptop = _engine(tmp_path, "l", chat, me, b"1" * 16)
+    laptop.start_invite_only(0.0)
+    desktop = _engine(tmp_path, "d", chat, me, b"2" * 16)
+    desktop.offer_member_list(laptop.members.to_bytes(), 0.0)
+    laptop.link_up(me.public_key + b"2" * 16, "192.0.2.2", 0.0)
+    desktop.link_up(me.public_key + b"1" * 16, "192.0.2.1", 0.0)
+    list(drain_events(laptop))
+    list(drain_events(desktop))
+    laptop.post("owner's words", 1.0)
+    (sent,) = [e for e in drain_events(laptop) if isinstance(e, Send)]
+    desktop.on_payload(me.public_key + b"1" * 16, sent.payload, 1.0)
+    assert not [e for e in drain_events(desktop) if isinstance(e, Shown)]  # no secret yet
+    for generation, key in laptop.store.keys(chat.channel_id).items():
+        desktop.store.save_key(chat.channel_id, generation, key)
+    desktop.keys_added({0})
+    (shown,) = [e for e in drain_events(desktop) if isinstance(e, Shown)]
+    assert shown.message.text == "owner's words"
+
+
+@pytest.mark.slow
+async def test_a_link_whose_member_never_says_hello_is_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from btchat.channels import service as svc
+
+    monkeypatch.setattr(svc, "HELLO_TIMEOUT", 0.5)
+    chat = ChatFile.create("quiet", now=1)
+    config = ChannelConfig(host="127.0.0.1", dht=False, trackers=False, lsd=False)
+    made = []
+    for name, device in (("honest", b"h" * 16), ("mute", b"m" * 16)):
+        store = ChannelStore(Store.open(tmp_path / f"{name}.db", None))
+        store.add_channel(chat.channel_id, chat.to_bytes(), 0)
+        service = svc.ChannelService(chat, Identity.generate(), store, None, config,
+                                     on_event=lambda c, e: None, device_id=device)  # fmt: skip
+        await service.start()
+        made.append(service)
+    honest, mute = made
+    try:
+        assert mute.engine is not None
+        # Its hello is too large to send, and nothing else it says goes out: it answers
+        # PINGs and sends no DATA.
+        monkeypatch.setattr(mute.engine, "hello", lambda exclude=None: b"x" * 70_000)
+        monkeypatch.setattr(mute.engine, "_send_encoded", lambda peer, data: None)
+        mute.dial(("127.0.0.1", honest.port))
+        await until(lambda: len(mute.links) == 1, 10, "the mute side keying our hello")
+        assert not honest.links and len(honest._greeting) == 1  # waiting for its hello
+        await until(lambda: not mute.links and not honest._greeting, 10, "the link closed")
+        assert not honest.links
+    finally:
+        for service in made:
+            await service.stop()

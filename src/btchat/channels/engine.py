@@ -779,10 +779,14 @@ class ChannelEngine:
             log.warning("generation key grant refused: %s", exc)
             return
         self.store.save_key(self.id, grant.generation, grant.key)
-        # Messages of that generation that arrived before the key can be read now.
+        self.keys_added({grant.generation})
+
+    def keys_added(self, generations: set[int]) -> None:
+        """Generation secrets were stored (a grant, or from another of our devices):
+        messages of those generations that arrived before them can be read now."""
         for msg in self.store.unreadable(self.id):
             parsed = ChannelMessage.parse(msg.wire, self.id)
-            if parsed.generation == grant.generation:
+            if parsed.generation in generations:
                 text = self._read(parsed)
                 if text is not None:
                     self.store.set_text(self.id, msg.id, text)

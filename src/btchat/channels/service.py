@@ -65,6 +65,9 @@ REDIAL_INTERVAL = 20.0
 MAX_SEEDS = 256
 #: Seconds a stopping channel waits for its goodbye to be written to its links.
 GOODBYE_GRACE = 0.2
+#: Seconds a link may be up without its member's ``hello`` (which keys it) before it is
+#: closed: a link that only answers PINGs would otherwise hold a place in MAX_LINKS.
+HELLO_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -321,7 +324,9 @@ class ChannelService:
                 if ticket is not None:
                     self.admission.established(ticket)
                 state["identity"] = event.identity
-                self._greeting.add(conn_box[0])
+                conn = conn_box[0]
+                self._greeting.add(conn)
+                asyncio.get_running_loop().call_later(HELLO_TIMEOUT, self._no_hello, conn)
                 hello = self.engine.hello()
                 if len(hello) <= MAX_PAYLOAD:
                     conn_box[0].send(hello)
@@ -347,6 +352,10 @@ class ChannelService:
             self._greeting.discard(conn)
             self._gone(state["member"], conn)
         return state["member"] is not None or state["duplicate"]
+
+    def _no_hello(self, conn: LinkConnection) -> None:
+        if conn in self._greeting:
+            conn.close("no hello")
 
     def _keep(self, member: bytes, dialled: bool) -> bool:
         """One link per pair, by the rule sessions follow too: both ends keep the link the
@@ -407,10 +416,14 @@ class ChannelService:
         self._flush()
         return stored
 
-    def offer_member_list(self, data: bytes) -> None:
-        """A member list from another of our devices (adopted if newer and valid)."""
+    def from_our_device(self, member_list: bytes, generations: set[int]) -> None:
+        """What another of our devices holds of this channel: its member list (adopted
+        if newer and valid) and generation secrets just stored (``generations``)."""
         assert self.engine is not None
-        self.engine.offer_member_list(data, time.time())
+        if member_list:
+            self.engine.offer_member_list(member_list, time.time())
+        if generations:
+            self.engine.keys_added(generations)
         self._flush()
 
     def change_members(

@@ -141,14 +141,15 @@ class ChannelManager:
                 self.store.add_channel(chat.channel_id, chat.to_bytes(), change.changed_ms)
                 self._adopt_list(chat, change.member_list)
             held = self.store.keys(chat.channel_id)
+            new = {g for g, _ in change.keys if g not in held}
             for generation, key in change.keys:
-                if generation not in held:  # the owner grants itself none: ours bring them
+                if generation in new:  # the owner grants itself none: ours bring them
                     self.store.save_key(chat.channel_id, generation, key)
             if service is None:
                 log.info("joined channel %r, as another of our devices did", chat.name)
                 await self._run(chat)
-            elif change.member_list:
-                service.offer_member_list(change.member_list)
+            else:
+                service.from_our_device(change.member_list, new)
 
     def _adopt_list(self, chat: ChatFile, data: bytes) -> None:
         """A new channel's member list, as our other device holds it (verified there;
