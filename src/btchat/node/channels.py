@@ -19,7 +19,7 @@ from btchat.channels.engine import Event, NotAMember, Removed, Shown
 from btchat.channels.members import MemberList, MemberListError
 from btchat.channels.service import ChannelConfig, ChannelService
 from btchat.channels.store import ChannelStore
-from btchat.errors import ApiError
+from btchat.errors import ApiError, BtchatError
 from btchat.identity.idtext import IdError, format_id, parse_contact_ref
 from btchat.identity.keys import Identity
 from btchat.messaging.own_sync import ChannelChange
@@ -125,6 +125,13 @@ class ChannelManager:
         self._tasks.spawn(self._apply_synced(change, chat))
 
     async def _apply_synced(self, change: ChannelChange, chat: ChatFile | None) -> None:
+        try:
+            await self._apply_locked(change, chat)
+        except (OSError, BtchatError) as exc:  # no port to listen on, a full disk...
+            log.warning("channel %s: a change from our other device failed: %s",
+                        change.channel.hex()[:16], exc)  # fmt: skip
+
+    async def _apply_locked(self, change: ChannelChange, chat: ChatFile | None) -> None:
         async with self._sync_lock:
             service = self.services.get(change.channel)
             if not change.joined:
@@ -227,16 +234,17 @@ class ChannelManager:
             )
         except ChatFileError as exc:
             raise ApiError(400, exc.code, str(exc)) from None
-        if any(s.chat.name == chat.name for s in self.services.values()):
-            # Channels are named by name in the CLI and API: a second one would make
-            # the name ambiguous (a joined channel may still share a name: use its id).
-            raise ApiError(409, "name_taken", f"you already have a channel named {chat.name!r}")
-        self.store.add_channel(chat.channel_id, chat.to_bytes(), int(time.time() * 1000))
-        service = await self._run(chat)
-        if invite_only:
-            assert service.engine is not None
-            service.engine.start_invite_only(time.time())
-        self._record(chat.channel_id, joined=True)
+        async with self._sync_lock:  # not at once with a join from our other device
+            if any(s.chat.name == chat.name for s in self.services.values()):
+                # Channels are named by name in the CLI and API: a second one would make
+                # the name ambiguous (a joined channel may still share a name: use its id).
+                raise ApiError(409, "name_taken", f"you already have a channel named {chat.name!r}")
+            self.store.add_channel(chat.channel_id, chat.to_bytes(), int(time.time() * 1000))
+            service = await self._run(chat)
+            if invite_only:
+                assert service.engine is not None
+                service.engine.start_invite_only(time.time())
+            self._record(chat.channel_id, joined=True)
         return {**self._json(service), "chatfile": base64.b64encode(chat.to_bytes()).decode()}
 
     async def join(self, ref: str) -> dict[str, Any]:
@@ -247,19 +255,21 @@ class ChannelManager:
                 chat = ChatFile.from_bytes(base64.b64decode(ref, validate=True))
         except (ChatFileError, ValueError) as exc:
             raise ApiError(400, getattr(exc, "code", "bad_chatfile"), str(exc)) from None
-        if chat.channel_id in self.services:
-            raise ApiError(409, "exists", f"already in channel {chat.name!r}")
-        self.store.add_channel(chat.channel_id, chat.to_bytes(), int(time.time() * 1000))
-        service = await self._run(chat)
-        self._record(chat.channel_id, joined=True)
+        async with self._sync_lock:  # not at once with a join from our other device
+            if chat.channel_id in self.services:
+                raise ApiError(409, "exists", f"already in channel {chat.name!r}")
+            self.store.add_channel(chat.channel_id, chat.to_bytes(), int(time.time() * 1000))
+            service = await self._run(chat)
+            self._record(chat.channel_id, joined=True)
         return self._json(service)
 
     async def leave(self, ref: str) -> None:
-        service = self._service(ref)
-        await service.stop()
-        del self.services[service.chat.channel_id]
-        self.store.remove_channel(service.chat.channel_id)
-        self._record(service.chat.channel_id, joined=False)
+        async with self._sync_lock:
+            service = self._service(ref)
+            await service.stop()
+            del self.services[service.chat.channel_id]
+            self.store.remove_channel(service.chat.channel_id)
+            self._record(service.chat.channel_id, joined=False)
 
     async def get(self, ref: str) -> dict[str, Any]:
         service = self._service(ref)
