@@ -301,6 +301,16 @@ async def test_two_devices_of_one_person_and_a_friend_in_one_channel(tmp_path: P
         view = await mesh.bob.members("team")
         assert [v["public_key"] for v in view if not v["me"]] == [mesh.me.public_key.hex()]
         assert [v["online"] for v in view] == [True, True]
+        # The owner is the person, not the laptop: the desktop removes Bob, and the new
+        # generation's secret (which the owner grants nobody but the members) reaches
+        # the laptop, whose next post the desktop reads and Bob cannot.
+        await mesh.desktop.change_members("team", [], [mesh.bob_id.public_key.hex()])
+        await until(lambda: 1 in mesh.laptop.store.keys(cid), 10, "the new secret on the laptop")
+        await until(lambda: bob.engine is not None and bob.engine.removed, 10, "bob told")
+        await until(lambda: len(laptop.links) == 1, 10, "the laptop dropping bob")
+        laptop.post("after bob")
+        await until(lambda: "after bob" in texts(mesh.desktop, "team"), 10, "the desktop reads it")
+        assert "after bob" not in texts(mesh.bob, "team")
         # Left on the desktop: left on the laptop too; Bob keeps the channel.
         await mesh.desktop.leave("team")
         await until(lambda: not mesh.laptop.services, 10, "the laptop leaving")
