@@ -268,6 +268,8 @@ async def test_two_devices_of_one_person_and_a_friend_in_one_channel(tmp_path: P
         created = await mesh.laptop.create("team", True, [])
         await until(lambda: len(mesh.desktop.services) == 1, 10, "the desktop joining")
         cid = bytes.fromhex(created["id"])
+        joined = {"type": "channel_joined", "channel": cid.hex(), "name": "team"}
+        assert mesh.events["desktop"] == [joined]
         assert mesh.desktop.store.keys(cid) == mesh.laptop.store.keys(cid) != {}
         await mesh.laptop.change_members("team", [mesh.bob_id.public_key.hex()], [])
         await mesh.bob.join(created["uri"])

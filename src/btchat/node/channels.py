@@ -155,6 +155,8 @@ class ChannelManager:
             if service is None:
                 log.info("joined channel %r, as another of our devices did", chat.name)
                 await self._run(chat)
+                self.emit({"type": "channel_joined", "channel": chat.channel_id.hex(),
+                           "name": chat.name})  # fmt: skip
             else:
                 service.from_our_device(change.member_list, new)
 
