@@ -175,7 +175,7 @@ Event = Shown | Dial | Drop | Removed
 class _Link:
     addr: tuple[str, int] | None  # the member's listening address, once known
     links: frozenset[bytes] = frozenset()  # whom it says it is linked to (link keys)
-    #: It lists its links by device (``ll``); else by identity only, as before 1.5.
+    #: It lists its links by device (``ll``); else by identity only (an older member).
     devices: bool = False
 
 
