@@ -365,8 +365,9 @@ class ChannelService:
         existing = self.links.get(member)
         if existing is None:
             return True
-        assert self.engine is not None
-        me = self.engine.link_id if len(member) > 32 else self.identity.public_key
+        me = self.identity.public_key
+        if len(member) > 32 and self.device_id is not None:
+            me += self.device_id  # our link key, as the member keys its link with us
         current_dialler = me if existing[1] else member
         if not tiebreak.replaces(me, member, current_dialler, me if dialled else member):
             return False
