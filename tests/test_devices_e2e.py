@@ -141,7 +141,7 @@ def test_one_person_three_devices_and_a_friend(household: dict[str, Person]) -> 
     # A channel created on the laptop is on the desktop too (channel sync); bob joins.
     # Each device links on its own, every post shows once on every device, and bob
     # sees one member besides himself. Left on the desktop, it is left on the laptop.
-    created = laptop.cli("channel", "create", "home")
+    created = laptop.cli("channel", "create", "home", "--out", str(laptop.dir))
     wait_for(
         lambda: [c["name"] for c in desktop.cli("channels")["channels"]] == ["home"],
         60,
