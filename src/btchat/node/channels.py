@@ -68,6 +68,7 @@ class ChannelManager:
             self.sync = ChannelSync(self.store, device_id, own_sync.send_to_all, self._synced)
         self._tasks = TaskOwner()  # joins and leaves from our other devices
         self._sync_lock = asyncio.Lock()  # one at a time, in the order they came
+        self._stopping = False
 
     async def start(self) -> None:
         for row in self.store.channels():
@@ -81,6 +82,7 @@ class ChannelManager:
             self._own_sync.attach_channels(self.sync.payloads, self.sync.merge)
 
     async def stop(self) -> None:
+        self._stopping = True  # a note arriving now starts nothing
         await self._tasks.cancel_all()
         # At once: each channel waits a moment for its goodbye to be written, and those
         # waits should not add up over many channels.
@@ -122,7 +124,8 @@ class ChannelManager:
 
     def _synced(self, change: ChannelChange, chat: ChatFile | None) -> None:
         """Another of our devices joined, created or left a channel: do the same here."""
-        self._tasks.spawn(self._apply_synced(change, chat))
+        if not self._stopping:
+            self._tasks.spawn(self._apply_synced(change, chat))
 
     async def _apply_synced(self, change: ChannelChange, chat: ChatFile | None) -> None:
         try:
