@@ -470,3 +470,32 @@ async def test_a_link_whose_member_never_says_hello_is_closed(
     finally:
         for service in made:
             await service.stop()
+
+
+def test_a_change_not_carried_out_wins_again_when_sent_again(tmp_path: Path) -> None:
+    device = Device(tmp_path, "d", [1.0])
+    chat = ChatFile.create("a", now=1)
+    note = ChannelsNote([ChannelChange(5, b"x" * 16, chat.channel_id, True, chat.to_bytes())])
+    device.sync.merge(note)
+    device.channels.remove_channel(chat.channel_id)  # as if the join had failed here
+    device.sync.undo(chat.channel_id)
+    device.sync.merge(note)  # the next session's whole set
+    assert device.sync.stats == {"applied": 2, "stale": 0, "refused": 0}
+    assert device.ids() == {chat.channel_id}
+
+
+async def test_a_note_after_stop_starts_nothing_and_is_taken_next_time(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "m.db", None)
+    own = OwnSync(store, lambda d, p: True, lambda e: None)
+    config = ChannelConfig(host="127.0.0.1", dht=False, trackers=False, lsd=False)
+    manager = ChannelManager(Identity.generate(), store, None, config, lambda e: None,
+                             device_id=b"m" * 16, own_sync=own)  # fmt: skip
+    await manager.start()
+    await manager.stop()
+    chat = ChatFile.create("late", now=1)
+    (payload,) = encode_channels(
+        [ChannelChange(5, b"x" * 16, chat.channel_id, True, chat.to_bytes())]
+    )
+    own.receive(b"x" * 16, payload)
+    assert not manager.services and manager.store.channel(chat.channel_id) is None
+    assert manager.sync is not None and manager.sync.current(chat.channel_id) is None

@@ -132,6 +132,13 @@ class ChannelSync:
 
     # ------------------------------------------------------------ changes there
 
+    def undo(self, channel: bytes) -> None:
+        """A change that won could not be carried out here (stopping, no port, a full
+        disk): forget it, so the same change, sent again when a device comes up, wins
+        again instead of being taken for one already applied."""
+        with self.db.transaction() as conn:
+            conn.execute("DELETE FROM channel_changes WHERE id = ?", (channel,))
+
     def merge(self, note: ChannelsNote) -> None:
         for change in note.changes:
             local = self.current(change.channel)

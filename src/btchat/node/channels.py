@@ -124,13 +124,21 @@ class ChannelManager:
 
     def _synced(self, change: ChannelChange, chat: ChatFile | None) -> None:
         """Another of our devices joined, created or left a channel: do the same here."""
-        if not self._stopping:
+        if self._stopping:
+            assert self.sync is not None
+            self.sync.undo(change.channel)
+        else:
             self._tasks.spawn(self._apply_synced(change, chat))
 
     async def _apply_synced(self, change: ChannelChange, chat: ChatFile | None) -> None:
+        assert self.sync is not None
         try:
             await self._apply_locked(change, chat)
+        except asyncio.CancelledError:
+            self.sync.undo(change.channel)  # stopping: the change comes again next time
+            raise
         except (OSError, BtchatError) as exc:  # no port to listen on, a full disk...
+            self.sync.undo(change.channel)
             log.warning("channel %s: a change from our other device failed: %s",
                         change.channel.hex()[:16], exc)  # fmt: skip
 
