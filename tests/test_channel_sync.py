@@ -499,3 +499,18 @@ async def test_a_note_after_stop_starts_nothing_and_is_taken_next_time(tmp_path:
     own.receive(b"x" * 16, payload)
     assert not manager.services and manager.store.channel(chat.channel_id) is None
     assert manager.sync is not None and manager.sync.current(chat.channel_id) is None
+
+
+def test_notes_before_the_channels_start_are_applied_when_they_do(tmp_path: Path) -> None:
+    sent: list[tuple[bytes, bytes]] = []
+    sync = OwnSync(
+        Store.open(tmp_path / "s.db", None), lambda d, p: sent.append((d, p)) or True,
+        lambda e: None,
+    )  # fmt: skip
+    sync.device_up(b"o" * 16)
+    (payload,) = encode_channels([GOOD])
+    sync.receive(b"o" * 16, payload)  # the other device's whole set, before we attach
+    got: list[ChannelsNote] = []
+    sync.attach_channels(lambda: [b"our set"], got.append)
+    assert got == [ChannelsNote([GOOD])]
+    assert (b"o" * 16, b"our set") in sent  # and ours goes to the device already up
