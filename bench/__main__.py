@@ -90,6 +90,9 @@ def run_all(quick: bool, only: list[str] | None) -> dict[str, Any]:
     from bench import devices
 
     plan["devices"] = guarded(lambda: devices.run(quick=quick))
+    from bench import linking
+
+    plan["linking"] = guarded(lambda: linking.run(quick=quick))
     # Last: libtorrent sessions keep threads busy after they are closed, which would
     # slow every benchmark measured after them in this process.
     try:
@@ -268,6 +271,9 @@ def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
     from bench import devices
 
     out += devices.render(results)
+    from bench import linking
+
+    out += linking.render(results)
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -127,6 +127,66 @@ async def _catch_up(n: int, bootstrap: str, env: dict[str, str], root: Path) -> 
             await _stop(proc)
 
 
+def _one_device(root: Path, n: int) -> tuple[Path, str]:
+    """A with ``n`` messages with one friend; returns its directory and the newest text."""
+    from btchat.identity.keystore import KeyStore
+    from btchat.messaging.store import Store
+    from btchat.node.history import DB_FILE
+
+    a = root / "a"
+    keys = KeyStore(a).create(None, now=int(time.time()) - 60)
+    friend = os.urandom(32)
+    rows = _rows(n, keys.identity.public_key, friend)
+    with Store.open(a / DB_FILE, None) as store:
+        store.add_contact(friend, "friend", 1)
+        store.save_synced(rows)
+    return a, rows[-1].text or ""
+
+
+async def _link_then_show(
+    n: int, bootstrap: str, env: dict[str, str], root: Path
+) -> dict[str, Any]:
+    """Issue 13's measure as a user meets it: from "Link a new device" on A to the new
+    device B showing A's newest message (of ``n``) in the conversation; B is made by
+    ``btchat device join`` (the code found through the DHT, SPAKE2) and started."""
+    a_dir, newest = _one_device(root / f"link{n}", n)
+    b_dir = root / f"link{n}" / "b"
+    procs: list[Any] = []
+    try:
+        proc_a, client_a = await _start(a_dir, bootstrap, env)
+        procs.append(proc_a)
+        t0 = time.monotonic()
+        offer = await asyncio.to_thread(client_a.link_device)
+        join = await asyncio.create_subprocess_exec(
+            *BTCHAT, "device", "join", offer["code"], "--data-dir", str(b_dir),
+            "--bootstrap", bootstrap, "--host", "127.0.0.1", "--no-passphrase", "--json",
+            env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await asyncio.wait_for(join.communicate(), RUN_TIMEOUT)
+        if join.returncode != 0:
+            return {"messages": n, "error": f"join failed: {err.decode()[-200:]}"}
+        joined_s = time.monotonic() - t0
+        proc_b, client_b = await _start(b_dir, bootstrap, env)
+        procs.append(proc_b)
+        while time.monotonic() - t0 < RUN_TIMEOUT:
+            shown = await asyncio.to_thread(client_b.history, "friend", 1)
+            if shown and shown[-1].get("text") == newest:
+                done_s = time.monotonic() - t0
+                target = TARGET_S[1000] if n == 1000 else None
+                return {
+                    "messages": n,
+                    "joined_s": joined_s,
+                    "shown_s": done_s,
+                    "target_s": target,
+                    "target_met": target is None or done_s <= target,
+                }
+            await asyncio.sleep(0.1)
+        return {"messages": n, "error": f"not shown within {RUN_TIMEOUT:.0f} s"}
+    finally:
+        for proc in procs:
+            await _stop(proc)
+
+
 def _in_process(n: int, root: Path) -> dict[str, Any]:
     """The same sync between two stores, no sockets: batches carried by hand."""
     from btchat.messaging.store import Store
@@ -153,7 +213,7 @@ def _in_process(n: int, root: Path) -> dict[str, Any]:
     return {"messages": n, "stored": got, "seconds": seconds, "per_s": n / seconds}
 
 
-async def _run(sizes: list[int]) -> dict[str, Any]:
+async def _run(sizes: list[int], rounds: int) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="btchat-bench-devices-"))
     env = _env(root)
     sandbox = None
@@ -166,15 +226,16 @@ async def _run(sizes: list[int]) -> dict[str, Any]:
         bootstrap = json.loads(await asyncio.wait_for(sandbox.stdout.readline(), 120))["bootstrap"]
         await asyncio.sleep(1.0)
         runs = [await _catch_up(n, bootstrap, env, root) for n in sizes]
+        linked = [await _link_then_show(1000, bootstrap, env, root) for _ in range(rounds)]
         local = [_in_process(n, root / f"local{n}") for n in sizes]
-        return {"catch_up": runs, "in_process": local}
+        return {"catch_up": runs, "link": linked, "in_process": local}
     finally:
         await _stop(sandbox)
         shutil.rmtree(root, ignore_errors=True)
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    return asyncio.run(_run([1000] if quick else [1000, 10000]))
+    return asyncio.run(_run([1000] if quick else [1000, 10000], 1 if quick else 3))
 
 
 if __name__ == "__main__":
@@ -213,4 +274,21 @@ def render(results: dict[str, Any]) -> list[str]:
             f"{r['transfer_s']:.2f} s | {r['bytes_per_message']:.0f} | {r['batches']} | "
             f"{local[r['messages']]['per_s']:,.0f} | {verdict} |"
         )
+    out += [
+        "",
+        'From "Link a new device" on A (which holds 1,000 messages with one friend) to the '
+        "new device B showing A's newest message in that conversation: `POST "
+        "/v1/devices/link` on A, `btchat device join CODE` in a new data directory (the code "
+        "found through the DHT, SPAKE2, the identity and contact book copied), `btchat up` "
+        "there, history synced. *Joined* is when `device join` returned.",
+        "",
+        "| round | joined | shown | target |",
+        "|---|---|---|---|",
+    ]
+    for i, r in enumerate(dev.get("link", []), 1):
+        if "error" in r:
+            out.append(f"| {i} | {r['error']} | | |")
+            continue
+        verdict = f"<= {r['target_s']:.0f} s: {'met' if r['target_met'] else 'MISSED'}"
+        out.append(f"| {i} | {r['joined_s']:.2f} s | {r['shown_s']:.2f} s | {verdict} |")
     return [*out, ""]

@@ -533,3 +533,21 @@ def test_contact_add_with_the_name_first_says_the_order(
 ) -> None:
     result = btchat(base_env, "contact", "add", "bob", "bt-abcd", "--data-dir", str(tmp_path))
     assert "btchat contact add bt-abcd bob" in runtime_error(result, "the id comes first")
+
+
+def test_contact_add_from_a_picture_of_a_qr_code(base_env: dict[str, str], tmp_path: Path) -> None:
+    import segno
+
+    dd = ["--data-dir", str(tmp_path)]
+    assert "give their ID" in runtime_error(btchat(base_env, "contact", "add", *dd), "give")
+    missing = btchat(base_env, "contact", "add", "--qr", str(tmp_path / "none.png"), *dd)
+    assert "cannot read" in runtime_error(missing, "cannot read")
+    (tmp_path / "note.txt").write_text("not a picture")
+    text = btchat(base_env, "contact", "add", "--qr", str(tmp_path / "note.txt"), "bob", *dd)
+    assert "not a picture" in runtime_error(text, "not a picture")
+    segno.make_qr("bt-abcd").save(str(tmp_path / "id.png"), scale=5)
+    two = btchat(base_env, "contact", "add", "--qr", str(tmp_path / "id.png"), "bob", "x", *dd)
+    assert "give only the petname" in runtime_error(two, "only the petname")
+    # Read: what follows is adding it, which needs the daemon.
+    read = btchat(base_env, "contact", "add", "--qr", str(tmp_path / "id.png"), "bob", *dd)
+    assert "no btchat daemon is running" in runtime_error(read, "daemon")

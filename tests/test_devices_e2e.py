@@ -86,6 +86,10 @@ def test_one_person_three_devices_and_a_friend(household: dict[str, Person]) -> 
         )
     listed = laptop.cli("device", "list")
     assert len(listed["devices"]) == 3 and listed["devices"][0]["this_device"]
+    # The profile edited on the phone is the profile of all three.
+    phone.cli("profile", "--name", "Alice A.", "--status", "on my phone")
+    for d in (laptop, desktop):
+        wait_for(lambda d=d: d.cli("profile")["status"] == "on my phone", 60, f"{d.name} has it")
 
     # Bob's message reaches all three devices.
     wait_for(lambda: bob.cli("contacts")["contacts"][0]["online"], 60, "bob sees laptop")

@@ -22,6 +22,7 @@ import pytest
 from harness import skip_unless_ci, until
 from natlab.lab import (
     HOME_IP,
+    NATPMP_WAN,
     PUBLIC_HOST,
     UPNP_WAN,
     Home,
@@ -57,6 +58,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             built = stack.enter_context(build_lab([NatType.SYMMETRIC]))
             home = built.add_home(NatType.SYMMETRIC, UPNP_WAN, role="u")
             built.start_miniupnpd(home, tmp_path_factory.mktemp("miniupnpd"))
+            pmp = built.add_home(NatType.SYMMETRIC, NATPMP_WAN, role="p")
+            built.start_miniupnpd(pmp, tmp_path_factory.mktemp("natpmp"), natpmp_only=True)
         except Exception as exc:
             skip_unless_ci(f"the UPnP lab cannot be built: {exc}")
         yield built
@@ -222,5 +225,40 @@ def test_the_daemon_maps_its_ports_and_status_shows_the_external_address(
         finally:
             await node.stop()
         assert "dnat" not in lab.upnp_rules(home)  # stopping removed the mappings
+
+    in_home(lab, home, scenario())
+
+
+def test_a_gateway_that_speaks_only_nat_pmp_maps_the_ports_too(lab: Lab) -> None:
+    home = lab.extra["p"]
+
+    async def scenario() -> None:
+        node = await DhtService.start(host=HOME_IP, config=SANDBOX_CONFIG, rng=random.Random(4))
+        port = node.addr[1]
+        mapper = UpnpPortMapper(
+            PortMapper({"UDP": port}, discovery_timeout=1.0),
+            host=HOME_IP,
+            on_change=lambda state: setattr(node, "port_mapping", state),
+        )
+        try:
+            assert await _pinged(lab, (NATPMP_WAN, port)) is None
+            task = asyncio.create_task(mapper.run())
+            started = time.monotonic()
+            await until(lambda: mapper.state.phase is Phase.MAPPED, 15, "the NAT-PMP mapping")
+            print(f"mapped over NAT-PMP in {time.monotonic() - started:.2f} s: {mapper.state}")
+            state = mapper.state
+            assert state.gateway == "natpmp://192.168.1.1" and state.external_ip == NATPMP_WAN
+            target = node.external_addr("UDP")
+            assert target is not None and target[0] == NATPMP_WAN
+            assert await _pinged(lab, target) == node.node_id
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await mapper.close()  # lifetime 0: the gateway drops it
+            assert "dnat" not in lab.upnp_rules(home)
+            assert await _pinged(lab, target) is None
+        finally:
+            await mapper.close()
+            node.close()
 
     in_home(lab, home, scenario())

@@ -175,9 +175,9 @@ def test_close_removes_every_mapping_one_at_a_time_and_stops() -> None:
     core = mapped({"UDP": 6881, "TCP": 7000})
     core.close(10.0)
     assert core.phase is Phase.CLOSED
-    assert requests(core) == [DeleteMapping("UDP", 6881)]
+    assert requests(core) == [DeleteMapping("UDP", 6881, 6881)]
     core.removed("UDP")
-    assert requests(core) == [DeleteMapping("TCP", 7000)]
+    assert requests(core) == [DeleteMapping("TCP", 7000, 7000)]
     core.removed("TCP")
     assert requests(core) == [] and core.get_timer() is None
     core.handle_timer(DEFAULT_LEASE)  # no renewal after close
@@ -188,7 +188,7 @@ def test_close_while_a_mapping_is_in_flight_removes_it_too() -> None:
     core = at_gateway({"UDP": 6881}, seed=1)
     assert requests(core) == [AddMapping("UDP", 6881, 6881, DEFAULT_LEASE)]
     core.close(1.0)  # the shell was cancelled mid-request: the gateway may have said yes
-    assert requests(core) == [DeleteMapping("UDP", 6881)]
+    assert requests(core) == [DeleteMapping("UDP", 6881, 6881)]
     core.added("UDP", 6881, DEFAULT_LEASE, 1.1)  # a late answer changes nothing
     assert core.state().mappings == {}
 

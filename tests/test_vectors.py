@@ -192,13 +192,16 @@ def test_own_devices() -> None:
     contacts = own_sync.decode_sync(b(data["contacts"]["payload"]), 0)
     assert isinstance(contacts, own_sync.ContactsNote)
     assert contacts.changes[0].name == "bob" and contacts.changes[0].verified
+    read = own_sync.decode_sync(b(data["read"]["payload"]), 0)
+    assert isinstance(read, own_sync.ReadNote) and len(read.ids) == 1
+    profile = own_sync.decode_sync(b(data["profile"]["payload"]), 0)
+    assert isinstance(profile, own_sync.ProfileChange)
+    assert profile.name == data["profile"]["name"] and profile.status is None
     channels = own_sync.decode_sync(b(data["channels"]["payload"]), 0)
     assert isinstance(channels, own_sync.ChannelsNote)
     joined, left = channels.changes
-    assert (
-        joined.joined
-        and ChatFile.from_bytes(joined.chatfile).channel_id.hex() == (data["channels"]["joined"])
-    )
+    assert joined.joined
+    assert ChatFile.from_bytes(joined.chatfile).channel_id.hex() == data["channels"]["joined"]
     assert not left.joined and left.channel.hex() == data["channels"]["left"]
     assert own_sync.encode_channels(channels.changes) == [b(data["channels"]["payload"])]
 

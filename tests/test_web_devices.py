@@ -1,10 +1,12 @@
 """Linking a device from the web app's "Status and settings", in a real browser against
 real daemons (``web_harness.py``): the page shows a one-time code, `btchat device join`
 in another data directory uses it through the sandbox DHT, and the page says how it
-ended; a wrong code and a cancelled code are said too (issue 13)."""
+ended; a wrong code and a cancelled code are said too; the device list shows the new
+device and revokes it after asking twice (issue 13)."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +55,67 @@ def test_link_a_device_from_the_status_screen(
     _new_code(alice)
     alice.page.get_by_role("button", name="Cancel the code").click()
     alice.page.wait_for_selector("#link-state >> text=The code was cancelled")
+
+    # "Your devices" lists the linked device (reloaded on device_linked); revoking it asks
+    # once more, and "Keep it" keeps it.
+    devices = "section[aria-label='Your devices']"
+    alice.page.wait_for_selector(f"{devices} li >> text=this device")
+    row = alice.page.locator(f"{devices} li[data-device]", has_not_text="this device")
+    new_id = row.get_attribute("data-device") or ""
+    listed = alice_p.cli("device", "list")
+    assert sorted(d["device_id"] for d in listed["devices"]) == sorted(
+        [
+            new_id,
+            alice.page.locator(f"{devices} li", has_text="this device").get_attribute(
+                "data-device"
+            ),
+        ]
+    )
+    row.get_by_role("button", name="Revoke…").click()
+    row.get_by_role("button", name="Keep it").click()
+    assert alice_p.cli("device", "list")["revoked"] == []
+    row.get_by_role("button", name="Revoke…").click()
+    row.get_by_role("button", name="Revoke for good").click()
+    alice.page.wait_for_selector(f"{devices} >> text=Revoked: {new_id[:8]}")
+    assert alice.page.locator(f"{devices} li[data-device]").count() == 1
+    assert alice_p.cli("device", "list")["revoked"] == [new_id]
+    alice.own_origin_only()
+    assert alice.errors == [], alice.errors
+    alice.context.close()
+
+
+def test_edit_the_profile_from_the_status_screen(
+    browser: Any,  # noqa: F811
+    people: dict[str, Person],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    alice_p = people["alice"]
+    alice = Tab(browser, alice_p)
+    alice.open()
+    alice.page.get_by_role("button", name="Status and settings").click()
+    alice.page.wait_for_selector("#profile-avatar >> text=No avatar")
+    image = b"\x89PNG\r\n\x1a\n not really a picture"
+    alice.page.fill("#profile-name", "Alice <b>A.</b>")
+    alice.page.fill("#profile-status", "around")
+    alice.page.get_by_label("Avatar image").set_input_files(
+        {"name": "me.png", "mimeType": "image/png", "buffer": image}
+    )
+    alice.page.get_by_role("button", name="Save the profile").click()
+    alice.page.wait_for_selector("text=Saved and published.")
+    digest = hashlib.sha256(image).hexdigest()
+    assert alice_p.cli("profile") == {
+        "name": "Alice <b>A.</b>",
+        "status": "around",
+        "avatar": digest,
+    }
+    alice.page.wait_for_selector(f"#profile-avatar >> text={digest[:16]}")
+    # Changed elsewhere (the CLI here; another device alike): the card follows.
+    alice.page.get_by_role("button", name="Link a new device").focus()
+    alice_p.cli("profile", "--status", "from the CLI")
+    alice.page.wait_for_function(
+        "() => document.querySelector('#profile-status').value === 'from the CLI'"
+    )
+    assert alice.page.input_value("#profile-name") == "Alice <b>A.</b>"
     alice.own_origin_only()
     assert alice.errors == [], alice.errors
     alice.context.close()

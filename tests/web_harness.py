@@ -8,6 +8,7 @@ A test module imports ``browser`` and ``people`` from here, and ``sandbox`` from
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from test_messenger_e2e import Person, sandbox  # noqa: F401
 from btchat.api.client import ApiClient, read_api_files
 from btchat.cli.webopen import signed_in_url
 
-__all__ = ["CHROMIUM", "TIMEOUT_MS", "Tab", "add_contact", "browser", "people"]
+__all__ = ["CHROMIUM", "TIMEOUT_MS", "Tab", "add_contact", "browser", "launched", "people"]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -36,6 +37,13 @@ TIMEOUT_MS = 60_000
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    with launched() as b:
+        yield b
+
+
+@contextlib.contextmanager
+def launched(*extra_args: str) -> Iterator[Any]:
+    """Headless chromium (``extra_args``: e.g. a fake camera), or a skip saying why."""
     if os.geteuid() != 0:
         skip_unless_ci("the web app tests run chromium as root (CI); not root here")
     if not os.access(CHROMIUM, os.X_OK):
@@ -45,7 +53,9 @@ def browser() -> Iterator[Any]:
     except ImportError:
         skip_unless_ci("the playwright package is missing (pip install -e '.[test]')")
     with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        b = pw.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=[*CHROMIUM_ARGS, *extra_args]
+        )
         try:
             yield b
         finally:

@@ -35,6 +35,7 @@ __all__ = [
     "HOME_IP",
     "LAN_ADDRS",
     "LAN_GW",
+    "NATPMP_WAN",
     "PUBLIC_ADDRS",
     "PUBLIC_HOST",
     "SECOND_WAN_ADDRS",
@@ -326,15 +327,22 @@ class Lab:
             self.extra[role] = made
         return made
 
-    def start_miniupnpd(self, home: Home, workdir: Path) -> subprocess.Popen[str]:
-        """A real UPnP-IGD gateway (Debian ``miniupnpd-nftables``) on ``home``'s router.
+    def start_miniupnpd(
+        self, home: Home, workdir: Path, *, natpmp_only: bool = False
+    ) -> subprocess.Popen[str]:
+        """A real UPnP-IGD gateway (Debian ``miniupnpd-nftables``) on ``home``'s router
+        (``natpmp_only``: one that speaks NAT-PMP and not UPnP).
 
         It listens on the router's LAN side only, maps to the home's LAN, and writes its
         rules into its own nftables table; the lab's forward chains let through what its
         chain accepted (:data:`UPNP_MARK`). Stopped by :meth:`close`."""
         self.run(home.router, "nft", "-f", "-", stdin=_MINIUPNPD_TABLE)
         conf = workdir / "miniupnpd.conf"
-        conf.write_text(_MINIUPNPD_CONF)
+        text = _MINIUPNPD_CONF
+        if natpmp_only:
+            text = text.replace("enable_upnp=yes", "enable_upnp=no")
+            text = text.replace("enable_natpmp=no", "enable_natpmp=yes")
+        conf.write_text(text)
         argv = [_tool("miniupnpd") or "miniupnpd", "-d", "-f", str(conf)]
         argv += ["-P", str(workdir / "miniupnpd.pid")]
         proc = self.popen(
@@ -345,7 +353,8 @@ class Lab:
         )
         self.processes.append(proc)
         deadline = time.monotonic() + 10
-        while "miniupnpd" not in self.run(home.router, "ss", "-lntp"):
+        sockets = ["ss", "-lnup"] if natpmp_only else ["ss", "-lntp"]
+        while "miniupnpd" not in self.run(home.router, *sockets):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"miniupnpd did not start (exit {proc.poll()})")
             time.sleep(0.05)
@@ -395,6 +404,8 @@ SECOND_WAN_ADDRS = {nat: f"{INTERNET}.{111 + i}" for i, nat in enumerate(NatType
 #: ordinary unicast space; like the rest it exists only on the lab's internet bridge,
 #: which has no link to the host's network.
 UPNP_WAN = "198.20.0.104"
+#: The WAN address of a home whose gateway speaks NAT-PMP only.
+NATPMP_WAN = "198.20.0.105"
 
 
 #: Hosts of the internet-less LAN (:func:`build_lan`).

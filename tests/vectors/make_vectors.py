@@ -277,6 +277,9 @@ def family_own_devices() -> dict[str, Any]:
             "devices": "bencode({c: [certificate, ...], r: [revoked id, ...], t: devices})",
             "contacts": "bencode({c: [[key, petname, flags, changed_ms, device]...], "
             "t: contacts}); flags 1 blocked, 2 verified, 4 removed",
+            "read": "bencode({i: [message id, ...], p: contact key, t: read})",
+            "profile": "bencode({a: avatar hash or empty, c: changed_ms, d: device, "
+            "n: name, s: status or empty, t: profile})",
             "channels": "bencode({c: [[channel id, flags, changed_ms, device, chatfile, "
             "[[generation, secret]...], member list]...], t: channels}); flags 1 joined "
             "(a leave carries no file, keys or list)",
@@ -307,6 +310,17 @@ def family_own_devices() -> dict[str, Any]:
                 "joined": hx(team.channel_id),
                 "left": hx(left.channel),
                 "payload": hx(own_sync.encode_channels([joined, left])[0]),
+            },
+            "read": {"payload": hx(own_sync.encode_read(BOB.public_key, [row.id])[0])},
+            "profile": {
+                "name": "Alice",
+                "payload": hx(
+                    own_sync.encode_profile(
+                        own_sync.ProfileChange(
+                            int(NOW * 1000), ALICE_DEVICE.device_id, "Alice", None, None
+                        )
+                    )
+                ),
             },
         },
     )

@@ -294,6 +294,12 @@ class ApiClient:
             "PUT", "/v1/profile", {"name": name, "status": status, "avatar": avatar}
         )
 
+    def get_settings(self) -> dict[str, Any]:
+        return self._request("GET", "/v1/settings")
+
+    def save_settings(self, changes: dict[str, Any]) -> dict[str, Any]:
+        return self._request("PUT", "/v1/settings", changes)
+
     # -------------------------------------------------------------- files
 
     def send_file(self, c: str, path: str) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from btchat.api.models import (
     HexKey,
     Message,
     Ms,
+    Profile,
     Shape,
     Transfer,
 )
@@ -56,6 +57,14 @@ class ReadEvent(_Event):
     type: Literal["read"]
     contact: HexKey
     ids: list[HexId]
+
+
+class ProfileEvent(_Event):
+    """Our own profile changed: from a front end here, or on another of our devices
+    (then republished here too)."""
+
+    type: Literal["profile"]
+    profile: Profile
 
 
 class ExpiredEvent(_Event):
@@ -231,6 +240,7 @@ EVENT_MODELS: dict[str, type[_Event]] = {
         MessageEvent,
         ReceiptEvent,
         ReadEvent,
+        ProfileEvent,
         ExpiredEvent,
         PresenceEvent,
         TypingEvent,
@@ -279,6 +289,7 @@ class Event(RootModel[Any]):
         MessageEvent
         | ReceiptEvent
         | ReadEvent
+        | ProfileEvent
         | ExpiredEvent
         | PresenceEvent
         | TypingEvent

@@ -123,6 +123,18 @@ class Devices(Protocol):
     async def cancel_link(self) -> None: ...
 
 
+class SettingsPart(Protocol):
+    """The settings a front end may change (``node/settings_file.py``): written to the
+    config file, taking effect at the next start. The view is ``{config_file, problem,
+    settings: {name: {value, next_start, source, about}}}``; ``save`` takes ``{name:
+    value}`` (``None``: back to the default) and raises :class:`ApiError` on a bad
+    value or a config file that does not parse (never overwritten)."""
+
+    async def view(self) -> dict[str, Any]: ...
+
+    async def save(self, changes: dict[str, Any]) -> dict[str, Any]: ...
+
+
 @runtime_checkable
 class Messenger(Protocol):
     """Everything the local API can ask of the running messenger.
@@ -134,13 +146,14 @@ class Messenger(Protocol):
     409 conflict (name taken, already a contact), 503 not ready (e.g. DHT not joined yet).
     The API validates shapes and sizes before calling; the messenger validates meaning.
     ``channels`` is ``None`` where the messenger runs no channels (the API answers 501);
-    so is ``files`` where it transfers no files, and ``devices`` where it keeps no
-    device list (a fake without one).
+    so is ``files`` where it transfers no files, ``devices`` where it keeps no
+    device list, and ``settings`` where it has no config file to edit (a fake).
     """
 
     channels: Channels | None
     files: Files | None
     devices: Devices | None
+    settings: SettingsPart | None
 
     async def status(self) -> dict[str, Any]: ...
 

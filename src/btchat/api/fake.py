@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from btchat.api.facade import PRESENCE_STATES, ApiError, Devices
+from btchat.api.facade import PRESENCE_STATES, ApiError, Devices, SettingsPart
 from btchat.messaging.contacts import ContactChange
 from btchat.node.events import EventHub
 
@@ -42,6 +42,7 @@ class FakeMessenger:
         self.files: FakeFiles | None = FakeFiles(self) if files else None
         #: No device list or linking: the device routes answer 501.
         self.devices: Devices | None = None
+        self.settings: SettingsPart | None = None
         self.contacts: dict[str, dict[str, Any]] = {}
         self.messages: list[dict[str, Any]] = []
         self.requests: dict[str, dict[str, Any]] = {}

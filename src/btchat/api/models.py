@@ -503,6 +503,78 @@ class Device(Shape):
     )
 
 
+Passphrase = Annotated[
+    str,
+    Field(min_length=1, max_length=1024),
+    Rule("bad_passphrase", "passphrase is a string of 1 to 1024 characters"),
+]
+
+
+class SetupRequest(Body):
+    passphrase: Passphrase
+    weak_ok: bool = False
+
+
+class StrengthRequest(Body):
+    passphrase: Passphrase
+
+
+class QrScan(Shape):
+    texts: list[str] = Field(description="What each QR code found says, as text.")
+
+
+class SetupState(Shape):
+    state: str = Field(description='"create", "unlock", "starting" or "ready".')
+    no_recovery: str | None = Field(
+        None, description="When creating: the warning to show (nobody can recover it)."
+    )
+
+
+class PassphraseStrength(Shape):
+    ok: bool = Field(description="Strong enough to take without asking.")
+    line: str = Field(description="The verdict and zxcvbn's advice, in words.")
+
+
+class SettingsRequest(Body):
+    """Settings to write to the config file; a key given as null goes back to the
+    default, a key left out is left as it is."""
+
+    bootstrap: Annotated[
+        list[Annotated[str, Field(max_length=262)]] | None,
+        Field(max_length=32),
+        Rule("bad_setting", "bootstrap is a list of at most 32 host:port strings"),
+    ] = None
+    proxy: Annotated[
+        str | None,
+        Field(max_length=1024),
+        Rule("bad_setting", "proxy is a URL such as socks5://127.0.0.1:9050"),
+    ] = None
+    tor: bool | None = None
+    relay: bool | None = None
+    upnp: bool | None = None
+    lan: bool | None = None
+    ipv6: bool | None = None
+
+
+class Setting(Shape):
+    value: Any = Field(description="What this daemon runs with now.")
+    next_start: Any = Field(
+        description="What the next start takes from the environment, the file or the "
+        "default (a flag given to `btchat up` would still win)."
+    )
+    source: str = Field(description='"environment", "file" or "default".')
+    flag: bool = Field(description="A flag of `btchat up` decided the value running now.")
+    about: str
+
+
+class SettingsView(Shape):
+    config_file: str = Field(description="The TOML file changes are written to.")
+    problem: str | None = Field(
+        description="Why the file cannot be read (it is then never written), or null."
+    )
+    settings: dict[str, Setting]
+
+
 class DeviceList(Shape):
     devices: list[Device] = Field(description="Devices that speak for us, this one first.")
     revoked: list[str] = Field(description="Ids of devices revoked, for good.")
@@ -682,6 +754,10 @@ RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     ContactList,
     SafetyNumber,
     DeviceList,
+    SettingsView,
+    SetupState,
+    PassphraseStrength,
+    QrScan,
     Message,
     MessageList,
     ReadResult,

@@ -227,6 +227,8 @@ def openapi_document(routes: RouteTable) -> dict[str, Any]:
                 "aliases",
                 "files",
                 "devices",
+                "settings",
+                "setup",
                 "channels",
                 "web",
             )

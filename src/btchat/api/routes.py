@@ -21,7 +21,7 @@ import functools
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
@@ -34,8 +34,10 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_BODY",
     "MESSENGER",
+    "MessengerSlot",
     "Route",
     "RouteTable",
+    "Unlock",
     "contact_param",
     "messenger",
     "model",
@@ -50,7 +52,29 @@ __all__ = [
 #: Largest request body (and WebSocket frame) accepted.
 MAX_BODY = 64 * 1024
 
-MESSENGER = web.AppKey("messenger", Messenger)
+
+class Unlock(Protocol):
+    """What a locked daemon offers before its identity is open (``node/unlock.py``):
+    its state (``{state: "create" | "unlock" | "starting" | "ready", ...}``), a strength
+    hint for a new passphrase, and the attempt that creates or opens the identity."""
+
+    def state(self) -> dict[str, Any]: ...
+
+    async def hint(self, passphrase: str) -> dict[str, Any]: ...
+
+    async def submit(self, passphrase: str, *, weak_ok: bool = False) -> dict[str, Any]: ...
+
+
+class MessengerSlot:
+    """The messenger the API serves, or none yet: a daemon started ``--in-browser``
+    serves the page before its identity is unlocked, and only ``/v1/setup`` answers."""
+
+    def __init__(self, current: Messenger | None = None, unlock: Unlock | None = None) -> None:
+        self.current = current
+        self.unlock = unlock
+
+
+MESSENGER = web.AppKey("messenger", MessengerSlot)
 STOPPING = web.AppKey("stopping", asyncio.Event)
 SOCKETS = web.AppKey("sockets", weakref.WeakSet)
 
@@ -298,7 +322,12 @@ def contact_param(request: web.Request) -> str:
 
 
 def messenger(request: web.Request) -> Messenger:
-    return request.app[MESSENGER]
+    current = request.app[MESSENGER].current
+    if current is None:
+        raise ApiError(
+            423, "locked", "btchat is locked: create or unlock your identity in the web app"
+        )
+    return current
 
 
 def ok(data: Any, status: int = 200) -> web.Response:

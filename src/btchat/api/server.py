@@ -18,13 +18,23 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import WSCloseCode, web
 
-from btchat.api import channel_routes, device_routes, file_routes, handlers, web_routes
+from btchat.api import (
+    channel_routes,
+    device_routes,
+    file_routes,
+    handlers,
+    qr_routes,
+    settings_routes,
+    setup_routes,
+    web_routes,
+)
 from btchat.api.facade import ApiError, Messenger
 from btchat.api.routes import (
     MAX_BODY,
     MESSENGER,
     SOCKETS,
     STOPPING,
+    MessengerSlot,
     RouteTable,
     join_tables,
     models_loaded,
@@ -198,6 +208,9 @@ ALL_ROUTES = join_tables(
         channel_routes.ROUTES,
         file_routes.ROUTES,
         device_routes.ROUTES,
+        settings_routes.ROUTES,
+        setup_routes.ROUTES,
+        qr_routes.ROUTES,
         handlers.ROUTES,
         web_routes.ROUTES,
     ]
@@ -205,13 +218,13 @@ ALL_ROUTES = join_tables(
 
 
 def make_app(
-    messenger: Messenger, token: str, *, allowed_hosts: Iterable[str] = ()
+    messenger: Messenger | MessengerSlot, token: str, *, allowed_hosts: Iterable[str] = ()
 ) -> web.Application:
     """The API as an aiohttp app; ``allowed_hosts`` extends the loopback names."""
     if not token:
         raise ValueError("an API token is required")
     app = web.Application(middlewares=[guard], client_max_size=MAX_BODY)
-    app[MESSENGER] = messenger
+    app[MESSENGER] = messenger if isinstance(messenger, MessengerSlot) else MessengerSlot(messenger)
     app[TOKEN] = token.encode("utf-8")
     app[HOSTS] = LOOPBACK_HOSTS | {_hostname(h) for h in allowed_hosts}
     app[STOPPING] = asyncio.Event()
@@ -232,7 +245,7 @@ def _is_loopback(host: str) -> bool:
 
 
 async def start_api(
-    messenger: Messenger,
+    messenger: Messenger | MessengerSlot,
     token: str,
     host: str = "127.0.0.1",
     port: int = 0,

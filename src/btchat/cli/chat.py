@@ -149,6 +149,12 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         help="UDP port of the DHT node and of sessions over QUIC (default 6881)",
     )
     p.add_argument("--api-port", type=int, default=0, help="local API port (default: any)")
+    p.add_argument(
+        "--in-browser",
+        action="store_true",
+        help="create or unlock the identity in the web app, not at a terminal "
+        "(when no passphrase file or environment gives it)",
+    )
     p.add_argument("--host", default="0.0.0.0", help="address for sessions and DHT")
     p.add_argument(
         "--files-dir",
@@ -279,8 +285,11 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         dest="contact_command", required=True
     )
     p = command(contact, "add", cmd_contact_add, help="add a contact by ID or btchat: URI")
-    p.add_argument("ref", metavar="ID|URI")
+    p.add_argument("ref", metavar="ID|URI", nargs="?", help="their ID (not with --qr)")
     p.add_argument("name", nargs="?", help="petname")
+    p.add_argument(
+        "--qr", type=Path, metavar="PICTURE", help="read their ID from a picture of their QR code"
+    )
     command(contact, "rename", lambda a: patch(a, name=a.name), "contact", "name",
             help="give a contact another petname")  # fmt: skip
     for verb, field, value, what in (
@@ -521,10 +530,25 @@ async def cmd_up(args: argparse.Namespace) -> None:
 
     conf = settings(args)
     stop = stop_on_signal()
-    try:
-        node = await start_node(
-            conf, ask=ask_passphrase, notice=lambda text: print(text, file=sys.stderr)
+    starting = asyncio.ensure_future(
+        start_node(
+            conf,
+            ask=ask_passphrase,
+            notice=lambda text: print(text, file=sys.stderr, flush=True),
+            in_browser=args.in_browser,
         )
+    )
+    stopping = asyncio.ensure_future(stop.wait())
+    # A start waiting for the web app to unlock it still ends on a signal.
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not starting.done():
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, BootError, ConfigError):
+            await starting
+        return
+    try:
+        node = starting.result()
     except (BootError, ConfigError) as exc:
         raise UserError(str(exc)) from None
     try:
@@ -644,11 +668,32 @@ def network_text(s: dict[str, Any]) -> str:
         for proto, m in pm["mappings"].items()
     )
     detail = mapped or pm.get("error") or ""
-    return line + f"\nport mapping (UPnP): {pm['state']}" + (f": {detail}" if detail else "")
+    how = "NAT-PMP" if str(pm.get("gateway") or "").startswith("natpmp://") else "UPnP"
+    return line + f"\nport mapping ({how}): {pm['state']}" + (f": {detail}" if detail else "")
+
+
+def _ref_from_qr(picture: Path) -> str:
+    from btchat.identity.qr_scan import QrImageError, read_qr
+
+    try:
+        texts = read_qr(picture.read_bytes())
+    except OSError as exc:
+        raise UserError(f"cannot read {picture}: {exc.strerror}") from None
+    except QrImageError as exc:
+        raise UserError(f"{picture}: {exc}") from None
+    if not texts:
+        raise UserError(f"no QR code found in {picture}")
+    return texts[0]
 
 
 async def cmd_contact_add(args: argparse.Namespace) -> None:
     ref, name = args.ref, args.name
+    if args.qr is not None:
+        if name is not None:
+            raise UserError("with --qr give only the petname: btchat contact add --qr PICTURE NAME")
+        ref, name = _ref_from_qr(args.qr), ref
+    elif ref is None:
+        raise UserError("give their ID (btchat contact add ID NAME) or --qr PICTURE")
     if name and not ref.lower().startswith(("bt", "btchat:")) and name.lower().startswith("bt"):
         raise UserError(f"the ID comes first: btchat contact add {name} {ref}")
     c = call(args, "add_contact", ref, name)

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from btchat import __version__
-from btchat.cli import chat, device, dht
+from btchat.cli import chat, device, dht, network_settings
 from btchat.cli.base import UserError
 from btchat.cli.terminal import terminal_safe
 from btchat.errors import StorageFault
@@ -36,17 +36,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="btchat", description="btchat: serverless P2P chat")
     parser.add_argument("--version", action="version", version=f"btchat {__version__}")
+    # The common options are also taken before the command (`btchat --json contacts`);
+    # kept apart here and folded in by `_fold_leading` (a subcommand's own defaults
+    # would overwrite them otherwise).
+    for flag, dest in (("--json", "json"), ("-v", "verbose"), ("--verbose", "verbose")):
+        parser.add_argument(flag, action="store_true", dest=f"lead_{dest}", help=argparse.SUPPRESS)
+    parser.add_argument("--config", type=Path, dest="lead_config", help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", dest="lead_data_dir", help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True)
     dht.add_commands(sub, common)
     chat.add_commands(sub, common)
     device.add_commands(sub, *chat.parents(common))
+    network_settings.add_commands(sub, *chat.parents(common))
     dht.add_sandbox(sub, common)
     return parser
 
 
+def _fold_leading(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """Options given before the command count as if given after it."""
+    for name, value in list(vars(args).items()):
+        if not name.startswith("lead_"):
+            continue
+        delattr(args, name)
+        own = name.removeprefix("lead_")
+        if not value:
+            continue
+        if not hasattr(args, own):
+            parser.error(f"--{own.replace('_', '-')} does not apply to `{args.command}`")
+        if not getattr(args, own):
+            setattr(args, own, value)
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _fold_leading(parser, parser.parse_args(argv))
     logging.basicConfig(
         level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",

@@ -197,6 +197,10 @@ _EVENT_LINES: dict[str, Callable[[dict[str, Any], Names], str]] = {
     "device_link_waiting": lambda e, n: f"link offer open: btchat device join {e['code']}",
     "device_linked": lambda e, n: f"a new device linked: {e['device_id'][:8]}",
     "device_link_failed": lambda e, n: f"no device linked: {e['reason']}",
+    "profile": lambda e, n: (
+        "your profile is now: "
+        + (", ".join(f"{k} {v!r}" for k, v in e["profile"].items() if v) or "empty")
+    ),
 }
 
 

@@ -4,14 +4,19 @@ The token rides in the URL *fragment*, which browsers never send to a server and
 put in a Referer; the page moves it to sessionStorage and strips it from the address bar.
 The browser is not handed that URL on its command line (other users may read argv with
 ``ps``): it gets a small redirect page, written 0600 into the data directory that already
-holds ``api.token``, which forwards to the URL with the fragment.
+holds ``api.token``, which forwards to the URL with the fragment. With no daemon running,
+``open`` starts one (``btchat up --in-browser``) so that a first run needs no terminal.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import html
 import os
+import subprocess
+import sys
+import time
 import webbrowser
 from pathlib import Path
 from typing import Any
@@ -52,6 +57,38 @@ def write_redirect(data_dir: Path, url: str) -> Path:
     return path
 
 
+#: How long ``open`` waits for a daemon it started to serve the page.
+START_WAIT = 30.0
+#: Where a daemon that ``open`` started writes what it says.
+DAEMON_LOG = "daemon.log"
+
+
+def start_daemon(folder: Path, args: argparse.Namespace) -> tuple[str, str]:
+    """``btchat up --in-browser`` in the background (its own session, so closing this
+    terminal does not stop it); ``(api url, token)`` once it serves the page."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    argv = [sys.executable, "-m", "btchat.cli", "up", "--in-browser", "--data-dir", str(folder)]
+    if args.config is not None:
+        argv += ["--config", str(args.config)]
+    for host, port in args.bootstrap or []:
+        argv += ["--bootstrap", f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    with open(folder / DAEMON_LOG, "ab") as log:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+        )
+    deadline = time.monotonic() + START_WAIT
+    while time.monotonic() < deadline:
+        try:
+            return read_api_files(folder)
+        except DaemonNotRunning:
+            if proc.poll() is not None:
+                raise UserError(
+                    f"btchat could not start (exit {proc.returncode}); see {folder / DAEMON_LOG}"
+                ) from None
+            time.sleep(0.1)
+    raise UserError(f"btchat did not start within {START_WAIT:.0f} s; see {folder / DAEMON_LOG}")
+
+
 async def cmd_open(args: argparse.Namespace) -> None:
     from btchat.cli.chat import data_dir
 
@@ -59,7 +96,10 @@ async def cmd_open(args: argparse.Namespace) -> None:
     try:
         api_url, token = read_api_files(folder)
     except DaemonNotRunning as exc:
-        raise UserError(str(exc)) from None
+        if args.no_start:
+            raise UserError(str(exc)) from None
+        api_url, token = await asyncio.to_thread(start_daemon, folder, args)
+        print(f"started btchat in the background (log: {folder / DAEMON_LOG})", file=sys.stderr)
     url = signed_in_url(api_url, token)
     if args.print_url:
         emit(args, {"url": url}, url)
@@ -76,5 +116,11 @@ def add_command(sub: Any, parent: argparse.ArgumentParser) -> None:
         "--print-url",
         action="store_true",
         help="print the signed-in URL (it holds the API token) instead of opening it",
+    )
+    p.add_argument(
+        "--no-start",
+        action="store_true",
+        help="do not start btchat when it is not running (by default it is started, "
+        "asking for the passphrase, or creating the identity, in the web app)",
     )
     p.set_defaults(func=cmd_open)

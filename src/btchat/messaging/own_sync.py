@@ -20,12 +20,14 @@ change), so a device linked on one reaches the others at once, not at the next r
 of the DHT; and ``{t: "contacts", c: [[key, petname, flags, changed_ms, device], ...]}``:
 the last change the sender knows of each contact (flags: 1 blocked, 2 verified, 4
 removed), merged last-writer-wins; and ``{t: "read", p: contact, i: [id, ...]}``:
-messages from that contact the sender marked read (at most 500); and
-``{t: "channels", c: [[id, flags, changed_ms, device, chatfile, keys, member list], ...]}``:
-the last join or leave the sender knows of each channel, with what a device needs to
-join it (the ``.chat`` file, and for an invite-only channel the generation secrets and
-the signed member list held), merged last-writer-wins. Pure: rows in, bytes out, and
-back.
+messages from that contact the sender marked read (at most 500); and ``{t: "profile",
+n: name, s: status, a: avatar, c: changed_ms, d: device}``: our own profile as the
+sender last knows it (empty strings for fields not set), last-writer-wins like a
+contact; and ``{t: "channels", c: [[id, flags, changed_ms, device, chatfile, keys,
+member list], ...]}``: the last join or leave the sender knows of each channel, with
+what a device needs to join it (the ``.chat`` file, and for an invite-only channel the
+generation secrets and the signed member list held), merged last-writer-wins. Pure:
+rows in, bytes out, and back.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ __all__ = [
     "ContactChange",
     "ContactsNote",
     "DevicesNote",
+    "ProfileChange",
     "ReadNote",
     "SyncError",
     "decode_sync",
@@ -52,6 +55,7 @@ __all__ = [
     "encode_channels",
     "encode_contacts",
     "encode_devices",
+    "encode_profile",
     "encode_read",
     "encode_synced",
 ]
@@ -143,6 +147,57 @@ def _contact_change(item: object) -> ContactChange:
         raise SyncError("a contact's petname is not UTF-8") from None
     return ContactChange(changed, device, pk, text, bool(flags & 1), bool(flags & 2),
                          bool(flags & 4))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ProfileChange:
+    """Our own profile as one of our devices set it, and when: one last-writer-wins
+    register (as :class:`ContactChange`), so an edit on any device reaches all and no
+    device's republishing puts back an older name."""
+
+    changed_ms: int
+    device: bytes
+    name: str | None
+    status: str | None
+    avatar: bytes | None
+
+
+#: Longest name and status in a ``profile`` note (bytes; as a published profile).
+PROFILE_NAME_MAX, PROFILE_STATUS_MAX = 256, 560
+
+
+def encode_profile(change: ProfileChange) -> bytes:
+    return encode({
+        b"t": b"profile",
+        b"n": (change.name or "").encode(),
+        b"s": (change.status or "").encode(),
+        b"a": change.avatar or b"",
+        b"c": change.changed_ms,
+        b"d": change.device,
+    })  # fmt: skip
+
+
+def _profile_change(value: dict[bytes, object]) -> ProfileChange:
+    name, status, avatar = value.get(b"n"), value.get(b"s"), value.get(b"a")
+    changed, device = value.get(b"c"), value.get(b"d")
+    if not (
+        isinstance(name, bytes)
+        and len(name) <= PROFILE_NAME_MAX
+        and isinstance(status, bytes)
+        and len(status) <= PROFILE_STATUS_MAX
+        and isinstance(avatar, bytes)
+        and len(avatar) in (0, 32)
+        and isinstance(changed, int)
+        and 0 <= changed < 2**53
+        and isinstance(device, bytes)
+        and len(device) == 16
+    ):
+        raise SyncError("a profile note has a field of the wrong type or size")
+    try:
+        name_text, status_text = name.decode("utf-8"), status.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SyncError("a profile note's name or status is not UTF-8") from None
+    return ProfileChange(changed, device, name_text or None, status_text or None, avatar or None)
 
 
 @dataclass(frozen=True)
@@ -338,13 +393,15 @@ def _row(item: object, now_ms: int) -> MessageRow:
 
 def decode_sync(
     payload: bytes, now_ms: int
-) -> Batch | int | DevicesNote | ContactsNote | ReadNote | ChannelsNote:
+) -> Batch | int | DevicesNote | ContactsNote | ReadNote | ProfileChange | ChannelsNote:
     """A ``sync`` batch, the ``seq`` a ``synced`` acknowledges, or a note (``devices``,
-    ``contacts``, ``read``, ``channels``); SyncError else."""
+    ``contacts``, ``read``, ``profile``, ``channels``); SyncError else."""
     try:
         value = decode(payload)
     except DecodeError as exc:
         raise SyncError(f"not bencode: {exc}") from None
+    if isinstance(value, dict) and value.get(b"t") == b"profile":
+        return _profile_change(value)
     if isinstance(value, dict) and value.get(b"t") == b"read":
         peer, ids = value.get(b"p"), value.get(b"i")
         if not (

@@ -102,6 +102,7 @@ class AddMapping:
 class DeleteMapping:
     protocol: str
     external_port: int
+    internal_port: int = 0  # NAT-PMP deletes by internal port
 
 
 @dataclass(frozen=True)
@@ -323,7 +324,9 @@ class PortMapper:
         if self._adding is not None:  # may have been granted as we stopped listening
             held.setdefault(self._adding.protocol, self._adding.external_port)
         if self.gateway is not None:
-            self._closing = [DeleteMapping(p, port) for p, port in held.items()]
+            self._closing = [
+                DeleteMapping(p, port, self._wants[p].internal_port) for p, port in held.items()
+            ]
         self._adding = None
         for want in self._wants.values():
             want.granted, want.renew_at = None, None

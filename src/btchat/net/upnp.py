@@ -2,10 +2,11 @@
 
 The core decides; this runs its requests through ``async-upnp-client`` (SSDP search,
 the gateway's description, the WANIPConnection/WANPPPConnection actions), one at a time
-and each bounded in time, and feeds the outcome back. A network without a gateway, a
-gateway that refuses, or one that stops answering all end as a state in ``status``,
-never as an exception to the daemon. NAT-PMP/PCP is not spoken: no kept Python library
-for it exists (see docs/ARCHITECTURE.md).
+and each bounded in time, and feeds the outcome back. When no UPnP gateway answers, the
+default gateway is asked over NAT-PMP (``net/natpmp.py``, RFC 6886) and, if it answers,
+the mappings go through it instead. A network without a gateway, a gateway that
+refuses, or one that stops answering all end as a state in ``status``, never as an
+exception to the daemon. PCP (RFC 6887) is not spoken yet.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from async_upnp_client.exceptions import UpnpActionError, UpnpError
 from async_upnp_client.profiles.igd import IgdDevice
 from async_upnp_client.search import SsdpSearchListener
 
+from btchat.net.natpmp import NatPmpClient, NatPmpError
 from btchat.net.portmap import (
     AddMapping,
     Changed,
@@ -81,6 +83,7 @@ class UpnpPortMapper:
         self.on_change = on_change
         self.loop = asyncio.get_running_loop()
         self._device: Any = None  # async_upnp_client IgdDevice
+        self._natpmp: NatPmpClient | None = None  # when the gateway speaks NAT-PMP instead
         self._client_ip: str | None = None
         self._wake = asyncio.Event()
         self._closed = False
@@ -145,7 +148,7 @@ class UpnpPortMapper:
             self.core.gateway_missing(f"UPnP search failed: {exc}", now())
             return
         if not locations:
-            self.core.gateway_missing("no UPnP gateway answered", now())
+            await self._discover_natpmp()
             return
         location = locations[0]
         try:
@@ -158,8 +161,27 @@ class UpnpPortMapper:
         except FAILURES as exc:
             self.core.gateway_missing(f"the gateway at {location} did not answer: {exc}", now())
             return
-        self._device = device
+        self._device, self._natpmp = device, None
         self.core.gateway_found(location, _valid_ip(external), now())
+
+    async def _discover_natpmp(self) -> None:
+        """No UPnP gateway: the default gateway over NAT-PMP, if it speaks it."""
+        now = self.loop.time
+        client = NatPmpClient.towards_default_gateway(
+            "0.0.0.0" if self.host in ("0.0.0.0", "") else self.host
+        )
+        if client is None:
+            self.core.gateway_missing("no UPnP gateway answered, and no default route", now())
+            return
+        try:
+            external = await client.external_address()
+        except (*FAILURES, NatPmpError) as exc:
+            self.core.gateway_missing(
+                f"no UPnP gateway answered; NAT-PMP at {client.gateway}: {exc}", now()
+            )
+            return
+        self._device, self._natpmp = None, client
+        self.core.gateway_found(f"natpmp://{client.gateway}", _valid_ip(external.ip), now())
 
     async def _search(self, source: tuple[str, int] | None, timeout: float) -> list[str]:
         """SSDP M-SEARCH for an IGD; the description URLs that answered. Returns soon
@@ -202,6 +224,9 @@ class UpnpPortMapper:
     async def _add(self, event: AddMapping) -> None:
 
         now = self.loop.time
+        if self._natpmp is not None:
+            await self._add_natpmp(self._natpmp, event)
+            return
         if self._device is None or self._client_ip is None:
             self.core.gateway_missing("no gateway", now())
             return
@@ -224,17 +249,34 @@ class UpnpPortMapper:
         else:
             self.core.added(event.protocol, event.external_port, event.lease, now())
 
+    async def _add_natpmp(self, client: NatPmpClient, event: AddMapping) -> None:
+        """A NAT-PMP gateway picks the external port itself (ours is a suggestion) and
+        may shorten the lease: the core keeps what it granted."""
+        now = self.loop.time
+        try:
+            got = await client.map(
+                event.protocol, event.internal_port, event.external_port, event.lease
+            )
+        except NatPmpError as exc:
+            self.core.refused(event.protocol, event.external_port, exc.code, str(exc), now())
+        except FAILURES as exc:
+            self.core.gateway_missing(f"the NAT-PMP gateway stopped answering: {exc}", now())
+        else:
+            self.core.added(event.protocol, got.external_port, got.lifetime, now())
+
     async def _delete(self, event: DeleteMapping) -> None:
 
         try:
-            if self._device is not None:
+            if self._natpmp is not None:
+                await self._natpmp.map(event.protocol, event.internal_port, 0, 0)
+            elif self._device is not None:
                 async with asyncio.timeout(REQUEST_TIMEOUT):
                     await self._device.async_delete_port_mapping(
                         remote_host=ipaddress.IPv4Address("0.0.0.0"),
                         external_port=event.external_port,
                         protocol=event.protocol,
                     )
-        except FAILURES as exc:
+        except (*FAILURES, NatPmpError) as exc:
             log.info("could not remove the %s port mapping: %s", event.protocol, exc)
         self.core.removed(event.protocol)
 

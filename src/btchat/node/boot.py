@@ -22,6 +22,7 @@ from pathlib import Path
 from aiohttp import web
 
 from btchat.api.client import new_token, remove_api_files, write_api_files
+from btchat.api.routes import MessengerSlot
 from btchat.api.server import preload, start_api
 from btchat.channels.service import ChannelConfig
 from btchat.discovery.lan_service import LanConfig
@@ -34,6 +35,8 @@ from btchat.node.config import DISCOVERY_WAYS, ConfigError, Settings
 from btchat.node.daemon import Daemon, DaemonConfig
 from btchat.node.history import HistoryError, open_history
 from btchat.node.peering import PeeringConfig
+from btchat.node.settings_file import SettingsFile
+from btchat.node.unlock import BrowserUnlock
 from btchat.storage.dir_lock import DirLock, DirLockError
 
 __all__ = [
@@ -247,9 +250,13 @@ async def start_node(
     *,
     ask: AskPassphrase = _no_prompt,
     notice: Callable[[str], None] = print,
+    in_browser: bool = False,
 ) -> RunningNode:
     """Lock the data directory, unlock the identity, open the store, start the daemon
-    and serve the API. Nothing is written to the directory before the lock is held."""
+    and serve the API. Nothing is written to the directory before the lock is held.
+    ``in_browser``: when the identity needs a passphrase that no file or environment
+    gives (to create or to open it), serve the API locked first and take it from the
+    web app (``node/unlock.py``); ``notice`` says where."""
     config = daemon_config(settings)  # a bad setting fails before anything is opened
     lock = DirLock(settings.data_dir)
     try:
@@ -257,10 +264,22 @@ async def start_node(
     except DirLockError as exc:
         raise BootError(str(exc)) from None
     try:
+        if in_browser and _needs_passphrase(settings):
+            return await _start_in_browser(settings, config, lock, notice)
         return await _start_locked(settings, config, lock, ask, notice)
     except BaseException:
         lock.release()
         raise
+
+
+def _needs_passphrase(settings: Settings) -> bool:
+    """The identity needs a passphrase to be created or opened, and none is given."""
+    keystore = KeyStore(settings.data_dir)
+    if keystore.exists() and not keystore.is_encrypted():
+        return False
+    if not keystore.exists() and settings.no_passphrase:
+        return False
+    return passphrase(settings, lambda new: None, new=False) is None
 
 
 def _listen_error(settings: Settings, exc: OSError, failed_dht: bool) -> str:
@@ -304,32 +323,71 @@ async def _start_locked(
 ) -> RunningNode:
     _check_ports(settings)  # before the identity or store is created: nothing half-written
     keys = unlock_identity(settings, ask, notice)
+    daemon, store = await _start_daemon(settings, config, keys, notice)
+    token = new_token()
+    try:
+        runner, url = await _serve(MessengerSlot(daemon), settings, token)
+    except BaseException:
+        await daemon.stop()
+        raise
+    write_api_files(settings.data_dir, url, token)
+    return RunningNode(settings, daemon, store, url, token, runner, lock)
+
+
+async def _start_in_browser(
+    settings: Settings, config: DaemonConfig, lock: DirLock, notice: Callable[[str], None]
+) -> RunningNode:
+    """The API and the page first, locked; the daemon once the page gave the passphrase."""
+    _check_ports(settings)
+    unlock = BrowserUnlock(KeyStore(settings.data_dir), now=int(time.time()))
+    slot = MessengerSlot(None, unlock)
+    token = new_token()
+    runner, url = await _serve(slot, settings, token)
+    try:
+        write_api_files(settings.data_dir, url, token)
+        creating = not KeyStore(settings.data_dir).exists()
+        notice(
+            f"{'create your identity' if creating else 'unlock btchat'} in the web app: "
+            f"{url}/ (`btchat open` signs you in)"
+        )
+        keys = await unlock.keys
+        daemon, store = await _start_daemon(settings, config, keys, notice)
+        slot.current = daemon
+        unlock.ready.set()
+    except BaseException:
+        remove_api_files(settings.data_dir)
+        await runner.cleanup()
+        raise
+    return RunningNode(settings, daemon, store, url, token, runner, lock)
+
+
+async def _start_daemon(
+    settings: Settings, config: DaemonConfig, keys: LoadedKeys, notice: Callable[[str], None]
+) -> tuple[Daemon, Store]:
     try:
         store = open_history(settings.data_dir, keys.db_key, warn=notice)
     except HistoryError as exc:
         raise BootError(str(exc)) from None
     daemon = Daemon(config, keys, store)
+    daemon.settings = SettingsFile(settings, settings.config_file)
     try:
         await daemon.start()
     except OSError as exc:
         failed_dht = daemon.dht is None
         await daemon.stop()  # closes the store too
         raise BootError(_listen_error(settings, exc, failed_dht)) from None
-    token = new_token()
+    return daemon, store
+
+
+async def _serve(slot: MessengerSlot, settings: Settings, token: str) -> tuple[web.AppRunner, str]:
     try:
-        runner, api_port = await start_api(daemon, token, port=settings.api_port)
+        runner, api_port = await start_api(slot, token, port=settings.api_port)
     except OSError as exc:
-        await daemon.stop()
         raise BootError(
             f"cannot serve the API on port {settings.api_port}: {exc.strerror} "
             "(choose another with --api-port)"
         ) from None
-    except BaseException:
-        await daemon.stop()
-        raise
     # The API answers now; its request models load in a thread while the daemon waits
     # for the network, instead of delaying the API or stalling the first request.
     asyncio.get_running_loop().run_in_executor(None, preload)
-    url = f"http://127.0.0.1:{api_port}"
-    write_api_files(settings.data_dir, url, token)
-    return RunningNode(settings, daemon, store, url, token, runner, lock)
+    return runner, f"http://127.0.0.1:{api_port}"

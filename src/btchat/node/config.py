@@ -34,6 +34,7 @@ __all__ = [
     "ENV_UPNP",
     "ConfigError",
     "Settings",
+    "config_file_path",
     "load_config_file",
     "parse_hostport",
     "parse_ip_port",
@@ -162,6 +163,8 @@ class Settings:
     ipv4: bool = True  # the IPv4 DHT (``--no-ipv4``: an IPv6-only node)
     #: Where accepted files are saved (None: ``<data dir>/files``).
     files_dir: Path | None = None
+    #: ``--config``: the TOML file read (None: ``$BTCHAT_CONFIG``, else the default).
+    config_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -214,19 +217,24 @@ _DEFAULTS: dict[str, Callable[[], Any]] = {
 }
 
 
-def load_config_file(path: Path | None) -> dict[str, Any]:
-    """The TOML config: ``path``, else ``$BTCHAT_CONFIG``, else the platform's config dir
-    (where a missing file just means "no settings")."""
-    if path is None:
-        env = os.environ.get(ENV_CONFIG)
-        if env:
-            path = Path(env)
-        else:
-            from platformdirs import user_config_dir
+def config_file_path(path: Path | None) -> tuple[Path, bool]:
+    """Where the TOML config is: ``path``, else ``$BTCHAT_CONFIG``, else the platform's
+    config dir; and whether it was named (a named file must exist, the default need not)."""
+    if path is not None:
+        return path, True
+    env = os.environ.get(ENV_CONFIG)
+    if env:
+        return Path(env), True
+    from platformdirs import user_config_dir
 
-            path = Path(user_config_dir("btchat")) / "config.toml"
-            if not path.exists():
-                return {}
+    return Path(user_config_dir("btchat")) / "config.toml", False
+
+
+def load_config_file(path: Path | None) -> dict[str, Any]:
+    """The TOML config (``config_file_path``); a missing default file means "no settings"."""
+    path, named = config_file_path(path)
+    if not named and not path.exists():
+        return {}
     try:
         return tomllib.loads(path.read_text())
     except FileNotFoundError:
@@ -264,7 +272,7 @@ def resolve(
     file = _File(config_file)
     for name in SETTINGS:
         values[name] = setting(name, values.get(name), file=file, environ=environ)
-    return Settings(**values)
+    return Settings(**values, config_file=config_file)
 
 
 def setting(

@@ -51,7 +51,9 @@ from btchat.node.offline import OfflineDelivery
 from btchat.node.own_sync import OwnSync
 from btchat.node.peering import Peering, PeeringConfig
 from btchat.node.profile import Profiles
+from btchat.node.profile_sync import ProfileSync
 from btchat.node.requests import REQUEST_POW_BITS
+from btchat.node.settings_file import SettingsFile
 from btchat.node.storage_guard import StorageGuard, probe_store
 from btchat.node.tasks import TaskOwner
 from btchat.offline.mailbox import MailboxConfig
@@ -161,6 +163,10 @@ class Daemon:
             self._contact_synced,
         )
         self.own_sync.attach_contacts(self.contact_sync.payloads, self.contact_sync.merge)
+        self.profile_sync = ProfileSync(
+            store, self.profiles, keys.device.device_id, self.own_sync.send_to_all, self._emit
+        )
+        self.own_sync.attach_profile(self.profile_sync.payloads, self.profile_sync.merge)
         self.contacts = ContactBook(self.me, store, self.profiles)
         self.requests = ContactRequests(
             keys.identity,
@@ -187,6 +193,8 @@ class Daemon:
         )  # fmt: skip
         #: The API's ``devices`` part: list, revoke, link.
         self.devices = DevicePart(self.own_devices, self.own_sync, self.linking)
+        #: The API's ``settings`` part (the config file), set by ``node/boot.py``.
+        self.settings: SettingsFile | None = None
         self.conversations = Conversations(keys.identity, keys.device.device_id, store)
         self.chat = Chat(self.conversations, store, send=self._transmit, emit=self._emit)
         #: A full (failing, read-only) disk: one log line, a status, no acks, back-off.
@@ -509,7 +517,7 @@ class Daemon:
     async def set_profile(
         self, name: str | None, status: str | None, avatar: str | None
     ) -> dict[str, Any]:
-        return self.profiles.set_mine(name, status, avatar)
+        return self.profile_sync.set(name, status, avatar)
 
     def _inbox_moved(self, inbox: bytes) -> None:
         self.profiles.inbox = inbox

@@ -21,6 +21,7 @@ from btchat.messaging.own_sync import (
     ChannelsNote,
     ContactsNote,
     DevicesNote,
+    ProfileChange,
     ReadNote,
     SyncError,
     decode_sync,
@@ -71,6 +72,9 @@ class OwnSync:
         #: Our contact changes as ``contacts`` payloads, and what to do with one.
         self._contacts = contacts
         self._on_contacts = on_contacts
+        #: Our profile as payloads for a device coming up, and what to do with a note.
+        self._profile: Callable[[], list[bytes]] = list
+        self._on_profile: Callable[[ProfileChange], None] = lambda change: None
         #: The same for channel membership (``node/channel_sync.py``), once attached.
         self._channels: Callable[[], list[bytes]] | None = None
         self._on_channels: Callable[[ChannelsNote], None] | None = None
@@ -115,6 +119,8 @@ class OwnSync:
             self._send(device, self._devices())
         for payload in self._contacts() if self._contacts is not None else []:
             self._send(device, payload)
+        for payload in self._profile():
+            self._send(device, payload)
         for payload in self._channels() if self._channels is not None else []:
             self._send(device, payload)
         self._next(device)
@@ -137,6 +143,12 @@ class OwnSync:
         if self._up:
             for payload in payloads():
                 self.send_to_all(payload)
+
+    def attach_profile(
+        self, payloads: Callable[[], list[bytes]], merge: Callable[[ProfileChange], None]
+    ) -> None:
+        """Profile sync: ours for a device coming up, and what to do with a note."""
+        self._profile, self._on_profile = payloads, merge
 
     def send_to_all(self, payload: bytes) -> None:
         """A note for every device up (a contact changed here)."""
@@ -185,6 +197,8 @@ class OwnSync:
             return
         if isinstance(got, ReadNote):
             self._read_there(got)
+        elif isinstance(got, ProfileChange):
+            self._on_profile(got)
         elif isinstance(got, ChannelsNote):
             if self._on_channels is not None:
                 self._on_channels(got)

@@ -58,6 +58,25 @@ export async function api(method, path, body) {
   return data;
 }
 
+/** POST bytes (a Blob) as the body, for routes that take a picture or a file. */
+export async function apiBytes(path, blob) {
+  const headers = { ...authHeaders(), "Content-Type": "application/octet-stream" };
+  let resp;
+  try {
+    resp = await fetch(path, { method: "POST", headers, body: blob, cache: "no-store", credentials: "omit" });
+  } catch (err) {
+    throw new ApiError(0, "offline", "the daemon does not answer (is `btchat up` running?)");
+  }
+  let data = null;
+  try {
+    data = await resp.json();
+  } catch (err) {
+    data = null;
+  }
+  if (!resp.ok) throw errorOf(resp.status, data, resp.statusText);
+  return data;
+}
+
 export const enc = encodeURIComponent;
 
 /** The live event stream: calls onEvent per event, onState("up"/"down"); reconnects

@@ -1,6 +1,6 @@
 // The btchat web app: screens over the public API. Everything from the network is
 // rendered as text (dom.js); nothing here builds markup from strings.
-import { api, ApiError, connectEvents, enc, takeToken } from "./api.js";
+import { api, apiBytes, ApiError, connectEvents, enc, takeToken } from "./api.js";
 import { fill, h, plainPreview, untrusted } from "./dom.js";
 import { fetchFile, humanSize, progressBar, saveAs, saveName, stateWords, transferCard, uploadCard, uploadFile } from "./files.js";
 
@@ -35,6 +35,8 @@ const state = {
   view: null, // {kind, key, ...}
   live: false,
   linking: null, // the "Link a device" card's {ended(text, kind)} while it is shown
+  devices: null, // the "Your devices" card's {reload()} while it is shown
+  profile: null, // the "Your profile" card's {reload(), editing()} while it is shown
 };
 let uploadSeq = 0;
 
@@ -741,10 +743,30 @@ function showAdd() {
   const ref = h("input", { id: "add-ref", required: true, maxlength: "1024", "aria-label": "Their ID or btchat: link", placeholder: "ID or btchat: link" });
   const name = h("input", { id: "add-name", maxlength: "64", "aria-label": "Petname (optional)", placeholder: "Petname (optional)" });
   const note = h("input", { id: "add-note", maxlength: "280", "aria-label": "Note with a request (optional)", placeholder: "Note (for a request)" });
+  const picture = h("input", { type: "file", accept: "image/*", id: "add-qr-file", "aria-label": "A picture of their QR code" });
+  const scanning = h("div", { class: "qr-camera", hidden: true });
+  const camera = h("button", { type: "button", id: "add-qr-camera" }, "Scan with the camera");
+  const found = (texts) => {
+    if (!texts.length) return false;
+    ref.value = texts[0];
+    ref.dispatchEvent(new Event("input"));
+    form.append(notice("Read from the QR code: check it, then add.", "ok"));
+    return true;
+  };
+  picture.addEventListener("change", async () => {
+    const file = picture.files && picture.files[0];
+    if (!file) return;
+    const r = await attempt(form, () => apiBytes("/v1/qr/scan", file));
+    picture.value = "";
+    if (r && !found(r.texts)) form.append(notice("No QR code found in that picture."));
+  });
+  camera.addEventListener("click", () => scanWithCamera(form, scanning, camera, found));
   const form = h(
     "form",
     { class: "card", "aria-label": "Add a contact" },
     h("label", {}, "ID or link", ref),
+    h("div", { class: "row" }, h("label", { class: "small" }, "Or a picture of their QR code", picture), camera),
+    scanning,
     h("label", {}, "Petname", name),
     h("label", {}, "Note", note),
     h(
@@ -1006,7 +1028,7 @@ function linkCard() {
   const cancel = h("button", { type: "button", hidden: true }, "Cancel the code");
   const card = h("section", { class: "card", "aria-label": "Link a device" },
     h("h3", {}, "Link a device"),
-    h("p", { class: "small muted" }, "The new device gets your identity key, contacts and profile (not channels or history). Anyone who joins with the code can act as you until that device is revoked."),
+    h("p", { class: "small muted" }, "The new device gets your identity key, contacts and profile; your history follows over the devices' own sync (channels do not yet). Anyone who joins with the code can act as you until that device is revoked."),
     h("div", { class: "row" }, start, cancel), out);
   const ended = (text, kind) => {
     fill(out, notice(text, kind));
@@ -1025,6 +1047,170 @@ function linkCard() {
   });
   cancel.addEventListener("click", () => attempt(card, () => api("DELETE", "/v1/devices/link")));
   return card;
+}
+
+/** The "Your profile" card: the name, status line and avatar contacts fetch (the avatar
+ * is the SHA-256 of an image, hashed here; the image itself travels as a file). */
+function profileCard() {
+  const name = h("input", { id: "profile-name", maxlength: "64", "aria-label": "Your display name", placeholder: "Display name" });
+  const status = h("input", { id: "profile-status", maxlength: "140", "aria-label": "Your status line", placeholder: "Status line" });
+  const image = h("input", { type: "file", accept: "image/*", "aria-label": "Avatar image" });
+  const avatar = h("p", { class: "small muted", id: "profile-avatar" });
+  const form = h("form", { class: "stack", "aria-label": "Your profile" },
+    h("label", {}, "Name ", name), h("label", {}, "Status ", status),
+    h("label", {}, "Avatar ", image), avatar,
+    h("div", { class: "row" }, h("button", { type: "submit" }, "Save the profile")));
+  const card = h("section", { class: "card", "aria-label": "Your profile" },
+    h("h3", {}, "Your profile"),
+    h("p", { class: "small muted" }, "Published in the DHT under your ID: anyone who has your ID can read it. Your other devices get it too."),
+    form);
+  const shown = (p) => {
+    name.value = p.name || "";
+    status.value = p.status || "";
+    fill(avatar, p.avatar ? "Avatar: SHA-256 " + p.avatar.slice(0, 16) + "\u2026" : "No avatar.");
+  };
+  const load = async () => {
+    const p = await attempt(card, () => api("GET", "/v1/profile"));
+    if (p) shown(p);
+  };
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const body = { status: status.value.trim() };
+    if (name.value.trim()) body.name = name.value.trim();
+    const file = image.files && image.files[0];
+    if (file) {
+      const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", await file.arrayBuffer()));
+      body.avatar = [...digest].map((b) => b.toString(16).padStart(2, "0")).join("");
+    }
+    const saved = await attempt(form, () => api("PUT", "/v1/profile", body));
+    if (!saved) return;
+    shown(saved);
+    image.value = "";
+    form.append(notice("Saved and published.", "ok"));
+  });
+  state.profile = { reload: load, editing: () => card.contains(document.activeElement) };
+  load();
+  return card;
+}
+
+const SWITCHES = ["relay", "upnp", "lan", "ipv6", "tor"];
+const SETTING_LABELS = { bootstrap: "Bootstrap nodes", proxy: "Proxy", tor: "Tor mode", relay: "Relay for my contacts", upnp: "Port mapping (UPnP)", lan: "Find contacts on the LAN", ipv6: "IPv6" };
+
+function settingText(v) {
+  if (v === true) return "on";
+  if (v === false) return "off";
+  if (v === null || v === undefined) return "none";
+  return Array.isArray(v) ? v.join(", ") : String(v);
+}
+
+/** The "Network settings" card: written to the config file for the next start (the
+ * daemon runs with what it started with), each saying where its value comes from. */
+function settingsCard() {
+  const card = h("section", { class: "card", "aria-label": "Network settings" }, h("h3", {}, "Network settings"));
+  const body = h("div");
+  card.append(body);
+  const shown = (view) => {
+    const inputs = {};
+    const rows = Object.entries(view.settings).map(([name, st]) => {
+      let input;
+      if (SWITCHES.includes(name)) {
+        input = h("input", { type: "checkbox", id: "set-" + name });
+        input.checked = Boolean(st.next_start);
+      } else if (name === "bootstrap") {
+        input = h("textarea", { id: "set-bootstrap", rows: "3", placeholder: "host:port, one per line (empty: the public routers)" });
+        input.value = st.source === "default" ? "" : (st.next_start || []).join("\n");
+      } else {
+        input = h("input", { id: "set-" + name, placeholder: "socks5://127.0.0.1:9050 (empty: none)" });
+        input.value = st.next_start || "";
+      }
+      inputs[name] = input;
+      const notes = [];
+      if (st.flag) notes.push("running with " + settingText(st.value) + ", from a flag of `btchat up`, which wins over the file");
+      else if (JSON.stringify(st.value) !== JSON.stringify(st.next_start)) notes.push("running with " + settingText(st.value) + " until btchat restarts");
+      if (st.source === "environment") notes.push("set by the environment, which wins over the file");
+      const label = SWITCHES.includes(name)
+        ? h("label", { class: "check" }, input, " " + SETTING_LABELS[name])
+        : h("label", {}, SETTING_LABELS[name], input);
+      return h("div", { class: "setting" }, label, h("p", { class: "small muted" }, st.about), notes.length ? h("p", { class: "small" }, notes.join("; ")) : null);
+    });
+    const form = h("form", { class: "stack", "aria-label": "Network settings" }, rows,
+      h("div", { class: "row" }, h("button", { type: "submit" }, "Save for the next start")));
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const changes = {};
+      for (const [name, input] of Object.entries(inputs)) {
+        const st = view.settings[name];
+        let value;
+        if (SWITCHES.includes(name)) value = input.checked;
+        else if (name === "bootstrap") value = input.value.split("\n").map((l) => l.trim()).filter(Boolean);
+        else value = input.value.trim();
+        if (name === "bootstrap" && !value.length) value = null;
+        if (name === "proxy" && !value) value = null;
+        const before = name === "bootstrap" && st.source === "default" ? null : st.next_start;
+        if (JSON.stringify(value) !== JSON.stringify(before ?? null)) changes[name] = value;
+      }
+      if (!Object.keys(changes).length) {
+        form.append(notice("Nothing changed.", "ok"));
+        return;
+      }
+      const after = await attempt(form, () => api("PUT", "/v1/settings", changes));
+      if (!after) return;
+      shown(after);
+      body.append(notice("Saved to " + after.config_file + ". Restart btchat to apply.", "ok"));
+    });
+    fill(body,
+      h("p", { class: "small muted" }, "Saved in ", h("code", { class: "mono" }, view.config_file), ". A flag given to `btchat up` wins over it."),
+      view.problem ? notice(view.problem) : null,
+      form);
+  };
+  attempt(card, () => api("GET", "/v1/settings")).then((view) => view && shown(view));
+  return card;
+}
+
+/** The "Your devices" card: each device of this identity, whether it is online and in
+ * sync, and a two-step revoke (a revocation is for good, so it asks once more). */
+function devicesCard() {
+  const card = h("section", { class: "card", "aria-label": "Your devices" }, h("h3", {}, "Your devices"));
+  const list = h("ul", { class: "device-list", "aria-label": "Devices" });
+  const foot = h("div");
+  card.append(list, foot);
+  const shown = (listing) => {
+    fill(list, listing.devices.map((d) => deviceRow(d, listing, shown, card)));
+    fill(foot);
+    if (listing.revoked.length) foot.append(h("p", { class: "small muted" }, "Revoked: " + listing.revoked.map((r) => r.slice(0, 8)).join(", ")));
+    if (listing.this_revoked) foot.append(notice("This device was revoked by another of your devices: your contacts refuse it. Link it anew to use it again."));
+  };
+  const load = async () => {
+    const listing = await attempt(card, () => api("GET", "/v1/devices"));
+    if (listing) shown(listing);
+  };
+  state.devices = { reload: load };
+  load();
+  return card;
+}
+
+function deviceRow(d, listing, shown, card) {
+  const since = new Date(d.created * 1000).toLocaleDateString();
+  const tags = [];
+  if (d.this_device) tags.push("this device");
+  else tags.push(d.online ? "online" : "offline", d.to_sync ? `${d.to_sync} messages to sync` : "in sync");
+  if (d.device_id === listing.mailbox_device) tags.push("keeps offline delivery");
+  const li = h("li", { "data-device": d.device_id },
+    h("code", { class: "mono", title: d.device_id }, d.device_id.slice(0, 8)), " ",
+    h("span", { class: "muted" }, "since " + since + " \u00b7 " + tags.join(", ")));
+  if (d.this_device || listing.this_revoked) return li;
+  const revoke = h("button", { type: "button" }, "Revoke\u2026");
+  const sure = h("span", { hidden: true },
+    " Revoke " + d.device_id.slice(0, 8) + " for good? Contacts stop talking to it; it cannot be undone. ",
+    h("button", { type: "button", class: "danger", onclick: async () => {
+      const after = await attempt(card, () => api("DELETE", "/v1/devices/" + d.device_id));
+      if (after) shown(after);
+    } }, "Revoke for good"),
+    " ",
+    h("button", { type: "button", onclick: () => { sure.hidden = true; revoke.hidden = false; } }, "Keep it"));
+  revoke.addEventListener("click", () => { revoke.hidden = true; sure.hidden = false; });
+  li.append(" ", revoke, sure);
+  return li;
 }
 
 const LINK_FAILED = {
@@ -1074,10 +1260,13 @@ async function showStatus() {
       canvas),
     h("section", { class: "card", "aria-label": "Presence" }, h("h3", {}, "Presence"), presenceForm),
     notifySwitch(),
+    profileCard(),
+    devicesCard(),
     linkCard(),
+    settingsCard(),
     h("section", { class: "card", "aria-label": "Network" }, h("h3", {}, "Network"),
       h("dl", {}, rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, untrusted(v))]))),
-    h("p", { class: "muted" }, "The token of this tab lives in its session storage only; close the tab to forget it. Create an identity with `btchat init` (not from the browser)."));
+    h("p", { class: "muted" }, "The token of this tab lives in its session storage only; close the tab to forget it."));
 }
 
 // ------------------------------------------------------------------ events
@@ -1086,6 +1275,11 @@ function onEvent(ev) {
   switch (ev.type) {
     case "device_linked":
       if (state.linking) state.linking.ended("A new device is linked (" + String(ev.device_id).slice(0, 8) + ").", "ok");
+      if (state.devices) state.devices.reload();
+      return;
+    case "profile":
+      // Changed on another of our devices: shown, unless the user is typing in it here.
+      if (state.profile && !state.profile.editing()) state.profile.reload();
       return;
     case "device_link_failed":
       if (state.linking) state.linking.ended("No device linked: " + (LINK_FAILED[ev.reason] || String(ev.reason)));
@@ -1229,6 +1423,129 @@ function onKey(e) {
   }
 }
 
+/** Frames from the camera, sent to the daemon to read (one at a time, about three a
+ * second) until a QR code is found or the user stops; the camera is released either way. */
+async function scanWithCamera(form, box, button, found) {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    form.append(notice("This browser gives the page no camera."));
+    return;
+  }
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" } });
+  } catch (err) {
+    form.append(notice("No camera: " + (err && err.message ? err.message : String(err))));
+    return;
+  }
+  const video = h("video", { autoplay: true, muted: true, playsinline: true, "aria-label": "Camera" });
+  video.srcObject = stream;
+  const canvas = document.createElement("canvas");
+  let on = true;
+  const stop = () => {
+    on = false;
+    for (const t of stream.getTracks()) t.stop();
+    box.hidden = true;
+    fill(box);
+    button.hidden = false;
+  };
+  fill(box, video, h("div", { class: "row" }, h("button", { type: "button", onclick: stop }, "Stop the camera")));
+  box.hidden = false;
+  button.hidden = true;
+  while (on) {
+    await new Promise((r) => setTimeout(r, 300));
+    if (!on || !video.videoWidth) continue;
+    canvas.width = video.videoWidth;
+    canvas.height = video.videoHeight;
+    canvas.getContext("2d").drawImage(video, 0, 0);
+    const blob = await new Promise((r) => canvas.toBlob(r, "image/png"));
+    if (!blob || !on) continue;
+    try {
+      const r = await apiBytes("/v1/qr/scan", blob);
+      if (on && found(r.texts)) stop();
+    } catch (err) {
+      stop();
+      form.append(notice(failText(err)));
+    }
+  }
+}
+
+// ------------------------------------------------------------------ first run, unlock
+
+/** A daemon started `--in-browser` waits for this page: a new identity's passphrase (a
+ * strength hint, the warning that nobody can recover it, typed twice) or the one that
+ * opens it. Resolves true when it runs ("created" for a new identity), false if it
+ * cannot be reached. */
+async function unlocked() {
+  let setup;
+  try {
+    setup = await api("GET", "/v1/setup");
+  } catch (err) {
+    screen("Cannot reach the daemon", notice(failText(err)));
+    return false;
+  }
+  if (setup.state === "ready") return true;
+  if (setup.state === "starting") {
+    screen("Starting", h("p", {}, "btchat is starting; this page reloads when it runs."));
+    setTimeout(() => location.reload(), 1000);
+    return false;
+  }
+  return new Promise((resolve) => showSetup(setup, resolve));
+}
+
+function showSetup(setup, done) {
+  const creating = setup.state === "create";
+  const pass = h("input", { type: "password", id: "setup-pass", required: true, maxlength: "1024",
+    autocomplete: creating ? "new-password" : "current-password", "aria-label": creating ? "New passphrase" : "Passphrase" });
+  const again = creating ? h("input", { type: "password", id: "setup-again", required: true, maxlength: "1024",
+    autocomplete: "new-password", "aria-label": "The same passphrase again" }) : null;
+  const hint = h("p", { id: "setup-hint", class: "small", "aria-live": "polite" });
+  const weak = h("input", { type: "checkbox", id: "setup-weak" });
+  const weakLine = h("label", { class: "check", hidden: true }, weak, " Use it anyway, though it is weak");
+  const button = h("button", { type: "submit" }, creating ? "Create my identity" : "Unlock");
+  const form = h("form", { class: "stack", "aria-label": creating ? "Create your identity" : "Unlock btchat" },
+    h("label", {}, creating ? "New passphrase" : "Passphrase", pass),
+    creating ? h("label", {}, "Again", again) : null,
+    hint, creating ? weakLine : null, h("div", { class: "row" }, button));
+  let asked = 0;
+  if (creating) {
+    pass.addEventListener("input", () => {
+      const mine = ++asked;
+      setTimeout(async () => {
+        if (mine !== asked || !pass.value) return;
+        try {
+          const verdict = await api("POST", "/v1/setup/strength", { passphrase: pass.value });
+          if (mine !== asked) return;
+          fill(hint, verdict.line);
+          weakLine.hidden = verdict.ok;
+        } catch (err) {
+          fill(hint, failText(err));
+        }
+      }, 300);
+    });
+  }
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    if (creating && pass.value !== again.value) {
+      const old = form.querySelector(".notice");
+      if (old) old.remove();
+      form.append(notice("The two passphrases differ; type them again."));
+      return;
+    }
+    button.disabled = true;
+    fill(button, creating ? "Creating\u2026" : "Unlocking\u2026");
+    const result = await attempt(form, () => api("POST", "/v1/setup", { passphrase: pass.value, weak_ok: weak.checked }));
+    button.disabled = false;
+    fill(button, creating ? "Create my identity" : "Unlock");
+    if (result && result.state === "ready") done(creating ? "created" : true);
+  });
+  const intro = creating
+    ? [h("p", {}, "btchat runs on this computer with no server anywhere. Your identity is a key made here; a passphrase protects it and your history on disk."),
+       h("p", { class: "notice error", role: "note" }, setup.no_recovery || "Nobody can recover a lost passphrase.")]
+    : [h("p", {}, "Your identity and history are locked with your passphrase.")];
+  screen(creating ? "Welcome to btchat" : "Unlock btchat", h("section", { class: "card" }, ...intro, form));
+  pass.focus();
+}
+
 async function main() {
   applyTheme(localStorage.getItem("btchat.theme"));
   $("theme-toggle").addEventListener("click", toggleTheme);
@@ -1245,6 +1562,9 @@ async function main() {
     screen("Not signed in", h("p", {}, "Open this page with ", h("code", {}, "btchat open"), ": it passes this tab the daemon's token."));
     return;
   }
+  const opened = await unlocked();
+  if (!opened) return;
+  if (opened === "created") location.hash = "#/status"; // your new ID, its QR and link
   try {
     state.me = await api("GET", "/v1/identity");
   } catch (err) {
