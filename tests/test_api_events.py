@@ -72,6 +72,7 @@ SAMPLES: list[dict[str, Any]] = [
     {"type": "undecryptable", "contact": PK, "reason": "no session", "notice": "ask again"},
     {"type": "channel_message", "channel": "cd" * 32, "message": {"text": "hi"}},
     {"type": "channel_removed", "channel": "cd" * 32},
+    {"type": "channel_joined", "channel": "cd" * 32, "name": "team"},
     {"type": "ready"},
     {"type": "pong", "id": 7},
     {"type": "error", "error": {"code": "bad_frame", "message": "no"}},

@@ -116,7 +116,7 @@ async def test_connection_attempts_in_flight_are_bounded_and_the_rest_wait() -> 
     class Bare(svc.ChannelService):
         def __init__(self) -> None:  # only the dial bookkeeping
             self._failed, self._queued, self._dialling, self._seeds = {}, {}, set(), set()
-            self._connecting, self.links, self.engine = 0, {}, None
+            self._connecting, self.links, self.engine, self._greeting = 0, {}, None, set()
             self.dialer = SlowDialer()  # type: ignore[assignment]
             self._tasks = TaskOwner()
 

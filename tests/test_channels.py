@@ -50,6 +50,7 @@ class Net:
         chat: ChatFile,
         identity: Identity | None = None,
         blocked: frozenset[bytes] = frozenset(),
+        device: bytes | None = None,
     ) -> Member:
         identity = identity or Identity.generate()
         store = ChannelStore(Store.open(self.root / f"{len(self.members)}.db", None))
@@ -63,7 +64,9 @@ class Net:
         config = ChannelConfig(
             host="127.0.0.1", dht=False, trackers=False, lsd=False, blocked=blocked
         )
-        service = ChannelService(chat, identity, store, None, config, on_event=on_event)
+        service = ChannelService(
+            chat, identity, store, None, config, on_event=on_event, device_id=device
+        )
         member = Member(service, identity)
         await service.start()
         self.members.append(member)
@@ -121,6 +124,31 @@ async def test_twenty_members_every_message_exactly_once(net: Net) -> None:
     dupes = sum(m.service.engine.stats["duplicates"] for m in members)  # type: ignore[union-attr]
     relayed = sum(m.service.engine.stats["relayed"] for m in members)  # type: ignore[union-attr]
     print(f"\n  20 members, 20 messages: {relayed} relays, {dupes} duplicate copies dropped")
+
+
+async def test_ten_people_on_two_devices_each_every_message_exactly_once(net: Net) -> None:
+    chat = ChatFile.create("devices", now=time.time())
+    people = [Identity.generate() for _ in range(10)]
+    members = [
+        await net.add(chat, person, device=bytes([n, d]) * 8)
+        for n, person in enumerate(people)
+        for d in (1, 2)
+    ]
+    for m in members[1:]:
+        dial(m, members[0])
+    await until(lambda: all(len(m.service.links) == 19 for m in members), 60, "a full mesh")
+    await asyncio.sleep(1.0)
+    for i, m in enumerate(members):
+        m.service.post(f"message {i}")
+    await until(lambda: all(len(m.shown) == 19 for m in members), 30, "every message")
+    await asyncio.sleep(0.5)
+    for i, m in enumerate(members):
+        assert sorted(m.texts) == sorted(f"message {j}" for j in range(20) if j != i)
+    view = members[0].service.engine.member_view(time.time())  # type: ignore[union-attr]
+    assert len(view) == 10 and all(v["online"] for v in view)  # each person once
+    dupes = sum(m.service.engine.stats["duplicates"] for m in members)  # type: ignore[union-attr]
+    relayed = sum(m.service.engine.stats["relayed"] for m in members)  # type: ignore[union-attr]
+    print(f"\n  10 people x 2 devices, 20 messages: {relayed} relays, {dupes} duplicates dropped")
 
 
 async def test_member_that_reaches_only_one_other_gets_everything(net: Net) -> None:

@@ -68,6 +68,7 @@ def test_every_renderer_goes_through_emit_safely(capsys: pytest.CaptureFixture[s
         ),
         channel_message_line({"ts": 0, "author": "c" * 64, "private": False, "text": "\x9bx"}),
         describe_event({"type": "undecryptable", "contact": "d" * 64, "notice": "\x1b[H"}),
+        describe_event({"type": "channel_joined", "channel": "e" * 64, "name": "\x1b[2Jx"}),
     ]
     emit(args, {}, "\n".join(rows))
     out = capsys.readouterr().out

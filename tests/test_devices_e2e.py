@@ -141,3 +141,33 @@ def test_one_person_three_devices_and_a_friend(household: dict[str, Person]) -> 
     assert own.returncode != 0 and "this device" in own.stderr
     unknown = laptop.cli("device", "revoke", "abcdef00", check=False)
     assert unknown.returncode != 0 and "no other device" in unknown.stderr
+
+    # A channel created on the laptop is on the desktop too (channel sync); bob joins.
+    # Each device links on its own, every post shows once on every device, and bob
+    # sees one member besides himself. Left on the desktop, it is left on the laptop.
+    created = laptop.cli("channel", "create", "home", "--out", str(laptop.dir))
+    wait_for(
+        lambda: [c["name"] for c in desktop.cli("channels")["channels"]] == ["home"],
+        60,
+        "the desktop joins the laptop's channel",
+    )
+    bob.cli("channel", "join", created["uri"])
+
+    def links(p: Person) -> int:
+        return next((c["links"] for c in p.cli("channels")["channels"]), 0)
+
+    wait_for(lambda: all(links(p) == 2 for p in (laptop, desktop, bob)), 120, "a mesh of three")
+    for p in (laptop, desktop, bob):
+        p.cli("channel", "send", "home", f"from the {p.name}")
+    want = sorted(f"from the {p.name}" for p in (laptop, desktop, bob))
+    for p in (laptop, desktop, bob):
+        wait_for(
+            lambda p=p: (
+                sorted(m["text"] for m in p.cli("channel", "history", "home")["messages"]) == want
+            ),
+            60,
+            f"every post on {p.name}",
+        )
+    assert len(bob.cli("channel", "members", "home")["members"]) == 2
+    desktop.cli("channel", "leave", "home")
+    wait_for(lambda: laptop.cli("channels")["channels"] == [], 60, "the laptop leaves too")

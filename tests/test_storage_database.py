@@ -16,7 +16,7 @@ from btchat.identity.keys import Identity
 from btchat.messaging import envelope as E
 from btchat.messaging.schema import MIGRATIONS as MESSAGING_MIGRATIONS
 from btchat.messaging.store import Store, StoreError
-from btchat.node import contact_sync, device_lists, own_sync
+from btchat.node import channel_sync, contact_sync, device_lists, own_sync
 from btchat.node.devices import MIGRATIONS as DEVICE_MIGRATIONS
 from btchat.offline.state import MailboxState
 from btchat.storage import Database, register_migrations
@@ -49,6 +49,7 @@ def test_database_from_42b1104_opens_with_its_data(tmp_path: Path) -> None:
             "device_lists": len(device_lists.MIGRATIONS),
             "own_sync": len(own_sync.MIGRATIONS),
             "contact_sync": len(contact_sync.MIGRATIONS),
+            "channel_sync": len(channel_sync.MIGRATIONS),
         }
         bob = s.get_contact(BOB.public_key)
         assert bob is not None and bob.name == "bob"
@@ -92,7 +93,8 @@ def test_partly_migrated_legacy_file_gets_the_rest(tmp_path: Path, legacy: int) 
         if legacy < 2:
             for table in ("olm_sessions", "mailbox_out", "mailbox_in", "held", "mailbox_peers"):
                 conn.execute(f"DROP TABLE {table}")
-        for table in ("own_devices", "device_lists", "own_sync", "contact_changes"):
+        newer = ("own_devices", "device_lists", "own_sync", "contact_changes", "channel_changes")
+        for table in newer:
             conn.execute(f"DROP TABLE {table}")  # newer than every legacy file
         conn.execute("DROP TABLE schema_versions")
         conn.execute(f"PRAGMA user_version = {legacy}")

@@ -197,6 +197,13 @@ def test_own_devices() -> None:
     profile = own_sync.decode_sync(b(data["profile"]["payload"]), 0)
     assert isinstance(profile, own_sync.ProfileChange)
     assert profile.name == data["profile"]["name"] and profile.status is None
+    channels = own_sync.decode_sync(b(data["channels"]["payload"]), 0)
+    assert isinstance(channels, own_sync.ChannelsNote)
+    joined, left = channels.changes
+    assert joined.joined
+    assert ChatFile.from_bytes(joined.chatfile).channel_id.hex() == data["channels"]["joined"]
+    assert not left.joined and left.channel.hex() == data["channels"]["left"]
+    assert own_sync.encode_channels(channels.changes) == [b(data["channels"]["payload"])]
 
 
 def test_pairwise_secret() -> None:

@@ -256,6 +256,13 @@ def family_own_devices() -> dict[str, Any]:
     change = own_sync.ContactChange(
         int(NOW * 1000), ALICE_DEVICE.device_id, BOB.public_key, "bob", False, True, False
     )
+    team = ChatFile.create("team", now=CREATED, secret=bytes([0x77]) * 32)
+    joined = own_sync.ChannelChange(
+        int(NOW * 1000), ALICE_DEVICE.device_id, team.channel_id, True, team.to_bytes()
+    )
+    left = own_sync.ChannelChange(
+        int(NOW * 1000) + 1, ALICE_DEVICE_2.device_id, bytes([0x78]) * 32, False
+    )
     return _file(
         "One identity on several devices: the revocation list (a BEP 44 mutable item), "
         "the rendezvous of an identity with itself (how its devices find each other), "
@@ -273,6 +280,9 @@ def family_own_devices() -> dict[str, Any]:
             "read": "bencode({i: [message id, ...], p: contact key, t: read})",
             "profile": "bencode({a: avatar hash or empty, c: changed_ms, d: device, "
             "n: name, s: status or empty, t: profile})",
+            "channels": "bencode({c: [[channel id, flags, changed_ms, device, chatfile, "
+            "[[generation, secret]...], member list]...], t: channels}); flags 1 joined "
+            "(a leave carries no file, keys or list)",
         },
         {
             "revocation_list": {
@@ -296,6 +306,11 @@ def family_own_devices() -> dict[str, Any]:
                 )
             },
             "contacts": {"payload": hx(own_sync.encode_contacts([change]))},
+            "channels": {
+                "joined": hx(team.channel_id),
+                "left": hx(left.channel),
+                "payload": hx(own_sync.encode_channels([joined, left])[0]),
+            },
             "read": {"payload": hx(own_sync.encode_read(BOB.public_key, [row.id])[0])},
             "profile": {
                 "name": "Alice",

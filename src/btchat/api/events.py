@@ -156,6 +156,14 @@ class ChannelRemovedEvent(_Event):
     channel: str
 
 
+class ChannelJoinedEvent(_Event):
+    """Another of our devices joined or created a channel, and so did this one."""
+
+    type: Literal["channel_joined"]
+    channel: str = Field(description="Channel id (hex).")
+    name: str
+
+
 class FileOfferEvent(_Event):
     """A contact offered us a file (or an offer was refused: its state says so)."""
 
@@ -245,6 +253,7 @@ EVENT_MODELS: dict[str, type[_Event]] = {
         DhtEvent,
         ChannelMessageEvent,
         ChannelRemovedEvent,
+        ChannelJoinedEvent,
         FileOfferEvent,
         FileProgressEvent,
         FileDoneEvent,
@@ -293,6 +302,7 @@ class Event(RootModel[Any]):
         | DhtEvent
         | ChannelMessageEvent
         | ChannelRemovedEvent
+        | ChannelJoinedEvent
         | FileOfferEvent
         | FileProgressEvent
         | FileDoneEvent

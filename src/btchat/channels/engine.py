@@ -20,6 +20,13 @@ event. Everything a channel does happens here:
 * **Invite-only**: only keys on the owner-signed member list may link or author; the
   owner's changes are gossiped; removing a member moves the channel to a new key
   generation whose secret is granted (sealed) to the remaining members only.
+* **Several devices of one member**: links are keyed by *link key*, the member's
+  identity followed by the device id its ``hello`` names (``dev``), so each of a
+  person's devices holds its own links (to the others' devices and to its own
+  siblings) while membership, presence and authorship stay the identity's. A member
+  that names no device (before it knew how) is one link per identity, as before.
+  The device that posts a message says so (``o`` in the ``msg`` frame), so relaying
+  can tell which of the author's devices already sent it where.
 """
 
 from __future__ import annotations
@@ -81,11 +88,27 @@ ANTI_ENTROPY_IDS = 64
 ENTROPY_GRACE = 5.0
 MAX_PAYLOAD = 65000
 MAX_PEX = 200
+#: Link keys read from one member's link set (``links``, ``ll``).
+MAX_LINK_SET = 1000
 #: The presence status a member sends as it leaves or shuts down.
 OFFLINE = b"offline"
 #: Member addresses we remember (learned from links and peer exchange). In an open
 #: channel any key counts as a member, so this bounds what one member can make us keep.
 MAX_KNOWN_ADDRS = 1024
+#: A device id, as a link key's tail (``identity/keys.py`` device certificates).
+DEVICE_ID_LEN = 16
+
+
+def identity_of(link: bytes) -> bytes:
+    """The member a link key belongs to: its first 32 bytes (identity, then device)."""
+    return link[:32]
+
+
+def _link_key(value: object) -> bytes | None:
+    """A link key from the wire: an identity, or an identity and a device id."""
+    if type(value) is bytes and len(value) in (32, 32 + DEVICE_ID_LEN):
+        return value
+    return None
 
 
 def pex_address(ip: bytes, port: int) -> tuple[str, int] | None:
@@ -151,7 +174,9 @@ Event = Shown | Dial | Drop | Removed
 @dataclass
 class _Link:
     addr: tuple[str, int] | None  # the member's listening address, once known
-    links: frozenset[bytes] = frozenset()  # whom it says it is linked to
+    links: frozenset[bytes] = frozenset()  # whom it says it is linked to (link keys)
+    #: It lists its links by device (``ll``); else by identity only (an older member).
+    devices: bool = False
 
 
 @dataclass
@@ -170,10 +195,17 @@ class ChannelEngine:
         listen_port: int,
         now: float,
         quota: ChannelQuota | None = None,
+        device_id: bytes | None = None,
     ) -> None:
+        if device_id is not None and len(device_id) != DEVICE_ID_LEN:
+            raise ValueError(f"a device id is {DEVICE_ID_LEN} bytes")
         self.chat = chat
         self.identity = identity
         self.me = identity.public_key
+        #: This device (None: one link per identity, and none with our other devices).
+        self.device_id = device_id
+        #: Our own link key, as the others key their link with us.
+        self.link_id = self.me + device_id if device_id is not None else self.me
         self.id = chat.channel_id
         self.store = store
         self.listen_port = listen_port
@@ -215,7 +247,9 @@ class ChannelEngine:
         return None
 
     def _send(self, peer: bytes, payload: dict[bytes, Any]) -> None:
-        data = encode(payload)
+        self._send_encoded(peer, encode(payload))
+
+    def _send_encoded(self, peer: bytes, data: bytes) -> None:
         if len(data) > MAX_PAYLOAD:
             log.warning("channel payload of %d bytes not sent", len(data))
             return
@@ -249,7 +283,10 @@ class ChannelEngine:
     def authorize(self, member: bytes) -> bool:
         """May this identity (which proved the channel secret) link with us?"""
         if member == self.me:
-            return False  # ourselves, dialled through a stale address
+            # Another of our devices (only ours can prove our identity), if we tell
+            # devices apart; ourselves, dialled through our own address, shows at
+            # ``link_key`` and is dropped there.
+            return self.device_id is not None
         if not self.invite_only:
             return True
         if self.members is None:
@@ -267,21 +304,48 @@ class ChannelEngine:
 
     # -------------------------------------------------------------- links
 
-    def link_up(self, peer: bytes, remote_ip: str, now: float) -> None:
-        self.links[peer] = _Link(addr=(remote_ip, 0))
-        self._heard(peer, now)
+    def hello(self, exclude: bytes | None = None) -> bytes:
+        """Our first DATA frame on a link (the runtime sends it as the link comes up,
+        before it knows which device of the member it reached)."""
         hello: dict[bytes, Any] = {
             b"t": b"hello",
             b"port": self.listen_port,
             b"have": [m.id for m in self._recent_messages(self.chat.history)],
-            b"links": sorted(self.links),
-            b"pex": self._pex(exclude=peer),
+            **self._link_set(exclude),
         }
+        if self.device_id is not None:
+            hello[b"dev"] = self.device_id
         if self.members is not None and self.members.signature is not None:
             hello[b"ml"] = self.members.to_bytes()
-        self._send(peer, hello)
+        return encode(hello)
+
+    def link_key(self, identity: bytes, first: bytes) -> bytes:
+        """The key of a new link to ``identity`` whose first DATA frame is ``first``
+        (its ``hello``): the identity and the device it names, if we tell devices apart
+        and it names one; else the identity. Equal to :attr:`link_id` for a link to
+        ourselves, which the runtime drops."""
+        if self.device_id is None:
+            return identity
+        try:
+            hello = decode(first, max_depth=4, max_size=MAX_PAYLOAD)
+        except DecodeError:
+            return identity
+        dev = hello.get(b"dev") if type(hello) is dict else None
+        if type(dev) is bytes and len(dev) == DEVICE_ID_LEN:
+            return identity + dev
+        # Our own identity naming no device is ourselves or a device too old to link
+        # with us (it refuses our identity): either way not a link to keep.
+        return self.link_id if identity == self.me else identity
+
+    def link_up(self, peer: bytes, remote_ip: str, now: float, *, greeted: bool = False) -> None:
+        """A link to ``peer`` (a link key) is up; ``greeted``: our hello went already."""
+        self.links[peer] = _Link(addr=(remote_ip, 0))
+        self._heard(identity_of(peer), now)
+        if not greeted:
+            self._send_encoded(peer, self.hello(exclude=peer))
+        member = identity_of(peer)
         for recipient, generation, sealed in self.store.grants(self.id):
-            if recipient == peer:
+            if recipient == member:
                 self._send(peer, {b"t": b"grant", b"to": recipient, b"g": generation, b"x": sealed})
         self._links_changed(exclude=peer)
 
@@ -289,12 +353,29 @@ class ChannelEngine:
         if self.links.pop(peer, None) is not None:
             self._links_changed()
 
-    def _pex(self, exclude: bytes) -> list[list[Any]]:
-        out = []
-        for pk, link in self.links.items():
-            if pk != exclude and link.addr is not None and link.addr[1]:
-                out.append([link.addr[0].encode(), link.addr[1], pk])
-        return out[:MAX_PEX]
+    def _linked(self) -> set[bytes]:
+        """The identities we hold a link with (any of their devices)."""
+        return {identity_of(k) for k in self.links}
+
+    def _link_set(self, exclude: bytes | None) -> dict[bytes, Any]:
+        """What we tell a member of our links: ``links`` (identities, as every version
+        reads), ``ll`` (link keys, by device), ``pex`` addresses with ``pd`` (the device
+        of each, or empty) beside them."""
+        pex, pd = self._pex(exclude)
+        return {
+            b"links": sorted(self._linked()),
+            b"ll": sorted(self.links)[:MAX_LINK_SET],
+            b"pex": pex,
+            b"pd": pd,
+        }
+
+    def _pex(self, exclude: bytes | None) -> tuple[list[list[Any]], list[bytes]]:
+        out, devices = [], []
+        for key, link in self.links.items():
+            if key != exclude and link.addr is not None and link.addr[1]:
+                out.append([link.addr[0].encode(), link.addr[1], identity_of(key)])
+                devices.append(key[32:])
+        return out[:MAX_PEX], devices[:MAX_PEX]
 
     def _links_changed(self, exclude: bytes | None = None) -> None:
         """Tell linked members our link set changed, at most once per LINKS_DEBOUNCE:
@@ -306,10 +387,7 @@ class ChannelEngine:
         self._links_dirty = False
         self._next_links = now + LINKS_DEBOUNCE
         for peer in self.links:
-            self._send(
-                peer,
-                {b"t": b"links", b"links": sorted(self.links), b"pex": self._pex(exclude=peer)},
-            )
+            self._send(peer, {b"t": b"links", **self._link_set(exclude=peer)})
 
     def known_addresses(self) -> dict[bytes, tuple[str, int]]:
         return dict(self._known_addrs)
@@ -327,7 +405,7 @@ class ChannelEngine:
             self.stats["malformed"] += 1
             log.warning("malformed channel payload from %s: %s", peer.hex()[:16], exc)
             return
-        self._heard(peer, now)
+        self._heard(identity_of(peer), now)
         kind = payload[b"t"]
         handler = {
             b"hello": self._on_hello,
@@ -365,15 +443,23 @@ class ChannelEngine:
         self._links_changed(exclude=peer)  # others learn this member's address
 
     def _on_links(self, peer: bytes, p: dict[bytes, Any], now: float) -> None:
-        links = p.get(b"links", [])
-        if type(links) is list:
-            self.links[peer].links = frozenset(
-                k for k in links[:1000] if type(k) is bytes and len(k) == 32
+        link = self.links[peer]
+        by_device, links = p.get(b"ll"), p.get(b"links", [])
+        if type(by_device) is list:
+            link.links = frozenset(k for k in map(_link_key, by_device[:MAX_LINK_SET]) if k)
+            link.devices = True
+        elif type(links) is list:
+            link.links = frozenset(
+                k for k in links[:MAX_LINK_SET] if type(k) is bytes and len(k) == 32
             )
-        for entry in p.get(b"pex", [])[:MAX_PEX]:
+        devices = p.get(b"pd")
+        if type(devices) is not list:
+            devices = []
+        for n, entry in enumerate(p.get(b"pex", [])[:MAX_PEX]):
             if type(entry) is not list or len(entry) != 3:
                 continue
             ip, port, member = entry
+            dev = devices[n] if n < len(devices) else b""
             if not (
                 type(ip) is bytes
                 and type(port) is int
@@ -382,8 +468,10 @@ class ChannelEngine:
                 and len(member) == 32
             ):
                 continue
-            if member == self.me or not self.authorize(member):
-                continue
+            key = member + dev if type(dev) is bytes and len(dev) == DEVICE_ID_LEN else member
+            if key == self.link_id or member == key == self.me or not self.authorize(member):
+                continue  # ourselves (or our device, named without its id)
+            member = key
             addr = pex_address(ip, port)
             if addr is None:
                 self.stats["pex_refused_address"] += 1
@@ -407,7 +495,7 @@ class ChannelEngine:
         for msg in self._recent_messages(limit):
             if fresh_ms is not None and msg.ts_ms > fresh_ms:
                 continue
-            if msg.id not in theirs and self._for_peer(msg, peer):
+            if msg.id not in theirs and self._for_peer(msg, identity_of(peer)):
                 self.stats["history_sent"] += 1
                 self._send(peer, {b"t": b"msg", b"m": msg.wire})
 
@@ -425,10 +513,13 @@ class ChannelEngine:
         wire = p.get(b"m")
         if type(wire) is not bytes:
             raise ValueError("msg without bytes")
-        self.receive_wire(wire, now, via=peer)
+        self.receive_wire(wire, now, via=peer, origin=_link_key(p.get(b"o")))
 
-    def receive_wire(self, wire: bytes, now: float, *, via: bytes | None) -> bool:
-        """Verify, store once, show, relay. True if it was new."""
+    def receive_wire(
+        self, wire: bytes, now: float, *, via: bytes | None, origin: bytes | None = None
+    ) -> bool:
+        """Verify, store once, show, relay. True if it was new. ``origin``: the link key
+        of the device that posted it, as the frame says (ignored unless the author's)."""
         try:
             msg = ChannelMessage.parse(wire, self.id)
         except MessageError as exc:
@@ -439,8 +530,10 @@ class ChannelEngine:
             self.stats["refused_author"] += 1
             log.warning("channel message from a non-member %s refused", msg.author.hex()[:16])
             return False
+        if origin is not None and identity_of(origin) != msg.author:
+            origin = None  # a hint of someone else's device: not taken
         if msg.kind == PRESENCE:
-            return self._on_presence(msg, wire, now, via)
+            return self._on_presence(msg, wire, now, via, origin)
         if self.store.has_message(self.id, msg.id):
             self.stats["duplicates"] += 1
             return False
@@ -458,7 +551,7 @@ class ChannelEngine:
         self.stats["received"] += 1
         if text is not None:
             self._events.append(Shown(stored))
-        self._relay(msg, wire, via)
+        self._relay(msg, wire, via, origin)
         return True
 
     # -------------------------------------------------------------- quotas
@@ -506,7 +599,8 @@ class ChannelEngine:
         if member not in heard and len(heard) >= self.quota.presence_entries:
             self._expire_presence(now)
             if len(heard) >= self.quota.presence_entries:
-                unlinked = (k for k in heard if k not in self.links)
+                linked = self._linked()
+                unlinked = (k for k in heard if k not in linked)
                 victim = min(unlinked, key=heard.__getitem__, default=None)
                 if victim is None:
                     self.stats["presence_refused"] += 1
@@ -521,8 +615,9 @@ class ChannelEngine:
 
     def _expire_presence(self, now: float) -> None:
         horizon = now - self.quota.presence_expiry
+        linked = self._linked()
         for key, when in list(self.presence.last_heard.items()):
-            if when < horizon and key not in self.links:
+            if when < horizon and key not in linked:
                 self._forget(key)
                 self.stats["presence_expired"] += 1
 
@@ -548,16 +643,51 @@ class ChannelEngine:
             log.warning("channel message %s unreadable: %s", msg.id.hex()[:8], exc)
             return None
 
-    def _relay(self, msg: ChannelMessage, wire: bytes, via: bytes | None) -> None:
+    def _relay(
+        self, msg: ChannelMessage, wire: bytes, via: bytes | None, origin: bytes | None
+    ) -> None:
+        frame: dict[bytes, Any] = {b"t": b"msg", b"m": wire}
+        if origin is not None:
+            frame[b"o"] = origin
         for peer, link in self.links.items():
-            if peer in (via, msg.author):
+            if peer == via:
                 continue
-            if msg.author in link.links or (via is not None and via in link.links):
-                continue  # the author or the member we got it from reaches it directly
+            if origin is not None:
+                # The posting device sent it to every device it is linked to; the
+                # author's other devices are members like any other.
+                if peer == origin or self._reaches(link, origin):
+                    continue
+            elif identity_of(peer) == msg.author or self._reaches_member(link, msg.author):
+                continue  # no device named: the author reaches it directly, as before
+            if via is not None and self._reaches(link, via):
+                continue  # the member we got it from reaches it directly
             self.stats["relayed"] += 1
-            self._send(peer, {b"t": b"msg", b"m": wire})
+            self._send(peer, frame)
 
-    def _on_presence(self, msg: ChannelMessage, wire: bytes, now: float, via: bytes | None) -> bool:
+    def _reaches(self, link: _Link, key: bytes) -> bool:
+        """Does this member say it is linked to ``key`` (a link key)? One that lists
+        identities only is taken at its word for any device of that identity but ours:
+        it keeps one link per identity, and to ours that is the link with us."""
+        if key in link.links:
+            return True
+        if link.devices or (identity_of(key) == self.me and key != self.link_id):
+            return False
+        return identity_of(key) in link.links
+
+    def _reaches_member(self, link: _Link, member: bytes) -> bool:
+        """Does this member say it is linked to any device of ``member`` (ours apart)?"""
+        if not link.devices:
+            return member in link.links and member != self.me
+        return any(identity_of(k) == member and k != self.link_id for k in link.links)
+
+    def _on_presence(
+        self,
+        msg: ChannelMessage,
+        wire: bytes,
+        now: float,
+        via: bytes | None,
+        origin: bytes | None = None,
+    ) -> bool:
         if msg.id in self._seen_presence:
             return False
         if not self._admit(msg.author, len(wire), presence=True, now=now):
@@ -576,12 +706,17 @@ class ChannelEngine:
             known = msg.author in self.presence.last_heard  # not if the table refused it
             if known and type(status) is bytes and len(status) <= 16:
                 self.presence.status[msg.author] = status.decode("ascii", "replace")
-        self._relay(msg, wire, via)
+        self._relay(msg, wire, via, origin)
         return True
 
     # -------------------------------------------------------------- invite-only
 
-    def _on_member_list(self, peer: bytes, p: dict[bytes, Any], now: float) -> None:
+    def offer_member_list(self, data: bytes, now: float) -> None:
+        """A member list another of our devices holds: adopted if it is newer and
+        verifies, as one a member sends."""
+        self._on_member_list(None, {b"ml": data}, now)
+
+    def _on_member_list(self, peer: bytes | None, p: dict[bytes, Any], now: float) -> None:
         if not self.invite_only or self.chat.owner is None:
             return
         data = p.get(b"ml")
@@ -598,7 +733,7 @@ class ChannelEngine:
             new.verify(previous, channel_id=self.id, owner=self.chat.owner)
         except MemberListError as exc:
             self.stats["member_list_refused"] += 1
-            log.warning("member list from %s refused: %s", peer.hex()[:16], exc)
+            log.warning("member list from %s refused: %s", peer.hex()[:16] if peer else "us", exc)
             return
         self._adopt(new, exclude=peer)
 
@@ -612,7 +747,7 @@ class ChannelEngine:
             self._events.append(Removed())
             return
         for peer in list(self.links):
-            if peer not in new:
+            if identity_of(peer) not in new:
                 self._events.append(Drop(peer, "removed from the channel"))
 
     def _on_grant(self, peer: bytes, p: dict[bytes, Any], now: float) -> None:
@@ -621,12 +756,16 @@ class ChannelEngine:
             raise ValueError("grant malformed")
         if not self.store.save_grant(self.id, to, generation, sealed):
             return  # known: already handled and forwarded
+        grant = {b"t": b"grant", b"to": to, b"g": generation, b"x": sealed}
         if to == self.me:
             self._open_grant(sealed)
-        elif to in self.links:
-            self._send(to, {b"t": b"grant", b"to": to, b"g": generation, b"x": sealed})
-        else:
-            self._broadcast(p, exclude={peer})
+        # Every device of the recipient we are linked to (ours too: sealed to the
+        # identity, any of its devices opens it); if none, everyone else.
+        devices = [k for k in self.links if identity_of(k) == to and k != peer]
+        for key in devices:
+            self._send(key, grant)
+        if not devices and to != self.me:
+            self._broadcast(grant, exclude={peer})
 
     def _open_grant(self, sealed: bytes) -> None:
         if self.members is None:
@@ -640,10 +779,14 @@ class ChannelEngine:
             log.warning("generation key grant refused: %s", exc)
             return
         self.store.save_key(self.id, grant.generation, grant.key)
-        # Messages of that generation that arrived before the key can be read now.
+        self.keys_added({grant.generation})
+
+    def keys_added(self, generations: set[int]) -> None:
+        """Generation secrets were stored (a grant, or from another of our devices):
+        messages of those generations that arrived before them can be read now."""
         for msg in self.store.unreadable(self.id):
             parsed = ChannelMessage.parse(msg.wire, self.id)
-            if parsed.generation == grant.generation:
+            if parsed.generation in generations:
                 text = self._read(parsed)
                 if text is not None:
                     self.store.set_text(self.id, msg.id, text)
@@ -718,7 +861,7 @@ class ChannelEngine:
             self._account(self.me, len(wire))
         self._recent.clear()
         for peer in self.links:
-            self._send(peer, {b"t": b"msg", b"m": wire})
+            self._send(peer, {b"t": b"msg", b"m": wire, b"o": self.link_id})
         self.stats["posted"] += 1
         return stored
 
@@ -736,7 +879,7 @@ class ChannelEngine:
                 generation=generation,
                 traffic_key=key,
             )
-            self._broadcast({b"t": b"msg", b"m": msg.encode()})
+            self._broadcast({b"t": b"msg", b"m": msg.encode(), b"o": self.link_id})
 
     def goodbye(self, now: float) -> None:
         """We are leaving the channel or shutting down: say so, so members show us
@@ -763,7 +906,8 @@ class ChannelEngine:
 
     def member_view(self, now: float) -> list[dict[str, Any]]:
         """Members with presence: everyone on the list (invite-only) or heard from."""
-        keys: set[bytes] = set(self.presence.last_heard) | set(self.links) | {self.me}
+        linked = self._linked()
+        keys: set[bytes] = set(self.presence.last_heard) | linked | {self.me}
         roles: dict[bytes, str] = {}
         if self.members is not None:
             keys = set(self.members.keys) | {self.me}
@@ -773,7 +917,7 @@ class ChannelEngine:
             heard = self.presence.last_heard.get(key)
             online = (
                 key == self.me
-                or key in self.links
+                or key in linked
                 or (heard is not None and now - heard < PRESENCE_WINDOW)
             )
             out.append(
@@ -781,7 +925,7 @@ class ChannelEngine:
                     "public_key": key.hex(),
                     "role": roles.get(key),
                     "online": online,
-                    "linked": key in self.links,
+                    "linked": key in linked,
                     "me": key == self.me,
                     "last_heard": int(heard * 1000) if heard else None,
                 }

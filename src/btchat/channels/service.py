@@ -7,6 +7,11 @@ of :mod:`btchat.discovery.sources`, each reporting what it found to :meth:`_foun
 then by peer exchange over the links themselves. Every address found is dialled; a link is a
 Noise XXpsk3 session keyed by the channel secret (:mod:`btchat.channels.link`) and
 authenticated by both identities, and the :class:`ChannelEngine` decides what flows.
+
+A link is keyed once the member's first DATA frame (its ``hello``) names the device it
+runs on (:meth:`ChannelEngine.link_key`): until then it only carries our own hello.
+So two devices of one person each hold their own links, and a link to ourselves (our
+own address, found by discovery) is dropped and backed off like a failed dial.
 """
 
 from __future__ import annotations
@@ -20,7 +25,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from btchat.channels.chatfile import ChatFile
-from btchat.channels.engine import ChannelEngine, Dial, Drop, Event, Removed, Send
+from btchat.channels.engine import (
+    MAX_PAYLOAD,
+    ChannelEngine,
+    Dial,
+    Drop,
+    Event,
+    Removed,
+    Send,
+    identity_of,
+)
 from btchat.channels.link import Link, LinkClosed, LinkData, LinkEstablished, LinkEvent, LinkFailed
 from btchat.channels.link_connection import LinkConnection, run_link_over
 from btchat.channels.store import ChannelStore, StoredMessage
@@ -51,6 +65,9 @@ REDIAL_INTERVAL = 20.0
 MAX_SEEDS = 256
 #: Seconds a stopping channel waits for its goodbye to be written to its links.
 GOODBYE_GRACE = 0.2
+#: Seconds a link may be up without its member's ``hello`` (which keys it) before it is
+#: closed: a link that only answers PINGs would otherwise hold a place in MAX_LINKS.
+HELLO_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -79,8 +96,11 @@ class ChannelService:
         *,
         on_event: Callable[[ChatFile, Event | dict[str, Any]], None],
         dialer: Dialer | None = None,
+        device_id: bytes | None = None,
     ) -> None:
         self.chat = chat
+        #: This device's id (None: one link per identity, none with our own devices).
+        self.device_id = device_id
         #: How links are carried: any "connect me to this address" -> byte stream.
         self.dialer: Dialer = dialer if dialer is not None else TcpDialer(timeout=10.0)
         self.identity = identity
@@ -89,7 +109,10 @@ class ChannelService:
         self.config = config
         self.on_event = on_event
         self.engine: ChannelEngine | None = None
-        self.links: dict[bytes, tuple[LinkConnection, bool]] = {}  # member -> (conn, we dialled)
+        #: link key (identity, then device id) -> (conn, we dialled)
+        self.links: dict[bytes, tuple[LinkConnection, bool]] = {}
+        #: Links up whose member has not said yet which device it is (counted in MAX_LINKS).
+        self._greeting: set[LinkConnection] = set()
         self._server: TcpListener | None = None
         self._tasks = TaskOwner()
         self._dialling: set[tuple[str, int]] = set()
@@ -117,7 +140,12 @@ class ChannelService:
         self._server = await TcpListener.start(self.config.host, self.config.port, self._accept)
         self.port = self._server.port
         self.engine = ChannelEngine(
-            self.chat, self.identity, self.store, listen_port=self.port, now=time.time()
+            self.chat,
+            self.identity,
+            self.store,
+            listen_port=self.port,
+            now=time.time(),
+            device_id=self.device_id,
         )
         self._tasks.spawn(self._tick_loop())
         common: dict[str, Any] = {
@@ -175,6 +203,9 @@ class ChannelService:
             now=asyncio.get_running_loop().time(),  # the clock the pump drives it with
         )
 
+    def _full(self) -> bool:
+        return len(self.links) + len(self._greeting) >= MAX_LINKS
+
     def _authorize(self, member: bytes) -> bool:
         return (
             member not in self.config.blocked
@@ -183,7 +214,7 @@ class ChannelService:
         )
 
     async def _accept(self, stream: ByteStream) -> None:
-        if len(self.links) >= MAX_LINKS:
+        if self._full():
             stream.abort()
             return
         peer = stream.remote_address
@@ -207,7 +238,7 @@ class ChannelService:
         now = time.monotonic()
         if addr in self._dialling or self._failed.get(addr, (0.0, 0))[0] > now:
             return
-        if len(self.links) >= MAX_LINKS or addr[1] == 0:
+        if self._full() or addr[1] == 0:
             return
         if self._connecting >= MAX_DIALS:
             if len(self._queued) < MAX_SEEDS:
@@ -265,31 +296,52 @@ class ChannelService:
     ) -> bool:
         """Run one link to its end; True if it was established. ``ticket``: an inbound
         link's admission (it leaves the pending pool once established)."""
-        state: dict[str, Any] = {"member": None, "duplicate": False}
+        state: dict[str, Any] = {"identity": None, "member": None, "duplicate": False}
         conn_box: list[LinkConnection] = []
+
+        def keyed(first: bytes) -> bytes | None:
+            """The member's first frame names its device: key the link, or drop it."""
+            assert self.engine is not None
+            conn = conn_box[0]
+            self._greeting.discard(conn)
+            identity, state["identity"] = state["identity"], None
+            key = self.engine.link_key(identity, first)
+            if key == self.engine.link_id:
+                conn.close("a link to ourselves")  # a failure: the address is backed off
+                return None
+            if not self._keep(key, dialled):
+                state["duplicate"] = True  # not a failure: the address is good
+                conn.close("duplicate link")
+                return None
+            state["member"] = key
+            self.links[key] = (conn, dialled)
+            self.engine.link_up(key, remote_ip, time.time(), greeted=True)
+            return key
 
         def on_event(event: LinkEvent) -> None:
             assert self.engine is not None
             if isinstance(event, LinkEstablished):
                 if ticket is not None:
                     self.admission.established(ticket)
-                member = event.identity
-                if not self._keep(member, dialled):
-                    state["duplicate"] = True  # not a failure: the address is good
-                    conn_box[0].close("duplicate link")
-                    return
-                state["member"] = member
-                self.links[member] = (conn_box[0], dialled)
-                self.engine.link_up(member, remote_ip, time.time())
-                self._flush()
+                state["identity"] = event.identity
+                conn = conn_box[0]
+                self._greeting.add(conn)
+                asyncio.get_running_loop().call_later(HELLO_TIMEOUT, self._no_hello, conn)
+                hello = self.engine.hello()
+                if len(hello) <= MAX_PAYLOAD:
+                    conn_box[0].send(hello)
             elif isinstance(event, LinkData):
                 member = state["member"]
+                if member is None and state["identity"] is not None:
+                    member = keyed(event.payload)
                 if member is not None and self.links.get(member, (None,))[0] is conn_box[0]:
                     self.engine.on_payload(member, event.payload, time.time())
-                    self._flush()
+                self._flush()
             elif isinstance(event, LinkClosed | LinkFailed):
                 if ticket is not None and isinstance(event, LinkFailed):
                     self.admission.refused(ticket)
+                if conn_box:
+                    self._greeting.discard(conn_box[0])
                 self._gone(state["member"], conn_box[0] if conn_box else None)
 
         conn = LinkConnection.over(stream, link)
@@ -297,17 +349,25 @@ class ChannelService:
         try:
             await run_link_over(conn, on_event)
         finally:
+            self._greeting.discard(conn)
             self._gone(state["member"], conn)
         return state["member"] is not None or state["duplicate"]
+
+    def _no_hello(self, conn: LinkConnection) -> None:
+        if conn in self._greeting:
+            conn.close("no hello")
 
     def _keep(self, member: bytes, dialled: bool) -> bool:
         """One link per pair, by the rule sessions follow too: both ends keep the link the
         smaller key dialled, and of two dialled by one side the older
-        (:func:`btchat.net.tiebreak.replaces`). True if the new link is kept."""
+        (:func:`btchat.net.tiebreak.replaces`). True if the new link is kept. The keys
+        compared are link keys (a member naming no device: identities, as it does)."""
         existing = self.links.get(member)
         if existing is None:
             return True
         me = self.identity.public_key
+        if len(member) > 32 and self.device_id is not None:
+            me += self.device_id  # our link key, as the member keys its link with us
         current_dialler = me if existing[1] else member
         if not tiebreak.replaces(me, member, current_dialler, me if dialled else member):
             return False
@@ -336,7 +396,7 @@ class ChannelService:
                     link[0].send(event.payload)
                 continue
             if isinstance(event, Dial):
-                if event.member not in self.config.blocked:
+                if identity_of(event.member) not in self.config.blocked:
                     self.dial(event.addr)
             elif isinstance(event, Drop):
                 link = self.links.get(event.member)
@@ -356,6 +416,16 @@ class ChannelService:
         stored = self.engine.post(text, time.time(), to=to)
         self._flush()
         return stored
+
+    def from_our_device(self, member_list: bytes, generations: set[int]) -> None:
+        """What another of our devices holds of this channel: its member list (adopted
+        if newer and valid) and generation secrets just stored (``generations``)."""
+        assert self.engine is not None
+        if member_list:
+            self.engine.offer_member_list(member_list, time.time())
+        if generations:
+            self.engine.keys_added(generations)
+        self._flush()
 
     def change_members(
         self, *, add: list[bytes] | None = None, remove: list[bytes] | None = None
@@ -392,7 +462,7 @@ class ChannelService:
         discovery or the user gave: try again (each address has its own back-off)."""
         assert self.engine is not None
         for member, addr in self.engine.known_addresses().items():
-            if member not in self.links and member not in self.config.blocked:
+            if member not in self.links and identity_of(member) not in self.config.blocked:
                 self.dial(addr)
         if not self.links:
             for addr in list(self._seeds):

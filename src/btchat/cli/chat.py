@@ -983,7 +983,7 @@ async def cmd_watch(args: argparse.Namespace) -> None:
         async for event in watch_events(url, token):
             kind = event.get("type")
             unknown = kind == "channel_message" and event.get("channel") not in names.channels
-            if kind in ("contact", "channel_removed") or unknown:
+            if kind in ("contact", "channel_removed", "channel_joined") or unknown:
                 learn()
             line = json.dumps(event) if args.json else terminal_safe(describe_event(event, names))
             print(line, flush=True)

@@ -186,6 +186,7 @@ _EVENT_LINES: dict[str, Callable[[dict[str, Any], Names], str]] = {
     "typing": lambda e, n: f"{n.who(e['contact'])} {'is typing…' if e['on'] else 'stopped typing'}",
     "session": _session,
     "channel_message": _channel_message,
+    "channel_joined": lambda e, n: f"joined #{e['name']}, as on another of your devices",
     "expired": lambda e, n: (
         f"{len(e['ids'])} message(s) to {n.who(e['contact'])} not delivered, expired"
     ),

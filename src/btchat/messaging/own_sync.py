@@ -23,7 +23,11 @@ removed), merged last-writer-wins; and ``{t: "read", p: contact, i: [id, ...]}``
 messages from that contact the sender marked read (at most 500); and ``{t: "profile",
 n: name, s: status, a: avatar, c: changed_ms, d: device}``: our own profile as the
 sender last knows it (empty strings for fields not set), last-writer-wins like a
-contact. Pure: rows in, bytes out, and back.
+contact; and ``{t: "channels", c: [[id, flags, changed_ms, device, chatfile, keys,
+member list], ...]}``: the last join or leave the sender knows of each channel, with
+what a device needs to join it (the ``.chat`` file, and for an invite-only channel the
+generation secrets and the signed member list held), merged last-writer-wins. Pure:
+rows in, bytes out, and back.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ __all__ = [
     "BATCH_BYTES",
     "BATCH_ROWS",
     "Batch",
+    "ChannelChange",
+    "ChannelsNote",
     "ContactChange",
     "ContactsNote",
     "DevicesNote",
@@ -46,6 +52,7 @@ __all__ = [
     "SyncError",
     "decode_sync",
     "encode_batch",
+    "encode_channels",
     "encode_contacts",
     "encode_devices",
     "encode_profile",
@@ -194,6 +201,108 @@ def _profile_change(value: dict[bytes, object]) -> ProfileChange:
 
 
 @dataclass(frozen=True)
+class ChannelChange:
+    """Joined or left, as one of our devices last set it for a channel: a last-writer-wins
+    register per channel id (``changed_ms``, then the higher device id on a tie), with
+    what a device needs to join: the ``.chat`` file (empty for a channel left), and for an
+    invite-only channel the generation secrets held (the owner grants none to itself) and
+    the newest signed member list (empty if none)."""
+
+    changed_ms: int
+    device: bytes
+    channel: bytes
+    joined: bool
+    chatfile: bytes = b""
+    keys: tuple[tuple[int, bytes], ...] = ()
+    member_list: bytes = b""
+
+    @property
+    def stamp(self) -> tuple[int, bytes]:
+        """What orders two changes of one channel: the later wins, then the higher id."""
+        return (self.changed_ms, self.device)
+
+
+@dataclass(frozen=True)
+class ChannelsNote:
+    changes: list[ChannelChange]
+
+
+#: Channel changes per ``channels`` payload, and about the most bytes of one (one entry
+#: alone may be larger, up to a full ``.chat`` file and member list, and still fit a
+#: session frame of 64 KiB).
+CHANNELS_PER_NOTE = 64
+CHANNELS_BYTES = 40 * 1024
+#: Bounds of what an entry carries, as the channel formats bound them
+#: (``channels/chatfile.py`` MAX_CHATFILE, ``channels/members.py`` MAX_MEMBER_LIST);
+#: the newest CHANNEL_KEYS generation secrets are carried, older ones are not.
+CHATFILE_MAX = 4096
+MEMBER_LIST_MAX = 48 * 1024
+CHANNEL_KEYS = 16
+_GENERATION_MAX = 2**32 - 1
+
+
+def _channel_item(c: ChannelChange) -> list[object]:
+    keys = sorted(c.keys, reverse=True)[:CHANNEL_KEYS]
+    return [c.channel, int(c.joined), c.changed_ms, c.device, c.chatfile,
+            [[g, k] for g, k in keys], c.member_list]  # fmt: skip
+
+
+def encode_channels(changes: list[ChannelChange]) -> list[bytes]:
+    """``channels`` payloads for ``changes``: as many per payload as fit (at least one)."""
+    out: list[bytes] = []
+    items: list[list[object]] = []
+    size = 0
+    for change in changes:
+        item = _channel_item(change)
+        cost = len(encode(item))
+        if items and (size + cost > CHANNELS_BYTES or len(items) >= CHANNELS_PER_NOTE):
+            out.append(encode({b"t": b"channels", b"c": items}))
+            items, size = [], 0
+        items.append(item)
+        size += cost
+    if items:
+        out.append(encode({b"t": b"channels", b"c": items}))
+    return out
+
+
+def _channel_change(item: object) -> ChannelChange:
+    if not isinstance(item, list) or len(item) != 7:
+        raise SyncError("a channel change is a list of 7")
+    channel, flags, changed, device, chatfile, keys, members = item
+    if not (
+        isinstance(channel, bytes)
+        and len(channel) == 32
+        and flags in (0, 1)
+        and isinstance(changed, int)
+        and 0 <= changed < 2**53
+        and isinstance(device, bytes)
+        and len(device) == 16
+        and isinstance(chatfile, bytes)
+        and len(chatfile) <= CHATFILE_MAX
+        and isinstance(keys, list)
+        and len(keys) <= CHANNEL_KEYS
+        and isinstance(members, bytes)
+        and len(members) <= MEMBER_LIST_MAX
+    ):
+        raise SyncError("a channel change has a field of the wrong type or size")
+    if bool(flags) != bool(chatfile):
+        raise SyncError("a channel joined carries its .chat file, one left carries none")
+    pairs: list[tuple[int, bytes]] = []
+    for pair in keys:
+        if not (
+            isinstance(pair, list)
+            and len(pair) == 2
+            and isinstance(pair[0], int)
+            and 0 <= pair[0] <= _GENERATION_MAX
+            and isinstance(pair[1], bytes)
+            and len(pair[1]) == 32
+        ):
+            raise SyncError("a channel key is [generation, 32 bytes]")
+        pairs.append((pair[0], pair[1]))
+    return ChannelChange(changed, device, channel, bool(flags), chatfile, tuple(pairs), members)
+
+
+@dataclass(frozen=True)
 class ReadNote:
     peer: bytes
     ids: list[bytes]
@@ -284,9 +393,9 @@ def _row(item: object, now_ms: int) -> MessageRow:
 
 def decode_sync(
     payload: bytes, now_ms: int
-) -> Batch | int | DevicesNote | ContactsNote | ReadNote | ProfileChange:
-    """A ``sync`` batch, the ``seq`` a ``synced`` acknowledges, or a ``devices`` note;
-    SyncError else."""
+) -> Batch | int | DevicesNote | ContactsNote | ReadNote | ProfileChange | ChannelsNote:
+    """A ``sync`` batch, the ``seq`` a ``synced`` acknowledges, or a note (``devices``,
+    ``contacts``, ``read``, ``profile``, ``channels``); SyncError else."""
     try:
         value = decode(payload)
     except DecodeError as exc:
@@ -304,6 +413,11 @@ def decode_sync(
         ):
             raise SyncError("a read note is a 32-byte key and at most 500 16-byte ids")
         return ReadNote(peer, ids)
+    if isinstance(value, dict) and value.get(b"t") == b"channels":
+        items = value.get(b"c")
+        if not isinstance(items, list) or len(items) > CHANNELS_PER_NOTE:
+            raise SyncError("a channels note holds a list of at most 64 changes")
+        return ChannelsNote([_channel_change(i) for i in items])
     if isinstance(value, dict) and value.get(b"t") == b"contacts":
         items = value.get(b"c")
         if not isinstance(items, list) or len(items) > CONTACTS_PER_NOTE:

@@ -1,4 +1,9 @@
-"""The daemon's channels: create, join, leave, post, members; one service per channel."""
+"""The daemon's channels: create, join, leave, post, members; one service per channel.
+
+With several devices of one identity, each join, creation and leave here is recorded
+for our other devices (``node/channel_sync.py``) and theirs are applied here, so all are
+in the same channels; each device holds its own links in each.
+"""
 
 from __future__ import annotations
 
@@ -11,17 +16,21 @@ from typing import Any
 
 from btchat.channels.chatfile import ChatFile, ChatFileError
 from btchat.channels.engine import Event, NotAMember, Removed, Shown
-from btchat.channels.members import MemberListError
+from btchat.channels.members import MemberList, MemberListError
 from btchat.channels.service import ChannelConfig, ChannelService
 from btchat.channels.store import ChannelStore
-from btchat.errors import ApiError
+from btchat.errors import ApiError, BtchatError
 from btchat.identity.idtext import IdError, format_id, parse_contact_ref
 from btchat.identity.keys import Identity
+from btchat.messaging.own_sync import ChannelChange
 from btchat.messaging.store import Store
 from btchat.net.dht_service import DhtService
 from btchat.net.proxy import ProxyDialer
 from btchat.net.transport import Dialer
+from btchat.node.channel_sync import ChannelSync
 from btchat.node.config import parse_ip_port
+from btchat.node.own_sync import OwnSync
+from btchat.tasks import TaskOwner
 
 __all__ = ["ChannelManager"]
 
@@ -40,6 +49,8 @@ class ChannelManager:
         emit: Callable[[dict[str, Any]], None],
         *,
         dialer: Dialer | None = None,
+        device_id: bytes | None = None,
+        own_sync: OwnSync | None = None,
     ) -> None:
         self.identity = identity
         self.store = ChannelStore(store)
@@ -47,7 +58,17 @@ class ChannelManager:
         self.config = config
         self.emit = emit
         self.dialer = dialer  # None: plain TCP
+        #: This device's id: its links are told apart from our other devices' by it.
+        self.device_id = device_id
         self.services: dict[bytes, ChannelService] = {}
+        self._own_sync = own_sync
+        #: Membership shared with our other devices (none without a device id).
+        self.sync: ChannelSync | None = None
+        if own_sync is not None and device_id is not None:
+            self.sync = ChannelSync(self.store, device_id, own_sync.send_to_all, self._synced)
+        self._tasks = TaskOwner()  # joins and leaves from our other devices
+        self._sync_lock = asyncio.Lock()  # one at a time, in the order they came
+        self._stopping = False
 
     async def start(self) -> None:
         for row in self.store.channels():
@@ -57,8 +78,12 @@ class ChannelManager:
                 log.warning("stored channel %s unreadable: %s", row.id.hex()[:16], exc)
                 continue
             await self._run(chat)
+        if self.sync is not None and self._own_sync is not None:
+            self._own_sync.attach_channels(self.sync.payloads, self.sync.merge)
 
     async def stop(self) -> None:
+        self._stopping = True  # a note arriving now starts nothing
+        await self._tasks.cancel_all()
         # At once: each channel waits a moment for its goodbye to be written, and those
         # waits should not add up over many channels.
         await asyncio.gather(*(service.stop() for service in self.services.values()))
@@ -73,6 +98,7 @@ class ChannelManager:
             self.config,
             on_event=self._on_event,
             dialer=self.dialer,
+            device_id=self.device_id,
         )
         await service.start()
         self.services[chat.channel_id] = service
@@ -89,6 +115,74 @@ class ChannelManager:
             )
         elif isinstance(event, Removed):
             self.emit({"type": "channel_removed", "channel": chat.channel_id.hex()})
+
+    # ------------------------------------------------------------------ our devices
+
+    def _record(self, channel: bytes, *, joined: bool) -> None:
+        if self.sync is not None:
+            self.sync.record(channel, joined=joined)
+
+    def _synced(self, change: ChannelChange, chat: ChatFile | None) -> None:
+        """Another of our devices joined, created or left a channel: do the same here."""
+        if self._stopping:
+            assert self.sync is not None
+            self.sync.undo(change.channel)
+        else:
+            self._tasks.spawn(self._apply_synced(change, chat))
+
+    async def _apply_synced(self, change: ChannelChange, chat: ChatFile | None) -> None:
+        assert self.sync is not None
+        try:
+            await self._apply_locked(change, chat)
+        except asyncio.CancelledError:
+            self.sync.undo(change.channel)  # stopping: the change comes again next time
+            raise
+        except (OSError, BtchatError) as exc:  # no port to listen on, a full disk...
+            self.sync.undo(change.channel)
+            log.warning("channel %s: a change from our other device failed: %s",
+                        change.channel.hex()[:16], exc)  # fmt: skip
+
+    async def _apply_locked(self, change: ChannelChange, chat: ChatFile | None) -> None:
+        async with self._sync_lock:
+            service = self.services.get(change.channel)
+            if not change.joined:
+                if service is not None:
+                    await service.stop()
+                    self.services.pop(change.channel, None)
+                if self.store.remove_channel(change.channel) or service is not None:
+                    log.info("left channel %s, as another of our devices did",
+                             change.channel.hex()[:16])  # fmt: skip
+                    self.emit({"type": "channel_removed", "channel": change.channel.hex()})
+                return
+            assert chat is not None
+            if service is None:
+                self.store.add_channel(chat.channel_id, chat.to_bytes(), change.changed_ms)
+                self._adopt_list(chat, change.member_list)
+            held = self.store.keys(chat.channel_id)
+            new = {g for g, _ in change.keys if g not in held}
+            for generation, key in change.keys:
+                if generation in new:  # the owner grants itself none: ours bring them
+                    self.store.save_key(chat.channel_id, generation, key)
+            if service is None:
+                log.info("joined channel %r, as another of our devices did", chat.name)
+                await self._run(chat)
+                self.emit({"type": "channel_joined", "channel": chat.channel_id.hex(),
+                           "name": chat.name})  # fmt: skip
+            else:
+                service.from_our_device(change.member_list, new)
+
+    def _adopt_list(self, chat: ChatFile, data: bytes) -> None:
+        """A new channel's member list, as our other device holds it (verified there;
+        here only that it parses and is this channel's, owned by its owner)."""
+        if not data or chat.owner is None:
+            return
+        try:
+            members = MemberList.from_bytes(data)
+        except MemberListError as exc:
+            log.warning("a synced member list is refused: %s", exc)
+            return
+        if members.channel_id == chat.channel_id and members.owner == chat.owner:
+            self.store.set_member_list(chat.channel_id, data)
 
     # ------------------------------------------------------------------ lookup
 
@@ -153,15 +247,17 @@ class ChannelManager:
             )
         except ChatFileError as exc:
             raise ApiError(400, exc.code, str(exc)) from None
-        if any(s.chat.name == chat.name for s in self.services.values()):
-            # Channels are named by name in the CLI and API: a second one would make
-            # the name ambiguous (a joined channel may still share a name: use its id).
-            raise ApiError(409, "name_taken", f"you already have a channel named {chat.name!r}")
-        self.store.add_channel(chat.channel_id, chat.to_bytes(), int(time.time() * 1000))
-        service = await self._run(chat)
-        if invite_only:
-            assert service.engine is not None
-            service.engine.start_invite_only(time.time())
+        async with self._sync_lock:  # not at once with a join from our other device
+            if any(s.chat.name == chat.name for s in self.services.values()):
+                # Channels are named by name in the CLI and API: a second one would make
+                # the name ambiguous (a joined channel may still share a name: use its id).
+                raise ApiError(409, "name_taken", f"you already have a channel named {chat.name!r}")
+            self.store.add_channel(chat.channel_id, chat.to_bytes(), int(time.time() * 1000))
+            service = await self._run(chat)
+            if invite_only:
+                assert service.engine is not None
+                service.engine.start_invite_only(time.time())
+            self._record(chat.channel_id, joined=True)
         return {**self._json(service), "chatfile": base64.b64encode(chat.to_bytes()).decode()}
 
     async def join(self, ref: str) -> dict[str, Any]:
@@ -172,16 +268,21 @@ class ChannelManager:
                 chat = ChatFile.from_bytes(base64.b64decode(ref, validate=True))
         except (ChatFileError, ValueError) as exc:
             raise ApiError(400, getattr(exc, "code", "bad_chatfile"), str(exc)) from None
-        if chat.channel_id in self.services:
-            raise ApiError(409, "exists", f"already in channel {chat.name!r}")
-        self.store.add_channel(chat.channel_id, chat.to_bytes(), int(time.time() * 1000))
-        return self._json(await self._run(chat))
+        async with self._sync_lock:  # not at once with a join from our other device
+            if chat.channel_id in self.services:
+                raise ApiError(409, "exists", f"already in channel {chat.name!r}")
+            self.store.add_channel(chat.channel_id, chat.to_bytes(), int(time.time() * 1000))
+            service = await self._run(chat)
+            self._record(chat.channel_id, joined=True)
+        return self._json(service)
 
     async def leave(self, ref: str) -> None:
-        service = self._service(ref)
-        await service.stop()
-        del self.services[service.chat.channel_id]
-        self.store.remove_channel(service.chat.channel_id)
+        async with self._sync_lock:
+            service = self._service(ref)
+            await service.stop()
+            del self.services[service.chat.channel_id]
+            self.store.remove_channel(service.chat.channel_id)
+            self._record(service.chat.channel_id, joined=False)
 
     async def get(self, ref: str) -> dict[str, Any]:
         service = self._service(ref)
@@ -208,6 +309,7 @@ class ChannelManager:
             )
         except MemberListError as exc:
             raise ApiError(403 if exc.code == "unauthorized" else 400, exc.code, str(exc)) from None
+        self._record(service.chat.channel_id, joined=True)  # the new list and secret
         return self._json(service)
 
     async def dial(self, ref: str, address: str) -> dict[str, Any]:

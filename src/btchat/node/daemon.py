@@ -258,6 +258,8 @@ class Daemon:
             self.config.channels,
             self._emit,
             dialer=self.dialer,
+            device_id=self.keys.device.device_id,
+            own_sync=self.own_sync,
         )
         await self.channels.start()
         self.guard.install()

@@ -18,6 +18,7 @@ from typing import Any
 from btchat.messaging.own_sync import (
     BATCH_ROWS,
     Batch,
+    ChannelsNote,
     ContactsNote,
     DevicesNote,
     ProfileChange,
@@ -46,6 +47,9 @@ MIGRATIONS = (
 )
 register_migrations("own_sync", MIGRATIONS)
 
+#: ``channels`` notes kept while the channels start (a device's whole set is a few).
+EARLY_CHANNEL_NOTES = 32
+
 
 class OwnSync:
     def __init__(
@@ -71,6 +75,11 @@ class OwnSync:
         #: Our profile as payloads for a device coming up, and what to do with a note.
         self._profile: Callable[[], list[bytes]] = list
         self._on_profile: Callable[[ProfileChange], None] = lambda change: None
+        #: The same for channel membership (``node/channel_sync.py``), once attached.
+        self._channels: Callable[[], list[bytes]] | None = None
+        self._on_channels: Callable[[ChannelsNote], None] | None = None
+        #: Notes that came before channel sync was attached, applied when it is.
+        self._early_channels: list[ChannelsNote] = []
         self._up: set[bytes] = set()
         self._in_flight: dict[bytes, int] = {}  # device -> last seq of the batch sent
         self.stats = {
@@ -112,6 +121,8 @@ class OwnSync:
             self._send(device, payload)
         for payload in self._profile():
             self._send(device, payload)
+        for payload in self._channels() if self._channels is not None else []:
+            self._send(device, payload)
         self._next(device)
 
     def attach_contacts(
@@ -119,6 +130,19 @@ class OwnSync:
     ) -> None:
         """Contact sync: the book for a device coming up, and what to do with a note."""
         self._contacts, self._on_contacts = payloads, merge
+
+    def attach_channels(
+        self, payloads: Callable[[], list[bytes]], merge: Callable[[ChannelsNote], None]
+    ) -> None:
+        """Channel sync (attached when the channels start, maybe after a device came
+        up): the whole set for a device coming up, sent now to those already up."""
+        self._channels, self._on_channels = payloads, merge
+        early, self._early_channels = self._early_channels, []
+        for note in early:
+            merge(note)
+        if self._up:
+            for payload in payloads():
+                self.send_to_all(payload)
 
     def attach_profile(
         self, payloads: Callable[[], list[bytes]], merge: Callable[[ProfileChange], None]
@@ -175,6 +199,11 @@ class OwnSync:
             self._read_there(got)
         elif isinstance(got, ProfileChange):
             self._on_profile(got)
+        elif isinstance(got, ChannelsNote):
+            if self._on_channels is not None:
+                self._on_channels(got)
+            elif len(self._early_channels) < EARLY_CHANNEL_NOTES:
+                self._early_channels.append(got)
         elif isinstance(got, ContactsNote):
             if self._on_contacts is not None:
                 self._on_contacts(got)

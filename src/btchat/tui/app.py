@@ -1110,6 +1110,11 @@ class BtchatApp(App[None]):
             self.unread[cid] = self.unread.get(cid, 0) + 1
             await self.draw_list()
 
+    async def _ev_channel_joined(self, e: dict[str, Any]) -> None:
+        """Joined on another of our devices, so here too: it appears in the list."""
+        await self.load_channels()
+        self.retitle()
+
     async def _ev_channel_removed(self, e: dict[str, Any]) -> None:
         """The owner took us off an invite-only channel's member list (we stay joined)."""
         await self.load_channels()
