@@ -33,8 +33,7 @@ def test_link_a_device_from_the_status_screen(
 ) -> None:
     alice_p = people["alice"]
     alice = Tab(browser, alice_p)
-    alice.open()
-    alice.page.get_by_role("button", name="Status and settings").click()
+    alice.status_screen()
     card = "section[aria-label='Link a device']"
     alice.page.wait_for_selector(card)
 
@@ -91,8 +90,7 @@ def test_edit_the_profile_from_the_status_screen(
 ) -> None:
     alice_p = people["alice"]
     alice = Tab(browser, alice_p)
-    alice.open()
-    alice.page.get_by_role("button", name="Status and settings").click()
+    alice.status_screen()
     alice.page.wait_for_selector("#profile-avatar >> text=No avatar")
     image = b"\x89PNG\r\n\x1a\n not really a picture"
     alice.page.fill("#profile-name", "Alice <b>A.</b>")

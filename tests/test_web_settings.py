@@ -34,8 +34,7 @@ def test_change_network_settings_for_the_next_start(
 ) -> None:
     person, config = dana
     tab = Tab(browser, person)
-    tab.open()
-    tab.page.get_by_role("button", name="Status and settings").click()
+    tab.status_screen()
     card = "section[aria-label='Network settings']"
     tab.page.wait_for_selector(f'{card} >> text="{config}"')
     assert not tab.page.is_checked("#set-lan")  # from the file

@@ -144,6 +144,11 @@ class Tab:
     def open(self) -> Any:
         return self.page.goto(signed_in_url(self.api_url, self.token))
 
+    def status_screen(self) -> None:
+        """Open the page signed in and go to "Status and settings"."""
+        self.open()
+        self.page.get_by_role("button", name="Status and settings").click()
+
     def shot(self, name: str, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.page.screenshot(path=str(folder / f"{name}.png"))
