@@ -122,6 +122,10 @@ def test_one_person_three_devices_and_a_friend(household: dict[str, Person]) -> 
     wait_for(
         lambda: phone.cli("device", "list")["this_revoked"], 60, "the phone learns it is revoked"
     )
+    # Our other devices too: until the desktop knows, it still syncs to the phone.
+    wait_for(
+        lambda: phone_id in desktop.cli("device", "list")["revoked"], 60, "the desktop learns it"
+    )
     # Bob hears that the lists changed, reads them, and ends his session to the phone.
     wait_for(
         lambda: len(bob.cli("contacts")["contacts"][0]["path"]) == 2, 60, "bob drops the phone"
