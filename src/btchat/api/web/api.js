@@ -36,37 +36,28 @@ export function errorOf(status, data, statusText) {
 /** A REST call; the JSON answer, or null for 204; ApiError with the server's words. */
 export async function api(method, path, body) {
   const headers = authHeaders();
-  const init = { method, headers, cache: "no-store", credentials: "omit" };
+  const init = { method, headers };
   if (body !== undefined) {
     headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   }
-  let resp;
-  try {
-    resp = await fetch(path, init);
-  } catch (err) {
-    throw new ApiError(0, "offline", "the daemon does not answer (is `btchat up` running?)");
-  }
-  if (resp.status === 204) return null;
-  let data = null;
-  try {
-    data = await resp.json();
-  } catch (err) {
-    data = null;
-  }
-  if (!resp.ok) throw errorOf(resp.status, data, resp.statusText);
-  return data;
+  return request(path, init);
 }
 
 /** POST bytes (a Blob) as the body, for routes that take a picture or a file. */
 export async function apiBytes(path, blob) {
   const headers = { ...authHeaders(), "Content-Type": "application/octet-stream" };
+  return request(path, { method: "POST", headers, body: blob });
+}
+
+async function request(path, init) {
   let resp;
   try {
-    resp = await fetch(path, { method: "POST", headers, body: blob, cache: "no-store", credentials: "omit" });
+    resp = await fetch(path, { ...init, cache: "no-store", credentials: "omit" });
   } catch (err) {
     throw new ApiError(0, "offline", "the daemon does not answer (is `btchat up` running?)");
   }
+  if (resp.status === 204) return null;
   let data = null;
   try {
     data = await resp.json();
