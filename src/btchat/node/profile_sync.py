@@ -69,8 +69,8 @@ class ProfileSync:
         previous = self.current().changed_ms
         profile = self.profiles.set_mine(name, status, avatar)
         at = max(int(time.time() * 1000), previous + 1)
-        change = self.current()
-        change = ProfileChange(at, self.device_id, change.name, change.status, change.avatar)
+        avatar_bytes = bytes.fromhex(profile["avatar"]) if profile["avatar"] else None
+        change = ProfileChange(at, self.device_id, profile["name"], profile["status"], avatar_bytes)
         self._save(change)
         self._send_to_all(encode_profile(change))
         self._emit({"type": "profile", "profile": profile})  # other front ends show it
