@@ -11,6 +11,7 @@ const MAX_ROWS = 300;
 const MAX_FETCH = 500; // the API's largest page
 const TYPING_SHOWN_MS = 6000; // how long a "typing" lasts without a refresh
 const TYPING_SEND_MS = 3000; // at most one "I am typing" per this interval
+const MEMBERS_POLL_MS = 5000; // a channel's member list and presence, read again
 const PRESENCES = new Set(["online", "away", "busy", "offline"]);
 const TICKS = {
   pending: ["\u25cb", "waiting to send"],
@@ -576,6 +577,15 @@ function contactName(pk) {
   return c ? untrusted(c.name) : h("span", { class: "mono" }, String(pk).slice(0, 16));
 }
 
+/** A channel member: you, your petname for a contact, else the key's first 16 digits
+ * (the full key in the tooltip, so two strangers stay told apart). */
+function memberName(pk) {
+  if (state.me && pk === state.me.public_key) return h("span", {}, "you");
+  const el = contactName(pk);
+  el.title = String(pk);
+  return el;
+}
+
 function cardFor(t, withWho) {
   return transferCard(t, { act: actOn, save: saveFile, who: withWho ? contactName(t.contact) : null });
 }
@@ -930,7 +940,19 @@ async function showChannel(id) {
   }
   const log = h("ol", { class: "history", "aria-label": "Channel messages", tabindex: "0" });
   const box = h("textarea", { rows: "2", placeholder: "Post to the channel", "aria-label": "Post to the channel" });
-  const form = h("form", { class: "compose", "aria-label": "Post" }, box, h("button", { type: "submit" }, "Post"));
+  // Private to one member (chosen in the member list), or to everyone.
+  const privately = h("p", { class: "private-to", hidden: true });
+  const form = h("form", { class: "compose", "aria-label": "Post" }, privately, box, h("button", { type: "submit" }, "Post"));
+  const mine = state.me && ch.owner === state.me.public_key;
+  const writeTo = (member) => {
+    view.to = member ? member.public_key : null;
+    privately.hidden = !member;
+    box.placeholder = member ? "Private message" : "Post to the channel";
+    box.setAttribute("aria-label", member ? "Private message to the member" : "Post to the channel");
+    if (member) fill(privately, "Private to ", memberName(member.public_key), " ",
+      h("button", { type: "button", "aria-label": "Post to everyone instead", onclick: () => writeTo(null) }, "\u00d7"));
+    box.focus();
+  };
   const members = h("ul", { class: "members", "aria-label": "Members" });
   const invite = h("input", { "aria-label": "ID to add as a member", placeholder: "ID to add" });
   const addForm = h("form", { class: "row", "aria-label": "Add a member" }, invite, h("button", { type: "submit" }, "Add member"));
@@ -939,14 +961,16 @@ async function showChannel(id) {
   fill(main,
     h("header", { class: "screen-head" }, h("h2", {}, untrusted(ch.name)), h("span", { class: "muted" }, ch.invite_only ? "invite only" : "open")),
     h("div", { class: "split" },
-      h("section", { class: "chat-col" }, log, form),
+      h("section", { class: "chat-col" }, log,
+        ch.removed ? notice("The owner removed you from this channel: you can read what you have, not post.", "info") : form),
       h("aside", { class: "card side-col", "aria-label": "Channel details" },
         h("h3", {}, "Link"), h("div", { class: "row" }, linkBox, copyButton(() => ch.uri)),
         h("h3", {}, "Members"), members, addForm)));
   const post = async () => {
     const text = box.value;
     if (!text.trim()) return;
-    const m = await attempt(form, () => api("POST", `/v1/channels/${enc(id)}/messages`, { text }));
+    const to = view.to ? [view.to] : undefined;
+    const m = await attempt(form, () => api("POST", `/v1/channels/${enc(id)}/messages`, { text, to }));
     if (m) {
       box.value = "";
       addChannelMessage(id, m);
@@ -965,11 +989,32 @@ async function showChannel(id) {
   });
   async function loadMembers() {
     const found = await attempt(members, () => api("GET", `/v1/channels/${enc(id)}/members`));
-    if (found) fill(members, found.members.map((m) => h("li", {},
-      h("span", { class: "dot p-" + (m.online || m.me ? "online" : "offline"), role: "img", "aria-label": m.online || m.me ? "online" : "offline" }),
-      " ", untrusted(m.id || m.public_key || "?", "mono"), m.me ? " (you)" : "", m.role ? h("span", { class: "muted" }, " " + m.role) : null)));
+    // Not redrawn while a removal waits for its second click, nor when nothing changed.
+    const said = found && JSON.stringify(found.members);
+    if (!found || said === members.dataset.said || members.querySelector("span:not([hidden]) > button.danger")) return;
+    members.dataset.said = said;
+    fill(members, found.members.map(memberRow));
+  }
+  function memberRow(m) {
+    const here = m.online || m.me;
+    const li = h("li", {},
+      h("span", { class: "dot p-" + (here ? "online" : "offline"), role: "img", "aria-label": here ? "online" : "offline" }),
+      " ", m.public_key ? memberName(m.public_key) : untrusted(m.id || "?", "mono"), m.me ? " (you)" : "",
+      m.role ? h("span", { class: "muted" }, " " + m.role) : null);
+    if (m.me || !m.public_key || ch.removed) return li;
+    li.append(" ", h("button", { type: "button", class: "small", onclick: () => writeTo(m) }, "Private message"));
+    if (mine && ch.invite_only) {
+      li.append(" ", ...askTwice("Remove\u2026", " Remove this member? They can read nothing posted after. ",
+        "Remove", "Keep", async () => {
+          if ((await attempt(members, () => api("POST", `/v1/channels/${enc(id)}/members`, { remove: [m.public_key] }))) !== undefined) loadMembers();
+        }));
+    }
+    return li;
   }
   loadMembers();
+  // Members come and go and their presence changes with no event of its own: the list
+  // is read again while the channel is shown.
+  const poll = setInterval(() => (state.view === view ? loadMembers() : clearInterval(poll)), MEMBERS_POLL_MS);
   const found = await attempt(log, () => api("GET", `/v1/channels/${enc(id)}/messages?limit=${PAGE}`));
   if (found) for (const m of found.messages) addChannelMessage(id, m);
 }
@@ -977,7 +1022,7 @@ async function showChannel(id) {
 function channelRow(m) {
   const mine = state.me && m.author === state.me.public_key;
   return h("li", { class: "msg " + (mine ? "out" : "in"), "data-id": m.id || "" },
-    mine ? null : h("div", { class: "author mono" }, untrusted((m.author || "?").slice(0, 16))),
+    mine ? null : h("div", { class: "author" }, memberName(m.author || "?")),
     h("div", { class: "bubble" }, untrusted(m.text, "text")),
     h("div", { class: "meta" }, h("time", {}, m.ts ? when(m.ts) : ""), m.private ? " private" : ""));
 }
@@ -1199,18 +1244,26 @@ function deviceRow(d, listing, shown, card) {
     h("code", { class: "mono", title: d.device_id }, d.device_id.slice(0, 8)), " ",
     h("span", { class: "muted" }, "since " + since + " \u00b7 " + tags.join(", ")));
   if (d.this_device || listing.this_revoked) return li;
-  const revoke = h("button", { type: "button" }, "Revoke\u2026");
-  const sure = h("span", { hidden: true },
+  li.append(" ", ...askTwice("Revoke\u2026",
     " Revoke " + d.device_id.slice(0, 8) + " for good? Contacts stop talking to it; it cannot be undone. ",
-    h("button", { type: "button", class: "danger", onclick: async () => {
+    "Revoke for good", "Keep it", async () => {
       const after = await attempt(card, () => api("DELETE", "/v1/devices/" + d.device_id));
       if (after) shown(after);
-    } }, "Revoke for good"),
-    " ",
-    h("button", { type: "button", onclick: () => { sure.hidden = true; revoke.hidden = false; } }, "Keep it"));
-  revoke.addEventListener("click", () => { revoke.hidden = true; sure.hidden = false; });
-  li.append(" ", revoke, sure);
+    }));
   return li;
+}
+
+/** A button whose action runs only after a second, explicit click on the danger button
+ * it reveals (with a way back): for what cannot be undone. */
+function askTwice(label, question, yes, no, action) {
+  const first = h("button", { type: "button" }, label);
+  const back = () => { sure.hidden = true; first.hidden = false; };
+  const sure = h("span", { hidden: true }, question,
+    h("button", { type: "button", class: "danger", onclick: () => { back(); return action(); } }, yes),
+    " ",
+    h("button", { type: "button", onclick: back }, no));
+  first.addEventListener("click", () => { first.hidden = true; sure.hidden = false; });
+  return [first, sure];
 }
 
 const LINK_FAILED = {
@@ -1349,6 +1402,15 @@ function onEvent(ev) {
     case "channel_message":
       if (ev.message) addChannelMessage(ev.channel, ev.message);
       return;
+    case "channel_joined":
+    case "channel_removed": {
+      // Joined or left on another of our devices, or removed by the owner: what is
+      // shown of channels is drawn again (a removed member's screen then says so).
+      const view = state.view;
+      if (view && view.kind === "channels") showChannels();
+      else if (view && view.kind === "channel" && view.key === ev.channel) showChannel(ev.channel);
+      return;
+    }
     case "file_offer":
       // An offer to answer, or a small file that came inline with its message (already saved).
       if (ev.transfer && ev.transfer.direction === "in" && ["offered", "done"].includes(ev.transfer.state) && !state.transfers.has(ev.transfer.id)) {
