@@ -5,6 +5,8 @@ settings, your profile and the help screen, each with the bad input a user can t
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from textual.pilot import Pilot
 from textual.widgets import Checkbox, Input, ListView, Static, TextArea
@@ -22,6 +24,8 @@ from tui_harness import (
     until,
 )
 
+from btchat.node.config import resolve
+from btchat.node.settings_file import SettingsFile
 from btchat.tui import app as tui_app
 from btchat.tui.app import BtchatApp, Conversation, ConvItem, MessageRow
 from btchat.tui.screens import (
@@ -33,7 +37,9 @@ from btchat.tui.screens import (
     Hit,
     Profile,
     Search,
+    Settings,
     device_text,
+    devices_text,
     key_label,
     safety_lines,
 )
@@ -349,7 +355,50 @@ async def test_profile_name_status_and_presence_note(daemon: Daemon) -> None:
         await until(pilot, lambda: "you are online" in text_of(app.query_one("#me", Static)))
         device = text_of(app.screen.query_one("#device", Static))
         assert device.startswith("DHT joined, 0 nodes\nlistening on port -\n")
-        assert "0 of 2 contacts online" in device and "start-up settings" in device
+        assert "0 of 2 contacts online" in device and "Settings (F3)" in device
+
+
+async def test_settings_saved_for_the_next_start_and_refusals_said(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("# mine\n[net]\nrelay = false  # not for others\n")
+    running = resolve({"data_dir": tmp_path}, config_file=config, environ={})
+    daemon.fake.settings = SettingsFile(running, config, {})
+    async with BtchatApp(daemon.locate).run_test(size=SIZE) as pilot:
+        app = await started(pilot)
+        await pilot.press("f3")
+        await until(pilot, lambda: isinstance(app.screen, Settings))
+        relay = app.screen.query_one("#set-relay", Checkbox)
+        await until(pilot, lambda: "config.toml" in text_of(app.screen.query_one("#settings-file")))
+        assert relay.value is False and app.screen.query_one("#set-lan", Checkbox).value is True
+        # No device list in this daemon: said where the list would be, nothing breaks.
+        await until(pilot, lambda: "no device list" in text_of(app.screen.query_one("#devices")))
+        relay.focus()
+        await pilot.press("space")
+        await said(pilot, "relay on; restart btchat to apply")
+        assert "relay = true" in config.read_text() and config.read_text().startswith("# mine")
+        await type_in(pilot, "#set-proxy", "ftp://nowhere")
+        await until(pilot, lambda: "proxy" in status(app) and "restart" not in status(app))
+        assert "proxy" not in config.read_text()
+        await type_in(pilot, "#set-proxy", "socks5://127.0.0.1:9050")
+        await said(pilot, "proxy socks5://127.0.0.1:9050")
+        await type_in(pilot, "#set-bootstrap", "10.0.0.1:6881, 10.0.0.2:6881")
+        await said(pilot, "2 bootstrap node(s)")
+        assert daemon.fake.settings.snapshot()["settings"]["bootstrap"]["next_start"] == [
+            "10.0.0.1:6881",
+            "10.0.0.2:6881",
+        ]
+        await type_in(pilot, "#set-bootstrap", "")
+        await said(pilot, "default bootstrap node(s)")
+        # A file damaged by hand is said and never written.
+        config.write_text("[net\nrelay = ")
+        lan = app.screen.query_one("#set-lan", Checkbox)
+        lan.focus()
+        await pilot.press("space")
+        await until(pilot, lambda: "does not parse" in status(app))
+        assert lan.value is True  # set back: nothing was saved
+        assert config.read_text() == "[net\nrelay = "
 
 
 async def test_help_lists_every_key(daemon: Daemon) -> None:
@@ -363,6 +412,7 @@ async def test_help_lists_every_key(daemon: Daemon) -> None:
             ("^G", "Channels"),
             ("^S", "Details"),
             ("F2", "Profile"),
+            ("F3", "Settings"),
             ("^B", "Older"),
             ("Del", "Leave channel"),
             ("^Y", "Mark verified"),
@@ -439,3 +489,25 @@ def test_device_text_says_what_the_status_says() -> None:
     assert lines[4] == "storage: disk full since 12:00"
     proxied = device_text({"proxy": {"url": "socks5://127.0.0.1:9050"}}).plain
     assert "through a proxy" in proxied and "Tor mode" not in proxied
+
+
+def test_devices_text_names_each_device_and_the_mailbox_one() -> None:
+    a, b, c = "a1" * 16, "b2" * 16, "c3" * 16
+    listing = {
+        "devices": [
+            {"device_id": a, "this_device": True},
+            {"device_id": b, "online": True, "to_sync": 3},
+            {"device_id": c, "online": False, "to_sync": 0},
+        ],
+        "revoked": ["d4" * 16],
+        "this_revoked": False,
+        "mailbox_device": b,
+    }
+    assert devices_text(listing).plain.splitlines() == [
+        "a1a1a1a1  this device",
+        "b2b2b2b2  online, 3 to sync, keeps offline delivery",
+        "c3c3c3c3  offline, in sync",
+        "revoked: d4d4d4d4",
+    ]
+    revoked = devices_text({**listing, "this_revoked": True}).plain
+    assert revoked.startswith("Another of your devices revoked this one.")

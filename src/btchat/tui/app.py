@@ -38,6 +38,7 @@ from btchat.tui.screens import (
     Help,
     Profile,
     Search,
+    Settings,
 )
 from btchat.tui.text import furthest, message_line, plain, safe, transfer_state
 
@@ -392,6 +393,7 @@ class BtchatApp(App[None]):
             "a channel's invite and members",
         ),
         Binding("f2", "profile", "Profile", tooltip="your display name, status, presence note"),
+        Binding("f3", "settings", "Settings", tooltip="network settings, your devices"),
     ]
 
     def __init__(self, locate: Locate, *, retry: float = RETRY) -> None:
@@ -928,6 +930,9 @@ class BtchatApp(App[None]):
 
     async def action_profile(self) -> None:
         await self.push_screen(Profile(self))
+
+    async def action_settings(self) -> None:
+        await self.push_screen(Settings(self))
 
     async def action_help(self) -> None:
         await self.push_screen(Help(self.help_sections()))

@@ -648,8 +648,8 @@ def device_text(st: dict[str, Any]) -> Text:
         lines.append("storage: " + plain(str(storage), 80))
     out = Text("\n".join(lines), overflow="fold")
     out.append(
-        "\nRelaying for others, bootstrap nodes, proxy and Tor are start-up settings "
-        "(`btchat up` options or the config file).",
+        "\nRelaying for others, bootstrap nodes, proxy and Tor: Settings (F3), applied "
+        "at the next start.",
         style="dim",
     )
     return out
@@ -717,3 +717,138 @@ class Profile(Dialog[None]):
             self.main.presence = done.get("status", presence)
             self.main.draw_me()
             self.say(f"you are {self.main.presence}" + (": " + plain(note, 140) if note else ""))
+
+
+# ------------------------------------------------------------------ settings
+
+#: The on/off settings, in the order shown, and the text fields.
+SWITCHES = ("relay", "upnp", "lan", "ipv6", "tor")
+
+
+def shown_value(value: Any) -> str:
+    if value is True:
+        return "on"
+    if value is False:
+        return "off"
+    if value is None:
+        return "none"
+    return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def devices_text(listing: dict[str, Any]) -> Text:
+    """Our devices as ``GET /v1/devices`` lists them (revoking is in the web app and
+    ``btchat device revoke``: it cannot be undone, so it is not one key away here)."""
+    out = Text(overflow="fold")
+    if listing.get("this_revoked"):
+        out.append("Another of your devices revoked this one.\n", style="bold red")
+    for d in listing.get("devices", []):
+        did = str(d.get("device_id", ""))
+        out.append(did[:8], style="bold")
+        if d.get("this_device"):
+            tags = ["this device"]
+        else:
+            tags = ["online" if d.get("online") else "offline"]
+            tags.append(f"{d['to_sync']} to sync" if d.get("to_sync") else "in sync")
+        if did == listing.get("mailbox_device"):
+            tags.append("keeps offline delivery")
+        out.append("  " + ", ".join(tags) + "\n")
+    revoked = listing.get("revoked") or []
+    if revoked:
+        out.append("revoked: " + ", ".join(str(r)[:8] for r in revoked) + "\n", style="dim")
+    return out
+
+
+class Settings(Dialog[None]):
+    """The network settings (``GET/PUT /v1/settings``), written to the config file for
+    the next start, and this identity's devices."""
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(classes="dialog medium"):
+            yield Label("Settings", classes="title")
+            yield Static("", id="settings-file", markup=False)
+            for name in SWITCHES:
+                yield Checkbox(name, id=f"set-{name}")
+            yield Label("Proxy (socks5://host:port or http://host:port; empty: none)",
+                        classes="label")  # fmt: skip
+            yield Input(placeholder="none", id="set-proxy", max_length=1024)
+            yield Label("Bootstrap nodes (host:port, comma separated; empty: the defaults)",
+                        classes="label")  # fmt: skip
+            yield Input(placeholder="the defaults", id="set-bootstrap", max_length=4096)
+            yield self.status_line()
+            yield Label("Your devices", classes="section")
+            yield Static("…", id="devices", markup=False)
+            yield Label(
+                "Space toggles; Enter in a field saves it; changes apply at the next start; "
+                "Esc close",
+                classes="hint",
+            )
+        yield Footer(compact=True)
+
+    async def on_mount(self) -> None:
+        self.view: dict[str, Any] = {}
+        found, error = await self.main.try_call("get_settings")
+        if error is not None:
+            self.say(error, error=True)
+            for box in self.query(Checkbox):
+                box.disabled = True
+            for field in self.query(Input):
+                field.disabled = True
+        else:
+            self.draw(found)
+        listing, error = await self.main.try_call("list_devices")
+        devices = self.query_one("#devices", Static)
+        devices.update(devices_text(listing) if error is None else Text(error, style="dim"))
+        self.query_one(f"#set-{SWITCHES[0]}", Checkbox).focus()
+
+    def draw(self, view: dict[str, Any]) -> None:
+        """Each setting as the next start takes it, with what runs now where different."""
+        self.view = view
+        settings = view.get("settings", {})
+        head = Text(f"config file: {plain(view.get('config_file'), 200)}", overflow="fold")
+        if view.get("problem"):
+            head.append("\n" + plain(view["problem"], 300), style="bold red")
+        self.query_one("#settings-file", Static).update(head)
+        for name in SWITCHES:
+            st = settings.get(name, {})
+            box = self.query_one(f"#set-{name}", Checkbox)
+            label = f"{name}: {plain(st.get('about'), 80)}"
+            if st.get("value") != st.get("next_start"):
+                label += f" (now {shown_value(st.get('value'))})"
+            if st.get("source") == "environment":
+                label += " [set by the environment, which wins]"
+            with box.prevent(Checkbox.Changed):
+                box.value = bool(st.get("next_start"))
+            box.label = label
+        proxy = settings.get("proxy", {}).get("next_start")
+        self.query_one("#set-proxy", Input).value = "" if proxy is None else plain(proxy, 1024)
+        boot = settings.get("bootstrap", {}).get("next_start") or []
+        self.query_one("#set-bootstrap", Input).value = ", ".join(plain(b, 262) for b in boot)
+
+    async def save(self, changes: dict[str, Any], done: str) -> bool:
+        view = await self.attempt("save_settings", changes)
+        if view is None:
+            return False
+        self.draw(view)
+        self.say(done + "; restart btchat to apply")
+        return True
+
+    @on(Checkbox.Changed)
+    async def _switch(self, event: Checkbox.Changed) -> None:
+        name = (event.checkbox.id or "").removeprefix("set-")
+        if name not in SWITCHES:
+            return
+        if not await self.save({name: event.value}, f"{name} {shown_value(event.value)}"):
+            with event.checkbox.prevent(Checkbox.Changed):
+                event.checkbox.value = not event.value  # refused: show what holds
+
+    @on(Input.Submitted, "#set-proxy")
+    async def _proxy(self, event: Input.Submitted) -> None:
+        url = event.value.strip()
+        await self.save({"proxy": url or None}, "proxy " + (url or "none"))
+
+    @on(Input.Submitted, "#set-bootstrap")
+    async def _bootstrap(self, event: Input.Submitted) -> None:
+        nodes = [part.strip() for part in event.value.split(",") if part.strip()]
+        await self.save(
+            {"bootstrap": nodes or None}, f"{len(nodes) or 'default'} bootstrap node(s)"
+        )
