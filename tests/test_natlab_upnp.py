@@ -23,6 +23,7 @@ from harness import skip_unless_ci, until
 from natlab.lab import (
     HOME_IP,
     NATPMP_WAN,
+    PCP_WAN,
     PUBLIC_HOST,
     UPNP_WAN,
     Home,
@@ -59,7 +60,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             home = built.add_home(NatType.SYMMETRIC, UPNP_WAN, role="u")
             built.start_miniupnpd(home, tmp_path_factory.mktemp("miniupnpd"))
             pmp = built.add_home(NatType.SYMMETRIC, NATPMP_WAN, role="p")
-            built.start_miniupnpd(pmp, tmp_path_factory.mktemp("natpmp"), natpmp_only=True)
+            built.start_miniupnpd(pmp, tmp_path_factory.mktemp("natpmp"), speaks="natpmp")
+            pcp = built.add_home(NatType.SYMMETRIC, PCP_WAN, role="c")
+            built.start_miniupnpd(pcp, tmp_path_factory.mktemp("pcp"), speaks="pcp")
         except Exception as exc:
             skip_unless_ci(f"the UPnP lab cannot be built: {exc}")
         yield built
@@ -229,36 +232,62 @@ def test_the_daemon_maps_its_ports_and_status_shows_the_external_address(
     in_home(lab, home, scenario())
 
 
+async def _hello(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    w.write(b"hello\n")
+    await w.drain()
+    w.close()
+
+
+async def _maps_then_closes(lab: Lab, home: Home, how: str) -> UpnpPortMapper:
+    """A node's UDP and TCP port mapped on ``home``'s gateway speaking ``how`` ("pcp",
+    "natpmp"): a stranger's ping and TCP connect get in through the mapping, and after
+    a clean exit they do not. The mapper is returned, closed, for more checks."""
+    node = await DhtService.start(host=HOME_IP, config=SANDBOX_CONFIG, rng=random.Random(4))
+    port = node.addr[1]
+    server = await asyncio.start_server(_hello, HOME_IP, port)
+    mapper = UpnpPortMapper(
+        PortMapper({"UDP": port, "TCP": port}, discovery_timeout=1.0),
+        host=HOME_IP,
+        on_change=lambda state: setattr(node, "port_mapping", state),
+    )
+    try:
+        assert await _pinged(lab, (home.wan_ip, port)) is None
+        task = asyncio.create_task(mapper.run())
+        started = time.monotonic()
+        await until(lambda: mapper.state.phase is Phase.MAPPED, 20, f"the {how} mapping")
+        print(f"mapped over {how} in {time.monotonic() - started:.2f} s: {mapper.state}")
+        state = mapper.state
+        assert state.gateway == f"{how}://192.168.1.1" and state.external_ip == home.wan_ip
+        assert set(state.mappings) == {"UDP", "TCP"} and state.error is None
+        udp, tcp = node.external_addr("UDP"), node.external_addr("TCP")
+        assert udp is not None and tcp is not None and udp[0] == tcp[0] == home.wan_ip
+        assert await _pinged(lab, udp) == node.node_id
+        assert await _tcp_hello(lab, tcp) == b"hello\n"
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await mapper.close()  # lifetime 0: the gateway drops them
+        assert "dnat" not in lab.upnp_rules(home)
+        assert await _pinged(lab, udp) is None
+        assert await _tcp_hello(lab, tcp) is None
+    finally:
+        await mapper.close()
+        server.close()
+        node.close()
+    return mapper
+
+
 def test_a_gateway_that_speaks_only_nat_pmp_maps_the_ports_too(lab: Lab) -> None:
     home = lab.extra["p"]
+    in_home(lab, home, _maps_then_closes(lab, home, "natpmp"))
+
+
+def test_a_gateway_that_speaks_pcp_maps_the_ports_over_pcp(lab: Lab) -> None:
+    """miniupnpd with UPnP off speaks PCP and NAT-PMP: PCP is asked first and kept."""
+    home = lab.extra["c"]
 
     async def scenario() -> None:
-        node = await DhtService.start(host=HOME_IP, config=SANDBOX_CONFIG, rng=random.Random(4))
-        port = node.addr[1]
-        mapper = UpnpPortMapper(
-            PortMapper({"UDP": port}, discovery_timeout=1.0),
-            host=HOME_IP,
-            on_change=lambda state: setattr(node, "port_mapping", state),
-        )
-        try:
-            assert await _pinged(lab, (NATPMP_WAN, port)) is None
-            task = asyncio.create_task(mapper.run())
-            started = time.monotonic()
-            await until(lambda: mapper.state.phase is Phase.MAPPED, 15, "the NAT-PMP mapping")
-            print(f"mapped over NAT-PMP in {time.monotonic() - started:.2f} s: {mapper.state}")
-            state = mapper.state
-            assert state.gateway == "natpmp://192.168.1.1" and state.external_ip == NATPMP_WAN
-            target = node.external_addr("UDP")
-            assert target is not None and target[0] == NATPMP_WAN
-            assert await _pinged(lab, target) == node.node_id
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await mapper.close()  # lifetime 0: the gateway drops it
-            assert "dnat" not in lab.upnp_rules(home)
-            assert await _pinged(lab, target) is None
-        finally:
-            await mapper.close()
-            node.close()
+        mapper = await _maps_then_closes(lab, home, "pcp")
+        assert mapper.dropped == 0
 
     in_home(lab, home, scenario())

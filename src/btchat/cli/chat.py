@@ -668,7 +668,8 @@ def network_text(s: dict[str, Any]) -> str:
         for proto, m in pm["mappings"].items()
     )
     detail = mapped or pm.get("error") or ""
-    how = "NAT-PMP" if str(pm.get("gateway") or "").startswith("natpmp://") else "UPnP"
+    scheme = str(pm.get("gateway") or "").partition("://")[0]
+    how = {"natpmp": "NAT-PMP", "pcp": "PCP"}.get(scheme, "UPnP")
     return line + f"\nport mapping ({how}): {pm['state']}" + (f": {detail}" if detail else "")
 
 
