@@ -1,9 +1,11 @@
-"""Port mapping against a real UPnP gateway: miniupnpd on a lab router (tests/natlab).
+"""Port mapping against a real gateway: miniupnpd on a lab router (tests/natlab),
+speaking UPnP-IGD, PCP, or NAT-PMP only (PCP refused by the router).
 
-The home sits behind a symmetric NAT that drops unsolicited WAN input, so a peer on the
+The homes sit behind a symmetric NAT that drops unsolicited WAN input, so a peer on the
 public segment cannot reach the home's node until the node maps its port on the gateway;
 then a KRPC ping (UDP) and a TCP connection to the mapped port get through, and after a
-clean exit they do not any more. A home without a gateway finds none in bounded time.
+clean exit they do not any more. A PCP gateway that restarts gets the mappings again.
+A home without a gateway finds none in bounded time.
 Needs root, iproute2, nftables and miniupnpd (``scripts/setup``); skips without them,
 fails in CI.
 """
@@ -289,5 +291,44 @@ def test_a_gateway_that_speaks_pcp_maps_the_ports_over_pcp(lab: Lab) -> None:
     async def scenario() -> None:
         mapper = await _maps_then_closes(lab, home, "pcp")
         assert mapper.dropped == 0
+
+    in_home(lab, home, scenario())
+
+
+def test_a_pcp_gateway_that_restarts_gets_the_mappings_again(lab: Lab) -> None:
+    """miniupnpd restarted with its rules gone, as a rebooted router: its unsolicited
+    ANNOUNCE (epoch back at 0) makes the node map again, and a stranger gets in again."""
+    home = lab.extra["c"]
+    (proc,) = [p for p in lab.processes if "pcp" in " ".join(map(str, p.args))]
+
+    async def scenario() -> None:
+        node = await DhtService.start(host=HOME_IP, config=SANDBOX_CONFIG, rng=random.Random(5))
+        mapper = UpnpPortMapper(
+            PortMapper({"UDP": node.addr[1]}, discovery_timeout=1.0),
+            host=HOME_IP,
+            on_change=lambda state: setattr(node, "port_mapping", state),
+        )
+        task = asyncio.create_task(mapper.run())
+        try:
+            await until(lambda: mapper.state.phase is Phase.MAPPED, 20, "the PCP mapping")
+            target = node.external_addr("UDP")
+            assert target is not None and await _pinged(lab, target) == node.node_id
+            await asyncio.sleep(2.5)  # an epoch the restart visibly resets
+            proc.terminate()
+            await asyncio.to_thread(proc.wait, 10)
+            lab.run(home.router, "nft", "delete", "table", "inet", "miniupnpd")  # rebooted
+            assert await _pinged(lab, target) is None
+            started = time.monotonic()
+            lab.processes.remove(proc)
+            lab.start_miniupnpd(home, Path(str(proc.args[-1])).parent, speaks="pcp")
+            await until(lambda: "dnat" in lab.upnp_rules(home), 15, "mapped again")
+            print(f"mapped again {time.monotonic() - started:.2f} s after the restart")
+            assert await _pinged(lab, target) == node.node_id
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await mapper.close()
+            node.close()
 
     in_home(lab, home, scenario())
