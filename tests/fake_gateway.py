@@ -4,9 +4,10 @@ answer to each request is whatever the test's ``reply`` says, junk included."""
 from __future__ import annotations
 
 import asyncio
+import struct
 from collections.abc import Callable
 
-__all__ = ["Gateway", "serve"]
+__all__ = ["Gateway", "mapping_answer", "serve"]
 
 
 class Gateway(asyncio.DatagramProtocol):
@@ -35,3 +36,10 @@ async def serve(
         lambda: Gateway(reply), local_addr=("127.0.0.1", 0)
     )
     return gw, transport.get_extra_info("sockname")[1], transport.close
+
+
+def mapping_answer(request: bytes, *, result: int = 0, external: int | None = None) -> bytes:
+    """A NAT-PMP gateway's answer to the mapping ``request`` (RFC 6886 section 3.3)."""
+    _, op, _, internal, suggested, lifetime = struct.unpack("!BBHHHI", request)
+    granted = suggested if external is None else external
+    return struct.pack("!BBHIHHI", 0, 128 + op, result, 7, internal, granted, lifetime)

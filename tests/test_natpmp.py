@@ -5,10 +5,9 @@ refuses, or is not there. The real gateway (miniupnpd) is in test_natlab_upnp.py
 from __future__ import annotations
 
 import asyncio
-import struct
 
 import pytest
-from fake_gateway import serve
+from fake_gateway import mapping_answer, serve
 
 from btchat.net import natpmp
 from btchat.net.natpmp import (
@@ -54,12 +53,6 @@ def test_the_default_gateway_from_the_route_table() -> None:
     assert default_gateway(ROUTES) == "192.168.1.1"
     assert default_gateway(ROUTES.splitlines()[0] + "\n") is None
     assert default_gateway("junk\nx y z\n") is None
-
-
-def mapping_answer(request: bytes, *, result: int = 0, external: int | None = None) -> bytes:
-    _, op, _, internal, suggested, lifetime = struct.unpack("!BBHHHI", request)
-    granted = suggested if external is None else external
-    return struct.pack("!BBHIHHI", 0, 128 + op, result, 7, internal, granted, lifetime)
 
 
 async def test_lost_requests_are_sent_again_and_junk_is_skipped(

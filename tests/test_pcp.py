@@ -5,15 +5,19 @@ is impersonated by a stranger. The real gateway (miniupnpd) is in test_natlab_up
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import random
 import socket
 import struct
+from collections.abc import Callable
 
 import pytest
-from fake_gateway import serve
+from fake_gateway import mapping_answer, serve
+from harness import until
 
-from btchat.net import pcp
+from btchat.net import pcp, upnp
 from btchat.net.gateway_udp import Malformed
 from btchat.net.pcp import (
     Announced,
@@ -29,6 +33,8 @@ from btchat.net.pcp import (
     encode_map,
     retransmit_waits,
 )
+from btchat.net.portmap import Phase, PortMapper
+from btchat.net.upnp import UpnpPortMapper
 
 NONCE = bytes(range(1, 13))
 MAPPED_V4 = "00000000000000000000ffff"
@@ -249,3 +255,52 @@ async def test_announcements_are_heard_from_the_gateway_only() -> None:
     listener.datagram_received(answer(encode_announce("192.168.1.10"), result=1),
                                ("192.168.1.1", 5351))  # fmt: skip
     assert heard == [0] and listener.dropped == 4
+
+
+def natpmp_or_pcp(speaks_pcp: bool, seen: list[bytes]) -> Callable[[bytes, int], list[bytes]]:
+    """A gateway that speaks NAT-PMP and, if ``speaks_pcp``, PCP; ``seen`` collects
+    what it was sent."""
+
+    def reply(data: bytes, n: int) -> list[bytes]:
+        seen.append(data)
+        if data[0] == 2:
+            return [answer(data)] if speaks_pcp else [bytes.fromhex("0081 0001 00000065")]
+        if data[1] == 0:  # NAT-PMP: the external address
+            return [bytes.fromhex("0080 0000 00000064 c6336408")]  # 198.51.100.8
+        return [mapping_answer(data)]
+
+    return reply
+
+
+@pytest.mark.parametrize("speaks_pcp", [True, False])
+async def test_the_mapper_asks_in_pcp_first_and_in_nat_pmp_when_pcp_is_not_spoken(
+    monkeypatch: pytest.MonkeyPatch, speaks_pcp: bool
+) -> None:
+    async def no_upnp(*_: object) -> list[str]:
+        return []
+
+    monkeypatch.setattr(upnp, "default_gateway_here", lambda: "127.0.0.1")
+    monkeypatch.setattr(UpnpPortMapper, "_search", no_upnp)
+    seen: list[bytes] = []
+    _, port, stop = await serve(natpmp_or_pcp(speaks_pcp, seen))
+    mapper = UpnpPortMapper(PortMapper({"UDP": 6881}), host="127.0.0.1", pmp_ports=(port, 0))
+    task = asyncio.create_task(mapper.run())
+    try:
+        await until(lambda: mapper.state.phase is Phase.MAPPED, 5, "mapped")
+        state = mapper.state
+        how = "pcp" if speaks_pcp else "natpmp"
+        assert state.gateway == f"{how}://127.0.0.1"
+        assert state.external_ip == ("198.51.100.7" if speaks_pcp else "198.51.100.8")
+        assert seen[0][:2] == b"\x02\x00"  # PCP's ANNOUNCE is always asked first
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await mapper.close()
+        stop()
+    deletion = seen[-1]
+    if speaks_pcp:  # lifetime 0 with the nonce of the mapping
+        assert deletion[:2] == b"\x02\x01" and deletion[4:8] == bytes(4)
+        assert deletion[24:36] == seen[1][24:36]
+    else:
+        assert deletion == bytes.fromhex("0001 0000 1ae1 0000 00000000")

@@ -314,31 +314,40 @@ class AnnounceListener(asyncio.DatagramProtocol):
     or unicast): from the gateway's address and port 5351 only, well-formed only;
     ``on_announce(epoch)`` is called for each. Others' datagrams are counted."""
 
-    def __init__(self, gateway: str, on_announce: Callable[[int], None]) -> None:
+    def __init__(
+        self, gateway: str, on_announce: Callable[[int], None], server_port: int = SERVER_PORT
+    ) -> None:
         self.gateway = gateway
+        self.server_port = server_port
         self.on_announce = on_announce
         self.dropped = 0
         self.transport: asyncio.DatagramTransport | None = None
 
     @classmethod
     async def start(
-        cls, gateway: str, client_ip: str, on_announce: Callable[[int], None]
+        cls,
+        gateway: str,
+        client_ip: str,
+        on_announce: Callable[[int], None],
+        *,
+        ports: tuple[int, int] = (SERVER_PORT, CLIENT_PORT),
     ) -> AnnounceListener | None:
         """Listening, or None when port 5350 cannot be had here (another program holds
-        it without sharing): renewals then still notice a restart by the epoch."""
+        it without sharing): renewals then still notice a restart by the epoch.
+        ``ports``: the gateway's and ours (tests use others)."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             with contextlib.suppress(AttributeError, OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind(("0.0.0.0", CLIENT_PORT))
+            sock.bind(("0.0.0.0", ports[1]))
             with contextlib.suppress(OSError):
                 group = socket.inet_aton(ALL_HOSTS) + socket.inet_aton(client_ip)
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, group)
             sock.setblocking(False)
             loop = asyncio.get_running_loop()
             _, proto = await loop.create_datagram_endpoint(
-                lambda: cls(gateway, on_announce), sock=sock
+                lambda: cls(gateway, on_announce, ports[0]), sock=sock
             )
         except OSError as exc:
             sock.close()
@@ -350,7 +359,7 @@ class AnnounceListener(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        if addr[0] != self.gateway or addr[1] != SERVER_PORT:
+        if addr[0] != self.gateway or addr[1] != self.server_port:
             self.dropped += 1
             return
         try:

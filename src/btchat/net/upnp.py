@@ -29,9 +29,16 @@ from async_upnp_client.exceptions import UpnpActionError, UpnpError
 from async_upnp_client.profiles.igd import IgdDevice
 from async_upnp_client.search import SsdpSearchListener
 
-from btchat.net.gateway_udp import default_gateway_here, local_ip_towards
+from btchat.net.gateway_udp import SERVER_PORT, default_gateway_here, local_ip_towards
 from btchat.net.natpmp import NatPmpClient, NatPmpError
-from btchat.net.pcp import ANNOUNCE_DELAY, AnnounceListener, PcpClient, PcpError, PcpUnsupported
+from btchat.net.pcp import (
+    ANNOUNCE_DELAY,
+    CLIENT_PORT,
+    AnnounceListener,
+    PcpClient,
+    PcpError,
+    PcpUnsupported,
+)
 from btchat.net.portmap import (
     AddMapping,
     Changed,
@@ -73,8 +80,10 @@ class UpnpPortMapper:
         *,
         host: str = "0.0.0.0",
         on_change: Callable[[PortMapState], None] | None = None,
+        pmp_ports: tuple[int, int] = (SERVER_PORT, CLIENT_PORT),
     ) -> None:
         self.core = core
+        self.pmp_ports = pmp_ports  # PCP/NAT-PMP: the gateway's port, ours for ANNOUNCE
         self.host = host
         self.on_change = on_change
         self.loop = asyncio.get_running_loop()
@@ -182,7 +191,10 @@ class UpnpPortMapper:
         """PCP from now on, hearing the gateway's announcements."""
         self._use(pcp=pcp)
         self._announces = await AnnounceListener.start(
-            pcp.gateway, pcp.client_ip, lambda epoch: self._announced(pcp, epoch)
+            pcp.gateway,
+            pcp.client_ip,
+            lambda epoch: self._announced(pcp, epoch),
+            ports=self.pmp_ports,
         )
 
     def _announced(self, pcp: PcpClient, epoch: int) -> None:
@@ -205,7 +217,7 @@ class UpnpPortMapper:
         host = "0.0.0.0" if self.host in ("0.0.0.0", "") else self.host
         pcp_said = "PCP: not spoken"
         try:
-            pcp = PcpClient(gateway, host)
+            pcp = PcpClient(gateway, host, self.pmp_ports[0])
             await pcp.probe()
         except PcpUnsupported:
             pass
@@ -220,7 +232,7 @@ class UpnpPortMapper:
             await self._use_pcp(pcp)
             self.core.gateway_found(f"pcp://{gateway}", None, now())
             return
-        client = NatPmpClient(gateway, host)
+        client = NatPmpClient(gateway, host, self.pmp_ports[0])
         try:
             external = await client.external_address()
         except (*FAILURES, NatPmpError) as exc:
