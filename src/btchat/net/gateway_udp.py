@@ -28,8 +28,9 @@ __all__ = [
 
 #: The gateway's port for NAT-PMP and PCP (RFC 6887 section 19.1).
 SERVER_PORT = 5351
-#: Largest datagram read: a PCP message is at most 1100 bytes (RFC 6887 section 7).
-MAX_DATAGRAM = 1100
+#: A PCP message is at most 1100 bytes (RFC 6887 section 7); NAT-PMP's are shorter.
+MAX_PCP = 1100
+MAX_DATAGRAM = MAX_PCP + 4  # one longer than any answer is read whole, then refused
 
 T = TypeVar("T")
 

@@ -27,7 +27,13 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from btchat.net.gateway_udp import SERVER_PORT, GatewayClient, Malformed, local_ip_towards
+from btchat.net.gateway_udp import (
+    MAX_PCP,
+    SERVER_PORT,
+    GatewayClient,
+    Malformed,
+    local_ip_towards,
+)
 
 __all__ = [
     "CLIENT_PORT",
@@ -56,7 +62,6 @@ RESPONSE = 0x80
 CLIENT_PORT = 5350
 ALL_HOSTS = "224.0.0.1"
 HEADER, MAP_DATA = 24, 36
-MAX_MESSAGE = 1100  # section 7
 PROTOCOLS = {"UDP": 17, "TCP": 6}
 #: Result codes (section 7.4).
 SUCCESS, UNSUPP_VERSION = 0, 1
@@ -178,7 +183,7 @@ def _common(data: bytes, op: int) -> tuple[int, int, int]:
     not one, PcpUnsupported when it says the gateway does not speak PCP version 2."""
     if len(data) >= 4 and data[0] == 0 and data[1] >= RESPONSE:
         raise PcpUnsupported(UNSUPP_VERSION, "the gateway answered in NAT-PMP, not PCP")
-    if len(data) < HEADER or len(data) > MAX_MESSAGE or len(data) % 4:
+    if len(data) < HEADER or len(data) > MAX_PCP or len(data) % 4:
         raise Malformed("not the size of a PCP answer")
     if data[1] != RESPONSE | op:
         raise Malformed("not a PCP answer to this opcode")
