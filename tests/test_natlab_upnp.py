@@ -185,10 +185,12 @@ def test_a_home_without_a_gateway_finds_none_in_bounded_time(lab: Lab) -> None:
     in_home(lab, home, scenario())
 
 
+@pytest.mark.parametrize(("role", "how"), [("u", "UPnP"), ("c", "PCP")])
 def test_the_daemon_maps_its_ports_and_status_shows_the_external_address(
-    lab: Lab, tmp_path: Path
+    lab: Lab, tmp_path: Path, role: str, how: str
 ) -> None:
-    home = lab.extra["u"]
+    home = lab.extra[role]
+    wan = home.wan_ip
     settings = Settings(
         data_dir=tmp_path,
         bootstrap=[],
@@ -216,16 +218,16 @@ def test_the_daemon_maps_its_ports_and_status_shows_the_external_address(
             pm = status["port_mapping"]
             assert pm["state"] == "mapped", pm
             dht_port = int(status["dht"]["addr"].rpartition(":")[2])
-            assert status["dht"]["external_addr"] == f"{UPNP_WAN}:{dht_port}"
-            assert status["external_tcp"] == f"{UPNP_WAN}:{status['listen_port']}"
+            assert status["dht"]["external_addr"] == f"{wan}:{dht_port}"
+            assert status["external_tcp"] == f"{wan}:{status['listen_port']}"
             assert set(pm["mappings"]) == {"udp", "tcp"}
             text = network_text(status)
             print(text)
-            assert f"external address {UPNP_WAN}:{dht_port}" in text
-            assert "port mapping (UPnP): mapped" in text
+            assert f"external address {wan}:{dht_port}" in text
+            assert f"port mapping ({how}): mapped" in text
             # The DHT node and the session port are reachable from the internet.
-            assert await _pinged(lab, (UPNP_WAN, dht_port)) is not None
-            tcp = (UPNP_WAN, int(status["listen_port"]))
+            assert await _pinged(lab, (wan, dht_port)) is not None
+            tcp = (wan, int(status["listen_port"]))
             assert await _tcp_hello(lab, tcp, read=False) == b""
         finally:
             await node.stop()
