@@ -203,7 +203,8 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         action="store_const",
         const=False,
         default=None,
-        help="do not map ports on the home gateway (env BTCHAT_UPNP=0, config [net] upnp)",
+        help="do not map ports on the home gateway: no UPnP, PCP or NAT-PMP"
+        " (env BTCHAT_UPNP=0, config [net] upnp)",
     )
     p.add_argument(
         "--no-relay",

@@ -10,12 +10,15 @@ a mapping is renewed at half its lease (UPnP-IGD leases are in whole seconds and
 gateway that reboots forgets them, so a permanent one is re-asserted too), a network
 without a gateway is searched again now and then (a laptop moves), and a gateway that
 stops answering is searched again with a back-off. :meth:`close` asks to delete what
-was mapped (a clean exit leaves no hole in the router).
+was mapped (a clean exit leaves no hole in the router); :meth:`gateway_restarted` asks
+for every mapping again when a PCP gateway says it lost them.
 
 The external port: the internal one first (so UDP and TCP on one port map to one
 external port, which is what a peer can guess), then, after a conflict (UPnP error
 718: someone else holds it), the port the other protocol got, then random ones, at most
-:data:`MAX_ATTEMPTS` per protocol. The shell (``net/upnp.py``) does the library calls.
+:data:`MAX_ATTEMPTS` per protocol. The shell (``net/upnp.py``) does the library calls
+(UPnP-IGD) or speaks PCP or NAT-PMP (``net/pcp.py``, ``net/natpmp.py``), whichever the
+gateway answers.
 """
 
 from __future__ import annotations
