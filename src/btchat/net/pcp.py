@@ -297,7 +297,9 @@ class PcpClient(GatewayClient):
     async def map(self, protocol: str, internal: int, external: int, lifetime: int) -> MapAnswer:
         """Create, renew (same nonce) or, with lifetime 0, delete a mapping."""
         key = (protocol, internal)
-        nonce = self._nonces.get(key) or self._nonces.setdefault(key, secrets.token_bytes(12))
+        nonce = self._nonces.get(key)
+        if nonce is None:  # a new mapping: a new random nonce (section 11.1)
+            nonce = self._nonces[key] = secrets.token_bytes(12)
         request = encode_map(nonce, protocol, internal, external, lifetime, self.client_ip)
         got = await self._ask(request, MAP_TRIES)
         assert isinstance(got, MapAnswer)
