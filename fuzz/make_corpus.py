@@ -8,6 +8,7 @@ files with other bytes; the committed corpus is what the tests read.
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -267,6 +268,7 @@ def seeds() -> dict[str, list[bytes]]:
         "tracker_udp": udp,
         "lsd": _lsd(),
         "relay_header": _relay_headers(alice),
+        "gateway_answers": _gateway_answers(),
         "lan": _lan(),
         "link": _link(),
         "api_json": _api_json(),
@@ -288,6 +290,13 @@ def seeds() -> dict[str, list[bytes]]:
             alice.public_key.hex().encode(),
         ],
     }
+
+
+def _gateway_answers() -> list[bytes]:
+    """The PCP answers of docs/vectors/pcp.json, and a NAT-PMP one."""
+    vectors = json.loads((CORPUS.parents[1] / "docs" / "vectors" / "pcp.json").read_text())
+    answers = [bytes.fromhex(v["bytes"]) for v in vectors["vectors"] if v["kind"] == "answer"]
+    return [*answers, bytes.fromhex("0081 0000 00000065 1ae1 1b00 00000708")]
 
 
 def _relay_headers(someone: Identity) -> list[bytes]:

@@ -40,6 +40,10 @@ from btchat.identity.idtext import IdError, parse_contact_ref
 from btchat.identity.keys import CertificateError, DeviceCertificate, DeviceKey, Identity
 from btchat.identity.rendezvous import epoch_of, pairwise_secret
 from btchat.messaging.envelope import EnvelopeError, parse_envelope
+from btchat.net import natpmp, pcp
+from btchat.net.gateway_udp import Malformed
+from btchat.net.natpmp import NatPmpError
+from btchat.net.pcp import PcpError
 from btchat.net.quic import QuicEndpoint
 from btchat.net.relay_core import HeaderReader, parse_header
 from btchat.offline.packet import OfflinePacket, PacketError
@@ -265,6 +269,23 @@ def _relay_header(data: bytes) -> None:
     reader = HeaderReader()
     if reader.feed(data[:cut]) is None:
         reader.feed(data[cut:])
+
+
+_PCP_MAP = pcp.encode_map(b"\x01" * 12, "UDP", 6881, 6881, 3600, "192.168.1.10")
+_PCP_ANNOUNCE = pcp.encode_announce("192.168.1.10")
+_NATPMP_MAP = natpmp.encode_map("UDP", 6881, 6881, 3600)
+
+
+@_target("gateway_answers", Malformed, PcpError, NatPmpError)
+def _gateway_answers(data: bytes) -> None:
+    """A datagram from the home gateway (or a LAN host posing as one): as a PCP answer
+    to our MAP and to our ANNOUNCE, an unsolicited ANNOUNCE, and a NAT-PMP answer."""
+    for request in (_PCP_MAP, _PCP_ANNOUNCE):
+        with contextlib.suppress(Malformed, PcpError):
+            pcp.decode_response(data, request)
+    with contextlib.suppress(Malformed):
+        pcp.decode_announcement(data)
+    natpmp.decode_response(data, _NATPMP_MAP)
 
 
 # ------------------------------------------------------------ discovery and the API

@@ -526,6 +526,11 @@ def test_status_text_says_what_network_we_are_on() -> None:
     assert "network: symmetric; external address 203.0.113.104 (the port differs" in text
     assert "(bound to 192.168.1.10:6881)" in text
     assert "port mapping (UPnP): failed: UDP port 6881: ConflictInMappingEntry" in text
+    mapped = {"external_port": 40000, "internal_port": 6881, "lease": 3600, "expires_in": 9}
+    pcp = {"state": "mapped", "gateway": "pcp://192.168.1.1", "external_ip": "198.51.100.7"}
+    status["port_mapping"] = {**pcp, "mappings": {"udp": mapped}, "error": None}
+    text = network_text(status)
+    assert "port mapping (PCP): mapped: udp 198.51.100.7:40000 -> 6881" in text
 
 
 def test_contact_add_with_the_name_first_says_the_order(

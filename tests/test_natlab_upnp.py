@@ -1,9 +1,11 @@
-"""Port mapping against a real UPnP gateway: miniupnpd on a lab router (tests/natlab).
+"""Port mapping against a real gateway: miniupnpd on a lab router (tests/natlab),
+speaking UPnP-IGD, PCP, or NAT-PMP only (PCP refused by the router).
 
-The home sits behind a symmetric NAT that drops unsolicited WAN input, so a peer on the
+The homes sit behind a symmetric NAT that drops unsolicited WAN input, so a peer on the
 public segment cannot reach the home's node until the node maps its port on the gateway;
 then a KRPC ping (UDP) and a TCP connection to the mapped port get through, and after a
-clean exit they do not any more. A home without a gateway finds none in bounded time.
+clean exit they do not any more. A PCP gateway that restarts gets the mappings again.
+A home without a gateway finds none in bounded time.
 Needs root, iproute2, nftables and miniupnpd (``scripts/setup``); skips without them,
 fails in CI.
 """
@@ -23,6 +25,7 @@ from harness import skip_unless_ci, until
 from natlab.lab import (
     HOME_IP,
     NATPMP_WAN,
+    PCP_WAN,
     PUBLIC_HOST,
     UPNP_WAN,
     Home,
@@ -59,7 +62,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             home = built.add_home(NatType.SYMMETRIC, UPNP_WAN, role="u")
             built.start_miniupnpd(home, tmp_path_factory.mktemp("miniupnpd"))
             pmp = built.add_home(NatType.SYMMETRIC, NATPMP_WAN, role="p")
-            built.start_miniupnpd(pmp, tmp_path_factory.mktemp("natpmp"), natpmp_only=True)
+            built.start_miniupnpd(pmp, tmp_path_factory.mktemp("natpmp"), speaks="natpmp")
+            pcp = built.add_home(NatType.SYMMETRIC, PCP_WAN, role="c")
+            built.start_miniupnpd(pcp, tmp_path_factory.mktemp("pcp"), speaks="pcp")
         except Exception as exc:
             skip_unless_ci(f"the UPnP lab cannot be built: {exc}")
         yield built
@@ -180,10 +185,12 @@ def test_a_home_without_a_gateway_finds_none_in_bounded_time(lab: Lab) -> None:
     in_home(lab, home, scenario())
 
 
+@pytest.mark.parametrize(("role", "how"), [("u", "UPnP"), ("c", "PCP")])
 def test_the_daemon_maps_its_ports_and_status_shows_the_external_address(
-    lab: Lab, tmp_path: Path
+    lab: Lab, tmp_path: Path, role: str, how: str
 ) -> None:
-    home = lab.extra["u"]
+    home = lab.extra[role]
+    wan = home.wan_ip
     settings = Settings(
         data_dir=tmp_path,
         bootstrap=[],
@@ -211,16 +218,16 @@ def test_the_daemon_maps_its_ports_and_status_shows_the_external_address(
             pm = status["port_mapping"]
             assert pm["state"] == "mapped", pm
             dht_port = int(status["dht"]["addr"].rpartition(":")[2])
-            assert status["dht"]["external_addr"] == f"{UPNP_WAN}:{dht_port}"
-            assert status["external_tcp"] == f"{UPNP_WAN}:{status['listen_port']}"
+            assert status["dht"]["external_addr"] == f"{wan}:{dht_port}"
+            assert status["external_tcp"] == f"{wan}:{status['listen_port']}"
             assert set(pm["mappings"]) == {"udp", "tcp"}
             text = network_text(status)
             print(text)
-            assert f"external address {UPNP_WAN}:{dht_port}" in text
-            assert "port mapping (UPnP): mapped" in text
+            assert f"external address {wan}:{dht_port}" in text
+            assert f"port mapping ({how}): mapped" in text
             # The DHT node and the session port are reachable from the internet.
-            assert await _pinged(lab, (UPNP_WAN, dht_port)) is not None
-            tcp = (UPNP_WAN, int(status["listen_port"]))
+            assert await _pinged(lab, (wan, dht_port)) is not None
+            tcp = (wan, int(status["listen_port"]))
             assert await _tcp_hello(lab, tcp, read=False) == b""
         finally:
             await node.stop()
@@ -229,35 +236,100 @@ def test_the_daemon_maps_its_ports_and_status_shows_the_external_address(
     in_home(lab, home, scenario())
 
 
+async def _hello(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    w.write(b"hello\n")
+    await w.drain()
+    w.close()
+
+
+async def _maps_then_closes(lab: Lab, home: Home, how: str) -> UpnpPortMapper:
+    """A node's UDP and TCP port mapped on ``home``'s gateway speaking ``how`` ("pcp",
+    "natpmp"): a stranger's ping and TCP connect get in through the mapping, and after
+    a clean exit they do not. The mapper is returned, closed, for more checks."""
+    node = await DhtService.start(host=HOME_IP, config=SANDBOX_CONFIG, rng=random.Random(4))
+    port = node.addr[1]
+    server = await asyncio.start_server(_hello, HOME_IP, port)
+    mapper = UpnpPortMapper(
+        PortMapper({"UDP": port, "TCP": port}, discovery_timeout=1.0),
+        host=HOME_IP,
+        on_change=lambda state: setattr(node, "port_mapping", state),
+    )
+    try:
+        assert await _pinged(lab, (home.wan_ip, port)) is None
+        task = asyncio.create_task(mapper.run())
+        started = time.monotonic()
+        await until(lambda: mapper.state.phase is Phase.MAPPED, 20, f"the {how} mapping")
+        print(f"mapped over {how} in {time.monotonic() - started:.2f} s: {mapper.state}")
+        state = mapper.state
+        assert state.gateway == f"{how}://192.168.1.1" and state.external_ip == home.wan_ip
+        assert set(state.mappings) == {"UDP", "TCP"} and state.error is None
+        udp, tcp = node.external_addr("UDP"), node.external_addr("TCP")
+        assert udp is not None and tcp is not None and udp[0] == tcp[0] == home.wan_ip
+        assert await _pinged(lab, udp) == node.node_id
+        assert await _tcp_hello(lab, tcp) == b"hello\n"
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await mapper.close()  # lifetime 0: the gateway drops them
+        assert "dnat" not in lab.upnp_rules(home)
+        assert await _pinged(lab, udp) is None
+        assert await _tcp_hello(lab, tcp) is None
+    finally:
+        await mapper.close()
+        server.close()
+        node.close()
+    return mapper
+
+
 def test_a_gateway_that_speaks_only_nat_pmp_maps_the_ports_too(lab: Lab) -> None:
     home = lab.extra["p"]
+    in_home(lab, home, _maps_then_closes(lab, home, "natpmp"))
+
+
+def test_a_gateway_that_speaks_pcp_maps_the_ports_over_pcp(lab: Lab) -> None:
+    """miniupnpd with UPnP off speaks PCP and NAT-PMP: PCP is asked first and kept."""
+    home = lab.extra["c"]
 
     async def scenario() -> None:
-        node = await DhtService.start(host=HOME_IP, config=SANDBOX_CONFIG, rng=random.Random(4))
-        port = node.addr[1]
+        mapper = await _maps_then_closes(lab, home, "pcp")
+        assert mapper.dropped == 0
+
+    in_home(lab, home, scenario())
+
+
+def test_a_pcp_gateway_that_restarts_gets_the_mappings_again(lab: Lab) -> None:
+    """miniupnpd restarted with its rules gone, as a rebooted router: its unsolicited
+    ANNOUNCE (epoch back at 0) makes the node map again, and a stranger gets in again."""
+    home = lab.extra["c"]
+    (proc,) = [p for p in lab.processes if "pcp" in " ".join(map(str, p.args))]
+
+    async def scenario() -> None:
+        node = await DhtService.start(host=HOME_IP, config=SANDBOX_CONFIG, rng=random.Random(5))
         mapper = UpnpPortMapper(
-            PortMapper({"UDP": port}, discovery_timeout=1.0),
+            PortMapper({"UDP": node.addr[1]}, discovery_timeout=1.0),
             host=HOME_IP,
             on_change=lambda state: setattr(node, "port_mapping", state),
         )
+        task = asyncio.create_task(mapper.run())
         try:
-            assert await _pinged(lab, (NATPMP_WAN, port)) is None
-            task = asyncio.create_task(mapper.run())
-            started = time.monotonic()
-            await until(lambda: mapper.state.phase is Phase.MAPPED, 15, "the NAT-PMP mapping")
-            print(f"mapped over NAT-PMP in {time.monotonic() - started:.2f} s: {mapper.state}")
-            state = mapper.state
-            assert state.gateway == "natpmp://192.168.1.1" and state.external_ip == NATPMP_WAN
+            await until(lambda: mapper.state.phase is Phase.MAPPED, 20, "the PCP mapping")
             target = node.external_addr("UDP")
-            assert target is not None and target[0] == NATPMP_WAN
+            assert target is not None and await _pinged(lab, target) == node.node_id
+            await asyncio.sleep(2.5)  # an epoch the restart visibly resets
+            proc.terminate()
+            await asyncio.to_thread(proc.wait, 10)
+            lab.run(home.router, "nft", "delete", "table", "inet", "miniupnpd")  # rebooted
+            assert await _pinged(lab, target) is None
+            started = time.monotonic()
+            lab.processes.remove(proc)
+            lab.start_miniupnpd(home, Path(str(proc.args[-1])).parent, speaks="pcp")
+            await until(lambda: "dnat" in lab.upnp_rules(home), 15, "mapped again")
+            print(f"mapped again {time.monotonic() - started:.2f} s after the restart")
             assert await _pinged(lab, target) == node.node_id
+        finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            await mapper.close()  # lifetime 0: the gateway drops it
-            assert "dnat" not in lab.upnp_rules(home)
-            assert await _pinged(lab, target) is None
-        finally:
             await mapper.close()
             node.close()
 

@@ -5,10 +5,9 @@ refuses, or is not there. The real gateway (miniupnpd) is in test_natlab_upnp.py
 from __future__ import annotations
 
 import asyncio
-import struct
-from collections.abc import Callable
 
 import pytest
+from fake_gateway import mapping_answer, serve
 
 from btchat.net import natpmp
 from btchat.net.natpmp import (
@@ -54,38 +53,6 @@ def test_the_default_gateway_from_the_route_table() -> None:
     assert default_gateway(ROUTES) == "192.168.1.1"
     assert default_gateway(ROUTES.splitlines()[0] + "\n") is None
     assert default_gateway("junk\nx y z\n") is None
-
-
-class Gateway(asyncio.DatagramProtocol):
-    """A NAT-PMP gateway on loopback whose answer to each request ``reply`` decides."""
-
-    def __init__(self, reply: Callable[[bytes, int], list[bytes]]) -> None:
-        self.reply = reply
-        self.seen = 0
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.seen += 1
-        for out in self.reply(data, self.seen):
-            self.transport.sendto(out, addr)  # type: ignore[attr-defined]
-
-
-async def serve(
-    reply: Callable[[bytes, int], list[bytes]],
-) -> tuple[Gateway, int, Callable[[], None]]:
-    loop = asyncio.get_running_loop()
-    transport, gw = await loop.create_datagram_endpoint(
-        lambda: Gateway(reply), local_addr=("127.0.0.1", 0)
-    )
-    return gw, transport.get_extra_info("sockname")[1], transport.close
-
-
-def mapping_answer(request: bytes, *, result: int = 0, external: int | None = None) -> bytes:
-    _, op, _, internal, suggested, lifetime = struct.unpack("!BBHHHI", request)
-    granted = suggested if external is None else external
-    return struct.pack("!BBHIHHI", 0, 128 + op, result, 7, internal, granted, lifetime)
 
 
 async def test_lost_requests_are_sent_again_and_junk_is_skipped(

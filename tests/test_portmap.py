@@ -89,6 +89,23 @@ def test_renews_at_half_the_lease_on_the_same_port() -> None:
     assert core.phase is Phase.MAPPED
 
 
+def test_a_gateway_that_restarted_gets_every_mapping_again_after_the_delay() -> None:
+    core = mapped()
+    core.gateway_restarted(100.0, delay=2.5)
+    assert core.get_timer() == 102.5
+    core.handle_timer(102.5)
+    (ask,) = requests(core)
+    assert ask == AddMapping("UDP", 6881, 6881, DEFAULT_LEASE)  # the port it had
+    core.added("UDP", 6881, DEFAULT_LEASE, 102.6, external_ip="198.51.100.9")
+    assert core.get_timer() == 102.5  # TCP is due too
+    core.handle_timer(102.6)
+    (ask,) = requests(core)
+    assert ask.protocol == "TCP"
+    core.added("TCP", 6881, DEFAULT_LEASE, 102.7)
+    assert core.state().external_ip == "198.51.100.9"  # PCP names it in the answer
+    assert core.get_timer() == 102.6 + DEFAULT_LEASE / 2
+
+
 def test_a_gateway_that_stops_answering_is_searched_again_with_back_off() -> None:
     core = mapped()
     core.handle_timer(DEFAULT_LEASE / 2)

@@ -752,3 +752,55 @@ def _link_frames(data: bytes) -> list[bytes]:
         out.append(data[pos + 4 : pos + 4 + size])
         pos += 4 + size
     return out
+
+
+# ------------------------------------------------------------------ port mapping (PCP)
+
+
+def test_pcp_messages() -> None:
+    """Requests parse back, with the standard library alone, to their fields (RFC 6887
+    sections 7.1 and 11.1); answers decode to theirs; the malformed ones are dropped."""
+    import ipaddress
+    import struct
+
+    from btchat.net import pcp
+    from btchat.net.gateway_udp import Malformed
+
+    data = load("pcp")
+    sent = {v["name"]: b(v["bytes"]) for v in data["vectors"] if v["kind"] == "request"}
+    for v in data["vectors"]:
+        raw = b(v["bytes"])
+        if v["kind"] == "request":
+            version, op, lifetime, client = struct.unpack("!BBxxI16s", raw[:24])
+            assert version == 2 and op == {"announce": 0, "map": 1}[v["op"]]
+            assert ipaddress.IPv6Address(client).ipv4_mapped == ipaddress.IPv4Address(
+                v["client_ip"]
+            )
+            if v["op"] == "announce":
+                assert len(raw) == 24 and lifetime == 0
+                continue
+            nonce, proto, internal, external, ext_ip = struct.unpack("!12sB3xHH16s", raw[24:])
+            assert (nonce.hex(), proto, internal, external, lifetime) == (
+                v["nonce"], {"UDP": 17, "TCP": 6}[v["protocol"]], v["internal_port"],
+                v["external_port"], v["lifetime"],
+            )  # fmt: skip
+            assert ipaddress.IPv6Address(ext_ip).ipv4_mapped == ipaddress.IPv4Address(0)
+            continue
+        request = sent[v["to"]]
+        if v.get("fallback"):
+            with pytest.raises(pcp.PcpUnsupported):
+                pcp.decode_response(raw, request)
+        elif "result" in v:
+            with pytest.raises(pcp.PcpError) as err:
+                pcp.decode_response(raw, request)
+            assert err.value.code == v["result"] and not isinstance(err.value, pcp.PcpUnsupported)
+        else:
+            got = pcp.decode_response(raw, request)
+            want = {k: v[k] for k in v if k not in ("name", "kind", "to", "bytes", "note")}
+            assert {k: getattr(got, k) for k in want} == want
+            if v["to"] != "announce":
+                with pytest.raises(Malformed):  # a flipped nonce byte: another mapping's
+                    pcp.decode_response(flipped(raw, 30), request)
+    for bad in data["malformed"]:
+        with pytest.raises(Malformed):
+            pcp.decode_response(b(bad["bytes"]), sent["map_udp"])

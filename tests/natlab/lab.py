@@ -36,6 +36,7 @@ __all__ = [
     "LAN_ADDRS",
     "LAN_GW",
     "NATPMP_WAN",
+    "PCP_WAN",
     "PUBLIC_ADDRS",
     "PUBLIC_HOST",
     "SECOND_WAN_ADDRS",
@@ -170,6 +171,16 @@ upnp_nat_postrouting_chain=postrouting_miniupnpd
 uuid=6d1c3a4e-0b7f-4e55-9a51-62746368a7a1
 allow 1024-65535 {LAN_GW.rsplit(".", 1)[0]}.0/24 1024-65535
 deny 0-65535 0.0.0.0/0 0-65535
+"""
+
+
+#: A gateway without PCP: version-2 packets to port 5351 (the first UDP payload byte,
+#: RFC 6887 section 7) are refused; NAT-PMP's version 0 still reaches miniupnpd.
+_NO_PCP = """table ip nopcp {
+  chain input { type filter hook input priority filter - 5; policy accept;
+    udp dport 5351 @th,64,8 != 0 reject
+  }
+}
 """
 
 
@@ -328,10 +339,12 @@ class Lab:
         return made
 
     def start_miniupnpd(
-        self, home: Home, workdir: Path, *, natpmp_only: bool = False
+        self, home: Home, workdir: Path, *, speaks: str = "upnp"
     ) -> subprocess.Popen[str]:
-        """A real UPnP-IGD gateway (Debian ``miniupnpd-nftables``) on ``home``'s router
-        (``natpmp_only``: one that speaks NAT-PMP and not UPnP).
+        """A real UPnP-IGD gateway (Debian ``miniupnpd-nftables``) on ``home``'s router;
+        ``speaks`` "pcp": PCP and NAT-PMP instead of UPnP (miniupnpd has them on one
+        switch), "natpmp": NAT-PMP only (the router refuses PCP's version 2 packets with
+        "port unreachable", as an older gateway's stack does with nothing on the port).
 
         It listens on the router's LAN side only, maps to the home's LAN, and writes its
         rules into its own nftables table; the lab's forward chains let through what its
@@ -339,9 +352,11 @@ class Lab:
         self.run(home.router, "nft", "-f", "-", stdin=_MINIUPNPD_TABLE)
         conf = workdir / "miniupnpd.conf"
         text = _MINIUPNPD_CONF
-        if natpmp_only:
+        if speaks in ("pcp", "natpmp"):
             text = text.replace("enable_upnp=yes", "enable_upnp=no")
             text = text.replace("enable_natpmp=no", "enable_natpmp=yes")
+        if speaks == "natpmp":
+            self.run(home.router, "nft", "-f", "-", stdin=_NO_PCP)
         conf.write_text(text)
         argv = [_tool("miniupnpd") or "miniupnpd", "-d", "-f", str(conf)]
         argv += ["-P", str(workdir / "miniupnpd.pid")]
@@ -353,7 +368,7 @@ class Lab:
         )
         self.processes.append(proc)
         deadline = time.monotonic() + 10
-        sockets = ["ss", "-lnup"] if natpmp_only else ["ss", "-lntp"]
+        sockets = ["ss", "-lntp"] if speaks == "upnp" else ["ss", "-lnup"]
         while "miniupnpd" not in self.run(home.router, *sockets):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"miniupnpd did not start (exit {proc.poll()})")
@@ -406,6 +421,8 @@ SECOND_WAN_ADDRS = {nat: f"{INTERNET}.{111 + i}" for i, nat in enumerate(NatType
 UPNP_WAN = "198.20.0.104"
 #: The WAN address of a home whose gateway speaks NAT-PMP only.
 NATPMP_WAN = "198.20.0.105"
+#: The WAN address of a home whose gateway speaks PCP (and NAT-PMP), not UPnP.
+PCP_WAN = "198.20.0.106"
 
 
 #: Hosts of the internet-less LAN (:func:`build_lan`).

@@ -1396,6 +1396,129 @@ def family_relay() -> dict[str, Any]:
     return data
 
 
+def family_pcp() -> dict[str, Any]:
+    """PCP port mapping (RFC 6887; docs/PROTOCOL.md "Port mapping"): what we send to the
+    home gateway and what we accept from it. Field values in the style of the RFC's."""
+    from btchat.net import pcp
+    from btchat.net.gateway_udp import Malformed
+
+    client, nonce = "192.168.1.10", bytes.fromhex("a1b2c3d4e5f60718293a4b5c")
+    requests: list[tuple[str, dict[str, Any], str]] = [
+        ("announce", {"op": "announce"}, "the probe at discovery: does the gateway speak PCP"),
+        (
+            "map_udp",
+            {"op": "map", "protocol": "UDP", "internal_port": 6881, "external_port": 6881,
+             "lifetime": 3600},
+            "map the DHT's UDP port, suggesting the same external port, for an hour",
+        ),
+        (
+            "renew_udp",
+            {"op": "map", "protocol": "UDP", "internal_port": 6881, "external_port": 40000,
+             "lifetime": 3600},
+            "the renewal at half the lease: same nonce, the external port granted",
+        ),
+        (
+            "delete_tcp",
+            {"op": "map", "protocol": "TCP", "internal_port": 7000, "external_port": 7000,
+             "lifetime": 0},
+            "a clean exit: lifetime 0 with the nonce that made the mapping deletes it",
+        ),
+    ]  # fmt: skip
+    wire: dict[str, bytes] = {}
+    vectors: list[dict[str, Any]] = []
+    for name, fields, note in requests:
+        if fields["op"] == "announce":
+            data = pcp.encode_announce(client)
+        else:
+            data = pcp.encode_map(
+                nonce, fields["protocol"], fields["internal_port"], fields["external_port"],
+                fields["lifetime"], client,
+            )  # fmt: skip
+        wire[name] = data
+        vectors.append({"name": name, "kind": "request", "client_ip": client,
+                        **({"nonce": hx(nonce)} if fields["op"] == "map" else {}),
+                        **fields, "bytes": hx(data), "note": note})  # fmt: skip
+    header = "02{op:02x}00{result:02x}{lifetime:08x}{epoch:08x}" + "00" * 12
+    mapped_ip = "00000000000000000000ffff" + "c6336407"  # 198.51.100.7
+    udp_data = wire["map_udp"][24:42].hex()
+    answers = [
+        ("announce_ok", "announce", header.format(op=0x80, result=0, lifetime=0, epoch=1234),
+         {"epoch": 1234}, "PCP is spoken; the gateway's epoch is 1234 s"),
+        ("map_udp_ok", "map_udp",
+         header.format(op=0x81, result=0, lifetime=1800, epoch=1240) + udp_data + "9c40"
+         + mapped_ip,
+         {"epoch": 1240, "protocol": "UDP", "internal_port": 6881, "external_port": 40000,
+          "external_ip": "198.51.100.7", "lifetime": 1800},
+         "granted another external port and half the lifetime asked: both are kept"),
+        ("map_udp_ok_with_option", "map_udp",
+         header.format(op=0x81, result=0, lifetime=1800, epoch=1240) + udp_data + "9c40"
+         + mapped_ip + "01000010" + mapped_ip,
+         {"epoch": 1240, "protocol": "UDP", "internal_port": 6881, "external_port": 40000,
+          "external_ip": "198.51.100.7", "lifetime": 1800},
+         "an option in the answer (code 1, 16 bytes) is checked for shape and skipped"),
+        ("map_udp_not_authorized", "map_udp",
+         header.format(op=0x81, result=2, lifetime=30, epoch=1240) + udp_data + "1ae1"
+         + "00" * 16,
+         {"result": 2}, "refused (NOT_AUTHORIZED): the protocol is given up until later"),
+        ("natpmp_unsupported_version", "map_udp", "0081000100000065", {"fallback": True},
+         "a NAT-PMP gateway's 'unsupported version' (RFC 6886 3.5): ask in NAT-PMP"),
+        ("pcp_v1_unsupported_version", "map_udp",
+         "01810001" + "00" * 20, {"fallback": True},
+         "a PCP server of another version says UNSUPP_VERSION: ask in NAT-PMP"),
+    ]  # fmt: skip
+    for name, request, text, fields, note in answers:
+        data = bytes.fromhex(text)
+        try:  # what the file says, the code says
+            got: Any = pcp.decode_response(data, wire[request])
+            assert "epoch" in fields and got.epoch == fields["epoch"], name
+        except pcp.PcpUnsupported:
+            assert fields.get("fallback"), name
+        except pcp.PcpError as exc:
+            assert exc.code == fields["result"], name
+        vectors.append({"name": name, "kind": "answer", "to": request, **fields,
+                        "bytes": text, "note": note})  # fmt: skip
+    good = bytes.fromhex(answers[1][2])
+    malformed = [
+        ("short", good[:20], "shorter than the 24-byte header"),
+        ("odd_length", good + b"\x00", "not a multiple of 4 bytes (RFC 6887 section 7)"),
+        ("request_echoed", wire["map_udp"], "the R bit is clear: a request, not an answer"),
+        ("other_nonce", good[:24] + b"\xff" + good[25:], "another mapping's answer"),
+        ("truncated_option", good + bytes.fromhex("01000010") + bytes(4), "option overruns"),
+    ]
+    for name, data, _ in malformed:
+        try:
+            pcp.decode_response(data, wire["map_udp"])
+        except Malformed:
+            continue
+        raise AssertionError(f"PCP answer {name} was accepted")
+    data = _file(
+        "PCP (RFC 6887) MAP and ANNOUNCE messages between btchat and the home gateway "
+        '(docs/PROTOCOL.md "Port mapping"): requests byte for byte, answers as parsed.',
+        {
+            "name": "vector name",
+            "kind": "request (we send) or answer (the gateway sends)",
+            "client_ip": "our LAN address, carried IPv4-mapped (::ffff:a.b.c.d)",
+            "nonce": "the 96-bit mapping nonce, hex (random per mapping, kept for renewals)",
+            "op": "announce (opcode 0) or map (opcode 1)",
+            "protocol": "UDP (17) or TCP (6)",
+            "internal_port": "our port",
+            "external_port": "requests: suggested; answers: assigned",
+            "lifetime": "seconds; 0 deletes (requests) or is a deletion's answer",
+            "to": "the request vector an answer answers",
+            "epoch": "the gateway's epoch time, seconds (RFC 6887 section 8.5)",
+            "external_ip": "the assigned external address",
+            "result": "a failure result code (RFC 6887 section 7.4)",
+            "fallback": "true: the gateway does not speak PCP v2; NAT-PMP is asked",
+            "bytes": "the message on the wire, hex",
+            "note": "what it means",
+            "why": "why a malformed answer is dropped (and counted)",
+        },
+        vectors,
+    )
+    data["malformed"] = [{"name": n, "bytes": hx(d), "why": w} for n, d, w in malformed]
+    return data
+
+
 FILE_TREE_CASES = [  # (size, piece size); content byte i = (i * 31 + 7) % 256
     (0, 262144),
     (1, 262144),
@@ -1573,6 +1696,7 @@ FAMILIES = {
     "sessions": family_sessions,
     "lan": family_lan,
     "relay": family_relay,
+    "pcp": family_pcp,
     "files": family_files,
     "linking": family_linking,
 }

@@ -356,10 +356,13 @@ class MappedPort(Shape):
 
 
 class PortMapping(Shape):
-    """UPnP-IGD port mapping on the home gateway."""
+    """Port mapping on the home gateway: UPnP-IGD, else PCP, else NAT-PMP."""
 
     state: Phase
-    gateway: str | None = Field(description="The gateway's description URL.")
+    gateway: str | None = Field(
+        description="UPnP: the gateway's description URL; PCP and NAT-PMP:"
+        " pcp://ADDRESS or natpmp://ADDRESS."
+    )
     external_ip: str | None = Field(description="The gateway's WAN address.")
     mappings: dict[str, MappedPort] = Field(description="By protocol: udp, tcp.")
     error: str | None

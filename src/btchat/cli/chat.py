@@ -203,7 +203,8 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         action="store_const",
         const=False,
         default=None,
-        help="do not map ports on the home gateway (env BTCHAT_UPNP=0, config [net] upnp)",
+        help="do not map ports on the home gateway: no UPnP, PCP or NAT-PMP"
+        " (env BTCHAT_UPNP=0, config [net] upnp)",
     )
     p.add_argument(
         "--no-relay",
@@ -668,7 +669,8 @@ def network_text(s: dict[str, Any]) -> str:
         for proto, m in pm["mappings"].items()
     )
     detail = mapped or pm.get("error") or ""
-    how = "NAT-PMP" if str(pm.get("gateway") or "").startswith("natpmp://") else "UPnP"
+    scheme = str(pm.get("gateway") or "").partition("://")[0]
+    how = {"natpmp": "NAT-PMP", "pcp": "PCP"}.get(scheme, "UPnP")
     return line + f"\nport mapping ({how}): {pm['state']}" + (f": {detail}" if detail else "")
 
 

@@ -4,19 +4,19 @@ gateway answers, driving the same :class:`~btchat.net.portmap.PortMapper` core.
 
 No kept Python library speaks NAT-PMP (the packages on PyPI are a decade unmaintained),
 and the protocol is four fixed-size messages, so the codec is here: pure functions
-below, then :class:`NatPmpClient`, one request at a time over a UDP socket connected to
-the gateway's port 5351 (so only the gateway's answers are read), retransmitted as the
-RFC says (250 ms, doubling) but at most :data:`TRIES` times.
+below, then :class:`NatPmpClient`, one request at a time to the gateway's port 5351
+through ``net/gateway_udp.py`` (shared with PCP), retransmitted as the RFC says (250 ms,
+doubling) but at most :data:`TRIES` times. A gateway that speaks PCP is asked in PCP
+first (``net/upnp.py``); this is the fallback for those that do not.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import ipaddress
-import socket
 import struct
 from dataclasses import dataclass
+
+from btchat.net.gateway_udp import SERVER_PORT, GatewayClient, Malformed, default_gateway
 
 __all__ = [
     "NATPMP_PORT",
@@ -30,7 +30,7 @@ __all__ = [
     "encode_map",
 ]
 
-NATPMP_PORT = 5351
+NATPMP_PORT = SERVER_PORT
 VERSION = 0
 OP_EXTERNAL, OP_MAP_UDP, OP_MAP_TCP = 0, 1, 2
 #: First retransmission wait (RFC 6886 section 3.1), doubled each time, this many sends
@@ -100,36 +100,8 @@ def decode_response(data: bytes, request: bytes) -> ExternalAddress | Mapped:
     return Mapped(epoch, "UDP" if request[1] == OP_MAP_UDP else "TCP", internal, external, lifetime)
 
 
-def default_gateway(route_table: str) -> str | None:
-    """The IPv4 default gateway from Linux's ``/proc/net/route`` text, or None."""
-    for line in route_table.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) >= 3 and fields[1] == "00000000" and fields[2] != "00000000":
-            with contextlib.suppress(ValueError):
-                return str(ipaddress.IPv4Address(bytes.fromhex(fields[2])[::-1]))
-    return None
-
-
-class NatPmpClient:
+class NatPmpClient(GatewayClient):
     """Requests to one gateway, one at a time; each bounded (1.75 s in all)."""
-
-    def __init__(self, gateway: str, host: str = "0.0.0.0", port: int = NATPMP_PORT) -> None:
-        self.gateway = gateway
-        self.host = host
-        self.port = port
-        self._one = asyncio.Lock()
-
-    @classmethod
-    def towards_default_gateway(cls, host: str = "0.0.0.0") -> NatPmpClient | None:
-        gateway = None
-        for table in ("/proc/thread-self/net/route", "/proc/net/route"):  # this netns
-            try:
-                with open(table) as f:
-                    gateway = default_gateway(f.read())
-                break
-            except OSError:
-                continue
-        return None if gateway is None else cls(gateway, host)
 
     async def external_address(self) -> ExternalAddress:
         got = await self._ask(encode_external_address())
@@ -142,26 +114,10 @@ class NatPmpClient:
         return got
 
     async def _ask(self, request: bytes) -> ExternalAddress | Mapped:
-        async with self._one:
-            loop = asyncio.get_running_loop()
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            sock.setblocking(False)
-            try:
-                sock.bind((self.host, 0))
-                sock.connect((self.gateway, self.port))  # only its answers reach us
-                wait = FIRST_WAIT
-                for _ in range(TRIES):
-                    await loop.sock_sendall(sock, request)
-                    try:
-                        async with asyncio.timeout(wait):
-                            while True:  # junk is skipped; a failure code is an answer
-                                data = await loop.sock_recv(sock, 64)
-                                if len(data) >= 4 and data[:2] == bytes(
-                                    [VERSION, 128 + request[1]]
-                                ):
-                                    return decode_response(data, request)
-                    except TimeoutError:
-                        wait *= 2
-                raise TimeoutError(f"no NAT-PMP answer from {self.gateway}")
-            finally:
-                sock.close()
+        def read(data: bytes) -> ExternalAddress | Mapped:
+            if data[:2] != bytes([VERSION, 128 + request[1]]) or len(data) < 4:
+                raise Malformed("not a NAT-PMP answer to this request")
+            return decode_response(data, request)  # a failure code is an answer too
+
+        waits = [FIRST_WAIT * 2**i for i in range(TRIES)]
+        return await self.exchange(request, read, waits)

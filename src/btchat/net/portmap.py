@@ -10,12 +10,15 @@ a mapping is renewed at half its lease (UPnP-IGD leases are in whole seconds and
 gateway that reboots forgets them, so a permanent one is re-asserted too), a network
 without a gateway is searched again now and then (a laptop moves), and a gateway that
 stops answering is searched again with a back-off. :meth:`close` asks to delete what
-was mapped (a clean exit leaves no hole in the router).
+was mapped (a clean exit leaves no hole in the router); :meth:`gateway_restarted` asks
+for every mapping again when a PCP gateway says it lost them.
 
 The external port: the internal one first (so UDP and TCP on one port map to one
 external port, which is what a peer can guess), then, after a conflict (UPnP error
 718: someone else holds it), the port the other protocol got, then random ones, at most
-:data:`MAX_ATTEMPTS` per protocol. The shell (``net/upnp.py``) does the library calls.
+:data:`MAX_ATTEMPTS` per protocol. The shell (``net/upnp.py``) does the library calls
+(UPnP-IGD) or speaks PCP or NAT-PMP (``net/pcp.py``, ``net/natpmp.py``), whichever the
+gateway answers.
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ class Phase(StrEnum):
 
     IDLE = "idle"  # not started
     DISCOVERING = "discovering"
-    NO_GATEWAY = "no-gateway"  # no UPnP gateway answered: nothing to map, nothing broken
+    NO_GATEWAY = "no-gateway"  # no gateway answered: nothing to map, nothing broken
     MAPPING = "mapping"
     MAPPED = "mapped"  # at least one protocol mapped
     FAILED = "failed"  # a gateway answered but refused every mapping
@@ -82,8 +85,8 @@ class Phase(StrEnum):
 
 @dataclass(frozen=True)
 class Discover:
-    """Search the LAN for an Internet Gateway Device; answer with ``gateway_found`` or
-    ``gateway_missing`` within ``timeout`` seconds."""
+    """Search the LAN for a gateway (UPnP-IGD, else PCP, else NAT-PMP); answer with
+    ``gateway_found`` or ``gateway_missing`` (``timeout`` bounds the UPnP search)."""
 
     timeout: float
 
@@ -120,7 +123,7 @@ class PortMapState:
     """A snapshot for status, the API and whoever announces our address."""
 
     phase: Phase
-    gateway: str | None  # where the gateway's description lives (its URL)
+    gateway: str | None  # UPnP: its description URL; pcp:// or natpmp:// + its address
     external_ip: str | None
     mappings: dict[str, Granted] = field(default_factory=dict)  # "UDP"/"TCP" -> granted
     error: str | None = None
@@ -278,13 +281,17 @@ class PortMapper:
             self._timer = now + REDISCOVER
         self._changed()
 
-    def added(self, protocol: str, external_port: int, lease: int, now: float) -> None:
-        """The gateway accepted the mapping (``lease`` as granted; 0 = permanent)."""
+    def added(self, protocol: str, external_port: int, lease: int, now: float,
+              external_ip: str | None = None) -> None:  # fmt: skip
+        """The gateway accepted the mapping (``lease`` as granted; 0 = permanent).
+        ``external_ip``: the address it names in the answer (PCP's only way to say it)."""
         self._busy = False
         self._adding = None
         want = self._wants.get(protocol)
         if want is None or self.phase is Phase.CLOSED:
             return
+        if external_ip:
+            self.external_ip = external_ip
         expires = None if lease == 0 else now + lease
         want.granted = Granted(external_port, want.internal_port, lease, expires)
         want.renew_at = now + (PERMANENT_RECHECK if lease == 0 else lease * RENEW_AT)
@@ -310,6 +317,16 @@ class PortMapper:
         elif not (code == CONFLICT and len(want.tried) < MAX_ATTEMPTS) and not renewal:
             want.gave_up = f"{protocol} port {external_port}: {text}"
         self._next_mapping(now)
+
+    def gateway_restarted(self, now: float, delay: float = 0.0) -> None:
+        """The gateway lost its mappings (a reboot: PCP's epoch or ANNOUNCE says so):
+        ask for each again after ``delay`` seconds (RFC 6887 section 14.1.3 wants a
+        random one, so a LAN's clients do not all ask at once)."""
+        if self.phase is Phase.CLOSED or self.gateway is None:
+            return
+        for want in self._wants.values():
+            if want.granted is not None:
+                want.renew_at = now + delay
 
     def removed(self, protocol: str) -> None:
         """A DeleteMapping finished (or failed: nothing more to do either way)."""

@@ -3,10 +3,12 @@
 The core decides; this runs its requests through ``async-upnp-client`` (SSDP search,
 the gateway's description, the WANIPConnection/WANPPPConnection actions), one at a time
 and each bounded in time, and feeds the outcome back. When no UPnP gateway answers, the
-default gateway is asked over NAT-PMP (``net/natpmp.py``, RFC 6886) and, if it answers,
-the mappings go through it instead. A network without a gateway, a gateway that
-refuses, or one that stops answering all end as a state in ``status``, never as an
-exception to the daemon. PCP (RFC 6887) is not spoken yet.
+default gateway is asked in PCP (``net/pcp.py``, RFC 6887) and, when it does not speak
+PCP, in NAT-PMP (``net/natpmp.py``, RFC 6886); the mappings then go through whichever
+answered. A PCP gateway that restarts (its epoch, or its unsolicited ANNOUNCE, says so)
+gets our mappings again. A network without a gateway, a gateway that refuses, or one
+that stops answering all end as a state in ``status``, never as an exception to the
+daemon.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import socket
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -28,7 +29,16 @@ from async_upnp_client.exceptions import UpnpActionError, UpnpError
 from async_upnp_client.profiles.igd import IgdDevice
 from async_upnp_client.search import SsdpSearchListener
 
+from btchat.net.gateway_udp import SERVER_PORT, default_gateway_here, local_ip_towards
 from btchat.net.natpmp import NatPmpClient, NatPmpError
+from btchat.net.pcp import (
+    ANNOUNCE_DELAY,
+    CLIENT_PORT,
+    AnnounceListener,
+    PcpClient,
+    PcpError,
+    PcpUnsupported,
+)
 from btchat.net.portmap import (
     AddMapping,
     Changed,
@@ -57,13 +67,6 @@ SEARCH_GRACE = 0.2
 FAILURES = (OSError, TimeoutError, UpnpError, aiohttp.ClientError, ValueError, KeyError)
 
 
-def local_ip_towards(host: str) -> str:
-    """Our address on the route to ``host`` (the gateway): the internal client to map to."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.connect((host, 1900))  # UDP connect sends nothing; it only picks the route
-        return str(probe.getsockname()[0])
-
-
 class UpnpPortMapper:
     """Maps ``ports`` ({"UDP": p, "TCP": q}) on the LAN's gateway while running.
 
@@ -77,13 +80,17 @@ class UpnpPortMapper:
         *,
         host: str = "0.0.0.0",
         on_change: Callable[[PortMapState], None] | None = None,
+        pmp_ports: tuple[int, int] = (SERVER_PORT, CLIENT_PORT),
     ) -> None:
         self.core = core
+        self.pmp_ports = pmp_ports  # PCP/NAT-PMP: the gateway's port, ours for ANNOUNCE
         self.host = host
         self.on_change = on_change
         self.loop = asyncio.get_running_loop()
         self._device: Any = None  # async_upnp_client IgdDevice
         self._natpmp: NatPmpClient | None = None  # when the gateway speaks NAT-PMP instead
+        self._pcp: PcpClient | None = None  # ... or PCP
+        self._announces: AnnounceListener | None = None
         self._client_ip: str | None = None
         self._wake = asyncio.Event()
         self._closed = False
@@ -110,12 +117,20 @@ class UpnpPortMapper:
         if self._closed:
             return
         self._closed = True
+        if self._announces is not None:
+            self._announces.close()
         self.core.close(self.loop.time())
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT):
                 await self._drain()
         except TimeoutError:
             log.info("the gateway did not confirm removing our port mappings in time")
+
+    @property
+    def dropped(self) -> int:
+        """Datagrams from the gateway's side that answered nothing we asked."""
+        listener = 0 if self._announces is None else self._announces.dropped
+        return sum(c.dropped for c in (self._natpmp, self._pcp) if c is not None) + listener
 
     # ------------------------------------------------------------- requests
 
@@ -148,7 +163,7 @@ class UpnpPortMapper:
             self.core.gateway_missing(f"UPnP search failed: {exc}", now())
             return
         if not locations:
-            await self._discover_natpmp()
+            await self._discover_pcp_or_natpmp()
             return
         location = locations[0]
         try:
@@ -161,27 +176,72 @@ class UpnpPortMapper:
         except FAILURES as exc:
             self.core.gateway_missing(f"the gateway at {location} did not answer: {exc}", now())
             return
-        self._device, self._natpmp = device, None
+        self._use(device=device)
         self.core.gateway_found(location, _valid_ip(external), now())
 
-    async def _discover_natpmp(self) -> None:
-        """No UPnP gateway: the default gateway over NAT-PMP, if it speaks it."""
-        now = self.loop.time
-        client = NatPmpClient.towards_default_gateway(
-            "0.0.0.0" if self.host in ("0.0.0.0", "") else self.host
+    def _use(self, *, device: Any = None, natpmp: NatPmpClient | None = None,
+             pcp: PcpClient | None = None) -> None:  # fmt: skip
+        """Speak to the gateway through this from now on."""
+        self._device, self._natpmp, self._pcp = device, natpmp, pcp
+        if self._announces is not None:
+            self._announces.close()
+            self._announces = None
+
+    async def _use_pcp(self, pcp: PcpClient) -> None:
+        """PCP from now on, hearing the gateway's announcements."""
+        self._use(pcp=pcp)
+        self._announces = await AnnounceListener.start(
+            pcp.gateway,
+            pcp.client_ip,
+            lambda epoch: self._announced(pcp, epoch),
+            ports=self.pmp_ports,
         )
-        if client is None:
+
+    def _announced(self, pcp: PcpClient, epoch: int) -> None:
+        """The gateway's unsolicited ANNOUNCE: if its epoch says it lost its state, map
+        again after a random delay of up to 5 s (RFC 6887 section 14.1.3)."""
+        now = self.loop.time()
+        if self._pcp is pcp and not pcp.epoch.valid(epoch, now):
+            log.info("the PCP gateway restarted: mapping our ports again")
+            self.core.gateway_restarted(now, pcp.rng.uniform(0, ANNOUNCE_DELAY))
+            self._wake.set()
+
+    async def _discover_pcp_or_natpmp(self) -> None:
+        """No UPnP gateway: the default gateway in PCP, else in NAT-PMP (RFC 6887
+        section 9: a NAT-PMP answer or UNSUPP_VERSION means it does not speak PCP)."""
+        now = self.loop.time
+        gateway = default_gateway_here()
+        if gateway is None:
             self.core.gateway_missing("no UPnP gateway answered, and no default route", now())
             return
+        host = "0.0.0.0" if self.host in ("0.0.0.0", "") else self.host
+        pcp_said = "PCP: not spoken"
+        try:
+            pcp = PcpClient(gateway, host, self.pmp_ports[0])
+            await pcp.probe()
+        except PcpUnsupported:
+            pass
+        except PcpError as exc:  # a PCP gateway that refused the ANNOUNCE: still PCP
+            log.info("the PCP gateway answered the probe with %s", exc)
+            await self._use_pcp(pcp)
+            self.core.gateway_found(f"pcp://{gateway}", None, now())
+            return
+        except FAILURES as exc:  # silence or "port unreachable": NAT-PMP may yet answer
+            pcp_said = f"PCP: {exc or type(exc).__name__}"
+        else:
+            await self._use_pcp(pcp)
+            self.core.gateway_found(f"pcp://{gateway}", None, now())
+            return
+        client = NatPmpClient(gateway, host, self.pmp_ports[0])
         try:
             external = await client.external_address()
         except (*FAILURES, NatPmpError) as exc:
             self.core.gateway_missing(
-                f"no UPnP gateway answered; NAT-PMP at {client.gateway}: {exc}", now()
+                f"no UPnP gateway answered; at {gateway} {pcp_said}; NAT-PMP: {exc}", now()
             )
             return
-        self._device, self._natpmp = None, client
-        self.core.gateway_found(f"natpmp://{client.gateway}", _valid_ip(external.ip), now())
+        self._use(natpmp=client)
+        self.core.gateway_found(f"natpmp://{gateway}", _valid_ip(external.ip), now())
 
     async def _search(self, source: tuple[str, int] | None, timeout: float) -> list[str]:
         """SSDP M-SEARCH for an IGD; the description URLs that answered. Returns soon
@@ -227,6 +287,9 @@ class UpnpPortMapper:
         if self._natpmp is not None:
             await self._add_natpmp(self._natpmp, event)
             return
+        if self._pcp is not None:
+            await self._add_pcp(self._pcp, event)
+            return
         if self._device is None or self._client_ip is None:
             self.core.gateway_missing("no gateway", now())
             return
@@ -264,11 +327,31 @@ class UpnpPortMapper:
         else:
             self.core.added(event.protocol, got.external_port, got.lifetime, now())
 
+    async def _add_pcp(self, client: PcpClient, event: AddMapping) -> None:
+        """As NAT-PMP: the gateway picks the port and the lease; its answer also names
+        the external address, and its epoch may say it forgot our other mappings."""
+        now = self.loop.time
+        lease = event.lease or 86400  # PCP has no permanent mapping (RFC 6887 section 15)
+        try:
+            got = await client.map(event.protocol, event.internal_port, event.external_port, lease)
+        except PcpError as exc:
+            self.core.refused(event.protocol, event.external_port, exc.code, str(exc), now())
+        except FAILURES as exc:
+            self.core.gateway_missing(f"the PCP gateway stopped answering: {exc}", now())
+        else:
+            if client.restarted:  # the others first; this answer re-made this mapping
+                client.restarted = False
+                log.info("the PCP gateway's epoch says it restarted: mapping again")
+                self.core.gateway_restarted(now())
+            self.core.added(event.protocol, got.external_port, got.lifetime, now(), got.external_ip)
+
     async def _delete(self, event: DeleteMapping) -> None:
 
         try:
             if self._natpmp is not None:
                 await self._natpmp.map(event.protocol, event.internal_port, 0, 0)
+            elif self._pcp is not None:
+                await self._pcp.map(event.protocol, event.internal_port, event.external_port, 0)
             elif self._device is not None:
                 async with asyncio.timeout(REQUEST_TIMEOUT):
                     await self._device.async_delete_port_mapping(
@@ -276,7 +359,7 @@ class UpnpPortMapper:
                         external_port=event.external_port,
                         protocol=event.protocol,
                     )
-        except (*FAILURES, NatPmpError) as exc:
+        except (*FAILURES, NatPmpError, PcpError) as exc:
             log.info("could not remove the %s port mapping: %s", event.protocol, exc)
         self.core.removed(event.protocol)
 

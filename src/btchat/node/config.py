@@ -153,7 +153,7 @@ class Settings:
     proxy: ProxyUrl | None = None
     #: Tor mode: nothing leaves but through the proxy (Tor's SOCKS port); no UDP at all.
     tor: bool = False
-    upnp: bool = True  # map our ports on the home gateway (UPnP-IGD)
+    upnp: bool = True  # map our ports on the home gateway (UPnP-IGD, PCP, NAT-PMP)
     relay: bool = True  # relay 1:1 sessions between our contacts (``--no-relay``)
     lan: bool = True  # find contacts on the LAN too (private multicast announcements)
     #: BEP 32: the IPv6 DHT socket's address (``[dht] bind6``); None: "::" when this host
