@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from btchat.api.facade import MAX_CHANNEL_REF, ApiError, Channels
-from btchat.api.routes import RouteTable, messenger, no_content, ok, path_param, query_limit
+from btchat.api.facade import MAX_CHANNEL_REF, Channels
+from btchat.api.routes import RouteTable, no_content, ok, part, path_param, query_limit
 
 if TYPE_CHECKING:  # the models load on first use (pydantic costs start-up time)
     from btchat.api import models as m
@@ -25,10 +25,7 @@ _CH = ("channel",)
 
 
 def _channels(request: web.Request) -> Channels:
-    channels = messenger(request).channels
-    if channels is None:
-        raise ApiError(501, "no_channels", "this daemon does not run channels")
-    return channels
+    return part(request, "channels", "no_channels", "this daemon does not run channels")
 
 
 def _channel(request: web.Request) -> str:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from btchat.api.facade import ApiError, Devices
-from btchat.api.routes import RouteTable, messenger, no_content, ok, path_param
+from btchat.api.facade import Devices
+from btchat.api.routes import RouteTable, no_content, ok, part, path_param
 
 __all__ = ["ROUTES"]
 
@@ -20,10 +20,7 @@ devices = ROUTES.section("devices")
 
 
 def _devices(request: web.Request) -> Devices:
-    part = messenger(request).devices
-    if part is None:
-        raise ApiError(501, "no_devices", "this daemon keeps no device list")
-    return part
+    return part(request, "devices", "no_devices", "this daemon keeps no device list")
 
 
 @devices(

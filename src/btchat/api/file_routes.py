@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from btchat.api.facade import ApiError, Files
-from btchat.api.routes import RouteTable, bad_request, contact_param, messenger, ok, path_param
+from btchat.api.routes import (
+    RouteTable,
+    bad_request,
+    contact_param,
+    ok,
+    part,
+    path_param,
+)
 
 if TYPE_CHECKING:  # the models load on first use (pydantic costs start-up time)
     from btchat.api import models as m
@@ -37,10 +44,7 @@ UPLOAD_CHUNK = 256 * 1024
 
 
 def _files(request: web.Request) -> Files:
-    part = messenger(request).files
-    if part is None:
-        raise ApiError(501, "no_files", "this daemon does not transfer files")
-    return part
+    return part(request, "files", "no_files", "this daemon does not transfer files")
 
 
 def _transfer(request: web.Request) -> str:

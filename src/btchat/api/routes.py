@@ -330,6 +330,15 @@ def messenger(request: web.Request) -> Messenger:
     return current
 
 
+def part(request: web.Request, name: str, code: str, missing: str) -> Any:
+    """The messenger's optional part ``name`` (channels, files, ...), or a 501 ``code``
+    saying ``missing``: a daemon may run without it."""
+    found = getattr(messenger(request), name)
+    if found is None:
+        raise ApiError(501, code, missing)
+    return found
+
+
 def ok(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status)
 

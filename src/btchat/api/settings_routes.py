@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from btchat.api.facade import ApiError, SettingsPart
-from btchat.api.routes import RouteTable, messenger, ok
+from btchat.api.facade import SettingsPart
+from btchat.api.routes import RouteTable, ok, part
 
 if TYPE_CHECKING:  # the models load on first use (pydantic costs start-up time)
     from btchat.api import models as m
@@ -22,10 +22,7 @@ settings = ROUTES.section("settings")
 
 
 def _settings(request: web.Request) -> SettingsPart:
-    part = messenger(request).settings
-    if part is None:
-        raise ApiError(501, "no_settings", "this daemon has no config file to change")
-    return part
+    return part(request, "settings", "no_settings", "this daemon has no config file to change")
 
 
 @settings(
