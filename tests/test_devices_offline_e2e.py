@@ -59,7 +59,9 @@ def test_a_message_from_a_second_device_reaches_an_offline_friend_once(
     assert listed["mailbox_device"] != listed["devices"][0]["device_id"]  # not the desktop
     bob.down()
     wait_for(
-        lambda: not desktop.cli("contacts")["contacts"][0]["online"], 120, "bob gone for the desktop"
+        lambda: not desktop.cli("contacts")["contacts"][0]["online"],
+        120,
+        "bob gone for the desktop",
     )
     wait_for(
         lambda: not laptop.cli("contacts")["contacts"][0]["online"], 120, "bob gone for the laptop"

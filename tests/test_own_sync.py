@@ -20,6 +20,7 @@ from btchat.messaging.own_sync import (
     decode_sync,
     encode_batch,
     encode_contacts,
+    encode_devices,
     encode_read,
     encode_state,
 )
@@ -38,6 +39,7 @@ class Device:
         self.wire: dict[bytes, Device] = {}  # device id -> the peer, while "up"
         self.events: list[dict[str, Any]] = []
         self.sync = OwnSync(self.store, self._send, self._emit)
+        self.sync.me = me.public_key
 
     def _send(self, device: bytes, payload: bytes) -> bool:
         peer = self.wire.get(device)
@@ -275,8 +277,6 @@ def handing_over(tmp_path: Path) -> tuple[Device, Device, bytes, list[list[objec
     identity; ``adopted`` records what the laptop's sync hands to offline delivery."""
     laptop, desktop, _ = three(tmp_path)
     adopted: list[list[object]] = []
-    for d in (laptop, desktop):
-        d.sync.me = d.me.public_key
     laptop.sync.on_adopted = adopted.append
     return laptop, desktop, Identity.generate().public_key, adopted
 
@@ -405,3 +405,40 @@ def test_receipts_reach_every_device_forward_only(tmp_path: Path) -> None:
     assert phone.sync.stats["malformed"] == len(bad)
     with pytest.raises(ValueError):
         encode_state(friend, "sent", ids)
+
+
+def test_a_revoked_device_gets_nothing_more_however_we_learned_it(tmp_path: Path) -> None:
+    laptop, desktop, phone = three(tmp_path)
+    friend = Identity.generate().public_key
+    revoked = frozenset({phone.id})
+    note = encode_devices([], revoked)
+    for d in (laptop, desktop):  # what each knows of our devices once the phone is revoked
+        d.sync = OwnSync(d.store, d._send, d._emit, devices=lambda: note)
+        d.sync.me = d.me.public_key
+    for a, b in ((laptop, desktop), (laptop, phone), (desktop, phone)):
+        connect(a, b)
+    pump(laptop, desktop, phone)
+    laptop.send_text(friend, "before")
+    pump(laptop, desktop, phone)
+    # Revoked on the laptop: the note goes to every device first, the phone's included.
+    laptop.sync.devices_changed(revoked)
+    assert desktop.inbox == [(laptop.id, note)] and phone.inbox == [(laptop.id, note)]
+    # The desktop learns it (from that note, the phone's own, or the DHT) and acts alike.
+    pump(desktop, phone)
+    desktop.sync.devices_changed(revoked)
+    phone.inbox.clear()
+    laptop.send_text(friend, "after")
+    desktop.send_text(friend, "after, from the desktop")
+    pump(laptop, desktop)
+    assert phone.inbox == []
+    assert {"after", "after, from the desktop"} <= {t for _, t in desktop.history(friend)}
+    # A session with it that comes up later (a dial that was in flight) carries nothing,
+    # and what it still sends is dropped and counted.
+    laptop.sync.device_up(phone.id)
+    laptop.sync.changed()
+    assert phone.inbox == []
+    phone.send_text(friend, "from the lost phone")
+    payload, _ = encode_batch(phone.store.rows_after(0, 10))
+    laptop.sync.receive(phone.id, payload)
+    assert "from the lost phone" not in [t for _, t in laptop.history(friend)]
+    assert laptop.sync.stats["from_revoked"] == 1

@@ -434,6 +434,12 @@ class Daemon:
     def _own_device(self, device: bytes, up: bool) -> None:
         assert self.own_sync is not None
         log.info("session with our device %s %s", device.hex()[:8], "up" if up else "down")
+        if up and not self.own_devices.knows(device):
+            # Revoked (or unlisted) since the session began: it gets nothing, and goes.
+            log.warning("closing the session with our revoked device %s", device.hex()[:8])
+            if self.peering is not None:
+                self.peering.revoked(self.me, frozenset({device}))
+            return
         if up:
             self.own_sync.device_up(device)
         else:
@@ -444,10 +450,8 @@ class Daemon:
         our other devices (a revoked one too, so it knows), then cut the revoked off and
         look for new ones."""
         assert self.own_sync is not None
-        self.own_sync.devices_changed()
         revoked = self.own_devices.revoked()
-        for device in revoked:
-            self.own_sync.forget(device)
+        self.own_sync.devices_changed(revoked)
         if self.peering is not None:
             self.peering.revoked(self.me, revoked)
             self.peering.poke(self.me)

@@ -105,6 +105,7 @@ class OwnSync:
         self.on_adopted: Callable[[list[Envelope]], None] = lambda envs: None
         self.on_acknowledged: Callable[[list[bytes]], None] = lambda ids: None
         self._up: set[bytes] = set()
+        self._gone: set[bytes] = set()  # revoked devices, since this start
         self._in_flight: dict[bytes, int] = {}  # device -> last seq of the batch sent
         self.stats = {
             "batches_sent": 0,
@@ -115,6 +116,7 @@ class OwnSync:
             "envelopes_adopted": 0,
             "envelopes_refused": 0,
             "states_applied": 0,
+            "from_revoked": 0,
         }
 
     def cursor(self, device: bytes) -> int:
@@ -140,6 +142,8 @@ class OwnSync:
         return device in self._up
 
     def device_up(self, device: bytes) -> None:
+        if device in self._gone:
+            return
         self._up.add(device)
         self._in_flight.pop(device, None)  # a batch lost with the old session goes again
         if self._devices is not None:
@@ -197,18 +201,25 @@ class OwnSync:
         for device in list(self._up):
             self._send(device, payload)
 
-    def devices_changed(self) -> None:
-        """Tell every device up what we now know of our devices."""
+    def devices_changed(self, revoked: frozenset[bytes] = frozenset()) -> None:
+        """Tell every device up what we now know of our devices, before anything else
+        (a revoked one too, so it knows), then send the ``revoked`` nothing more: however
+        we learned it (revoked here, a note of another device, our lists in the DHT)."""
         if self._devices is not None:
+            note = self._devices()
             for device in list(self._up):
-                self._send(device, self._devices())
+                self._send(device, note)
+        for device in revoked:
+            self.forget(device)
 
     def device_down(self, device: bytes) -> None:
         self._up.discard(device)
         self._in_flight.pop(device, None)
 
     def forget(self, device: bytes) -> None:
-        """A revoked device: nothing more is sent to it."""
+        """A revoked device: nothing more is sent to it or taken from it, even on a
+        session that comes up later (a dial that was in flight)."""
+        self._gone.add(device)
         self.device_down(device)
         with self.store.transaction() as conn:
             conn.execute("DELETE FROM own_sync WHERE device_id = ?", (device,))
@@ -232,6 +243,9 @@ class OwnSync:
             self.stats["bytes_sent"] += len(payload)
 
     def receive(self, device: bytes, payload: bytes) -> None:
+        if device in self._gone:
+            self.stats["from_revoked"] += 1
+            return
         try:
             got = decode_sync(payload, int(time.time() * 1000))
         except SyncError as exc:
@@ -301,7 +315,7 @@ class OwnSync:
         new = self.store.save_synced(batch.rows)  # committed before it is acknowledged
         self.stats["rows_received"] += len(batch.rows)
         self.stats["rows_new"] += len(new)
-        adopted = self._adopt(batch) if batch.envelopes else []
+        adopted = self._adopt(batch) if batch.envelopes and self.me is not None else []
         self._send(device, encode_synced(batch.upto))
         for row in new:
             self._emit({"type": "message", "message": row.to_json()})
@@ -318,7 +332,7 @@ class OwnSync:
             try:
                 env = env_mod.parse_envelope(blob)
                 row = rows.get(env.id)
-                if self.me is None or row is None:
+                if row is None:
                     raise EnvelopeError("bad_body", "no outgoing row of the batch has its id")
                 env_mod.verify_envelope(
                     env, expected_sender=self.me, expected_recipient=row.peer, now=now
