@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from test_devices_e2e import another_device
 from test_messenger_e2e import Person, befriend, sandbox, wait_for  # noqa: F401
+from test_offline_e2e import in_the_dht
 
 pytestmark = pytest.mark.slow
 
@@ -69,12 +70,7 @@ def test_a_message_from_a_second_device_reaches_an_offline_friend_once(
     desktop.cli("send", "bob", TEXT)
     # The laptop has it from the desktop's sync and writes it to the DHT mailbox.
     wait_for(
-        lambda: (
-            (m := laptop.cli("status")["mailbox"])["pending"] == 1
-            and m["stats"].get("puts_ok", 0) >= 2
-        ),
-        120,
-        "the laptop to leave the desktop's message in the DHT mailbox",
+        lambda: in_the_dht(laptop, 1), 120, "the laptop to leave the desktop's message in the DHT"
     )
     assert desktop.cli("status")["mailbox"] is None  # the desktop runs no offline delivery
     desktop.down()
