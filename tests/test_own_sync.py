@@ -9,11 +9,13 @@ from typing import Any
 
 import pytest
 
-from btchat.codec.bencode import encode
+from btchat.codec.bencode import decode, encode
 from btchat.identity.keys import Identity
 from btchat.messaging import envelope as env_mod
+from btchat.messaging.messages import MessageRow
 from btchat.messaging.own_sync import (
     BATCH_ROWS,
+    CARRIED_MAX,
     ContactChange,
     ContactsNote,
     SyncError,
@@ -442,3 +444,17 @@ def test_a_revoked_device_gets_nothing_more_however_we_learned_it(tmp_path: Path
     laptop.sync.receive(phone.id, payload)
     assert "from the lost phone" not in [t for _, t in laptop.history(friend)]
     assert laptop.sync.stats["from_revoked"] == 1
+
+
+def test_an_envelope_too_large_to_carry_is_left_out() -> None:
+    me, friend = Identity.generate(), Identity.generate().public_key
+    env = env_mod.create(me, b"d" * 16, friend, env_mod.TEXT, env_mod.text_body("hi"),
+                         lamport=1, now=time.time())  # fmt: skip
+    row = MessageRow.of(env, "out", "sent", 0)
+    small, _ = encode_batch([(1, row)], {env.id: b"x" * CARRIED_MAX})
+    large, _ = encode_batch([(1, row)], {env.id: b"x" * (CARRIED_MAX + 1)})
+    assert decode_sync(small, 0).envelopes == (b"x" * CARRIED_MAX,)  # type: ignore[union-attr]
+    assert decode_sync(large, 0).envelopes == ()  # type: ignore[union-attr]
+    too_large = {**decode(small), b"e": [b"x" * (CARRIED_MAX + 1)]}
+    with pytest.raises(SyncError):
+        decode_sync(encode(too_large), 0)

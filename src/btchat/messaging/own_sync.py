@@ -44,7 +44,6 @@ from dataclasses import dataclass
 
 from btchat.codec.bencode import DecodeError, decode, encode
 from btchat.identity.devices import MAX_DEVICES, MAX_REVOKED
-from btchat.messaging.envelope import MAX_ENVELOPE
 from btchat.messaging.messages import MessageRow
 
 __all__ = [
@@ -75,6 +74,9 @@ __all__ = [
 BATCH_ROWS = 200
 BATCH_BYTES = 48 * 1024
 _TEXT_MAX = 16 * 1024 * 4  # a stored text never exceeds this many UTF-8 bytes
+#: A larger envelope is not carried, so one row and its envelope always fit a session
+#: frame (a text is at most 16 KiB, an inline file's offer about 17 KiB).
+CARRIED_MAX = 32 * 1024
 _DIRECTIONS = {b"in", b"out"}
 
 
@@ -403,6 +405,8 @@ def encode_batch(
     for seq, row in rows[:BATCH_ROWS]:
         item = _row_item(row)
         env = (envelopes or {}).get(row.id) if row.direction == "out" else None
+        if env is not None and len(env) > CARRIED_MAX:
+            env = None
         cost = len(encode(item)) + (len(env) + 8 if env is not None else 0)
         if items and size + cost > BATCH_BYTES:
             break
@@ -511,7 +515,7 @@ def decode_sync(payload: bytes, now_ms: int) -> Payload:
     if not (
         isinstance(envelopes, list)
         and len(envelopes) <= len(rows)
-        and all(isinstance(e, bytes) and 0 < len(e) <= MAX_ENVELOPE for e in envelopes)
+        and all(isinstance(e, bytes) and 0 < len(e) <= CARRIED_MAX for e in envelopes)
     ):
         raise SyncError("a sync batch's envelopes are at most one byte string per row")
     return Batch([_row(item, now_ms) for item in rows], upto, tuple(envelopes))
