@@ -138,9 +138,13 @@ class PeerNode:
     down: list[bytes] = field(default_factory=list)
     switched: list[bytes] = field(default_factory=list)
     data: list[tuple[bytes, bytes, bytes]] = field(default_factory=list)
+    #: Our identity's devices (``OwnDevices`` or a stand-in), for sessions between them.
+    own: Any = None
     peering: Peering = field(init=False)
+    directory: FixedDirectory = field(init=False)
 
     def __post_init__(self) -> None:
+        self.directory = FixedDirectory(self.contacts)
         self.peering = Peering(
             self.identity,
             self.device,
@@ -153,12 +157,13 @@ class PeerNode:
                 session=SessionConfig(handshake_timeout=3.0),
                 relay=self.relay,
             ),
-            contacts=FixedDirectory(self.contacts),
+            contacts=self.directory,
             on_established=self.up.append,
             on_closed=lambda pk, reason: self.down.append(pk),
             on_data=lambda pk, device, payload: self.data.append((pk, device, payload)),
             on_switched=self.switched.append,
             dialer=self.dialer,
+            own_devices=self.own,
         )
 
     @property

@@ -15,6 +15,8 @@ from btchat.identity.keys import Identity
 from btchat.messaging import conversation as conv
 from btchat.messaging import envelope as env_mod
 from btchat.messaging.conversation import Conversations
+from btchat.messaging.envelope import Envelope
+from btchat.messaging.messages import MessageRow
 from btchat.messaging.store import Store, StoreError
 from btchat.sansio import drain_events
 
@@ -425,3 +427,29 @@ def test_a_batch_ticks_the_clock_as_one_envelope_at_a_time(pair: Pair) -> None:
     assert env_mod.parse_envelope(receipt).lamport == expected + 1
     assert b.store.lamport(a.pk) == expected + 1  # written back with the batch
     assert b.store.next_lamport(a.pk, None) == expected + 2
+
+
+def _written_elsewhere(side: Side, to: bytes, text: str, now: float) -> Envelope:
+    """A message another device of ``side``'s identity wrote, synced and handed over."""
+    env = env_mod.create(side.core.identity, b"o" * 16, to, env_mod.TEXT,
+                         env_mod.text_body(text), lamport=side.store.next_lamport(to, None),
+                         now=now)  # fmt: skip
+    side.store.save_synced([MessageRow.of(env, "out", "sent", int(now * 1000))])
+    assert side.store.adopt_outbox([env], int(now * 1000), 10) == [env]
+    return env
+
+
+def test_a_message_another_of_our_devices_wrote_is_offered_as_this_one(pair: Pair) -> None:
+    away = _written_elsewhere(pair.a, pair.b.pk, "written on my desktop", pair.now)
+    pair.now += 60
+    pair.connect()  # offered and replayed by this device: signed again as this one
+    assert pair.b.of(conv.Refused) == [] and state_of(pair.a, away.id) == "delivered"
+    (got,) = [e.envelope for e in pair.b.of(conv.MessageStored)]
+    assert (got.id, got.device, got.ts_ms) == (away.id, pair.a.device, away.ts_ms)
+    # One handed over while the session is up is offered at once; the receiver has one
+    # copy however many devices offer it.
+    later = _written_elsewhere(pair.a, pair.b.pk, "and one more", pair.now)
+    pair.a.core.offer(pair.b.pk, [later.id, away.id], pair.now)
+    pair.pump()
+    assert state_of(pair.a, later.id) == "delivered"
+    assert texts(pair.b, pair.a) == ["written on my desktop", "and one more"]

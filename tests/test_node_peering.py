@@ -12,7 +12,7 @@ import pytest
 from harness import PeerNode, peer_node, until
 
 from btchat.discovery.rendezvous import Candidate
-from btchat.identity.keys import Identity
+from btchat.identity.keys import DeviceCertificate, Identity
 from btchat.net.dht_service import DhtError, DhtService
 from btchat.net.transport import Address, ByteStream
 
@@ -277,3 +277,55 @@ async def test_a_daemon_reconciles_again_over_the_session_both_keep(tmp_path: Pa
     finally:
         for node in running:
             await node.stop()
+
+
+class OwnList:
+    """Our identity's devices as a stand-in for ``OwnDevices``: listed and revoked."""
+
+    def __init__(self, *certs: DeviceCertificate) -> None:
+        self.listed = list(certs)
+        self.gone: frozenset[bytes] = frozenset()
+        self.this_revoked = False
+
+    def certs(self) -> list[DeviceCertificate]:
+        return [c for c in self.listed if c.device_id not in self.gone]
+
+    def revoked(self) -> frozenset[bytes]:
+        return self.gone
+
+    def watch(self, callback: Any) -> None:
+        pass
+
+    def merge_published(self, *args: Any) -> bool:
+        return False
+
+
+async def test_a_dial_in_flight_makes_no_session_with_a_device_revoked_meanwhile() -> None:
+    alice_id, bob_id = Identity.generate(), Identity.generate()
+    alice = node(alice_id, [bob_id.public_key])
+    phone, laptop = (peer_node(bob_id, [alice_id.public_key]) for _ in range(2))
+    phone, laptop = (
+        PeerNode(n.identity, n.device, n.cert, n.contacts, dht=NoDht(), own=OwnList(n.cert, o.cert))
+        for n, o in ((phone, laptop), (laptop, phone))
+    )
+    for n in (alice, phone, laptop):
+        await n.peering.start()
+    try:
+        bob, lost = bob_id.public_key, phone.device.device_id
+        # Both read the phone's certificate before the revocation reached them (from
+        # the DHT, a note of another device, ...); their dials complete after it did.
+        alice.directory.revoked[bob] = frozenset({lost})
+        laptop.own.gone = frozenset({lost})
+        assert not await alice.peering.dial(bob, phone.cert, phone.addr)
+        assert not await laptop.peering.dial(bob, phone.cert, phone.addr)
+        await asyncio.sleep(0.3)
+        assert alice.peering.sessions == {} and laptop.peering.sessions == {}
+        assert alice.peering.stats["refused"] == laptop.peering.stats["refused"] == 1
+        # Not revoked: the same dials make sessions.
+        alice.directory.revoked[bob] = frozenset()
+        laptop.own.gone = frozenset()
+        assert await alice.peering.dial(bob, phone.cert, phone.addr)
+        assert await laptop.peering.dial(bob, phone.cert, phone.addr)
+    finally:
+        for n in (alice, phone, laptop):
+            await n.peering.stop()

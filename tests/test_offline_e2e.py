@@ -34,6 +34,14 @@ def pair(sandbox: tuple[str, dict[str, str]], tmp_path: Path) -> Iterator[tuple[
                 p.proc.wait(timeout=10)
 
 
+def in_the_dht(p: Person, pending: int, puts: int | None = None) -> bool:
+    """``p``'s mailbox holds ``pending`` packets and has made ``puts`` DHT puts (by
+    default a chunk and a head each: short texts)."""
+    mailbox = p.cli("status")["mailbox"]
+    want = 2 * pending if puts is None else puts
+    return mailbox["pending"] == pending and mailbox["stats"].get("puts_ok", 0) >= want
+
+
 def test_messages_sent_while_down_arrive_through_the_dht(pair: tuple[Person, Person]) -> None:
     alice, bob = pair
     alice.up()
@@ -45,14 +53,7 @@ def test_messages_sent_while_down_arrive_through_the_dht(pair: tuple[Person, Per
     for text in ("two", "three", "four"):
         alice.cli("send", "bob", text)
     # Queued in the mailbox and written to the DHT before Alice is killed.
-    wait_for(
-        lambda: (
-            (m := alice.cli("status")["mailbox"])["pending"] == 3
-            and m["stats"].get("puts_ok", 0) >= 6
-        ),
-        60,
-        "alice's mailbox items to be stored",
-    )
+    wait_for(lambda: in_the_dht(alice, 3), 60, "alice's mailbox items to be stored")
     alice.down(signal.SIGKILL)
     bob.up()
     wait_for(
@@ -96,13 +97,8 @@ def test_a_small_file_sent_while_down_arrives_through_the_dht(
     src.write_bytes(data)
     sent = alice.cli("send-file", "bob", str(src))
     assert sent["inline"] and sent["state"] == "done" and sent["media_type"] == "audio/ogg"
-    wait_for(
-        lambda: (
-            (m := alice.cli("status")["mailbox"])["pending"] == 1
-            and m["stats"].get("puts_ok", 0) >= 16  # 15 chunks and the head
-        ),
-        60,
-        "alice's mailbox items to be stored",
+    wait_for(  # 15 chunks and the head
+        lambda: in_the_dht(alice, 1, puts=16), 60, "alice's mailbox items to be stored"
     )
     alice.down(signal.SIGKILL)
     bob.up()

@@ -9,17 +9,22 @@ from typing import Any
 
 import pytest
 
+from btchat.codec.bencode import decode, encode
 from btchat.identity.keys import Identity
 from btchat.messaging import envelope as env_mod
+from btchat.messaging.messages import MessageRow
 from btchat.messaging.own_sync import (
     BATCH_ROWS,
+    CARRIED_MAX,
     ContactChange,
     ContactsNote,
     SyncError,
     decode_sync,
     encode_batch,
     encode_contacts,
+    encode_devices,
     encode_read,
+    encode_state,
 )
 from btchat.messaging.store import Store
 from btchat.node.contact_sync import ContactSync
@@ -36,6 +41,7 @@ class Device:
         self.wire: dict[bytes, Device] = {}  # device id -> the peer, while "up"
         self.events: list[dict[str, Any]] = []
         self.sync = OwnSync(self.store, self._send, self._emit)
+        self.sync.me = me.public_key
 
     def _send(self, device: bytes, payload: bytes) -> bool:
         peer = self.wire.get(device)
@@ -263,3 +269,192 @@ def test_read_on_one_device_is_read_on_the_others(tmp_path: Path) -> None:
     with pytest.raises(SyncError):
         decode_sync(encode_read(friend.public_key, [b"short"])[0], 0)
     assert len(encode_read(friend.public_key, [b"i" * 16] * 1200)) == 3
+
+
+# ------------------------------------------- 1.5: pending envelopes and receipts travel
+
+
+def handing_over(tmp_path: Path) -> tuple[Device, Device, bytes, list[list[object]]]:
+    """The laptop (which runs offline delivery) and the desktop, both knowing our
+    identity; ``adopted`` records what the laptop's sync hands to offline delivery."""
+    laptop, desktop, _ = three(tmp_path)
+    adopted: list[list[object]] = []
+    laptop.sync.on_adopted = adopted.append
+    return laptop, desktop, Identity.generate().public_key, adopted
+
+
+def test_a_pending_message_is_handed_to_the_other_devices_once(tmp_path: Path) -> None:
+    laptop, desktop, friend, adopted = handing_over(tmp_path)
+    desktop.send_text(friend, "for when you are back")
+    (blob,) = desktop.store.pending_outbox(friend)
+    connect(laptop, desktop)
+    pump(laptop, desktop)
+    # The laptop queued the desktop's own signed envelope: it deposits and offers it.
+    assert laptop.store.pending_outbox(friend) == [blob]
+    assert [[e.id for e in envs] for envs in adopted] == [[env_mod.parse_envelope(blob).id]]
+    # Again on a new session, and back from the laptop's own copy: still once.
+    disconnect(laptop, desktop)
+    connect(laptop, desktop)
+    pump(laptop, desktop)
+    assert laptop.store.pending_outbox(friend) == [blob] and len(adopted) == 1
+    assert laptop.sync.stats["envelopes_adopted"] == 1
+    # One the contact has acknowledged is not handed over (nothing left to deposit).
+    disconnect(laptop, desktop)
+    desktop.send_text(friend, "delivered at once")
+    msg_id = desktop.history(friend)[-1][0]
+    desktop.store.mark_state([msg_id], "delivered")
+    desktop.store.ack_outbox([msg_id])
+    connect(laptop, desktop)
+    pump(laptop, desktop)
+    assert laptop.history(friend) == desktop.history(friend)
+    assert len(laptop.store.pending_outbox(friend)) == 1 and len(adopted) == 1
+
+
+def test_handed_over_envelopes_that_are_not_ours_are_dropped_and_counted(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    laptop, desktop, friend, adopted = handing_over(tmp_path)
+    desktop.send_text(friend, "mine")
+    (row_seq, row), *_ = desktop.store.rows_after(0, 10)
+    (blob,) = desktop.store.pending_outbox(friend)
+    mine = env_mod.parse_envelope(blob)
+    thief = Identity.generate()
+    forged = env_mod.create(thief, desktop.id, friend, env_mod.TEXT, env_mod.text_body("mine"),
+                            lamport=mine.lamport, now=time.time(), msg_id=mine.id)  # fmt: skip
+    other_text = env_mod.create(desktop.me, desktop.id, friend, env_mod.TEXT,
+                                env_mod.text_body("x"), lamport=mine.lamport + 5,
+                                now=time.time(), msg_id=mine.id)  # fmt: skip
+    elsewhere = env_mod.create(desktop.me, desktop.id, b"o" * 32, env_mod.TEXT,
+                               env_mod.text_body("mine"), lamport=mine.lamport,
+                               now=time.time(), msg_id=mine.id)  # fmt: skip
+    bad = [env_mod.encode_envelope(e) for e in (forged, other_text, elsewhere)] + [b"junk"]
+    for env in bad:
+        payload, _ = encode_batch([(row_seq, row)], {row.id: env})
+        laptop.sync.receive(desktop.id, payload)
+    assert laptop.sync.stats["envelopes_refused"] == len(bad)
+    assert laptop.store.pending_outbox(friend) == [] and adopted == []
+    assert laptop.history(friend) == desktop.history(friend)  # the row itself is stored
+    # A batch whose envelopes are not a list of byte strings, or more than its rows: dropped.
+    good, _ = encode_batch([(row_seq, row)], {row.id: blob})
+    for broken in (good.replace(b"1:el", b"1:ei0el"), good.replace(b"1:el", b"1:el0:")):
+        with pytest.raises(SyncError):
+            decode_sync(broken, 0)
+    # Bounded: no more is adopted once the outbox holds ADOPT_LIMIT messages.
+    monkeypatch.setattr("btchat.node.own_sync.ADOPT_LIMIT", 0)
+    laptop.sync.receive(desktop.id, good)
+    assert laptop.store.pending_outbox(friend) == []
+    monkeypatch.setattr("btchat.node.own_sync.ADOPT_LIMIT", 1)
+    laptop.sync.receive(desktop.id, good)
+    assert laptop.store.pending_outbox(friend) == [blob]
+
+
+def receipt(device: Device, friend: bytes, state: str, ids: list[bytes]) -> None:
+    """The contact's receipt reached ``device``: as the daemon does, then a state note."""
+    device.store.mark_state(ids, state)
+    device.store.ack_outbox(ids)
+    for payload in encode_state(friend, state, ids):
+        device.sync.send_to_all(payload)
+
+
+def test_receipts_reach_every_device_forward_only(tmp_path: Path) -> None:
+    laptop, desktop, friend, _ = handing_over(tmp_path)
+    phone = Device(tmp_path, "phone2", laptop.me)
+    phone.inbox = []
+    acked: list[list[bytes]] = []
+    desktop.sync.on_acknowledged = acked.append
+    laptop.send_text(friend, "one")
+    laptop.send_text(friend, "two")
+    connect(laptop, desktop)
+    connect(laptop, phone)
+    pump(laptop, desktop, phone)
+    ids = [i for i, _ in laptop.history(friend)]
+    assert len(desktop.store.pending_outbox(friend)) == 2  # the desktop offers them too
+    disconnect(laptop, phone)  # the phone is away when the receipts come
+    receipt(laptop, friend, "read", ids[:1])
+    receipt(laptop, friend, "delivered", ids)
+    pump(laptop, desktop, phone)
+
+    def states(d: Device) -> list[str]:
+        return [d.store.get_message(i).state for i in ids]  # type: ignore[union-attr]
+
+    assert states(desktop) == ["read", "delivered"]  # a later "delivered" does not undo "read"
+    assert desktop.store.pending_outbox(friend) == []  # nothing left to offer or deposit
+    assert acked == [ids[:1], ids]
+    shown = [e for e in desktop.events if e["type"] == "receipt"]
+    assert [(e["state"], e["ids"]) for e in shown] == [
+        ("read", [ids[0].hex()]),
+        ("delivered", [ids[1].hex()]),
+    ]
+    # The same note again changes nothing and shows nothing.
+    for payload in encode_state(friend, "delivered", ids):
+        desktop.sync.receive(laptop.id, payload)
+    assert len([e for e in desktop.events if e["type"] == "receipt"]) == 2
+    # The phone, back, gets the receipts it missed when the session comes up.
+    connect(laptop, phone)
+    pump(laptop, phone)
+    assert states(phone) == ["read", "delivered"]
+    # Malformed notes: dropped and counted.
+    good = {b"t": b"state", b"p": friend, b"s": b"read", b"i": ids}
+    bad = [
+        {**good, b"s": b"sent"},  # not a receipt state: notes only move forward
+        {**good, b"p": friend[:31]},
+        {**good, b"i": [b"i" * 16] * 501},
+        {**good, b"i": [b"short"]},
+        {b"t": b"state", b"p": friend, b"i": ids},
+    ]
+    for value in bad:
+        phone.sync.receive(laptop.id, encode(value))
+    assert phone.sync.stats["malformed"] == len(bad)
+    with pytest.raises(ValueError):
+        encode_state(friend, "sent", ids)
+
+
+def test_a_revoked_device_gets_nothing_more_however_we_learned_it(tmp_path: Path) -> None:
+    laptop, desktop, phone = three(tmp_path)
+    friend = Identity.generate().public_key
+    revoked = frozenset({phone.id})
+    note = encode_devices([], revoked)
+    for d in (laptop, desktop):  # what each knows of our devices once the phone is revoked
+        d.sync = OwnSync(d.store, d._send, d._emit, devices=lambda: note)
+        d.sync.me = d.me.public_key
+    for a, b in ((laptop, desktop), (laptop, phone), (desktop, phone)):
+        connect(a, b)
+    pump(laptop, desktop, phone)
+    laptop.send_text(friend, "before")
+    pump(laptop, desktop, phone)
+    # Revoked on the laptop: the note goes to every device first, the phone's included.
+    laptop.sync.devices_changed(revoked)
+    assert desktop.inbox == [(laptop.id, note)] and phone.inbox == [(laptop.id, note)]
+    # The desktop learns it (from that note, the phone's own, or the DHT) and acts alike.
+    pump(desktop, phone)
+    desktop.sync.devices_changed(revoked)
+    phone.inbox.clear()
+    laptop.send_text(friend, "after")
+    desktop.send_text(friend, "after, from the desktop")
+    pump(laptop, desktop)
+    assert phone.inbox == []
+    assert {"after", "after, from the desktop"} <= {t for _, t in desktop.history(friend)}
+    # A session with it that comes up later (a dial that was in flight) carries nothing,
+    # and what it still sends is dropped and counted.
+    laptop.sync.device_up(phone.id)
+    laptop.sync.changed()
+    assert phone.inbox == []
+    phone.send_text(friend, "from the lost phone")
+    payload, _ = encode_batch(phone.store.rows_after(0, 10))
+    laptop.sync.receive(phone.id, payload)
+    assert "from the lost phone" not in [t for _, t in laptop.history(friend)]
+    assert laptop.sync.stats["from_revoked"] == 1
+
+
+def test_an_envelope_too_large_to_carry_is_left_out() -> None:
+    me, friend = Identity.generate(), Identity.generate().public_key
+    env = env_mod.create(me, b"d" * 16, friend, env_mod.TEXT, env_mod.text_body("hi"),
+                         lamport=1, now=time.time())  # fmt: skip
+    row = MessageRow.of(env, "out", "sent", 0)
+    small, _ = encode_batch([(1, row)], {env.id: b"x" * CARRIED_MAX})
+    large, _ = encode_batch([(1, row)], {env.id: b"x" * (CARRIED_MAX + 1)})
+    assert decode_sync(small, 0).envelopes == (b"x" * CARRIED_MAX,)  # type: ignore[union-attr]
+    assert decode_sync(large, 0).envelopes == ()  # type: ignore[union-attr]
+    too_large = {**decode(small), b"e": [b"x" * (CARRIED_MAX + 1)]}
+    with pytest.raises(SyncError):
+        decode_sync(encode(too_large), 0)

@@ -186,6 +186,14 @@ def test_own_devices() -> None:
     assert isinstance(batch, own_sync.Batch) and batch.upto == data["sync"]["upto"]
     assert [r.text for r in batch.rows] == ["hello, both of you", "from my other device"]
     assert own_sync.decode_sync(b(data["synced"]["payload"]), 0) == data["synced"]["upto"]
+    carried = own_sync.decode_sync(b(data["sync_with_envelope"]["payload"]), 0)
+    assert isinstance(carried, own_sync.Batch) and carried.rows == batch.rows
+    (pending,) = carried.envelopes
+    assert pending == b(data["sync_with_envelope"]["envelope"])
+    envelope = env.parse_envelope(pending)
+    assert envelope.id == batch.rows[1].id and envelope.signed_by(batch.rows[1].sender)
+    state = own_sync.decode_sync(b(data["state"]["payload"]), 0)
+    assert state == own_sync.StateNote(batch.rows[1].peer, "delivered", [batch.rows[1].id])
     note = own_sync.decode_sync(b(data["devices"]["payload"]), 0)
     assert isinstance(note, own_sync.DevicesNote)
     assert DeviceCertificate.decode(note.certs[0]).verify()

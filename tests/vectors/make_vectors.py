@@ -253,6 +253,15 @@ def family_own_devices() -> dict[str, Any]:
     mine = replace(row, id=bytes([0x56]) * 16, sender=ALICE.public_key, direction="out",
                    lamport=8, text="from my other device", state="sent")  # fmt: skip
     batch, upto = own_sync.encode_batch([(41, row), (42, mine)])
+    # 1.5: the same batch from a device whose outbox still holds its message for Bob.
+    pending = env.create(
+        ALICE, ALICE_DEVICE_2.device_id, BOB.public_key, env.TEXT,
+        env.text_body("from my other device"), lamport=8, now=NOW,
+        msg_id=mine.id, nonce=bytes([0x57]) * 16,
+    )  # fmt: skip
+    carried, _ = own_sync.encode_batch(
+        [(41, row), (42, mine)], {mine.id: env.encode_envelope(pending)}
+    )
     change = own_sync.ContactChange(
         int(NOW * 1000), ALICE_DEVICE.device_id, BOB.public_key, "bob", False, True, False
     )
@@ -273,7 +282,11 @@ def family_own_devices() -> dict[str, Any]:
             "self_rendezvous": "pairwise secret of an identity with itself (as for a contact)",
             "sync": "a batch: bencode({m: [[id, peer, sender, direction, ts, lamport, type, "
             "text]...], t: sync, u: last seq})",
+            "sync_with_envelope": "a batch (1.5) with e: [the signed envelope of each "
+            "outgoing row still in the sender's outbox]",
             "synced": "its acknowledgement: bencode({t: synced, u: seq})",
+            "state": "bencode({i: [message id, ...], p: contact key, s: delivered or read, "
+            "t: state}) (1.5): the contact acknowledged our messages",
             "devices": "bencode({c: [certificate, ...], r: [revoked id, ...], t: devices})",
             "contacts": "bencode({c: [[key, petname, flags, changed_ms, device]...], "
             "t: contacts}); flags 1 blocked, 2 verified, 4 removed",
@@ -297,7 +310,15 @@ def family_own_devices() -> dict[str, Any]:
             },
             "self_rendezvous": _pair_vector(ALICE, ALICE),
             "sync": {"rows": [41, 42], "upto": upto, "payload": hx(batch)},
+            "sync_with_envelope": {
+                "envelope": hx(env.encode_envelope(pending)),
+                "payload": hx(carried),
+            },
             "synced": {"upto": upto, "payload": hx(own_sync.encode_synced(upto))},
+            "state": {
+                "state": "delivered",
+                "payload": hx(own_sync.encode_state(BOB.public_key, "delivered", [mine.id])[0]),
+            },
             "devices": {
                 "payload": hx(
                     own_sync.encode_devices(

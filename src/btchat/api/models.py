@@ -586,7 +586,9 @@ class DeviceList(Shape):
     )
     sync: dict[str, int] = Field(
         description="Counters of the sync with our other devices: batches_sent, bytes_sent,"
-        " rows_received, rows_new, malformed."
+        " rows_received, rows_new, malformed, envelopes_adopted and envelopes_refused"
+        " (messages another device handed over to deposit or offer), states_applied"
+        " (receipts that came to another device), from_revoked."
     )
     mailbox_device: str = Field(
         description="The device that sends and receives through the DHT mailbox while"

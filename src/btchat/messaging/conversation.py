@@ -325,6 +325,15 @@ class Conversations:
             self._sync_deadline[peer] = now + SYNC_TIMEOUT
         self._flush_read_receipts(peer, now)
 
+    def offer(self, peer: bytes, ids: list[bytes], now: float) -> None:
+        """Offer queued ``ids`` to ``peer`` while its session is up (messages another of
+        our devices wrote): it acknowledges those it has and asks for the others."""
+        if peer not in self._online:
+            return
+        for chunk in _chunks(ids, env_mod.MAX_RECEIPT_IDS):
+            self.send_body(peer, SYNC, {b"ids": chunk}, now)
+        self.stats["offered"] += len(ids)
+
     def session_down(self, peer: bytes, now: float) -> None:
         self._online.discard(peer)
         self._sync_deadline.pop(peer, None)
@@ -453,10 +462,13 @@ class Conversations:
         for queued, blob in self._outbox(peer):
             if only is not None and queued.id not in only:
                 continue
-            if queued.ts_ms < horizon_ms:
+            if queued.ts_ms < horizon_ms or queued.device != self.device_id:
                 # Queued longer than the receiver's window: same id and order, fresh
                 # timestamp and signature (a receiver that has it still drops the copy).
-                queued = env_mod.resign(self.identity, queued, now=now)
+                # Written on another of our devices: signed again as this one, which
+                # the session authenticates (its time kept while still in the window).
+                when = now if queued.ts_ms < horizon_ms else queued.ts_ms / 1000
+                queued = env_mod.resign(self.identity, queued, now=when, device=self.device_id)
                 self.store.replace_outbox(queued)
                 blob = env_mod.encode_envelope(queued)
             self._queue(Transmit(peer, blob))

@@ -462,17 +462,21 @@ def create(
     return _cache(env, signed, wire)
 
 
-def resign(identity: _Signer, env: Envelope, *, now: float) -> Envelope:
+def resign(
+    identity: _Signer, env: Envelope, *, now: float, device: bytes | None = None
+) -> Envelope:
     """The same message (id, lamport, body) with a fresh ``ts``, nonce and signature.
 
     A message queued longer than the receiver's window would be refused as ``too_old``;
     re-signing keeps the id, so a receiver that already has it still drops the copy.
+    ``device`` names another of the sender's devices: one that offers a message written
+    on another over its own session (which must name the device it authenticates).
     """
     if identity.public_key != env.sender:
         raise EnvelopeError("wrong_sender", "only the sender can re-sign an envelope")
     return create(
         identity,
-        env.device,
+        env.device if device is None else device,
         env.recipient,
         env.type,
         env.body,

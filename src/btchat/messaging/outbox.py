@@ -25,6 +25,39 @@ class Outbox(Table):
         )
         return [bytes(r[0]) for r in rows]
 
+    def outbox_envelopes(self, ids: list[bytes]) -> dict[bytes, bytes]:
+        """The queued envelopes among ``ids`` (id -> encoded envelope)."""
+        out: dict[bytes, bytes] = {}
+        for chunk in id_chunks(ids):
+            rows = self.db.query(
+                f"SELECT id, envelope FROM outbox WHERE id IN ({placeholders(len(chunk))})", chunk
+            )
+            out.update((bytes(r[0]), bytes(r[1])) for r in rows)
+        return out
+
+    def adopt_outbox(self, envs: list[Envelope], now_ms: int, limit: int) -> list[Envelope]:
+        """Queue envelopes another of our devices still has unacknowledged, so this one
+        offers and deposits them too. Only for our outgoing messages stored here and not
+        yet delivered, read or failed, not queued already, and while this outbox holds
+        fewer than ``limit``; returns those queued."""
+        adopted = []
+        with self.db.transaction() as conn:
+            room = limit - conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+            for env in envs:
+                if room <= 0:
+                    break
+                row = conn.execute(
+                    "SELECT 1 FROM messages WHERE id = ? AND peer = ? AND direction = 'out'"
+                    " AND state IN ('pending', 'sent')"
+                    " AND NOT EXISTS (SELECT 1 FROM outbox WHERE outbox.id = messages.id)",
+                    (env.id, env.recipient),
+                ).fetchone()
+                if row is not None:
+                    Outbox.queue(conn, env, now_ms)
+                    adopted.append(env)
+                    room -= 1
+        return adopted
+
     def replace_outbox(self, env: Envelope) -> bool:
         """Swap a queued envelope for a re-signed copy (same id, recipient and lamport).
 

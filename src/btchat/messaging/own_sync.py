@@ -26,12 +26,20 @@ sender last knows it (empty strings for fields not set), last-writer-wins like a
 contact; and ``{t: "channels", c: [[id, flags, changed_ms, device, chatfile, keys,
 member list], ...]}``: the last join or leave the sender knows of each channel, with
 what a device needs to join it (the ``.chat`` file, and for an invite-only channel the
-generation secrets and the signed member list held), merged last-writer-wins. Pure:
-rows in, bytes out, and back.
+generation secrets and the signed member list held), merged last-writer-wins.
+
+Since 1.5 a ``sync`` batch may carry ``e: [envelope, ...]``: the signed envelopes of its
+outgoing rows that the sender's outbox still holds (the contact has not acknowledged
+them), so whichever of our devices runs offline delivery can leave them in the DHT
+mailbox for a contact that is away; and ``{t: "state", p: contact, s: state, i: [id,
+...]}`` says that the contact acknowledged those outgoing messages (``delivered`` or
+``read``), so every device shows it and stops offering them. Pure: rows in, bytes out,
+and back.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from btchat.codec.bencode import DecodeError, decode, encode
@@ -49,6 +57,7 @@ __all__ = [
     "DevicesNote",
     "ProfileChange",
     "ReadNote",
+    "StateNote",
     "SyncError",
     "decode_sync",
     "encode_batch",
@@ -57,6 +66,7 @@ __all__ = [
     "encode_devices",
     "encode_profile",
     "encode_read",
+    "encode_state",
     "encode_synced",
 ]
 
@@ -64,6 +74,9 @@ __all__ = [
 BATCH_ROWS = 200
 BATCH_BYTES = 48 * 1024
 _TEXT_MAX = 16 * 1024 * 4  # a stored text never exceeds this many UTF-8 bytes
+#: A larger envelope is not carried, so one row and its envelope always fit a session
+#: frame (a text is at most 16 KiB, an inline file's offer about 17 KiB).
+CARRIED_MAX = 32 * 1024
 _DIRECTIONS = {b"in", b"out"}
 
 
@@ -75,6 +88,9 @@ class SyncError(ValueError):
 class Batch:
     rows: list[MessageRow]
     upto: int
+    #: Signed envelopes of outgoing rows still unacknowledged on the sender (1.5), not
+    #: yet verified: the receiver checks each against our identity and its row.
+    envelopes: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -320,6 +336,44 @@ def encode_read(peer: bytes, ids: list[bytes]) -> list[bytes]:
     ]
 
 
+@dataclass(frozen=True)
+class StateNote:
+    """The contact acknowledged these outgoing messages: ``delivered`` or ``read``."""
+
+    peer: bytes
+    state: str
+    ids: list[bytes]
+
+
+#: The states a ``state`` note carries (forward only: sent < delivered < read).
+NOTE_STATES = ("delivered", "read")
+
+
+def encode_state(peer: bytes, state: str, ids: list[bytes]) -> list[bytes]:
+    """``state`` payloads for ``ids``, in pieces of 500."""
+    if state not in NOTE_STATES:
+        raise ValueError(f"a state note says delivered or read, not {state!r}")
+    return [
+        encode({b"t": b"state", b"p": peer, b"s": state.encode(), b"i": ids[i : i + READ_IDS]})
+        for i in range(0, len(ids), READ_IDS)
+    ]
+
+
+def _state_note(value: dict[bytes, object]) -> StateNote:
+    peer, state, ids = value.get(b"p"), value.get(b"s"), value.get(b"i")
+    if not (
+        isinstance(peer, bytes)
+        and len(peer) == 32
+        and state in (b"delivered", b"read")
+        and isinstance(ids, list)
+        and len(ids) <= READ_IDS
+        and all(isinstance(i, bytes) and len(i) == 16 for i in ids)
+    ):
+        raise SyncError("a state note is a 32-byte key, delivered or read, and 500 ids")
+    assert isinstance(state, bytes)
+    return StateNote(peer, state.decode(), ids)
+
+
 def encode_devices(certs: list[bytes], revoked: frozenset[bytes]) -> bytes:
     return encode({b"t": b"devices", b"c": certs, b"r": sorted(revoked)})
 
@@ -337,21 +391,34 @@ def _row_item(row: MessageRow) -> list[object]:
     ]
 
 
-def encode_batch(rows: list[tuple[int, MessageRow]]) -> tuple[bytes, int]:
+def encode_batch(
+    rows: list[tuple[int, MessageRow]], envelopes: Mapping[bytes, bytes] | None = None
+) -> tuple[bytes, int]:
     """A ``sync`` payload of the first rows that fit, and the last ``seq`` it covers.
-    ``rows`` are (seq, row), oldest first; at least one row is always taken."""
+    ``rows`` are (seq, row), oldest first; at least one row is always taken.
+    ``envelopes`` (message id -> signed envelope) go with their outgoing rows (``e``)
+    and count towards the batch's size."""
     items: list[list[object]] = []
+    carried: list[bytes] = []
     size = 0
     upto = rows[0][0] if rows else 0
     for seq, row in rows[:BATCH_ROWS]:
         item = _row_item(row)
-        cost = len(encode(item))
+        env = (envelopes or {}).get(row.id) if row.direction == "out" else None
+        if env is not None and len(env) > CARRIED_MAX:
+            env = None
+        cost = len(encode(item)) + (len(env) + 8 if env is not None else 0)
         if items and size + cost > BATCH_BYTES:
             break
         items.append(item)
+        if env is not None:
+            carried.append(env)
         size += cost
         upto = seq
-    return encode({b"t": b"sync", b"m": items, b"u": upto}), upto
+    value: dict[bytes, object] = {b"t": b"sync", b"m": items, b"u": upto}
+    if carried:
+        value[b"e"] = carried
+    return encode(value), upto
 
 
 def encode_synced(upto: int) -> bytes:
@@ -391,15 +458,20 @@ def _row(item: object, now_ms: int) -> MessageRow:
     )  # fmt: skip
 
 
-def decode_sync(
-    payload: bytes, now_ms: int
-) -> Batch | int | DevicesNote | ContactsNote | ReadNote | ProfileChange | ChannelsNote:
+Payload = (
+    Batch | int | DevicesNote | ContactsNote | ReadNote | ProfileChange | ChannelsNote | StateNote
+)
+
+
+def decode_sync(payload: bytes, now_ms: int) -> Payload:
     """A ``sync`` batch, the ``seq`` a ``synced`` acknowledges, or a note (``devices``,
-    ``contacts``, ``read``, ``profile``, ``channels``); SyncError else."""
+    ``contacts``, ``read``, ``profile``, ``channels``, ``state``); SyncError else."""
     try:
         value = decode(payload)
     except DecodeError as exc:
         raise SyncError(f"not bencode: {exc}") from None
+    if isinstance(value, dict) and value.get(b"t") == b"state":
+        return _state_note(value)
     if isinstance(value, dict) and value.get(b"t") == b"profile":
         return _profile_change(value)
     if isinstance(value, dict) and value.get(b"t") == b"read":
@@ -439,4 +511,11 @@ def decode_sync(
     rows = value.get(b"m")
     if value.get(b"t") != b"sync" or not isinstance(rows, list) or len(rows) > BATCH_ROWS:
         raise SyncError("a sync batch holds a list of at most 200 rows")
-    return Batch([_row(item, now_ms) for item in rows], upto)
+    envelopes = value.get(b"e", [])
+    if not (
+        isinstance(envelopes, list)
+        and len(envelopes) <= len(rows)
+        and all(isinstance(e, bytes) and 0 < len(e) <= CARRIED_MAX for e in envelopes)
+    ):
+        raise SyncError("a sync batch's envelopes are at most one byte string per row")
+    return Batch([_row(item, now_ms) for item in rows], upto, tuple(envelopes))

@@ -29,7 +29,8 @@ from btchat.identity.keystore import LoadedKeys
 from btchat.messaging import conversation as conv
 from btchat.messaging.contacts import ContactChange
 from btchat.messaging.conversation import Conversations
-from btchat.messaging.own_sync import encode_devices, encode_read
+from btchat.messaging.envelope import Envelope
+from btchat.messaging.own_sync import NOTE_STATES, encode_devices, encode_read, encode_state
 from btchat.messaging.store import Store
 from btchat.net.dht_service import DhtError, DhtService
 from btchat.net.portmap import PortMapper, PortMapState
@@ -155,6 +156,9 @@ class Daemon:
                 DeviceCertificate.all_of(self.me, note.certs), note.revoked, None
             ),
         )
+        self.own_sync.me = self.me
+        self.own_sync.on_adopted = self._adopted
+        self.own_sync.on_acknowledged = self._acknowledged_there
         self.own_devices.watch(self._own_devices_changed)
         self.contact_sync = ContactSync(
             store,
@@ -395,6 +399,34 @@ class Daemon:
             peer = bytes.fromhex(event["contact"])
             for payload in encode_read(peer, [bytes.fromhex(i) for i in event["ids"]]):
                 self.own_sync.send_to_all(payload)
+        elif (
+            event.get("type") == "receipt"
+            and event.get("state") in NOTE_STATES
+            and "device" not in event  # not one another of our devices told us of
+        ):  # the contact has them: every device shows it and stops offering them
+            peer, ids = bytes.fromhex(event["contact"]), [bytes.fromhex(i) for i in event["ids"]]
+            for payload in encode_state(peer, event["state"], ids):
+                self.own_sync.send_to_all(payload)
+
+    def _adopted(self, envelopes: list[Envelope]) -> None:
+        """Another of our devices handed over messages its contact has not acknowledged:
+        deposited here if this device runs offline delivery, and offered to a contact
+        whose session is up here."""
+        if self.offline is not None:
+            self.offline.wake()  # the mailbox loop deposits outbox rows not in the DHT yet
+        now = time.time()
+        by_peer: dict[bytes, list[bytes]] = {}
+        for env in envelopes:
+            by_peer.setdefault(env.recipient, []).append(env.id)
+        for peer, ids in by_peer.items():
+            self.conversations.offer(peer, ids, now)
+        self.chat.drive()
+
+    def _acknowledged_there(self, ids: list[bytes]) -> None:
+        """The contact acknowledged these on another of our devices: no packet of them
+        stays in the DHT mailbox from here."""
+        if self.offline is not None:
+            self.offline.acknowledged(ids)
 
     def _send_to_own(self, device: bytes, payload: bytes) -> bool:
         return self.peering is not None and self.peering.send_to((self.me, device), payload)
@@ -402,6 +434,12 @@ class Daemon:
     def _own_device(self, device: bytes, up: bool) -> None:
         assert self.own_sync is not None
         log.info("session with our device %s %s", device.hex()[:8], "up" if up else "down")
+        if up and not self.own_devices.knows(device):
+            # Revoked (or unlisted) since the session began: it gets nothing, and goes.
+            log.warning("closing the session with our revoked device %s", device.hex()[:8])
+            if self.peering is not None:
+                self.peering.revoked(self.me, frozenset({device}))
+            return
         if up:
             self.own_sync.device_up(device)
         else:
@@ -412,10 +450,8 @@ class Daemon:
         our other devices (a revoked one too, so it knows), then cut the revoked off and
         look for new ones."""
         assert self.own_sync is not None
-        self.own_sync.devices_changed()
         revoked = self.own_devices.revoked()
-        for device in revoked:
-            self.own_sync.forget(device)
+        self.own_sync.devices_changed(revoked)
         if self.peering is not None:
             self.peering.revoked(self.me, revoked)
             self.peering.poke(self.me)

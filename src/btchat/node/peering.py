@@ -370,6 +370,12 @@ class Peering:
         for live in self._of(contact):
             live.conn.close(reason)
 
+    def revoked_now(self, contact: bytes, device_id: bytes) -> bool:
+        """``contact`` (or we: our own identity) has revoked ``device_id``, as known now."""
+        if contact == self.me:
+            return self._own is not None and device_id in self._own.revoked()
+        return device_id in self._contacts.revoked_devices(contact)
+
     def revoked(self, contact: bytes, device_ids: frozenset[bytes]) -> None:
         """``contact`` revoked these devices: their sessions end now."""
         if contact != self.me and self.on_contact_revoked is not None:
@@ -498,6 +504,13 @@ class Peering:
             return False
 
         def authorize(identity: bytes, remote: DeviceCertificate) -> bool:
+            if identity == contact and self.revoked_now(contact, remote.device_id):
+                # The certificate was read before the revocation came (from any source):
+                # a dial that was in flight makes no session with the revoked device.
+                self.stats["refused"] += 1
+                log.warning("no session with %s's device %s: revoked while dialling",
+                            contact.hex()[:16], remote.device_id.hex()[:8])  # fmt: skip
+                return False
             return identity == contact and remote.device_key == cert.device_key
 
         try:
