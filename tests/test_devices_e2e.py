@@ -86,6 +86,20 @@ def test_one_person_three_devices_and_a_friend(household: dict[str, Person]) -> 
         )
     listed = laptop.cli("device", "list")
     assert len(listed["devices"]) == 3 and listed["devices"][0]["this_device"]
+    # Named on the laptop, the phone is called so on every device (the lost one, later).
+    phone_id = phone.cli("device", "list")["devices"][0]["device_id"]
+    laptop.cli("device", "name", phone_id[:8], "old phone")
+    for d in (desktop, phone):
+        wait_for(
+            lambda d=d: (
+                {x["device_id"]: x["name"] for x in d.cli("device", "list")["devices"]}.get(
+                    phone_id
+                )
+                == "old phone"
+            ),
+            60,
+            f"{d.name} knows the phone's name",
+        )
     # The profile edited on the phone is the profile of all three.
     phone.cli("profile", "--name", "Alice A.", "--status", "on my phone")
     for d in (laptop, desktop):
@@ -116,7 +130,6 @@ def test_one_person_three_devices_and_a_friend(household: dict[str, Person]) -> 
     assert len(texts(phone, "bob")) == len(set(texts(phone, "bob")))
 
     # The phone is lost: revoked from the laptop. Bob stops reaching it; nothing new lands.
-    phone_id = phone.cli("device", "list")["devices"][0]["device_id"]
     after = laptop.cli("device", "revoke", phone_id[:8])
     assert phone_id in after["revoked"] and len(after["devices"]) == 2
     wait_for(

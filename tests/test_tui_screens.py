@@ -496,18 +496,18 @@ def test_devices_text_names_each_device_and_the_mailbox_one() -> None:
     a, b, c = "a1" * 16, "b2" * 16, "c3" * 16
     listing = {
         "devices": [
-            {"device_id": a, "this_device": True},
-            {"device_id": b, "online": True, "to_sync": 3},
-            {"device_id": c, "online": False, "to_sync": 0},
+            {"device_id": a, "this_device": True, "name": "laptop"},
+            {"device_id": b, "online": True, "to_sync": 3, "name": "desk\x1b[2Jtop"},
+            {"device_id": c, "online": False, "to_sync": 0, "name": None},
         ],
         "revoked": ["d4" * 16],
         "this_revoked": False,
         "mailbox_device": b,
     }
     assert devices_text(listing).plain.splitlines() == [
-        "a1a1a1a1  this device",
-        "b2b2b2b2  online, 3 to sync, keeps offline delivery",
-        "c3c3c3c3  offline, in sync",
+        "laptop a1a1a1a1  this device",
+        "desk␛[2Jtop b2b2b2b2  online, 3 to sync, keeps offline delivery",
+        "(no name) c3c3c3c3  offline, in sync",
         "revoked: d4d4d4d4",
     ]
     revoked = devices_text({**listing, "this_revoked": True}).plain

@@ -205,6 +205,11 @@ def test_own_devices() -> None:
     profile = own_sync.decode_sync(b(data["profile"]["payload"]), 0)
     assert isinstance(profile, own_sync.ProfileChange)
     assert profile.name == data["profile"]["name"] and profile.status is None
+    names = own_sync.decode_sync(b(data["names"]["payload"]), 0)
+    assert isinstance(names, own_sync.NamesNote)
+    (named,) = names.names
+    assert (named.device.hex(), named.name) == (data["names"]["device"], data["names"]["name"])
+    assert own_sync.encode_names(names.names) == b(data["names"]["payload"])
     channels = own_sync.decode_sync(b(data["channels"]["payload"]), 0)
     assert isinstance(channels, own_sync.ChannelsNote)
     joined, left = channels.changes

@@ -70,6 +70,15 @@ def test_link_a_device_from_the_status_screen(
             ),
         ]
     )
+    # Renamed in the page (a name is text, never HTML); the CLI lists it by that name.
+    row.get_by_role("button", name="Rename").click()
+    row.locator("input").fill("old <b>phone</b>")
+    row.get_by_role("button", name="Save").click()
+    alice.page.wait_for_selector(f"{devices} li .device-name >> text=old <b>phone</b>")
+    assert alice.page.locator(f"{devices} li b").count() == 0
+    named = {d["device_id"]: d["name"] for d in alice_p.cli("device", "list")["devices"]}
+    assert named[new_id] == "old <b>phone</b>"
+    row = alice.page.locator(f"{devices} li[data-device='{new_id}']")
     row.get_by_role("button", name="Revoke…").click()
     row.get_by_role("button", name="Keep it").click()
     assert alice_p.cli("device", "list")["revoked"] == []

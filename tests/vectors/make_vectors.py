@@ -293,6 +293,8 @@ def family_own_devices() -> dict[str, Any]:
             "read": "bencode({i: [message id, ...], p: contact key, t: read})",
             "profile": "bencode({a: avatar hash or empty, c: changed_ms, d: device, "
             "n: name, s: status or empty, t: profile})",
+            "names": "bencode({n: [[device id, name, changed_ms, by device id]...], "
+            "t: names}) (1.5): what we call our devices, each last-writer-wins",
             "channels": "bencode({c: [[channel id, flags, changed_ms, device, chatfile, "
             "[[generation, secret]...], member list]...], t: channels}); flags 1 joined "
             "(a leave carries no file, keys or list)",
@@ -340,6 +342,22 @@ def family_own_devices() -> dict[str, Any]:
                         own_sync.ProfileChange(
                             int(NOW * 1000), ALICE_DEVICE.device_id, "Alice", None, None
                         )
+                    )
+                ),
+            },
+            "names": {
+                "device": hx(ALICE_DEVICE.device_id),
+                "name": "laptop",
+                "payload": hx(
+                    own_sync.encode_names(
+                        [
+                            own_sync.DeviceName(
+                                ALICE_DEVICE.device_id,
+                                "laptop",
+                                int(NOW * 1000),
+                                ALICE_DEVICE.device_id,
+                            )
+                        ]
                     )
                 ),
             },

@@ -261,6 +261,9 @@ class ApiClient:
     def revoke_device(self, device: str) -> dict[str, Any]:
         return self._request("DELETE", f"/v1/devices/{_q(device)}")
 
+    def rename_device(self, device: str, name: str) -> dict[str, Any]:
+        return self._request("PATCH", f"/v1/devices/{_q(device)}", {"name": name})
+
     def dial_contact(self, c: str, address: str) -> dict[str, Any]:
         return self._request("POST", f"/v1/contacts/{_q(c)}/dial", {"address": address})
 

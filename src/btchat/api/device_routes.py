@@ -1,5 +1,5 @@
 """Our own devices in the local API, each route declared once (served, validated,
-documented): the list, revoking one, and linking a new one.
+documented): the list, naming one, revoking one, and linking a new one.
 
 Linking: ``POST /v1/devices/link`` opens a one-time code offer (at most one at a time),
 ``DELETE`` cancels it; how it ends comes on ``/v1/events`` (``device_linked``,
@@ -8,10 +8,15 @@ Linking: ``POST /v1/devices/link`` opens a one-time code offer (at most one at a
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 
 from btchat.api.facade import Devices
 from btchat.api.routes import RouteTable, no_content, ok, part, path_param
+
+if TYPE_CHECKING:  # the models load on first use (pydantic costs start-up time)
+    from btchat.api import models as m
 
 __all__ = ["ROUTES"]
 
@@ -30,7 +35,7 @@ def _devices(request: web.Request) -> Devices:
     {"201": ("LinkOffer", "The offer: give its code to `btchat device join`."), "409": "Conflict"},
     description="The code is good for one attempt and 10 minutes. The new device receives "
     "the identity key, the contact book and the profile; history follows over the devices' "
-    "own sync once both run (channels do not yet).",
+    "own sync once both run, and so do channels.",
 )
 async def link_device(request: web.Request) -> web.Response:
     return ok(await _devices(request).link(), 201)
@@ -72,3 +77,19 @@ async def list_devices(request: web.Request) -> web.Response:
 )
 async def revoke_device(request: web.Request) -> web.Response:
     return ok(await _devices(request).revoke(path_param(request, "device", 32)))
+
+
+@devices(
+    "PATCH /v1/devices/{device}",
+    "renameDevice",
+    "Name one of our devices (this one too), on all of them",
+    {"200": ("DeviceList", "The devices after the change."), "400": "BadRequest",
+     "404": "NotFound", "409": "Conflict"},
+    body="DeviceRename",
+    params=("device",),
+    description="The name goes only to our own devices, never into the device list in the "
+    "DHT; the latest change wins on every device.",
+)  # fmt: skip
+async def rename_device(request: web.Request, body: m.DeviceRename) -> web.Response:
+    device = path_param(request, "device", 32)
+    return ok(await _devices(request).rename(device, body.name))

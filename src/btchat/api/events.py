@@ -219,6 +219,14 @@ class DeviceLinkedEvent(_Event):
     device_id: str = Field(pattern="^[0-9a-f]{32}$")
 
 
+class DeviceNamedEvent(_Event):
+    """One of our devices got a name, here or on another of our devices."""
+
+    type: Literal["device_named"]
+    device_id: str = Field(pattern="^[0-9a-f]{32}$")
+    name: str
+
+
 class DeviceLinkFailedEvent(_Event):
     """The link offer ended without a new device."""
 
@@ -259,6 +267,7 @@ EVENT_MODELS: dict[str, type[_Event]] = {
         FileDoneEvent,
         DeviceLinkWaitingEvent,
         DeviceLinkedEvent,
+        DeviceNamedEvent,
         DeviceLinkFailedEvent,
         ReadyFrame,
         PongFrame,
@@ -308,6 +317,7 @@ class Event(RootModel[Any]):
         | FileDoneEvent
         | DeviceLinkWaitingEvent
         | DeviceLinkedEvent
+        | DeviceNamedEvent
         | DeviceLinkFailedEvent
         | ReadyFrame
         | PongFrame

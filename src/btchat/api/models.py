@@ -496,8 +496,21 @@ class ContactList(Shape):
     contacts: list[Contact]
 
 
+class DeviceRename(Body):
+    """A name for one of our devices, as the user typed it (trimmed to one line)."""
+
+    name: Annotated[
+        str,
+        Field(min_length=1, max_length=40),
+        Rule("bad_name", "name is a string of 1 to 40 characters"),
+    ]
+
+
 class Device(Shape):
     device_id: str = Field(description="The device id, 32 hex digits.")
+    name: str | None = Field(
+        None, description="What we call it (set on any of our devices; first its host name)."
+    )
     created: int = Field(description="When its certificate was made, Unix seconds.")
     this_device: bool = Field(description="The device this daemon runs on.")
     online: bool | None = Field(None, description="A session to it is up (not for this one).")

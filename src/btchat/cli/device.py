@@ -15,6 +15,7 @@ from btchat.api.client import ApiClient, read_api_files, watch_events
 from btchat.cli.base import UserError, emit, stop_on_signal
 from btchat.cli.chat import api_errors, ask_passphrase, call, data_dir, settings
 from btchat.cli.dht import hostport
+from btchat.cli.terminal import terminal_safe
 
 __all__ = ["add_commands"]
 
@@ -23,9 +24,9 @@ READY_TIMEOUT = 10.0
 
 
 def add_commands(sub: Any, chat: argparse.ArgumentParser, secret: argparse.ArgumentParser) -> None:
-    device = sub.add_parser("device", help="link, list and revoke your devices").add_subparsers(
-        dest="device_command", required=True
-    )
+    device = sub.add_parser(
+        "device", help="link, list, name and revoke your devices"
+    ).add_subparsers(dest="device_command", required=True)
     p = device.add_parser(
         "list", parents=[chat], help="devices that speak for you, and revoked ones"
     )
@@ -35,6 +36,12 @@ def add_commands(sub: Any, chat: argparse.ArgumentParser, secret: argparse.Argum
     )
     p.add_argument("device", metavar="ID", help="device id (4+ hex digits, from `device list`)")
     p.set_defaults(func=cmd_revoke)
+    p = device.add_parser(
+        "name", parents=[chat], help="name a device (this one too), on all your devices"
+    )
+    p.add_argument("device", metavar="ID", help="device id (4+ hex digits, from `device list`)")
+    p.add_argument("name", help='what to call it, e.g. "laptop" (1 to 40 characters)')
+    p.set_defaults(func=cmd_name)
     p = device.add_parser(
         "link", parents=[chat], help="show a one-time code that links a new device"
     )
@@ -66,8 +73,8 @@ def devices_text(listing: dict[str, Any]) -> str:
         return f"  {online}, " + (f"{behind} messages to sync" if behind else "in sync")
 
     lines = [
-        f"{d['device_id']}  since {time.strftime('%Y-%m-%d', time.localtime(d['created']))}"
-        + state(d)
+        f"{d['device_id']}  {terminal_safe(d.get('name') or '(no name)')}"
+        f"  since {time.strftime('%Y-%m-%d', time.localtime(d['created']))}" + state(d)
         for d in listing["devices"]
     ]
     if listing["revoked"]:
@@ -85,6 +92,11 @@ async def cmd_list(args: argparse.Namespace) -> None:
 async def cmd_revoke(args: argparse.Namespace) -> None:
     listing = call(args, "revoke_device", args.device)
     emit(args, listing, f"revoked; your devices now:\n{devices_text(listing)}")
+
+
+async def cmd_name(args: argparse.Namespace) -> None:
+    listing = call(args, "rename_device", args.device, args.name)
+    emit(args, listing, devices_text(listing))
 
 
 async def cmd_link(args: argparse.Namespace) -> None:

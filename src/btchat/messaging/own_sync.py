@@ -33,8 +33,10 @@ outgoing rows that the sender's outbox still holds (the contact has not acknowle
 them), so whichever of our devices runs offline delivery can leave them in the DHT
 mailbox for a contact that is away; and ``{t: "state", p: contact, s: state, i: [id,
 ...]}`` says that the contact acknowledged those outgoing messages (``delivered`` or
-``read``), so every device shows it and stops offering them. Pure: rows in, bytes out,
-and back.
+``read``), so every device shows it and stops offering them. Also since 1.5, ``{t:
+"names", n: [[device, name, changed_ms, by], ...]}``: the names we gave our devices
+("laptop"), each a last-writer-wins register, so the device to revoke can be told
+apart on every device. Pure: rows in, bytes out, and back.
 """
 
 from __future__ import annotations
@@ -54,7 +56,9 @@ __all__ = [
     "ChannelsNote",
     "ContactChange",
     "ContactsNote",
+    "DeviceName",
     "DevicesNote",
+    "NamesNote",
     "ProfileChange",
     "ReadNote",
     "StateNote",
@@ -64,6 +68,7 @@ __all__ = [
     "encode_channels",
     "encode_contacts",
     "encode_devices",
+    "encode_names",
     "encode_profile",
     "encode_read",
     "encode_state",
@@ -214,6 +219,62 @@ def _profile_change(value: dict[bytes, object]) -> ProfileChange:
     except UnicodeDecodeError:
         raise SyncError("a profile note's name or status is not UTF-8") from None
     return ProfileChange(changed, device, name_text or None, status_text or None, avatar or None)
+
+
+@dataclass(frozen=True)
+class DeviceName:
+    """What we call one of our devices, set on device ``by`` at ``changed_ms``: a
+    last-writer-wins register per device (then the higher ``by`` on a tie)."""
+
+    device: bytes
+    name: str
+    changed_ms: int
+    by: bytes
+
+    def stamp(self) -> tuple[int, bytes]:
+        return (self.changed_ms, self.by)
+
+
+@dataclass(frozen=True)
+class NamesNote:
+    names: list[DeviceName]
+
+
+#: Names in one ``names`` note (our devices and those revoked), and a name's bytes.
+NAMES_PER_NOTE = MAX_DEVICES + MAX_REVOKED
+DEVICE_NAME_MAX = 128
+
+
+def encode_names(names: list[DeviceName]) -> bytes:
+    items = [[n.device, n.name.encode(), n.changed_ms, n.by] for n in names[:NAMES_PER_NOTE]]
+    return encode({b"t": b"names", b"n": items})
+
+
+def _names_note(value: dict[bytes, object]) -> NamesNote:
+    items = value.get(b"n")
+    if not isinstance(items, list) or len(items) > NAMES_PER_NOTE:
+        raise SyncError(f"a names note holds a list of at most {NAMES_PER_NOTE} names")
+    out = []
+    for item in items:
+        if not (
+            isinstance(item, list)
+            and len(item) == 4
+            and isinstance(item[0], bytes)
+            and len(item[0]) == 16
+            and isinstance(item[1], bytes)
+            and 0 < len(item[1]) <= DEVICE_NAME_MAX
+            and isinstance(item[2], int)
+            and 0 <= item[2] < 2**53
+            and isinstance(item[3], bytes)
+            and len(item[3]) == 16
+        ):
+            raise SyncError("a device name is [id (16), name (1-128 bytes), changed_ms, by (16)]")
+        try:
+            name = item[1].decode("utf-8")
+        except UnicodeDecodeError:
+            raise SyncError("a device name is not UTF-8") from None
+        out.append(DeviceName(item[0], name, item[2], item[3]))
+    return NamesNote(out)
 
 
 @dataclass(frozen=True)
@@ -459,13 +520,22 @@ def _row(item: object, now_ms: int) -> MessageRow:
 
 
 Payload = (
-    Batch | int | DevicesNote | ContactsNote | ReadNote | ProfileChange | ChannelsNote | StateNote
+    Batch
+    | int
+    | DevicesNote
+    | ContactsNote
+    | ReadNote
+    | ProfileChange
+    | ChannelsNote
+    | StateNote
+    | NamesNote
 )
 
 
 def decode_sync(payload: bytes, now_ms: int) -> Payload:
     """A ``sync`` batch, the ``seq`` a ``synced`` acknowledges, or a note (``devices``,
-    ``contacts``, ``read``, ``profile``, ``channels``, ``state``); SyncError else."""
+    ``contacts``, ``read``, ``profile``, ``channels``, ``state``, ``names``); SyncError
+    else."""
     try:
         value = decode(payload)
     except DecodeError as exc:
@@ -474,6 +544,8 @@ def decode_sync(payload: bytes, now_ms: int) -> Payload:
         return _state_note(value)
     if isinstance(value, dict) and value.get(b"t") == b"profile":
         return _profile_change(value)
+    if isinstance(value, dict) and value.get(b"t") == b"names":
+        return _names_note(value)
     if isinstance(value, dict) and value.get(b"t") == b"read":
         peer, ids = value.get(b"p"), value.get(b"i")
         if not (

@@ -43,6 +43,7 @@ from btchat.node.contact_manager import ContactManager
 from btchat.node.contact_requests import ContactRequests
 from btchat.node.contact_sync import ContactSync
 from btchat.node.contacts import ContactBook
+from btchat.node.device_names import DeviceNames
 from btchat.node.devices import DevicePart, OwnDevices
 from btchat.node.events import EventHub
 from btchat.node.files import Files, FilesConfig
@@ -171,6 +172,10 @@ class Daemon:
             store, self.profiles, keys.device.device_id, self.own_sync.send_to_all, self._emit
         )
         self.own_sync.attach_profile(self.profile_sync.payloads, self.profile_sync.merge)
+        self.device_names = DeviceNames(
+            store, keys.device.device_id, self.own_sync.send_to_all, self._emit
+        )
+        self.own_sync.attach_names(self.device_names.payloads, self.device_names.merge)
         self.contacts = ContactBook(self.me, store, self.profiles)
         self.requests = ContactRequests(
             keys.identity,
@@ -196,7 +201,7 @@ class Daemon:
             host=config.peering.host, emit=self._emit, spawn=self._spawn,
         )  # fmt: skip
         #: The API's ``devices`` part: list, revoke, link.
-        self.devices = DevicePart(self.own_devices, self.own_sync, self.linking)
+        self.devices = DevicePart(self.own_devices, self.own_sync, self.linking, self.device_names)
         #: The API's ``settings`` part (the config file), set by ``node/boot.py``.
         self.settings: SettingsFile | None = None
         self.conversations = Conversations(keys.identity, keys.device.device_id, store)

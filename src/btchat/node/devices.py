@@ -148,11 +148,14 @@ class OwnDevices:
     def revoked(self) -> frozenset[bytes]:
         return self.lists.revoked(self.me)
 
-    def find(self, ref: str) -> DeviceCertificate:
-        """One of our other devices by its id in hex, or a unique prefix of 4+ digits."""
+    def find(self, ref: str, *, this_one: bool = False) -> DeviceCertificate:
+        """One of our other devices (``this_one``: or this one) by its id in hex, or a
+        unique prefix of 4+ digits."""
         ref = ref.strip().lower()
         if len(ref) < 4 or any(ch not in "0123456789abcdef" for ch in ref):
             raise ApiError(400, "bad_device", "name a device by its id in hex (4+ digits)")
+        if this_one and self.certificate.device_id.hex().startswith(ref):
+            return self.certificate
         if self.certificate.device_id.hex().startswith(ref):
             raise ApiError(
                 400,
@@ -252,6 +255,14 @@ class SyncView(Protocol):
     def is_up(self, device: bytes) -> bool: ...
 
 
+class Names(Protocol):
+    """What we call our devices (``node/device_names.py``)."""
+
+    def of(self, device: bytes) -> str | None: ...
+
+    def rename(self, device: bytes, text: str) -> str: ...
+
+
 class Linker(Protocol):
     """What links a new device (``node/linking.py``'s ``DeviceLinking``)."""
 
@@ -264,10 +275,13 @@ class DevicePart:
     """The API's ``devices`` part (``api/facade.py`` ``Devices``) over :class:`OwnDevices`
     (whose watchers end what we hold with a revoked device), the sync and the linker."""
 
-    def __init__(self, own: OwnDevices, sync: SyncView, linker: Linker) -> None:
+    def __init__(
+        self, own: OwnDevices, sync: SyncView, linker: Linker, names: Names | None = None
+    ) -> None:
         self.own = own
         self.sync = sync
         self.linker = linker
+        self.names = names
 
     async def link(self) -> dict[str, Any]:
         return await self.linker.link()
@@ -278,6 +292,7 @@ class DevicePart:
     def _listing(self) -> dict[str, Any]:
         out = self.own.listing()
         for entry, cert in zip(out["devices"], self.own.certs(), strict=True):
+            entry["name"] = self.names.of(cert.device_id) if self.names is not None else None
             if not entry["this_device"]:
                 entry["online"] = self.sync.is_up(cert.device_id)
                 entry["to_sync"] = self.sync.behind(cert.device_id)
@@ -290,4 +305,11 @@ class DevicePart:
     async def revoke(self, device: str) -> dict[str, Any]:
         cert = self.own.find(device)
         self.own.revoke(cert.device_id)
+        return self._listing()
+
+    async def rename(self, device: str, name: str) -> dict[str, Any]:
+        if self.names is None:
+            raise ApiError(501, "no_names", "this daemon keeps no device names")
+        cert = self.own.find(device, this_one=True)
+        self.names.rename(cert.device_id, name)
         return self._listing()

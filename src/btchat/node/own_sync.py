@@ -32,6 +32,7 @@ from btchat.messaging.own_sync import (
     ChannelsNote,
     ContactsNote,
     DevicesNote,
+    NamesNote,
     ProfileChange,
     ReadNote,
     StateNote,
@@ -93,6 +94,9 @@ class OwnSync:
         #: Our profile as payloads for a device coming up, and what to do with a note.
         self._profile: Callable[[], list[bytes]] = list
         self._on_profile: Callable[[ProfileChange], None] = lambda change: None
+        #: The same for our devices' names (``node/device_names.py``).
+        self._names: Callable[[], list[bytes]] = list
+        self._on_names: Callable[[NamesNote], None] = lambda note: None
         #: The same for channel membership (``node/channel_sync.py``), once attached.
         self._channels: Callable[[], list[bytes]] | None = None
         self._on_channels: Callable[[ChannelsNote], None] | None = None
@@ -150,7 +154,7 @@ class OwnSync:
             self._send(device, self._devices())
         for payload in self._contacts() if self._contacts is not None else []:
             self._send(device, payload)
-        for payload in self._profile():
+        for payload in [*self._profile(), *self._names()]:
             self._send(device, payload)
         for payload in self._channels() if self._channels is not None else []:
             self._send(device, payload)
@@ -195,6 +199,12 @@ class OwnSync:
     ) -> None:
         """Profile sync: ours for a device coming up, and what to do with a note."""
         self._profile, self._on_profile = payloads, merge
+
+    def attach_names(
+        self, payloads: Callable[[], list[bytes]], merge: Callable[[NamesNote], None]
+    ) -> None:
+        """Device names: all of them for a device coming up, and what to do with a note."""
+        self._names, self._on_names = payloads, merge
 
     def send_to_all(self, payload: bytes) -> None:
         """A note for every device up (a contact changed here)."""
@@ -259,6 +269,8 @@ class OwnSync:
             self._state_there(device, got)
         elif isinstance(got, ProfileChange):
             self._on_profile(got)
+        elif isinstance(got, NamesNote):
+            self._on_names(got)
         elif isinstance(got, ChannelsNote):
             if self._on_channels is not None:
                 self._on_channels(got)

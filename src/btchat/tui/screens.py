@@ -743,7 +743,8 @@ def devices_text(listing: dict[str, Any]) -> Text:
         out.append("Another of your devices revoked this one.\n", style="bold red")
     for d in listing.get("devices", []):
         did = str(d.get("device_id", ""))
-        out.append(did[:8], style="bold")
+        out.append(plain(d.get("name"), 40) or "(no name)", style="bold")
+        out.append(" " + did[:8], style="dim")
         if d.get("this_device"):
             tags = ["this device"]
         else:

@@ -1240,12 +1240,27 @@ function deviceRow(d, listing, shown, card) {
   if (d.this_device) tags.push("this device");
   else tags.push(d.online ? "online" : "offline", d.to_sync ? `${d.to_sync} messages to sync` : "in sync");
   if (d.device_id === listing.mailbox_device) tags.push("keeps offline delivery");
+  const called = d.name || d.device_id.slice(0, 8);
   const li = h("li", { "data-device": d.device_id },
+    h("strong", { class: "device-name" }, untrusted(called)), " ",
     h("code", { class: "mono", title: d.device_id }, d.device_id.slice(0, 8)), " ",
     h("span", { class: "muted" }, "since " + since + " \u00b7 " + tags.join(", ")));
-  if (d.this_device || listing.this_revoked) return li;
+  if (listing.this_revoked) return li;
+  // Renaming: the name goes to all our devices (never into the DHT).
+  const name = h("input", { maxlength: "40", required: true, value: d.name || "", "aria-label": "Name for " + called });
+  const rename = h("form", { class: "row", hidden: true, "aria-label": "Rename " + called }, name,
+    h("button", { type: "submit" }, "Save"));
+  const open = h("button", { type: "button", class: "small" }, "Rename");
+  open.addEventListener("click", () => { open.hidden = true; rename.hidden = false; name.focus(); });
+  rename.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const after = await attempt(rename, () => api("PATCH", "/v1/devices/" + d.device_id, { name: name.value.trim() }));
+    if (after) shown(after);
+  });
+  li.append(" ", open, rename);
+  if (d.this_device) return li;
   li.append(" ", ...askTwice("Revoke\u2026",
-    " Revoke " + d.device_id.slice(0, 8) + " for good? Contacts stop talking to it; it cannot be undone. ",
+    " Revoke " + called + " (" + d.device_id.slice(0, 8) + ") for good? Contacts stop talking to it; it cannot be undone. ",
     "Revoke for good", "Keep it", async () => {
       const after = await attempt(card, () => api("DELETE", "/v1/devices/" + d.device_id));
       if (after) shown(after);
@@ -1333,6 +1348,10 @@ function onEvent(ev) {
     case "profile":
       // Changed on another of our devices: shown, unless the user is typing in it here.
       if (state.profile && !state.profile.editing()) state.profile.reload();
+      return;
+    case "device_named":
+      // Named here or on another of our devices: shown, unless a rename is being typed.
+      if (state.devices && !document.querySelector(".device-list form:not([hidden])")) state.devices.reload();
       return;
     case "device_link_failed":
       if (state.linking) state.linking.ended("No device linked: " + (LINK_FAILED[ev.reason] || String(ev.reason)));
