@@ -85,7 +85,7 @@ def test_the_file_is_read_only_when_needed(tmp_path: Path) -> None:
     flags = {"bootstrap": [("h", 1)], "dht_port": 1, "data_dir": tmp_path, "proxy": proxy}
     flags["tor"] = False
     flags["upnp"] = False
-    flags["relay"] = True
+    flags["relay"] = flags["dht_proxy"] = True
     flags["lan"] = False
     flags["files_dir"] = tmp_path / "files"
     flags.update(bind6="off", ipv6=True, ipv4=True)

@@ -423,7 +423,18 @@ class Status(Shape):
     )
     tor: bool = Field(
         False,
-        description="Tor mode: no DHT, no UDP; every connection goes through the proxy.",
+        description="Tor mode: no DHT node, no UDP; every connection goes through the proxy,"
+        " DHT operations through a contact that serves them (dht_via).",
+    )
+    dht_via: dict[str, Any] | None = Field(
+        None,
+        description="Tor mode: the contact our DHT operations go through (contact, name;"
+        " both null when no contact serves) and counters.",
+    )
+    dht_serving: dict[str, Any] | None = Field(
+        None,
+        description="Running DHT operations for contacts: serving (on/off) and counters"
+        " (requests, served, failed, refused_*, malformed).",
     )
     storage: str = Field(
         "ok",

@@ -71,6 +71,7 @@ def settings(args: argparse.Namespace) -> Settings:
             "tor",
             "upnp",
             "relay",
+            "dht_proxy",
             "lan",
             "bind6",
             "ipv6",
@@ -212,6 +213,15 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         const=False,
         default=None,
         help="do not relay sessions between your contacts (env BTCHAT_RELAY=0, config [net] relay)",
+    )
+    p.add_argument(
+        "--no-dht-proxy",
+        dest="dht_proxy",
+        action="store_const",
+        const=False,
+        default=None,
+        help="do not run DHT operations for contacts in Tor mode (env BTCHAT_DHT_PROXY=0, "
+        "config [net] dht_proxy)",
     )
     p.add_argument(
         "--no-lan",
@@ -596,8 +606,9 @@ def _network_note(status: dict[str, Any]) -> str:
     """What ``up`` says about the way out: the proxy, and Tor mode's limits."""
     if status["tor"]:
         return (
-            f"\nTor mode through {status['proxy']['url']}: no DHT, no UDP; reach contacts "
-            "with `btchat contact dial` and channel members with `btchat channel dial`"
+            f"\nTor mode through {status['proxy']['url']}: no DHT node, no UDP; dial a "
+            "contact with `btchat contact dial` and the DHT then goes through it if it "
+            "serves; channel members with `btchat channel dial`"
         )
     if status["proxy"]:
         return f"\nsessions and channel links through {status['proxy']['url']}"
@@ -631,7 +642,7 @@ async def cmd_status(args: argparse.Namespace) -> None:
     s = call(args, "status")
     dht = s["dht"]
     if s.get("tor"):
-        dht_line = "DHT: off (Tor mode: no UDP leaves this machine)"
+        dht_line = f"{dht_via_text(s.get('dht_via'))} (Tor mode: no UDP leaves this machine)"
     else:
         dht_line = f"DHT: {'joined' if dht['joined'] else 'NOT joined'}, {dht['nodes']} nodes"
     proxy = s.get("proxy")
@@ -648,6 +659,13 @@ async def cmd_status(args: argparse.Namespace) -> None:
         + ("" if s.get("tor") else "\n" + network_text(s))
         + ("" if s.get("storage", "ok") == "ok" else f"\nSTORAGE: {s['storage']}"),
     )
+
+
+def dht_via_text(via: dict[str, Any] | None) -> str:
+    """Tor mode's DHT: through which contact, or none."""
+    if not via or not via.get("name"):
+        return "no DHT (no contact serving)"
+    return f"DHT through {via['name']}"
 
 
 def network_text(s: dict[str, Any]) -> str:

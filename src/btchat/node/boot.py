@@ -28,6 +28,7 @@ from btchat.channels.service import ChannelConfig
 from btchat.discovery.lan_service import LanConfig
 from btchat.identity.keystore import KeyStore, KeyStoreError, LoadedKeys, read_passphrase
 from btchat.messaging.store import Store
+from btchat.net.dht_proxy_core import DhtProxyLimits
 from btchat.net.dht_service import has_ipv6
 from btchat.net.proxy import PROXY_TIMEOUT, TOR_SOCKS, ProxyUrl, parse_proxy
 from btchat.net.relay_core import RelayLimits
@@ -203,6 +204,7 @@ def daemon_config(settings: Settings) -> DaemonConfig:
             # and no session goes around it over UDP (QUIC would dial contacts directly).
             **({"dial_timeout": PROXY_TIMEOUT + 1, "udp": False} if proxy(settings) else {}),
             relay=RelayLimits(enabled=settings.relay),
+            dht_proxy=DhtProxyLimits(enabled=settings.dht_proxy),
             lan=lan_config(settings),
         ),
         channels=channel_config(settings),

@@ -50,6 +50,7 @@ ENV_TOR = "BTCHAT_TOR"  # 1/true/yes or 0/false/no
 ENV_FILES_DIR = "BTCHAT_FILES_DIR"  # where accepted files are saved
 ENV_UPNP = "BTCHAT_UPNP"  # 0/off/false/no turns port mapping off
 ENV_RELAY = "BTCHAT_RELAY"  # 0/off/false/no: do not relay sessions for our contacts
+ENV_DHT_PROXY = "BTCHAT_DHT_PROXY"  # 0/off: do not run DHT operations for our contacts
 ENV_LAN = "BTCHAT_LAN"  # 0/off/false/no: contacts are not announced on the LAN
 ENV_IPV6 = "BTCHAT_IPV6"  # 0/off/false/no: no IPv6 DHT socket, no sessions over IPv6
 #: Ways channel members can be found (``--channel-discovery``).
@@ -155,6 +156,9 @@ class Settings:
     tor: bool = False
     upnp: bool = True  # map our ports on the home gateway (UPnP-IGD)
     relay: bool = True  # relay 1:1 sessions between our contacts (``--no-relay``)
+    #: Run DHT operations for contacts without a DHT of their own (Tor mode;
+    #: ``--no-dht-proxy``).
+    dht_proxy: bool = True
     lan: bool = True  # find contacts on the LAN too (private multicast announcements)
     #: BEP 32: the IPv6 DHT socket's address (``[dht] bind6``); None: "::" when this host
     #: has IPv6 ("::1" when ``host`` is loopback); "off": none.
@@ -199,6 +203,9 @@ SETTINGS: dict[str, _Source] = {
     "tor": _Source(env=ENV_TOR, file=("net", "tor"), from_env=_flag_env, from_file=_flag_file),
     "upnp": _Source(env=ENV_UPNP, file=("net", "upnp"), from_env=_switch, from_file=_switch),
     "relay": _Source(env=ENV_RELAY, file=("net", "relay"), from_env=_switch, from_file=_switch),
+    "dht_proxy": _Source(
+        env=ENV_DHT_PROXY, file=("net", "dht_proxy"), from_env=_switch, from_file=_switch
+    ),
     "lan": _Source(env=ENV_LAN, file=("net", "lan"), from_env=_switch, from_file=_switch),
     "bind6": _Source(file=("dht", "bind6"), from_file=str),
     "ipv6": _Source(env=ENV_IPV6, file=("net", "ipv6"), from_env=_switch, from_file=_switch),
@@ -211,6 +218,7 @@ _DEFAULTS: dict[str, Callable[[], Any]] = {
     "tor": lambda: False,
     "upnp": lambda: True,
     "relay": lambda: True,
+    "dht_proxy": lambda: True,
     "lan": lambda: True,
     "ipv6": lambda: True,
     "ipv4": lambda: True,

@@ -1093,8 +1093,8 @@ function profileCard() {
   return card;
 }
 
-const SWITCHES = ["relay", "upnp", "lan", "ipv6", "tor"];
-const SETTING_LABELS = { bootstrap: "Bootstrap nodes", proxy: "Proxy", tor: "Tor mode", relay: "Relay for my contacts", upnp: "Port mapping (UPnP)", lan: "Find contacts on the LAN", ipv6: "IPv6" };
+const SWITCHES = ["relay", "dht_proxy", "upnp", "lan", "ipv6", "tor"];
+const SETTING_LABELS = { bootstrap: "Bootstrap nodes", proxy: "Proxy", tor: "Tor mode", relay: "Relay for my contacts", dht_proxy: "DHT for my contacts in Tor mode", upnp: "Port mapping (UPnP)", lan: "Find contacts on the LAN", ipv6: "IPv6" };
 
 function settingText(v) {
   if (v === true) return "on";
