@@ -22,6 +22,7 @@ from another peer than the one asked) is dropped and counted, never raised.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -65,6 +66,8 @@ Server = tuple[PeerKey, SessionConnection]
 CLIENT_TIMEOUT = 40.0
 #: Serving nodes one operation is tried on before it fails.
 MAX_TRIES = 3
+#: With no serving contact online, how long an operation waits for one before it fails.
+WAIT_FOR_SERVER = 5.0
 
 
 def serves_dht(conn: SessionConnection) -> bool:
@@ -104,6 +107,7 @@ class DhtProxyServer:
             "refused_rate": 0,
             "refused_not_joined": 0,
             "malformed": 0,
+            "unexpected_answers": 0,
         }
 
     @property
@@ -259,6 +263,12 @@ class DhtViaContacts:
         an answer that fails ``check``, to another one (at most :data:`MAX_TRIES`)."""
         tried: set[PeerKey] = set()
         why = "no DHT: no contact serving"
+        if not self.joined.is_set():
+            # Loops that retry soon after a failure (the device-list publisher) would
+            # otherwise spin while no contact is online; a session may come up meanwhile.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(WAIT_FOR_SERVER):
+                    await self.joined.wait()
         for _ in range(MAX_TRIES):
             if self.closed:
                 break
@@ -374,4 +384,4 @@ def route(
     elif client is not None:
         client.on_response(peer, message)
     else:
-        server.stats["malformed"] += 1  # an answer to a node that asks nobody
+        server.stats["unexpected_answers"] += 1  # an answer to a node that asks nobody

@@ -352,6 +352,8 @@ class ServeLimits:
         self._in_flight: dict[bytes, int] = {}
         self._ops: dict[bytes, TokenBucket] = {}
         self._bytes: dict[bytes, TokenBucket] = {}
+        #: The most operations one peer ever had in flight here (for tests and status).
+        self.peak = 0
 
     @property
     def total(self) -> int:
@@ -374,6 +376,7 @@ class ServeLimits:
         if ops.take(1, now) < 1 or nbytes.take(size, now) < size:
             return Code.RATE
         self._in_flight[peer] = self._in_flight.get(peer, 0) + 1
+        self.peak = max(self.peak, self._in_flight[peer])
         return None
 
     def done(self, peer: bytes) -> None:

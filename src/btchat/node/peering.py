@@ -644,6 +644,8 @@ class Peering:
                     self._relay_arrived(peer[0][0])
                 if peer and self.dht_client is not None:
                     self.dht_client.servers_changed()  # its capabilities are known now
+                    if serves_dht(conn_box[0]):
+                        self.poke()  # the DHT is reachable now: look for every contact
                 if peer:
                     self._to_files(peer[0], conn_box[0], event)
             if isinstance(event, SessionClosed | SessionFailed):
