@@ -169,7 +169,8 @@ Message = Request | Response
 
 
 def _text(s: str) -> bytes:
-    return s.encode()[:MAX_TEXT]
+    """At most MAX_TEXT bytes of UTF-8, cut between characters."""
+    return s.encode()[:MAX_TEXT].decode("utf-8", "ignore").encode()
 
 
 def encode(message: Message) -> bytes:
