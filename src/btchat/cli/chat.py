@@ -44,6 +44,7 @@ from btchat.node.config import (
     ENV_TOR,
     ConfigError,
     Settings,
+    parse_control,
     resolve,
     setting,
 )
@@ -69,6 +70,7 @@ def settings(args: argparse.Namespace) -> Settings:
             "no_passphrase",
             "proxy",
             "tor",
+            "tor_control",
             "upnp",
             "relay",
             "dht_proxy",
@@ -85,6 +87,14 @@ def settings(args: argparse.Namespace) -> Settings:
         return resolve(flags, config_file=args.config)
     except ConfigError as exc:
         raise UserError(str(exc)) from None
+
+
+def control_port(text: str) -> tuple[str, int]:
+    """``--tor-control`` as an argparse type."""
+    try:
+        return parse_control(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def proxy_url(text: str) -> ProxyUrl:
@@ -197,6 +207,13 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         const=True,
         help="Tor mode: nothing leaves but through the proxy (default Tor's "
         f"{TOR_SOCKS}); no DHT, no UDP, no LAN discovery (env {ENV_TOR})",
+    )
+    p.add_argument(
+        "--tor-control",
+        type=control_port,
+        metavar="IP:PORT",
+        help="Tor mode: make an onion service for the session port through Tor's control "
+        "port, e.g. 127.0.0.1:9051 (env BTCHAT_TOR_CONTROL, config [net] tor_control)",
     )
     p.add_argument(
         "--no-upnp",
@@ -605,6 +622,12 @@ async def _say_when_joined(daemon: Any) -> None:
 def _network_note(status: dict[str, Any]) -> str:
     """What ``up`` says about the way out: the proxy, and Tor mode's limits."""
     if status["tor"]:
+        onion = status.get("onion") or {}
+        if onion.get("address"):
+            return (
+                f"\nTor mode through {status['proxy']['url']}: onion service "
+                f"{onion['address']} (contacts dial it: `btchat contact dial NAME ADDRESS`)"
+            )
         return (
             f"\nTor mode through {status['proxy']['url']}: no DHT node, no UDP; dial a "
             "contact with `btchat contact dial` and the DHT then goes through it if it "
@@ -643,6 +666,9 @@ async def cmd_status(args: argparse.Namespace) -> None:
     dht = s["dht"]
     if s.get("tor"):
         dht_line = f"{dht_via_text(s.get('dht_via'))} (Tor mode: no UDP leaves this machine)"
+        if s.get("onion"):
+            onion = s["onion"]
+            dht_line += f"\nonion service: {onion['address'] or 'none: ' + str(onion['error'])}"
     else:
         dht_line = f"DHT: {'joined' if dht['joined'] else 'NOT joined'}, {dht['nodes']} nodes"
     proxy = s.get("proxy")

@@ -210,6 +210,7 @@ def daemon_config(settings: Settings) -> DaemonConfig:
         channels=channel_config(settings),
         proxy=proxy(settings),
         tor=settings.tor,
+        tor_control=settings.tor_control if settings.tor else None,
         upnp=settings.upnp and not settings.tor,  # Tor mode: no UDP, SSDP included
         files_dir=settings.files_dir,
     )

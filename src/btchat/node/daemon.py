@@ -33,6 +33,7 @@ from btchat.messaging.own_sync import encode_devices, encode_read
 from btchat.messaging.store import Store
 from btchat.net.dht_proxy import DhtViaContacts
 from btchat.net.dht_service import DhtError, DhtService
+from btchat.net.onion import OnionError, OnionService, check_control
 from btchat.net.portmap import PortMapper, PortMapState
 from btchat.net.proxy import ProxyDialer, ProxyUrl
 from btchat.net.transport import Dialer, TcpDialer
@@ -89,6 +90,8 @@ class DaemonConfig:
     proxy: ProxyUrl | None = None
     #: Tor mode: no DHT node and no UDP socket at all; every dial goes through ``proxy``.
     tor: bool = False
+    #: Tor mode: Tor's control port (loopback), to make an onion service for sessions.
+    tor_control: tuple[str, int] | None = None
     #: Where accepted files are saved (default: ``<data dir>/files``).
     files_dir: Path | None = None
 
@@ -101,6 +104,8 @@ class DaemonConfig:
             ways = self.channels
             if ways.dht or ways.trackers or ways.lsd or self.peering.lan is not None:
                 raise ValueError("Tor mode allows no DHT, tracker or LAN discovery")
+        if self.tor_control is not None:
+            check_control(self.tor_control)
 
     # Map our ports on the home gateway (UPnP-IGD). Off unless asked: a node built in a
     # test must not search the LAN; ``btchat up`` turns it on (Settings.upnp).
@@ -130,6 +135,9 @@ class Daemon:
         self.dht: DhtService | None = None
         #: Tor mode: the DHT through a contact that serves it (no DHT node of our own).
         self.dht_via: DhtViaContacts | None = None
+        #: Tor mode with a control port: the onion service for our session listener.
+        self.onion: OnionService | None = None
+        self.onion_error: str | None = None
         #: How every session and channel link is dialled (the proxy, when configured).
         self.dialer: Dialer = ProxyDialer(config.proxy) if config.proxy is not None else TcpDialer()
         self.peering: Peering | None = None
@@ -256,6 +264,8 @@ class Daemon:
             on_own_device=self.guard.shield("own device session", self._own_device),
         )
         await self.peering.start()
+        if self.config.tor and self.config.tor_control is not None:
+            await self._start_onion(self.config.tor_control, self.peering.port)
         if self.peering.rendezvous is not None:
             self.peering.rendezvous.on_published = self._own_lists_published
         self.chat.devices_changed = self._contact_devices_changed
@@ -322,6 +332,17 @@ class Daemon:
         # the Olm account the contact's bundle named), so the next packet starts anew.
         peering.on_contact_revoked = self.offline.state.drop_sessions
 
+    async def _start_onion(self, control: tuple[str, int], port: int) -> None:
+        """Make our session listener reachable as ``xxx.onion``; a Tor that is not there
+        is a warning and a status line, not a failed start."""
+        try:
+            self.onion = await OnionService.start(
+                control, (self.config.peering.host, port), self.config.data_dir
+            )
+        except OnionError as exc:
+            self.onion_error = str(exc)
+            log.warning("no onion service: %s", exc)
+
     def _start_port_mapping(self, dht: DhtService, peering: Peering) -> None:
         """Map the DHT's UDP port and the session TCP port on the gateway, if any.
 
@@ -343,6 +364,8 @@ class Daemon:
         await self._tasks.cancel_all()
         if self.portmap is not None:
             await self.portmap.close()  # a clean exit leaves no mapping on the gateway
+        if self.onion is not None:
+            await self.onion.close()
         if self.offline is not None:
             await self.offline.stop()
         if self.channels is not None:
@@ -594,6 +617,11 @@ class Daemon:
             "proxy": self.dialer.status() if isinstance(self.dialer, ProxyDialer) else None,
             "tor": self.config.tor,
             "dht_via": self._dht_via_status(),
+            "onion": (
+                {"address": self.onion.address if self.onion else None, "error": self.onion_error}
+                if self.config.tor_control is not None
+                else None
+            ),
             "dht_serving": self.peering.dht_server.summary() if self.peering else None,
             "storage": self.storage.state(),  # "ok", or e.g. "disk full since ..."
             "storage_detail": self.storage.status(time.time()),
