@@ -431,6 +431,11 @@ class Status(Shape):
         description="Tor mode: the contact our DHT operations go through (contact, name;"
         " both null when no contact serves) and counters.",
     )
+    onion: dict[str, Any] | None = Field(
+        None,
+        description="Tor mode with a control port: the onion service for sessions (address"
+        " `xxx.onion:6881`, what contacts dial; or error). Null without a control port.",
+    )
     dht_serving: dict[str, Any] | None = Field(
         None,
         description="Running DHT operations for contacts: serving (on/off) and counters"
