@@ -36,16 +36,20 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def needs_stem() -> None:
+    try:
+        import stem  # noqa: F401
+    except ImportError:
+        skip_unless_ci("needs stem (a dependency: scripts/setup installs it)")
+
+
 @pytest.fixture
 def tor_control(tmp_path: Path) -> Iterator[tuple[str, int]]:
     """A local tor with no network, its control port on loopback (cookie auth)."""
     tor = shutil.which("tor") or "/usr/sbin/tor"
     if not os.access(tor, os.X_OK):
         skip_unless_ci("needs tor (apt-get install tor; scripts/setup does as root)")
-    try:
-        import stem  # noqa: F401
-    except ImportError:
-        skip_unless_ci("needs stem (a dependency: scripts/setup installs it)")
+    needs_stem()
     data = tmp_path / "tor"
     data.mkdir(mode=0o700)
     port = _free_port()
@@ -111,6 +115,7 @@ async def test_a_tor_mode_daemon_makes_its_onion_service_and_keeps_its_address(
 async def test_no_tor_at_the_control_port_is_a_status_line_not_a_failed_start(
     tmp_path: Path,
 ) -> None:
+    needs_stem()
     proxy = parse_proxy("socks5://127.0.0.1:9")
     node = await start(
         tmp_path, "a", tor=True, proxy=proxy, tor_control=("127.0.0.1", _free_port())
