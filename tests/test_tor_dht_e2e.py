@@ -30,6 +30,7 @@ from test_net_proxy import (  # noqa: F401
     start,
 )
 
+from btchat.cli.main import main as cli_main
 from btchat.identity.idtext import format_id
 from btchat.net import dht_proxy_core as dp
 from btchat.net.dht_proxy import serves_dht
@@ -57,6 +58,14 @@ def session_to(node: RunningNode, other: RunningNode):  # type: ignore[no-untype
     return node.daemon.peering.sessions[key].conn
 
 
+async def status_text(node: RunningNode, capsys: pytest.CaptureFixture[str]) -> str:
+    """``btchat status`` as the user reads it (the CLI in a thread: its client blocks)."""
+    capsys.readouterr()
+    argv = ["status", "--data-dir", str(node.data_dir)]
+    assert await asyncio.to_thread(cli_main, argv) == 0
+    return capsys.readouterr().out
+
+
 async def _joined(*nodes: RunningNode) -> None:
     for node in nodes:
         await asyncio.wait_for(node.daemon.joined_event.wait(), 30)
@@ -65,6 +74,7 @@ async def _joined(*nodes: RunningNode) -> None:
 async def test_a_tor_mode_node_finds_chats_and_mails_through_a_contacts_dht(
     tmp_path: Path,
     dante: Dante,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     swarm = await start_swarm(12, seed=11)
     boot = [swarm.bootstrap_addr]
@@ -90,6 +100,7 @@ async def test_a_tor_mode_node_finds_chats_and_mails_through_a_contacts_dht(
         await asyncio.sleep(0.5)
         assert not serves_dht(session_to(a, d))
         assert (await a.daemon.status())["dht_via"]["name"] is None
+        assert "no DHT (no contact serving)" in await status_text(a, capsys)
 
         # Dialled by hand once: B serves, and A's DHT goes through it.
         assert (await a.daemon.dial_contact("b", f"127.0.0.1:{b.daemon.peering.port}"))["online"]
@@ -102,6 +113,7 @@ async def test_a_tor_mode_node_finds_chats_and_mails_through_a_contacts_dht(
         await until(lambda: c.daemon.me in a.daemon.peering.online_contacts(), 60, "A reaches C")
         status = await a.daemon.status()
         assert status["dht_via"]["name"] == "b", status["dht_via"]
+        assert "DHT through b" in await status_text(a, capsys)
         c_addr = ("127.0.0.1", c.daemon.peering.port)
         assert dante.connects_to(c_addr) >= 1, dante.log.read_text()
         served = (await b.daemon.status())["dht_serving"]
