@@ -610,11 +610,14 @@ async def cmd_up(args: argparse.Namespace) -> None:
 async def _say_when_joined(daemon: Any) -> None:
     """One plain line on stderr each time the node (re)joins the DHT (a log warning
     already says when no DHT node answers)."""
-    joined: asyncio.Event = daemon.joined_event  # never set in Tor mode, which runs no DHT
+    joined: asyncio.Event = daemon.joined_event  # Tor mode: set while a contact serves
     while True:
         await joined.wait()
         status = await daemon.status()
-        print(f"joined the DHT ({status['dht']['nodes']} nodes known)", file=sys.stderr)
+        if status["tor"]:
+            print(dht_via_text(status.get("dht_via")), file=sys.stderr)
+        else:
+            print(f"joined the DHT ({status['dht']['nodes']} nodes known)", file=sys.stderr)
         while joined.is_set():
             await asyncio.sleep(1.0)
 
