@@ -1241,13 +1241,15 @@ async function showStatus() {
   });
   const rows = [
     ["Version", s.version],
-    ["DHT", `${s.dht.joined ? "joined" : "joining"}, ${s.dht.nodes} nodes${s.dht.addr ? ", bound to " + s.dht.addr : ""}`],
+    ["DHT", s.tor
+      ? (s.dht_via && s.dht_via.name ? `through ${s.dht_via.name}` : "none (no contact serving)")
+      : `${s.dht.joined ? "joined" : "joining"}, ${s.dht.nodes} nodes${s.dht.addr ? ", bound to " + s.dht.addr : ""}`],
     ["Reachability", reach ? reach.label : "not known yet"],
     ["External address", s.dht.external_addr || (reach && reach.external_ip) || "unknown"],
     ["Sessions port", s.listen_port == null ? "none" : String(s.listen_port)],
     ["Port mapping", pm ? `${pm.state}${pm.gateway ? " via " + pm.gateway : ""}${pm.error ? " (" + pm.error + ")" : ""}` : "off"],
     ["Proxy", s.proxy ? `${s.proxy.url} (${s.proxy.connected} connected, ${s.proxy.failed} failed)` : "none"],
-    ["Tor", s.tor ? "on" : "off"],
+    ["Tor", s.tor ? (s.onion && s.onion.address ? `on, onion service ${s.onion.address}` : "on") : "off"],
     ["Contacts online", `${s.contacts_online}${s.contacts == null ? "" : " of " + s.contacts}`],
     ["Storage", s.storage],
   ];
