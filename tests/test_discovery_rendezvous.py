@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 from btchat.codec.bencode import decode
 from btchat.dht.node import GetPeersResult, PutResult
@@ -148,7 +147,7 @@ class ThinPutDht(FakeDht):
     def __init__(self) -> None:
         super().__init__({}, set())
         self.puts: list[float] = []
-        self.node = SimpleNamespace(routing=[object()] * 20, config=SimpleNamespace(k=8))
+        self.routing_size, self.bucket_size = 20, 8
 
     async def put_mutable(self, item: object) -> PutResult:  # type: ignore[override]
         self.puts.append(time.monotonic())
@@ -197,7 +196,7 @@ class PutDht(FakeDht):
     def __init__(self) -> None:
         super().__init__({}, set())
         self.puts: list[tuple[int, bytes]] = []
-        self.node = SimpleNamespace(routing=[object()] * 20, config=SimpleNamespace(k=8))
+        self.routing_size, self.bucket_size = 20, 8
 
     async def put_mutable(self, item: object) -> PutResult:  # type: ignore[override]
         self.puts.append((item.seq, item.v_bencoded))  # type: ignore[attr-defined]

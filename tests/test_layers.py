@@ -82,6 +82,7 @@ CORE_MODULES = (
     "net.portmap",
     "net.tiebreak",
     "net.relay_core",
+    "net.dht_proxy_core",
     "discovery.lan_rendezvous",
 )
 #: What a core must not import: an event loop, threads, a clock, the network.

@@ -482,12 +482,15 @@ def test_device_text_says_what_the_status_says() -> None:
     st = {"dht": {"joined": False, "nodes": 3}, "listen_port": 4711, "tor": True}
     lines = device_text({**st, "storage": "disk full since 12:00"}).plain.splitlines()
     assert lines[:4] == [
-        "DHT not joined yet, 3 nodes",
+        "no DHT (no contact serving)",
         "listening on port 4711",
         "0 of 0 contacts online",
         "Tor mode",
     ]
     assert lines[4] == "storage: disk full since 12:00"
+    via = device_text({**st, "dht_via": {"name": "bob"}}).plain.splitlines()
+    assert via[0] == "DHT through bob"
+    assert device_text({**st, "tor": False}).plain.startswith("DHT not joined yet, 3 nodes")
     proxied = device_text({"proxy": {"url": "socks5://127.0.0.1:9050"}}).plain
     assert "through a proxy" in proxied and "Tor mode" not in proxied
 

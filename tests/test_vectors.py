@@ -817,3 +817,30 @@ def test_pcp_messages() -> None:
     for bad in data["malformed"]:
         with pytest.raises(Malformed):
             pcp.decode_response(b(bad["bytes"]), sent["map_udp"])
+
+
+def test_dht_proxy_messages() -> None:
+    from btchat.codec.bencode import DecodeError
+    from btchat.dht import bep44
+    from btchat.net import dht_proxy_core as dp
+    from btchat.stream.frames import CAPS_DHT
+
+    data = load("dht_proxy")
+    assert b(data["constants"]["magic"]) == dp.MAGIC and data["constants"]["caps_bit"] == CAPS_DHT
+    by_name = {}
+    for v in data["vectors"]:
+        message = dp.decode(b(v["bytes"]))
+        assert dp.encode(message).hex() == v["bytes"], v["name"]
+        by_name[v["name"]] = message
+    put, found = by_name["put_mutable"].op, by_name["item_found"].result
+    assert put.item.verify() and put.cas == 6
+    # The answer's item verifies under the key and salt asked for, and not once altered.
+    get = by_name["get_mutable"].op
+    item = bep44.MutableItem(get.public_key, get.salt, found.seq, found.v_bencoded, found.signature)
+    assert item.verify()
+    assert not bep44.MutableItem(
+        get.public_key, b"", found.seq, found.v_bencoded, found.signature
+    ).verify()
+    for bad in data["malformed"]:
+        with pytest.raises(DecodeError):
+            dp.decode(b(bad["bytes"]))

@@ -1558,6 +1558,99 @@ def family_pcp() -> dict[str, Any]:
     return data
 
 
+def family_dht_proxy() -> dict[str, Any]:
+    """The DHT through a contact (docs/PROTOCOL.md "The DHT through a contact (1.5)")."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from btchat.net import dht_proxy_core as dp
+    from btchat.stream.frames import CAPS_DHT
+
+    key = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    item = bep44.sign_mutable(key, b"4:list", 7, b"btchat/devices")
+    ih = bytes(range(20))
+    messages: list[tuple[str, dp.Message, str]] = [
+        ("get_peers", dp.Request(1, dp.GetPeers(ih)), "BEP 5 get_peers for a rendezvous infohash"),
+        (
+            "get_mutable",
+            dp.Request(2, dp.GetItem(public_key=item.public_key, salt=item.salt)),
+            "BEP 44 get of a mutable item (a device list)",
+        ),
+        (
+            "get_immutable",
+            dp.Request(3, dp.GetItem(target=bep44.immutable_target(b"5:hello"))),
+            "BEP 44 get of an immutable item by its target",
+        ),
+        ("put_mutable", dp.Request(4, dp.PutMutable(item, cas=6)), "BEP 44 put, signed, with cas"),
+        ("put_immutable", dp.Request(5, dp.PutImmutable(b"5:hello")), "BEP 44 immutable put"),
+        (
+            "peers_found",
+            dp.Response(1, dp.PeersFound([("198.51.100.7", 40123), ("2001:db8::1", 6881)], 31, 9)),
+            "peers (compact: 6 bytes IPv4, 18 bytes IPv6), queries, nodes that answered",
+        ),
+        (
+            "item_found",
+            dp.Response(2, dp.ItemFound(item.v_bencoded, item.seq, item.signature, 12)),
+            "the item: the asker checks sig under the k and salt it asked for",
+        ),
+        ("item_absent", dp.Response(3, dp.ItemFound(None, queries=12)), "nobody had the item"),
+        (
+            "stored",
+            dp.Response(4, dp.Stored(7, ["timeout"], 40, 153)),
+            "stored on 7 nodes, one error, 40 queries, 153 nodes in the server's table",
+        ),
+        ("refused_off", dp.Response(5, dp.Failure(dp.Code.OFF)), "this node does not serve"),
+        (
+            "failed",
+            dp.Response(6, dp.Failure(dp.Code.FAILED, "no DHT nodes answered")),
+            "the DHT operation failed (not retried elsewhere)",
+        ),
+    ]
+    vectors = []
+    for name, message, note in messages:
+        wire = dp.encode(message)
+        assert dp.decode(wire) == message  # what the file says, the code reads back
+        vectors.append({"name": name, "bytes": hx(wire), "note": note})
+
+    def body(d: dict[bytes, Any]) -> bytes:
+        return dp.MAGIC + encode(d)
+
+    malformed = [
+        ("no_magic", encode({b"t": 1, b"q": b"get_peers", b"ih": ih}), "no MAGIC prefix"),
+        ("id_0", body({b"t": 0, b"q": b"get_peers", b"ih": ih}), "t is 1 .. 2^32 - 1"),
+        ("unknown_q", body({b"t": 1, b"q": b"announce_peer", b"ih": ih}), "no such operation"),
+        ("short_ih", body({b"t": 1, b"q": b"get_peers", b"ih": ih[:19]}), "ih is 20 bytes"),
+        ("bad_v", body({b"t": 1, b"q": b"put", b"v": b"5:abc"}), "v is not bencode"),
+        ("big_v", body({b"t": 1, b"q": b"put", b"v": b"1001:" + bytes(1001)}), "v over 1000"),
+        ("unknown_code", body({b"t": 1, b"e": 99}), "an unknown error code"),
+        (
+            "too_many_peers",
+            body({b"t": 1, b"r": {b"p": [bytes(6)] * 65}}),
+            f"at most {dp.MAX_PEERS} peers",
+        ),
+        ("too_large", dp.MAGIC + encode({b"t": 1, b"q": b"x" * 4100}), "over 4096 bytes"),
+    ]
+    for _, data, _ in malformed:
+        try:
+            dp.decode(data)
+        except DecodeError:
+            continue
+        raise AssertionError(f"DHT proxy message {data.hex()} was accepted")
+    data = _file(
+        "DHT proxy messages: one session DATA body each, MAGIC || bencode(dict), a request "
+        "(q) or its answer (r or e) matched by t.",
+        {
+            "name": "vector name",
+            "bytes": "the DATA body, hex",
+            "note": "what it means",
+            "why": "why a malformed message is dropped",
+        },
+        vectors,
+        constants={"magic": hx(dp.MAGIC), "max_message": dp.MAX_MESSAGE, "caps_bit": CAPS_DHT},
+    )
+    data["malformed"] = [{"name": n, "bytes": hx(d), "why": w} for n, d, w in malformed]
+    return data
+
+
 FILE_TREE_CASES = [  # (size, piece size); content byte i = (i * 31 + 7) % 256
     (0, 262144),
     (1, 262144),
@@ -1736,6 +1829,7 @@ FAMILIES = {
     "lan": family_lan,
     "relay": family_relay,
     "pcp": family_pcp,
+    "dht_proxy": family_dht_proxy,
     "files": family_files,
     "linking": family_linking,
 }

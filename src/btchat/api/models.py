@@ -426,7 +426,23 @@ class Status(Shape):
     )
     tor: bool = Field(
         False,
-        description="Tor mode: no DHT, no UDP; every connection goes through the proxy.",
+        description="Tor mode: no DHT node, no UDP; every connection goes through the proxy,"
+        " DHT operations through a contact that serves them (dht_via).",
+    )
+    dht_via: dict[str, Any] | None = Field(
+        None,
+        description="Tor mode: the contact our DHT operations go through (contact, name;"
+        " both null when no contact serves) and counters.",
+    )
+    onion: dict[str, Any] | None = Field(
+        None,
+        description="Tor mode with a control port: the onion service for sessions (address"
+        " `xxx.onion:6881`, what contacts dial; or error). Null without a control port.",
+    )
+    dht_serving: dict[str, Any] | None = Field(
+        None,
+        description="Running DHT operations for contacts: serving (on/off) and counters"
+        " (requests, served, failed, refused_*, malformed).",
     )
     storage: str = Field(
         "ok",

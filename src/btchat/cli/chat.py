@@ -44,6 +44,7 @@ from btchat.node.config import (
     ENV_TOR,
     ConfigError,
     Settings,
+    parse_control,
     resolve,
     setting,
 )
@@ -69,8 +70,10 @@ def settings(args: argparse.Namespace) -> Settings:
             "no_passphrase",
             "proxy",
             "tor",
+            "tor_control",
             "upnp",
             "relay",
+            "dht_proxy",
             "lan",
             "bind6",
             "ipv6",
@@ -84,6 +87,14 @@ def settings(args: argparse.Namespace) -> Settings:
         return resolve(flags, config_file=args.config)
     except ConfigError as exc:
         raise UserError(str(exc)) from None
+
+
+def control_port(text: str) -> tuple[str, int]:
+    """``--tor-control`` as an argparse type."""
+    try:
+        return parse_control(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def proxy_url(text: str) -> ProxyUrl:
@@ -198,6 +209,13 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         f"{TOR_SOCKS}); no DHT, no UDP, no LAN discovery (env {ENV_TOR})",
     )
     p.add_argument(
+        "--tor-control",
+        type=control_port,
+        metavar="IP:PORT",
+        help="Tor mode: make an onion service for the session port through Tor's control "
+        "port, e.g. 127.0.0.1:9051 (env BTCHAT_TOR_CONTROL, config [net] tor_control)",
+    )
+    p.add_argument(
         "--no-upnp",
         dest="upnp",
         action="store_const",
@@ -213,6 +231,15 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         const=False,
         default=None,
         help="do not relay sessions between your contacts (env BTCHAT_RELAY=0, config [net] relay)",
+    )
+    p.add_argument(
+        "--no-dht-proxy",
+        dest="dht_proxy",
+        action="store_const",
+        const=False,
+        default=None,
+        help="do not run DHT operations for contacts in Tor mode (env BTCHAT_DHT_PROXY=0, "
+        "config [net] dht_proxy)",
     )
     p.add_argument(
         "--no-lan",
@@ -584,11 +611,14 @@ async def cmd_up(args: argparse.Namespace) -> None:
 async def _say_when_joined(daemon: Any) -> None:
     """One plain line on stderr each time the node (re)joins the DHT (a log warning
     already says when no DHT node answers)."""
-    joined: asyncio.Event = daemon.joined_event  # never set in Tor mode, which runs no DHT
+    joined: asyncio.Event = daemon.joined_event  # Tor mode: set while a contact serves
     while True:
         await joined.wait()
         status = await daemon.status()
-        print(f"joined the DHT ({status['dht']['nodes']} nodes known)", file=sys.stderr)
+        if status["tor"]:
+            print(dht_via_text(status.get("dht_via")), file=sys.stderr)
+        else:
+            print(f"joined the DHT ({status['dht']['nodes']} nodes known)", file=sys.stderr)
         while joined.is_set():
             await asyncio.sleep(1.0)
 
@@ -596,9 +626,16 @@ async def _say_when_joined(daemon: Any) -> None:
 def _network_note(status: dict[str, Any]) -> str:
     """What ``up`` says about the way out: the proxy, and Tor mode's limits."""
     if status["tor"]:
+        onion = status.get("onion") or {}
+        if onion.get("address"):
+            return (
+                f"\nTor mode through {status['proxy']['url']}: onion service "
+                f"{onion['address']} (contacts dial it: `btchat contact dial NAME ADDRESS`)"
+            )
         return (
-            f"\nTor mode through {status['proxy']['url']}: no DHT, no UDP; reach contacts "
-            "with `btchat contact dial` and channel members with `btchat channel dial`"
+            f"\nTor mode through {status['proxy']['url']}: no DHT node, no UDP; dial a "
+            "contact with `btchat contact dial` and the DHT then goes through it if it "
+            "serves; channel members with `btchat channel dial`"
         )
     if status["proxy"]:
         return f"\nsessions and channel links through {status['proxy']['url']}"
@@ -632,7 +669,10 @@ async def cmd_status(args: argparse.Namespace) -> None:
     s = call(args, "status")
     dht = s["dht"]
     if s.get("tor"):
-        dht_line = "DHT: off (Tor mode: no UDP leaves this machine)"
+        dht_line = f"{dht_via_text(s.get('dht_via'))} (Tor mode: no UDP leaves this machine)"
+        if s.get("onion"):
+            onion = s["onion"]
+            dht_line += f"\nonion service: {onion['address'] or 'none: ' + str(onion['error'])}"
     else:
         dht_line = f"DHT: {'joined' if dht['joined'] else 'NOT joined'}, {dht['nodes']} nodes"
     proxy = s.get("proxy")
@@ -649,6 +689,13 @@ async def cmd_status(args: argparse.Namespace) -> None:
         + ("" if s.get("tor") else "\n" + network_text(s))
         + ("" if s.get("storage", "ok") == "ok" else f"\nSTORAGE: {s['storage']}"),
     )
+
+
+def dht_via_text(via: dict[str, Any] | None) -> str:
+    """Tor mode's DHT: through which contact, or none."""
+    if not via or not via.get("name"):
+        return "no DHT (no contact serving)"
+    return f"DHT through {via['name']}"
 
 
 def network_text(s: dict[str, Any]) -> str:

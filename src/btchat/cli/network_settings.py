@@ -12,7 +12,7 @@ from btchat.cli.chat import call
 
 __all__ = ["add_commands"]
 
-SWITCHES = ("tor", "relay", "upnp", "lan", "ipv6")
+SWITCHES = ("tor", "relay", "dht_proxy", "upnp", "lan", "ipv6")
 NAMES = ("bootstrap", "proxy", *SWITCHES)
 _ON, _OFF = ("on", "true", "yes", "1"), ("off", "false", "no", "0")
 

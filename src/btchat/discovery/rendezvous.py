@@ -363,10 +363,9 @@ class Rendezvous:
                         self.on_published()  # contacts may read the new lists now
                     except Exception:  # the loop goes on: contacts also read every 10 min
                         log.exception("telling contacts of our new device lists failed")
-                node = self.dht.node
                 delay = put_again_in(
-                    result.stored_at, len(result.errors), len(node.routing), node.config.k,
-                    thin + 1, self.config,
+                    result.stored_at, len(result.errors), self.dht.routing_size,
+                    self.dht.bucket_size, thin + 1, self.config,
                 )  # fmt: skip
                 thin = 0 if delay >= self.config.republish else thin + 1
                 self.stats["device_list_stored_at"] = result.stored_at

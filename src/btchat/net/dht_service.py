@@ -277,6 +277,15 @@ class DhtService(asyncio.DatagramProtocol):
         return self.node.node_id
 
     @property
+    def routing_size(self) -> int:
+        """Nodes in the routing table (how thin a put may have been: rendezvous)."""
+        return len(self.node.routing)
+
+    @property
+    def bucket_size(self) -> int:
+        return self.node.config.k
+
+    @property
     def reachability(self) -> ReachabilitySummary:
         """What kind of network we are on (external address, NAT mapping and filtering)."""
         host = self.addr[0]

@@ -28,6 +28,7 @@ from btchat.channels.service import ChannelConfig
 from btchat.discovery.lan_service import LanConfig
 from btchat.identity.keystore import KeyStore, KeyStoreError, LoadedKeys, read_passphrase
 from btchat.messaging.store import Store
+from btchat.net.dht_proxy_core import DhtProxyLimits
 from btchat.net.dht_service import has_ipv6
 from btchat.net.proxy import PROXY_TIMEOUT, TOR_SOCKS, ProxyUrl, parse_proxy
 from btchat.net.relay_core import RelayLimits
@@ -203,11 +204,13 @@ def daemon_config(settings: Settings) -> DaemonConfig:
             # and no session goes around it over UDP (QUIC would dial contacts directly).
             **({"dial_timeout": PROXY_TIMEOUT + 1, "udp": False} if proxy(settings) else {}),
             relay=RelayLimits(enabled=settings.relay),
+            dht_proxy=DhtProxyLimits(enabled=settings.dht_proxy),
             lan=lan_config(settings),
         ),
         channels=channel_config(settings),
         proxy=proxy(settings),
         tor=settings.tor,
+        tor_control=settings.tor_control if settings.tor else None,
         upnp=settings.upnp and not settings.tor,  # Tor mode: no UDP, SSDP included
         files_dir=settings.files_dir,
     )

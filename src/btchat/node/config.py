@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from btchat.net.dht_service import DEFAULT_BOOTSTRAP
+from btchat.net.onion import check_control
 from btchat.net.proxy import ProxyUrl, is_onion, parse_proxy
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "Settings",
     "config_file_path",
     "load_config_file",
+    "parse_control",
     "parse_hostport",
     "parse_ip_port",
     "resolve",
@@ -50,6 +52,8 @@ ENV_TOR = "BTCHAT_TOR"  # 1/true/yes or 0/false/no
 ENV_FILES_DIR = "BTCHAT_FILES_DIR"  # where accepted files are saved
 ENV_UPNP = "BTCHAT_UPNP"  # 0/off/false/no turns port mapping off
 ENV_RELAY = "BTCHAT_RELAY"  # 0/off/false/no: do not relay sessions for our contacts
+ENV_TOR_CONTROL = "BTCHAT_TOR_CONTROL"  # IP:PORT of Tor's control port (an onion service)
+ENV_DHT_PROXY = "BTCHAT_DHT_PROXY"  # 0/off: do not run DHT operations for our contacts
 ENV_LAN = "BTCHAT_LAN"  # 0/off/false/no: contacts are not announced on the LAN
 ENV_IPV6 = "BTCHAT_IPV6"  # 0/off/false/no: no IPv6 DHT socket, no sessions over IPv6
 #: Ways channel members can be found (``--channel-discovery``).
@@ -83,6 +87,11 @@ def parse_ip_port(text: str, *, proxied: bool) -> tuple[str, int]:
         return str(ipaddress.ip_address(host)), port
     except ValueError:
         raise ValueError("address must be IP:PORT (or ONION.onion:PORT through Tor)") from None
+
+
+def parse_control(text: str) -> tuple[str, int]:
+    """Tor's control port: a loopback ``IP:PORT`` (anything else would leave the machine)."""
+    return check_control(parse_hostport(str(text)))
 
 
 def _bootstrap_env(text: str) -> list[tuple[str, int]]:
@@ -153,8 +162,13 @@ class Settings:
     proxy: ProxyUrl | None = None
     #: Tor mode: nothing leaves but through the proxy (Tor's SOCKS port); no UDP at all.
     tor: bool = False
+    #: Tor mode: make an onion service for the session port through this control port.
+    tor_control: tuple[str, int] | None = None
     upnp: bool = True  # map our ports on the home gateway (UPnP-IGD, PCP, NAT-PMP)
     relay: bool = True  # relay 1:1 sessions between our contacts (``--no-relay``)
+    #: Run DHT operations for contacts without a DHT of their own (Tor mode;
+    #: ``--no-dht-proxy``).
+    dht_proxy: bool = True
     lan: bool = True  # find contacts on the LAN too (private multicast announcements)
     #: BEP 32: the IPv6 DHT socket's address (``[dht] bind6``); None: "::" when this host
     #: has IPv6 ("::1" when ``host`` is loopback); "off": none.
@@ -197,8 +211,17 @@ SETTINGS: dict[str, _Source] = {
         env=ENV_PROXY, file=("net", "proxy"), from_env=parse_proxy, from_file=_proxy_file
     ),
     "tor": _Source(env=ENV_TOR, file=("net", "tor"), from_env=_flag_env, from_file=_flag_file),
+    "tor_control": _Source(
+        env=ENV_TOR_CONTROL,
+        file=("net", "tor_control"),
+        from_env=parse_control,
+        from_file=parse_control,
+    ),
     "upnp": _Source(env=ENV_UPNP, file=("net", "upnp"), from_env=_switch, from_file=_switch),
     "relay": _Source(env=ENV_RELAY, file=("net", "relay"), from_env=_switch, from_file=_switch),
+    "dht_proxy": _Source(
+        env=ENV_DHT_PROXY, file=("net", "dht_proxy"), from_env=_switch, from_file=_switch
+    ),
     "lan": _Source(env=ENV_LAN, file=("net", "lan"), from_env=_switch, from_file=_switch),
     "bind6": _Source(file=("dht", "bind6"), from_file=str),
     "ipv6": _Source(env=ENV_IPV6, file=("net", "ipv6"), from_env=_switch, from_file=_switch),
@@ -211,6 +234,7 @@ _DEFAULTS: dict[str, Callable[[], Any]] = {
     "tor": lambda: False,
     "upnp": lambda: True,
     "relay": lambda: True,
+    "dht_proxy": lambda: True,
     "lan": lambda: True,
     "ipv6": lambda: True,
     "ipv4": lambda: True,

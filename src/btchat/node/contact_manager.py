@@ -4,8 +4,8 @@ hand, ask a stranger, answer one (the daemon's facade methods for these delegate
 Each action touches several parts (the store, peering, offline delivery, profiles, the
 event stream), which is why it is not in :class:`~btchat.node.contacts.ContactBook`:
 the book only names and describes contacts, and peering reads it. Peering, offline
-delivery and the DHT start after this object is built, and Tor mode has no DHT, so
-those are attributes the daemon sets once they run.
+delivery and the DHT (in Tor mode, the DHT through a contact) start after this object
+is built, so those are attributes the daemon sets once they run.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from btchat.identity.keys import DeviceCertificate
 from btchat.identity.safety import safety_number
 from btchat.messaging.contacts import ContactChange
 from btchat.messaging.store import Store
+from btchat.net.dht_proxy import DhtViaContacts
 from btchat.net.dht_service import DhtError, DhtService
 from btchat.net.proxy import ProxyDialer
 from btchat.net.transport import Dialer
@@ -55,7 +56,7 @@ class ContactManager:
     mailbox: MailboxConfig
     peering: Peering | None = None
     offline: OfflineDelivery | None = None
-    dht: DhtService | None = None
+    dht: DhtService | DhtViaContacts | None = None
     #: Told of every change the user makes to a contact, ``(key, removing)``: our other
     #: devices get it (``contact_sync.py``).
     on_changed: Callable[[bytes, bool], None] | None = None
@@ -179,10 +180,13 @@ class ContactManager:
         """Ask a stranger to become a contact: seal a proof-of-work request into one of
         their DHT request slots, and add them on our side so rendezvous can start."""
         if self.dht is None:
+            raise ApiError(503, "dht_unavailable", "contact requests travel through the DHT")
+        if isinstance(self.dht, DhtViaContacts) and not self.dht.joined.is_set():
             raise ApiError(
                 503,
                 "dht_unavailable",
-                "Tor mode has no DHT, and contact requests travel through the DHT",
+                "no DHT (no contact serving): in Tor mode contact requests go through a "
+                "contact's DHT; dial one that serves first",
             )
         pk, suggested = self.book.parse_new(ref)
         self.book.check_not_known(pk)

@@ -32,7 +32,9 @@ from btchat.messaging.conversation import Conversations
 from btchat.messaging.envelope import Envelope
 from btchat.messaging.own_sync import NOTE_STATES, encode_devices, encode_read, encode_state
 from btchat.messaging.store import Store
+from btchat.net.dht_proxy import DhtViaContacts
 from btchat.net.dht_service import DhtError, DhtService
+from btchat.net.onion import OnionError, OnionService, check_control
 from btchat.net.portmap import PortMapper, PortMapState
 from btchat.net.proxy import ProxyDialer, ProxyUrl
 from btchat.net.transport import Dialer, TcpDialer
@@ -90,6 +92,8 @@ class DaemonConfig:
     proxy: ProxyUrl | None = None
     #: Tor mode: no DHT node and no UDP socket at all; every dial goes through ``proxy``.
     tor: bool = False
+    #: Tor mode: Tor's control port (loopback), to make an onion service for sessions.
+    tor_control: tuple[str, int] | None = None
     #: Where accepted files are saved (default: ``<data dir>/files``).
     files_dir: Path | None = None
 
@@ -102,6 +106,8 @@ class DaemonConfig:
             ways = self.channels
             if ways.dht or ways.trackers or ways.lsd or self.peering.lan is not None:
                 raise ValueError("Tor mode allows no DHT, tracker or LAN discovery")
+        if self.tor_control is not None:
+            check_control(self.tor_control)
 
     # Map our ports on the home gateway (UPnP-IGD). Off unless asked: a node built in a
     # test must not search the LAN; ``btchat up`` turns it on (Settings.upnp).
@@ -129,6 +135,11 @@ class Daemon:
         self.me = keys.identity.public_key
         self.store = store
         self.dht: DhtService | None = None
+        #: Tor mode: the DHT through a contact that serves it (no DHT node of our own).
+        self.dht_via: DhtViaContacts | None = None
+        #: Tor mode with a control port: the onion service for our session listener.
+        self.onion: OnionService | None = None
+        self.onion_error: str | None = None
         #: How every session and channel link is dialled (the proxy, when configured).
         self.dialer: Dialer = ProxyDialer(config.proxy) if config.proxy is not None else TcpDialer()
         self.peering: Peering | None = None
@@ -228,21 +239,28 @@ class Daemon:
 
     async def start(self) -> None:
         """Start every part; in Tor mode, only those that send nothing but through the
-        proxy: no DHT (so no rendezvous lookups, offline mailbox, contact requests or
-        profile publishing), channels without discovery."""
+        proxy: no DHT node (rendezvous lookups, device lists, profiles, contact requests
+        and the offline mailbox go through a contact that serves the DHT, once a session
+        with one is up), channels without discovery."""
+        dht_ops: DhtService | DhtViaContacts
         if not self.config.tor:
-            self.dht = await DhtService.start(
+            dht_ops = self.dht = await DhtService.start(
                 host=self.config.dht_host,
                 port=self.config.dht_port,
                 state_dir=self.config.data_dir / "dht",
                 host6=self.config.dht_host6,
                 ipv4=self.config.dht_ipv4,
             )
+        else:
+            # "Joined" means here: some session's peer serves the DHT for us.
+            dht_ops = self.dht_via = DhtViaContacts(
+                lambda: self.peering.dht_servers() if self.peering else [], joined=self._joined
+            )
         self.peering = Peering(
             self.keys.identity,
             self.keys.device,
             self.keys.certificate,
-            self.dht,
+            dht_ops,
             self.config.peering,
             contacts=self.contacts,
             on_established=self.guard.shield("session start", self._on_established),
@@ -255,11 +273,13 @@ class Daemon:
             on_own_device=self.guard.shield("own device session", self._own_device),
         )
         await self.peering.start()
+        if self.config.tor and self.config.tor_control is not None:
+            await self._start_onion(self.config.tor_control, self.peering.port)
         if self.peering.rendezvous is not None:
             self.peering.rendezvous.on_published = self._own_lists_published
         self.chat.devices_changed = self._contact_devices_changed
         self.contact_manager.peering = self.peering
-        self.contact_manager.dht = self.dht
+        self.contact_manager.dht = dht_ops
         self.channels = ChannelManager(
             self.keys.identity,
             self.store,
@@ -276,14 +296,14 @@ class Daemon:
         self._spawn(self._housekeeping())
         # Full-text indexing in idle time (and rows a crash left pending, at once).
         self._spawn(self.chat.index_loop(lambda exc: self.guard.report(exc, "indexing")))
-        if self.dht is not None:
-            await self._start_dht_parts(self.dht, self.peering)
+        await self._start_dht_parts(dht_ops, self.peering)
 
-    async def _start_dht_parts(self, dht: DhtService, peering: Peering) -> None:
-        """What needs the DHT (and UDP): port mapping, offline delivery, joining, contact
-        requests, profiles."""
-        self._start_port_mapping(dht, peering)
-        self.linking.dht = dht  # any of our devices links a new one, mailbox or not
+    async def _start_dht_parts(self, dht: DhtService | DhtViaContacts, peering: Peering) -> None:
+        """What needs the DHT: port mapping, joining and linking (our own DHT node only),
+        offline delivery, contact requests, profiles."""
+        if isinstance(dht, DhtService):
+            self._start_port_mapping(dht, peering)
+            self.linking.dht = dht  # any of our devices links a new one, mailbox or not
         mailbox_device = self.own_devices.mailbox_device()
         if mailbox_device != self.keys.device.device_id:
             log.info(
@@ -293,14 +313,17 @@ class Daemon:
             )
         else:
             await self._start_offline(dht, peering)
-        self._spawn(join_loop(dht, self.config.bootstrap, self._joined, self._emit, peering.poke))
+        if isinstance(dht, DhtService):
+            self._spawn(
+                join_loop(dht, self.config.bootstrap, self._joined, self._emit, peering.poke)
+            )
         self.profiles.inbox = self.requests.inbox
         self._spawn(
             self.requests.poll_loop(dht, self._joined, self.config.request_poll, self._inbox_moved)
         )
         self._spawn(self.profiles.publish_loop(dht, self._joined))
 
-    async def _start_offline(self, dht: DhtService, peering: Peering) -> None:
+    async def _start_offline(self, dht: DhtService | DhtViaContacts, peering: Peering) -> None:
         self.offline = OfflineDelivery(
             self.keys.identity,
             self.store,
@@ -317,6 +340,17 @@ class Daemon:
         # A contact revoked a device: the ratchet with it may be that device's (it held
         # the Olm account the contact's bundle named), so the next packet starts anew.
         peering.on_contact_revoked = self.offline.state.drop_sessions
+
+    async def _start_onion(self, control: tuple[str, int], port: int) -> None:
+        """Make our session listener reachable as ``xxx.onion``; a Tor that is not there
+        is a warning and a status line, not a failed start."""
+        try:
+            self.onion = await OnionService.start(
+                control, (self.config.peering.host, port), self.config.data_dir
+            )
+        except OnionError as exc:
+            self.onion_error = str(exc)
+            log.warning("no onion service: %s", exc)
 
     def _start_port_mapping(self, dht: DhtService, peering: Peering) -> None:
         """Map the DHT's UDP port and the session TCP port on the gateway, if any.
@@ -339,6 +373,8 @@ class Daemon:
         await self._tasks.cancel_all()
         if self.portmap is not None:
             await self.portmap.close()  # a clean exit leaves no mapping on the gateway
+        if self.onion is not None:
+            await self.onion.close()
         if self.offline is not None:
             await self.offline.stop()
         if self.channels is not None:
@@ -347,6 +383,8 @@ class Daemon:
             await self.peering.stop()
         if self.dht is not None:
             self.dht.close()
+        if self.dht_via is not None:
+            self.dht_via.close()
         self.files.close()
         self.store.close()
 
@@ -461,10 +499,11 @@ class Daemon:
             self.peering.revoked(self.me, revoked)
             self.peering.poke(self.me)
             mailbox = self.own_devices.mailbox_device() == self.keys.device.device_id
-            if mailbox and self.offline is None and self.dht is not None and not self._taking_over:
+            dht = self.dht or self.dht_via
+            if mailbox and self.offline is None and dht is not None and not self._taking_over:
                 log.info("the device that ran offline delivery was revoked: this one takes over")
                 self._taking_over = True
-                self._spawn(self._start_offline(self.dht, self.peering))
+                self._spawn(self._start_offline(dht, self.peering))
 
     def _contact_synced(self, pk: bytes, action: str) -> None:
         """Another of our devices added, changed or removed a contact: act as if here."""
@@ -618,9 +657,29 @@ class Daemon:
             "requests": dict(self.requests.stats),
             "proxy": self.dialer.status() if isinstance(self.dialer, ProxyDialer) else None,
             "tor": self.config.tor,
+            "dht_via": self._dht_via_status(),
+            "onion": (
+                {"address": self.onion.address if self.onion else None, "error": self.onion_error}
+                if self.config.tor_control is not None
+                else None
+            ),
+            "dht_serving": self.peering.dht_server.summary() if self.peering else None,
             "storage": self.storage.state(),  # "ok", or e.g. "disk full since ..."
             "storage_detail": self.storage.status(time.time()),
         }
+
+    def _dht_via_status(self) -> dict[str, Any] | None:
+        """Tor mode: which contact our DHT operations go through (None: none serves)."""
+        if self.dht_via is None or self.peering is None:
+            return None
+        servers = self.peering.dht_servers()
+        via = self.dht_via.via
+        current = next((k for k, _ in servers if k == via), servers[0][0] if servers else None)
+        if current is None:
+            return {"contact": None, "name": None, **self.dht_via.summary()}
+        row = self.store.get_contact(current[0]) if current[0] != self.me else None
+        name = row.name if row is not None else "another device of yours"
+        return {"contact": current[0].hex(), "name": name, **self.dht_via.summary()}
 
     # ------------------------------------------------------------ sessions
 

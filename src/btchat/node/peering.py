@@ -43,8 +43,11 @@ from btchat.discovery.rendezvous import (
     encode_device_list,
 )
 from btchat.identity.keys import DeviceCertificate, DeviceKey, Identity
-from btchat.net import tiebreak
+from btchat.net import dht_proxy, tiebreak
 from btchat.net.admission import Admission, AdmissionConfig, Ticket
+from btchat.net.dht_proxy import DhtProxyServer, DhtViaContacts, serves_dht
+from btchat.net.dht_proxy_core import MAGIC as DHT_PROXY_MAGIC
+from btchat.net.dht_proxy_core import DhtProxyLimits
 from btchat.net.dht_service import DhtService
 from btchat.net.quic import QuicDialer, QuicEndpoint, QuicListener, QuicStream
 from btchat.net.relay import RelayDialer, RelayService, RelayStream, relay_capable
@@ -77,7 +80,7 @@ from btchat.stream.events import (
     StreamsAvailable,
     StreamWritable,
 )
-from btchat.stream.frames import CAPS_RELAY, Service
+from btchat.stream.frames import CAPS_DHT, CAPS_RELAY, Service
 
 __all__ = [
     "DEVICES_SALT",
@@ -116,6 +119,8 @@ class PeeringConfig:
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)
     #: What we relay for our contacts (``enabled=False``: nothing) and accept through relays.
     relay: RelayLimits = field(default_factory=RelayLimits)
+    #: What we spend running our contacts' DHT operations (``enabled=False``: nothing).
+    dht_proxy: DhtProxyLimits = field(default_factory=DhtProxyLimits)
     #: Relays tried at once for a device no direct dial reaches.
     max_relays: int = 3
     #: Seconds of direct dialling after which relays are tried too (if none worked yet).
@@ -155,7 +160,7 @@ class Peering:
         identity: Identity,
         device: DeviceKey,
         certificate: DeviceCertificate,
-        dht: DhtService | None,
+        dht: DhtService | DhtViaContacts | None,
         config: PeeringConfig,
         *,
         contacts: Directory,
@@ -208,8 +213,15 @@ class Peering:
         #: The LAN rendezvous (discovery/lan_service.py), when configured and started.
         self.lan: LanService | None = None
         self.port = 0
-        # Sessions speak substreams (relay hops ride on them) and say whether we relay.
+        # Sessions speak substreams (relay hops ride on them) and say whether we relay
+        # and whether we run DHT operations for the peer (only with a DHT of our own).
+        own_dht = dht if isinstance(dht, DhtService) else None
+        #: Our contacts' DHT operations, run on our DHT (PROTOCOL.md "The DHT through a
+        #: contact"); and, in Tor mode, ours through theirs.
+        self.dht_server = DhtProxyServer(own_dht, config.dht_proxy, self._spawn)
+        self.dht_client = dht if isinstance(dht, DhtViaContacts) else None
         caps = config.session.extra_caps | (CAPS_RELAY if config.relay.enabled else 0)
+        caps |= CAPS_DHT if self.dht_server.enabled and own_dht is not None else 0
         self._session_config = dataclasses.replace(config.session, substreams=True, extra_caps=caps)
         self.relay = RelayService(
             self.me,
@@ -339,6 +351,12 @@ class Peering:
         """The direct session to ``peer``, for relay hops (no relay over a relay)."""
         live = self.sessions.get(peer)
         return live.conn if live is not None and live.relay is None else None
+
+    def dht_servers(self) -> list[tuple[PeerKey, SessionConnection]]:
+        """Live sessions whose peers run DHT operations for us, contacts before our own
+        devices, in a stable order."""
+        found = [(key, live.conn) for key, live in self.sessions.items() if serves_dht(live.conn)]
+        return sorted(found, key=lambda s: (s[0][0] == self.me, s[0]))
 
     def online_contacts(self) -> set[bytes]:
         return {identity for identity, _ in self.sessions if identity != self.me}
@@ -625,13 +643,22 @@ class Peering:
             elif isinstance(event, DataReceived):
                 live = self.sessions.get(peer[0]) if peer else None
                 if live is not None and live.conn is conn_box[0]:
-                    self._on_data(peer[0][0], peer[0][1], event.payload)
+                    if event.payload.startswith(DHT_PROXY_MAGIC):
+                        dht_proxy.route(
+                            event.payload, peer[0], live.conn, self.dht_server, self.dht_client
+                        )
+                    else:
+                        self._on_data(peer[0][0], peer[0][1], event.payload)
             elif isinstance(event, _SUBSTREAM_EVENTS):
                 if peer:
                     self._on_substream(peer[0], conn_box[0], owners, event)
             elif isinstance(event, StreamsAvailable):
                 if peer and relay_capable(conn_box[0]) and not stream_relayed:
                     self._relay_arrived(peer[0][0])
+                if peer and self.dht_client is not None:
+                    self.dht_client.servers_changed()  # its capabilities are known now
+                    if serves_dht(conn_box[0]):
+                        self.poke()  # the DHT is reachable now: look for every contact
                 if peer:
                     self._to_files(peer[0], conn_box[0], event)
             if isinstance(event, SessionClosed | SessionFailed):
@@ -652,11 +679,14 @@ class Peering:
             log.info("session ended with %s", exc)
         finally:
             self.relay.session_ended(conn)
+            self.dht_server.session_ended(conn)
             if ready is not None and not ready.done():
                 ready.set_result(False)
             live = self.sessions.get(peer[0]) if peer else None
             if live is not None and live.conn is conn:
                 del self.sessions[live.peer]
+                if self.dht_client is not None:
+                    self.dht_client.session_ended(live.peer)
                 if live.contact == self.me:
                     self._on_own_device(live.peer[1], False)
                 elif not self.is_online(live.contact):

@@ -40,6 +40,7 @@ EDITABLE: dict[str, str] = {
     "proxy": "sessions and channel links go out through this SOCKS5 or HTTP proxy",
     "tor": "Tor mode: nothing leaves but through the proxy (Tor's SOCKS port); no DHT",
     "relay": "relay sessions between your contacts who cannot reach each other",
+    "dht_proxy": "run DHT lookups and puts for contacts in Tor mode (they have no DHT)",
     "upnp": "map the ports on the home gateway (UPnP-IGD)",
     "lan": "find contacts on the local network too",
     "ipv6": "take part in the IPv6 DHT; sessions over IPv6",

@@ -26,6 +26,7 @@ import struct
 from dataclasses import dataclass
 
 __all__ = [
+    "CAPS_DHT",
     "CAPS_MAGIC",
     "CAPS_RELAY",
     "CAPS_SUBSTREAMS",
@@ -65,6 +66,9 @@ CAPS_MAGIC = b"\x00btchat-caps\x00"
 CAPS_SUBSTREAMS = 0x01
 #: Capabilities bit 1: this peer relays circuits for its contacts (PROTOCOL.md "Relayed sessions").
 CAPS_RELAY = 0x02
+#: Capabilities bit 2: this peer runs DHT operations for us (PROTOCOL.md "The DHT
+#: through a contact").
+CAPS_DHT = 0x04
 
 _LENGTH = struct.Struct(">H")
 ID = struct.Struct(">I")

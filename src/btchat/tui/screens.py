@@ -634,8 +634,14 @@ def device_text(st: dict[str, Any]) -> Text:
     """What ``GET /v1/status`` says about this device, in a few lines (read only: the
     network settings are the daemon's start-up options, not the API's)."""
     dht = st.get("dht") or {}
+    via = (st.get("dht_via") or {}).get("name")
+    if st.get("tor"):  # no DHT node: the DHT through a contact that serves, or none
+        dht_line = f"DHT through {plain(str(via), 40)}" if via else "no DHT (no contact serving)"
+    else:
+        dht_line = f"DHT {'joined' if dht.get('joined') else 'not joined yet'}, "
+        dht_line += f"{dht.get('nodes', 0)} nodes"
     lines = [
-        f"DHT {'joined' if dht.get('joined') else 'not joined yet'}, {dht.get('nodes', 0)} nodes",
+        dht_line,
         f"listening on port {st.get('listen_port') or '-'}",
         f"{st.get('contacts_online', 0)} of {st.get('contacts', 0)} contacts online",
     ]

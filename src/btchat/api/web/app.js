@@ -1138,8 +1138,8 @@ function profileCard() {
   return card;
 }
 
-const SWITCHES = ["relay", "upnp", "lan", "ipv6", "tor"];
-const SETTING_LABELS = { bootstrap: "Bootstrap nodes", proxy: "Proxy", tor: "Tor mode", relay: "Relay for my contacts", upnp: "Port mapping (UPnP)", lan: "Find contacts on the LAN", ipv6: "IPv6" };
+const SWITCHES = ["relay", "dht_proxy", "upnp", "lan", "ipv6", "tor"];
+const SETTING_LABELS = { bootstrap: "Bootstrap nodes", proxy: "Proxy", tor: "Tor mode", relay: "Relay for my contacts", dht_proxy: "DHT for my contacts in Tor mode", upnp: "Port mapping (UPnP)", lan: "Find contacts on the LAN", ipv6: "IPv6" };
 
 function settingText(v) {
   if (v === true) return "on";
@@ -1309,13 +1309,15 @@ async function showStatus() {
   });
   const rows = [
     ["Version", s.version],
-    ["DHT", `${s.dht.joined ? "joined" : "joining"}, ${s.dht.nodes} nodes${s.dht.addr ? ", bound to " + s.dht.addr : ""}`],
+    ["DHT", s.tor
+      ? (s.dht_via && s.dht_via.name ? `through ${s.dht_via.name}` : "none (no contact serving)")
+      : `${s.dht.joined ? "joined" : "joining"}, ${s.dht.nodes} nodes${s.dht.addr ? ", bound to " + s.dht.addr : ""}`],
     ["Reachability", reach ? reach.label : "not known yet"],
     ["External address", s.dht.external_addr || (reach && reach.external_ip) || "unknown"],
     ["Sessions port", s.listen_port == null ? "none" : String(s.listen_port)],
     ["Port mapping", pm ? `${pm.state}${pm.gateway ? " via " + pm.gateway : ""}${pm.error ? " (" + pm.error + ")" : ""}` : "off"],
     ["Proxy", s.proxy ? `${s.proxy.url} (${s.proxy.connected} connected, ${s.proxy.failed} failed)` : "none"],
-    ["Tor", s.tor ? "on" : "off"],
+    ["Tor", s.tor ? (s.onion && s.onion.address ? `on, onion service ${s.onion.address}` : "on") : "off"],
     ["Contacts online", `${s.contacts_online}${s.contacts == null ? "" : " of " + s.contacts}`],
     ["Storage", s.storage],
   ];
