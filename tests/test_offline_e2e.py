@@ -107,7 +107,7 @@ def test_a_small_file_sent_while_down_arrives_through_the_dht(
         rows = [t for t in bob.cli("files")["transfers"] if t["id"] == sent["id"]]
         return rows[0] if rows and rows[0]["state"] == "done" else None
 
-    wait_for(lambda: received() is not None, 60, "bob to have the file from the DHT mailbox")
+    wait_for(lambda: received() is not None, 120, "bob to have the file from the DHT mailbox")
     got = received()
     assert got is not None and got["inline"] and got["direction"] == "in"
     assert hashlib.sha256(Path(got["path"]).read_bytes()).digest() == hashlib.sha256(data).digest()
