@@ -29,6 +29,7 @@ __all__ = [
     "CAPS_MAGIC",
     "CAPS_RELAY",
     "CAPS_SUBSTREAMS",
+    "CAPS_UPGRADE",
     "FRAME_HEADER",
     "MAX_CLOSE_REASON",
     "MAX_FRAME_BODY",
@@ -65,6 +66,9 @@ CAPS_MAGIC = b"\x00btchat-caps\x00"
 CAPS_SUBSTREAMS = 0x01
 #: Capabilities bit 1: this peer relays circuits for its contacts (PROTOCOL.md "Relayed sessions").
 CAPS_RELAY = 0x02
+#: Capabilities bit 2: this peer upgrades relayed sessions (PROTOCOL.md "Upgrading a
+#: relayed session", 1.5): CONNECT/SYNC payloads may be sent to it.
+CAPS_UPGRADE = 0x04
 
 _LENGTH = struct.Struct(">H")
 ID = struct.Struct(">I")
