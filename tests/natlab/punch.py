@@ -285,13 +285,23 @@ class Upgraded:
 
 
 async def time_upgrade(
-    lab: Lab, a: Place, b: Place, *, upgrade: bool, seed: int = 0, wait: float = 30.0
+    lab: Lab,
+    a: Place,
+    b: Place,
+    *,
+    upgrade: bool,
+    heal: bool = False,
+    seed: int = 0,
+    wait: float = 30.0,
 ) -> Upgraded:
     """``a`` and ``b`` (homes), with the public host as their mutual contact, where
     ``b`` announces nothing, so ``a``'s rendezvous never finds it: ``b`` finds ``a``,
     punches and dials, but ``a`` never sends toward ``b``, so ``a``'s filtering NAT drops
     it all and the two end up relayed by the public host. Then wait (``wait`` s after the
-    relayed session is up) for a direct session to replace it."""
+    relayed session is up) for a direct session to replace it. ``heal``: once relayed,
+    ``b`` announces again (and ``a``'s DHT node may meet ``b``'s), so the rendezvous
+    alone can find the direct path, as it did before the upgrade existed."""
+    healers: list[Callable[[], None]] = []
 
     def silence_b(node: _Node) -> None:
         assert node.peering is not None and node.dht is not None
@@ -301,7 +311,9 @@ async def time_upgrade(
             async def no_announce(contact: bytes, secret: bytes) -> None:
                 return None
 
-            node.peering.rendezvous._announce = no_announce  # type: ignore[method-assign]
+            rendezvous = node.peering.rendezvous
+            rendezvous._announce = no_announce  # type: ignore[method-assign]
+            healers.append(lambda: delattr(rendezvous, "_announce"))
         elif node.place == a:
             # Nor does a's DHT node query b's (in a real DHT two nodes rarely meet): its
             # KRPC would open a's NAT toward b, on the socket QUIC shares.
@@ -317,6 +329,7 @@ async def time_upgrade(
 
             dht._send = krpc  # type: ignore[method-assign]
             dht.send_datagram = shared  # type: ignore[method-assign]
+            healers.append(lambda: delattr(dht, "_send"))
 
     loop = asyncio.get_running_loop()
     pairs = [(a, b), (PUBLIC, a), (PUBLIC, b)]
@@ -334,6 +347,8 @@ async def time_upgrade(
             now = loop.time() - start
             if relayed is None and any(v.startswith("relay") for v in pa.path(kb)) and pb.path(ka):
                 relayed, deadline = now, loop.time() + wait
+                for cure in healers if heal else ():
+                    cure()
             if relayed is not None and pa.connected(kb) and pb.connected(ka):
                 direct = now
                 break
