@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 from natlab.lab import Lab, NatType, lab_or_skip
-from natlab.punch import time_upgrade
+from natlab.punch import PUBLIC, time_upgrade
 
 pytestmark = pytest.mark.slow
 
@@ -71,3 +71,24 @@ async def test_the_upgrade_is_faster_than_waiting_for_the_rendezvous(lab: Lab) -
         f" {[round(t, 2) for t in upgrades]}"
     )
     assert statistics.median(upgrades) < statistics.median(rounds)
+
+
+async def test_a_punch_to_an_address_that_is_not_the_contacts_makes_no_session(
+    lab: Lab,
+) -> None:
+    """The relayed peer claims the public host's address as its own: we punch and dial
+    it expecting the peer's device key, the public host cannot read that handshake, no
+    session comes up, and we stay relayed."""
+
+    def public_host(nodes):  # type: ignore[no-untyped-def]
+        assert nodes[PUBLIC].dht is not None
+        return [nodes[PUBLIC].dht.addr]
+
+    lied = await time_upgrade(
+        lab, PR, (PR, 2), upgrade=True, b_claims=public_host, seed=40, wait=8.0
+    )
+    print(f"a lying peer: {lied}")
+    assert lied.relayed is not None and lied.direct is None and lied.delivered
+    assert all(v.startswith("relay via") for v in lied.via)
+    assert lied.stats["punches"] >= 2 and lied.public_sessions == 2  # a's and b's, no more
+    assert lied.public_admitted >= 1  # the dials meant for b got there, and no further

@@ -276,6 +276,8 @@ class Upgraded:
     circuits_left: int  # circuits the relay still held a second after
     delivered: bool  # a message each way after the switch
     stats: dict[str, int]  # the two sides' upgrade counters, summed
+    public_sessions: int  # sessions the public host held at the end
+    public_admitted: int  # connections the public host took in after the relayed session
 
     @property
     def upgrade_time(self) -> float | None:
@@ -291,6 +293,7 @@ async def time_upgrade(
     *,
     upgrade: bool,
     heal: bool = False,
+    b_claims: Callable[[dict[Place, _Node]], list[tuple[str, int]]] | None = None,
     seed: int = 0,
     wait: float = 30.0,
 ) -> Upgraded:
@@ -300,7 +303,8 @@ async def time_upgrade(
     it all and the two end up relayed by the public host. Then wait (``wait`` s after the
     relayed session is up) for a direct session to replace it. ``heal``: once relayed,
     ``b`` announces again (and ``a``'s DHT node may meet ``b``'s), so the rendezvous
-    alone can find the direct path, as it did before the upgrade existed."""
+    alone can find the direct path, as it did before the upgrade existed. ``b_claims``:
+    the addresses ``b`` sends in its CONNECTs instead of its own (a lying peer)."""
     healers: list[Callable[[], None]] = []
 
     def silence_b(node: _Node) -> None:
@@ -341,12 +345,18 @@ async def time_upgrade(
         pa, pb = na.peering, nb.peering
         assert pa is not None and pb is not None
         ka, kb = na.identity.public_key, nb.identity.public_key
+        if b_claims is not None:
+            pb._own_addrs = lambda: b_claims(nodes)  # type: ignore[method-assign]
         relayed = direct = None
+        public = nodes[PUBLIC].peering
+        assert public is not None
+        admitted = 0
         deadline = start + 60.0
         while loop.time() < deadline:
             now = loop.time() - start
             if relayed is None and any(v.startswith("relay") for v in pa.path(kb)) and pb.path(ka):
                 relayed, deadline = now, loop.time() + wait
+                admitted = public.admission.stats["admitted"]
                 for cure in healers if heal else ():
                     cure()
             if relayed is not None and pa.connected(kb) and pb.connected(ka):
@@ -354,8 +364,6 @@ async def time_upgrade(
                 break
             await asyncio.sleep(0.05)
         await asyncio.sleep(1.0)
-        public = nodes[PUBLIC].peering
-        assert public is not None
         pa.send(kb, b"direct hello")
         pb.send(ka, b"and back")
         until = loop.time() + 5.0
@@ -364,4 +372,13 @@ async def time_upgrade(
             delivered = (ka, b"direct hello") in nb.data and (kb, b"and back") in na.data
             await asyncio.sleep(0.05)
         stats = dict(pa.upgrade_stats + pb.upgrade_stats)
-        return Upgraded(relayed, direct, pa.path(kb), len(public.relay.core), delivered, stats)
+        return Upgraded(
+            relayed,
+            direct,
+            pa.path(kb),
+            len(public.relay.core),
+            delivered,
+            stats,
+            len(public.sessions),
+            public.admission.stats["admitted"] - admitted if relayed is not None else 0,
+        )
