@@ -11,12 +11,15 @@ releases. Root, iproute2 and nftables, as tests/test_natlab.py.
 
 from __future__ import annotations
 
+import socket
 import statistics
 from collections.abc import Iterator
 
 import pytest
-from natlab.lab import Lab, NatType, lab_or_skip
+from natlab.lab import HOME_IP, Lab, NatType, lab_or_skip
 from natlab.punch import PUBLIC, time_upgrade
+
+from btchat.node.peering import route_source
 
 pytestmark = pytest.mark.slow
 
@@ -29,6 +32,16 @@ TRIES = 3
 def lab() -> Iterator[Lab]:
     with lab_or_skip(nats=(PR,), seconds=(PR,)) as built:
         yield built
+
+
+def test_a_node_bound_to_any_address_knows_its_host_address(lab: Lab) -> None:
+    """What a daemon (DHT on 0.0.0.0) offers as its host candidate: the address its
+    default route sends from, found without sending a packet."""
+    with lab.inside(lab.homes[PR].ns):
+        assert route_source(socket.AF_INET) == HOME_IP
+        assert route_source(socket.AF_INET6) is None  # no IPv6 route in the lab
+    with lab.inside(lab.ns("host")):  # the lab's public host has no default route
+        assert route_source(socket.AF_INET) is None
 
 
 async def test_a_relayed_pair_goes_direct_only_through_the_upgrade(lab: Lab) -> None:

@@ -30,6 +30,7 @@ import contextlib
 import dataclasses
 import ipaddress
 import logging
+import socket
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
@@ -752,16 +753,28 @@ class Peering:
         seen = dht.reachability
         if seen.external_ip is not None and seen.external_port is not None:
             found.append((seen.external_ip, seen.external_port))
-        found += [
-            a for a in (dht.addr, dht.addr6) if a is not None and a[0] not in ("0.0.0.0", "::")
-        ]
+        found += self._host_addrs()
         return [a for a in dict.fromkeys(found) if _literal(a[0])][: dcutr.MAX_ADDRS]
 
     def _own_hosts(self) -> list[str]:
+        return [host for host, _ in self._host_addrs()]
+
+    def _host_addrs(self) -> list[Address]:
+        """The DHT sockets' own addresses; for one bound to any address, the one the
+        system sends from by its default route (on IPv6 often the public address)."""
         dht = self.dht
         if not isinstance(dht, DhtService):
             return []
-        return [a[0] for a in (dht.addr, dht.addr6) if a is not None]
+        out: list[Address] = []
+        for addr, family in ((dht.addr, socket.AF_INET), (dht.addr6, socket.AF_INET6)):
+            if addr is None:
+                continue
+            host: str | None = addr[0]
+            if host in ("0.0.0.0", "::"):
+                host = route_source(family)
+            if host is not None:
+                out.append((host, addr[1]))
+        return out
 
     def _on_substream(
         self, peer: PeerKey, conn: SessionConnection, owners: dict[int, int], event: Any
@@ -843,6 +856,24 @@ async def _first_to_succeed(dials: Iterable[Coroutine[Any, Any, bool]]) -> bool:
 
 def _now() -> float:
     return asyncio.get_running_loop().time()
+
+
+#: Where "the internet" is for :func:`route_source` (documentation ranges: no packet is
+#: sent, only the system's route to them is looked up).
+_SOMEWHERE = {socket.AF_INET: "198.51.100.1", socket.AF_INET6: "2001:db8::1"}
+
+
+def route_source(family: int) -> str | None:
+    """The address this host sends from by its default route of ``family`` (connecting
+    a UDP socket sends nothing); None without such a route, or a link-local one."""
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect((_SOMEWHERE[family], 9))
+            host = str(probe.getsockname()[0])
+    except OSError:
+        return None
+    ip = ipaddress.ip_address(host.split("%")[0])
+    return None if ip.is_link_local or ip.is_unspecified else host
 
 
 def _literal(host: str) -> bool:
