@@ -13,8 +13,10 @@ from harness import PeerNode, peer_node, until
 
 from btchat.discovery.rendezvous import Candidate
 from btchat.identity.keys import DeviceCertificate, Identity
+from btchat.net import dcutr
 from btchat.net.dht_service import DhtError, DhtService
 from btchat.net.transport import Address, ByteStream
+from btchat.stream.frames import CAPS_UPGRADE
 
 
 class NoDht:
@@ -170,6 +172,22 @@ async def test_a_dial_to_the_wrong_address_makes_no_session(udp_pair) -> None:  
     assert not alice.peering.sessions and not mallory.peering.sessions
     assert mallory.up == [] and alice.up == []
     assert mallory.dht.addr in alice.peering.quic.punching()  # punched, within its bounds
+
+
+async def test_upgrade_payloads_on_a_direct_session_are_dropped_and_counted(udp_pair) -> None:  # type: ignore[no-untyped-def]
+    alice, bob, _ = udp_pair
+    bob_key, alice_key = bob.identity.public_key, alice.identity.public_key
+    assert await alice.peering.reach([Candidate(bob_key, bob.cert, bob.dht.addr)])
+    await until(lambda: bob.peering.is_online(alice_key), 5, "bob sees alice")
+    # Both run the upgrade (QUIC on the DHT socket), but this session is direct already.
+    live = alice.peering.sessions[(bob_key, bob.device.device_id)]
+    assert live.conn.core.peer_caps & CAPS_UPGRADE and live.upgrade is None
+    connect = dcutr.encode(dcutr.Message(dcutr.CONNECT, 0, (("203.0.113.9", 4000),)))
+    assert alice.peering.send(bob_key, connect) and alice.peering.send(bob_key, b"after")
+    await until(lambda: bool(bob.data), 5, "the message after it")
+    assert bob.data == [(alice_key, alice.device.device_id, b"after")]  # never the payload
+    assert bob.peering.stats["upgrade_dropped"] == 1 and bob.peering.stats["upgrades"] == 0
+    assert not bob.peering.quic.punching()
 
 
 async def test_the_tcp_listener_falls_back_when_the_dht_port_number_is_taken() -> None:

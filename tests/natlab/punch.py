@@ -13,11 +13,12 @@ each pair can do is :func:`expected`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import random
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 from btchat.discovery.rendezvous import FixedDirectory
@@ -29,7 +30,16 @@ from btchat.sandbox import SANDBOX_CONFIG, start_swarm
 from btchat.session.core import SessionConfig
 from natlab.lab import PUBLIC_ADDRS, PUBLIC_HOST, Lab, NatType
 
-__all__ = ["PUBLIC", "Outcome", "Place", "expected", "matrix_pairs", "run_pairs"]
+__all__ = [
+    "PUBLIC",
+    "Outcome",
+    "Place",
+    "Upgraded",
+    "expected",
+    "matrix_pairs",
+    "run_pairs",
+    "time_upgrade",
+]
 
 #: The placement of a public node (no NAT).
 PUBLIC = "public"
@@ -109,22 +119,28 @@ def _where(lab: Lab, place: Place) -> tuple[str, str]:
     return home.ns, home.ip
 
 
+def _wan_ip(lab: Lab, place: Place) -> str:
+    home = lab.seconds[place[0]] if isinstance(place, tuple) else lab.homes[place]  # type: ignore[index]
+    return home.wan_ip
+
+
 def _ns_socket(lab: Lab, ns: str) -> socket.socket:
     with lab.inside(ns):
         return socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 
 
-async def run_pairs(
+@contextlib.asynccontextmanager
+async def _started(
     lab: Lab,
     pairs: Sequence[tuple[Place, Place]],
     *,
-    timeout: float = 60.0,
-    at_least: float = 15.0,
-    seed: int = 0,
-) -> list[Outcome]:
-    """Start a node per placement with the pairs as contacts; wait (up to ``timeout``)
-    for every pair theory allows, and ``at_least`` this long (several rounds of lookups,
-    punches and dials) for those it does not; then send a message each way on each."""
+    seed: int,
+    upgrade: bool = True,
+    prepare: Callable[[_Node], None] = lambda node: None,
+) -> AsyncIterator[tuple[dict[Place, _Node], float]]:
+    """A node per placement with the pairs as contacts (the public host a contact of
+    every home) on a fresh sandbox swarm; yields the nodes and when peering started.
+    ``prepare`` sees each node before its peering starts."""
     rng = random.Random(seed)
     places = list(dict.fromkeys(p for pair in pairs for p in pair))
     nodes: dict[Place, _Node] = {}
@@ -161,6 +177,7 @@ async def run_pairs(
                 max_retry=2.0,
                 dial_timeout=3.0,
                 session=SessionConfig(handshake_timeout=5.0),
+                upgrade=upgrade,
             )
             n.peering = Peering(
                 n.identity,
@@ -176,8 +193,32 @@ async def run_pairs(
                 on_data=lambda pk, dev, payload, n=n: n.data.append((pk, payload)),  # type: ignore[misc]
                 dialer=TcpDialer(timeout=3.0, make_socket=lambda n=n: _ns_socket(lab, n.ns)),  # type: ignore[misc]
             )
+            prepare(n)
             with lab.inside(n.ns):
                 await n.peering.start()
+        yield nodes, start
+    finally:
+        for n in nodes.values():
+            if n.peering is not None:
+                await n.peering.stop()
+            if n.dht is not None:
+                n.dht.close()
+        swarm.close()
+
+
+async def run_pairs(
+    lab: Lab,
+    pairs: Sequence[tuple[Place, Place]],
+    *,
+    timeout: float = 60.0,
+    at_least: float = 15.0,
+    seed: int = 0,
+) -> list[Outcome]:
+    """Start a node per placement with the pairs as contacts; wait (up to ``timeout``)
+    for every pair theory allows, and ``at_least`` this long (several rounds of lookups,
+    punches and dials) for those it does not; then send a message each way on each."""
+    loop = asyncio.get_running_loop()
+    async with _started(lab, pairs, seed=seed) as (nodes, start):
 
         def both_up(a: Place, b: Place) -> bool:
             na, nb = nodes[a], nodes[b]
@@ -223,10 +264,121 @@ async def run_pairs(
                 break
             await asyncio.sleep(0.1)
         return outcomes
-    finally:
-        for n in nodes.values():
-            if n.peering is not None:
-                await n.peering.stop()
-            if n.dht is not None:
-                n.dht.close()
-        swarm.close()
+
+
+@dataclass
+class Upgraded:
+    """One try of :func:`time_upgrade` (times in seconds from the start of peering)."""
+
+    relayed: float | None  # the relayed session was up at both ends
+    direct: float | None  # a direct one had replaced it at both ends
+    via: list[str]  # what carried the session at the end
+    circuits_left: int  # circuits the relay still held a second after
+    delivered: bool  # a message each way after the switch
+    stats: dict[str, int]  # the two sides' upgrade counters, summed
+    public_sessions: int  # sessions the public host held at the end
+    public_admitted: int  # connections the public host took in after the relayed session
+
+    @property
+    def upgrade_time(self) -> float | None:
+        if self.relayed is None or self.direct is None:
+            return None
+        return self.direct - self.relayed
+
+
+async def time_upgrade(
+    lab: Lab,
+    a: Place,
+    b: Place,
+    *,
+    upgrade: bool,
+    heal: bool = False,
+    b_claims: Callable[[dict[Place, _Node]], list[tuple[str, int]]] | None = None,
+    seed: int = 0,
+    wait: float = 30.0,
+) -> Upgraded:
+    """``a`` and ``b`` (homes), with the public host as their mutual contact, where
+    ``b`` announces nothing, so ``a``'s rendezvous never finds it: ``b`` finds ``a``,
+    punches and dials, but ``a`` never sends toward ``b``, so ``a``'s filtering NAT drops
+    it all and the two end up relayed by the public host. Then wait (``wait`` s after the
+    relayed session is up) for a direct session to replace it. ``heal``: once relayed,
+    ``b`` announces again (and ``a``'s DHT node may meet ``b``'s), so the rendezvous
+    alone can find the direct path, as it did before the upgrade existed. ``b_claims``:
+    the addresses ``b`` sends in its CONNECTs instead of its own (a lying peer)."""
+    healers: list[Callable[[], None]] = []
+
+    def silence_b(node: _Node) -> None:
+        assert node.peering is not None and node.dht is not None
+        if node.place == b:
+            assert node.peering.rendezvous is not None
+
+            async def no_announce(contact: bytes, secret: bytes) -> None:
+                return None
+
+            rendezvous = node.peering.rendezvous
+            rendezvous._announce = no_announce  # type: ignore[method-assign]
+            healers.append(lambda: delattr(rendezvous, "_announce"))
+        elif node.place == a:
+            # Nor does a's DHT node query b's (in a real DHT two nodes rarely meet): its
+            # KRPC would open a's NAT toward b, on the socket QUIC shares.
+            dht, send, b_wan = node.dht, node.dht._send, _wan_ip(lab, b)
+
+            def krpc(data: bytes, addr: tuple[str, int]) -> None:
+                if addr[0] != b_wan:
+                    send(data, addr)
+
+            def shared(data: bytes, addr: tuple[str, int]) -> None:
+                if not dht.closed:
+                    send(data, addr)
+
+            dht._send = krpc  # type: ignore[method-assign]
+            dht.send_datagram = shared  # type: ignore[method-assign]
+            healers.append(lambda: delattr(dht, "_send"))
+
+    loop = asyncio.get_running_loop()
+    pairs = [(a, b), (PUBLIC, a), (PUBLIC, b)]
+    async with _started(lab, pairs, seed=seed, upgrade=upgrade, prepare=silence_b) as (
+        nodes,
+        start,
+    ):
+        na, nb = nodes[a], nodes[b]
+        pa, pb = na.peering, nb.peering
+        assert pa is not None and pb is not None
+        ka, kb = na.identity.public_key, nb.identity.public_key
+        if b_claims is not None:
+            pb._own_addrs = lambda: b_claims(nodes)  # type: ignore[method-assign]
+        relayed = direct = None
+        public = nodes[PUBLIC].peering
+        assert public is not None
+        admitted = 0
+        deadline = start + 60.0
+        while loop.time() < deadline:
+            now = loop.time() - start
+            if relayed is None and any(v.startswith("relay") for v in pa.path(kb)) and pb.path(ka):
+                relayed, deadline = now, loop.time() + wait
+                admitted = public.admission.stats["admitted"]
+                for cure in healers if heal else ():
+                    cure()
+            if relayed is not None and pa.connected(kb) and pb.connected(ka):
+                direct = now
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)
+        pa.send(kb, b"direct hello")
+        pb.send(ka, b"and back")
+        until = loop.time() + 5.0
+        delivered = False
+        while loop.time() < until and not delivered:
+            delivered = (ka, b"direct hello") in nb.data and (kb, b"and back") in na.data
+            await asyncio.sleep(0.05)
+        stats = dict(pa.upgrade_stats + pb.upgrade_stats)
+        return Upgraded(
+            relayed,
+            direct,
+            pa.path(kb),
+            len(public.relay.core),
+            delivered,
+            stats,
+            len(public.sessions),
+            public.admission.stats["admitted"] - admitted if relayed is not None else 0,
+        )

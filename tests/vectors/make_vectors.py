@@ -1435,6 +1435,70 @@ def family_relay() -> dict[str, Any]:
     return data
 
 
+def family_dcutr() -> dict[str, Any]:
+    """Upgrade payloads (docs/PROTOCOL.md "Upgrading a relayed session", 1.5): CONNECT and
+    SYNC, DATA payloads on a relayed session."""
+    from btchat.net import dcutr
+
+    messages: list[tuple[str, dcutr.Message, str]] = [
+        (
+            "connect",
+            dcutr.Message(dcutr.CONNECT, 0, (("203.0.113.7", 6881), ("2001:db8::7", 6881))),
+            "round 0: the initiator's reflexive IPv4 and its IPv6 host address",
+        ),
+        (
+            "connect_answer_empty",
+            dcutr.Message(dcutr.CONNECT, 0, ()),
+            "the responder's answer when it knows no address of its own",
+        ),
+        ("sync", dcutr.Message(dcutr.SYNC, 2), "round 2: punch now (the initiator: in RTT/2)"),
+    ]
+    vectors = [
+        {
+            "name": name,
+            "kind": "connect" if m.kind == dcutr.CONNECT else "sync",
+            "attempt": m.attempt,
+            "addrs": [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in m.addrs],
+            "bytes": hx(dcutr.encode(m)),
+            "note": note,
+        }
+        for name, m, note in messages
+    ]
+    connect = dcutr.encode(messages[0][1])
+    head = dcutr.MAGIC + bytes([dcutr.VERSION])
+    malformed = [
+        ("version_2", dcutr.MAGIC + b"\x02" + connect[len(head) :], "unknown version"),
+        ("kind_3", head + b"\x03\x00", "unknown kind"),
+        ("truncated_connect", connect[:-1], "an address entry is cut short"),
+        ("sync_trailing", dcutr.encode(messages[2][1]) + b"\x00", "a SYNC is 3 bytes after MAGIC"),
+        ("family_5", head + b"\x01\x00\x01\x05" + bytes(6), "address family is 4 or 6"),
+        ("nine_addrs", head + b"\x01\x00\x09" + (b"\x04" + bytes(6)) * 9, "at most 8 addresses"),
+    ]
+    for _, data, _ in malformed:  # what the file says is refused, the code refuses
+        try:
+            dcutr.decode(data)
+        except ValueError:
+            continue
+        raise AssertionError(f"upgrade payload {data.hex()} was accepted")
+    data = _file(
+        'Upgrade payloads (docs/PROTOCOL.md "Upgrading a relayed session"): CONNECT and SYNC, '
+        "sent as DATA payloads on a relayed session.",
+        {
+            "name": "vector name",
+            "kind": "connect or sync",
+            "attempt": "the round (u8)",
+            "addrs": "candidate addresses, in order",
+            "bytes": "the payload, hex",
+            "note": "what it means",
+            "why": "why a malformed payload is refused",
+        },
+        vectors,
+        magic=hx(dcutr.MAGIC),
+    )
+    data["malformed"] = [{"name": n, "bytes": hx(d), "why": w} for n, d, w in malformed]
+    return data
+
+
 def family_pcp() -> dict[str, Any]:
     """PCP port mapping (RFC 6887; docs/PROTOCOL.md "Port mapping"): what we send to the
     home gateway and what we accept from it. Field values in the style of the RFC's."""
@@ -1828,6 +1892,7 @@ FAMILIES = {
     "sessions": family_sessions,
     "lan": family_lan,
     "relay": family_relay,
+    "dcutr": family_dcutr,
     "pcp": family_pcp,
     "dht_proxy": family_dht_proxy,
     "files": family_files,

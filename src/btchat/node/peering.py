@@ -18,7 +18,9 @@ Relays (:mod:`btchat.net.relay`): when no direct dial to a device works, peering
 up to ``max_relays`` live, relay-capable contacts at once to carry the session; the
 Noise IK session runs end to end over the circuit. While relayed the rendezvous keeps
 looking (``connected`` counts direct sessions only), and a direct session that comes
-up later replaces the relayed one (:mod:`btchat.net.tiebreak`).
+up later replaces the relayed one (:mod:`btchat.net.tiebreak`). It need not wait for
+the rendezvous: over the relayed session itself the two sides swap candidate addresses,
+time the round trip and punch at once (:mod:`btchat.net.dcutr`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import ipaddress
 import logging
+import socket
+from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,7 +48,7 @@ from btchat.discovery.rendezvous import (
     encode_device_list,
 )
 from btchat.identity.keys import DeviceCertificate, DeviceKey, Identity
-from btchat.net import dht_proxy, tiebreak
+from btchat.net import dcutr, dht_proxy, tiebreak
 from btchat.net.admission import Admission, AdmissionConfig, Ticket
 from btchat.net.dht_proxy import DhtProxyServer, DhtViaContacts, serves_dht
 from btchat.net.dht_proxy_core import MAGIC as DHT_PROXY_MAGIC
@@ -52,6 +57,7 @@ from btchat.net.dht_service import DhtService
 from btchat.net.quic import QuicDialer, QuicEndpoint, QuicListener, QuicStream
 from btchat.net.relay import RelayDialer, RelayService, RelayStream, relay_capable
 from btchat.net.relay_core import RelayLimits
+from btchat.net.timer import CoreTimer
 from btchat.net.transport import (
     Address,
     ByteStream,
@@ -80,7 +86,7 @@ from btchat.stream.events import (
     StreamsAvailable,
     StreamWritable,
 )
-from btchat.stream.frames import CAPS_DHT, CAPS_RELAY, Service
+from btchat.stream.frames import CAPS_DHT, CAPS_RELAY, CAPS_UPGRADE, Service
 
 __all__ = [
     "DEVICES_SALT",
@@ -127,6 +133,8 @@ class PeeringConfig:
     relay_after: float = 2.0
     #: Contacts announced on the LAN too (no DHT needed); None: off (Tor mode, tests).
     lan: LanConfig | None = None
+    #: Upgrade relayed sessions to direct ones by punching coordinated over them.
+    upgrade: bool = True
 
     def rendezvous(self) -> RendezvousConfig:
         return RendezvousConfig(
@@ -146,6 +154,9 @@ class _Live:
     initiator: bytes  # identity key of the side that dialled
     via: str = "tcp"  # what carries it: "tcp", "udp" (QUIC, maybe punched), "relay via ..."
     relay: bytes | None = None  # identity key of the relay that carries it, if any
+    cert: DeviceCertificate | None = None  # the peer's, as its handshake showed it
+    upgrade: dcutr.Upgrade | None = None  # relayed: the exchange toward a direct path
+    timer: CoreTimer | None = None
 
     @property
     def contact(self) -> bytes:
@@ -222,6 +233,8 @@ class Peering:
         self.dht_client = dht if isinstance(dht, DhtViaContacts) else None
         caps = config.session.extra_caps | (CAPS_RELAY if config.relay.enabled else 0)
         caps |= CAPS_DHT if self.dht_server.enabled and own_dht is not None else 0
+        if config.upgrade and config.udp and isinstance(dht, DhtService):
+            caps |= CAPS_UPGRADE
         self._session_config = dataclasses.replace(config.session, substreams=True, extra_caps=caps)
         self.relay = RelayService(
             self.me,
@@ -244,7 +257,11 @@ class Peering:
             "sessions_relay": 0,
             "relay_dials": 0,
             "substreams_refused": 0,  # a substream for a service we do not run
+            "upgrades": 0,  # relayed sessions an upgrade exchange ran on
+            "upgrade_dropped": 0,  # upgrade payloads on a session that runs none
         }
+        #: What the upgrade exchanges did and dropped, all sessions together.
+        self.upgrade_stats: Counter[str] = Counter()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -634,7 +651,8 @@ class Peering:
                 relay = carrier.relay if isinstance(carrier, RelayStream) else None
                 if relay is not None:
                     via = f"relay via {relay.hex()[:16]}"
-                if self._adopt(_Live(peer[0], conn_box[0], dialler, via, relay)):
+                live = _Live(peer[0], conn_box[0], dialler, via, relay, event.remote_certificate)
+                if self._adopt(live):
                     self.stats["sessions_relay" if relay else f"sessions_{via}"] += 1
                 else:
                     conn_box[0].close("duplicate session")
@@ -642,7 +660,9 @@ class Peering:
                     ready.set_result(True)  # ours or the one kept: a session exists
             elif isinstance(event, DataReceived):
                 live = self.sessions.get(peer[0]) if peer else None
-                if live is not None and live.conn is conn_box[0]:
+                if event.payload.startswith(dcutr.MAGIC):
+                    self._upgrade_received(live, conn_box[0], event.payload)
+                elif live is not None and live.conn is conn_box[0]:
                     if event.payload.startswith(DHT_PROXY_MAGIC):
                         dht_proxy.route(
                             event.payload, peer[0], live.conn, self.dht_server, self.dht_client
@@ -659,6 +679,8 @@ class Peering:
                     self.dht_client.servers_changed()  # its capabilities are known now
                     if serves_dht(conn_box[0]):
                         self.poke()  # the DHT is reachable now: look for every contact
+                if peer and stream_relayed:
+                    self._upgrade_start(peer[0], conn_box[0])
                 if peer:
                     self._to_files(peer[0], conn_box[0], event)
             if isinstance(event, SessionClosed | SessionFailed):
@@ -680,6 +702,8 @@ class Peering:
         finally:
             self.relay.session_ended(conn)
             self.dht_server.session_ended(conn)
+            if (ended := self.sessions.get(peer[0]) if peer else None) and ended.conn is conn:
+                self._upgrade_end(ended)
             if ready is not None and not ready.done():
                 ready.set_result(False)
             live = self.sessions.get(peer[0]) if peer else None
@@ -694,6 +718,106 @@ class Peering:
                 self.poke(live.contact)
             if not stream.is_closing():
                 stream.abort()  # the pump closes it; this is for a pump that never ran
+
+    # ------------------------------------------------ relayed -> direct (dcutr)
+
+    def _upgrade_of(self, live: _Live | None, conn: SessionConnection) -> dcutr.Upgrade | None:
+        """The upgrade exchange of a kept relayed session to a peer that runs them."""
+        if live is None or live.conn is not conn or live.relay is None or self.quic is None:
+            return None
+        if live.upgrade is None and self.config.upgrade and conn.core.peer_caps & CAPS_UPGRADE:
+            upgrade = dcutr.Upgrade(
+                live.initiator == self.me,
+                self._own_addrs,
+                self._own_hosts,
+                stats=self.upgrade_stats,
+            )
+            live.upgrade = upgrade
+            live.timer = CoreTimer(
+                None,
+                upgrade.next_timer,
+                lambda: self._upgrade_act(live, upgrade.handle_timer(_now())),
+            )
+            self.stats["upgrades"] += 1
+        return live.upgrade
+
+    def _upgrade_start(self, peer: PeerKey, conn: SessionConnection) -> None:
+        """A relayed session's peer announced its capabilities: the dialler begins."""
+        upgrade = self._upgrade_of(self.sessions.get(peer), conn)
+        if upgrade is not None:
+            self._upgrade_act(self.sessions[peer], upgrade.start(_now()))
+
+    def _upgrade_received(
+        self, live: _Live | None, conn: SessionConnection, payload: bytes
+    ) -> None:
+        upgrade = self._upgrade_of(live, conn)
+        if upgrade is None or live is None:
+            self.stats["upgrade_dropped"] += 1  # direct, not kept, or we run none
+            return
+        self._upgrade_act(live, upgrade.receive(payload, _now()))
+
+    def _upgrade_act(self, live: _Live, actions: list[dcutr.Send | dcutr.Punch]) -> None:
+        for action in actions:
+            if isinstance(action, dcutr.Send):
+                with contextlib.suppress(Exception):  # the session is ending
+                    live.conn.send(action.payload)
+            elif action.addrs and self.quic is not None and live.cert is not None:
+                log.info(
+                    "punching %s at %d addresses learned over the relay",
+                    live.contact.hex()[:16],
+                    len(action.addrs),
+                )
+                for addr in action.addrs:  # until direct, or the relayed one is gone
+                    self.quic.punch(addr, lambda: self.sessions.get(live.peer) is not live)
+                cert = live.cert
+                self._spawn(
+                    _first_to_succeed(self.connect(live.contact, cert, a) for a in action.addrs)
+                )
+        if live.timer is not None:
+            live.timer.rearm()
+
+    @staticmethod
+    def _upgrade_end(live: _Live) -> None:
+        """The relayed session is replaced or over: its exchange stops."""
+        if live.upgrade is not None:
+            live.upgrade.finish()
+        if live.timer is not None:
+            live.timer.cancel()
+
+    def _own_addrs(self) -> list[Address]:
+        """Where we may be reached, for a peer's punch: the gateway's mapping, the
+        reflexive address the DHT's nodes agree on, and our host addresses."""
+        dht = self.dht
+        if not isinstance(dht, DhtService):
+            return []
+        found: list[Address] = []
+        if dht.port_mapping is not None and (m := dht.port_mapping.external("UDP")) is not None:
+            found.append(m)
+        seen = dht.reachability
+        if seen.external_ip is not None and seen.external_port is not None:
+            found.append((seen.external_ip, seen.external_port))
+        found += self._host_addrs()
+        return [a for a in dict.fromkeys(found) if _literal(a[0])][: dcutr.MAX_ADDRS]
+
+    def _own_hosts(self) -> list[str]:
+        return [host for host, _ in self._host_addrs()]
+
+    def _host_addrs(self) -> list[Address]:
+        """The DHT sockets' own addresses; for one bound to any address, the one the
+        system sends from by its default route (on IPv6 often the public address)."""
+        dht = self.dht
+        if not isinstance(dht, DhtService):
+            return []
+        out: list[Address] = []
+        for addr, family in ((dht.addr, socket.AF_INET), (dht.addr6, socket.AF_INET6)):
+            if addr is None:
+                continue
+            host: str | None = addr[0]
+            if host in ("0.0.0.0", "::"):
+                host = route_source(family)
+            if host is not None:
+                out.append((host, addr[1]))
+        return out
 
     def _on_substream(
         self, peer: PeerKey, conn: SessionConnection, owners: dict[int, int], event: Any
@@ -740,6 +864,7 @@ class Peering:
                 return False
             log.info("a duplicate session with %s replaces the one in use", live.contact.hex()[:16])
             current.conn.close("duplicate session")
+            self._upgrade_end(current)
         first = not self.is_online(live.contact)
         self.sessions[live.peer] = live
         self._unreached.pop(live.peer, None)
@@ -770,6 +895,36 @@ async def _first_to_succeed(dials: Iterable[Coroutine[Any, Any, bool]]) -> bool:
         for attempt in attempts:
             attempt.cancel()
         await asyncio.gather(*attempts, return_exceptions=True)
+
+
+def _now() -> float:
+    return asyncio.get_running_loop().time()
+
+
+#: Where "the internet" is for :func:`route_source` (documentation ranges: no packet is
+#: sent, only the system's route to them is looked up).
+_SOMEWHERE = {socket.AF_INET: "198.51.100.1", socket.AF_INET6: "2001:db8::1"}
+
+
+def route_source(family: int) -> str | None:
+    """The address this host sends from by its default route of ``family`` (connecting
+    a UDP socket sends nothing); None without such a route, or a link-local one."""
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect((_SOMEWHERE[family], 9))
+            host = str(probe.getsockname()[0])
+    except OSError:
+        return None
+    ip = ipaddress.ip_address(host.split("%")[0])
+    return None if ip.is_link_local or ip.is_unspecified else host
+
+
+def _literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _over_ipv6(live: _Live) -> bool:

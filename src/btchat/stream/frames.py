@@ -30,6 +30,7 @@ __all__ = [
     "CAPS_MAGIC",
     "CAPS_RELAY",
     "CAPS_SUBSTREAMS",
+    "CAPS_UPGRADE",
     "FRAME_HEADER",
     "MAX_CLOSE_REASON",
     "MAX_FRAME_BODY",
@@ -69,6 +70,9 @@ CAPS_RELAY = 0x02
 #: Capabilities bit 2: this peer runs DHT operations for us (PROTOCOL.md "The DHT
 #: through a contact").
 CAPS_DHT = 0x04
+#: Capabilities bit 3: this peer upgrades relayed sessions (PROTOCOL.md "Upgrading a
+#: relayed session", 1.5): CONNECT/SYNC payloads may be sent to it.
+CAPS_UPGRADE = 0x08
 
 _LENGTH = struct.Struct(">H")
 ID = struct.Struct(">I")
