@@ -166,7 +166,7 @@ def test_resume_from_a_saved_bitmap_fetches_only_what_is_missing() -> None:
     s = Swarm(OFFER, m, Bitmap(m.pieces), per_source=3)
     s.add_source("a", bits(m.pieces, set(range(9))))
     first = []
-    for key, msg in s.requests(0.0):
+    for key, _msg in s.requests(0.0):
         s.on_layer(key, layer)
     for _, msg in s.requests(0.0):
         for i in msg.indices:

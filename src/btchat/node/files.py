@@ -80,6 +80,9 @@ __all__ = [
     "SAVE_EVERY",
     "Files",
     "FilesConfig",
+    "hash_file",
+    "media_type_of",
+    "place_file",
 ]
 
 log = logging.getLogger(__name__)
@@ -404,13 +407,11 @@ class Files:
                 hasher = PieceHasher(len(data), piece)
                 hasher.update(data)
             else:
-                hasher = await asyncio.to_thread(_hash_file, src, st.st_size, piece)
+                hasher = await asyncio.to_thread(hash_file, src, st.st_size, piece)
         except OSError as exc:
             raise ApiError(400, "bad_path", f"cannot read {path}: {exc}") from None
         name = safe_name(name or src.name)
-        media = (mimetypes.guess_type(name)[0] or "").lower()
-        if not _MEDIA_RE.fullmatch(media):
-            media = "application/octet-stream"
+        media = media_type_of(name)
         manifest = Manifest(name, st.st_size, media, piece, hasher.root())
         body = env_mod.file_body(manifest, data)
         envelope = self.conversations.send_message(pk, env_mod.FILE, body, time.time())
@@ -640,7 +641,7 @@ class Files:
         finally:
             os.close(fd)
         try:
-            return _place(part, folder, safe_name(t.manifest.name))
+            return place_file(part, folder, safe_name(t.manifest.name))
         except BaseException:
             part.unlink(missing_ok=True)
             raise
@@ -897,7 +898,7 @@ class Files:
         os.fsync(t.fd)
         os.close(t.fd)
         t.fd = None
-        final = _place(self._part_path(t.id), self.config.save_dir, safe_name(t.manifest.name))
+        final = place_file(self._part_path(t.id), self.config.save_dir, safe_name(t.manifest.name))
         t.path = str(final)
         t.state = "done"
         assert t.download is not None
@@ -935,6 +936,12 @@ class Files:
             self._emit({"type": "file_progress", "transfer": self.json(t)})
 
 
+def media_type_of(name: str) -> str:
+    """The media type an offer of ``name`` says (from its extension, else octet-stream)."""
+    media = (mimetypes.guess_type(name)[0] or "").lower()
+    return media if _MEDIA_RE.fullmatch(media) else "application/octet-stream"
+
+
 def _bytes(transfers: list[_Transfer]) -> int:
     return sum(t.manifest.size for t in transfers)
 
@@ -951,7 +958,7 @@ def _storage_error(exc: OSError) -> StoreError:
     return StoreIOError(f"cannot save an inline file: {exc}")
 
 
-def _hash_file(path: Path, size: int, piece: int) -> PieceHasher:
+def hash_file(path: Path, size: int, piece: int) -> PieceHasher:
     """The piece layer and root of the file at ``path`` (read in a thread)."""
     hasher = PieceHasher(size, piece)
     with path.open("rb") as f:
@@ -960,7 +967,7 @@ def _hash_file(path: Path, size: int, piece: int) -> PieceHasher:
     return hasher
 
 
-def _place(part: Path, folder: Path, name: str) -> Path:
+def place_file(part: Path, folder: Path, name: str) -> Path:
     """Link ``part`` into ``folder`` under ``name`` or ``name (2)``..., never replacing."""
     stem, dot, ext = name.rpartition(".")
     if not dot or not stem:

@@ -31,8 +31,8 @@ from btchat.transfer.manifest import MAX_PIECE_SIZE, MAX_PIECES
 
 __all__ = [
     "BULK_PRIORITY",
-    "MAX_BITFIELD",
     "CONTROL_PRIORITY",
+    "MAX_BITFIELD",
     "MAX_GET",
     "MAX_MESSAGE",
     "Bitfield",

@@ -1,0 +1,219 @@
+"""Files in channels on loopback: real member links, the daemon's channel manager.
+
+Members link by direct dial (discovery has its own tests); the file's bytes travel on
+the links' transfer substreams, from whichever members hold them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness import until
+
+from btchat.channels.service import ChannelConfig
+from btchat.errors import ApiError
+from btchat.identity.keys import Identity
+from btchat.messaging.store import Store
+from btchat.node.channel_files import ChannelFilesConfig
+from btchat.node.channels import ChannelManager
+
+pytestmark = pytest.mark.slow
+
+SIZE = 3 * 1024 * 1024 + 12345  # 13 pieces of 256 KiB
+
+
+class Person:
+    def __init__(self, root: Path, name: str) -> None:
+        self.name = name
+        self.dir = root / name
+        self.dir.mkdir()
+        self.identity = Identity.generate()
+        self.events: list[dict[str, Any]] = []
+        self.manager: ChannelManager | None = None
+
+    async def up(self) -> ChannelManager:
+        self.store = Store.open(self.dir / "db", None)
+        self.manager = ChannelManager(
+            self.identity,
+            self.store,
+            None,
+            ChannelConfig(host="127.0.0.1", dht=False, trackers=False, lsd=False),
+            self.events.append,
+            files=ChannelFilesConfig(save_dir=self.dir / "files", state_dir=self.dir / "state"),
+        )
+        await self.manager.start()
+        return self.manager
+
+    async def down(self) -> None:
+        assert self.manager is not None
+        await self.manager.stop()
+        self.store.close()
+        self.manager = None
+
+    @property
+    def m(self) -> ChannelManager:
+        assert self.manager is not None
+        return self.manager
+
+    def port(self) -> int:
+        return next(iter(self.m.services.values())).port
+
+    def links(self) -> int:
+        return len(next(iter(self.m.services.values())).links)
+
+    async def files(self) -> list[dict[str, Any]]:
+        return await self.m.list_files("room")
+
+
+@pytest.fixture
+async def people(tmp_path: Path) -> AsyncIterator[dict[str, Person]]:
+    folks = {n: Person(tmp_path, n) for n in ("alice", "bob", "carol")}
+    try:
+        yield folks
+    finally:
+        for p in folks.values():
+            if p.manager is not None:
+                await p.down()
+
+
+def sha(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+async def linked(a: Person, b: Person) -> None:
+    await a.m.dial("room", f"127.0.0.1:{b.port()}")
+    await until(lambda: a.links() >= 1 and b.links() >= 1, 20, f"{a.name} linked to {b.name}")
+
+
+async def offered(p: Person) -> dict[str, Any]:
+    box: list[dict[str, Any]] = []
+
+    def seen() -> bool:
+        box[:] = [f for f in p.m.files.list(next(iter(p.m.services)))]  # type: ignore[union-attr]
+        return bool(box)
+
+    await until(seen, 20, f"the offer at {p.name}")
+    return box[0]
+
+
+async def fetched(p: Person, fid: str) -> dict[str, Any]:
+    await p.m.file_action("room", fid, "accept")
+
+    def done() -> bool:
+        return any(f["id"] == fid and f["state"] == "done" for f in p.m.files.list(cid(p)))  # type: ignore[union-attr]
+
+    await until(done, 40, f"{p.name}'s download")
+    return next(f for f in p.m.files.list(cid(p)) if f["id"] == fid)  # type: ignore[union-attr]
+
+
+def cid(p: Person) -> bytes:
+    return next(iter(p.m.services))
+
+
+async def setup(people: dict[str, Person], tmp_path: Path) -> tuple[Person, Person, Path]:
+    alice, bob = people["alice"], people["bob"]
+    await alice.up()
+    await bob.up()
+    created = await alice.m.create("room", False, [])
+    await bob.m.join(created["uri"])
+    people["carol"].uri = created["uri"]  # type: ignore[attr-defined]
+    await linked(bob, alice)
+    src = tmp_path / "holiday.bin"
+    src.write_bytes(os.urandom(SIZE))
+    return alice, bob, src
+
+
+async def test_posted_file_fetched_then_served_on_by_a_member_with_the_poster_gone(
+    people: dict[str, Person], tmp_path: Path
+) -> None:
+    alice, bob, src = await setup(people, tmp_path)
+    posted = await alice.m.send_file("room", str(src), None)
+    assert posted["state"] == "done" and posted["mine"] and posted["pieces"] == 13
+    history = await bob.m.history("room", 10)
+    await until(lambda: bool(bob.m.store.history(cid(bob), 10)), 10, "the message at bob")
+    history = await bob.m.history("room", 10)
+    assert history[-1]["file"]["name"] == "holiday.bin"
+    assert history[-1]["file"]["size"] == SIZE and history[-1]["text"] == "holiday.bin"
+    offer = await offered(bob)
+    assert offer["state"] == "offered" and offer["id"] == posted["id"]
+    got = await fetched(bob, offer["id"])
+    assert sha(got["path"]) == sha(src)
+    assert got["stats"]["verified"] == 13 and not got["stats"].get("bad")
+
+    await alice.down()  # the poster goes offline: bob holds the file now
+    carol = people["carol"]
+    await carol.up()
+    await carol.m.join(carol.uri)  # type: ignore[attr-defined]
+    await linked(carol, bob)
+    offer = await offered(carol)  # a late joiner: the offer came with the history
+    got = await fetched(carol, offer["id"])
+    assert sha(got["path"]) == sha(src)
+    assert got["stats"]["verified"] == 13
+    bobs = next(f for f in await bob.files() if f["id"] == offer["id"])
+    assert bobs["served"] >= 13  # every piece carol has came from bob
+    assert any(e["type"] == "channel_file_done" for e in carol.events)
+
+
+async def test_a_corrupting_member_is_detected_and_the_file_comes_from_an_honest_one(
+    people: dict[str, Person], tmp_path: Path
+) -> None:
+    alice, bob, src = await setup(people, tmp_path)
+    posted = await alice.m.send_file("room", str(src), None)
+    await offered(bob)
+    await fetched(bob, posted["id"])
+    files = bob.m.files
+    assert files is not None
+    honest = files._read
+
+    def flipping(f: Any, index: int) -> bytes | None:
+        data = honest(f, index)
+        if index < 0 or data is None:
+            return data  # the layer stays right: only pieces lie
+        return data[:-1] + bytes([data[-1] ^ 0xFF])
+
+    files._read = flipping  # type: ignore[method-assign]
+    carol = people["carol"]
+    await carol.up()
+    await carol.m.join(carol.uri)  # type: ignore[attr-defined]
+    await linked(carol, bob)
+    await carol.m.dial("room", f"127.0.0.1:{alice.port()}")
+    await until(lambda: carol.links() == 2, 20, "carol linked to both")
+    offer = await offered(carol)
+    got = await fetched(carol, offer["id"])
+    assert sha(got["path"]) == sha(src)
+    assert got["stats"]["bad_piece"] >= 1  # bob's pieces were refused...
+    assert got["stats"]["verified"] == 13  # ...and every piece came verified from alice
+
+
+async def test_a_member_who_does_not_serve_is_not_asked(
+    people: dict[str, Person], tmp_path: Path
+) -> None:
+    alice, bob, src = await setup(people, tmp_path)
+    posted = await alice.m.send_file("room", str(src), None)
+    await offered(bob)
+    await fetched(bob, posted["id"])
+    assert (await bob.m.set_serving("room", False))["serve"] is False
+    await alice.down()
+    carol = people["carol"]
+    await carol.up()
+    await carol.m.join(carol.uri)  # type: ignore[attr-defined]
+    await linked(carol, bob)
+    offer = await offered(carol)
+    await carol.m.file_action("room", offer["id"], "accept")
+    files = carol.m.files
+    assert files is not None and bob.m.files is not None
+    f = files.files[bytes.fromhex(offer["id"])]
+    fid = f.id
+    links = bob.m.files._links.values()
+    # Bob heard carol ask (her empty BITFIELD) and stays silent: she has no source.
+    await until(lambda: any(fid in k.heard for k in links), 10, "bob heard carol")
+    assert f.swarm is not None and not f.swarm.sources and f.held == 0
+    bobs = next(x for x in await bob.files() if x["id"] == offer["id"])
+    assert bobs["served"] == 0
+    with pytest.raises(ApiError):
+        await carol.m.file_action("room", offer["id"], "accept")  # already active
