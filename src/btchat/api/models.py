@@ -688,6 +688,9 @@ class Channel(Shape):
     stored: dict[str, int] | None = Field(
         None, description="Messages and wire bytes stored for the channel (under its caps)."
     )
+    serve_files: bool | None = Field(
+        None, description="We serve pieces of this channel's files to its members."
+    )
 
 
 class Transfer(Shape):

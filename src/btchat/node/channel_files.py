@@ -364,15 +364,21 @@ class ChannelFiles:
             raise ApiError(400, "bad_path", f"cannot read {path}: {exc}") from None
         shown = safe_name(name or src.name)
         manifest = Manifest(shown, st.st_size, media_type_of(shown), piece, root)
-        write_atomic(self.config.state_dir / f"pending-{root.hex()}.layer", b"".join(hasher.layer))
+        write_atomic(self._pending(manifest), b"".join(hasher.layer))
         return manifest, src.resolve(), st
+
+    def _pending(self, m: Manifest) -> Path:
+        return self.config.state_dir / f"pending-{m.root.hex()}.layer"
+
+    def unprepare(self, m: Manifest) -> None:
+        """The post failed: forget the layer :meth:`prepare` kept."""
+        self._pending(m).unlink(missing_ok=True)
 
     def posted(self, stored: StoredMessage, src: Path, st: os.stat_result) -> dict[str, Any]:
         """Our own ``file`` message was posted: record it as held whole, and serve it."""
         m = stored.file
         assert m is not None
-        pending = self.config.state_dir / f"pending-{m.root.hex()}.layer"
-        os.replace(pending, self._layer_path(stored.id))
+        os.replace(self._pending(m), self._layer_path(stored.id))
         f = _File(stored.channel, stored.id, stored.author, m, "done", time.time(), mine=True)
         f.path, f.src_size, f.src_mtime_ns = str(src), st.st_size, st.st_mtime_ns
         self.files[f.id] = f
@@ -424,12 +430,11 @@ class ChannelFiles:
         m = stored.file
         if m is None or stored.id in self.files:
             return
-        tracked = sum(1 for f in self.files.values() if f.channel == stored.channel)
-        if tracked >= self.config.max_files:
+        if not self._room(stored.channel):
             self.stats["over_max_files"] += 1
             cid, mid = stored.channel.hex()[:8], stored.id.hex()[:8]
             log.info(
-                "channel %s: over %d files tracked, %s not recorded",
+                "channel %s: %d files held or fetched, %s not recorded",
                 cid,
                 self.config.max_files,
                 mid,
@@ -441,6 +446,23 @@ class ChannelFiles:
         self.files[f.id] = f
         self._save(f)
         self._emit({"type": "channel_file_offer", "file": self.json(f)})
+
+    def _room(self, channel: bytes) -> bool:
+        """Room for one more record in ``channel``: past the bound, the oldest offer
+        nobody accepted (or a rejected one) is forgotten, so a flood of offers cannot
+        keep a later one out; files held or being fetched are never dropped."""
+        mine = [f for f in self.files.values() if f.channel == channel]
+        if len(mine) < self.config.max_files:
+            return True
+        idle = [f for f in mine if f.state in ("offered", "rejected", "cancelled", "failed")]
+        if not idle:
+            return False
+        oldest = min(idle, key=lambda f: f.created)
+        del self.files[oldest.id]
+        self._record_path(oldest.id).unlink(missing_ok=True)
+        self._layer_path(oldest.id).unlink(missing_ok=True)
+        self.stats["offers_forgotten"] += 1
+        return True
 
     def forget_channel(self, channel: bytes) -> None:
         """We left ``channel``: stop its downloads (what is saved stays on disk)."""

@@ -254,6 +254,7 @@ class ChannelManager:
             "stored": dict(zip(("messages", "bytes"), engine.stored_usage(), strict=True))
             if engine
             else None,
+            "serve_files": self.serving(chat.channel_id),
         }
 
     # ------------------------------------------------------------------ API
@@ -390,8 +391,10 @@ class ChannelManager:
         try:
             stored = service.post_file(manifest)
         except NotAMember as exc:
+            files.unprepare(manifest)
             raise ApiError(403, "removed", str(exc)) from None
         except ValueError as exc:
+            files.unprepare(manifest)
             raise ApiError(409, "no_key", str(exc)) from None
         return files.posted(stored, src, st)
 
