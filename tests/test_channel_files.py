@@ -106,8 +106,9 @@ async def offered(p: Person) -> dict[str, Any]:
     return box[0]
 
 
-async def fetched(p: Person, fid: str) -> dict[str, Any]:
-    await p.m.file_action("room", fid, "accept")
+async def fetched(p: Person, fid: str, *, accept: bool = True) -> dict[str, Any]:
+    if accept:
+        await p.m.file_action("room", fid, "accept")
 
     def done() -> bool:
         return any(f["id"] == fid and f["state"] == "done" for f in p.m.files.list(cid(p)))  # type: ignore[union-attr]
@@ -246,58 +247,8 @@ async def test_a_download_resumes_after_a_restart_without_fetching_a_piece_twice
     await bob.up()
     assert held() >= before  # the saved bitmap
     await linked(bob, alice)  # a new port: no discovery here to find it
-    got = await fetched_after_restart(bob, posted["id"])
+    got = await fetched(bob, posted["id"], accept=False)
     assert sha(got["path"]) == sha(src)
     assert got["stats"]["verified"] == 13  # across both runs: no piece twice
     assert not got["stats"].get("duplicate")
     assert any(e["type"] == "channel_file_done" for e in bob.events)
-
-
-async def fetched_after_restart(p: Person, fid: str) -> dict[str, Any]:
-    def done() -> bool:
-        return any(f["id"] == fid and f["state"] == "done" for f in p.m.files.list(cid(p)))  # type: ignore[union-attr]
-
-    await until(done, 40, f"{p.name}'s download after the restart")
-    return next(f for f in p.m.files.list(cid(p)) if f["id"] == fid)  # type: ignore[union-attr]
-
-
-def test_offers_tracked_per_channel_are_bounded_oldest_idle_first(tmp_path: Path) -> None:
-    from btchat.channels.store import StoredMessage
-    from btchat.node.channel_files import ChannelFiles
-    from btchat.transfer.manifest import Manifest
-
-    events: list[dict[str, Any]] = []
-    files = ChannelFiles(
-        ChannelFilesConfig(save_dir=tmp_path / "f", state_dir=tmp_path / "s", max_files=2),
-        serving=lambda _c: True,
-        emit=events.append,
-    )
-    room = b"c" * 32
-    m = Manifest("a.bin", 5, "application/octet-stream", 262144, b"r" * 32)
-
-    def offer(i: int, size: int = 5) -> bytes:
-        mid = bytes([i]) * 16
-        manifest = Manifest(m.name, size, m.media_type, m.piece_size, m.root)
-        files.on_message(
-            StoredMessage(room, mid, b"a" * 32, i, 0, False, "a.bin", (), b"", manifest)
-        )
-        return mid
-
-    first, second = offer(1), offer(2)
-    files.act(room, first.hex(), "accept")  # fetching: never dropped
-    third = offer(3)  # the oldest idle offer (second) makes room
-    assert set(files.files) == {first, third}
-    assert files.stats["offers_forgotten"] == 1
-    assert not (tmp_path / "s" / f"{second.hex()}.json").exists()
-    files.act(room, third.hex(), "accept")
-    offer(4)  # nothing idle to forget: not recorded
-    assert set(files.files) == {first, third} and files.stats["over_max_files"] == 1
-    huge = offer(5, size=5 * 1024**3)  # over max_size: recorded as rejected, so idle
-    assert huge not in files.files  # no room: both others are being fetched
-    # Records persist: a new instance reads them back, the downloads still active.
-    again = ChannelFiles(files.config, serving=lambda _c: True, emit=events.append)
-    assert {f.state for f in again.files.values()} == {"active"}
-    for x in (files, again):
-        for f in x.files.values():
-            if f.fd is not None:
-                os.close(f.fd)

@@ -48,15 +48,8 @@ from btchat.channels.store import StoredMessage
 from btchat.errors import ApiError
 from btchat.files import write_atomic
 from btchat.node.files import DISK_MARGIN, hash_file, media_type_of, place_file
-from btchat.stream.events import (
-    StreamClosed,
-    StreamData,
-    StreamOpened,
-    StreamReset,
-    StreamsAvailable,
-    StreamWritable,
-)
-from btchat.stream.frames import Service
+from btchat.node.transfer_streams import TransferStreams
+from btchat.stream.events import StreamOpened, StreamsAvailable
 from btchat.tasks import TaskOwner
 from btchat.transfer import wire
 from btchat.transfer.download import Bitmap
@@ -163,18 +156,13 @@ class _File:
         return self.swarm.have.to_bytes() if self.swarm is not None else b""
 
 
-@dataclass(eq=False)
-class _Link:
-    """Our two transfer substreams on one channel link, and what we read from the peer's."""
+@dataclass(eq=False, kw_only=True)
+class _Link(TransferStreams):
+    """Our transfer substreams on one channel link, and what we serve on it."""
 
     channel: bytes
     key: bytes  # the member's link key
-    conn: LinkConnection
-    control: int
-    bulk: int
-    readers: dict[int, wire.Reader] = field(default_factory=dict)
     queue: deque[tuple[bytes, int]] = field(default_factory=deque)  # (offer, index); -1: layer
-    leftover: dict[int, bytes] = field(default_factory=dict)
     heard: set[bytes] = field(default_factory=set)  # offers this peer sent a BITFIELD of
     tokens: float = 0.0
     tokens_at: float = 0.0
@@ -485,14 +473,8 @@ class ChannelFiles:
         if isinstance(event, StreamsAvailable):
             if link is not None and link.conn is not conn:
                 self._drop(link)
-            link = _Link(
-                channel,
-                key,
-                conn,
-                conn.open_stream(wire.CONTROL_PRIORITY, Service.FILES),
-                conn.open_stream(wire.BULK_PRIORITY, Service.FILES),
-                tokens=self._burst(),
-                tokens_at=time.monotonic(),
+            link = _Link.open(
+                conn, channel=channel, key=key, tokens=self._burst(), tokens_at=time.monotonic()
             )
             self._links[lk] = link
             for f in self.files.values():
@@ -503,28 +485,14 @@ class ChannelFiles:
             if isinstance(event, StreamOpened):
                 conn.reset_stream(event.stream_id, "not ready")
             return
-        if isinstance(event, StreamOpened):
-            if len(link.readers) >= 2:
-                conn.reset_stream(event.stream_id, "unexpected stream")
-                self.stats["rx_bad_stream"] += 1
-            else:
-                link.readers[event.stream_id] = wire.Reader()
-        elif isinstance(event, StreamData):
-            self._on_stream_data(link, event.stream_id, event.data)
-        elif isinstance(event, StreamClosed | StreamReset):
-            link.readers.pop(event.stream_id, None)
-            sid = event.stream_id
-            if isinstance(event, StreamReset) and sid in (link.control, link.bulk):
-                link.leftover.pop(sid, None)
-                if sid == link.control:
-                    link.control = conn.open_stream(wire.CONTROL_PRIORITY, Service.FILES)
-                else:
-                    link.bulk = conn.open_stream(wire.BULK_PRIORITY, Service.FILES)
-                    self._pump(link)
-        elif isinstance(event, StreamWritable):
-            self._pump(link)
-        elif isinstance(event, LinkClosed | LinkFailed):
+        if isinstance(event, LinkClosed | LinkFailed):
             self._drop(link)
+            return
+        messages, writable = link.handle(event, self.stats)
+        for msg in messages:
+            self._dispatch(link, msg)
+        if writable:
+            self._pump(link)
 
     def _drop(self, link: _Link) -> None:
         lk = (link.channel, link.key)
@@ -550,34 +518,18 @@ class ChannelFiles:
             bits = b""  # we hold nothing we serve, but want to hear who holds it
         else:
             return
-        self._send(link, link.control, wire.encode(wire.Bitfield(f.id, bits)))
+        link.send_control(wire.Bitfield(f.id, bits))
 
     def _announce(self, f: _File) -> None:
         for link in self._channel_links(f.channel):
             self._tell_bitfield(link, f)
-
-    def _on_stream_data(self, link: _Link, sid: int, data: bytes) -> None:
-        reader = link.readers.get(sid)
-        if reader is None:
-            return
-        link.conn.stream_consumed(sid, len(data))  # the reader's own bound holds memory
-        try:
-            messages = reader.feed(data)
-        except wire.WireError as exc:
-            log.info("bad channel transfer message from %s: %s", link.key.hex()[:16], exc)
-            self.stats["rx_malformed"] += 1
-            link.readers.pop(sid, None)
-            link.conn.reset_stream(sid, "malformed transfer message")
-            return
-        for msg in messages:
-            self._dispatch(link, msg)
 
     def _dispatch(self, link: _Link, msg: wire.Message) -> None:
         f = self.files.get(msg.offer)
         if f is None or f.channel != link.channel:
             self.stats["rx_unknown_offer"] += 1
             if isinstance(msg, wire.GetLayer | wire.Get):
-                self._send(link, link.control, wire.encode(wire.Cancel(msg.offer, "unknown offer")))
+                link.send_control(wire.Cancel(msg.offer, "unknown offer"))
             return
         if isinstance(msg, wire.Bitfield):
             first = msg.offer not in link.heard
@@ -604,7 +556,7 @@ class ChannelFiles:
 
     def _serve(self, link: _Link, f: _File, msg: wire.GetLayer | wire.Get) -> None:
         if not self._serving(f.channel):
-            self._send(link, link.control, wire.encode(wire.Cancel(f.id, "not serving")))
+            link.send_control(wire.Cancel(f.id, "not serving"))
             return
         if isinstance(msg, wire.GetLayer):
             wanted = [-1] if f.held else []
@@ -612,7 +564,7 @@ class ChannelFiles:
             wanted = [i for i in msg.indices if 0 <= i < f.manifest.pieces and f.holds(i)]
             self.stats["rx_not_held"] += len(msg.indices) - len(wanted)
         if not wanted:
-            self._send(link, link.control, wire.encode(wire.Cancel(f.id, "not held")))
+            link.send_control(wire.Cancel(f.id, "not held"))
             return
         room = self.config.max_queued - len(link.queue)
         if len(wanted) > room:
@@ -626,7 +578,7 @@ class ChannelFiles:
 
     def _pump(self, link: _Link) -> None:
         """Send queued pieces while the bulk stream takes them and the member's rate allows."""
-        if not self._flush_leftover(link):
+        if not link.flush():
             return
         rate = self.config.serve_per_minute / 60.0
         while link.queue:
@@ -655,7 +607,7 @@ class ChannelFiles:
                 continue
             if index >= 0:
                 link.tokens -= 1.0
-            if not self._send(link, link.bulk, data):
+            if not link.send(link.bulk, data):
                 return
 
     def _wake(self, link: _Link) -> None:
@@ -687,27 +639,6 @@ class ChannelFiles:
         f.served += 1
         return wire.encode(wire.Piece(f.id, index, data))
 
-    def _send(self, link: _Link, sid: int, data: bytes) -> bool:
-        """Queue ``data`` on our stream ``sid``; False if it did not all fit (kept)."""
-        if link.leftover.get(sid):
-            link.leftover[sid] += data
-            return False
-        try:
-            taken = link.conn.send_stream(sid, data)
-        except (RuntimeError, ValueError):  # the link ended under us
-            return False
-        if taken < len(data):
-            link.leftover[sid] = data[taken:]
-            return False
-        return True
-
-    def _flush_leftover(self, link: _Link) -> bool:
-        for sid in list(link.leftover):
-            rest = link.leftover.pop(sid)
-            if not self._send(link, sid, rest):
-                return False
-        return True
-
     # ----------------------------------------------------------- fetching
 
     def _request(self, f: _File) -> None:
@@ -718,7 +649,7 @@ class ChannelFiles:
             if link is None:
                 f.swarm.remove_source(key)
                 continue
-            self._send(link, link.control, wire.encode(msg))
+            link.send_control(msg)
 
     def _receive(self, link: _Link, f: _File, msg: wire.Layer | wire.Piece) -> None:
         s = f.swarm
@@ -759,7 +690,7 @@ class ChannelFiles:
             have = wire.encode(wire.Have(f.id, index))
             for link in self._channel_links(f.channel):
                 if f.id in link.heard:
-                    self._send(link, link.control, have)
+                    link.send(link.control, have)
         self._emit_progress(f)
         return True
 

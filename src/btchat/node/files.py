@@ -54,19 +54,12 @@ from btchat.messaging import envelope as env_mod
 from btchat.messaging.conversation import Conversations
 from btchat.messaging.envelope import Envelope
 from btchat.messaging.store import Store
+from btchat.node.transfer_streams import TransferStreams
 from btchat.session.connection import SessionConnection
 from btchat.session.core import SessionClosed, SessionFailed
 from btchat.storage import StoreError
 from btchat.storage.database import StoreFull, StoreIOError, StoreReadOnly
-from btchat.stream.events import (
-    StreamClosed,
-    StreamData,
-    StreamOpened,
-    StreamReset,
-    StreamsAvailable,
-    StreamWritable,
-)
-from btchat.stream.frames import Service
+from btchat.stream.events import StreamsAvailable
 from btchat.transfer import wire
 from btchat.transfer.download import Bitmap, Download
 from btchat.transfer.manifest import MAX_FILE_SIZE, MAX_INLINE, Manifest, choose_piece_size
@@ -207,17 +200,12 @@ class _Transfer:
         return have * m.piece_size
 
 
-@dataclass(eq=False)
-class _Link:
-    """Our two substreams on one session, and what we read from the peer's."""
+@dataclass(eq=False, kw_only=True)
+class _Link(TransferStreams):
+    """Our two substreams on one session, and the pieces the peer asked for."""
 
     key: tuple[bytes, bytes]
-    conn: SessionConnection
-    control: int
-    bulk: int
-    readers: dict[int, wire.Reader] = field(default_factory=dict)
     queue: deque[tuple[bytes, int]] = field(default_factory=deque)  # (offer, index); -1: layer
-    leftover: dict[int, bytes] = field(default_factory=dict)  # stream -> bytes not taken yet
 
 
 class Files:
@@ -654,12 +642,7 @@ class Files:
         if isinstance(event, StreamsAvailable):
             if link is not None and link.conn is not conn:
                 self._drop(link)
-            link = _Link(
-                peer,
-                conn,
-                conn.open_stream(wire.CONTROL_PRIORITY, Service.FILES),
-                conn.open_stream(wire.BULK_PRIORITY, Service.FILES),
-            )
+            link = _Link.open(conn, key=peer)
             self._links[peer] = link
             for t in list(self.transfers.values()):
                 if t.peer == peer[0] and t.device == peer[1]:
@@ -667,31 +650,14 @@ class Files:
             return
         if link is None or link.conn is not conn:
             return
-        if isinstance(event, StreamOpened):
-            # The peer's control and bulk streams: each reader holds at most one message
-            # (8 MiB), so a hostile contact costs at most two of them per session.
-            if len(link.readers) >= 2:
-                conn.reset_stream(event.stream_id, "unexpected stream")
-                self.stats["rx_bad_stream"] += 1
-            else:
-                link.readers[event.stream_id] = wire.Reader()
-        elif isinstance(event, StreamData):
-            self._on_stream_data(link, event.stream_id, event.data)
-        elif isinstance(event, StreamClosed | StreamReset):
-            link.readers.pop(event.stream_id, None)
-            sid = event.stream_id
-            if isinstance(event, StreamReset) and sid in (link.control, link.bulk):
-                # The peer refused one of ours: open a fresh one, so the link still works.
-                link.leftover.pop(sid, None)
-                if sid == link.control:
-                    link.control = conn.open_stream(wire.CONTROL_PRIORITY, Service.FILES)
-                else:
-                    link.bulk = conn.open_stream(wire.BULK_PRIORITY, Service.FILES)
-                    self._pump(link)
-        elif isinstance(event, StreamWritable):
-            self._pump(link)
-        elif isinstance(event, SessionClosed | SessionFailed):
+        if isinstance(event, SessionClosed | SessionFailed):
             self._drop(link)
+            return
+        messages, writable = link.handle(event, self.stats)
+        for msg in messages:
+            self._dispatch(link, msg)
+        if writable:
+            self._pump(link)
 
     def _drop(self, link: _Link) -> None:
         if self._links.get(link.key) is link:
@@ -702,28 +668,12 @@ class Files:
                 if t.dirty:
                     self._save(t)
 
-    def _on_stream_data(self, link: _Link, sid: int, data: bytes) -> None:
-        reader = link.readers.get(sid)
-        if reader is None:
-            return
-        link.conn.stream_consumed(sid, len(data))  # the reader's own bound holds memory
-        try:
-            messages = reader.feed(data)
-        except wire.WireError as exc:
-            log.info("bad transfer message from %s: %s", link.key[0].hex()[:16], exc)
-            self.stats["rx_malformed"] += 1
-            link.readers.pop(sid, None)
-            link.conn.reset_stream(sid, "malformed transfer message")
-            return
-        for msg in messages:
-            self._dispatch(link, msg)
-
     def _dispatch(self, link: _Link, msg: wire.Message) -> None:
         t = self.transfers.get(msg.offer)
         if t is None or t.peer != link.key[0]:
             self.stats["rx_unknown_offer"] += 1
             if isinstance(msg, wire.GetLayer | wire.Get):
-                self._send(link, link.control, wire.encode(wire.Cancel(msg.offer, "unknown offer")))
+                link.send_control(wire.Cancel(msg.offer, "unknown offer"))
             return
         if isinstance(msg, wire.Cancel):
             if t.state in OPEN_STATES:
@@ -741,7 +691,7 @@ class Files:
 
     def _serve(self, link: _Link, t: _Transfer, msg: wire.Message) -> None:
         if t.state not in OPEN_STATES:
-            self._send(link, link.control, wire.encode(wire.Cancel(t.id, t.state)))
+            link.send_control(wire.Cancel(t.id, t.state))
             return
         if isinstance(msg, wire.GetLayer):
             wanted = [-1]
@@ -763,7 +713,7 @@ class Files:
 
     def _pump(self, link: _Link) -> None:
         """Send queued pieces while the bulk stream takes them."""
-        if not self._flush_leftover(link):
+        if not link.flush():
             return
         while link.queue:
             tid, index = link.queue.popleft()
@@ -780,7 +730,7 @@ class Files:
                 continue
             if data is None:
                 continue
-            if not self._send(link, link.bulk, data):
+            if not link.send(link.bulk, data):
                 return
 
     def _read(self, t: _Transfer, index: int) -> bytes | None:
@@ -802,31 +752,10 @@ class Files:
         self._emit_progress(t)
         return wire.encode(wire.Piece(t.id, index, data))
 
-    def _send(self, link: _Link, sid: int, data: bytes) -> bool:
-        """Queue ``data`` on our stream ``sid``; False if it did not all fit (kept)."""
-        if link.leftover.get(sid):
-            link.leftover[sid] += data
-            return False
-        try:
-            taken = link.conn.send_stream(sid, data)
-        except (RuntimeError, ValueError):  # the session ended under us
-            return False
-        if taken < len(data):
-            link.leftover[sid] = data[taken:]
-            return False
-        return True
-
-    def _flush_leftover(self, link: _Link) -> bool:
-        for sid in list(link.leftover):
-            rest = link.leftover.pop(sid)
-            if not self._send(link, sid, rest):
-                return False
-        return True
-
     def _tell(self, t: _Transfer, msg: wire.Message) -> None:
         for key, link in self._links.items():
             if key[0] == t.peer and (t.direction == "out" or key[1] == t.device):
-                self._send(link, link.control, wire.encode(msg))
+                link.send_control(msg)
 
     # ----------------------------------------------------------- receiving side
 
@@ -837,7 +766,7 @@ class Files:
         if link is None:
             return
         for msg in t.download.requests():
-            self._send(link, link.control, wire.encode(msg))
+            link.send_control(msg)
 
     def _receive(self, link: _Link, t: _Transfer, msg: wire.Message) -> None:
         d = t.download

@@ -25,9 +25,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 from btchat.transfer import wire
-from btchat.transfer.download import Bitmap, Verdict
+from btchat.transfer.download import Bitmap, Verdict, layer_fits, piece_fits
 from btchat.transfer.manifest import Manifest
-from btchat.transfer.tree import layer_root, piece_hash
 
 __all__ = ["MAX_BAD_PER_SOURCE", "PER_SOURCE", "REQUEST_TIMEOUT", "Swarm"]
 
@@ -72,7 +71,7 @@ class Swarm:
         self.sources: dict[Hashable, _Source] = {}
         self.banned: set[Hashable] = set()
         self.layer: list[bytes] | None = layer if manifest.pieces else []
-        if self.layer is not None and not self._layer_ok(self.layer):
+        if self.layer is not None and not layer_fits(self.manifest, self.layer):
             self.layer = None  # a stored layer that does not check out is fetched again
         self._layer_asked: tuple[Hashable, float] | None = None
         self._avail = [0] * manifest.pieces
@@ -96,10 +95,6 @@ class Swarm:
     def availability(self, index: int) -> int:
         """Sources (not dropped) that hold piece ``index``."""
         return self._avail[index]
-
-    def _layer_ok(self, hashes: list[bytes]) -> bool:
-        m = self.manifest
-        return len(hashes) == m.pieces and layer_root(hashes, m.piece_size) == m.root
 
     # ------------------------------------------------------------------ sources
 
@@ -236,7 +231,7 @@ class Swarm:
             self._layer_asked = None
         if self.layer is not None:
             return True
-        if not self._layer_ok(hashes):
+        if not layer_fits(self.manifest, hashes):
             self._bad(key, "bad_layer")
             return False
         self.layer = list(hashes)
@@ -255,10 +250,7 @@ class Swarm:
         if self.have[index]:
             self.stats["duplicate"] += 1
             return Verdict("duplicate", index)
-        m = self.manifest
-        if len(data) != m.piece_length(index) or (
-            piece_hash(data, m.pieces, m.piece_size) != self.layer[index]
-        ):
+        if not piece_fits(self.manifest, self.layer, index, data):
             source.refused.add(index)
             self._bad(key, "bad_piece")
             return Verdict("bad", index)
