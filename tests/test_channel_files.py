@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,7 @@ class Person:
 
 @pytest.fixture
 async def people(tmp_path: Path) -> AsyncIterator[dict[str, Person]]:
-    folks = {n: Person(tmp_path, n) for n in ("alice", "bob", "carol")}
+    folks = {n: Person(tmp_path, n) for n in ("alice", "bob", "carol", "dave")}
     try:
         yield folks
     finally:
@@ -121,7 +122,9 @@ def cid(p: Person) -> bytes:
     return next(iter(p.m.services))
 
 
-async def setup(people: dict[str, Person], tmp_path: Path) -> tuple[Person, Person, Path]:
+async def setup(
+    people: dict[str, Person], tmp_path: Path, size: int = SIZE
+) -> tuple[Person, Person, Path]:
     alice, bob = people["alice"], people["bob"]
     await alice.up()
     await bob.up()
@@ -130,7 +133,7 @@ async def setup(people: dict[str, Person], tmp_path: Path) -> tuple[Person, Pers
     people["carol"].uri = created["uri"]  # type: ignore[attr-defined]
     await linked(bob, alice)
     src = tmp_path / "holiday.bin"
-    src.write_bytes(os.urandom(SIZE))
+    src.write_bytes(os.urandom(size))
     return alice, bob, src
 
 
@@ -252,3 +255,86 @@ async def test_a_download_resumes_after_a_restart_without_fetching_a_piece_twice
     assert got["stats"]["verified"] == 13  # across both runs: no piece twice
     assert not got["stats"].get("duplicate")
     assert any(e["type"] == "channel_file_done" for e in bob.events)
+
+
+async def test_fetched_from_three_members_at_once_one_leaving_midway(
+    people: dict[str, Person], tmp_path: Path
+) -> None:
+    alice, bob, src = await setup(people, tmp_path, size=40 * 262144)
+    carol, dave = people["carol"], people["dave"]
+    await carol.up()
+    await carol.m.join(carol.uri)  # type: ignore[attr-defined]
+    await linked(carol, alice)
+    posted = await alice.m.send_file("room", str(src), None)
+    for p in (bob, carol):
+        await offered(p)
+        await fetched(p, posted["id"])
+
+    async def served(p: Person) -> int:
+        return next(x for x in await p.files() if x["id"] == posted["id"])["served"]
+
+    before = {p.name: await served(p) for p in (alice, bob, carol)}
+    for p in (alice, bob, carol):  # now slow: one piece a second each, after 8 at once
+        assert p.m.files is not None
+        p.m.files.config = replace(p.m.files.config, serve_per_minute=60)
+    await dave.up()
+    await dave.m.join(carol.uri)  # type: ignore[attr-defined]
+    for p in (alice, bob, carol):
+        await dave.m.dial("room", f"127.0.0.1:{p.port()}")
+    await until(lambda: dave.links() == 3, 20, "dave linked to all three")
+    offer = await offered(dave)
+    await dave.m.file_action("room", offer["id"], "accept")
+    assert dave.m.files is not None
+    f = dave.m.files.files[bytes.fromhex(offer["id"])]
+    await until(lambda: f.swarm is not None and len(f.swarm.sources) == 3, 10, "three sources")
+    await until(lambda: f.held >= 20, 20, "dave's first pieces")
+    assert f.held < 40
+    await bob.down()  # one source leaves mid-way
+    got = await fetched(dave, offer["id"], accept=False)
+    assert sha(got["path"]) == sha(src)
+    assert got["stats"]["verified"] == 40 and not got["stats"].get("duplicate")
+    to_dave = {p.name: await served(p) - before[p.name] for p in (alice, carol)}
+    assert all(n > 0 for n in to_dave.values()), to_dave  # pieces came from each
+    assert sum(to_dave.values()) < 40  # and the rest from bob, before he left
+
+
+def test_offers_tracked_per_channel_are_bounded_oldest_idle_first(tmp_path: Path) -> None:
+    from btchat.channels.store import StoredMessage
+    from btchat.node.channel_files import ChannelFiles
+    from btchat.transfer.manifest import Manifest
+
+    events: list[dict[str, Any]] = []
+    files = ChannelFiles(
+        ChannelFilesConfig(save_dir=tmp_path / "f", state_dir=tmp_path / "s", max_files=2),
+        serving=lambda _c: True,
+        emit=events.append,
+    )
+    room = b"c" * 32
+    m = Manifest("a.bin", 5, "application/octet-stream", 262144, b"r" * 32)
+
+    def offer(i: int, size: int = 5) -> bytes:
+        mid = bytes([i]) * 16
+        manifest = Manifest(m.name, size, m.media_type, m.piece_size, m.root)
+        files.on_message(
+            StoredMessage(room, mid, b"a" * 32, i, 0, False, "a.bin", (), b"", manifest)
+        )
+        return mid
+
+    first, second = offer(1), offer(2)
+    files.act(room, first.hex(), "accept")  # fetching: never dropped
+    third = offer(3)  # the oldest idle offer (second) makes room
+    assert set(files.files) == {first, third}
+    assert files.stats["offers_forgotten"] == 1
+    assert not (tmp_path / "s" / f"{second.hex()}.json").exists()
+    files.act(room, third.hex(), "accept")
+    offer(4)  # nothing idle to forget: not recorded
+    assert set(files.files) == {first, third} and files.stats["over_max_files"] == 1
+    huge = offer(5, size=5 * 1024**3)  # over max_size: recorded as rejected, so idle
+    assert huge not in files.files  # no room: both others are being fetched
+    # Records persist: a new instance reads them back, the downloads still active.
+    again = ChannelFiles(files.config, serving=lambda _c: True, emit=events.append)
+    assert {f.state for f in again.files.values()} == {"active"}
+    for x in (files, again):
+        for f in x.files.values():
+            if f.fd is not None:
+                os.close(f.fd)
