@@ -36,6 +36,8 @@ PER_SOURCE = 8
 MAX_BAD_PER_SOURCE = 4
 #: Seconds a request may go unanswered before it is asked again.
 REQUEST_TIMEOUT = 60.0
+#: HAVEs (of pieces others held already) before the rarest-first order is sorted again.
+REORDER_AFTER = 32
 
 
 @dataclass(eq=False)
@@ -75,6 +77,10 @@ class Swarm:
             self.layer = None  # a stored layer that does not check out is fetched again
         self._layer_asked: tuple[Hashable, float] | None = None
         self._avail = [0] * manifest.pieces
+        self._order: list[int] = []  # see _ordered
+        self._start = 0
+        self._stale = True
+        self._changes = 0
         order = list(range(manifest.pieces))
         if rng is not None:
             rng.shuffle(order)
@@ -122,6 +128,7 @@ class Swarm:
         return True
 
     def _count(self, have: Bitmap, delta: int) -> None:
+        self._stale = True
         if have.count:
             for i in range(self.manifest.pieces):
                 if have[i]:
@@ -138,6 +145,10 @@ class Swarm:
         if not source.have[index]:
             source.have.set(index)
             self._avail[index] += 1
+            if self._avail[index] == 1:
+                self._stale = True  # a piece nobody held before: ask for it now
+            else:
+                self._changes += 1
         return True
 
     def remove_source(self, key: Hashable) -> None:
@@ -175,6 +186,21 @@ class Swarm:
             self._layer_asked = None
             self.stats["timeouts"] += 1
 
+    def _ordered(self) -> list[int]:
+        """Missing pieces some source holds, rarest first: sorted again after a source
+        came or went, a piece became available, or REORDER_AFTER other HAVEs (so a busy
+        swarm does not sort on every HAVE); pieces held since are skipped from the front."""
+        if self._stale or self._changes >= REORDER_AFTER:
+            self._order = sorted(
+                (i for i in range(self.manifest.pieces) if not self.have[i] and self._avail[i]),
+                key=lambda i: (self._avail[i], self._rank[i]),
+            )
+            self._start, self._stale, self._changes = 0, False, 0
+        order = self._order
+        while self._start < len(order) and self.have[order[self._start]]:
+            self._start += 1
+        return order
+
     def requests(self, now: float) -> list[tuple[Hashable, wire.Message]]:
         """(source, message) pairs to send now; none while complete or waiting."""
         if self.complete or not self.sources:
@@ -190,32 +216,36 @@ class Swarm:
             self._layer_asked = (key, now)
             return [(key, wire.GetLayer(self.offer))]
         room = {k: self.per_source - len(s.in_flight) for k, s in self.sources.items()}
-        if not any(r > 0 for r in room.values()):
+        open_ = {k: self.sources[k] for k, r in room.items() if r > 0}
+        if not open_:
             return []
         flying: set[int] = set()
         for s in self.sources.values():
             flying.update(s.in_flight)
-        missing = [
-            i
-            for i in range(self.manifest.pieces)
-            if not self.have[i] and i not in flying and self._avail[i]
-        ]
-        missing.sort(key=lambda i: (self._avail[i], self._rank[i]))
+        order = self._ordered()
         wanted: dict[Hashable, list[int]] = {}
-        for i in missing:
-            holders = [
-                k
-                for k, s in self.sources.items()
-                if room[k] > 0 and s.have[i] and i not in s.refused
-            ]
+        held = 0
+        for pos in range(self._start, len(order)):
+            i = order[pos]
+            if self.have[i]:
+                held += 1
+                continue
+            if i in flying:
+                continue
+            holders = [k for k, s in open_.items() if s.have[i] and i not in s.refused]
             if not holders:
                 continue
             key = max(holders, key=lambda k: room[k])  # the least loaded
             room[key] -= 1
+            if not room[key]:
+                del open_[key]
             wanted.setdefault(key, []).append(i)
             self.sources[key].in_flight[i] = now
-            if not any(r > 0 for r in room.values()):
+            if not open_:
                 break
+        if held > 64:  # held pieces behind a slow one at the front: drop them from the order
+            self._order = [i for i in order[self._start :] if not self.have[i]]
+            self._start = 0
         out: list[tuple[Hashable, wire.Message]] = []
         for key, indices in wanted.items():
             self.stats["requested"] += len(indices)
