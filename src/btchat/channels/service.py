@@ -79,7 +79,7 @@ GOODBYE_GRACE = 0.2
 #: closed: a link that only answers PINGs would otherwise hold a place in MAX_LINKS.
 HELLO_TIMEOUT = 10.0
 #: Links of a channel whose files we transfer announce substreams (files ride on them).
-_FILES_LINK = LinkConfig(substreams=True)
+_FILES_LINK = LinkConfig(substreams=True, chunk_size=60 * 1024)  # as sessions: fewer frames
 
 
 @dataclass(frozen=True)
