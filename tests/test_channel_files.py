@@ -228,6 +228,24 @@ async def test_a_member_who_does_not_serve_is_not_asked(
         await carol.m.file_action("room", offer["id"], "accept")  # already active
 
 
+async def test_a_poster_whose_file_changed_says_so_instead_of_serving_it(
+    people: dict[str, Person], tmp_path: Path
+) -> None:
+    alice, bob, src = await setup(people, tmp_path)
+    posted = await alice.m.send_file("room", str(src), None)
+    src.write_bytes(os.urandom(SIZE))  # edited after posting: no longer the offered file
+    os.utime(src, ns=(1, 1))
+    await offered(bob)
+    await bob.m.file_action("room", posted["id"], "accept")
+    assert alice.m.files is not None and bob.m.files is not None
+    f = bob.m.files.files[bytes.fromhex(posted["id"])]
+    await until(lambda: alice.m.files.stats["serve_changed"] >= 1, 10, "alice noticed")  # type: ignore[union-attr]
+    await until(lambda: f.swarm is not None and not f.swarm.sources, 10, "alice dropped")
+    assert f.held == 0 and f.state == "active"
+    mine = next(x for x in await alice.files() if x["id"] == posted["id"])
+    assert "changed" in mine["error"]
+
+
 async def test_a_download_resumes_after_a_restart_without_fetching_a_piece_twice(
     people: dict[str, Person], tmp_path: Path
 ) -> None:

@@ -333,7 +333,9 @@ class ChannelFiles:
             raise ApiError(404, "no_file", f"no file {fid!r} in this channel")
         return matches[0]
 
-    async def prepare(self, path: str, name: str | None) -> tuple[Manifest, Path, os.stat_result]:
+    async def prepare(
+        self, path: str, name: str | None
+    ) -> tuple[Manifest, list[bytes], Path, os.stat_result]:
         """The manifest of the file at ``path`` (hashed in a thread), to post."""
         src = Path(path).expanduser()
         try:
@@ -352,21 +354,15 @@ class ChannelFiles:
             raise ApiError(400, "bad_path", f"cannot read {path}: {exc}") from None
         shown = safe_name(name or src.name)
         manifest = Manifest(shown, st.st_size, media_type_of(shown), piece, root)
-        write_atomic(self._pending(manifest), b"".join(hasher.layer))
-        return manifest, src.resolve(), st
+        return manifest, hasher.layer, src.resolve(), st
 
-    def _pending(self, m: Manifest) -> Path:
-        return self.config.state_dir / f"pending-{m.root.hex()}.layer"
-
-    def unprepare(self, m: Manifest) -> None:
-        """The post failed: forget the layer :meth:`prepare` kept."""
-        self._pending(m).unlink(missing_ok=True)
-
-    def posted(self, stored: StoredMessage, src: Path, st: os.stat_result) -> dict[str, Any]:
+    def posted(
+        self, stored: StoredMessage, layer: list[bytes], src: Path, st: os.stat_result
+    ) -> dict[str, Any]:
         """Our own ``file`` message was posted: record it as held whole, and serve it."""
         m = stored.file
         assert m is not None
-        os.replace(self._pending(m), self._layer_path(stored.id))
+        write_atomic(self._layer_path(stored.id), b"".join(layer))
         f = _File(stored.channel, stored.id, stored.author, m, "done", time.time(), mine=True)
         f.path, f.src_size, f.src_mtime_ns = str(src), st.st_size, st.st_mtime_ns
         self.files[f.id] = f
@@ -508,7 +504,8 @@ class ChannelFiles:
         return [k for k in self._links.values() if k.channel == channel]
 
     def _can_serve(self, f: _File) -> bool:
-        return f.held > 0 and self._serving(f.channel)
+        unchanged = f.state != "done" or f.error is None  # a whole file changed on disk
+        return f.held > 0 and unchanged and self._serving(f.channel)
 
     def _tell_bitfield(self, link: _Link, f: _File) -> None:
         """Our BITFIELD of ``f`` to ``link``: if we serve pieces of it, or fetch it."""
@@ -602,8 +599,10 @@ class ChannelFiles:
             except OSError as exc:
                 log.warning("cannot serve %s: %s", f.id.hex()[:8], exc)
                 self.stats["serve_failed"] += 1
-                continue
-            if data is None:
+                data = None
+            if data is None:  # gone or changed on disk: say so, it is asked elsewhere
+                link.send_control(wire.Cancel(f.id, "not held"))
+                link.queue = deque(q for q in link.queue if q[0] != f.id)
                 continue
             if index >= 0:
                 link.tokens -= 1.0

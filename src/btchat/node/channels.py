@@ -387,16 +387,14 @@ class ChannelManager:
         """Post the file at ``path`` (on this machine) in the channel, and serve it."""
         files = self._files()
         service = self._service(ref)
-        manifest, src, st = await files.prepare(path, name)
+        manifest, layer, src, st = await files.prepare(path, name)
         try:
             stored = service.post_file(manifest)
         except NotAMember as exc:
-            files.unprepare(manifest)
             raise ApiError(403, "removed", str(exc)) from None
         except ValueError as exc:
-            files.unprepare(manifest)
             raise ApiError(409, "no_key", str(exc)) from None
-        return files.posted(stored, src, st)
+        return files.posted(stored, layer, src, st)
 
     async def list_files(self, ref: str) -> list[dict[str, Any]]:
         return self._files().list(self._service(ref).chat.channel_id)
