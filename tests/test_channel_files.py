@@ -226,6 +226,10 @@ async def test_a_member_who_does_not_serve_is_not_asked(
     assert bobs["served"] == 0
     with pytest.raises(ApiError):
         await carol.m.file_action("room", offer["id"], "accept")  # already active
+    await carol.m.file_action("room", offer["id"], "cancel")
+    assert not (carol.dir / "files" / f".btchat-{offer['id']}.part").exists()
+    again = await carol.m.file_action("room", offer["id"], "accept")  # from scratch
+    assert again["state"] == "active"
 
 
 async def test_a_poster_whose_file_changed_says_so_instead_of_serving_it(

@@ -374,9 +374,10 @@ class ChannelFiles:
         f = self.get(channel, fid)
         if action not in ACTIONS:
             raise ApiError(400, "bad_action", f"action is one of {', '.join(ACTIONS)}")
-        if action == "accept":
-            if f.state != "offered":
+        if action == "accept":  # again after a reject, cancel or failure: from scratch
+            if f.state not in ("offered", "rejected", "cancelled", "failed") or f.mine:
                 raise ApiError(409, "not_offered", f"the file is {f.state}")
+            f.error = None
             self._accept(f)
         elif action == "reject":
             if f.state != "offered":
