@@ -80,7 +80,7 @@ async def test_channel_file_routes(api: Api) -> None:  # noqa: F811
     )
     assert await error_of(resp, 409) == "not_offered"  # ours, held whole
     resp = await client.post(
-        "/v1/channels/room/files/abcdef", json={"action": "pause"}, headers=AUTH
+        "/v1/channels/room/files/abcdef", json={"action": "delete"}, headers=AUTH
     )
     assert await error_of(resp, 400) == "bad_action"
     resp = await client.put("/v1/channels/room/files/serving", json={"serve": False}, headers=AUTH)

@@ -189,7 +189,7 @@ async def send_file(request: web.Request, body: m.NewChannelFile) -> web.Respons
 @channels(
     "POST /v1/channels/{channel}/files/{file}",
     "actOnChannelFile",
-    "Accept (fetch), reject or cancel a channel file",
+    "Accept (fetch), reject, cancel, pause or resume a channel file",
     {"200": ("ChannelFile", "The file."), "404": "NotFound", "409": "Conflict"},
     body="ChannelFileAction",
     params=_FILE,

@@ -228,8 +228,8 @@ class NewChannelFile(NewFile):
 
 class ChannelFileAction(Body):
     action: Annotated[
-        Literal["accept", "reject", "cancel"],
-        Rule("bad_action", "action is one of accept, reject, cancel"),
+        Literal["accept", "reject", "cancel", "pause", "resume"],
+        Rule("bad_action", "action is one of accept, reject, cancel, pause, resume"),
     ]
 
 
@@ -781,7 +781,7 @@ class ChannelFile(Shape):
     have: int = Field(description="Pieces held (verified).")
     bytes_done: int
     progress: float
-    state: str = Field(description="offered, active, done, rejected, cancelled or failed.")
+    state: str = Field(description="offered, active, paused, done, rejected, cancelled or failed.")
     error: str | None = None
     path: str | None = Field(None, description="Where the whole file is, once held.")
     served: int = Field(description="Pieces we sent to other members.")

@@ -419,7 +419,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
                 help="post a file; members fetch it from whoever holds it")  # fmt: skip
     p.add_argument("--name", help="offer it under this name (default: its own)")
     command(channel, "files", cmd_channel_files, "channel", help="files offered in the channel")
-    for verb in ("accept", "reject", "cancel"):
+    for verb in ("accept", "reject", "cancel", "pause", "resume"):
         command(
             channel,
             f"{verb}-file",

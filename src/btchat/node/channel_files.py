@@ -65,7 +65,9 @@ log = logging.getLogger(__name__)
 SAVE_EVERY = 1.0
 TICK = 5.0
 PROGRESS_EVERY = 0.5
-ACTIONS = ("accept", "reject", "cancel")
+ACTIONS = ("accept", "reject", "cancel", "pause", "resume")
+#: Written every this many bytes: is there still room for the rest?
+DISK_CHECK_EVERY = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ class _File:
     id: bytes  # the channel message's id
     author: bytes
     manifest: Manifest
-    state: str  # offered, active, done (held whole), failed, rejected, cancelled
+    state: str  # offered, active, paused, done (held whole), failed, rejected, cancelled
     created: float
     mine: bool = False
     path: str | None = None  # the whole file: our source, or where the download went
@@ -107,6 +109,7 @@ class _File:
     rfd: int | None = None  # the whole file, for serving
     saved_at: float = 0.0
     progress_at: float = 0.0
+    unchecked: int = 0  # bytes written since the last free-space check
 
     def to_record(self) -> dict[str, Any]:
         m = self.manifest
@@ -237,7 +240,7 @@ class ChannelFiles:
             rec.get("served", 0),
             Counter(rec.get("stats", {})),
         )
-        if f.state == "active":
+        if f.state in ("active", "paused"):
             have = Bitmap(manifest.pieces, base64.b64decode(rec["have"]))
             f.swarm = self._swarm(f, have, self._read_layer(f.id))
             f.swarm.stats.update(f.stats)
@@ -384,21 +387,40 @@ class ChannelFiles:
                 raise ApiError(409, "not_offered", f"the file is {f.state}")
             f.state = "rejected"
             self._save(f)
-        else:
+        elif action == "pause":
             if f.state != "active":
+                raise ApiError(409, "not_active", "only a running download can be paused")
+            f.state = "paused"
+            self._save(f)
+        elif action == "resume":
+            if f.state != "paused":
+                raise ApiError(409, "not_paused", "the download is not paused")
+            self._check_space(f)
+            assert f.swarm is not None
+            f.state, f.error = "active", None
+            f.swarm.forget_requests()  # answers to them were dropped while paused
+            self._save(f)
+            self._request(f)
+        else:
+            if f.state not in ("active", "paused"):
                 raise ApiError(409, "not_active", "only a running download can be cancelled")
             self._end(f, "cancelled", None)
         self._emit_progress(f, force=True)
         return self.json(f)
 
-    def _accept(self, f: _File) -> None:
-        self.config.save_dir.mkdir(parents=True, exist_ok=True)
-        need = f.manifest.size + self.config.disk_margin
+    def _check_space(self, f: _File) -> None:
+        held = f.swarm.have.count if f.swarm is not None else 0
+        need = max(0, f.manifest.size - held * f.manifest.piece_size) + self.config.disk_margin
         free = shutil.disk_usage(self.config.save_dir).free
         if free < need:
             raise ApiError(
                 507, "disk_full", f"{need} bytes needed in {self.config.save_dir}, {free} free"
             )
+
+    def _accept(self, f: _File) -> None:
+        self.config.save_dir.mkdir(parents=True, exist_ok=True)
+        f.swarm = None
+        self._check_space(f)
         f.fd = os.open(self._part_path(f.id), os.O_RDWR | os.O_CREAT, 0o600)
         f.swarm = self._swarm(f, Bitmap(f.manifest.pieces))
         f.state = "active"
@@ -452,7 +474,7 @@ class ChannelFiles:
     def forget_channel(self, channel: bytes) -> None:
         """We left ``channel``: stop its downloads (what is saved stays on disk)."""
         for f in [f for f in self.files.values() if f.channel == channel]:
-            if f.state == "active":
+            if f.state in ("active", "paused"):
                 self._end(f, "cancelled", "left the channel")
             for fd in (f.fd, f.rfd):
                 if fd is not None:
@@ -512,7 +534,7 @@ class ChannelFiles:
         """Our BITFIELD of ``f`` to ``link``: if we serve pieces of it, or fetch it."""
         if self._can_serve(f):
             bits = f.bitfield()
-        elif f.state == "active":
+        elif f.state in ("active", "paused"):
             bits = b""  # we hold nothing we serve, but want to hear who holds it
         else:
             return
@@ -532,8 +554,8 @@ class ChannelFiles:
         if isinstance(msg, wire.Bitfield):
             first = msg.offer not in link.heard
             link.heard.add(msg.offer)
-            fetching = f.swarm is not None and f.state == "active"
-            if fetching and not f.swarm.add_source(link.key, msg.bits):  # type: ignore[union-attr]
+            # A swarm exists while active or paused: a paused one still learns sources.
+            if f.swarm is not None and not f.swarm.add_source(link.key, msg.bits):
                 self.stats["rx_bad_bitfield"] += 1
             if first:
                 self._tell_bitfield(link, f)  # the first word from this peer: answer it
@@ -677,9 +699,17 @@ class ChannelFiles:
         assert f.fd is not None and f.swarm is not None
         m = f.manifest
         try:
+            f.unchecked += len(data)
+            if f.unchecked >= DISK_CHECK_EVERY:
+                f.unchecked = 0
+                self._check_space(f)
             os.pwrite(f.fd, data, index * m.piece_size)
-        except OSError as exc:
-            self._end(f, "failed", f"cannot write: {exc}")
+        except (OSError, ApiError) as exc:
+            # Disk full (or gone): pause, saying why; what is written stays verified.
+            f.state = "paused"
+            f.error = "disk_full" if isinstance(exc, ApiError) else f"cannot write: {exc}"
+            self._save(f)
+            self._emit_progress(f, force=True)
             return False
         f.swarm.written(index)
         if time.monotonic() - f.saved_at > SAVE_EVERY:

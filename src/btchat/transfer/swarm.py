@@ -201,6 +201,12 @@ class Swarm:
             self._start += 1
         return order
 
+    def forget_requests(self) -> None:
+        """What is in flight will not be taken (paused): ask again from the start."""
+        for source in self.sources.values():
+            source.in_flight.clear()
+        self._layer_asked = None
+
     def requests(self, now: float) -> list[tuple[Hashable, wire.Message]]:
         """(source, message) pairs to send now; none while complete or waiting."""
         if self.complete or not self.sources:
