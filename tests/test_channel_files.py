@@ -366,3 +366,29 @@ def test_offers_tracked_per_channel_are_bounded_oldest_idle_first(tmp_path: Path
         for f in x.files.values():
             if f.fd is not None:
                 os.close(f.fd)
+
+
+async def test_a_full_disk_pauses_the_download_and_resume_finishes_it(
+    people: dict[str, Person], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from btchat.node import channel_files
+
+    alice, bob, src = await setup(people, tmp_path)
+    posted = await alice.m.send_file("room", str(src), None)
+    await offered(bob)
+    files = bob.m.files
+    assert files is not None
+    monkeypatch.setattr(channel_files, "DISK_CHECK_EVERY", 1)  # check at every piece
+    await bob.m.file_action("room", posted["id"], "accept")
+    roomy = files.config
+    files.config = replace(roomy, disk_margin=1 << 60)  # the disk "fills up" meanwhile
+    f = files.files[bytes.fromhex(posted["id"])]
+    await until(lambda: f.state == "paused", 20, "the pause")
+    assert f.error == "disk_full" and f.held < 13
+    with pytest.raises(ApiError) as info:
+        await bob.m.file_action("room", posted["id"], "resume")  # still full
+    assert info.value.status == 507
+    files.config = roomy
+    await bob.m.file_action("room", posted["id"], "resume")
+    got = await fetched(bob, posted["id"], accept=False)
+    assert sha(got["path"]) == sha(src) and got["stats"]["verified"] == 13
