@@ -47,15 +47,7 @@ class StoredMessage:
             "private": self.private,
             "recipients": [r.hex() for r in self.recipients],
             "text": self.text,
-            "file": None
-            if m is None
-            else {
-                "name": m.name,
-                "size": m.size,
-                "media_type": m.media_type,
-                "piece_size": m.piece_size,
-                "root": m.root.hex(),
-            },
+            "file": None if m is None else m.to_json(),
         }
 
 

@@ -112,18 +112,11 @@ class _File:
     unchecked: int = 0  # bytes written since the last free-space check
 
     def to_record(self) -> dict[str, Any]:
-        m = self.manifest
         rec: dict[str, Any] = {
             "channel": self.channel.hex(),
             "id": self.id.hex(),
             "author": self.author.hex(),
-            "manifest": {
-                "name": m.name,
-                "size": m.size,
-                "media_type": m.media_type,
-                "piece_size": m.piece_size,
-                "root": m.root.hex(),
-            },
+            "manifest": self.manifest.to_json(),
             "state": self.state,
             "created": self.created,
             "mine": self.mine,
@@ -221,10 +214,7 @@ class ChannelFiles:
             self.files[f.id] = f
 
     def _from_record(self, rec: dict[str, Any]) -> _File:
-        mf = rec["manifest"]
-        manifest = Manifest(
-            mf["name"], mf["size"], mf["media_type"], mf["piece_size"], bytes.fromhex(mf["root"])
-        )
+        manifest = Manifest.from_json(rec["manifest"])
         f = _File(
             bytes.fromhex(rec["channel"]),
             bytes.fromhex(rec["id"]),

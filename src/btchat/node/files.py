@@ -151,19 +151,12 @@ class _Transfer:
     inline: bool = False  # the bytes travelled in the offer (at most MAX_INLINE)
 
     def to_record(self) -> dict[str, Any]:
-        m = self.manifest
         rec: dict[str, Any] = {
             "id": self.id.hex(),
             "direction": self.direction,
             "peer": self.peer.hex(),
             "device": self.device.hex(),
-            "manifest": {
-                "name": m.name,
-                "size": m.size,
-                "media_type": m.media_type,
-                "piece_size": m.piece_size,
-                "root": m.root.hex(),
-            },
+            "manifest": self.manifest.to_json(),
             "state": self.state,
             "created": self.created,
             "path": self.path,
@@ -266,10 +259,7 @@ class Files:
             self.transfers[t.id] = t
 
     def _from_record(self, rec: dict[str, Any]) -> _Transfer:
-        mf = rec["manifest"]
-        manifest = Manifest(
-            mf["name"], mf["size"], mf["media_type"], mf["piece_size"], bytes.fromhex(mf["root"])
-        )
+        manifest = Manifest.from_json(rec["manifest"])
         t = _Transfer(
             bytes.fromhex(rec["id"]),
             rec["direction"],
