@@ -61,6 +61,37 @@ async def test_channel_lifecycle(api: Api) -> None:  # noqa: F811
     assert await error_of(resp, 409) == "joined"
 
 
+async def test_channel_file_routes(api: Api) -> None:  # noqa: F811
+    client, _ = api
+    await client.post("/v1/channels", json={"name": "room"}, headers=AUTH)
+    resp = await client.post(
+        "/v1/channels/room/files", json={"path": "/tmp/a.bin", "name": "b.bin"}, headers=AUTH
+    )
+    assert resp.status == 201, await resp.text()
+    posted = await resp.json()
+    check("ChannelFile", posted)
+    assert posted["name"] == "b.bin" and posted["mine"]
+    resp = await client.get("/v1/channels/room/files", headers=AUTH)
+    listed = await resp.json()
+    check("ChannelFiles", listed)
+    assert [f["id"] for f in listed["files"]] == [posted["id"]]
+    resp = await client.post(
+        f"/v1/channels/room/files/{posted['id'][:8]}", json={"action": "accept"}, headers=AUTH
+    )
+    assert await error_of(resp, 409) == "not_offered"  # ours, held whole
+    resp = await client.post(
+        "/v1/channels/room/files/abcdef", json={"action": "delete"}, headers=AUTH
+    )
+    assert await error_of(resp, 400) == "bad_action"
+    resp = await client.put("/v1/channels/room/files/serving", json={"serve": False}, headers=AUTH)
+    assert resp.status == 200
+    result = await resp.json()
+    check("ServingResult", result)
+    assert result["serve"] is False
+    resp = await client.put("/v1/channels/room/files/serving", json={"serve": "no"}, headers=AUTH)
+    assert await error_of(resp, 400) == "bad_request"
+
+
 async def test_channel_errors_pass_through(api: Api) -> None:  # noqa: F811
     client, _ = api
     resp = await client.get("/v1/channels/nowhere", headers=AUTH)

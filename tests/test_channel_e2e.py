@@ -9,6 +9,8 @@ waiting.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -137,3 +139,37 @@ def test_invite_only_admits_invited_and_drops_removed(
     ]
     assert texts(carol, "club") == []
     assert links(bob, "club") == 0 and links(carol, "club") == 0
+
+
+def test_file_posted_in_a_channel_is_fetched_by_the_commands(
+    trio: dict[str, Person], tmp_path: Path
+) -> None:
+    alice, bob = trio["alice"], trio["bob"]
+    created = alice.cli("channel", "create", "media", "--out", str(tmp_path))
+    bob.cli("channel", "join", created["uri"])
+    wait_for(lambda: links(alice, "media") >= 1 and links(bob, "media") >= 1, 30, "a link")
+    src = tmp_path / "clip.bin"
+    src.write_bytes(os.urandom(700_000))
+    posted = alice.cli("channel", "send-file", "media", str(src))
+    assert posted["name"] == "clip.bin" and posted["state"] == "done"
+
+    def offer() -> list[dict[str, Any]]:
+        return [f for f in bob.cli("channel", "files", "media")["files"] if f["state"] == "offered"]
+
+    wait_for(lambda: bool(offer()), 20, "the offer at bob")
+    history = bob.cli("channel", "history", "media")["messages"]
+    assert history[-1]["file"]["size"] == 700_000
+    bob.cli("channel", "accept-file", "media", posted["id"][:12])
+
+    def done() -> dict[str, Any] | None:
+        rows = bob.cli("channel", "files", "media")["files"]
+        return next((f for f in rows if f["state"] == "done"), None)
+
+    wait_for(lambda: done() is not None, 30, "bob's download")
+    got = done()
+    assert got is not None
+    assert (
+        hashlib.sha256(Path(got["path"]).read_bytes()).digest()
+        == hashlib.sha256(src.read_bytes()).digest()
+    )
+    assert bob.cli("channel", "serve", "media", "off")["serve"] is False

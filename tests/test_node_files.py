@@ -287,7 +287,7 @@ async def test_the_empty_file(tmp_path: Path) -> None:
 def test_piece_hasher_matches_what_send_offers(tmp_path: Path) -> None:
     data = os.urandom(300000)
     (tmp_path / "f").write_bytes(data)
-    h = files_mod._hash_file(tmp_path / "f", len(data), 262144)
+    h = files_mod.hash_file(tmp_path / "f", len(data), 262144)
     ref = PieceHasher(len(data), 262144)
     ref.update(data)
     assert h.root() == ref.root()

@@ -705,6 +705,41 @@ def test_inline_file_offers() -> None:
         assert info.value.code == "bad_body"
 
 
+def test_channel_file_message_and_transfer_messages() -> None:
+    """PROTOCOL.md "Files in channels": a ``file`` channel message carries the 1:1
+    manifest; every transfer message's framed bytes, parsed back and rebuilt."""
+    from btchat.channels.messages import file_of
+    from btchat.transfer import wire
+
+    data = load("files")["vectors"]
+    v = data["channel_message"]
+    msg = ChannelMessage.parse(b(v["wire"]), b(v["channel_id"]))
+    assert msg.kind == b"file" and msg.signature.hex() == v["s"]
+    body = open_content(msg, identity(load("channels")["people"], "alice"), b(v["traffic_key"]))
+    assert body is not None and encode(body).hex() == v["body_bencoded"]
+    manifest = file_of(body)
+    tree = next(t for t in data["trees"] if t["size"] == manifest.size)
+    assert manifest.root.hex() == tree["root"] and manifest.piece_size == tree["piece_size"]
+    with pytest.raises(MessageError):
+        file_of({**body, b"r": b"short"})
+    kinds = {m.name: m.value for m in wire.Kind}
+    for t in data["transfer"]:
+        raw = b(t["bytes"])
+        [parsed] = wire.Reader().feed(raw)
+        assert wire.encode(parsed) == raw
+        assert raw[4] == kinds[t["kind"]] and parsed.offer.hex() == t["offer"] == msg.id.hex()
+        assert int.from_bytes(raw[:4], "big") == len(raw) - 4
+        if t["kind"] == "BITFIELD":
+            assert isinstance(parsed, wire.Bitfield)
+            held = [i for i in range(8 * len(parsed.bits)) if parsed.bits[i >> 3] & 0x80 >> (i & 7)]
+            assert held == t["held"]
+        elif t["kind"] == "HAVE":
+            assert isinstance(parsed, wire.Have) and parsed.index == t["index"]
+        elif t["kind"] == "LAYER":
+            assert isinstance(parsed, wire.Layer)
+            assert [x.hex() for x in parsed.hashes] == t["hashes"] == tree["layer"]
+
+
 # ------------------------------------------------------------------ linking a device
 
 

@@ -60,6 +60,8 @@ from btchat.offline.ratchet import PREKEY_SALT, Bundle, pickle_key
 from btchat.session import core as session_core
 from btchat.session.noise_ik import PROTOCOL_NAME as SESSION_PROTOCOL
 from btchat.stream.core import SecureStream
+from btchat.transfer import wire
+from btchat.transfer.download import Bitmap
 from btchat.transfer.manifest import Manifest
 from btchat.transfer.names import safe_name
 from btchat.transfer.tree import PieceHasher
@@ -1766,9 +1768,78 @@ def family_files() -> dict[str, Any]:
             "inline": "an inline `file` envelope from Alice to Bob (fields as in "
             "envelopes.json), with content (the file's bytes) and root (SHA-256 of them: "
             "one leaf)",
+            "channel_message": "a `file` channel message by Alice in the open channel of "
+            "channels.json (fields as its messages): body_bencoded is the manifest of the "
+            "trees case of 1048581 bytes",
+            "transfer": 'transfer messages (PROTOCOL.md "Files (1:1)" and "Files in '
+            'channels"): kind, the fields, and the framed bytes (length u32be, kind u8, '
+            "offer 16 bytes, rest); offer = the channel message's id",
         },
-        {"trees": trees, "names": names, "inline": _inline_vectors()},
+        {
+            "trees": trees,
+            "names": names,
+            "inline": _inline_vectors(),
+            **_channel_file_vectors(),
+        },
     )
+
+
+def _channel_file_vectors() -> dict[str, Any]:
+    """A channel ``file`` message and one of each transfer message for its offer."""
+    chat = ChatFile.create(
+        "Café",
+        trackers=["udp://tracker.example:6969"],
+        history=100,
+        now=CREATED,
+        secret=bytes(range(32)),
+    )  # the open channel of family_channels
+    size, piece = 1048581, 262144
+    h = PieceHasher(size, piece)
+    h.update(bytes((i * 31 + 7) % 256 for i in range(size)))
+    manifest = Manifest("holiday.mp4", size, "video/mp4", piece, h.root())
+    key = chat.keys.traffic_key(0)
+    msg = seal_message(
+        ALICE,
+        chat.keys.channel_id,
+        kind=b"file",
+        body=manifest.body(),
+        lamport=7,
+        now=NOW,
+        generation=0,
+        traffic_key=key,
+        msg_id=bytes([0xC7]) * 16,
+        nonce=bytes([0xD7]) * 24,
+    )
+    message = {
+        "channel_id": hx(msg.channel),
+        "traffic_key": hx(key),
+        "body_bencoded": hx(encode(manifest.body())),
+        "ad": hx(CHANNEL_MESSAGE_CONTEXT + msg.channel + msg.id + msg.author),
+        "e": hx(msg.ciphertext),
+        "signed_bytes": hx(CHANNEL_MESSAGE_CONTEXT + encode(msg._fields())),
+        "s": hx(msg.signature),
+        "wire": hx(msg.encode()),
+    }
+    offer = msg.id
+    have = Bitmap(manifest.pieces)
+    for i in (0, 2, 4):
+        have.set(i)
+    piece0 = bytes((i * 31 + 7) % 256 for i in range(16))  # a short stand-in for the bytes
+    cases: list[tuple[str, wire.Message, dict[str, Any]]] = [
+        ("GET_LAYER", wire.GetLayer(offer), {}),
+        ("GET", wire.Get(offer, (0, 3)), {"indices": [0, 3]}),
+        ("CANCEL", wire.Cancel(offer, "not serving"), {"reason": "not serving"}),
+        ("BITFIELD", wire.Bitfield(offer, have.to_bytes()), {"held": [0, 2, 4]}),
+        ("BITFIELD", wire.Bitfield(offer, b""), {"held": []}),
+        ("HAVE", wire.Have(offer, 3), {"index": 3}),
+        ("LAYER", wire.Layer(offer, tuple(h.layer)), {"hashes": [hx(x) for x in h.layer]}),
+        ("PIECE", wire.Piece(offer, 0, piece0), {"index": 0, "data": hx(piece0)}),
+    ]
+    transfer = [
+        {"kind": kind, "offer": hx(offer), **fields, "bytes": hx(wire.encode(m))}
+        for kind, m, fields in cases
+    ]
+    return {"channel_message": message, "transfer": transfer}
 
 
 #: Inline offers: (label, name, media type, size); content byte i = (i * 31 + 7) % 256.

@@ -148,3 +148,61 @@ async def channel_history(request: web.Request) -> web.Response:
 async def post_message(request: web.Request, body: m.NewChannelMessage) -> web.Response:
     message = await _channels(request).post(_channel(request), body.text, body.to)
     return ok(message, 201)
+
+
+_FILE = ("channel", "channelFile")
+MAX_FILE_REF = 32
+
+
+@channels(
+    "GET /v1/channels/{channel}/files",
+    "listChannelFiles",
+    "Files offered in a channel, with progress",
+    {"200": ("ChannelFiles", "Files, oldest first."), "404": "NotFound"},
+    params=_CH,
+)
+async def list_files(request: web.Request) -> web.Response:
+    return ok({"files": await _channels(request).list_files(_channel(request))})
+
+
+@channels(
+    "POST /v1/channels/{channel}/files",
+    "sendChannelFile",
+    "Post a file on this machine in a channel (members fetch it from whoever holds it)",
+    {
+        "201": ("ChannelFile", "The file; its message is in the channel."),
+        "403": "Error",
+        "404": "NotFound",
+        "409": "Error",
+    },
+    body="NewChannelFile",
+    params=_CH,
+)
+async def send_file(request: web.Request, body: m.NewChannelFile) -> web.Response:
+    result = await _channels(request).send_file(_channel(request), body.path, body.name)
+    return ok(result, 201)
+
+
+@channels(
+    "POST /v1/channels/{channel}/files/{file}",
+    "actOnChannelFile",
+    "Accept (fetch), reject, cancel, pause or resume a channel file",
+    {"200": ("ChannelFile", "The file."), "404": "NotFound", "409": "Conflict"},
+    body="ChannelFileAction",
+    params=_FILE,
+)
+async def act_on_file(request: web.Request, body: m.ChannelFileAction) -> web.Response:
+    fid = path_param(request, "file", MAX_FILE_REF)
+    return ok(await _channels(request).file_action(_channel(request), fid, body.action))
+
+
+@channels(
+    "PUT /v1/channels/{channel}/files/serving",
+    "setChannelServing",
+    "Whether we serve this channel's files to its members (default: yes)",
+    {"200": ("ServingResult", "The setting."), "404": "NotFound"},
+    body="Serving",
+    params=_CH,
+)
+async def set_serving(request: web.Request, body: m.Serving) -> web.Response:
+    return ok(await _channels(request).set_serving(_channel(request), body.serve))

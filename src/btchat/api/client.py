@@ -369,6 +369,20 @@ class ApiClient:
         body = {"text": text, "to": to or []}
         return self._request("POST", f"/v1/channels/{_q(ch)}/messages", body)
 
+    def send_channel_file(self, ch: str, path: str, name: str | None = None) -> dict[str, Any]:
+        body = {"path": path, **({"name": name} if name else {})}
+        return self._request("POST", f"/v1/channels/{_q(ch)}/files", body)
+
+    def list_channel_files(self, ch: str) -> list[dict[str, Any]]:
+        return self._request("GET", f"/v1/channels/{_q(ch)}/files")["files"]
+
+    def act_on_channel_file(self, ch: str, fid: str, action: str) -> dict[str, Any]:
+        path = f"/v1/channels/{_q(ch)}/files/{_q(fid)}"
+        return self._request("POST", path, {"action": action})
+
+    def set_channel_serving(self, ch: str, serve: bool) -> dict[str, Any]:
+        return self._request("PUT", f"/v1/channels/{_q(ch)}/files/serving", {"serve": serve})
+
     def send_typing(self, c: str, on: bool) -> None:
         self._request("POST", f"/v1/contacts/{_q(c)}/typing", {"on": on})
 

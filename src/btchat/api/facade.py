@@ -81,6 +81,17 @@ class Channels(Protocol):
 
     async def dial(self, ref: str, address: str) -> dict[str, Any]: ...
 
+    # Files in a channel: ``{id, channel, author, mine, name, size, media_type, root,
+    # pieces, have, bytes_done, progress, state, error, path, served, sources, stats}``;
+    # ``fid`` is a file's message id or a unique prefix of 6+ hex digits.
+    async def send_file(self, ref: str, path: str, name: str | None) -> dict[str, Any]: ...
+
+    async def list_files(self, ref: str) -> list[dict[str, Any]]: ...
+
+    async def file_action(self, ref: str, fid: str, action: str) -> dict[str, Any]: ...
+
+    async def set_serving(self, ref: str, serve: bool) -> dict[str, Any]: ...
+
 
 class Files(Protocol):
     """1:1 file transfer (``node/files.py``'s ``Files``). Transfers are

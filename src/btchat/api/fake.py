@@ -296,6 +296,7 @@ class FakeChannels:
         self.joined: dict[str, dict[str, Any]] = {}
         self.messages: dict[str, list[dict[str, Any]]] = {}
         self.members_of: dict[str, set[str]] = {}
+        self.files: dict[str, list[dict[str, Any]]] = {}  # channel id -> its files
         self._lamport = itertools.count(1)
 
     def _find(self, ref: str) -> dict[str, Any]:
@@ -399,6 +400,48 @@ class FakeChannels:
 
     async def dial(self, ref: str, address: str) -> dict[str, Any]:
         return self._view(self._find(ref))  # the fake has nobody to link to
+
+    async def send_file(self, ref: str, path: str, name: str | None) -> dict[str, Any]:
+        channel = self._find(ref)
+        shown = name or path.replace("\\", "/").rsplit("/", 1)[-1]
+        f = {
+            "id": secrets.token_hex(16),
+            "channel": channel["id"],
+            "author": self._owner.public_key,
+            "mine": True,
+            "name": shown,
+            "size": 0,
+            "media_type": "application/octet-stream",
+            "root": "00" * 32,
+            "piece_size": 262144,
+            "pieces": 0,
+            "have": 0,
+            "bytes_done": 0,
+            "progress": 1.0,
+            "state": "done",
+            "error": None,
+            "path": path,
+            "served": 0,
+            "sources": 0,
+            "stats": {},
+        }
+        self.files.setdefault(channel["id"], []).append(f)
+        return dict(f)
+
+    async def list_files(self, ref: str) -> list[dict[str, Any]]:
+        return [dict(f) for f in self.files.get(self._find(ref)["id"], [])]
+
+    async def file_action(self, ref: str, fid: str, action: str) -> dict[str, Any]:
+        for f in self.files.get(self._find(ref)["id"], []):
+            if f["id"].startswith(fid.lower()) and len(fid) >= 6:
+                if f["state"] != "offered":
+                    raise ApiError(409, "not_offered", f"the file is {f['state']}")
+                f["state"] = {"accept": "active", "reject": "rejected"}.get(action, "cancelled")
+                return dict(f)
+        raise ApiError(404, "no_file", f"no file {fid!r} in this channel")
+
+    async def set_serving(self, ref: str, serve: bool) -> dict[str, Any]:
+        return {"channel": self._find(ref)["id"], "serve": serve}
 
 
 class FakeFiles:

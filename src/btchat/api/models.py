@@ -218,6 +218,29 @@ class TransferAction(Body):
     ]
 
 
+class NewChannelFile(NewFile):
+    name: Annotated[
+        str | None,
+        Field(min_length=1, max_length=1024, description="The name to offer it under."),
+        Rule("bad_request", "name must be 1 to 1024 characters"),
+    ] = None
+
+
+class ChannelFileAction(Body):
+    action: Annotated[
+        Literal["accept", "reject", "cancel", "pause", "resume"],
+        Rule("bad_action", "action is one of accept, reject, cancel, pause, resume"),
+    ]
+
+
+class Serving(Body):
+    serve: Annotated[
+        bool,
+        Field(description="Serve pieces of this channel's files to its members."),
+        Rule("bad_request", "serve must be true or false"),
+    ]
+
+
 class FileLimit(Body):
     max_bytes: Annotated[
         int,
@@ -699,6 +722,9 @@ class Channel(Shape):
     stored: dict[str, int] | None = Field(
         None, description="Messages and wire bytes stored for the channel (under its caps)."
     )
+    serve_files: bool | None = Field(
+        None, description="We serve pieces of this channel's files to its members."
+    )
 
 
 class Transfer(Shape):
@@ -773,6 +799,37 @@ class ChannelMessage(Shape):
     private: bool | None = None
     recipients: list[str] | None = None
     text: str | None = None
+
+
+class ChannelFile(Shape):
+    id: str = Field(description="The file message's id (hex).")
+    channel: str
+    author: str
+    mine: bool = Field(description="We posted it (and serve it from its source).")
+    name: str
+    size: int
+    media_type: str
+    root: str = Field(description="Content id: SHA-256 tree root (hex).")
+    piece_size: int
+    pieces: int
+    have: int = Field(description="Pieces held (verified).")
+    bytes_done: int
+    progress: float
+    state: str = Field(description="offered, active, paused, done, rejected, cancelled or failed.")
+    error: str | None = None
+    path: str | None = Field(None, description="Where the whole file is, once held.")
+    served: int = Field(description="Pieces we sent to other members.")
+    sources: int = Field(description="Members we fetch from now.")
+    stats: dict[str, int] | None = None
+
+
+class ChannelFiles(Shape):
+    files: list[ChannelFile]
+
+
+class ServingResult(Shape):
+    channel: str
+    serve: bool
 
 
 class ChannelMessages(Shape):

@@ -119,6 +119,12 @@ _PARAMETERS: dict[str, Any] = {
         {"type": "string", "minLength": 6, "maxLength": 32},
         "A transfer's id (the offer's message id, hex), or a unique prefix of 6+ digits.",
     ),
+    "channelFile": _param(
+        "file",
+        "path",
+        {"type": "string", "minLength": 6, "maxLength": 32},
+        "A channel file's id (its message id, hex), or a unique prefix of 6+ digits.",
+    ),
     "uploadName": _param(
         "name",
         "query",

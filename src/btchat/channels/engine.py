@@ -48,10 +48,12 @@ from btchat.channels.keys import (
 )
 from btchat.channels.members import MemberList, MemberListError
 from btchat.channels.messages import (
+    FILE,
     PRESENCE,
     TEXT,
     ChannelMessage,
     MessageError,
+    file_of,
     open_content,
     seal_message,
     text_of,
@@ -61,6 +63,7 @@ from btchat.channels.store import ChannelStore, StoredMessage
 from btchat.codec.bencode import DecodeError, decode, encode
 from btchat.errors import StorageFault
 from btchat.identity.keys import Identity
+from btchat.transfer.manifest import Manifest
 
 __all__ = [
     "ANTI_ENTROPY_INTERVAL",
@@ -540,8 +543,8 @@ class ChannelEngine:
         if not self._admit(msg.author, len(wire), presence=False, now=now):
             return False
         self._heard(msg.author, now)
-        text = self._read(msg)
-        stored = self._stored(msg, wire, text)
+        text, manifest = self._read(msg)
+        stored = self._stored(msg, wire, text, manifest)
         if not self.store.save_message(stored, int(now * 1000)):
             self.stats["duplicates"] += 1
             return False
@@ -621,7 +624,9 @@ class ChannelEngine:
                 self._forget(key)
                 self.stats["presence_expired"] += 1
 
-    def _stored(self, msg: ChannelMessage, wire: bytes, text: str | None) -> StoredMessage:
+    def _stored(
+        self, msg: ChannelMessage, wire: bytes, text: str | None, manifest: Manifest | None = None
+    ) -> StoredMessage:
         return StoredMessage(
             self.id,
             msg.id,
@@ -632,16 +637,23 @@ class ChannelEngine:
             text,
             tuple(k for k, _ in msg.recipients),
             wire,
+            manifest,
         )
 
-    def _read(self, msg: ChannelMessage) -> str | None:
+    def _read(self, msg: ChannelMessage) -> tuple[str | None, Manifest | None]:
+        """What we show of ``msg`` (a file: its name) and a file message's manifest."""
         try:
             body = open_content(msg, self.identity, self._traffic_key(msg.generation))
-            return text_of(body) if body is not None and msg.kind == TEXT else None
+            if body is None:
+                return None, None
+            if msg.kind == FILE:
+                manifest = file_of(body)
+                return manifest.name, manifest
+            return (text_of(body) if msg.kind == TEXT else None), None
         except MessageError as exc:
             self.stats["undecryptable"] += 1
             log.warning("channel message %s unreadable: %s", msg.id.hex()[:8], exc)
-            return None
+            return None, None
 
     def _relay(
         self, msg: ChannelMessage, wire: bytes, via: bytes | None, origin: bytes | None
@@ -787,11 +799,12 @@ class ChannelEngine:
         for msg in self.store.unreadable(self.id):
             parsed = ChannelMessage.parse(msg.wire, self.id)
             if parsed.generation in generations:
-                text = self._read(parsed)
+                text, manifest = self._read(parsed)
                 if text is not None:
-                    self.store.set_text(self.id, msg.id, text)
+                    self.store.set_text(self.id, msg.id, text, manifest)
                     self._recent.clear()
-                    self._events.append(Shown(StoredMessage(**{**msg.__dict__, "text": text})))
+                    shown = {**msg.__dict__, "text": text, "file": manifest}
+                    self._events.append(Shown(StoredMessage(**shown)))
 
     def start_invite_only(self, now: float) -> None:
         """The owner's first list and generation 0, when the channel is created."""
@@ -838,6 +851,22 @@ class ChannelEngine:
 
         Raises :class:`NotAMember` once the owner has removed us, :class:`ValueError`
         while we hold no key yet."""
+        return self._author(TEXT, {b"t": text.encode()}, text, None, now, to)
+
+    def post_file(self, manifest: Manifest, now: float) -> StoredMessage:
+        """Offer a file to the whole channel (its bytes then travel over the links'
+        transfer substreams, from any member holding them: ``node/channel_files.py``)."""
+        return self._author(FILE, manifest.body(), manifest.name, manifest, now, None)
+
+    def _author(
+        self,
+        kind: bytes,
+        body: dict[bytes, Any],
+        text: str,
+        manifest: Manifest | None,
+        now: float,
+        to: list[bytes] | None,
+    ) -> StoredMessage:
         if self.removed:
             raise NotAMember("the owner removed you from this channel: nobody would read it")
         generation = self._generation()
@@ -847,8 +876,8 @@ class ChannelEngine:
         msg = seal_message(
             self.identity,
             self.id,
-            kind=TEXT,
-            body={b"t": text.encode()},
+            kind=kind,
+            body=body,
             lamport=self.store.next_lamport(self.id, None),
             now=now,
             generation=max(generation, 0),
@@ -856,7 +885,7 @@ class ChannelEngine:
             recipients=to,
         )
         wire = msg.encode()
-        stored = self._stored(msg, wire, text)
+        stored = self._stored(msg, wire, text, manifest)
         if self.store.save_message(stored, int(now * 1000)):  # persist, then send
             self._account(self.me, len(wire))
         self._recent.clear()

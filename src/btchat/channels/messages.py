@@ -24,13 +24,16 @@ from nacl.public import PrivateKey, PublicKey, SealedBox
 from btchat.codec.bencode import DecodeError, decode, encode
 from btchat.errors import PeerError
 from btchat.identity.keys import Identity, Signed
+from btchat.transfer.manifest import Manifest, ManifestError, parse_manifest
 
 __all__ = [
+    "FILE",
     "KINDS",
     "MAX_MESSAGE",
     "MAX_RECIPIENTS",
     "ChannelMessage",
     "MessageError",
+    "file_of",
     "open_content",
     "seal_message",
 ]
@@ -39,8 +42,8 @@ CONTEXT = b"btchat channel message v1\x00"
 MAX_MESSAGE = 64 * 1024
 MAX_TEXT = 16 * 1024
 MAX_RECIPIENTS = 64
-TEXT, PRESENCE = b"text", b"presence"
-KINDS = (TEXT, PRESENCE)
+TEXT, PRESENCE, FILE = b"text", b"presence", b"file"
+KINDS = (TEXT, PRESENCE, FILE)
 MAX_INT = 2**53 - 1
 _KEYS = frozenset({b"v", b"c", b"id", b"f", b"lc", b"ts", b"k", b"g", b"r", b"n", b"e", b"s"})
 
@@ -235,3 +238,13 @@ def text_of(body: dict[bytes, Any]) -> str:
         return text.decode("utf-8")
     except UnicodeDecodeError:
         raise MessageError("text is not UTF-8") from None
+
+
+def file_of(body: dict[bytes, Any]) -> Manifest:
+    """A ``file`` message's manifest (the 1:1 offer's body rules; no inline bytes)."""
+    if b"d" in body:
+        raise MessageError("a channel file carries no inline bytes")
+    try:
+        return parse_manifest(body)
+    except ManifestError as exc:
+        raise MessageError(f"file body malformed: {exc}") from None

@@ -35,7 +35,15 @@ from btchat.channels.engine import (
     Send,
     identity_of,
 )
-from btchat.channels.link import Link, LinkClosed, LinkData, LinkEstablished, LinkEvent, LinkFailed
+from btchat.channels.link import (
+    Link,
+    LinkClosed,
+    LinkConfig,
+    LinkData,
+    LinkEstablished,
+    LinkEvent,
+    LinkFailed,
+)
 from btchat.channels.link_connection import LinkConnection, run_link_over
 from btchat.channels.store import ChannelStore, StoredMessage
 from btchat.discovery.found import Found
@@ -46,7 +54,9 @@ from btchat.net.admission import Admission, AdmissionConfig, Ticket
 from btchat.net.dht_service import DhtService
 from btchat.net.transport import ByteStream, Dialer, TcpDialer, TcpListener, admitted
 from btchat.sansio import drain_events
+from btchat.stream.events import StreamOpened, StreamsAvailable
 from btchat.tasks import TaskOwner
+from btchat.transfer.manifest import Manifest
 
 __all__ = ["ChannelConfig", "ChannelService"]
 
@@ -68,6 +78,8 @@ GOODBYE_GRACE = 0.2
 #: Seconds a link may be up without its member's ``hello`` (which keys it) before it is
 #: closed: a link that only answers PINGs would otherwise hold a place in MAX_LINKS.
 HELLO_TIMEOUT = 10.0
+#: Links of a channel whose files we transfer announce substreams (files ride on them).
+_FILES_LINK = LinkConfig(substreams=True, chunk_size=60 * 1024)  # as sessions: fewer frames
 
 
 @dataclass(frozen=True)
@@ -97,8 +109,12 @@ class ChannelService:
         on_event: Callable[[ChatFile, Event | dict[str, Any]], None],
         dialer: Dialer | None = None,
         device_id: bytes | None = None,
+        on_stream: Callable[[bytes, LinkConnection, object], None] | None = None,
     ) -> None:
         self.chat = chat
+        #: Substream events of each keyed link (link key, connection, event), for files;
+        #: with it our links announce substreams.
+        self.on_stream = on_stream
         #: This device's id (None: one link per identity, none with our own devices).
         self.device_id = device_id
         #: How links are carried: any "connect me to this address" -> byte stream.
@@ -201,6 +217,7 @@ class ChannelService:
             psk=self.chat.keys.proof_key,
             authorize=self._authorize,
             now=asyncio.get_running_loop().time(),  # the clock the pump drives it with
+            config=_FILES_LINK if self.on_stream is not None else LinkConfig(),
         )
 
     def _full(self) -> bool:
@@ -296,7 +313,12 @@ class ChannelService:
     ) -> bool:
         """Run one link to its end; True if it was established. ``ticket``: an inbound
         link's admission (it leaves the pending pool once established)."""
-        state: dict[str, Any] = {"identity": None, "member": None, "duplicate": False}
+        state: dict[str, Any] = {
+            "identity": None,
+            "member": None,
+            "duplicate": False,
+            "streams": False,  # the peer announced substreams (before or after its hello)
+        }
         conn_box: list[LinkConnection] = []
 
         def keyed(first: bytes) -> bytes | None:
@@ -316,7 +338,12 @@ class ChannelService:
             state["member"] = key
             self.links[key] = (conn, dialled)
             self.engine.link_up(key, remote_ip, time.time(), greeted=True)
+            if state["streams"] and self.on_stream is not None:
+                self.on_stream(key, conn, StreamsAvailable())
             return key
+
+        def current(member: bytes | None) -> bool:
+            return member is not None and self.links.get(member, (None,))[0] is conn_box[0]
 
         def on_event(event: LinkEvent) -> None:
             assert self.engine is not None
@@ -334,7 +361,7 @@ class ChannelService:
                 member = state["member"]
                 if member is None and state["identity"] is not None:
                     member = keyed(event.payload)
-                if member is not None and self.links.get(member, (None,))[0] is conn_box[0]:
+                if current(member):
                     self.engine.on_payload(member, event.payload, time.time())
                 self._flush()
             elif isinstance(event, LinkClosed | LinkFailed):
@@ -342,7 +369,16 @@ class ChannelService:
                     self.admission.refused(ticket)
                 if conn_box:
                     self._greeting.discard(conn_box[0])
+                if self.on_stream is not None and state["member"] is not None:
+                    self.on_stream(state["member"], conn_box[0], event)
                 self._gone(state["member"], conn_box[0] if conn_box else None)
+            elif self.on_stream is not None:  # substreams: files
+                if isinstance(event, StreamsAvailable):
+                    state["streams"] = True
+                if current(state["member"]):
+                    self.on_stream(state["member"], conn_box[0], event)
+                elif isinstance(event, StreamOpened):
+                    conn_box[0].reset_stream(event.stream_id, "no hello yet")
 
         conn = LinkConnection.over(stream, link)
         conn_box.append(conn)
@@ -414,6 +450,12 @@ class ChannelService:
     def post(self, text: str, to: list[bytes] | None = None) -> StoredMessage:
         assert self.engine is not None
         stored = self.engine.post(text, time.time(), to=to)
+        self._flush()
+        return stored
+
+    def post_file(self, manifest: Manifest) -> StoredMessage:
+        assert self.engine is not None
+        stored = self.engine.post_file(manifest, time.time())
         self._flush()
         return stored
 

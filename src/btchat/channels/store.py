@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from btchat.codec.bencode import decode, encode
 from btchat.messaging.store import Store
 from btchat.storage import register_migrations, sql_step
+from btchat.transfer.manifest import Manifest, parse_manifest
 
 __all__ = ["ChannelRow", "ChannelStore", "StoredMessage"]
 
@@ -31,8 +33,11 @@ class StoredMessage:
     text: str | None
     recipients: tuple[bytes, ...]
     wire: bytes
+    #: A ``file`` message's manifest (its ``text`` is then the file's name).
+    file: Manifest | None = None
 
     def to_json(self) -> dict[str, Any]:
+        m = self.file
         return {
             "channel": self.channel.hex(),
             "id": self.id.hex(),
@@ -42,10 +47,15 @@ class StoredMessage:
             "private": self.private,
             "recipients": [r.hex() for r in self.recipients],
             "text": self.text,
+            "file": None if m is None else m.to_json(),
         }
 
 
-_MSG = "channel, id, author, lamport, ts_ms, private, text, recipients, wire"
+_MSG = "channel, id, author, lamport, ts_ms, private, text, recipients, wire, file"
+
+
+def _file(raw: bytes | None) -> Manifest | None:
+    return None if raw is None else parse_manifest(decode(bytes(raw)))
 
 
 def _msg(row: Any) -> StoredMessage:
@@ -60,6 +70,7 @@ def _msg(row: Any) -> StoredMessage:
         row[6],
         tuple(recipients[i : i + 32] for i in range(0, len(recipients), 32)),
         bytes(row[8]),
+        _file(row[9]),
     )
 
 
@@ -115,6 +126,8 @@ MIGRATIONS = (
             "CREATE INDEX channel_messages_author ON channel_messages (channel, author, seq)",
         )
     ),
+    # 3: a file message's manifest (bencoded offer body), beside its name in ``text``
+    sql_step(("ALTER TABLE channel_messages ADD COLUMN file BLOB",)),
 )
 register_migrations("channels", MIGRATIONS)
 
@@ -227,7 +240,7 @@ class ChannelStore:
             return bool(
                 conn.execute(
                     f"INSERT OR IGNORE INTO channel_messages ({_MSG}, received_ms)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         msg.channel,
                         msg.id,
@@ -238,6 +251,7 @@ class ChannelStore:
                         msg.text,
                         b"".join(msg.recipients) or None,
                         msg.wire,
+                        None if msg.file is None else encode(msg.file.body()),
                         now_ms,
                     ),
                 ).rowcount
@@ -315,9 +329,12 @@ class ChannelStore:
                 )
         return removed, freed
 
-    def set_text(self, channel: bytes, msg_id: bytes, text: str) -> None:
+    def set_text(
+        self, channel: bytes, msg_id: bytes, text: str, file: Manifest | None = None
+    ) -> None:
+        raw = None if file is None else encode(file.body())
         with self.store.transaction() as conn:
             conn.execute(
-                "UPDATE channel_messages SET text = ? WHERE channel = ? AND id = ?",
-                (text, channel, msg_id),
+                "UPDATE channel_messages SET text = ?, file = ? WHERE channel = ? AND id = ?",
+                (text, raw, channel, msg_id),
             )

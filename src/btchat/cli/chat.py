@@ -23,6 +23,7 @@ from btchat.cli import tuicmd, webopen
 from btchat.cli.base import UserError, emit, stop_on_signal
 from btchat.cli.render import (
     Names,
+    channel_file_line,
     channel_line,
     channel_message_line,
     contact_line,
@@ -442,6 +443,22 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--to", action="append", default=[], metavar="ID", help="private to members")
     p = command(channel, "history", cmd_channel_history, "channel")
     p.add_argument("--limit", type=int, default=50)
+    p = command(channel, "send-file", cmd_channel_send_file, "channel", "path",
+                help="post a file; members fetch it from whoever holds it")  # fmt: skip
+    p.add_argument("--name", help="offer it under this name (default: its own)")
+    command(channel, "files", cmd_channel_files, "channel", help="files offered in the channel")
+    for verb in ("accept", "reject", "cancel", "pause", "resume"):
+        command(
+            channel,
+            f"{verb}-file",
+            lambda a, v=verb: cmd_channel_file_action(a, v),
+            "channel",
+            "id",
+            help=f"{verb} a channel file" + (" (fetch it)" if verb == "accept" else ""),
+        )
+    p = command(channel, "serve", cmd_channel_serve, "channel",
+                help="whether you serve the channel's files to its members")  # fmt: skip
+    p.add_argument("serve", choices=["on", "off"])
 
     command(sub, "watch", cmd_watch, help="print live events")
     webopen.add_command(sub, chat)
@@ -1012,6 +1029,29 @@ async def cmd_channel_history(args: argparse.Namespace) -> None:
     names = contact_names(args)
     rows = call(args, "channel_history", args.channel, limit=args.limit)
     emit_rows(args, "messages", rows, lambda m: channel_message_line(m, names), "no messages yet")
+
+
+async def cmd_channel_send_file(args: argparse.Namespace) -> None:
+    path = str(Path(args.path).resolve())
+    f = call(args, "send_channel_file", args.channel, path, args.name)
+    emit(args, f, f"posted {f['name']} ({human_size(f['size'])}) in {args.channel}")
+
+
+async def cmd_channel_files(args: argparse.Namespace) -> None:
+    names = contact_names(args)
+    rows = call(args, "list_channel_files", args.channel)
+    emit_rows(args, "files", rows, lambda f: channel_file_line(f, names), "no files")
+
+
+async def cmd_channel_file_action(args: argparse.Namespace, action: str) -> None:
+    f = call(args, "act_on_channel_file", args.channel, args.id, action)
+    emit(args, f, channel_file_line(f, contact_names(args)))
+
+
+async def cmd_channel_serve(args: argparse.Namespace) -> None:
+    r = call(args, "set_channel_serving", args.channel, args.serve == "on")
+    state = "serving" if r["serve"] else "not serving"
+    emit(args, r, f"{args.channel}: {state} its files to members")
 
 
 async def cmd_watch(args: argparse.Namespace) -> None:

@@ -13,6 +13,7 @@ from btchat.cli.terminal import indent_lines
 
 __all__ = [
     "Names",
+    "channel_file_line",
     "channel_line",
     "channel_message_line",
     "contact_line",
@@ -88,7 +89,23 @@ def member_line(m: dict[str, Any], names: dict[str, str] | None = None) -> str:
 def channel_message_line(m: dict[str, Any], names: dict[str, str] | None = None) -> str:
     private = " (private)" if m["private"] else ""
     who = _who(m["author"], names or {})
+    if m.get("file"):
+        f = m["file"]
+        return f"{when(m['ts'])} {who}{private}: [file] {f['name']} ({human_size(f['size'])})"
     return f"{when(m['ts'])} {who}{private}: {indent_lines(m['text'])}"
+
+
+def channel_file_line(f: dict[str, Any], names: dict[str, str]) -> str:
+    """One channel file: whose, what, how far; the name is the poster's text."""
+    who = "you" if f["mine"] else names.get(f["author"], f["author"][:12])
+    pct = f"{100 * f['progress']:.0f}%"
+    extra = f" ({f['error']})" if f.get("error") else ""
+    where = f" -> {f['path']}" if f.get("path") and not f["mine"] else ""
+    served = f", served {f['served']} piece(s)" if f.get("served") else ""
+    return (
+        f"{f['id'][:12]} from {who}: {f['name']} ({human_size(f['size'])}) "
+        f"{f['state']} {pct}{served}{extra}{where}"
+    )
 
 
 def _who(pk: str, names: dict[str, str]) -> str:
@@ -166,6 +183,14 @@ def _channel_message(e: dict[str, Any], n: Names) -> str:
     return f"#{n.channel(e['channel'])} {n.who(m['author'])}: {indent_lines(m['text'])}"
 
 
+def _channel_file(e: dict[str, Any], n: Names) -> str:
+    f = e["file"]
+    line = f"#{n.channel(f['channel'])} {channel_file_line(f, n.contacts)}"
+    if e["type"] == "channel_file_offer" and f["state"] == "offered":
+        line += f"  (btchat channel accept-file {n.channel(f['channel'])} {f['id'][:12]})"
+    return line
+
+
 def _session(e: dict[str, Any], n: Names) -> str:
     return f"{e['contact']['name']} {'connected' if e['state'] == 'up' else 'disconnected'}"
 
@@ -194,6 +219,9 @@ _EVENT_LINES: dict[str, Callable[[dict[str, Any], Names], str]] = {
     "file_offer": _file,
     "file_progress": _file,
     "file_done": _file,
+    "channel_file_offer": _channel_file,
+    "channel_file_progress": _channel_file,
+    "channel_file_done": _channel_file,
     "device_link_waiting": lambda e, n: f"link offer open: btchat device join {e['code']}",
     "device_linked": lambda e, n: f"a new device linked: {e['device_id'][:8]}",
     "device_link_failed": lambda e, n: f"no device linked: {e['reason']}",

@@ -16,6 +16,7 @@ from typing import Any
 
 from btchat.channels.chatfile import ChatFile, ChatFileError
 from btchat.channels.engine import Event, NotAMember, Removed, Shown
+from btchat.channels.link_connection import LinkConnection
 from btchat.channels.members import MemberList, MemberListError
 from btchat.channels.service import ChannelConfig, ChannelService
 from btchat.channels.store import ChannelStore
@@ -27,6 +28,7 @@ from btchat.messaging.store import Store
 from btchat.net.dht_service import DhtService
 from btchat.net.proxy import ProxyDialer
 from btchat.net.transport import Dialer
+from btchat.node.channel_files import ChannelFiles, ChannelFilesConfig
 from btchat.node.channel_sync import ChannelSync
 from btchat.node.config import parse_ip_port
 from btchat.node.own_sync import OwnSync
@@ -51,9 +53,15 @@ class ChannelManager:
         dialer: Dialer | None = None,
         device_id: bytes | None = None,
         own_sync: OwnSync | None = None,
+        files: ChannelFilesConfig | None = None,
     ) -> None:
         self.identity = identity
+        self.kv = store
         self.store = ChannelStore(store)
+        #: Files posted in channels, fetched from any member (None: no files in channels).
+        self.files: ChannelFiles | None = None
+        if files is not None:
+            self.files = ChannelFiles(files, serving=self.serving, emit=emit)
         self.dht = dht
         self.config = config
         self.emit = emit
@@ -71,6 +79,8 @@ class ChannelManager:
         self._stopping = False
 
     async def start(self) -> None:
+        if self.files is not None:
+            self.files.start()
         for row in self.store.channels():
             try:
                 chat = ChatFile.from_bytes(row.chatfile)
@@ -88,8 +98,18 @@ class ChannelManager:
         # waits should not add up over many channels.
         await asyncio.gather(*(service.stop() for service in self.services.values()))
         self.services.clear()
+        if self.files is not None:
+            await self.files.stop()
 
     async def _run(self, chat: ChatFile) -> ChannelService:
+        files = self.files
+        on_stream = None
+        if files is not None:
+            channel = chat.channel_id
+
+            def on_stream(key: bytes, conn: LinkConnection, event: object) -> None:
+                files.on_stream(channel, key, conn, event)
+
         service = ChannelService(
             chat,
             self.identity,
@@ -99,6 +119,7 @@ class ChannelManager:
             on_event=self._on_event,
             dialer=self.dialer,
             device_id=self.device_id,
+            on_stream=on_stream,
         )
         await service.start()
         self.services[chat.channel_id] = service
@@ -106,6 +127,8 @@ class ChannelManager:
 
     def _on_event(self, chat: ChatFile, event: Event | dict[str, Any]) -> None:
         if isinstance(event, Shown):
+            if event.message.file is not None and self.files is not None:
+                self.files.on_message(event.message)
             self.emit(
                 {
                     "type": "channel_message",
@@ -149,6 +172,8 @@ class ChannelManager:
                 if service is not None:
                     await service.stop()
                     self.services.pop(change.channel, None)
+                if self.files is not None:
+                    self.files.forget_channel(change.channel)
                 if self.store.remove_channel(change.channel) or service is not None:
                     log.info("left channel %s, as another of our devices did",
                              change.channel.hex()[:16])  # fmt: skip
@@ -229,6 +254,7 @@ class ChannelManager:
             "stored": dict(zip(("messages", "bytes"), engine.stored_usage(), strict=True))
             if engine
             else None,
+            "serve_files": self.serving(chat.channel_id),
         }
 
     # ------------------------------------------------------------------ API
@@ -281,6 +307,8 @@ class ChannelManager:
             service = self._service(ref)
             await service.stop()
             del self.services[service.chat.channel_id]
+            if self.files is not None:
+                self.files.forget_channel(service.chat.channel_id)
             self.store.remove_channel(service.chat.channel_id)
             self._record(service.chat.channel_id, joined=False)
 
@@ -338,3 +366,38 @@ class ChannelManager:
     async def history(self, ref: str, limit: int) -> list[dict[str, Any]]:
         service = self._service(ref)
         return [m.to_json() for m in self.store.history(service.chat.channel_id, limit)]
+
+    # ------------------------------------------------------------------ files
+
+    def _files(self) -> ChannelFiles:
+        if self.files is None:
+            raise ApiError(501, "no_files", "this daemon does not transfer files in channels")
+        return self.files
+
+    def serving(self, channel: bytes) -> bool:
+        """Do we serve pieces of this channel's files to its members? (default: yes)"""
+        return self.kv.kv_get(f"channel_serve:{channel.hex()}") != b"0"
+
+    async def set_serving(self, ref: str, serve: bool) -> dict[str, Any]:
+        service = self._service(ref)
+        self.kv.kv_set(f"channel_serve:{service.chat.channel_id.hex()}", b"1" if serve else b"0")
+        return {"channel": service.chat.channel_id.hex(), "serve": serve}
+
+    async def send_file(self, ref: str, path: str, name: str | None) -> dict[str, Any]:
+        """Post the file at ``path`` (on this machine) in the channel, and serve it."""
+        files = self._files()
+        service = self._service(ref)
+        manifest, layer, src, st = await files.prepare(path, name)
+        try:
+            stored = service.post_file(manifest)
+        except NotAMember as exc:
+            raise ApiError(403, "removed", str(exc)) from None
+        except ValueError as exc:
+            raise ApiError(409, "no_key", str(exc)) from None
+        return files.posted(stored, layer, src, st)
+
+    async def list_files(self, ref: str) -> list[dict[str, Any]]:
+        return self._files().list(self._service(ref).chat.channel_id)
+
+    async def file_action(self, ref: str, fid: str, action: str) -> dict[str, Any]:
+        return self._files().act(self._service(ref).chat.channel_id, fid, action)

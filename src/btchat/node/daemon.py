@@ -39,6 +39,7 @@ from btchat.net.portmap import PortMapper, PortMapState
 from btchat.net.proxy import ProxyDialer, ProxyUrl
 from btchat.net.transport import Dialer, TcpDialer
 from btchat.net.upnp import UpnpPortMapper
+from btchat.node.channel_files import ChannelFilesConfig
 from btchat.node.channels import ChannelManager
 from btchat.node.chat import Chat
 from btchat.node.contact_manager import ContactManager
@@ -289,6 +290,11 @@ class Daemon:
             dialer=self.dialer,
             device_id=self.keys.device.device_id,
             own_sync=self.own_sync,
+            files=ChannelFilesConfig(
+                save_dir=self.files.config.save_dir,
+                state_dir=self.config.data_dir / "channel_files",
+                max_size=self.files.config.max_size,
+            ),
         )
         await self.channels.start()
         self.guard.install()

@@ -54,19 +54,12 @@ from btchat.messaging import envelope as env_mod
 from btchat.messaging.conversation import Conversations
 from btchat.messaging.envelope import Envelope
 from btchat.messaging.store import Store
+from btchat.node.transfer_streams import TransferStreams
 from btchat.session.connection import SessionConnection
 from btchat.session.core import SessionClosed, SessionFailed
 from btchat.storage import StoreError
 from btchat.storage.database import StoreFull, StoreIOError, StoreReadOnly
-from btchat.stream.events import (
-    StreamClosed,
-    StreamData,
-    StreamOpened,
-    StreamReset,
-    StreamsAvailable,
-    StreamWritable,
-)
-from btchat.stream.frames import Service
+from btchat.stream.events import StreamsAvailable
 from btchat.transfer import wire
 from btchat.transfer.download import Bitmap, Download
 from btchat.transfer.manifest import MAX_FILE_SIZE, MAX_INLINE, Manifest, choose_piece_size
@@ -80,6 +73,9 @@ __all__ = [
     "SAVE_EVERY",
     "Files",
     "FilesConfig",
+    "hash_file",
+    "media_type_of",
+    "place_file",
 ]
 
 log = logging.getLogger(__name__)
@@ -155,19 +151,12 @@ class _Transfer:
     inline: bool = False  # the bytes travelled in the offer (at most MAX_INLINE)
 
     def to_record(self) -> dict[str, Any]:
-        m = self.manifest
         rec: dict[str, Any] = {
             "id": self.id.hex(),
             "direction": self.direction,
             "peer": self.peer.hex(),
             "device": self.device.hex(),
-            "manifest": {
-                "name": m.name,
-                "size": m.size,
-                "media_type": m.media_type,
-                "piece_size": m.piece_size,
-                "root": m.root.hex(),
-            },
+            "manifest": self.manifest.to_json(),
             "state": self.state,
             "created": self.created,
             "path": self.path,
@@ -204,17 +193,12 @@ class _Transfer:
         return have * m.piece_size
 
 
-@dataclass(eq=False)
-class _Link:
-    """Our two substreams on one session, and what we read from the peer's."""
+@dataclass(eq=False, kw_only=True)
+class _Link(TransferStreams):
+    """Our two substreams on one session, and the pieces the peer asked for."""
 
     key: tuple[bytes, bytes]
-    conn: SessionConnection
-    control: int
-    bulk: int
-    readers: dict[int, wire.Reader] = field(default_factory=dict)
     queue: deque[tuple[bytes, int]] = field(default_factory=deque)  # (offer, index); -1: layer
-    leftover: dict[int, bytes] = field(default_factory=dict)  # stream -> bytes not taken yet
 
 
 class Files:
@@ -275,10 +259,7 @@ class Files:
             self.transfers[t.id] = t
 
     def _from_record(self, rec: dict[str, Any]) -> _Transfer:
-        mf = rec["manifest"]
-        manifest = Manifest(
-            mf["name"], mf["size"], mf["media_type"], mf["piece_size"], bytes.fromhex(mf["root"])
-        )
+        manifest = Manifest.from_json(rec["manifest"])
         t = _Transfer(
             bytes.fromhex(rec["id"]),
             rec["direction"],
@@ -404,13 +385,11 @@ class Files:
                 hasher = PieceHasher(len(data), piece)
                 hasher.update(data)
             else:
-                hasher = await asyncio.to_thread(_hash_file, src, st.st_size, piece)
+                hasher = await asyncio.to_thread(hash_file, src, st.st_size, piece)
         except OSError as exc:
             raise ApiError(400, "bad_path", f"cannot read {path}: {exc}") from None
         name = safe_name(name or src.name)
-        media = (mimetypes.guess_type(name)[0] or "").lower()
-        if not _MEDIA_RE.fullmatch(media):
-            media = "application/octet-stream"
+        media = media_type_of(name)
         manifest = Manifest(name, st.st_size, media, piece, hasher.root())
         body = env_mod.file_body(manifest, data)
         envelope = self.conversations.send_message(pk, env_mod.FILE, body, time.time())
@@ -640,7 +619,7 @@ class Files:
         finally:
             os.close(fd)
         try:
-            return _place(part, folder, safe_name(t.manifest.name))
+            return place_file(part, folder, safe_name(t.manifest.name))
         except BaseException:
             part.unlink(missing_ok=True)
             raise
@@ -653,12 +632,7 @@ class Files:
         if isinstance(event, StreamsAvailable):
             if link is not None and link.conn is not conn:
                 self._drop(link)
-            link = _Link(
-                peer,
-                conn,
-                conn.open_stream(wire.CONTROL_PRIORITY, Service.FILES),
-                conn.open_stream(wire.BULK_PRIORITY, Service.FILES),
-            )
+            link = _Link.open(conn, key=peer)
             self._links[peer] = link
             for t in list(self.transfers.values()):
                 if t.peer == peer[0] and t.device == peer[1]:
@@ -666,31 +640,14 @@ class Files:
             return
         if link is None or link.conn is not conn:
             return
-        if isinstance(event, StreamOpened):
-            # The peer's control and bulk streams: each reader holds at most one message
-            # (8 MiB), so a hostile contact costs at most two of them per session.
-            if len(link.readers) >= 2:
-                conn.reset_stream(event.stream_id, "unexpected stream")
-                self.stats["rx_bad_stream"] += 1
-            else:
-                link.readers[event.stream_id] = wire.Reader()
-        elif isinstance(event, StreamData):
-            self._on_stream_data(link, event.stream_id, event.data)
-        elif isinstance(event, StreamClosed | StreamReset):
-            link.readers.pop(event.stream_id, None)
-            sid = event.stream_id
-            if isinstance(event, StreamReset) and sid in (link.control, link.bulk):
-                # The peer refused one of ours: open a fresh one, so the link still works.
-                link.leftover.pop(sid, None)
-                if sid == link.control:
-                    link.control = conn.open_stream(wire.CONTROL_PRIORITY, Service.FILES)
-                else:
-                    link.bulk = conn.open_stream(wire.BULK_PRIORITY, Service.FILES)
-                    self._pump(link)
-        elif isinstance(event, StreamWritable):
-            self._pump(link)
-        elif isinstance(event, SessionClosed | SessionFailed):
+        if isinstance(event, SessionClosed | SessionFailed):
             self._drop(link)
+            return
+        messages, writable = link.handle(event, self.stats)
+        for msg in messages:
+            self._dispatch(link, msg)
+        if writable:
+            self._pump(link)
 
     def _drop(self, link: _Link) -> None:
         if self._links.get(link.key) is link:
@@ -701,28 +658,12 @@ class Files:
                 if t.dirty:
                     self._save(t)
 
-    def _on_stream_data(self, link: _Link, sid: int, data: bytes) -> None:
-        reader = link.readers.get(sid)
-        if reader is None:
-            return
-        link.conn.stream_consumed(sid, len(data))  # the reader's own bound holds memory
-        try:
-            messages = reader.feed(data)
-        except wire.WireError as exc:
-            log.info("bad transfer message from %s: %s", link.key[0].hex()[:16], exc)
-            self.stats["rx_malformed"] += 1
-            link.readers.pop(sid, None)
-            link.conn.reset_stream(sid, "malformed transfer message")
-            return
-        for msg in messages:
-            self._dispatch(link, msg)
-
     def _dispatch(self, link: _Link, msg: wire.Message) -> None:
         t = self.transfers.get(msg.offer)
         if t is None or t.peer != link.key[0]:
             self.stats["rx_unknown_offer"] += 1
             if isinstance(msg, wire.GetLayer | wire.Get):
-                self._send(link, link.control, wire.encode(wire.Cancel(msg.offer, "unknown offer")))
+                link.send_control(wire.Cancel(msg.offer, "unknown offer"))
             return
         if isinstance(msg, wire.Cancel):
             if t.state in OPEN_STATES:
@@ -740,7 +681,7 @@ class Files:
 
     def _serve(self, link: _Link, t: _Transfer, msg: wire.Message) -> None:
         if t.state not in OPEN_STATES:
-            self._send(link, link.control, wire.encode(wire.Cancel(t.id, t.state)))
+            link.send_control(wire.Cancel(t.id, t.state))
             return
         if isinstance(msg, wire.GetLayer):
             wanted = [-1]
@@ -762,7 +703,7 @@ class Files:
 
     def _pump(self, link: _Link) -> None:
         """Send queued pieces while the bulk stream takes them."""
-        if not self._flush_leftover(link):
+        if not link.flush():
             return
         while link.queue:
             tid, index = link.queue.popleft()
@@ -779,7 +720,7 @@ class Files:
                 continue
             if data is None:
                 continue
-            if not self._send(link, link.bulk, data):
+            if not link.send(link.bulk, data):
                 return
 
     def _read(self, t: _Transfer, index: int) -> bytes | None:
@@ -801,31 +742,10 @@ class Files:
         self._emit_progress(t)
         return wire.encode(wire.Piece(t.id, index, data))
 
-    def _send(self, link: _Link, sid: int, data: bytes) -> bool:
-        """Queue ``data`` on our stream ``sid``; False if it did not all fit (kept)."""
-        if link.leftover.get(sid):
-            link.leftover[sid] += data
-            return False
-        try:
-            taken = link.conn.send_stream(sid, data)
-        except (RuntimeError, ValueError):  # the session ended under us
-            return False
-        if taken < len(data):
-            link.leftover[sid] = data[taken:]
-            return False
-        return True
-
-    def _flush_leftover(self, link: _Link) -> bool:
-        for sid in list(link.leftover):
-            rest = link.leftover.pop(sid)
-            if not self._send(link, sid, rest):
-                return False
-        return True
-
     def _tell(self, t: _Transfer, msg: wire.Message) -> None:
         for key, link in self._links.items():
             if key[0] == t.peer and (t.direction == "out" or key[1] == t.device):
-                self._send(link, link.control, wire.encode(msg))
+                link.send_control(msg)
 
     # ----------------------------------------------------------- receiving side
 
@@ -836,7 +756,7 @@ class Files:
         if link is None:
             return
         for msg in t.download.requests():
-            self._send(link, link.control, wire.encode(msg))
+            link.send_control(msg)
 
     def _receive(self, link: _Link, t: _Transfer, msg: wire.Message) -> None:
         d = t.download
@@ -897,7 +817,7 @@ class Files:
         os.fsync(t.fd)
         os.close(t.fd)
         t.fd = None
-        final = _place(self._part_path(t.id), self.config.save_dir, safe_name(t.manifest.name))
+        final = place_file(self._part_path(t.id), self.config.save_dir, safe_name(t.manifest.name))
         t.path = str(final)
         t.state = "done"
         assert t.download is not None
@@ -935,6 +855,12 @@ class Files:
             self._emit({"type": "file_progress", "transfer": self.json(t)})
 
 
+def media_type_of(name: str) -> str:
+    """The media type an offer of ``name`` says (from its extension, else octet-stream)."""
+    media = (mimetypes.guess_type(name)[0] or "").lower()
+    return media if _MEDIA_RE.fullmatch(media) else "application/octet-stream"
+
+
 def _bytes(transfers: list[_Transfer]) -> int:
     return sum(t.manifest.size for t in transfers)
 
@@ -951,7 +877,7 @@ def _storage_error(exc: OSError) -> StoreError:
     return StoreIOError(f"cannot save an inline file: {exc}")
 
 
-def _hash_file(path: Path, size: int, piece: int) -> PieceHasher:
+def hash_file(path: Path, size: int, piece: int) -> PieceHasher:
     """The piece layer and root of the file at ``path`` (read in a thread)."""
     hasher = PieceHasher(size, piece)
     with path.open("rb") as f:
@@ -960,7 +886,7 @@ def _hash_file(path: Path, size: int, piece: int) -> PieceHasher:
     return hasher
 
 
-def _place(part: Path, folder: Path, name: str) -> Path:
+def place_file(part: Path, folder: Path, name: str) -> Path:
     """Link ``part`` into ``folder`` under ``name`` or ``name (2)``..., never replacing."""
     stem, dot, ext = name.rpartition(".")
     if not dot or not stem:

@@ -20,7 +20,7 @@ from btchat.transfer import wire
 from btchat.transfer.manifest import Manifest
 from btchat.transfer.tree import layer_root, piece_hash
 
-__all__ = ["MAX_BAD_PIECES", "Bitmap", "Download", "Verdict"]
+__all__ = ["MAX_BAD_PIECES", "Bitmap", "Download", "Verdict", "layer_fits", "piece_fits"]
 
 #: Bad pieces (or layers) from one source before the transfer is given up.
 MAX_BAD_PIECES = 16
@@ -51,6 +51,20 @@ class Bitmap:
     @property
     def complete(self) -> bool:
         return self.count == self.pieces
+
+
+def layer_fits(manifest: Manifest, hashes: list[bytes]) -> bool:
+    """Is ``hashes`` the piece layer of the offered file (one per piece, up to its root)?"""
+    m = manifest
+    return len(hashes) == m.pieces and layer_root(hashes, m.piece_size) == m.root
+
+
+def piece_fits(manifest: Manifest, layer: list[bytes], index: int, data: bytes) -> bool:
+    """Are ``data`` the bytes of piece ``index`` (its length, and its hash in ``layer``)?"""
+    m = manifest
+    return len(data) == m.piece_length(index) and (
+        piece_hash(data, m.pieces, m.piece_size) == layer[index]
+    )
 
 
 @dataclass(frozen=True)
@@ -99,8 +113,7 @@ class Download:
         return len(self._in_flight)
 
     def _layer_ok(self, hashes: list[bytes]) -> bool:
-        m = self.manifest
-        return len(hashes) == m.pieces and layer_root(hashes, m.piece_size) == m.root
+        return layer_fits(self.manifest, hashes)
 
     def requests(self) -> list[wire.Message]:
         """The messages to send now (none while complete, failed or waiting)."""
@@ -152,10 +165,7 @@ class Download:
             self.stats["unexpected"] += 1
             return Verdict("unexpected", index)
         self._in_flight.discard(index)
-        m = self.manifest
-        if len(data) != m.piece_length(index) or (
-            piece_hash(data, m.pieces, m.piece_size) != self.layer[index]
-        ):
+        if not piece_fits(self.manifest, self.layer, index, data):
             self.stats["bad"] += 1
             self._next = min(self._next, index)  # asked for again by requests()
             return Verdict("failed" if self.failed else "bad", index)

@@ -70,6 +70,21 @@ class Manifest:
         """Bytes in piece ``index`` (the last one may be shorter)."""
         return min(self.piece_size, self.size - index * self.piece_size)
 
+    def to_json(self) -> dict[str, Any]:
+        """As records and the API keep it (root in hex)."""
+        return {
+            "name": self.name,
+            "size": self.size,
+            "media_type": self.media_type,
+            "piece_size": self.piece_size,
+            "root": self.root.hex(),
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Manifest:
+        """A record's manifest (our own file: raises KeyError, TypeError, ValueError)."""
+        return cls(d["name"], d["size"], d["media_type"], d["piece_size"], bytes.fromhex(d["root"]))
+
     def body(self) -> dict[bytes, Any]:
         return {
             b"n": self.name.encode("utf-8"),

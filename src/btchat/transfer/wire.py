@@ -9,10 +9,14 @@ even our requests never wait behind file data. Both carry the same framing::
     GET_LAYER 0x01  rest = ""
     GET       0x02  rest = index:u32be * (1..MAX_GET)
     CANCEL    0x03  rest = reason, UTF-8, <= 256 bytes
+    BITFIELD  0x04  rest = the pieces held, bit 7 of byte 0 is piece 0 (<= 1024 bytes)
+    HAVE      0x05  rest = index:u32be (one more piece held)
     LAYER     0x81  rest = 32-byte hashes * (1..8192)
     PIECE     0x82  rest = index:u32be  bytes of the piece
 
-``offer`` is the id of the signed ``file`` envelope that offered the file. Anything
+``offer`` is the id of the signed ``file`` envelope (1:1) or channel message (channels)
+that offered the file; BITFIELD and HAVE travel only on channel links, where a file has
+many sources (:mod:`btchat.transfer.swarm`). Anything
 malformed raises :class:`WireError`, the one error remote input can cause here.
 """
 
@@ -28,11 +32,14 @@ from btchat.transfer.manifest import MAX_PIECE_SIZE, MAX_PIECES
 __all__ = [
     "BULK_PRIORITY",
     "CONTROL_PRIORITY",
+    "MAX_BITFIELD",
     "MAX_GET",
     "MAX_MESSAGE",
+    "Bitfield",
     "Cancel",
     "Get",
     "GetLayer",
+    "Have",
     "Kind",
     "Layer",
     "Message",
@@ -47,6 +54,8 @@ BULK_PRIORITY = 7
 #: Pieces one GET may ask for.
 MAX_GET = 64
 MAX_REASON = 256
+#: Bytes of a BITFIELD: one bit per piece of the largest file.
+MAX_BITFIELD = MAX_PIECES // 8
 _HEAD = struct.Struct(">IB16s")
 _INDEX = struct.Struct(">I")
 OFFER_LEN = 16
@@ -62,6 +71,8 @@ class Kind(enum.IntEnum):
     GET_LAYER = 0x01
     GET = 0x02
     CANCEL = 0x03
+    BITFIELD = 0x04
+    HAVE = 0x05
     LAYER = 0x81
     PIECE = 0x82
 
@@ -84,6 +95,20 @@ class Cancel:
 
 
 @dataclass(frozen=True)
+class Bitfield:
+    """The pieces the sender holds (empty: none yet, but it wants to hear of them)."""
+
+    offer: bytes
+    bits: bytes
+
+
+@dataclass(frozen=True)
+class Have:
+    offer: bytes
+    index: int
+
+
+@dataclass(frozen=True)
 class Layer:
     offer: bytes
     hashes: tuple[bytes, ...]
@@ -96,7 +121,7 @@ class Piece:
     data: bytes
 
 
-Message = GetLayer | Get | Cancel | Layer | Piece
+Message = GetLayer | Get | Cancel | Bitfield | Have | Layer | Piece
 
 
 def encode(msg: Message) -> bytes:
@@ -110,6 +135,12 @@ def encode(msg: Message) -> bytes:
     elif isinstance(msg, Cancel):
         reason = msg.reason.encode("utf-8")[:MAX_REASON].decode("utf-8", "ignore")
         kind, rest = Kind.CANCEL, reason.encode("utf-8")
+    elif isinstance(msg, Bitfield):
+        if len(msg.bits) > MAX_BITFIELD:
+            raise ValueError(f"a BITFIELD is at most {MAX_BITFIELD} bytes")
+        kind, rest = Kind.BITFIELD, msg.bits
+    elif isinstance(msg, Have):
+        kind, rest = Kind.HAVE, _INDEX.pack(msg.index)
     elif isinstance(msg, Layer):
         kind, rest = Kind.LAYER, b"".join(msg.hashes)
     else:
@@ -133,6 +164,14 @@ def _decode(kind: int, offer: bytes, rest: bytes) -> Message:
             return Cancel(offer, rest.decode("utf-8"))
         except UnicodeDecodeError:
             raise WireError("CANCEL reason is not UTF-8") from None
+    if kind == Kind.BITFIELD:
+        if len(rest) > MAX_BITFIELD:
+            raise WireError(f"BITFIELD of more than {MAX_BITFIELD} bytes")
+        return Bitfield(offer, rest)
+    if kind == Kind.HAVE:
+        if len(rest) != _INDEX.size:
+            raise WireError("HAVE holds one 4-byte index")
+        return Have(offer, _INDEX.unpack(rest)[0])
     if kind == Kind.LAYER:
         if not rest or len(rest) % 32 or len(rest) // 32 > MAX_PIECES:
             raise WireError(f"LAYER holds 1 to {MAX_PIECES} hashes")
