@@ -19,7 +19,7 @@ from btchat.api.web_routes import is_web_path
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 
 #: Operations whose body is bytes (a file, a picture), not JSON.
-RAW_BODIES = {"uploadFile", "scanQr"}
+RAW_BODIES = {"uploadFile", "uploadChannelFile", "scanQr"}
 
 
 def registered_routes() -> set[tuple[str, str]]:

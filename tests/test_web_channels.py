@@ -1,10 +1,15 @@
 """Channels in the web app (issue 12) with two real daemons: an invite-only channel made
 and joined in the page, people named by petname (never a hex prefix for a contact), a
 private message to one member, and the owner removing a member, which the removed
-member's open page shows at once (the ``channel_removed`` event), not after a reload."""
+member's open page shows at once (the ``channel_removed`` event), not after a reload;
+and a file posted in a channel from the page, fetched by another member and saved
+(issue 11), its bytes the same."""
 
 from __future__ import annotations
 
+import hashlib
+import os
+from pathlib import Path
 from typing import Any
 
 from test_messenger_e2e import Person, sandbox  # noqa: F401
@@ -65,6 +70,52 @@ def test_invite_only_channel_names_private_message_and_removal(
     bob.page.wait_for_function(gone)
     alice.page.wait_for_selector("text=The owner removed you from this channel")
     assert alice.page.locator("textarea[aria-label='Post to the channel']").count() == 0
+
+    for tab in (alice, bob):
+        tab.own_origin_only()
+        assert tab.errors == [], tab.errors
+        tab.context.close()
+
+
+def test_a_file_posted_in_a_channel_is_fetched_and_saved(
+    browser: Any,  # noqa: F811
+    people: dict[str, Person],  # noqa: F811
+) -> None:
+    alice, _ = friends_by_api(browser, people)
+    bob = Tab(browser, people["bob"])
+    alice.open()
+    bob.open()
+    bob.page.get_by_role("button", name="Channels").click()
+    bob.page.fill("input[aria-label='New channel name']", "photos")
+    bob.page.click("form[aria-label='Create a channel'] button")
+    shown(bob, ".screen-head h2:has-text('photos')")
+    link = bob.page.input_value("input[aria-label='Channel link']")
+    alice.page.get_by_role("button", name="Channels").click()
+    alice.page.fill("form[aria-label='Join a channel'] input", link)
+    alice.page.click("form[aria-label='Join a channel'] button")
+    shown(alice, ".screen-head h2:has-text('photos')")
+    alice.page.wait_for_selector(".members li >> text=bob")  # linked to bob
+
+    data = os.urandom(3 * 1024 * 1024 + 77)
+    bob.page.set_input_files(
+        "#channel-attach-input",
+        files=[{"name": "trip <b>1.bin", "mimeType": "application/octet-stream", "buffer": data}],
+    )
+    mine = bob.page.locator(".history [data-transfer]", has_text="trip b1.bin")
+    mine.get_by_text("Posted by you").wait_for()
+    card = alice.page.locator(".history [data-transfer]", has_text="trip b1.bin")
+    card.get_by_text("Posted in the channel: fetch it?").wait_for()
+    # The name as the daemon made it safe to save (no "/", "<" or ">"), shown as text.
+    assert card.locator(".file-name").text_content() == "trip b1.bin"
+    card.get_by_role("button", name="Accept").click()
+    card.get_by_text("You have it").wait_for()
+    with alice.page.expect_download() as info:
+        card.get_by_role("button", name="Save").click()
+    saved = Path(info.value.path()).read_bytes()
+    assert hashlib.sha256(saved).digest() == hashlib.sha256(data).digest()
+    listed = alice.client.list_channels()[0]["id"]
+    files = alice.client._request("GET", f"/v1/channels/{listed}/files")["files"]
+    assert [(f["state"], f["size"]) for f in files] == [("done", len(data))]
 
     for tab in (alice, bob):
         tab.own_origin_only()

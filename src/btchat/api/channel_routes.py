@@ -10,8 +10,16 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from btchat.api.facade import MAX_CHANNEL_REF, Channels
-from btchat.api.routes import RouteTable, no_content, ok, part, path_param, query_limit
+from btchat.api.facade import MAX_CHANNEL_REF, ApiError, Channels
+from btchat.api.routes import (
+    RouteTable,
+    no_content,
+    ok,
+    part,
+    path_param,
+    query_limit,
+    streamed_upload,
+)
 
 if TYPE_CHECKING:  # the models load on first use (pydantic costs start-up time)
     from btchat.api import models as m
@@ -181,6 +189,52 @@ async def list_files(request: web.Request) -> web.Response:
 async def send_file(request: web.Request, body: m.NewChannelFile) -> web.Response:
     result = await _channels(request).send_file(_channel(request), body.path, body.name)
     return ok(result, 201)
+
+
+@channels(
+    "POST /v1/channels/{channel}/files/upload",
+    "uploadChannelFile",
+    "Post a file whose bytes are the request body in a channel",
+    {
+        "201": ("ChannelFile", "The file; its message is in the channel."),
+        "403": "Error",
+        "404": "NotFound",
+        "409": "Error",
+        "411": "Error",
+        "413": "Error",
+        "507": "Error",
+    },
+    params=("channel", "uploadName"),
+    raw_body="application/octet-stream",
+    description="For clients that hold the bytes rather than a path on the daemon's "
+    "machine (the web app). Content-Length is required; the body is streamed to the "
+    "daemon's disk, and that copy is what members fetch from us.",
+)
+async def upload_channel_file(request: web.Request) -> web.Response:
+    name, size, chunks = streamed_upload(request)
+    return ok(await _channels(request).upload_file(_channel(request), name, size, chunks), 201)
+
+
+@channels(
+    "GET /v1/channels/{channel}/files/{file}/content",
+    "channelFileContent",
+    "The bytes of a channel file held whole here (range requests supported)",
+    {
+        "200": {
+            "description": "The file's bytes.",
+            "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+        },
+        "404": "NotFound",
+        "409": "Conflict",
+    },
+    params=_FILE,
+)
+async def channel_file_content(request: web.Request) -> web.StreamResponse:
+    fid = path_param(request, "file", MAX_FILE_REF)
+    path = await _channels(request).file_path(_channel(request), fid)
+    if not path.is_file():
+        raise ApiError(404, "gone", "the file is no longer where it was")
+    return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
 
 
 @channels(

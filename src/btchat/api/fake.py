@@ -428,6 +428,24 @@ class FakeChannels:
         self.files.setdefault(channel["id"], []).append(f)
         return dict(f)
 
+    async def upload_file(
+        self, ref: str, name: str, size: int, chunks: AsyncIterator[bytes]
+    ) -> dict[str, Any]:
+        got = 0
+        async for chunk in chunks:
+            got += len(chunk)
+        if got != size:
+            raise ApiError(400, "bad_length", f"the body ended after {got} of {size} bytes")
+        f = await self.send_file(ref, name, name)
+        f["size"] = size
+        return f
+
+    async def file_path(self, ref: str, fid: str) -> Path:
+        for f in self.files.get(self._find(ref)["id"], []):
+            if f["id"].startswith(fid.lower()) and len(fid) >= 6:
+                return Path(f.get("path") or "/nonexistent")
+        raise ApiError(404, "no_file", f"no file {fid!r} in this channel")
+
     async def list_files(self, ref: str) -> list[dict[str, Any]]:
         return [dict(f) for f in self.files.get(self._find(ref)["id"], [])]
 

@@ -11,7 +11,6 @@ streams a finished file (with range requests, through aiohttp's ``FileResponse``
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -24,6 +23,7 @@ from btchat.api.routes import (
     ok,
     part,
     path_param,
+    streamed_upload,
 )
 
 if TYPE_CHECKING:  # the models load on first use (pydantic costs start-up time)
@@ -36,11 +36,6 @@ files = ROUTES.section("files")
 
 _T = ("transfer",)
 MAX_TRANSFER_REF = 32
-#: Longest name an upload may give; the offer's is then cut to 255 UTF-8 bytes, keeping
-#: the extension (``safe_name``), so a browser's long name is shortened, not refused.
-MAX_UPLOAD_NAME = 1024
-#: Bytes read from an upload's body per step.
-UPLOAD_CHUNK = 256 * 1024
 
 
 def _files(request: web.Request) -> Files:
@@ -82,19 +77,9 @@ async def send_file(request: web.Request, body: m.NewFile) -> web.Response:
     "transfer ends.",
 )
 async def upload_file(request: web.Request) -> web.Response:
-    name = request.query.get("name", "")
-    if not 1 <= len(name) <= MAX_UPLOAD_NAME:
-        raise bad_request(f"name must be 1 to {MAX_UPLOAD_NAME} characters")
-    size = request.content_length
-    if size is None:
-        raise ApiError(411, "length_required", "give the file's size as Content-Length")
+    name, size, chunks = streamed_upload(request)
     part = _files(request)
-
-    async def chunks() -> AsyncIterator[bytes]:
-        async for chunk in request.content.iter_chunked(UPLOAD_CHUNK):
-            yield chunk
-
-    return ok(await part.upload(contact_param(request), name, size, chunks()), 201)
+    return ok(await part.upload(contact_param(request), name, size, chunks), 201)
 
 
 @files(

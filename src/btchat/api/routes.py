@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -328,6 +328,30 @@ def messenger(request: web.Request) -> Messenger:
             423, "locked", "btchat is locked: create or unlock your identity in the web app"
         )
     return current
+
+
+#: Longest name an upload may give; the offer's is then cut to 255 UTF-8 bytes, keeping
+#: the extension (``safe_name``), so a browser's long name is shortened, not refused.
+MAX_UPLOAD_NAME = 1024
+#: Bytes read from an upload's body per step.
+UPLOAD_CHUNK = 256 * 1024
+
+
+def streamed_upload(request: web.Request) -> tuple[str, int, AsyncIterator[bytes]]:
+    """An upload's name (``?name=``), announced size and body, read as it is consumed:
+    a file's bytes are never held whole in memory."""
+    name = request.query.get("name", "")
+    if not 1 <= len(name) <= MAX_UPLOAD_NAME:
+        raise bad_request(f"name must be 1 to {MAX_UPLOAD_NAME} characters")
+    size = request.content_length
+    if size is None:
+        raise ApiError(411, "length_required", "give the file's size as Content-Length")
+
+    async def chunks() -> AsyncIterator[bytes]:
+        async for chunk in request.content.iter_chunked(UPLOAD_CHUNK):
+            yield chunk
+
+    return name, size, chunks()
 
 
 def part(request: web.Request, name: str, code: str, missing: str) -> Any:

@@ -11,7 +11,8 @@ import asyncio
 import base64
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 from btchat.channels.chatfile import ChatFile, ChatFileError
@@ -32,6 +33,7 @@ from btchat.node.channel_files import ChannelFiles, ChannelFilesConfig
 from btchat.node.channel_sync import ChannelSync
 from btchat.node.config import parse_ip_port
 from btchat.node.own_sync import OwnSync
+from btchat.node.uploads import stage_upload
 from btchat.tasks import TaskOwner
 
 __all__ = ["ChannelManager"]
@@ -395,6 +397,28 @@ class ChannelManager:
         except ValueError as exc:
             raise ApiError(409, "no_key", str(exc)) from None
         return files.posted(stored, layer, src, st)
+
+    async def upload_file(
+        self, ref: str, name: str, size: int, chunks: AsyncIterator[bytes]
+    ) -> dict[str, Any]:
+        """Post ``size`` bytes streamed in by a front end (the web app): kept under the
+        channel files' state folder, the copy we serve for as long as we hold the channel."""
+        files = self._files()
+        self._service(ref)  # an unknown channel fails before a byte is stored
+        folder = files.config.state_dir / "uploads"
+        path = await stage_upload(folder, size, chunks, files.config.disk_margin)
+        try:
+            return await self.send_file(ref, str(path), name)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+
+    async def file_path(self, ref: str, fid: str) -> Path:
+        """A channel file held whole here (fetched, or ours), for the page to save."""
+        f = self._files().get(self._service(ref).chat.channel_id, fid)
+        if f.state != "done" or f.path is None:
+            raise ApiError(409, "not_done", "the file is not complete here yet")
+        return Path(f.path)
 
     async def list_files(self, ref: str) -> list[dict[str, Any]]:
         return self._files().list(self._service(ref).chat.channel_id)

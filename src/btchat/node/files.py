@@ -39,7 +39,6 @@ import logging
 import mimetypes
 import os
 import re
-import secrets
 import shutil
 import time
 from collections import Counter, deque
@@ -55,6 +54,7 @@ from btchat.messaging.conversation import Conversations
 from btchat.messaging.envelope import Envelope
 from btchat.messaging.store import Store
 from btchat.node.transfer_streams import TransferStreams
+from btchat.node.uploads import stage_upload
 from btchat.session.connection import SessionConnection
 from btchat.session.core import SessionClosed, SessionFailed
 from btchat.storage import StoreError
@@ -429,26 +429,8 @@ class Files:
         app): they are copied under ``<state dir>/uploads`` first, since a transfer
         serves pieces from disk for as long as it runs (resumes included)."""
         self._resolve(c)  # an unknown contact fails before a byte is stored
-        if not 0 <= size <= MAX_FILE_SIZE:
-            raise ApiError(413, "too_large", f"a file is at most {MAX_FILE_SIZE} bytes")
-        folder = self._uploads()
-        folder.mkdir(parents=True, exist_ok=True)
-        free = shutil.disk_usage(folder).free
-        if free < size + self.config.disk_margin:
-            raise ApiError(507, "disk_full", f"{size} bytes needed in {folder}, {free} free")
-        path = folder / secrets.token_hex(16)
+        path = await stage_upload(self._uploads(), size, chunks, self.config.disk_margin)
         try:
-            got = 0
-            with path.open("xb") as f:
-                async for chunk in chunks:
-                    got += len(chunk)
-                    if got > size:
-                        raise ApiError(400, "bad_length", "the body is longer than announced")
-                    f.write(chunk)
-                f.flush()
-                await asyncio.to_thread(os.fsync, f.fileno())  # a big file: seconds, off the loop
-            if got != size:
-                raise ApiError(400, "bad_length", f"the body ended after {got} of {size} bytes")
             return await self.send(c, str(path), name=name, staged=True)
         except BaseException:
             path.unlink(missing_ok=True)

@@ -664,7 +664,7 @@ async function sendFiles(pk, files) {
     if (up.cancelled) continue;
     let t;
     try {
-      t = await uploadFile(pk, up.file, (fraction) => {
+      t = await uploadFile(`/v1/contacts/${enc(pk)}/files/upload`, up.file, (fraction) => {
         up.fraction = fraction;
         drawUpload(up);
       }, up.handle);
@@ -705,7 +705,7 @@ function drawUpload(up) {
 function setUpDrops() {
   const main = $("main");
   const carriesFiles = (e) => e.dataTransfer && [...e.dataTransfer.types].includes("Files");
-  const inChat = () => state.filesOn && state.view && state.view.kind === "chat";
+  const inChat = () => state.filesOn && state.view && (state.view.kind === "chat" || (state.view.kind === "channel" && state.view.canPost));
   window.addEventListener("dragover", (e) => {
     if (carriesFiles(e)) e.preventDefault();
   });
@@ -725,7 +725,8 @@ function setUpDrops() {
     main.classList.remove("dropping");
     if (!carriesFiles(e) || !inChat()) return;
     e.preventDefault();
-    sendFiles(state.view.key, [...e.dataTransfer.files]);
+    if (state.view.kind === "channel") postChannelFiles(state.view.key, [...e.dataTransfer.files]);
+    else sendFiles(state.view.key, [...e.dataTransfer.files]);
   });
 }
 
@@ -942,7 +943,18 @@ async function showChannel(id) {
   const box = h("textarea", { rows: "2", placeholder: "Post to the channel", "aria-label": "Post to the channel" });
   // Private to one member (chosen in the member list), or to everyone.
   const privately = h("p", { class: "private-to", hidden: true });
-  const form = h("form", { class: "compose", "aria-label": "Post" }, privately, box, h("button", { type: "submit" }, "Post"));
+  const picker = h("input", { type: "file", id: "channel-attach-input", multiple: true, hidden: true, "aria-label": "Files to post" });
+  const attach = state.filesOn
+    ? h("button", { type: "button", class: "icon-btn", "aria-label": "Attach files to the channel", title: "Post files (or drop them on the channel)", onclick: () => picker.click() }, "Attach")
+    : null;
+  picker.addEventListener("change", () => {
+    const chosen = [...picker.files];
+    picker.value = "";
+    postChannelFiles(id, chosen);
+  });
+  const form = h("form", { class: "compose", "aria-label": "Post" }, privately, attach, picker, box, h("button", { type: "submit" }, "Post"));
+  view.files = new Map(); // file message id -> the file as GET .../files says it
+  view.canPost = !ch.removed;
   const mine = state.me && ch.owner === state.me.public_key;
   const writeTo = (member) => {
     view.to = member ? member.public_key : null;
@@ -1015,15 +1027,98 @@ async function showChannel(id) {
   // Members come and go and their presence changes with no event of its own: the list
   // is read again while the channel is shown.
   const poll = setInterval(() => (state.view === view ? loadMembers() : clearInterval(poll)), MEMBERS_POLL_MS);
+  if (state.filesOn) {
+    const held = await attempt(log, () => api("GET", `/v1/channels/${enc(id)}/files`));
+    if (held) for (const f of held.files) view.files.set(f.id, f);
+  }
   const found = await attempt(log, () => api("GET", `/v1/channels/${enc(id)}/messages?limit=${PAGE}`));
   if (found) for (const m of found.messages) addChannelMessage(id, m);
 }
 
+// ------------------------------------------------------------------ channel files
+
+const CHANNEL_FILE_WORDS = {
+  offered: "Posted in the channel: fetch it?",
+  active: "Fetching from the members who have it",
+  paused: "Paused",
+  done: "You have it (members may fetch it from you too)",
+  rejected: "You declined it",
+  cancelled: "Cancelled",
+  failed: "Failed",
+};
+
+/** A channel file as a transfer card: ours is served, not "delivered"; saved from the
+ * channel's own content route. */
+function channelFileCard(chId, f) {
+  const t = { ...f, direction: f.mine ? "out" : "in", download: `/v1/channels/${enc(chId)}/files/${enc(f.id)}/content` };
+  const named = (x) => (x.mine ? "Posted by you: members fetch it from you and each other" : CHANNEL_FILE_WORDS[x.state] || x.state)
+    + (x.state === "active" && x.sources ? ` (${x.sources} now)` : "");
+  return transferCard(t, { act: (x, action) => actOnChannelFile(chId, x, action), save: saveFile, named });
+}
+
+async function actOnChannelFile(chId, f, action) {
+  const card = document.querySelector(`[data-transfer="${CSS.escape(f.id)}"]`);
+  const where = (card && card.parentElement) || $("main");
+  const done = await attempt(where, () => api("POST", `/v1/channels/${enc(chId)}/files/${enc(f.id)}`, { action }));
+  if (done) updateChannelFile(done);
+}
+
+/** A channel file changed (an event, or our own action): its card is drawn again. */
+function updateChannelFile(f) {
+  const view = state.view;
+  if (!f || typeof f.id !== "string" || !view || view.kind !== "channel" || view.key !== f.channel) return;
+  const before = view.files.get(f.id);
+  view.files.set(f.id, f);
+  if (!before || before.state !== f.state) fill($("sr-status"), `${f.name}: ${CHANNEL_FILE_WORDS[f.state] || f.state}`);
+  for (const old of view.log.querySelectorAll(`[data-transfer="${CSS.escape(f.id)}"]`)) old.replaceWith(channelFileCard(f.channel, f));
+}
+
+/** Post `files` in channel `chId` one after another, each with its progress row. */
+async function postChannelFiles(chId, files) {
+  const view = state.view;
+  for (const file of files) {
+    const handle = {};
+    const row = h("li", { class: "msg out file uploading", "aria-live": "off" }, h("div", { class: "bubble" }));
+    const draw = (fraction) => fill(row.querySelector(".bubble"), uploadCard(file, fraction, () => { if (handle.abort) handle.abort(); row.remove(); }));
+    draw(0);
+    if (view.log) {
+      view.log.append(row);
+      view.log.scrollTop = view.log.scrollHeight;
+    }
+    let f;
+    try {
+      f = await uploadFile(`/v1/channels/${enc(chId)}/files/upload`, file, draw, handle);
+    } catch (err) {
+      if (err.code !== "aborted") {
+        fill(row.querySelector(".bubble"), h("div", { class: "file-card f-failed" }, untrusted(file.name, "file-name")), notice("Not posted: " + failText(err)),
+          h("button", { type: "button", class: "secondary", onclick: () => row.remove() }, "Dismiss"));
+      }
+      continue;
+    }
+    row.remove();
+    if (state.view === view) {
+      addChannelMessage(chId, { id: f.id, channel: chId, author: f.author, text: f.name, ts: Date.now(), file: { name: f.name, size: f.size } });
+      trackChannelFile(view, f);
+    }
+  }
+}
+
+/** A file the channel view did not know: remembered, and its message (drawn as a name
+ * only if it came first) gets its card. */
+function trackChannelFile(view, f) {
+  view.files.set(f.id, f);
+  const bubble = view.log.querySelector(`li[data-id="${CSS.escape(f.id)}"] .bubble`);
+  if (bubble) fill(bubble, channelFileCard(f.channel, f));
+}
+
 function channelRow(m) {
   const mine = state.me && m.author === state.me.public_key;
-  return h("li", { class: "msg " + (mine ? "out" : "in"), "data-id": m.id || "" },
+  const f = m.file && state.view && state.view.files ? state.view.files.get(m.id) : null;
+  // A file message: its card when the daemon tracks it (not yet, or too many: its name).
+  const body = f ? channelFileCard(m.channel || f.channel, f) : m.file ? ["File: ", untrusted(m.text, "text")] : untrusted(m.text, "text");
+  return h("li", { class: "msg " + (mine ? "out" : "in") + (m.file ? " file" : ""), "data-id": m.id || "" },
     mine ? null : h("div", { class: "author" }, memberName(m.author || "?")),
-    h("div", { class: "bubble" }, untrusted(m.text, "text")),
+    h("div", { class: "bubble" }, body),
     h("div", { class: "meta" }, h("time", {}, m.ts ? when(m.ts) : ""), m.private ? " private" : ""));
 }
 
@@ -1422,6 +1517,18 @@ function onEvent(ev) {
       return;
     case "channel_message":
       if (ev.message) addChannelMessage(ev.channel, ev.message);
+      return;
+    case "channel_file_offer": {
+      // A file posted now: its message may have come first (drawn as a name only).
+      const view = state.view;
+      const f = ev.file;
+      if (f && view && view.kind === "channel" && view.key === f.channel && !view.files.has(f.id)) trackChannelFile(view, f);
+      else updateChannelFile(f);
+      return;
+    }
+    case "channel_file_progress":
+    case "channel_file_done":
+      updateChannelFile(ev.file);
       return;
     case "channel_joined":
     case "channel_removed": {

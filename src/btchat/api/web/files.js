@@ -62,14 +62,14 @@ export function rateOf(t) {
 // ------------------------------------------------------------------ upload, download
 
 /**
- * Send `file` (a File from the picker or a drop) to contact `pk`: its bytes are the body
- * of POST /v1/contacts/{pk}/files/upload. XMLHttpRequest, not fetch, because only it
+ * Send `file` (a File from the picker or a drop): its bytes are the body of a POST to
+ * `target` (a contact's or a channel's `.../files/upload`). XMLHttpRequest, not fetch, because only it
  * reports upload progress. Resolves to the transfer; `handle.abort()` stops it.
  */
-export function uploadFile(pk, file, onProgress, handle = {}) {
+export function uploadFile(target, file, onProgress, handle = {}) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
-    xhr.open("POST", `/v1/contacts/${enc(pk)}/files/upload?name=${enc(file.name || "file")}`);
+    xhr.open("POST", `${target}?name=${enc(file.name || "file")}`);
     for (const [k, v] of Object.entries(authHeaders())) xhr.setRequestHeader(k, v);
     xhr.setRequestHeader("Content-Type", "application/octet-stream");
     xhr.responseType = "json";
@@ -102,7 +102,8 @@ export async function fetchFile(t, onProgress) {
   if (blobs.has(t.id)) return blobs.get(t.id);
   let resp;
   try {
-    resp = await fetch(`/download?id=${enc(t.id)}`, { headers: authHeaders(), cache: "no-store", credentials: "omit" });
+    const from = t.download || `/download?id=${enc(t.id)}`; // a channel file has its own
+    resp = await fetch(from, { headers: authHeaders(), cache: "no-store", credentials: "omit" });
   } catch (err) {
     throw new ApiError(0, "offline", "the daemon does not answer (is `btchat up` running?)");
   }
@@ -205,11 +206,12 @@ export function stateWords(t) {
 
 /**
  * The card of transfer `t`. `act(t, action)` runs a button; `save(t, card)` saves a
- * received file. `who` (optional) is a node naming the other side, for the Files screen.
+ * received file. `who` (optional) is a node naming the other side, for the Files screen;
+ * `named` (optional) says a state in other words (a channel's file is not "Delivered").
  */
-export function transferCard(t, { act, save, who }) {
+export function transferCard(t, { act, save, who, named }) {
   const dir = t.direction === "out" ? "out" : "in";
-  const words = wordsFor(t) + (t.state === "paused" && t.error ? ` (${t.error})` : "");
+  const words = (named ? named(t) : wordsFor(t)) + (t.state === "paused" && t.error ? ` (${t.error})` : "");
   const moving = t.state === "active" || t.state === "paused" || (dir === "out" && t.bytes_done > 0 && !ENDED.has(t.state));
   const rate = rateOf(t);
   const pct = percent(t.progress);
