@@ -371,3 +371,38 @@ async def test_typing_fades_without_news(daemon: Daemon, monkeypatch: pytest.Mon
         assert item_text(app, BOB).endswith(" …")
         await until(pilot, lambda: text_of(typing) == "")
         await until(pilot, lambda: not item_text(app, BOB).endswith(" …"))
+
+
+async def test_channel_files_posted_listed_and_fetched(daemon: Daemon, tmp_path: Any) -> None:
+    from btchat.tui.app import TransferRow
+
+    channels = daemon.fake.channels
+    assert channels is not None
+    ch = await channels.create("lobby", False, [])
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(b"x")
+    async with BtchatApp(daemon.locate).run_test(size=SIZE) as pilot:
+        app = await started(pilot)
+        await until(pilot, lambda: any(i.key == ch["id"] for i in app.query(ConvItem)))
+        await choose(pilot, ch["id"])
+        await pilot.press("ctrl+o", *str(path), "enter")  # ^O in a channel posts there
+        await until(pilot, lambda: channels.files.get(ch["id"]))
+        assert channels.files[ch["id"]][0]["name"] == "clip.mp4"
+        # Another member's file comes: said, and listed with the channel's name.
+        theirs = {**channels.files[ch["id"]][0], "id": "ab" * 16, "author": BOB, "mine": False,
+                  "name": "pic\x1b[2J.png", "state": "offered", "progress": 0.0}  # fmt: skip
+        channels.files[ch["id"]].append(theirs)
+        daemon.fake.emit({"type": "channel_file_offer", "file": theirs})
+        await until(pilot, lambda: theirs["id"] in app.transfers)
+        await pilot.press("ctrl+t")
+        await until(pilot, lambda: isinstance(app.screen, Transfers))
+        screen = app.screen
+        await until(pilot, lambda: len(list(screen.query(TransferRow))) == 2)
+        rows = {r.transfer["id"]: r for r in screen.query(TransferRow)}
+        line = text_of(rows[theirs["id"]].query_one("Label", Static))
+        assert "pic␛[2J.png" in line and "from #lobby" in line and "offered" in line
+        view = screen.query_one("#transfer-list", ListView)
+        view.index = list(rows).index(theirs["id"])
+        await pilot.press("a")
+        await until(pilot, lambda: channels.files[ch["id"]][1]["state"] == "active")
+        await until(pilot, lambda: app.transfers[theirs["id"]]["state"] == "active")

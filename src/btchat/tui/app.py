@@ -256,6 +256,12 @@ class TransferRow(ListItem):
         self.query_one(ProgressBar).update(total=1.0, progress=float(t.get("progress") or 0))
 
 
+def as_transfer(f: dict[str, Any]) -> dict[str, Any]:
+    """A channel's file as the transfer list shows one (ours goes out, theirs comes in)."""
+    return {**f, "kind": "channel", "direction": "out" if f.get("mine") else "in",
+            "contact": None}  # fmt: skip
+
+
 def _size(n: int) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
@@ -306,7 +312,7 @@ class Transfers(ModalScreen[None]):
             await view.append(ListItem(Label("no file transfers", markup=False), disabled=True))
             return
         await view.extend(
-            TransferRow(t, self.main.name_of(t["contact"])) for t in self.main.transfers.values()
+            TransferRow(t, self.main.party_of(t)) for t in self.main.transfers.values()
         )
         view.index = min(index or 0, len(self.main.transfers) - 1)
 
@@ -314,7 +320,12 @@ class Transfers(ModalScreen[None]):
         row = self.query_one("#transfer-list", ListView).highlighted_child
         if not isinstance(row, TransferRow):
             return
-        t = await self.main.call("act_on_transfer", row.transfer["id"], action)
+        picked = row.transfer
+        if picked.get("kind") == "channel":
+            f = await self.main.call("act_on_channel_file", picked["channel"], picked["id"], action)
+            t = as_transfer(f) if f is not None else None
+        else:
+            t = await self.main.call("act_on_transfer", picked["id"], action)
         if t is not None:
             self.main.transfers[t["id"]] = t
             self.main._transfers_changed(t)
@@ -379,7 +390,12 @@ class BtchatApp(App[None]):
         Binding("ctrl+n", "add_contact", "Add", tooltip="a contact, by ID or btchat: link"),
         Binding("ctrl+r", "requests", "Requests", tooltip="contact requests to answer"),
         Binding("ctrl+t", "transfers", "Files", tooltip="file transfers, with progress"),
-        Binding("ctrl+o", "send_file", "Send file", tooltip="offer a file to the contact shown"),
+        Binding(
+            "ctrl+o",
+            "send_file",
+            "Send file",
+            tooltip="offer a file to the contact shown, or post one in the channel",
+        ),
         Binding("ctrl+b", "older", "Older", show=False, tooltip="older messages"),
         Binding("ctrl+p", "presence", "Presence", tooltip="online, away, busy, offline"),
         Binding("ctrl+l", "focus_list", "List", show=False, tooltip="back to the list"),
@@ -544,6 +560,9 @@ class BtchatApp(App[None]):
     async def load_transfers(self) -> None:
         rows = await self.call("list_transfers", quiet=True)  # 501 where there are no files
         self.transfers = {t["id"]: t for t in rows or []}
+        for cid in list(self.channels):
+            for f in await self.call("list_channel_files", cid, quiet=True) or []:
+                self.transfers[f["id"]] = as_transfer(f)
 
     async def load_unread(self) -> None:
         for pk in list(self.contacts):
@@ -554,6 +573,13 @@ class BtchatApp(App[None]):
         await self.draw_list()
 
     # -------------------------------------------------------------- the list
+
+    def party_of(self, t: dict[str, Any]) -> str:
+        """Who a transfer is with: a contact, or a channel for a channel's file."""
+        if t.get("kind") == "channel":
+            ch = self.channels.get(t.get("channel") or "")
+            return "#" + (ch.get("name") if ch else str(t.get("channel"))[:12])
+        return self.name_of(t.get("contact"))
 
     def name_of(self, pk: str | None) -> str:
         if not pk:
@@ -690,7 +716,14 @@ class BtchatApp(App[None]):
             mine = m.get("author") == self.me.get("public_key")
             who = self.name_of(m.get("author"))
             note = "(private) " if m.get("private") else ""
-            return message_line(who, m.get("text") or "", m.get("ts"), mine=mine, note=note), mine
+            after = None
+            if m.get("file"):
+                note += "posted a file: "
+                t = self.transfers.get(m.get("id") or "")  # a channel file's id is its message's
+                after = transfer_state(t) if t is not None else None
+            line = message_line(who, m.get("text") or "", m.get("ts"), mine=mine, note=note,
+                                after=after)  # fmt: skip
+            return line, mine
         mine = m["direction"] == "out"
         who = "me" if mine else self.name_of(m["peer"])
         note, after = "", None
@@ -886,16 +919,27 @@ class BtchatApp(App[None]):
 
     @work(group="dialogs")
     async def action_send_file(self) -> None:
-        if self.current is None or self.current[0] != "contact":
-            self.notify("choose a contact first; files go to one contact", severity="warning")
+        if self.current is None:
+            self.notify("choose a contact or a channel first", severity="warning")
             return
-        key = self.current[1]
-        path = await self.push_screen_wait(SendFile(self.name_of(key)))
+        kind, key = self.current
+        if kind == "channel":
+            where = "#" + plain(self.channels.get(key, {}).get("name"), 40)
+        else:
+            where = self.name_of(key)
+        path = await self.push_screen_wait(SendFile(where))
         if not path:
             return
         from pathlib import Path
 
-        t = await self.call("send_file", key, str(Path(path).expanduser().resolve()))
+        full = str(Path(path).expanduser().resolve())
+        if kind == "channel":
+            f = await self.call("send_channel_file", key, full)
+            if f is not None:
+                self.transfers[f["id"]] = as_transfer(f)
+                self.notify("posted " + plain(f["name"], 80) + " in " + where, markup=False)
+            return
+        t = await self.call("send_file", key, full)
         if t is not None:
             self.transfers[t["id"]] = t
             self.notify("offered " + plain(t["name"], 80) + " (^T shows progress)", markup=False)
@@ -1151,6 +1195,29 @@ class BtchatApp(App[None]):
         t = e["transfer"]
         if t["direction"] == "in" and t["state"] == "done":
             self.notify("received " + plain(t["name"], 60), markup=False)
+
+    def _ev_channel_file_offer(self, e: dict[str, Any]) -> None:
+        t = as_transfer(e["file"])
+        known = t["id"] in self.transfers
+        self.transfers[t["id"]] = t
+        if not known and t["state"] == "offered":
+            self.notify(
+                f"{plain(self.party_of(t), 40)}: {plain(self.name_of(t.get('author')), 40)}"
+                f" posted {plain(t['name'], 60)}: ^T to fetch it",
+                markup=False,
+            )
+        self._transfers_changed(t)
+
+    def _ev_channel_file_progress(self, e: dict[str, Any]) -> None:
+        t = as_transfer(e["file"])
+        self.transfers[t["id"]] = t
+        self._transfers_changed(t)
+
+    def _ev_channel_file_done(self, e: dict[str, Any]) -> None:
+        self._ev_channel_file_progress(e)
+        t = as_transfer(e["file"])
+        if t["state"] == "done" and not t.get("mine"):
+            self.notify("fetched " + plain(t["name"], 60), markup=False)
 
     def _transfers_changed(self, t: dict[str, Any] | None = None) -> None:
         self.draw_me()
