@@ -15,7 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from btchat.codec.bencode import DecodeError, encode
+from btchat.codec.bencode import DecodeError, decode, encode
+from btchat.dht.ids import encode_peer
 from btchat.dht.krpc import (
     ERROR_GENERIC,
     ERROR_METHOD_UNKNOWN,
@@ -473,6 +474,28 @@ def test_encode_response_roundtrip(
         # inet_ntop and ipaddress may spell an IPv6 address differently (::ffff:1.2.3.4).
         assert ipaddress.ip_address(msg.ip[0]) == ipaddress.ip_address(requester[0])
         assert msg.ip[1] == requester[1]
+
+
+@PROPERTY
+@given(tids, node_ids, extra_args, versions, requesters)
+def test_encode_response_is_the_canonical_encoding_of_the_envelope(
+    tid: bytes,
+    node_id: bytes,
+    extra: dict[bytes, Any],
+    version: bytes | None,
+    requester: tuple[str, int] | None,
+) -> None:
+    # encode_response writes the envelope by hand (the hot path): byte for byte what
+    # the generic encoder makes of the dictionary, keys in canonical order.
+    values = {**extra, b"id": node_id}
+    msg: dict[bytes, Any] = {b"t": tid, b"y": b"r", b"r": values}
+    if version:
+        msg[b"v"] = version
+    if requester is not None:
+        msg[b"ip"] = encode_peer(requester)
+    data = encode_response(tid, values, version=version, requester=requester)
+    assert data == encode(msg)
+    assert decode(data) == msg  # strict: canonical
 
 
 @PROPERTY
