@@ -201,10 +201,25 @@ def _decode_dict(data: bytes, pos: int, depth: int, strict: bool) -> tuple[Any, 
             raise DecodeError(f"dictionary keys unsorted or duplicated at offset {pos}")
         previous = key
         first = False
-        if 0x30 <= data[pos] <= 0x39:
-            result[key], pos = _decode_str(data, pos)
-        else:
+        c = data[pos]
+        if not 0x30 <= c <= 0x39:
             result[key], pos = _decode(data, pos, depth - 1, strict)
+            continue
+        # A string value, read the same way.
+        colon = find(b":", pos, pos + MAX_INT_DIGITS + 1)
+        if colon < 0:
+            raise DecodeError(f"malformed string length at offset {pos}")
+        if colon == pos + 1:
+            end = colon + 1 + c - 0x30
+        else:
+            digits = data[pos:colon]
+            if not digits.isdigit() or c == 0x30:
+                raise DecodeError(f"malformed string length at offset {pos}")
+            end = colon + 1 + int(digits)
+        if end > size:
+            raise DecodeError(f"string at offset {pos} runs past end of input")
+        result[key] = data[colon + 1 : end]
+        pos = end
     return result, pos + 1
 
 
