@@ -1,8 +1,8 @@
 """Which asyncio event loop runs btchat: uvloop when it is installed, else the stdlib's.
 
-uvloop (libuv under asyncio's API) roughly doubles the datagrams per CPU-second a DHT
-node answers (bench/qps.py measures both loops side by side), so ``btchat up`` and the
-sandbox use it when it imports. It is optional (the ``fast`` extra): everything runs,
+uvloop (libuv under asyncio's API) spends several times less CPU per datagram than the
+stdlib loop (bench/qps.py measures both side by side), so ``btchat up`` and the sandbox
+use it when it imports. It is optional (the ``fast`` extra): everything runs,
 and is tested, on the stdlib loop too. ``BTCHAT_UVLOOP=0`` turns it off;
 ``BTCHAT_UVLOOP=1`` asks for it and says so when it is missing.
 """
