@@ -197,7 +197,8 @@ def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
             out += [
                 "Side by side in the same run: a trivial responder (the same socket set-up, "
                 "one fixed reply to every datagram) under the same load, on each event loop "
-                "(target: the node >= 0.8 of it).",
+                "(target: the node >= 0.8 of it), each measured in interleaved slices; "
+                f"machine load average {q.get('load_average') or 0:.1f} at the end.",
                 "",
                 "| loop | node answered per CPU-second | trivial answered per CPU-second | "
                 "ratio (CPU) | ratio (wall) |",

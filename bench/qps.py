@@ -29,7 +29,9 @@ from btchat.codec.bencode import encode
 
 SOURCES = 256
 WINDOW = 4  # queries in flight per source socket
-DURATION = float(os.environ.get("BENCH_QPS_SECONDS", "10"))
+#: Seconds each responder is measured on each loop, in ROUNDS interleaved slices.
+DURATION = float(os.environ.get("BENCH_QPS_SECONDS", "9"))
+ROUNDS = 3
 #: What the trivial responder sends back: a ping answer of a real node's size.
 FIXED_REPLY = encode(
     {b"ip": bytes(6), b"r": {b"id": bytes(20)}, b"t": b"00", b"v": b"BC\x00\x01", b"y": b"r"}
@@ -124,30 +126,60 @@ def uvloop_installed() -> bool:
 
 
 def run() -> dict[str, Any]:
-    """The node and the trivial responder on each loop, side by side in one run."""
+    """The node and the trivial responder on each loop, side by side in one run.
+
+    Each of the four is measured in ROUNDS slices, interleaved, and the slices summed:
+    load from elsewhere on a shared machine then weighs on all four alike.
+    """
     loops = ["asyncio", "uvloop"] if uvloop_installed() else ["asyncio"]
+    slices: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for _ in range(ROUNDS):
+        for loop in loops:
+            for responder in ("trivial", "node"):
+                part = measure(responder, loop, DURATION / ROUNDS)
+                slices.setdefault((loop, responder), []).append(part)
     out: dict[str, Any] = {}
     for loop in loops:
-        trivial = measure("trivial", loop)
-        node = measure("node", loop)
+        node = _combine(slices[loop, "node"])
+        trivial = _combine(slices[loop, "trivial"])
         out[loop] = {
             "node": node,
             "trivial": trivial,
-            "ratio_per_cpu_s": node["answered_per_cpu_s"] / trivial["answered_per_cpu_s"]
-            if trivial["answered_per_cpu_s"]
-            else 0.0,
-            "ratio_per_s": node["answered_per_s"] / trivial["answered_per_s"]
-            if trivial["answered_per_s"]
-            else 0.0,
+            "ratio_per_cpu_s": _ratio(node["answered_per_cpu_s"], trivial["answered_per_cpu_s"]),
+            "ratio_per_s": _ratio(node["answered_per_s"], trivial["answered_per_s"]),
+            "ratio_per_cpu_s_by_round": [
+                _ratio(n["answered_per_cpu_s"], t["answered_per_cpu_s"])
+                for n, t in zip(slices[loop, "node"], slices[loop, "trivial"], strict=True)
+            ],
         }
     if "uvloop" not in out:
         out["uvloop"] = {"error": "not run: uvloop is not installed (the fast extra)"}
+    out["load_average"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     # The headline figures (docs/BENCHMARKS.md's table): the node on the stdlib loop.
     out.update(out["asyncio"]["node"])
     return out
 
 
-def measure(responder: str, loop: str) -> dict[str, Any]:
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else 0.0
+
+
+def _combine(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Slices of one measurement as one: counts and seconds summed, rates recomputed."""
+    total = {k: sum(p[k] for p in parts) for k in ("answered", "errors", "sent", "seconds")}
+    cpu = sum(p["node_cpu_s"] for p in parts)
+    return {
+        "answered_per_s": total["answered"] / total["seconds"],
+        "answered_per_cpu_s": total["answered"] / cpu if cpu else 0.0,
+        "node_cpu_utilisation": cpu / total["seconds"],
+        **total,
+        "node_cpu_s": cpu,
+        "routing_table": parts[-1]["routing_table"],
+        "node_stats": parts[-1]["node_stats"],
+    }
+
+
+def measure(responder: str, loop: str, duration: float = DURATION) -> dict[str, Any]:
     """One responder ("node" or "trivial") on one loop ("asyncio" or "uvloop")."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.qps", "--serve", responder, loop],
@@ -187,7 +219,7 @@ def measure(responder: str, loop: str) -> dict[str, Any]:
     cpu0 = _cpu_seconds(proc.pid)
     t0 = time.perf_counter()
     last_progress = t0
-    while (now := time.perf_counter()) - t0 < DURATION:
+    while (now := time.perf_counter()) - t0 < duration:
         events = sel.select(timeout=0.2)
         if not events and now - last_progress > 0.2:
             # Lost datagrams (full socket buffers): refill every window.
@@ -219,6 +251,7 @@ def measure(responder: str, loop: str) -> dict[str, Any]:
         "answered_per_s": answered / elapsed,
         "answered_per_cpu_s": answered / cpu if cpu else 0.0,
         "node_cpu_utilisation": cpu / elapsed,
+        "node_cpu_s": cpu,
         "answered": answered,
         "errors": errors,
         "sent": sent,
