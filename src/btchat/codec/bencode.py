@@ -171,41 +171,24 @@ def _decode(data: bytes, pos: int, depth: int, strict: bool) -> tuple[Any, int]:
 
 def _decode_dict(data: bytes, pos: int, depth: int, strict: bool) -> tuple[Any, int]:
     """A dictionary's body from ``pos`` (past the ``d``). Every KRPC packet is one, so
-    string keys and values are read here without a call each (the hot path)."""
+    its string keys and values are read in this loop, without a call each (the hot
+    path): it alternates between a key and its value, and one block reads a string."""
     result: dict[bytes, Any] = {}
+    key: bytes | None = None  # None: a key comes next; else its value does
     previous = b""
-    first = True
     size = len(data)
     find = data.find
-    while (c := data[pos]) != 0x65:
-        if not 0x30 <= c <= 0x39:
-            raise DecodeError(f"dictionary key at offset {pos} is not a string")
-        # The key, as _decode_str reads a string.
-        colon = find(b":", pos, pos + MAX_INT_DIGITS + 1)
-        if colon < 0:
-            raise DecodeError(f"malformed string length at offset {pos}")
-        if colon == pos + 1:
-            end = colon + 1 + c - 0x30
-        else:
-            digits = data[pos:colon]
-            if not digits.isdigit() or c == 0x30:
-                raise DecodeError(f"malformed string length at offset {pos}")
-            end = colon + 1 + int(digits)
-        if end > size:
-            raise DecodeError(f"string at offset {pos} runs past end of input")
-        key = data[colon + 1 : end]
-        pos = end
-        if (not first and key <= previous and (strict or key in result)) or (
-            not strict and key in result
-        ):
-            raise DecodeError(f"dictionary keys unsorted or duplicated at offset {pos}")
-        previous = key
-        first = False
+    while True:
         c = data[pos]
         if not 0x30 <= c <= 0x39:
+            if key is None:
+                if c == 0x65:
+                    return result, pos + 1
+                raise DecodeError(f"dictionary key at offset {pos} is not a string")
             result[key], pos = _decode(data, pos, depth - 1, strict)
+            key = None
             continue
-        # A string value, read the same way.
+        # A string, as _decode_str reads one.
         colon = find(b":", pos, pos + MAX_INT_DIGITS + 1)
         if colon < 0:
             raise DecodeError(f"malformed string length at offset {pos}")
@@ -218,9 +201,17 @@ def _decode_dict(data: bytes, pos: int, depth: int, strict: bool) -> tuple[Any, 
             end = colon + 1 + int(digits)
         if end > size:
             raise DecodeError(f"string at offset {pos} runs past end of input")
-        result[key] = data[colon + 1 : end]
+        string = data[colon + 1 : end]
         pos = end
-    return result, pos + 1
+        if key is not None:
+            result[key] = string
+            key = None
+            continue
+        if (result and string <= previous and (strict or string in result)) or (
+            not strict and string in result
+        ):
+            raise DecodeError(f"dictionary keys unsorted or duplicated at offset {pos}")
+        previous = key = string
 
 
 def encode(value: Any) -> bytes:
