@@ -192,6 +192,28 @@ def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
             "bottleneck (node CPU use below 100%).",
             "",
         ]
+        loops = [(n, q[n]) for n in ("asyncio", "uvloop") if isinstance(q.get(n), dict)]
+        if loops:
+            out += [
+                "Side by side in the same run: a trivial responder (the same socket set-up, "
+                "one fixed reply to every datagram) under the same load, on each event loop "
+                "(target: the node >= 0.8 of it), each measured in interleaved slices; "
+                f"machine load average {q.get('load_average') or 0:.1f} at the end.",
+                "",
+                "| loop | node answered per CPU-second | trivial answered per CPU-second | "
+                "ratio (CPU) | ratio (wall) |",
+                "|---|---|---|---|---|",
+            ]
+            for name, r in loops:
+                if "error" in r:
+                    out.append(f"| {name} | {r['error']} | | | |")
+                    continue
+                out.append(
+                    f"| {name} | {r['node']['answered_per_cpu_s']:.0f} | "
+                    f"{r['trivial']['answered_per_cpu_s']:.0f} | {r['ratio_per_cpu_s']:.2f} | "
+                    f"{r['ratio_per_s']:.2f} |"
+                )
+            out.append("")
     sims = [(k, v) for k, v in results.items() if k.startswith("sim_")]
     if sims:
         out += [

@@ -15,7 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from btchat.codec.bencode import DecodeError, encode
+from btchat.codec.bencode import DecodeError, decode, encode
+from btchat.dht.ids import encode_peer
 from btchat.dht.krpc import (
     ERROR_GENERIC,
     ERROR_METHOD_UNKNOWN,
@@ -463,7 +464,17 @@ def test_encode_response_roundtrip(
     requester: tuple[str, int] | None,
 ) -> None:
     values = {**extra, b"id": node_id}
-    msg = parse_message(encode_response(tid, values, version=version, requester=requester))
+    data = encode_response(tid, values, version=version, requester=requester)
+    # The envelope is written by hand (the hot path): byte for byte what the generic
+    # encoder makes of the dictionary, keys in canonical order.
+    envelope: dict[bytes, Any] = {b"t": tid, b"y": b"r", b"r": values}
+    if version:
+        envelope[b"v"] = version
+    if requester is not None:
+        envelope[b"ip"] = encode_peer(requester)
+    assert data == encode(envelope)
+    assert decode(data) == envelope  # strict: canonical
+    msg = parse_message(data)
     assert isinstance(msg, Response)
     assert (msg.tid, msg.values, msg.sender_id, msg.version) == (tid, values, node_id, version)
     if requester is None:

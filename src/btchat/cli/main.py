@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from btchat import __version__
 from btchat.cli import chat, device, dht, network_settings
 from btchat.cli.base import UserError
 from btchat.cli.terminal import terminal_safe
 from btchat.errors import StorageFault
+from btchat.net import eventloop
 from btchat.net.dht_service import DhtError
 from btchat.storage.health import os_fault
 
@@ -76,9 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
-    func: Callable[[argparse.Namespace], Awaitable[None]] = args.func
+    func: Callable[[argparse.Namespace], Coroutine[Any, Any, None]] = args.func
     try:
-        asyncio.run(func(args))
+        # uvloop when installed (net/eventloop.py; BTCHAT_UVLOOP=0 turns it off).
+        eventloop.run(func(args))
     except (UserError, DhtError) as exc:
         print(terminal_safe(f"btchat: {exc}"), file=sys.stderr)
         return 1

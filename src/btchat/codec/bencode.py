@@ -129,16 +129,18 @@ def _decode_str(data: bytes, pos: int) -> tuple[bytes, int]:
     colon = data.find(b":", pos, pos + MAX_INT_DIGITS + 1)
     if colon < 0:
         raise DecodeError(f"malformed string length at offset {pos}")
-    digits = data[pos:colon]
-    # Canonical length: ASCII digits only, no leading zero (a sign cannot occur: the
-    # caller saw a digit first).
-    if not digits.isdigit() or (digits[0] == 0x30 and len(digits) > 1):
-        raise DecodeError(f"malformed string length at offset {pos}")
-    start = colon + 1
-    end = start + int(digits)
+    if colon == pos + 1:  # one digit (the caller saw it), canonical whatever it is
+        end = colon + 1 + data[pos] - 0x30
+    else:
+        digits = data[pos:colon]
+        # Canonical length: ASCII digits only, no leading zero (a sign cannot occur:
+        # the caller saw a digit first).
+        if not digits.isdigit() or data[pos] == 0x30:
+            raise DecodeError(f"malformed string length at offset {pos}")
+        end = colon + 1 + int(digits)
     if end > len(data):
         raise DecodeError(f"string at offset {pos} runs past end of input")
-    return data[start:end], end
+    return data[colon + 1 : end], end
 
 
 def _decode(data: bytes, pos: int, depth: int, strict: bool) -> tuple[Any, int]:
@@ -153,28 +155,63 @@ def _decode(data: bytes, pos: int, depth: int, strict: bool) -> tuple[Any, int]:
     if depth <= 0:
         raise DecodeError("nesting too deep")
     if c == 0x64:  # d<key><value>...e, keys sorted as raw byte strings, no duplicates
-        result: dict[bytes, Any] = {}
-        pos += 1
-        previous: bytes | None = None
-        while data[pos] != 0x65:
-            if not 0x30 <= data[pos] <= 0x39:
-                raise DecodeError(f"dictionary key at offset {pos} is not a string")
-            key, pos = _decode_str(data, pos)
-            if (previous is not None and key <= previous and (strict or key in result)) or (
-                not strict and key in result
-            ):
-                raise DecodeError(f"dictionary keys unsorted or duplicated at offset {pos}")
-            previous = key
-            result[key], pos = _decode(data, pos, depth - 1, strict)
-        return result, pos + 1
+        return _decode_dict(data, pos + 1, depth, strict)
     if c == 0x6C:  # l<items>e
         items: list[Any] = []
         pos += 1
-        while data[pos] != 0x65:
-            item, pos = _decode(data, pos, depth - 1, strict)
+        while (c := data[pos]) != 0x65:
+            if 0x30 <= c <= 0x39:
+                item, pos = _decode_str(data, pos)
+            else:
+                item, pos = _decode(data, pos, depth - 1, strict)
             items.append(item)
         return items, pos + 1
     raise DecodeError(f"unexpected byte {c:#04x} at offset {pos}")
+
+
+def _decode_dict(data: bytes, pos: int, depth: int, strict: bool) -> tuple[Any, int]:
+    """A dictionary's body from ``pos`` (past the ``d``). Every KRPC packet is one, so
+    its string keys and values are read in this loop, without a call each (the hot
+    path): it alternates between a key and its value, and one block reads a string."""
+    result: dict[bytes, Any] = {}
+    key: bytes | None = None  # None: a key comes next; else its value does
+    previous = b""
+    size = len(data)
+    find = data.find
+    while True:
+        c = data[pos]
+        if not 0x30 <= c <= 0x39:
+            if key is None:
+                if c == 0x65:
+                    return result, pos + 1
+                raise DecodeError(f"dictionary key at offset {pos} is not a string")
+            result[key], pos = _decode(data, pos, depth - 1, strict)
+            key = None
+            continue
+        # A string, as _decode_str reads one.
+        colon = find(b":", pos, pos + MAX_INT_DIGITS + 1)
+        if colon < 0:
+            raise DecodeError(f"malformed string length at offset {pos}")
+        if colon == pos + 1:
+            end = colon + 1 + c - 0x30
+        else:
+            digits = data[pos:colon]
+            if not digits.isdigit() or c == 0x30:
+                raise DecodeError(f"malformed string length at offset {pos}")
+            end = colon + 1 + int(digits)
+        if end > size:
+            raise DecodeError(f"string at offset {pos} runs past end of input")
+        string = data[colon + 1 : end]
+        pos = end
+        if key is not None:
+            result[key] = string
+            key = None
+            continue
+        if (result and string <= previous and (strict or string in result)) or (
+            not strict and string in result
+        ):
+            raise DecodeError(f"dictionary keys unsorted or duplicated at offset {pos}")
+        previous = key = string
 
 
 def encode(value: Any) -> bytes:

@@ -96,6 +96,7 @@ def _prefix(packed: bytes, r: int) -> int:
     return crc32c(value.to_bytes(8, "big"))
 
 
+@functools.lru_cache(maxsize=4096)  # every query's rate limit asks it
 def is_exempt(ip: str) -> bool:
     """True for local-network addresses, whose IDs BEP 42 does not restrict."""
     return _is_exempt(_parse(ip))
@@ -114,6 +115,7 @@ def source_key(ip: str) -> str:
     return socket.inet_ntop(socket.AF_INET6, packed[:8] + bytes(8)) + "/64"
 
 
+@functools.lru_cache(maxsize=4096)
 def is_loopback(ip: str) -> bool:
     """True for 127/8 and ::1: traffic only this machine can send."""
     packed = _parse(ip)

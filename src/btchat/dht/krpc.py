@@ -164,12 +164,19 @@ def encode_query(
 def encode_response(
     tid: bytes, values: dict[bytes, Any], *, version: bytes | None, requester: Addr | None
 ) -> bytes:
-    msg: dict[bytes, Any] = {b"t": tid, b"y": b"r", b"r": values}
-    if version:
-        msg[b"v"] = version
+    """``encode({"ip": ..., "r": values, "t": tid, "v": version, "y": "r"})``, the
+    envelope written directly: every query we answer goes through here."""
+    parts = [b"d"]
     if requester is not None:
-        msg[b"ip"] = encode_peer(requester)  # BEP 42: tell the requester its external IP
-    return encode(msg)
+        ip = encode_peer(requester)  # BEP 42: tell the requester its external IP
+        parts.append(b"2:ip%d:%s" % (len(ip), ip))
+    parts.append(b"1:r")
+    parts.append(encode(values))
+    parts.append(b"1:t%d:%s" % (len(tid), tid))
+    if version:
+        parts.append(b"1:v%d:%s" % (len(version), version))
+    parts.append(b"1:y1:re")
+    return b"".join(parts)
 
 
 def encode_error(tid: bytes, code: int, text: str, *, version: bytes | None) -> bytes:

@@ -537,7 +537,7 @@ class RoutingTable:
                 break
             # BEP 5: "If any nodes in the bucket are known to have become bad, then one
             # is replaced by the new node."
-            bad = next((x for x in b.entries if x.is_bad()), None)
+            bad = next((x for x in b.entries if x.fails >= MAX_FAILS), None)  # is_bad()
             if bad is not None:
                 self._unlink(bad, b)
                 self._link(e, b)
@@ -556,13 +556,16 @@ class RoutingTable:
             # discarded"; we still cache it in case one of them goes bad).
             e.cached_at = now
             self._cache(e, b)
+            # Every stranger's query to a busy node ends here, so is_good() is inlined
+            # (and is_bad() is not asked: no entry of this bucket is bad, see above).
             pings = [
                 x
                 for x in b.entries
-                if not x.is_bad()
-                and not x.is_good(now)
+                if (x.last_response is None or x.fails or now - x.last_seen >= GOOD_WINDOW)
                 and (x.ping_asked is None or now - x.ping_asked >= PING_BACKOFF)
             ]
+            if not pings:
+                return []
             pings.sort(key=lambda x: x.last_seen)
             for x in pings:
                 x.ping_asked = now
