@@ -322,7 +322,11 @@ class ChannelFiles:
         matches = [
             f for k, f in self.files.items() if f.channel == channel and k.hex().startswith(fid)
         ]
-        if len(fid) < 6 or len(matches) != 1:
+        if len(fid) < 6:
+            raise ApiError(400, "bad_file", "name a file by 6 or more digits of its id")
+        if len(matches) > 1:
+            raise ApiError(409, "ambiguous", f"{fid!r} names {len(matches)} files: give more")
+        if not matches:
             raise ApiError(404, "no_file", f"no file {fid!r} in this channel")
         return matches[0]
 
