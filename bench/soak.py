@@ -43,11 +43,13 @@ FLAT_KEYS = (
 
 
 def run(
-    days: float, nodes: int, users: int, seed: int, *, tracemalloc: bool = False
+    days: float, nodes: int, users: int, seed: int, *, tracemalloc: bool = False, **periods: float
 ) -> dict[str, Any]:
     from btchat.sim.soak import Soak, SoakConfig
 
-    config = SoakConfig(nodes=nodes, users=users, days=days, seed=seed, tracemalloc=tracemalloc)
+    config = SoakConfig(
+        nodes=nodes, users=users, days=days, seed=seed, tracemalloc=tracemalloc, **periods
+    )
     root = Path(tempfile.mkdtemp(prefix="btchat-soak-"))
     load_before = os.getloadavg()
     t_all = time.perf_counter()
@@ -66,7 +68,7 @@ def run(
         k: abs(v["rel"]) <= FLAT_REL for k, v in flat.items() if k in FLAT_KEYS and v["mean"]
     }
     return {
-        "config": {"days": days, "nodes": nodes, "users": users, "seed": seed},
+        "config": {"days": days, "nodes": nodes, "users": users, "seed": seed, **periods},
         "machine": machine(),
         "load_before": load_before,
         "load_after": os.getloadavg(),
@@ -124,10 +126,19 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="300 nodes, 20 users, 3 days")
     parser.add_argument("--tracemalloc", action="store_true", help="trace Python allocations")
+    parser.add_argument(
+        "--maintenance", type=float, help="DHT maintenance tick, s (default: long-run config)"
+    )
+    parser.add_argument("--poll", type=float, help="mailbox poll period, s (default: daemon's)")
     args = parser.parse_args()
     if args.quick:
         args.days, args.nodes, args.users = 3.0, 300, 20
-    r = run(args.days, args.nodes, args.users, args.seed, tracemalloc=args.tracemalloc)
+    periods = {}
+    if args.maintenance:
+        periods["maintenance_interval"] = args.maintenance
+    if args.poll:
+        periods["poll_interval"] = args.poll
+    r = run(args.days, args.nodes, args.users, args.seed, tracemalloc=args.tracemalloc, **periods)
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = f"soak-{args.nodes}x{args.users}x{args.days:g}d-seed{args.seed}.json"
     (RESULTS / name).write_text(json.dumps(r, indent=1, default=str))
