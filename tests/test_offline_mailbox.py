@@ -19,6 +19,7 @@ from btchat.messaging.store import Store
 from btchat.offline import packet as pk
 from btchat.offline.inbox import apply_outcome, drain_inbox
 from btchat.offline.mailbox import (
+    ACK_MARGIN_MS,
     EXPIRY_GRACE_MS,
     Acked,
     Expired,
@@ -489,7 +490,12 @@ def test_expiry_is_reported_and_marks_failed(world: World) -> None:
     world.now = start + DAY  # exactly at expiry: still pending
     world.tick(alice)
     assert alice.outcomes == [] and len(alice.state.pending()) == 2
-    world.now = start + DAY + 1
+    world.now = start + DAY + 1  # past expiry, but Dave may take it in the grace
+    world.tick(alice)
+    assert alice.outcomes == [] and len(alice.state.pending()) == 2
+    # Reported once a look at Dave's head, begun after the grace, found no ack.
+    world.now = start + DAY + (EXPIRY_GRACE_MS + ACK_MARGIN_MS) / 1000 + 1
+    world.poll(alice)
     events = world.tick(alice)
     assert events == [Expired(dave.pk, (to_dave,))]
     assert alice.outcomes == [("failed", (to_dave,))]
@@ -497,7 +503,8 @@ def test_expiry_is_reported_and_marks_failed(world: World) -> None:
     assert alice.store.pending_outbox(dave.pk) == []
     assert [p.msg_id for p in alice.state.pending()] == [to_bob]
     assert alice.mailbox.stats["expired"] == 1
-    world.now = start + 4 * DAY + 1
+    world.now = start + 4 * DAY + (EXPIRY_GRACE_MS + ACK_MARGIN_MS) / 1000 + 1
+    world.poll(alice)
     world.tick(alice)
     assert alice.outcomes[-1] == ("failed", (to_bob,))
     assert alice.state.pending() == []

@@ -14,7 +14,8 @@ Timeline (``t0`` is when the first messages are sent):
   messages from Carol. Hank comes back, gets Gina's, and answers once.
 * t0 + 5 h: Gina goes offline; Hank writes twice more. t0 + 8 h: Gina comes back,
   gets them, answers.
-* t0 + 1 day: Alice's message to Dave expires; she is told.
+* t0 + 1 day: Alice's message to Dave expires; she is told once a look at Dave's
+  head after the grace found no acknowledgement.
 * t0 + 3 days: Bob and Dave come back. Bob gets his three messages, Dave nothing.
 """
 
@@ -147,7 +148,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
         states(u["alice"], [r.ids["d1"]]),
         list(u["alice"].outcomes),
     )
-    r.run_until(expiry + 16 * 60)
+    r.run_until(expiry + 50 * 60)  # a head look after the grace found no ack
     r.seen["d1_after_expiry"] = (
         states(u["alice"], [r.ids["d1"]]),
         list(u["alice"].outcomes),

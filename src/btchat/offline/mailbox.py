@@ -41,6 +41,7 @@ from btchat.offline.ratchet import (
 from btchat.offline.state import HeldPacket, MailboxState, PeerState
 
 __all__ = [
+    "ACK_MARGIN_MS",
     "DEFAULT_RETENTION",
     "MAX_RETENTION",
     "MIN_RETENTION",
@@ -62,6 +63,16 @@ DEFAULT_RETENTION = 2 * 86400
 MAX_RETENTION = 14 * 86400
 #: A packet past its expiry is still accepted this long (clock skew between contacts).
 EXPIRY_GRACE_MS = 10 * 60 * 1000
+#: A packet is reported expired only once a look at its recipient's head that began this
+#: long after the recipient stopped accepting it (expiry + grace) found no acknowledgement:
+#: else a sender back after the expiry, or one polling just before the recipient took it
+#: in the grace, says "expired" of a message that was delivered. The acknowledging head
+#: is put as soon as the packet is taken, so a few minutes cover it.
+ACK_MARGIN_MS = 5 * 60 * 1000
+#: If no such look completes (no DHT, or a contact with a live session is not polled),
+#: the packet is reported expired this long after that point, or after this mailbox
+#: started (a sender back after the expiry looks first), whichever is later.
+EXPIRY_WAIT_MS = 2 * 3600 * 1000
 #: Yesterday's head is looked for this long into a day (items live about two hours).
 YESTERDAY_WINDOW = 3 * 3600
 #: Most packets handed over in one backup message.
@@ -180,6 +191,9 @@ class Mailbox:
         self._waiting: dict[bytes, dict[bytes, bytes]] = {}  # peer -> msg id -> envelope
         self._fetching: dict[tuple[bytes, int], _Fetch] = {}
         self._polling: set[bytes] = set()
+        self._poll_started: dict[bytes, int] = {}  # peer -> when the running look began (ms)
+        self._head_looked: dict[bytes, int] = {}  # peer -> when the last finished look began
+        self._since_ms: int | None = None  # the first handle_timer of this mailbox
         self._next_republish = 0.0
         self._next_poll = 0.0
         self._published_day: int | None = None
@@ -315,6 +329,8 @@ class Mailbox:
         """Expire, republish, poll: call at ``get_timer()`` and whenever convenient."""
         self._clock(now)
         now_ms = int(now * 1000)
+        if self._since_ms is None:
+            self._since_ms = now_ms
         self._expire(now_ms)
         self.state.prune_held(now_ms)
         day = day_of(now)
@@ -329,7 +345,10 @@ class Mailbox:
     def _expire(self, now_ms: int) -> None:
         expired: dict[bytes, list[int]] = {}
         for p in self.state.pending():
-            if p.expires_ms < now_ms:
+            closed = p.expires_ms + EXPIRY_GRACE_MS + ACK_MARGIN_MS
+            looked = self._head_looked.get(p.peer, -1) >= closed
+            waited = now_ms > max(closed, self._since_ms or 0) + EXPIRY_WAIT_MS
+            if p.expires_ms < now_ms and (looked or waited):
                 expired.setdefault(p.peer, []).append(p.n)
         for peer, ns in expired.items():
             gone = self.state.remove_out(peer, ns)
@@ -358,6 +377,7 @@ class Mailbox:
             if peer in self._polling:
                 continue
             self._polling.add(peer)
+            self._poll_started[peer] = int(now * 1000)
             day = day_of(now)
             slot = pk.head_slot(self._secret(peer), peer, self.me, day)
             self._get(slot.public_key, b"", "head", (peer, day, slot, True))
@@ -387,9 +407,9 @@ class Mailbox:
                 prev = pk.head_slot(self._secret(peer), peer, self.me, day - 1)
                 self._get(prev.public_key, b"", "head", (peer, day - 1, prev, False))
             else:
-                self._polling.discard(peer)
+                self._poll_done(peer)
             return
-        self._polling.discard(peer)
+        self._poll_done(peer)
         try:
             head = Head.from_payload(pk.open_item(slot, value))
         except PacketError as exc:
@@ -406,6 +426,10 @@ class Mailbox:
                 self._fetching[(peer, n)] = _Fetch(peer, n)
                 slot0 = pk.chunk_slot(self._secret(peer), peer, self.me, n, 0)
                 self._get(slot0.public_key, b"", "chunk", (peer, n, 0, slot0))
+
+    def _poll_done(self, peer: bytes) -> None:
+        self._polling.discard(peer)
+        self._head_looked[peer] = self._poll_started.pop(peer, -1)
 
     def _take_ack(self, peer: bytes, ack: int) -> None:
         if ack < 0:

@@ -357,6 +357,17 @@ class SimNetwork(Generic[E]):
         self._drop_outbox(slot)
         return slot.endpoint  # type: ignore[return-value]
 
+    def forget(self, addr: Addr) -> None:
+        """Drop a detached endpoint for good (a node that left the network and never
+        comes back), so long runs with churn do not keep every departed node in memory.
+        Packets still addressed to it are dropped as to any offline address."""
+        slot = self._slots[addr]
+        if slot.online:
+            raise ValueError(f"address {addr!r} is online")
+        del self._slots[addr]
+        if slot.addr6 is not None:
+            self._slots.pop(slot.addr6, None)
+
     def reattach(self, addr: Addr, endpoint: E | None = None) -> None:
         """Bring ``addr`` back online, with the same endpoint or a restarted one."""
         slot = self._slots[addr]

@@ -94,8 +94,8 @@ class OfflineWorld:
     def now(self) -> float:
         return self.net.now
 
-    def add_user(self, name: str) -> SimUser:
-        identity = Identity.generate()
+    def add_user(self, name: str, identity: Identity | None = None) -> SimUser:
+        identity = identity or Identity.generate()
         store = Store.open(self.data_dir / f"{name}.db", None)
         (addr,) = self.swarm.add_nodes(1)
         user = SimUser(name, identity, store, addr)
@@ -134,6 +134,10 @@ class OfflineWorld:
         gone = self.swarm.rng.sample(others, int(len(others) * fraction))
         for addr in gone:
             self.net.detach(addr)
+            self.net.forget(addr)  # gone for good: not kept in memory through a long run
+            self.swarm.addrs.pop(addr, None)
+        left = set(gone)
+        self.swarm.members = [a for a in self.swarm.members if a not in left]
         self.swarm.add_nodes(len(gone))
 
     def go_offline(self, user: SimUser) -> None:
@@ -288,6 +292,10 @@ class OfflineWorld:
             other = self._by_pk(event.peer)
             if frozenset((user.pk, other.pk)) in self.sessions:
                 other.conversations.receive(user.pk, user.device, event.data, self.now)
+        elif isinstance(event, conv.ReceiptReceived):
+            user.mailbox.acknowledged(list(event.ids))  # as the daemon's chat shell does
+        elif isinstance(event, conv.MessageStored) and event.envelope.sender != user.pk:
+            user.delivered.append(event.envelope)  # a new message that came by session
         elif isinstance(event, conv.Deposit):
             user.mailbox.deposit(event.peer, event.envelope.id, event.data, self.now)
             self._drive(user)
