@@ -429,6 +429,9 @@ class BtchatApp(App[None]):
         self._typing_sent: tuple[str, float] | None = None
         self._no_older: set[str] = set()
         self._list_lock = asyncio.Lock()
+        #: Bumped whenever the rows shown are replaced: a page still loading for the rows
+        #: shown before is dropped, not mixed in.
+        self._shown = 0
         self._loading_older = False
         #: The conversation shown is a page from its past (a search hit far back), not
         #: its latest: new messages are counted unread, not added below it.
@@ -743,6 +746,7 @@ class BtchatApp(App[None]):
         """Show a conversation: its latest page, at the end; a contact's is marked read."""
         self.current = (kind, key)
         self.past = False
+        self._shown += 1
         self.stop_typing_notice()
         self.query_one("#title", Static).update(self.title_text())
         self.query_one("#typing", Static).update("")
@@ -790,10 +794,11 @@ class BtchatApp(App[None]):
         if not shown or key in self._no_older or self._loading_older:
             return
         self._loading_older = True
+        shown_now = self._shown
         try:
             oldest = min(m["lamport"] for m in shown)
             rows = await self.call("history", key, PAGE, oldest)
-            if rows is None or self.current != ("contact", key):
+            if rows is None or self.current != ("contact", key) or self._shown != shown_now:
                 return
             for old in log.query(".older"):
                 await old.remove()
@@ -1034,6 +1039,7 @@ class BtchatApp(App[None]):
             if rows is None or self.current != ("contact", pk):
                 return
             self.past = True
+            self._shown += 1
             await log.remove_children()
             log.rows.clear()
             widgets: list[Static] = [self.row_for(r) for r in rows]
