@@ -10,7 +10,7 @@ from typing import Any
 from btchat.cli.base import UserError, emit
 from btchat.cli.chat import call
 
-__all__ = ["add_commands"]
+__all__ = ["SWITCHES", "add_commands", "setting_text"]
 
 SWITCHES = ("tor", "relay", "dht_proxy", "upnp", "lan", "ipv6")
 NAMES = ("bootstrap", "proxy", *SWITCHES)
@@ -45,7 +45,8 @@ def value_of(name: str, text: str) -> Any:
     return text
 
 
-def _shown(value: Any) -> str:
+def setting_text(value: Any) -> str:
+    """A setting's value as people read it: on/off, none, a comma-separated list."""
     if value is True:
         return "on"
     if value is False:
@@ -60,11 +61,11 @@ def settings_text(view: dict[str, Any]) -> str:
     if view.get("problem"):
         lines.append(f"PROBLEM: {view['problem']}")
     for name, st in view["settings"].items():
-        line = f"{name}: {_shown(st['value'])}"
+        line = f"{name}: {setting_text(st['value'])}"
         if st.get("flag"):
             line += " (from a flag of `btchat up`)"
         elif st["next_start"] != st["value"]:
-            line += f" (next start: {_shown(st['next_start'])})"
+            line += f" (next start: {setting_text(st['next_start'])})"
         line += f"  [{st['source']}]"
         lines.append(line)
     return "\n".join(lines)

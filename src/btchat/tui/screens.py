@@ -24,6 +24,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Checkbox, Footer, Input, Label, ListItem, ListView, Static, TextArea
 
+from btchat.cli.network_settings import SWITCHES, setting_text
 from btchat.messaging.contacts import ContactChange
 from btchat.tui.text import clock, plain, safe
 
@@ -727,19 +728,6 @@ class Profile(Dialog[None]):
 
 # ------------------------------------------------------------------ settings
 
-#: The on/off settings, in the order shown, and the text fields.
-SWITCHES = ("relay", "upnp", "lan", "ipv6", "tor")
-
-
-def shown_value(value: Any) -> str:
-    if value is True:
-        return "on"
-    if value is False:
-        return "off"
-    if value is None:
-        return "none"
-    return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
-
 
 def devices_text(listing: dict[str, Any]) -> Text:
     """Our devices as ``GET /v1/devices`` lists them (revoking is in the web app and
@@ -820,7 +808,7 @@ class Settings(Dialog[None]):
             box = self.query_one(f"#set-{name}", Checkbox)
             label = f"{name}: {plain(st.get('about'), 80)}"
             if st.get("value") != st.get("next_start"):
-                label += f" (now {shown_value(st.get('value'))})"
+                label += f" (now {setting_text(st.get('value'))})"
             if st.get("source") == "environment":
                 label += " [set by the environment, which wins]"
             with box.prevent(Checkbox.Changed):
@@ -844,7 +832,7 @@ class Settings(Dialog[None]):
         name = (event.checkbox.id or "").removeprefix("set-")
         if name not in SWITCHES:
             return
-        if not await self.save({name: event.value}, f"{name} {shown_value(event.value)}"):
+        if not await self.save({name: event.value}, f"{name} {setting_text(event.value)}"):
             with event.checkbox.prevent(Checkbox.Changed):
                 event.checkbox.value = not event.value  # refused: show what holds
 
