@@ -48,6 +48,7 @@ from btchat.channels.store import StoredMessage
 from btchat.errors import ApiError
 from btchat.files import write_atomic
 from btchat.node.files import DISK_MARGIN, hash_file, media_type_of, place_file
+from btchat.node.transfer_records import load_records, read_layer
 from btchat.node.transfer_streams import TransferStreams
 from btchat.stream.events import StreamOpened, StreamsAvailable
 from btchat.tasks import TaskOwner
@@ -205,12 +206,7 @@ class ChannelFiles:
         f.saved_at = time.monotonic()
 
     def _load(self) -> None:
-        for path in sorted(self.config.state_dir.glob("*.json")):
-            try:
-                f = self._from_record(json.loads(path.read_text()))
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                log.warning("skipping channel file record %s: %s", path.name, exc)
-                continue
+        for f in load_records(self.config.state_dir, self._from_record, "channel file"):
             self.files[f.id] = f
 
     def _from_record(self, rec: dict[str, Any]) -> _File:
@@ -252,11 +248,7 @@ class ChannelFiles:
         )
 
     def _read_layer(self, fid: bytes) -> list[bytes] | None:
-        try:
-            raw = self._layer_path(fid).read_bytes()
-        except FileNotFoundError:
-            return None
-        return [raw[i : i + 32] for i in range(0, len(raw), 32)]
+        return read_layer(self._layer_path(fid))
 
     def start(self) -> None:
         self._tasks.spawn(self._tick_loop())

@@ -53,6 +53,7 @@ from btchat.messaging import envelope as env_mod
 from btchat.messaging.conversation import Conversations
 from btchat.messaging.envelope import Envelope
 from btchat.messaging.store import Store
+from btchat.node.transfer_records import load_records, read_layer
 from btchat.node.transfer_streams import TransferStreams
 from btchat.node.uploads import stage_upload
 from btchat.session.connection import SessionConnection
@@ -250,12 +251,7 @@ class Files:
         t.saved_at = time.monotonic()
 
     def _load(self) -> None:
-        for path in sorted(self.config.state_dir.glob("*.json")):
-            try:
-                t = self._from_record(json.loads(path.read_text()))
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                log.warning("skipping transfer record %s: %s", path.name, exc)
-                continue
+        for t in load_records(self.config.state_dir, self._from_record, "transfer"):
             self.transfers[t.id] = t
 
     def _from_record(self, rec: dict[str, Any]) -> _Transfer:
@@ -290,11 +286,7 @@ class Files:
         return t
 
     def _read_layer(self, t: _Transfer) -> list[bytes] | None:
-        try:
-            raw = self._layer_path(t.id).read_bytes()
-        except FileNotFoundError:
-            return None
-        return [raw[i : i + 32] for i in range(0, len(raw), 32)]
+        return read_layer(self._layer_path(t.id))
 
     def close(self) -> None:
         """Save every open download (``btchat`` stops) and close the files."""
