@@ -3,7 +3,8 @@ and joined in the page, people named by petname (never a hex prefix for a contac
 private message to one member, and the owner removing a member, which the removed
 member's open page shows at once (the ``channel_removed`` event), not after a reload;
 and a file posted in a channel from the page, fetched by another member and saved
-(issue 11), its bytes the same."""
+(issue 11), its bytes the same. A screen chosen while the page is still loading is not
+drawn a second time over what the user typed into it (CI saw a typed channel name wiped)."""
 
 from __future__ import annotations
 
@@ -75,6 +76,38 @@ def test_invite_only_channel_names_private_message_and_removal(
         tab.own_origin_only()
         assert tab.errors == [], tab.errors
         tab.context.close()
+
+
+def test_a_channel_name_typed_while_the_page_loads_is_not_wiped(
+    browser: Any,  # noqa: F811
+    people: dict[str, Person],  # noqa: F811
+) -> None:
+    friends_by_api(browser, people)
+    bob = Tab(browser, people["bob"])
+    bob.hold_replies("**/v1/contacts", "GET")  # the page stays loading until released
+    bob.open()
+    for _ in range(400):
+        if bob.held:
+            break
+        bob.page.wait_for_timeout(50)
+    assert bob.held, "the page never asked for its contacts"
+    bob.page.get_by_role("button", name="Channels").click()
+    name = bob.page.locator("input[aria-label='New channel name']")
+    typed_early = name.count() == 1  # drawn before the page had loaded
+    if typed_early:
+        name.fill("photos")
+    bob.release()
+    bob.page.wait_for_selector("#conv-list >> text=alice")  # loaded
+    bob.page.wait_for_timeout(300)  # what ran after loading has run
+    if typed_early:
+        assert name.input_value() == "photos"
+    else:
+        name.fill("photos")
+    bob.page.click("form[aria-label='Create a channel'] button")
+    shown(bob, ".screen-head h2:has-text('photos')")
+    bob.own_origin_only()
+    assert bob.errors == [], bob.errors
+    bob.context.close()
 
 
 def test_a_file_posted_in_a_channel_is_fetched_and_saved(

@@ -80,7 +80,8 @@ class Tab:
         self.dialogs: list[str] = []
         self.errors: list[str] = []
         self.context.route("**/*", self._route)
-        self.held: list[tuple[Any, Any]] = []  # (route, response) of sends held back
+        self.held: list[tuple[Any, Any]] = []  # (route, response) of replies held back
+        self.held_patterns: list[str] = []
         self.page = self.context.new_page()
         self.page.set_default_timeout(TIMEOUT_MS)
         self.page.on("websocket", lambda ws: self.sockets.append(ws.url))
@@ -99,21 +100,29 @@ class Tab:
     def hold_send_replies(self) -> None:
         """From now on the daemon gets each send at once, but the page sees the reply
         only on ``release()``: the events of that message then arrive before it."""
+        self.hold_replies("**/v1/contacts/*/messages", "POST")
+
+    def hold_replies(self, pattern: str, method: str) -> None:
+        """From now on the daemon answers ``method`` requests to ``pattern`` at once, but
+        the page sees the answers only on ``release()``."""
 
         def hold(route: Any) -> None:
-            if route.request.method != "POST":
+            if route.request.method != method:
                 route.fallback()
                 return
             self.requests.append(route.request.url)
             self.held.append((route, route.fetch()))
 
-        self.page.route("**/v1/contacts/*/messages", hold)
+        self.page.route(pattern, hold)
+        self.held_patterns.append(pattern)
 
     def release(self) -> None:
         for route, response in self.held:
             route.fulfill(response=response)
         self.held.clear()
-        self.page.unroute("**/v1/contacts/*/messages")
+        for pattern in self.held_patterns:
+            self.page.unroute(pattern)
+        self.held_patterns.clear()
 
     def tap_events(self) -> None:
         """Pass /v1/events through the test (call before ``open``), so that

@@ -922,10 +922,15 @@ async function showChannels() {
   const list = h("ul", { class: "channel-list", "aria-label": "Your channels" });
   fill(card, h("h3", {}, "Your channels"), list, h("h3", {}, "Create"), create, h("h3", {}, "Join by link"), join);
   screen("Channels", card);
-  const found = await attempt(card, () => api("GET", "/v1/channels"));
-  if (!found) return;
-  fill(list, found.channels.length ? found.channels.map((c) =>
-    h("li", {}, h("a", { href: "#/channel/" + c.id }, untrusted(c.name)), " ", h("span", { class: "muted" }, `${c.members ?? "?"} members`))) : h("li", { class: "empty" }, "None yet."));
+  // Only the list is drawn again when a channel comes or goes, not the forms being typed in.
+  const view = state.view;
+  view.reload = async () => {
+    const found = await attempt(card, () => api("GET", "/v1/channels"));
+    if (!found || state.view !== view) return;
+    fill(list, found.channels.length ? found.channels.map((c) =>
+      h("li", {}, h("a", { href: "#/channel/" + c.id }, untrusted(c.name)), " ", h("span", { class: "muted" }, `${c.members ?? "?"} members`))) : h("li", { class: "empty" }, "None yet."));
+  };
+  await view.reload();
 }
 
 async function showChannel(id) {
@@ -1535,7 +1540,7 @@ function onEvent(ev) {
       // Joined or left on another of our devices, or removed by the owner: what is
       // shown of channels is drawn again (a removed member's screen then says so).
       const view = state.view;
-      if (view && view.kind === "channels") showChannels();
+      if (view && view.kind === "channels") view.reload();
       else if (view && view.kind === "channel" && view.key === ev.channel) showChannel(ev.channel);
       return;
     }
@@ -1765,8 +1770,11 @@ async function main() {
   document.addEventListener("visibilitychange", () => {
     if (state.view && state.view.kind === "chat") markRead(state.view.key);
   });
-  window.addEventListener("hashchange", route);
+  // The screen is drawn once what it needs is loaded: a click on a screen before then
+  // (say Channels) only changes the fragment, so nothing typed into that screen is wiped
+  // by a second drawing of it.
   await Promise.all([loadContacts(), loadRequests(), loadTransfers().catch(() => {})]);
+  window.addEventListener("hashchange", route);
   setUpDrops();
   route();
   connectEvents(onEvent, onLive);
