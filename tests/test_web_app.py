@@ -39,7 +39,7 @@ def test_two_people_chat_in_the_browser(
     shots = Path(os.environ.get("BTCHAT_SCREENSHOTS") or tmp_path / "shots")
     alice, bob = Tab(browser, alice_p), Tab(browser, bob_p, scheme="dark")
 
-    # The page: strict headers; the token moves from the fragment to sessionStorage.
+    # The page: strict headers; the token goes from the fragment into an HttpOnly cookie.
     resp = alice.open()
     headers = resp.headers
     policy = headers["content-security-policy"]
@@ -51,8 +51,12 @@ def test_two_people_chat_in_the_browser(
     assert headers["referrer-policy"] == "no-referrer"
     alice.page.wait_for_selector("#conv-list .empty")
     assert "token" not in alice.page.url and alice.page.url.endswith("#/")
-    stored = alice.page.evaluate("sessionStorage.getItem('btchat.token')")
-    assert stored == alice.token
+    kept = alice.page.evaluate("JSON.stringify([{...sessionStorage}, {...localStorage}])")
+    assert alice.token not in kept and "token" not in kept  # no script can find it
+    assert alice.page.evaluate("document.cookie") == ""  # HttpOnly: not even the page
+    (cookie,) = alice.context.cookies(alice.origin)
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["expires"] == -1
+    assert alice.token not in cookie["value"]
     bob.open()
     bob.page.wait_for_selector("#conv-list .empty")
 

@@ -359,8 +359,9 @@ def _checked(event: dict[str, Any]) -> dict[str, Any]:
 
 
 _EVENTS_DESCRIPTION = (
-    "Authenticate with the `Authorization` header or, where a client cannot set headers, "
-    "`?token=`. Events missed while disconnected are not replayed: reconnect, then reload "
+    "Authenticate with the `Authorization` header (the web app: its session cookie; a "
+    "token in the URL is refused). Events missed while disconnected are not replayed: "
+    "reconnect, then reload "
     "what you show (e.g. history). Events of unknown `type` must be ignored."
 )
 _EVENTS_101 = (

@@ -205,7 +205,11 @@ def openapi_document(routes: RouteTable) -> dict[str, Any]:
             "description": (
                 "Listens on 127.0.0.1 only. Every endpoint except this document needs "
                 "`Authorization: Bearer <token>`; the daemon writes the URL to `api.json` "
-                "and the token to `api.token` (mode 0600) in its data directory. Requests "
+                "and the token to `api.token` (mode 0600) in its data directory. The web "
+                "app served here trades the token once for an HttpOnly, SameSite=Strict "
+                "cookie (`POST /v1/web/session`), which counts only on same-origin "
+                "requests (`Sec-Fetch-Site: same-origin`). A token in a URL is refused. "
+                "Requests "
                 "whose `Host` is not loopback, or that carry an `Origin` other than this "
                 "server's own (`http://127.0.0.1:<port>` or `http://localhost:<port>`, "
                 "same port), are refused with 403. "
@@ -220,7 +224,7 @@ def openapi_document(routes: RouteTable) -> dict[str, Any]:
                 "variables": {"port": {"default": "8765", "description": "See `url` in api.json."}},
             }
         ],
-        "security": [{"bearer": []}],
+        "security": [{"bearer": []}, {"webSession": []}],
         "tags": [
             {"name": t}
             for t in (
@@ -249,6 +253,15 @@ def openapi_document(routes: RouteTable) -> dict[str, Any]:
                     "type": "http",
                     "scheme": "bearer",
                     "description": "The token from `api.token`.",
+                },
+                "webSession": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": "btchat_session_PORT",
+                    "description": (
+                        "The web app's cookie, set by `POST /v1/web/session` (PORT is the "
+                        "API's port); only on same-origin requests from the page."
+                    ),
                 },
             },
         },

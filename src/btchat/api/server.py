@@ -126,14 +126,13 @@ def _origin_ok(origin: str, hosts: frozenset[str], port: int | None) -> bool:
 
 
 def _token_ok(request: web.Request, token: bytes) -> bool:
+    """The bearer token, or the web app's session cookie; never a token in a URL."""
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value:
         presented = value.strip()
-    elif request.path == "/v1/events" and "token" in request.query:
-        presented = request.query["token"]  # browsers' WebSocket API cannot set headers
     else:
-        return False
+        return web_routes.session_cookie_ok(request, _local_port(request))
     # Bytes, so non-ASCII input compares (in constant time) instead of raising TypeError.
     return hmac.compare_digest(presented.encode("utf-8", "surrogateescape"), token)
 
@@ -226,6 +225,7 @@ def make_app(
     app = web.Application(middlewares=[guard], client_max_size=MAX_BODY)
     app[MESSENGER] = messenger if isinstance(messenger, MessengerSlot) else MessengerSlot(messenger)
     app[TOKEN] = token.encode("utf-8")
+    app[web_routes.SESSION] = web_routes.session_value(app[TOKEN])
     app[HOSTS] = LOOPBACK_HOSTS | {_hostname(h) for h in allowed_hosts}
     app[STOPPING] = asyncio.Event()
     app[SOCKETS] = weakref.WeakSet()

@@ -1,17 +1,16 @@
 // The one way the page talks to the daemon: its public REST API and /v1/events.
 
-const TOKEN_KEY = "btchat.token";
-
-/** Take the token from the URL fragment (put there by `btchat open`), keep it in
- * sessionStorage and strip it from the address bar and history. */
-export function takeToken() {
+/** Sign this browser in with the token in the URL fragment (put there by `btchat open`):
+ * the token goes once, as a bearer header, to POST /v1/web/session, which sets an
+ * HttpOnly session cookie; the token is then stripped from the address bar and history
+ * and kept nowhere. Without a fragment this does nothing (the cookie may be there). */
+export async function signIn() {
   const hash = location.hash;
-  if (hash.startsWith("#token=")) {
-    const token = decodeURIComponent(hash.slice("#token=".length));
-    if (token) sessionStorage.setItem(TOKEN_KEY, token);
-    history.replaceState(null, "", location.pathname + "#/");
-  }
-  return sessionStorage.getItem(TOKEN_KEY);
+  if (!hash.startsWith("#token=")) return;
+  const token = decodeURIComponent(hash.slice("#token=".length));
+  history.replaceState(null, "", location.pathname + "#/");
+  if (!token) return;
+  await request("/v1/web/session", { method: "POST", headers: { Authorization: "Bearer " + token } });
 }
 
 export class ApiError extends Error {
@@ -22,11 +21,6 @@ export class ApiError extends Error {
   }
 }
 
-/** The header every call carries: the token travels here, never in a URL. */
-export function authHeaders() {
-  return { Authorization: "Bearer " + sessionStorage.getItem(TOKEN_KEY) };
-}
-
 /** The ApiError for a failed answer, from the one error shape the API uses. */
 export function errorOf(status, data, statusText) {
   const e = (data && data.error) || {};
@@ -35,7 +29,7 @@ export function errorOf(status, data, statusText) {
 
 /** A REST call; the JSON answer, or null for 204; ApiError with the server's words. */
 export async function api(method, path, body) {
-  const headers = authHeaders();
+  const headers = {};
   const init = { method, headers };
   if (body !== undefined) {
     headers["Content-Type"] = "application/json";
@@ -46,14 +40,14 @@ export async function api(method, path, body) {
 
 /** POST bytes (a Blob) as the body, for routes that take a picture or a file. */
 export async function apiBytes(path, blob) {
-  const headers = { ...authHeaders(), "Content-Type": "application/octet-stream" };
+  const headers = { "Content-Type": "application/octet-stream" };
   return request(path, { method: "POST", headers, body: blob });
 }
 
 async function request(path, init) {
   let resp;
   try {
-    resp = await fetch(path, { ...init, cache: "no-store", credentials: "omit" });
+    resp = await fetch(path, { ...init, cache: "no-store", credentials: "same-origin" });
   } catch (err) {
     throw new ApiError(0, "offline", "the daemon does not answer (is `btchat up` running?)");
   }
@@ -77,8 +71,7 @@ export function connectEvents(onEvent, onState) {
   let delay = 500;
   let ws = null;
   function open() {
-    const token = sessionStorage.getItem(TOKEN_KEY) || "";
-    ws = new WebSocket(`ws://${location.host}/v1/events?token=${enc(token)}`);
+    ws = new WebSocket(`ws://${location.host}/v1/events`); // the cookie signs it in
     ws.onmessage = (msg) => {
       let event;
       try {

@@ -1,6 +1,6 @@
 // The btchat web app: screens over the public API. Everything from the network is
 // rendered as text (dom.js); nothing here builds markup from strings.
-import { api, apiBytes, ApiError, connectEvents, enc, takeToken } from "./api.js";
+import { api, apiBytes, ApiError, connectEvents, enc, signIn } from "./api.js";
 import { fill, h, plainPreview, untrusted } from "./dom.js";
 import { fetchFile, humanSize, progressBar, saveAs, saveName, stateWords, transferCard, uploadCard, uploadFile } from "./files.js";
 
@@ -1436,7 +1436,22 @@ async function showStatus() {
     settingsCard(),
     h("section", { class: "card", "aria-label": "Network" }, h("h3", {}, "Network"),
       h("dl", {}, rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, untrusted(v))]))),
-    h("p", { class: "muted" }, "The token of this tab lives in its session storage only; close the tab to forget it."));
+    signOutCard());
+}
+
+/** Signed in by a cookie scripts cannot read; signing out clears it in this browser. */
+function signOutCard() {
+  const card = h("section", { class: "card", "aria-label": "This browser" }, h("h3", {}, "This browser"),
+    h("p", { class: "muted" }, "Signed in by a cookie that no script can read. It ends when the browser closes or the daemon restarts; ",
+      h("code", {}, "btchat open"), " signs in again."));
+  const out = h("button", { type: "button" }, "Sign out of this browser");
+  out.addEventListener("click", async () => {
+    if ((await attempt(card, () => api("DELETE", "/v1/web/session"))) === undefined) return;
+    location.hash = "#/";
+    location.reload();
+  });
+  card.append(h("div", { class: "row" }, out));
+  return card;
 }
 
 // ------------------------------------------------------------------ events
@@ -1675,7 +1690,9 @@ async function unlocked() {
   try {
     setup = await api("GET", "/v1/setup");
   } catch (err) {
-    screen("Cannot reach the daemon", notice(failText(err)));
+    if (err instanceof ApiError && err.status === 401) {
+      screen("Not signed in", h("p", {}, "Open this page with ", h("code", {}, "btchat open"), ": it signs this browser in to the daemon (again after the daemon restarts)."));
+    } else screen("Cannot reach the daemon", notice(failText(err)));
     return false;
   }
   if (setup.state === "ready") return true;
@@ -1746,16 +1763,16 @@ async function main() {
   $("theme-toggle").addEventListener("click", toggleTheme);
   for (const b of document.querySelectorAll("[data-go]")) b.addEventListener("click", () => go(b.dataset.go));
   // `btchat open` on a tab already showing the page changes only the fragment.
-  window.addEventListener("hashchange", () => {
+  window.addEventListener("hashchange", async () => {
     if (location.hash.startsWith("#token=")) {
-      takeToken();
+      await signIn().catch(() => {});
       location.reload();
     }
   });
-  const token = takeToken();
-  if (!token) {
-    screen("Not signed in", h("p", {}, "Open this page with ", h("code", {}, "btchat open"), ": it passes this tab the daemon's token."));
-    return;
+  try {
+    await signIn();
+  } catch (err) {
+    // A stale link (the daemon restarted since): the check below says what to do.
   }
   const opened = await unlocked();
   if (!opened) return;

@@ -1,7 +1,7 @@
 // File transfers in the page: uploading with progress, the card a transfer is shown as
 // (in a conversation and on the Files screen), and saving a received file. A file's name
 // is someone else's text: it is rendered with untrusted(), like a message.
-import { ApiError, authHeaders, enc, errorOf } from "./api.js";
+import { ApiError, enc, errorOf } from "./api.js";
 import { h, untrusted } from "./dom.js";
 
 const UNITS = ["B", "KB", "MB", "GB", "TB"];
@@ -70,7 +70,6 @@ export function uploadFile(target, file, onProgress, handle = {}) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
     xhr.open("POST", `${target}?name=${enc(file.name || "file")}`);
-    for (const [k, v] of Object.entries(authHeaders())) xhr.setRequestHeader(k, v);
     xhr.setRequestHeader("Content-Type", "application/octet-stream");
     xhr.responseType = "json";
     xhr.upload.onprogress = (e) => onProgress(e.lengthComputable && e.total ? e.loaded / e.total : 0, e.loaded);
@@ -94,16 +93,15 @@ export function saveName(t) {
 }
 
 /**
- * A received file as an object URL. GET /download wants the bearer header, so the page
- * fetches it (the token stays out of every URL and the history) and hands the browser
- * a blob: the bytes stay on this machine, the page's origin never changes.
+ * A received file as an object URL: the page fetches it (signed in by its cookie) and
+ * hands the browser a blob, so the bytes stay on this machine and progress shows.
  */
 export async function fetchFile(t, onProgress) {
   if (blobs.has(t.id)) return blobs.get(t.id);
   let resp;
   try {
     const from = t.download || `/download?id=${enc(t.id)}`; // a channel file has its own
-    resp = await fetch(from, { headers: authHeaders(), cache: "no-store", credentials: "omit" });
+    resp = await fetch(from, { cache: "no-store", credentials: "same-origin" });
   } catch (err) {
     throw new ApiError(0, "offline", "the daemon does not answer (is `btchat up` running?)");
   }
