@@ -97,6 +97,13 @@ def test_send_accept_verify(people: dict[str, Person], tmp_path: Path) -> None: 
     )
     with urllib.request.urlopen(req, timeout=10) as resp:
         assert resp.status == 206 and resp.read() == src.read_bytes()[100:200]
+        # Always a download, never a page of the API's origin.
+        assert resp.headers["Content-Type"] == "application/octet-stream"
+        assert resp.headers["Content-Disposition"] == (
+            "attachment; filename=\"holiday photos.bin\"; filename*=UTF-8''holiday%20photos.bin"
+        )
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+        assert "sandbox" in resp.headers["Content-Security-Policy"]
     wait_for(lambda: transfer_of(alice, tid)["state"] == "done", 30, "the sender to hear")
     assert not list((bob.dir / "files").glob(".btchat-*.part"))
 

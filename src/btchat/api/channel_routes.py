@@ -18,6 +18,7 @@ from btchat.api.routes import (
     part,
     path_param,
     query_limit,
+    saved_file,
     streamed_upload,
 )
 
@@ -234,7 +235,7 @@ async def channel_file_content(request: web.Request) -> web.StreamResponse:
     path = await _channels(request).file_path(_channel(request), fid)
     if not path.is_file():
         raise ApiError(404, "gone", "the file is no longer where it was")
-    return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
+    return saved_file(path)
 
 
 @channels(

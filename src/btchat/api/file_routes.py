@@ -23,6 +23,7 @@ from btchat.api.routes import (
     ok,
     part,
     path_param,
+    saved_file,
     streamed_upload,
 )
 
@@ -159,4 +160,4 @@ async def download(request: web.Request) -> web.StreamResponse:
     path = _files(request).file_path(tid)
     if not path.is_file():
         raise ApiError(404, "gone", "the finished file is no longer where it was saved")
-    return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
+    return saved_file(path)

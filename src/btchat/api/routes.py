@@ -21,7 +21,9 @@ import functools
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -369,3 +371,20 @@ def ok(data: Any, status: int = 200) -> web.Response:
 
 def no_content() -> web.Response:
     return web.Response(status=204)
+
+
+def saved_file(path: Path) -> web.FileResponse:
+    """A finished file's bytes, streamed from disk with range requests. Always a download
+    (``attachment``, octet-stream, nosniff, a sandboxing CSP): a browser opening the URL
+    saves it and never renders what a stranger sent as a page of this origin."""
+    name = path.name
+    plain = (c if c.isascii() and c.isprintable() and c not in '"\\;' else "_" for c in name)
+    fallback = "".join(plain)
+    disposition = f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
+    headers = {
+        "Content-Type": "application/octet-stream",
+        "Content-Disposition": disposition,
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": "default-src 'none'; sandbox",
+    }
+    return web.FileResponse(path, headers=headers)

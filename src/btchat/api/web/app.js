@@ -2,7 +2,7 @@
 // rendered as text (dom.js); nothing here builds markup from strings.
 import { api, apiBytes, ApiError, connectEvents, enc, signIn } from "./api.js";
 import { fill, h, plainPreview, untrusted } from "./dom.js";
-import { fetchFile, humanSize, progressBar, saveAs, saveName, stateWords, transferCard, uploadCard, uploadFile } from "./files.js";
+import { downloadUrl, humanSize, saveAs, saveName, stateWords, transferCard, uploadCard, uploadFile } from "./files.js";
 
 const PAGE = 50; // messages per history page
 // At most this many history rows stay in the page: rows far from the view are dropped
@@ -634,16 +634,10 @@ async function actOn(t, action) {
   if (done) updateTransfer(done);
 }
 
-/** Fetch a received file (with a progress bar on its card) and hand it to the browser. */
-async function saveFile(t, card) {
-  const where = (card && card.parentElement) || $("main");
-  const bar = h("div", { class: "fetching" }, progressBar(0, "Saving progress", "0%"));
-  if (card) card.append(bar);
-  const url = await attempt(where, () =>
-    fetchFile(t, (fraction) => fill(bar, progressBar(fraction, "Saving progress", Math.floor(fraction * 100) + "%")))
-  );
-  bar.remove();
-  if (url) saveAs(url, saveName(t));
+/** Hand a received file to the browser's own download: streamed from the daemon to disk,
+ * whatever its size (the page holds none of it). */
+function saveFile(t) {
+  saveAs(downloadUrl(t), saveName(t));
 }
 
 /** Upload `files` to contact `pk` one after another, each with its own progress row. */

@@ -7,8 +7,6 @@ import { h, untrusted } from "./dom.js";
 const UNITS = ["B", "KB", "MB", "GB", "TB"];
 // A transfer's rate is averaged over about this long, so it does not flicker.
 const RATE_WINDOW_MS = 3000;
-// Received files kept as blobs for a second "Save" without fetching again.
-const KEPT_BLOBS = 4;
 
 /** 1536 -> "1.5 KB" (binary multiples, the way file managers count). */
 export function humanSize(n) {
@@ -84,59 +82,19 @@ export function uploadFile(target, file, onProgress, handle = {}) {
   });
 }
 
-const blobs = new Map(); // transfer id -> object URL
-
 /** The name to save under: the one the daemon saved it as (already made safe). */
 export function saveName(t) {
   const base = t.path ? String(t.path).split(/[\\/]/).pop() : "";
   return base || t.name || "file";
 }
 
-/**
- * A received file as an object URL: the page fetches it (signed in by its cookie) and
- * hands the browser a blob, so the bytes stay on this machine and progress shows.
- */
-export async function fetchFile(t, onProgress) {
-  if (blobs.has(t.id)) return blobs.get(t.id);
-  let resp;
-  try {
-    const from = t.download || `/download?id=${enc(t.id)}`; // a channel file has its own
-    resp = await fetch(from, { cache: "no-store", credentials: "same-origin" });
-  } catch (err) {
-    throw new ApiError(0, "offline", "the daemon does not answer (is `btchat up` running?)");
-  }
-  if (!resp.ok) {
-    let data = null;
-    try {
-      data = await resp.json();
-    } catch (err) {
-      data = null;
-    }
-    throw errorOf(resp.status, data, resp.statusText);
-  }
-  const total = Number(resp.headers.get("Content-Length")) || t.size || 0;
-  const parts = [];
-  let got = 0;
-  const reader = resp.body.getReader();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    parts.push(value);
-    got += value.length;
-    onProgress(total ? got / total : 1);
-  }
-  // application/octet-stream whatever the sender called it: the blob is saved, never shown.
-  const url = URL.createObjectURL(new Blob(parts, { type: "application/octet-stream" }));
-  blobs.set(t.id, url);
-  while (blobs.size > KEPT_BLOBS) {
-    const [oldest, old] = blobs.entries().next().value;
-    blobs.delete(oldest);
-    URL.revokeObjectURL(old);
-  }
-  return url;
+/** Where the daemon serves a received file: a channel file has its own route. */
+export function downloadUrl(t) {
+  return t.download || `/download?id=${enc(t.id)}`;
 }
 
-/** Have the browser save `url` as `name` (its own download, its own folder). */
+/** Have the browser save `url` as `name`: its own download (streamed to its own folder,
+ * with its own progress), signed in by the cookie; nothing is held in the page. */
 export function saveAs(url, name) {
   const a = h("a", { href: url, download: name, hidden: true });
   document.body.append(a);
