@@ -269,10 +269,6 @@ class Freshness:
             del self._seen[old]
         return True
 
-    def forget(self, contact: bytes) -> None:
-        for key in [k for k in self._seen if k[0] == contact]:
-            del self._seen[key]
-
 
 def dialable(candidate: Addr, *, onion_ok: bool, loopback_ok: bool) -> bool:
     """May we dial this candidate at all? Never an unspecified, multicast or broadcast
