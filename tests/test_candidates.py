@@ -344,3 +344,14 @@ async def test_a_record_bob_forged_into_alices_slot_is_dropped_and_counted() -> 
     )  # fmt: skip
     assert await bob._look(ALICE.public_key, SECRET, time.time()) is False
     assert bob.stats["records_dropped"] >= 1 and found.offered == []
+
+
+def test_status_says_what_records_did_once_there_were_any() -> None:
+    from btchat.cli.chat import records_text
+
+    quiet = {"records_put": 0, "records_read": 0, "records_dropped": 0, "candidates_refused": 0}
+    assert records_text(None) == records_text(quiet) == ""
+    busy = {**quiet, "records_put": 4, "records_read": 2, "records_dropped": 1}
+    assert records_text(busy) == (
+        "\ncandidate records: 4 written, 2 read, 1 dropped, 0 candidates refused"
+    )
