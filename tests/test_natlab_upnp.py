@@ -26,6 +26,7 @@ from natlab.lab import (
     HOME_IP,
     NATPMP_WAN,
     PCP_WAN,
+    PUBLIC_ADDRS,
     PUBLIC_HOST,
     UPNP_WAN,
     Home,
@@ -43,7 +44,7 @@ from btchat.net.portmap import Phase, PortMapper
 from btchat.net.upnp import UpnpPortMapper
 from btchat.node.boot import start_node
 from btchat.node.config import Settings
-from btchat.sandbox import SANDBOX_CONFIG
+from btchat.sandbox import SANDBOX_CONFIG, start_swarm
 
 pytestmark = pytest.mark.slow
 
@@ -334,3 +335,77 @@ def test_a_pcp_gateway_that_restarts_gets_the_mappings_again(lab: Lab) -> None:
             node.close()
 
     in_home(lab, home, scenario())
+
+
+async def test_a_peer_reaches_a_mapped_session_port_only_through_the_candidate_record(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """Alice behind the UPnP gateway (a symmetric NAT that drops unasked input) maps her
+    ports; her session port is not her DHT port and she has no QUIC (a dead proxy: her
+    own dials fail). What her announce stores is where her DHT socket's packets come
+    from, which takes no TCP: only the mapped TCP candidate in her record reaches her.
+    The control: with records off, Bob on the public host finds her and never gets in."""
+    from test_messenger_e2e import Person, base_env, cli, until_true
+
+    home = lab.extra["u"]
+    with lab.inside(lab.ns("pub")):
+        swarm = await start_swarm(16, seed=9, hosts=PUBLIC_ADDRS[:2])
+    env = base_env(tmp_path)
+    bootstrap = "{}:{}".format(*swarm.services[0].addr)
+    wraps = {
+        "alice": ["ip", "netns", "exec", home.ns],
+        "bob": ["ip", "netns", "exec", lab.ns("host")],
+    }
+    people = {
+        n: await asyncio.to_thread(Person, n, tmp_path, dict(env), bootstrap, w)
+        for n, w in wraps.items()
+    }
+    alice, bob = people["alice"], people["bob"]
+    alice_args = ["--host", HOME_IP, "--port", "40111", "--proxy", "socks5://127.0.0.1:9"]
+    common = ["--no-lan", "--no-ipv6"]
+
+    async def rendezvous(p: Person) -> dict[str, int]:
+        return (await cli(p, "status"))["rendezvous"]
+
+    async def bob_reached() -> list[str] | None:
+        for c in (await cli(bob, "contacts"))["contacts"]:
+            if c["name"] == "alice" and c["online"]:
+                return list(c["path"])
+        return None
+
+    try:
+        alice.env["BTCHAT_CANDIDATES"] = "0"
+        await asyncio.to_thread(alice.up, *alice_args, *common)
+        await asyncio.to_thread(bob.up, "--host", PUBLIC_HOST, *common)
+        await cli(alice, "contact", "add", bob.id, "bob")
+        await cli(bob, "contact", "add", alice.id, "alice")
+
+        async def found_twice() -> bool:
+            return (await rendezvous(bob))["found"] >= 2
+
+        await until_true(found_twice, 120, "bob to find alice's announce")
+        assert await bob_reached() is None
+        await asyncio.to_thread(alice.down)
+
+        del alice.env["BTCHAT_CANDIDATES"]
+        await asyncio.to_thread(alice.up, *alice_args, *common)
+
+        async def mapped() -> bool:
+            return (await cli(alice, "status")).get("external_tcp") is not None
+
+        await until_true(mapped, 30, "alice's TCP mapping")
+        external = (await cli(alice, "status"))["external_tcp"]
+        assert external.startswith(f"{home.wan_ip}:")
+
+        async def reached() -> bool:
+            return await bob_reached() == ["tcp"]
+
+        await until_true(reached, 120, "bob to reach alice through her mapped port")
+        seen = await rendezvous(bob)
+        assert seen["records_read"] >= 1 and seen["records_dropped"] == 0
+    finally:
+        for p in people.values():
+            if p.proc is not None:
+                p.proc.kill()
+                await asyncio.to_thread(p.proc.wait, 10)
+        swarm.close()

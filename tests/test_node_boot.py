@@ -88,7 +88,9 @@ def test_the_file_is_read_only_when_needed(tmp_path: Path) -> None:
     flags["relay"] = flags["dht_proxy"] = True
     flags["lan"] = False
     flags["files_dir"] = tmp_path / "files"
-    flags.update(bind6="off", ipv6=True, ipv4=True, tor_control=("127.0.0.1", 9051))
+    flags.update(
+        bind6="off", ipv6=True, ipv4=True, candidates=True, tor_control=("127.0.0.1", 9051)
+    )
     assert resolve(flags, config_file=broken, environ={}).dht_port == 1
     with pytest.raises(ConfigError, match="cannot read config file"):
         resolve({"data_dir": tmp_path}, config_file=broken, environ={})

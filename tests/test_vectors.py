@@ -879,3 +879,54 @@ def test_dht_proxy_messages() -> None:
     for bad in data["malformed"]:
         with pytest.raises(DecodeError):
             dp.decode(b(bad["bytes"]))
+
+
+# ------------------------------------------------------------ candidate records
+
+
+def test_candidate_record_slot_seal_and_refusals() -> None:
+    """Derive the slot with hashlib, check both signatures, open with btchat's code."""
+    from btchat.dht import bep44
+    from btchat.discovery import candidates as cand
+
+    data = load("candidates")
+    v = data["vectors"]["record"]
+    secret, a, s, device = b(v["secret"]), b(v["announcer"]), b(v["seeker"]), b(v["device_id"])
+    assert b(v["root_input"]) == (
+        b"btchat/candidates/v1\x00" + a + s + device + v["epoch"].to_bytes(8, "big")
+    )
+    root = hashlib.blake2b(b(v["root_input"]), key=secret, digest_size=32).digest()
+    seed = hashlib.blake2b(root, digest_size=32, person=b"btchat-cand-sig").digest()
+    aead = hashlib.blake2b(root, digest_size=32, person=b"btchat-cand-enc").digest()
+    assert (root.hex(), seed.hex(), aead.hex()) == (v["root"], v["seed"], v["aead_key"])
+    public = _ed25519(seed).public_key().public_bytes_raw()
+    assert public.hex() == v["public_key"]
+    assert hashlib.sha1(public).hexdigest() == v["target"]
+    assert b(v["signed_message"]) == b"btchat candidate record v1\x00" + b(v["unsigned"])
+    assert verify_signature(a, b(v["signature"]), b(v["signed_message"]))
+    padded = b(v["padded"])
+    assert len(padded) == data["constants"]["plaintext_size"]
+    assert padded == b(v["plaintext"]).ljust(len(padded), b"\x00")
+    assert decode(b(v["plaintext"]))[b"s"].hex() == v["signature"]
+    assert hashlib.blake2b(padded, key=aead, digest_size=24).hexdigest() == v["nonce"]
+    value = b(v["v"])
+    assert len(value) == data["constants"]["value_size"] and value[:24].hex() == v["nonce"]
+    assert b(v["v_bencoded"]) == encode(value)
+    item = bep44.MutableItem(public, b"", v["seq"], b(v["v_bencoded"]), b(v["item_signature"]))
+    assert item.verify()
+    slot = cand.slot(secret, a, s, device, v["epoch"])
+    record = cand.open_record(value, slot, a, s, device, v["epoch"])
+    got = [
+        {"kind": c.kind, "transport": c.transport, "host": c.host, "port": c.port}
+        for c in record.candidates
+    ]
+    assert got == v["candidates"] and record.t == v["seq"]
+    for index in (0, 30, len(value) - 1):
+        with pytest.raises(cand.CandidateError):
+            cand.open_record(flipped(value, index), slot, a, s, device, v["epoch"])
+    for bad in data["vectors"]["refused"]:
+        with pytest.raises(cand.CandidateError) as caught:
+            cand.open_record(b(bad["v"]), slot, a, s, device, v["epoch"])
+        assert caught.value.reason == bad["reason"], bad["what"]
+    contexts = {k.CONTEXT for k in Signed.__subclasses__()}
+    assert cand.RECORD_CONTEXT not in contexts

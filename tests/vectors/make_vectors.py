@@ -1950,6 +1950,118 @@ def family_linking() -> dict[str, Any]:
     )
 
 
+# ------------------------------------------------------------ candidate records
+
+
+def family_candidates() -> dict[str, Any]:
+    """Candidate records (docs/PROTOCOL.md "Candidate records (1.6)")."""
+    from btchat.discovery import candidates as cand
+
+    secret = rendezvous.pairwise_secret(ALICE, BOB.public_key)
+    a, b, device = ALICE.public_key, BOB.public_key, ALICE_DEVICE.device_id
+    epoch = rendezvous.epoch_of(NOW)
+    t = int(NOW * 1000)
+    found = (
+        cand.Addr("mapped", "tcp", "203.0.113.7", 40000),
+        cand.Addr("reflexive", "udp", "203.0.113.7", 51413),
+        cand.Addr("host", "tcp", "192.168.1.10", 6882),
+        cand.Addr("host", "udp", "2001:db8::10", 6881),
+        cand.Addr(
+            "onion", "tcp", "btchatbtchatbtchatbtchatbtchatbtchatbtchatbtchatbtchatbt.onion", 6881
+        ),
+    )
+    where = cand.slot(secret, a, b, device, epoch)
+    record = cand.Record(b, device, epoch, t, found)
+    fields = record.fields()
+    signed = cand.RECORD_CONTEXT + encode(fields)
+    padded = cand.plaintext(ALICE, record)
+    value = cand.seal(ALICE, where, record)
+    item = bep44.sign_mutable(_ed25519_key(where.seed), encode(value), t)
+
+    def refused(what: str, reason: str, rec: cand.Record, signer: Identity = ALICE,
+                slot: cand.Slot = where) -> dict[str, Any]:  # fmt: skip
+        return {"what": what, "reason": reason, "v": hx(cand.seal(signer, slot, rec))}
+
+    vector = {
+        "epoch": epoch,
+        "secret": hx(secret),
+        "announcer": hx(a),
+        "seeker": hx(b),
+        "device_id": hx(device),
+        "root_input": hx(cand.ROOT_CONTEXT + a + b + device + epoch.to_bytes(8, "big")),
+        "root": hx(where.root),
+        "seed": hx(where.seed),
+        "public_key": hx(where.public_key),
+        "aead_key": hx(where.aead_key),
+        "target": hx(item.target),
+        "candidates": [
+            {"kind": c.kind, "transport": c.transport, "host": c.host, "port": c.port}
+            for c in found
+        ],
+        "unsigned": hx(encode(fields)),
+        "signed_message": hx(signed),
+        "signature": hx(ALICE.sign(signed)),
+        "plaintext": hx(padded.rstrip(b"\0")),
+        "padded": hx(padded),
+        "nonce": hx(value[: cand.NONCE_SIZE]),
+        "v": hx(value),
+        "v_bencoded": hx(item.v_bencoded),
+        "seq": item.seq,
+        "item_signature": hx(item.signature),
+    }
+    other = cand.slot(secret, a, b, device, epoch + 1)
+    refusals = [
+        refused("signed by Bob, who can derive the slot", "signature", record, BOB),
+        refused("for another device of Alice", "elsewhere", replace(record, device_id=bytes(16))),
+        refused(
+            "last hour's record in this hour's slot", "elsewhere", replace(record, epoch=epoch - 1)
+        ),
+        refused("Alice's record for Carol", "elsewhere", replace(record, seeker=CAROL.public_key)),
+        refused("sealed under the next hour's slot", "sealed", record, slot=other),
+    ]
+    return _file(
+        "Alice's candidate record for Bob: a BEP 44 mutable item under a key derived from "
+        "the pair secret, sealed, and signed inside by Alice's identity.",
+        {
+            "secret": "the pairwise secret (rendezvous.json)",
+            "root_input": "'btchat/candidates/v1\\0' || announcer || seeker || device_id || "
+            "u64be(epoch)",
+            "root": "BLAKE2b-256, KEYED with secret, of root_input",
+            "seed": "BLAKE2b-256(person = 'btchat-cand-sig', root): Ed25519 seed of the item key",
+            "public_key": "the item's Ed25519 public key (BEP 44 k; no salt)",
+            "aead_key": "BLAKE2b-256(person = 'btchat-cand-enc', root)",
+            "target": "SHA-1(public_key): the DHT key",
+            "unsigned": "bencode({c: [[kind, transport, address, port]...], d: device_id, "
+            "e: epoch, p: seeker, t: ms})",
+            "signed_message": "'btchat candidate record v1\\0' || unsigned",
+            "signature": "Ed25519 by the announcer's IDENTITY key over signed_message",
+            "plaintext": "bencode(unsigned's keys + {s: signature})",
+            "padded": "plaintext || zero bytes, 880 bytes",
+            "nonce": "BLAKE2b-192, KEYED with aead_key, of padded",
+            "v": "nonce || XChaCha20-Poly1305-IETF(aead_key, nonce, ad = public_key, padded)",
+            "v_bencoded": "the BEP 44 v: v as one byte string (924 bytes)",
+            "seq": "BEP 44 seq: the record's t",
+            "item_signature": "BEP 44 sig by the item key over '3:seqi' seq 'e1:v' v_bencoded",
+            "refused": "values a reader MUST drop (reason: the counter's name)",
+        },
+        {"record": vector, "refused": refusals},
+        constants={
+            "kinds": {k.decode(): v for k, v in cand.KINDS.items()},
+            "transports": {k.decode(): v for k, v in cand.TRANSPORTS.items()},
+            "max_candidates": cand.MAX_CANDIDATES,
+            "plaintext_size": cand.PLAINTEXT_SIZE,
+            "value_size": cand.VALUE_SIZE,
+        },
+        people=_people(),
+    )
+
+
+def _ed25519_key(seed: bytes) -> Any:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.from_private_bytes(seed)
+
+
 FAMILIES = {
     "ids": family_ids,
     "devices": family_devices,
@@ -1968,6 +2080,7 @@ FAMILIES = {
     "dht_proxy": family_dht_proxy,
     "files": family_files,
     "linking": family_linking,
+    "candidates": family_candidates,
 }
 
 

@@ -467,6 +467,12 @@ class Status(Shape):
         description="Running DHT operations for contacts: serving (on/off) and counters"
         " (requests, served, failed, refused_*, malformed).",
     )
+    rendezvous: dict[str, int] | None = Field(
+        None,
+        description="The private rendezvous: lookups, contacts found, candidate records"
+        " put, read, dropped (did not open or verify) and stale, the candidates they"
+        " named and those refused (not dialable). Null without a DHT.",
+    )
     storage: str = Field(
         "ok",
         description='"ok", or the storage condition and since when, e.g. "disk full since'

@@ -704,7 +704,18 @@ async def cmd_status(args: argparse.Namespace) -> None:
         s,
         f"{s['id']}\n{dht_line}; contacts online: {s['contacts_online']}/{s['contacts']}"
         + ("" if s.get("tor") else "\n" + network_text(s))
+        + records_text(s.get("rendezvous"))
         + ("" if s.get("storage", "ok") == "ok" else f"\nSTORAGE: {s['storage']}"),
+    )
+
+
+def records_text(r: dict[str, int] | None) -> str:
+    """One line on candidate records once any was written or read (else nothing)."""
+    if not r or not any(r.get(k) for k in ("records_put", "records_read", "records_dropped")):
+        return ""
+    return (
+        f"\ncandidate records: {r['records_put']} written, {r['records_read']} read,"
+        f" {r['records_dropped']} dropped, {r['candidates_refused']} candidates refused"
     )
 
 

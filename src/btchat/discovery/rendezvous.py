@@ -4,7 +4,10 @@ How this works: for every contact we derive a pairwise secret and from it rotati
 rendezvous infohashes (``identity/rendezvous.py``). We announce our DHT socket's
 reflexive address (``implied_port``: sessions share that socket over QUIC) on "where I
 am for them" and look up "where they are for me"; a DHT observer sees random
-infohashes that change every hour. To authenticate a session one needs the contact's
+infohashes that change every hour. The announce carries one address; each device also
+writes a sealed, signed *candidate record* per contact and hour (``discovery/candidates.py``:
+its TCP port, gateway mapping, LAN and IPv6 addresses, onion service), read alongside
+the lookup. To authenticate a session one needs the contact's
 device keys, which their identity publishes as a signed device list (a BEP 44 mutable
 item under the identity key); we publish ours and fetch and verify theirs. What a
 lookup finds is reported to a :class:`Reacher` (peering) as candidates: an address
@@ -25,8 +28,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from btchat.codec import bencode
 from btchat.dht import bep44
 from btchat.dht.node import PutResult
+from btchat.discovery import candidates as cand
 from btchat.identity.devices import (
     DEVICES_SALT,
     MAX_DEVICES,
@@ -38,7 +45,14 @@ from btchat.identity.devices import (
     encode_revoked,
 )
 from btchat.identity.keys import DeviceCertificate, Identity
-from btchat.identity.rendezvous import announce_targets, lookup_targets, pairwise_secret
+from btchat.identity.rendezvous import (
+    announce_epochs,
+    announce_targets,
+    epoch_of,
+    lookup_epochs,
+    lookup_targets,
+    pairwise_secret,
+)
 from btchat.net.dht_service import DhtError, DhtService
 
 __all__ = [
@@ -94,11 +108,15 @@ def put_again_in(stored_at: int, refused: int, known_nodes: int, k: int, tries: 
 
 @dataclass(frozen=True)
 class Candidate:
-    """Device ``cert`` of ``identity`` may listen at ``addr``."""
+    """Device ``cert`` of ``identity`` may listen at ``addr``: over ``transport`` ("tcp"
+    or "udp"; None: either, as for an announced address), a candidate of ``kind``
+    ("announced", or a record's: host, mapped, reflexive, onion)."""
 
     identity: bytes
     cert: DeviceCertificate
     addr: Addr
+    transport: str | None = None
+    kind: str = "announced"
 
 
 class Directory(Protocol):
@@ -223,6 +241,7 @@ class Rendezvous:
         reacher: Reacher,
         contacts: Directory,
         own: OwnCerts | None = None,
+        candidates: Callable[[], list[cand.Addr]] | None = None,
     ) -> None:
         self.identity = identity
         self.me = identity.public_key
@@ -232,7 +251,21 @@ class Rendezvous:
         self.reacher = reacher
         self.contacts = contacts
         self.port = 0
-        self.stats: dict[str, int] = {"lookups": 0, "found": 0}
+        self.stats: dict[str, int] = {
+            "lookups": 0,
+            "found": 0,
+            "records_put": 0,  # candidate records written (one per contact and epoch)
+            "records_read": 0,  # records that opened and verified
+            "records_dropped": 0,  # records that did not open, parse or verify
+            "records_stale": 0,  # older than one already seen
+            "record_candidates": 0,  # candidates those records named
+        }
+        #: Our candidates for contacts (peering); None: no records written or read.
+        self.candidates = candidates
+        self._fresh = cand.Freshness()
+        #: (contact, epoch) -> (the candidates last put there, when: monotonic)
+        self._records_put: dict[tuple[bytes, int], tuple[tuple[cand.Addr, ...], float]] = {}
+        self._record_t = 0  # the last record's t (ms): each put's BEP 44 seq is above it
         self._secrets: dict[bytes, bytes] = {}
         self._announced: dict[bytes, float] = {}
         self._due: dict[bytes, float] = {}  # contact -> next tend (monotonic)
@@ -289,6 +322,13 @@ class Rendezvous:
         else:
             self._due.clear()
             self._next_try.clear()
+        self._wake.set()
+
+    def candidates_changed(self) -> None:
+        """Our candidates changed (a mapping gained or lost, an onion service up): write
+        every contact's record again now, looking for nobody sooner than planned."""
+        self._records_put.clear()
+        self._due.clear()
         self._wake.set()
 
     def republish(self) -> None:
@@ -438,7 +478,9 @@ class Rendezvous:
         try:
             async with self._slots:
                 secret = self._secret(contact)
-                await self._announce(contact, secret)
+                await asyncio.gather(
+                    self._announce(contact, secret), self._put_records(contact, secret)
+                )
                 now = time.monotonic()
                 if self.reacher.connected(contact):
                     found: bool | None = True
@@ -484,7 +526,87 @@ class Rendezvous:
                 except DhtError as exc:
                     log.debug("rendezvous announce failed: %s", exc)
 
-    async def _look(self, contact: bytes, secret: bytes, wall: float) -> bool:
+    # ------------------------------------------------------- candidate records
+
+    async def _put_records(self, contact: bytes, secret: bytes) -> None:
+        """Write our record for ``contact`` in each epoch we announce in, when its
+        candidates changed or ``republish`` has passed (items live about 2 h)."""
+        if self.candidates is None:
+            return
+        found = tuple(self.candidates()[: cand.MAX_CANDIDATES])
+        if not found:
+            return  # nothing to say beyond the announce (or nothing at all)
+        wall, now = time.time(), time.monotonic()
+        self._records_put = {
+            k: v for k, v in self._records_put.items() if k[1] >= epoch_of(wall) - 1
+        }
+        for epoch in announce_epochs(wall):
+            last = self._records_put.get((contact, epoch))
+            if last is not None and last[0] == found and now - last[1] < self.config.republish:
+                continue
+            self._record_t = max(int(wall * 1000), self._record_t + 1)
+            record = cand.Record(contact, self.certificate.device_id, epoch, self._record_t, found)
+            where = cand.slot(secret, self.me, contact, self.certificate.device_id, epoch)
+            try:
+                value = bencode.encode(cand.seal(self.identity, where, record))
+                item = bep44.sign_mutable(
+                    Ed25519PrivateKey.from_private_bytes(where.seed), value, record.t
+                )
+                await self.dht.put_mutable(item)
+            except (DhtError, ValueError) as exc:
+                log.debug("candidate record for %s not put: %s", contact.hex()[:16], exc)
+                continue
+            self.stats["records_put"] += 1
+            self._records_put[(contact, epoch)] = (found, now)
+
+    async def _records(
+        self, contact: bytes, secret: bytes, wall: float
+    ) -> tuple[list[DeviceCertificate], list[Candidate]]:
+        """The contact's certificates and what its devices' records for us say, in the
+        epochs we look in: at most MAX_DEVICES x 2 gets, all at once."""
+        if self.candidates is None:
+            return [], []
+        known = self._others() if contact == self.me else self.contacts.certs_of(contact)
+        if not known and time.monotonic() < self._devices_due.get(contact, 0.0):
+            return [], []  # its device list was read a moment ago and named nobody
+        try:
+            certs = await self.fetch_certs(contact)
+        except DhtError:
+            return [], []
+        reads = [
+            self._read_record(contact, secret, cert, epoch)
+            for cert in certs[:MAX_DEVICES]
+            for epoch in lookup_epochs(wall)
+        ]
+        found = [c for got in await asyncio.gather(*reads) for c in got]
+        return certs, found
+
+    async def _read_record(
+        self, contact: bytes, secret: bytes, cert: DeviceCertificate, epoch: int
+    ) -> list[Candidate]:
+        where = cand.slot(secret, contact, self.me, cert.device_id, epoch)
+        try:
+            got = await self.dht.get_mutable(where.public_key)
+        except DhtError:
+            return []
+        if got.v_bencoded is None:
+            return []
+        try:
+            record = cand.open_record(got.value, where, contact, self.me, cert.device_id, epoch)
+        except cand.CandidateError as exc:
+            self.stats["records_dropped"] += 1
+            log.info("dropped a candidate record of %s: %s", contact.hex()[:16], exc.reason)
+            return []
+        if not self._fresh.accept(contact, cert.device_id, epoch, record.t):
+            self.stats["records_stale"] += 1
+            return []
+        self.stats["records_read"] += 1
+        self.stats["record_candidates"] += len(record.candidates)
+        return [Candidate(contact, cert, a.addr, a.transport, a.kind) for a in record.candidates]
+
+    # ------------------------------------------------------------ lookups
+
+    async def _peers(self, contact: bytes, secret: bytes, wall: float) -> list[Addr]:
         addrs: list[Addr] = []
         for ih in lookup_targets(secret, self.me, contact, wall):
             self.stats["lookups"] += 1
@@ -493,16 +615,25 @@ class Rendezvous:
             except DhtError:
                 continue
             addrs += [a for a in result.peers if a not in addrs]
-        if not addrs:
+        return addrs
+
+    async def _look(self, contact: bytes, secret: bytes, wall: float) -> bool:
+        """The announce and the records at once; then every candidate is dialled, the
+        announced addresses first (over TCP and QUIC), then the records' not among them."""
+        addrs, (certs, recorded) = await asyncio.gather(
+            self._peers(contact, secret, wall), self._records(contact, secret, wall)
+        )
+        if not addrs and not recorded:
             return False
-        try:
-            certs = await self.fetch_certs(contact)
-        except DhtError:
-            certs = []
+        if not certs:
+            try:
+                certs = await self.fetch_certs(contact)
+            except DhtError:
+                certs = []
         if not certs:
             log.info("found %s but not its device list yet", contact.hex()[:16])
             return False
         self.stats["found"] += 1
-        return await self.reacher.reach(
-            [Candidate(contact, cert, addr) for addr in addrs for cert in certs]
-        )
+        announced = [Candidate(contact, cert, addr) for addr in addrs for cert in certs]
+        extra = [c for c in recorded if c.addr not in addrs]
+        return await self.reacher.reach(announced + extra)

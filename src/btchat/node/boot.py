@@ -206,6 +206,7 @@ def daemon_config(settings: Settings) -> DaemonConfig:
             relay=RelayLimits(enabled=settings.relay),
             dht_proxy=DhtProxyLimits(enabled=settings.dht_proxy),
             lan=lan_config(settings),
+            candidates=settings.candidates,
         ),
         channels=channel_config(settings),
         proxy=proxy(settings),

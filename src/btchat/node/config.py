@@ -56,6 +56,7 @@ ENV_TOR_CONTROL = "BTCHAT_TOR_CONTROL"  # IP:PORT of Tor's control port (an onio
 ENV_DHT_PROXY = "BTCHAT_DHT_PROXY"  # 0/off: do not run DHT operations for our contacts
 ENV_LAN = "BTCHAT_LAN"  # 0/off/false/no: contacts are not announced on the LAN
 ENV_IPV6 = "BTCHAT_IPV6"  # 0/off/false/no: no IPv6 DHT socket, no sessions over IPv6
+ENV_CANDIDATES = "BTCHAT_CANDIDATES"  # 0/off: no candidate records written or read
 #: Ways channel members can be found (``--channel-discovery``).
 DISCOVERY_WAYS = ("dht", "trackers", "lsd")
 
@@ -175,6 +176,8 @@ class Settings:
     bind6: str | None = None
     ipv6: bool = True  # take part in the IPv6 DHT, sessions over IPv6 (``--no-ipv6``)
     ipv4: bool = True  # the IPv4 DHT (``--no-ipv4``: an IPv6-only node)
+    #: Candidate records for contacts (our TCP port, mappings, LAN/IPv6 addresses, onion).
+    candidates: bool = True
     #: Where accepted files are saved (None: ``<data dir>/files``).
     files_dir: Path | None = None
     #: ``--config``: the TOML file read (None: ``$BTCHAT_CONFIG``, else the default).
@@ -226,6 +229,9 @@ SETTINGS: dict[str, _Source] = {
     "bind6": _Source(file=("dht", "bind6"), from_file=str),
     "ipv6": _Source(env=ENV_IPV6, file=("net", "ipv6"), from_env=_switch, from_file=_switch),
     "ipv4": _Source(file=("net", "ipv4"), from_file=_switch),
+    "candidates": _Source(
+        env=ENV_CANDIDATES, file=("net", "candidates"), from_env=_switch, from_file=_switch
+    ),
 }
 _DEFAULTS: dict[str, Callable[[], Any]] = {
     "bootstrap": lambda: list(DEFAULT_BOOTSTRAP),
@@ -238,6 +244,7 @@ _DEFAULTS: dict[str, Callable[[], Any]] = {
     "lan": lambda: True,
     "ipv6": lambda: True,
     "ipv4": lambda: True,
+    "candidates": lambda: True,
 }
 
 

@@ -357,6 +357,9 @@ class Daemon:
         except OnionError as exc:
             self.onion_error = str(exc)
             log.warning("no onion service: %s", exc)
+            return
+        if self.peering is not None:
+            self.peering.set_onion(self.onion.address)  # contacts find it in our records
 
     def _start_port_mapping(self, dht: DhtService, peering: Peering) -> None:
         """Map the DHT's UDP port and the session TCP port on the gateway, if any.
@@ -370,7 +373,11 @@ class Daemon:
 
     def _on_port_mapping(self, state: PortMapState) -> None:
         if self.dht is not None:
+            before = {p: self.dht.external_addr(p) for p in ("TCP", "UDP")}
             self.dht.port_mapping = state
+            after = {p: self.dht.external_addr(p) for p in ("TCP", "UDP")}
+            if before != after and self.peering is not None:
+                self.peering.candidates_changed()  # a mapping gained or lost
 
     async def stop(self) -> None:
         self.chat.close()
@@ -670,9 +677,17 @@ class Daemon:
                 else None
             ),
             "dht_serving": self.peering.dht_server.summary() if self.peering else None,
+            "rendezvous": self._rendezvous_status(),
             "storage": self.storage.state(),  # "ok", or e.g. "disk full since ..."
             "storage_detail": self.storage.status(time.time()),
         }
+
+    def _rendezvous_status(self) -> dict[str, int] | None:
+        """Lookups and candidate records (written, read, dropped) and refused candidates."""
+        if self.peering is None or self.peering.rendezvous is None:
+            return None
+        refused = self.peering.stats["candidates_refused"]
+        return {**self.peering.rendezvous.stats, "candidates_refused": refused}
 
     def _dht_via_status(self) -> dict[str, Any] | None:
         """Tor mode: which contact our DHT operations go through (None: none serves)."""

@@ -36,6 +36,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from btchat.discovery import candidates as cand
 from btchat.discovery.lan_service import LanConfig, LanService
 from btchat.discovery.rendezvous import (
     DEVICES_SALT,
@@ -54,6 +55,7 @@ from btchat.net.dht_proxy import DhtProxyServer, DhtViaContacts, serves_dht
 from btchat.net.dht_proxy_core import MAGIC as DHT_PROXY_MAGIC
 from btchat.net.dht_proxy_core import DhtProxyLimits
 from btchat.net.dht_service import DhtService
+from btchat.net.proxy import ProxyDialer
 from btchat.net.quic import QuicDialer, QuicEndpoint, QuicListener, QuicStream
 from btchat.net.relay import RelayDialer, RelayService, RelayStream, relay_capable
 from btchat.net.relay_core import RelayLimits
@@ -135,6 +137,8 @@ class PeeringConfig:
     lan: LanConfig | None = None
     #: Upgrade relayed sessions to direct ones by punching coordinated over them.
     upgrade: bool = True
+    #: Write and read candidate records (PROTOCOL.md "Candidate records (1.6)").
+    candidates: bool = True
 
     def rendezvous(self) -> RendezvousConfig:
         return RendezvousConfig(
@@ -206,13 +210,16 @@ class Peering:
         #: Told when a contact revokes one of its devices (offline delivery resets).
         self.on_contact_revoked: Callable[[bytes], None] | None = None
         self.sessions: dict[PeerKey, _Live] = {}
-        #: Without a DHT (Tor mode) there is no rendezvous: sessions are only dialled by
-        #: hand (:meth:`dial`) or accepted.
-        self.rendezvous = (
-            Rendezvous(identity, certificate, dht, config.rendezvous(), self, contacts, own_devices)
-            if dht is not None
-            else None
-        )
+        #: Without any DHT (not even through a contact) there is no rendezvous: sessions
+        #: are only dialled by hand (:meth:`dial`) or accepted.
+        self.rendezvous: Rendezvous | None = None
+        if dht is not None:
+            self.rendezvous = Rendezvous(
+                identity, certificate, dht, config.rendezvous(), self, contacts, own_devices,
+                candidates=self.own_candidates if config.candidates else None,
+            )  # fmt: skip
+        #: Our onion service (Tor mode), a candidate for contacts: ``xxx.onion:PORT``.
+        self.onion: tuple[str, int] | None = None
         self._tasks = TaskOwner()
         self._server: TcpListener | None = None
         #: Inbound connections: per-source caps, eviction, a pool for refusals.
@@ -259,6 +266,7 @@ class Peering:
             "substreams_refused": 0,  # a substream for a service we do not run
             "upgrades": 0,  # relayed sessions an upgrade exchange ran on
             "upgrade_dropped": 0,  # upgrade payloads on a session that runs none
+            "candidates_refused": 0,  # a record's candidate we may not dial (see dialable)
         }
         #: What the upgrade exchanges did and dropped, all sessions together.
         self.upgrade_stats: Counter[str] = Counter()
@@ -426,11 +434,12 @@ class Peering:
         addresses not yet known to be another of its devices."""
         taken: set[tuple[str, int]] = set()
         contact = b""
+        candidates = self._dialable(candidates)
         if self.quic is not None:
             # Punch every address first: the peer's dial, from its own lookup, then
             # passes our NAT while we are still dialling its other addresses.
             for c in candidates:
-                if not self._direct((c.identity, c.cert.device_id)):
+                if c.transport != "tcp" and not self._direct((c.identity, c.cert.device_id)):
                     # Until a direct session is up: a relayed one keeps punching going.
                     self.quic.punch(
                         c.addr, lambda c=c: self._direct((c.identity, c.cert.device_id))
@@ -445,13 +454,72 @@ class Peering:
                 contact = c.identity
                 if self._direct((c.identity, c.cert.device_id)) or c.addr in taken:
                     continue
-                if await self.connect(c.identity, c.cert, c.addr):
+                if await self.connect(c.identity, c.cert, c.addr, c.transport):
                     taken.add(c.addr)
             directs_done.set()
             await relayed
         finally:
             relayed.cancel()
         return bool(contact) and self.is_online(contact)
+
+    def _dialable(self, candidates: list[Candidate]) -> list[Candidate]:
+        """What a record names and we may dial (announced addresses pass as before)."""
+        onion_ok = isinstance(self.dialer, ProxyDialer)  # only Tor resolves an onion
+        loopback_ok = _is_loopback(self.config.host)
+        kept: list[Candidate] = []
+        for c in candidates:
+            if c.kind != "announced":
+                addr = cand.Addr(c.kind, c.transport or "tcp", str(c.addr[0]), c.addr[1])
+                if not cand.dialable(addr, onion_ok=onion_ok, loopback_ok=loopback_ok):
+                    self.stats["candidates_refused"] += 1
+                    continue
+                if c.transport == "udp" and self.quic is None:
+                    continue  # no QUIC here (a proxy, Tor mode, or udp off)
+            kept.append(c)
+        return kept
+
+    def set_onion(self, address: str | None) -> None:
+        """Our onion service (``xxx.onion:PORT``) is up (or gone): a candidate to publish."""
+        if address is None:
+            self.onion = None
+        else:
+            host, _, port = address.rpartition(":")
+            self.onion = (host, int(port))
+        self.candidates_changed()
+
+    def candidates_changed(self) -> None:
+        """A gateway mapping came or went, or the onion service: records are rewritten."""
+        if self.rendezvous is not None:
+            self.rendezvous.candidates_changed()
+
+    def own_candidates(self) -> list[cand.Addr]:
+        """Where contacts may dial this device, best first, for the candidate record:
+        the onion service; the gateway's mappings; the reflexive UDP address the DHT's
+        nodes agree on; our host addresses (TCP at the session port, UDP at the DHT's).
+        Without a DHT node of our own (Tor mode) only the onion: nothing else about our
+        network may leave the machine."""
+        found: list[cand.Addr] = []
+        if self.onion is not None:
+            found.append(cand.Addr("onion", "tcp", *self.onion))
+        dht = self.dht
+        if isinstance(dht, DhtService):
+            udp = self.quic is not None
+            if dht.port_mapping is not None:
+                for proto in ("tcp", "udp") if udp else ("tcp",):
+                    if (m := dht.port_mapping.external(proto.upper())) is not None:
+                        found.append(cand.Addr("mapped", proto, *m))
+            seen = dht.reachability
+            if udp and seen.external_ip is not None and seen.external_port is not None:
+                found.append(cand.Addr("reflexive", "udp", seen.external_ip, seen.external_port))
+            for host, port in self._host_addrs():
+                found.append(cand.Addr("host", "tcp", host, self.port))
+                if udp:
+                    found.append(cand.Addr("host", "udp", host, port))
+        kept = [
+            a for a in dict.fromkeys(found)
+            if a.kind == "onion" or (_literal(a.host) and a.port > 0)
+        ]  # fmt: skip
+        return kept[: cand.MAX_CANDIDATES]
 
     async def _reach_relayed(self, candidates: list[Candidate], directs: asyncio.Event) -> None:
         """Each device of ``candidates`` still without a session, through a relay."""
@@ -509,12 +577,19 @@ class Peering:
         certs = self._contacts.certs_of(contact)
         return await self.reach([Candidate(contact, c, addr) for c in certs])
 
-    async def connect(self, contact: bytes, cert: DeviceCertificate, addr: Address) -> bool:
-        """Happy eyeballs: dial ``addr`` over TCP and QUIC at once; the first
-        authenticated session wins and the other attempt is cancelled (or, if it too
-        completes, closed as a duplicate by :meth:`_adopt`)."""
-        dialers: list[Dialer] = [self.dialer]
-        if self._quic_dialer is not None:
+    async def connect(
+        self,
+        contact: bytes,
+        cert: DeviceCertificate,
+        addr: Address,
+        transport: str | None = None,
+    ) -> bool:
+        """Happy eyeballs: dial ``addr`` over TCP and QUIC at once (or only the
+        ``transport`` a candidate names); the first authenticated session wins and the
+        other attempt is cancelled (or, if it too completes, closed as a duplicate by
+        :meth:`_adopt`). An onion address goes over TCP only, through the proxy."""
+        dialers: list[Dialer] = [self.dialer] if transport != "udp" else []
+        if self._quic_dialer is not None and transport != "tcp" and _literal(str(addr[0])):
             dialers.append(self._quic_dialer)
         return await _first_to_succeed(self.dial(contact, cert, addr, d) for d in dialers)
 
@@ -925,6 +1000,13 @@ def _literal(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _over_ipv6(live: _Live) -> bool:
