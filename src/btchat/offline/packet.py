@@ -228,9 +228,10 @@ class OfflinePacket(Signed):
             raise PacketError("packet signature does not verify")
 
 
-def seal_envelope(plaintext: bytes) -> tuple[bytes, bytes]:
-    """(a fresh packet key, ``plaintext`` encrypted under it) for a v2 packet."""
-    key = secrets.token_bytes(32)
+def seal_envelope(plaintext: bytes, key: bytes | None = None) -> tuple[bytes, bytes]:
+    """(a fresh packet key, ``plaintext`` encrypted under it) for a v2 packet; ``key``
+    only for test vectors (a key must never seal two envelopes: the nonce is fixed)."""
+    key = secrets.token_bytes(32) if key is None else key
     return key, crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, b"", _ENVELOPE_NONCE, key)
 
 
