@@ -293,3 +293,30 @@ def test_a_reader_with_no_head_of_ours_writes_one_that_settles_nothing(
     world.now += 60
     world.tick(alice)  # type: ignore[arg-type]
     assert alice.state.pending() == []
+
+
+def test_what_another_device_received_is_not_fetched_and_is_acknowledged(
+    world: World, household: tuple[Device, Device, Device]
+) -> None:
+    alice, laptop, desktop = household
+    world.send(alice, laptop, "read on the desktop")  # type: ignore[arg-type]
+    world.tick(desktop)  # type: ignore[arg-type]
+    (counter,) = desktop.state.received_counters()
+    assert counter == (alice.pk, N0)
+    # The laptop (the mailbox device) learns it by sync before it reads the mailbox.
+    assert laptop.mailbox.learn_received(*counter, world.now)
+    assert not laptop.mailbox.learn_received(alice.pk, N0 - 5, world.now)  # never back
+    world.pump(laptop)  # type: ignore[arg-type]
+    assert head_in_dht(world, laptop, alice).ack == N0  # type: ignore[arg-type]
+    secret = pairwise_secret(laptop.identity, alice.pk)
+    chunk0 = pk.chunk_slot(secret, alice.pk, laptop.pk, N0, 0).public_key
+    fetched = world.dht.gets.count((chunk0, b""))  # by the desktop
+    world.tick(laptop)  # type: ignore[arg-type]
+    assert world.dht.gets.count((chunk0, b"")) == fetched and texts(laptop) == []  # type: ignore[arg-type]
+    assert laptop.mailbox.stats["received"] == 0
+    assert laptop.mailbox.stats["received_elsewhere"] == 1
+    # A reader learning a counter moves its own mark, and writes no head for it.
+    puts = len(world.dht.puts)
+    assert desktop.mailbox.learn_received(alice.pk, N0 + 10, world.now)
+    world.pump(desktop)  # type: ignore[arg-type]
+    assert len(world.dht.puts) == puts

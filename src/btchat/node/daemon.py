@@ -30,7 +30,14 @@ from btchat.messaging import conversation as conv
 from btchat.messaging.contacts import ContactChange
 from btchat.messaging.conversation import Conversations
 from btchat.messaging.envelope import Envelope
-from btchat.messaging.own_sync import NOTE_STATES, encode_devices, encode_read, encode_state
+from btchat.messaging.own_sync import (
+    NOTE_STATES,
+    ReceivedNote,
+    encode_devices,
+    encode_read,
+    encode_received,
+    encode_state,
+)
 from btchat.messaging.store import Store
 from btchat.net.dht_proxy import DhtViaContacts
 from btchat.net.dht_service import DhtError, DhtService
@@ -174,6 +181,8 @@ class Daemon:
         self.own_sync.me = self.me
         self.own_sync.on_adopted = self._adopted
         self.own_sync.on_acknowledged = self._acknowledged_there
+        self.own_sync.on_received = self._received_there
+        self.own_sync.received_payloads = self._received_payloads
         self.own_devices.watch(self._own_devices_changed)
         self.contact_sync = ContactSync(
             store,
@@ -354,6 +363,7 @@ class Daemon:
             reader=reader,
             polling=self._mailbox_device_away,
         )
+        delivery.on_received = self._received_here
         if reader:
             self.offline_reader = delivery
             await delivery.start(self._joined)
@@ -364,6 +374,22 @@ class Daemon:
         # A contact revoked a device: the ratchet with it may be that device's (it held
         # the Olm account the contact's bundle named), so the next packet starts anew.
         peering.on_contact_revoked = self.offline.state.drop_sessions
+
+    def _received_here(self, peer: bytes, n: int) -> None:
+        """A packet came in by the DHT mailbox: our other devices fetch none up to ``n``
+        again, and no head of theirs acknowledges less (1.6)."""
+        if self.own_sync is not None and n >= 0:
+            for payload in encode_received([(peer, n)]):
+                self.own_sync.send_to_all(payload)
+
+    def _received_payloads(self) -> list[bytes]:
+        delivery = self.offline or self.offline_reader
+        return encode_received(delivery.state.received_counters()) if delivery else []
+
+    def _received_there(self, note: ReceivedNote) -> None:
+        for delivery in (self.offline, self.offline_reader):
+            if delivery is not None:
+                delivery.learn_received(note.counters)
 
     def _mailbox_device_away(self) -> bool:
         """No session with our mailbox device: a reader reads the mailbox itself."""

@@ -90,6 +90,8 @@ class OfflineDelivery:
             self.mailbox.devices_of = devices_of
         self.reader = reader
         self._polling = polling
+        #: Told (contact, contiguous mark) when a packet came in: our other devices learn.
+        self.on_received: Callable[[bytes, int], None] = lambda peer, n: None
         self.courier = Courier(self.mailbox)
         self._contacts = contacts
         self._is_online = is_online
@@ -167,6 +169,15 @@ class OfflineDelivery:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def learn_received(self, counters: list[tuple[bytes, int]]) -> None:
+        """What another of our devices received (its ``received`` note)."""
+        now = time.time()
+        contacts = set(self._contacts())
+        for peer, n in counters:
+            if peer in contacts:
+                self.mailbox.learn_received(peer, n, now)
+        self.pump()
 
     def poll_now(self) -> None:
         """Read the contacts' heads now (a reader whose mailbox device just went away)."""
@@ -252,6 +263,8 @@ class OfflineDelivery:
             except StorageFault as exc:
                 # Left in the inbox (decrypted, not acknowledged): stored on a later turn.
                 log.warning("offline message not stored yet: %s", exc, exc_info=exc)
+                return
+            self.on_received(event.peer, self.state.peer(event.peer).received)
         elif isinstance(event, Acked | Expired):
             state = apply_outcome(self.store, event)
             ids = [i.hex() for i in event.msg_ids]

@@ -566,6 +566,18 @@ class Mailbox:
                 slot0 = pk.chunk_slot(self._secret(peer), peer, self.me, n, 0)
                 self._get(slot0.public_key, b"", "chunk", (peer, n, 0, slot0))
 
+    def learn_received(self, peer: bytes, received: int, now: float) -> bool:
+        """Another of our devices received every packet of ``peer`` up to ``received``
+        (and stored or synced it): none is fetched here again, and our head, when the
+        mailbox device writes it next, acknowledges at least that. True if it moved."""
+        self._clock(now)
+        moved = self.state.skip_below(peer, received + 1, int(now * 1000))
+        if moved:
+            self.stats["received_elsewhere"] += 1
+            if not self.reader:
+                self._ack_dirty.add(peer)
+        return moved
+
     def _poll_done(self, peer: bytes) -> None:
         self._polling.discard(peer)
         self._head_looked[peer] = self._poll_started.pop(peer, -1)

@@ -203,6 +203,15 @@ class MailboxState:
                 (ack, peer),
             )
 
+    def received_counters(self) -> list[tuple[bytes, int]]:
+        """(contact, contiguous mark) for each contact we received a packet of."""
+        return [
+            (bytes(r[0]), int(r[1]))
+            for r in self.store.query(
+                "SELECT peer, received FROM mailbox_peers WHERE received >= 0 ORDER BY peer"
+            )
+        ]
+
     def skip_below(self, peer: bytes, lo: int, now_ms: int) -> bool:
         """The sender's head says nothing below ``lo`` is pending any more (delivered or
         expired): count it as received so the contiguous mark can move on. True when it
