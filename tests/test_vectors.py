@@ -194,6 +194,8 @@ def test_own_devices() -> None:
     assert envelope.id == batch.rows[1].id and envelope.signed_by(batch.rows[1].sender)
     state = own_sync.decode_sync(b(data["state"]["payload"]), 0)
     assert state == own_sync.StateNote(batch.rows[1].peer, "delivered", [batch.rows[1].id])
+    received = own_sync.decode_sync(b(data["received"]["payload"]), 0)
+    assert received == own_sync.ReceivedNote([(batch.rows[1].peer, data["received"]["n"])])
     note = own_sync.decode_sync(b(data["devices"]["payload"]), 0)
     assert isinstance(note, own_sync.DevicesNote)
     assert DeviceCertificate.decode(note.certs[0]).verify()

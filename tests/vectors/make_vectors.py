@@ -289,6 +289,8 @@ def family_own_devices() -> dict[str, Any]:
             "synced": "its acknowledgement: bencode({t: synced, u: seq})",
             "state": "bencode({i: [message id, ...], p: contact key, s: delivered or read, "
             "t: state}) (1.5): the contact acknowledged our messages",
+            "received": "bencode({c: [[contact key, n]...], t: received}) (1.6): every "
+            "offline packet of that contact up to counter n reached the sender",
             "devices": "bencode({c: [certificate, ...], r: [revoked id, ...], t: devices})",
             "contacts": "bencode({c: [[key, petname, flags, changed_ms, device]...], "
             "t: contacts}); flags 1 blocked, 2 verified, 4 removed",
@@ -322,6 +324,10 @@ def family_own_devices() -> dict[str, Any]:
             "state": {
                 "state": "delivered",
                 "payload": hx(own_sync.encode_state(BOB.public_key, "delivered", [mine.id])[0]),
+            },
+            "received": {
+                "n": int(NOW * 1000),
+                "payload": hx(own_sync.encode_received([(BOB.public_key, int(NOW * 1000))])[0]),
             },
             "devices": {
                 "payload": hx(
