@@ -49,13 +49,19 @@ def the_message(p: Person) -> list[dict[str, Any]]:
     return [m for m in p.history("bob") if m["text"] == TEXT]
 
 
+def all_up(us_and_bob: tuple[Person, Person, Person]) -> tuple[Person, Person, Person]:
+    """Our two devices and Bob up, Bob a contact of ours."""
+    laptop, _, bob = us_and_bob
+    for p in us_and_bob:
+        p.up()
+    befriend(laptop, bob)
+    return us_and_bob
+
+
 def test_a_message_from_a_second_device_reaches_an_offline_friend_once(
     us_and_bob: tuple[Person, Person, Person],
 ) -> None:
-    laptop, desktop, bob = us_and_bob
-    for p in (laptop, desktop, bob):
-        p.up()
-    befriend(laptop, bob)
+    laptop, desktop, bob = all_up(us_and_bob)
     wait_for(
         lambda: [c["name"] for c in desktop.cli("contacts")["contacts"]] == ["bob"],
         120,
@@ -107,10 +113,7 @@ FROM_BOB = "left in the mailbox while both of your devices were off"
 def test_a_device_reads_the_mailbox_while_the_mailbox_device_is_off(
     us_and_bob: tuple[Person, Person, Person],
 ) -> None:
-    laptop, desktop, bob = us_and_bob
-    for p in (laptop, desktop, bob):
-        p.up()
-    befriend(laptop, bob)
+    laptop, desktop, bob = all_up(us_and_bob)
     wait_for(
         lambda: len((bob.cli("contacts")["contacts"] or [{}])[0].get("path", [])) == 2,
         120,
