@@ -243,6 +243,15 @@ def seeds() -> dict[str, list[bytes]]:
     packet = OfflinePacket.create(
         alice, bob.public_key, 3, int(NOW * 1000), b"K" * 32, 0, b"B" * 40
     )
+    packet_v2 = OfflinePacket.create_v2(
+        alice,
+        bob.public_key,
+        4,
+        int(NOW * 1000),
+        b"K" * 32,
+        [(b"D" * 16, 0, b"W" * 200), (b"E" * 16, 1, b"V" * 90)],
+        b"C" * 40,
+    )
     chat = ChatFile.create("friends", trackers=["udp://127.0.0.1:6969/announce"], now=NOW)
     owned = ChatFile.create("team", invite_only=True, owner=alice, now=NOW)
     channel = ChannelKeys.derive(chat.secret).channel_id
@@ -278,7 +287,7 @@ def seeds() -> dict[str, list[bytes]]:
         "shared_socket": [*krpc, *_quic()],
         "envelope": envelopes,
         "transfer_wire": _transfer_messages(),
-        "offline_packet": [packet.encode()],
+        "offline_packet": [packet.encode(), packet_v2.encode()],
         "device_cert": [cert.encode()],
         "chatfile": [chat.to_bytes(), owned.to_bytes()],
         "member_list": [members.to_bytes()],

@@ -6,6 +6,11 @@ to the laptop (the mailbox device, its certificate is the oldest), which leaves 
 the DHT mailbox. Both our devices then go down, so Bob, coming back, can only find it
 there: he gets it exactly once. When our devices return, the delivered receipt (one
 device's) shows on both.
+
+And the other way (1.6): Bob writes to us while both our devices are down; the packet's
+key is wrapped for each of them, so the desktop, back alone with the laptop (the
+mailbox device) still off, reads it from the DHT mailbox itself. The laptop, back
+later, reads its own wrap and has the message by sync too: each shows it once.
 """
 
 from __future__ import annotations
@@ -44,13 +49,19 @@ def the_message(p: Person) -> list[dict[str, Any]]:
     return [m for m in p.history("bob") if m["text"] == TEXT]
 
 
+def all_up(us_and_bob: tuple[Person, Person, Person]) -> tuple[Person, Person, Person]:
+    """Our two devices and Bob up, Bob a contact of ours."""
+    laptop, _, bob = us_and_bob
+    for p in us_and_bob:
+        p.up()
+    befriend(laptop, bob)
+    return us_and_bob
+
+
 def test_a_message_from_a_second_device_reaches_an_offline_friend_once(
     us_and_bob: tuple[Person, Person, Person],
 ) -> None:
-    laptop, desktop, bob = us_and_bob
-    for p in (laptop, desktop, bob):
-        p.up()
-    befriend(laptop, bob)
+    laptop, desktop, bob = all_up(us_and_bob)
     wait_for(
         lambda: [c["name"] for c in desktop.cli("contacts")["contacts"]] == ["bob"],
         120,
@@ -94,3 +105,43 @@ def test_a_message_from_a_second_device_reaches_an_offline_friend_once(
         120,
         "no packet left pending",
     )  # fmt: skip
+
+
+FROM_BOB = "left in the mailbox while both of your devices were off"
+
+
+def test_a_device_reads_the_mailbox_while_the_mailbox_device_is_off(
+    us_and_bob: tuple[Person, Person, Person],
+) -> None:
+    laptop, desktop, bob = all_up(us_and_bob)
+    wait_for(
+        lambda: len((bob.cli("contacts")["contacts"] or [{}])[0].get("path", [])) == 2,
+        120,
+        "bob to hold sessions with both our devices (he knows both)",
+    )
+    assert desktop.cli("status")["mailbox_reader"] is not None  # publishes its own bundle
+    laptop.down()
+    desktop.down()
+    wait_for(lambda: not bob.cli("contacts")["contacts"][0]["online"], 120, "us gone for bob")
+    bob.cli("send", "laptop", FROM_BOB)
+    # One v2 packet, its key wrapped for the laptop and the desktop (two chunks, a head).
+    wait_for(lambda: in_the_dht(bob, 1, puts=3), 120, "bob to leave it in the DHT mailbox")
+    assert bob.cli("status")["mailbox"]["stats"]["deposited_v2"] == 1
+    bob.down()
+    desktop.up()  # alone: the mailbox device stays off
+    wait_for(lambda: FROM_BOB in desktop.texts("bob"), 120, "the desktop to read it itself")
+    assert desktop.cli("status")["mailbox_reader"]["stats"]["received"] == 1
+    assert desktop.texts("bob").count(FROM_BOB) == 1
+    laptop.up()
+
+    def read_or_told(stats: dict[str, int]) -> int:
+        return stats.get("received", 0) + stats.get("received_elsewhere", 0)
+
+    wait_for(
+        lambda: read_or_told((laptop.cli("status")["mailbox"] or {"stats": {}})["stats"]) == 1,
+        120,
+        "the laptop to read its own wrap, or learn from the desktop that it has it",
+    )
+    wait_for(lambda: FROM_BOB in laptop.texts("bob"), 120, "the laptop to show it")
+    for p in (laptop, desktop):
+        assert p.texts("bob").count(FROM_BOB) == 1, p.name  # the mailbox and sync: once

@@ -24,6 +24,7 @@ from btchat.messaging.own_sync import (
     encode_contacts,
     encode_devices,
     encode_read,
+    encode_received,
     encode_state,
 )
 from btchat.messaging.store import Store
@@ -407,6 +408,34 @@ def test_receipts_reach_every_device_forward_only(tmp_path: Path) -> None:
     assert phone.sync.stats["malformed"] == len(bad)
     with pytest.raises(ValueError):
         encode_state(friend, "sent", ids)
+
+
+def test_received_counters_go_to_every_device_and_to_one_coming_up(tmp_path: Path) -> None:
+    laptop, desktop, _ = three(tmp_path)
+    friend, other = Identity.generate().public_key, Identity.generate().public_key
+    learned: list[list[tuple[bytes, int]]] = []
+    laptop.sync.on_received = lambda note: learned.append(note.counters)
+    desktop.sync.received_payloads = lambda: encode_received([(friend, 7), (other, 2**53 - 1)])
+    connect(laptop, desktop)
+    pump(laptop, desktop)
+    assert learned == [[(friend, 7), (other, 2**53 - 1)]]
+    counters = [(bytes([i]) * 32, i) for i in range(250)]
+    assert len(encode_received(counters)) == 2  # in pieces of 200
+    good = {b"t": b"received", b"c": [[friend, 8]]}
+    bad = [
+        {**good, b"c": [[friend, -1]]},
+        {**good, b"c": [[friend, 2**53]]},
+        {**good, b"c": [[friend[:31], 1]]},
+        {**good, b"c": [[friend, b"1"]]},
+        {**good, b"c": [[friend, 1, 2]]},
+        {**good, b"c": [[friend, 1]] * 201},
+        {b"t": b"received"},
+    ]
+    for value in bad:
+        laptop.sync.receive(desktop.id, encode(value))
+    assert laptop.sync.stats["malformed"] == len(bad) and len(learned) == 1
+    laptop.sync.receive(desktop.id, encode(good))
+    assert learned[-1] == [(friend, 8)]
 
 
 def test_a_revoked_device_gets_nothing_more_however_we_learned_it(tmp_path: Path) -> None:

@@ -42,7 +42,7 @@ from btchat.messaging import own_sync
 from btchat.node import requests
 from btchat.node.peering import decode_device_list
 from btchat.offline import packet
-from btchat.offline.ratchet import Bundle, decode_prekey_body, pickle_key
+from btchat.offline.ratchet import Bundle, decode_prekey_body, device_prekey_salt, pickle_key
 
 VECTOR_DIR = Path(__file__).resolve().parents[1] / "docs" / "vectors"
 _spec = importlib.util.spec_from_file_location(
@@ -194,6 +194,8 @@ def test_own_devices() -> None:
     assert envelope.id == batch.rows[1].id and envelope.signed_by(batch.rows[1].sender)
     state = own_sync.decode_sync(b(data["state"]["payload"]), 0)
     assert state == own_sync.StateNote(batch.rows[1].peer, "delivered", [batch.rows[1].id])
+    received = own_sync.decode_sync(b(data["received"]["payload"]), 0)
+    assert received == own_sync.ReceivedNote([(batch.rows[1].peer, data["received"]["n"])])
     note = own_sync.decode_sync(b(data["devices"]["payload"]), 0)
     assert isinstance(note, own_sync.DevicesNote)
     assert DeviceCertificate.decode(note.certs[0]).verify()
@@ -480,6 +482,53 @@ def test_mailbox_slots_and_sealed_items() -> None:
 
 def _ed25519(seed: bytes) -> Ed25519PrivateKey:
     return Ed25519PrivateKey.from_private_bytes(seed)
+
+
+def test_offline_packet_v2_every_device_opens_its_wrap() -> None:
+    data = load("offline_v2")
+    v, olm = data["vectors"]["packet"], data["vectors"]["olm"]
+    bob = identity(data["people"], "bob")
+    assert pickle_key(bob).hex() == olm["bob_pickle_key"]
+    wire = b(v["wire"])
+    pkt = packet.OfflinePacket.parse(wire)
+    pkt.verify(b(v["sender"]), b(v["recipient"]))
+    assert pkt.encode() == wire and pkt.version == 2 and pkt.n == v["n"]
+    assert pkt.signed_bytes().hex() == v["signed_bytes"]
+    fields = decode(wire)
+    del fields[b"s"]
+    context = b(load("offline")["constants"]["packet_context"])  # the same as v1's
+    assert context + encode(fields) == b(v["signed_bytes"])
+    # The ciphertext is the envelope under the packet key (fixed nonce, no AD).
+    key = b(olm["packet_key"])
+    assert packet.seal_envelope(b(v["plaintext"]), key)[1].hex() == v["ciphertext"]
+    assert pkt.olm_body.hex() == v["ciphertext"]
+    for d, bundle in zip(olm["devices"], data["vectors"]["bundles"], strict=True):
+        assert bundle["salt"] == (b"btchat/prekeys/" + b(d["device_id"])).hex()
+        assert device_prekey_salt(b(d["device_id"])).hex() == bundle["salt"]
+        parsed = Bundle.decode(decode(b(bundle["value"])))
+        assert (parsed.olm_key.hex(), parsed.fallback) == (d["olm_key"], b(d["fallback_key"]))
+        wrap = pkt.wrap_for(b(d["device_id"]))
+        assert wrap is not None and (wrap[1], wrap[2].hex()) == (d["wrap_type"], d["wrap"])
+        account = vodozemac.Account.from_pickle(d["account_pickle"], b(olm["bob_pickle_key"]))
+        message = vodozemac.AnyOlmMessage.from_parts(wrap[1], wrap[2]).to_pre_key()
+        _, unwrapped = account.create_inbound_session(
+            vodozemac.Curve25519PublicKey.from_bytes(pkt.olm_key), message
+        )
+        assert bytes(unwrapped) == key
+        assert packet.open_envelope(bytes(unwrapped), pkt.olm_body).hex() == v["plaintext"]
+    # Altered anywhere, the packet does not verify; a wrong key does not open it.
+    for index in (wire.index(pkt.olm_body) + 5, wire.index(pkt.wraps[1][2]) + 9):
+        with pytest.raises(packet.PacketError):
+            packet.OfflinePacket.parse(flipped(wire, index)).verify(
+                b(v["sender"]), b(v["recipient"])
+            )
+    with pytest.raises(packet.PacketError):
+        packet.open_envelope(flipped(key, 0), pkt.olm_body)
+    # More wraps than a device list has devices: refused.
+    fields[b"w"] = fields[b"w"] * 3
+    fields[b"s"] = bytes(64)
+    with pytest.raises(packet.PacketError):
+        packet.OfflinePacket.parse(encode(fields))
 
 
 # --------------------------------------------------------------------- 8. channels

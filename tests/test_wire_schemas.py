@@ -57,6 +57,20 @@ def test_packet_chunks_head_and_sealed_items(tmp_path: Path) -> None:
     check("sealed_item", decode(pk.seal_item(slot, head)))
 
 
+def test_packet_v2() -> None:
+    _, ciphertext = pk.seal_envelope(b"an envelope")
+    wraps = [(bytes([i]) * 16, i % 2, b"w" * 200) for i in range(pk.MAX_WRAPS)]
+    packet = pk.OfflinePacket.create_v2(
+        ALICE, BOB.public_key, 7, 10**12, b"k" * 32, wraps, ciphertext
+    )
+    wire = decode(packet.encode())
+    check("packet_v2", wire)
+    assert refuses("packet", wire)  # a v1 reader's schema does not take it
+    assert refuses("packet_v2", {**wire, b"w": wire[b"w"] + [[b"d" * 16, 0, b"w"]]})
+    assert refuses("packet_v2", {**wire, b"w": [[b"d" * 15, 0, b"w"]]})
+    assert refuses("packet_v2", {**wire, b"m": 0})
+
+
 def test_prekey_bundle(tmp_path: Path) -> None:
     with Store.open(tmp_path / "a.db", None) as store:
         bundle = Ratchet(ALICE, MailboxState(store)).bundle(0)

@@ -56,7 +56,7 @@ from btchat.messaging.messages import MessageRow
 from btchat.node import requests
 from btchat.node.peering import DEVICES_SALT, encode_device_list
 from btchat.offline import packet
-from btchat.offline.ratchet import PREKEY_SALT, Bundle, pickle_key
+from btchat.offline.ratchet import PREKEY_SALT, Bundle, device_prekey_salt, pickle_key
 from btchat.session import core as session_core
 from btchat.session.noise_ik import PROTOCOL_NAME as SESSION_PROTOCOL
 from btchat.stream.core import SecureStream
@@ -289,6 +289,8 @@ def family_own_devices() -> dict[str, Any]:
             "synced": "its acknowledgement: bencode({t: synced, u: seq})",
             "state": "bencode({i: [message id, ...], p: contact key, s: delivered or read, "
             "t: state}) (1.5): the contact acknowledged our messages",
+            "received": "bencode({c: [[contact key, n]...], t: received}) (1.6): every "
+            "offline packet of that contact up to counter n reached the sender",
             "devices": "bencode({c: [certificate, ...], r: [revoked id, ...], t: devices})",
             "contacts": "bencode({c: [[key, petname, flags, changed_ms, device]...], "
             "t: contacts}); flags 1 blocked, 2 verified, 4 removed",
@@ -322,6 +324,10 @@ def family_own_devices() -> dict[str, Any]:
             "state": {
                 "state": "delivered",
                 "payload": hx(own_sync.encode_state(BOB.public_key, "delivered", [mine.id])[0]),
+            },
+            "received": {
+                "n": int(NOW * 1000),
+                "payload": hx(own_sync.encode_received([(BOB.public_key, int(NOW * 1000))])[0]),
             },
             "devices": {
                 "payload": hx(
@@ -784,6 +790,114 @@ def _inner_olm(message: bytes) -> dict[str, Any]:
         pos = start + length
     out["mac"] = hx(mac)
     return out
+
+
+#: Bob's two devices in the packet v2 vectors, and the packet key (fixed here; random
+#: for every packet in use).
+V2_DEVICES = (bytes([0xB1]) * 16, bytes([0xB2]) * 16)
+V2_PACKET_KEY = bytes(range(0x40, 0x60))
+
+
+def _olm_v2_fixture() -> dict[str, Any]:
+    """Bob's two device accounts, alice's account and her wraps of the packet key: Olm
+    draws its keys inside the library, so they are made once, then kept."""
+    old = _existing("offline_v2")
+    kept = old["vectors"].get("olm") if old else None
+    if kept and kept["packet_key"] == hx(V2_PACKET_KEY):
+        return dict(kept)
+    key = pickle_key(BOB)
+    alice = vodozemac.Account()
+    devices = []
+    for device_id in V2_DEVICES:
+        account = vodozemac.Account()
+        account.generate_fallback_key()
+        fallback = next(iter(account.fallback_key.values()))
+        account.mark_keys_as_published()
+        session = alice.create_outbound_session(account.curve25519_key, fallback)
+        message_type, body = session.encrypt(V2_PACKET_KEY).to_parts()
+        devices.append(
+            {
+                "device_id": hx(device_id),
+                "account_pickle": account.pickle(key),
+                "olm_key": hx(bytes(account.curve25519_key.to_bytes())),
+                "fallback_key": hx(bytes(fallback.to_bytes())),
+                "wrap_type": int(message_type),
+                "wrap": hx(bytes(body)),
+            }
+        )
+    return {
+        "bob_pickle_key": hx(key),
+        "alice_olm_key": hx(bytes(alice.curve25519_key.to_bytes())),
+        "packet_key": hx(V2_PACKET_KEY),
+        "devices": devices,
+    }
+
+
+def family_offline_v2() -> dict[str, Any]:
+    plaintext = bytes.fromhex(family_envelopes()["vectors"][-1]["envelope"])
+    olm = _olm_v2_fixture()
+    _, ciphertext = packet.seal_envelope(plaintext, V2_PACKET_KEY)
+    expires = int(NOW * 1000) + 2 * 86400 * 1000
+    wraps = [
+        (bytes.fromhex(d["device_id"]), d["wrap_type"], bytes.fromhex(d["wrap"]))
+        for d in olm["devices"]
+    ]
+    pkt = packet.OfflinePacket.create_v2(
+        ALICE,
+        BOB.public_key,
+        int(NOW * 1000),
+        expires,
+        bytes.fromhex(olm["alice_olm_key"]),
+        wraps,
+        ciphertext,
+    )
+    bundles = [
+        {
+            "device_id": d["device_id"],
+            "salt": hx(device_prekey_salt(bytes.fromhex(d["device_id"]))),
+            "value": hx(
+                Bundle(bytes.fromhex(d["olm_key"]), bytes.fromhex(d["fallback_key"]), ()).encode()
+            ),
+        }
+        for d in olm["devices"]
+    ]
+    return _file(
+        "Offline packet v2 (protocol 1.6): one ciphertext of the envelope, its key wrapped "
+        "in an Olm message for each of the recipient's devices, and the per-device prekey "
+        "bundles the wraps were made from.",
+        {
+            "olm": "bob's two device accounts (vodozemac pickles under bob_pickle_key, the "
+            "identity's pickle key as in offline.json) and alice's Olm wrap of packet_key "
+            "to each (BINARY; wrap_type 0 = pre-key). Decrypt-only: vodozemac draws its "
+            "keys internally",
+            "bundles": "each device's own bundle: BEP 44 v under bob's identity key, salt "
+            "'btchat/prekeys/' || device id (31 bytes), value bencode({f, k, o: []})",
+            "packet.plaintext": "alice's long text envelope (envelopes.json)",
+            "packet.ciphertext": "XChaCha20-Poly1305-IETF(packet_key, nonce = 24 zero "
+            "bytes, no AD, plaintext): the packet's b (a key seals one envelope only)",
+            "packet.signed_bytes": "'btchat offline packet v1' 0x00 || bencode(every key "
+            "except s); v = 2 is among them",
+            "packet.wire": "bencode({b, f, k, n, s, t, v: 2, w: [[device id, Olm type, "
+            "Olm message], ...], x})",
+        },
+        {
+            "olm": olm,
+            "bundles": bundles,
+            "packet": {
+                "sender": hx(ALICE.public_key),
+                "recipient": hx(BOB.public_key),
+                "n": pkt.n,
+                "expires_ms": expires,
+                "plaintext": hx(plaintext),
+                "ciphertext": hx(ciphertext),
+                "signed_bytes": hx(pkt.signed_bytes()),
+                "s": hx(pkt.signature),
+                "wire": hx(pkt.encode()),
+            },
+        },
+        people=_people(),
+        constants={"max_wraps": packet.MAX_WRAPS, "max_wrap_body": packet.MAX_WRAP_BODY},
+    )
 
 
 def family_offline() -> dict[str, Any]:
@@ -2071,6 +2185,7 @@ FAMILIES = {
     "safety": family_safety,
     "requests": family_requests,
     "offline": family_offline,
+    "offline_v2": family_offline_v2,
     "channels": family_channels,
     "sessions": family_sessions,
     "lan": family_lan,

@@ -434,6 +434,11 @@ class Status(Shape):
         description="Offline delivery: packets waiting in the DHT for contacts (pending),"
         " packets held for friends (held_for_others), counters (stats).",
     )
+    mailbox_reader: dict[str, Any] | None = Field(
+        None,
+        description="On a device that is not the mailbox device: reading the DHT mailbox"
+        " while the mailbox device is away (counters in stats; received: packets read).",
+    )
     sync: dict[str, Any] | None = Field(
         None,
         description="Reconnect reconciliation counters: ids offered, messages resent,"

@@ -36,7 +36,10 @@ mailbox for a contact that is away; and ``{t: "state", p: contact, s: state, i: 
 ``read``), so every device shows it and stops offering them. Also since 1.5, ``{t:
 "names", n: [[device, name, changed_ms, by], ...]}``: the names we gave our devices
 ("laptop"), each a last-writer-wins register, so the device to revoke can be told
-apart on every device. Pure: rows in, bytes out, and back.
+apart on every device. Since 1.6, ``{t: "received", c: [[contact, n], ...]}``: every
+offline packet of that contact up to counter ``n`` reached the sender (through the DHT
+mailbox, which each device reads since 1.6), so the receiver fetches none of them
+again and its mailbox head never acknowledges less. Pure: rows in, bytes out, and back.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ __all__ = [
     "NamesNote",
     "ProfileChange",
     "ReadNote",
+    "ReceivedNote",
     "StateNote",
     "SyncError",
     "decode_sync",
@@ -71,6 +75,7 @@ __all__ = [
     "encode_names",
     "encode_profile",
     "encode_read",
+    "encode_received",
     "encode_state",
     "encode_synced",
 ]
@@ -435,6 +440,46 @@ def _state_note(value: dict[bytes, object]) -> StateNote:
     return StateNote(peer, state.decode(), ids)
 
 
+@dataclass(frozen=True)
+class ReceivedNote:
+    """(contact, n): every offline packet of that contact up to ``n`` reached the sender."""
+
+    counters: list[tuple[bytes, int]]
+
+
+#: Contacts per ``received`` payload.
+RECEIVED_PEERS = 200
+_MAX_COUNTER = 2**53 - 1
+
+
+def encode_received(counters: list[tuple[bytes, int]]) -> list[bytes]:
+    """``received`` payloads for ``counters``, in pieces of 200."""
+    items = [[peer, n] for peer, n in counters]
+    return [
+        encode({b"t": b"received", b"c": items[i : i + RECEIVED_PEERS]})
+        for i in range(0, len(items), RECEIVED_PEERS)
+    ]
+
+
+def _received_note(value: dict[bytes, object]) -> ReceivedNote:
+    items = value.get(b"c")
+    if not isinstance(items, list) or len(items) > RECEIVED_PEERS:
+        raise SyncError("a received note is a list of at most 200 counters")
+    out = []
+    for item in items:
+        if not (
+            isinstance(item, list)
+            and len(item) == 2
+            and isinstance(item[0], bytes)
+            and len(item[0]) == 32
+            and type(item[1]) is int
+            and 0 <= item[1] <= _MAX_COUNTER
+        ):
+            raise SyncError("a received counter is [32-byte key, counter]")
+        out.append((item[0], item[1]))
+    return ReceivedNote(out)
+
+
 def encode_devices(certs: list[bytes], revoked: frozenset[bytes]) -> bytes:
     return encode({b"t": b"devices", b"c": certs, b"r": sorted(revoked)})
 
@@ -529,12 +574,14 @@ Payload = (
     | ChannelsNote
     | StateNote
     | NamesNote
+    | ReceivedNote
 )
 
 
 def decode_sync(payload: bytes, now_ms: int) -> Payload:
     """A ``sync`` batch, the ``seq`` a ``synced`` acknowledges, or a note (``devices``,
-    ``contacts``, ``read``, ``profile``, ``channels``, ``state``, ``names``); SyncError
+    ``contacts``, ``read``, ``profile``, ``channels``, ``state``, ``names``,
+    ``received``); SyncError
     else."""
     try:
         value = decode(payload)
@@ -542,6 +589,8 @@ def decode_sync(payload: bytes, now_ms: int) -> Payload:
         raise SyncError(f"not bencode: {exc}") from None
     if isinstance(value, dict) and value.get(b"t") == b"state":
         return _state_note(value)
+    if isinstance(value, dict) and value.get(b"t") == b"received":
+        return _received_note(value)
     if isinstance(value, dict) and value.get(b"t") == b"profile":
         return _profile_change(value)
     if isinstance(value, dict) and value.get(b"t") == b"names":

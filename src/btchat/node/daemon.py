@@ -30,7 +30,14 @@ from btchat.messaging import conversation as conv
 from btchat.messaging.contacts import ContactChange
 from btchat.messaging.conversation import Conversations
 from btchat.messaging.envelope import Envelope
-from btchat.messaging.own_sync import NOTE_STATES, encode_devices, encode_read, encode_state
+from btchat.messaging.own_sync import (
+    NOTE_STATES,
+    ReceivedNote,
+    encode_devices,
+    encode_read,
+    encode_received,
+    encode_state,
+)
 from btchat.messaging.store import Store
 from btchat.net.dht_proxy import DhtViaContacts
 from btchat.net.dht_service import DhtError, DhtService
@@ -145,6 +152,8 @@ class Daemon:
         self.dialer: Dialer = ProxyDialer(config.proxy) if config.proxy is not None else TcpDialer()
         self.peering: Peering | None = None
         self.offline: OfflineDelivery | None = None
+        #: On a device that is not our mailbox device: reads v2 packets wrapped for it.
+        self.offline_reader: OfflineDelivery | None = None
         self.channels: ChannelManager | None = None
         self.portmap: UpnpPortMapper | None = None
         self.started = time.monotonic()
@@ -172,6 +181,8 @@ class Daemon:
         self.own_sync.me = self.me
         self.own_sync.on_adopted = self._adopted
         self.own_sync.on_acknowledged = self._acknowledged_there
+        self.own_sync.on_received = self._received_there
+        self.own_sync.received_payloads = self._received_payloads
         self.own_devices.watch(self._own_devices_changed)
         self.contact_sync = ContactSync(
             store,
@@ -314,9 +325,11 @@ class Daemon:
         if mailbox_device != self.keys.device.device_id:
             log.info(
                 "offline delivery runs on your device %s: this one reaches contacts over "
-                "sessions, and gets what came by the DHT mailbox from it",
+                "sessions, gets what came by the DHT mailbox from it, and reads the "
+                "mailbox itself while it is away",
                 mailbox_device.hex()[:8],
             )
+            await self._start_offline(dht, peering, reader=True)
         else:
             await self._start_offline(dht, peering)
         if isinstance(dht, DhtService):
@@ -329,8 +342,13 @@ class Daemon:
         )
         self._spawn(self.profiles.publish_loop(dht, self._joined))
 
-    async def _start_offline(self, dht: DhtService | DhtViaContacts, peering: Peering) -> None:
-        self.offline = OfflineDelivery(
+    async def _start_offline(
+        self, dht: DhtService | DhtViaContacts, peering: Peering, *, reader: bool = False
+    ) -> None:
+        if not reader and self.offline_reader is not None:  # taking over from a reader
+            await self.offline_reader.stop()
+            self.offline_reader = None
+        delivery = OfflineDelivery(
             self.keys.identity,
             self.store,
             dht,
@@ -340,12 +358,43 @@ class Daemon:
             emit=self._emit,
             on_message=self.chat.emit_message,
             config=self.config.mailbox,
+            device_id=self.keys.device.device_id,
+            devices_of=lambda pk: [c.device_id for c in peering.certs_of(pk)],
+            reader=reader,
+            polling=self._mailbox_device_away,
         )
+        delivery.on_received = self._received_here
+        if reader:
+            self.offline_reader = delivery
+            await delivery.start(self._joined)
+            return
+        self.offline = delivery
         self.chat.offline = self.contact_manager.offline = self.offline
         await self.offline.start(self._joined)
         # A contact revoked a device: the ratchet with it may be that device's (it held
         # the Olm account the contact's bundle named), so the next packet starts anew.
         peering.on_contact_revoked = self.offline.state.drop_sessions
+
+    def _received_here(self, peer: bytes, n: int) -> None:
+        """A packet came in by the DHT mailbox: our other devices fetch none up to ``n``
+        again, and no head of theirs acknowledges less (1.6)."""
+        if self.own_sync is not None and n >= 0:
+            for payload in encode_received([(peer, n)]):
+                self.own_sync.send_to_all(payload)
+
+    def _received_payloads(self) -> list[bytes]:
+        delivery = self.offline or self.offline_reader
+        return encode_received(delivery.state.received_counters()) if delivery else []
+
+    def _received_there(self, note: ReceivedNote) -> None:
+        for delivery in (self.offline, self.offline_reader):
+            if delivery is not None:
+                delivery.learn_received(note.counters)
+
+    def _mailbox_device_away(self) -> bool:
+        """No session with our mailbox device: a reader reads the mailbox itself."""
+        mailbox = self.own_devices.mailbox_device()
+        return self.own_sync is None or not self.own_sync.is_up(mailbox)
 
     async def _start_onion(self, control: tuple[str, int], port: int) -> None:
         """Make our session listener reachable as ``xxx.onion``; a Tor that is not there
@@ -388,8 +437,9 @@ class Daemon:
             await self.portmap.close()  # a clean exit leaves no mapping on the gateway
         if self.onion is not None:
             await self.onion.close()
-        if self.offline is not None:
-            await self.offline.stop()
+        for delivery in (self.offline, self.offline_reader):
+            if delivery is not None:
+                await delivery.stop()
         if self.channels is not None:
             await self.channels.stop()
         if self.peering is not None:
@@ -500,6 +550,8 @@ class Daemon:
             self.own_sync.device_up(device)
         else:
             self.own_sync.device_down(device)
+            if self.offline_reader is not None and device == self.own_devices.mailbox_device():
+                self.offline_reader.poll_now()  # what it would have brought, read here
 
     def _own_devices_changed(self) -> None:
         """Our device list changed (linked, revoked, here or on another device): tell
@@ -666,6 +718,7 @@ class Daemon:
             "contacts_online": len(self.peering.online_contacts()) if self.peering else 0,
             "uptime": time.monotonic() - self.started,
             "mailbox": self.offline.summary() if self.offline else None,
+            "mailbox_reader": self.offline_reader.summary() if self.offline_reader else None,
             "sync": dict(self.conversations.stats),
             "requests": dict(self.requests.stats),
             "proxy": self.dialer.status() if isinstance(self.dialer, ProxyDialer) else None,

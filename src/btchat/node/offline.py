@@ -6,6 +6,11 @@ into stored messages and API events through callbacks of the daemon. Session-bor
 parts of offline delivery (prekeys handed to a contact, friend backup) are envelopes
 whose bodies :class:`~btchat.offline.courier.Courier` builds and reads; the daemon
 only routes them.
+
+On our devices other than the mailbox device the same class runs as a *reader*
+(``reader=True``): it publishes this device's prekey bundle and, while it has no session
+with our mailbox device (``polling``), reads the contacts' heads and the v2 packets
+wrapped for it; it deposits nothing, hands no backups and no prekeys over sessions.
 """
 
 from __future__ import annotations
@@ -68,13 +73,25 @@ class OfflineDelivery:
         emit: Callable[[dict[str, Any]], None],
         on_message: Callable[[Envelope], None],
         config: MailboxConfig | None = None,
+        device_id: bytes | None = None,
+        devices_of: Callable[[bytes], list[bytes]] | None = None,
+        reader: bool = False,
+        polling: Callable[[], bool] = lambda: True,
     ) -> None:
         self.identity = identity
         self.store = store
         self.dht = dht
         self.state = MailboxState(store)
         self.ratchet = Ratchet(identity, self.state)
-        self.mailbox = Mailbox(identity, self.state, self.ratchet, config)
+        self.mailbox = Mailbox(
+            identity, self.state, self.ratchet, config, device_id=device_id, reader=reader
+        )
+        if devices_of is not None:
+            self.mailbox.devices_of = devices_of
+        self.reader = reader
+        self._polling = polling
+        #: Told (contact, contiguous mark) when a packet came in: our other devices learn.
+        self.on_received: Callable[[bytes, int], None] = lambda peer, n: None
         self.courier = Courier(self.mailbox)
         self._contacts = contacts
         self._is_online = is_online
@@ -98,17 +115,24 @@ class OfflineDelivery:
     def _offline_contacts(self) -> list[bytes]:
         return [pk for pk in self._contacts() if not self._is_online(pk)]
 
+    def _watched(self) -> list[bytes]:
+        """The contacts whose heads we read and keep alive: a reader none while our
+        mailbox device is reachable (it brings what it reads by sync)."""
+        return self._offline_contacts() if self._polling() else []
+
     async def _loop(self, joined: asyncio.Event) -> None:
         while True:
             await joined.wait()
             now = time.time()
             try:
                 self._deliver_inbox()  # what a storage fault left in the inbox last time
-                self.requeue_outbox(now)
-                self.mailbox.set_contacts(self._offline_contacts())
+                if not self.reader:
+                    self.requeue_outbox(now)
+                self.mailbox.set_contacts(self._watched())
                 self.mailbox.handle_timer(now)
                 self.pump()
-                self.hand_backups()  # also deposits that waited for the contact's prekeys
+                if not self.reader:
+                    self.hand_backups()  # also deposits that waited for the contact's prekeys
                 deadline = self.mailbox.get_timer()
             except StorageFault as exc:
                 # A full disk must not end offline delivery for good: try again later
@@ -126,13 +150,13 @@ class OfflineDelivery:
     async def _bundle_loop(self, joined: asyncio.Event) -> None:
         while True:
             await joined.wait()
-            item = self.mailbox.bundle_item(time.time())
-            try:
-                await self.dht.put_mutable(item)
-                wait = BUNDLE_REPUBLISH
-            except DhtError as exc:
-                log.info("prekey bundle not published yet: %s", exc)
-                wait = 30.0
+            wait = BUNDLE_REPUBLISH
+            for item in self.mailbox.bundle_items(time.time()):
+                try:
+                    await self.dht.put_mutable(item)
+                except DhtError as exc:
+                    log.info("prekey bundle not published yet: %s", exc)
+                    wait = 30.0
             await asyncio.sleep(wait)
 
     def summary(self) -> dict[str, Any]:
@@ -145,6 +169,21 @@ class OfflineDelivery:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def learn_received(self, counters: list[tuple[bytes, int]]) -> None:
+        """What another of our devices received (its ``received`` note)."""
+        now = time.time()
+        contacts = set(self._contacts())
+        for peer, n in counters:
+            if peer in contacts:
+                self.mailbox.learn_received(peer, n, now)
+        self.pump()
+
+    def poll_now(self) -> None:
+        """Read the contacts' heads now (a reader whose mailbox device just went away)."""
+        self.mailbox.set_contacts(self._watched())
+        self.mailbox.poll(time.time())
+        self.pump()
 
     def pump(self) -> None:
         """Start the mailbox's new DHT requests and handle its new events."""
@@ -224,6 +263,8 @@ class OfflineDelivery:
             except StorageFault as exc:
                 # Left in the inbox (decrypted, not acknowledged): stored on a later turn.
                 log.warning("offline message not stored yet: %s", exc, exc_info=exc)
+                return
+            self.on_received(event.peer, self.state.peer(event.peer).received)
         elif isinstance(event, Acked | Expired):
             state = apply_outcome(self.store, event)
             ids = [i.hex() for i in event.msg_ids]

@@ -35,6 +35,7 @@ from btchat.messaging.own_sync import (
     NamesNote,
     ProfileChange,
     ReadNote,
+    ReceivedNote,
     StateNote,
     SyncError,
     decode_sync,
@@ -108,6 +109,10 @@ class OwnSync:
         self.me: bytes | None = None
         self.on_adopted: Callable[[list[Envelope]], None] = lambda envs: None
         self.on_acknowledged: Callable[[list[bytes]], None] = lambda ids: None
+        #: How far this device received each contact's offline packets (``received``
+        #: payloads for a device coming up), and what to do with another's (1.6).
+        self.received_payloads: Callable[[], list[bytes]] = list
+        self.on_received: Callable[[ReceivedNote], None] = lambda note: None
         self._up: set[bytes] = set()
         self._gone: set[bytes] = set()  # revoked devices, since this start
         self._in_flight: dict[bytes, int] = {}  # device -> last seq of the batch sent
@@ -158,7 +163,7 @@ class OwnSync:
             self._send(device, payload)
         for payload in self._channels() if self._channels is not None else []:
             self._send(device, payload)
-        for payload in self._recent_states():
+        for payload in [*self._recent_states(), *self.received_payloads()]:
             self._send(device, payload)
         self._next(device)
 
@@ -267,6 +272,8 @@ class OwnSync:
             self._read_there(got)
         elif isinstance(got, StateNote):
             self._state_there(device, got)
+        elif isinstance(got, ReceivedNote):
+            self.on_received(got)
         elif isinstance(got, ProfileChange):
             self._on_profile(got)
         elif isinstance(got, NamesNote):

@@ -16,6 +16,13 @@ period ends (then the user is told: not delivered, expired). The recipient polls
 contact's head, fetches what it has not received, decrypts, and its own head carries the
 acknowledgement back. Online contacts also hold each other's pending packets (friend
 backup) and hand them over when the recipient shows up.
+
+Several devices (1.6): a packet for a contact whose every device publishes its own
+bundle is a v2 packet, its key wrapped for each device (``devices_of``), so any of them
+reads it. Our devices other than the mailbox device run a *reader* mailbox: it never
+deposits, skips v1 packets (they are for the mailbox device's account), and writes our
+head only after reading it, keeping its ``lo``/``hi`` and raising ``a`` to what it has
+received, so it never undoes the mailbox device's head.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,8 +44,10 @@ from btchat.offline.ratchet import (
     Bundle,
     Ratchet,
     RatchetError,
+    device_prekey_salt,
+    session_key,
 )
-from btchat.offline.state import HeldPacket, MailboxState, PeerState
+from btchat.offline.state import HeldPacket, MailboxState, PeerState, RatchetPickles
 
 __all__ = [
     "ACK_MARGIN_MS",
@@ -77,6 +86,10 @@ EXPIRY_WAIT_MS = 2 * 3600 * 1000
 YESTERDAY_WINDOW = 3 * 3600
 #: Most packets handed over in one backup message.
 MAX_BACKUP_BATCH = 50
+#: Most (contact, counter) pairs a reader remembers as not for it (v1, or no wrap).
+MAX_NOT_OURS = 10_000
+#: A device's bundle is asked for, and not there: this contact gets v1 packets.
+_NO_BUNDLE = None
 
 
 @dataclass(frozen=True)
@@ -172,12 +185,25 @@ class Mailbox:
         state: MailboxState,
         ratchet: Ratchet,
         config: MailboxConfig | None = None,
+        *,
+        device_id: bytes | None = None,
+        reader: bool = False,
     ) -> None:
         self.identity = identity
         self.me = identity.public_key
         self.state = state
         self.ratchet = ratchet
         self.config = config or MailboxConfig()
+        #: This device (whose wrap of a v2 packet we open), None: v1 only.
+        self.device_id = device_id
+        #: Not our mailbox device: read v2 packets, never deposit (module docstring).
+        self.reader = reader
+        #: The listed, non-revoked devices of a contact (set by the shell): a contact
+        #: with some gets v2 packets when each publishes its own bundle.
+        self.devices_of: Callable[[bytes], list[bytes]] = lambda peer: []
+        self._device_bundles: dict[tuple[bytes, bytes], Bundle | None] = {}
+        self._asking: set[tuple[bytes, bytes]] = set()  # device bundles being fetched
+        self._not_ours: set[tuple[bytes, int]] = set()
         self.stats: Counter[str] = Counter()
         self._tokens = itertools.count(1)
         self._events: deque[Event] = deque()
@@ -258,8 +284,16 @@ class Mailbox:
         prekeys (fetched from the DHT; the caller keeps it in its outbox meanwhile).
         """
         self._clock(now)
+        if self.reader:
+            return False  # our mailbox device deposits (the only writer of our packets)
         if self.state.is_pending(msg_id):
             return True
+        targets = self._v2_targets(peer)
+        if targets == "wait":
+            self._waiting.setdefault(peer, {})[msg_id] = envelope
+            return False
+        if targets:
+            return self._deposit_v2(peer, msg_id, envelope, now, targets)
         peer_state = self.state.peer(peer)
         olm_key, prekey = peer_state.olm_key, peer_state.prekey
         if not self.ratchet.has_session(peer) and prekey is None:
@@ -292,6 +326,77 @@ class Mailbox:
         self._ack_dirty.add(peer)  # the head, written once for a burst of deposits
         return True
 
+    def _v2_targets(self, peer: bytes) -> list[tuple[bytes, Bundle | None]] | str:
+        """The devices a v2 packet to ``peer`` wraps its key for, each with the bundle to
+        start a session from (None: we have one); [] for a v1 packet (no device known,
+        or one without its own bundle: a 1.5 device), "wait" while bundles are fetched."""
+        devices = list(dict.fromkeys(self.devices_of(peer)))[: pk.MAX_WRAPS]
+        targets: list[tuple[bytes, Bundle | None]] = []
+        missing = []
+        for device in devices:
+            known = (peer, device) in self._device_bundles
+            bundle = self._device_bundles.get((peer, device))
+            if known and bundle is _NO_BUNDLE:
+                return []
+            if self.ratchet.has_session(session_key(peer, device)):
+                targets.append((device, None))
+            elif known:
+                targets.append((device, bundle))
+            else:
+                missing.append(device)
+        if missing:
+            for device in missing:
+                if (peer, device) not in self._asking:
+                    self._asking.add((peer, device))
+                    self._get(peer, device_prekey_salt(device), "device_bundle", (peer, device))
+            return "wait"
+        return targets
+
+    def _deposit_v2(
+        self,
+        peer: bytes,
+        msg_id: bytes,
+        envelope: bytes,
+        now: float,
+        targets: list[tuple[bytes, Bundle | None]],
+    ) -> bool:
+        key, ciphertext = pk.seal_envelope(envelope)
+        wraps: list[pk.Wrap] = []
+        keyed: list[tuple[bytes, str, str]] = []
+        for device, bundle in targets:
+            where = session_key(peer, device)
+            try:
+                olm_key, prekey = (bundle.olm_key, bundle.pick()) if bundle else (None, None)
+                message_type, body, pickles = self.ratchet.encrypt(
+                    where, key, olm_key=olm_key, prekey=prekey
+                )
+            except RatchetError as exc:
+                log.warning("cannot wrap a packet key for a device: %s", exc)
+                self._device_bundles[(peer, device)] = _NO_BUNDLE  # v1 until the republish
+                return self.deposit(peer, msg_id, envelope, now)
+            wraps.append((device, message_type, body))
+            keyed.extend((where, sid, pickle) for sid, pickle in pickles.sessions)
+        peer_state = self.state.peer(peer)
+        expires_ms = int((now + self.retention_of(peer)) * 1000)
+        n = next_counter(peer_state, now)
+        packet = OfflinePacket.create_v2(
+            self.identity, peer, n, expires_ms, self.ratchet.olm_key, wraps, ciphertext
+        )
+        queued = self.state.queue_packet(
+            peer,
+            n,
+            msg_id,
+            packet.encode(),
+            expires_ms,
+            RatchetPickles(keyed=tuple(keyed)),
+            int(now * 1000),
+        )
+        self.stats["deposited"] += 1
+        self.stats["deposited_v2"] += 1
+        self._publish_packet(peer, queued.n, queued.packet)
+        self._ack_dirty.add(peer)
+        return True
+
     def _publish_packet(self, peer: bytes, n: int, data: bytes) -> None:
         secret = self._secret(peer)
         for i, chunk in enumerate(pk.split_chunks(data)):
@@ -304,12 +409,38 @@ class Mailbox:
         return Head(lo, peer_state.next_out, peer_state.received)
 
     def _publish_head(self, peer: bytes, now: float) -> None:
+        if self.reader:  # the mailbox device's head, read first and only acknowledged
+            day = day_of(now)
+            slot = pk.head_slot(self._secret(peer), self.me, peer, day)
+            self._get(slot.public_key, b"", "own_head", (peer, day, slot, True))
+            return
+        self._write_head(peer, self._head(peer), now)
+
+    def _write_head(self, peer: bytes, head: Head, now: float) -> None:
         slot = pk.head_slot(self._secret(peer), self.me, peer, day_of(now))
         # Storing nodes keep the stored item on an equal seq (BEP 44), so a second head
         # in the same millisecond (two deposits, two packets received) needs a higher one.
         seq = max(int(now * 1000), self._head_seq.get(peer, 0) + 1)
         self._head_seq[peer] = seq
-        self._put_sealed(slot, self._head(peer).payload(), seq)
+        self._put_sealed(slot, head.payload(), seq)
+
+    def _on_own_head(self, context: Any, value: object | None, now: float) -> None:
+        """A reader writes our head as the mailbox device left it (``lo``, ``hi``: its
+        packets), with ``a`` the higher of the one there and what this device has."""
+        peer, day, slot, first = context
+        if value is None and first:  # the mailbox device may be down since yesterday
+            prev = pk.head_slot(self._secret(peer), self.me, peer, day - 1)
+            self._get(prev.public_key, b"", "own_head", (peer, day - 1, prev, False))
+            return
+        found = Head(0, 0, -1)
+        if value is not None:
+            try:
+                found = Head.from_payload(pk.open_item(slot, value))
+            except PacketError as exc:
+                self.stats["bad_items"] += 1
+                log.warning("our mailbox head for %s refused: %s", peer.hex()[:16], exc)
+        ack = max(found.ack, self.state.peer(peer).received)
+        self._write_head(peer, Head(found.lo, found.hi, ack), now)
 
     def acknowledged(self, msg_ids: list[bytes]) -> None:
         """The recipient confirmed these over a live session: stop republishing them."""
@@ -365,6 +496,8 @@ class Mailbox:
                 self._publish_head(peer, now)
         for p in self.state.pending():
             self._publish_packet(p.peer, p.n, p.packet)
+        # Bundles rotate: a device's is read again (and one that was missing looked for).
+        self._device_bundles.clear()
         for peer in list(self._waiting):
             self._get(peer, PREKEY_SALT, "bundle", peer)
 
@@ -395,6 +528,10 @@ class Mailbox:
             self._on_chunk(context, value, now)
         elif kind == "bundle":
             self._on_bundle(context, value, now)
+        elif kind == "device_bundle":
+            self._on_device_bundle(context, value, now)
+        elif kind == "own_head":
+            self._on_own_head(context, value, now)
 
     def on_put(self, token: int, ok: bool) -> None:
         self.stats["puts_ok" if ok else "puts_failed"] += 1
@@ -422,10 +559,24 @@ class Mailbox:
             self._ack_dirty.add(peer)  # e.g. a packet that came by a friend is now contiguous
         peer_state = self.state.peer(peer)
         for n in range(max(head.lo, peer_state.received + 1), min(head.hi, head.lo + 1000)):
+            if (peer, n) in self._not_ours:
+                continue
             if not peer_state.has_received(n) and (peer, n) not in self._fetching:
                 self._fetching[(peer, n)] = _Fetch(peer, n)
                 slot0 = pk.chunk_slot(self._secret(peer), peer, self.me, n, 0)
                 self._get(slot0.public_key, b"", "chunk", (peer, n, 0, slot0))
+
+    def learn_received(self, peer: bytes, received: int, now: float) -> bool:
+        """Another of our devices received every packet of ``peer`` up to ``received``
+        (and stored or synced it): none is fetched here again, and our head, when the
+        mailbox device writes it next, acknowledges at least that. True if it moved."""
+        self._clock(now)
+        moved = self.state.skip_below(peer, received + 1, int(now * 1000))
+        if moved:
+            self.stats["received_elsewhere"] += 1
+            if not self.reader:
+                self._ack_dirty.add(peer)
+        return moved
 
     def _poll_done(self, peer: bytes) -> None:
         self._polling.discard(peer)
@@ -482,8 +633,25 @@ class Mailbox:
             log.warning("prekey bundle of %s refused: %s", peer.hex()[:16], exc)
             return
         self._bundles[peer] = bundle
+        self._redeposit(peer, now)
+
+    def _redeposit(self, peer: bytes, now: float) -> None:
         for msg_id, envelope in list(self._waiting.pop(peer, {}).items()):
             self.deposit(peer, msg_id, envelope, now)
+
+    def _on_device_bundle(self, context: Any, value: object | None, now: float) -> None:
+        peer, device = context
+        self._asking.discard((peer, device))
+        bundle: Bundle | None = _NO_BUNDLE
+        if value is not None:
+            try:
+                bundle = Bundle.decode(value)
+            except RatchetError as exc:
+                self.stats["bad_items"] += 1
+                log.warning("device prekey bundle of %s refused: %s", peer.hex()[:16], exc)
+        self._device_bundles[(peer, device)] = bundle
+        if not any(p == peer for p, _ in self._asking):
+            self._redeposit(peer, now)
 
     # ----------------------------------------------------------------- receiving
 
@@ -500,11 +668,20 @@ class Mailbox:
         if self.state.peer(peer).has_received(packet.n):
             self.stats["duplicates"] += 1
             return False
+        if packet.wraps:
+            wrap = packet.wrap_for(self.device_id) if self.device_id is not None else None
+            if wrap is None:  # listed after it was made, or revoked: it cannot read it
+                return self._not_for_us(peer, packet.n, "not_wrapped")
+            olm_type, olm_body = wrap[1], wrap[2]
+        elif self.reader:  # a v1 packet is for our mailbox device's Olm account
+            return self._not_for_us(peer, packet.n, "v1_skipped")
+        else:
+            olm_type, olm_body = packet.olm_type, packet.olm_body
         try:
-            plaintext, pickles = self.ratchet.decrypt(
-                peer, packet.olm_key, packet.olm_type, packet.olm_body
-            )
-        except RatchetError as exc:
+            plaintext, pickles = self.ratchet.decrypt(peer, packet.olm_key, olm_type, olm_body)
+            if packet.wraps:  # what it decrypted is the packet key
+                plaintext = pk.open_envelope(plaintext, packet.olm_body)
+        except (RatchetError, PacketError) as exc:
             self.stats["undecryptable"] += 1
             log.warning("offline packet %d from %s: %s", packet.n, peer.hex()[:16], exc)
             self._events.append(Undecryptable(peer, packet.n, str(exc)))
@@ -516,6 +693,13 @@ class Mailbox:
         self._ack_dirty.add(peer)
         self._events.append(Received(peer, packet.n, plaintext))
         return True
+
+    def _not_for_us(self, peer: bytes, n: int, why: str) -> bool:
+        self.stats[why] += 1
+        if len(self._not_ours) >= MAX_NOT_OURS:
+            self._not_ours.clear()
+        self._not_ours.add((peer, n))
+        return False
 
     def _verified(
         self, what: str, data: bytes, sender: bytes, recipient: bytes | None
@@ -599,3 +783,15 @@ class Mailbox:
         """Our prekey bundle as a BEP 44 item under the identity key."""
         value = self.ratchet.bundle(int(now * 1000)).encode()
         return bep44.sign_mutable(self.identity.private_key, value, int(now * 1000), PREKEY_SALT)
+
+    def bundle_items(self, now: float) -> list[bep44.MutableItem]:
+        """What to publish: this device's own bundle (1.6) and, on the mailbox device,
+        the identity's bundle that 1.5 senders read (the same keys)."""
+        items = [] if self.reader else [self.bundle_item(now)]
+        if self.device_id is not None:
+            value = self.ratchet.bundle(int(now * 1000)).encode()
+            salt = device_prekey_salt(self.device_id)
+            items.append(
+                bep44.sign_mutable(self.identity.private_key, value, int(now * 1000), salt)
+            )
+        return items

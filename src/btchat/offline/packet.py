@@ -2,7 +2,10 @@
 
 An :class:`OfflinePacket` is one message for a contact who was not reachable: the
 signed envelope, encrypted with the pair's Double Ratchet (Olm), wrapped with the
-sender's identity signature, the recipient, and a per-direction counter ``n``. The same
+sender's identity signature, the recipient, and a per-direction counter ``n``. Version
+2 (protocol 1.6) reaches every device of the recipient: the envelope is encrypted once
+under a fresh key, and that key is wrapped in one Olm message per recipient device
+(each device has its own Olm account), so any one of them can read it alone. The same
 packet travels through the DHT mailbox and through a friend's backup; ``(sender, n)``
 identifies it, so the recipient decrypts it once whatever path delivered it first.
 
@@ -16,6 +19,7 @@ to whom, how long a message is, or how many there are per key.
 from __future__ import annotations
 
 import hashlib
+import secrets
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -36,6 +40,7 @@ __all__ = [
     "DAY_SECONDS",
     "MAX_CHUNKS",
     "MAX_PACKET",
+    "MAX_WRAPS",
     "Head",
     "OfflinePacket",
     "PacketError",
@@ -43,7 +48,9 @@ __all__ = [
     "chunk_slot",
     "head_slot",
     "join_chunks",
+    "open_envelope",
     "open_item",
+    "seal_envelope",
     "seal_item",
     "split_chunks",
 ]
@@ -62,6 +69,17 @@ MAX_CHUNKS = (MAX_PACKET + CHUNK_DATA - 1) // CHUNK_DATA
 MAX_OLM_BODY = 20 * 1024
 MAX_INT = 2**53 - 1
 _PACKET_KEYS = frozenset({b"v", b"f", b"t", b"n", b"x", b"k", b"m", b"b", b"s"})
+_PACKET_V2_KEYS = frozenset({b"v", b"f", b"t", b"n", b"x", b"k", b"w", b"b", b"s"})
+#: Most recipient devices one v2 packet wraps its key for (a device list names 5).
+MAX_WRAPS = 5
+#: Largest Olm message wrapping a 32-byte key (a pre-key message is about 200 bytes).
+MAX_WRAP_BODY = 1024
+DEVICE_ID_SIZE = 16
+#: The v2 envelope ciphertext: XChaCha20-Poly1305 under a key used for this packet only,
+#: so the nonce can be fixed.
+_ENVELOPE_NONCE = bytes(24)
+#: (recipient device id, Olm message type, Olm message of the packet key)
+Wrap = tuple[bytes, int, bytes]
 
 
 class PacketError(PeerError):
@@ -84,21 +102,34 @@ class OfflinePacket(Signed):
     n: int  # per-direction counter, from 0
     expires_ms: int  # the sender stops trying (and stops asking friends to hold it) then
     olm_key: bytes  # the sender's Olm identity key (Curve25519), bound by the signature
-    olm_type: int  # 0 = pre-key message (starts a session), 1 = normal message
-    olm_body: bytes
+    olm_type: int  # 0 = pre-key message (starts a session), 1 = normal message (v1 only)
+    olm_body: bytes  # v1: the Olm message; v2: the envelope under the packet key
     signature: bytes = b""
+    #: v2: the packet key wrapped for each recipient device; empty for v1.
+    wraps: tuple[Wrap, ...] = ()
+
+    @property
+    def version(self) -> int:
+        return 2 if self.wraps else 1
 
     def _fields(self) -> dict[bytes, Any]:
-        return {
-            b"v": 1,
+        d: dict[bytes, Any] = {
+            b"v": self.version,
             b"f": self.sender,
             b"t": self.recipient,
             b"n": self.n,
             b"x": self.expires_ms,
             b"k": self.olm_key,
-            b"m": self.olm_type,
             b"b": self.olm_body,
         }
+        if self.wraps:
+            d[b"w"] = [list(w) for w in self.wraps]
+        else:
+            d[b"m"] = self.olm_type
+        return d
+
+    def wrap_for(self, device_id: bytes) -> Wrap | None:
+        return next((w for w in self.wraps if w[0] == device_id), None)
 
     @classmethod
     def create(
@@ -116,24 +147,77 @@ class OfflinePacket(Signed):
         return cls(**{**unsigned.__dict__, "signature": signature})
 
     @classmethod
+    def create_v2(
+        cls,
+        identity: Identity,
+        recipient: bytes,
+        n: int,
+        expires_ms: int,
+        olm_key: bytes,
+        wraps: list[Wrap],
+        ciphertext: bytes,
+    ) -> OfflinePacket:
+        """A v2 packet: ``ciphertext`` from :func:`seal_envelope`, its key in ``wraps``."""
+        if not 1 <= len(wraps) <= MAX_WRAPS:
+            raise ValueError(f"a packet wraps its key for 1 to {MAX_WRAPS} devices")
+        unsigned = cls(
+            identity.public_key, recipient, n, expires_ms, olm_key, 0, ciphertext, b"", tuple(wraps)
+        )
+        signature = identity.sign(unsigned.signed_bytes())
+        return cls(**{**unsigned.__dict__, "signature": signature})
+
+    @classmethod
     def parse(cls, data: bytes) -> OfflinePacket:
         """Structure only; :meth:`verify` checks who signed it and for whom."""
         if len(data) > MAX_PACKET:
             raise PacketError(f"packet of {len(data)} bytes exceeds {MAX_PACKET}")
         try:
-            d = decode(bytes(data), max_depth=2, max_size=MAX_PACKET)
+            d = decode(bytes(data), max_depth=3, max_size=MAX_PACKET)
         except DecodeError as exc:
             raise PacketError(f"packet is not canonical bencode: {exc}") from None
+        if type(d) is dict and d.keys() == _PACKET_V2_KEYS and d[b"v"] == 2:
+            return cls._parse_v2(d)
         if type(d) is not dict or d.keys() != _PACKET_KEYS or d[b"v"] != 1:
             raise PacketError("packet has the wrong fields or version")
-        for key, size in ((b"f", 32), (b"t", 32), (b"k", 32), (b"s", 64)):
-            if type(d[key]) is not bytes or len(d[key]) != size:
-                raise PacketError(f"packet field {key.decode()} must be {size} bytes")
-        if not (_uint(d[b"n"]) and _uint(d[b"x"]) and d[b"m"] in (0, 1)):
-            raise PacketError("packet counter, expiry or message type out of range")
+        cls._check_common(d)
+        if d[b"m"] not in (0, 1):
+            raise PacketError("packet message type out of range")
         if type(d[b"b"]) is not bytes or not 0 < len(d[b"b"]) <= MAX_OLM_BODY:
             raise PacketError("packet body has the wrong size")
         return cls(d[b"f"], d[b"t"], d[b"n"], d[b"x"], d[b"k"], d[b"m"], d[b"b"], d[b"s"])
+
+    @classmethod
+    def _parse_v2(cls, d: dict[bytes, Any]) -> OfflinePacket:
+        cls._check_common(d)
+        body, w = d[b"b"], d[b"w"]
+        if type(body) is not bytes or not 16 < len(body) <= MAX_OLM_BODY:
+            raise PacketError("packet ciphertext has the wrong size")
+        if type(w) is not list or not 1 <= len(w) <= MAX_WRAPS:
+            raise PacketError(f"packet must wrap its key for 1 to {MAX_WRAPS} devices")
+        wraps: list[Wrap] = []
+        for entry in w:
+            if (
+                type(entry) is not list
+                or len(entry) != 3
+                or type(entry[0]) is not bytes
+                or len(entry[0]) != DEVICE_ID_SIZE
+                or entry[1] not in (0, 1)
+                or type(entry[2]) is not bytes
+                or not 0 < len(entry[2]) <= MAX_WRAP_BODY
+            ):
+                raise PacketError("packet key wrap malformed")
+            wraps.append((entry[0], entry[1], entry[2]))
+        if len({wrap[0] for wrap in wraps}) != len(wraps):
+            raise PacketError("packet wraps its key twice for one device")
+        return cls(d[b"f"], d[b"t"], d[b"n"], d[b"x"], d[b"k"], 0, body, d[b"s"], tuple(wraps))
+
+    @staticmethod
+    def _check_common(d: dict[bytes, Any]) -> None:
+        for key, size in ((b"f", 32), (b"t", 32), (b"k", 32), (b"s", 64)):
+            if type(d[key]) is not bytes or len(d[key]) != size:
+                raise PacketError(f"packet field {key.decode()} must be {size} bytes")
+        if not (_uint(d[b"n"]) and _uint(d[b"x"])):
+            raise PacketError("packet counter or expiry out of range")
 
     def verify(self, sender: bytes, recipient: bytes) -> None:
         if self.sender != sender:
@@ -142,6 +226,23 @@ class OfflinePacket(Signed):
             raise PacketError("packet is addressed to someone else")
         if not self.signed_by(self.sender):
             raise PacketError("packet signature does not verify")
+
+
+def seal_envelope(plaintext: bytes, key: bytes | None = None) -> tuple[bytes, bytes]:
+    """(a fresh packet key, ``plaintext`` encrypted under it) for a v2 packet; ``key``
+    only for test vectors (a key must never seal two envelopes: the nonce is fixed)."""
+    key = secrets.token_bytes(32) if key is None else key
+    return key, crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, b"", _ENVELOPE_NONCE, key)
+
+
+def open_envelope(key: bytes, ciphertext: bytes) -> bytes:
+    """The envelope of a v2 packet; PacketError for a wrong key or altered bytes."""
+    if len(key) != 32:
+        raise PacketError("wrapped packet key has the wrong size")
+    try:
+        return crypto_aead_xchacha20poly1305_ietf_decrypt(ciphertext, b"", _ENVELOPE_NONCE, key)
+    except CryptoError:
+        raise PacketError("packet ciphertext does not decrypt under its wrapped key") from None
 
 
 # ------------------------------------------------------------------------------- slots

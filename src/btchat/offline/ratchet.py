@@ -45,11 +45,27 @@ __all__ = [
     "Bundle",
     "Ratchet",
     "RatchetError",
+    "device_prekey_salt",
     "pickle_key",
+    "session_key",
 ]
 
-#: BEP 44 salt of the prekey bundle published under the identity key.
+#: BEP 44 salt of the prekey bundle published under the identity key (the mailbox
+#: device's, read by 1.5 senders).
 PREKEY_SALT = b"btchat/prekeys"
+
+
+def device_prekey_salt(device_id: bytes) -> bytes:
+    """The salt of one device's own bundle (1.6): every device of an identity publishes
+    one, so a sender can wrap a v2 packet's key for each."""
+    return PREKEY_SALT + b"/" + device_id
+
+
+def session_key(peer: bytes, device_id: bytes) -> bytes:
+    """Where a v2 sender keeps its Olm sessions with one device of ``peer``."""
+    return peer + device_id
+
+
 #: How long the bundle's fallback key is the current one (it then stays valid as the
 #: previous one for as long again): the first message of a session started from the
 #: bundle is exposed to a stolen device for at most twice this.

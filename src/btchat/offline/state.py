@@ -63,6 +63,9 @@ class RatchetPickles:
 
     account: str | None = None
     sessions: tuple[tuple[str, str], ...] = ()  # (session id, pickle)
+    #: Sessions kept under a key of their own (a v2 sender's, per recipient device:
+    #: contact key || device id): (session key, session id, pickle).
+    keyed: tuple[tuple[bytes, str, str], ...] = ()
 
 
 _PEER_COLUMNS = (
@@ -92,7 +95,8 @@ def _advance(received: int, above: set[int]) -> tuple[int, bytes]:
 # --------------------------------------------------------------------------- schema
 
 _SCHEMA = (
-    # Double Ratchet (Olm) sessions per contact, pickled under a key from the identity.
+    # Double Ratchet (Olm) sessions per contact, pickled under a key from the identity
+    # (a v2 sender's per contact device: ``peer`` is then contact key || device id).
     """CREATE TABLE olm_sessions (
         peer BLOB NOT NULL,
         session_id TEXT NOT NULL,
@@ -199,6 +203,15 @@ class MailboxState:
                 (ack, peer),
             )
 
+    def received_counters(self) -> list[tuple[bytes, int]]:
+        """(contact, contiguous mark) for each contact we received a packet of."""
+        return [
+            (bytes(r[0]), int(r[1]))
+            for r in self.store.query(
+                "SELECT peer, received FROM mailbox_peers WHERE received >= 0 ORDER BY peer"
+            )
+        ]
+
     def skip_below(self, peer: bytes, lo: int, now_ms: int) -> bool:
         """The sender's head says nothing below ``lo`` is pending any more (delivered or
         expired): count it as received so the contiguous mark can move on. True when it
@@ -242,11 +255,13 @@ class MailboxState:
                 "INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)",
                 (self.ACCOUNT_KEY, pickles.account.encode()),
             )
-        for session_id, pickle in pickles.sessions:
+        for key, session_id, pickle in [(peer, i, p) for i, p in pickles.sessions] + list(
+            pickles.keyed
+        ):
             conn.execute(
                 "INSERT OR REPLACE INTO olm_sessions (peer, session_id, pickle, used_ms)"
                 " VALUES (?, ?, ?, ?)",
-                (peer, session_id, pickle, now_ms),
+                (key, session_id, pickle, now_ms),
             )
 
     def save_account(self, pickle: str) -> None:
@@ -271,7 +286,8 @@ class MailboxState:
     def drop_sessions(self, peer: bytes) -> None:
         """Forget the ratchet with ``peer`` (a reset): the next packet starts a new one."""
         with self.store.transaction() as conn:
-            conn.execute("DELETE FROM olm_sessions WHERE peer = ?", (peer,))
+            # The v2 sessions with each of its devices too (keys: peer || device id).
+            conn.execute("DELETE FROM olm_sessions WHERE substr(peer, 1, 32) = ?", (peer,))
             conn.execute("UPDATE mailbox_peers SET prekey = NULL WHERE peer = ?", (peer,))
 
     # --------------------------------------------------------------- outgoing
