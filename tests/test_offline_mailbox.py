@@ -318,6 +318,29 @@ def test_missing_chunk_is_retried_at_the_next_poll(world: World) -> None:
     assert texts(bob) == ["y" * 3000]
 
 
+def test_a_look_that_misses_just_after_start_is_repeated_within_minutes(world: World) -> None:
+    # Just after start a lookup may miss the storing nodes (a thin routing table): the
+    # message is found at the next of the start polls, not a whole poll interval later.
+    alice, bob = world.user("alice"), world.user("bob")
+    world.befriend(alice, bob)
+    world.send(alice, bob, "are you there?")
+    stored = dict(world.dht.items)
+    world.dht.items.clear()
+    start = world.now
+    world.tick(bob)
+    assert texts(bob) == []
+    assert bob.mailbox.get_timer() == start + 20  # not start + 900
+    world.dht.items.update(stored)
+    world.now = start + 20
+    world.tick(bob)
+    assert texts(bob) == ["are you there?"]
+    for due in (start + 60, start + 180):  # the rest of the start polls
+        assert bob.mailbox.get_timer() == due
+        world.now = due
+        world.tick(bob)
+    assert (bob.mailbox.get_timer() or 0) > start + 180 + 60  # then the interval
+
+
 # -------------------------------------------------------------------- friend backup
 
 

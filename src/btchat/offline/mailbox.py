@@ -96,6 +96,11 @@ _NO_BUNDLE = None
 class MailboxConfig:
     republish_interval: float = 3600.0
     poll_interval: float = 900.0
+    #: Extra looks this long after the first one: just after start the routing table is
+    #: thin (a lookup may miss the storing nodes), and a sender who came back at the same
+    #: time may not have published yet. Waiting a whole poll_interval for that was the
+    #: common case of a message shown 15 minutes late.
+    start_polls: tuple[float, ...] = (20.0, 60.0, 180.0)
     retention: int = DEFAULT_RETENTION
     #: A head is kept alive this long after our acknowledgement last changed, so the
     #: sender learns of it even if it was offline for the longest retention.
@@ -222,6 +227,8 @@ class Mailbox:
         self._since_ms: int | None = None  # the first handle_timer of this mailbox
         self._next_republish = 0.0
         self._next_poll = 0.0
+        self._first_poll: float | None = None
+        self._start_polls = list(self.config.start_polls)
         self._published_day: int | None = None
         self._ack_dirty: set[bytes] = set()
         self._handed: set[tuple[bytes, bytes, int]] = set()  # (friend, recipient, n)
@@ -470,7 +477,13 @@ class Mailbox:
             self._next_republish = now + self.config.republish_interval
             self._republish(now, self.contacts)
         if now >= self._next_poll:
+            if self._first_poll is None:
+                self._first_poll = now
+            while self._start_polls and self._first_poll + self._start_polls[0] <= now:
+                self._start_polls.pop(0)
             self._next_poll = now + self.config.poll_interval
+            if self._start_polls:
+                self._next_poll = min(self._next_poll, self._first_poll + self._start_polls[0])
             self.poll(now)
 
     def _expire(self, now_ms: int) -> None:
