@@ -697,7 +697,7 @@ class Files:
             if not link.send(link.bulk, data):
                 return
 
-    def _read(self, t: _Transfer, index: int) -> bytes | None:
+    def _read(self, t: _Transfer, index: int) -> bytes | bytearray | None:
         """One framed LAYER (index -1) or PIECE, read from disk; None if the file changed."""
         if index < 0:
             return wire.encode(wire.Layer(t.id, tuple(self._read_layer(t) or ())))
@@ -709,12 +709,20 @@ class Files:
                 return None
             t.fd = os.open(t.path, os.O_RDONLY)
         m = t.manifest
-        data = os.pread(t.fd, m.piece_length(index), index * m.piece_size)
+        length = m.piece_length(index)
+        # Read from disk straight in behind the message head: the piece is copied once.
+        message = bytearray(wire.PIECE_HEAD + length)
+        message[: wire.PIECE_HEAD] = wire.piece_head(t.id, index, length)
+        with memoryview(message) as view:
+            got = os.preadv(t.fd, [view[wire.PIECE_HEAD :]], index * m.piece_size)
+        if got != length:
+            self._end(t, "failed", "the file changed since it was offered", tell="cancel")
+            return None
         t.served += 1
         if time.monotonic() - t.saved_at > SAVE_EVERY:
             self._save(t)
         self._emit_progress(t)
-        return wire.encode(wire.Piece(t.id, index, data))
+        return message
 
     def _tell(self, t: _Transfer, msg: wire.Message) -> None:
         for key, link in self._links.items():
