@@ -256,9 +256,9 @@ class Files:
     def _save_soon(self, t: _Transfer) -> None:
         """:meth:`_save` on the writer's thread, after the writes queued before it: the
         loop goes on while the disk catches up (the bitmap is this moment's)."""
-        assert t.fd is not None
         record = json.dumps(t.to_record()).encode()
-        self._writer.save(t.id, t.fd, self._record_path(t.id), record)
+        fd = t.fd if t.direction == "in" else None
+        self._writer.save(t.id, fd, self._record_path(t.id), record)
         t.dirty = False
         t.saved_at = time.monotonic()
 
@@ -493,7 +493,7 @@ class Files:
         t.state = "active"
         self._save(t)
         if t.download.complete:  # the empty file
-            self._finish(t)
+            self._place(t)
             return
         self._request(t)
 
@@ -739,7 +739,7 @@ class Files:
             return None
         t.served += 1
         if time.monotonic() - t.saved_at > SAVE_EVERY:
-            self._save(t)
+            self._save_soon(t)  # the count served: progress, nothing to fsync first
         self._emit_progress(t)
         return message
 
@@ -853,10 +853,22 @@ class Files:
         self._emit_progress(t, force=True)
 
     def _finish(self, t: _Transfer) -> None:
-        """Every piece is verified and written: fsync, move into place, say so."""
+        """Every piece is verified and written: the last fsync on the writer's thread,
+        then :meth:`_place` (unless the transfer ended meanwhile)."""
+        assert t.fd is not None
+        d = t.download
+
+        def synced(_: object) -> None:
+            if t.download is d and t.state in OPEN_STATES:
+                self._place(t)
+
+        self._writer.sync(t.id, t.fd, synced)
+
+    def _place(self, t: _Transfer) -> None:
+        """fsynced: move into place, say so."""
         assert t.fd is not None
         self._writer.settle(t.id)
-        os.fsync(t.fd)
+        os.fsync(t.fd)  # nothing left to write back by now: quick
         os.close(t.fd)
         t.fd = None
         final = place_file(self._part_path(t.id), self.config.save_dir, safe_name(t.manifest.name))

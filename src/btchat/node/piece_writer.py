@@ -77,18 +77,32 @@ class PieceWriter:
 
         self._submit(key, job, lambda result: written(*result))
 
-    def save(self, key: Hashable, fd: int, path: Path, record: bytes) -> None:
+    def save(self, key: Hashable, fd: int | None, path: Path, record: bytes) -> None:
         """fsync ``fd`` (every write queued before this one), then put ``record`` at
-        ``path``: a record that says a piece is held is written only once it is on disk."""
+        ``path``: a record that says a piece is held is written only once it is on disk.
+        Without ``fd`` only the record is written (a sender's progress)."""
 
         def job() -> None:
             try:
-                os.fsync(fd)
+                if fd is not None:
+                    os.fsync(fd)
                 write_atomic(path, record)
             except OSError as exc:  # the next save (or the stop) tries again
                 log.warning("saving %s failed: %s", path.name, exc)
 
         self._submit(key, job, None)
+
+    def sync(self, key: Hashable, fd: int, then: Then) -> None:
+        """fsync ``fd`` after the writes queued before; then ``then(None)`` on the loop
+        (an error is logged and the caller's own fsync after it says so)."""
+
+        def job() -> None:
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                log.warning("fsync failed: %s", exc)
+
+        self._submit(key, job, then)
 
     def settle(self, key: Hashable) -> None:
         """Block until every job of ``key`` has run, and apply their results now, in
