@@ -14,7 +14,6 @@ one process's event loop and so its CPU.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import shutil
 import tempfile
@@ -22,6 +21,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from bench.files import _sha
 
 __all__ = ["render", "run"]
 
@@ -160,14 +161,6 @@ async def _round(size: int, pace: int) -> dict[str, Any]:
         for m in members:
             await m.down()
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _sha(path: Path) -> bytes:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.digest()
 
 
 def run(quick: bool = False) -> dict[str, Any]:
