@@ -160,9 +160,10 @@ async def _dial(end: _End, port: int) -> asyncio.Task[None]:
 async def _download(end: _End, tid: str, ping: Any) -> dict[str, Any]:
     """Accept offer ``tid`` once it is there; time it to done, with CPU and RSS."""
     files = end.files
-    for _ in range(500):
-        if bytes.fromhex(tid) in files.transfers:
-            break
+    deadline = time.monotonic() + 30
+    while bytes.fromhex(tid) not in files.transfers:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the offer did not arrive in 30 s")
         await asyncio.sleep(0.01)
     rss0 = peak = _rss()
     cpu0, t0 = _cpu_self(), time.perf_counter()
