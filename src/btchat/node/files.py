@@ -790,8 +790,8 @@ class Files:
             self._request(t)
 
     def _write(self, t: _Transfer, d: Download, index: int, data: bytes) -> None:
-        """Hash and write one asked-for piece on the writer's thread; :meth:`_written`
-        goes on once it is done."""
+        """Hash and write one asked-for piece on the writer's thread; its verdict
+        (:meth:`_checked`) follows on the loop once it is done."""
         assert t.fd is not None
         t.unchecked += len(data)
         if t.unchecked >= DISK_CHECK_EVERY:
