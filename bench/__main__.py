@@ -64,6 +64,9 @@ def run_all(quick: bool, only: list[str] | None) -> dict[str, Any]:
     from bench import files
 
     plan["file_transfer"] = guarded(lambda: files.run(quick=quick))
+    from bench import channel_files
+
+    plan["channel_file_sources"] = guarded(lambda: channel_files.run(quick=quick))
     from bench import offline
 
     plan["pending_delivery"] = guarded(lambda: offline.pending_delivery(quick=quick))
@@ -274,6 +277,9 @@ def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
     from bench import files
 
     out += files.render(results)
+    from bench import channel_files
+
+    out += channel_files.render(results)
     out += render_offline(results)
     out += render_channels(results)
     from bench import conn_flood, floods

@@ -69,7 +69,8 @@ class Pair:
         self.drive()
         for x in (self.a, self.b):
             x.files.on_stream(x.key, x.conn, StreamsAvailable())  # type: ignore[arg-type]
-        self.pump()
+        while self.step():  # nothing is written yet: no thread to wait for
+            pass
 
     def _side(self, root: Path, me: Any, them: Any, core: Session) -> Side:
         store = Store.open(root / "db", None)
@@ -106,16 +107,23 @@ class Pair:
                     elif isinstance(e, conv.FileOffered):
                         x.files.on_offer(e.peer, e.envelope)
 
-    def pump(self) -> None:
-        """Move session bytes and hand substream events to the shells until quiet."""
+    def step(self) -> bool:
+        """Move session bytes and hand substream events to the shells; False if quiet."""
+        moved = transfer(self.a.conn.core, self.b.conn.core)
+        handled = 0
+        for x in (self.a, self.b):
+            for event in events(x.conn.core):
+                handled += 1
+                x.files.on_stream(x.key, x.conn, event)  # type: ignore[arg-type]
+        return bool(moved or handled)
+
+    async def pump(self) -> None:
+        """Step until quiet, pieces checked and written on the writer's thread included."""
         while True:
-            moved = transfer(self.a.conn.core, self.b.conn.core)
-            handled = 0
+            busy = self.step()
             for x in (self.a, self.b):
-                for event in events(x.conn.core):
-                    handled += 1
-                    x.files.on_stream(x.key, x.conn, event)  # type: ignore[arg-type]
-            if not moved and not handled:
+                busy = await x.files.settled() or busy
+            if not busy:
                 return
 
 
@@ -149,7 +157,7 @@ async def test_a_corrupted_piece_is_refused_and_fetched_again(tmp_path: Path) ->
 
     pair.a.files._read = lying_read  # type: ignore[method-assign]
     await pair.b.files.act(tid, "accept")
-    pair.pump()
+    await pair.pump()
     t = transfer_json(pair.b, tid)
     assert t["state"] == "done", t
     assert t["stats"]["bad"] == 1 and t["stats"]["verified"] == t["pieces"]
@@ -160,7 +168,7 @@ async def test_a_corrupted_piece_is_refused_and_fetched_again(tmp_path: Path) ->
     # The same name again is saved beside it, never over it.
     tid2 = await offered(pair, src)
     await pair.b.files.act(tid2, "accept")
-    pair.pump()
+    await pair.pump()
     assert Path(transfer_json(pair.b, tid2)["path"]).name == "data (2).bin"
 
 
@@ -199,7 +207,7 @@ async def test_an_offer_above_the_contacts_limit_is_refused_and_the_sender_told(
     src.write_bytes(os.urandom(50000))  # above MAX_INLINE: a normal offer
     sent = await pair.a.files.send("bob", str(src))
     pair.drive()
-    pair.pump()
+    await pair.pump()
     got = transfer_json(pair.b, sent["id"])
     assert got["state"] == "refused" and "limit" in got["error"]
     assert transfer_json(pair.a, sent["id"])["state"] == "cancelled"
@@ -234,23 +242,22 @@ async def test_disk_full_before_and_while_writing(
     full: list[bool] = []
     real_write = pair.b.files._write
 
-    def write(t: Any, index: int, data: bytes) -> bool:
+    def write(t: Any, d: Any, index: int, data: bytes) -> None:
         if len(pieces_done) == 3 and not full:
             full.append(True)  # the disk fills up once
             free[0] = 1024
-        ok = real_write(t, index, data)
-        if ok:
+        if not full:
             pieces_done.append(index)
-        return ok
+        real_write(t, d, index, data)
 
     pair.b.files._write = write  # type: ignore[method-assign]
-    pair.pump()
+    await pair.pump()
     t = transfer_json(pair.b, tid)
     assert t["state"] == "paused" and t["error"] == "disk_full" and t["have"] == 3
     assert not (tmp_path / "bob" / "files" / "data.bin").exists()
     free[0] = 10 * 1024**3
     await pair.b.files.act(tid, "resume")
-    pair.pump()
+    await pair.pump()
     t = transfer_json(pair.b, tid)
     assert t["state"] == "done" and t["stats"]["verified"] == t["pieces"]
     assert (
@@ -265,11 +272,11 @@ async def test_reject_and_cancel_reach_the_other_side(tmp_path: Path) -> None:
     src.write_bytes(os.urandom(MAX_INLINE + 1))
     tid = await offered(pair, src)
     await pair.b.files.act(tid, "reject")
-    pair.pump()
+    await pair.pump()
     assert transfer_json(pair.a, tid)["state"] == "rejected"
     tid = await offered(pair, src)
     await pair.a.files.act(tid, "cancel")
-    pair.pump()
+    await pair.pump()
     assert transfer_json(pair.b, tid)["state"] == "cancelled"
 
 
@@ -300,20 +307,20 @@ async def test_pause_and_resume_on_either_side(tmp_path: Path) -> None:
     tid = await offered(pair, src)
     await pair.b.files.act(tid, "accept")
     await pair.b.files.act(tid, "pause")
-    pair.pump()
+    await pair.pump()
     t = transfer_json(pair.b, tid)
     assert t["state"] == "paused" and t["have"] == 0  # the layer came; no piece was asked
     await pair.b.files.act(tid, "resume")
-    pair.pump()
+    await pair.pump()
     assert transfer_json(pair.b, tid)["state"] == "done"
 
     tid = await offered(pair, src)
     await pair.a.files.act(tid, "pause")  # the sender holds what it is asked
     await pair.b.files.act(tid, "accept")
-    pair.pump()
+    await pair.pump()
     assert transfer_json(pair.b, tid)["have"] == 0
     await pair.a.files.act(tid, "resume")
-    pair.pump()
+    await pair.pump()
     t = transfer_json(pair.b, tid)
     assert t["state"] == "done" and Path(t["path"]).read_bytes() == src.read_bytes()
 
@@ -335,11 +342,11 @@ async def test_a_malformed_or_extra_stream_is_refused_and_transfers_go_on(tmp_pa
     pair = Pair(tmp_path)
     link = pair.b.files._links[pair.b.key]
     pair.b.conn.send_stream(link.bulk, b"\xff\xff\xff\xff")  # a length beyond any message
-    pair.pump()
+    await pair.pump()
     assert pair.a.files.stats["rx_malformed"] == 1
     extra = pair.b.conn.open_stream(7)  # a third stream is not the protocol
     pair.b.conn.send_stream(extra, b"x")
-    pair.pump()
+    await pair.pump()
     assert pair.a.files.stats["rx_bad_stream"] == 1
     # Bob's refused stream was replaced: a file from Bob to Alice still arrives.
     src = tmp_path / "back.bin"
@@ -347,7 +354,7 @@ async def test_a_malformed_or_extra_stream_is_refused_and_transfers_go_on(tmp_pa
     sent = await pair.b.files.send("alice", str(src))
     pair.drive()
     await pair.a.files.act(sent["id"], "accept")
-    pair.pump()
+    await pair.pump()
     t = transfer_json(pair.a, sent["id"])
     assert t["state"] == "done" and Path(t["path"]).read_bytes() == src.read_bytes()
 
@@ -370,7 +377,7 @@ async def test_an_upload_is_offered_under_its_name_and_its_copy_goes_when_done(
     assert copy.read_bytes() == data
     pair.drive()
     await pair.b.files.act(sent["id"], "accept")
-    pair.pump()
+    await pair.pump()
     got = transfer_json(pair.b, sent["id"])
     assert got["state"] == "done" and Path(got["path"]).read_bytes() == data
     assert transfer_json(pair.a, sent["id"])["state"] == "done"
@@ -392,7 +399,7 @@ async def test_a_rejected_upload_drops_its_copy(tmp_path: Path) -> None:
     sent = await pair.a.files.upload("bob", "a.txt", len(data), chunks_of(data))
     pair.drive()
     await pair.b.files.act(sent["id"], "reject")
-    pair.pump()
+    await pair.pump()
     assert transfer_json(pair.a, sent["id"])["state"] == "rejected"
     assert not Path(sent["path"]).exists()
 

@@ -204,3 +204,24 @@ def test_bitfield_and_have_round_trip_on_the_wire() -> None:
     ):
         with pytest.raises(wire.WireError):
             wire.Reader().feed(bad)
+
+
+def test_a_piece_hashed_elsewhere_is_judged_by_its_digest() -> None:
+    from btchat.transfer.tree import piece_hash
+
+    data = content(16384 * 4)
+    m, layer = manifest_for(data)
+    s = Swarm(OFFER, m, Bitmap(m.pieces), layer, per_source=4)
+    s.add_source("a", bits(m.pieces, set(range(m.pieces))))
+    asked = {i for _, msg in s.requests(0.0) for i in msg.indices}
+    assert asked == set(range(m.pieces))
+    piece = data[: m.piece_length(0)]
+    # Worth hashing only if asked of that source, not held, and of the right length.
+    assert s.wants("a", 0, len(piece)) and not s.wants("b", 0, len(piece))
+    assert not s.wants("a", 0, len(piece) - 1) and not s.wants("a", m.pieces, 1)
+    assert s.expected(0) == layer[0] == piece_hash(piece, m.pieces, m.piece_size)
+    # The digest decides, not a second hash of the bytes (here: a wrong one given).
+    assert s.on_piece("a", 0, piece, digest=bytes(32)).outcome == "bad"
+    assert s.on_piece("a", 1, data[m.piece_size : 2 * m.piece_size], layer[1]).outcome == "ok"
+    s.written(1)
+    assert not s.wants("a", 1, m.piece_length(1))  # held now

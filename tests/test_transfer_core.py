@@ -260,3 +260,18 @@ def test_single_piece_and_piece_hash_agree_with_the_root() -> None:
     data = content(20000)
     m, layer = manifest_for(data, piece=256 * 1024)
     assert layer == [m.root] and piece_hash(data, 1, m.piece_size) == m.root == naive_root(data)
+
+
+def test_a_download_judges_a_piece_hashed_elsewhere_by_its_digest() -> None:
+    data = content(16384 * 4)
+    m, layer = manifest_for(data)
+    d = Download(b"o" * 16, m, Bitmap(m.pieces), layer, window=4)
+    d.requests()
+    piece = data[: m.piece_length(0)]
+    assert d.wants(0, len(piece)) and not d.wants(0, len(piece) + 1)
+    assert not d.wants(m.pieces, 1)
+    assert d.expected(0) == layer[0]
+    assert d.on_piece(0, piece, bytes(32)).outcome == "bad"  # the digest decides
+    assert d.on_piece(1, data[m.piece_size : 2 * m.piece_size], layer[1]).outcome == "ok"
+    d.written(1)
+    assert not d.wants(1, m.piece_length(1))

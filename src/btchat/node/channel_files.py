@@ -48,6 +48,7 @@ from btchat.channels.store import StoredMessage
 from btchat.errors import ApiError
 from btchat.files import write_atomic
 from btchat.node.files import DISK_MARGIN, hash_file, media_type_of, place_file
+from btchat.node.piece_writer import PieceWriter
 from btchat.node.transfer_records import load_records, read_layer
 from btchat.node.transfer_streams import TransferStreams
 from btchat.stream.events import StreamOpened, StreamsAvailable
@@ -184,6 +185,7 @@ class ChannelFiles:
         self.stats: Counter[str] = Counter()
         self._tasks = TaskOwner()
         self._rng = random.Random()
+        self._writer = PieceWriter()
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self._load()
 
@@ -200,6 +202,7 @@ class ChannelFiles:
 
     def _save(self, f: _File) -> None:
         """Commit the record; a download's data is fsynced first (persist, then claim)."""
+        self._writer.settle(f.id)  # its writes (and an older record) go first
         if f.fd is not None:
             os.fsync(f.fd)
         write_atomic(self._record_path(f.id), json.dumps(f.to_record()).encode())
@@ -257,6 +260,7 @@ class ChannelFiles:
         """Save every open download and close the files (``btchat`` stops)."""
         await self._tasks.cancel_all()
         for f in self.files.values():
+            self._writer.settle(f.id)
             if f.fd is not None:
                 self._save(f)
                 os.close(f.fd)
@@ -264,6 +268,7 @@ class ChannelFiles:
             if f.rfd is not None:
                 os.close(f.rfd)
                 f.rfd = None
+        self._writer.close()
 
     async def _tick_loop(self) -> None:
         while True:
@@ -669,37 +674,73 @@ class ChannelFiles:
                 write_atomic(self._layer_path(f.id), b"".join(msg.hashes))
             else:
                 log.warning("bad piece layer of %s from %s", f.id.hex()[:8], link.key.hex()[:16])
-        else:
-            verdict = s.on_piece(link.key, msg.index, msg.data)
-            if verdict.outcome == "bad":
-                log.warning("bad piece %d of %s from %s, fetched elsewhere",
-                            msg.index, f.id.hex()[:8], link.key.hex()[:16])  # fmt: skip
-            elif verdict.outcome == "ok" and not self._write(f, msg.index, msg.data):
-                return
-        if s.complete:
+        elif f.fd is not None and s.wants(link.key, msg.index, len(msg.data)):
+            self._write(f, s, link.key, msg.index, msg.data)  # checked on the writer's thread
+            return
+        else:  # not asked of this member, held, or the wrong length: refused unhashed
+            self._checked(f, s, link.key, msg.index, msg.data, None)
+        self._next(f, s)
+
+    def _next(self, f: _File, s: Swarm) -> None:
+        if f.swarm is not s:
+            return  # ended meanwhile
+        if s.complete:  # even if paused meanwhile: the last piece was on its way
             self._finish(f)
-        else:
+        elif f.state == "active":
             self._request(f)
 
-    def _write(self, f: _File, index: int, data: bytes) -> bool:
-        assert f.fd is not None and f.swarm is not None
-        m = f.manifest
-        try:
-            f.unchecked += len(data)
-            if f.unchecked >= DISK_CHECK_EVERY:
-                f.unchecked = 0
+    def _write(self, f: _File, s: Swarm, key: bytes, index: int, data: bytes) -> None:
+        """Hash and write one piece asked of ``key`` on the writer's thread; the verdict
+        follows once it is done."""
+        assert f.fd is not None
+        f.unchecked += len(data)
+        if f.unchecked >= DISK_CHECK_EVERY:
+            f.unchecked = 0
+            try:
                 self._check_space(f)
-            os.pwrite(f.fd, data, index * m.piece_size)
-        except (OSError, ApiError) as exc:
-            # Disk full (or gone): pause, saying why; what is written stays verified.
-            f.state = "paused"
-            f.error = "disk_full" if isinstance(exc, ApiError) else f"cannot write: {exc}"
-            self._save(f)
-            self._emit_progress(f, force=True)
-            return False
-        f.swarm.written(index)
-        if time.monotonic() - f.saved_at > SAVE_EVERY:
-            self._save(f)
+            except ApiError as exc:
+                self._write_failed(f, exc)
+                return
+        m = f.manifest
+
+        def written(digest: bytes, error: OSError | None) -> None:
+            if f.swarm is not s:
+                return  # ended (or started again) meanwhile: nothing to claim
+            if error is not None:
+                if f.error is None:
+                    self._write_failed(f, error)
+            else:
+                self._checked(f, s, key, index, data, digest)
+                self._next(f, s)
+
+        self._writer.write(
+            f.id, f.fd, index * m.piece_size, data, s.expected(index), (m.pieces, m.piece_size),
+            written,
+        )  # fmt: skip
+
+    def _write_failed(self, f: _File, exc: Exception) -> None:
+        """Disk full (or gone): pause, saying why; what is written stays verified."""
+        f.state = "paused"
+        f.error = "disk_full" if isinstance(exc, ApiError) else f"cannot write: {exc}"
+        self._save(f)  # the pieces written before the failure are claimed first
+        self._emit_progress(f, force=True)
+
+    def _checked(
+        self, f: _File, s: Swarm, key: bytes, index: int, data: bytes, digest: bytes | None
+    ) -> None:
+        """The verdict on a piece from ``key`` (``digest``: its hash, and it is on disk
+        if it fits); on_piece never says "ok" to what wants() turned down."""
+        verdict = s.on_piece(key, index, data, digest)
+        if verdict.outcome == "bad":
+            log.warning("bad piece %d of %s from %s, fetched elsewhere",
+                        index, f.id.hex()[:8], key.hex()[:16])  # fmt: skip
+        if verdict.outcome != "ok":
+            return
+        s.written(index)
+        if time.monotonic() - f.saved_at > SAVE_EVERY and f.fd is not None:
+            f.saved_at = time.monotonic()
+            record = json.dumps(f.to_record()).encode()
+            self._writer.save(f.id, f.fd, self._record_path(f.id), record)
         if self._serving(f.channel):
             # To every member that told us it fetches or holds this file; the others
             # hear our BITFIELD when they first ask.
@@ -708,11 +749,11 @@ class ChannelFiles:
                 if f.id in link.heard:
                     link.send(link.control, have)
         self._emit_progress(f)
-        return True
 
     def _finish(self, f: _File) -> None:
         """Every piece is verified and written: fsync, move into place, serve from there."""
         assert f.fd is not None and f.swarm is not None
+        self._writer.settle(f.id)
         os.fsync(f.fd)
         os.close(f.fd)
         f.fd = None
@@ -727,6 +768,7 @@ class ChannelFiles:
 
     def _end(self, f: _File, state: str, error: str | None) -> None:
         f.state, f.error = state, error
+        self._writer.settle(f.id)  # no job may still use the file when it is closed
         if f.fd is not None:
             os.close(f.fd)
             f.fd = None

@@ -53,6 +53,7 @@ from btchat.messaging import envelope as env_mod
 from btchat.messaging.conversation import Conversations
 from btchat.messaging.envelope import Envelope
 from btchat.messaging.store import Store
+from btchat.node.piece_writer import PieceWriter
 from btchat.node.transfer_records import load_records, read_layer
 from btchat.node.transfer_streams import TransferStreams
 from btchat.node.uploads import stage_upload
@@ -224,6 +225,7 @@ class Files:
         self.transfers: dict[bytes, _Transfer] = {}
         self._links: dict[tuple[bytes, bytes], _Link] = {}
         self.stats: Counter[str] = Counter()
+        self._writer = PieceWriter()
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self._load()
         store.on_incoming_file = self._on_incoming_file  # inline files: saved with the message
@@ -244,9 +246,19 @@ class Files:
 
     def _save(self, t: _Transfer) -> None:
         """Commit the record; a download's data is fsynced first (persist, then claim)."""
+        self._writer.settle(t.id)  # its writes (and an older record) go first
         if t.fd is not None and t.direction == "in":
             os.fsync(t.fd)
         write_atomic(self._record_path(t.id), json.dumps(t.to_record()).encode())
+        t.dirty = False
+        t.saved_at = time.monotonic()
+
+    def _save_soon(self, t: _Transfer) -> None:
+        """:meth:`_save` on the writer's thread, after the writes queued before it: the
+        loop goes on while the disk catches up (the bitmap is this moment's)."""
+        record = json.dumps(t.to_record()).encode()
+        fd = t.fd if t.direction == "in" else None
+        self._writer.save(t.id, fd, self._record_path(t.id), record)
         t.dirty = False
         t.saved_at = time.monotonic()
 
@@ -288,14 +300,21 @@ class Files:
     def _read_layer(self, t: _Transfer) -> list[bytes] | None:
         return read_layer(self._layer_path(t.id))
 
+    async def settled(self) -> bool:
+        """Wait until the pieces handed to the writer's thread are checked, written and
+        accounted for (tests step a transfer with this); True if any were."""
+        return await self._writer.drained()
+
     def close(self) -> None:
         """Save every open download (``btchat`` stops) and close the files."""
         for t in self.transfers.values():
+            self._writer.settle(t.id)
             if t.fd is not None:
                 if t.direction == "in" and t.state in OPEN_STATES:
                     self._save(t)
                 os.close(t.fd)
                 t.fd = None
+        self._writer.close()
 
     # ----------------------------------------------------------- API
 
@@ -474,7 +493,7 @@ class Files:
         t.state = "active"
         self._save(t)
         if t.download.complete:  # the empty file
-            self._finish(t)
+            self._place(t)
             return
         self._request(t)
 
@@ -697,7 +716,7 @@ class Files:
             if not link.send(link.bulk, data):
                 return
 
-    def _read(self, t: _Transfer, index: int) -> bytes | None:
+    def _read(self, t: _Transfer, index: int) -> bytes | bytearray | None:
         """One framed LAYER (index -1) or PIECE, read from disk; None if the file changed."""
         if index < 0:
             return wire.encode(wire.Layer(t.id, tuple(self._read_layer(t) or ())))
@@ -709,12 +728,20 @@ class Files:
                 return None
             t.fd = os.open(t.path, os.O_RDONLY)
         m = t.manifest
-        data = os.pread(t.fd, m.piece_length(index), index * m.piece_size)
+        length = m.piece_length(index)
+        # Read from disk straight in behind the message head: the piece is copied once.
+        message = bytearray(wire.PIECE_HEAD + length)
+        message[: wire.PIECE_HEAD] = wire.piece_head(t.id, index, length)
+        with memoryview(message) as view:
+            got = os.preadv(t.fd, [view[wire.PIECE_HEAD :]], index * m.piece_size)
+        if got != length:
+            self._end(t, "failed", "the file changed since it was offered", tell="cancel")
+            return None
         t.served += 1
         if time.monotonic() - t.saved_at > SAVE_EVERY:
-            self._save(t)
+            self._save_soon(t)  # the count served: progress, nothing to fsync first
         self._emit_progress(t)
-        return wire.encode(wire.Piece(t.id, index, data))
+        return message
 
     def _tell(self, t: _Transfer, msg: wire.Message) -> None:
         for key, link in self._links.items():
@@ -744,51 +771,104 @@ class Files:
                 self._end(t, "failed", "the sender's piece layer does not match", tell="cancel")
                 return
         elif isinstance(msg, wire.Piece):
-            verdict = d.on_piece(msg.index, msg.data)
-            if verdict.outcome == "ok":
-                if not self._write(t, msg.index, msg.data):
-                    return
-            elif verdict.outcome == "failed":
-                self._end(t, "failed", "too many bad pieces from the sender", tell="cancel")
+            if t.fd is not None and d.wants(msg.index, len(msg.data)):
+                self._write(t, d, msg.index, msg.data)  # checked and written on the thread
                 return
-            elif verdict.outcome == "bad":
-                log.warning("bad piece %d of %s, asked again", msg.index, t.id.hex()[:12])
+            # Not asked for, held already, or the wrong length: refused without hashing
+            # (on_piece says why; it never says "ok" to what wants() turned down).
+            if not self._checked(t, d, msg.index, msg.data, None):
+                return
         else:
             self.stats["rx_unexpected"] += 1
             return
+        self._next(t, d)
+
+    def _next(self, t: _Transfer, d: Download) -> None:
         if d.complete:
             self._finish(t)
         elif t.state == "active":
             self._request(t)
 
-    def _write(self, t: _Transfer, index: int, data: bytes) -> bool:
-        assert t.fd is not None and t.download is not None
-        m = t.manifest
-        try:
-            t.unchecked += len(data)
-            if t.unchecked >= DISK_CHECK_EVERY:
-                t.unchecked = 0
+    def _write(self, t: _Transfer, d: Download, index: int, data: bytes) -> None:
+        """Hash and write one asked-for piece on the writer's thread; its verdict
+        (:meth:`_checked`) follows on the loop once it is done."""
+        assert t.fd is not None
+        t.unchecked += len(data)
+        if t.unchecked >= DISK_CHECK_EVERY:
+            t.unchecked = 0
+            try:
                 self._check_space(t)
-            os.pwrite(t.fd, data, index * m.piece_size)
-        except (OSError, ApiError) as exc:
-            # Disk full (or gone): pause, saying why; what is written stays verified.
-            t.download.session_lost()
-            t.state = "paused"
-            t.error = "disk_full" if isinstance(exc, ApiError) else f"cannot write: {exc}"
-            self._save(t)
-            self._emit_progress(t, force=True)
+            except ApiError as exc:
+                self._write_failed(t, d, exc)
+                return
+        m = t.manifest
+
+        def written(digest: bytes, error: OSError | None) -> None:
+            if t.download is not d:
+                return  # ended (or started again) meanwhile: nothing to claim
+            if error is not None:
+                if t.error is None:  # the first failure says why; later ones add nothing
+                    self._write_failed(t, d, error)
+            elif self._checked(t, d, index, data, digest):
+                self._next(t, d)
+
+        self._writer.write(
+            t.id,
+            t.fd,
+            index * m.piece_size,
+            data,
+            d.expected(index),
+            (m.pieces, m.piece_size),
+            written,
+        )
+
+    def _checked(
+        self, t: _Transfer, d: Download, index: int, data: bytes, digest: bytes | None
+    ) -> bool:
+        """The verdict on a piece (``digest``: its hash, and it is on disk if it fits);
+        False if the transfer ended."""
+        verdict = d.on_piece(index, data, digest)
+        if verdict.outcome == "ok":
+            d.written(index)  # the thread wrote it: the hash it saw is the layer's
+            t.dirty = True
+            if time.monotonic() - t.saved_at > SAVE_EVERY:
+                self._save_soon(t)
+            self._emit_progress(t)
+        elif verdict.outcome == "failed":
+            self._end(t, "failed", "too many bad pieces from the sender", tell="cancel")
             return False
-        t.download.written(index)
-        t.dirty = True
-        if time.monotonic() - t.saved_at > SAVE_EVERY:
-            self._save(t)
-        self._emit_progress(t)
+        elif verdict.outcome == "bad":
+            log.warning("bad piece %d of %s, asked again", index, t.id.hex()[:12])
         return True
 
+    def _write_failed(self, t: _Transfer, d: Download, exc: Exception) -> None:
+        """Disk full (or gone): pause, saying why; what is written stays verified."""
+        t.state = "paused"
+        t.error = "disk_full" if isinstance(exc, ApiError) else f"cannot write: {exc}"
+        self._writer.settle(t.id)  # pieces written before the failure are still claimed
+        if t.download is not d:
+            return  # they completed it
+        d.session_lost()
+        self._save(t)
+        self._emit_progress(t, force=True)
+
     def _finish(self, t: _Transfer) -> None:
-        """Every piece is verified and written: fsync, move into place, say so."""
+        """Every piece is verified and written: the last fsync on the writer's thread,
+        then :meth:`_place` (unless the transfer ended meanwhile)."""
         assert t.fd is not None
-        os.fsync(t.fd)
+        d = t.download
+
+        def synced(_: object) -> None:
+            if t.download is d and t.state in OPEN_STATES:
+                self._place(t)
+
+        self._writer.sync(t.id, t.fd, synced)
+
+    def _place(self, t: _Transfer) -> None:
+        """fsynced: move into place, say so."""
+        assert t.fd is not None
+        self._writer.settle(t.id)
+        os.fsync(t.fd)  # nothing left to write back by now: quick
         os.close(t.fd)
         t.fd = None
         final = place_file(self._part_path(t.id), self.config.save_dir, safe_name(t.manifest.name))
@@ -807,6 +887,7 @@ class Files:
         if tell is not None:
             self._tell(t, wire.Cancel(t.id, "rejected" if tell == "reject" else error or tell))
         t.state, t.error = state, error
+        self._writer.settle(t.id)  # no job may still use the file when it is closed
         if t.fd is not None:
             os.close(t.fd)
             t.fd = None

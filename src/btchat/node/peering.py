@@ -118,10 +118,13 @@ class PeeringConfig:
     dial_timeout: float = 5.0
     max_lookups: int = 8  # contacts looked for at once (one slow one delays no other)
     #: Sessions announce substreams: file transfer runs on them (docs/PROTOCOL.md "Files");
-    #: 60 KiB chunks cost a quarter of the frames of 16 KiB ones (bench ``file_transfer``),
-    #: and chat still waits behind at most one 64 KiB burst.
+    #: 60 KiB chunks cost a quarter of the frames of 16 KiB ones (bench ``file_transfer``);
+    #: a burst of two whole chunks (a 64 KiB one split every other frame into 60 + 4 KiB),
+    #: and chat waits behind at most those 120 KiB.
     session: SessionConfig = field(
-        default_factory=lambda: SessionConfig(substreams=True, chunk_size=60 * 1024)
+        default_factory=lambda: SessionConfig(
+            substreams=True, chunk_size=60 * 1024, burst=120 * 1024
+        )
     )
     #: Bounds on inbound connections (see :mod:`btchat.net.admission`).
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)

@@ -39,7 +39,9 @@ class TransferStreams:
     control: int
     bulk: int
     readers: dict[int, wire.Reader] = field(default_factory=dict)
-    leftover: dict[int, bytes] = field(default_factory=dict)  # stream -> bytes not taken yet
+    leftover: dict[int, bytes | bytearray] = field(
+        default_factory=dict
+    )  # stream -> bytes not taken yet
 
     @classmethod
     def open(cls, conn: StreamConnection, **more: object) -> Self:
@@ -90,7 +92,7 @@ class TransferStreams:
             self.conn.reset_stream(sid, "malformed transfer message")
             return []
 
-    def send(self, sid: int, data: bytes) -> bool:
+    def send(self, sid: int, data: bytes | bytearray) -> bool:
         """Queue ``data`` on our stream ``sid``; False if it did not all fit (kept)."""
         if self.leftover.get(sid):
             self.leftover[sid] += data

@@ -29,6 +29,7 @@ a ``ValueError``, ``TypeError`` or ``RuntimeError`` at once.
 from __future__ import annotations
 
 import enum
+import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -90,7 +91,7 @@ class Cipher(Protocol):
 
     def encrypt(self, plaintext: bytes) -> bytes: ...
 
-    def decrypt(self, ciphertext: bytes) -> bytes:
+    def decrypt(self, ciphertext: bytes | memoryview) -> bytes:
         """Raises :class:`CipherError` if the message does not authenticate."""
         ...
 
@@ -306,15 +307,16 @@ class SecureStream:
         elif self._state is not Phase.ENDED:
             self._fail("connection lost during the handshake")
 
-    def data_to_send(self) -> bytes:
+    def data_to_send(self) -> bytes | bytearray:
         """Bytes to write now, in order: every control/DATA frame, then up to one burst
-        of substream data. Empty when there are none."""
+        of substream data. Empty when there are none; the caller owns what it gets."""
         if self._ready and self._state is Phase.ESTABLISHED:
             self._schedule_bulk()
-        if not self._outbuf:
+        data = self._outbuf
+        if not data:
             return b""
-        data = bytes(self._outbuf)
-        self._outbuf.clear()
+        # Handed over whole, not copied: we never touch this buffer again.
+        self._outbuf = bytearray()
         return data
 
     def next_event(self) -> object | None:
@@ -385,11 +387,12 @@ class SecureStream:
                 if end - start < length:
                     break  # need more bytes
                 pos = start + length
-                message = view[start:pos].tobytes()
                 if self._state is Phase.HANDSHAKE:
-                    self._on_handshake_message(message, now)
+                    self._on_handshake_message(view[start:pos].tobytes(), now)
                 else:
-                    self._on_transport_message(message, now, more=pos < end)
+                    # Decrypted straight out of the input buffer, not copied first.
+                    with view[start:pos] as message:
+                        self._on_transport_message(message, now, more=pos < end)
         if self._state is Phase.ENDED:
             buf.clear()
         else:
@@ -429,7 +432,7 @@ class SecureStream:
         if out.fin:
             raise RuntimeError(f"substream {stream_id} is closed for sending")
         room = self.config.stream_buffer - len(out.queue)
-        taken = data[: max(0, room)]
+        taken = data if room >= len(data) else data[: max(0, room)]  # no copy when it fits
         if len(taken) < len(data):
             out.blocked = True
         if taken:
@@ -524,13 +527,15 @@ class SecureStream:
         transport = self._transport
         assert transport is not None
         ciphertext = transport.encrypt(plaintext)
-        self._outbuf += frame(ciphertext)
+        out = self._outbuf
+        out += _LENGTH.pack(len(ciphertext))  # two appends: the ciphertext is copied once
+        out += ciphertext
         self._last_sent = now
         self.frames_sent += 1
         self._key_frames += 1
         self._key_bytes += len(ciphertext)
 
-    def _decrypt(self, message: bytes, now: float) -> bytes | None:
+    def _decrypt(self, message: bytes | memoryview, now: float) -> bytes | None:
         transport = self._transport
         assert transport is not None
         try:
@@ -546,7 +551,7 @@ class SecureStream:
 
     # ------------------------------------------------------------------ input
 
-    def _on_transport_message(self, message: bytes, now: float, *, more: bool) -> None:
+    def _on_transport_message(self, message: bytes | memoryview, now: float, *, more: bool) -> None:
         plaintext = self._decrypt(message, now)
         if plaintext is None:
             return
@@ -717,6 +722,10 @@ class SecureStream:
     # ------------------------------------------------------------------ output
 
     def _send_frame(self, ftype: int, body: bytes, now: float) -> None:
+        self._send_plaintext(ftype, _PREFIX[ftype] + body, now)
+
+    def _send_plaintext(self, ftype: int, plaintext: bytes | bytearray, now: float) -> None:
+        """Encrypt one frame whose plaintext (type byte first) is already built."""
         rekey = self._wire.rekey
         cfg = self.config
         if (
@@ -729,7 +738,7 @@ class SecureStream:
             )
         ):
             self._send_frame(rekey, b"", now)
-        self._encrypt_message(_PREFIX[ftype] + body, now)
+        self._encrypt_message(plaintext, now)
         if ftype == self._wire.ping:
             self._pings_out.append(now)
         if ftype == rekey:
@@ -749,12 +758,15 @@ class SecureStream:
             out = self._outgoing[stream_id]
             size = min(self.config.chunk_size, out.credit, len(out.queue), budget)
             if size > 0:
-                chunk = bytes(out.queue[:size])
+                # The frame's plaintext is built in one buffer: its bytes copied once.
+                plaintext = bytearray(_SDATA_HEAD.pack(Sub.DATA, stream_id))
+                with memoryview(out.queue) as queued:
+                    plaintext += queued[:size]
                 del out.queue[:size]
                 out.credit -= size
                 self._queued -= size
                 budget -= size
-                self._send_frame(Sub.DATA, ID.pack(stream_id) + chunk, now)
+                self._send_plaintext(Sub.DATA, plaintext, now)
                 if out.blocked and len(out.queue) <= self.config.stream_buffer // 2:
                     out.blocked = False
                     self._emit(StreamWritable(stream_id))
@@ -809,6 +821,8 @@ class SecureStream:
 
 
 _PREFIX = {t: bytes([t]) for t in range(256)}
+_SDATA_HEAD = struct.Struct(">BI")  # SDATA's type byte and stream id
+_LENGTH = struct.Struct(">H")  # the frame's length prefix (frames.frame)
 _SUB_TYPES = frozenset(Sub)
 
 

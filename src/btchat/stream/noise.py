@@ -162,7 +162,7 @@ class Transport:
         """``EncryptWithAd("", plaintext)`` on the sending CipherState."""
         return self._send.encrypt_with_ad(b"", plaintext)  # type: ignore[no-any-return]
 
-    def decrypt(self, ciphertext: bytes) -> bytes:
+    def decrypt(self, ciphertext: bytes | memoryview) -> bytes:
         """``DecryptWithAd("", ciphertext)``; raises :class:`NoiseError` if it fails.
 
         On failure the nonce is not advanced (§5.1); the stream gives up anyway.

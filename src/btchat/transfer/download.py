@@ -59,12 +59,17 @@ def layer_fits(manifest: Manifest, hashes: list[bytes]) -> bool:
     return len(hashes) == m.pieces and layer_root(hashes, m.piece_size) == m.root
 
 
-def piece_fits(manifest: Manifest, layer: list[bytes], index: int, data: bytes) -> bool:
-    """Are ``data`` the bytes of piece ``index`` (its length, and its hash in ``layer``)?"""
+def piece_fits(
+    manifest: Manifest, layer: list[bytes], index: int, data: bytes, digest: bytes | None = None
+) -> bool:
+    """Are ``data`` the bytes of piece ``index`` (its length, and its hash in ``layer``)?
+    ``digest``: their piece hash, if it was computed already (off the event loop)."""
     m = manifest
-    return len(data) == m.piece_length(index) and (
-        piece_hash(data, m.pieces, m.piece_size) == layer[index]
-    )
+    if len(data) != m.piece_length(index):
+        return False
+    if digest is None:
+        digest = piece_hash(data, m.pieces, m.piece_size)
+    return digest == layer[index]
 
 
 @dataclass(frozen=True)
@@ -153,8 +158,27 @@ class Download:
         self.layer = list(hashes)
         return True
 
-    def on_piece(self, index: int, data: bytes) -> Verdict:
-        """Check one piece; only an ``ok`` piece may be written (then :meth:`written`)."""
+    def wants(self, index: int, length: int) -> bool:
+        """Would a piece ``index`` of ``length`` bytes be checked now (asked for, not
+        held, the right length)? Only then is it worth hashing."""
+        m = self.manifest
+        return (
+            self.layer is not None
+            and 0 <= index < m.pieces
+            and not self.have[index]
+            and index in self._in_flight
+            and length == m.piece_length(index)
+        )
+
+    def expected(self, index: int) -> bytes:
+        """The piece hash piece ``index`` must have (once the layer is held)."""
+        assert self.layer is not None
+        return self.layer[index]
+
+    def on_piece(self, index: int, data: bytes, digest: bytes | None = None) -> Verdict:
+        """Check one piece; only an ``ok`` piece may be written (then :meth:`written`).
+
+        ``digest``: the piece hash of ``data`` if the caller computed it already."""
         if not 0 <= index < self.manifest.pieces or self.layer is None:
             self.stats["unexpected"] += 1
             return Verdict("unexpected", index)
@@ -165,7 +189,7 @@ class Download:
             self.stats["unexpected"] += 1
             return Verdict("unexpected", index)
         self._in_flight.discard(index)
-        if not piece_fits(self.manifest, self.layer, index, data):
+        if not piece_fits(self.manifest, self.layer, index, data, digest):
             self.stats["bad"] += 1
             self._next = min(self._next, index)  # asked for again by requests()
             return Verdict("failed" if self.failed else "bad", index)

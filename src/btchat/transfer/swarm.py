@@ -273,9 +273,30 @@ class Swarm:
         self.layer = list(hashes)
         return True
 
-    def on_piece(self, key: Hashable, index: int, data: bytes) -> Verdict:
+    def wants(self, key: Hashable, index: int, length: int) -> bool:
+        """Would piece ``index`` of ``length`` bytes from ``key`` be checked now (asked of
+        it, not held, the right length)? Only then is it worth hashing."""
+        source = self.sources.get(key)
+        return (
+            self.layer is not None
+            and source is not None
+            and 0 <= index < self.manifest.pieces
+            and index in source.in_flight
+            and not self.have[index]
+            and length == self.manifest.piece_length(index)
+        )
+
+    def expected(self, index: int) -> bytes:
+        """The piece hash piece ``index`` must have (once the layer is held)."""
+        assert self.layer is not None
+        return self.layer[index]
+
+    def on_piece(
+        self, key: Hashable, index: int, data: bytes, digest: bytes | None = None
+    ) -> Verdict:
         """Check one piece from ``key``; only an ``ok`` piece may be written (then
-        :meth:`written`). ``bad``: refused, counted against ``key``, asked elsewhere."""
+        :meth:`written`). ``bad``: refused, counted against ``key``, asked elsewhere.
+        ``digest``: the piece hash of ``data`` if the caller computed it already."""
         source = self.sources.get(key)
         if not 0 <= index < self.manifest.pieces or self.layer is None or source is None:
             self.stats["unexpected"] += 1
@@ -286,7 +307,7 @@ class Swarm:
         if self.have[index]:
             self.stats["duplicate"] += 1
             return Verdict("duplicate", index)
-        if not piece_fits(self.manifest, self.layer, index, data):
+        if not piece_fits(self.manifest, self.layer, index, data, digest):
             source.refused.add(index)
             self._bad(key, "bad_piece")
             return Verdict("bad", index)
