@@ -221,10 +221,11 @@ class _PlainCipher:
     def encrypt(self, plaintext: bytes) -> bytes:
         return plaintext + bytes(TAGLEN)
 
-    def decrypt(self, ciphertext: bytes) -> bytes:
+    def decrypt(self, ciphertext: bytes | memoryview) -> bytes:
+        # The core hands a view of its input buffer, released after the call: copy.
         if len(ciphertext) < TAGLEN or any(ciphertext[-TAGLEN:]):
             raise CipherError("bad tag")
-        return ciphertext[:-TAGLEN]
+        return bytes(ciphertext[:-TAGLEN])
 
     def rekey_send(self) -> None:
         pass
