@@ -53,13 +53,16 @@ TARGET_MB = 100
 
 INTERACTIVE = "() => performance.getEntriesByName('btchat-interactive').length > 0"
 
-#: Counts every frame the page's WebSocket receives, before the app handles it.
+#: Counts every frame the page's WebSocket receives, before the app handles it, and
+#: keeps the sockets reachable, so a script in the page can hand them frames.
 COUNT_EVENTS = """(() => {
   const Orig = window.WebSocket;
   window.__events = [];
+  window.__sockets = [];
   window.WebSocket = class extends Orig {
     constructor(...args) {
       super(...args);
+      window.__sockets.push(this);
       this.addEventListener('message', (e) => {
         if (e.data.includes('"message"')) window.__events.push(performance.now());
       });
@@ -372,18 +375,6 @@ def _events(
     }
 
 
-#: Keeps the app's event socket reachable, so a script in the page can hand it frames.
-KEEP_SOCKET = """(() => {
-  const Orig = window.WebSocket;
-  window.__sockets = [];
-  window.WebSocket = class extends Orig {
-    constructor(...args) {
-      super(...args);
-      window.__sockets.push(this);
-    }
-  };
-})();"""
-
 #: The frame source inside the page: `message` frames dispatched on the app's own socket
 #: at `rate` per second (those due are sent on each tick, so a slow tick catches up),
 #: with nothing between the source and the app's handler (no Playwright relay).
@@ -415,7 +406,7 @@ def _events_injected(
     seconds = 3.0 if quick else 10.0
     total = int(RATE * seconds)
     ctx = browser.new_context(viewport={"width": 1100, "height": 720})
-    ctx.add_init_script(KEEP_SOCKET)
+    ctx.add_init_script(COUNT_EVENTS)
     page = ctx.new_page()
     page.set_default_timeout(120_000)
     page.goto(url)
