@@ -285,13 +285,15 @@ def routing_place(routing: Any, node_id: bytes) -> str:
 def check_ping_and_kept(swarm: TappedSwarm, their_dht: Addr, their_id: bytes) -> None:
     """They answer our ping, and our nodes that heard from them keep them."""
     assert swarm.call(swarm.ours.ping(their_dht)) == their_id
-    # Each of our nodes that heard from it holds it: in its table, or in the replacement
-    # cache of a bucket already full of good nodes (BEP 5), and most in the table.
+    # The node that pinged holds it: in its table, or in the replacement cache of a
+    # bucket already full of good nodes (BEP 5); and some of ours hold it in the table.
+    # Not "most": which of our nodes hear from it, and how full the bucket its random ID
+    # falls in is, vary run by run (CI saw 5 of 12 in a table, 3 replacements, 4 none).
     places = swarm.on_loop(
         lambda: [routing_place(s.node.routing, their_id) for s in swarm.services]
     )
     assert places[0] in ("table", "replacement")
-    assert places.count("table") >= len(places) // 2, places
+    assert "table" in places, places
 
 
 def check_find_node_and_get_peers(swarm: TappedSwarm, their_dht: Addr, their_id: bytes) -> None:
