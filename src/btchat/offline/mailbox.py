@@ -228,7 +228,6 @@ class Mailbox:
         self._next_republish = 0.0
         self._next_poll = 0.0
         self._first_poll: float | None = None
-        self._start_polls = list(self.config.start_polls)
         self._published_day: int | None = None
         self._ack_dirty: set[bytes] = set()
         self._handed: set[tuple[bytes, bytes, int]] = set()  # (friend, recipient, n)
@@ -479,11 +478,9 @@ class Mailbox:
         if now >= self._next_poll:
             if self._first_poll is None:
                 self._first_poll = now
-            while self._start_polls and self._first_poll + self._start_polls[0] <= now:
-                self._start_polls.pop(0)
-            self._next_poll = now + self.config.poll_interval
-            if self._start_polls:
-                self._next_poll = min(self._next_poll, self._first_poll + self._start_polls[0])
+            first = self._first_poll
+            later = [first + t for t in self.config.start_polls if first + t > now]
+            self._next_poll = min([now + self.config.poll_interval, *later])
             self.poll(now)
 
     def _expire(self, now_ms: int) -> None:
