@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from harness import until
-from natlab.lab import LAN_ADDRS, Lab, lab_or_skip
+from natlab.lab import LAN_ADDRS, Lab, kill_all, lab_or_skip
 from natlab.lan import LanNode, start_lan_node
 
 from btchat.discovery.lan_service import LanService
@@ -173,10 +173,7 @@ async def test_two_daemons_on_a_lan_with_no_dht_chat_and_share_a_channel(
         await until_true(lambda: _eq(channel_texts(alice, "lanroom"), both), 30, "alice's room")
         await until_true(lambda: _eq(channel_texts(bob, "lanroom"), both), 30, "bob's room")
     finally:
-        for p in people.values():
-            if p.proc is not None:
-                p.proc.kill()
-                await asyncio.to_thread(p.proc.wait, 10)
+        await kill_all(p.proc for p in people.values())
 
 
 async def _eq(got: Awaitable[Any], want: Any) -> bool:

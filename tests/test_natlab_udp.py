@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Iterator
 from pathlib import Path
 
 import pytest
-from natlab.lab import PUBLIC_ADDRS, Lab, NatType, lab_or_skip
+from natlab.lab import PUBLIC_ADDRS, Lab, NatType, kill_all, lab_or_skip
 from natlab.punch import PUBLIC, expected, matrix_pairs, run_pairs
 
 from btchat.sandbox import start_swarm
@@ -95,10 +95,7 @@ async def test_two_daemons_behind_port_restricted_nats_chat(lab: Lab, tmp_path: 
             "alice receives",
         )
     finally:
-        for p in people.values():
-            if p.proc is not None:
-                p.proc.kill()
-                await asyncio.to_thread(p.proc.wait, 10)
+        await kill_all(p.proc for p in people.values())
         swarm.close()
 
 

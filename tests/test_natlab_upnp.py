@@ -33,6 +33,7 @@ from natlab.lab import (
     Lab,
     NatType,
     build_lab,
+    kill_all,
     miniupnpd_unavailable,
     unavailable,
 )
@@ -404,8 +405,5 @@ async def test_a_peer_reaches_a_mapped_session_port_only_through_the_candidate_r
         seen = await rendezvous(bob)
         assert seen["records_read"] >= 1 and seen["records_dropped"] == 0
     finally:
-        for p in people.values():
-            if p.proc is not None:
-                p.proc.kill()
-                await asyncio.to_thread(p.proc.wait, 10)
+        await kill_all(p.proc for p in people.values())
         swarm.close()

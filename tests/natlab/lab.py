@@ -20,16 +20,18 @@ Needs root, ``ip`` (iproute2) and ``nft`` (nftables); :func:`unavailable` says w
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "HOME_IP",
@@ -48,6 +50,7 @@ __all__ = [
     "NatType",
     "build_lab",
     "build_lan",
+    "kill_all",
     "lab_or_skip",
     "miniupnpd_unavailable",
     "nat_ruleset",
@@ -484,3 +487,11 @@ def build_lan(addrs: Sequence[str] = LAN_ADDRS) -> Iterator[Lab]:
         yield lab
     finally:
         lab.close()
+
+
+async def kill_all(procs: Iterable[subprocess.Popen[Any] | None]) -> None:
+    """End a test's daemons (SIGKILL, then reap each): the tests' ``finally``."""
+    for proc in procs:
+        if proc is not None:
+            proc.kill()
+            await asyncio.to_thread(proc.wait, 10)
